@@ -1,0 +1,327 @@
+use proptest::prelude::*;
+use serde_json::{Value, json};
+
+use crate::*;
+
+fn env() -> MapEnv {
+    let mut env = MapEnv {
+        now_millis: 1_764_345_600_123, // 2025-11-28T16:00:00.123Z
+        ..MapEnv::default()
+    };
+    env.root.insert(RootField::TaskId, json!("t-42"));
+    env.root.insert(RootField::Ref, json!("token"));
+    env.root.insert(RootField::ConvId, json!(7));
+    env.counts.insert((None, "wait".into()), 3);
+    env.counts
+        .insert((Some(ProcessId::Alias("bitrix".into())), "escalation".into()), 2);
+    env.with_task(
+        ProcessId::Alias("bitrix".into()),
+        "token",
+        json!({"access_token": "AT-1", "nested": {"list": [10, 20]}}),
+    )
+    .with_task(ProcessId::Id(12), "user_5", json!({"status": "active"}))
+}
+
+fn data() -> Value {
+    json!({
+        "portal": "corezoid",
+        "a": {"b": [{"c": "deep"}, {"c": 2}]},
+        "n": 42,
+        "f": 1.5,
+        "yes": true,
+        "nothing": null,
+        "obj": {"k": "v"},
+        "list": [1, 2, 3],
+        "dotted.key": "dot",
+        "br[ack]et": "brackets",
+        "userId": 5,
+        "proc": "@bitrix",
+        "num_text": "17",
+        "json_obj": "{\"x\":1}",
+        "json_arr": "[1,2]",
+    })
+}
+
+fn render(text: &str) -> Result<Value, RenderError> {
+    Template::parse(text)
+        .unwrap_or_else(|e| panic!("{text}: {e}"))
+        .render(&data(), &env())
+}
+
+fn text(template: &str) -> String {
+    match render(template) {
+        Ok(Value::String(s)) => s,
+        other => panic!("{template}: expected a string, got {other:?}"),
+    }
+}
+
+fn parse_error(text: &str) -> ParseError {
+    match Template::parse(text) {
+        Ok(t) => panic!("{text}: expected an error, parsed {t:?}"),
+        Err(e) => e,
+    }
+}
+
+#[test]
+fn literal_text_is_unchanged() {
+    assert_eq!(text("plain text"), "plain text");
+    assert_eq!(text(""), "");
+    assert_eq!(text("$.store.book and { } and << >> and a }} b"), "$.store.book and { } and << >> and a }} b");
+    assert_eq!(Template::parse("abc").unwrap().as_literal(), Some("abc"));
+}
+
+#[test]
+fn paths() {
+    assert_eq!(text("https://{{portal}}.bitrix24.ru/"), "https://corezoid.bitrix24.ru/");
+    assert_eq!(text("{{ portal }}!"), "corezoid!");
+    assert_eq!(text("x{{a.b[0].c}}"), "xdeep");
+    assert_eq!(render("{{a.b[1].c}}"), Ok(json!(2)));
+    assert_eq!(render("{{list[2]}}"), Ok(json!(3)));
+    assert_eq!(render("{{list.1}}"), Ok(json!(2)));
+    assert_eq!(render("{{a.b}}"), Ok(json!([{"c": "deep"}, {"c": 2}])));
+}
+
+#[test]
+fn escaped_keys() {
+    assert_eq!(render(r"{{dotted\.key}}"), Ok(json!("dot")));
+    assert_eq!(render(r"{{br\[ack\]et}}"), Ok(json!("brackets")));
+    let path = Path::parse(r"a\.b[3].c\\d").unwrap();
+    assert_eq!(
+        path.0,
+        vec![
+            Segment::Key("a.b".into()),
+            Segment::Index(3),
+            Segment::Key("c\\d".into())
+        ]
+    );
+    assert_eq!(path.to_string(), r"a\.b[3].c\\d");
+}
+
+#[test]
+fn whole_value_keeps_type_and_text_does_not() {
+    assert_eq!(render("{{n}}"), Ok(json!(42)));
+    assert_eq!(render("{{f}}"), Ok(json!(1.5)));
+    assert_eq!(render("{{yes}}"), Ok(json!(true)));
+    assert_eq!(render("{{obj}}"), Ok(json!({"k": "v"})));
+    assert_eq!(render("{{nothing}}"), Ok(Value::Null));
+    assert_eq!(render("n={{n}}"), Ok(json!("n=42")));
+    assert_eq!(render("{{obj}} "), Ok(json!("{\"k\":\"v\"} ")));
+    assert_eq!(render("[{{list}}]"), Ok(json!("[[1,2,3]]")));
+    assert_eq!(render("<{{nothing}}>"), Ok(json!("<>")));
+    assert_eq!(render("{{yes}}{{n}}"), Ok(json!("true42")));
+}
+
+#[test]
+fn missing_keys_are_empty() {
+    assert_eq!(render("a{{missing}}b"), Ok(json!("ab")));
+    assert_eq!(render("{{missing}}"), Ok(json!("")));
+    assert_eq!(render("{{a.b[9].c}}"), Ok(json!("")));
+    assert_eq!(render("{{portal.deeper}}"), Ok(json!("")));
+}
+
+#[test]
+fn root_values() {
+    assert_eq!(render("{{root.task_id}}"), Ok(json!("t-42")));
+    assert_eq!(render("{{root.conv_id}}"), Ok(json!(7)));
+    assert_eq!(text("{{root.ref}}/{{root.conv_id}}"), "token/7");
+    assert_eq!(render("{{root.node_id}}"), Ok(Value::Null));
+    let e = parse_error("{{root.nope}}");
+    assert!(e.message.contains("unknown system value `root.nope`"), "{e}");
+    // A task key called `root` is still reachable on its own.
+    assert_eq!(render("{{root}}"), Ok(json!("")));
+}
+
+#[test]
+fn conv_references_both_forms() {
+    assert_eq!(
+        text("auth={{conv[@bitrix].ref[token].access_token}}"),
+        "auth=AT-1"
+    );
+    assert_eq!(
+        text("auth=<<conv[@bitrix].ref[token].access_token>>"),
+        "auth=AT-1"
+    );
+    assert_eq!(
+        Template::parse("{{conv[@bitrix].ref[token].access_token}}"),
+        Template::parse("<<conv[@bitrix].ref[token].access_token>>")
+    );
+    assert_eq!(render("{{conv[@bitrix].ref[token].nested.list[1]}}"), Ok(json!(20)));
+    assert_eq!(render("<<conv[@bitrix].ref[token].nested>>"), Ok(json!({"list": [10, 20]})));
+    assert_eq!(
+        render("{{conv[@bitrix].ref[token]}}"),
+        Ok(json!({"access_token": "AT-1", "nested": {"list": [10, 20]}}))
+    );
+    assert_eq!(render("{{conv[12].ref[user_5].status}}"), Ok(json!("active")));
+}
+
+#[test]
+fn nested_templates_in_ref_and_process() {
+    assert_eq!(render("{{conv[12].ref[user_{{userId}}].status}}"), Ok(json!("active")));
+    assert_eq!(render("<<conv[12].ref[user_{{userId}}].status>>"), Ok(json!("active")));
+    assert_eq!(render("{{conv[{{proc}}].ref[token].access_token}}"), Ok(json!("AT-1")));
+    let t = Template::parse("{{conv[12].ref[{{userId}}].status}}").unwrap();
+    assert_eq!(t.task_keys(), vec!["userId"]);
+}
+
+#[test]
+fn unresolvable_references_are_errors_naming_process_and_ref() {
+    let e = render("{{conv[@bitrix].ref[nope].access_token}}").unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        "cannot read conv[@bitrix].ref[nope]: no task with ref `nope` in process @bitrix"
+    );
+    let e = render("x{{conv[99].ref[token].a}}").unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        "cannot read conv[99].ref[token]: process 99 does not exist"
+    );
+    let e = render("{{conv[@bitrix].ref[token].refresh_token}}").unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        "cannot read conv[@bitrix].ref[token]: the task has no key `refresh_token`"
+    );
+    let e = render("{{conv[{{portal}}].ref[token].a}}").unwrap_err();
+    assert_eq!(e, RenderError::Process { text: "corezoid".into() });
+}
+
+#[test]
+fn node_counters() {
+    assert_eq!(render("{{node[wait].count}}"), Ok(json!(3)));
+    assert_eq!(render("{{conv[@bitrix].node[escalation].count}}"), Ok(json!(2)));
+    assert!(render("{{node[other].count}}").is_err());
+}
+
+#[test]
+fn function_math() {
+    assert_eq!(render("$.math({{n}} + 8)"), Ok(json!(50)));
+    assert_eq!(render("$.math(({{n}} - 2) / 8)"), Ok(json!(5)));
+    assert_eq!(render("$.math({{f}} * 3)"), Ok(json!(4.5)));
+    assert_eq!(render("total: $.math(1+1)"), Ok(json!("total: 2")));
+    assert!(matches!(
+        render("$.math({{n}} / 0)"),
+        Err(RenderError::Function { function: "math", .. })
+    ));
+    assert!(render("$.math({{portal}} + 1)").is_err());
+}
+
+#[test]
+fn functions_time_and_random() {
+    assert_eq!(render("$.unixtime()"), Ok(json!(1_764_345_600)));
+    assert_eq!(render("$.unixtime(ms)"), Ok(json!(1_764_345_600_123_i64)));
+    assert!(render("$.unixtime(years)").is_err());
+    assert_eq!(render("$.date(%Y-%m-%d)"), Ok(json!("2025-11-28")));
+    assert_eq!(render("$.date(%H:%M)"), Ok(json!("16:00")));
+    assert_eq!(render("$.date()"), Ok(json!("2025-11-28T16:00:00Z")));
+    assert!(render("$.date(%Q)").is_err());
+    let env = env();
+    let t = Template::parse("$.random(10)").unwrap();
+    for _ in 0..100 {
+        let v = t.render(&data(), &env).unwrap().as_u64().unwrap();
+        assert!(v < 10);
+    }
+    assert!(render("$.random(0)").is_err());
+    assert!(render("$.random(x)").is_err());
+}
+
+#[test]
+fn functions_hashes_and_encoding() {
+    assert_eq!(
+        render("$.sha1_hex(abc)"),
+        Ok(json!("a9993e364706816aba3e25717850c26c9cd0d89d"))
+    );
+    assert_eq!(
+        render("$.md5_hex({{portal}})"),
+        Ok(json!(format!("{:x}", md5::Md5::digest(b"corezoid"))))
+    );
+    assert_eq!(render("$.md5_hex()"), Ok(json!("d41d8cd98f00b204e9800998ecf8427e")));
+    assert_eq!(render("$.base64_encode(user:pass)"), Ok(json!("dXNlcjpwYXNz")));
+    assert_eq!(render("Basic $.base64_encode({{portal}}:x)"), Ok(json!("Basic Y29yZXpvaWQ6eA==")));
+}
+
+use md5::Digest as _;
+
+#[test]
+fn functions_casts() {
+    assert_eq!(render("$.to_number({{num_text}})"), Ok(json!(17)));
+    assert_eq!(render("$.to_number({{n}})"), Ok(json!(42)));
+    assert_eq!(render("$.to_number(2.5)"), Ok(json!(2.5)));
+    assert!(render("$.to_number({{portal}})").is_err());
+    assert_eq!(render("$.to_string({{n}})"), Ok(json!("42")));
+    assert_eq!(render("$.to_string({{obj}})"), Ok(json!("{\"k\":\"v\"}")));
+    assert_eq!(render("$.to_object({{json_obj}})"), Ok(json!({"x": 1})));
+    assert_eq!(render("$.to_object({{obj}})"), Ok(json!({"k": "v"})));
+    assert!(render("$.to_object({{json_arr}})").is_err());
+    assert_eq!(render("$.to_array({{json_arr}})"), Ok(json!([1, 2])));
+    assert_eq!(render("$.to_array({{list}})"), Ok(json!([1, 2, 3])));
+    assert!(render("$.to_array({{n}})").is_err());
+}
+
+#[test]
+fn nested_functions() {
+    assert_eq!(render("$.sha1_hex($.to_string($.math(1+1)))"), Ok(json!("da4b9237bacccdf19c0760cab7aec4a8359010b0")));
+    assert_eq!(render("$.math(($.math(2*3)) + 1)"), Ok(json!(7)));
+}
+
+#[test]
+fn syntax_errors_say_where() {
+    let e = parse_error("abc {{portal");
+    assert_eq!(e.column, 5);
+    assert!(e.message.contains("unclosed `{{`"), "{e}");
+    assert!(parse_error("{{}}").message.contains("empty expression"));
+    assert!(parse_error("{{ a..b }}").message.contains("empty key"));
+    assert!(parse_error("{{a[x]}}").message.contains("array index"));
+    assert!(parse_error("{{conv[abc].ref[x].y}}").message.contains("process id"));
+    assert!(parse_error("{{conv[1].x}}").message.contains("`.ref[…]`"));
+    assert!(parse_error("{{conv[1].ref[x}}").message.contains("unclosed `[`"));
+    // `<<` opens a reference only before `conv[`; elsewhere it is text.
+    assert_eq!(text("<<portal>>"), "<<portal>>");
+    assert!(parse_error("$.nope(1)").message.contains("unknown function `$.nope`"));
+    assert!(parse_error("$.math(1 + 2").message.contains("unclosed `(`"));
+    assert!(parse_error("{{node[].count}}").message.contains("empty"));
+}
+
+#[test]
+fn task_keys_are_collected_everywhere() {
+    let t = Template::parse("{{a.b}}-$.math({{c}}+1)-{{conv[{{p}}].ref[{{r}}].x}}-{{root.ref}}").unwrap();
+    assert_eq!(t.task_keys(), vec!["a", "c", "p", "r"]);
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(2000))]
+
+    #[test]
+    fn arbitrary_text_never_panics(text in ".{0,80}") {
+        if let Ok(t) = Template::parse(&text) {
+            let _ = t.render(&data(), &env());
+        }
+    }
+
+    #[test]
+    fn template_like_text_never_panics(text in r"(\{\{|\}\}|<<|>>|conv\[|ref\[|node\[|\]|\[|\.|\$\.(math|date|random|to_number)\(|\)|@|[a-z0-9 \\{}])*") {
+        if let Ok(t) = Template::parse(&text) {
+            let _ = t.render(&data(), &env());
+        }
+    }
+
+    #[test]
+    fn text_without_syntax_is_literal(text in "[^{<$]{0,60}") {
+        let t = Template::parse(&text).unwrap();
+        prop_assert_eq!(t.render(&data(), &env()).unwrap(), Value::String(text.clone()));
+    }
+
+    #[test]
+    fn a_rendered_key_reads_back_its_value(key in "[a-z_][a-z0-9_]{0,10}", value in any::<i64>()) {
+        let data = json!({ key.clone(): value });
+        let t = Template::parse(&format!("{{{{{key}}}}}")).unwrap();
+        prop_assert_eq!(t.render(&data, &MapEnv::default()).unwrap(), json!(value));
+        let t = Template::parse(&format!("<{{{{{key}}}}}>")).unwrap();
+        prop_assert_eq!(t.render(&data, &MapEnv::default()).unwrap(), json!(format!("<{value}>")));
+    }
+
+    #[test]
+    fn math_agrees_with_integer_arithmetic(a in -1_000_000i64..1_000_000, b in -1_000_000i64..1_000_000) {
+        let data = json!({"a": a, "b": b});
+        let t = Template::parse("$.math({{a}} * 2 + {{b}} - ({{a}} - {{b}}))").unwrap();
+        prop_assert_eq!(t.render(&data, &MapEnv::default()).unwrap(), json!(a + 2 * b));
+    }
+}
