@@ -101,18 +101,27 @@ impl Function {
             }
             Function::Random => {
                 let text = argument.render_text(data, env)?;
-                let bound = text.trim().parse::<u64>().ok().filter(|n| *n > 0).ok_or_else(|| {
-                    self.fail(format!("expected a positive whole number, got `{text}`"))
-                })?;
+                let bound = text
+                    .trim()
+                    .parse::<u64>()
+                    .ok()
+                    .filter(|n| *n > 0)
+                    .ok_or_else(|| {
+                        self.fail(format!("expected a positive whole number, got `{text}`"))
+                    })?;
                 Ok(Value::from(env.random_below(bound)))
             }
             Function::Sha1Hex => {
                 let text = argument.render_text(data, env)?;
-                Ok(Value::String(hex::encode(sha1::Sha1::digest(text.as_bytes()))))
+                Ok(Value::String(hex::encode(sha1::Sha1::digest(
+                    text.as_bytes(),
+                ))))
             }
             Function::Md5Hex => {
                 let text = argument.render_text(data, env)?;
-                Ok(Value::String(hex::encode(md5::Md5::digest(text.as_bytes()))))
+                Ok(Value::String(hex::encode(md5::Md5::digest(
+                    text.as_bytes(),
+                ))))
             }
             Function::Base64Encode => {
                 let text = argument.render_text(data, env)?;

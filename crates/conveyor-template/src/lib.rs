@@ -28,11 +28,13 @@ mod functions;
 mod math;
 mod parse;
 mod render;
+mod value;
 
 use std::fmt;
 
 pub use functions::Function;
 pub use render::{Env, MapEnv, RenderError};
+pub use value::{ValueParseError, ValueTemplate};
 
 /// A parsed template, ready to render.
 #[derive(Debug, Clone, PartialEq)]
@@ -305,10 +307,10 @@ impl Template {
     pub fn task_keys(&self) -> Vec<&str> {
         let mut keys = Vec::new();
         self.visit_exprs(&mut |expr| {
-            if let Expr::Task(path) = expr {
-                if let Some(head) = path.head() {
-                    keys.push(head);
-                }
+            if let Expr::Task(path) = expr
+                && let Some(head) = path.head()
+            {
+                keys.push(head);
             }
         });
         keys

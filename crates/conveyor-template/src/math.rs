@@ -20,7 +20,10 @@ pub(crate) fn eval(text: &str) -> Result<f64, String> {
     if parser.pos < parser.bytes.len() {
         return Err(format!(
             "unexpected `{}` in `{text}`",
-            String::from_utf8_lossy(&parser.bytes[parser.pos..]).chars().next().unwrap_or('?')
+            String::from_utf8_lossy(&parser.bytes[parser.pos..])
+                .chars()
+                .next()
+                .unwrap_or('?')
         ));
     }
     if !value.is_finite() {
@@ -184,7 +187,10 @@ mod tests {
         assert_eq!(eval("-2 * -3"), Ok(6.0));
         assert_eq!(eval("7 % 4"), Ok(3.0));
         assert_eq!(eval("10 / 4"), Ok(2.5));
-        assert_eq!(eval("round(2.5) + floor(1.9) + ceil(0.1) + abs(-1)"), Ok(6.0));
+        assert_eq!(
+            eval("round(2.5) + floor(1.9) + ceil(0.1) + abs(-1)"),
+            Ok(6.0)
+        );
         assert_eq!(eval("1e3 + 0.5"), Ok(1000.5));
     }
 

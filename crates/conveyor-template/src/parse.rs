@@ -67,10 +67,7 @@ pub(crate) fn parse_bare_path(text: &str) -> Result<Path, ParseError> {
     };
     let path = parser.path(None)?;
     if parser.pos < parser.chars.len() {
-        return Err(parser.error(format!(
-            "unexpected `{}` in path",
-            parser.chars[parser.pos]
-        )));
+        return Err(parser.error(format!("unexpected `{}` in path", parser.chars[parser.pos])));
     }
     if path.is_empty() {
         return Err(parser.error("empty path".into()));
@@ -98,14 +95,9 @@ impl Parser {
     }
 
     fn starts_with(&self, s: &str) -> bool {
-        let mut i = self.pos;
-        for c in s.chars() {
-            if self.chars.get(i) != Some(&c) {
-                return false;
-            }
-            i += 1;
-        }
-        true
+        s.chars()
+            .enumerate()
+            .all(|(i, c)| self.chars.get(self.pos + i) == Some(&c))
     }
 
     fn eat(&mut self, s: &str) -> bool {
@@ -173,8 +165,10 @@ impl Parser {
                 parts.push(Part::Expr(expr));
                 continue;
             }
-            if self.starts_with("$.") {
-                if let Some((function, name_end)) = self.function_name()? {
+            if self.starts_with("$.")
+                && let Some((function, name_end)) = self.function_name()?
+            {
+                {
                     flush(&mut text, &mut parts);
                     self.pos = name_end + 1; // past `(`
                     let argument = self.template(Until::Paren)?;
@@ -245,7 +239,10 @@ impl Parser {
         } else if self.eat("node[") {
             let node = self.name_in_brackets("node")?;
             self.expect(".count", "after `node[…]`")?;
-            Expr::NodeCount { process: None, node }
+            Expr::NodeCount {
+                process: None,
+                node,
+            }
         } else if self.starts_with("root.") {
             let at = self.pos;
             self.pos += 5;

@@ -150,7 +150,11 @@ fn eval<'d>(
     }
 }
 
-fn resolve_process(sel: &ProcessSel, data: &Value, env: &dyn Env) -> Result<ProcessId, RenderError> {
+fn resolve_process(
+    sel: &ProcessSel,
+    data: &Value,
+    env: &dyn Env,
+) -> Result<ProcessId, RenderError> {
     match sel {
         ProcessSel::Id(id) => Ok(ProcessId::Id(*id)),
         ProcessSel::Alias(alias) => Ok(ProcessId::Alias(alias.clone())),

@@ -12,8 +12,10 @@ fn env() -> MapEnv {
     env.root.insert(RootField::Ref, json!("token"));
     env.root.insert(RootField::ConvId, json!(7));
     env.counts.insert((None, "wait".into()), 3);
-    env.counts
-        .insert((Some(ProcessId::Alias("bitrix".into())), "escalation".into()), 2);
+    env.counts.insert(
+        (Some(ProcessId::Alias("bitrix".into())), "escalation".into()),
+        2,
+    );
     env.with_task(
         ProcessId::Alias("bitrix".into()),
         "token",
@@ -66,13 +68,19 @@ fn parse_error(text: &str) -> ParseError {
 fn literal_text_is_unchanged() {
     assert_eq!(text("plain text"), "plain text");
     assert_eq!(text(""), "");
-    assert_eq!(text("$.store.book and { } and << >> and a }} b"), "$.store.book and { } and << >> and a }} b");
+    assert_eq!(
+        text("$.store.book and { } and << >> and a }} b"),
+        "$.store.book and { } and << >> and a }} b"
+    );
     assert_eq!(Template::parse("abc").unwrap().as_literal(), Some("abc"));
 }
 
 #[test]
 fn paths() {
-    assert_eq!(text("https://{{portal}}.bitrix24.ru/"), "https://corezoid.bitrix24.ru/");
+    assert_eq!(
+        text("https://{{portal}}.bitrix24.ru/"),
+        "https://corezoid.bitrix24.ru/"
+    );
     assert_eq!(text("{{ portal }}!"), "corezoid!");
     assert_eq!(text("x{{a.b[0].c}}"), "xdeep");
     assert_eq!(render("{{a.b[1].c}}"), Ok(json!(2)));
@@ -126,7 +134,10 @@ fn root_values() {
     assert_eq!(text("{{root.ref}}/{{root.conv_id}}"), "token/7");
     assert_eq!(render("{{root.node_id}}"), Ok(Value::Null));
     let e = parse_error("{{root.nope}}");
-    assert!(e.message.contains("unknown system value `root.nope`"), "{e}");
+    assert!(
+        e.message.contains("unknown system value `root.nope`"),
+        "{e}"
+    );
     // A task key called `root` is still reachable on its own.
     assert_eq!(render("{{root}}"), Ok(json!("")));
 }
@@ -145,20 +156,38 @@ fn conv_references_both_forms() {
         Template::parse("{{conv[@bitrix].ref[token].access_token}}"),
         Template::parse("<<conv[@bitrix].ref[token].access_token>>")
     );
-    assert_eq!(render("{{conv[@bitrix].ref[token].nested.list[1]}}"), Ok(json!(20)));
-    assert_eq!(render("<<conv[@bitrix].ref[token].nested>>"), Ok(json!({"list": [10, 20]})));
+    assert_eq!(
+        render("{{conv[@bitrix].ref[token].nested.list[1]}}"),
+        Ok(json!(20))
+    );
+    assert_eq!(
+        render("<<conv[@bitrix].ref[token].nested>>"),
+        Ok(json!({"list": [10, 20]}))
+    );
     assert_eq!(
         render("{{conv[@bitrix].ref[token]}}"),
         Ok(json!({"access_token": "AT-1", "nested": {"list": [10, 20]}}))
     );
-    assert_eq!(render("{{conv[12].ref[user_5].status}}"), Ok(json!("active")));
+    assert_eq!(
+        render("{{conv[12].ref[user_5].status}}"),
+        Ok(json!("active"))
+    );
 }
 
 #[test]
 fn nested_templates_in_ref_and_process() {
-    assert_eq!(render("{{conv[12].ref[user_{{userId}}].status}}"), Ok(json!("active")));
-    assert_eq!(render("<<conv[12].ref[user_{{userId}}].status>>"), Ok(json!("active")));
-    assert_eq!(render("{{conv[{{proc}}].ref[token].access_token}}"), Ok(json!("AT-1")));
+    assert_eq!(
+        render("{{conv[12].ref[user_{{userId}}].status}}"),
+        Ok(json!("active"))
+    );
+    assert_eq!(
+        render("<<conv[12].ref[user_{{userId}}].status>>"),
+        Ok(json!("active"))
+    );
+    assert_eq!(
+        render("{{conv[{{proc}}].ref[token].access_token}}"),
+        Ok(json!("AT-1"))
+    );
     let t = Template::parse("{{conv[12].ref[{{userId}}].status}}").unwrap();
     assert_eq!(t.task_keys(), vec!["userId"]);
 }
@@ -181,13 +210,21 @@ fn unresolvable_references_are_errors_naming_process_and_ref() {
         "cannot read conv[@bitrix].ref[token]: the task has no key `refresh_token`"
     );
     let e = render("{{conv[{{portal}}].ref[token].a}}").unwrap_err();
-    assert_eq!(e, RenderError::Process { text: "corezoid".into() });
+    assert_eq!(
+        e,
+        RenderError::Process {
+            text: "corezoid".into()
+        }
+    );
 }
 
 #[test]
 fn node_counters() {
     assert_eq!(render("{{node[wait].count}}"), Ok(json!(3)));
-    assert_eq!(render("{{conv[@bitrix].node[escalation].count}}"), Ok(json!(2)));
+    assert_eq!(
+        render("{{conv[@bitrix].node[escalation].count}}"),
+        Ok(json!(2))
+    );
     assert!(render("{{node[other].count}}").is_err());
 }
 
@@ -199,7 +236,10 @@ fn function_math() {
     assert_eq!(render("total: $.math(1+1)"), Ok(json!("total: 2")));
     assert!(matches!(
         render("$.math({{n}} / 0)"),
-        Err(RenderError::Function { function: "math", .. })
+        Err(RenderError::Function {
+            function: "math",
+            ..
+        })
     ));
     assert!(render("$.math({{portal}} + 1)").is_err());
 }
@@ -233,9 +273,18 @@ fn functions_hashes_and_encoding() {
         render("$.md5_hex({{portal}})"),
         Ok(json!(format!("{:x}", md5::Md5::digest(b"corezoid"))))
     );
-    assert_eq!(render("$.md5_hex()"), Ok(json!("d41d8cd98f00b204e9800998ecf8427e")));
-    assert_eq!(render("$.base64_encode(user:pass)"), Ok(json!("dXNlcjpwYXNz")));
-    assert_eq!(render("Basic $.base64_encode({{portal}}:x)"), Ok(json!("Basic Y29yZXpvaWQ6eA==")));
+    assert_eq!(
+        render("$.md5_hex()"),
+        Ok(json!("d41d8cd98f00b204e9800998ecf8427e"))
+    );
+    assert_eq!(
+        render("$.base64_encode(user:pass)"),
+        Ok(json!("dXNlcjpwYXNz"))
+    );
+    assert_eq!(
+        render("Basic $.base64_encode({{portal}}:x)"),
+        Ok(json!("Basic Y29yZXpvaWQ6eA=="))
+    );
 }
 
 use md5::Digest as _;
@@ -258,7 +307,10 @@ fn functions_casts() {
 
 #[test]
 fn nested_functions() {
-    assert_eq!(render("$.sha1_hex($.to_string($.math(1+1)))"), Ok(json!("da4b9237bacccdf19c0760cab7aec4a8359010b0")));
+    assert_eq!(
+        render("$.sha1_hex($.to_string($.math(1+1)))"),
+        Ok(json!("da4b9237bacccdf19c0760cab7aec4a8359010b0"))
+    );
     assert_eq!(render("$.math(($.math(2*3)) + 1)"), Ok(json!(7)));
 }
 
@@ -270,19 +322,32 @@ fn syntax_errors_say_where() {
     assert!(parse_error("{{}}").message.contains("empty expression"));
     assert!(parse_error("{{ a..b }}").message.contains("empty key"));
     assert!(parse_error("{{a[x]}}").message.contains("array index"));
-    assert!(parse_error("{{conv[abc].ref[x].y}}").message.contains("process id"));
+    assert!(
+        parse_error("{{conv[abc].ref[x].y}}")
+            .message
+            .contains("process id")
+    );
     assert!(parse_error("{{conv[1].x}}").message.contains("`.ref[…]`"));
-    assert!(parse_error("{{conv[1].ref[x}}").message.contains("unclosed `[`"));
+    assert!(
+        parse_error("{{conv[1].ref[x}}")
+            .message
+            .contains("unclosed `[`")
+    );
     // `<<` opens a reference only before `conv[`; elsewhere it is text.
     assert_eq!(text("<<portal>>"), "<<portal>>");
-    assert!(parse_error("$.nope(1)").message.contains("unknown function `$.nope`"));
+    assert!(
+        parse_error("$.nope(1)")
+            .message
+            .contains("unknown function `$.nope`")
+    );
     assert!(parse_error("$.math(1 + 2").message.contains("unclosed `(`"));
     assert!(parse_error("{{node[].count}}").message.contains("empty"));
 }
 
 #[test]
 fn task_keys_are_collected_everywhere() {
-    let t = Template::parse("{{a.b}}-$.math({{c}}+1)-{{conv[{{p}}].ref[{{r}}].x}}-{{root.ref}}").unwrap();
+    let t = Template::parse("{{a.b}}-$.math({{c}}+1)-{{conv[{{p}}].ref[{{r}}].x}}-{{root.ref}}")
+        .unwrap();
     assert_eq!(t.task_keys(), vec!["a", "c", "p", "r"]);
 }
 
@@ -324,4 +389,17 @@ proptest! {
         let t = Template::parse("$.math({{a}} * 2 + {{b}} - ({{a}} - {{b}}))").unwrap();
         prop_assert_eq!(t.render(&data, &MapEnv::default()).unwrap(), json!(a + 2 * b));
     }
+}
+
+#[test]
+fn value_templates_render_every_leaf_and_keep_types() {
+    let source = json!({"grant_type": "refresh_token", "n": "{{n}}", "list": ["{{portal}}", 3, null], "nested": {"t": "x{{n}}"}});
+    let template = ValueTemplate::parse(&source).unwrap();
+    assert_eq!(
+        template.render(&data(), &env()).unwrap(),
+        json!({"grant_type": "refresh_token", "n": 42, "list": ["corezoid", 3, null], "nested": {"t": "x42"}})
+    );
+    let errors = ValueTemplate::parse(&json!({"a": "{{x", "b": ["ok", "{{}}"]})).unwrap_err();
+    let pointers: Vec<_> = errors.iter().map(|e| e.pointer.as_str()).collect();
+    assert_eq!(pointers, vec!["/a", "/b/1"]);
 }

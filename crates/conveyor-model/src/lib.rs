@@ -1,0 +1,74 @@
+//! Process definitions: the YAML model, its validation and its graph.
+//!
+//! [`check`] reads a process file and reports every problem at once, each with line and
+//! column where the YAML gives one. A file with no errors yields a [`Process`] whose
+//! templates, regexes and durations are compiled, ready for the runtime.
+//!
+//! This crate is pure: it reads text it is given and touches no file, clock or network.
+
+mod diagnostic;
+mod duration;
+mod load;
+mod model;
+mod positions;
+mod validate;
+
+pub use diagnostic::{Diagnostic, Severity};
+pub use duration::{DurationSpec, MAX_DURATION, format_duration, parse_duration};
+pub use load::compile_regex;
+pub use model::*;
+
+/// The outcome of checking a process file.
+#[derive(Debug)]
+pub struct Checked {
+    /// The process, when the file has no errors.
+    pub process: Option<Process>,
+    /// Errors and warnings, in the order they appear in the file.
+    pub diagnostics: Vec<Diagnostic>,
+}
+
+impl Checked {
+    pub fn errors(&self) -> impl Iterator<Item = &Diagnostic> {
+        self.diagnostics.iter().filter(|d| d.is_error())
+    }
+
+    pub fn warnings(&self) -> impl Iterator<Item = &Diagnostic> {
+        self.diagnostics.iter().filter(|d| !d.is_error())
+    }
+
+    /// The process, or every error of the file.
+    pub fn into_result(self) -> Result<Process, Vec<Diagnostic>> {
+        match self.process {
+            Some(p) => Ok(p),
+            None => Err(self
+                .diagnostics
+                .into_iter()
+                .filter(|d| d.is_error())
+                .collect()),
+        }
+    }
+}
+
+/// Reads and checks a process file. `file` is only used to label diagnostics.
+pub fn check(file: &str, source: &str) -> Checked {
+    let mut loader = load::Loader {
+        file,
+        positions: positions::Positions::of(source),
+        diagnostics: Vec::new(),
+    };
+    let process = match load::load(&mut loader, source) {
+        Some(mut loaded) => {
+            validate::validate(&mut loader, &mut loaded);
+            loaded.complete.then_some(loaded.process)
+        }
+        None => None,
+    };
+    let mut diagnostics = loader.diagnostics;
+    // File order: by line, then column; those without a position last.
+    diagnostics.sort_by_key(|d| (d.line.unwrap_or(usize::MAX), d.column.unwrap_or(0)));
+    let has_errors = diagnostics.iter().any(Diagnostic::is_error);
+    Checked {
+        process: if has_errors { None } else { process },
+        diagnostics,
+    }
+}

@@ -1,0 +1,1454 @@
+//! From YAML text to a [`Process`], collecting every problem on the way.
+//!
+//! The text is read by serde_yaml into a generic value first (syntax errors carry line and
+//! column); then each top-level section, each param and each node is read on its own, so
+//! that one bad node does not hide the problems of the others.
+
+use std::time::Duration;
+
+use conveyor_template::{Path, Template, ValueTemplate};
+use indexmap::IndexMap;
+use regex::{Regex, RegexBuilder};
+use serde::Deserialize;
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+
+use crate::diagnostic::{Diagnostic, Severity, did_you_mean};
+use crate::duration::{DurationSpec, parse_duration};
+use crate::model::*;
+use crate::positions::Positions;
+
+/// Compiled regexes may not grow past this (bytes); hostile patterns are refused.
+pub(crate) const REGEX_SIZE_LIMIT: usize = 1 << 20;
+
+const TOP_KEYS: [&str; 7] = [
+    "process",
+    "title",
+    "description",
+    "params",
+    "secrets",
+    "settings",
+    "nodes",
+];
+
+pub(crate) const NODE_KINDS: [&str; 12] = [
+    "start",
+    "final",
+    "condition",
+    "set_param",
+    "delay",
+    "api_call",
+    "escalation",
+    "copy_task",
+    "modify_task",
+    "call_process",
+    "reply",
+    "wait_callback",
+];
+
+pub(crate) struct Loader<'a> {
+    pub file: &'a str,
+    pub positions: Positions,
+    pub diagnostics: Vec<Diagnostic>,
+}
+
+impl Loader<'_> {
+    /// Records a problem at `field` of `node` (or of the file when `node` is `None`).
+    pub fn report(
+        &mut self,
+        severity: Severity,
+        node: Option<&str>,
+        field: Option<&str>,
+        message: String,
+    ) {
+        let mut path: Vec<String> = Vec::new();
+        if let Some(node) = node {
+            path.push("nodes".into());
+            path.push(node.into());
+        }
+        if let Some(field) = field {
+            path.extend(yaml_path(field));
+        }
+        let path_refs: Vec<&str> = path.iter().map(String::as_str).collect();
+        let position = self.positions.find(&path_refs);
+        self.diagnostics.push(Diagnostic {
+            severity,
+            file: self.file.to_string(),
+            line: position.map(|p| p.0),
+            column: position.map(|p| p.1),
+            node: node.map(str::to_string),
+            field: field.map(str::to_string),
+            message,
+        });
+    }
+
+    pub fn error(&mut self, node: Option<&str>, field: Option<&str>, message: String) {
+        self.report(Severity::Error, node, field, message);
+    }
+
+    /// Reads `value` as `T`, reporting a failure with the path of the field at fault.
+    fn read<T: DeserializeOwned>(
+        &mut self,
+        node: Option<&str>,
+        base: &str,
+        value: serde_yaml::Value,
+    ) -> Option<T> {
+        match serde_path_to_error::deserialize::<_, T>(value) {
+            Ok(v) => Some(v),
+            Err(e) => {
+                let inner = e.inner().to_string();
+                let mut field = join_field(base, &e.path().to_string());
+                // For an unknown key, point at the key itself.
+                if let Some(key) = inner
+                    .strip_prefix("unknown field `")
+                    .and_then(|r| r.split('`').next())
+                    && !field.ends_with(key)
+                {
+                    field = join_field(&field, key);
+                }
+                let message = clean_serde_message(&inner);
+                let field = if field.is_empty() { None } else { Some(field) };
+                self.error(node, field.as_deref(), message);
+                None
+            }
+        }
+    }
+
+    fn template(&mut self, node: Option<&str>, field: &str, text: &str) -> Option<Template> {
+        match Template::parse(text) {
+            Ok(t) => Some(t),
+            Err(e) => {
+                self.error(
+                    node,
+                    Some(field),
+                    format!("bad template `{}`: {e}", shorten(text)),
+                );
+                None
+            }
+        }
+    }
+
+    fn value_template(
+        &mut self,
+        node: Option<&str>,
+        field: &str,
+        value: &Value,
+    ) -> Option<ValueTemplate> {
+        match ValueTemplate::parse(value) {
+            Ok(t) => Some(t),
+            Err(errors) => {
+                for e in errors {
+                    let sub = e.pointer.trim_start_matches('/').replace('/', ".");
+                    let at = join_field(field, &sub);
+                    self.error(node, Some(&at), format!("bad template: {}", e.error));
+                }
+                None
+            }
+        }
+    }
+
+    fn duration(&mut self, node: Option<&str>, field: &str, value: &Value) -> Option<DurationSpec> {
+        match duration_spec(value) {
+            Ok(d) => Some(d),
+            Err(message) => {
+                self.error(node, Some(field), message);
+                None
+            }
+        }
+    }
+
+    fn regex(&mut self, node: Option<&str>, field: &str, pattern: &str) -> Option<Regex> {
+        match compile_regex(pattern) {
+            Ok(r) => Some(r),
+            Err(message) => {
+                self.error(node, Some(field), message);
+                None
+            }
+        }
+    }
+}
+
+/// Compiles a user's regular expression with a size limit. The `regex` crate runs in
+/// linear time, so no pattern can backtrack catastrophically.
+pub fn compile_regex(pattern: &str) -> Result<Regex, String> {
+    RegexBuilder::new(pattern)
+        .size_limit(REGEX_SIZE_LIMIT)
+        .build()
+        .map_err(|e| {
+            let detail = e.to_string();
+            let last = detail
+                .lines()
+                .rfind(|l| !l.trim().is_empty())
+                .unwrap_or("")
+                .trim()
+                .to_string();
+            format!(
+                "bad regular expression `{}`: {}",
+                shorten(pattern),
+                last.trim_start_matches("error: ")
+            )
+        })
+}
+
+fn duration_spec(value: &Value) -> Result<DurationSpec, String> {
+    match value {
+        Value::Number(n) => n
+            .as_u64()
+            .map(|s| DurationSpec::Fixed(Duration::from_secs(s)))
+            .ok_or_else(|| {
+                format!("`{n}` is not a duration (a whole number of seconds, or e.g. `25m`)")
+            }),
+        Value::String(text)
+            if text.contains("{{") || text.contains("<<") || text.contains("$.") =>
+        {
+            Template::parse(text)
+                .map(DurationSpec::Template)
+                .map_err(|e| format!("bad template `{}`: {e}", shorten(text)))
+        }
+        Value::String(text) => parse_duration(text).map(DurationSpec::Fixed),
+        other => Err(format!("`{other}` is not a duration")),
+    }
+}
+
+/// `a` + `b` as a field path (`branches[0]` + `next` → `branches[0].next`).
+fn join_field(a: &str, b: &str) -> String {
+    match (a.is_empty() || a == ".", b.is_empty() || b == ".") {
+        (true, _) => b.trim_start_matches('.').to_string(),
+        (false, true) => a.to_string(),
+        (false, false) if b.starts_with('[') => format!("{a}{b}"),
+        (false, false) => format!("{a}.{b}"),
+    }
+}
+
+/// `branches[0].next` → `["branches", "0", "next"]`.
+fn yaml_path(field: &str) -> Vec<String> {
+    field
+        .replace('[', ".")
+        .replace(']', "")
+        .split('.')
+        .filter(|s| !s.is_empty())
+        .map(str::to_string)
+        .collect()
+}
+
+fn clean_serde_message(message: &str) -> String {
+    // serde_yaml appends positions of its own; ours are more precise.
+    let message = match message.find(" at line ") {
+        Some(i) => &message[..i],
+        None => message,
+    };
+    message.to_string()
+}
+
+pub(crate) fn shorten(text: &str) -> String {
+    if text.chars().count() > 60 {
+        format!("{}…", text.chars().take(60).collect::<String>())
+    } else {
+        text.to_string()
+    }
+}
+
+/// A scalar as template text: numbers and booleans as written.
+fn scalar_text(value: &Value) -> Option<String> {
+    match value {
+        Value::String(s) => Some(s.clone()),
+        Value::Number(n) => Some(n.to_string()),
+        Value::Bool(b) => Some(b.to_string()),
+        Value::Null => Some(String::new()),
+        _ => None,
+    }
+}
+
+fn valid_id(id: &str) -> bool {
+    !id.is_empty()
+        && id.len() <= 64
+        && id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+}
+
+// ---------------------------------------------------------------------------------------
+// The file as written.
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawParam {
+    #[serde(default)]
+    required: bool,
+    default: Option<Value>,
+    pattern: Option<String>,
+    #[serde(default)]
+    secret: bool,
+    description: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSettings {
+    max_steps: Option<u32>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawStart {
+    next: String,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+enum RawFinalStatus {
+    #[default]
+    Success,
+    Error,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawFinal {
+    #[serde(default)]
+    status: RawFinalStatus,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawCondition {
+    branches: Vec<RawBranch>,
+    #[serde(rename = "else")]
+    otherwise: Option<String>,
+    on_error: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawBranch {
+    label: Option<String>,
+    when: Vec<RawCheck>,
+    next: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawCheck {
+    param: String,
+    #[serde(rename = "fn", alias = "fun")]
+    op: String,
+    #[serde(default)]
+    value: Value,
+    cast: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSetParam {
+    set: IndexMap<String, Value>,
+    #[serde(default)]
+    cast: IndexMap<String, String>,
+    next: String,
+    on_error: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawDelay {
+    #[serde(rename = "for")]
+    wait_for: Option<Value>,
+    until: Option<Value>,
+    next: String,
+    on_error: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRetry {
+    attempts: u32,
+    backoff: Option<Value>,
+    max: Option<Value>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawApiCall {
+    method: Option<String>,
+    url: String,
+    #[serde(default)]
+    query: IndexMap<String, Value>,
+    #[serde(default)]
+    headers: IndexMap<String, Value>,
+    body: Option<Value>,
+    format: Option<String>,
+    request_timeout: Option<Value>,
+    response: Option<IndexMap<String, Value>>,
+    success_codes: Option<Vec<u16>>,
+    retry: Option<RawRetry>,
+    idempotency_key: Option<String>,
+    idempotency_header: Option<String>,
+    concurrency: Option<u32>,
+    max_response_bytes: Option<u64>,
+    next: String,
+    on_error: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawCopy {
+    process: Value,
+    #[serde(rename = "ref")]
+    reference: Option<String>,
+    data: Option<Value>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawEscalation {
+    #[serde(default)]
+    copy: Vec<RawCopy>,
+    next: Option<String>,
+    on_error: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawCopyTask {
+    process: Value,
+    #[serde(rename = "ref")]
+    reference: Option<String>,
+    data: Option<Value>,
+    next: String,
+    on_error: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawModifyTask {
+    process: Value,
+    #[serde(rename = "ref")]
+    reference: String,
+    data: Value,
+    next: String,
+    on_error: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawCallProcess {
+    process: Value,
+    data: Option<Value>,
+    next: String,
+    on_error: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawReply {
+    #[serde(default)]
+    data: Value,
+    #[serde(default)]
+    error: bool,
+    next: String,
+    on_error: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawWaitCallback {
+    next: String,
+}
+
+// ---------------------------------------------------------------------------------------
+
+/// What [`load`] could read.
+pub(crate) struct Loaded {
+    /// The process, with the nodes that could be read.
+    pub process: Process,
+    /// Whether every part of the file could be read.
+    pub complete: bool,
+    /// The ids of all nodes written, read or not.
+    pub ids: Vec<String>,
+}
+
+/// Reads the whole file (the graph checks come after). `None` when the text is not a
+/// YAML mapping at all.
+pub(crate) fn load(loader: &mut Loader<'_>, source: &str) -> Option<Loaded> {
+    let document: serde_yaml::Value = match serde_yaml::from_str(source) {
+        Ok(v) => v,
+        Err(e) => {
+            let location = e.location();
+            loader.diagnostics.push(Diagnostic {
+                severity: Severity::Error,
+                file: loader.file.to_string(),
+                line: location.as_ref().map(|l| l.line()),
+                column: location.as_ref().map(|l| l.column()),
+                node: None,
+                field: None,
+                message: format!("invalid YAML: {}", clean_serde_message(&e.to_string())),
+            });
+            return None;
+        }
+    };
+    let serde_yaml::Value::Mapping(top) = document else {
+        let what = if document.is_null() {
+            "the file is empty"
+        } else {
+            "the file is not a mapping"
+        };
+        loader.error(
+            None,
+            None,
+            format!("{what}: a process file has `process:` and `nodes:` at its top"),
+        );
+        return None;
+    };
+
+    let mut ok = true;
+    let mut name = None;
+    let mut title = None;
+    let mut description = None;
+    let mut params = IndexMap::new();
+    let mut secrets = Vec::new();
+    let mut settings = Settings::default();
+    let mut nodes_value = None;
+    for (key, value) in top {
+        let Some(key) = key.as_str().map(str::to_string) else {
+            loader.error(
+                None,
+                None,
+                format!("top-level keys must be text, found `{}`", yaml_text(&key)),
+            );
+            ok = false;
+            continue;
+        };
+        match key.as_str() {
+            "process" => match loader.read::<String>(None, "process", value) {
+                Some(n) if valid_id(&n) => name = Some(n),
+                Some(n) => {
+                    loader.error(
+                        None,
+                        Some("process"),
+                        format!("`{n}` is not a valid process name (letters, digits, `_` and `-`)"),
+                    );
+                    ok = false;
+                }
+                None => ok = false,
+            },
+            "title" => title = loader.read::<String>(None, "title", value),
+            "description" => description = loader.read::<String>(None, "description", value),
+            "params" => match value {
+                serde_yaml::Value::Mapping(map) => {
+                    for (param_name, spec) in map {
+                        let Some(param_name) = param_name.as_str().map(str::to_string) else {
+                            loader.error(None, Some("params"), "param names must be text".into());
+                            ok = false;
+                            continue;
+                        };
+                        match load_param(loader, &param_name, spec) {
+                            Some(param) => {
+                                params.insert(param_name, param);
+                            }
+                            None => ok = false,
+                        }
+                    }
+                }
+                serde_yaml::Value::Null => {}
+                _ => {
+                    loader.error(
+                        None,
+                        Some("params"),
+                        "expected a mapping of param names to their declarations".into(),
+                    );
+                    ok = false;
+                }
+            },
+            "secrets" => match loader.read::<Vec<String>>(None, "secrets", value) {
+                Some(list) => secrets = list,
+                None => ok = false,
+            },
+            "settings" => match loader.read::<RawSettings>(None, "settings", value) {
+                Some(raw) => {
+                    if let Some(max) = raw.max_steps {
+                        if max == 0 {
+                            loader.error(
+                                None,
+                                Some("settings.max_steps"),
+                                "must be at least 1".into(),
+                            );
+                            ok = false;
+                        }
+                        settings.max_steps = max;
+                    }
+                }
+                None => ok = false,
+            },
+            "nodes" => nodes_value = Some(value),
+            other => {
+                let hint = did_you_mean(other, TOP_KEYS)
+                    .map(|s| format!(" (did you mean `{s}`?)"))
+                    .unwrap_or_default();
+                loader.error(
+                    None,
+                    Some(other),
+                    format!(
+                        "unknown key `{other}`{hint}; a process file has {}",
+                        TOP_KEYS.map(|k| format!("`{k}`")).join(", ")
+                    ),
+                );
+                ok = false;
+            }
+        }
+    }
+    if name.is_none() && ok {
+        loader.error(
+            None,
+            None,
+            "missing `process:` (the process name, e.g. `process: bitrix_oauth`)".into(),
+        );
+        ok = false;
+    }
+
+    let mut ids = Vec::new();
+    let mut nodes = IndexMap::new();
+    match nodes_value {
+        None => {
+            loader.error(None, None, "missing `nodes:`".into());
+            ok = false;
+        }
+        Some(serde_yaml::Value::Mapping(map)) => {
+            for (id, spec) in map {
+                let id = match id {
+                    serde_yaml::Value::String(s) => s,
+                    serde_yaml::Value::Number(n) => n.to_string(),
+                    other => {
+                        loader.error(
+                            None,
+                            Some("nodes"),
+                            format!("node ids must be text, found `{}`", yaml_text(&other)),
+                        );
+                        ok = false;
+                        continue;
+                    }
+                };
+                ids.push(id.clone());
+                if !valid_id(&id) {
+                    loader.error(
+                        Some(&id),
+                        None,
+                        "a node id is 1 to 64 letters, digits, `_` or `-`".into(),
+                    );
+                    ok = false;
+                    continue;
+                }
+                match load_node(loader, &id, spec) {
+                    Some(node) => {
+                        nodes.insert(id, node);
+                    }
+                    None => ok = false,
+                }
+            }
+        }
+        Some(_) => {
+            loader.error(
+                None,
+                Some("nodes"),
+                "expected a mapping of node ids to nodes".into(),
+            );
+            ok = false;
+        }
+    }
+
+    Some(Loaded {
+        process: Process {
+            name: name.unwrap_or_default(),
+            title,
+            description,
+            params,
+            secrets,
+            settings,
+            start: String::new(),
+            nodes,
+        },
+        complete: ok,
+        ids,
+    })
+}
+
+fn yaml_text(value: &serde_yaml::Value) -> String {
+    serde_yaml::to_string(value)
+        .map(|s| s.trim().to_string())
+        .unwrap_or_default()
+}
+
+fn load_param(loader: &mut Loader<'_>, name: &str, spec: serde_yaml::Value) -> Option<Param> {
+    let field = format!("params.{name}");
+    if !valid_id(name) {
+        loader.error(
+            None,
+            Some(&field),
+            format!("`{name}` is not a valid param name (letters, digits, `_` and `-`)"),
+        );
+        return None;
+    }
+    // `portal: {}` and `portal:` both declare an optional param.
+    let spec = if spec.is_null() {
+        serde_yaml::Value::Mapping(Default::default())
+    } else {
+        spec
+    };
+    let raw: RawParam = loader.read(None, &field, spec)?;
+    let pattern = match &raw.pattern {
+        Some(p) => Some(loader.regex(None, &format!("{field}.pattern"), p)?),
+        None => None,
+    };
+    if let (Some(pattern), Some(default)) = (&pattern, &raw.default) {
+        let text = scalar_text(default).unwrap_or_default();
+        if !pattern.is_match(&text) {
+            loader.error(
+                None,
+                Some(&format!("{field}.default")),
+                format!("the default `{text}` does not match the pattern `{pattern}`"),
+            );
+            return None;
+        }
+    }
+    if raw.required && raw.default.is_some() {
+        loader.report(
+            Severity::Warning,
+            None,
+            Some(&field),
+            "a required param with a default: the default is never used".into(),
+        );
+    }
+    Some(Param {
+        required: raw.required,
+        default: raw.default,
+        pattern,
+        secret: raw.secret,
+        description: raw.description,
+    })
+}
+
+fn load_node(loader: &mut Loader<'_>, id: &str, spec: serde_yaml::Value) -> Option<Node> {
+    let serde_yaml::Value::Mapping(mut map) = spec else {
+        loader.error(
+            Some(id),
+            None,
+            "a node is a mapping with at least `type:`".into(),
+        );
+        return None;
+    };
+    let node = Some(id);
+    let kind_name = match map.remove("type") {
+        Some(serde_yaml::Value::String(kind)) => kind,
+        Some(other) => {
+            loader.error(
+                node,
+                Some("type"),
+                format!("`{}` is not a node kind", yaml_text(&other)),
+            );
+            return None;
+        }
+        None => {
+            loader.error(
+                node,
+                None,
+                format!("missing `type:` (one of {})", NODE_KINDS.join(", ")),
+            );
+            return None;
+        }
+    };
+    if !NODE_KINDS.contains(&kind_name.as_str()) {
+        let hint = did_you_mean(&kind_name, NODE_KINDS)
+            .map(|s| format!(" (did you mean `{s}`?)"))
+            .unwrap_or_default();
+        loader.error(
+            node,
+            Some("type"),
+            format!(
+                "unknown node kind `{kind_name}`{hint}; known kinds: {}",
+                NODE_KINDS.join(", ")
+            ),
+        );
+        return None;
+    }
+    let title = take_string(loader, node, &mut map, "title");
+    let description = take_string(loader, node, &mut map, "description");
+    let mut ok = true;
+    let time_limit = match map.remove("timeout") {
+        None => None,
+        Some(value) => match load_time_limit(loader, id, value) {
+            Some(limit) => Some(limit),
+            None => {
+                ok = false;
+                None
+            }
+        },
+    };
+    let rest = serde_yaml::Value::Mapping(map);
+    let kind = load_kind(loader, id, &kind_name, rest);
+    match (ok, kind) {
+        (true, Some(kind)) => Some(Node {
+            id: id.to_string(),
+            title: title.flatten(),
+            description: description.flatten(),
+            time_limit,
+            kind,
+        }),
+        _ => None,
+    }
+}
+
+fn take_string(
+    loader: &mut Loader<'_>,
+    node: Option<&str>,
+    map: &mut serde_yaml::Mapping,
+    key: &str,
+) -> Option<Option<String>> {
+    match map.remove(key) {
+        None => Some(None),
+        Some(value) => loader.read::<String>(node, key, value).map(Some),
+    }
+}
+
+/// `timeout: 30s -> node` (also `→`), or `timeout: { after: 30s, to: node }`.
+fn load_time_limit(
+    loader: &mut Loader<'_>,
+    id: &str,
+    value: serde_yaml::Value,
+) -> Option<TimeLimit> {
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct RawLimit {
+        after: Value,
+        to: String,
+    }
+    let node = Some(id);
+    let (after, target) = match value {
+        serde_yaml::Value::String(text) => {
+            let Some((after, target)) = text.split_once("->").or_else(|| text.split_once('→'))
+            else {
+                loader.error(
+                    node,
+                    Some("timeout"),
+                    format!(
+                        "`{text}`: write a time limit as `DURATION -> NODE`, e.g. `30s -> expired`"
+                    ),
+                );
+                return None;
+            };
+            (
+                Value::String(after.trim().to_string()),
+                target.trim().to_string(),
+            )
+        }
+        other => {
+            let raw: RawLimit = loader.read(node, "timeout", other)?;
+            (raw.after, raw.to)
+        }
+    };
+    let after = loader.duration(node, "timeout", &after)?;
+    if target.is_empty() {
+        loader.error(
+            node,
+            Some("timeout"),
+            "the time limit names no node to go to".into(),
+        );
+        return None;
+    }
+    Some(TimeLimit { after, target })
+}
+
+fn load_kind(
+    loader: &mut Loader<'_>,
+    id: &str,
+    kind: &str,
+    rest: serde_yaml::Value,
+) -> Option<NodeKind> {
+    let node = Some(id);
+    match kind {
+        "start" => {
+            let raw: RawStart = loader.read(node, "", rest)?;
+            Some(NodeKind::Start { next: raw.next })
+        }
+        "final" => {
+            let raw: RawFinal = loader.read(node, "", rest)?;
+            Some(NodeKind::Final {
+                status: match raw.status {
+                    RawFinalStatus::Success => FinalStatus::Success,
+                    RawFinalStatus::Error => FinalStatus::Error,
+                },
+            })
+        }
+        "condition" => {
+            let raw: RawCondition = loader.read(node, "", rest)?;
+            let mut ok = true;
+            if raw.branches.is_empty() {
+                loader.error(
+                    node,
+                    Some("branches"),
+                    "a condition needs at least one branch".into(),
+                );
+                ok = false;
+            }
+            if raw.otherwise.is_none() {
+                loader.error(
+                    node,
+                    None,
+                    "missing `else:`, the node a task goes to when no branch matches".into(),
+                );
+                ok = false;
+            }
+            let mut branches = Vec::new();
+            for (b, branch) in raw.branches.into_iter().enumerate() {
+                if branch.when.is_empty() {
+                    loader.error(
+                        node,
+                        Some(&format!("branches[{b}].when")),
+                        "a branch needs at least one check".into(),
+                    );
+                    ok = false;
+                }
+                let mut checks = Vec::new();
+                for (c, check) in branch.when.into_iter().enumerate() {
+                    match load_check(loader, id, &format!("branches[{b}].when[{c}]"), check) {
+                        Some(check) => checks.push(check),
+                        None => ok = false,
+                    }
+                }
+                branches.push(Branch {
+                    label: branch.label,
+                    when: checks,
+                    next: branch.next,
+                });
+            }
+            ok.then_some(NodeKind::Condition {
+                branches,
+                otherwise: raw.otherwise?,
+                on_error: raw.on_error,
+            })
+        }
+        "set_param" => {
+            let raw: RawSetParam = loader.read(node, "", rest)?;
+            let mut ok = true;
+            let mut set = IndexMap::new();
+            for (key, value) in &raw.set {
+                let field = format!("set.{key}");
+                let cast = match raw.cast.get(key) {
+                    None => None,
+                    Some(name) => match cast_named(name) {
+                        Some(c) => Some(c),
+                        None => {
+                            loader.error(node, Some(&format!("cast.{key}")), unknown_cast(name));
+                            ok = false;
+                            None
+                        }
+                    },
+                };
+                match loader.value_template(node, &field, value) {
+                    Some(value) => {
+                        set.insert(key.clone(), SetValue { value, cast });
+                    }
+                    None => ok = false,
+                }
+            }
+            for key in raw.cast.keys() {
+                if !raw.set.contains_key(key) {
+                    loader.error(
+                        node,
+                        Some(&format!("cast.{key}")),
+                        format!("`{key}` is not set by this node"),
+                    );
+                    ok = false;
+                }
+            }
+            ok.then_some(NodeKind::SetParam {
+                set,
+                next: raw.next,
+                on_error: raw.on_error,
+            })
+        }
+        "delay" => {
+            let raw: RawDelay = loader.read(node, "", rest)?;
+            let wait = match (raw.wait_for, raw.until) {
+                (Some(d), None) => Wait::For(loader.duration(node, "for", &d)?),
+                (None, Some(until)) => {
+                    let Some(text) = scalar_text(&until) else {
+                        loader.error(
+                            node,
+                            Some("until"),
+                            "expected a unix time or a template".into(),
+                        );
+                        return None;
+                    };
+                    Wait::Until(loader.template(node, "until", &text)?)
+                }
+                (Some(_), Some(_)) => {
+                    loader.error(node, Some("until"), "a delay has either `for:` (a duration) or `until:` (a unix time), not both".into());
+                    return None;
+                }
+                (None, None) => {
+                    loader.error(
+                        node,
+                        None,
+                        "a delay needs `for:` (a duration) or `until:` (a unix time)".into(),
+                    );
+                    return None;
+                }
+            };
+            Some(NodeKind::Delay {
+                wait,
+                next: raw.next,
+                on_error: raw.on_error,
+            })
+        }
+        "api_call" => load_api_call(loader, id, rest).map(|api| NodeKind::ApiCall(Box::new(api))),
+        "escalation" => {
+            let raw: RawEscalation = loader.read(node, "", rest)?;
+            let mut ok = true;
+            let mut copy = Vec::new();
+            for (i, c) in raw.copy.into_iter().enumerate() {
+                match load_copy(
+                    loader,
+                    id,
+                    &format!("copy[{i}]"),
+                    c.process,
+                    c.reference,
+                    c.data,
+                ) {
+                    Some(c) => copy.push(c),
+                    None => ok = false,
+                }
+            }
+            ok.then_some(NodeKind::Escalation {
+                copy,
+                next: raw.next,
+                on_error: raw.on_error,
+            })
+        }
+        "copy_task" => {
+            let raw: RawCopyTask = loader.read(node, "", rest)?;
+            let copy = load_copy(loader, id, "", raw.process, raw.reference, raw.data)?;
+            Some(NodeKind::CopyTask {
+                copy,
+                next: raw.next,
+                on_error: raw.on_error,
+            })
+        }
+        "modify_task" => {
+            let raw: RawModifyTask = loader.read(node, "", rest)?;
+            let process = process_template(loader, id, "process", &raw.process);
+            let reference = loader.template(node, "ref", &raw.reference);
+            let data = loader.value_template(node, "data", &raw.data);
+            Some(NodeKind::ModifyTask {
+                process: process?,
+                reference: reference?,
+                data: data?,
+                next: raw.next,
+                on_error: raw.on_error,
+            })
+        }
+        "call_process" => {
+            let raw: RawCallProcess = loader.read(node, "", rest)?;
+            let process = process_template(loader, id, "process", &raw.process);
+            let data = match &raw.data {
+                Some(d) => Some(loader.value_template(node, "data", d)?),
+                None => None,
+            };
+            Some(NodeKind::CallProcess {
+                process: process?,
+                data,
+                next: raw.next,
+                on_error: raw.on_error,
+            })
+        }
+        "reply" => {
+            let raw: RawReply = loader.read(node, "", rest)?;
+            let data = if raw.data.is_null() {
+                Value::Object(Default::default())
+            } else {
+                raw.data
+            };
+            if !data.is_object() {
+                loader.error(
+                    node,
+                    Some("data"),
+                    "a reply's `data` is a mapping of keys to send back".into(),
+                );
+                return None;
+            }
+            Some(NodeKind::Reply {
+                data: loader.value_template(node, "data", &data)?,
+                error: raw.error,
+                next: raw.next,
+                on_error: raw.on_error,
+            })
+        }
+        "wait_callback" => {
+            let raw: RawWaitCallback = loader.read(node, "", rest)?;
+            Some(NodeKind::WaitCallback { next: raw.next })
+        }
+        _ => None,
+    }
+}
+
+fn cast_named(name: &str) -> Option<Cast> {
+    Cast::ALL.iter().find(|(n, _)| *n == name).map(|(_, c)| *c)
+}
+
+fn unknown_cast(name: &str) -> String {
+    format!(
+        "unknown cast `{name}` (one of {})",
+        Cast::ALL.map(|(n, _)| n).join(", ")
+    )
+}
+
+fn load_check(loader: &mut Loader<'_>, id: &str, field: &str, raw: RawCheck) -> Option<Check> {
+    let node = Some(id);
+    let param = match Path::parse(&raw.param) {
+        Ok(p) => Some(p),
+        Err(e) => {
+            loader.error(
+                node,
+                Some(&format!("{field}.param")),
+                format!("bad param path `{}`: {}", raw.param, e.message),
+            );
+            None
+        }
+    };
+    let op = CompareOp::ALL
+        .iter()
+        .find(|(n, _)| *n == raw.op)
+        .map(|(_, o)| *o);
+    if op.is_none() {
+        let names = CompareOp::ALL.map(|(n, _)| n);
+        let hint = did_you_mean(&raw.op, names)
+            .map(|s| format!(" (did you mean `{s}`?)"))
+            .unwrap_or_default();
+        loader.error(
+            node,
+            Some(&format!("{field}.fn")),
+            format!(
+                "unknown function `{}`{hint}; one of {}",
+                raw.op,
+                names.join(", ")
+            ),
+        );
+    }
+    let cast = match &raw.cast {
+        None => Some(Cast::String),
+        Some(name) => {
+            let cast = cast_named(name);
+            if cast.is_none() {
+                loader.error(node, Some(&format!("{field}.cast")), unknown_cast(name));
+            }
+            cast
+        }
+    };
+    let value_field = format!("{field}.value");
+    let value = match scalar_text(&raw.value) {
+        Some(text) => loader.template(node, &value_field, &text),
+        None => match &raw.value {
+            // An object or array to compare with, as JSON text.
+            v @ (Value::Object(_) | Value::Array(_)) => Some(Template::literal(v.to_string())),
+            _ => None,
+        },
+    };
+    let (op, cast, value, param) = (op?, cast?, value?, param?);
+    let mut regex = None;
+    if op == CompareOp::Regexp
+        && let Some(pattern) = value.as_literal()
+    {
+        regex = Some(loader.regex(node, &value_field, pattern)?);
+    }
+    if matches!(
+        op,
+        CompareOp::More | CompareOp::Less | CompareOp::MoreOrEq | CompareOp::LessOrEq
+    ) && cast == Cast::Number
+        && let Some(text) = value.as_literal()
+        && text.trim().parse::<f64>().is_err()
+    {
+        loader.error(
+            node,
+            Some(&value_field),
+            format!(
+                "`{text}` is not a number, and `{}` compares numbers",
+                raw.op
+            ),
+        );
+        return None;
+    }
+    Some(Check {
+        param,
+        op,
+        value,
+        regex,
+        cast,
+    })
+}
+
+fn process_template(
+    loader: &mut Loader<'_>,
+    id: &str,
+    field: &str,
+    value: &Value,
+) -> Option<Template> {
+    match value {
+        Value::Number(n) if n.is_u64() => Some(Template::literal(n.to_string())),
+        Value::String(text) => {
+            let template = loader.template(Some(id), field, text)?;
+            if let Some(literal) = template.as_literal()
+                && conveyor_template::ProcessId::parse(literal).is_none()
+            {
+                loader.error(
+                    Some(id),
+                    Some(field),
+                    format!("`{literal}` is not a process id (a number) or `@alias`"),
+                );
+                return None;
+            }
+            Some(template)
+        }
+        other => {
+            loader.error(
+                Some(id),
+                Some(field),
+                format!("`{other}` is not a process id (a number) or `@alias`"),
+            );
+            None
+        }
+    }
+}
+
+fn load_copy(
+    loader: &mut Loader<'_>,
+    id: &str,
+    base: &str,
+    process: Value,
+    reference: Option<String>,
+    data: Option<Value>,
+) -> Option<CopyTask> {
+    let node = Some(id);
+    let process = process_template(loader, id, &join_field(base, "process"), &process);
+    let reference = match reference {
+        Some(r) => Some(loader.template(node, &join_field(base, "ref"), &r)?),
+        None => None,
+    };
+    let data = match data {
+        Some(d) => Some(loader.value_template(node, &join_field(base, "data"), &d)?),
+        None => None,
+    };
+    Some(CopyTask {
+        process: process?,
+        reference,
+        data,
+    })
+}
+
+fn load_api_call(loader: &mut Loader<'_>, id: &str, rest: serde_yaml::Value) -> Option<ApiCall> {
+    let node = Some(id);
+    let raw: RawApiCall = loader.read(node, "", rest)?;
+    let mut ok = true;
+    let method = match raw.method.as_deref().map(str::to_ascii_uppercase) {
+        None => Some(HttpMethod::Get),
+        Some(name) => {
+            let method = HttpMethod::ALL
+                .iter()
+                .find(|(n, _)| *n == name)
+                .map(|(_, m)| *m);
+            if method.is_none() {
+                loader.error(
+                    node,
+                    Some("method"),
+                    format!(
+                        "unknown HTTP method `{name}` (one of {})",
+                        HttpMethod::ALL.map(|(n, _)| n).join(", ")
+                    ),
+                );
+            }
+            method
+        }
+    };
+    let url = loader.template(node, "url", &raw.url);
+    if raw.url.trim().is_empty() {
+        loader.error(node, Some("url"), "the URL is empty".into());
+        ok = false;
+    }
+    let mut query = IndexMap::new();
+    for (key, value) in &raw.query {
+        match loader.value_template(node, &format!("query.{key}"), value) {
+            Some(t) => {
+                query.insert(key.clone(), t);
+            }
+            None => ok = false,
+        }
+    }
+    let mut headers = IndexMap::new();
+    for (key, value) in &raw.headers {
+        let field = format!("headers.{key}");
+        match scalar_text(value) {
+            Some(text) => match loader.template(node, &field, &text) {
+                Some(t) => {
+                    headers.insert(key.clone(), t);
+                }
+                None => ok = false,
+            },
+            None => {
+                loader.error(node, Some(&field), "a header value is text".into());
+                ok = false;
+            }
+        }
+    }
+    let format = match raw.format.as_deref() {
+        None | Some("json") => Some(BodyFormat::Json),
+        Some("form") => Some(BodyFormat::Form),
+        Some(other) => {
+            loader.error(
+                node,
+                Some("format"),
+                format!("unknown body format `{other}` (json or form)"),
+            );
+            None
+        }
+    };
+    let body = match &raw.body {
+        None => None,
+        Some(body) => {
+            if format == Some(BodyFormat::Form) && !body.is_object() {
+                loader.error(
+                    node,
+                    Some("body"),
+                    "a form body is a mapping of field names to values".into(),
+                );
+                ok = false;
+            }
+            match loader.value_template(node, "body", body) {
+                Some(t) => Some(t),
+                None => {
+                    ok = false;
+                    None
+                }
+            }
+        }
+    };
+    let request_timeout = match &raw.request_timeout {
+        None => Some(Duration::from_secs(60)),
+        Some(v) => match loader.duration(node, "request_timeout", v) {
+            Some(DurationSpec::Fixed(d)) if !d.is_zero() => Some(d),
+            Some(_) => {
+                loader.error(
+                    node,
+                    Some("request_timeout"),
+                    "a request timeout is a fixed duration above zero, e.g. `30s`".into(),
+                );
+                None
+            }
+            None => None,
+        },
+    };
+    let mut response = None;
+    if let Some(map) = &raw.response {
+        let mut out = IndexMap::new();
+        for (key, value) in map {
+            match loader.value_template(node, &format!("response.{key}"), value) {
+                Some(t) => {
+                    out.insert(key.clone(), t);
+                }
+                None => ok = false,
+            }
+        }
+        response = Some(out);
+    }
+    let success_codes = raw.success_codes.unwrap_or_else(|| vec![200, 201, 202]);
+    if let Some(code) = success_codes.iter().find(|c| !(100..=599).contains(*c)) {
+        loader.error(
+            node,
+            Some("success_codes"),
+            format!("`{code}` is not an HTTP status"),
+        );
+        ok = false;
+    }
+    let retry = match raw.retry {
+        None => None,
+        Some(r) => {
+            let backoff = match &r.backoff {
+                None => Some(Duration::from_secs(1)),
+                Some(v) => fixed(loader, id, "retry.backoff", v),
+            };
+            let max = match &r.max {
+                None => Some(Duration::from_secs(60)),
+                Some(v) => fixed(loader, id, "retry.max", v),
+            };
+            if r.attempts == 0 {
+                loader.error(
+                    node,
+                    Some("retry.attempts"),
+                    "at least 1 attempt (the first one counts)".into(),
+                );
+                ok = false;
+            }
+            match (backoff, max) {
+                (Some(backoff), Some(max)) => Some(Retry {
+                    attempts: r.attempts,
+                    backoff,
+                    max,
+                }),
+                _ => {
+                    ok = false;
+                    None
+                }
+            }
+        }
+    };
+    let idempotency_key = match &raw.idempotency_key {
+        Some(text) => match loader.template(node, "idempotency_key", text) {
+            Some(t) => Some(t),
+            None => {
+                ok = false;
+                None
+            }
+        },
+        None => None,
+    };
+    if raw.concurrency == Some(0) {
+        loader.error(
+            node,
+            Some("concurrency"),
+            "at least 1 request at a time".into(),
+        );
+        ok = false;
+    }
+    if !ok {
+        return None;
+    }
+    Some(ApiCall {
+        method: method?,
+        url: url?,
+        query,
+        headers,
+        body,
+        format: format?,
+        request_timeout: request_timeout?,
+        response,
+        success_codes,
+        retry,
+        idempotency_key,
+        idempotency_header: raw
+            .idempotency_header
+            .unwrap_or_else(|| "Idempotency-Key".into()),
+        concurrency: raw.concurrency,
+        max_response_bytes: raw.max_response_bytes.unwrap_or(128 * 1024),
+        next: raw.next,
+        on_error: raw.on_error,
+    })
+}
+
+fn fixed(loader: &mut Loader<'_>, id: &str, field: &str, value: &Value) -> Option<Duration> {
+    match loader.duration(Some(id), field, value)? {
+        DurationSpec::Fixed(d) => Some(d),
+        DurationSpec::Template(_) => {
+            loader.error(
+                Some(id),
+                Some(field),
+                "must be a fixed duration, not a template".into(),
+            );
+            None
+        }
+    }
+}

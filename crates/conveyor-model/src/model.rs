@@ -1,0 +1,426 @@
+//! The process model: what a process file means once it has been checked.
+//!
+//! Everything here is parsed and compiled (templates, regexes, durations), so the runtime
+//! never re-reads text on the hot path.
+
+use std::time::Duration;
+
+use conveyor_template::{Path, Template, ValueTemplate};
+use indexmap::IndexMap;
+use regex::Regex;
+use serde_json::Value;
+
+use crate::DurationSpec;
+
+/// A checked process definition.
+#[derive(Debug, Clone)]
+pub struct Process {
+    /// The `process:` name (the template name, e.g. `bitrix_oauth`).
+    pub name: String,
+    pub title: Option<String>,
+    pub description: Option<String>,
+    /// Declared parameters of a new task, in file order.
+    pub params: IndexMap<String, Param>,
+    /// Task keys never shown or logged in clear (besides params marked `secret`).
+    pub secrets: Vec<String>,
+    pub settings: Settings,
+    /// The nodes, in file order.
+    pub nodes: IndexMap<String, Node>,
+    /// Id of the start node.
+    pub start: String,
+}
+
+impl Process {
+    /// Whether `key` of a task must be masked: a secret param or a listed secret key.
+    pub fn is_secret(&self, key: &str) -> bool {
+        self.secrets.iter().any(|s| s == key) || self.params.get(key).is_some_and(|p| p.secret)
+    }
+
+    pub fn node(&self, id: &str) -> Option<&Node> {
+        self.nodes.get(id)
+    }
+}
+
+/// A declared parameter of the tasks a process accepts.
+#[derive(Debug, Clone)]
+pub struct Param {
+    pub required: bool,
+    pub default: Option<Value>,
+    pub pattern: Option<Regex>,
+    pub secret: bool,
+    pub description: Option<String>,
+}
+
+/// Process-wide settings.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Loop protection: a task that passes more nodes than this without waiting goes to
+    /// its error route (Corezoid's limit is 50).
+    pub max_steps: u32,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings { max_steps: 50 }
+    }
+}
+
+/// One node of a process.
+#[derive(Debug, Clone)]
+pub struct Node {
+    pub id: String,
+    pub title: Option<String>,
+    pub description: Option<String>,
+    /// `timeout: 30s -> node`: a task that stays longer than this moves on.
+    pub time_limit: Option<TimeLimit>,
+    pub kind: NodeKind,
+}
+
+#[derive(Debug, Clone)]
+pub struct TimeLimit {
+    pub after: DurationSpec,
+    pub target: String,
+}
+
+/// What a node does.
+#[derive(Debug, Clone)]
+pub enum NodeKind {
+    Start {
+        next: String,
+    },
+    Final {
+        status: FinalStatus,
+    },
+    Condition {
+        branches: Vec<Branch>,
+        otherwise: String,
+        on_error: Option<String>,
+    },
+    SetParam {
+        set: IndexMap<String, SetValue>,
+        next: String,
+        on_error: Option<String>,
+    },
+    Delay {
+        wait: Wait,
+        next: String,
+        on_error: Option<String>,
+    },
+    ApiCall(Box<ApiCall>),
+    Escalation {
+        /// Tasks copied out when a task arrives (e.g. to a notification process).
+        copy: Vec<CopyTask>,
+        /// Where `task modify` sends a task held here; without it the task stays.
+        next: Option<String>,
+        on_error: Option<String>,
+    },
+    CopyTask {
+        copy: CopyTask,
+        next: String,
+        on_error: Option<String>,
+    },
+    ModifyTask {
+        process: Template,
+        reference: Template,
+        data: ValueTemplate,
+        next: String,
+        on_error: Option<String>,
+    },
+    CallProcess {
+        process: Template,
+        /// What is sent; the whole task when absent.
+        data: Option<ValueTemplate>,
+        next: String,
+        on_error: Option<String>,
+    },
+    Reply {
+        data: ValueTemplate,
+        /// An error reply routes the caller to its `on_error`.
+        error: bool,
+        next: String,
+        on_error: Option<String>,
+    },
+    WaitCallback {
+        next: String,
+    },
+}
+
+impl NodeKind {
+    /// The Corezoid-style name of the kind, as written in `type:`.
+    pub fn name(&self) -> &'static str {
+        match self {
+            NodeKind::Start { .. } => "start",
+            NodeKind::Final { .. } => "final",
+            NodeKind::Condition { .. } => "condition",
+            NodeKind::SetParam { .. } => "set_param",
+            NodeKind::Delay { .. } => "delay",
+            NodeKind::ApiCall(_) => "api_call",
+            NodeKind::Escalation { .. } => "escalation",
+            NodeKind::CopyTask { .. } => "copy_task",
+            NodeKind::ModifyTask { .. } => "modify_task",
+            NodeKind::CallProcess { .. } => "call_process",
+            NodeKind::Reply { .. } => "reply",
+            NodeKind::WaitCallback { .. } => "wait_callback",
+        }
+    }
+
+    /// Whether a task stays in this node until time passes or something outside moves it.
+    pub fn waits(&self) -> bool {
+        matches!(
+            self,
+            NodeKind::Delay { .. }
+                | NodeKind::WaitCallback { .. }
+                | NodeKind::CallProcess { .. }
+                | NodeKind::Escalation { .. }
+        )
+    }
+
+    pub fn on_error(&self) -> Option<&str> {
+        match self {
+            NodeKind::Condition { on_error, .. }
+            | NodeKind::SetParam { on_error, .. }
+            | NodeKind::Delay { on_error, .. }
+            | NodeKind::Escalation { on_error, .. }
+            | NodeKind::CopyTask { on_error, .. }
+            | NodeKind::ModifyTask { on_error, .. }
+            | NodeKind::CallProcess { on_error, .. }
+            | NodeKind::Reply { on_error, .. } => on_error.as_deref(),
+            NodeKind::ApiCall(api) => api.on_error.as_deref(),
+            NodeKind::Start { .. } | NodeKind::Final { .. } | NodeKind::WaitCallback { .. } => None,
+        }
+    }
+}
+
+impl Node {
+    /// Every edge out of this node, in the order they are written.
+    pub fn edges(&self) -> Vec<Edge<'_>> {
+        fn edge(label: String, field: String, target: &str) -> Edge<'_> {
+            Edge {
+                label,
+                field,
+                target,
+            }
+        }
+        let mut edges = Vec::new();
+        match &self.kind {
+            NodeKind::Start { next }
+            | NodeKind::SetParam { next, .. }
+            | NodeKind::Delay { next, .. }
+            | NodeKind::CopyTask { next, .. }
+            | NodeKind::ModifyTask { next, .. }
+            | NodeKind::CallProcess { next, .. }
+            | NodeKind::Reply { next, .. }
+            | NodeKind::WaitCallback { next }
+            | NodeKind::Escalation {
+                next: Some(next), ..
+            } => edges.push(edge("next".into(), "next".into(), next)),
+            NodeKind::ApiCall(api) => edges.push(edge("next".into(), "next".into(), &api.next)),
+            NodeKind::Escalation { next: None, .. } | NodeKind::Final { .. } => {}
+            NodeKind::Condition {
+                branches,
+                otherwise,
+                ..
+            } => {
+                for (i, branch) in branches.iter().enumerate() {
+                    let label = branch
+                        .label
+                        .clone()
+                        .unwrap_or_else(|| format!("branch {}", i + 1));
+                    edges.push(edge(label, format!("branches[{i}].next"), &branch.next));
+                }
+                edges.push(edge("else".into(), "else".into(), otherwise));
+            }
+        }
+        if let Some(on_error) = self.kind.on_error() {
+            edges.push(edge("on_error".into(), "on_error".into(), on_error));
+        }
+        if let Some(limit) = &self.time_limit {
+            edges.push(edge(
+                format!("timeout {}", limit.after),
+                "timeout".into(),
+                &limit.target,
+            ));
+        }
+        edges
+    }
+}
+
+/// An edge of the process graph.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Edge<'a> {
+    /// `next`, `on_error`, `else`, `branch 1` (or the branch's label), `timeout 30s`.
+    pub label: String,
+    /// Where it is written in the node, e.g. `branches[0].next`.
+    pub field: String,
+    pub target: &'a str,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FinalStatus {
+    Success,
+    Error,
+}
+
+/// One branch of a condition: all checks must hold.
+#[derive(Debug, Clone)]
+pub struct Branch {
+    pub label: Option<String>,
+    pub when: Vec<Check>,
+    pub next: String,
+}
+
+/// `param` `op` `value`, compared as `cast`.
+#[derive(Debug, Clone)]
+pub struct Check {
+    /// The task key (a path) whose value is tested.
+    pub param: Path,
+    pub op: CompareOp,
+    /// The value compared with (a template).
+    pub value: Template,
+    /// For `regexp` with a literal pattern: compiled once when the file is loaded.
+    pub regex: Option<Regex>,
+    pub cast: Cast,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CompareOp {
+    Eq,
+    NotEq,
+    More,
+    Less,
+    MoreOrEq,
+    LessOrEq,
+    Regexp,
+}
+
+impl CompareOp {
+    pub const ALL: [(&'static str, CompareOp); 7] = [
+        ("eq", CompareOp::Eq),
+        ("not_eq", CompareOp::NotEq),
+        ("more", CompareOp::More),
+        ("less", CompareOp::Less),
+        ("more_or_eq", CompareOp::MoreOrEq),
+        ("less_or_eq", CompareOp::LessOrEq),
+        ("regexp", CompareOp::Regexp),
+    ];
+}
+
+/// How a value is read before it is compared or stored (Corezoid's casts).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Cast {
+    String,
+    Number,
+    Boolean,
+    Object,
+    Array,
+}
+
+impl Cast {
+    pub const ALL: [(&'static str, Cast); 5] = [
+        ("string", Cast::String),
+        ("number", Cast::Number),
+        ("boolean", Cast::Boolean),
+        ("object", Cast::Object),
+        ("array", Cast::Array),
+    ];
+}
+
+/// A `set_param` value and the type it is stored as (`None`: as rendered).
+#[derive(Debug, Clone)]
+pub struct SetValue {
+    pub value: ValueTemplate,
+    pub cast: Option<Cast>,
+}
+
+/// What a delay waits for.
+#[derive(Debug, Clone)]
+pub enum Wait {
+    /// `for: 25m` (relative).
+    For(DurationSpec),
+    /// `until: "{{expires}}"` (absolute unix time, seconds).
+    Until(Template),
+}
+
+/// Creates a task in another process.
+#[derive(Debug, Clone)]
+pub struct CopyTask {
+    /// A template that renders to a process id or `@alias`.
+    pub process: Template,
+    pub reference: Option<Template>,
+    /// The new task's data; the whole current task when absent.
+    pub data: Option<ValueTemplate>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HttpMethod {
+    Get,
+    Post,
+    Put,
+    Patch,
+    Delete,
+    Head,
+}
+
+impl HttpMethod {
+    pub const ALL: [(&'static str, HttpMethod); 6] = [
+        ("GET", HttpMethod::Get),
+        ("POST", HttpMethod::Post),
+        ("PUT", HttpMethod::Put),
+        ("PATCH", HttpMethod::Patch),
+        ("DELETE", HttpMethod::Delete),
+        ("HEAD", HttpMethod::Head),
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        HttpMethod::ALL
+            .iter()
+            .find(|(_, m)| *m == self)
+            .map(|(name, _)| *name)
+            .unwrap_or("GET")
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BodyFormat {
+    Json,
+    Form,
+}
+
+/// An HTTP request node.
+#[derive(Debug, Clone)]
+pub struct ApiCall {
+    pub method: HttpMethod,
+    pub url: Template,
+    pub query: IndexMap<String, ValueTemplate>,
+    pub headers: IndexMap<String, Template>,
+    pub body: Option<ValueTemplate>,
+    pub format: BodyFormat,
+    /// Limit on one HTTP exchange (default 60 s).
+    pub request_timeout: Duration,
+    /// Keys written into the task from the reply, rendered against
+    /// `{body, status, headers}`; when absent a JSON object reply is merged whole.
+    pub response: Option<IndexMap<String, ValueTemplate>>,
+    /// Statuses that count as success (default 200, 201, 202).
+    pub success_codes: Vec<u16>,
+    pub retry: Option<Retry>,
+    /// A header carrying a key that stays the same across retries of one call.
+    pub idempotency_key: Option<Template>,
+    pub idempotency_header: String,
+    /// Most requests of this node in flight at once.
+    pub concurrency: Option<u32>,
+    /// Largest reply body accepted (default 128 KB, Corezoid's).
+    pub max_response_bytes: u64,
+    pub next: String,
+    pub on_error: Option<String>,
+}
+
+/// Retries of transient failures (timeouts, connection errors, 5xx, 429).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Retry {
+    /// Attempts in all, the first included.
+    pub attempts: u32,
+    /// Wait before the second attempt; doubled each time after.
+    pub backoff: Duration,
+    /// Longest wait between attempts.
+    pub max: Duration,
+}

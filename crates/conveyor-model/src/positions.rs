@@ -1,0 +1,132 @@
+//! Where each key of a YAML document is, so that problems found after parsing can name a
+//! line and column. serde_yaml gives positions only for syntax errors; this walks the
+//! document once more with yaml-rust2's event parser and records every key's position.
+
+use std::collections::HashMap;
+
+use yaml_rust2::parser::{Event, MarkedEventReceiver, Parser};
+use yaml_rust2::scanner::Marker;
+
+/// Positions of keys, by path (`["nodes", "get_token", "next"]`; sequence items by index).
+#[derive(Debug, Default)]
+pub struct Positions {
+    keys: HashMap<Vec<String>, (usize, usize)>,
+}
+
+impl Positions {
+    pub fn of(source: &str) -> Positions {
+        let mut recorder = Recorder::default();
+        // A document serde_yaml accepted parses here too; if not, we just know less.
+        let _ = Parser::new_from_str(source).load(&mut recorder, false);
+        Positions {
+            keys: recorder.keys,
+        }
+    }
+
+    /// The position of the key at `path`, or of its nearest ancestor that has one.
+    pub fn find(&self, path: &[&str]) -> Option<(usize, usize)> {
+        let mut path: Vec<String> = path.iter().map(|s| s.to_string()).collect();
+        while !path.is_empty() {
+            if let Some(position) = self.keys.get(&path) {
+                return Some(*position);
+            }
+            path.pop();
+        }
+        None
+    }
+}
+
+enum Frame {
+    Map {
+        path: Vec<String>,
+        key: Option<String>,
+    },
+    Seq {
+        path: Vec<String>,
+        index: usize,
+    },
+}
+
+#[derive(Default)]
+struct Recorder {
+    stack: Vec<Frame>,
+    keys: HashMap<Vec<String>, (usize, usize)>,
+}
+
+impl Recorder {
+    /// The path a new value at the current place gets, and advances the parent.
+    fn child_path(&mut self, mark: Marker) -> Option<Vec<String>> {
+        match self.stack.last_mut() {
+            None => Some(Vec::new()),
+            Some(Frame::Map { path, key }) => match key.take() {
+                Some(k) => {
+                    let mut p = path.clone();
+                    p.push(k);
+                    Some(p)
+                }
+                // A mapping used as a key: not something process files contain.
+                None => None,
+            },
+            Some(Frame::Seq { path, index }) => {
+                let mut p = path.clone();
+                p.push(index.to_string());
+                self.keys
+                    .entry(p.clone())
+                    .or_insert((mark.line(), mark.col() + 1));
+                *index += 1;
+                Some(p)
+            }
+        }
+    }
+}
+
+impl MarkedEventReceiver for Recorder {
+    fn on_event(&mut self, event: Event, mark: Marker) {
+        match event {
+            Event::Scalar(text, ..) => {
+                if let Some(Frame::Map { path, key }) = self.stack.last_mut()
+                    && key.is_none()
+                {
+                    let mut p = path.clone();
+                    p.push(text.clone());
+                    self.keys.entry(p).or_insert((mark.line(), mark.col() + 1));
+                    *key = Some(text);
+                    return;
+                }
+                self.child_path(mark);
+            }
+            Event::Alias(_) => {
+                self.child_path(mark);
+            }
+            Event::MappingStart(..) => {
+                let path = self.child_path(mark).unwrap_or_default();
+                self.stack.push(Frame::Map { path, key: None });
+            }
+            Event::SequenceStart(..) => {
+                let path = self.child_path(mark).unwrap_or_default();
+                self.stack.push(Frame::Seq { path, index: 0 });
+            }
+            Event::MappingEnd | Event::SequenceEnd => {
+                self.stack.pop();
+            }
+            _ => {}
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_in_block_and_flow_style() {
+        let source = "process: p\nnodes:\n  start: { type: start, next: end }\n  end:\n    type: final\n    list:\n      - a\n      - { b: 1 }\n";
+        let p = Positions::of(source);
+        assert_eq!(p.find(&["process"]), Some((1, 1)));
+        assert_eq!(p.find(&["nodes", "start"]), Some((3, 3)));
+        assert_eq!(p.find(&["nodes", "start", "next"]), Some((3, 25)));
+        assert_eq!(p.find(&["nodes", "end", "type"]), Some((5, 5)));
+        assert_eq!(p.find(&["nodes", "end", "list", "1", "b"]), Some((8, 11)));
+        assert_eq!(p.find(&["nodes", "end", "nope"]), Some((4, 3)));
+    }
+}

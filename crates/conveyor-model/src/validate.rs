@@ -1,0 +1,243 @@
+//! Checks of the process as a whole: one start, targets that exist, every node reachable,
+//! no cycle a task could spin in, and templates that read keys nobody declares.
+
+use std::collections::{BTreeSet, HashSet};
+
+use conveyor_template::Template;
+use petgraph::algo::tarjan_scc;
+use petgraph::graph::{DiGraph, NodeIndex};
+use petgraph::visit::{Bfs, EdgeRef};
+
+use crate::diagnostic::{Severity, did_you_mean};
+use crate::load::{Loaded, Loader};
+use crate::model::*;
+
+pub(crate) fn validate(loader: &mut Loader<'_>, loaded: &mut Loaded) {
+    let process = &mut loaded.process;
+    let ids: HashSet<&str> = loaded.ids.iter().map(String::as_str).collect();
+
+    // Exactly one start.
+    let starts: Vec<&str> = process
+        .nodes
+        .values()
+        .filter(|n| matches!(n.kind, NodeKind::Start { .. }))
+        .map(|n| n.id.as_str())
+        .collect();
+    match starts.as_slice() {
+        [] if loaded.complete => loader.error(
+            None,
+            Some("nodes"),
+            "no start node: exactly one node has `type: start`".into(),
+        ),
+        [] => {}
+        [one] => process.start = one.to_string(),
+        [first, rest @ ..] => {
+            for other in rest {
+                loader.error(Some(other), Some("type"), format!("a second start node; `{first}` is already the start (a process has exactly one)"));
+            }
+        }
+    }
+
+    // Every target exists.
+    let mut dangling = false;
+    for node in process.nodes.values() {
+        for edge in node.edges() {
+            if !ids.contains(edge.target) {
+                dangling = true;
+                let hint = did_you_mean(edge.target, ids.iter().copied())
+                    .map(|s| format!(" (did you mean `{s}`?)"))
+                    .unwrap_or_default();
+                loader.error(
+                    Some(&node.id),
+                    Some(&edge.field),
+                    format!("no node `{}` in this process{hint}", edge.target),
+                );
+            } else if edge.target == node.id && edge.field == "timeout" {
+                loader.error(
+                    Some(&node.id),
+                    Some("timeout"),
+                    "a time limit must lead to another node".into(),
+                );
+            }
+            if process
+                .nodes
+                .get(edge.target)
+                .is_some_and(|t| matches!(t.kind, NodeKind::Start { .. }))
+            {
+                loader.error(Some(&node.id), Some(&edge.field), format!("leads back to the start node `{}`; tasks enter a process only at its start", edge.target));
+            }
+        }
+    }
+
+    if loaded.complete && !dangling && starts.len() == 1 {
+        graph_checks(loader, process);
+    }
+    param_warnings(loader, process);
+}
+
+fn graph_checks(loader: &mut Loader<'_>, process: &Process) {
+    let mut graph = DiGraph::<&str, ()>::new();
+    let index: indexmap::IndexMap<&str, NodeIndex> = process
+        .nodes
+        .keys()
+        .map(|id| (id.as_str(), graph.add_node(id.as_str())))
+        .collect();
+    for node in process.nodes.values() {
+        for edge in node.edges() {
+            graph.add_edge(index[node.id.as_str()], index[edge.target], ());
+        }
+    }
+
+    // Reachability from start.
+    let mut reached = HashSet::new();
+    let mut bfs = Bfs::new(&graph, index[process.start.as_str()]);
+    while let Some(n) = bfs.next(&graph) {
+        reached.insert(n);
+    }
+    for (id, n) in &index {
+        if !reached.contains(n) {
+            loader.error(
+                Some(id),
+                None,
+                format!("cannot be reached from the start node `{}`", process.start),
+            );
+        }
+    }
+
+    // Cycles with no node that waits: a task in them would spin.
+    for component in tarjan_scc(&graph) {
+        let cyclic = component.len() > 1
+            || graph
+                .edges(component[0])
+                .any(|e| e.target() == component[0]);
+        if !cyclic {
+            continue;
+        }
+        let waits = component.iter().any(|n| {
+            let node = &process.nodes[graph[*n]];
+            node.kind.waits() || node.time_limit.is_some()
+        });
+        if !waits {
+            // Name the nodes in file order, so the message is stable.
+            let members: HashSet<&str> = component.iter().map(|n| graph[*n]).collect();
+            let ordered: Vec<&str> = process
+                .nodes
+                .keys()
+                .map(String::as_str)
+                .filter(|id| members.contains(id))
+                .collect();
+            let first = ordered[0];
+            loader.error(
+                Some(first),
+                None,
+                format!(
+                    "the cycle {} → {first} has no node that waits (delay, wait_callback, call_process, escalation, or a time limit): a task in it would spin",
+                    ordered.join(" → ")
+                ),
+            );
+        }
+    }
+}
+
+/// Warns about templates that read task keys nobody declares or produces. Only a
+/// warning: API replies and callbacks may add keys that the file cannot know of.
+fn param_warnings(loader: &mut Loader<'_>, process: &Process) {
+    let mut known: HashSet<&str> = process.params.keys().map(String::as_str).collect();
+    known.extend(process.secrets.iter().map(String::as_str));
+    for node in process.nodes.values() {
+        match &node.kind {
+            NodeKind::SetParam { set, .. } => known.extend(set.keys().map(String::as_str)),
+            NodeKind::ApiCall(api) => {
+                if let Some(response) = &api.response {
+                    known.extend(response.keys().map(String::as_str));
+                }
+            }
+            _ => {}
+        }
+    }
+    for node in process.nodes.values() {
+        let mut unknown = BTreeSet::new();
+        visit_task_templates(node, &mut |template| {
+            for key in template.task_keys() {
+                if !known.contains(key) && !key.starts_with("__conveyor_") {
+                    unknown.insert(key.to_string());
+                }
+            }
+        });
+        for key in unknown {
+            let hint = did_you_mean(&key, known.iter().copied())
+                .map(|s| format!(" (did you mean `{s}`?)"))
+                .unwrap_or_default();
+            loader.report(
+                Severity::Warning,
+                Some(&node.id),
+                None,
+                format!("reads `{key}`, which no param declares and no node sets{hint}"),
+            );
+        }
+    }
+}
+
+/// Every template of a node that renders against the task (not the reply mappings of
+/// `api_call`, which read the HTTP reply).
+fn visit_task_templates<'a>(node: &'a Node, visit: &mut dyn FnMut(&'a Template)) {
+    if let Some(TimeLimit {
+        after: crate::DurationSpec::Template(t),
+        ..
+    }) = &node.time_limit
+    {
+        visit(t);
+    }
+    let copy = |c: &'a CopyTask, visit: &mut dyn FnMut(&'a Template)| {
+        visit(&c.process);
+        if let Some(r) = &c.reference {
+            visit(r);
+        }
+        if let Some(d) = &c.data {
+            d.visit_templates(visit);
+        }
+    };
+    match &node.kind {
+        NodeKind::Start { .. } | NodeKind::Final { .. } | NodeKind::WaitCallback { .. } => {}
+        NodeKind::Condition { branches, .. } => {
+            for check in branches.iter().flat_map(|b| &b.when) {
+                visit(&check.value);
+            }
+        }
+        NodeKind::SetParam { set, .. } => set.values().for_each(|v| v.value.visit_templates(visit)),
+        NodeKind::Delay { wait, .. } => match wait {
+            Wait::For(crate::DurationSpec::Template(t)) | Wait::Until(t) => visit(t),
+            Wait::For(_) => {}
+        },
+        NodeKind::ApiCall(api) => {
+            visit(&api.url);
+            api.query.values().for_each(|v| v.visit_templates(visit));
+            api.headers.values().for_each(&mut *visit);
+            if let Some(body) = &api.body {
+                body.visit_templates(visit);
+            }
+            if let Some(key) = &api.idempotency_key {
+                visit(key);
+            }
+        }
+        NodeKind::Escalation { copy: copies, .. } => copies.iter().for_each(|c| copy(c, visit)),
+        NodeKind::CopyTask { copy: c, .. } => copy(c, visit),
+        NodeKind::ModifyTask {
+            process,
+            reference,
+            data,
+            ..
+        } => {
+            visit(process);
+            visit(reference);
+            data.visit_templates(visit);
+        }
+        NodeKind::CallProcess { process, data, .. } => {
+            visit(process);
+            if let Some(d) = data {
+                d.visit_templates(visit);
+            }
+        }
+        NodeKind::Reply { data, .. } => data.visit_templates(visit),
+    }
+}

@@ -1,0 +1,7 @@
+//! End-to-end tests: they drive the real `conveyor` binary as a user would.
+//!
+//! One test binary for the whole repository (see docs/ARCHITECTURE.md); each area of
+//! the product is a module.
+
+mod check;
+mod support;
