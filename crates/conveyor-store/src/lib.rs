@@ -1,0 +1,147 @@
+//! Where Conveyor keeps everything: processes, tasks by id, the unique `(process, ref)`
+//! index, timers ordered by due time, the ready set, node counters, task history and task
+//! inboxes.
+//!
+//! The rest of Conveyor speaks the [`Store`] trait; [`SledStore`] is its one
+//! implementation today, and this is the only crate that knows sled. Every move of a task
+//! is one [`Batch`], applied as one atomic transaction across all trees: a crash at any
+//! instant leaves either all of a batch or none of it.
+
+mod records;
+mod sled_store;
+
+pub use records::*;
+pub use sled_store::SledStore;
+
+/// Errors of the store.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error(
+        "the store in {path} is in use by another Conveyor process (a running `conveyor serve` or `conveyor run`); stop it, or run this command while it runs once the HTTP API can take it"
+    )]
+    Locked { path: String },
+    #[error(
+        "the store in {path} has format version {found}, newer than this conveyor understands ({supported}); upgrade conveyor"
+    )]
+    NewerFormat {
+        path: String,
+        found: u32,
+        supported: u32,
+    },
+    #[error("ref '{reference}' already exists in process {process}")]
+    DuplicateRef { process: u64, reference: String },
+    #[error("alias '@{alias}' is already used by process {process}")]
+    DuplicateAlias { alias: String, process: u64 },
+    #[error("no process {0}")]
+    NoProcess(u64),
+    #[error("a stored record could not be read ({what}): {reason}")]
+    Corrupt { what: String, reason: String },
+    #[error("storage error: {0}")]
+    Io(String),
+}
+
+pub type Result<T> = std::result::Result<T, StoreError>;
+
+/// What the engine and the commands need from storage.
+///
+/// Reads return owned records; writes of task state go through [`Store::commit`].
+pub trait Store: Send + Sync + 'static {
+    // Processes.
+    fn create_process(&self, new: NewProcess) -> Result<ProcessRecord>;
+    fn update_process(&self, id: u64, definition: String) -> Result<ProcessRecord>;
+    fn process(&self, id: u64) -> Result<Option<ProcessRecord>>;
+    fn process_by_alias(&self, alias: &str) -> Result<Option<ProcessRecord>>;
+    fn processes(&self) -> Result<Vec<ProcessRecord>>;
+
+    // Tasks.
+    /// A fresh task id (never reused).
+    fn next_task_id(&self) -> Result<u64>;
+    fn task(&self, id: u64) -> Result<Option<TaskRecord>>;
+    fn task_by_ref(&self, process: u64, reference: &str) -> Result<Option<TaskRecord>>;
+    /// Tasks of a process (optionally only those in `node`), in id order, at most `limit`.
+    fn tasks(&self, process: u64, node: Option<&str>, limit: usize) -> Result<Vec<TaskRecord>>;
+    fn history(&self, task: u64) -> Result<Vec<HistoryEvent>>;
+    fn inbox(&self, task: u64) -> Result<Vec<(u64, InboxMessage)>>;
+
+    // Counters: (node, counter) for each node that ever held a task.
+    fn counters(&self, process: u64) -> Result<Vec<(String, NodeCounter)>>;
+
+    // Scheduling.
+    /// Tasks that need work (new, woken, or in flight when the engine stopped).
+    fn ready(&self) -> Result<Vec<u64>>;
+    /// Timers due at or before `now`, in due order, after `after` (exclusive), at most `limit`.
+    fn due_timers(&self, now: i64, after: Option<TimerKey>, limit: usize) -> Result<Vec<TimerKey>>;
+    /// The earliest timer.
+    fn next_timer(&self) -> Result<Option<TimerKey>>;
+
+    /// Applies a batch atomically: all of it or none.
+    fn commit(&self, batch: &Batch) -> Result<()>;
+    /// Makes everything committed so far durable on disk.
+    fn flush(&self) -> Result<()>;
+    /// Bytes the store takes on disk.
+    fn size_on_disk(&self) -> Result<u64>;
+}
+
+/// A timer: due time (ms since the epoch) and task.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct TimerKey {
+    pub due: i64,
+    pub task: u64,
+}
+
+/// Changes applied together in one transaction.
+#[derive(Debug, Default, Clone)]
+pub struct Batch {
+    pub ops: Vec<Op>,
+}
+
+impl Batch {
+    pub fn push(&mut self, op: Op) {
+        self.ops.push(op);
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.ops.is_empty()
+    }
+}
+
+/// One change.
+#[derive(Debug, Clone)]
+pub enum Op {
+    /// Writes the task record (new or updated).
+    PutTask(Box<TaskRecord>),
+    /// Claims `(process, ref)` for a task; the whole batch fails with
+    /// [`StoreError::DuplicateRef`] when the ref is taken.
+    InsertRef {
+        process: u64,
+        reference: String,
+        task: u64,
+    },
+    SetTimer(TimerKey),
+    ClearTimer(TimerKey),
+    SetReady(u64),
+    ClearReady(u64),
+    /// Adds to a node's counters.
+    Count {
+        process: u64,
+        node: String,
+        now: i64,
+        total: u64,
+    },
+    /// Appends to a task's history (`seq` is the task's own event number).
+    History {
+        task: u64,
+        seq: u64,
+        event: HistoryEvent,
+    },
+    /// Leaves a message for a task (a modify, a reply); its owner reads it when it runs.
+    Inbox {
+        task: u64,
+        seq: u64,
+        message: InboxMessage,
+    },
+    ClearInbox {
+        task: u64,
+        seq: u64,
+    },
+}
