@@ -4,4 +4,5 @@
 //! the product is a module.
 
 mod check;
+mod engine;
 mod support;

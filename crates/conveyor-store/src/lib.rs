@@ -51,6 +51,8 @@ pub trait Store: Send + Sync + 'static {
     fn update_process(&self, id: u64, definition: String) -> Result<ProcessRecord>;
     fn process(&self, id: u64) -> Result<Option<ProcessRecord>>;
     fn process_by_alias(&self, alias: &str) -> Result<Option<ProcessRecord>>;
+    /// The id of the process with this alias.
+    fn alias(&self, alias: &str) -> Result<Option<u64>>;
     fn processes(&self) -> Result<Vec<ProcessRecord>>;
 
     // Tasks.

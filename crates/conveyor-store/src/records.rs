@@ -101,6 +101,9 @@ pub struct TaskRecord {
     pub data: serde_json::Map<String, Value>,
     pub created: i64,
     pub changed: i64,
+    /// When it entered the node it is in (time limits count from here).
+    #[serde(default)]
+    pub entered: i64,
     /// When its timer fires, if it has one.
     pub wake: Option<Wake>,
     /// Attempts made of the API call it is in (0 when not in one).

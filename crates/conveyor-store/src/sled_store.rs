@@ -326,6 +326,13 @@ impl Store for SledStore {
         }
     }
 
+    fn alias(&self, alias: &str) -> Result<Option<u64>> {
+        match self.aliases.get(alias.as_bytes()).map_err(io)? {
+            Some(id) => u64_from(&id).map(Some),
+            None => Ok(None),
+        }
+    }
+
     fn processes(&self) -> Result<Vec<ProcessRecord>> {
         self.processes
             .iter()

@@ -11,6 +11,7 @@ fn task(id: u64, process: u64, node: &str) -> TaskRecord {
         data: Default::default(),
         created: 0,
         changed: 0,
+        entered: 0,
         wake: None,
         attempt: 0,
         history_len: 0,

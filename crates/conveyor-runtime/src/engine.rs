@@ -1,0 +1,173 @@
+//! The engine loop: takes tasks from the queue, runs their steps concurrently, fires
+//! timers when they fall due, and stops gracefully.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use conveyor_store::TimerKey;
+use tokio::task::JoinSet;
+
+use crate::{Result, Runtime, step};
+
+/// How long [`Runtime::run`] runs.
+pub enum RunMode {
+    /// Until no task is ready and no timer is due (waiting tasks stay waiting).
+    UntilIdle,
+    /// Until the future completes (e.g. on SIGTERM); in-flight steps then finish.
+    UntilShutdown(Pin<Box<dyn Future<Output = ()> + Send>>),
+}
+
+/// What a run did.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct RunStats {
+    pub steps: u64,
+    pub failed_steps: u64,
+}
+
+impl Runtime {
+    /// Runs the engine. At start, re-queues the tasks a stop left ready and fires the
+    /// timers that fell due meanwhile.
+    pub async fn run(self: &Arc<Self>, mode: RunMode) -> Result<RunStats> {
+        let (until_idle, mut shutdown) = match mode {
+            RunMode::UntilIdle => (true, None),
+            RunMode::UntilShutdown(f) => (false, Some(f)),
+        };
+        for id in self.store.ready()? {
+            self.schedule(id);
+        }
+        let mut stats = RunStats::default();
+        let mut cursor: Option<TimerKey> = None;
+        let mut running = JoinSet::new();
+        loop {
+            // Timers that are due become work.
+            let now = self.now();
+            loop {
+                let due = self.store.due_timers(now, cursor, 1024)?;
+                for timer in &due {
+                    self.schedule(timer.task);
+                }
+                if let Some(last) = due.last() {
+                    cursor = Some(*last);
+                }
+                if due.len() < 1024 {
+                    break;
+                }
+            }
+            // Start as much work as allowed.
+            while running.len() < self.settings.max_in_flight {
+                let Some(id) = self.take() else { break };
+                let runtime = Arc::clone(self);
+                running.spawn(async move { (id, step::run(&runtime, id).await) });
+            }
+            if running.is_empty() && self.queue_is_empty() && until_idle {
+                break;
+            }
+            let next_timer = self
+                .store
+                .due_timers(i64::MAX, cursor, 1)?
+                .first()
+                .map(|t| t.due);
+            let clock = Arc::clone(&self.clock);
+            let timer = async move {
+                match next_timer {
+                    Some(at) => clock.wait_until(at).await,
+                    None => std::future::pending().await,
+                }
+            };
+            let stop = async {
+                match shutdown.as_mut() {
+                    Some(f) => f.await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                _ = stop => break,
+                Some(joined) = running.join_next(), if !running.is_empty() => {
+                    self.finished(joined, &mut stats);
+                }
+                _ = self.work.notified() => {}
+                _ = timer => {}
+            }
+        }
+        // Graceful: let the steps in flight finish; what is not started stays ready.
+        while let Some(joined) = running.join_next().await {
+            self.finished(joined, &mut stats);
+        }
+        self.store.flush()?;
+        Ok(stats)
+    }
+
+    fn finished(
+        &self,
+        joined: std::result::Result<(u64, Result<step::Outcome>), tokio::task::JoinError>,
+        stats: &mut RunStats,
+    ) {
+        let (id, result) = match joined {
+            Ok(pair) => pair,
+            Err(e) => {
+                tracing::error!(error = %e, "a step panicked or was cancelled");
+                stats.failed_steps += 1;
+                return;
+            }
+        };
+        stats.steps += 1;
+        let again = self.release(id);
+        match result {
+            Ok(outcome) => {
+                // A timer already due (it fell due while the step ran) is fired now.
+                if again || outcome.wake.is_some_and(|w| w.at <= self.now()) {
+                    self.schedule(id);
+                }
+            }
+            Err(e) => {
+                stats.failed_steps += 1;
+                // The task stays ready in the store; it is tried again on the next start.
+                tracing::error!(task = id, error = %e, "step failed");
+            }
+        }
+    }
+
+    fn take(&self) -> Option<u64> {
+        let mut queue = self.queue.lock().ok()?;
+        let id = queue.waiting.pop_front()?;
+        queue.queued.remove(&id);
+        queue.running.insert(id);
+        Some(id)
+    }
+
+    /// Marks a task as no longer running; says whether it got work meanwhile.
+    fn release(&self, id: u64) -> bool {
+        match self.queue.lock() {
+            Ok(mut queue) => {
+                queue.running.remove(&id);
+                queue.again.remove(&id)
+            }
+            Err(_) => false,
+        }
+    }
+
+    fn queue_is_empty(&self) -> bool {
+        self.queue
+            .lock()
+            .map(|q| q.waiting.is_empty())
+            .unwrap_or(true)
+    }
+
+    /// The semaphore limiting concurrent API calls of one node.
+    pub(crate) fn limit(
+        &self,
+        process: u64,
+        node: &str,
+        permits: u32,
+    ) -> Arc<tokio::sync::Semaphore> {
+        let mut limits = match self.limits.lock() {
+            Ok(l) => l,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        limits
+            .entry((process, node.to_string()))
+            .or_insert_with(|| Arc::new(tokio::sync::Semaphore::new(permits as usize)))
+            .clone()
+    }
+}

@@ -1,0 +1,144 @@
+//! The template [`Env`] of a running task: other processes' tasks come from the store,
+//! time from the engine clock.
+
+use std::cell::{Cell, RefCell};
+
+use conveyor_template::{Env, Path, ProcessId, RootField};
+use serde_json::Value;
+
+use crate::Runtime;
+use crate::mask;
+
+/// The `root.*` values of the task being rendered.
+#[derive(Debug, Clone)]
+pub(crate) struct Root {
+    pub task_id: u64,
+    pub reference: Option<String>,
+    pub process: u64,
+    pub node: String,
+    pub prev_node: Option<String>,
+    pub created: i64,
+    pub changed: i64,
+}
+
+pub(crate) struct StoreEnv<'a> {
+    pub runtime: &'a Runtime,
+    pub root: Root,
+    pub now: i64,
+    /// Secret values read from other processes' tasks: masked in history like our own.
+    pub revealed: RefCell<Vec<String>>,
+    pub seed: Cell<u64>,
+}
+
+impl<'a> StoreEnv<'a> {
+    pub fn new(runtime: &'a Runtime, root: Root, now: i64) -> StoreEnv<'a> {
+        let seed = (now as u64) ^ root.task_id.rotate_left(32) ^ 0x9E37_79B9_7F4A_7C15;
+        StoreEnv {
+            runtime,
+            root,
+            now,
+            revealed: RefCell::new(Vec::new()),
+            seed: Cell::new(seed),
+        }
+    }
+
+    fn process_id(&self, process: &ProcessId) -> Result<u64, String> {
+        match process {
+            ProcessId::Id(id) => Ok(*id),
+            ProcessId::Alias(alias) => self
+                .runtime
+                .store
+                .alias(alias)
+                .map_err(|e| e.to_string())?
+                .ok_or_else(|| format!("no process with alias @{alias}")),
+        }
+    }
+}
+
+impl Env for StoreEnv<'_> {
+    fn root(&self, field: RootField) -> Value {
+        let r = &self.root;
+        match field {
+            RootField::TaskId => Value::from(r.task_id),
+            RootField::Ref => r
+                .reference
+                .clone()
+                .map(Value::String)
+                .unwrap_or(Value::Null),
+            RootField::ConvId => Value::from(r.process),
+            RootField::NodeId => Value::String(r.node.clone()),
+            RootField::PrevNodeId => r
+                .prev_node
+                .clone()
+                .map(Value::String)
+                .unwrap_or(Value::Null),
+            RootField::CreateTime => Value::from(r.created.div_euclid(1000)),
+            RootField::ChangeTime => Value::from(r.changed.div_euclid(1000)),
+        }
+    }
+
+    fn task_ref(
+        &self,
+        process: &ProcessId,
+        reference: &str,
+        path: &Path,
+    ) -> Result<Option<Value>, String> {
+        let id = self.process_id(process)?;
+        let loaded = self.runtime.loaded(id).map_err(|e| e.to_string())?;
+        let task = self
+            .runtime
+            .store
+            .task_by_ref(id, reference)
+            .map_err(|e| e.to_string())?
+            .ok_or_else(|| format!("no task with ref `{reference}` in process {process}"))?;
+        let data = Value::Object(task.data);
+        let value = path.lookup(&data).cloned();
+        // Remember secrets read, so history and logs can mask them.
+        let mut revealed = self.revealed.borrow_mut();
+        match path.head() {
+            Some(head) if loaded.process.is_secret(head) => {
+                if let Some(v) = &value {
+                    mask::collect(v, &mut revealed);
+                }
+            }
+            None => {
+                if let Value::Object(map) = &data {
+                    mask::secret_values(&loaded.process, map, &mut revealed);
+                }
+            }
+            _ => {}
+        }
+        Ok(value)
+    }
+
+    fn node_count(&self, process: Option<&ProcessId>, node: &str) -> Result<u64, String> {
+        let id = match process {
+            Some(p) => self.process_id(p)?,
+            None => self.root.process,
+        };
+        let loaded = self.runtime.loaded(id).map_err(|e| e.to_string())?;
+        if !loaded.process.nodes.contains_key(node) {
+            return Err(format!("no node `{node}` in process {id}"));
+        }
+        let counters = self.runtime.store.counters(id).map_err(|e| e.to_string())?;
+        Ok(counters
+            .iter()
+            .find(|(n, _)| n == node)
+            .map(|(_, c)| c.now.max(0) as u64)
+            .unwrap_or(0))
+    }
+
+    fn now_millis(&self) -> i64 {
+        self.now
+    }
+
+    fn random_below(&self, bound: u64) -> u64 {
+        // xorshift64*: plenty for `$.random`, which is not for cryptography.
+        let mut x = self.seed.get() | 1;
+        x ^= x >> 12;
+        x ^= x << 25;
+        x ^= x >> 27;
+        self.seed.set(x);
+        x.wrapping_mul(0x2545_F491_4F6C_DD1D) % bound
+    }
+}

@@ -1,0 +1,181 @@
+//! The Conveyor engine.
+//!
+//! [`Runtime`] holds all state of a running Conveyor in one place: the [`Store`], the
+//! [`Clock`], the compiled processes, and the queue of tasks that need work. The commands
+//! (`process clone`, `task add`, …) are methods on it; [`Runtime::run`] moves tasks.
+//!
+//! How a task moves: a worker takes a ready task, reads its inbox (modifications,
+//! replies) and its timer, then runs nodes in memory until the task reaches a node that
+//! waits, ends, or calls out a second time; then everything that happened — the task,
+//! its counters, history, timers, refs and the tasks it created — is committed as one
+//! store batch. A crash before the commit loses nothing that was decided: the task is
+//! still ready (or its timer still due) and is run again. HTTP side effects are therefore
+//! at-least-once; state transitions are exactly-once.
+
+mod clock;
+mod engine;
+mod env;
+mod http;
+mod mask;
+mod ops;
+mod step;
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::{Arc, Mutex, RwLock};
+
+pub use clock::{Clock, ManualClock, SystemClock};
+pub use conveyor_store::{Store, StoreError};
+pub use engine::{RunMode, RunStats};
+pub use mask::mask_data;
+pub use ops::{ModifyOutcome, TaskKey};
+
+use conveyor_model::{Diagnostic, Process};
+use conveyor_store::ProcessRecord;
+
+/// Errors of runtime operations, each meant to be shown to a person as is.
+#[derive(Debug, thiserror::Error)]
+pub enum RuntimeError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("no process {0}")]
+    NoProcess(String),
+    #[error("no task {key} in process {process}")]
+    NoTask { process: String, key: String },
+    #[error("the process definition has {} error(s):\n{}", .0.len(), .0.iter().map(|d| d.to_string()).collect::<Vec<_>>().join("\n"))]
+    Invalid(Vec<Diagnostic>),
+    #[error("param `{name}`: {message}")]
+    Param { name: String, message: String },
+    #[error("{0}")]
+    Refused(String),
+    #[error("stored process {id} no longer checks: {message}")]
+    BrokenProcess { id: u64, message: String },
+}
+
+pub type Result<T> = std::result::Result<T, RuntimeError>;
+
+/// A stored process and its compiled definition.
+#[derive(Debug)]
+pub struct LoadedProcess {
+    pub record: ProcessRecord,
+    pub process: Process,
+}
+
+/// Work waiting for the engine, and what is being worked on.
+#[derive(Default)]
+struct Queue {
+    waiting: VecDeque<u64>,
+    queued: HashSet<u64>,
+    running: HashSet<u64>,
+    /// Tasks that got new work while running: queued again when they finish.
+    again: HashSet<u64>,
+}
+
+/// Engine settings.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Most tasks stepped at once (API calls in flight count).
+    pub max_in_flight: usize,
+    /// Flush the store after every batch of steps (slower, survives power loss better).
+    pub flush_each_step: bool,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            max_in_flight: 256,
+            flush_each_step: false,
+        }
+    }
+}
+
+/// Everything a running Conveyor has.
+pub struct Runtime {
+    store: Arc<dyn Store>,
+    clock: Arc<dyn Clock>,
+    settings: Settings,
+    processes: RwLock<HashMap<u64, Arc<LoadedProcess>>>,
+    queue: Mutex<Queue>,
+    work: tokio::sync::Notify,
+    http: reqwest::Client,
+    /// Per-node concurrency limits of API calls: (process, node) → semaphore.
+    limits: Mutex<HashMap<(u64, String), Arc<tokio::sync::Semaphore>>>,
+}
+
+impl Runtime {
+    pub fn new(store: Arc<dyn Store>, clock: Arc<dyn Clock>, settings: Settings) -> Arc<Runtime> {
+        // reqwest's rustls needs a crypto provider; installing twice is harmless.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let http = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::limited(5))
+            .user_agent(concat!("conveyor/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .unwrap_or_default();
+        Arc::new(Runtime {
+            store,
+            clock,
+            settings,
+            processes: RwLock::new(HashMap::new()),
+            queue: Mutex::new(Queue::default()),
+            work: tokio::sync::Notify::new(),
+            http,
+            limits: Mutex::new(HashMap::new()),
+        })
+    }
+
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.store
+    }
+
+    pub fn clock(&self) -> &Arc<dyn Clock> {
+        &self.clock
+    }
+
+    pub fn now(&self) -> i64 {
+        self.clock.now_millis()
+    }
+
+    /// The compiled process with this id (cached; re-read when its version changed).
+    pub fn loaded(&self, id: u64) -> Result<Arc<LoadedProcess>> {
+        if let Some(p) = self.processes.read().ok().and_then(|m| m.get(&id).cloned()) {
+            return Ok(p);
+        }
+        let record = self
+            .store
+            .process(id)?
+            .ok_or_else(|| RuntimeError::NoProcess(id.to_string()))?;
+        self.compile(record)
+    }
+
+    fn compile(&self, record: ProcessRecord) -> Result<Arc<LoadedProcess>> {
+        let id = record.id;
+        let process = conveyor_model::check(&format!("process {id}"), &record.definition)
+            .into_result()
+            .map_err(|errors| RuntimeError::BrokenProcess {
+                id,
+                message: errors
+                    .iter()
+                    .map(|d| d.to_string())
+                    .collect::<Vec<_>>()
+                    .join("; "),
+            })?;
+        let loaded = Arc::new(LoadedProcess { record, process });
+        if let Ok(mut map) = self.processes.write() {
+            map.insert(id, loaded.clone());
+        }
+        Ok(loaded)
+    }
+
+    /// Puts a task in the queue of work.
+    pub fn schedule(&self, task: u64) {
+        let Ok(mut queue) = self.queue.lock() else {
+            return;
+        };
+        if queue.running.contains(&task) {
+            queue.again.insert(task);
+        } else if queue.queued.insert(task) {
+            queue.waiting.push_back(task);
+        }
+        drop(queue);
+        self.work.notify_one();
+    }
+}

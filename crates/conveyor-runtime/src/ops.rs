@@ -1,0 +1,331 @@
+//! What the commands do: clone and update processes, add, find and modify tasks.
+
+use std::sync::Arc;
+
+use conveyor_model::Process;
+use conveyor_store::{
+    Batch, Caller, EventKind, HistoryEvent, InboxMessage, NewProcess, Op, ProcessRecord,
+    TaskRecord, TaskStatus,
+};
+use conveyor_template::ProcessId;
+use serde_json::{Map, Value};
+
+use crate::{LoadedProcess, Result, Runtime, RuntimeError};
+
+/// Largest task data accepted (Corezoid's limit), as JSON bytes.
+pub const MAX_TASK_BYTES: usize = 128 * 1024;
+
+/// How a command names a task: by ref, or by id when no task has that ref.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TaskKey(pub String);
+
+/// What `modify_task` did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ModifyOutcome {
+    pub task: u64,
+    pub node: String,
+}
+
+impl Runtime {
+    /// Finds a process by `31281`, `@alias` or `alias`.
+    pub fn resolve(&self, name: &str) -> Result<Arc<LoadedProcess>> {
+        let name = name.trim();
+        let id = match ProcessId::parse(name) {
+            Some(ProcessId::Id(id)) => Some(id),
+            Some(ProcessId::Alias(alias)) => self.store.alias(&alias)?,
+            None if conveyor_template::valid_alias(name) => self.store.alias(name)?,
+            None => None,
+        };
+        match id {
+            Some(id) => match self.loaded(id) {
+                Err(RuntimeError::NoProcess(_)) => Err(RuntimeError::NoProcess(name.to_string())),
+                other => other,
+            },
+            None => Err(RuntimeError::NoProcess(name.to_string())),
+        }
+    }
+
+    /// Checks `definition` and stores it as a new process.
+    pub fn clone_process(
+        &self,
+        source: &str,
+        definition: &str,
+        alias: Option<&str>,
+        settings: Map<String, Value>,
+    ) -> Result<ProcessRecord> {
+        let alias = alias.map(|a| a.trim_start_matches('@').to_string());
+        if let Some(alias) = &alias
+            && (!conveyor_template::valid_alias(alias) || alias.chars().all(|c| c.is_ascii_digit()))
+        {
+            return Err(RuntimeError::Refused(format!(
+                "`{alias}` is not a valid alias: use letters, digits, `_` and `-`, not only digits"
+            )));
+        }
+        let checked = conveyor_model::check(source, definition);
+        let process = checked.into_result().map_err(RuntimeError::Invalid)?;
+        for key in settings.keys() {
+            if !process.params.contains_key(key) {
+                return Err(RuntimeError::Param {
+                    name: key.clone(),
+                    message: format!("process `{}` declares no such param", process.name),
+                });
+            }
+        }
+        let record = self.store.create_process(NewProcess {
+            alias,
+            source: source.to_string(),
+            definition: definition.to_string(),
+            created: self.now(),
+            settings,
+        })?;
+        self.store.flush()?;
+        Ok(record)
+    }
+
+    /// Replaces a process's definition. Refused when tasks sit in nodes the new one lacks.
+    pub fn update_process(&self, name: &str, definition: &str) -> Result<ProcessRecord> {
+        let loaded = self.resolve(name)?;
+        let id = loaded.record.id;
+        let process = conveyor_model::check(&format!("process {id}"), definition)
+            .into_result()
+            .map_err(RuntimeError::Invalid)?;
+        let holding: Vec<String> = self
+            .store
+            .counters(id)?
+            .into_iter()
+            .filter(|(node, c)| c.now > 0 && !process.nodes.contains_key(node))
+            .map(|(node, c)| {
+                format!(
+                    "{node} ({} task{})",
+                    c.now,
+                    if c.now == 1 { "" } else { "s" }
+                )
+            })
+            .collect();
+        if !holding.is_empty() {
+            return Err(RuntimeError::Refused(format!(
+                "process {id} was not updated: tasks are in nodes the new definition does not have: {}",
+                holding.join(", ")
+            )));
+        }
+        let record = self.store.update_process(id, definition.to_string())?;
+        self.store.flush()?;
+        if let Ok(mut map) = self.processes.write() {
+            map.insert(
+                id,
+                Arc::new(LoadedProcess {
+                    record: record.clone(),
+                    process,
+                }),
+            );
+        }
+        Ok(record)
+    }
+
+    /// Creates a task at the start of a process, after checking its params.
+    pub fn add_task(
+        &self,
+        process: &str,
+        reference: Option<&str>,
+        data: Map<String, Value>,
+    ) -> Result<TaskRecord> {
+        let loaded = self.resolve(process)?;
+        let mut batch = Batch::default();
+        let task = self.new_task(&loaded, reference, data, None, self.now(), &mut batch)?;
+        self.store.commit(&batch).map_err(|e| match e {
+            conveyor_store::StoreError::DuplicateRef { process, reference } => {
+                RuntimeError::Refused(format!(
+                    "ref '{reference}' already exists in process {process}"
+                ))
+            }
+            other => other.into(),
+        })?;
+        self.store.flush()?;
+        self.schedule(task.id);
+        Ok(task)
+    }
+
+    /// Builds a new task at the start of `loaded` and adds its ops to `batch`. Checks
+    /// params (required, pattern, defaults), the ref and the size; stores nothing itself.
+    pub(crate) fn new_task(
+        &self,
+        loaded: &LoadedProcess,
+        reference: Option<&str>,
+        mut data: Map<String, Value>,
+        caller: Option<Caller>,
+        now: i64,
+        batch: &mut Batch,
+    ) -> Result<TaskRecord> {
+        let process = &loaded.process;
+        let id = loaded.record.id;
+        for (key, value) in &loaded.record.settings {
+            data.entry(key.clone()).or_insert_with(|| value.clone());
+        }
+        check_params(process, &mut data)?;
+        if let Some(r) = reference {
+            if r.is_empty() || r.chars().count() > 255 {
+                return Err(RuntimeError::Refused("a ref is 1 to 255 characters".into()));
+            }
+            if self.store.task_by_ref(id, r)?.is_some() {
+                return Err(RuntimeError::Refused(format!(
+                    "ref '{r}' already exists in process {id}"
+                )));
+            }
+        }
+        let size = serde_json::to_vec(&data).map(|v| v.len()).unwrap_or(0);
+        if size > MAX_TASK_BYTES {
+            return Err(RuntimeError::Refused(format!(
+                "the task's data is {size} bytes; the limit is {MAX_TASK_BYTES}"
+            )));
+        }
+        let task = TaskRecord {
+            id: self.store.next_task_id()?,
+            process: id,
+            reference: reference.map(str::to_string),
+            node: process.start.clone(),
+            prev_node: None,
+            status: TaskStatus::Ready,
+            data,
+            created: now,
+            changed: now,
+            entered: now,
+            wake: None,
+            attempt: 0,
+            history_len: 1,
+            caller,
+            moves: 0,
+        };
+        if let Some(r) = reference {
+            batch.push(Op::InsertRef {
+                process: id,
+                reference: r.to_string(),
+                task: task.id,
+            });
+        }
+        batch.push(Op::Count {
+            process: id,
+            node: process.start.clone(),
+            now: 1,
+            total: 1,
+        });
+        batch.push(Op::History {
+            task: task.id,
+            seq: 0,
+            event: HistoryEvent {
+                at: now,
+                node: process.start.clone(),
+                kind: EventKind::Created,
+            },
+        });
+        batch.push(Op::SetReady(task.id));
+        batch.push(Op::PutTask(Box::new(task.clone())));
+        Ok(task)
+    }
+
+    /// Finds a task of a process by ref, or by id when no task has that ref.
+    pub fn find_task(
+        &self,
+        process: &str,
+        key: &TaskKey,
+    ) -> Result<(Arc<LoadedProcess>, TaskRecord)> {
+        let loaded = self.resolve(process)?;
+        let id = loaded.record.id;
+        if let Some(task) = self.store.task_by_ref(id, &key.0)? {
+            return Ok((loaded, task));
+        }
+        if let Ok(task_id) = key.0.parse::<u64>()
+            && let Some(task) = self.store.task(task_id)?
+            && task.process == id
+        {
+            return Ok((loaded, task));
+        }
+        Err(RuntimeError::NoTask {
+            process: process.to_string(),
+            key: key.0.clone(),
+        })
+    }
+
+    /// Leaves data for a task: merged when the engine next takes it, which also wakes it
+    /// from a callback wait or an escalation.
+    pub fn modify_task(
+        &self,
+        process: &str,
+        key: &TaskKey,
+        data: Map<String, Value>,
+        source: &str,
+    ) -> Result<ModifyOutcome> {
+        let (_, task) = self.find_task(process, key)?;
+        let size = serde_json::to_vec(&data).map(|v| v.len()).unwrap_or(0);
+        if size > MAX_TASK_BYTES {
+            return Err(RuntimeError::Refused(format!(
+                "the data is {size} bytes; the limit is {MAX_TASK_BYTES}"
+            )));
+        }
+        let mut batch = Batch::default();
+        batch.push(Op::Inbox {
+            task: task.id,
+            seq: self.store.next_task_id()?,
+            message: InboxMessage::Modify {
+                data,
+                source: source.to_string(),
+            },
+        });
+        batch.push(Op::SetReady(task.id));
+        self.store.commit(&batch)?;
+        self.store.flush()?;
+        self.schedule(task.id);
+        Ok(ModifyOutcome {
+            task: task.id,
+            node: task.node,
+        })
+    }
+}
+
+/// Applies defaults and checks required params and patterns.
+pub(crate) fn check_params(process: &Process, data: &mut Map<String, Value>) -> Result<()> {
+    for (name, param) in &process.params {
+        match data.get(name) {
+            None | Some(Value::Null) => {
+                if let Some(default) = &param.default {
+                    data.insert(name.clone(), default.clone());
+                } else if param.required {
+                    let about = param
+                        .description
+                        .as_deref()
+                        .map(|d| format!(" ({d})"))
+                        .unwrap_or_default();
+                    return Err(RuntimeError::Param {
+                        name: name.clone(),
+                        message: format!("is required{about}"),
+                    });
+                }
+            }
+            Some(value) => {
+                if let Some(pattern) = &param.pattern {
+                    let text = match value {
+                        Value::String(s) => s.clone(),
+                        Value::Number(_) | Value::Bool(_) => value.to_string(),
+                        _ => {
+                            return Err(RuntimeError::Param {
+                                name: name.clone(),
+                                message: "must be text to match its pattern".into(),
+                            });
+                        }
+                    };
+                    if !pattern.is_match(&text) {
+                        let shown = if param.secret {
+                            "the value".to_string()
+                        } else {
+                            format!("`{text}`")
+                        };
+                        return Err(RuntimeError::Param {
+                            name: name.clone(),
+                            message: format!("{shown} does not match the pattern `{pattern}`"),
+                        });
+                    }
+                }
+            }
+        }
+    }
+    Ok(())
+}

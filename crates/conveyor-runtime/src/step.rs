@@ -1,0 +1,1071 @@
+//! One step of one task: read its inbox and timer, run nodes in memory until it waits,
+//! ends, or is about to call out a second time, then commit everything as one batch.
+
+use std::sync::Arc;
+
+use conveyor_model::{
+    ApiCall, Cast, Check, CompareOp, CopyTask, DurationSpec, FinalStatus, NodeKind, Wait,
+};
+use conveyor_store::{
+    Batch, Caller, EventKind, HistoryEvent, InboxMessage, Op, TaskRecord, TaskStatus, TimerKey,
+    Wake, WakeKind,
+};
+use conveyor_template::{ProcessId, Template, ValueTemplate};
+use indexmap::IndexMap;
+use serde_json::{Map, Value};
+
+use crate::env::{Root, StoreEnv};
+use crate::http::{self, Failure};
+use crate::{LoadedProcess, Result, Runtime, RuntimeError, mask};
+
+/// What a finished step leaves behind, for the engine loop.
+pub(crate) struct Outcome {
+    /// The task's timer after the step, if it has one.
+    pub wake: Option<Wake>,
+}
+
+pub(crate) struct Step<'r> {
+    rt: &'r Runtime,
+    loaded: Arc<LoadedProcess>,
+    task: TaskRecord,
+    now: i64,
+    batch: Batch,
+    /// Counter changes of this task's process, by node.
+    counts: IndexMap<String, (i64, u64)>,
+    events: Vec<HistoryEvent>,
+    /// Tasks to put in the queue once the batch is committed.
+    schedule: Vec<u64>,
+    /// Moves since the task last waited (loop protection).
+    moves: u32,
+    /// Secret values read from other processes during this step.
+    revealed: Vec<String>,
+    /// An API call's result is in memory, not yet committed.
+    called_out: bool,
+}
+
+/// Runs one step of task `id`.
+pub(crate) async fn run(rt: &Runtime, id: u64) -> Result<Outcome> {
+    let Some(task) = rt.store.task(id)? else {
+        let mut batch = Batch::default();
+        batch.push(Op::ClearReady(id));
+        rt.store.commit(&batch)?;
+        return Ok(Outcome { wake: None });
+    };
+    let loaded = rt.loaded(task.process)?;
+    let now = rt.now();
+    let mut step = Step {
+        rt,
+        loaded,
+        task,
+        now,
+        batch: Batch::default(),
+        counts: IndexMap::new(),
+        events: Vec::new(),
+        schedule: Vec::new(),
+        moves: 0,
+        revealed: Vec::new(),
+        called_out: false,
+    };
+    for (seq, message) in rt.store.inbox(id)? {
+        step.batch.push(Op::ClearInbox { task: id, seq });
+        step.receive(message);
+    }
+    if let Some(wake) = step.task.wake
+        && wake.at <= now
+    {
+        step.fire(wake);
+    }
+    while step.task.status == TaskStatus::Ready {
+        step.advance().await?;
+    }
+    step.commit()?;
+    Ok(Outcome {
+        wake: step.task.wake,
+    })
+}
+
+impl Step<'_> {
+    /// The process and the id of the node the task is in; look the node up with
+    /// `process.nodes.get(…)` (cheap: no copy of the node).
+    fn here(&self) -> Arc<LoadedProcess> {
+        Arc::clone(&self.loaded)
+    }
+
+    fn event(&mut self, kind: EventKind) {
+        self.events.push(HistoryEvent {
+            at: self.now,
+            node: self.task.node.clone(),
+            kind,
+        });
+    }
+
+    fn env(&self) -> StoreEnv<'_> {
+        StoreEnv::new(
+            self.rt,
+            Root {
+                task_id: self.task.id,
+                reference: self.task.reference.clone(),
+                process: self.task.process,
+                node: self.task.node.clone(),
+                prev_node: self.task.prev_node.clone(),
+                created: self.task.created,
+                changed: self.task.changed,
+            },
+            self.now,
+        )
+    }
+
+    /// Renders a template against the task; remembers secrets it read elsewhere.
+    fn render(&mut self, template: &Template) -> std::result::Result<Value, String> {
+        let data = Value::Object(std::mem::take(&mut self.task.data));
+        let env = self.env();
+        let result = template.render(&data, &env).map_err(|e| e.to_string());
+        let revealed = env.revealed.take();
+        drop(env);
+        self.revealed.extend(revealed);
+        if let Value::Object(map) = data {
+            self.task.data = map;
+        }
+        result
+    }
+
+    fn render_value(&mut self, template: &ValueTemplate) -> std::result::Result<Value, String> {
+        let data = Value::Object(std::mem::take(&mut self.task.data));
+        let env = self.env();
+        let result = template.render(&data, &env).map_err(|e| e.to_string());
+        let revealed = env.revealed.take();
+        drop(env);
+        self.revealed.extend(revealed);
+        if let Value::Object(map) = data {
+            self.task.data = map;
+        }
+        result
+    }
+
+    fn render_text(&mut self, template: &Template) -> std::result::Result<String, String> {
+        self.render(template).map(|v| http::text_of(&v))
+    }
+
+    /// Moves the task to `target`; a timer of the node it leaves is dropped.
+    fn goto(&mut self, target: &str, via: &str) {
+        let from = std::mem::replace(&mut self.task.node, target.to_string());
+        self.clear_wake();
+        let entry = self.counts.entry(from.clone()).or_default();
+        entry.0 -= 1;
+        let entry = self.counts.entry(target.to_string()).or_default();
+        entry.0 += 1;
+        entry.1 += 1;
+        self.task.prev_node = Some(from.clone());
+        self.task.entered = self.now;
+        self.task.moves += 1;
+        self.task.attempt = 0;
+        self.task.status = TaskStatus::Ready;
+        self.event(EventKind::Entered {
+            from,
+            via: via.to_string(),
+        });
+    }
+
+    fn clear_wake(&mut self) {
+        if let Some(wake) = self.task.wake.take() {
+            self.batch.push(Op::ClearTimer(TimerKey {
+                due: wake.at,
+                task: self.task.id,
+            }));
+        }
+    }
+
+    /// The task waits in its node: until `until` (if any) or the node's time limit.
+    fn wait(&mut self, until: Option<(i64, WakeKind)>, reason: &str) {
+        let mut wake = until.map(|(at, kind)| Wake { at, kind });
+        let loaded = self.here();
+        if let Some(node) = loaded.process.nodes.get(&self.task.node)
+            && let Some(limit) = &node.time_limit
+        {
+            match self.duration(&limit.after) {
+                Ok(after) => {
+                    let at = self.task.entered + after;
+                    if wake.is_none_or(|w| at < w.at) {
+                        wake = Some(Wake {
+                            at,
+                            kind: WakeKind::TimeLimit,
+                        });
+                    }
+                }
+                Err(message) => {
+                    self.event(EventKind::Error {
+                        tag: "bad_time_limit".into(),
+                        description: message,
+                    });
+                }
+            }
+        }
+        self.clear_wake();
+        if let Some(w) = wake {
+            self.batch.push(Op::SetTimer(TimerKey {
+                due: w.at,
+                task: self.task.id,
+            }));
+        }
+        self.task.wake = wake;
+        self.task.status = TaskStatus::Waiting;
+        self.moves = 0;
+        self.event(EventKind::Waiting {
+            until: wake.map(|w| w.at),
+            reason: reason.to_string(),
+        });
+    }
+
+    /// A duration in milliseconds, rendering it when it is a template.
+    fn duration(&mut self, spec: &DurationSpec) -> std::result::Result<i64, String> {
+        match spec {
+            DurationSpec::Fixed(d) => Ok(d.as_millis() as i64),
+            DurationSpec::Template(t) => {
+                let value = self.render(t)?;
+                let text = http::text_of(&value);
+                if let Some(n) = value.as_u64() {
+                    return Ok(n as i64 * 1000);
+                }
+                conveyor_model::parse_duration(&text)
+                    .map(|d| d.as_millis() as i64)
+                    .map_err(|e| format!("the duration rendered as {e}"))
+            }
+        }
+    }
+
+    /// The node failed: Corezoid's error keys go into the task, and it takes `on_error`
+    /// (or stops here, failed, when the node has none).
+    fn fail(
+        &mut self,
+        prefix: &str,
+        type_error: &str,
+        tag: &str,
+        description: String,
+        http_code: Option<u16>,
+    ) {
+        let data = &mut self.task.data;
+        data.insert(
+            format!("__conveyor_{prefix}_return_type_error__"),
+            Value::String(type_error.into()),
+        );
+        data.insert(
+            format!("__conveyor_{prefix}_return_type_tag__"),
+            Value::String(tag.into()),
+        );
+        data.insert(
+            format!("__conveyor_{prefix}_return_description__"),
+            Value::String(description.clone()),
+        );
+        if let Some(code) = http_code {
+            data.insert(
+                format!("__conveyor_{prefix}_return_http_code__"),
+                Value::from(code),
+            );
+        }
+        self.event(EventKind::Error {
+            tag: tag.to_string(),
+            description,
+        });
+        let loaded = self.here();
+        match loaded
+            .process
+            .nodes
+            .get(&self.task.node)
+            .and_then(|n| n.kind.on_error())
+        {
+            Some(target) => self.goto(target, "on_error"),
+            None => self.stop(TaskStatus::Failed),
+        }
+    }
+
+    fn stop(&mut self, status: TaskStatus) {
+        self.clear_wake();
+        self.task.status = status;
+        self.event(EventKind::Finished {
+            status: status.as_str().to_string(),
+        });
+    }
+
+    /// A message from outside: merge it, and wake the task where that is what it waits for.
+    fn receive(&mut self, message: InboxMessage) {
+        let loaded = self.here();
+        let node = loaded.process.nodes.get(&self.task.node);
+        match message {
+            InboxMessage::Modify { data, source } => {
+                let keys = data.keys().cloned().collect();
+                self.task.data.extend(data);
+                self.event(EventKind::Modified { keys, source });
+                if self.task.status == TaskStatus::Waiting
+                    && let Some(node) = node
+                {
+                    match &node.kind {
+                        NodeKind::WaitCallback { next } => self.goto(next, "callback"),
+                        NodeKind::Escalation {
+                            next: Some(next), ..
+                        } => self.goto(next, "modify"),
+                        _ => {}
+                    }
+                }
+            }
+            InboxMessage::Reply { data, error } => {
+                let keys = data.keys().cloned().collect();
+                let waiting = self.task.status == TaskStatus::Waiting
+                    && node
+                        .as_ref()
+                        .is_some_and(|n| matches!(n.kind, NodeKind::CallProcess { .. }));
+                self.task.data.extend(data);
+                self.event(EventKind::Modified {
+                    keys,
+                    source: "reply".into(),
+                });
+                if let (true, Some(node)) = (waiting, node)
+                    && let NodeKind::CallProcess { next, .. } = &node.kind
+                {
+                    if error {
+                        self.task.status = TaskStatus::Ready;
+                        self.fail(
+                            "rpc",
+                            "software",
+                            "rpc_error_reply",
+                            "the called process replied with an error".into(),
+                            None,
+                        );
+                    } else {
+                        self.goto(next, "reply");
+                    }
+                }
+            }
+        }
+    }
+
+    /// The task's timer is due.
+    fn fire(&mut self, wake: Wake) {
+        self.clear_wake();
+        let loaded = self.here();
+        let Some(node) = loaded.process.nodes.get(&self.task.node) else {
+            return;
+        };
+        match wake.kind {
+            WakeKind::Delay => {
+                if let NodeKind::Delay { next, .. } = &node.kind {
+                    self.goto(next, "delay");
+                }
+            }
+            WakeKind::Retry => {
+                if matches!(node.kind, NodeKind::ApiCall(_)) {
+                    self.task.status = TaskStatus::Ready;
+                }
+            }
+            WakeKind::TimeLimit => {
+                if let Some(limit) = &node.time_limit {
+                    self.goto(&limit.target, "timeout");
+                }
+            }
+        }
+    }
+
+    /// Runs the node the task is in.
+    async fn advance(&mut self) -> Result<()> {
+        let loaded = self.here();
+        let Some(node) = loaded.process.nodes.get(&self.task.node) else {
+            let at = self.task.node.clone();
+            self.event(EventKind::Error {
+                tag: "no_node".into(),
+                description: format!("node `{at}` is not in the process (was it updated?)"),
+            });
+            self.stop(TaskStatus::Failed);
+            return Ok(());
+        };
+        self.moves += 1;
+        let max = self.loaded.process.settings.max_steps;
+        if self.moves > max {
+            let description = format!(
+                "loop protection: the task passed {max} nodes without waiting; stopped at `{}`",
+                node.id
+            );
+            if self.moves > 2 * max || node.kind.on_error().is_none() {
+                self.event(EventKind::Error {
+                    tag: "loop_protection".into(),
+                    description,
+                });
+                self.stop(TaskStatus::Failed);
+            } else {
+                self.fail("node", "hardware", "loop_protection", description, None);
+            }
+            return Ok(());
+        }
+        match &node.kind {
+            NodeKind::Start { next } => self.goto(next, "next"),
+            NodeKind::Final { status } => self.stop(match status {
+                FinalStatus::Success => TaskStatus::Done,
+                FinalStatus::Error => TaskStatus::Failed,
+            }),
+            NodeKind::Condition {
+                branches,
+                otherwise,
+                ..
+            } => {
+                let mut target = None;
+                'branches: for (i, branch) in branches.iter().enumerate() {
+                    for check in &branch.when {
+                        match self.check(check) {
+                            Ok(true) => {}
+                            Ok(false) => continue 'branches,
+                            Err(message) => {
+                                self.fail(
+                                    "condition",
+                                    "software",
+                                    "condition_error",
+                                    message,
+                                    None,
+                                );
+                                return Ok(());
+                            }
+                        }
+                    }
+                    let label = branch
+                        .label
+                        .clone()
+                        .unwrap_or_else(|| format!("branch {}", i + 1));
+                    target = Some((branch.next.clone(), label));
+                    break;
+                }
+                let (target, via) = target.unwrap_or_else(|| (otherwise.clone(), "else".into()));
+                self.goto(&target, &via);
+            }
+            NodeKind::SetParam { set, next, .. } => {
+                let mut values = Vec::with_capacity(set.len());
+                for (key, value) in set {
+                    let rendered = match self.render_value(&value.value) {
+                        Ok(v) => v,
+                        Err(message) => {
+                            self.fail(
+                                "set_param",
+                                "software",
+                                "set_param_error",
+                                format!("`{key}`: {message}"),
+                                None,
+                            );
+                            return Ok(());
+                        }
+                    };
+                    let cast = match value.cast {
+                        Some(cast) => match cast_value(rendered, cast) {
+                            Ok(v) => v,
+                            Err(message) => {
+                                self.fail(
+                                    "set_param",
+                                    "software",
+                                    "set_param_bad_type",
+                                    format!("`{key}`: {message}"),
+                                    None,
+                                );
+                                return Ok(());
+                            }
+                        },
+                        None => rendered,
+                    };
+                    values.push((key.clone(), cast));
+                }
+                self.task.data.extend(values);
+                self.goto(next, "next");
+            }
+            NodeKind::Delay { wait, next, .. } => {
+                let due = match wait {
+                    Wait::For(spec) => self.duration(spec).map(|d| self.now + d),
+                    Wait::Until(t) => self.render(t).and_then(|v| {
+                        let seconds = match &v {
+                            Value::Number(n) => n.as_f64(),
+                            Value::String(s) => s.trim().parse::<f64>().ok(),
+                            _ => None,
+                        };
+                        seconds
+                            .map(|s| (s * 1000.0) as i64)
+                            .ok_or_else(|| format!("`{}` is not a unix time", http::text_of(&v)))
+                    }),
+                };
+                match due {
+                    Ok(due) if due <= self.now => self.goto(next, "delay"),
+                    Ok(due) => self.wait(Some((due, WakeKind::Delay)), "delay"),
+                    Err(message) => self.fail("delay", "software", "delay_error", message, None),
+                }
+            }
+            NodeKind::ApiCall(api) => self.api_call(api).await?,
+            NodeKind::Escalation { copy, .. } => {
+                for c in copy {
+                    if let Err((tag, message)) = self.copy(c, None) {
+                        self.fail("copy_task", "software", tag, message, None);
+                        return Ok(());
+                    }
+                }
+                self.wait(None, "escalation");
+            }
+            NodeKind::CopyTask { copy, next, .. } => match self.copy(copy, None) {
+                Ok(_) => self.goto(next, "next"),
+                Err((tag, message)) => self.fail("copy_task", "software", tag, message, None),
+            },
+            NodeKind::ModifyTask {
+                process,
+                reference,
+                data,
+                next,
+                ..
+            } => match self.modify_other(process, reference, data) {
+                Ok(()) => self.goto(next, "next"),
+                Err((tag, message)) => self.fail("modify_task", "software", tag, message, None),
+            },
+            NodeKind::CallProcess { process, data, .. } => {
+                let copy = CopyTask {
+                    process: process.clone(),
+                    reference: None,
+                    data: data.clone(),
+                };
+                let caller = Caller {
+                    task: self.task.id,
+                    process: self.task.process,
+                };
+                match self.copy(&copy, Some(caller)) {
+                    Ok(target) => self.wait(None, &format!("reply of process {target}")),
+                    Err((tag, message)) => self.fail("rpc", "software", tag, message, None),
+                }
+            }
+            NodeKind::Reply {
+                data, error, next, ..
+            } => {
+                let rendered = match self.render_value(data) {
+                    Ok(Value::Object(map)) => map,
+                    Ok(_) => Map::new(),
+                    Err(message) => {
+                        self.fail("reply", "software", "reply_error", message, None);
+                        return Ok(());
+                    }
+                };
+                if let Some(caller) = self.task.caller.clone() {
+                    self.batch.push(Op::Inbox {
+                        task: caller.task,
+                        seq: self.rt.store.next_task_id()?,
+                        message: InboxMessage::Reply {
+                            data: rendered,
+                            error: *error,
+                        },
+                    });
+                    self.batch.push(Op::SetReady(caller.task));
+                    self.schedule.push(caller.task);
+                }
+                self.goto(next, "next");
+            }
+            NodeKind::WaitCallback { .. } => self.wait(None, "callback"),
+        }
+        Ok(())
+    }
+
+    /// One check of a condition. Types are strict, as in Corezoid: `10` and `"10"` differ.
+    fn check(&mut self, check: &Check) -> std::result::Result<bool, String> {
+        let data = Value::Object(std::mem::take(&mut self.task.data));
+        let left = check.param.lookup(&data).cloned();
+        if let Value::Object(map) = data {
+            self.task.data = map;
+        }
+        let right = self.render(&check.value)?;
+        let Some(left) = left else {
+            // A missing param matches nothing (`not_eq ""` means "present and non-empty").
+            return Ok(false);
+        };
+        let right_text = http::text_of(&right);
+        Ok(match check.cast {
+            Cast::String => {
+                let Value::String(left) = &left else {
+                    return Ok(false);
+                };
+                match check.op {
+                    CompareOp::Eq => *left == right_text,
+                    CompareOp::NotEq => *left != right_text,
+                    CompareOp::More => left.as_str() > right_text.as_str(),
+                    CompareOp::Less => left.as_str() < right_text.as_str(),
+                    CompareOp::MoreOrEq => left.as_str() >= right_text.as_str(),
+                    CompareOp::LessOrEq => left.as_str() <= right_text.as_str(),
+                    CompareOp::Regexp => match &check.regex {
+                        Some(regex) => regex.is_match(left),
+                        None => conveyor_model::compile_regex(&right_text)?.is_match(left),
+                    },
+                }
+            }
+            Cast::Number => {
+                let Some(left) = left.as_f64() else {
+                    return Ok(false);
+                };
+                let right = match &right {
+                    Value::Number(n) => n.as_f64(),
+                    _ => right_text.trim().parse::<f64>().ok(),
+                }
+                .ok_or_else(|| format!("`{right_text}` is not a number"))?;
+                match check.op {
+                    CompareOp::Eq => left == right,
+                    CompareOp::NotEq => left != right,
+                    CompareOp::More => left > right,
+                    CompareOp::Less => left < right,
+                    CompareOp::MoreOrEq => left >= right,
+                    CompareOp::LessOrEq => left <= right,
+                    CompareOp::Regexp => false,
+                }
+            }
+            Cast::Boolean => {
+                let Value::Bool(left) = left else {
+                    return Ok(false);
+                };
+                let right = match right_text.trim() {
+                    "true" => true,
+                    "false" => false,
+                    other => return Err(format!("`{other}` is not a boolean")),
+                };
+                match check.op {
+                    CompareOp::Eq => left == right,
+                    CompareOp::NotEq => left != right,
+                    _ => false,
+                }
+            }
+            Cast::Object | Cast::Array => {
+                let right: Value = match right {
+                    Value::String(s) => {
+                        serde_json::from_str(&s).map_err(|_| format!("`{s}` is not JSON"))?
+                    }
+                    other => other,
+                };
+                let same_kind = matches!(
+                    (&left, check.cast),
+                    (Value::Object(_), Cast::Object) | (Value::Array(_), Cast::Array)
+                );
+                match check.op {
+                    CompareOp::Eq => same_kind && left == right,
+                    CompareOp::NotEq => same_kind && left != right,
+                    _ => false,
+                }
+            }
+        })
+    }
+
+    /// Creates a task in another process (copy_task, escalation copies, call_process).
+    /// Returns the target process id.
+    fn copy(
+        &mut self,
+        copy: &CopyTask,
+        caller: Option<Caller>,
+    ) -> std::result::Result<u64, (&'static str, String)> {
+        let target = self
+            .render_text(&copy.process)
+            .map_err(|m| ("copy_task_bind_error", m))?;
+        let loaded = self.resolve_other(&target)?;
+        let reference = match &copy.reference {
+            Some(r) => Some(
+                self.render_text(r)
+                    .map_err(|m| ("copy_task_bind_error", m))?,
+            ),
+            None => None,
+        };
+        let data = match &copy.data {
+            Some(d) => match self
+                .render_value(d)
+                .map_err(|m| ("copy_task_bind_error", m))?
+            {
+                Value::Object(map) => map,
+                other => {
+                    return Err((
+                        "copy_task_bind_error",
+                        format!("the data is not an object: {other}"),
+                    ));
+                }
+            },
+            None => self.task.data.clone(),
+        };
+        let mut batch = Batch::default();
+        let task = self
+            .rt
+            .new_task(
+                &loaded,
+                reference.as_deref(),
+                data,
+                caller,
+                self.now,
+                &mut batch,
+            )
+            .map_err(|e| match e {
+                RuntimeError::Refused(m) if m.contains("already exists") => ("not_unical_ref", m),
+                other => ("copy_task_refused", other.to_string()),
+            })?;
+        self.batch.ops.extend(batch.ops);
+        self.schedule.push(task.id);
+        self.event(EventKind::Copied {
+            process: loaded.record.id,
+            task: task.id,
+        });
+        Ok(loaded.record.id)
+    }
+
+    fn resolve_other(
+        &self,
+        name: &str,
+    ) -> std::result::Result<Arc<LoadedProcess>, (&'static str, String)> {
+        if ProcessId::parse(name).is_none() {
+            return Err((
+                "copy_task_bind_error",
+                format!("`{name}` is not a process id or @alias"),
+            ));
+        }
+        self.rt
+            .resolve(name)
+            .map_err(|e| ("process_not_found", e.to_string()))
+    }
+
+    fn modify_other(
+        &mut self,
+        process: &Template,
+        reference: &Template,
+        data: &ValueTemplate,
+    ) -> std::result::Result<(), (&'static str, String)> {
+        let target = self
+            .render_text(process)
+            .map_err(|m| ("modify_task_bind_error", m))?;
+        let loaded = self.resolve_other(&target)?;
+        let reference = self
+            .render_text(reference)
+            .map_err(|m| ("modify_task_bind_error", m))?;
+        let data = match self
+            .render_value(data)
+            .map_err(|m| ("modify_task_bind_error", m))?
+        {
+            Value::Object(map) => map,
+            other => {
+                return Err((
+                    "modify_task_bind_error",
+                    format!("the data is not an object: {other}"),
+                ));
+            }
+        };
+        let task = self
+            .rt
+            .store
+            .task_by_ref(loaded.record.id, &reference)
+            .map_err(|e| ("modify_task_error", e.to_string()))?
+            .ok_or_else(|| {
+                (
+                    "task_not_found",
+                    format!("no task with ref `{reference}` in process {target}"),
+                )
+            })?;
+        let seq = self
+            .rt
+            .store
+            .next_task_id()
+            .map_err(|e| ("modify_task_error", e.to_string()))?;
+        self.batch.push(Op::Inbox {
+            task: task.id,
+            seq,
+            message: InboxMessage::Modify {
+                data,
+                source: format!("process {} task {}", self.task.process, self.task.id),
+            },
+        });
+        self.batch.push(Op::SetReady(task.id));
+        self.schedule.push(task.id);
+        Ok(())
+    }
+
+    async fn api_call(&mut self, api: &ApiCall) -> Result<()> {
+        // A previous call's result is decided: commit it before the next side effect.
+        if self.called_out {
+            self.commit()?;
+        }
+        let request = match self.build_request(api) {
+            Ok(r) => r,
+            Err(message) => {
+                let failure = Failure::bind(message);
+                self.fail(
+                    "api",
+                    failure.type_error,
+                    failure.tag,
+                    failure.description,
+                    None,
+                );
+                return Ok(());
+            }
+        };
+        let mut secrets = self.revealed.clone();
+        mask::secret_values(&self.loaded.process, &self.task.data, &mut secrets);
+        let shown_url = mask::mask_text(request.url.as_str(), &secrets);
+        let method = request.method.as_str().to_string();
+        let permit = match api.concurrency {
+            Some(limit) => {
+                let semaphore = self.rt.limit(self.task.process, &self.task.node, limit);
+                semaphore.acquire_owned().await.ok()
+            }
+            None => None,
+        };
+        let (result, millis) = http::send(&self.rt.http, request, &api.success_codes).await;
+        drop(permit);
+        // Time has passed during the call.
+        self.now = self.now.max(self.rt.now());
+        self.called_out = true;
+        self.task.attempt += 1;
+        let attempt = self.task.attempt;
+        let (status, outcome) = match &result {
+            Ok(reply) => (Some(reply.status), "ok".to_string()),
+            Err(f) => (
+                f.http_code,
+                format!("{}: {}", f.tag, mask::mask_text(&f.description, &secrets)),
+            ),
+        };
+        self.event(EventKind::ApiRequest {
+            method,
+            url: shown_url,
+            attempt,
+            status,
+            millis,
+            outcome,
+        });
+        match result {
+            Ok(reply) => {
+                self.task
+                    .data
+                    .retain(|k, _| !k.starts_with("__conveyor_api_return_"));
+                match &api.response {
+                    Some(mapping) => {
+                        let mut reply_data = Map::new();
+                        reply_data.insert("body".into(), reply.body);
+                        reply_data.insert("status".into(), Value::from(reply.status));
+                        reply_data.insert("headers".into(), Value::Object(reply.headers));
+                        let reply_data = Value::Object(reply_data);
+                        let env = self.env();
+                        let mut values = Vec::new();
+                        for (key, template) in mapping {
+                            match template.render(&reply_data, &env) {
+                                Ok(v) => values.push((key.clone(), v)),
+                                Err(e) => {
+                                    drop(env);
+                                    self.fail(
+                                        "api",
+                                        "software",
+                                        "api_bad_answer",
+                                        format!("response `{key}`: {e}"),
+                                        Some(reply.status),
+                                    );
+                                    return Ok(());
+                                }
+                            }
+                        }
+                        drop(env);
+                        self.task.data.extend(values);
+                    }
+                    None => match reply.body {
+                        Value::Object(map) => self.task.data.extend(map),
+                        array => {
+                            self.task
+                                .data
+                                .insert("__conveyor_api_array__".into(), array);
+                        }
+                    },
+                }
+                let size = serde_json::to_vec(&self.task.data)
+                    .map(|v| v.len())
+                    .unwrap_or(0);
+                if size > crate::ops::MAX_TASK_BYTES {
+                    self.fail(
+                        "api",
+                        "software",
+                        "api_task_size_overflow_limit",
+                        format!("the task would be {size} bytes"),
+                        Some(reply.status),
+                    );
+                    return Ok(());
+                }
+                self.task.attempt = 0;
+                self.goto(&api.next, "next");
+            }
+            Err(failure) => {
+                if failure.transient
+                    && let Some(retry) = &api.retry
+                    && attempt < retry.attempts
+                {
+                    let backoff = retry.backoff.as_millis() as i64;
+                    let delay = backoff
+                        .saturating_mul(1 << (attempt - 1).min(20))
+                        .min(retry.max.as_millis() as i64);
+                    self.wait(
+                        Some((self.now + delay, WakeKind::Retry)),
+                        &format!("retry {} of {}", attempt + 1, retry.attempts),
+                    );
+                    return Ok(());
+                }
+                self.task.attempt = 0;
+                if let Some(Value::Object(body)) = &failure.body {
+                    self.task.data.insert(
+                        "__conveyor_api_return_body__".into(),
+                        Value::Object(body.clone()),
+                    );
+                }
+                let description = mask::mask_text(&failure.description, &secrets);
+                self.fail(
+                    "api",
+                    failure.type_error,
+                    failure.tag,
+                    description,
+                    failure.http_code,
+                );
+            }
+        }
+        Ok(())
+    }
+
+    fn build_request(&mut self, api: &ApiCall) -> std::result::Result<http::Request, String> {
+        let url_text = self.render_text(&api.url)?;
+        let mut url = reqwest::Url::parse(url_text.trim()).map_err(|e| {
+            format!(
+                "`{}` is not a URL: {e}",
+                mask::mask_text(&url_text, &self.revealed)
+            )
+        })?;
+        if url.scheme() != "http" && url.scheme() != "https" {
+            return Err(format!(
+                "only http and https URLs are called, not `{}`",
+                url.scheme()
+            ));
+        }
+        if !api.query.is_empty() {
+            let mut pairs = Vec::with_capacity(api.query.len());
+            for (key, value) in &api.query {
+                let v = self
+                    .render_value(value)
+                    .map_err(|m| format!("query `{key}`: {m}"))?;
+                pairs.push((key.clone(), http::text_of(&v)));
+            }
+            url.query_pairs_mut().extend_pairs(pairs);
+        }
+        let mut headers = Vec::with_capacity(api.headers.len() + 1);
+        for (name, template) in &api.headers {
+            let value = self
+                .render_text(template)
+                .map_err(|m| format!("header `{name}`: {m}"))?;
+            headers.push((name.clone(), value));
+        }
+        if let Some(key) = &api.idempotency_key {
+            let value = self
+                .render_text(key)
+                .map_err(|m| format!("idempotency key: {m}"))?;
+            headers.push((api.idempotency_header.clone(), value));
+        }
+        let body = match &api.body {
+            Some(b) => Some((
+                api.format,
+                self.render_value(b).map_err(|m| format!("body: {m}"))?,
+            )),
+            None => None,
+        };
+        Ok(http::Request {
+            method: api.method,
+            url,
+            headers,
+            body,
+            timeout: api.request_timeout,
+            max_bytes: api.max_response_bytes,
+        })
+    }
+
+    /// Writes everything this step did as one batch.
+    fn commit(&mut self) -> Result<()> {
+        let mut batch = std::mem::take(&mut self.batch);
+        for (node, (now, total)) in std::mem::take(&mut self.counts) {
+            if now != 0 || total != 0 {
+                batch.push(Op::Count {
+                    process: self.task.process,
+                    node,
+                    now,
+                    total,
+                });
+            }
+        }
+        let events = std::mem::take(&mut self.events);
+        if !events.is_empty() {
+            let mut secrets = std::mem::take(&mut self.revealed);
+            mask::secret_values(&self.loaded.process, &self.task.data, &mut secrets);
+            for mut event in events {
+                mask_event(&mut event.kind, &secrets);
+                batch.push(Op::History {
+                    task: self.task.id,
+                    seq: self.task.history_len,
+                    event,
+                });
+                self.task.history_len += 1;
+            }
+            self.revealed = secrets;
+        }
+        self.task.changed = self.now;
+        batch.push(if self.task.status == TaskStatus::Ready {
+            Op::SetReady(self.task.id)
+        } else {
+            Op::ClearReady(self.task.id)
+        });
+        batch.push(Op::PutTask(Box::new(self.task.clone())));
+        self.rt.store.commit(&batch)?;
+        if self.rt.settings.flush_each_step {
+            self.rt.store.flush()?;
+        }
+        for task in std::mem::take(&mut self.schedule) {
+            self.rt.schedule(task);
+        }
+        self.called_out = false;
+        Ok(())
+    }
+}
+
+fn mask_event(kind: &mut EventKind, secrets: &[String]) {
+    match kind {
+        EventKind::ApiRequest { url, outcome, .. } => {
+            *url = mask::mask_text(url, secrets);
+            *outcome = mask::mask_text(outcome, secrets);
+        }
+        EventKind::Error { description, .. } => {
+            *description = mask::mask_text(description, secrets)
+        }
+        _ => {}
+    }
+}
+
+/// Converts a rendered value to the type a `set_param` asks for.
+fn cast_value(value: Value, cast: Cast) -> std::result::Result<Value, String> {
+    match (cast, value) {
+        (Cast::String, Value::String(s)) => Ok(Value::String(s)),
+        (Cast::String, other) => Ok(Value::String(http::text_of(&other))),
+        (Cast::Number, Value::Number(n)) => Ok(Value::Number(n)),
+        (Cast::Number, Value::String(s)) => s
+            .trim()
+            .parse::<f64>()
+            .ok()
+            .and_then(|f| {
+                if f.fract() == 0.0 && f.abs() < 9.007_199_254_740_992e15 {
+                    Some(Value::from(f as i64))
+                } else {
+                    serde_json::Number::from_f64(f).map(Value::Number)
+                }
+            })
+            .ok_or_else(|| format!("`{s}` is not a number")),
+        (Cast::Boolean, Value::Bool(b)) => Ok(Value::Bool(b)),
+        (Cast::Boolean, Value::String(s)) => match s.trim() {
+            "true" => Ok(Value::Bool(true)),
+            "false" => Ok(Value::Bool(false)),
+            other => Err(format!("`{other}` is not a boolean")),
+        },
+        (Cast::Object, v @ Value::Object(_)) | (Cast::Array, v @ Value::Array(_)) => Ok(v),
+        (Cast::Object | Cast::Array, Value::String(s)) => match serde_json::from_str::<Value>(&s) {
+            Ok(v @ Value::Object(_)) if cast == Cast::Object => Ok(v),
+            Ok(v @ Value::Array(_)) if cast == Cast::Array => Ok(v),
+            _ => Err(format!(
+                "`{s}` is not a JSON {}",
+                if cast == Cast::Object {
+                    "object"
+                } else {
+                    "array"
+                }
+            )),
+        },
+        (cast, other) => Err(format!("cannot make {cast:?} of {other}").to_lowercase()),
+    }
+}

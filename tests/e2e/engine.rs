@@ -1,0 +1,476 @@
+//! The engine driven through its API with a manual clock: every node kind, timers, time
+//! limits, cross-process references, loop protection. No sleeping: time is moved by hand.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use conveyor_runtime::{ManualClock, RunMode, Runtime, Settings, TaskKey};
+use conveyor_store::{SledStore, TaskStatus};
+use serde_json::{Map, Value, json};
+
+pub struct Engine {
+    pub runtime: Arc<Runtime>,
+    pub clock: ManualClock,
+    _dir: tempfile::TempDir,
+}
+
+pub const T0: i64 = 1_764_345_600_000;
+
+impl Engine {
+    pub fn new() -> Engine {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let store = SledStore::open(dir.path()).expect("store opens");
+        let clock = ManualClock::new(T0);
+        let runtime = Runtime::new(
+            Arc::new(store),
+            Arc::new(clock.clone()),
+            Settings::default(),
+        );
+        Engine {
+            runtime,
+            clock,
+            _dir: dir,
+        }
+    }
+
+    pub fn clone_process(&self, yaml: &str, alias: Option<&str>) -> u64 {
+        self.runtime
+            .clone_process("test.yaml", yaml, alias, Map::new())
+            .unwrap_or_else(|e| panic!("clone: {e}"))
+            .id
+    }
+
+    pub fn add(&self, process: &str, reference: Option<&str>, data: Value) -> u64 {
+        let Value::Object(map) = data else {
+            panic!("data must be an object")
+        };
+        self.runtime
+            .add_task(process, reference, map)
+            .unwrap_or_else(|e| panic!("add: {e}"))
+            .id
+    }
+
+    pub async fn idle(&self) {
+        self.runtime
+            .run(RunMode::UntilIdle)
+            .await
+            .expect("engine runs");
+    }
+
+    pub async fn advance(&self, by: Duration) {
+        self.clock.advance(by);
+        self.idle().await;
+    }
+
+    pub fn task(&self, process: &str, key: &str) -> conveyor_store::TaskRecord {
+        self.runtime
+            .find_task(process, &TaskKey(key.into()))
+            .unwrap_or_else(|e| panic!("find: {e}"))
+            .1
+    }
+
+    pub fn count(&self, process: u64, node: &str) -> (i64, u64) {
+        self.runtime
+            .store()
+            .counters(process)
+            .expect("counters")
+            .into_iter()
+            .find(|(n, _)| n == node)
+            .map(|(_, c)| (c.now, c.total))
+            .unwrap_or((0, 0))
+    }
+}
+
+const DELAY: &str = r#"
+process: delay
+nodes:
+  start: { type: start, next: wait }
+  wait: { type: delay, for: 25m, next: done }
+  done: { type: final }
+"#;
+
+#[tokio::test]
+async fn a_25_minute_delay_fires_when_the_clock_passes_it_not_before() {
+    let e = Engine::new();
+    let p = e.clone_process(DELAY, Some("d"));
+    e.add("@d", Some("t"), json!({}));
+    e.idle().await;
+    let task = e.task("@d", "t");
+    assert_eq!(
+        (task.node.as_str(), task.status),
+        ("wait", TaskStatus::Waiting)
+    );
+    assert_eq!(task.wake.map(|w| w.at), Some(T0 + 25 * 60 * 1000));
+    assert_eq!(e.count(p, "wait"), (1, 1));
+
+    e.advance(Duration::from_secs(25 * 60 - 1)).await;
+    assert_eq!(
+        e.task("@d", "t").node,
+        "wait",
+        "one second early: still waiting"
+    );
+
+    e.advance(Duration::from_secs(1)).await;
+    let task = e.task("@d", "t");
+    assert_eq!(
+        (task.node.as_str(), task.status),
+        ("done", TaskStatus::Done)
+    );
+    assert_eq!(e.count(p, "wait"), (0, 1));
+    assert_eq!(e.count(p, "done"), (1, 1));
+    assert!(e.runtime.store().next_timer().unwrap().is_none());
+}
+
+#[tokio::test]
+async fn a_time_limit_moves_a_stuck_task_and_a_callback_moves_another() {
+    let e = Engine::new();
+    e.clone_process(
+        r#"
+process: callback
+nodes:
+  start: { type: start, next: wait }
+  wait: { type: wait_callback, timeout: 30s -> expired, next: got }
+  got: { type: final }
+  expired: { type: final, status: error }
+"#,
+        Some("cb"),
+    );
+    e.add("@cb", Some("slow"), json!({}));
+    e.add("@cb", Some("fast"), json!({}));
+    e.idle().await;
+    e.runtime
+        .modify_task(
+            "@cb",
+            &TaskKey("fast".into()),
+            json!({"answer": 42}).as_object().unwrap().clone(),
+            "test",
+        )
+        .unwrap();
+    e.idle().await;
+    let fast = e.task("@cb", "fast");
+    assert_eq!(fast.node, "got");
+    assert_eq!(fast.data["answer"], 42);
+    assert_eq!(e.task("@cb", "slow").node, "wait");
+    e.advance(Duration::from_secs(29)).await;
+    assert_eq!(e.task("@cb", "slow").node, "wait");
+    e.advance(Duration::from_secs(1)).await;
+    let slow = e.task("@cb", "slow");
+    assert_eq!(
+        (slow.node.as_str(), slow.status),
+        ("expired", TaskStatus::Failed)
+    );
+}
+
+#[tokio::test]
+async fn call_process_and_reply_round_trip() {
+    let e = Engine::new();
+    e.clone_process(
+        r#"
+process: doubler
+nodes:
+  start: { type: start, next: compute }
+  compute: { type: set_param, set: { doubled: "$.math({{n}} * 2)" }, next: answer }
+  answer: { type: reply, data: { result: "{{doubled}}" }, next: done }
+  done: { type: final }
+"#,
+        Some("doubler"),
+    );
+    e.clone_process(
+        r#"
+process: caller
+nodes:
+  start: { type: start, next: ask }
+  ask: { type: call_process, process: "@doubler", data: { n: "{{n}}" }, next: done, on_error: failed }
+  done: { type: final }
+  failed: { type: final, status: error }
+"#,
+        Some("caller"),
+    );
+    e.add("@caller", Some("c"), json!({"n": 21}));
+    e.idle().await;
+    let task = e.task("@caller", "c");
+    assert_eq!(task.node, "done", "{:?}", task.data);
+    assert_eq!(task.data["result"], 42);
+}
+
+#[tokio::test]
+async fn copy_task_creates_a_task_with_a_ref_in_another_process() {
+    let e = Engine::new();
+    let target = e.clone_process(
+        r#"
+process: inbox
+params:
+  text: { required: true }
+nodes:
+  start: { type: start, next: done }
+  done: { type: final }
+"#,
+        Some("inbox"),
+    );
+    e.clone_process(
+        r#"
+process: sender
+nodes:
+  start: { type: start, next: send }
+  send: { type: copy_task, process: "@inbox", ref: "msg-{{id}}", data: { text: "hello {{id}}" }, next: done, on_error: failed }
+  done: { type: final }
+  failed: { type: final, status: error }
+"#,
+        Some("sender"),
+    );
+    e.add("@sender", None, json!({"id": "7"}));
+    e.add("@sender", Some("dup"), json!({"id": "7"}));
+    e.idle().await;
+    let copied = e.task("@inbox", "msg-7");
+    assert_eq!(copied.data["text"], "hello 7");
+    assert_eq!(copied.node, "done");
+    assert_eq!(e.count(target, "done"), (1, 1));
+    // The second copy with the same ref is refused with Corezoid's tag.
+    let dup = e.task("@sender", "dup");
+    assert_eq!(dup.node, "failed");
+    assert_eq!(
+        dup.data["__conveyor_copy_task_return_type_tag__"],
+        "not_unical_ref"
+    );
+}
+
+#[tokio::test]
+async fn a_task_waiting_in_a_delay_is_read_from_another_process() {
+    let e = Engine::new();
+    e.clone_process(
+        r#"
+process: holder
+secrets: [token]
+nodes:
+  start: { type: start, next: hold }
+  hold: { type: delay, for: 1h, next: done }
+  done: { type: final }
+"#,
+        Some("holder"),
+    );
+    e.clone_process(
+        r#"
+process: reader
+nodes:
+  start: { type: start, next: read }
+  read: { type: set_param, set: { got: "{{conv[@holder].ref[main].token}}", also: "<<conv[@holder].ref[main].token>>" }, next: done, on_error: failed }
+  done: { type: final }
+  failed: { type: final, status: error }
+"#,
+        Some("reader"),
+    );
+    e.add("@holder", Some("main"), json!({"token": "T-123"}));
+    e.idle().await;
+    assert_eq!(e.task("@holder", "main").node, "hold");
+    e.add("@reader", Some("r"), json!({}));
+    e.idle().await;
+    let r = e.task("@reader", "r");
+    assert_eq!(r.node, "done");
+    assert_eq!(
+        (r.data["got"].as_str(), r.data["also"].as_str()),
+        (Some("T-123"), Some("T-123"))
+    );
+
+    // A reference to a ref that does not exist is an error naming process and ref.
+    e.clone_process(
+        r#"
+process: reader2
+nodes:
+  start: { type: start, next: read }
+  read: { type: set_param, set: { got: "{{conv[@holder].ref[nope].token}}" }, next: done, on_error: failed }
+  done: { type: final }
+  failed: { type: final, status: error }
+"#,
+        Some("reader2"),
+    );
+    e.add("@reader2", Some("r"), json!({}));
+    e.idle().await;
+    let r = e.task("@reader2", "r");
+    assert_eq!(r.node, "failed");
+    assert_eq!(
+        r.data["__conveyor_set_param_return_description__"],
+        "`got`: cannot read conv[@holder].ref[nope]: no task with ref `nope` in process @holder"
+    );
+}
+
+#[tokio::test]
+async fn a_duplicate_ref_is_refused_and_the_first_task_untouched() {
+    let e = Engine::new();
+    e.clone_process(DELAY, Some("d"));
+    e.add("@d", Some("token"), json!({"v": 1}));
+    let err = e
+        .runtime
+        .add_task(
+            "@d",
+            Some("token"),
+            json!({"v": 2}).as_object().unwrap().clone(),
+        )
+        .unwrap_err();
+    assert_eq!(err.to_string(), "ref 'token' already exists in process 1");
+    assert_eq!(e.task("@d", "token").data["v"], 1);
+}
+
+#[tokio::test]
+async fn loop_protection_stops_a_spinning_task() {
+    let e = Engine::new();
+    // The cycle has a time limit on `b` (so the check accepts it), but the task never
+    // waits there: it spins until loop protection stops it.
+    e.clone_process(
+        r#"
+process: spin
+settings: { max_steps: 20 }
+nodes:
+  start: { type: start, next: a }
+  a: { type: set_param, set: { n: "$.math({{n}} + 1)" }, next: b }
+  b: { type: set_param, set: { m: 1 }, timeout: 1h -> done, next: a }
+  done: { type: final }
+"#,
+        Some("spin"),
+    );
+    e.add("@spin", Some("s"), json!({"n": 0}));
+    e.idle().await;
+    let task = e.task("@spin", "s");
+    assert_eq!(task.status, TaskStatus::Failed);
+    let history = e.runtime.store().history(task.id).unwrap();
+    let last_error = history
+        .iter()
+        .rev()
+        .find_map(|h| match &h.kind {
+            conveyor_store::EventKind::Error { tag, description } => {
+                Some((tag.clone(), description.clone()))
+            }
+            _ => None,
+        })
+        .expect("an error event");
+    assert_eq!(last_error.0, "loop_protection");
+    assert!(
+        last_error.1.contains("passed 20 nodes without waiting"),
+        "{}",
+        last_error.1
+    );
+    assert!(task.data["n"].as_i64().unwrap() <= 11);
+}
+
+#[tokio::test]
+async fn conditions_compare_with_strict_types() {
+    let e = Engine::new();
+    e.clone_process(
+        r#"
+process: cond
+nodes:
+  start: { type: start, next: check }
+  check:
+    type: condition
+    branches:
+      - label: big number
+        when: [ { param: n, fn: more, value: 10, cast: number } ]
+        next: big
+      - label: text ten
+        when: [ { param: n, fn: eq, value: "10" } ]
+        next: text
+      - label: email
+        when: [ { param: e, fn: regexp, value: '^[a-z]+@example\.com$' } ]
+        next: email
+    else: other
+  big: { type: final }
+  text: { type: final }
+  email: { type: final }
+  other: { type: final }
+"#,
+        Some("c"),
+    );
+    for (reference, data) in [
+        ("num", json!({"n": 11})),
+        ("str", json!({"n": "10"})),
+        ("numstr", json!({"n": "11"})),
+        ("mail", json!({"e": "bob@example.com"})),
+        ("none", json!({})),
+    ] {
+        e.add("@c", Some(reference), data);
+    }
+    e.idle().await;
+    let at = |r: &str| e.task("@c", r).node;
+    assert_eq!(at("num"), "big");
+    assert_eq!(at("str"), "text");
+    assert_eq!(at("numstr"), "other", "\"11\" is text, not a number");
+    assert_eq!(at("mail"), "email");
+    assert_eq!(at("none"), "other");
+}
+
+#[tokio::test]
+async fn an_escalation_holds_a_task_until_it_is_modified() {
+    let e = Engine::new();
+    let p = e.clone_process(
+        r#"
+process: esc
+nodes:
+  start: { type: start, next: check }
+  check:
+    type: condition
+    branches:
+      - when: [ { param: code, fn: eq, value: good } ]
+        next: done
+    else: stuck
+  stuck: { type: escalation, title: "needs a person", next: check }
+  done: { type: final }
+"#,
+        Some("esc"),
+    );
+    e.add("@esc", Some("t"), json!({"code": "bad"}));
+    e.idle().await;
+    assert_eq!(e.task("@esc", "t").node, "stuck");
+    assert_eq!(e.count(p, "stuck"), (1, 1));
+    e.runtime
+        .modify_task(
+            "@esc",
+            &TaskKey("t".into()),
+            json!({"code": "good"}).as_object().unwrap().clone(),
+            "test",
+        )
+        .unwrap();
+    e.idle().await;
+    assert_eq!(e.task("@esc", "t").node, "done");
+    assert_eq!(e.count(p, "stuck"), (0, 1));
+}
+
+#[tokio::test]
+async fn params_are_checked_before_anything_is_stored() {
+    let e = Engine::new();
+    let p = e.clone_process(
+        r#"
+process: params
+params:
+  portal: { required: true, pattern: '^[a-z0-9-]+$' }
+  scope: { default: crm }
+  code: { required: true, secret: true, pattern: '^[a-z0-9]+$' }
+nodes:
+  start: { type: start, next: done }
+  done: { type: final }
+"#,
+        Some("p"),
+    );
+    let add = |data: Value| {
+        e.runtime
+            .add_task("@p", None, data.as_object().unwrap().clone())
+    };
+    assert_eq!(
+        add(json!({"code": "x"})).unwrap_err().to_string(),
+        "param `portal`: is required"
+    );
+    assert_eq!(
+        add(json!({"portal": "evil.com#", "code": "x"}))
+            .unwrap_err()
+            .to_string(),
+        "param `portal`: `evil.com#` does not match the pattern `^[a-z0-9-]+$`"
+    );
+    assert_eq!(
+        add(json!({"portal": "ok", "code": "SECRET!"}))
+            .unwrap_err()
+            .to_string(),
+        "param `code`: the value does not match the pattern `^[a-z0-9]+$`",
+        "a secret's value is never echoed"
+    );
+    assert!(e.runtime.store().tasks(p, None, 10).unwrap().is_empty());
+    let task = add(json!({"portal": "ok", "code": "abc"})).unwrap();
+    assert_eq!(task.data["scope"], "crm");
+}
