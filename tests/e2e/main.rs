@@ -4,5 +4,7 @@
 //! the product is a module.
 
 mod check;
+mod cli;
+mod crash;
 mod engine;
 mod support;

@@ -27,3 +27,72 @@ pub fn run(args: &[&str]) -> (i32, String, String) {
         String::from_utf8_lossy(&output.stderr).into_owned(),
     )
 }
+
+/// A temporary data directory and a way to run `conveyor --data DIR …` in it.
+pub struct DataDir {
+    pub dir: tempfile::TempDir,
+}
+
+impl DataDir {
+    pub fn new() -> DataDir {
+        DataDir {
+            dir: tempfile::tempdir().expect("temp dir"),
+        }
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// `conveyor --data DIR args…` → (exit code, stdout, stderr).
+    pub fn run(&self, args: &[&str]) -> (i32, String, String) {
+        let output = self.command(args).output().expect("conveyor runs");
+        (
+            output.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&output.stdout).into_owned(),
+            String::from_utf8_lossy(&output.stderr).into_owned(),
+        )
+    }
+
+    /// Like `run`, but the command must succeed; returns stdout.
+    pub fn ok(&self, args: &[&str]) -> String {
+        let (code, stdout, stderr) = self.run(args);
+        assert_eq!(code, 0, "conveyor {args:?} failed:\n{stdout}\n{stderr}");
+        stdout
+    }
+
+    /// Like `ok` with `--json` added; parses the output.
+    pub fn json(&self, args: &[&str]) -> serde_json::Value {
+        let mut all = vec!["--json"];
+        all.extend_from_slice(args);
+        let stdout = self.ok(&all);
+        serde_json::from_str(&stdout)
+            .unwrap_or_else(|e| panic!("{args:?}: not JSON ({e}): {stdout}"))
+    }
+
+    pub fn command(&self, args: &[&str]) -> Command {
+        let mut command = conveyor();
+        command.arg("--data").arg(self.path()).args(args);
+        command.env_remove("CONVEYOR_DATA");
+        command
+    }
+}
+
+/// A local HTTP server on 127.0.0.1 (port chosen by the OS) running `router` on its own
+/// thread; it stops when the test process ends.
+pub fn http_server(router: axum::Router) -> std::net::SocketAddr {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
+    listener.set_nonblocking(true).expect("nonblocking");
+    let address = listener.local_addr().expect("local address");
+    std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        runtime.block_on(async move {
+            let listener = tokio::net::TcpListener::from_std(listener).expect("tokio listener");
+            let _ = axum::serve(listener, router).await;
+        });
+    });
+    address
+}

@@ -17,7 +17,7 @@ pub use sled_store::SledStore;
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error(
-        "the store in {path} is in use by another Conveyor process (a running `conveyor serve` or `conveyor run`); stop it, or run this command while it runs once the HTTP API can take it"
+        "the store in {path} is in use by a running Conveyor engine (`conveyor serve` or `conveyor run`): stop it and try again"
     )]
     Locked { path: String },
     #[error(

@@ -1,37 +1,65 @@
 //! `conveyor`: the command-line interface of the Conveyor process engine.
 //!
-//! Exit codes: 0 success (warnings allowed), 1 the command ran and found problems or
-//! failed, 2 the command line itself is wrong.
+//! Exit codes: 0 success (warnings allowed), 1 the command ran and failed or found
+//! problems (not found, refused, invalid), 2 the command line itself is wrong.
 
+mod args;
 mod check;
+mod commands;
+mod output;
+mod templates;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{Args, Parser, Subcommand};
 
 /// A process engine modeled on Corezoid: YAML processes, durable tasks, templates.
 #[derive(Parser)]
 #[command(name = "conveyor", version, propagate_version = true)]
 #[command(
     about,
-    long_about = "Conveyor runs processes (YAML node graphs modeled on Corezoid) and \
-    moves JSON tasks through them, keeping every task in an embedded store."
+    long_about = "Conveyor runs processes (YAML node graphs modeled on Corezoid) and moves JSON \
+    tasks through them, keeping every task in an embedded store.\n\n\
+    <process> is a numeric id (1) or an alias (@bitrix) everywhere."
 )]
-struct Cli {
+pub struct Cli {
+    #[command(flatten)]
+    pub global: Global,
     #[command(subcommand)]
-    command: Command,
+    pub command: Command,
+}
+
+#[derive(Args, Clone)]
+pub struct Global {
+    /// Data directory (default: $CONVEYOR_DATA, else the platform's data dir).
+    #[arg(long, global = true, value_name = "DIR", env = "CONVEYOR_DATA")]
+    pub data: Option<PathBuf>,
+    /// Print results as JSON, for scripts.
+    #[arg(long, global = true)]
+    pub json: bool,
 }
 
 #[derive(Subcommand)]
-enum Command {
-    /// Work with process definitions.
+pub enum Command {
+    /// Work with processes: check, clone, list, show, update.
     #[command(subcommand)]
     Process(ProcessCommand),
+    /// Work with tasks: add, show, list, modify, history.
+    #[command(subcommand)]
+    Task(TaskCommand),
+    /// Run the engine until SIGINT or SIGTERM.
+    Serve,
+    /// Run the engine in the foreground.
+    Run {
+        /// Exit when no task is ready and no timer is due (waiting tasks stay waiting).
+        #[arg(long)]
+        until_idle: bool,
+    },
 }
 
 #[derive(Subcommand)]
-enum ProcessCommand {
+pub enum ProcessCommand {
     /// Check process files and print every problem at once.
     ///
     /// Exits 0 when no file has an error (warnings are printed but allowed), 1 otherwise.
@@ -39,27 +67,115 @@ enum ProcessCommand {
         /// Process files (YAML).
         #[arg(required = true, value_name = "FILE")]
         files: Vec<PathBuf>,
-        /// Print the result as JSON, for scripts.
-        #[arg(long)]
-        json: bool,
         /// Treat warnings as errors.
         #[arg(long)]
         deny_warnings: bool,
+    },
+    /// Create a process from a shipped template (e.g. bitrix_oauth) or a YAML file.
+    Clone {
+        /// A template name (see `conveyor process templates`) or a path to a .yaml file.
+        #[arg(value_name = "TEMPLATE|FILE")]
+        source: String,
+        /// An alias to refer to the process by, as @NAME.
+        #[arg(long, value_name = "NAME")]
+        alias: Option<String>,
+        /// A process-level value for every task (e.g. credentials of a notifier).
+        #[arg(long = "set", value_name = "KEY=VALUE")]
+        set: Vec<String>,
+    },
+    /// List the shipped templates.
+    Templates,
+    /// List processes.
+    List,
+    /// Show a process and the tasks in each of its nodes.
+    Show {
+        #[arg(value_name = "PROCESS")]
+        process: String,
+    },
+    /// Replace a process's definition with a new version.
+    ///
+    /// Waiting tasks continue on the new definition; refused when tasks sit in nodes the
+    /// new definition lacks.
+    Update {
+        #[arg(value_name = "PROCESS")]
+        process: String,
+        #[arg(value_name = "FILE")]
+        file: PathBuf,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum TaskCommand {
+    /// Add a task at the start of a process: `key=value` (a string) or `key:=json`.
+    Add {
+        #[arg(value_name = "PROCESS")]
+        process: String,
+        /// A reference, unique in the process, to find the task by (e.g. token).
+        #[arg(long = "ref", value_name = "REF")]
+        reference: Option<String>,
+        /// Data as one JSON object; `key=value` pairs are added on top.
+        #[arg(long, value_name = "JSON")]
+        from_json: Option<String>,
+        #[arg(value_name = "KEY=VALUE")]
+        pairs: Vec<String>,
+    },
+    /// Show a task: its node, status and data (secrets masked unless --reveal).
+    Show {
+        #[arg(value_name = "PROCESS")]
+        process: String,
+        #[arg(value_name = "REF|ID")]
+        task: String,
+        /// Show secret values in clear.
+        #[arg(long)]
+        reveal: bool,
+    },
+    /// List the tasks of a process.
+    List {
+        #[arg(value_name = "PROCESS")]
+        process: String,
+        /// Only tasks in this node.
+        #[arg(long, value_name = "NODE")]
+        node: Option<String>,
+        /// At most this many.
+        #[arg(long, default_value_t = 100)]
+        limit: usize,
+    },
+    /// Merge data into a task; wakes it if it waits for a callback or sits in an escalation.
+    Modify {
+        #[arg(value_name = "PROCESS")]
+        process: String,
+        #[arg(value_name = "REF|ID")]
+        task: String,
+        #[arg(long, value_name = "JSON")]
+        from_json: Option<String>,
+        #[arg(value_name = "KEY=VALUE")]
+        pairs: Vec<String>,
+    },
+    /// Show what happened to a task, event by event (secrets are masked when written).
+    History {
+        #[arg(value_name = "PROCESS")]
+        process: String,
+        #[arg(value_name = "REF|ID")]
+        task: String,
     },
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let result = match cli.command {
-        Command::Process(ProcessCommand::Check {
-            files,
-            json,
-            deny_warnings,
-        }) => check::run(&files, json, deny_warnings),
-    };
-    match result {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("CONVEYOR_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    match commands::run(cli) {
         Ok(code) => code,
         Err(error) => {
+            if let Some(usage) = error.downcast_ref::<args::UsageError>() {
+                eprintln!("error: {usage}");
+                return ExitCode::from(2);
+            }
             eprintln!("error: {error:#}");
             ExitCode::from(1)
         }

@@ -1,0 +1,1 @@
+//! The crash test: SIGKILL at random moments, restart, prove nothing was lost or done twice.
