@@ -3,6 +3,8 @@
 //! Run in release mode: `cargo run --release -p conveyor-bench -- template`.
 //! Each scenario prints a table for people, or one JSON object with `--json`.
 
+mod pure;
+
 use std::hint::black_box;
 use std::time::{Duration, Instant};
 
@@ -28,12 +30,20 @@ enum Scenario {
         #[arg(long, default_value_t = 1_000_000)]
         iterations: u32,
     },
+    /// N tasks through start → set_param → condition → set_param → final, in a real
+    /// store, compared with the store's raw transaction rate measured in the same run.
+    Pure {
+        /// Number of tasks.
+        #[arg(long, default_value_t = 100_000)]
+        tasks: u64,
+    },
 }
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.scenario {
         Scenario::Template { iterations } => template(iterations, cli.json),
+        Scenario::Pure { tasks } => pure::run(tasks, cli.json),
     }
 }
 

@@ -83,10 +83,16 @@ impl Runtime {
     }
 
     /// Replaces a process's definition. Refused when tasks sit in nodes the new one lacks.
-    pub fn update_process(&self, name: &str, definition: &str) -> Result<ProcessRecord> {
+    /// `source` labels the definition in error messages (usually its file name).
+    pub fn update_process(
+        &self,
+        name: &str,
+        source: &str,
+        definition: &str,
+    ) -> Result<ProcessRecord> {
         let loaded = self.resolve(name)?;
         let id = loaded.record.id;
-        let process = conveyor_model::check(&format!("process {id}"), definition)
+        let process = conveyor_model::check(source, definition)
             .into_result()
             .map_err(RuntimeError::Invalid)?;
         let holding: Vec<String> = self
@@ -122,7 +128,8 @@ impl Runtime {
         Ok(record)
     }
 
-    /// Creates a task at the start of a process, after checking its params.
+    /// Creates a task at the start of a process, after checking its params. The task is
+    /// committed; call `store().flush()` to make it durable before the process exits.
     pub fn add_task(
         &self,
         process: &str,
@@ -140,7 +147,6 @@ impl Runtime {
             }
             other => other.into(),
         })?;
-        self.store.flush()?;
         self.schedule(task.id);
         Ok(task)
     }
@@ -272,7 +278,6 @@ impl Runtime {
         });
         batch.push(Op::SetReady(task.id));
         self.store.commit(&batch)?;
-        self.store.flush()?;
         self.schedule(task.id);
         Ok(ModifyOutcome {
             task: task.id,

@@ -344,8 +344,25 @@ impl Store for SledStore {
     }
 
     fn next_task_id(&self) -> Result<u64> {
-        // sled's ids start at 0; ours at 1.
-        self.db.generate_id().map(|id| id + 1).map_err(io)
+        // A counter of our own (1, 2, 3, …): sled's `generate_id` jumps by a million on
+        // every open. A failed creation leaves a gap; ids are never reused.
+        let next = self
+            .meta
+            .update_and_fetch("next_task", |old| {
+                let current = old
+                    .and_then(|b| <[u8; 8]>::try_from(b).ok())
+                    .map(u64::from_be_bytes)
+                    .unwrap_or(0);
+                Some((current + 1).to_be_bytes().to_vec())
+            })
+            .map_err(io)?;
+        match next {
+            Some(bytes) => u64_from(&bytes),
+            None => Err(StoreError::Corrupt {
+                what: "the task id counter".into(),
+                reason: "missing after update".into(),
+            }),
+        }
     }
 
     fn task(&self, id: u64) -> Result<Option<TaskRecord>> {

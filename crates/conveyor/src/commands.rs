@@ -40,7 +40,10 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Task(command) => {
             let runtime = open(&global)?;
-            task(&runtime, command, global.json)
+            let code = task(&runtime, command, global.json)?;
+            // What a command wrote is on disk before it says so.
+            runtime.store().flush()?;
+            Ok(code)
         }
         Command::Serve => engine(&global, false),
         Command::Run { until_idle } => engine(&global, until_idle),
@@ -214,7 +217,7 @@ fn process(runtime: &Runtime, command: ProcessCommand, as_json: bool) -> anyhow:
         ProcessCommand::Update { process, file } => {
             let text = std::fs::read_to_string(&file)
                 .with_context(|| format!("cannot read {}", file.display()))?;
-            let record = runtime.update_process(&process, &text)?;
+            let record = runtime.update_process(&process, &file.display().to_string(), &text)?;
             if as_json {
                 println!("{}", json!({"id": record.id, "version": record.version}));
             } else {
