@@ -198,14 +198,14 @@ fn duration_spec(value: &Value) -> Result<DurationSpec, String> {
             .ok_or_else(|| {
                 format!("`{n}` is not a duration (a whole number of seconds, or e.g. `25m`)")
             }),
-        Value::String(text)
-            if text.contains("{{") || text.contains("<<") || text.contains("$.") =>
-        {
-            Template::parse(text)
-                .map(DurationSpec::Template)
-                .map_err(|e| format!("bad template `{}`: {e}", shorten(text)))
+        Value::String(text) => {
+            let template = Template::parse(text)
+                .map_err(|e| format!("bad template `{}`: {e}", shorten(text)))?;
+            match template.as_literal() {
+                Some(literal) => parse_duration(literal).map(DurationSpec::Fixed),
+                None => Ok(DurationSpec::Template(template)),
+            }
         }
-        Value::String(text) => parse_duration(text).map(DurationSpec::Fixed),
         other => Err(format!("`{other}` is not a duration")),
     }
 }
@@ -595,7 +595,7 @@ pub(crate) fn load(loader: &mut Loader<'_>, source: &str) -> Option<Loaded> {
             }
         }
     }
-    if name.is_none() && ok {
+    if name.is_none() {
         loader.error(
             None,
             None,

@@ -144,7 +144,13 @@ impl MathParser<'_> {
                 let argument = self.atom()?;
                 Ok(function(argument))
             }
-            Some(c) => Err(format!("unexpected `{}`", c as char)),
+            Some(_) => {
+                let rest = String::from_utf8_lossy(&self.bytes[self.pos..]);
+                Err(format!(
+                    "unexpected `{}`",
+                    rest.chars().next().unwrap_or('?')
+                ))
+            }
             None => Err("unexpected end of expression".into()),
         }
     }

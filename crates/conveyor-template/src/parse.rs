@@ -424,6 +424,7 @@ impl Parser {
     fn key(&mut self, close: Option<Close>) -> Result<String, ParseError> {
         let mut key = String::new();
         let mut escaped_len = 0;
+        let leading_escaped = self.peek() == Some('\\');
         while let Some(c) = self.peek() {
             if let Some(close) = close {
                 if self.starts_with(close.text()) {
@@ -451,6 +452,11 @@ impl Parser {
         }
         let trimmed = key.trim_end().len().max(escaped_len);
         key.truncate(trimmed);
+        // `{{ a . b }}` reads as `a.b`: spaces after a separator are not part of a key.
+        if !leading_escaped {
+            let leading = key.len() - key.trim_start().len();
+            key.drain(..leading);
+        }
         Ok(key)
     }
 }

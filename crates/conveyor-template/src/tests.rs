@@ -403,3 +403,12 @@ fn value_templates_render_every_leaf_and_keep_types() {
     let pointers: Vec<_> = errors.iter().map(|e| e.pointer.as_str()).collect();
     assert_eq!(pointers, vec!["/a", "/b/1"]);
 }
+
+#[test]
+fn spaces_around_separators_are_not_part_of_keys() {
+    assert_eq!(render("{{ obj . k }}"), Ok(json!("v")));
+    assert_eq!(
+        render("$.math(1 + é)").unwrap_err().to_string(),
+        "$.math: unexpected `é`"
+    );
+}
