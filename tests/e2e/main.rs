@@ -3,6 +3,7 @@
 //! One test binary for the whole repository (see docs/ARCHITECTURE.md); each area of
 //! the product is a module.
 
+mod api_call;
 mod check;
 mod cli;
 mod crash;
