@@ -1047,7 +1047,7 @@ fn the_data_dir_comes_from_conveyor_data_when_data_is_not_given() {
 /// whole of stderr when serve exits.
 fn serve(d: &DataDir) -> (std::process::Child, mpsc::Receiver<Option<String>>) {
     let mut child = d
-        .command(&["serve"])
+        .command(&["run"])
         .env("CONVEYOR_LOG", "conveyor=info")
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -1072,7 +1072,10 @@ fn serve(d: &DataDir) -> (std::process::Child, mpsc::Receiver<Option<String>>) {
 }
 
 #[test]
-fn a_store_held_by_a_running_engine_is_refused_until_it_stops() {
+fn a_store_held_by_an_engine_without_api_is_refused_until_it_stops() {
+    // `conveyor run` runs the engine alone (no HTTP API to go through); while it holds
+    // the store, other commands say so clearly. (With `conveyor serve` they go through
+    // its API instead: see tests/e2e/http_api.rs.)
     let d = DataDir::new();
     clone(&d, "cb", CALLBACK);
     d.ok(&["task", "add", "@cb", "--ref", "t"]);

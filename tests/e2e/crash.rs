@@ -103,7 +103,10 @@ fn sigkill_at_random_moments_loses_nothing_and_does_nothing_twice() {
     // fall due while nobody runs.
     let mut down_long = 0;
     for round in 0..8 {
-        let mut serve = data.command(&["serve"]).spawn().expect("serve starts");
+        let mut serve = data
+            .command(&["serve", "--listen", "127.0.0.1:0"])
+            .spawn()
+            .expect("serve starts");
         let alive = Duration::from_millis(rand::random_range(300..1800));
         std::thread::sleep(alive);
         serve.kill().expect("SIGKILL");

@@ -8,4 +8,5 @@ mod check;
 mod cli;
 mod crash;
 mod engine;
+mod http_api;
 mod support;

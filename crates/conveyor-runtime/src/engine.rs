@@ -60,8 +60,11 @@ impl Runtime {
                 let runtime = Arc::clone(self);
                 running.spawn(async move { (id, step::run(&runtime, id).await) });
             }
-            if running.is_empty() && self.queue_is_empty() && until_idle {
-                break;
+            if running.is_empty() && self.queue_is_empty() {
+                self.idle.notify_waiters();
+                if until_idle {
+                    break;
+                }
             }
             let next_timer = self
                 .store
@@ -112,6 +115,7 @@ impl Runtime {
             }
         };
         stats.steps += 1;
+        self.metrics.step();
         let again = self.release(id);
         match result {
             Ok(outcome) => {

@@ -17,6 +17,7 @@ mod engine;
 mod env;
 mod http;
 mod mask;
+mod metrics;
 mod ops;
 mod step;
 
@@ -27,7 +28,8 @@ pub use clock::{Clock, ManualClock, SystemClock};
 pub use conveyor_store::{Store, StoreError};
 pub use engine::{RunMode, RunStats};
 pub use mask::mask_data;
-pub use ops::{ModifyOutcome, TaskKey};
+pub use metrics::Metrics;
+pub use ops::{ModifyOutcome, TaskKey, random_token};
 
 use conveyor_model::{Diagnostic, Process};
 use conveyor_store::ProcessRecord;
@@ -99,6 +101,9 @@ pub struct Runtime {
     http: reqwest::Client,
     /// Per-node concurrency limits of API calls: (process, node) → semaphore.
     limits: Mutex<HashMap<(u64, String), Arc<tokio::sync::Semaphore>>>,
+    metrics: Metrics,
+    /// Woken when the engine has nothing ready and nothing running.
+    idle: tokio::sync::Notify,
 }
 
 impl Runtime {
@@ -119,6 +124,8 @@ impl Runtime {
             work: tokio::sync::Notify::new(),
             http,
             limits: Mutex::new(HashMap::new()),
+            metrics: Metrics::default(),
+            idle: tokio::sync::Notify::new(),
         })
     }
 
@@ -128,6 +135,46 @@ impl Runtime {
 
     pub fn clock(&self) -> &Arc<dyn Clock> {
         &self.clock
+    }
+
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+
+    /// The metrics in Prometheus's text format, with the tasks in each node now.
+    pub fn metrics_text(&self) -> Result<String> {
+        let mut nodes = Vec::new();
+        for process in self.store.processes()? {
+            for (node, counter) in self.store.counters(process.id)? {
+                nodes.push((process.id, node, counter.now));
+            }
+        }
+        Ok(self.metrics.render(&nodes))
+    }
+
+    /// Whether a task is being stepped right now.
+    pub fn is_running(&self, task: u64) -> bool {
+        self.queue
+            .lock()
+            .map(|q| q.running.contains(&task))
+            .unwrap_or(false)
+    }
+
+    /// Completes when nothing is ready and nothing runs (for `run --until-idle` through
+    /// a running server).
+    pub async fn wait_idle(&self) {
+        loop {
+            let notified = self.idle.notified();
+            let idle = self
+                .queue
+                .lock()
+                .map(|q| q.waiting.is_empty() && q.running.is_empty())
+                .unwrap_or(true);
+            if idle {
+                return;
+            }
+            notified.await;
+        }
     }
 
     pub fn now(&self) -> i64 {

@@ -147,6 +147,7 @@ impl Runtime {
             }
             other => other.into(),
         })?;
+        self.metrics.task_created(1);
         self.schedule(task.id);
         Ok(task)
     }
@@ -284,6 +285,87 @@ impl Runtime {
             node: task.node,
         })
     }
+}
+
+impl Runtime {
+    /// Deletes a task: its record, ref, history, inbox, timer and its place in counters.
+    pub fn delete_task(&self, process: &str, key: &TaskKey) -> Result<TaskRecord> {
+        let (_, task) = self.find_task(process, key)?;
+        if self.is_running(task.id) {
+            return Err(RuntimeError::Refused(format!(
+                "task {} is being moved right now; try again in a moment",
+                task.id
+            )));
+        }
+        let mut batch = Batch::default();
+        if let Some(wake) = task.wake {
+            batch.push(Op::ClearTimer(conveyor_store::TimerKey {
+                due: wake.at,
+                task: task.id,
+            }));
+        }
+        batch.push(Op::Count {
+            process: task.process,
+            node: task.node.clone(),
+            now: -1,
+            total: 0,
+        });
+        batch.push(Op::DeleteTask {
+            task: task.id,
+            process: task.process,
+            reference: task.reference.clone(),
+        });
+        self.store.commit(&batch)?;
+        Ok(task)
+    }
+
+    /// The secret of a process's direct URL, made on first use; `rotate` replaces it.
+    pub fn url_hash(&self, process: &str, rotate: bool) -> Result<(u64, String)> {
+        let loaded = self.resolve(process)?;
+        let id = loaded.record.id;
+        if let (Some(hash), false) = (&loaded.record.url_hash, rotate) {
+            return Ok((id, hash.clone()));
+        }
+        let hash = random_token(20);
+        let record = self.store.set_url_hash(id, hash.clone())?;
+        self.store.flush()?;
+        if let Ok(mut map) = self.processes.write() {
+            map.insert(
+                id,
+                Arc::new(LoadedProcess {
+                    record,
+                    process: loaded.process.clone(),
+                }),
+            );
+        }
+        Ok((id, hash))
+    }
+
+    /// Creates a key of the task API, optionally limited to some processes.
+    pub fn create_api_key(
+        &self,
+        name: &str,
+        processes: &[String],
+    ) -> Result<conveyor_store::ApiKey> {
+        let mut ids = Vec::new();
+        for p in processes {
+            ids.push(self.resolve(p)?.record.id);
+        }
+        let key = self
+            .store
+            .create_api_key(name, &random_token(20), ids, self.now())?;
+        self.store.flush()?;
+        Ok(key)
+    }
+}
+
+/// `bytes` random bytes as hex.
+pub fn random_token(bytes: usize) -> String {
+    use rand::RngCore as _;
+    let mut buffer = vec![0u8; bytes];
+    // ThreadRng is a CSPRNG (ChaCha) seeded from the operating system.
+    rand::rng().fill_bytes(&mut buffer);
+    buffer.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// Applies defaults and checks required params and patterns.

@@ -41,6 +41,12 @@ pub(crate) struct Step<'r> {
     revealed: Vec<String>,
     /// An API call's result is in memory, not yet committed.
     called_out: bool,
+    /// Tasks this step created in other processes (for metrics, once committed).
+    created: u64,
+    /// Loop protection already sent the task to an error route in this step.
+    loop_tripped: bool,
+    /// Templates rendered so far (each render's `$.random` gets its own seed).
+    renders: std::cell::Cell<u64>,
 }
 
 /// Runs one step of task `id`.
@@ -65,6 +71,9 @@ pub(crate) async fn run(rt: &Runtime, id: u64) -> Result<Outcome> {
         moves: 0,
         revealed: Vec::new(),
         called_out: false,
+        created: 0,
+        loop_tripped: false,
+        renders: std::cell::Cell::new(0),
     };
     for (seq, message) in rt.store.inbox(id)? {
         step.batch.push(Op::ClearInbox { task: id, seq });
@@ -100,7 +109,9 @@ impl Step<'_> {
     }
 
     fn env(&self) -> StoreEnv<'_> {
-        StoreEnv::new(
+        let renders = self.renders.get() + 1;
+        self.renders.set(renders);
+        let env = StoreEnv::new(
             self.rt,
             Root {
                 task_id: self.task.id,
@@ -112,7 +123,10 @@ impl Step<'_> {
                 changed: self.task.changed,
             },
             self.now,
-        )
+        );
+        env.seed
+            .set(env.seed.get() ^ renders.wrapping_mul(0x9E37_79B9_7F4A_7C15));
+        env
     }
 
     /// Renders a template against the task; remembers secrets it read elsewhere.
@@ -157,6 +171,7 @@ impl Step<'_> {
         entry.1 += 1;
         self.task.prev_node = Some(from.clone());
         self.task.entered = self.now;
+        self.rt.metrics.transitions(1);
         self.task.moves += 1;
         self.task.attempt = 0;
         self.task.status = TaskStatus::Ready;
@@ -313,6 +328,15 @@ impl Step<'_> {
                     && node
                         .as_ref()
                         .is_some_and(|n| matches!(n.kind, NodeKind::CallProcess { .. }));
+                if !waiting {
+                    // The caller moved on (time limit, modify): a late reply changes nothing.
+                    self.event(EventKind::Error {
+                        tag: "late_reply".into(),
+                        description: "a reply came after the task stopped waiting for it; ignored"
+                            .into(),
+                    });
+                    return;
+                }
                 self.task.data.extend(data);
                 self.event(EventKind::Modified {
                     keys,
@@ -340,6 +364,7 @@ impl Step<'_> {
 
     /// The task's timer is due.
     fn fire(&mut self, wake: Wake) {
+        self.rt.metrics.timer_lag(self.now - wake.at);
         self.clear_wake();
         let loaded = self.here();
         let Some(node) = loaded.process.nodes.get(&self.task.node) else {
@@ -383,13 +408,16 @@ impl Step<'_> {
                 "loop protection: the task passed {max} nodes without waiting; stopped at `{}`",
                 node.id
             );
-            if self.moves > 2 * max || node.kind.on_error().is_none() {
+            if self.loop_tripped || node.kind.on_error().is_none() {
                 self.event(EventKind::Error {
                     tag: "loop_protection".into(),
                     description,
                 });
                 self.stop(TaskStatus::Failed);
             } else {
+                // The error route gets its own allowance; tripping again stops the task.
+                self.loop_tripped = true;
+                self.moves = 0;
                 self.fail("node", "hardware", "loop_protection", description, None);
             }
             return Ok(());
@@ -654,7 +682,7 @@ impl Step<'_> {
         let target = self
             .render_text(&copy.process)
             .map_err(|m| ("copy_task_bind_error", m))?;
-        let loaded = self.resolve_other(&target)?;
+        let loaded = self.resolve_other(&target, "copy_task_bind_error")?;
         let reference = match &copy.reference {
             Some(r) => Some(
                 self.render_text(r)
@@ -694,6 +722,7 @@ impl Step<'_> {
             })?;
         self.batch.ops.extend(batch.ops);
         self.schedule.push(task.id);
+        self.created += 1;
         self.event(EventKind::Copied {
             process: loaded.record.id,
             task: task.id,
@@ -704,12 +733,10 @@ impl Step<'_> {
     fn resolve_other(
         &self,
         name: &str,
+        bind_tag: &'static str,
     ) -> std::result::Result<Arc<LoadedProcess>, (&'static str, String)> {
         if ProcessId::parse(name).is_none() {
-            return Err((
-                "copy_task_bind_error",
-                format!("`{name}` is not a process id or @alias"),
-            ));
+            return Err((bind_tag, format!("`{name}` is not a process id or @alias")));
         }
         self.rt
             .resolve(name)
@@ -725,7 +752,7 @@ impl Step<'_> {
         let target = self
             .render_text(process)
             .map_err(|m| ("modify_task_bind_error", m))?;
-        let loaded = self.resolve_other(&target)?;
+        let loaded = self.resolve_other(&target, "modify_task_bind_error")?;
         let reference = self
             .render_text(reference)
             .map_err(|m| ("modify_task_bind_error", m))?;
@@ -802,6 +829,10 @@ impl Step<'_> {
         };
         let (result, millis) = http::send(&self.rt.http, request, &api.success_codes).await;
         drop(permit);
+        self.rt.metrics.api_call(match &result {
+            Ok(reply) => Some(reply.status),
+            Err(f) => f.http_code,
+        });
         // Time has passed during the call.
         self.now = self.now.max(self.rt.now());
         self.called_out = true;
@@ -855,14 +886,37 @@ impl Step<'_> {
                         drop(env);
                         self.task.data.extend(values);
                     }
-                    None => match reply.body {
-                        Value::Object(map) => self.task.data.extend(map),
-                        array => {
-                            self.task
-                                .data
-                                .insert("__conveyor_api_array__".into(), array);
+                    None => {
+                        // Refuse a reply that would make the task too large before it is
+                        // merged (the task keeps its data as it was).
+                        let size = serde_json::to_vec(&self.task.data)
+                            .map(|v| v.len())
+                            .unwrap_or(0)
+                            + serde_json::to_vec(&reply.body)
+                                .map(|v| v.len())
+                                .unwrap_or(0);
+                        if size > crate::ops::MAX_TASK_BYTES {
+                            self.fail(
+                                "api",
+                                "software",
+                                "api_task_size_overflow_limit",
+                                format!(
+                                    "the task would be about {size} bytes with the reply; the limit is {}",
+                                    crate::ops::MAX_TASK_BYTES
+                                ),
+                                Some(reply.status),
+                            );
+                            return Ok(());
                         }
-                    },
+                        match reply.body {
+                            Value::Object(map) => self.task.data.extend(map),
+                            array => {
+                                self.task
+                                    .data
+                                    .insert("__conveyor_api_array__".into(), array);
+                            }
+                        }
+                    }
                 }
                 let size = serde_json::to_vec(&self.task.data)
                     .map(|v| v.len())
@@ -1008,6 +1062,9 @@ impl Step<'_> {
         if self.rt.settings.flush_each_step {
             self.rt.store.flush()?;
         }
+        self.rt
+            .metrics
+            .task_created(std::mem::take(&mut self.created));
         for task in std::mem::take(&mut self.schedule) {
             self.rt.schedule(task);
         }
@@ -1066,6 +1123,15 @@ fn cast_value(value: Value, cast: Cast) -> std::result::Result<Value, String> {
                 }
             )),
         },
-        (cast, other) => Err(format!("cannot make {cast:?} of {other}").to_lowercase()),
+        (cast, other) => {
+            let name = match cast {
+                Cast::String => "a string",
+                Cast::Number => "a number",
+                Cast::Boolean => "a boolean",
+                Cast::Object => "an object",
+                Cast::Array => "an array",
+            };
+            Err(format!("cannot make {name} of {other}"))
+        }
     }
 }

@@ -49,6 +49,8 @@ pub trait Store: Send + Sync + 'static {
     // Processes.
     fn create_process(&self, new: NewProcess) -> Result<ProcessRecord>;
     fn update_process(&self, id: u64, definition: String) -> Result<ProcessRecord>;
+    /// Sets or replaces the secret of a process's direct URL.
+    fn set_url_hash(&self, id: u64, hash: String) -> Result<ProcessRecord>;
     fn process(&self, id: u64) -> Result<Option<ProcessRecord>>;
     fn process_by_alias(&self, alias: &str) -> Result<Option<ProcessRecord>>;
     /// The id of the process with this alias.
@@ -75,6 +77,18 @@ pub trait Store: Send + Sync + 'static {
     fn due_timers(&self, now: i64, after: Option<TimerKey>, limit: usize) -> Result<Vec<TimerKey>>;
     /// The earliest timer.
     fn next_timer(&self) -> Result<Option<TimerKey>>;
+
+    // API keys.
+    /// Stores a new key; its login is the next number.
+    fn create_api_key(
+        &self,
+        name: &str,
+        secret: &str,
+        processes: Vec<u64>,
+        created: i64,
+    ) -> Result<ApiKey>;
+    fn api_key(&self, login: u64) -> Result<Option<ApiKey>>;
+    fn api_keys(&self) -> Result<Vec<ApiKey>>;
 
     /// Applies a batch atomically: all of it or none.
     fn commit(&self, batch: &Batch) -> Result<()>;
@@ -145,5 +159,12 @@ pub enum Op {
     ClearInbox {
         task: u64,
         seq: u64,
+    },
+    /// Removes a task with its ref, place in its process, ready entry and history.
+    /// (Timers and counters are changed by their own ops in the same batch.)
+    DeleteTask {
+        task: u64,
+        process: u64,
+        reference: Option<String>,
     },
 }

@@ -24,6 +24,21 @@ pub struct ProcessRecord {
     /// task's data.
     #[serde(default)]
     pub settings: serde_json::Map<String, Value>,
+    /// The secret part of the process's direct URL (`/api/1/json/public/{id}/{hash}`).
+    #[serde(default)]
+    pub url_hash: Option<String>,
+}
+
+/// A key of the task API: a login and a secret that signs requests.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct ApiKey {
+    pub login: u64,
+    pub name: String,
+    pub secret: String,
+    /// Processes the key may touch; all when empty.
+    #[serde(default)]
+    pub processes: Vec<u64>,
+    pub created: i64,
 }
 
 /// What [`crate::Store::create_process`] needs.

@@ -41,6 +41,7 @@ pub struct SledStore {
     counters: sled::Tree,
     history: sled::Tree,
     inbox: sled::Tree,
+    api_keys: sled::Tree,
 }
 
 fn io(e: impl std::fmt::Display) -> StoreError {
@@ -130,6 +131,8 @@ enum Encoded {
         now: i64,
         total: u64,
     },
+    /// Removes every key of a tree that starts with this prefix.
+    RemovePrefix(usize, Vec<u8>),
 }
 
 // Indexes of the trees in a commit transaction.
@@ -174,6 +177,7 @@ impl SledStore {
             counters: tree("counters")?,
             history: tree("history")?,
             inbox: tree("inbox")?,
+            api_keys: tree("api_keys")?,
             db,
         };
         match store.meta.get("format").map_err(io)? {
@@ -244,6 +248,24 @@ impl SledStore {
                 Op::Inbox { task, seq, message } => {
                     Encoded::Put(INBOX, pair(*task, &seq.to_be_bytes()), encode(message)?)
                 }
+                Op::DeleteTask {
+                    task,
+                    process,
+                    reference,
+                } => {
+                    out.push(Encoded::Remove(TASKS, task.to_be_bytes().to_vec()));
+                    out.push(Encoded::Remove(
+                        BY_PROCESS,
+                        pair(*process, &task.to_be_bytes()),
+                    ));
+                    out.push(Encoded::Remove(READY, task.to_be_bytes().to_vec()));
+                    out.push(Encoded::RemovePrefix(HISTORY, task.to_be_bytes().to_vec()));
+                    out.push(Encoded::RemovePrefix(INBOX, task.to_be_bytes().to_vec()));
+                    match reference {
+                        Some(r) => Encoded::Remove(REFS, pair(*process, r.as_bytes())),
+                        None => continue,
+                    }
+                }
                 Op::ClearInbox { task, seq } => {
                     Encoded::Remove(INBOX, pair(*task, &seq.to_be_bytes()))
                 }
@@ -281,6 +303,7 @@ impl Store for SledStore {
                     created: new.created,
                     updated: new.created,
                     settings: new.settings.clone(),
+                    url_hash: None,
                 };
                 let bytes = encode(&record).map_err(ConflictableTransactionError::Abort)?;
                 processes.insert(&id.to_be_bytes(), bytes)?;
@@ -310,6 +333,67 @@ impl Store for SledStore {
             Ok(record)
         });
         flatten(result)
+    }
+
+    fn set_url_hash(&self, id: u64, hash: String) -> Result<ProcessRecord> {
+        let result = self.processes.transaction(|processes| {
+            let Some(bytes) = processes.get(id.to_be_bytes())? else {
+                return Err(ConflictableTransactionError::Abort(StoreError::NoProcess(
+                    id,
+                )));
+            };
+            let mut record: ProcessRecord =
+                decode("a process", &bytes).map_err(ConflictableTransactionError::Abort)?;
+            record.url_hash = Some(hash.clone());
+            let bytes = encode(&record).map_err(ConflictableTransactionError::Abort)?;
+            processes.insert(&id.to_be_bytes(), bytes)?;
+            Ok(record)
+        });
+        flatten(result)
+    }
+
+    fn create_api_key(
+        &self,
+        name: &str,
+        secret: &str,
+        processes: Vec<u64>,
+        created: i64,
+    ) -> Result<ApiKey> {
+        let result = (&self.meta, &self.api_keys).transaction(|(meta, keys)| {
+            let login = match meta.get("next_login")? {
+                Some(bytes) => u64_from(&bytes).map_err(ConflictableTransactionError::Abort)?,
+                None => 100_001,
+            };
+            let key = ApiKey {
+                login,
+                name: name.to_string(),
+                secret: secret.to_string(),
+                processes: processes.clone(),
+                created,
+            };
+            let bytes = encode(&key).map_err(ConflictableTransactionError::Abort)?;
+            keys.insert(&login.to_be_bytes(), bytes)?;
+            meta.insert("next_login", &(login + 1).to_be_bytes())?;
+            Ok(key)
+        });
+        flatten(result)
+    }
+
+    fn api_key(&self, login: u64) -> Result<Option<ApiKey>> {
+        match self.api_keys.get(login.to_be_bytes()).map_err(io)? {
+            Some(bytes) => decode("an API key", &bytes).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    fn api_keys(&self) -> Result<Vec<ApiKey>> {
+        self.api_keys
+            .iter()
+            .map(|entry| {
+                let (_, bytes) = entry.map_err(io)?;
+                decode("an API key", &bytes)
+            })
+            .collect()
     }
 
     fn process(&self, id: u64) -> Result<Option<ProcessRecord>> {
@@ -471,7 +555,23 @@ impl Store for SledStore {
     }
 
     fn commit(&self, batch: &Batch) -> Result<()> {
-        let encoded = Self::encode_batch(batch)?;
+        let mut encoded = Vec::new();
+        for op in Self::encode_batch(batch)? {
+            match op {
+                // Transactional trees cannot scan: list the keys first.
+                Encoded::RemovePrefix(tree, prefix) => {
+                    let source = if tree == HISTORY {
+                        &self.history
+                    } else {
+                        &self.inbox
+                    };
+                    for key in source.scan_prefix(&prefix).keys() {
+                        encoded.push(Encoded::Remove(tree, key.map_err(io)?.to_vec()));
+                    }
+                }
+                other => encoded.push(other),
+            }
+        }
         let trees = [
             &self.tasks,
             &self.refs,
@@ -509,6 +609,7 @@ impl Store for SledStore {
                         }
                         t[REFS].insert(key.as_slice(), task.as_slice())?;
                     }
+                    Encoded::RemovePrefix(..) => {}
                     Encoded::Count { key, now, total } => {
                         let mut counter = match t[COUNTERS].get(key.as_slice())? {
                             Some(bytes) => {

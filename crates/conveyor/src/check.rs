@@ -9,6 +9,7 @@ use serde_json::json;
 pub fn run(files: &[PathBuf], json: bool, deny_warnings: bool) -> anyhow::Result<ExitCode> {
     let mut failed = false;
     let mut reports = Vec::new();
+    let mut out = String::new();
     for path in files {
         let name = path.display().to_string();
         let (diagnostics, nodes) = match std::fs::read_to_string(path) {
@@ -52,26 +53,30 @@ pub fn run(files: &[PathBuf], json: bool, deny_warnings: bool) -> anyhow::Result
             }));
         } else {
             for d in &diagnostics {
-                println!("{d}");
+                out.push_str(&format!("{d}\n"));
             }
             match (errors, nodes) {
-                (0, Some(n)) => println!("{name}: ok, {n} nodes{}", plural_warnings(warnings)),
-                _ => println!(
-                    "{name}: {errors} error{}{}",
+                (0, Some(n)) => out.push_str(&format!(
+                    "{name}: ok, {n} nodes{}\n",
+                    plural_warnings(warnings)
+                )),
+                _ => out.push_str(&format!(
+                    "{name}: {errors} error{}{}\n",
                     if errors == 1 { "" } else { "s" },
                     plural_warnings(warnings)
-                ),
+                )),
             }
         }
     }
     if json {
-        println!("{}", serde_json::to_string_pretty(&reports)?);
+        out.push_str(&serde_json::to_string_pretty(&reports)?);
+        out.push('\n');
     }
-    Ok(if failed {
-        ExitCode::from(1)
-    } else {
-        ExitCode::SUCCESS
-    })
+    Ok(crate::commands::print(crate::request::Reply {
+        stdout: out,
+        stderr: String::new(),
+        code: u8::from(failed),
+    }))
 }
 
 fn plural_warnings(n: usize) -> String {

@@ -1,342 +1,166 @@
-//! The commands that work on the store: processes, tasks, and the engine.
+//! Dispatches the command line: local commands (check, templates), store commands (run
+//! here, or by a running server), and the engine (`serve`, `run`).
 
-use std::path::PathBuf;
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
 
 use anyhow::{Context, bail};
-use conveyor_runtime::{RunMode, Runtime, Settings, SystemClock, TaskKey, mask_data};
+use conveyor_runtime::{RunMode, Runtime, Settings, SystemClock};
 use conveyor_store::SledStore;
-use serde_json::{Value, json};
+use serde_json::json;
 
 use crate::args::{self, UsageError};
-use crate::output;
-use crate::{Cli, Command, Global, ProcessCommand, TaskCommand, check, templates};
+use crate::client;
+use crate::execute::execute;
+use crate::request::{Reply, Request};
+use crate::{ApiKeyCommand, Cli, Command, Global, ProcessCommand, TaskCommand, check, templates};
+
+/// Where `serve` listens unless told otherwise.
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:7878";
 
 pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let global = cli.global;
-    match cli.command {
+    let request = match cli.command {
         Command::Process(ProcessCommand::Check {
             files,
             deny_warnings,
-        }) => check::run(&files, global.json, deny_warnings),
+        }) => {
+            return check::run(&files, global.json, deny_warnings);
+        }
         Command::Process(ProcessCommand::Templates) => {
+            let mut reply = Reply::default();
             if global.json {
-                println!("{}", json!(templates::names()));
+                reply.line(json!(templates::names()).to_string());
             } else {
                 for (name, text) in templates::TEMPLATES {
                     let title = conveyor_model::check(name, text)
                         .process
                         .and_then(|p| p.title)
                         .unwrap_or_default();
-                    println!("{name:<20} {title}");
+                    reply.line(format!("{name:<20} {title}"));
                 }
             }
-            Ok(ExitCode::SUCCESS)
+            return Ok(print(reply));
         }
-        Command::Process(command) => {
-            let runtime = open(&global)?;
-            process(&runtime, command, global.json)
+        Command::Serve {
+            listen,
+            allow_remote,
+        } => {
+            let dir = data_dir(&global)?;
+            let runtime = open(&dir)?;
+            return crate::serve::run(runtime, &dir, &listen, allow_remote);
         }
-        Command::Task(command) => {
-            let runtime = open(&global)?;
-            let code = task(&runtime, command, global.json)?;
-            // What a command wrote is on disk before it says so.
-            runtime.store().flush()?;
-            Ok(code)
-        }
-        Command::Serve => engine(&global, false),
-        Command::Run { until_idle } => engine(&global, until_idle),
-    }
+        Command::Run { until_idle } => return engine(&global, until_idle),
+        Command::Process(command) => process_request(&global, command)?,
+        Command::Task(command) => task_request(command)?,
+        Command::ApiKey(ApiKeyCommand::Create { name, process }) => Request::ApiKeyCreate {
+            name,
+            processes: process,
+        },
+        Command::ApiKey(ApiKeyCommand::List) => Request::ApiKeyList,
+    };
+    let reply = dispatch(&global, request)?;
+    Ok(print(reply))
 }
 
-fn data_dir(global: &Global) -> anyhow::Result<PathBuf> {
-    match &global.data {
-        Some(dir) => Ok(dir.clone()),
-        None => dirs::data_dir().map(|d| d.join("conveyor")).context(
-            "no data directory known for this platform: pass --data DIR or set CONVEYOR_DATA",
-        ),
-    }
-}
-
-fn open(global: &Global) -> anyhow::Result<Arc<Runtime>> {
+/// Sends the request to the running server, or runs it here when there is none.
+fn dispatch(global: &Global, request: Request) -> anyhow::Result<Reply> {
     let dir = data_dir(global)?;
-    let store = SledStore::open(&dir)?;
-    Ok(Runtime::new(
-        Arc::new(store),
-        Arc::new(SystemClock),
-        Settings::default(),
-    ))
+    if let Some(info) = client::read(&dir)
+        && let Some(reply) = client::send(&info, &request, global.json)?
+    {
+        return Ok(reply);
+    }
+    let runtime = open(&dir)?;
+    Ok(execute(&runtime, request, global.json))
 }
 
-fn process(runtime: &Runtime, command: ProcessCommand, as_json: bool) -> anyhow::Result<ExitCode> {
-    match command {
+/// Writes a reply; a closed pipe (`conveyor … | head`) is not an error.
+pub fn print(reply: Reply) -> ExitCode {
+    let _ = std::io::stdout().write_all(reply.stdout.as_bytes());
+    let _ = std::io::stderr().write_all(reply.stderr.as_bytes());
+    ExitCode::from(reply.code)
+}
+
+fn process_request(global: &Global, command: ProcessCommand) -> anyhow::Result<Request> {
+    Ok(match command {
         ProcessCommand::Clone { source, alias, set } => {
-            let (name, text) = match templates::find(&source) {
-                Some(text) => (source.clone(), text.to_string()),
+            let definition = match templates::find(&source) {
+                Some(text) => text.to_string(),
                 None if source.ends_with(".yaml")
                     || source.ends_with(".yml")
                     || source.contains('/') =>
                 {
-                    let text = std::fs::read_to_string(&source)
-                        .with_context(|| format!("cannot read {source}"))?;
-                    (source.clone(), text)
+                    std::fs::read_to_string(&source)
+                        .with_context(|| format!("cannot read {source}"))?
                 }
                 None => bail!(
                     "no template `{source}` (shipped: {}); to clone a file, give its path ending in .yaml",
                     templates::names().join(", ")
                 ),
             };
-            let settings = args::task_data(&set, None)?;
-            let record = runtime.clone_process(&name, &text, alias.as_deref(), settings)?;
-            let loaded = runtime.loaded(record.id)?;
-            if as_json {
-                println!(
-                    "{}",
-                    json!({"id": record.id, "alias": record.alias, "source": record.source, "name": loaded.process.name})
-                );
-            } else {
-                let alias = record.alias.map(|a| format!(" (@{a})")).unwrap_or_default();
-                println!("process {}{alias} cloned from {name}", record.id);
+            Request::ProcessClone {
+                source,
+                definition,
+                alias,
+                settings: args::task_data(&set, None)?,
             }
-            Ok(ExitCode::SUCCESS)
         }
-        ProcessCommand::List => {
-            let mut rows = Vec::new();
-            for record in runtime.store().processes()? {
-                let counters = runtime.store().counters(record.id)?;
-                let (title, escalation_nodes): (String, Vec<String>) =
-                    match runtime.loaded(record.id) {
-                        Ok(l) => (
-                            l.process
-                                .title
-                                .clone()
-                                .unwrap_or_else(|| l.process.name.clone()),
-                            l.process
-                                .nodes
-                                .values()
-                                .filter(|n| {
-                                    matches!(n.kind, conveyor_model::NodeKind::Escalation { .. })
-                                })
-                                .map(|n| n.id.clone())
-                                .collect(),
-                        ),
-                        Err(_) => (String::new(), Vec::new()),
-                    };
-                let tasks: i64 = counters.iter().map(|(_, c)| c.now).sum();
-                let escalated: i64 = counters
-                    .iter()
-                    .filter(|(n, _)| escalation_nodes.contains(n))
-                    .map(|(_, c)| c.now)
-                    .sum();
-                rows.push((record, title, tasks, escalated));
+        ProcessCommand::List => Request::ProcessList,
+        ProcessCommand::Show { process } => Request::ProcessShow { process },
+        ProcessCommand::Update { process, file } => Request::ProcessUpdate {
+            process,
+            definition: std::fs::read_to_string(&file)
+                .with_context(|| format!("cannot read {}", file.display()))?,
+            file: file.display().to_string(),
+        },
+        ProcessCommand::Url { process, rotate } => {
+            let dir = data_dir(global)?;
+            let address = client::read(&dir)
+                .map(|i| i.address)
+                .unwrap_or_else(|| DEFAULT_LISTEN.to_string());
+            Request::ProcessUrl {
+                process,
+                rotate,
+                base: format!("http://{address}"),
             }
-            if as_json {
-                let list: Vec<Value> = rows
-                    .iter()
-                    .map(|(r, title, tasks, escalated)| {
-                        json!({"id": r.id, "alias": r.alias, "title": title, "source": r.source, "version": r.version, "tasks": tasks, "in_escalation": escalated})
-                    })
-                    .collect();
-                println!("{}", Value::Array(list));
-            } else if rows.is_empty() {
-                println!(
-                    "no processes yet: try `conveyor process clone bitrix_oauth --alias bitrix`"
-                );
-            } else {
-                println!(
-                    "{:>4}  {:<16} {:<32} {:>7} {:>10}",
-                    "id", "alias", "title", "tasks", "escalated"
-                );
-                for (r, title, tasks, escalated) in rows {
-                    let alias = r.alias.map(|a| format!("@{a}")).unwrap_or_default();
-                    println!(
-                        "{:>4}  {alias:<16} {title:<32} {tasks:>7} {escalated:>10}",
-                        r.id
-                    );
-                }
-            }
-            Ok(ExitCode::SUCCESS)
         }
-        ProcessCommand::Show { process } => {
-            let loaded = runtime.resolve(&process)?;
-            let counters = runtime.store().counters(loaded.record.id)?;
-            let count = |node: &str| {
-                counters
-                    .iter()
-                    .find(|(n, _)| n == node)
-                    .map(|(_, c)| *c)
-                    .unwrap_or_default()
-            };
-            let p = &loaded.process;
-            if as_json {
-                let nodes: Vec<Value> = p
-                    .nodes
-                    .values()
-                    .map(|n| {
-                        let c = count(&n.id);
-                        json!({"id": n.id, "kind": n.kind.name(), "title": n.title, "now": c.now, "total": c.total})
-                    })
-                    .collect();
-                println!(
-                    "{}",
-                    json!({"id": loaded.record.id, "alias": loaded.record.alias, "name": p.name, "title": p.title, "source": loaded.record.source, "version": loaded.record.version, "nodes": nodes})
-                );
-            } else {
-                let alias = loaded
-                    .record
-                    .alias
-                    .as_ref()
-                    .map(|a| format!(" @{a}"))
-                    .unwrap_or_default();
-                println!(
-                    "process {}{alias}: {} ({}, version {})",
-                    loaded.record.id,
-                    p.title.as_deref().unwrap_or(&p.name),
-                    loaded.record.source,
-                    loaded.record.version
-                );
-                println!(
-                    "  {:<20} {:<14} {:>7} {:>9}  title",
-                    "node", "kind", "now", "total"
-                );
-                for n in p.nodes.values() {
-                    let c = count(&n.id);
-                    println!(
-                        "  {:<20} {:<14} {:>7} {:>9}  {}",
-                        n.id,
-                        n.kind.name(),
-                        c.now,
-                        c.total,
-                        n.title.as_deref().unwrap_or("")
-                    );
-                }
-            }
-            Ok(ExitCode::SUCCESS)
-        }
-        ProcessCommand::Update { process, file } => {
-            let text = std::fs::read_to_string(&file)
-                .with_context(|| format!("cannot read {}", file.display()))?;
-            let record = runtime.update_process(&process, &file.display().to_string(), &text)?;
-            if as_json {
-                println!("{}", json!({"id": record.id, "version": record.version}));
-            } else {
-                println!(
-                    "process {} updated to version {}",
-                    record.id, record.version
-                );
-            }
-            Ok(ExitCode::SUCCESS)
-        }
-        ProcessCommand::Check { .. } | ProcessCommand::Templates => unreachable_command(),
-    }
+        ProcessCommand::Check { .. } | ProcessCommand::Templates => bail!("not a store command"),
+    })
 }
 
-fn unreachable_command() -> anyhow::Result<ExitCode> {
-    bail!("this command does not use the store")
-}
-
-fn task(runtime: &Runtime, command: TaskCommand, as_json: bool) -> anyhow::Result<ExitCode> {
-    match command {
+fn task_request(command: TaskCommand) -> anyhow::Result<Request> {
+    Ok(match command {
         TaskCommand::Add {
             process,
             reference,
             from_json,
             pairs,
-        } => {
-            let data = args::task_data(&pairs, from_json.as_deref())?;
-            let task = runtime.add_task(&process, reference.as_deref(), data)?;
-            if as_json {
-                println!(
-                    "{}",
-                    json!({"id": task.id, "process": task.process, "ref": task.reference, "node": task.node})
-                );
-            } else {
-                let reference = task
-                    .reference
-                    .as_ref()
-                    .map(|r| format!(" (ref {r})"))
-                    .unwrap_or_default();
-                println!(
-                    "task {}{reference} added to process {} at `{}`",
-                    task.id, task.process, task.node
-                );
-            }
-            Ok(ExitCode::SUCCESS)
-        }
+        } => Request::TaskAdd {
+            process,
+            reference,
+            data: args::task_data(&pairs, from_json.as_deref())?,
+        },
         TaskCommand::Show {
             process,
             task,
             reveal,
-        } => {
-            let (loaded, task) = runtime.find_task(&process, &TaskKey(task))?;
-            let data = if reveal {
-                task.data.clone()
-            } else {
-                mask_data(&loaded.process, &task.data)
-            };
-            if as_json {
-                println!("{}", output::task_json(&task, data));
-            } else {
-                let reference = task
-                    .reference
-                    .as_ref()
-                    .map(|r| format!(" (ref {r})"))
-                    .unwrap_or_default();
-                println!("task {}{reference} in process {}", task.id, task.process);
-                let waiting = task
-                    .wake
-                    .map(|w| format!(" until {}", output::time(w.at)))
-                    .unwrap_or_default();
-                println!("  node:    {}", task.node);
-                println!("  status:  {}{waiting}", task.status.as_str());
-                println!("  created: {}", output::time(task.created));
-                println!("  changed: {}", output::time(task.changed));
-                println!("  data:");
-                print!("{}", output::data_lines(&data));
-            }
-            Ok(ExitCode::SUCCESS)
-        }
+        } => Request::TaskShow {
+            process,
+            task,
+            reveal,
+        },
         TaskCommand::List {
             process,
             node,
             limit,
-        } => {
-            let loaded = runtime.resolve(&process)?;
-            if let Some(n) = &node
-                && !loaded.process.nodes.contains_key(n)
-            {
-                return Err(
-                    UsageError(format!("--node: process {process} has no node `{n}`")).into(),
-                );
-            }
-            let tasks = runtime
-                .store()
-                .tasks(loaded.record.id, node.as_deref(), limit)?;
-            if as_json {
-                let list: Vec<Value> = tasks
-                    .iter()
-                    .map(|t| output::task_json(t, mask_data(&loaded.process, &t.data)))
-                    .collect();
-                println!("{}", Value::Array(list));
-            } else {
-                println!(
-                    "{:>8}  {:<20} {:<20} {:<8} changed",
-                    "id", "ref", "node", "status"
-                );
-                for t in tasks {
-                    println!(
-                        "{:>8}  {:<20} {:<20} {:<8} {}",
-                        t.id,
-                        t.reference.as_deref().unwrap_or("-"),
-                        t.node,
-                        t.status.as_str(),
-                        output::time(t.changed)
-                    );
-                }
-            }
-            Ok(ExitCode::SUCCESS)
-        }
+        } => Request::TaskList {
+            process,
+            node,
+            limit,
+        },
         TaskCommand::Modify {
             process,
             task,
@@ -350,37 +174,67 @@ fn task(runtime: &Runtime, command: TaskCommand, as_json: bool) -> anyhow::Resul
                 )
                 .into());
             }
-            let outcome = runtime.modify_task(&process, &TaskKey(task), data, "cli")?;
-            if as_json {
-                println!(
-                    "{}",
-                    json!({"id": outcome.task, "node": outcome.node, "accepted": true})
-                );
-            } else {
-                println!(
-                    "task {} modified (it was in `{}`; the engine applies the change when it next runs)",
-                    outcome.task, outcome.node
-                );
+            Request::TaskModify {
+                process,
+                task,
+                data,
             }
-            Ok(ExitCode::SUCCESS)
         }
-        TaskCommand::History { process, task } => {
-            let (_, task) = runtime.find_task(&process, &TaskKey(task))?;
-            let history = runtime.store().history(task.id)?;
-            if as_json {
-                println!("{}", serde_json::to_string(&history)?);
-            } else {
-                for event in &history {
-                    println!("{}", output::event_line(event));
-                }
-            }
-            Ok(ExitCode::SUCCESS)
-        }
+        TaskCommand::History { process, task } => Request::TaskHistory { process, task },
+        TaskCommand::Delete { process, task } => Request::TaskDelete { process, task },
+    })
+}
+
+pub fn data_dir(global: &Global) -> anyhow::Result<PathBuf> {
+    match &global.data {
+        Some(dir) => Ok(dir.clone()),
+        None => dirs::data_dir().map(|d| d.join("conveyor")).context(
+            "no data directory known for this platform: pass --data DIR or set CONVEYOR_DATA",
+        ),
     }
 }
 
+/// Opens the store. Another short command may hold it for a moment: wait up to 3 s for
+/// it before giving up (an engine holds it for good; the message then says so).
+pub fn open(dir: &Path) -> anyhow::Result<Arc<Runtime>> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(3);
+    let mut pause = std::time::Duration::from_millis(10);
+    let store = loop {
+        match SledStore::open(dir) {
+            Ok(store) => break store,
+            Err(conveyor_store::StoreError::Locked { .. })
+                if std::time::Instant::now() < deadline =>
+            {
+                std::thread::sleep(pause);
+                pause = (pause * 2).min(std::time::Duration::from_millis(200));
+            }
+            Err(e) => return Err(e.into()),
+        }
+    };
+    Ok(Runtime::new(
+        Arc::new(store),
+        Arc::new(SystemClock),
+        Settings::default(),
+    ))
+}
+
 fn engine(global: &Global, until_idle: bool) -> anyhow::Result<ExitCode> {
-    let runtime = open(global)?;
+    let dir = data_dir(global)?;
+    if let Some(info) = client::read(&dir) {
+        if until_idle {
+            // The server's engine is running: wait until it is idle instead.
+            if let Some(reply) = client::send(&info, &Request::WaitIdle, global.json)? {
+                return Ok(print(reply));
+            }
+        } else if client::send(&info, &Request::ApiKeyList, false)?.is_some() {
+            bail!(
+                "a server (pid {}) is running this data dir at {}; its engine is already running",
+                info.pid,
+                info.address
+            );
+        }
+    }
+    let runtime = open(&dir)?;
     let tokio = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -389,25 +243,21 @@ fn engine(global: &Global, until_idle: bool) -> anyhow::Result<ExitCode> {
         let mode = if until_idle {
             RunMode::UntilIdle
         } else {
+            tracing::info!("engine running; stop with Ctrl-C or SIGTERM");
             RunMode::UntilShutdown(Box::pin(shutdown_signal()))
         };
-        if !until_idle {
-            tracing::info!("engine running; stop with Ctrl-C or SIGTERM");
-        }
         runtime.run(mode).await
     })?;
+    let mut reply = Reply::default();
     if global.json {
-        println!(
-            "{}",
-            json!({"steps": stats.steps, "failed_steps": stats.failed_steps})
-        );
+        reply.line(json!({"steps": stats.steps, "failed_steps": stats.failed_steps}).to_string());
     } else if until_idle {
-        println!("idle after {} steps", stats.steps);
+        reply.line(format!("idle after {} steps", stats.steps));
     }
-    Ok(ExitCode::SUCCESS)
+    Ok(print(reply))
 }
 
-async fn shutdown_signal() {
+pub async fn shutdown_signal() {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{SignalKind, signal};

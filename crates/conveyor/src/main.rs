@@ -5,8 +5,12 @@
 
 mod args;
 mod check;
+mod client;
 mod commands;
+mod execute;
 mod output;
+mod request;
+mod serve;
 mod templates;
 
 use std::path::PathBuf;
@@ -48,14 +52,41 @@ pub enum Command {
     /// Work with tasks: add, show, list, modify, history.
     #[command(subcommand)]
     Task(TaskCommand),
-    /// Run the engine until SIGINT or SIGTERM.
-    Serve,
+    /// Run the engine and the HTTP API until SIGINT or SIGTERM.
+    ///
+    /// While it runs, the other commands go through it (same output, same exit codes).
+    Serve {
+        /// Address to listen on.
+        #[arg(long, default_value = commands::DEFAULT_LISTEN, value_name = "ADDR")]
+        listen: String,
+        /// Allow an address other machines can reach (loopback only otherwise).
+        #[arg(long)]
+        allow_remote: bool,
+    },
+    /// Manage keys of the Corezoid-compatible task API.
+    #[command(subcommand, name = "api-key")]
+    ApiKey(ApiKeyCommand),
     /// Run the engine in the foreground.
     Run {
         /// Exit when no task is ready and no timer is due (waiting tasks stay waiting).
         #[arg(long)]
         until_idle: bool,
     },
+}
+
+#[derive(Subcommand)]
+pub enum ApiKeyCommand {
+    /// Create a key (login + secret, printed once) for `POST /api/2/json/...`.
+    Create {
+        /// A name to recognise the key by.
+        #[arg(value_name = "NAME")]
+        name: String,
+        /// Limit the key to this process (repeat for several); all processes otherwise.
+        #[arg(long, value_name = "PROCESS")]
+        process: Vec<String>,
+    },
+    /// List keys (without their secrets).
+    List,
 }
 
 #[derive(Subcommand)]
@@ -91,6 +122,14 @@ pub enum ProcessCommand {
     Show {
         #[arg(value_name = "PROCESS")]
         process: String,
+    },
+    /// Print the process's direct URL (creates or modifies tasks from any HTTP request).
+    Url {
+        #[arg(value_name = "PROCESS")]
+        process: String,
+        /// Replace the secret part of the URL; the old URL stops working.
+        #[arg(long)]
+        rotate: bool,
     },
     /// Replace a process's definition with a new version.
     ///
@@ -151,6 +190,13 @@ pub enum TaskCommand {
         #[arg(value_name = "KEY=VALUE")]
         pairs: Vec<String>,
     },
+    /// Delete a task (its data, ref and history).
+    Delete {
+        #[arg(value_name = "PROCESS")]
+        process: String,
+        #[arg(value_name = "REF|ID")]
+        task: String,
+    },
     /// Show what happened to a task, event by event (secrets are masked when written).
     History {
         #[arg(value_name = "PROCESS")]
@@ -168,6 +214,7 @@ fn main() -> ExitCode {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
         )
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     match commands::run(cli) {
         Ok(code) => code,

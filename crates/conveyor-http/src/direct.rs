@@ -1,0 +1,169 @@
+//! A process's direct URL: `GET|POST /api/1/json/public/{process}/{hash}`.
+//!
+//! The hash is the secret (`conveyor process url`). Parameters come from the query
+//! string and the body (JSON object or form). With a `ref` naming an existing task the
+//! request modifies it (waking it if it waits); otherwise it creates a task (with that
+//! ref, if given). This lets an OAuth redirect deliver a code straight into a process.
+
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::extract::{Path, RawQuery, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{Html, IntoResponse, Response};
+use conveyor_runtime::TaskKey;
+use serde_json::{Map, Value, json};
+
+use crate::{AppState, constant_time_eq, error, read_body};
+
+pub(crate) async fn handle(
+    State(state): State<Arc<AppState>>,
+    Path((process, hash)): Path<(String, String)>,
+    RawQuery(query): RawQuery,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    let bytes = match read_body(body, state.config.limits.body_bytes).await {
+        Ok(b) => b,
+        Err(response) => return response,
+    };
+    let runtime = state.runtime.clone();
+    let not_found = || error(StatusCode::NOT_FOUND, "no such direct URL");
+    let loaded = match runtime.resolve(&process) {
+        Ok(l) => l,
+        Err(_) => return not_found(),
+    };
+    match &loaded.record.url_hash {
+        Some(expected) if constant_time_eq(expected.as_bytes(), hash.as_bytes()) => {}
+        _ => return not_found(),
+    }
+    let mut data = Map::new();
+    for (k, v) in form_pairs(query.as_deref().unwrap_or("")) {
+        data.insert(k, Value::String(v));
+    }
+    if !bytes.is_empty() {
+        let content_type = headers
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("");
+        if content_type.starts_with("application/x-www-form-urlencoded") {
+            for (k, v) in form_pairs(&String::from_utf8_lossy(&bytes)) {
+                data.insert(k, Value::String(v));
+            }
+        } else {
+            match serde_json::from_slice::<Value>(&bytes) {
+                Ok(Value::Object(map)) => data.extend(map),
+                _ => {
+                    return error(
+                        StatusCode::BAD_REQUEST,
+                        "the body must be a JSON object or a form",
+                    );
+                }
+            }
+        }
+    }
+    let reference = match data.remove("ref") {
+        Some(Value::String(r)) if !r.is_empty() => Some(r),
+        _ => None,
+    };
+    let wants_html = headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|a| a.contains("text/html"));
+    let id = loaded.record.id.to_string();
+    let outcome = tokio::task::spawn_blocking(move || {
+        let existing = match &reference {
+            Some(r) => runtime.store().task_by_ref(loaded.record.id, r).ok().flatten(),
+            None => None,
+        };
+        let result = match existing {
+            Some(task) => runtime
+                .modify_task(&id, &TaskKey(task.id.to_string()), data, "direct URL")
+                .map(|o| json!({"proc": "ok", "action": "modified", "obj_id": o.task.to_string(), "ref": reference})),
+            None => runtime
+                .add_task(&id, reference.as_deref(), data)
+                .map(|t| json!({"proc": "ok", "action": "created", "obj_id": t.id.to_string(), "ref": t.reference})),
+        };
+        let _ = runtime.store().flush();
+        result
+    })
+    .await;
+    match outcome {
+        Ok(Ok(answer)) => {
+            if wants_html {
+                Html(format!(
+                    "<!doctype html><meta charset=utf-8><title>Conveyor</title>\
+                     <p>Conveyor received it (task {}, {}). You can close this tab.</p>",
+                    answer["obj_id"].as_str().unwrap_or(""),
+                    answer["action"].as_str().unwrap_or("")
+                ))
+                .into_response()
+            } else {
+                axum::Json(json!({"request_proc": "ok", "ops": [answer]})).into_response()
+            }
+        }
+        Ok(Err(e)) => (
+            StatusCode::UNPROCESSABLE_ENTITY,
+            axum::Json(json!({"request_proc": "ok", "ops": [{"proc": "error", "description": e.to_string()}]})),
+        )
+            .into_response(),
+        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
+    }
+}
+
+/// `a=1&b=x%20y` → pairs, percent- and plus-decoded.
+fn form_pairs(text: &str) -> Vec<(String, String)> {
+    text.split('&')
+        .filter(|p| !p.is_empty())
+        .map(|pair| {
+            let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+            (decode(k), decode(v))
+        })
+        .collect()
+}
+
+fn decode(text: &str) -> String {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'+' => out.push(b' '),
+            b'%' if i + 2 < bytes.len() => {
+                let hex = std::str::from_utf8(&bytes[i + 1..i + 3])
+                    .ok()
+                    .and_then(|h| u8::from_str_radix(h, 16).ok());
+                match hex {
+                    Some(b) => {
+                        out.push(b);
+                        i += 2;
+                    }
+                    None => out.push(b'%'),
+                }
+            }
+            b => out.push(b),
+        }
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn form_decoding() {
+        assert_eq!(
+            form_pairs("code=6dm7&state=a%20b&domain=x.bitrix24.ru&plus=a+b&bad=%zz&end=%4"),
+            vec![
+                ("code".into(), "6dm7".into()),
+                ("state".into(), "a b".into()),
+                ("domain".into(), "x.bitrix24.ru".into()),
+                ("plus".into(), "a b".into()),
+                ("bad".into(), "%zz".into()),
+                ("end".into(), "%4".into()),
+            ]
+        );
+    }
+}
