@@ -604,3 +604,86 @@ fn the_cli_through_a_server_says_exactly_what_it_says_alone() {
         "{expected:?}"
     );
 }
+
+#[test]
+fn two_clis_adding_tasks_through_a_server_never_meet_a_lock() {
+    let (data, _, _) = setup();
+    let server = Server::start(data);
+    let path = server.data.path().to_path_buf();
+    let workers: Vec<_> = (0..2)
+        .map(|w| {
+            let path = path.clone();
+            std::thread::spawn(move || {
+                for i in 0..15 {
+                    let output = crate::support::conveyor()
+                        .arg("--data")
+                        .arg(&path)
+                        .args(["task", "add", "@api", "--ref", &format!("w{w}-{i}")])
+                        .output()
+                        .expect("runs");
+                    let stderr = String::from_utf8_lossy(&output.stderr);
+                    assert!(output.status.success(), "{stderr}");
+                    assert!(!stderr.contains("in use"), "{stderr}");
+                }
+            })
+        })
+        .collect();
+    for w in workers {
+        w.join().expect("worker");
+    }
+    assert_eq!(
+        server
+            .data
+            .json(&["task", "list", "@api"])
+            .as_array()
+            .map(Vec::len),
+        Some(30)
+    );
+}
+
+#[test]
+fn serve_refuses_a_public_address_without_allow_remote() {
+    let data = DataDir::new();
+    let (code, _, stderr) = data.run(&["serve", "--listen", "0.0.0.0:0"]);
+    assert_eq!(code, 2);
+    assert!(
+        stderr.contains("add --allow-remote if you mean it"),
+        "{stderr}"
+    );
+    let (code, _, stderr) = data.run(&["serve", "--listen", "nowhere"]);
+    assert_eq!(code, 2);
+    assert!(
+        stderr.contains("--listen: `nowhere` is not an address"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn the_server_writes_its_address_and_token_for_its_owner_only() {
+    let (data, _, _) = setup();
+    let mut server = Server::start(data);
+    let file = server.data.path().join("server.json");
+    let info: Value =
+        serde_json::from_str(&std::fs::read_to_string(&file).expect("server.json")).expect("json");
+    assert!(
+        server
+            .base
+            .ends_with(info["address"].as_str().expect("address"))
+    );
+    assert!(info["token"].as_str().expect("token").len() >= 32);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        let mode = std::fs::metadata(&file).expect("meta").permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+    }
+    // Without the token the admin endpoint refuses.
+    let response = http()
+        .post(format!("{}/admin/command", server.base))
+        .json(&json!({"request": {"command": "process_list"}, "json": true}))
+        .send()
+        .expect("send");
+    assert_eq!(response.status().as_u16(), 401);
+    assert_eq!(server.stop(), 0, "SIGTERM stops it cleanly");
+    assert!(!file.exists(), "the file is removed on a clean stop");
+}
