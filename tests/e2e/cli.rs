@@ -124,13 +124,22 @@ fn process_templates_lists_the_shipped_templates() {
     let d = DataDir::new();
     let out = d.ok(&["process", "templates"]);
     let lines: Vec<&str> = out.lines().collect();
-    assert_eq!(lines.len(), 2, "{out}");
+    assert_eq!(lines.len(), 7, "{out}");
     assert!(lines[0].starts_with("bitrix_oauth "), "{out}");
     assert!(lines[0].ends_with("Bitrix OAuth"), "{out}");
-    assert!(lines[1].starts_with("deals_report "), "{out}");
+    assert!(lines[1].starts_with("bitrix_deals "), "{out}");
+    assert!(lines[2].ends_with("Telegram message"), "{out}");
     assert_eq!(
         d.json(&["process", "templates"]),
-        json!(["bitrix_oauth", "deals_report"])
+        json!([
+            "bitrix_oauth",
+            "bitrix_deals",
+            "notify_telegram",
+            "notify_twilio",
+            "notify_messagebird",
+            "notify_mandrill",
+            "notify_unisender"
+        ])
     );
 }
 
@@ -205,7 +214,7 @@ fn process_clone_refuses_bad_aliases_unknown_templates_and_invalid_files() {
     }
     assert_eq!(
         fails(&d, &["process", "clone", "bitrix_oath"], 1),
-        "no template `bitrix_oath` (shipped: bitrix_oauth, deals_report); \
+        "no template `bitrix_oath` (shipped: bitrix_oauth, bitrix_deals, notify_telegram, notify_twilio, notify_messagebird, notify_mandrill, notify_unisender); \
          to clone a file, give its path ending in .yaml"
     );
     let bad = write(&d, "bad.yaml", INVALID);
@@ -1037,7 +1046,7 @@ fn the_data_dir_comes_from_conveyor_data_when_data_is_not_given() {
     };
     run(&["process", "clone", "bitrix_oauth", "--alias", "bitrix"]);
     assert_eq!(d.json(&["process", "list"])[0]["alias"], "bitrix");
-    d.ok(&["process", "clone", "deals_report", "--alias", "deals"]);
+    d.ok(&["process", "clone", "bitrix_deals", "--alias", "deals"]);
     let listed: Value = serde_json::from_str(&run(&["--json", "process", "list"])).unwrap();
     assert_eq!(listed.as_array().unwrap().len(), 2);
 }
@@ -1248,7 +1257,7 @@ fn json_output_of_every_command_parses_with_its_fields() {
     );
     let show = d.json(&["process", "show", "1"]);
     assert_eq!(show["title"], "Bitrix OAuth");
-    assert_eq!(show["nodes"].as_array().unwrap().len(), 7);
+    assert_eq!(show["nodes"].as_array().unwrap().len(), 10);
     assert_eq!(
         keys(&show["nodes"][0]),
         ["id", "kind", "now", "title", "total"]
@@ -1265,7 +1274,15 @@ fn json_output_of_every_command_parses_with_its_fields() {
     );
     assert_eq!(
         d.json(&["process", "templates"]),
-        json!(["bitrix_oauth", "deals_report"])
+        json!([
+            "bitrix_oauth",
+            "bitrix_deals",
+            "notify_telegram",
+            "notify_twilio",
+            "notify_messagebird",
+            "notify_mandrill",
+            "notify_unisender"
+        ])
     );
     // `--json` may come anywhere on the line.
     let out = d.ok(&["process", "list", "--json"]);

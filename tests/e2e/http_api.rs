@@ -319,7 +319,7 @@ fn bad_requests_are_refused_with_a_reason_and_change_nothing() {
     // A key limited to @api may not touch another process.
     server
         .data
-        .ok(&["process", "clone", "deals_report", "--alias", "other"]);
+        .ok(&["process", "clone", "bitrix_deals", "--alias", "other"]);
     let (_, reply) = call(
         &server.base,
         limited["login"].as_u64().expect("login"),

@@ -50,6 +50,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         } => {
             let dir = data_dir(&global)?;
             let runtime = open(&dir)?;
+            let _mark = EngineMark::new(&dir);
             return crate::serve::run(runtime, &dir, &listen, allow_remote);
         }
         Command::Run { until_idle } => return engine(&global, until_idle),
@@ -195,7 +196,8 @@ pub fn data_dir(global: &Global) -> anyhow::Result<PathBuf> {
 }
 
 /// Opens the store. Another short command may hold it for a moment: wait up to 3 s for
-/// it before giving up (an engine holds it for good; the message then says so).
+/// it before giving up. An engine (`serve`, `run`) holds it for good and says so in
+/// `engine.pid`: then fail at once, with the message that names it.
 pub fn open(dir: &Path) -> anyhow::Result<Arc<Runtime>> {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(3);
     let mut pause = std::time::Duration::from_millis(10);
@@ -203,7 +205,7 @@ pub fn open(dir: &Path) -> anyhow::Result<Arc<Runtime>> {
         match SledStore::open(dir) {
             Ok(store) => break store,
             Err(conveyor_store::StoreError::Locked { .. })
-                if std::time::Instant::now() < deadline =>
+                if std::time::Instant::now() < deadline && !engine_running(dir) =>
             {
                 std::thread::sleep(pause);
                 pause = (pause * 2).min(std::time::Duration::from_millis(200));
@@ -216,6 +218,39 @@ pub fn open(dir: &Path) -> anyhow::Result<Arc<Runtime>> {
         Arc::new(SystemClock),
         Settings::default(),
     ))
+}
+
+fn engine_pid_file(dir: &Path) -> PathBuf {
+    dir.join("engine.pid")
+}
+
+/// Whether an engine process named in `engine.pid` is alive.
+fn engine_running(dir: &Path) -> bool {
+    let Ok(text) = std::fs::read_to_string(engine_pid_file(dir)) else {
+        return false;
+    };
+    match text.trim().parse::<u32>() {
+        Ok(pid) if cfg!(target_os = "linux") => Path::new(&format!("/proc/{pid}")).exists(),
+        Ok(_) => true,
+        Err(_) => false,
+    }
+}
+
+/// Marks the data dir as held by this process's engine until dropped.
+pub struct EngineMark(PathBuf);
+
+impl EngineMark {
+    pub fn new(dir: &Path) -> EngineMark {
+        let path = engine_pid_file(dir);
+        let _ = std::fs::write(&path, std::process::id().to_string());
+        EngineMark(path)
+    }
+}
+
+impl Drop for EngineMark {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
 }
 
 fn engine(global: &Global, until_idle: bool) -> anyhow::Result<ExitCode> {
@@ -235,6 +270,7 @@ fn engine(global: &Global, until_idle: bool) -> anyhow::Result<ExitCode> {
         }
     }
     let runtime = open(&dir)?;
+    let _mark = EngineMark::new(&dir);
     let tokio = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

@@ -8,8 +8,28 @@ pub const TEMPLATES: &[(&str, &str)] = &[
         include_str!("../../../processes/bitrix_oauth.yaml"),
     ),
     (
-        "deals_report",
-        include_str!("../../../processes/deals_report.yaml"),
+        "bitrix_deals",
+        include_str!("../../../processes/bitrix_deals.yaml"),
+    ),
+    (
+        "notify_telegram",
+        include_str!("../../../processes/notify_telegram.yaml"),
+    ),
+    (
+        "notify_twilio",
+        include_str!("../../../processes/notify_twilio.yaml"),
+    ),
+    (
+        "notify_messagebird",
+        include_str!("../../../processes/notify_messagebird.yaml"),
+    ),
+    (
+        "notify_mandrill",
+        include_str!("../../../processes/notify_mandrill.yaml"),
+    ),
+    (
+        "notify_unisender",
+        include_str!("../../../processes/notify_unisender.yaml"),
     ),
 ];
 
