@@ -11,7 +11,7 @@ use serde_json::{Map, Value, json};
 pub struct Engine {
     pub runtime: Arc<Runtime>,
     pub clock: ManualClock,
-    _dir: tempfile::TempDir,
+    dir: tempfile::TempDir,
 }
 
 pub const T0: i64 = 1_764_345_600_000;
@@ -29,8 +29,27 @@ impl Engine {
         Engine {
             runtime,
             clock,
-            _dir: dir,
+            dir,
         }
+    }
+
+    /// Stops this engine and starts another on the same store and clock, as a restart
+    /// of the process would.
+    pub fn restart(&mut self) {
+        let placeholder = Runtime::new(
+            Arc::new(SledStore::open(tempfile::tempdir().expect("dir").path()).expect("store")),
+            Arc::new(self.clock.clone()),
+            Settings::default(),
+        );
+        let old = std::mem::replace(&mut self.runtime, placeholder);
+        old.store().flush().expect("flush");
+        drop(old);
+        let store = SledStore::open(self.dir.path()).expect("the store opens again");
+        self.runtime = Runtime::new(
+            Arc::new(store),
+            Arc::new(self.clock.clone()),
+            Settings::default(),
+        );
     }
 
     pub fn clone_process(&self, yaml: &str, alias: Option<&str>) -> u64 {

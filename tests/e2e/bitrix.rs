@@ -1,0 +1,484 @@
+//! The Bitrix story end to end against the sandbox: the shipped `bitrix_oauth` process,
+//! the `bitrix_deals` consumer and the five notifier processes, with a manual engine
+//! clock (no 25-minute sleeps) and the sandbox's own clock moved by hand.
+
+use std::time::Duration;
+
+use conveyor_sandbox::{
+    DEFAULT_CLIENT_ID, DEFAULT_CLIENT_SECRET, Failure, Sandbox, SandboxConfig, Service,
+};
+use conveyor_store::{EventKind, TaskStatus};
+use serde_json::{Map, Value, json};
+
+use crate::engine::Engine;
+
+pub const BITRIX: &str = include_str!("../../processes/bitrix_oauth.yaml");
+pub const DEALS: &str = include_str!("../../processes/bitrix_deals.yaml");
+
+pub async fn sandbox() -> Sandbox {
+    Sandbox::start(SandboxConfig::default())
+        .await
+        .expect("sandbox starts")
+}
+
+fn object(value: Value) -> Map<String, Value> {
+    match value {
+        Value::Object(map) => map,
+        _ => panic!("not an object"),
+    }
+}
+
+/// A token task's data for the sandbox's default application.
+fn token_data(sandbox: &Sandbox, code: &str, notify: &str) -> Value {
+    json!({
+        "portal": "sandbox",
+        "client_id": DEFAULT_CLIENT_ID,
+        "client_secret": DEFAULT_CLIENT_SECRET,
+        "scope": "crm",
+        "code": code,
+        "oauth_server": sandbox.url(),
+        "notify_process": notify,
+    })
+}
+
+fn new_code(sandbox: &Sandbox) -> String {
+    sandbox.issue_code(DEFAULT_CLIENT_ID).expect("a code").code
+}
+
+async fn connected(e: &Engine, sandbox: &Sandbox) -> conveyor_store::TaskRecord {
+    e.clone_process(BITRIX, Some("bitrix"));
+    let code = new_code(sandbox);
+    e.add("@bitrix", Some("token"), token_data(sandbox, &code, ""));
+    e.idle().await;
+    let task = e.task("@bitrix", "token");
+    assert_eq!(task.node, "wait_refresh", "{:?}", task.data.get("failure"));
+    task
+}
+
+fn http() -> reqwest::Client {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    reqwest::Client::new()
+}
+
+/// Calls a REST method with a token; returns (status, body).
+async fn rest(sandbox: &Sandbox, token: &str) -> (u16, Value) {
+    let response = http()
+        .get(format!("{}/rest/profile", sandbox.url()))
+        .query(&[("auth", token)])
+        .send()
+        .await
+        .expect("rest");
+    let status = response.status().as_u16();
+    (status, response.json().await.unwrap_or(Value::Null))
+}
+
+async fn refresh_with(sandbox: &Sandbox, refresh_token: &str) -> (u16, Value) {
+    let response = http()
+        .get(format!("{}/oauth/token/", sandbox.url()))
+        .query(&[
+            ("grant_type", "refresh_token"),
+            ("client_id", DEFAULT_CLIENT_ID),
+            ("client_secret", DEFAULT_CLIENT_SECRET),
+            ("refresh_token", refresh_token),
+        ])
+        .send()
+        .await
+        .expect("token");
+    let status = response.status().as_u16();
+    (status, response.json().await.unwrap_or(Value::Null))
+}
+
+fn text(task: &conveyor_store::TaskRecord, key: &str) -> String {
+    task.data
+        .get(key)
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exchange_then_three_refreshes_rotate_and_every_superseded_token_is_rejected() {
+    let sandbox = sandbox().await;
+    let e = Engine::new();
+    let first = connected(&e, &sandbox).await;
+    assert!(!text(&first, "access_token").is_empty());
+    assert_eq!(
+        text(&first, "client_endpoint"),
+        format!("{}/rest/", sandbox.url())
+    );
+    let mut pairs = vec![(text(&first, "access_token"), text(&first, "refresh_token"))];
+    for _ in 0..3 {
+        e.advance(Duration::from_secs(25 * 60 - 1)).await;
+        assert_eq!(
+            text(&e.task("@bitrix", "token"), "access_token"),
+            pairs.last().expect("pair").0,
+            "not before 25 min"
+        );
+        e.advance(Duration::from_secs(1)).await;
+        let task = e.task("@bitrix", "token");
+        assert_eq!(task.node, "wait_refresh");
+        let pair = (text(&task, "access_token"), text(&task, "refresh_token"));
+        assert_ne!(&pair, pairs.last().expect("pair"), "rotated");
+        pairs.push(pair);
+    }
+    let (current, older) = pairs.split_last().expect("pairs");
+    assert_eq!(
+        rest(&sandbox, &current.0).await.0,
+        200,
+        "the stored token works"
+    );
+    for (access, refresh) in older {
+        let (status, body) = rest(&sandbox, access).await;
+        assert_eq!(status, 401, "{body}");
+        let (status, body) = refresh_with(&sandbox, refresh).await;
+        assert_eq!(
+            (status, body["error"].as_str()),
+            (400, Some("invalid_grant"))
+        );
+    }
+    let grants: Vec<(Option<String>, String)> = sandbox
+        .stats()
+        .token_requests
+        .iter()
+        .filter(|r| !r.forced)
+        .map(|r| (r.grant_type.clone(), r.outcome.clone()))
+        .collect();
+    assert_eq!(grants[0], (Some("authorization_code".into()), "ok".into()));
+    assert_eq!(grants[1..4].iter().filter(|g| g.1 == "ok").count(), 3);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_consumer_reads_the_token_and_an_expired_token_is_refreshed_exactly_once() {
+    let sandbox = sandbox().await;
+    let e = Engine::new();
+    connected(&e, &sandbox).await;
+    e.clone_process(DEALS, Some("deals"));
+    e.add("@deals", Some("first"), json!({}));
+    e.idle().await;
+    let first = e.task("@deals", "first");
+    assert_eq!(first.node, "done", "{:?}", first.data);
+    assert_eq!(first.data["total"], 3);
+    assert_eq!(first.data["deals"].as_array().map(Vec::len), Some(3));
+    // The token never shows in the consumer's history.
+    let token = text(&e.task("@bitrix", "token"), "access_token");
+    let history = serde_json::to_string(&e.runtime.store().history(first.id).expect("history"))
+        .expect("json");
+    assert!(history.contains("auth=***"), "{history}");
+    assert!(!history.contains(&token));
+
+    // The access token expires (an hour passes for Bitrix); five consumers hit it together.
+    sandbox.advance_clock(3601);
+    let refreshes_before = sandbox.stats().token_requests.len();
+    for i in 0..5 {
+        e.add("@deals", Some(&format!("c{i}")), json!({}));
+    }
+    e.idle().await;
+    for i in 0..5 {
+        assert_eq!(e.task("@deals", &format!("c{i}")).node, "wait_new_token");
+    }
+    e.advance(Duration::from_secs(2)).await;
+    for i in 0..5 {
+        let task = e.task("@deals", &format!("c{i}"));
+        assert_eq!(task.node, "done", "{:?}", task.data);
+        assert_eq!(task.data["retried"], "yes");
+    }
+    let refreshes: Vec<_> = sandbox.stats().token_requests[refreshes_before..]
+        .iter()
+        .map(|r| (r.grant_type.clone(), r.outcome.clone()))
+        .collect();
+    assert_eq!(
+        refreshes,
+        vec![(Some("refresh_token".into()), "ok".into())],
+        "exactly one refresh"
+    );
+    assert_ne!(text(&e.task("@bitrix", "token"), "access_token"), token);
+}
+
+/// The five notifier processes, cloned with the sandbox's credentials.
+fn clone_notifiers(e: &Engine, sandbox: &Sandbox) -> Vec<(&'static str, Service)> {
+    let c = sandbox.credentials().clone();
+    let url = sandbox.url().to_string();
+    let settings: Vec<(&str, &str, Value, Service)> = vec![
+        (
+            "tg",
+            "notify_telegram",
+            json!({"bot_token": c.telegram_bot_token, "chat_id": "4242", "api_url": url}),
+            Service::Telegram,
+        ),
+        (
+            "twilio",
+            "notify_twilio",
+            json!({"account_sid": c.twilio_account_sid, "auth_token": c.twilio_auth_token, "from": "+15550001111", "to": "+15550002222", "api_url": url}),
+            Service::Twilio,
+        ),
+        (
+            "mb",
+            "notify_messagebird",
+            json!({"access_key": c.messagebird_access_key, "originator": "Conveyor", "recipients": "31612345678", "api_url": url}),
+            Service::Messagebird,
+        ),
+        (
+            "mandrill",
+            "notify_mandrill",
+            json!({"key": c.mandrill_key, "from_email": "robot@example.com", "to_email": "author@example.com", "api_url": url}),
+            Service::Mandrill,
+        ),
+        (
+            "unisender",
+            "notify_unisender",
+            json!({"api_key": c.unisender_api_key, "sender_email": "robot@example.com", "email": "author@example.com", "list_id": "1", "api_url": url}),
+            Service::Unisender,
+        ),
+    ];
+    settings
+        .into_iter()
+        .map(|(alias, template, values, service)| {
+            let yaml = std::fs::read_to_string(
+                crate::support::repo_root().join(format!("processes/{template}.yaml")),
+            )
+            .expect("template");
+            e.runtime
+                .clone_process(template, &yaml, Some(alias), object(values))
+                .expect("clone notifier");
+            (alias, service)
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failures_escalate_with_the_reason_and_alert_every_notifier() {
+    let sandbox = sandbox().await;
+    let e = Engine::new();
+    e.clone_process(BITRIX, Some("bitrix"));
+    let notifiers = clone_notifiers(&e, &sandbox);
+    // Half the tokens get a code older than 30 s; the other half an invalid_grant refresh.
+    for (i, (alias, _)) in notifiers.iter().enumerate() {
+        let code = new_code(&sandbox);
+        if i % 2 == 0 {
+            sandbox.advance_clock(31);
+        }
+        e.add(
+            "@bitrix",
+            Some(&format!("token-{alias}")),
+            token_data(&sandbox, &code, &format!("@{alias}")),
+        );
+        e.idle().await;
+    }
+    sandbox
+        .fail_next(Service::Token, 2, Failure::error("invalid_grant"))
+        .expect("fail next");
+    e.advance(Duration::from_secs(25 * 60)).await;
+
+    for (i, (alias, service)) in notifiers.iter().enumerate() {
+        let task = e.task("@bitrix", &format!("token-{alias}"));
+        assert_eq!(
+            (task.node.as_str(), task.status),
+            ("not_updated", TaskStatus::Waiting),
+            "{alias}"
+        );
+        let (error, failure) = if i % 2 == 0 {
+            (
+                "expired_token",
+                "HTTP 401: expired_token (The authorization token provided has expired.)",
+            )
+        } else {
+            ("invalid_grant", "HTTP 400: invalid_grant")
+        };
+        assert_eq!(
+            (
+                text(&task, "error").as_str(),
+                text(&task, "failure").as_str()
+            ),
+            (error, failure),
+            "{alias}"
+        );
+        let messages = sandbox.messages(*service);
+        assert_eq!(messages.len(), 1, "{alias}: {messages:?}");
+        assert!(
+            messages[0].text.contains("Bitrix OAuth for sandbox"),
+            "{alias}: {}",
+            messages[0].text
+        );
+        assert!(
+            messages[0].text.contains(failure),
+            "{alias}: {}",
+            messages[0].text
+        );
+        let notified = e.task(
+            &format!("@{alias}"),
+            &e.runtime
+                .store()
+                .tasks(
+                    e.runtime
+                        .resolve(&format!("@{alias}"))
+                        .expect("process")
+                        .record
+                        .id,
+                    None,
+                    10,
+                )
+                .expect("tasks")[0]
+                .id
+                .to_string(),
+        );
+        assert_eq!(
+            notified.node,
+            "sent",
+            "{alias}: {:?}",
+            notified.data.get("reason")
+        );
+    }
+    // The wire formats as the services received them.
+    let tg = &sandbox.messages(Service::Telegram)[0];
+    assert_eq!(tg.to, vec!["4242".to_string()]);
+    let twilio = &sandbox.messages(Service::Twilio)[0];
+    assert_eq!(
+        (twilio.from.as_deref(), twilio.to.clone()),
+        (Some("+15550001111"), vec!["+15550002222".to_string()])
+    );
+    let mandrill = &sandbox.messages(Service::Mandrill)[0];
+    assert!(
+        mandrill
+            .subject
+            .as_deref()
+            .unwrap_or("")
+            .contains("access_token doesn't update")
+    );
+    // The escalation node counts them all.
+    let counters = e.runtime.store().counters(1).expect("counters");
+    let held = counters
+        .iter()
+        .find(|(n, _)| n == "not_updated")
+        .map(|(_, c)| c.now);
+    assert_eq!(held, Some(5));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_503_and_a_timeout_are_retried_and_a_new_code_recovers_an_escalated_task() {
+    let sandbox = sandbox().await;
+    let e = Engine::new();
+    // The same process with a short request timeout, so that the test need not wait 15 s.
+    e.clone_process(
+        &BITRIX.replace("request_timeout: 15s", "request_timeout: 1s"),
+        Some("bitrix"),
+    );
+    sandbox
+        .fail_next(Service::Token, 1, Failure::Status { status: 503 })
+        .expect("fail");
+    let code = new_code(&sandbox);
+    e.add("@bitrix", Some("token"), token_data(&sandbox, &code, ""));
+    e.idle().await;
+    assert_eq!(
+        e.task("@bitrix", "token").node,
+        "get_token",
+        "waiting to retry"
+    );
+    e.advance(Duration::from_secs(1)).await;
+    assert_eq!(e.task("@bitrix", "token").node, "wait_refresh");
+
+    sandbox
+        .fail_next(Service::Token, 1, Failure::Delay { ms: 2500 })
+        .expect("fail");
+    e.advance(Duration::from_secs(25 * 60)).await;
+    let task = e.task("@bitrix", "token");
+    assert_eq!(task.node, "refresh", "timed out, waiting to retry");
+    // The retry (real time: right after the 1 s timeout, before the slow answer) works.
+    e.advance(Duration::from_secs(2)).await;
+    let task = e.task("@bitrix", "token");
+    let outcomes: Vec<String> = e
+        .runtime
+        .store()
+        .history(task.id)
+        .expect("history")
+        .iter()
+        .filter_map(|h| match &h.kind {
+            EventKind::ApiRequest { outcome, .. } => Some(outcome.clone()),
+            _ => None,
+        })
+        .collect();
+    // exchange: 503 then ok; refresh: timeout then ok.
+    assert_eq!(outcomes.len(), 4, "{outcomes:?}");
+    assert!(outcomes[0].contains("HTTP 503"), "{outcomes:?}");
+    assert_eq!(outcomes[1], "ok");
+    assert!(
+        outcomes[2].contains("no complete answer within 1s"),
+        "{outcomes:?}"
+    );
+    assert_eq!(outcomes[3], "ok");
+    assert_eq!(task.node, "wait_refresh", "neither failure escalated");
+
+    // A refusal escalates; a new code through `task modify` recovers.
+    sandbox
+        .fail_next(Service::Token, 1, Failure::error("invalid_grant"))
+        .expect("fail");
+    e.advance(Duration::from_secs(25 * 60)).await;
+    assert_eq!(e.task("@bitrix", "token").node, "not_updated");
+    // Recovery: a new code through `task modify`.
+    let code = new_code(&sandbox);
+    e.runtime
+        .modify_task(
+            "@bitrix",
+            &conveyor_runtime::TaskKey("token".into()),
+            object(json!({"code": code})),
+            "test",
+        )
+        .expect("modify");
+    e.idle().await;
+    let task = e.task("@bitrix", "token");
+    assert_eq!(task.node, "wait_refresh");
+    assert_eq!(rest(&sandbox, &text(&task, "access_token")).await.0, 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_portals_and_servers_are_refused_before_anything_is_sent() {
+    let sandbox = sandbox().await;
+    let e = Engine::new();
+    e.clone_process(BITRIX, Some("bitrix"));
+    let code = new_code(&sandbox);
+    for (key, value) in [
+        ("portal", "evil.com#"),
+        ("portal", "a/b"),
+        ("portal", "x.bitrix24.ru?"),
+        ("portal", ""),
+        ("oauth_server", "http://evil.com/steal?"),
+        ("oauth_server", "file:///etc/passwd"),
+    ] {
+        let mut data = object(token_data(&sandbox, &code, ""));
+        data.insert(key.into(), Value::String(value.into()));
+        let err = e
+            .runtime
+            .add_task("@bitrix", Some("token"), data)
+            .expect_err(value);
+        assert!(
+            err.to_string().starts_with(&format!("param `{key}`")),
+            "{err}"
+        );
+    }
+    e.idle().await;
+    assert!(
+        sandbox.stats().token_requests.is_empty(),
+        "the sandbox received nothing"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restart_while_the_token_waits_still_refreshes_on_time() {
+    let sandbox = sandbox().await;
+    let mut e = Engine::new();
+    let before = connected(&e, &sandbox).await;
+    e.clock.advance(Duration::from_secs(10 * 60));
+    e.restart();
+    e.advance(Duration::from_secs(15 * 60 - 1)).await;
+    assert_eq!(
+        text(&e.task("@bitrix", "token"), "access_token"),
+        text(&before, "access_token")
+    );
+    e.advance(Duration::from_secs(1)).await;
+    let after = e.task("@bitrix", "token");
+    assert_ne!(
+        text(&after, "access_token"),
+        text(&before, "access_token"),
+        "refreshed at 25 min"
+    );
+    assert_eq!(after.node, "wait_refresh");
+}
