@@ -2,7 +2,7 @@
 //! the `bitrix_deals` consumer and the five notifier processes, with a manual engine
 //! clock (no 25-minute sleeps) and the sandbox's own clock moved by hand.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use conveyor_sandbox::{
     DEFAULT_CLIENT_ID, DEFAULT_CLIENT_SECRET, Failure, Sandbox, SandboxConfig, Service,
@@ -481,4 +481,403 @@ async fn a_restart_while_the_token_waits_still_refreshes_on_time() {
         "refreshed at 25 min"
     );
     assert_eq!(after.node, "wait_refresh");
+}
+
+/// The real binary, logs at trace level, every output searched for every secret.
+#[test]
+fn no_secret_reaches_logs_or_output_at_trace_level() {
+    let tokio = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let sandbox = tokio.block_on(sandbox());
+    let data = crate::support::DataDir::new();
+    let code = new_code(&sandbox);
+    let mut outputs = Vec::new();
+    let mut run = |args: &[&str]| {
+        let output = data
+            .command(args)
+            .env("CONVEYOR_LOG", "trace")
+            .output()
+            .expect("conveyor runs");
+        assert!(
+            output.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        outputs.push(format!(
+            "{}{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        ));
+    };
+    run(&["process", "clone", "bitrix_oauth", "--alias", "bitrix"]);
+    let url = sandbox.url().to_string();
+    run(&[
+        "task",
+        "add",
+        "@bitrix",
+        "--ref",
+        "token",
+        "portal=sandbox",
+        &format!("client_id={DEFAULT_CLIENT_ID}"),
+        &format!("client_secret={DEFAULT_CLIENT_SECRET}"),
+        &format!("code={code}"),
+        &format!("oauth_server={url}"),
+        "refresh_every=1s",
+    ]);
+    run(&["run", "--until-idle"]);
+    std::thread::sleep(Duration::from_millis(1100));
+    run(&["run", "--until-idle"]);
+    run(&["task", "show", "@bitrix", "token"]);
+    run(&["--json", "task", "show", "@bitrix", "token"]);
+    run(&["--json", "task", "list", "@bitrix"]);
+    run(&["task", "history", "@bitrix", "token"]);
+    run(&["--json", "task", "history", "@bitrix", "token"]);
+    run(&["process", "show", "@bitrix"]);
+
+    let revealed = data.json(&["task", "show", "@bitrix", "token", "--reveal"]);
+    let secrets: Vec<String> = ["client_secret", "code", "access_token", "refresh_token"]
+        .iter()
+        .map(|k| {
+            revealed["data"][k]
+                .as_str()
+                .unwrap_or_else(|| panic!("{k} set: {revealed}"))
+                .to_string()
+        })
+        .collect();
+    assert_eq!(revealed["node"], "wait_refresh");
+    let all = outputs.join("\n");
+    assert!(
+        all.contains("TRACE") || all.contains("DEBUG"),
+        "logs were on"
+    );
+    for secret in &secrets {
+        assert!(!all.contains(secret.as_str()), "a secret leaked: {secret}");
+    }
+    // The stored tokens are the ones Bitrix issued last (a refresh happened).
+    let grants = sandbox
+        .stats()
+        .token_requests
+        .iter()
+        .filter(|r| r.outcome == "ok")
+        .count();
+    assert_eq!(grants, 2);
+    drop(tokio);
+}
+
+/// The Bitrix24 application's redirect URL is the process's direct URL: a browser that
+/// authorizes the app lands on it with `?code=…&state=…&domain=…`, which starts the
+/// `token` task, and later re-authorizes it when it waits in the escalation.
+#[test]
+fn the_redirect_url_delivers_the_code_to_the_token_task() {
+    let tokio = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let sandbox = tokio.block_on(sandbox());
+    let data = crate::support::DataDir::new();
+    let url = sandbox.url().to_string();
+    data.ok(&[
+        "process",
+        "clone",
+        "bitrix_oauth",
+        "--alias",
+        "bitrix",
+        "--set",
+        "portal=sandbox",
+        "--set",
+        &format!("client_id={DEFAULT_CLIENT_ID}"),
+        "--set",
+        &format!("client_secret={DEFAULT_CLIENT_SECRET}"),
+        "--set",
+        &format!("oauth_server={url}"),
+        "--set",
+        "refresh_every=1s",
+    ]);
+    let direct = data.json(&["process", "url", "@bitrix"])["url"]
+        .as_str()
+        .expect("url")
+        .to_string();
+    let server = crate::http_api::Server::start(data);
+    let direct = direct.replace("http://127.0.0.1:7878", &server.base);
+    sandbox
+        .register_app(conveyor_sandbox::AppRegistration {
+            client_id: Some(DEFAULT_CLIENT_ID.into()),
+            client_secret: Some(DEFAULT_CLIENT_SECRET.into()),
+            redirect_url: Some(format!("{direct}?ref=token")),
+            portal: Some("sandbox".into()),
+            scope: Some("crm".into()),
+        })
+        .expect("app registered");
+    let browser = crate::http_api::http();
+    let authorize =
+        format!("{url}/oauth/authorize/?client_id={DEFAULT_CLIENT_ID}&response_type=code&state=s1");
+    let landed = browser
+        .get(&authorize)
+        .header("accept", "text/html")
+        .send()
+        .expect("browser");
+    assert_eq!(landed.status().as_u16(), 200);
+    assert!(
+        landed
+            .text()
+            .expect("page")
+            .contains("Conveyor received it")
+    );
+
+    let wait_for = |node: &str| {
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            let task = server.data.json(&["task", "show", "@bitrix", "token"]);
+            if task["node"] == node {
+                return task;
+            }
+            assert!(Instant::now() < deadline, "never reached {node}: {task}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    };
+    let task = wait_for("wait_refresh");
+    assert_eq!(task["data"]["state"], "s1");
+    assert_eq!(task["data"]["access_token"], "***");
+
+    // Bitrix refuses the next refresh: the task escalates; the author authorizes again.
+    sandbox
+        .fail_next(Service::Token, 1, Failure::error("invalid_grant"))
+        .expect("fail");
+    wait_for("not_updated");
+    let again = browser
+        .get(authorize.replace("s1", "s2"))
+        .send()
+        .expect("browser");
+    assert_eq!(again.status().as_u16(), 200);
+    let task = wait_for("wait_refresh");
+    assert_eq!(task["data"]["state"], "s2");
+    let codes = sandbox
+        .stats()
+        .token_requests
+        .iter()
+        .filter(|r| r.grant_type.as_deref() == Some("authorization_code") && r.outcome == "ok")
+        .count();
+    assert_eq!(
+        codes, 2,
+        "two codes exchanged, both delivered by the redirect"
+    );
+    drop(server);
+    drop(tokio);
+}
+
+#[test]
+fn the_demo_tells_the_whole_story() {
+    let (code, stdout, stderr) = crate::support::run(&["demo"]);
+    assert_eq!(code, 0, "{stdout}\n{stderr}");
+    for line in [
+        "sandbox up at http://127.0.0.1:",
+        "token received: access_token ***",
+        "refreshed: new access_token ***",
+        "called crm.deal.list: 3 deals",
+        "escalated to `access_token doesn't update`: HTTP 400: invalid_grant",
+        "Telegram alert sent to chat 4242: Bitrix OAuth for sandbox: HTTP 400: invalid_grant",
+        "recovered: access_token ***",
+        "done in",
+    ] {
+        assert!(stdout.contains(line), "missing `{line}` in:\n{stdout}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_notifier_reports_its_service_failures_with_the_reason() {
+    let sandbox = sandbox().await;
+    let e = Engine::new();
+    let url = sandbox.url().to_string();
+    let c = sandbox.credentials().clone();
+    let clone = |template: &str, alias: &str, values: Value| {
+        let yaml = std::fs::read_to_string(
+            crate::support::repo_root().join(format!("processes/{template}.yaml")),
+        )
+        .expect("template");
+        e.runtime
+            .clone_process(template, &yaml, Some(alias), object(values))
+            .expect("clone");
+    };
+    clone(
+        "notify_telegram",
+        "tg",
+        json!({"bot_token": "1:wrong", "chat_id": "4242", "api_url": url}),
+    );
+    clone(
+        "notify_twilio",
+        "twilio",
+        json!({"account_sid": c.twilio_account_sid, "auth_token": "wrong", "from": "+15550001111", "to": "+15550002222", "api_url": url}),
+    );
+    clone(
+        "notify_messagebird",
+        "mb",
+        json!({"access_key": "wrong", "originator": "Conveyor", "recipients": "31612345678", "api_url": url}),
+    );
+    clone(
+        "notify_mandrill",
+        "mandrill",
+        json!({"key": c.mandrill_key, "from_email": "robot@example.com", "to_email": "author@example.com", "api_url": url}),
+    );
+    clone(
+        "notify_unisender",
+        "unisender",
+        json!({"api_key": "wrong", "sender_email": "robot@example.com", "email": "author@example.com", "list_id": "1", "api_url": url}),
+    );
+    // Mandrill answers HTTP 200 with the recipient rejected.
+    sandbox
+        .fail_next(Service::Mandrill, 1, Failure::error("rejected"))
+        .expect("fail");
+    for alias in ["tg", "twilio", "mb", "mandrill", "unisender"] {
+        e.add(&format!("@{alias}"), Some("m"), json!({"text": "hello"}));
+    }
+    e.idle().await;
+    let reason = |alias: &str| {
+        let task = e.task(&format!("@{alias}"), "m");
+        assert_eq!(
+            (task.node.as_str(), task.status),
+            ("failed", TaskStatus::Failed),
+            "{alias}: {:?}",
+            task.data
+        );
+        text(&task, "reason")
+    };
+    assert!(reason("tg").starts_with("HTTP 401"), "{}", reason("tg"));
+    assert!(
+        reason("twilio").starts_with("HTTP 401"),
+        "{}",
+        reason("twilio")
+    );
+    assert!(reason("mb").contains("access_key"), "{}", reason("mb"));
+    assert_eq!(reason("mandrill"), "Mandrill: rejected (hard-bounce)");
+    assert!(
+        reason("unisender").contains("invalid_api_key"),
+        "{}",
+        reason("unisender")
+    );
+    // Nothing was delivered, and the wrong keys never show in clear.
+    for service in [
+        Service::Telegram,
+        Service::Twilio,
+        Service::Messagebird,
+        Service::Mandrill,
+        Service::Unisender,
+    ] {
+        assert!(sandbox.messages(service).is_empty(), "{service:?}");
+    }
+}
+
+#[test]
+fn bitrix_authorize_takes_the_pasted_redirect_and_starts_the_token_task() {
+    use std::io::Write as _;
+    let tokio = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let sandbox = tokio.block_on(sandbox());
+    let data = crate::support::DataDir::new();
+    data.ok(&["process", "clone", "bitrix_oauth", "--alias", "bitrix"]);
+    let code = new_code(&sandbox);
+    let mut child = data
+        .command(&[
+            "bitrix",
+            "authorize",
+            "@bitrix",
+            "--portal",
+            "sandbox",
+            "--client-id",
+            DEFAULT_CLIENT_ID,
+            "--client-secret",
+            DEFAULT_CLIENT_SECRET,
+            "--oauth-server",
+            sandbox.url(),
+            "--authorize-url",
+            &format!("{}/oauth/authorize", sandbox.url()),
+        ])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("runs");
+    let mut stdin = child.stdin.take().expect("stdin");
+    writeln!(
+        stdin,
+        "https://my.app/callback?code={code}&state=x&domain=sandbox"
+    )
+    .expect("paste");
+    drop(stdin);
+    let output = child.wait_with_output().expect("ends");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{stdout}{stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "{}/oauth/authorize/?client_id={DEFAULT_CLIENT_ID}&response_type=code",
+            sandbox.url()
+        )),
+        "{stderr}"
+    );
+    assert!(
+        stdout.contains("(ref token) added to process 1 with the code"),
+        "{stdout}"
+    );
+    assert!(!stdout.contains(&code) && !stderr.contains(&code));
+    data.ok(&["run", "--until-idle"]);
+    assert_eq!(
+        data.json(&["task", "show", "@bitrix", "token"])["node"],
+        "wait_refresh"
+    );
+    drop(tokio);
+}
+
+#[test]
+fn conveyor_sandbox_prints_its_urls_and_test_credentials() {
+    use std::io::BufRead as _;
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+        .port();
+    let mut child = crate::support::conveyor()
+        .args(["sandbox", "--listen", &format!("127.0.0.1:{port}")])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("sandbox starts");
+    let stdout = child.stdout.take().expect("stdout");
+    let mut lines = Vec::new();
+    for line in std::io::BufReader::new(stdout)
+        .lines()
+        .map_while(Result::ok)
+    {
+        let last = line.contains("Stop with Ctrl-C");
+        lines.push(line);
+        if last {
+            break;
+        }
+    }
+    let text = lines.join("\n");
+    assert!(
+        text.contains(&format!("Conveyor sandbox on http://127.0.0.1:{port}")),
+        "{text}"
+    );
+    assert!(
+        text.contains(DEFAULT_CLIENT_ID)
+            && text.contains("bot_token=")
+            && text.contains("api_key="),
+        "{text}"
+    );
+    let health = crate::http_api::http()
+        .post(format!("http://127.0.0.1:{port}/sandbox/codes"))
+        .json(&json!({}))
+        .send()
+        .expect("control API answers");
+    assert!(health.status().is_success());
+    let _ = std::process::Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    assert_eq!(child.wait().expect("stops").code(), Some(0));
 }

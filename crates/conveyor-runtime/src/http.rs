@@ -196,6 +196,12 @@ fn too_big(max: u64, status: u16) -> Failure {
 /// `HTTP 400: invalid_grant (…)` from a JSON error body, else the start of the text.
 fn describe_error(status: u16, body: Option<&Value>, bytes: &[u8]) -> String {
     if let Some(Value::Object(map)) = body {
+        // MessageBird: {"errors":[{"code":2,"description":"…"}]}
+        if let Some(first) = map.get("errors").and_then(|e| e.get(0))
+            && let Some(description) = first.get("description").map(text_of)
+        {
+            return format!("HTTP {status}: {description}");
+        }
         let error = map
             .get("error")
             .map(text_of)

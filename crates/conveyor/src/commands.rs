@@ -15,7 +15,10 @@ use crate::args::{self, UsageError};
 use crate::client;
 use crate::execute::execute;
 use crate::request::{Reply, Request};
-use crate::{ApiKeyCommand, Cli, Command, Global, ProcessCommand, TaskCommand, check, templates};
+use crate::{
+    ApiKeyCommand, BitrixCommand, Cli, Command, Global, ProcessCommand, TaskCommand, check,
+    templates,
+};
 
 /// Where `serve` listens unless told otherwise.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:7878";
@@ -54,6 +57,29 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             return crate::serve::run(runtime, &dir, &listen, allow_remote);
         }
         Command::Run { until_idle } => return engine(&global, until_idle),
+        Command::Sandbox { listen, config } => {
+            return crate::story::sandbox(&listen, config.as_deref());
+        }
+        Command::Demo => return crate::story::demo(),
+        Command::Bitrix(BitrixCommand::Authorize {
+            process,
+            portal,
+            client_id,
+            client_secret,
+            scope,
+            oauth_server,
+            authorize_url,
+            reference,
+        }) => crate::story::authorize(crate::story::Authorize {
+            process,
+            reference,
+            portal,
+            client_id,
+            client_secret,
+            scope,
+            oauth_server,
+            authorize_url,
+        })?,
         Command::Process(command) => process_request(&global, command)?,
         Command::Task(command) => task_request(command)?,
         Command::ApiKey(ApiKeyCommand::Create { name, process }) => Request::ApiKeyCreate {

@@ -225,6 +225,31 @@ fn run(runtime: &Runtime, request: Request, as_json: bool, out: &mut Reply) -> R
                 ));
             }
         }
+        Request::TaskUpsert {
+            process,
+            reference,
+            data,
+        } => {
+            let loaded = runtime.resolve(&process)?;
+            if runtime
+                .store()
+                .task_by_ref(loaded.record.id, &reference)?
+                .is_some()
+            {
+                let outcome =
+                    runtime.modify_task(&process, &TaskKey(reference.clone()), data, "cli")?;
+                out.line(format!(
+                    "task {} (ref {reference}) got the code; the engine exchanges it when it runs",
+                    outcome.task
+                ));
+            } else {
+                let task = runtime.add_task(&process, Some(&reference), data)?;
+                out.line(format!(
+                    "task {} (ref {reference}) added to process {} with the code",
+                    task.id, task.process
+                ));
+            }
+        }
         Request::TaskShow {
             process,
             task,

@@ -11,6 +11,7 @@ mod execute;
 mod output;
 mod request;
 mod serve;
+mod story;
 mod templates;
 
 use std::path::PathBuf;
@@ -63,6 +64,20 @@ pub enum Command {
         #[arg(long)]
         allow_remote: bool,
     },
+    /// Start the local sandbox: stand-ins for Bitrix24 and the five notifiers.
+    Sandbox {
+        /// Address to listen on.
+        #[arg(long, default_value = "127.0.0.1:7879", value_name = "ADDR")]
+        listen: String,
+        /// A JSON file with the sandbox's credentials and applications.
+        #[arg(long, value_name = "FILE")]
+        config: Option<PathBuf>,
+    },
+    /// Run the whole Bitrix story on this machine against the sandbox, narrated.
+    Demo,
+    /// Bitrix24 helpers.
+    #[command(subcommand)]
+    Bitrix(BitrixCommand),
     /// Manage keys of the Corezoid-compatible task API.
     #[command(subcommand, name = "api-key")]
     ApiKey(ApiKeyCommand),
@@ -71,6 +86,36 @@ pub enum Command {
         /// Exit when no task is ready and no timer is due (waiting tasks stay waiting).
         #[arg(long)]
         until_idle: bool,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum BitrixCommand {
+    /// Print the portal's authorize URL, then take the code as soon as it is pasted and
+    /// give it to the token task (created if it does not exist).
+    Authorize {
+        /// The cloned Bitrix OAuth process (e.g. @bitrix).
+        #[arg(value_name = "PROCESS")]
+        process: String,
+        /// The portal name (`mycompany` for https://mycompany.bitrix24.ru).
+        #[arg(long)]
+        portal: Option<String>,
+        #[arg(long)]
+        client_id: String,
+        /// Needed when the token task does not exist yet.
+        #[arg(long)]
+        client_secret: Option<String>,
+        #[arg(long)]
+        scope: Option<String>,
+        /// The OAuth server (default https://oauth.bitrix.info).
+        #[arg(long)]
+        oauth_server: Option<String>,
+        /// The authorize page, instead of https://PORTAL.bitrix24.ru/oauth/authorize.
+        #[arg(long)]
+        authorize_url: Option<String>,
+        /// The ref of the token task.
+        #[arg(long = "ref", default_value = "token")]
+        reference: String,
     },
 }
 

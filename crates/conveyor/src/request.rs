@@ -33,6 +33,12 @@ pub enum Request {
         reference: Option<String>,
         data: Map<String, Value>,
     },
+    /// Modify the task with this ref if it exists, else create it (`bitrix authorize`).
+    TaskUpsert {
+        process: String,
+        reference: String,
+        data: Map<String, Value>,
+    },
     TaskShow {
         process: String,
         task: String,

@@ -1,0 +1,298 @@
+//! Commands around the Bitrix story: `conveyor sandbox` (the local servers, for a
+//! person), `conveyor demo` (the whole story on one machine, narrated), and
+//! `conveyor bitrix authorize` (print the authorize URL, take the pasted code at once).
+
+use std::io::BufRead as _;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use conveyor_runtime::{RunMode, Runtime, Settings, SystemClock, TaskKey};
+use conveyor_sandbox::{
+    DEFAULT_CLIENT_ID, DEFAULT_CLIENT_SECRET, Failure, Sandbox, SandboxConfig, Service,
+};
+use conveyor_store::SledStore;
+use serde_json::{Map, Value, json};
+
+use crate::request::Request;
+use crate::templates;
+
+/// `conveyor sandbox`: serves the local Bitrix24 and notifier servers until Ctrl-C.
+pub fn sandbox(listen: &str, config: Option<&std::path::Path>) -> anyhow::Result<ExitCode> {
+    let mut settings = match config {
+        Some(path) => {
+            SandboxConfig::load(path).with_context(|| format!("cannot use {}", path.display()))?
+        }
+        None => SandboxConfig::default(),
+    };
+    settings.address = listen.parse().map_err(|_| {
+        crate::args::UsageError(format!(
+            "--listen: `{listen}` is not an address like 127.0.0.1:7879"
+        ))
+    })?;
+    let tokio = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    tokio.block_on(async move {
+        let sandbox = Sandbox::start(settings).await?;
+        let url = sandbox.url().to_string();
+        let c = sandbox.credentials().clone();
+        println!("Conveyor sandbox on {url} (local stand-ins for Bitrix24 and five notifiers)\n");
+        println!("Bitrix24 (application `{DEFAULT_CLIENT_ID}`, secret `{DEFAULT_CLIENT_SECRET}`, portal `sandbox`)");
+        println!("  authorize   {url}/oauth/authorize/?client_id={DEFAULT_CLIENT_ID}&response_type=code");
+        println!("  token       {url}/oauth/token/   (use oauth_server={url})");
+        println!("  REST        {url}/rest/crm.deal.list?auth=…");
+        println!("Notifiers (api_url={url})");
+        println!("  Telegram     bot_token={}", c.telegram_bot_token);
+        println!("  Twilio       account_sid={} auth_token={}", c.twilio_account_sid, c.twilio_auth_token);
+        println!("  MessageBird  access_key={}", c.messagebird_access_key);
+        println!("  Mandrill     key={}", c.mandrill_key);
+        println!("  UniSender    api_key={}", c.unisender_api_key);
+        println!("Control: {url}/sandbox (codes, forced failures, clock, what was received)\n");
+        println!("Try it:");
+        println!("  conveyor process clone bitrix_oauth --alias bitrix");
+        println!("  CODE=$(curl -s -X POST {url}/sandbox/codes | sed 's/.*\"code\":\"\\([^\"]*\\)\".*/\\1/')");
+        println!(
+            "  conveyor task add @bitrix --ref token portal=sandbox client_id={DEFAULT_CLIENT_ID} client_secret={DEFAULT_CLIENT_SECRET} oauth_server={url} refresh_every=1m code=$CODE"
+        );
+        println!("\nStop with Ctrl-C.");
+        crate::commands::shutdown_signal().await;
+        sandbox.shutdown().await;
+        anyhow::Ok(ExitCode::SUCCESS)
+    })
+}
+
+/// `conveyor bitrix authorize`: prints the authorize URL, reads the code (or the whole
+/// redirect URL) as soon as it is pasted, and gives it to the token task.
+pub struct Authorize {
+    pub process: String,
+    pub reference: String,
+    pub portal: Option<String>,
+    pub client_id: String,
+    pub client_secret: Option<String>,
+    pub scope: Option<String>,
+    pub oauth_server: Option<String>,
+    pub authorize_url: Option<String>,
+}
+
+pub fn authorize(a: Authorize) -> anyhow::Result<Request> {
+    let base = match (&a.authorize_url, &a.portal) {
+        (Some(url), _) => url.trim_end_matches('/').to_string(),
+        (None, Some(portal)) => format!("https://{portal}.bitrix24.ru/oauth/authorize"),
+        (None, None) => bail!("give --portal (or --authorize-url)"),
+    };
+    eprintln!("Open this address in a browser where you are logged in to the portal:\n");
+    eprintln!("  {base}/?client_id={}&response_type=code\n", a.client_id);
+    eprintln!(
+        "Then paste the code (or the whole address the browser was sent to) here; it lives 30 seconds:"
+    );
+    let mut line = String::new();
+    std::io::stdin()
+        .lock()
+        .read_line(&mut line)
+        .context("cannot read the code")?;
+    let code = code_from(&line)
+        .ok_or_else(|| crate::args::UsageError("no code in what was pasted".into()))?;
+    let mut data = Map::new();
+    data.insert("code".into(), Value::String(code));
+    for (key, value) in [
+        ("portal", &a.portal),
+        ("client_id", &Some(a.client_id.clone())),
+        ("client_secret", &a.client_secret),
+        ("scope", &a.scope),
+        ("oauth_server", &a.oauth_server),
+    ] {
+        if let Some(v) = value {
+            data.insert(key.into(), Value::String(v.clone()));
+        }
+    }
+    Ok(Request::TaskUpsert {
+        process: a.process,
+        reference: a.reference,
+        data,
+    })
+}
+
+/// The code from `6dm7…` or from `https://app/?code=6dm7…&state=…`.
+fn code_from(pasted: &str) -> Option<String> {
+    let pasted = pasted.trim();
+    if pasted.is_empty() {
+        return None;
+    }
+    if let Some(start) = pasted.find("code=") {
+        let rest = &pasted[start + 5..];
+        let code: String = rest
+            .chars()
+            .take_while(|c| *c != '&' && *c != '#')
+            .collect();
+        return (!code.is_empty()).then_some(code);
+    }
+    pasted
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.')
+        .then(|| pasted.to_string())
+}
+
+/// `conveyor demo`: the whole Bitrix story on this machine, narrated.
+pub fn demo() -> anyhow::Result<ExitCode> {
+    let started = Instant::now();
+    let dir = tempfile::tempdir().context("cannot make a temporary data dir")?;
+    let tokio = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    tokio.block_on(async move {
+        let say = |text: String| println!("[{:>5.1}s] {text}", started.elapsed().as_secs_f64());
+        let sandbox = Sandbox::start(SandboxConfig::default()).await?;
+        let url = sandbox.url().to_string();
+        say(format!("sandbox up at {url}: a local Bitrix24 (OAuth + REST) and five notifiers"));
+
+        let store = SledStore::open(dir.path())?;
+        let runtime = Runtime::new(Arc::new(store), Arc::new(SystemClock), Settings::default());
+        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let engine_runtime = runtime.clone();
+        let engine = tokio::spawn(async move {
+            engine_runtime
+                .run(RunMode::UntilShutdown(Box::pin(async move {
+                    let _ = stop_rx.await;
+                })))
+                .await
+        });
+        say(format!("engine running, data in {}", dir.path().display()));
+
+        let template = |name: &str| templates::find(name).map(str::to_string).context("a shipped template");
+        let c = sandbox.credentials().clone();
+        runtime.clone_process(
+            "notify_telegram",
+            &template("notify_telegram")?,
+            Some("alerts"),
+            object(json!({"bot_token": c.telegram_bot_token, "chat_id": "4242", "api_url": url})),
+        )?;
+        let bitrix = runtime.clone_process("bitrix_oauth", &template("bitrix_oauth")?, Some("bitrix"), Map::new())?;
+        runtime.clone_process("bitrix_deals", &template("bitrix_deals")?, Some("deals"), Map::new())?;
+        say(format!(
+            "cloned bitrix_oauth as process {} (@bitrix), bitrix_deals (@deals), notify_telegram (@alerts)",
+            bitrix.id
+        ));
+
+        // What the browser step gives a person: a code, valid 30 seconds.
+        let issued = sandbox.issue_code(DEFAULT_CLIENT_ID)?;
+        say("the sandbox portal issued an authorization code (it lives 30 s)".into());
+
+        let token = runtime.add_task(
+            "@bitrix",
+            Some("token"),
+            object(json!({
+                "portal": "sandbox", "client_id": DEFAULT_CLIENT_ID, "client_secret": DEFAULT_CLIENT_SECRET,
+                "scope": "crm", "code": issued.code, "oauth_server": url,
+                "refresh_every": "4s", "notify_process": "@alerts",
+            })),
+        )?;
+        say(format!("added task {} with ref `token` (refresh_every=4s for the demo)", token.id));
+
+        let first = wait_for(&runtime, "@bitrix", "token", |t| t.node == "wait_refresh").await?;
+        say(format!(
+            "token received: access_token {} (expires {}), kept in {{{{conv[@bitrix].ref[token].access_token}}}}",
+            masked(&first.data, "access_token"),
+            first.data.get("expires").cloned().unwrap_or(Value::Null)
+        ));
+        let old = text(&first.data, "access_token");
+        let refreshed =
+            wait_for(&runtime, "@bitrix", "token", move |t| text(&t.data, "access_token") != old && t.node == "wait_refresh")
+                .await?;
+        say(format!(
+            "refreshed: new access_token {} (the old one is now refused by Bitrix)",
+            masked(&refreshed.data, "access_token")
+        ));
+
+        runtime.add_task("@deals", Some("report"), Map::new())?;
+        let report = wait_for(&runtime, "@deals", "report", |t| t.node == "done" || t.node == "failed").await?;
+        say(format!(
+            "the consumer read the token from the other process and called crm.deal.list: {} deals",
+            report.data.get("total").cloned().unwrap_or(Value::Null)
+        ));
+
+        sandbox.fail_next(Service::Token, 1, Failure::error("invalid_grant"))?;
+        say("now Bitrix refuses the next refresh (invalid_grant)…".into());
+        let escalated = wait_for(&runtime, "@bitrix", "token", |t| t.node == "not_updated").await?;
+        say(format!(
+            "escalated to `access_token doesn't update`: {}",
+            text(&escalated.data, "failure")
+        ));
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while sandbox.messages(Service::Telegram).is_empty() && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        if let Some(message) = sandbox.messages(Service::Telegram).first() {
+            say(format!("Telegram alert sent to chat {}: {}", message.to.join(","), message.text));
+        }
+
+        let again = sandbox.issue_code(DEFAULT_CLIENT_ID)?;
+        runtime.modify_task("@bitrix", &TaskKey("token".into()), object(json!({"code": again.code})), "demo")?;
+        say("the author gave a new code (`conveyor task modify @bitrix token code=…`)".into());
+        let recovered = wait_for(&runtime, "@bitrix", "token", |t| t.node == "wait_refresh").await?;
+        say(format!("recovered: access_token {} again, refreshing every 4 s", masked(&recovered.data, "access_token")));
+
+        let _ = stop_tx.send(());
+        engine.await.context("the engine task")??;
+        sandbox.shutdown().await;
+        say(format!("done in {:.1} s", started.elapsed().as_secs_f64()));
+        anyhow::Ok(ExitCode::SUCCESS)
+    })
+}
+
+async fn wait_for(
+    runtime: &Runtime,
+    process: &str,
+    reference: &str,
+    done: impl Fn(&conveyor_store::TaskRecord) -> bool,
+) -> anyhow::Result<conveyor_store::TaskRecord> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (_, task) = runtime.find_task(process, &TaskKey(reference.into()))?;
+        if done(&task) {
+            return Ok(task);
+        }
+        if Instant::now() > deadline {
+            bail!("task {reference} of {process} is stuck in `{}`", task.node);
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+fn object(value: Value) -> Map<String, Value> {
+    match value {
+        Value::Object(map) => map,
+        _ => Map::new(),
+    }
+}
+
+fn text(data: &Map<String, Value>, key: &str) -> String {
+    data.get(key)
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_string()
+}
+
+/// A fingerprint of a secret (not the secret), so a person sees that it changed.
+fn masked(data: &Map<String, Value>, key: &str) -> String {
+    use sha1::Digest as _;
+    let digest = sha1::Sha1::digest(text(data, key).as_bytes());
+    format!("*** (fingerprint {})", &hex::encode(digest)[..8])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::code_from;
+
+    #[test]
+    fn codes_from_pastes() {
+        assert_eq!(code_from("6dm7bdbh\n").as_deref(), Some("6dm7bdbh"));
+        assert_eq!(
+            code_from("https://app.example/?code=abc123&state=x&domain=d").as_deref(),
+            Some("abc123")
+        );
+        assert_eq!(code_from("  "), None);
+        assert_eq!(code_from("not a code!"), None);
+    }
+}
