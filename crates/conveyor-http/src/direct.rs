@@ -64,6 +64,7 @@ pub(crate) async fn handle(
     }
     let reference = match data.remove("ref") {
         Some(Value::String(r)) if !r.is_empty() => Some(r),
+        Some(Value::Number(n)) => Some(n.to_string()),
         _ => None,
     };
     let wants_html = headers
