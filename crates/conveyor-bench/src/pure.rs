@@ -40,11 +40,11 @@ pub fn run(tasks: u64, as_json: bool) -> anyhow::Result<()> {
         batch.push(Op::History {
             task: id,
             seq: 0,
-            event: HistoryEvent {
+            events: vec![HistoryEvent {
                 at: 0,
                 node: "end".into(),
                 kind: EventKind::Created,
-            },
+            }],
         });
         batch.push(Op::Count {
             process: 1,

@@ -33,7 +33,12 @@ impl Runtime {
             RunMode::UntilIdle => (true, None),
             RunMode::UntilShutdown(f) => (false, Some(f)),
         };
+        // Tasks a stop left ready, and tasks with messages (a message and its ready
+        // mark are written together, but a step may have cleared the mark after).
         for id in self.store.ready()? {
+            self.schedule(id);
+        }
+        for id in self.store.inbox_tasks()? {
             self.schedule(id);
         }
         let mut stats = RunStats::default();
@@ -123,6 +128,12 @@ impl Runtime {
                 if again || outcome.wake.is_some_and(|w| w.at <= self.now()) {
                     self.schedule(id);
                 }
+            }
+            Err(crate::RuntimeError::Store(conveyor_store::StoreError::DuplicateRef { .. })) => {
+                // Another step took the ref this step's copy wanted, in the same group of
+                // commits. Nothing was written: run the step again; this time the ref is
+                // seen taken and the copy fails the Corezoid way (`not_unical_ref`).
+                self.schedule(id);
             }
             Err(e) => {
                 stats.failed_steps += 1;

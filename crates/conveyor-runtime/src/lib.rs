@@ -13,6 +13,7 @@
 //! at-least-once; state transitions are exactly-once.
 
 mod clock;
+mod committer;
 mod engine;
 mod env;
 mod http;
@@ -32,7 +33,7 @@ pub use metrics::Metrics;
 pub use ops::{ModifyOutcome, TaskKey, random_token};
 
 use conveyor_model::{Diagnostic, Process};
-use conveyor_store::ProcessRecord;
+use conveyor_store::{Batch, ProcessRecord};
 
 /// Errors of runtime operations, each meant to be shown to a person as is.
 #[derive(Debug, thiserror::Error)]
@@ -104,6 +105,8 @@ pub struct Runtime {
     metrics: Metrics,
     /// Woken when the engine has nothing ready and nothing running.
     idle: tokio::sync::Notify,
+    /// Applies steps' batches in groups (see `committer.rs`).
+    committer: committer::Committer,
 }
 
 impl Runtime {
@@ -111,11 +114,13 @@ impl Runtime {
         // reqwest's rustls needs a crypto provider; installing twice is harmless.
         let _ = rustls::crypto::ring::default_provider().install_default();
         let http = reqwest::Client::builder()
-            .redirect(reqwest::redirect::Policy::limited(5))
+            .redirect(reqwest::redirect::Policy::limited(http::MAX_REDIRECTS))
             .user_agent(concat!("conveyor/", env!("CARGO_PKG_VERSION")))
             .build()
             .unwrap_or_default();
+        let committer = committer::Committer::start(store.clone(), settings.flush_each_step);
         Arc::new(Runtime {
+            committer,
             store,
             clock,
             settings,
@@ -210,6 +215,25 @@ impl Runtime {
             map.insert(id, loaded.clone());
         }
         Ok(loaded)
+    }
+
+    /// Commits a step's batch with others waiting (group commit); resolves once it is
+    /// applied (and flushed, with `flush_each_step`).
+    pub(crate) async fn commit_step(&self, batch: Batch) -> Result<()> {
+        let (done, wait) = tokio::sync::oneshot::channel();
+        let Some(sender) = self.committer.sender() else {
+            return self.store.commit(&batch).map_err(Into::into);
+        };
+        if let Err(mpsc_error) = sender.send(committer::Request { batch, done }) {
+            // The committer is gone (shutting down): apply it here.
+            return self.store.commit(&mpsc_error.0.batch).map_err(Into::into);
+        }
+        match wait.await {
+            Ok(result) => result.map_err(Into::into),
+            Err(_) => Err(RuntimeError::Store(StoreError::Io(
+                "the committer stopped".into(),
+            ))),
+        }
     }
 
     /// Puts a task in the queue of work.

@@ -218,11 +218,15 @@ impl Runtime {
         batch.push(Op::History {
             task: task.id,
             seq: 0,
-            event: HistoryEvent {
+            events: vec![HistoryEvent {
                 at: now,
                 node: process.start.clone(),
                 kind: EventKind::Created,
-            },
+            }],
+        });
+        batch.push(Op::IndexTask {
+            process: id,
+            task: task.id,
         });
         batch.push(Op::SetReady(task.id));
         batch.push(Op::PutTask(Box::new(task.clone())));

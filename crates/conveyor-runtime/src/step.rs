@@ -87,7 +87,7 @@ pub(crate) async fn run(rt: &Runtime, id: u64) -> Result<Outcome> {
     while step.task.status == TaskStatus::Ready {
         step.advance().await?;
     }
-    step.commit()?;
+    step.commit().await?;
     Ok(Outcome {
         wake: step.task.wake,
     })
@@ -800,7 +800,7 @@ impl Step<'_> {
     async fn api_call(&mut self, api: &ApiCall) -> Result<()> {
         // A previous call's result is decided: commit it before the next side effect.
         if self.called_out {
-            self.commit()?;
+            self.commit().await?;
         }
         let request = match self.build_request(api) {
             Ok(r) => r,
@@ -1024,7 +1024,7 @@ impl Step<'_> {
     }
 
     /// Writes everything this step did as one batch.
-    fn commit(&mut self) -> Result<()> {
+    async fn commit(&mut self) -> Result<()> {
         let mut batch = std::mem::take(&mut self.batch);
         for (node, (now, total)) in std::mem::take(&mut self.counts) {
             if now != 0 || total != 0 {
@@ -1040,15 +1040,17 @@ impl Step<'_> {
         if !events.is_empty() {
             let mut secrets = std::mem::take(&mut self.revealed);
             mask::secret_values(&self.loaded.process, &self.task.data, &mut secrets);
-            for mut event in events {
+            let mut events = events;
+            for event in &mut events {
                 mask_event(&mut event.kind, &secrets);
-                batch.push(Op::History {
-                    task: self.task.id,
-                    seq: self.task.history_len,
-                    event,
-                });
-                self.task.history_len += 1;
             }
+            let count = events.len() as u64;
+            batch.push(Op::History {
+                task: self.task.id,
+                seq: self.task.history_len,
+                events,
+            });
+            self.task.history_len += count;
             self.revealed = secrets;
         }
         self.task.changed = self.now;
@@ -1058,10 +1060,7 @@ impl Step<'_> {
             Op::ClearReady(self.task.id)
         });
         batch.push(Op::PutTask(Box::new(self.task.clone())));
-        self.rt.store.commit(&batch)?;
-        if self.rt.settings.flush_each_step {
-            self.rt.store.flush()?;
-        }
+        self.rt.commit_step(batch).await?;
         self.rt
             .metrics
             .task_created(std::mem::take(&mut self.created));

@@ -66,6 +66,8 @@ pub trait Store: Send + Sync + 'static {
     fn tasks(&self, process: u64, node: Option<&str>, limit: usize) -> Result<Vec<TaskRecord>>;
     fn history(&self, task: u64) -> Result<Vec<HistoryEvent>>;
     fn inbox(&self, task: u64) -> Result<Vec<(u64, InboxMessage)>>;
+    /// Tasks with messages waiting in their inbox.
+    fn inbox_tasks(&self) -> Result<Vec<u64>>;
 
     // Counters: (node, counter) for each node that ever held a task.
     fn counters(&self, process: u64) -> Result<Vec<(String, NodeCounter)>>;
@@ -126,6 +128,11 @@ impl Batch {
 pub enum Op {
     /// Writes the task record (new or updated).
     PutTask(Box<TaskRecord>),
+    /// Lists a new task under its process (once, when it is created).
+    IndexTask {
+        process: u64,
+        task: u64,
+    },
     /// Claims `(process, ref)` for a task; the whole batch fails with
     /// [`StoreError::DuplicateRef`] when the ref is taken.
     InsertRef {
@@ -144,11 +151,12 @@ pub enum Op {
         now: i64,
         total: u64,
     },
-    /// Appends to a task's history (`seq` is the task's own event number).
+    /// Appends events to a task's history in one record (`seq` is the task's own number
+    /// of the first event; a step writes all its events at once).
     History {
         task: u64,
         seq: u64,
-        event: HistoryEvent,
+        events: Vec<HistoryEvent>,
     },
     /// Leaves a message for a task (a modify, a reply); its owner reads it when it runs.
     Inbox {

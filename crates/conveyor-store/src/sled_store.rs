@@ -1,47 +1,44 @@
 //! The sled implementation of [`Store`].
 //!
-//! Trees and keys (integers big-endian, so keys sort in numeric order):
+//! Everything lives in one sled tree, `conveyor`, with a one-byte prefix per kind of
+//! record (integers big-endian, so keys sort in numeric order):
 //!
-//! | tree         | key                          | value                |
-//! |--------------|------------------------------|----------------------|
-//! | `meta`       | `format`, `next_process`     | u32 / u64            |
-//! | `processes`  | process id                   | ProcessRecord (JSON) |
-//! | `aliases`    | alias                        | process id           |
-//! | `tasks`      | task id                      | TaskRecord (JSON)    |
-//! | `refs`       | process id + ref             | task id              |
-//! | `by_process` | process id + task id         | node id              |
-//! | `timers`     | due (ms, sign-flipped) + task| —                    |
-//! | `ready`      | task id                      | —                    |
-//! | `counters`   | process id + node id         | now (i64) + total    |
-//! | `history`    | task id + seq                | HistoryEvent (JSON)  |
-//! | `inbox`      | task id + seq                | InboxMessage (JSON)  |
+//! | prefix | key                              | value                  |
+//! |--------|----------------------------------|------------------------|
+//! | `X`    | `format`, `next_process`, …      | u32 / u64              |
+//! | `P`    | process id                       | ProcessRecord (JSON)   |
+//! | `A`    | alias                            | process id             |
+//! | `T`    | task id                          | TaskRecord (JSON)      |
+//! | `R`    | process id + ref                 | task id                |
+//! | `B`    | process id + task id             | —                      |
+//! | `M`    | due (ms, sign-flipped) + task id | —                      |
+//! | `Q`    | task id (the ready set)          | —                      |
+//! | `C`    | process id + node id             | now (i64) + total      |
+//! | `H`    | task id + seq of first event     | [HistoryEvent] (JSON)  |
+//! | `I`    | task id + seq                    | InboxMessage (JSON)    |
+//! | `K`    | API login                        | ApiKey (JSON)          |
+//!
+//! One tree is what makes commits cheap: a [`Batch`] becomes one `sled::Batch`, which
+//! sled applies atomically (all of it or none, also across a crash) without the cost of
+//! a multi-tree transaction. Writes that read first (counters, the unique ref check,
+//! new ids) are serialized by `write_lock`, so no two of them interleave.
 
 use std::path::Path;
+use std::sync::Mutex;
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;
-use sled::Transactional;
-use sled::transaction::{ConflictableTransactionError, TransactionError};
 
 use crate::*;
 
 /// The on-disk format this code writes and understands.
-pub const FORMAT_VERSION: u32 = 1;
+pub const FORMAT_VERSION: u32 = 2;
 
 pub struct SledStore {
     db: sled::Db,
-    meta: sled::Tree,
-    processes: sled::Tree,
-    aliases: sled::Tree,
-    tasks: sled::Tree,
-    refs: sled::Tree,
-    by_process: sled::Tree,
-    timers: sled::Tree,
-    ready: sled::Tree,
-    counters: sled::Tree,
-    history: sled::Tree,
-    inbox: sled::Tree,
-    api_keys: sled::Tree,
+    tree: sled::Tree,
+    /// Held by every write that reads before it writes.
+    write_lock: Mutex<()>,
 }
 
 fn io(e: impl std::fmt::Display) -> StoreError {
@@ -67,31 +64,41 @@ fn u64_from(bytes: &[u8]) -> Result<u64> {
     Ok(u64::from_be_bytes(array))
 }
 
-fn pair(a: u64, b: &[u8]) -> Vec<u8> {
-    let mut key = Vec::with_capacity(8 + b.len());
-    key.extend_from_slice(&a.to_be_bytes());
-    key.extend_from_slice(b);
+/// `prefix` + `id` (+ `rest`).
+fn key(prefix: u8, id: u64, rest: &[u8]) -> Vec<u8> {
+    let mut key = Vec::with_capacity(9 + rest.len());
+    key.push(prefix);
+    key.extend_from_slice(&id.to_be_bytes());
+    key.extend_from_slice(rest);
     key
 }
 
-fn timer_key(timer: TimerKey) -> [u8; 16] {
-    let mut key = [0u8; 16];
+fn text_key(prefix: u8, text: &str) -> Vec<u8> {
+    let mut key = Vec::with_capacity(1 + text.len());
+    key.push(prefix);
+    key.extend_from_slice(text.as_bytes());
+    key
+}
+
+fn timer_key(timer: TimerKey) -> [u8; 17] {
+    let mut key = [0u8; 17];
+    key[0] = b'M';
     // Flip the sign bit so negative times sort before positive ones.
-    key[..8].copy_from_slice(&((timer.due as u64) ^ (1 << 63)).to_be_bytes());
-    key[8..].copy_from_slice(&timer.task.to_be_bytes());
+    key[1..9].copy_from_slice(&((timer.due as u64) ^ (1 << 63)).to_be_bytes());
+    key[9..].copy_from_slice(&timer.task.to_be_bytes());
     key
 }
 
 fn timer_from(key: &[u8]) -> Result<TimerKey> {
-    if key.len() != 16 {
+    if key.len() != 17 {
         return Err(StoreError::Corrupt {
             what: "a timer".into(),
-            reason: format!("{} bytes, expected 16", key.len()),
+            reason: format!("{} bytes, expected 17", key.len()),
         });
     }
     Ok(TimerKey {
-        due: (u64_from(&key[..8])? ^ (1 << 63)) as i64,
-        task: u64_from(&key[8..])?,
+        due: (u64_from(&key[1..9])? ^ (1 << 63)) as i64,
+        task: u64_from(&key[9..])?,
     })
 }
 
@@ -115,36 +122,6 @@ fn counter_from(bytes: &[u8]) -> Result<NodeCounter> {
     })
 }
 
-/// A batch op with its keys and values encoded, so that a transaction retried by sled
-/// does not serialize again.
-enum Encoded {
-    Put(usize, Vec<u8>, Vec<u8>),
-    Remove(usize, Vec<u8>),
-    UniqueRef {
-        key: Vec<u8>,
-        task: [u8; 8],
-        process: u64,
-        reference: String,
-    },
-    Count {
-        key: Vec<u8>,
-        now: i64,
-        total: u64,
-    },
-    /// Removes every key of a tree that starts with this prefix.
-    RemovePrefix(usize, Vec<u8>),
-}
-
-// Indexes of the trees in a commit transaction.
-const TASKS: usize = 0;
-const REFS: usize = 1;
-const BY_PROCESS: usize = 2;
-const TIMERS: usize = 3;
-const READY: usize = 4;
-const COUNTERS: usize = 5;
-const HISTORY: usize = 6;
-const INBOX: usize = 7;
-
 impl SledStore {
     /// Opens (or creates) the store in `path`.
     pub fn open(path: &Path) -> Result<SledStore> {
@@ -152,6 +129,7 @@ impl SledStore {
             .map_err(|e| StoreError::Io(format!("cannot create {}: {e}", path.display())))?;
         let db = sled::Config::new()
             .path(path.join("store"))
+            .mode(sled::Mode::HighThroughput)
             .open()
             .map_err(|e| match e {
                 sled::Error::Io(ref io_error)
@@ -164,27 +142,17 @@ impl SledStore {
                 }
                 other => io(other),
             })?;
-        let tree = |name: &str| db.open_tree(name).map_err(io);
+        let tree = db.open_tree("conveyor").map_err(io)?;
         let store = SledStore {
-            meta: tree("meta")?,
-            processes: tree("processes")?,
-            aliases: tree("aliases")?,
-            tasks: tree("tasks")?,
-            refs: tree("refs")?,
-            by_process: tree("by_process")?,
-            timers: tree("timers")?,
-            ready: tree("ready")?,
-            counters: tree("counters")?,
-            history: tree("history")?,
-            inbox: tree("inbox")?,
-            api_keys: tree("api_keys")?,
             db,
+            tree,
+            write_lock: Mutex::new(()),
         };
-        match store.meta.get("format").map_err(io)? {
+        match store.tree.get(b"Xformat").map_err(io)? {
             None => {
                 store
-                    .meta
-                    .insert("format", &FORMAT_VERSION.to_be_bytes())
+                    .tree
+                    .insert(b"Xformat", &FORMAT_VERSION.to_be_bytes())
                     .map_err(io)?;
             }
             Some(bytes) => {
@@ -206,150 +174,101 @@ impl SledStore {
         Ok(store)
     }
 
-    fn encode_batch(batch: &Batch) -> Result<Vec<Encoded>> {
-        let mut out = Vec::with_capacity(batch.ops.len());
-        for op in &batch.ops {
-            let encoded = match op {
-                Op::PutTask(task) => {
-                    out.push(Encoded::Put(
-                        BY_PROCESS,
-                        pair(task.process, &task.id.to_be_bytes()),
-                        task.node.as_bytes().to_vec(),
-                    ));
-                    Encoded::Put(TASKS, task.id.to_be_bytes().to_vec(), encode(task)?)
-                }
-                Op::InsertRef {
-                    process,
-                    reference,
-                    task,
-                } => Encoded::UniqueRef {
-                    key: pair(*process, reference.as_bytes()),
-                    task: task.to_be_bytes(),
-                    process: *process,
-                    reference: reference.clone(),
-                },
-                Op::SetTimer(timer) => Encoded::Put(TIMERS, timer_key(*timer).to_vec(), Vec::new()),
-                Op::ClearTimer(timer) => Encoded::Remove(TIMERS, timer_key(*timer).to_vec()),
-                Op::SetReady(task) => Encoded::Put(READY, task.to_be_bytes().to_vec(), Vec::new()),
-                Op::ClearReady(task) => Encoded::Remove(READY, task.to_be_bytes().to_vec()),
-                Op::Count {
-                    process,
-                    node,
-                    now,
-                    total,
-                } => Encoded::Count {
-                    key: pair(*process, node.as_bytes()),
-                    now: *now,
-                    total: *total,
-                },
-                Op::History { task, seq, event } => {
-                    Encoded::Put(HISTORY, pair(*task, &seq.to_be_bytes()), encode(event)?)
-                }
-                Op::Inbox { task, seq, message } => {
-                    Encoded::Put(INBOX, pair(*task, &seq.to_be_bytes()), encode(message)?)
-                }
-                Op::DeleteTask {
-                    task,
-                    process,
-                    reference,
-                } => {
-                    out.push(Encoded::Remove(TASKS, task.to_be_bytes().to_vec()));
-                    out.push(Encoded::Remove(
-                        BY_PROCESS,
-                        pair(*process, &task.to_be_bytes()),
-                    ));
-                    out.push(Encoded::Remove(READY, task.to_be_bytes().to_vec()));
-                    out.push(Encoded::RemovePrefix(HISTORY, task.to_be_bytes().to_vec()));
-                    out.push(Encoded::RemovePrefix(INBOX, task.to_be_bytes().to_vec()));
-                    match reference {
-                        Some(r) => Encoded::Remove(REFS, pair(*process, r.as_bytes())),
-                        None => continue,
-                    }
-                }
-                Op::ClearInbox { task, seq } => {
-                    Encoded::Remove(INBOX, pair(*task, &seq.to_be_bytes()))
-                }
-            };
-            out.push(encoded);
+    fn lock(&self) -> std::sync::MutexGuard<'_, ()> {
+        match self.write_lock.lock() {
+            Ok(guard) => guard,
+            Err(poisoned) => poisoned.into_inner(),
         }
-        Ok(out)
+    }
+
+    fn get<T: DeserializeOwned>(&self, what: &str, key: &[u8]) -> Result<Option<T>> {
+        match self.tree.get(key).map_err(io)? {
+            Some(bytes) => decode(what, &bytes).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    /// Adds one to a counter in `X` and returns the new value (starting after `first - 1`).
+    fn next_number(&self, name: &str, first: u64) -> Result<u64> {
+        let key = text_key(b'X', name);
+        let next = self
+            .tree
+            .update_and_fetch(key, |old| {
+                let current = old
+                    .and_then(|b| <[u8; 8]>::try_from(b).ok())
+                    .map(u64::from_be_bytes)
+                    .unwrap_or(first - 1);
+                Some((current + 1).to_be_bytes().to_vec())
+            })
+            .map_err(io)?;
+        match next {
+            Some(bytes) => u64_from(&bytes),
+            None => Err(StoreError::Corrupt {
+                what: format!("the counter {name}"),
+                reason: "missing after update".into(),
+            }),
+        }
+    }
+
+    fn put_process(&self, record: &ProcessRecord) -> Result<()> {
+        self.tree
+            .insert(key(b'P', record.id, &[]), encode(record)?)
+            .map_err(io)?;
+        Ok(())
+    }
+
+    fn process_or_fail(&self, id: u64) -> Result<ProcessRecord> {
+        self.process(id)?.ok_or(StoreError::NoProcess(id))
     }
 }
 
 impl Store for SledStore {
     fn create_process(&self, new: NewProcess) -> Result<ProcessRecord> {
-        let result = (&self.meta, &self.processes, &self.aliases).transaction(
-            |(meta, processes, aliases)| {
-                let id = match meta.get("next_process")? {
-                    Some(bytes) => u64_from(&bytes).map_err(ConflictableTransactionError::Abort)?,
-                    None => 1,
-                };
-                if let Some(alias) = &new.alias
-                    && let Some(existing) = aliases.get(alias.as_bytes())?
-                {
-                    return Err(ConflictableTransactionError::Abort(
-                        StoreError::DuplicateAlias {
-                            alias: alias.clone(),
-                            process: u64_from(&existing).unwrap_or(0),
-                        },
-                    ));
-                }
-                let record = ProcessRecord {
-                    id,
-                    alias: new.alias.clone(),
-                    source: new.source.clone(),
-                    definition: new.definition.clone(),
-                    version: 1,
-                    created: new.created,
-                    updated: new.created,
-                    settings: new.settings.clone(),
-                    url_hash: None,
-                };
-                let bytes = encode(&record).map_err(ConflictableTransactionError::Abort)?;
-                processes.insert(&id.to_be_bytes(), bytes)?;
-                if let Some(alias) = &new.alias {
-                    aliases.insert(alias.as_bytes(), &id.to_be_bytes())?;
-                }
-                meta.insert("next_process", &(id + 1).to_be_bytes())?;
-                Ok(record)
-            },
-        );
-        flatten(result)
+        let _guard = self.lock();
+        if let Some(alias) = &new.alias
+            && let Some(existing) = self.alias(alias)?
+        {
+            return Err(StoreError::DuplicateAlias {
+                alias: alias.clone(),
+                process: existing,
+            });
+        }
+        let id = self.next_number("next_process", 1)?;
+        let record = ProcessRecord {
+            id,
+            alias: new.alias.clone(),
+            source: new.source,
+            definition: new.definition,
+            version: 1,
+            created: new.created,
+            updated: new.created,
+            settings: new.settings,
+            url_hash: None,
+        };
+        let mut batch = sled::Batch::default();
+        batch.insert(key(b'P', id, &[]), encode(&record)?);
+        if let Some(alias) = &new.alias {
+            batch.insert(text_key(b'A', alias), &id.to_be_bytes());
+        }
+        self.tree.apply_batch(batch).map_err(io)?;
+        Ok(record)
     }
 
     fn update_process(&self, id: u64, definition: String) -> Result<ProcessRecord> {
-        let result = self.processes.transaction(|processes| {
-            let Some(bytes) = processes.get(id.to_be_bytes())? else {
-                return Err(ConflictableTransactionError::Abort(StoreError::NoProcess(
-                    id,
-                )));
-            };
-            let mut record: ProcessRecord =
-                decode("a process", &bytes).map_err(ConflictableTransactionError::Abort)?;
-            record.definition = definition.clone();
-            record.version += 1;
-            let bytes = encode(&record).map_err(ConflictableTransactionError::Abort)?;
-            processes.insert(&id.to_be_bytes(), bytes)?;
-            Ok(record)
-        });
-        flatten(result)
+        let _guard = self.lock();
+        let mut record = self.process_or_fail(id)?;
+        record.definition = definition;
+        record.version += 1;
+        self.put_process(&record)?;
+        Ok(record)
     }
 
     fn set_url_hash(&self, id: u64, hash: String) -> Result<ProcessRecord> {
-        let result = self.processes.transaction(|processes| {
-            let Some(bytes) = processes.get(id.to_be_bytes())? else {
-                return Err(ConflictableTransactionError::Abort(StoreError::NoProcess(
-                    id,
-                )));
-            };
-            let mut record: ProcessRecord =
-                decode("a process", &bytes).map_err(ConflictableTransactionError::Abort)?;
-            record.url_hash = Some(hash.clone());
-            let bytes = encode(&record).map_err(ConflictableTransactionError::Abort)?;
-            processes.insert(&id.to_be_bytes(), bytes)?;
-            Ok(record)
-        });
-        flatten(result)
+        let _guard = self.lock();
+        let mut record = self.process_or_fail(id)?;
+        record.url_hash = Some(hash);
+        self.put_process(&record)?;
+        Ok(record)
     }
 
     fn create_api_key(
@@ -359,107 +278,72 @@ impl Store for SledStore {
         processes: Vec<u64>,
         created: i64,
     ) -> Result<ApiKey> {
-        let result = (&self.meta, &self.api_keys).transaction(|(meta, keys)| {
-            let login = match meta.get("next_login")? {
-                Some(bytes) => u64_from(&bytes).map_err(ConflictableTransactionError::Abort)?,
-                None => 100_001,
-            };
-            let key = ApiKey {
-                login,
-                name: name.to_string(),
-                secret: secret.to_string(),
-                processes: processes.clone(),
-                created,
-            };
-            let bytes = encode(&key).map_err(ConflictableTransactionError::Abort)?;
-            keys.insert(&login.to_be_bytes(), bytes)?;
-            meta.insert("next_login", &(login + 1).to_be_bytes())?;
-            Ok(key)
-        });
-        flatten(result)
+        let login = self.next_number("next_login", 100_001)?;
+        let key_record = ApiKey {
+            login,
+            name: name.to_string(),
+            secret: secret.to_string(),
+            processes,
+            created,
+        };
+        self.tree
+            .insert(key(b'K', login, &[]), encode(&key_record)?)
+            .map_err(io)?;
+        Ok(key_record)
     }
 
     fn api_key(&self, login: u64) -> Result<Option<ApiKey>> {
-        match self.api_keys.get(login.to_be_bytes()).map_err(io)? {
-            Some(bytes) => decode("an API key", &bytes).map(Some),
-            None => Ok(None),
-        }
+        self.get("an API key", &key(b'K', login, &[]))
     }
 
     fn api_keys(&self) -> Result<Vec<ApiKey>> {
-        self.api_keys
-            .iter()
-            .map(|entry| {
-                let (_, bytes) = entry.map_err(io)?;
-                decode("an API key", &bytes)
-            })
+        self.tree
+            .scan_prefix(b"K")
+            .values()
+            .map(|v| decode("an API key", &v.map_err(io)?))
             .collect()
     }
 
     fn process(&self, id: u64) -> Result<Option<ProcessRecord>> {
-        match self.processes.get(id.to_be_bytes()).map_err(io)? {
-            Some(bytes) => decode("a process", &bytes).map(Some),
-            None => Ok(None),
-        }
+        self.get("a process", &key(b'P', id, &[]))
     }
 
     fn process_by_alias(&self, alias: &str) -> Result<Option<ProcessRecord>> {
-        match self.aliases.get(alias.as_bytes()).map_err(io)? {
-            Some(id) => self.process(u64_from(&id)?),
+        match self.alias(alias)? {
+            Some(id) => self.process(id),
             None => Ok(None),
         }
     }
 
     fn alias(&self, alias: &str) -> Result<Option<u64>> {
-        match self.aliases.get(alias.as_bytes()).map_err(io)? {
+        match self.tree.get(text_key(b'A', alias)).map_err(io)? {
             Some(id) => u64_from(&id).map(Some),
             None => Ok(None),
         }
     }
 
     fn processes(&self) -> Result<Vec<ProcessRecord>> {
-        self.processes
-            .iter()
-            .map(|entry| {
-                let (_, bytes) = entry.map_err(io)?;
-                decode("a process", &bytes)
-            })
+        self.tree
+            .scan_prefix(b"P")
+            .values()
+            .map(|v| decode("a process", &v.map_err(io)?))
             .collect()
     }
 
     fn next_task_id(&self) -> Result<u64> {
-        // A counter of our own (1, 2, 3, …): sled's `generate_id` jumps by a million on
-        // every open. A failed creation leaves a gap; ids are never reused.
-        let next = self
-            .meta
-            .update_and_fetch("next_task", |old| {
-                let current = old
-                    .and_then(|b| <[u8; 8]>::try_from(b).ok())
-                    .map(u64::from_be_bytes)
-                    .unwrap_or(0);
-                Some((current + 1).to_be_bytes().to_vec())
-            })
-            .map_err(io)?;
-        match next {
-            Some(bytes) => u64_from(&bytes),
-            None => Err(StoreError::Corrupt {
-                what: "the task id counter".into(),
-                reason: "missing after update".into(),
-            }),
-        }
+        // Our own counter (1, 2, 3, …): sled's `generate_id` jumps by a million on every
+        // open. A failed creation leaves a gap; ids are never reused.
+        self.next_number("next_task", 1)
     }
 
     fn task(&self, id: u64) -> Result<Option<TaskRecord>> {
-        match self.tasks.get(id.to_be_bytes()).map_err(io)? {
-            Some(bytes) => decode("a task", &bytes).map(Some),
-            None => Ok(None),
-        }
+        self.get("a task", &key(b'T', id, &[]))
     }
 
     fn task_by_ref(&self, process: u64, reference: &str) -> Result<Option<TaskRecord>> {
         match self
-            .refs
-            .get(pair(process, reference.as_bytes()))
+            .tree
+            .get(key(b'R', process, reference.as_bytes()))
             .map_err(io)?
         {
             Some(id) => self.task(u64_from(&id)?),
@@ -469,15 +353,14 @@ impl Store for SledStore {
 
     fn tasks(&self, process: u64, node: Option<&str>, limit: usize) -> Result<Vec<TaskRecord>> {
         let mut out = Vec::new();
-        for entry in self.by_process.scan_prefix(process.to_be_bytes()) {
+        for entry in self.tree.scan_prefix(key(b'B', process, &[])).keys() {
             if out.len() >= limit {
                 break;
             }
-            let (key, at) = entry.map_err(io)?;
-            if node.is_some_and(|n| n.as_bytes() != at.as_ref()) {
-                continue;
-            }
-            if let Some(task) = self.task(u64_from(&key[8..])?)? {
+            let entry = entry.map_err(io)?;
+            if let Some(task) = self.task(u64_from(&entry[9..])?)?
+                && node.is_none_or(|n| n == task.node)
+            {
                 out.push(task);
             }
         }
@@ -485,43 +368,53 @@ impl Store for SledStore {
     }
 
     fn history(&self, task: u64) -> Result<Vec<HistoryEvent>> {
-        self.history
-            .scan_prefix(task.to_be_bytes())
-            .map(|entry| {
-                let (_, bytes) = entry.map_err(io)?;
-                decode("a history event", &bytes)
-            })
-            .collect()
+        let mut events = Vec::new();
+        for value in self.tree.scan_prefix(key(b'H', task, &[])).values() {
+            let record: Vec<HistoryEvent> = decode("history events", &value.map_err(io)?)?;
+            events.extend(record);
+        }
+        Ok(events)
     }
 
     fn inbox(&self, task: u64) -> Result<Vec<(u64, InboxMessage)>> {
-        self.inbox
-            .scan_prefix(task.to_be_bytes())
+        self.tree
+            .scan_prefix(key(b'I', task, &[]))
             .map(|entry| {
-                let (key, bytes) = entry.map_err(io)?;
-                Ok((u64_from(&key[8..])?, decode("an inbox message", &bytes)?))
+                let (k, v) = entry.map_err(io)?;
+                Ok((u64_from(&k[9..])?, decode("an inbox message", &v)?))
             })
             .collect()
     }
 
+    fn inbox_tasks(&self) -> Result<Vec<u64>> {
+        let mut tasks: Vec<u64> = Vec::new();
+        for k in self.tree.scan_prefix(b"I").keys() {
+            let id = u64_from(&k.map_err(io)?[1..9])?;
+            if tasks.last() != Some(&id) {
+                tasks.push(id);
+            }
+        }
+        Ok(tasks)
+    }
+
     fn counters(&self, process: u64) -> Result<Vec<(String, NodeCounter)>> {
-        self.counters
-            .scan_prefix(process.to_be_bytes())
+        self.tree
+            .scan_prefix(key(b'C', process, &[]))
             .map(|entry| {
-                let (key, value) = entry.map_err(io)?;
+                let (k, v) = entry.map_err(io)?;
                 Ok((
-                    String::from_utf8_lossy(&key[8..]).into_owned(),
-                    counter_from(&value)?,
+                    String::from_utf8_lossy(&k[9..]).into_owned(),
+                    counter_from(&v)?,
                 ))
             })
             .collect()
     }
 
     fn ready(&self) -> Result<Vec<u64>> {
-        self.ready
-            .iter()
+        self.tree
+            .scan_prefix(b"Q")
             .keys()
-            .map(|key| u64_from(&key.map_err(io)?))
+            .map(|k| u64_from(&k.map_err(io)?[1..]))
             .collect()
     }
 
@@ -529,103 +422,121 @@ impl Store for SledStore {
         let end = timer_key(TimerKey {
             due: now,
             task: u64::MAX,
-        });
+        })
+        .to_vec();
         let range = match after {
-            Some(after) => {
-                let start = timer_key(after);
-                self.timers.range((
-                    std::ops::Bound::Excluded(start.to_vec()),
-                    std::ops::Bound::Included(end.to_vec()),
-                ))
-            }
-            None => self.timers.range(..=end.to_vec()),
+            Some(after) => self.tree.range((
+                std::ops::Bound::Excluded(timer_key(after).to_vec()),
+                std::ops::Bound::Included(end),
+            )),
+            None => self.tree.range(b"M".to_vec()..=end),
         };
         range
             .keys()
             .take(limit)
-            .map(|key| timer_from(&key.map_err(io)?))
+            .map(|k| timer_from(&k.map_err(io)?))
             .collect()
     }
 
     fn next_timer(&self) -> Result<Option<TimerKey>> {
-        match self.timers.first().map_err(io)? {
-            Some((key, _)) => timer_from(&key).map(Some),
+        match self.tree.scan_prefix(b"M").keys().next() {
+            Some(k) => timer_from(&k.map_err(io)?).map(Some),
             None => Ok(None),
         }
     }
 
     fn commit(&self, batch: &Batch) -> Result<()> {
-        let mut encoded = Vec::new();
-        for op in Self::encode_batch(batch)? {
+        // Encode outside the lock; read-then-write parts inside it.
+        let mut writes = sled::Batch::default();
+        let mut counts: Vec<(Vec<u8>, i64, u64)> = Vec::new();
+        let mut refs: Vec<(Vec<u8>, u64, u64, &str)> = Vec::new();
+        let mut prefixes: Vec<Vec<u8>> = Vec::new();
+        for op in &batch.ops {
             match op {
-                // Transactional trees cannot scan: list the keys first.
-                Encoded::RemovePrefix(tree, prefix) => {
-                    let source = if tree == HISTORY {
-                        &self.history
-                    } else {
-                        &self.inbox
-                    };
-                    for key in source.scan_prefix(&prefix).keys() {
-                        encoded.push(Encoded::Remove(tree, key.map_err(io)?.to_vec()));
-                    }
+                Op::PutTask(task) => writes.insert(key(b'T', task.id, &[]), encode(task)?),
+                Op::IndexTask { process, task } => {
+                    writes.insert(key(b'B', *process, &task.to_be_bytes()), &[] as &[u8])
                 }
-                other => encoded.push(other),
+                Op::InsertRef {
+                    process,
+                    reference,
+                    task,
+                } => refs.push((
+                    key(b'R', *process, reference.as_bytes()),
+                    *task,
+                    *process,
+                    reference,
+                )),
+                Op::SetTimer(t) => writes.insert(timer_key(*t).to_vec(), &[] as &[u8]),
+                Op::ClearTimer(t) => writes.remove(timer_key(*t).to_vec()),
+                Op::SetReady(task) => writes.insert(key(b'Q', *task, &[]), &[] as &[u8]),
+                Op::ClearReady(task) => writes.remove(key(b'Q', *task, &[])),
+                Op::Count {
+                    process,
+                    node,
+                    now,
+                    total,
+                } => counts.push((key(b'C', *process, node.as_bytes()), *now, *total)),
+                Op::History { task, seq, events } => {
+                    writes.insert(key(b'H', *task, &seq.to_be_bytes()), encode(events)?)
+                }
+                Op::Inbox { task, seq, message } => {
+                    writes.insert(key(b'I', *task, &seq.to_be_bytes()), encode(message)?)
+                }
+                Op::ClearInbox { task, seq } => writes.remove(key(b'I', *task, &seq.to_be_bytes())),
+                Op::DeleteTask {
+                    task,
+                    process,
+                    reference,
+                } => {
+                    writes.remove(key(b'T', *task, &[]));
+                    writes.remove(key(b'B', *process, &task.to_be_bytes()));
+                    writes.remove(key(b'Q', *task, &[]));
+                    if let Some(r) = reference {
+                        writes.remove(key(b'R', *process, r.as_bytes()));
+                    }
+                    prefixes.push(key(b'H', *task, &[]));
+                    prefixes.push(key(b'I', *task, &[]));
+                }
             }
         }
-        let trees = [
-            &self.tasks,
-            &self.refs,
-            &self.by_process,
-            &self.timers,
-            &self.ready,
-            &self.counters,
-            &self.history,
-            &self.inbox,
-        ];
-        let result = trees.as_slice().transaction(|t| {
-            for op in &encoded {
-                match op {
-                    Encoded::Put(tree, key, value) => {
-                        t[*tree].insert(key.as_slice(), value.as_slice())?;
-                    }
-                    Encoded::Remove(tree, key) => {
-                        t[*tree].remove(key.as_slice())?;
-                    }
-                    Encoded::UniqueRef {
-                        key,
-                        task,
-                        process,
-                        reference,
-                    } => {
-                        if let Some(existing) = t[REFS].get(key.as_slice())?
-                            && existing.as_ref() != task.as_slice()
-                        {
-                            return Err(ConflictableTransactionError::Abort(
-                                StoreError::DuplicateRef {
-                                    process: *process,
-                                    reference: reference.clone(),
-                                },
-                            ));
-                        }
-                        t[REFS].insert(key.as_slice(), task.as_slice())?;
-                    }
-                    Encoded::RemovePrefix(..) => {}
-                    Encoded::Count { key, now, total } => {
-                        let mut counter = match t[COUNTERS].get(key.as_slice())? {
-                            Some(bytes) => {
-                                counter_from(&bytes).map_err(ConflictableTransactionError::Abort)?
-                            }
-                            None => NodeCounter::default(),
-                        };
-                        counter.now += now;
-                        counter.total += total;
-                        t[COUNTERS].insert(key.as_slice(), &counter_value(counter))?;
-                    }
-                }
+        let _guard = self.lock();
+        for (k, task, process, reference) in refs {
+            if let Some(existing) = self.tree.get(&k).map_err(io)?
+                && existing.as_ref() != task.to_be_bytes()
+            {
+                return Err(StoreError::DuplicateRef {
+                    process,
+                    reference: reference.to_string(),
+                });
             }
-            Ok(())
-        });
-        flatten(result)
+            writes.insert(k, &task.to_be_bytes());
+        }
+        // Several changes to one counter in a batch add up.
+        counts.sort_by(|a, b| a.0.cmp(&b.0));
+        let mut i = 0;
+        while i < counts.len() {
+            let k = counts[i].0.clone();
+            let (mut now, mut total) = (0, 0);
+            while i < counts.len() && counts[i].0 == k {
+                now += counts[i].1;
+                total += counts[i].2;
+                i += 1;
+            }
+            let mut counter = match self.tree.get(&k).map_err(io)? {
+                Some(bytes) => counter_from(&bytes)?,
+                None => NodeCounter::default(),
+            };
+            counter.now += now;
+            counter.total += total;
+            writes.insert(k, &counter_value(counter));
+        }
+        for prefix in prefixes {
+            for k in self.tree.scan_prefix(&prefix).keys() {
+                writes.remove(k.map_err(io)?);
+            }
+        }
+        self.tree.apply_batch(writes).map_err(io)
     }
 
     fn flush(&self) -> Result<()> {
@@ -634,14 +545,6 @@ impl Store for SledStore {
 
     fn size_on_disk(&self) -> Result<u64> {
         self.db.size_on_disk().map_err(io)
-    }
-}
-
-fn flatten<T>(result: std::result::Result<T, TransactionError<StoreError>>) -> Result<T> {
-    match result {
-        Ok(v) => Ok(v),
-        Err(TransactionError::Abort(e)) => Err(e),
-        Err(TransactionError::Storage(e)) => Err(io(e)),
     }
 }
 

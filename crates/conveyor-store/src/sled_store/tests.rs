@@ -131,8 +131,8 @@ fn a_newer_format_is_refused() {
     {
         let store = SledStore::open(dir.path()).unwrap();
         store
-            .meta
-            .insert("format", &(FORMAT_VERSION + 1).to_be_bytes())
+            .tree
+            .insert(b"Xformat", &(FORMAT_VERSION + 1).to_be_bytes())
             .unwrap();
         store.flush().unwrap();
     }
