@@ -129,7 +129,9 @@ impl Runtime {
                     self.schedule(id);
                 }
             }
-            Err(crate::RuntimeError::Store(conveyor_store::StoreError::DuplicateRef { .. })) => {
+            Err(crate::RuntimeError::Store(conveyor_store::StoreError::DuplicateRef {
+                ..
+            })) => {
                 // Another step took the ref this step's copy wanted, in the same group of
                 // commits. Nothing was written: run the step again; this time the ref is
                 // seen taken and the copy fails the Corezoid way (`not_unical_ref`).

@@ -47,8 +47,7 @@ impl<'a> StoreEnv<'a> {
             ProcessId::Id(id) => Ok(*id),
             ProcessId::Alias(alias) => self
                 .runtime
-                .store
-                .alias(alias)
+                .alias_id(alias)
                 .map_err(|e| e.to_string())?
                 .ok_or_else(|| format!("no process with alias @{alias}")),
         }
@@ -85,13 +84,11 @@ impl Env for StoreEnv<'_> {
     ) -> Result<Option<Value>, String> {
         let id = self.process_id(process)?;
         let loaded = self.runtime.loaded(id).map_err(|e| e.to_string())?;
-        let task = self
+        let data = self
             .runtime
-            .store
-            .task_by_ref(id, reference)
+            .ref_data(id, reference)
             .map_err(|e| e.to_string())?
             .ok_or_else(|| format!("no task with ref `{reference}` in process {process}"))?;
-        let data = Value::Object(task.data);
         let value = path.lookup(&data).cloned();
         // Remember secrets read, so history and logs can mask them.
         let mut revealed = self.revealed.borrow_mut();
@@ -102,7 +99,7 @@ impl Env for StoreEnv<'_> {
                 }
             }
             None => {
-                if let Value::Object(map) = &data {
+                if let Value::Object(map) = data.as_ref() {
                     mask::secret_values(&loaded.process, map, &mut revealed);
                 }
             }

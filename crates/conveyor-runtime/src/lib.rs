@@ -63,6 +63,45 @@ pub struct LoadedProcess {
     pub process: Process,
 }
 
+/// A change a commit makes to a task that has a ref.
+pub(crate) enum RefChange {
+    Put {
+        process: u64,
+        reference: String,
+        version: u64,
+        data: Arc<serde_json::Value>,
+    },
+    Delete {
+        process: u64,
+        reference: String,
+    },
+}
+
+/// The ref changes in a batch.
+pub(crate) fn ref_changes(batch: &Batch) -> Vec<RefChange> {
+    batch
+        .ops
+        .iter()
+        .filter_map(|op| match op {
+            conveyor_store::Op::PutTask(task) => task.reference.as_ref().map(|r| RefChange::Put {
+                process: task.process,
+                reference: r.clone(),
+                version: task.history_len,
+                data: Arc::new(serde_json::Value::Object(task.data.clone())),
+            }),
+            conveyor_store::Op::DeleteTask {
+                process,
+                reference: Some(r),
+                ..
+            } => Some(RefChange::Delete {
+                process: *process,
+                reference: r.clone(),
+            }),
+            _ => None,
+        })
+        .collect()
+}
+
 /// Work waiting for the engine, and what is being worked on.
 #[derive(Default)]
 struct Queue {
@@ -107,6 +146,12 @@ pub struct Runtime {
     idle: tokio::sync::Notify,
     /// Applies steps' batches in groups (see `committer.rs`).
     committer: committer::Committer,
+    /// Data of tasks read by `conv[…].ref[…]`, by process and ref, with the task's
+    /// history length as its version. Only processes that were read from are kept;
+    /// commits refresh them (see `note_commit`).
+    refs: RwLock<HashMap<u64, HashMap<String, (u64, Arc<serde_json::Value>)>>>,
+    /// Process aliases (they never change once given).
+    aliases: RwLock<HashMap<String, u64>>,
 }
 
 impl Runtime {
@@ -120,6 +165,8 @@ impl Runtime {
             .unwrap_or_default();
         let committer = committer::Committer::start(store.clone(), settings.flush_each_step);
         Arc::new(Runtime {
+            refs: RwLock::new(HashMap::new()),
+            aliases: RwLock::new(HashMap::new()),
             committer,
             store,
             clock,
@@ -220,20 +267,109 @@ impl Runtime {
     /// Commits a step's batch with others waiting (group commit); resolves once it is
     /// applied (and flushed, with `flush_each_step`).
     pub(crate) async fn commit_step(&self, batch: Batch) -> Result<()> {
+        let batch_refs = ref_changes(&batch);
         let (done, wait) = tokio::sync::oneshot::channel();
         let Some(sender) = self.committer.sender() else {
             return self.store.commit(&batch).map_err(Into::into);
         };
         if let Err(mpsc_error) = sender.send(committer::Request { batch, done }) {
             // The committer is gone (shutting down): apply it here.
-            return self.store.commit(&mpsc_error.0.batch).map_err(Into::into);
+            self.store.commit(&mpsc_error.0.batch)?;
+            self.note_commit(&batch_refs);
+            return Ok(());
         }
         match wait.await {
-            Ok(result) => result.map_err(Into::into),
+            Ok(Ok(())) => {
+                self.note_commit(&batch_refs);
+                Ok(())
+            }
+            Ok(Err(e)) => Err(e.into()),
             Err(_) => Err(RuntimeError::Store(StoreError::Io(
                 "the committer stopped".into(),
             ))),
         }
+    }
+
+    /// Keeps the ref cache true after a commit: tasks written or deleted in processes
+    /// that were read from.
+    pub(crate) fn note_commit(&self, changes: &[RefChange]) {
+        if changes.is_empty() {
+            return;
+        }
+        let Ok(mut refs) = self.refs.write() else {
+            return;
+        };
+        for change in changes {
+            match change {
+                RefChange::Put {
+                    process,
+                    reference,
+                    version,
+                    data,
+                } => {
+                    if let Some(map) = refs.get_mut(process) {
+                        let newer = map.get(reference).is_none_or(|(v, _)| *v <= *version);
+                        if newer {
+                            map.insert(reference.clone(), (*version, data.clone()));
+                        }
+                    }
+                }
+                RefChange::Delete { process, reference } => {
+                    if let Some(map) = refs.get_mut(process) {
+                        map.remove(reference);
+                    }
+                }
+            }
+        }
+    }
+
+    /// The data of the task with `reference` in `process`, from the cache or the store.
+    pub(crate) fn ref_data(
+        &self,
+        process: u64,
+        reference: &str,
+    ) -> Result<Option<Arc<serde_json::Value>>> {
+        let known = match self.refs.read() {
+            Ok(refs) => match refs.get(&process) {
+                Some(map) => {
+                    if let Some((_, data)) = map.get(reference) {
+                        return Ok(Some(data.clone()));
+                    }
+                    true
+                }
+                None => false,
+            },
+            Err(_) => false,
+        };
+        if !known && let Ok(mut refs) = self.refs.write() {
+            // Mark the process as read from *before* reading the store, so that a
+            // commit landing meanwhile updates the entry (see `note_commit`).
+            refs.entry(process).or_default();
+        }
+        let Some(task) = self.store.task_by_ref(process, reference)? else {
+            return Ok(None);
+        };
+        let version = task.history_len;
+        let data = Arc::new(serde_json::Value::Object(task.data));
+        if let Ok(mut refs) = self.refs.write() {
+            let map = refs.entry(process).or_default();
+            if map.get(reference).is_none_or(|(v, _)| *v < version) {
+                map.insert(reference.to_string(), (version, data.clone()));
+            }
+        }
+        Ok(Some(data))
+    }
+
+    /// The id of the process with this alias (cached: aliases never change).
+    pub(crate) fn alias_id(&self, alias: &str) -> Result<Option<u64>> {
+        if let Some(id) = self.aliases.read().ok().and_then(|a| a.get(alias).copied()) {
+            return Ok(Some(id));
+        }
+        let id = self.store.alias(alias)?;
+        if let (Some(id), Ok(mut aliases)) = (id, self.aliases.write()) {
+            aliases.insert(alias.to_string(), id);
+        }
+        Ok(id)
     }
 
     /// Puts a task in the queue of work.

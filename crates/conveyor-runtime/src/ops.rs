@@ -139,6 +139,7 @@ impl Runtime {
         let loaded = self.resolve(process)?;
         let mut batch = Batch::default();
         let task = self.new_task(&loaded, reference, data, None, self.now(), &mut batch)?;
+        let changes = crate::ref_changes(&batch);
         self.store.commit(&batch).map_err(|e| match e {
             conveyor_store::StoreError::DuplicateRef { process, reference } => {
                 RuntimeError::Refused(format!(
@@ -147,6 +148,7 @@ impl Runtime {
             }
             other => other.into(),
         })?;
+        self.note_commit(&changes);
         self.metrics.task_created(1);
         self.schedule(task.id);
         Ok(task)
@@ -320,6 +322,7 @@ impl Runtime {
             reference: task.reference.clone(),
         });
         self.store.commit(&batch)?;
+        self.note_commit(&crate::ref_changes(&batch));
         Ok(task)
     }
 
