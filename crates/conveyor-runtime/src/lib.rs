@@ -63,6 +63,9 @@ pub struct LoadedProcess {
     pub process: Process,
 }
 
+/// Cached task data of one process, by ref: (version, data).
+type RefsOfProcess = HashMap<String, (u64, Arc<serde_json::Value>)>;
+
 /// A change a commit makes to a task that has a ref.
 pub(crate) enum RefChange {
     Put {
@@ -149,7 +152,7 @@ pub struct Runtime {
     /// Data of tasks read by `conv[…].ref[…]`, by process and ref, with the task's
     /// history length as its version. Only processes that were read from are kept;
     /// commits refresh them (see `note_commit`).
-    refs: RwLock<HashMap<u64, HashMap<String, (u64, Arc<serde_json::Value>)>>>,
+    refs: RwLock<HashMap<u64, RefsOfProcess>>,
     /// Process aliases (they never change once given).
     aliases: RwLock<HashMap<String, u64>>,
 }
