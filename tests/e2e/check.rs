@@ -125,3 +125,48 @@ fn help_reads_well() {
     assert_eq!(code, 0);
     assert!(stdout.contains("check"), "{stdout}");
 }
+
+#[test]
+fn process_graph_draws_files_and_cloned_processes() {
+    let nodes = [
+        "start",
+        "get_token",
+        "remember_code",
+        "wait_refresh",
+        "asked",
+        "refresh",
+        "describe_failure",
+        "notify_or_not",
+        "notify_author",
+        "not_updated",
+    ];
+    for format in ["svg", "dot", "mermaid"] {
+        let (code, stdout, stderr) = run(&[
+            "process",
+            "graph",
+            "processes/bitrix_oauth.yaml",
+            "--format",
+            format,
+        ]);
+        assert_eq!(code, 0, "{stderr}");
+        for node in nodes {
+            assert!(stdout.contains(node), "{format} lacks {node}");
+        }
+    }
+    let (_, svg, _) = run(&["process", "graph", "bitrix_oauth"]);
+    assert!(svg.starts_with("<svg") && svg.trim_end().ends_with("</svg>"));
+    assert!(
+        svg.contains("access_token doesn&apos;t update")
+            || svg.contains("access_token doesn't update")
+    );
+    // A cloned process is drawn with the tasks in each node.
+    let data = crate::support::DataDir::new();
+    data.ok(&["process", "clone", "bitrix_deals", "--alias", "deals"]);
+    data.ok(&["task", "add", "@deals"]);
+    let drawn = data.ok(&["process", "graph", "@deals", "--format", "dot"]);
+    assert!(drawn.contains("1 now · 1 total"), "{drawn}");
+    // A file with errors is refused with them.
+    let (code, _, stderr) = run(&["process", "graph", "tests/bad/dangling_next.yaml"]);
+    assert_eq!(code, 1);
+    assert!(stderr.contains("no node `wait_25`"), "{stderr}");
+}

@@ -64,8 +64,9 @@ fn open_store(data: &DataDir) -> Arc<SledStore> {
     Arc::new(SledStore::open(data.path()).expect("the store opens after a crash"))
 }
 
-#[test]
-fn sigkill_at_random_moments_loses_nothing_and_does_nothing_twice() {
+/// The crash process cloned in a fresh data dir, with `TASKS` tasks added, and the
+/// local server they call.
+fn setup() -> (DataDir, Calls) {
     let calls: Calls = Arc::default();
     let address = http_server(
         axum::Router::new()
@@ -99,40 +100,16 @@ fn sigkill_at_random_moments_loses_nothing_and_does_nothing_twice() {
         store.flush().expect("flush");
     }
 
-    // Kill the engine at random moments, sometimes staying down long enough for timers to
-    // fall due while nobody runs.
-    let mut down_long = 0;
-    for round in 0..8 {
-        let mut serve = data
-            .command(&["serve", "--listen", "127.0.0.1:0"])
-            .spawn()
-            .expect("serve starts");
-        let alive = Duration::from_millis(rand::random_range(300..1800));
-        std::thread::sleep(alive);
-        serve.kill().expect("SIGKILL");
-        let _ = serve.wait();
-        if std::env::var_os("CONVEYOR_CRASH_VERBOSE").is_some() {
-            let store = open_store(&data);
-            eprintln!(
-                "round {round} after {alive:?}: {:?}",
-                store.counters(1).expect("counters")
-            );
-        }
-        let down = if round % 2 == 0 {
-            down_long += 1;
-            Duration::from_millis(2500)
-        } else {
-            Duration::from_millis(rand::random_range(0..200))
-        };
-        std::thread::sleep(down);
-    }
-    assert!(down_long >= 4);
+    (data, calls)
+}
 
+/// Runs the engine until every task finished, then proves nothing was lost or done twice.
+fn finish_and_verify(data: &DataDir, calls: &Calls) {
     // Finish the work: the engine restarts, fires what fell due, and runs until idle.
     let deadline = Instant::now() + Duration::from_secs(120);
     loop {
         data.ok(&["run", "--until-idle"]);
-        let store = open_store(&data);
+        let store = open_store(data);
         let counters: HashMap<String, (i64, u64)> = store
             .counters(1)
             .expect("counters")
@@ -152,7 +129,7 @@ fn sigkill_at_random_moments_loses_nothing_and_does_nothing_twice() {
         std::thread::sleep(Duration::from_millis(300));
     }
 
-    let store = open_store(&data);
+    let store = open_store(data);
     let counters: HashMap<String, (i64, u64)> = store
         .counters(1)
         .expect("counters")
@@ -221,4 +198,182 @@ fn sigkill_at_random_moments_loses_nothing_and_does_nothing_twice() {
         calls.values().all(|c| *c >= 3),
         "each task calls three times at least"
     );
+}
+
+#[test]
+fn sigkill_at_random_moments_loses_nothing_and_does_nothing_twice() {
+    let (data, calls) = setup();
+    // Kill the engine at random moments, sometimes staying down long enough for timers to
+    // fall due while nobody runs.
+    let mut down_long = 0;
+    for round in 0..8 {
+        let mut serve = data
+            .command(&["serve", "--listen", "127.0.0.1:0"])
+            .spawn()
+            .expect("serve starts");
+        let alive = Duration::from_millis(rand::random_range(300..1800));
+        std::thread::sleep(alive);
+        serve.kill().expect("SIGKILL");
+        let _ = serve.wait();
+        if std::env::var_os("CONVEYOR_CRASH_VERBOSE").is_some() {
+            let store = open_store(&data);
+            eprintln!(
+                "round {round} after {alive:?}: {:?}",
+                store.counters(1).expect("counters")
+            );
+        }
+        let down = if round % 2 == 0 {
+            down_long += 1;
+            Duration::from_millis(2500)
+        } else {
+            Duration::from_millis(rand::random_range(0..200))
+        };
+        std::thread::sleep(down);
+    }
+    assert!(down_long >= 4);
+
+    finish_and_verify(&data, &calls);
+}
+
+#[test]
+fn sigterm_under_load_finishes_or_requeues_and_a_restart_continues() {
+    let (data, calls) = setup();
+    for _ in 0..3 {
+        let mut serve = data
+            .command(&["serve", "--listen", "127.0.0.1:0"])
+            .spawn()
+            .expect("serve starts");
+        std::thread::sleep(Duration::from_millis(rand::random_range(400..1200)));
+        let stopped = std::process::Command::new("kill")
+            .args(["-TERM", &serve.id().to_string()])
+            .status()
+            .expect("kill");
+        assert!(stopped.success());
+        let status = serve.wait().expect("serve ends");
+        assert_eq!(status.code(), Some(0), "a graceful stop exits 0");
+        assert!(!data.path().join("server.json").exists(), "cleaned up");
+        // Nothing half-written: every task is in exactly one node.
+        let store = open_store(&data);
+        let in_nodes: i64 = store
+            .counters(1)
+            .expect("counters")
+            .iter()
+            .map(|(_, c)| c.now)
+            .sum();
+        assert_eq!(in_nodes, TASKS as i64);
+    }
+    finish_and_verify(&data, &calls);
+}
+
+/// A tmpfs of `size` mounted on a new temp dir (root only); `None` where mounting is not
+/// allowed (then the test says it is skipped, unless CONVEYOR_FAULT_TESTS demands it).
+struct Mount(tempfile::TempDir);
+
+impl Mount {
+    fn tmpfs(size: &str) -> Option<Mount> {
+        let dir = tempfile::tempdir().ok()?;
+        let ok = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(dir.path())
+            .status()
+            .is_ok_and(|s| s.success());
+        if !ok {
+            assert!(
+                std::env::var_os("CONVEYOR_FAULT_TESTS").is_none(),
+                "cannot mount a tmpfs"
+            );
+            eprintln!("skipped: cannot mount a tmpfs here (needs root)");
+            return None;
+        }
+        Some(Mount(dir))
+    }
+
+    fn remount(&self, options: &str) {
+        let status = std::process::Command::new("mount")
+            .args(["-o", &format!("remount,{options}")])
+            .arg(self.0.path())
+            .status()
+            .expect("mount runs");
+        assert!(status.success());
+    }
+}
+
+impl Drop for Mount {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg(self.0.path())
+            .status();
+    }
+}
+
+fn conveyor_in(dir: &std::path::Path, args: &[&str]) -> (i32, String, String) {
+    let output = crate::support::conveyor()
+        .arg("--data")
+        .arg(dir)
+        .args(args)
+        .output()
+        .expect("conveyor runs");
+    (
+        output.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn a_full_disk_refuses_new_work_clearly_and_work_resumes_when_space_returns() {
+    let Some(mount) = Mount::tmpfs("3m") else {
+        return;
+    };
+    let dir = mount.0.path();
+    assert_eq!(
+        conveyor_in(dir, &["process", "clone", "bitrix_deals", "--alias", "d"]).0,
+        0
+    );
+    let blob = format!("{{\"blob\":\"{}\"}}", "x".repeat(3000));
+    let mut added = 0;
+    let refusal = loop {
+        let (code, _, stderr) = conveyor_in(dir, &["task", "add", "@d", "--from-json", &blob]);
+        if code != 0 {
+            break stderr;
+        }
+        added += 1;
+        assert!(added < 5000, "the disk never filled");
+    };
+    assert!(added > 10, "{added} tasks before the disk was full");
+    assert!(
+        refusal.contains("the disk holding the store is full"),
+        "{refusal}"
+    );
+    // Space returns: the same store opens, nothing is corrupt, work goes on.
+    mount.remount("size=64m");
+    let (code, _, stderr) = conveyor_in(dir, &["task", "add", "@d", "--ref", "after"]);
+    assert_eq!(code, 0, "{stderr}");
+    let (_, listed, _) = conveyor_in(dir, &["--json", "task", "list", "@d", "--limit", "100000"]);
+    let listed: serde_json::Value = serde_json::from_str(&listed).expect("json");
+    assert_eq!(
+        listed.as_array().map(Vec::len),
+        Some(added + 1),
+        "every acknowledged task, and no other"
+    );
+    let (code, stdout, _) = conveyor_in(dir, &["run", "--until-idle"]);
+    assert_eq!(code, 0, "{stdout}");
+}
+
+#[test]
+fn a_read_only_data_dir_is_refused_with_a_message() {
+    let Some(mount) = Mount::tmpfs("16m") else {
+        return;
+    };
+    let dir = mount.0.path();
+    assert_eq!(
+        conveyor_in(dir, &["process", "clone", "bitrix_deals", "--alias", "d"]).0,
+        0
+    );
+    mount.remount("ro");
+    let (code, _, stderr) = conveyor_in(dir, &["task", "list", "@d"]);
+    assert_eq!(code, 1);
+    assert!(stderr.contains("is on a read-only file system"), "{stderr}");
+    mount.remount("rw");
+    assert_eq!(conveyor_in(dir, &["task", "add", "@d"]).0, 0);
 }

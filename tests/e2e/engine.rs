@@ -493,3 +493,79 @@ nodes:
     let task = add(json!({"portal": "ok", "code": "abc"})).unwrap();
     assert_eq!(task.data["scope"], "crm");
 }
+
+#[tokio::test]
+async fn limits_stop_runaway_processes_with_clear_errors() {
+    let e = Engine::new();
+    // A task that doubles its data at every turn (with a wait, so loop protection does
+    // not apply): the 128 KB task limit stops it.
+    e.clone_process(
+        r#"
+process: grow
+nodes:
+  start: { type: start, next: double }
+  double:
+    type: set_param
+    set: { blob: "{{blob}}{{blob}}" }
+    next: pause
+    on_error: stopped
+  pause: { type: delay, for: 1s, next: double }
+  stopped: { type: final, status: error }
+"#,
+        Some("grow"),
+    );
+    e.add("@grow", Some("g"), json!({"blob": "0123456789"}));
+    for _ in 0..20 {
+        e.advance(Duration::from_secs(1)).await;
+    }
+    let task = e.task("@grow", "g");
+    assert_eq!(task.node, "stopped");
+    assert_eq!(
+        task.data["__conveyor_set_param_return_type_tag__"],
+        "task_size_overflow_limit"
+    );
+
+    // A process that creates tasks in a loop: its max_tasks stops it.
+    let spawner = e.clone_process(
+        r#"
+process: spawner
+settings: { max_tasks: 25 }
+nodes:
+  start: { type: start, next: spawn }
+  spawn: { type: copy_task, process: "@spawner", next: done, on_error: refused }
+  done: { type: final }
+  refused: { type: final, status: error }
+"#,
+        Some("spawner"),
+    );
+    e.add("@spawner", None, json!({}));
+    e.idle().await;
+    let refused = e.count(spawner, "refused");
+    assert_eq!(refused.0, 1, "exactly one copy was refused");
+    let all: i64 = e
+        .runtime
+        .store()
+        .counters(spawner)
+        .unwrap()
+        .iter()
+        .map(|(_, c)| c.now)
+        .sum();
+    assert_eq!(all, 25);
+    let failed = e
+        .runtime
+        .store()
+        .tasks(spawner, Some("refused"), 10)
+        .unwrap();
+    let description = failed[0].data["__conveyor_copy_task_return_description__"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(
+        description.contains("its limit (settings.max_tasks = 25)"),
+        "{description}"
+    );
+    // Deeply nested JSON is refused, not a stack overflow.
+    let nested = format!("{}1{}", "[".repeat(10_000), "]".repeat(10_000));
+    let parsed = serde_json::from_str::<Value>(&nested);
+    assert!(parsed.is_err(), "serde_json's recursion limit holds");
+}

@@ -8,6 +8,8 @@ mod bitrix;
 mod check;
 mod cli;
 mod crash;
+mod dashboard;
 mod engine;
+mod faults;
 mod http_api;
 mod support;

@@ -130,7 +130,11 @@ fn decode(text: &str) -> String {
     while i < bytes.len() {
         match bytes[i] {
             b'+' => out.push(b' '),
-            b'%' if i + 2 < bytes.len() => {
+            // Two hex digits exactly: `u8::from_str_radix` alone would also take `+A`.
+            b'%' if i + 2 < bytes.len()
+                && bytes[i + 1].is_ascii_hexdigit()
+                && bytes[i + 2].is_ascii_hexdigit() =>
+            {
                 let hex = std::str::from_utf8(&bytes[i + 1..i + 3])
                     .ok()
                     .and_then(|h| u8::from_str_radix(h, 16).ok());
@@ -151,6 +155,8 @@ fn decode(text: &str) -> String {
 
 #[cfg(test)]
 mod tests {
+    use proptest::prelude::*;
+
     use super::*;
 
     #[test]
@@ -166,5 +172,82 @@ mod tests {
                 ("end".into(), "%4".into()),
             ]
         );
+    }
+
+    /// Found by `fuzz_decode_agrees_with_the_plain_reading`: `%+A` decoded to byte 0x0A,
+    /// because `u8::from_str_radix` accepts a leading `+`.
+    #[test]
+    fn regression_a_sign_is_not_a_hex_digit() {
+        assert_eq!(decode("%+A"), "%+A".replace('+', " "));
+        assert_eq!(decode("%+1x"), "% 1x");
+        assert_eq!(decode("%-1"), "%-1");
+        assert_eq!(
+            form_pairs("code=%+Ab"),
+            vec![("code".into(), "% Ab".into())]
+        );
+    }
+
+    fn config(default: u32) -> ProptestConfig {
+        let cases = std::env::var("PROPTEST_CASES")
+            .ok()
+            .and_then(|c| c.parse().ok())
+            .unwrap_or(default);
+        ProptestConfig {
+            cases,
+            failure_persistence: None,
+            ..ProptestConfig::default()
+        }
+    }
+
+    /// What `decode` must do, written plainly: `+` is a space, `%` and two hex digits
+    /// a byte, anything else itself.
+    fn reference_decode(text: &str) -> String {
+        let bytes = text.as_bytes();
+        let mut out = Vec::new();
+        let mut i = 0;
+        while i < bytes.len() {
+            if bytes[i] == b'+' {
+                out.push(b' ');
+            } else if bytes[i] == b'%'
+                && i + 2 < bytes.len()
+                && bytes[i + 1].is_ascii_hexdigit()
+                && bytes[i + 2].is_ascii_hexdigit()
+            {
+                let hex = |b: u8| (b as char).to_digit(16).unwrap_or(0) as u8;
+                out.push(hex(bytes[i + 1]) * 16 + hex(bytes[i + 2]));
+                i += 2;
+            } else {
+                out.push(bytes[i]);
+            }
+            i += 1;
+        }
+        String::from_utf8_lossy(&out).into_owned()
+    }
+
+    fn percent_encode(text: &str) -> String {
+        text.bytes().map(|b| format!("%{b:02X}")).collect()
+    }
+
+    proptest! {
+        #![proptest_config(config(500))]
+
+        #[test]
+        fn fuzz_decode_and_form_pairs_of_arbitrary_text(bytes in prop::collection::vec(any::<u8>(), 0..300)) {
+            let text = String::from_utf8_lossy(&bytes);
+            let _ = decode(&text);
+            let _ = form_pairs(&text);
+        }
+
+        #[test]
+        fn fuzz_decode_agrees_with_the_plain_reading(text in "[%+0-9a-fA-FgxZ=&\\-]{0,24}") {
+            prop_assert_eq!(decode(&text), reference_decode(&text));
+        }
+
+        #[test]
+        fn fuzz_encoded_text_decodes_back(text in "(?s).{0,40}") {
+            prop_assert_eq!(decode(&percent_encode(&text)), text.clone());
+            let pairs = form_pairs(&format!("k={}&{}=v", percent_encode(&text), percent_encode(&text)));
+            prop_assert_eq!(pairs, vec![("k".to_string(), text.clone()), (text, "v".to_string())]);
+        }
     }
 }

@@ -7,8 +7,10 @@
 //!   task from any request, or modifies the task named by its `ref` parameter;
 //! * `GET /healthz`, `GET /metrics` (Prometheus text);
 //! * `POST /admin/command` — the CLI's commands, run by the server for a `conveyor`
-//!   client, authorized by the local admin token the server writes into the data dir.
+//!   client, authorized by the local admin token the server writes into the data dir;
+//! * `GET /` — the read-only dashboard (see `dashboard.rs`).
 
+mod dashboard;
 mod direct;
 mod task_api;
 
@@ -63,6 +65,8 @@ pub(crate) struct AppState {
     config: Config,
     /// Signatures seen lately (signature → request time), to refuse replays.
     seen: Mutex<HashMap<String, i64>>,
+    /// Dashboard sessions (random cookie values).
+    sessions: Mutex<std::collections::HashSet<String>>,
 }
 
 /// The API's routes over `runtime`.
@@ -71,6 +75,7 @@ pub fn router(runtime: Arc<Runtime>, config: Config) -> Router {
         runtime,
         config,
         seen: Mutex::new(HashMap::new()),
+        sessions: Mutex::new(std::collections::HashSet::new()),
     });
     Router::new()
         .route(
@@ -84,6 +89,19 @@ pub fn router(runtime: Arc<Runtime>, config: Config) -> Router {
         .route("/healthz", get(health))
         .route("/metrics", get(metrics))
         .route("/admin/command", post(admin_command))
+        .route("/", get(dashboard::page))
+        .route(
+            "/ui/login",
+            get(dashboard::login).post(dashboard::login_post),
+        )
+        .route("/ui/api/processes", get(dashboard::processes))
+        .route("/ui/api/processes/{process}", get(dashboard::process))
+        .route("/ui/api/processes/{process}/counts", get(dashboard::counts))
+        .route(
+            "/ui/api/processes/{process}/nodes/{node}/tasks",
+            get(dashboard::node_tasks),
+        )
+        .route("/ui/api/tasks/{process}/{task}", get(dashboard::task))
         .layer(middleware::from_fn_with_state(state.clone(), observe))
         .with_state(state)
 }

@@ -8,6 +8,8 @@
 
 mod diagnostic;
 mod duration;
+#[cfg(test)]
+mod fuzz_tests;
 mod load;
 mod model;
 mod positions;

@@ -286,6 +286,7 @@ struct RawParam {
 #[serde(deny_unknown_fields)]
 struct RawSettings {
     max_steps: Option<u32>,
+    max_tasks: Option<u64>,
 }
 
 #[derive(Deserialize)]
@@ -469,6 +470,21 @@ pub(crate) struct Loaded {
 /// Reads the whole file (the graph checks come after). `None` when the text is not a
 /// YAML mapping at all.
 pub(crate) fn load(loader: &mut Loader<'_>, source: &str) -> Option<Loaded> {
+    if let Some((line, column)) = loader.positions.too_deep {
+        loader.diagnostics.push(Diagnostic {
+            severity: Severity::Error,
+            file: loader.file.to_string(),
+            line: Some(line),
+            column: Some(column),
+            node: None,
+            field: None,
+            message: format!(
+                "invalid YAML: nested more than {} levels deep",
+                crate::positions::MAX_NESTING
+            ),
+        });
+        return None;
+    }
     let document: serde_yaml::Value = match serde_yaml::from_str(source) {
         Ok(v) => v,
         Err(e) => {
@@ -574,6 +590,17 @@ pub(crate) fn load(loader: &mut Loader<'_>, source: &str) -> Option<Loaded> {
                             ok = false;
                         }
                         settings.max_steps = max;
+                    }
+                    if let Some(max) = raw.max_tasks {
+                        if max == 0 {
+                            loader.error(
+                                None,
+                                Some("settings.max_tasks"),
+                                "must be at least 1".into(),
+                            );
+                            ok = false;
+                        }
+                        settings.max_tasks = max;
                     }
                 }
                 None => ok = false,

@@ -57,11 +57,17 @@ pub struct Settings {
     /// Loop protection: a task that passes more nodes than this without waiting goes to
     /// its error route (Corezoid's limit is 50).
     pub max_steps: u32,
+    /// Most tasks the process may hold at once (a process that creates tasks in a loop
+    /// stops here with a clear error instead of filling the disk).
+    pub max_tasks: u64,
 }
 
 impl Default for Settings {
     fn default() -> Self {
-        Settings { max_steps: 50 }
+        Settings {
+            max_steps: 50,
+            max_tasks: 1_000_000,
+        }
     }
 }
 

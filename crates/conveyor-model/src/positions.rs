@@ -11,15 +11,44 @@ use yaml_rust2::scanner::Marker;
 #[derive(Debug, Default)]
 pub struct Positions {
     keys: HashMap<Vec<String>, (usize, usize)>,
+    /// Where the document first nests past `MAX_NESTING` levels, if it does.
+    pub too_deep: Option<(usize, usize)>,
 }
+
+/// Deepest nesting of maps and lists a file may have (serde_yaml's own limit). Checked
+/// here, before serde_yaml reads the text: libyaml's scanner takes time quadratic in the
+/// depth of flow mappings, so a hostile `{k: {k: …` took minutes before it got refused.
+pub const MAX_NESTING: usize = 128;
 
 impl Positions {
     pub fn of(source: &str) -> Positions {
         let mut recorder = Recorder::default();
         // A document serde_yaml accepted parses here too; if not, we just know less.
-        let _ = Parser::new_from_str(source).load(&mut recorder, false);
+        // Events are pulled one by one: the parser's own `load` recurses once per level
+        // of nesting, and a hostile file nested a few thousand deep overflowed the stack.
+        let mut parser = Parser::new_from_str(source);
+        let mut too_deep = None;
+        loop {
+            match parser.next_token() {
+                Ok((Event::DocumentEnd | Event::StreamEnd, _)) => break,
+                Ok((event, mark)) => {
+                    recorder.on_event(event, mark);
+                    if recorder.stack.len() > MAX_NESTING {
+                        too_deep = Some((mark.line(), mark.col() + 1));
+                        break;
+                    }
+                }
+                // yaml-rust2 stops at 255 levels of flow nesting with this error.
+                Err(e) if e.info() == "recursion limit exceeded" => {
+                    too_deep = Some((e.marker().line(), e.marker().col() + 1));
+                    break;
+                }
+                Err(_) => break,
+            }
+        }
         Positions {
             keys: recorder.keys,
+            too_deep,
         }
     }
 
@@ -36,7 +65,13 @@ impl Positions {
     }
 }
 
+/// Keys nested deeper than this get no position (serde_yaml refuses a document nested
+/// past 128 anyway); it keeps the paths short, so a deep file costs linear time.
+const MAX_DEPTH: usize = 64;
+
 enum Frame {
+    /// Past `MAX_DEPTH`: nothing inside is recorded.
+    Deep,
     Map {
         path: Vec<String>,
         key: Option<String>,
@@ -58,6 +93,7 @@ impl Recorder {
     fn child_path(&mut self, mark: Marker) -> Option<Vec<String>> {
         match self.stack.last_mut() {
             None => Some(Vec::new()),
+            Some(Frame::Deep) => None,
             Some(Frame::Map { path, key }) => match key.take() {
                 Some(k) => {
                     let mut p = path.clone();
@@ -97,6 +133,13 @@ impl MarkedEventReceiver for Recorder {
             }
             Event::Alias(_) => {
                 self.child_path(mark);
+            }
+            Event::MappingStart(..) | Event::SequenceStart(..)
+                if self.stack.len() >= MAX_DEPTH
+                    || matches!(self.stack.last(), Some(Frame::Deep)) =>
+            {
+                self.child_path(mark);
+                self.stack.push(Frame::Deep);
             }
             Event::MappingStart(..) => {
                 let path = self.child_path(mark).unwrap_or_default();

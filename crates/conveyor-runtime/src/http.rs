@@ -66,16 +66,18 @@ pub(crate) async fn send(
 ) -> (Result<Reply, Failure>, u64) {
     let started = Instant::now();
     let timeout = request.timeout;
-    let result = match tokio::time::timeout(timeout, exchange(client, request, success_codes)).await
-    {
+    let mut progress = Progress::default();
+    let outcome = tokio::time::timeout(
+        timeout,
+        exchange(client, request, success_codes, &mut progress),
+    )
+    .await;
+    let result = match outcome {
         Ok(result) => result,
         Err(_) => Err(Failure {
             type_error: "hardware",
             tag: "api_bad_answer",
-            description: format!(
-                "no complete answer within {}",
-                conveyor_model::format_duration(timeout)
-            ),
+            description: progress.timed_out(timeout),
             http_code: None,
             transient: true,
             body: None,
@@ -84,10 +86,41 @@ pub(crate) async fn send(
     (result, started.elapsed().as_millis() as u64)
 }
 
+/// How far an exchange got: said when it runs out of time.
+#[derive(Default)]
+struct Progress {
+    status: Option<u16>,
+    length: Option<u64>,
+    received: u64,
+}
+
+impl Progress {
+    /// `no complete answer within 1s`, and what did arrive when the reply had begun (a
+    /// server trickling its body is told apart from one that never answers).
+    fn timed_out(&self, timeout: Duration) -> String {
+        let within = format!(
+            "no complete answer within {}",
+            conveyor_model::format_duration(timeout)
+        );
+        match (self.status, self.length) {
+            (None, _) => within,
+            (Some(status), Some(length)) => format!(
+                "{within}: HTTP {status} came, then only {} of {length} body bytes",
+                self.received
+            ),
+            (Some(status), None) => format!(
+                "{within}: HTTP {status} came, then only {} body bytes",
+                self.received
+            ),
+        }
+    }
+}
+
 async fn exchange(
     client: &reqwest::Client,
     request: Request,
     success_codes: &[u16],
+    progress: &mut Progress,
 ) -> Result<Reply, Failure> {
     let method = match request.method {
         HttpMethod::Get => reqwest::Method::GET,
@@ -115,8 +148,13 @@ async fn exchange(
         }
         None => {}
     }
-    let mut response = builder.send().await.map_err(classify)?;
+    let mut response = builder
+        .send()
+        .await
+        .map_err(|e| classify(e, &request.url))?;
     let status = response.status().as_u16();
+    progress.status = Some(status);
+    progress.length = response.content_length();
     let mut headers = Map::new();
     for (name, value) in response.headers() {
         headers.insert(
@@ -130,34 +168,39 @@ async fn exchange(
         return Err(too_big(request.max_bytes, status));
     }
     let mut bytes = Vec::new();
-    while let Some(chunk) = response.chunk().await.map_err(classify)? {
+    while let Some(chunk) = response
+        .chunk()
+        .await
+        .map_err(|e| classify(e, &request.url))?
+    {
         if bytes.len() as u64 + chunk.len() as u64 > request.max_bytes {
             return Err(too_big(request.max_bytes, status));
         }
         bytes.extend_from_slice(&chunk);
+        progress.received = bytes.len() as u64;
     }
-    let parsed: Option<Value> = if bytes.iter().all(u8::is_ascii_whitespace) {
-        Some(Value::Object(Map::new()))
+    let parsed: Result<Value, serde_json::Error> = if bytes.iter().all(u8::is_ascii_whitespace) {
+        Ok(Value::Object(Map::new()))
     } else {
-        serde_json::from_slice(&bytes).ok()
+        serde_json::from_slice(&bytes)
     };
     if !success_codes.contains(&status) {
         return Err(Failure {
             type_error: "software",
             tag: "api_bad_answer",
-            description: describe_error(status, parsed.as_ref(), &bytes),
+            description: describe_error(status, parsed.as_ref().ok(), &bytes),
             http_code: Some(status),
             transient: status >= 500 || status == 429,
-            body: parsed,
+            body: parsed.ok(),
         });
     }
     match parsed {
-        Some(body @ (Value::Object(_) | Value::Array(_))) => Ok(Reply {
+        Ok(body @ (Value::Object(_) | Value::Array(_))) => Ok(Reply {
             status,
             headers,
             body,
         }),
-        Some(other) => Err(Failure {
+        Ok(other) => Err(Failure {
             type_error: "software",
             tag: "api_no_valid_json",
             description: format!(
@@ -168,7 +211,7 @@ async fn exchange(
             transient: false,
             body: None,
         }),
-        None => Err(Failure {
+        Err(_) => Err(Failure {
             type_error: "software",
             tag: "api_no_valid_json",
             description: format!(
@@ -197,33 +240,106 @@ fn too_big(max: u64, status: u16) -> Failure {
 fn describe_error(status: u16, body: Option<&Value>, bytes: &[u8]) -> String {
     if let Some(Value::Object(map)) = body {
         // MessageBird: {"errors":[{"code":2,"description":"…"}]}
-        if let Some(first) = map.get("errors").and_then(|e| e.get(0))
+        let said = if let Some(first) = map.get("errors").and_then(|e| e.get(0))
             && let Some(description) = first.get("description").map(text_of)
         {
-            return format!("HTTP {status}: {description}");
-        }
-        let error = map
-            .get("error")
-            .map(text_of)
-            .filter(|s| !s.is_empty() && s != "{}");
-        let description = ["error_description", "description", "message"]
-            .iter()
-            .find_map(|k| map.get(*k).map(text_of))
-            .filter(|s| !s.is_empty());
-        match (error, description) {
-            (Some(e), Some(d)) => return format!("HTTP {status}: {e} ({d})"),
-            (Some(e), None) => return format!("HTTP {status}: {e}"),
-            (None, Some(d)) => return format!("HTTP {status}: {d}"),
-            (None, None) => {}
+            Some(description)
+        } else {
+            let error = map
+                .get("error")
+                .map(text_of)
+                .filter(|s| !s.is_empty() && s != "{}");
+            let description = ["error_description", "description", "message"]
+                .iter()
+                .find_map(|k| map.get(*k).map(text_of))
+                .filter(|s| !s.is_empty());
+            match (error, description) {
+                (Some(e), Some(d)) => Some(format!("{e} ({d})")),
+                (Some(e), None) => Some(e),
+                (None, Some(d)) => Some(d),
+                (None, None) => None,
+            }
+        };
+        // Shortened too: a server's error text may be of any length.
+        if let Some(said) = said {
+            return format!("HTTP {status}: {}", shorten(&said));
         }
     }
     let text = String::from_utf8_lossy(bytes);
-    let text = text.trim();
+    let text = html_text(&text).unwrap_or_else(|| text.trim().to_string());
     if text.is_empty() {
         format!("HTTP {status}")
     } else {
-        format!("HTTP {status}: {}", shorten(text))
+        format!("HTTP {status}: {}", shorten(&text))
     }
+}
+
+/// The words of an HTML page (an error page from a proxy or framework): the title, then
+/// the text outside tags, scripts and styles. `None` when the text is not HTML.
+fn html_text(text: &str) -> Option<String> {
+    let text = text.trim_start();
+    // Same byte offsets as `text`: only ASCII letters change.
+    let lower = text.to_ascii_lowercase();
+    let sniff = &lower[..lower.floor_char_boundary(512)];
+    if !text.starts_with('<')
+        || !["<html", "<body", "<!doctype html"]
+            .iter()
+            .any(|t| sniff.contains(t))
+    {
+        return None;
+    }
+    let mut title = String::new();
+    let mut words = String::new();
+    let mut in_title = false;
+    let mut at = 0;
+    while at < text.len() && words.len() < 4096 {
+        let Some(open) = text[at..].find('<').map(|i| at + i) else {
+            words.push_str(&text[at..]);
+            break;
+        };
+        if in_title {
+            title.push_str(&text[at..open]);
+        } else {
+            words.push_str(&text[at..open]);
+        }
+        let close = text[open..].find('>').map_or(text.len(), |i| open + i + 1);
+        let tag = lower[open + 1..close].trim_start_matches('/');
+        let name: String = tag
+            .chars()
+            .take_while(char::is_ascii_alphanumeric)
+            .collect();
+        let closing = lower[open + 1..].starts_with('/');
+        at = close;
+        if !closing && (name == "script" || name == "style") {
+            // Code, not words: skip to its end tag (`<` inside it is not a tag).
+            at = lower[at..]
+                .find(&format!("</{name}"))
+                .map_or(text.len(), |i| at + i);
+        } else if name == "title" {
+            in_title = !closing;
+        } else {
+            words.push(' ');
+        }
+    }
+    let decode = |s: &str| {
+        s.split_whitespace()
+            .collect::<Vec<_>>()
+            .join(" ")
+            .replace("&nbsp;", " ")
+            .replace("&lt;", "<")
+            .replace("&gt;", ">")
+            .replace("&quot;", "\"")
+            .replace("&#39;", "'")
+            .replace("&amp;", "&")
+    };
+    let (title, words) = (decode(&title), decode(&words));
+    Some(if title.is_empty() || words.starts_with(&title) {
+        words
+    } else if words.is_empty() {
+        title
+    } else {
+        format!("{title}: {words}")
+    })
 }
 
 fn shorten(text: &str) -> String {
@@ -235,36 +351,255 @@ fn shorten(text: &str) -> String {
     }
 }
 
-fn classify(error: reqwest::Error) -> Failure {
-    // The chain of causes says what really happened (DNS, refused, TLS, …).
-    let mut description = error.to_string();
-    let mut source = std::error::Error::source(&error);
-    while let Some(cause) = source {
-        let text = cause.to_string();
-        if !description.contains(&text) {
-            description = format!("{description}: {text}");
-        }
-        source = cause.source();
-    }
-    let (tag, transient) = if error.is_timeout() || error.is_connect() {
-        ("api_bad_answer", true)
-    } else if error.is_redirect() {
-        ("api_bad_answer", false)
-    } else if error.is_body() || error.is_decode() {
-        ("api_bad_answer", true)
-    } else {
-        ("api_fatal_error", false)
-    };
-    Failure {
-        type_error: if error.is_redirect() {
-            "software"
-        } else {
-            "hardware"
-        },
+/// How many redirects a call follows (a loop ends there, as `api_bad_answer`).
+pub(crate) const MAX_REDIRECTS: usize = 5;
+
+/// A failure before a usable reply, from what really happened under reqwest's error:
+/// refused, unresolvable, TLS, cut off, not HTTP, redirected forever. The description
+/// names the host (not the URL, whose query may hold secrets) and the cause in words.
+fn classify(error: reqwest::Error, url: &reqwest::Url) -> Failure {
+    let causes = causes(&error);
+    let tls = causes
+        .iter()
+        .find_map(|c| c.downcast_ref::<rustls::Error>());
+    let hyper = causes.iter().find_map(|c| c.downcast_ref::<hyper::Error>());
+    let io_kind = causes
+        .iter()
+        .find_map(|c| c.downcast_ref::<std::io::Error>())
+        .map(std::io::Error::kind);
+    let root = causes
+        .last()
+        .map(|c| plain(&c.to_string()))
+        .unwrap_or_else(|| plain(&error.to_string()));
+    // Where it failed (after redirects, the last URL), else where the call went.
+    let url = error.url().unwrap_or(url);
+    let host = host_of(url);
+    let failure = |type_error, tag, description: String, transient| Failure {
+        type_error,
         tag,
         description,
         http_code: error.status().map(|s| s.as_u16()),
         transient,
         body: None,
+    };
+    use std::io::ErrorKind as Io;
+    if error.is_redirect() {
+        let mut last = url.clone();
+        last.set_query(None);
+        let description = format!("{root}: gave up after {MAX_REDIRECTS}, the last to {last}");
+        return failure("software", "api_bad_answer", description, false);
+    }
+    if let Some(tls) = tls {
+        // A certificate or protocol problem does not mend itself in seconds.
+        let description = format!("TLS with {host} failed: {}", tls_text(tls));
+        return failure("hardware", "api_bad_answer", description, false);
+    }
+    if error.is_connect() {
+        let description = if causes.iter().any(|c| c.to_string() == "dns error") {
+            let name = url.host_str().unwrap_or("the host");
+            let why = root.trim_start_matches("failed to lookup address information: ");
+            format!("could not resolve {name}: {why}")
+        } else {
+            format!("could not connect to {host}: {root}")
+        };
+        return failure("hardware", "api_bad_answer", description, true);
+    }
+    if error.is_timeout() {
+        let description = format!("no answer from {host} in time: {root}");
+        return failure("hardware", "api_bad_answer", description, true);
+    }
+    if error.is_body() || error.is_decode() {
+        let description = format!("the reply from {host} broke off: {root}");
+        return failure("hardware", "api_bad_answer", description, true);
+    }
+    if let Some(hyper) = hyper
+        && hyper.is_parse()
+    {
+        let description = format!("the reply from {host} is not HTTP: {hyper}");
+        return failure("software", "api_bad_answer", description, false);
+    }
+    if hyper.is_some_and(hyper::Error::is_incomplete_message) {
+        let description = format!("{host} closed the connection without answering");
+        return failure("hardware", "api_bad_answer", description, true);
+    }
+    if matches!(
+        io_kind,
+        Some(Io::ConnectionReset | Io::ConnectionAborted | Io::BrokenPipe | Io::UnexpectedEof)
+    ) {
+        let description = format!("{host} dropped the connection: {root}");
+        return failure("hardware", "api_bad_answer", description, true);
+    }
+    let description = format!("the request to {host} failed: {root}");
+    failure("hardware", "api_fatal_error", description, false)
+}
+
+/// The causes under a reqwest error, outermost first, looking inside `io::Error`s too
+/// (their `source` skips the error they wrap).
+fn causes(error: &reqwest::Error) -> Vec<&(dyn std::error::Error + 'static)> {
+    let mut causes: Vec<&(dyn std::error::Error + 'static)> = Vec::new();
+    let mut next = std::error::Error::source(error);
+    while let Some(cause) = next
+        && causes.len() < 16
+    {
+        causes.push(cause);
+        next = match cause
+            .downcast_ref::<std::io::Error>()
+            .and_then(std::io::Error::get_ref)
+        {
+            Some(inner) => Some(inner as &(dyn std::error::Error + 'static)),
+            None => cause.source(),
+        };
+    }
+    causes
+}
+
+/// `host:port` of a URL.
+fn host_of(url: &reqwest::Url) -> String {
+    match (url.host_str(), url.port_or_known_default()) {
+        (Some(host), Some(port)) => format!("{host}:{port}"),
+        (Some(host), None) => host.to_string(),
+        _ => "the server".into(),
+    }
+}
+
+/// An OS error's text without its number: `Connection refused (os error 111)`.
+fn plain(text: &str) -> String {
+    match text.rfind(" (os error ") {
+        Some(at) if text.ends_with(')') => text[..at].to_string(),
+        _ => text.to_string(),
+    }
+}
+
+/// What went wrong in a TLS handshake, in words.
+fn tls_text(error: &rustls::Error) -> String {
+    use rustls::{CertificateError as Cert, Error as Tls};
+    match error {
+        Tls::InvalidMessage(_) => "the server did not answer in TLS (is it plain HTTP?)".into(),
+        Tls::InvalidCertificate(Cert::UnknownIssuer) => {
+            "its certificate is not signed by a trusted authority".into()
+        }
+        Tls::InvalidCertificate(Cert::Expired) => "its certificate has expired".into(),
+        Tls::InvalidCertificate(Cert::NotValidForName) => {
+            "its certificate is not for this host name".into()
+        }
+        Tls::InvalidCertificate(other) => format!("its certificate is not accepted: {other}"),
+        Tls::AlertReceived(alert) => format!("the server refused the handshake ({alert:?})"),
+        other => other.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::{describe_error, html_text, plain};
+
+    #[test]
+    fn an_html_error_page_is_told_by_its_words() {
+        let nginx = "<html>\r\n<head><title>502 Bad Gateway</title></head>\r\n<body>\r\n<center><h1>502 Bad Gateway</h1></center>\r\n<hr><center>nginx</center>\r\n</body>\r\n</html>";
+        assert_eq!(html_text(nginx).as_deref(), Some("502 Bad Gateway nginx"));
+        assert_eq!(
+            html_text("<!DOCTYPE html><html><head><style>p{}</style><script>if (a < b) x();</script></head><body><p>Tom &amp; Jerry&nbsp;&lt;3</p></body></html>")
+                .as_deref(),
+            Some("Tom & Jerry <3")
+        );
+        assert_eq!(html_text("{\"error\": \"<html>\"}"), None);
+        assert_eq!(html_text("plain text"), None);
+        // Broken markup: no panic, some words.
+        for broken in [
+            "<html",
+            "<html><title>only a title",
+            "<html><script>never closed",
+            "<html>é<ü>ñ</",
+            "<html><<>>",
+        ] {
+            let _ = html_text(broken);
+        }
+        assert_eq!(
+            html_text("<html><title>only a title").as_deref(),
+            Some("only a title")
+        );
+    }
+
+    /// Found by `fuzz_error_replies_are_described_in_one_short_line`: the text of a JSON
+    /// error body went into the description whole, however long.
+    #[test]
+    fn regression_a_long_json_error_is_shortened() {
+        let body = serde_json::json!({"error": "x".repeat(100_000)});
+        let bytes = body.to_string().into_bytes();
+        let description = describe_error(400, Some(&body), &bytes);
+        assert_eq!(description.chars().count(), "HTTP 400: ".len() + 201);
+        let body = serde_json::json!({"error": "invalid_grant", "error_description": "The code\nhas expired"});
+        assert_eq!(
+            describe_error(400, Some(&body), b""),
+            "HTTP 400: invalid_grant (The code has expired)"
+        );
+    }
+
+    #[test]
+    fn os_error_numbers_are_dropped() {
+        assert_eq!(
+            plain("Connection refused (os error 111)"),
+            "Connection refused"
+        );
+        assert_eq!(plain("dns error"), "dns error");
+    }
+
+    fn config(default: u32) -> ProptestConfig {
+        let cases = std::env::var("PROPTEST_CASES")
+            .ok()
+            .and_then(|c| c.parse().ok())
+            .unwrap_or(default);
+        ProptestConfig {
+            cases,
+            failure_persistence: None,
+            ..ProptestConfig::default()
+        }
+    }
+
+    proptest! {
+        #![proptest_config(config(500))]
+
+        /// A reply body is whatever a server sends: describing it never panics and stays
+        /// one short line.
+        #[test]
+        fn fuzz_error_replies_are_described_in_one_short_line(
+            body in prop_oneof![
+                prop::collection::vec(any::<u8>(), 0..600),
+                prop::collection::vec(
+                    prop::sample::select(&[
+                        "<html>", "<!DOCTYPE html>", "<head>", "<title>", "</title>", "<body>",
+                        "<script>", "</script>", "<style>", "</style", "<", ">", "</", "&amp;",
+                        "&nbsp;", "&lt;", "Bad Gateway", "é", "💥", " ", "\n", "{\"error\":",
+                        "\"x\"", "}",
+                    ][..]),
+                    0..80,
+                )
+                .prop_map(|t| t.concat().into_bytes()),
+                (
+                    prop::sample::select(&["error", "error_description", "description", "message", "errors"][..]),
+                    "(?s).{0,50}",
+                    0usize..5_000,
+                )
+                    .prop_map(|(key, text, n)| {
+                        let text = format!("{text}{}", "x ".repeat(n));
+                        let value = if key == "errors" {
+                            serde_json::json!([{ "description": text }])
+                        } else {
+                            serde_json::json!(text)
+                        };
+                        serde_json::json!({ key: value }).to_string().into_bytes()
+                    }),
+            ],
+            status in 100u16..600,
+        ) {
+            let parsed = serde_json::from_slice(&body).ok();
+            let description = describe_error(status, parsed.as_ref(), &body);
+            let prefix = format!("HTTP {status}");
+            prop_assert!(description.starts_with(&prefix), "{}", description);
+            prop_assert!(!description.contains('\n'));
+            prop_assert!(description.chars().count() <= 10 + 201, "{}", description);
+            let _ = html_text(&String::from_utf8_lossy(&body));
+        }
     }
 }

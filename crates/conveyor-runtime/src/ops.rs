@@ -171,6 +171,18 @@ impl Runtime {
             data.entry(key.clone()).or_insert_with(|| value.clone());
         }
         check_params(process, &mut data)?;
+        let held: i64 = self
+            .store
+            .counters(id)?
+            .iter()
+            .map(|(_, c)| c.now.max(0))
+            .sum();
+        if held as u64 >= process.settings.max_tasks {
+            return Err(RuntimeError::Refused(format!(
+                "process {id} holds {held} tasks, its limit (settings.max_tasks = {})",
+                process.settings.max_tasks
+            )));
+        }
         if let Some(r) = reference {
             if r.is_empty() || r.chars().count() > 255 {
                 return Err(RuntimeError::Refused("a ref is 1 to 255 characters".into()));

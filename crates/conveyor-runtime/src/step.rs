@@ -495,6 +495,28 @@ impl Step<'_> {
                     };
                     values.push((key.clone(), cast));
                 }
+                // A set that would make the task larger than the limit fails instead.
+                let added: usize = values
+                    .iter()
+                    .map(|(k, v)| k.len() + serde_json::to_vec(v).map(|b| b.len()).unwrap_or(0))
+                    .sum();
+                let size = serde_json::to_vec(&self.task.data)
+                    .map(|b| b.len())
+                    .unwrap_or(0)
+                    + added;
+                if size > crate::ops::MAX_TASK_BYTES {
+                    self.fail(
+                        "set_param",
+                        "software",
+                        "task_size_overflow_limit",
+                        format!(
+                            "the task would be about {size} bytes; the limit is {}",
+                            crate::ops::MAX_TASK_BYTES
+                        ),
+                        None,
+                    );
+                    return Ok(());
+                }
                 self.task.data.extend(values);
                 self.goto(next, "next");
             }

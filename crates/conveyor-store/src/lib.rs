@@ -34,6 +34,14 @@ pub enum StoreError {
     DuplicateAlias { alias: String, process: u64 },
     #[error("no process {0}")]
     NoProcess(u64),
+    #[error(
+        "the disk holding the store is full (no space left on device): nothing more was written; free some space and try again"
+    )]
+    DiskFull,
+    #[error(
+        "the store in {path} is on a read-only file system: Conveyor must be able to write there"
+    )]
+    ReadOnly { path: String },
     #[error("a stored record could not be read ({what}): {reason}")]
     Corrupt { what: String, reason: String },
     #[error("storage error: {0}")]

@@ -42,7 +42,11 @@ pub struct SledStore {
 }
 
 fn io(e: impl std::fmt::Display) -> StoreError {
-    StoreError::Io(e.to_string())
+    let text = e.to_string();
+    if text.contains("No space left on device") || text.contains("os error 28") {
+        return StoreError::DiskFull;
+    }
+    StoreError::Io(text)
 }
 
 fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>> {
@@ -137,6 +141,11 @@ impl SledStore {
                         || io_error.to_string().contains("lock") =>
                 {
                     StoreError::Locked {
+                        path: path.display().to_string(),
+                    }
+                }
+                sled::Error::Io(ref io_error) if io_error.raw_os_error() == Some(30) => {
+                    StoreError::ReadOnly {
                         path: path.display().to_string(),
                     }
                 }

@@ -33,7 +33,7 @@ mod value;
 use std::fmt;
 
 pub use functions::Function;
-pub use render::{Env, MapEnv, RenderError};
+pub use render::{Env, MAX_RENDERED_BYTES, MapEnv, RenderError};
 pub use value::{ValueParseError, ValueTemplate};
 
 /// A parsed template, ready to render.

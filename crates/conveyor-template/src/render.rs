@@ -58,7 +58,13 @@ pub enum RenderError {
         function: &'static str,
         reason: String,
     },
+    #[error("the text would be larger than the {limit} bytes a template may render")]
+    TooLarge { limit: usize },
 }
+
+/// Most bytes one template may render: a template that repeats a large value cannot
+/// blow up memory or a request.
+pub const MAX_RENDERED_BYTES: usize = 1 << 20;
 
 impl Template {
     /// Renders to a JSON value: the value itself when the template is exactly one
@@ -101,6 +107,11 @@ impl Template {
                 Part::Call(function, argument) => {
                     write_value(out, &function.call(argument, data, env)?);
                 }
+            }
+            if out.len() > MAX_RENDERED_BYTES {
+                return Err(RenderError::TooLarge {
+                    limit: MAX_RENDERED_BYTES,
+                });
             }
         }
         Ok(())

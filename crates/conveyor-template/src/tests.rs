@@ -351,8 +351,22 @@ fn task_keys_are_collected_everywhere() {
     assert_eq!(t.task_keys(), vec!["a", "c", "p", "r"]);
 }
 
+/// Cases per property: `PROPTEST_CASES` divided by `divisor` (for costly inputs), else
+/// `default`. A long run: `PROPTEST_CASES=200000 cargo test --release -p conveyor-template`.
+fn config(default: u32, divisor: u32) -> ProptestConfig {
+    let cases = std::env::var("PROPTEST_CASES")
+        .ok()
+        .and_then(|c| c.parse::<u32>().ok())
+        .map_or(default, |c| (c / divisor).max(1));
+    ProptestConfig {
+        cases,
+        failure_persistence: None,
+        ..ProptestConfig::default()
+    }
+}
+
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(2000))]
+    #![proptest_config(config(2000, 1))]
 
     #[test]
     fn arbitrary_text_never_panics(text in ".{0,80}") {
@@ -411,4 +425,147 @@ fn spaces_around_separators_are_not_part_of_keys() {
         render("$.math(1 + é)").unwrap_err().to_string(),
         "$.math: unexpected `é`"
     );
+}
+
+// ---------------------------------------------------------------------------------------
+// Deeper fuzzing: templates nested up to (and past) the depth limit, and 1 MB templates.
+
+/// One level of nesting around a template `x`: a function call, a reference whose ref or
+/// process is `x`, a math expression, a counter of a dynamic process.
+fn wrap(kind: u8, inner: &str) -> String {
+    match kind % 7 {
+        0 => format!("$.to_string({inner})"),
+        1 => format!("{{{{conv[@bitrix].ref[{inner}].access_token}}}}"),
+        2 => format!("{{{{conv[{inner}].ref[token].nested.list[1]}}}}"),
+        3 => format!("$.math(({inner}) + 1)"),
+        4 => format!("<<conv[12].ref[user_{inner}].status>>"),
+        5 => format!("$.sha1_hex({inner})"),
+        _ => format!("{{{{conv[{inner}].node[escalation].count}}}}"),
+    }
+}
+
+/// Fragments that parse on their own, to build big templates from.
+const FRAGMENTS: &[&str] = &[
+    "plain text ",
+    "{{portal}}",
+    "{{a.b[0].c}}",
+    "{{ obj . k }}",
+    "{{conv[@bitrix].ref[token].access_token}}",
+    "<<conv[{{proc}}].ref[token].nested.list[0]>>",
+    "{{conv[12].ref[user_{{userId}}].status}}",
+    "{{node[wait].count}}",
+    "{{root.task_id}}",
+    "$.math({{n}} * 2 + 1)",
+    "$.sha1_hex({{portal}})",
+    "$.to_string($.math(1+1))",
+    "[1] (2) <3> $.x {4}",
+    "é💥 ",
+    "\n",
+];
+
+/// A fragment that may be broken: a fragment, or syntax cut anywhere.
+fn token() -> impl Strategy<Value = String> {
+    prop_oneof![
+        4 => prop::sample::select(FRAGMENTS).prop_map(str::to_string),
+        1 => prop::sample::select(&[
+            "{{", "}}", "<<conv[", ">>", "conv[", "].ref[", "]", "[", "(", ")", "$.math(",
+            "$.to_string(", "$.nope(", "\\", ".", "@", "{{conv[", "{{node[", "{{root.",
+        ][..])
+        .prop_map(str::to_string),
+    ]
+}
+
+proptest! {
+    #![proptest_config(config(500, 1))]
+
+    #[test]
+    fn fuzz_nesting_up_to_the_depth_limit_parses_and_past_it_is_refused(
+        kinds in prop::collection::vec(any::<u8>(), 0..40),
+        // An expression (not a literal), so that `conv[…]` around it is a dynamic process.
+        base in prop::sample::select(vec!["{{portal}}", "{{proc}}", "{{ userId }}"]),
+    ) {
+        let mut text = base.to_string();
+        for kind in &kinds {
+            text = wrap(*kind, &text);
+        }
+        match Template::parse(&text) {
+            Ok(template) => {
+                // The top level is one; each wrapper nests one more template.
+                prop_assert!(kinds.len() < 32, "{} levels parsed: {}", kinds.len(), text);
+                let _ = template.render(&data(), &env());
+                let _ = template.task_keys();
+            }
+            Err(e) => {
+                prop_assert!(kinds.len() >= 32, "{} levels refused: {} ({})", kinds.len(), e, text);
+                prop_assert!(e.message.contains("nested more than 32 deep"), "{}", e);
+            }
+        }
+    }
+
+    #[test]
+    fn fuzz_deep_math_and_brackets_never_panic(
+        depth in 0usize..5_000,
+        open in prop::sample::select(vec!["(", "[", "-", "$.math(", "$.to_string(", "{{conv[", "<<conv["]),
+        close in prop::sample::select(vec![")", "]", "", "}}", ">>"]),
+    ) {
+        let text = format!("$.math({}1{})", open.repeat(depth), close.repeat(depth));
+        if let Ok(t) = Template::parse(&text) {
+            let _ = t.render(&data(), &env());
+        }
+        let text = format!("{}x{}", open.repeat(depth), close.repeat(depth));
+        if let Ok(t) = Template::parse(&text) {
+            let _ = t.render(&data(), &env());
+        }
+    }
+
+    #[test]
+    fn fuzz_token_soup_never_panics(tokens in prop::collection::vec(token(), 0..200)) {
+        let text = tokens.concat();
+        if let Ok(t) = Template::parse(&text) {
+            let _ = t.render(&data(), &env());
+            let _ = t.task_keys();
+        }
+    }
+}
+
+proptest! {
+    // A megabyte per case: fewer cases.
+    #![proptest_config(config(8, 1000))]
+
+    #[test]
+    fn fuzz_a_1_mb_template_parses_and_renders_in_linear_time(
+        picks in prop::collection::vec(prop::sample::select(FRAGMENTS), 64..256),
+    ) {
+        let unit = picks.concat();
+        let text = unit.repeat((1 << 20) / unit.len().max(1) + 1);
+        let started = std::time::Instant::now();
+        let template = Template::parse(&text).expect("fragments that parse alone parse together");
+        let rendered = template.render(&data(), &env()).expect("renders");
+        prop_assert!(rendered.as_str().is_some_and(|s| !s.is_empty()));
+        prop_assert!(started.elapsed() < std::time::Duration::from_secs(20), "{:?}", started.elapsed());
+    }
+
+    #[test]
+    fn fuzz_a_1_mb_token_soup_never_panics(tokens in prop::collection::vec(token(), 64..256)) {
+        let unit = tokens.concat();
+        let text = unit.repeat((1 << 20) / unit.len().max(1) + 1);
+        if let Ok(t) = Template::parse(&text) {
+            let _ = t.render(&data(), &env());
+        }
+    }
+}
+
+#[test]
+fn a_template_may_not_render_megabytes() {
+    let big = "x".repeat(100_000);
+    let data = json!({"big": big});
+    let t = Template::parse(&"{{big}}".repeat(20)).unwrap();
+    assert_eq!(
+        t.render(&data, &MapEnv::default()).unwrap_err(),
+        RenderError::TooLarge {
+            limit: MAX_RENDERED_BYTES
+        }
+    );
+    let t = Template::parse(&"{{big}}".repeat(5)).unwrap();
+    assert!(t.render(&data, &MapEnv::default()).is_ok());
 }

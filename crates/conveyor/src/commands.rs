@@ -88,6 +88,13 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         },
         Command::ApiKey(ApiKeyCommand::List) => Request::ApiKeyList,
     };
+    if let Request::Drawn(text) = request {
+        return Ok(print(Reply {
+            stdout: text,
+            stderr: String::new(),
+            code: 0,
+        }));
+    }
     let reply = dispatch(&global, request)?;
     Ok(print(reply))
 }
@@ -135,6 +142,29 @@ fn process_request(global: &Global, command: ProcessCommand) -> anyhow::Result<R
                 settings: args::task_data(&set, None)?,
             }
         }
+        ProcessCommand::Graph { process, format }
+            if process.ends_with(".yaml")
+                || process.ends_with(".yml")
+                || templates::find(&process).is_some() =>
+        {
+            // A file or a shipped template: drawn here, no store needed.
+            let text = match templates::find(&process) {
+                Some(text) => text.to_string(),
+                None => std::fs::read_to_string(&process)
+                    .with_context(|| format!("cannot read {process}"))?,
+            };
+            let checked = conveyor_model::check(&process, &text);
+            let Some(definition) = checked.process else {
+                let errors: Vec<String> = checked.errors().map(|d| d.to_string()).collect();
+                bail!("{process} has errors:\n{}", errors.join("\n"));
+            };
+            return Ok(Request::Drawn(crate::execute::draw(
+                &definition,
+                None,
+                format,
+            )));
+        }
+        ProcessCommand::Graph { process, format } => Request::ProcessGraph { process, format },
         ProcessCommand::List => Request::ProcessList,
         ProcessCommand::Show { process } => Request::ProcessShow { process },
         ProcessCommand::Update { process, file } => Request::ProcessUpdate {

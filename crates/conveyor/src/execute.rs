@@ -25,6 +25,23 @@ pub fn execute(runtime: &Runtime, request: Request, as_json: bool) -> Reply {
     }
 }
 
+/// A process drawn in `format`, with counters when given; ends with a newline.
+pub fn draw(
+    process: &conveyor_model::Process,
+    counts: Option<&conveyor_graph::Counts>,
+    format: crate::GraphFormat,
+) -> String {
+    let mut text = match format {
+        crate::GraphFormat::Dot => conveyor_graph::dot(process, counts),
+        crate::GraphFormat::Mermaid => conveyor_graph::mermaid(process, counts),
+        crate::GraphFormat::Svg => conveyor_graph::svg(process, counts),
+    };
+    if !text.ends_with('\n') {
+        text.push('\n');
+    }
+    text
+}
+
 enum Failure {
     Usage(String),
     Runtime(RuntimeError),
@@ -186,6 +203,18 @@ fn run(runtime: &Runtime, request: Request, as_json: bool, out: &mut Reply) -> R
                 ));
             }
         }
+        Request::ProcessGraph { process, format } => {
+            let loaded = runtime.resolve(&process)?;
+            let counts: conveyor_graph::Counts = runtime
+                .store()
+                .counters(loaded.record.id)?
+                .into_iter()
+                .map(|(node, c)| (node, (c.now, c.total)))
+                .collect();
+            out.stdout
+                .push_str(&draw(&loaded.process, Some(&counts), format));
+        }
+        Request::Drawn(text) => out.stdout.push_str(&text),
         Request::ProcessUrl {
             process,
             rotate,

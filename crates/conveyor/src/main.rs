@@ -119,6 +119,14 @@ pub enum BitrixCommand {
     },
 }
 
+#[derive(Clone, Copy, Debug, clap::ValueEnum, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum GraphFormat {
+    Dot,
+    Mermaid,
+    Svg,
+}
+
 #[derive(Subcommand)]
 pub enum ApiKeyCommand {
     /// Create a key (login + secret, printed once) for `POST /api/2/json/...`.
@@ -167,6 +175,14 @@ pub enum ProcessCommand {
     Show {
         #[arg(value_name = "PROCESS")]
         process: String,
+    },
+    /// Draw a process: DOT, Mermaid or SVG (with the tasks in each node, for a cloned one).
+    Graph {
+        /// A cloned process (id or @alias) or a process file (.yaml).
+        #[arg(value_name = "PROCESS|FILE")]
+        process: String,
+        #[arg(long, value_enum, default_value = "svg")]
+        format: GraphFormat,
     },
     /// Print the process's direct URL (creates or modifies tasks from any HTTP request).
     Url {

@@ -23,6 +23,10 @@ pub enum Request {
         file: String,
         definition: String,
     },
+    ProcessGraph {
+        process: String,
+        format: crate::GraphFormat,
+    },
     ProcessUrl {
         process: String,
         rotate: bool,
@@ -69,6 +73,8 @@ pub enum Request {
     ApiKeyList,
     /// `run --until-idle` through a server: wait until its engine is idle.
     WaitIdle,
+    /// Output made without the store (a diagram of a file); printed as it is.
+    Drawn(String),
 }
 
 /// What a command printed and how it ended.

@@ -1,0 +1,291 @@
+//! `api`: N tasks, each one `api_call` to a local server that answers after a set delay,
+//! through a node with `concurrency: 100`.
+//!
+//! The server runs in a child process (this binary's hidden `serve-delay` command), so
+//! the CPU time of this process during the run is the engine's alone: steps, commits,
+//! and the HTTP client.
+
+use std::io::{BufRead, BufReader, Write};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use conveyor_runtime::{RunMode, Runtime, Settings, SystemClock};
+use conveyor_store::{SledStore, Store};
+use serde_json::{Map, Value, json};
+
+use crate::report::{Figure, Report, Run, Target};
+use crate::sys::{self, progress};
+
+fn process(port: u16, concurrency: u32) -> String {
+    format!(
+        r#"
+process: api
+nodes:
+  start: {{ type: start, next: call }}
+  call:
+    type: api_call
+    url: "http://127.0.0.1:{port}/work"
+    query: {{ n: "{{{{n}}}}" }}
+    concurrency: {concurrency}
+    response: {{ got: "{{{{body.n}}}}" }}
+    next: end
+    on_error: failed
+  end: {{ type: final }}
+  failed: {{ type: final, status: error }}
+"#
+    )
+}
+
+pub fn run(
+    tasks: u64,
+    delay_ms: u64,
+    concurrency: u32,
+    durability: bool,
+) -> anyhow::Result<Report> {
+    let server = DelayServer::start(delay_ms)?;
+    let ideal = tasks as f64 / concurrency as f64 * delay_ms as f64 / 1000.0;
+    let mut report = Report::new(
+        "api",
+        format!(
+            "api: {tasks} tasks, one api_call each to a local server answering after {delay_ms} ms, concurrency {concurrency}"
+        ),
+    );
+    report.common.push(Figure::secs(
+        "ideal_secs",
+        "ideal time (N ÷ concurrency × delay)",
+        ideal,
+    ));
+    let threads = sys::tokio_runtime()?;
+    let policies: &[bool] = if durability { &[false, true] } else { &[false] };
+    for &flush in policies {
+        let figures = one_run(&threads, &server, tasks, concurrency, flush, ideal)?;
+        report.runs.push(Run {
+            policy: if flush { "flush_each_step" } else { "default" },
+            figures,
+        });
+    }
+    report.add_targets(|value, suffix| {
+        let ratio = value("ratio_to_ideal");
+        let cpu = value("engine_cpu_us_per_call");
+        vec![
+            Target::new(
+                format!("within 1.3× of the ideal time{suffix}"),
+                format!("{ratio:.2}×"),
+                ratio <= 1.3,
+            ),
+            Target::new(
+                format!("engine CPU ≤ 50 µs per call{suffix}"),
+                format!("{cpu:.1} µs"),
+                cpu <= 50.0,
+            ),
+        ]
+    });
+    report.notes.push(
+        "engine CPU: user + system time of this process (the server is a child process) \
+         during `run --until-idle`, divided by the calls; /proc resolution is 10 ms"
+            .into(),
+    );
+    drop(server);
+    Ok(report)
+}
+
+fn one_run(
+    threads: &tokio::runtime::Runtime,
+    server: &DelayServer,
+    tasks: u64,
+    concurrency: u32,
+    flush: bool,
+    ideal: f64,
+) -> anyhow::Result<Vec<Figure>> {
+    let policy = if flush { "flush_each_step" } else { "default" };
+    let dir = tempfile::tempdir()?;
+    let store: Arc<dyn Store> = Arc::new(SledStore::open(dir.path())?);
+    let settings = Settings {
+        flush_each_step: flush,
+        ..Settings::default()
+    };
+    let runtime = Runtime::new(store.clone(), Arc::new(SystemClock), settings);
+    let loaded = runtime.clone_process(
+        "api.yaml",
+        &process(server.port, concurrency),
+        Some("api"),
+        Map::new(),
+    )?;
+    progress("api", &format!("{policy}: creating {tasks} tasks"));
+    for n in 0..tasks {
+        let mut data = Map::new();
+        data.insert("n".into(), Value::from(n));
+        runtime.add_task("@api", None, data)?;
+    }
+    // What creating the tasks left to write is written now, not during the run.
+    store.flush()?;
+    progress("api", &format!("{policy}: running them until idle"));
+    let threads_before = sys::thread_cpu();
+    let cpu_before = sys::cpu_seconds("self").unwrap_or(0.0);
+    let server_cpu_before = server.cpu_seconds();
+    let started = Instant::now();
+    let stats = threads.block_on(runtime.run(RunMode::UntilIdle))?;
+    let secs = started.elapsed().as_secs_f64();
+    let cpu = sys::cpu_seconds("self").unwrap_or(0.0) - cpu_before;
+    let (workers, committer, sled, other) =
+        sys::cpu_split(&threads_before, &sys::thread_cpu(), cpu);
+    let per_call = |seconds: f64| seconds / tasks as f64 * 1e6;
+    let server_cpu = server.cpu_seconds() - server_cpu_before;
+    let counters = store.counters(loaded.id)?;
+    let count = |node: &str| {
+        counters
+            .iter()
+            .find(|(n, _)| n == node)
+            .map(|(_, c)| c.now.max(0) as u64)
+            .unwrap_or(0)
+    };
+    anyhow::ensure!(
+        count("end") == tasks && stats.failed_steps == 0,
+        "{} of {tasks} tasks succeeded, {} failed, {} failed steps",
+        count("end"),
+        count("failed"),
+        stats.failed_steps
+    );
+    // The reply really reached the task.
+    let sample = runtime.find_task("@api", &conveyor_runtime::TaskKey("1".into()))?;
+    anyhow::ensure!(
+        sample.1.data.get("got") == Some(&json!(0))
+            || sample.1.data.get("got") == Some(&json!("0")),
+        "the reply was not mapped into the task: {:?}",
+        sample.1.data
+    );
+    Ok(vec![
+        Figure::secs("run_secs", "run until idle", secs),
+        Figure::rate(
+            "tasks_per_sec",
+            "throughput",
+            tasks as f64 / secs,
+            "tasks/s",
+        ),
+        Figure::ratio("ratio_to_ideal", "time ÷ ideal time", secs / ideal),
+        Figure::micros(
+            "engine_cpu_us_per_call",
+            "engine CPU per call",
+            per_call(cpu),
+        ),
+        Figure::micros(
+            "cpu_workers_us_per_call",
+            "  of which: tokio workers (steps, HTTP)",
+            per_call(workers),
+        ),
+        Figure::micros(
+            "cpu_committer_us_per_call",
+            "  of which: committer (store commits)",
+            per_call(committer),
+        ),
+        Figure::micros(
+            "cpu_sled_us_per_call",
+            "  of which: sled's I/O threads",
+            per_call(sled),
+        ),
+        Figure::micros(
+            "cpu_other_us_per_call",
+            "  of which: other threads",
+            per_call(other),
+        ),
+        Figure::ratio("engine_cpu_cores", "engine CPU (cores busy)", cpu / secs),
+        Figure::micros(
+            "server_cpu_us_per_call",
+            "server CPU per call (child)",
+            server_cpu / tasks as f64 * 1e6,
+        ),
+    ])
+}
+
+/// The local server in a child process; it exits when its stdin closes.
+struct DelayServer {
+    child: Child,
+    port: u16,
+}
+
+impl DelayServer {
+    fn start(delay_ms: u64) -> anyhow::Result<DelayServer> {
+        let mut child = Command::new(std::env::current_exe()?)
+            .args(["serve-delay", "--delay-ms", &delay_ms.to_string()])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()?;
+        let stdout = child
+            .stdout
+            .take()
+            .ok_or_else(|| anyhow::anyhow!("no stdout from the server"))?;
+        let mut line = String::new();
+        BufReader::new(stdout).read_line(&mut line)?;
+        let port = line
+            .trim()
+            .strip_prefix("port ")
+            .and_then(|p| p.parse().ok());
+        match port {
+            Some(port) => Ok(DelayServer { child, port }),
+            None => {
+                let _ = child.kill();
+                let _ = child.wait();
+                anyhow::bail!("the delay server did not start (it said {line:?})")
+            }
+        }
+    }
+
+    fn cpu_seconds(&self) -> f64 {
+        sys::cpu_seconds(&self.child.id().to_string()).unwrap_or(0.0)
+    }
+}
+
+impl Drop for DelayServer {
+    fn drop(&mut self) {
+        // Closing stdin ends it; kill it if it has not gone in a few seconds.
+        drop(self.child.stdin.take());
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The hidden `serve-delay` command: answers `GET /work?n=N` with `{"n": N}` after
+/// `delay_ms`, on 127.0.0.1 and a free port it prints as `port N`. Exits when stdin closes.
+pub fn serve(delay_ms: u64) -> anyhow::Result<()> {
+    use axum::extract::Query;
+    use axum::routing::get;
+
+    std::thread::spawn(|| {
+        let mut sink = Vec::new();
+        let _ = std::io::Read::read_to_end(&mut std::io::stdin(), &mut sink);
+        std::process::exit(0);
+    });
+    let threads = sys::tokio_runtime()?;
+    threads.block_on(async move {
+        let delay = Duration::from_millis(delay_ms);
+        let app = axum::Router::new().route(
+            "/work",
+            get(
+                move |Query(query): Query<std::collections::HashMap<String, String>>| async move {
+                    tokio::time::sleep(delay).await;
+                    let n = query
+                        .get("n")
+                        .and_then(|n| n.parse::<u64>().ok())
+                        .map(Value::from)
+                        .unwrap_or(Value::Null);
+                    axum::Json(json!({ "n": n }))
+                },
+            ),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let port = listener.local_addr()?.port();
+        let mut stdout = std::io::stdout();
+        writeln!(stdout, "port {port}")?;
+        stdout.flush()?;
+        axum::serve(listener, app).await?;
+        anyhow::Ok(())
+    })
+}

@@ -1,0 +1,254 @@
+//! `refs`: reads of other processes' tasks, `{{conv[ID].ref[REF].x}}`, per second.
+//!
+//! Process A holds N tasks with refs `r0`, `r1`, …, each waiting in a delay. Process B's
+//! tasks each read K of them, chosen at random, in one `set_param` (K keys, each a
+//! whole-value template `{{conv[A].ref[r{{kJ}}].x}}`). Reads per second = B's tasks × K
+//! ÷ the time `run --until-idle` takes to move them, so it includes the whole step of
+//! each B task (read it, render, commit). In the same run the store's own rate is
+//! measured: `Store::task_by_ref` for random refs, then the value looked up.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use conveyor_runtime::{ManualClock, RunMode, Runtime, Settings};
+use conveyor_store::{SledStore, Store, TaskStatus};
+use serde_json::{Map, Value};
+
+use crate::report::{Figure, Report, Run, Target};
+use crate::sys::{self, Rng, progress};
+
+const HOLDER: &str = r#"
+process: holder
+nodes:
+  start: { type: start, next: hold }
+  hold: { type: delay, for: 1d, next: done }
+  done: { type: final }
+"#;
+
+/// Tasks created between two runs of the engine while filling A.
+const CHUNK: u64 = 50_000;
+
+fn reader(holder: u64, per_task: u32) -> String {
+    let mut text = String::from(
+        "process: reader\nnodes:\n  start: { type: start, next: read }\n  read:\n    type: set_param\n    set:\n",
+    );
+    for j in 0..per_task {
+        text.push_str(&format!(
+            "      v{j}: \"{{{{conv[{holder}].ref[r{{{{k{j}}}}}].x}}}}\"\n"
+        ));
+    }
+    text.push_str("    next: end\n  end: { type: final }\n");
+    text
+}
+
+pub fn run(refs: u64, reads: u64, per_task: u32, durability: bool) -> anyhow::Result<Report> {
+    anyhow::ensure!(
+        refs > 0 && per_task > 0,
+        "refs and reads per task must be > 0"
+    );
+    let threads = sys::tokio_runtime()?;
+    let dir = tempfile::tempdir()?;
+    let store: Arc<dyn Store> = Arc::new(SledStore::open(dir.path())?);
+    let clock = Arc::new(ManualClock::new(crate::timers::T0));
+    let runtime = Runtime::new(store.clone(), clock.clone(), Settings::default());
+    let holder = runtime
+        .clone_process("holder.yaml", HOLDER, Some("holder"), Map::new())?
+        .id;
+    runtime.clone_process(
+        "reader.yaml",
+        &reader(holder, per_task),
+        Some("reader"),
+        Map::new(),
+    )?;
+    let mut report = Report::new(
+        "refs",
+        format!(
+            "refs: {{{{conv[ID].ref[REF].x}}}} reads with {refs} refs, {per_task} reads per task"
+        ),
+    );
+
+    progress("refs", &format!("creating {refs} tasks with refs"));
+    let started = Instant::now();
+    let mut made = 0;
+    while made < refs {
+        let end = (made + CHUNK).min(refs);
+        for i in made..end {
+            let mut data = Map::new();
+            data.insert("x".into(), Value::from(i));
+            data.insert("token".into(), Value::from(format!("tok-{i:012}-abcdef")));
+            data.insert("expires".into(), Value::from(1_800_003_600 + i));
+            runtime.add_task("@holder", Some(&format!("r{i}")), data)?;
+        }
+        let stats = threads.block_on(runtime.run(RunMode::UntilIdle))?;
+        anyhow::ensure!(
+            stats.failed_steps == 0,
+            "{} steps failed",
+            stats.failed_steps
+        );
+        made = end;
+        progress("refs", &format!("{made} of {refs} ref tasks waiting"));
+    }
+    let fill_secs = started.elapsed().as_secs_f64();
+    drop(runtime);
+
+    // The store's own rate: one thread, then one per core, after one pass over every
+    // ref (so neither side pays for pages still on their way from disk).
+    progress("refs", "measuring Store::task_by_ref");
+    for i in 0..refs {
+        store.task_by_ref(holder, &format!("r{i}"))?;
+    }
+    let raw_reads = reads.clamp(100_000, 2_000_000);
+    let raw_one = raw_rate(store.as_ref(), holder, refs, raw_reads, 1)?;
+    let cores = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1);
+    let raw_all = raw_rate(store.as_ref(), holder, refs, raw_reads, cores)?;
+    report.common.extend([
+        Figure::count("refs", "tasks with refs (process A)", refs),
+        Figure::rate(
+            "fill_tasks_per_sec",
+            "create + park them",
+            refs as f64 / fill_secs,
+            "tasks/s",
+        ),
+        Figure::rate(
+            "store_raw_reads_per_sec",
+            "Store::task_by_ref, 1 thread",
+            raw_one,
+            "reads/s",
+        ),
+        Figure::rate(
+            "store_raw_reads_per_sec_all_cores",
+            "Store::task_by_ref, all cores",
+            raw_all,
+            "reads/s",
+        ),
+    ]);
+
+    let policies: &[bool] = if durability { &[false, true] } else { &[false] };
+    let tasks = reads.div_ceil(per_task as u64);
+    let mut rng = Rng::new(0x5EED);
+    for &flush in policies {
+        let policy = if flush { "flush_each_step" } else { "default" };
+        let settings = Settings {
+            flush_each_step: flush,
+            ..Settings::default()
+        };
+        let runtime = Runtime::new(store.clone(), clock.clone(), settings);
+        progress(
+            "refs",
+            &format!("{policy}: creating {tasks} reader tasks of {per_task} reads"),
+        );
+        let mut created = Vec::with_capacity(tasks as usize);
+        for _ in 0..tasks {
+            let mut data = Map::new();
+            for j in 0..per_task {
+                data.insert(format!("k{j}"), Value::from(rng.below(refs)));
+            }
+            created.push(runtime.add_task("@reader", None, data)?.id);
+        }
+        progress("refs", &format!("{policy}: running them until idle"));
+        let started = Instant::now();
+        let stats = threads.block_on(runtime.run(RunMode::UntilIdle))?;
+        let secs = started.elapsed().as_secs_f64();
+        anyhow::ensure!(
+            stats.failed_steps == 0,
+            "{} steps failed",
+            stats.failed_steps
+        );
+        // Every read found its value.
+        for &task_id in created.iter().step_by((tasks as usize / 100).max(1)) {
+            let task = store
+                .task(task_id)?
+                .ok_or_else(|| anyhow::anyhow!("task {task_id} is gone"))?;
+            anyhow::ensure!(
+                task.status == TaskStatus::Done,
+                "reader task {task_id} is {:?}: {:?}",
+                task.status,
+                task.data
+            );
+            for j in 0..per_task {
+                anyhow::ensure!(
+                    task.data.get(&format!("v{j}")) == task.data.get(&format!("k{j}")),
+                    "reader task {task_id} read the wrong value for k{j}"
+                );
+            }
+        }
+        let engine_reads = (tasks * per_task as u64) as f64 / secs;
+        report.runs.push(Run {
+            policy,
+            figures: vec![
+                Figure::count("reader_tasks", "reader tasks (process B)", tasks),
+                Figure::rate(
+                    "reads_per_sec",
+                    "reads through the engine",
+                    engine_reads,
+                    "reads/s",
+                ),
+                Figure::rate(
+                    "reader_tasks_per_sec",
+                    "reader tasks",
+                    tasks as f64 / secs,
+                    "tasks/s",
+                ),
+                Figure::ratio(
+                    "ratio_to_raw",
+                    "engine ÷ raw (all cores)",
+                    engine_reads / raw_all,
+                ),
+            ],
+        });
+    }
+    report.add_targets(|value, suffix| {
+        let rate = value("reads_per_sec");
+        vec![Target::new(
+            format!("≥ 500,000 reads/s{suffix}"),
+            format!("{} reads/s", crate::report::thousands(rate)),
+            rate >= 500_000.0,
+        )]
+    });
+    report.notes.push(
+        "engine reads/s include each reader task's whole step (read the task, render, commit)"
+            .into(),
+    );
+    Ok(report)
+}
+
+/// `Store::task_by_ref` of random refs on `threads` threads, then `.x` looked up.
+fn raw_rate(
+    store: &dyn Store,
+    process: u64,
+    refs: u64,
+    reads: u64,
+    threads: usize,
+) -> anyhow::Result<f64> {
+    let per_thread = reads / threads as u64;
+    let started = Instant::now();
+    std::thread::scope(|scope| {
+        let workers: Vec<_> = (0..threads)
+            .map(|t| {
+                scope.spawn(move || -> anyhow::Result<()> {
+                    let mut rng = Rng::new(0xABCD + t as u64);
+                    for _ in 0..per_thread {
+                        let i = rng.below(refs);
+                        let task = store
+                            .task_by_ref(process, &format!("r{i}"))?
+                            .ok_or_else(|| anyhow::anyhow!("no task with ref r{i}"))?;
+                        anyhow::ensure!(
+                            task.data.get("x").and_then(Value::as_u64) == Some(i),
+                            "ref r{i} has the wrong x"
+                        );
+                    }
+                    Ok(())
+                })
+            })
+            .collect();
+        for worker in workers {
+            worker
+                .join()
+                .map_err(|_| anyhow::anyhow!("a reader thread panicked"))??;
+        }
+        anyhow::Ok(())
+    })?;
+    Ok((per_thread * threads as u64) as f64 / started.elapsed().as_secs_f64())
+}
