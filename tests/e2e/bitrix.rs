@@ -891,3 +891,128 @@ fn conveyor_sandbox_prints_its_urls_and_test_credentials() {
         .status();
     assert_eq!(child.wait().expect("stops").code(), Some(0));
 }
+
+/// The secrets audit: the whole story through a server with trace logs, then every
+/// output a person or a script can get — logs, `--json` outputs, history, `/metrics`,
+/// the task API's `show`, the dashboard's task page — searched for every secret value.
+#[test]
+fn secrets_audit_across_logs_outputs_metrics_and_the_api() {
+    let tokio = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let sandbox = tokio.block_on(sandbox());
+    let data = crate::support::DataDir::new();
+    let url = sandbox.url().to_string();
+    data.ok(&[
+        "process",
+        "clone",
+        "bitrix_oauth",
+        "--alias",
+        "bitrix",
+        "--set",
+        "portal=sandbox",
+        "--set",
+        &format!("client_id={DEFAULT_CLIENT_ID}"),
+        "--set",
+        &format!("client_secret={DEFAULT_CLIENT_SECRET}"),
+        "--set",
+        &format!("oauth_server={url}"),
+        "--set",
+        "refresh_every=1s",
+    ]);
+    data.ok(&["process", "clone", "bitrix_deals", "--alias", "deals"]);
+    let key = data.json(&["api-key", "create", "audit"]);
+    let direct = data.json(&["process", "url", "@bitrix"])["url"]
+        .as_str()
+        .expect("url")
+        .to_string();
+    let mut server = crate::http_api::Server::start_with(data, &[("CONVEYOR_LOG", "trace")]);
+    let direct = direct.replace("http://127.0.0.1:7878", &server.base);
+    let code = new_code(&sandbox);
+    let client = crate::http_api::http();
+    assert!(
+        client
+            .get(format!("{direct}?ref=token&code={code}"))
+            .send()
+            .expect("redirect")
+            .status()
+            .is_success()
+    );
+    // Let it refresh a few times and a consumer use the token.
+    std::thread::sleep(Duration::from_millis(2500));
+    server
+        .data
+        .ok(&["task", "add", "@deals", "--ref", "report"]);
+    server.data.ok(&["run", "--until-idle"]);
+
+    let mut seen = String::new();
+    for args in [
+        vec!["--json", "task", "show", "@bitrix", "token"],
+        vec!["task", "show", "@bitrix", "token"],
+        vec!["--json", "task", "list", "@bitrix"],
+        vec!["--json", "task", "history", "@bitrix", "token"],
+        vec!["task", "history", "@bitrix", "token"],
+        vec!["--json", "task", "history", "@deals", "report"],
+        vec!["--json", "task", "show", "@deals", "report"],
+        vec!["process", "show", "@bitrix"],
+        vec!["--json", "process", "list"],
+    ] {
+        seen.push_str(&server.data.ok(&args));
+    }
+    seen.push_str(
+        &client
+            .get(format!("{}/metrics", server.base))
+            .send()
+            .expect("metrics")
+            .text()
+            .expect("text"),
+    );
+    let body =
+        json!({"ops": [{"type": "show", "obj": "task", "conv_id": 1, "ref": "token"}]}).to_string();
+    let time = crate::http_api::now_secs();
+    let signature = crate::http_api::sign(time, key["secret"].as_str().expect("secret"), &body);
+    let show = client
+        .post(format!(
+            "{}/api/2/json/{}/{time}/{signature}",
+            server.base, key["login"]
+        ))
+        .body(body)
+        .send()
+        .expect("api")
+        .text()
+        .expect("text");
+    assert!(show.contains("\"proc\":\"ok\""), "{show}");
+    seen.push_str(&show);
+    assert_eq!(server.stop(), 0);
+    let log = server.log.lock().expect("log").clone();
+    assert!(
+        log.contains("TRACE") || log.contains("DEBUG"),
+        "trace logs were on"
+    );
+    seen.push_str(&log);
+
+    let revealed = server
+        .data
+        .json(&["task", "show", "@bitrix", "token", "--reveal"]);
+    let deals = server
+        .data
+        .json(&["task", "show", "@deals", "report", "--reveal"]);
+    assert_eq!(deals["node"], "done", "{deals}");
+    let mut secrets = vec![DEFAULT_CLIENT_SECRET.to_string(), code];
+    for k in ["access_token", "refresh_token"] {
+        secrets.push(revealed["data"][k].as_str().expect("token").to_string());
+    }
+    secrets.push(
+        deals["data"]["used_token"]
+            .as_str()
+            .expect("used token")
+            .to_string(),
+    );
+    for secret in &secrets {
+        assert!(!seen.contains(secret.as_str()), "a secret leaked: {secret}");
+    }
+    assert!(seen.contains("***"), "secrets are shown masked");
+    drop(tokio);
+}

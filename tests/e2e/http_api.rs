@@ -17,19 +17,31 @@ pub struct Server {
     pub data: DataDir,
     pub child: Option<Child>,
     pub base: String,
+    /// Everything the server wrote to stderr (its logs).
+    pub log: std::sync::Arc<std::sync::Mutex<String>>,
 }
 
 impl Server {
     pub fn start(data: DataDir) -> Server {
+        Server::start_with(data, &[])
+    }
+
+    /// Starts it with extra environment variables (e.g. `CONVEYOR_LOG=trace`).
+    pub fn start_with(data: DataDir, env: &[(&str, &str)]) -> Server {
         let port = {
             let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
             l.local_addr().expect("addr").port()
         };
-        let mut child = data
-            .command(&["serve", "--listen", &format!("127.0.0.1:{port}")])
+        let mut command = data.command(&["serve", "--listen", &format!("127.0.0.1:{port}")]);
+        for (k, v) in env {
+            command.env(k, v);
+        }
+        let mut child = command
             .stderr(Stdio::piped())
             .spawn()
             .expect("serve starts");
+        let log = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+        let log_writer = log.clone();
         // Wait for the line that says it serves (printed once the port is bound).
         let stderr = child.stderr.take().expect("stderr");
         let (tx, rx) = std::sync::mpsc::channel();
@@ -41,6 +53,10 @@ impl Server {
                 {
                     let _ = tx.send(());
                 }
+                if let Ok(mut log) = log_writer.lock() {
+                    log.push_str(&line);
+                    log.push('\n');
+                }
             }
         });
         rx.recv_timeout(Duration::from_secs(20))
@@ -49,6 +65,7 @@ impl Server {
             data,
             child: Some(child),
             base: format!("http://127.0.0.1:{port}"),
+            log,
         }
     }
 
@@ -70,7 +87,7 @@ impl Drop for Server {
     }
 }
 
-fn now_secs() -> i64 {
+pub fn now_secs() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .expect("time")
@@ -78,7 +95,7 @@ fn now_secs() -> i64 {
 }
 
 /// Corezoid's signature: hex(sha1(time + secret + body + secret)), written out here.
-fn sign(time: i64, secret: &str, body: &str) -> String {
+pub fn sign(time: i64, secret: &str, body: &str) -> String {
     use sha1::Digest as _;
     let mut hasher = sha1::Sha1::new();
     hasher.update(format!("{time}{secret}{body}{secret}").as_bytes());
