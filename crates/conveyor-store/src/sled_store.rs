@@ -129,8 +129,16 @@ fn counter_from(bytes: &[u8]) -> Result<NodeCounter> {
 impl SledStore {
     /// Opens (or creates) the store in `path`.
     pub fn open(path: &Path) -> Result<SledStore> {
-        std::fs::create_dir_all(path)
-            .map_err(|e| StoreError::Io(format!("cannot create {}: {e}", path.display())))?;
+        if !path.exists() {
+            std::fs::create_dir_all(path)
+                .map_err(|e| StoreError::Io(format!("cannot create {}: {e}", path.display())))?;
+            // Task data holds credentials: a new data dir is readable by its owner only.
+            #[cfg(unix)]
+            {
+                use std::os::unix::fs::PermissionsExt as _;
+                let _ = std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o700));
+            }
+        }
         let db = sled::Config::new()
             .path(path.join("store"))
             .mode(sled::Mode::HighThroughput)
