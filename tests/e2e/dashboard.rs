@@ -202,7 +202,7 @@ fn the_dashboard_shows_live_counters_and_escalations() {
     driver.go(&format!("{}/ui/login?token={token}", server.base));
     assert!(
         driver.until(
-            Duration::from_secs(10),
+            Duration::from_secs(30),
             "return !!document.querySelector('[data-process=\"1\"]');"
         ),
         "the process list shows process 1"
@@ -210,12 +210,12 @@ fn the_dashboard_shows_live_counters_and_escalations() {
     driver.screenshot("processes");
     driver.go(&format!("{}/#/p/1", server.base));
     assert!(driver.until(
-        Duration::from_secs(10),
+        Duration::from_secs(30),
         "return document.querySelectorAll('[data-count-for]').length > 5;"
     ));
     // The counters on the diagram are those of `conveyor process show`.
     assert!(driver.until(
-        Duration::from_secs(10),
+        Duration::from_secs(30),
         "const e = document.querySelector('[data-count-for=\"wait_refresh\"]'); return !!e && e.textContent.startsWith('1 now');"
     ));
     let shown = diagram_counts(&driver);
@@ -244,7 +244,7 @@ fn the_dashboard_shows_live_counters_and_escalations() {
     let started = Instant::now();
     assert!(
         driver.until(
-            Duration::from_secs(10),
+            Duration::from_secs(30),
             "const e = document.querySelector('[data-count-for=\"not_updated\"]'); const r = document.getElementById('escalations'); return !!e && e.textContent.startsWith('1 now') && !!r && r.textContent.includes('invalid_grant');"
         ),
         "the escalation did not show: {}",
@@ -254,6 +254,11 @@ fn the_dashboard_shows_live_counters_and_escalations() {
         "escalation visible {:?} after the failure was armed",
         started.elapsed()
     );
+    // The escalation node on the diagram says why the task is there.
+    assert!(driver.until(
+        Duration::from_secs(10),
+        "const w = document.querySelector('[data-node=\"not_updated\"] text.why'); return !!w && w.textContent.includes('invalid_grant');"
+    ));
     driver.screenshot("escalation");
     // And on the list, the process is marked.
     driver.go(&format!("{}/#/", server.base));
