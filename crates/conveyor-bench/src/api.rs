@@ -128,8 +128,7 @@ fn one_run(
     let stats = threads.block_on(runtime.run(RunMode::UntilIdle))?;
     let secs = started.elapsed().as_secs_f64();
     let cpu = sys::cpu_seconds("self").unwrap_or(0.0) - cpu_before;
-    let (workers, committer, sled, other) =
-        sys::cpu_split(&threads_before, &sys::thread_cpu(), cpu);
+    let split = sys::cpu_split(&threads_before, &sys::thread_cpu(), cpu);
     let per_call = |seconds: f64| seconds / tasks as f64 * 1e6;
     let server_cpu = server.cpu_seconds() - server_cpu_before;
     let counters = store.counters(loaded.id)?;
@@ -172,22 +171,27 @@ fn one_run(
         Figure::micros(
             "cpu_workers_us_per_call",
             "  of which: tokio workers (steps, HTTP)",
-            per_call(workers),
+            per_call(split.workers),
         ),
         Figure::micros(
             "cpu_committer_us_per_call",
             "  of which: committer (store commits)",
-            per_call(committer),
+            per_call(split.committer),
         ),
         Figure::micros(
             "cpu_sled_us_per_call",
             "  of which: sled's I/O threads",
-            per_call(sled),
+            per_call(split.sled),
+        ),
+        Figure::micros(
+            "cpu_main_us_per_call",
+            "  of which: engine loop (main thread)",
+            per_call(split.main),
         ),
         Figure::micros(
             "cpu_other_us_per_call",
-            "  of which: other threads",
-            per_call(other),
+            "  of which: threads that came and went",
+            per_call(split.other),
         ),
         Figure::ratio("engine_cpu_cores", "engine CPU (cores busy)", cpu / secs),
         Figure::micros(

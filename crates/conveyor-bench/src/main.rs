@@ -66,7 +66,8 @@ enum Scenario {
     },
     /// Reads of other processes' tasks by ref (`{{conv[ID].ref[REF].x}}`) per second.
     Refs(RefsArgs),
-    /// Every scenario, one after the other (template, pure, api, timers, restart, refs).
+    /// Every scenario, one after the other (template, pure, api, timers, restart, refs),
+    /// each in a process of its own; with `--json`, one JSON object per line.
     All,
     /// (internal) The delay server of `api`: prints `port N`, exits when stdin closes.
     #[command(hide = true)]
@@ -86,7 +87,7 @@ enum Scenario {
     },
 }
 
-#[derive(Args, Default)]
+#[derive(Args)]
 struct ApiArgs {
     /// Number of tasks [default: 10,000; --quick 1,000].
     #[arg(long)]
@@ -99,7 +100,7 @@ struct ApiArgs {
     concurrency: u32,
 }
 
-#[derive(Args, Default)]
+#[derive(Args)]
 struct TimersArgs {
     /// Tasks waiting [default: 1,000,000; --quick 50,000].
     #[arg(long)]
@@ -107,9 +108,12 @@ struct TimersArgs {
     /// Tasks due in the same second.
     #[arg(long, default_value_t = 10_000)]
     burst: u64,
+    /// Then run `restart` on the store left behind (what `all` does).
+    #[arg(long, hide = true)]
+    with_restart: bool,
 }
 
-#[derive(Args, Default)]
+#[derive(Args)]
 struct RefsArgs {
     /// Tasks with refs in the process read from [default: 100,000; --quick 10,000].
     #[arg(long)]
@@ -139,7 +143,7 @@ fn main() -> ExitCode {
     let (json, durability) = (cli.json, cli.durability);
     let print = |report: report::Report| report.print(json);
     let result = match cli.scenario {
-        Scenario::All => return all(&sizes, json, durability),
+        Scenario::All => return all(cli.quick, json, durability),
         Scenario::Template { iterations } => {
             template::run(sizes.pick(iterations, 1_000_000, 100_000), json)
         }
@@ -148,7 +152,14 @@ fn main() -> ExitCode {
         }
         Scenario::Api(args) => api_scenario(&args, &sizes, durability).map(print),
         Scenario::Timers(args) => {
-            timers_scenario(&args, &sizes, durability).map(|(report, _)| print(report))
+            timers_scenario(&args, &sizes, durability).and_then(|(report, parked)| {
+                print(report);
+                if args.with_restart {
+                    restart::run(&parked, durability).map(print)
+                } else {
+                    Ok(())
+                }
+            })
         }
         Scenario::Restart { tasks } => timers::prepare(sizes.pick(tasks, 1_000_000, 50_000))
             .and_then(|parked| restart::run(&parked, durability))
@@ -204,61 +215,50 @@ fn refs_scenario(
     )
 }
 
-/// Every scenario; `restart` opens the store `timers` left. A failed scenario is
-/// reported and the others still run; the exit code is 1 if any failed.
-fn all(sizes: &Sizes, json: bool, durability: bool) -> ExitCode {
+/// Every scenario, each in a process of its own (so memory figures are its own and a
+/// crash stops only it); `restart` runs in the process of `timers`, on the store it left.
+/// The exit code is 1 if any scenario failed; speed never fails it.
+fn all(quick: bool, json: bool, durability: bool) -> ExitCode {
     let started = std::time::Instant::now();
+    let exe = match std::env::current_exe() {
+        Ok(exe) => exe,
+        Err(e) => {
+            eprintln!("conveyor-bench: cannot find this program: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let flags: Vec<&str> = [
+        (json, "--json"),
+        (durability, "--durability"),
+        (quick, "--quick"),
+    ]
+    .into_iter()
+    .filter_map(|(on, flag)| on.then_some(flag))
+    .collect();
+    let scenarios: [(&str, &[&str]); 5] = [
+        ("template", &["template"]),
+        ("pure", &["pure"]),
+        ("api", &["api"]),
+        ("timers and restart", &["timers", "--with-restart"]),
+        ("refs", &["refs"]),
+    ];
     let mut failed = Vec::new();
-    let mut fail = |name: &'static str, e: anyhow::Error| {
-        eprintln!("conveyor-bench: {name} failed: {e:#}");
-        failed.push(name);
-    };
-    if let Err(e) = template::run(sizes.pick(None, 1_000_000, 100_000), json) {
-        fail("template", e);
-    }
-    match pure::run(sizes.pick(None, 100_000, 10_000), durability) {
-        Ok(report) => report.print(json),
-        Err(e) => fail("pure", e),
-    }
-    match api_scenario(
-        &ApiArgs {
-            delay_ms: 20,
-            concurrency: 100,
-            ..ApiArgs::default()
-        },
-        sizes,
-        durability,
-    ) {
-        Ok(report) => report.print(json),
-        Err(e) => fail("api", e),
-    }
-    let timers_args = TimersArgs {
-        burst: 10_000,
-        ..TimersArgs::default()
-    };
-    match timers_scenario(&timers_args, sizes, durability) {
-        Ok((report, parked)) => {
-            report.print(json);
-            match restart::run(&parked, durability) {
-                Ok(report) => report.print(json),
-                Err(e) => fail("restart", e),
+    for (name, args) in scenarios {
+        match std::process::Command::new(&exe)
+            .args(args)
+            .args(&flags)
+            .status()
+        {
+            Ok(status) if status.success() => {}
+            Ok(status) => {
+                eprintln!("conveyor-bench: {name} failed ({status})");
+                failed.push(name);
+            }
+            Err(e) => {
+                eprintln!("conveyor-bench: {name} did not start: {e}");
+                failed.push(name);
             }
         }
-        Err(e) => {
-            fail("timers", e);
-            fail("restart", anyhow::anyhow!("needs the store of timers"));
-        }
-    }
-    match refs_scenario(
-        &RefsArgs {
-            reads_per_task: 50,
-            ..RefsArgs::default()
-        },
-        sizes,
-        durability,
-    ) {
-        Ok(report) => report.print(json),
-        Err(e) => fail("refs", e),
     }
     sys::progress(
         "all",

@@ -135,8 +135,7 @@ fn one_run(
     let stats = threads.block_on(runtime.run(RunMode::UntilIdle))?;
     let run_secs = started.elapsed().as_secs_f64();
     let cpu = sys::cpu_seconds("self").unwrap_or(0.0) - cpu_before;
-    let (workers, committer, sled, other) =
-        sys::cpu_split(&threads_before, &sys::thread_cpu(), cpu);
+    let split = sys::cpu_split(&threads_before, &sys::thread_cpu(), cpu);
     let per_task = |seconds: f64| seconds / tasks as f64 * 1e6;
     let done = finished(store.as_ref(), process.id)?;
     anyhow::ensure!(
@@ -205,22 +204,27 @@ fn one_run(
         Figure::micros(
             "cpu_workers_us_per_task",
             "  of which: tokio workers (steps)",
-            per_task(workers),
+            per_task(split.workers),
         ),
         Figure::micros(
             "cpu_committer_us_per_task",
             "  of which: committer (store commits)",
-            per_task(committer),
+            per_task(split.committer),
         ),
         Figure::micros(
             "cpu_sled_us_per_task",
             "  of which: sled's I/O threads",
-            per_task(sled),
+            per_task(split.sled),
+        ),
+        Figure::micros(
+            "cpu_main_us_per_task",
+            "  of which: engine loop (main thread)",
+            per_task(split.main),
         ),
         Figure::micros(
             "cpu_other_us_per_task",
-            "  of which: other threads",
-            per_task(other),
+            "  of which: threads that came and went",
+            per_task(split.other),
         ),
     ];
     if let Some(raw_flushed) = raw_flushed {

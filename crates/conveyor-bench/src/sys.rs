@@ -201,25 +201,40 @@ pub fn thread_cpu() -> std::collections::HashMap<u64, (String, f64)> {
     threads
 }
 
-/// Where the CPU time between two [`thread_cpu`] readings went, by kind of thread:
-/// `(workers, committer, sled, other)`, where `other` is the rest of `total` (the main
-/// thread, threads that came and went).
+/// Where the CPU time between two [`thread_cpu`] readings went, by kind of thread.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct CpuSplit {
+    /// tokio's worker threads: the steps (and HTTP calls).
+    pub workers: f64,
+    /// The engine's committer thread: applying batches to the store.
+    pub committer: f64,
+    /// sled's own threads (log writes, flushes) that were alive at both readings.
+    pub sled: f64,
+    /// The main thread, which drives the engine loop (`block_on(run)`).
+    pub main: f64,
+    /// The rest of the process total: threads that came and went (sled's pool).
+    pub other: f64,
+}
+
 pub fn cpu_split(
     before: &std::collections::HashMap<u64, (String, f64)>,
     after: &std::collections::HashMap<u64, (String, f64)>,
     total: f64,
-) -> (f64, f64, f64, f64) {
-    let (mut workers, mut committer, mut sled) = (0.0, 0.0, 0.0);
+) -> CpuSplit {
+    let mut split = CpuSplit::default();
+    let main = u64::from(std::process::id());
     for (tid, (comm, cpu)) in after {
         let used = cpu - before.get(tid).map(|(_, c)| *c).unwrap_or(0.0);
-        if comm.starts_with("tokio-rt-worker") {
-            workers += used;
+        if *tid == main {
+            split.main += used;
+        } else if comm.starts_with("tokio-rt-worker") {
+            split.workers += used;
         } else if comm.starts_with("conveyor-commit") {
-            committer += used;
+            split.committer += used;
         } else if comm.starts_with("sled") {
-            sled += used;
+            split.sled += used;
         }
     }
-    let other = (total - workers - committer - sled).max(0.0);
-    (workers, committer, sled, other)
+    split.other = (total - split.workers - split.committer - split.sled - split.main).max(0.0);
+    split
 }

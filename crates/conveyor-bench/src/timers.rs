@@ -30,6 +30,7 @@ const CHUNK: u64 = 50_000;
 
 const PARK: &str = r#"
 process: park
+settings: { max_tasks: 100000000 }
 nodes:
   start: { type: start, next: wait }
   wait: { type: delay, until: "{{due}}", next: done }

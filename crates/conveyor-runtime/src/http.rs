@@ -545,13 +545,10 @@ mod tests {
         assert_eq!(plain("dns error"), "dns error");
     }
 
+    /// `default` cases; proptest takes `PROPTEST_CASES` over it.
     fn config(default: u32) -> ProptestConfig {
-        let cases = std::env::var("PROPTEST_CASES")
-            .ok()
-            .and_then(|c| c.parse().ok())
-            .unwrap_or(default);
         ProptestConfig {
-            cases,
+            cases: default,
             failure_persistence: None,
             ..ProptestConfig::default()
         }
