@@ -121,8 +121,8 @@ struct RefsArgs {
     /// Reads through the engine in all [default: 1,000,000; --quick 100,000].
     #[arg(long)]
     reads: Option<u64>,
-    /// Reads in each reader task (one set_param with this many keys).
-    #[arg(long, default_value_t = 50)]
+    /// Reads in each reader task (one set_param whose text reads a group of this many refs).
+    #[arg(long, default_value_t = 100)]
     reads_per_task: u32,
 }
 

@@ -11,7 +11,7 @@ mod records;
 mod sled_store;
 
 pub use records::*;
-pub use sled_store::SledStore;
+pub use sled_store::{SledStore, StoreOptions};
 
 /// Errors of the store.
 #[derive(Debug, thiserror::Error)]

@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use anyhow::{Context, bail};
 use conveyor_runtime::{RunMode, Runtime, Settings, SystemClock};
-use conveyor_store::SledStore;
+use conveyor_store::{SledStore, StoreOptions};
 use serde_json::json;
 
 use crate::args::{self, UsageError};
@@ -52,9 +52,12 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             allow_remote,
         } => {
             let dir = data_dir(&global)?;
-            let runtime = open(&dir)?;
+            let runtime = open(&dir, store_options(&global))?;
             let _mark = EngineMark::new(&dir);
-            return crate::serve::run(runtime, &dir, &listen, allow_remote);
+            let code = crate::serve::run(runtime, &dir, &listen, allow_remote)?;
+            eprintln!("stopped; writing a snapshot of the store for a quick next start");
+            checkpoint(&dir, store_options(&global));
+            return Ok(code);
         }
         Command::Run { until_idle } => return engine(&global, until_idle),
         Command::Sandbox { listen, config } => {
@@ -107,7 +110,7 @@ fn dispatch(global: &Global, request: Request) -> anyhow::Result<Reply> {
     {
         return Ok(reply);
     }
-    let runtime = open(&dir)?;
+    let runtime = open(&dir, store_options(&global))?;
     Ok(execute(&runtime, request, global.json))
 }
 
@@ -254,11 +257,11 @@ pub fn data_dir(global: &Global) -> anyhow::Result<PathBuf> {
 /// Opens the store. Another short command may hold it for a moment: wait up to 3 s for
 /// it before giving up. An engine (`serve`, `run`) holds it for good and says so in
 /// `engine.pid`: then fail at once, with the message that names it.
-pub fn open(dir: &Path) -> anyhow::Result<Arc<Runtime>> {
+pub fn open(dir: &Path, options: StoreOptions) -> anyhow::Result<Arc<Runtime>> {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(3);
     let mut pause = std::time::Duration::from_millis(10);
     let store = loop {
-        match SledStore::open(dir) {
+        match SledStore::open_with(dir, options) {
             Ok(store) => break store,
             Err(conveyor_store::StoreError::Locked { .. })
                 if std::time::Instant::now() < deadline && !engine_running(dir) =>
@@ -274,6 +277,35 @@ pub fn open(dir: &Path) -> anyhow::Result<Arc<Runtime>> {
         Arc::new(SystemClock),
         Settings::default(),
     ))
+}
+
+pub fn store_options(global: &Global) -> StoreOptions {
+    StoreOptions {
+        cache_bytes: global.store_cache_mb.saturating_mul(1024 * 1024),
+    }
+}
+
+/// After an engine stopped cleanly: opens and closes the store once, so the next start
+/// reads a fresh snapshot instead of replaying everything this engine wrote (see
+/// [`SledStore::checkpoint`]). Best effort: a failure only costs the next start time.
+pub fn checkpoint(dir: &Path, options: StoreOptions) {
+    let started = std::time::Instant::now();
+    // sled's background threads let go of the files a moment after the last handle.
+    let mut result = SledStore::checkpoint(dir, options);
+    for _ in 0..20 {
+        if !matches!(result, Err(conveyor_store::StoreError::Locked { .. })) {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        result = SledStore::checkpoint(dir, options);
+    }
+    match result {
+        Ok(()) => tracing::info!(
+            millis = started.elapsed().as_millis() as u64,
+            "store checkpointed for a quick next start"
+        ),
+        Err(e) => tracing::warn!("no checkpoint of the store at shutdown: {e}"),
+    }
 }
 
 fn engine_pid_file(dir: &Path) -> PathBuf {
@@ -325,7 +357,7 @@ fn engine(global: &Global, until_idle: bool) -> anyhow::Result<ExitCode> {
             );
         }
     }
-    let runtime = open(&dir)?;
+    let runtime = open(&dir, store_options(global))?;
     let _mark = EngineMark::new(&dir);
     let tokio = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -340,6 +372,11 @@ fn engine(global: &Global, until_idle: bool) -> anyhow::Result<ExitCode> {
         };
         runtime.run(mode).await
     })?;
+    // Every handle on the store is gone with the async runtime's tasks.
+    drop(tokio);
+    if !until_idle {
+        checkpoint(&dir, store_options(global));
+    }
     let mut reply = Reply::default();
     if global.json {
         reply.line(json!({"steps": stats.steps, "failed_steps": stats.failed_steps}).to_string());

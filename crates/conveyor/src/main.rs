@@ -43,6 +43,16 @@ pub struct Global {
     /// Print results as JSON, for scripts.
     #[arg(long, global = true)]
     pub json: bool,
+    /// The most memory the store's page cache may take, in MiB.
+    #[arg(
+        long,
+        global = true,
+        value_name = "MIB",
+        env = "CONVEYOR_STORE_CACHE_MB",
+        default_value_t = 128,
+        value_parser = clap::value_parser!(u64).range(1..=1_048_576)
+    )]
+    pub store_cache_mb: u64,
 }
 
 #[derive(Subcommand)]
