@@ -110,7 +110,7 @@ fn dispatch(global: &Global, request: Request) -> anyhow::Result<Reply> {
     {
         return Ok(reply);
     }
-    let runtime = open(&dir, store_options(&global))?;
+    let runtime = open(&dir, store_options(global))?;
     Ok(execute(&runtime, request, global.json))
 }
 
