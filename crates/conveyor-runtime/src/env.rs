@@ -2,12 +2,13 @@
 //! time from the engine clock.
 
 use std::cell::{Cell, RefCell};
+use std::sync::Arc;
 
 use conveyor_template::{Env, Path, ProcessId, RootField};
 use serde_json::Value;
 
-use crate::Runtime;
 use crate::mask;
+use crate::{LoadedProcess, Runtime};
 
 /// The `root.*` values of the task being rendered.
 #[derive(Debug, Clone)]
@@ -28,6 +29,8 @@ pub(crate) struct StoreEnv<'a> {
     /// Secret values read from other processes' tasks: masked in history like our own.
     pub revealed: RefCell<Vec<String>>,
     pub seed: Cell<u64>,
+    /// The process last read from by `conv[…]` (a template often reads many refs of one).
+    last_read: RefCell<Option<Arc<LoadedProcess>>>,
 }
 
 impl<'a> StoreEnv<'a> {
@@ -39,7 +42,20 @@ impl<'a> StoreEnv<'a> {
             now,
             revealed: RefCell::new(Vec::new()),
             seed: Cell::new(seed),
+            last_read: RefCell::new(None),
         }
+    }
+
+    /// The loaded process `id`, without going to the engine's map for every read.
+    fn read_process(&self, id: u64) -> Result<Arc<LoadedProcess>, String> {
+        if let Some(loaded) = self.last_read.borrow().as_ref()
+            && loaded.record.id == id
+        {
+            return Ok(loaded.clone());
+        }
+        let loaded = self.runtime.loaded(id).map_err(|e| e.to_string())?;
+        *self.last_read.borrow_mut() = Some(loaded.clone());
+        Ok(loaded)
     }
 
     fn process_id(&self, process: &ProcessId) -> Result<u64, String> {
@@ -83,7 +99,7 @@ impl Env for StoreEnv<'_> {
         path: &Path,
     ) -> Result<Option<Value>, String> {
         let id = self.process_id(process)?;
-        let loaded = self.runtime.loaded(id).map_err(|e| e.to_string())?;
+        let loaded = self.read_process(id)?;
         let data = self
             .runtime
             .ref_data(id, reference)
