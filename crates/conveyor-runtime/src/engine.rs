@@ -18,6 +18,14 @@ pub enum RunMode {
     UntilShutdown(Pin<Box<dyn Future<Output = ()> + Send>>),
 }
 
+/// What a finished step left of its task's timer.
+enum Timer {
+    None,
+    At(i64),
+    /// The step failed: it may or may not have set one.
+    Unknown,
+}
+
 /// What a run did.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct RunStats {
@@ -43,21 +51,38 @@ impl Runtime {
         }
         let mut stats = RunStats::default();
         let mut cursor: Option<TimerKey> = None;
+        // The earliest timer after `cursor`, as last looked up: `None` when it must be
+        // looked up again. Steps report the timers they set, so the store's timer index
+        // is read only when a timer is due or something from outside may have set one.
+        let mut next_due: Option<Option<i64>> = None;
         let mut running = JoinSet::new();
         loop {
             // Timers that are due become work.
             let now = self.now();
-            loop {
-                let due = self.store.due_timers(now, cursor, 1024)?;
-                for timer in &due {
-                    self.schedule(timer.task);
+            let must_look = match next_due {
+                None => true,
+                Some(Some(at)) => at <= now,
+                Some(None) => false,
+            };
+            if must_look {
+                loop {
+                    let due = self.store.due_timers(now, cursor, 1024)?;
+                    for timer in &due {
+                        self.schedule(timer.task);
+                    }
+                    if let Some(last) = due.last() {
+                        cursor = Some(*last);
+                    }
+                    if due.len() < 1024 {
+                        break;
+                    }
                 }
-                if let Some(last) = due.last() {
-                    cursor = Some(*last);
-                }
-                if due.len() < 1024 {
-                    break;
-                }
+                next_due = Some(
+                    self.store
+                        .due_timers(i64::MAX, cursor, 1)?
+                        .first()
+                        .map(|t| t.due),
+                );
             }
             // Start as much work as allowed.
             while running.len() < self.settings.max_in_flight {
@@ -71,11 +96,7 @@ impl Runtime {
                     break;
                 }
             }
-            let next_timer = self
-                .store
-                .due_timers(i64::MAX, cursor, 1)?
-                .first()
-                .map(|t| t.due);
+            let next_timer = next_due.flatten();
             let clock = Arc::clone(&self.clock);
             let timer = async move {
                 match next_timer {
@@ -92,9 +113,19 @@ impl Runtime {
             tokio::select! {
                 _ = stop => break,
                 Some(joined) = running.join_next(), if !running.is_empty() => {
-                    self.finished(joined, &mut stats);
+                    match self.finished(joined, &mut stats) {
+                        Timer::None => {}
+                        Timer::At(at) => {
+                            if let Some(known) = next_due {
+                                next_due = Some(Some(known.map_or(at, |k| k.min(at))));
+                            }
+                        }
+                        Timer::Unknown => next_due = None,
+                    }
                 }
-                _ = self.work.notified() => {}
+                // New work from outside (a task added, a message): it may come with a
+                // timer the loop has not seen.
+                _ = self.work.notified() => next_due = None,
                 _ = timer => {}
             }
         }
@@ -106,17 +137,18 @@ impl Runtime {
         Ok(stats)
     }
 
+    /// Books a finished step; says what it left of its task's timer.
     fn finished(
         &self,
         joined: std::result::Result<(u64, Result<step::Outcome>), tokio::task::JoinError>,
         stats: &mut RunStats,
-    ) {
+    ) -> Timer {
         let (id, result) = match joined {
             Ok(pair) => pair,
             Err(e) => {
                 tracing::error!(error = %e, "a step panicked or was cancelled");
                 stats.failed_steps += 1;
-                return;
+                return Timer::Unknown;
             }
         };
         stats.steps += 1;
@@ -128,6 +160,10 @@ impl Runtime {
                 if again || outcome.wake.is_some_and(|w| w.at <= self.now()) {
                     self.schedule(id);
                 }
+                match outcome.wake {
+                    Some(wake) => Timer::At(wake.at),
+                    None => Timer::None,
+                }
             }
             Err(crate::RuntimeError::Store(conveyor_store::StoreError::DuplicateRef {
                 ..
@@ -136,11 +172,13 @@ impl Runtime {
                 // commits. Nothing was written: run the step again; this time the ref is
                 // seen taken and the copy fails the Corezoid way (`not_unical_ref`).
                 self.schedule(id);
+                Timer::None
             }
             Err(e) => {
                 stats.failed_steps += 1;
                 // The task stays ready in the store; it is tried again on the next start.
                 tracing::error!(task = id, error = %e, "step failed");
+                Timer::Unknown
             }
         }
     }
