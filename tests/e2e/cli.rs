@@ -652,6 +652,8 @@ fn bad_command_lines_exit_2_naming_the_argument() {
         &["process", "show"],
         &["process", "update", "@d"],
         &["run", "--forever"],
+        &["--store-cache-mb", "0", "process", "list"],
+        &["process", "list", "--store-cache-mb", "lots"],
     ] {
         let (code, stdout, stderr) = d.run(args);
         assert_eq!(code, 2, "{args:?}: {stdout}{stderr}");
@@ -1174,6 +1176,15 @@ fn a_store_held_by_an_engine_without_api_is_refused_until_it_stops() {
         }
     };
     assert_eq!(status.code(), Some(0), "serve: {stderr}");
+    // On the way out it checkpointed the store, so the next start reads a fresh snapshot.
+    assert!(
+        stderr.contains("stopped; writing a snapshot of the store for a quick next start"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("store checkpointed for a quick next start"),
+        "the checkpoint failed: {stderr}"
+    );
 
     // The store is free again; serve ran the task into the callback wait, and the
     // refused commands stored nothing.

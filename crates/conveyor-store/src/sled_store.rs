@@ -157,10 +157,21 @@ impl SledStore {
     /// has run for a long time, its next start would replay everything it wrote. Called
     /// after a clean shutdown, when nothing else holds the store, this moves that replay
     /// to the shutdown. (After a crash nothing can spare the next start the replay.)
+    ///
+    /// sled's background threads let go of a store's files a moment after its last
+    /// handle is dropped: this waits up to 2 s for them, then fails with
+    /// [`StoreError::Locked`] if the store is still in use.
     pub fn checkpoint(path: &Path, options: StoreOptions) -> Result<()> {
-        let store = SledStore::open_with(path, options)?;
-        store.flush()?;
-        Ok(())
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
+        loop {
+            match SledStore::open_with(path, options) {
+                Ok(store) => return store.flush(),
+                Err(StoreError::Locked { .. }) if std::time::Instant::now() < deadline => {
+                    std::thread::sleep(std::time::Duration::from_millis(20));
+                }
+                Err(e) => return Err(e),
+            }
+        }
     }
 
     /// Opens (or creates) the store in `path`.

@@ -290,15 +290,7 @@ pub fn store_options(global: &Global) -> StoreOptions {
 /// [`SledStore::checkpoint`]). Best effort: a failure only costs the next start time.
 pub fn checkpoint(dir: &Path, options: StoreOptions) {
     let started = std::time::Instant::now();
-    // sled's background threads let go of the files a moment after the last handle.
-    let mut result = SledStore::checkpoint(dir, options);
-    for _ in 0..20 {
-        if !matches!(result, Err(conveyor_store::StoreError::Locked { .. })) {
-            break;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(50));
-        result = SledStore::checkpoint(dir, options);
-    }
+    let result = SledStore::checkpoint(dir, options);
     match result {
         Ok(()) => tracing::info!(
             millis = started.elapsed().as_millis() as u64,
@@ -375,6 +367,7 @@ fn engine(global: &Global, until_idle: bool) -> anyhow::Result<ExitCode> {
     // Every handle on the store is gone with the async runtime's tasks.
     drop(tokio);
     if !until_idle {
+        eprintln!("stopped; writing a snapshot of the store for a quick next start");
         checkpoint(&dir, store_options(global));
     }
     let mut reply = Reply::default();

@@ -143,3 +143,73 @@ fn a_newer_format_is_refused() {
         "{err}"
     );
 }
+
+/// sled's snapshot files (`snap.<log offset>`) in the store's directory.
+fn snapshots(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir.join("store"))
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().into_string().ok())
+        .filter(|name| name.starts_with("snap."))
+        .collect();
+    names.sort();
+    names
+}
+
+#[test]
+fn a_checkpoint_keeps_everything_and_writes_a_fresh_snapshot() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SledStore::open(dir.path()).unwrap();
+    let process = store.create_process(new_process(Some("p"))).unwrap().id;
+    let mut batch = Batch::default();
+    for id in 1..=500 {
+        batch.push(Op::PutTask(Box::new(task(id, process, "wait"))));
+        batch.push(Op::IndexTask { process, task: id });
+        batch.push(Op::SetTimer(TimerKey {
+            due: id as i64,
+            task: id,
+        }));
+    }
+    store.commit(&batch).unwrap();
+    store.flush().unwrap();
+    // While the store is open, a checkpoint cannot take it.
+    assert!(matches!(
+        SledStore::checkpoint(dir.path(), StoreOptions::default()),
+        Err(StoreError::Locked { .. })
+    ));
+    drop(store);
+    let before = snapshots(dir.path());
+
+    SledStore::checkpoint(dir.path(), StoreOptions::default()).unwrap();
+    let after = snapshots(dir.path());
+    assert_ne!(before, after, "the checkpoint wrote no new snapshot");
+
+    let store = SledStore::open(dir.path()).unwrap();
+    assert_eq!(store.tasks(process, None, usize::MAX).unwrap().len(), 500);
+    assert_eq!(
+        store.due_timers(i64::MAX, None, usize::MAX).unwrap().len(),
+        500
+    );
+    assert_eq!(store.process_by_alias("p").unwrap().unwrap().id, process);
+}
+
+#[test]
+fn a_small_page_cache_holds_the_same_data() {
+    let dir = tempfile::tempdir().unwrap();
+    let options = StoreOptions {
+        cache_bytes: 1024 * 1024,
+    };
+    let store = SledStore::open_with(dir.path(), options).unwrap();
+    let process = store.create_process(new_process(None)).unwrap().id;
+    let mut batch = Batch::default();
+    for id in 1..=3000 {
+        let mut t = task(id, process, "n");
+        t.data
+            .insert("blob".into(), serde_json::Value::from("x".repeat(500)));
+        batch.push(Op::PutTask(Box::new(t)));
+    }
+    store.commit(&batch).unwrap();
+    for id in 1..=3000 {
+        let t = store.task(id).unwrap().unwrap();
+        assert_eq!(t.data["blob"].as_str().map(str::len), Some(500));
+    }
+}
