@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use conveyor_runtime::{RunMode, Runtime, Settings, SystemClock};
-use conveyor_store::{SledStore, Store};
+use conveyor_store::Store;
 use serde_json::{Map, Value, json};
 
 use crate::report::{Figure, Report, Run, Target};
@@ -100,7 +100,7 @@ fn one_run(
 ) -> anyhow::Result<Vec<Figure>> {
     let policy = if flush { "flush_each_step" } else { "default" };
     let dir = tempfile::tempdir()?;
-    let store: Arc<dyn Store> = Arc::new(SledStore::open(dir.path())?);
+    let store: Arc<dyn Store> = Arc::new(crate::sys::open_store(dir.path())?);
     let settings = Settings {
         flush_each_step: flush,
         ..Settings::default()

@@ -11,9 +11,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use conveyor_runtime::{RunMode, Runtime, Settings, SystemClock};
-use conveyor_store::{
-    Batch, EventKind, HistoryEvent, Op, SledStore, Store, TaskRecord, TaskStatus,
-};
+use conveyor_store::{Batch, EventKind, HistoryEvent, Op, Store, TaskRecord, TaskStatus};
 use serde_json::{Map, Value};
 
 use crate::report::{Figure, Report, Run};
@@ -113,7 +111,7 @@ fn one_run(
 ) -> anyhow::Result<Vec<Figure>> {
     let policy = if flush { "flush_each_step" } else { "default" };
     let dir = tempfile::tempdir()?;
-    let store: Arc<dyn Store> = Arc::new(SledStore::open(dir.path())?);
+    let store: Arc<dyn Store> = Arc::new(crate::sys::open_store(dir.path())?);
     let settings = Settings {
         flush_each_step: flush,
         ..Settings::default()
@@ -331,7 +329,7 @@ fn latency(
 /// counter, ready entry), in a fresh store; with `flush`, each one flushed to disk.
 pub fn raw_rate(count: u64, flush: bool) -> anyhow::Result<f64> {
     let dir = tempfile::tempdir()?;
-    let raw = SledStore::open(dir.path())?;
+    let raw = crate::sys::open_store(dir.path())?;
     let started = Instant::now();
     let mut done = 0;
     for id in 1..=count {

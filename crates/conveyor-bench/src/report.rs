@@ -139,7 +139,10 @@ impl Report {
             common: Vec::new(),
             runs: Vec::new(),
             targets: Vec::new(),
-            notes: Vec::new(),
+            notes: vec![format!(
+                "store page cache: {} MiB (CONVEYOR_STORE_CACHE_MB)",
+                crate::sys::store_options().cache_bytes >> 20
+            )],
         }
     }
 

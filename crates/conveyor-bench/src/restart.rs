@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use conveyor_runtime::{ManualClock, RunMode, Runtime, Settings};
-use conveyor_store::{SledStore, Store, StoreOptions, TaskStatus};
+use conveyor_store::{SledStore, Store, TaskStatus};
 use serde_json::{Map, Value, json};
 
 use crate::report::{Figure, Report, Run, Target};
@@ -44,7 +44,7 @@ pub fn run(parked: &Parked, durability: bool) -> anyhow::Result<Report> {
         "checkpointing the store, as a clean shutdown does",
     );
     let started = Instant::now();
-    SledStore::checkpoint(parked.dir.path(), StoreOptions::default())?;
+    SledStore::checkpoint(parked.dir.path(), sys::store_options())?;
     report.common.push(Figure::millis(
         "checkpoint_ms",
         "checkpoint at the writer's shutdown",
@@ -145,7 +145,7 @@ pub fn run(parked: &Parked, durability: bool) -> anyhow::Result<Report> {
 pub fn probe(data: &Path, now: i64, flush: bool) -> anyhow::Result<()> {
     let started = Instant::now();
     let threads = sys::tokio_runtime()?;
-    let store: Arc<dyn Store> = Arc::new(SledStore::open(data)?);
+    let store: Arc<dyn Store> = Arc::new(crate::sys::open_store(data)?);
     let open_ms = started.elapsed().as_secs_f64() * 1000.0;
     let settings = Settings {
         flush_each_step: flush,

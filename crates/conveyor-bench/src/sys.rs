@@ -238,3 +238,22 @@ pub fn cpu_split(
     split.other = (total - split.workers - split.committer - split.sled - split.main).max(0.0);
     split
 }
+
+/// The options every store of a benchmark is opened with: the default, or a page cache
+/// of `CONVEYOR_STORE_CACHE_MB` MiB (as for `conveyor` itself; child processes inherit it).
+pub fn store_options() -> conveyor_store::StoreOptions {
+    let mut options = conveyor_store::StoreOptions::default();
+    if let Some(mib) = std::env::var("CONVEYOR_STORE_CACHE_MB")
+        .ok()
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .filter(|&mib| mib > 0)
+    {
+        options.cache_bytes = mib << 20;
+    }
+    options
+}
+
+/// Opens a store with [`store_options`].
+pub fn open_store(path: &std::path::Path) -> anyhow::Result<conveyor_store::SledStore> {
+    Ok(conveyor_store::SledStore::open_with(path, store_options())?)
+}
