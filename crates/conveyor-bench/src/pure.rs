@@ -129,9 +129,13 @@ fn one_run(
     progress("pure", &format!("{policy}: running them until idle"));
     let threads_before = sys::thread_cpu();
     let cpu_before = sys::cpu_seconds("self").unwrap_or(0.0);
+    let commits_before = runtime.commit_stats();
     let started = Instant::now();
     let stats = threads.block_on(runtime.run(RunMode::UntilIdle))?;
     let run_secs = started.elapsed().as_secs_f64();
+    let commits_after = runtime.commit_stats();
+    let group_size = (commits_after.1 - commits_before.1) as f64
+        / (commits_after.0 - commits_before.0).max(1) as f64;
     let cpu = sys::cpu_seconds("self").unwrap_or(0.0) - cpu_before;
     let split = sys::cpu_split(&threads_before, &sys::thread_cpu(), cpu);
     let per_task = |seconds: f64| seconds / tasks as f64 * 1e6;
@@ -185,6 +189,11 @@ fn one_run(
             "create and run (1 ÷ sum of 1/rates)",
             sustained,
             "tasks/s",
+        ),
+        Figure::ratio(
+            "steps_per_commit",
+            "steps per store transaction (group size)",
+            group_size,
         ),
         // start → set_a → check → set_big → end: four transitions a task.
         Figure::rate(

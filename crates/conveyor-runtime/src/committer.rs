@@ -5,16 +5,18 @@
 //! One transaction for many steps costs far less than one each; a step still learns
 //! that *its* batch is durable before it schedules what follows from it.
 
-use std::collections::HashMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc;
 use std::thread::JoinHandle;
 
-use conveyor_store::{Batch, Op, Store, StoreError};
+use conveyor_store::{Batch, Store, StoreError};
 use tokio::sync::oneshot;
 
 /// Most steps in one transaction.
 const MAX_GROUP: usize = 1024;
+/// How long a group under load waits for more steps to join it.
+const GATHER: std::time::Duration = std::time::Duration::from_micros(300);
 
 pub(crate) struct Request {
     pub batch: Batch,
@@ -24,19 +26,34 @@ pub(crate) struct Request {
 pub(crate) struct Committer {
     sender: Option<mpsc::Sender<Request>>,
     thread: Option<JoinHandle<()>>,
+    stats: Arc<CommitStats>,
+}
+
+/// How many transactions the committer applied, and how many steps they held.
+#[derive(Debug, Default)]
+pub(crate) struct CommitStats {
+    pub(crate) groups: AtomicU64,
+    pub(crate) steps: AtomicU64,
 }
 
 impl Committer {
     pub fn start(store: Arc<dyn Store>, flush: bool) -> Committer {
         let (sender, receiver) = mpsc::channel::<Request>();
+        let stats = Arc::new(CommitStats::default());
+        let thread_stats = stats.clone();
         let thread = std::thread::Builder::new()
             .name("conveyor-commit".into())
-            .spawn(move || run(store, flush, receiver))
+            .spawn(move || run(store, flush, receiver, thread_stats))
             .ok();
         Committer {
             sender: Some(sender),
             thread,
+            stats,
         }
+    }
+
+    pub fn stats(&self) -> &CommitStats {
+        &self.stats
     }
 
     pub fn sender(&self) -> Option<mpsc::Sender<Request>> {
@@ -54,7 +71,12 @@ impl Drop for Committer {
     }
 }
 
-fn run(store: Arc<dyn Store>, flush: bool, receiver: mpsc::Receiver<Request>) {
+fn run(
+    store: Arc<dyn Store>,
+    flush: bool,
+    receiver: mpsc::Receiver<Request>,
+    stats: Arc<CommitStats>,
+) {
     while let Ok(first) = receiver.recv() {
         let mut group = vec![first];
         while group.len() < MAX_GROUP {
@@ -63,56 +85,43 @@ fn run(store: Arc<dyn Store>, flush: bool, receiver: mpsc::Receiver<Request>) {
                 Err(_) => break,
             }
         }
-        let results = apply(store.as_ref(), &group);
+        // Under load (more than one step waiting), wait a moment for the steps still
+        // running to join this group: every transaction costs sled a log write of its own.
+        if group.len() > 1 {
+            let deadline = std::time::Instant::now() + GATHER;
+            while group.len() < MAX_GROUP {
+                let left = deadline.saturating_duration_since(std::time::Instant::now());
+                match receiver.recv_timeout(left) {
+                    Ok(request) => group.push(request),
+                    Err(_) => break,
+                }
+            }
+        }
+        let (batches, senders): (Vec<Batch>, Vec<_>) =
+            group.into_iter().map(|r| (r.batch, r.done)).unzip();
+        let results = apply(store.as_ref(), &batches);
         let flushed = if flush { store.flush() } else { Ok(()) };
-        for (request, result) in group.into_iter().zip(results) {
+        stats.groups.fetch_add(1, Ordering::Relaxed);
+        stats
+            .steps
+            .fetch_add(batches.len() as u64, Ordering::Relaxed);
+        for (done, result) in senders.into_iter().zip(results) {
             let result = match (&result, &flushed) {
                 (Ok(()), Err(e)) => Err(StoreError::Io(e.to_string())),
                 _ => result,
             };
-            let _ = request.done.send(result);
+            let _ = done.send(result);
         }
     }
 }
 
-/// Applies a group as one transaction; if that fails (one step's ref was taken, say),
-/// each batch is applied on its own so only the faulty one fails.
-fn apply(store: &dyn Store, group: &[Request]) -> Vec<Result<(), StoreError>> {
-    if group.len() == 1 {
-        return vec![store.commit(&group[0].batch)];
-    }
-    let mut merged = Batch::default();
-    let mut counts: HashMap<(u64, String), (i64, u64)> = HashMap::new();
-    for request in group {
-        for op in &request.batch.ops {
-            match op {
-                // Counter changes add up; one write per node for the whole group.
-                Op::Count {
-                    process,
-                    node,
-                    now,
-                    total,
-                } => {
-                    let entry = counts.entry((*process, node.clone())).or_default();
-                    entry.0 += now;
-                    entry.1 += total;
-                }
-                other => merged.push(other.clone()),
-            }
-        }
-    }
-    for ((process, node), (now, total)) in counts {
-        if now != 0 || total != 0 {
-            merged.push(Op::Count {
-                process,
-                node,
-                now,
-                total,
-            });
-        }
-    }
-    match store.commit(&merged) {
-        Ok(()) => group.iter().map(|_| Ok(())).collect(),
-        Err(_) => group.iter().map(|r| store.commit(&r.batch)).collect(),
+/// Applies a group as one transaction (the store adds up counter changes and encodes
+/// straight from the steps' batches, nothing is copied); if that fails (one step's ref
+/// was taken, say), each batch is applied on its own so only the faulty one fails.
+fn apply(store: &dyn Store, batches: &[Batch]) -> Vec<Result<(), StoreError>> {
+    match store.commit_group(batches) {
+        Ok(()) => batches.iter().map(|_| Ok(())).collect(),
+        Err(_) if batches.len() > 1 => batches.iter().map(|b| store.commit(b)).collect(),
+        Err(e) => vec![Err(e)],
     }
 }

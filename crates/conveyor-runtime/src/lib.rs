@@ -272,6 +272,16 @@ impl Runtime {
         Ok(loaded)
     }
 
+    /// Transactions the committer applied so far, and the steps in them (their ratio is
+    /// the average size of a group commit).
+    pub fn commit_stats(&self) -> (u64, u64) {
+        let stats = self.committer.stats();
+        (
+            stats.groups.load(std::sync::atomic::Ordering::Relaxed),
+            stats.steps.load(std::sync::atomic::Ordering::Relaxed),
+        )
+    }
+
     /// Commits a step's batch with others waiting (group commit); resolves once it is
     /// applied (and flushed, with `flush_each_step`).
     pub(crate) async fn commit_step(&self, batch: Batch) -> Result<()> {

@@ -101,7 +101,12 @@ pub trait Store: Send + Sync + 'static {
     fn api_keys(&self) -> Result<Vec<ApiKey>>;
 
     /// Applies a batch atomically: all of it or none.
-    fn commit(&self, batch: &Batch) -> Result<()>;
+    fn commit(&self, batch: &Batch) -> Result<()> {
+        self.commit_group(std::slice::from_ref(batch))
+    }
+    /// Applies several batches as one atomic transaction (group commit): all of them or
+    /// none. Changes to one counter add up.
+    fn commit_group(&self, batches: &[Batch]) -> Result<()>;
     /// Makes everything committed so far durable on disk.
     fn flush(&self) -> Result<()>;
     /// Bytes the store takes on disk.

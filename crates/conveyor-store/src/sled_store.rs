@@ -510,13 +510,13 @@ impl Store for SledStore {
         }
     }
 
-    fn commit(&self, batch: &Batch) -> Result<()> {
+    fn commit_group(&self, batches: &[Batch]) -> Result<()> {
         // Encode outside the lock; read-then-write parts inside it.
         let mut writes = sled::Batch::default();
         let mut counts: Vec<(Vec<u8>, i64, u64)> = Vec::new();
         let mut refs: Vec<(Vec<u8>, u64, u64, &str)> = Vec::new();
         let mut prefixes: Vec<Vec<u8>> = Vec::new();
-        for op in &batch.ops {
+        for op in batches.iter().flat_map(|batch| &batch.ops) {
             match op {
                 Op::PutTask(task) => writes.insert(key(b'T', task.id, &[]), encode(task)?),
                 Op::IndexTask { process, task } => {
@@ -566,15 +566,25 @@ impl Store for SledStore {
             }
         }
         let _guard = self.lock();
-        for (k, task, process, reference) in refs {
-            if let Some(existing) = self.tree.get(&k).map_err(io)?
-                && existing.as_ref() != task.to_be_bytes()
-            {
+        // A ref may be taken already, or claimed twice within this group (two steps
+        // copying tasks with the same ref): either way the whole transaction fails.
+        let mut claimed: std::collections::HashMap<&[u8], u64> = std::collections::HashMap::new();
+        for (k, task, process, reference) in &refs {
+            let taken_here = claimed
+                .insert(k.as_slice(), *task)
+                .is_some_and(|t| t != *task);
+            let taken_before = match self.tree.get(k).map_err(io)? {
+                Some(existing) => existing.as_ref() != task.to_be_bytes(),
+                None => false,
+            };
+            if taken_here || taken_before {
                 return Err(StoreError::DuplicateRef {
-                    process,
+                    process: *process,
                     reference: reference.to_string(),
                 });
             }
+        }
+        for (k, task, _, _) in refs {
             writes.insert(k, &task.to_be_bytes());
         }
         // Several changes to one counter in a batch add up.

@@ -213,3 +213,60 @@ fn a_small_page_cache_holds_the_same_data() {
         assert_eq!(t.data["blob"].as_str().map(str::len), Some(500));
     }
 }
+
+#[test]
+fn a_group_is_all_or_nothing_and_a_ref_claimed_twice_in_it_fails_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SledStore::open(dir.path()).unwrap();
+    let process = store.create_process(new_process(None)).unwrap().id;
+    let claim = |id: u64| {
+        let mut batch = Batch::default();
+        let mut t = task(id, process, "start");
+        t.reference = Some("same".into());
+        batch.push(Op::InsertRef {
+            process,
+            reference: "same".into(),
+            task: id,
+        });
+        batch.push(Op::Count {
+            process,
+            node: "start".into(),
+            now: 1,
+            total: 1,
+        });
+        batch.push(Op::PutTask(Box::new(t)));
+        batch
+    };
+    // Two steps of one group claim the same ref for different tasks.
+    let err = store.commit_group(&[claim(1), claim(2)]).unwrap_err();
+    assert!(matches!(err, StoreError::DuplicateRef { .. }), "{err:?}");
+    assert!(store.task(1).unwrap().is_none());
+    assert!(store.task(2).unwrap().is_none());
+    assert!(store.counters(process).unwrap().is_empty());
+
+    // Apart, the first wins and the second is refused.
+    store.commit(&claim(1)).unwrap();
+    assert!(matches!(
+        store.commit(&claim(2)),
+        Err(StoreError::DuplicateRef { .. })
+    ));
+    assert_eq!(store.task_by_ref(process, "same").unwrap().unwrap().id, 1);
+
+    // Counter changes of a group's batches add up.
+    let count = |now: i64| {
+        let mut batch = Batch::default();
+        batch.push(Op::Count {
+            process,
+            node: "n".into(),
+            now,
+            total: now.max(0) as u64,
+        });
+        batch
+    };
+    store
+        .commit_group(&[count(1), count(1), count(-1), count(3)])
+        .unwrap();
+    let counters = store.counters(process).unwrap();
+    let n = counters.iter().find(|(node, _)| node == "n").unwrap().1;
+    assert_eq!((n.now, n.total), (4, 5));
+}
