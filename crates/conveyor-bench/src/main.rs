@@ -19,6 +19,10 @@ use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
 
+/// The same allocator as `conveyor` (see `docs/ARCHITECTURE.md`).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(name = "conveyor-bench", about = "Benchmarks of the Conveyor engine")]
 struct Cli {

@@ -19,6 +19,11 @@ use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
 
+/// mimalloc rather than glibc's malloc: with steps allocating on tokio's threads and the
+/// committer freeing, glibc's per-thread arenas fragmented (`docs/benchmarks.md`).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// A process engine modeled on Corezoid: YAML processes, durable tasks, templates.
 #[derive(Parser)]
 #[command(name = "conveyor", version, propagate_version = true)]
@@ -49,7 +54,7 @@ pub struct Global {
         global = true,
         value_name = "MIB",
         env = "CONVEYOR_STORE_CACHE_MB",
-        default_value_t = 128,
+        default_value_t = 64,
         value_parser = clap::value_parser!(u64).range(1..=1_048_576)
     )]
     pub store_cache_mb: u64,
