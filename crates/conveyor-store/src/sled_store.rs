@@ -130,7 +130,7 @@ fn counter_from(bytes: &[u8]) -> Result<NodeCounter> {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct StoreOptions {
     /// The most memory sled's page cache may hold, in bytes. sled's own default (1 GiB)
-    /// lets the process grow to about the size of the whole store; 64 MiB keeps a
+    /// lets the process grow to about the size of the whole store; 48 MiB keeps a
     /// million waiting tasks under 512 MB of RSS (`docs/benchmarks.md`), at some cost in
     /// throughput on stores much larger than the cache.
     pub cache_bytes: u64,
@@ -139,7 +139,7 @@ pub struct StoreOptions {
 impl Default for StoreOptions {
     fn default() -> StoreOptions {
         StoreOptions {
-            cache_bytes: 64 * 1024 * 1024,
+            cache_bytes: 48 * 1024 * 1024,
         }
     }
 }

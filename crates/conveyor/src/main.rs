@@ -54,7 +54,7 @@ pub struct Global {
         global = true,
         value_name = "MIB",
         env = "CONVEYOR_STORE_CACHE_MB",
-        default_value_t = 64,
+        default_value_t = 48,
         value_parser = clap::value_parser!(u64).range(1..=1_048_576)
     )]
     pub store_cache_mb: u64,
