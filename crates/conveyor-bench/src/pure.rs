@@ -273,16 +273,7 @@ fn latency(
     count: u64,
     per_sec: f64,
 ) -> anyhow::Result<Vec<f64>> {
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let engine = {
-        let runtime = Arc::clone(runtime);
-        threads.spawn(async move {
-            let shutdown = Box::pin(async move {
-                let _ = stopped.await;
-            });
-            runtime.run(RunMode::UntilShutdown(shutdown)).await
-        })
-    };
+    let engine = sys::RunningEngine::start(threads, runtime);
     let base = runtime.metrics().steps();
     let mut added: Vec<Instant> = Vec::with_capacity(count as usize);
     let mut acknowledged: Vec<Instant> = Vec::with_capacity(count as usize);
@@ -317,8 +308,7 @@ fn latency(
         }
         std::thread::sleep(Duration::from_micros(100));
     }
-    let _ = stop.send(());
-    let stats = threads.block_on(engine)??;
+    let stats = engine.stop(threads)?;
     if let Some(e) = failure {
         return Err(e);
     }

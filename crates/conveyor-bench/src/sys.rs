@@ -257,3 +257,38 @@ pub fn store_options() -> conveyor_store::StoreOptions {
 pub fn open_store(path: &std::path::Path) -> anyhow::Result<conveyor_store::SledStore> {
     Ok(conveyor_store::SledStore::open_with(path, store_options())?)
 }
+
+/// An engine running until shutdown on the benchmark's threads.
+pub struct RunningEngine {
+    stop: tokio::sync::oneshot::Sender<()>,
+    engine: tokio::task::JoinHandle<conveyor_runtime::Result<conveyor_runtime::RunStats>>,
+}
+
+impl RunningEngine {
+    /// Starts `runtime`'s engine (`RunMode::UntilShutdown`).
+    pub fn start(
+        threads: &tokio::runtime::Runtime,
+        runtime: &std::sync::Arc<conveyor_runtime::Runtime>,
+    ) -> RunningEngine {
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let runtime = std::sync::Arc::clone(runtime);
+        let engine = threads.spawn(async move {
+            let shutdown = Box::pin(async move {
+                let _ = stopped.await;
+            });
+            runtime
+                .run(conveyor_runtime::RunMode::UntilShutdown(shutdown))
+                .await
+        });
+        RunningEngine { stop, engine }
+    }
+
+    /// Stops it gracefully and returns what it did.
+    pub fn stop(
+        self,
+        threads: &tokio::runtime::Runtime,
+    ) -> anyhow::Result<conveyor_runtime::RunStats> {
+        let _ = self.stop.send(());
+        Ok(threads.block_on(self.engine)??)
+    }
+}

@@ -298,16 +298,7 @@ fn fire_burst(
     sys::reset_peak_rss();
 
     progress("timers", &format!("{policy}: firing the burst"));
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let engine = {
-        let runtime = Arc::clone(&runtime);
-        threads.spawn(async move {
-            let shutdown = Box::pin(async move {
-                let _ = stopped.await;
-            });
-            runtime.run(RunMode::UntilShutdown(shutdown)).await
-        })
-    };
+    let engine = sys::RunningEngine::start(threads, &runtime);
     // Let the engine start and wait for the first timer; then the clock runs.
     std::thread::sleep(Duration::from_millis(100));
     let lead = 200;
@@ -321,8 +312,7 @@ fn fire_burst(
         }
         std::thread::sleep(Duration::from_micros(500));
     }
-    let _ = stop.send(());
-    let stats = threads.block_on(engine)??;
+    let stats = engine.stop(threads)?;
     clock.stop();
     let peak = sys::peak_rss_bytes();
     let Some(fired_at) = fired_at else {
@@ -392,16 +382,7 @@ fn fire_steady(
             STEADY / 1000
         ),
     );
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let engine = {
-        let runtime = Arc::clone(&runtime);
-        threads.spawn(async move {
-            let shutdown = Box::pin(async move {
-                let _ = stopped.await;
-            });
-            runtime.run(RunMode::UntilShutdown(shutdown)).await
-        })
-    };
+    let engine = sys::RunningEngine::start(threads, &runtime);
     std::thread::sleep(Duration::from_millis(100));
     let lead = 200;
     clock.run_from(from - lead);
@@ -421,8 +402,7 @@ fn fire_steady(
         );
         std::thread::sleep(Duration::from_millis(1));
     }
-    let _ = stop.send(());
-    let stats = threads.block_on(engine)??;
+    let stats = engine.stop(threads)?;
     anyhow::ensure!(
         stats.failed_steps == 0,
         "{} steps failed",
