@@ -55,7 +55,6 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let runtime = open(&dir, store_options(&global))?;
             let _mark = EngineMark::new(&dir);
             let code = crate::serve::run(runtime, &dir, &listen, allow_remote)?;
-            eprintln!("stopped; writing a snapshot of the store for a quick next start");
             checkpoint(&dir, store_options(&global));
             return Ok(code);
         }
@@ -289,9 +288,9 @@ pub fn store_options(global: &Global) -> StoreOptions {
 /// reads a fresh snapshot instead of replaying everything this engine wrote (see
 /// [`SledStore::checkpoint`]). Best effort: a failure only costs the next start time.
 pub fn checkpoint(dir: &Path, options: StoreOptions) {
+    eprintln!("stopped; writing a snapshot of the store for a quick next start");
     let started = std::time::Instant::now();
-    let result = SledStore::checkpoint(dir, options);
-    match result {
+    match SledStore::checkpoint(dir, options) {
         Ok(()) => tracing::info!(
             millis = started.elapsed().as_millis() as u64,
             "store checkpointed for a quick next start"
@@ -367,7 +366,6 @@ fn engine(global: &Global, until_idle: bool) -> anyhow::Result<ExitCode> {
     // Every handle on the store is gone with the async runtime's tasks.
     drop(tokio);
     if !until_idle {
-        eprintln!("stopped; writing a snapshot of the store for a quick next start");
         checkpoint(&dir, store_options(global));
     }
     let mut reply = Reply::default();
