@@ -2,16 +2,84 @@
 //! index, timers ordered by due time, the ready set, node counters, task history and task
 //! inboxes.
 //!
-//! The rest of Conveyor speaks the [`Store`] trait; [`SledStore`] is its one
-//! implementation today, and this is the only crate that knows sled. Every move of a task
-//! is one [`Batch`], applied as one atomic transaction across all trees: a crash at any
-//! instant leaves either all of a batch or none of it.
+//! The rest of Conveyor speaks the [`Store`] trait, and [`open`] picks the implementation:
+//! [`LogStore`] (an append-only log with its indexes in memory; what new data
+//! directories get) or [`SledStore`] (sled, the first implementation; data directories
+//! made with it keep using it). This is the only crate that knows either. Every move of
+//! a task is one [`Batch`], applied atomically: a crash at any instant leaves either all
+//! of a batch or none of it.
 
+mod log_store;
 mod records;
 mod sled_store;
 
+use std::path::Path;
+use std::sync::Arc;
+
+pub use log_store::{LOG_FORMAT_VERSION, LogStore};
 pub use records::*;
-pub use sled_store::{SledStore, StoreOptions};
+pub use sled_store::SledStore;
+
+/// Which implementation a *new* store gets (an existing one keeps its own).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum StoreKind {
+    /// [`LogStore`].
+    #[default]
+    Log,
+    /// [`SledStore`].
+    Sled,
+}
+
+/// How a store is opened.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StoreOptions {
+    /// The most memory sled's page cache may hold, in bytes (sled stores only). sled's own
+    /// default (1 GiB) lets the process grow to about the size of the whole store; 48 MiB
+    /// keeps a million waiting tasks under 512 MB of RSS (`docs/benchmarks.md`), at some
+    /// cost in throughput on stores much larger than the cache.
+    pub cache_bytes: u64,
+    /// The implementation a new data directory gets.
+    pub kind: StoreKind,
+}
+
+impl Default for StoreOptions {
+    fn default() -> StoreOptions {
+        StoreOptions {
+            cache_bytes: 48 * 1024 * 1024,
+            kind: StoreKind::default(),
+        }
+    }
+}
+
+/// The implementation of the store in `data`: the one it holds, or `options.kind` for a
+/// new one.
+pub fn kind_of(data: &Path, options: StoreOptions) -> StoreKind {
+    if SledStore::dir_in(data).exists() {
+        StoreKind::Sled
+    } else if LogStore::dir_in(data).exists() {
+        StoreKind::Log
+    } else {
+        options.kind
+    }
+}
+
+/// Opens (or creates) the store in the data directory `data`.
+pub fn open(data: &Path, options: StoreOptions) -> Result<Arc<dyn Store>> {
+    Ok(match kind_of(data, options) {
+        StoreKind::Log => Arc::new(LogStore::open(data)?),
+        StoreKind::Sled => Arc::new(SledStore::open_with(data, options)?),
+    })
+}
+
+/// After an engine stopped cleanly and closed the store: prepares it for a quick next
+/// open. A sled store is opened and closed once ([`SledStore::checkpoint`]); a log store
+/// already wrote its snapshot when it closed.
+pub fn checkpoint(data: &Path, options: StoreOptions) -> Result<()> {
+    match kind_of(data, options) {
+        StoreKind::Sled => SledStore::checkpoint(data, options),
+        StoreKind::Log => Ok(()),
+    }
+}
 
 /// Errors of the store.
 #[derive(Debug, thiserror::Error)]

@@ -126,25 +126,12 @@ fn counter_from(bytes: &[u8]) -> Result<NodeCounter> {
     })
 }
 
-/// How a store is opened.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct StoreOptions {
-    /// The most memory sled's page cache may hold, in bytes. sled's own default (1 GiB)
-    /// lets the process grow to about the size of the whole store; 48 MiB keeps a
-    /// million waiting tasks under 512 MB of RSS (`docs/benchmarks.md`), at some cost in
-    /// throughput on stores much larger than the cache.
-    pub cache_bytes: u64,
-}
-
-impl Default for StoreOptions {
-    fn default() -> StoreOptions {
-        StoreOptions {
-            cache_bytes: 48 * 1024 * 1024,
-        }
-    }
-}
-
 impl SledStore {
+    /// The directory of a sled store inside a data directory.
+    pub fn dir_in(data: &Path) -> std::path::PathBuf {
+        data.join("store")
+    }
+
     /// Opens (or creates) the store in `path` with the default options.
     pub fn open(path: &Path) -> Result<SledStore> {
         SledStore::open_with(path, StoreOptions::default())
@@ -187,7 +174,7 @@ impl SledStore {
             }
         }
         let db = sled::Config::new()
-            .path(path.join("store"))
+            .path(SledStore::dir_in(path))
             .mode(sled::Mode::HighThroughput)
             .cache_capacity(options.cache_bytes)
             .open()

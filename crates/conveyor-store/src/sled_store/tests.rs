@@ -197,6 +197,7 @@ fn a_small_page_cache_holds_the_same_data() {
     let dir = tempfile::tempdir().unwrap();
     let options = StoreOptions {
         cache_bytes: 1024 * 1024,
+        ..StoreOptions::default()
     };
     let store = SledStore::open_with(dir.path(), options).unwrap();
     let process = store.create_process(new_process(None)).unwrap().id;

@@ -1,0 +1,1430 @@
+//! The log implementation of [`Store`]: an append-only log of batches, with its indexes
+//! in memory.
+//!
+//! Every write (a step's batch, a group of them, a new process, an API key) is one
+//! **frame** appended to the active **segment** file with one `pwrite`:
+//!
+//! ```text
+//! frame   = payload length (u32) · CRC-32 of the payload (u32) · payload
+//! payload = entry · entry · …          (one entry per change, see the tags below)
+//! ```
+//!
+//! A frame is the unit of atomicity: after a crash, opening the store replays the frames
+//! after the last snapshot and stops at the first torn or zeroed one (a frame the crash
+//! cut short), which it cuts off. A write handed to the kernel survives the process
+//! dying; [`Store::flush`] (and a background flush every 500 ms) makes it survive power
+//! loss too.
+//!
+//! What is in memory: every index (task id → where its record is, the `(process, ref)`
+//! index, timers in due order, the ready set, counters, inboxes, the head of each task's
+//! history chain) and the processes and API keys. Task records, history and inbox
+//! messages stay on disk and are read with `pread` when asked for, so memory grows by
+//! about 100 bytes per task, not by the task's size.
+//!
+//! **Snapshots** (`snapshot`, replaced atomically) hold the indexes as of a position in
+//! the log, so an open reads the snapshot and replays only what came after it. One is
+//! written after every 256 MiB of log, after a compaction, and when the store closes with
+//! more than 4 MiB written since the last.
+//!
+//! **Compaction**: superseded task records, deleted tasks and read messages leave dead
+//! bytes behind. When the sealed segments hold 64 MiB or more and the log is more than
+//! twice the live data, the live values of the sealed segments are copied to the head
+//! (a task's history merged into one record), a snapshot is written, and the sealed
+//! segments are deleted.
+//!
+//! Every write goes through `append`, and every frame — written now or replayed at open —
+//! reaches the indexes through the one function `apply`, so a replay cannot disagree
+//! with what the engine saw when it wrote.
+
+mod codec;
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::fs::{File, OpenOptions};
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
+
+use codec::{Dec, Enc};
+
+use crate::*;
+
+/// The on-disk format of the log this code writes and understands.
+pub const LOG_FORMAT_VERSION: u32 = 1;
+
+/// A segment is sealed and a new one begun once it holds this much.
+const SEGMENT_BYTES: u64 = 64 << 20;
+/// A snapshot is written after this much log.
+const SNAPSHOT_AFTER: u64 = 256 << 20;
+/// On close, a snapshot is written only when more than this was written since the last
+/// (replaying a few MiB at the next open is quicker than writing the indexes out).
+const SNAPSHOT_ON_CLOSE_AFTER: u64 = 4 << 20;
+/// Compaction starts once the sealed segments hold at least this much…
+const COMPACT_MIN: u64 = 64 << 20;
+/// …and the log is more than this many times the live data.
+const COMPACT_RATIO: u64 = 2;
+/// How often the background flusher makes what was written durable.
+const FLUSH_EVERY: std::time::Duration = std::time::Duration::from_millis(500);
+const SNAPSHOT_MAGIC: &[u8; 16] = b"conveyor-snap-1\n";
+
+// Entry tags.
+const PUT_TASK: u8 = 1;
+const INSERT_REF: u8 = 2;
+const SET_TIMER: u8 = 3;
+const CLEAR_TIMER: u8 = 4;
+const SET_READY: u8 = 5;
+const CLEAR_READY: u8 = 6;
+const COUNT: u8 = 7;
+/// A history record: its value is the location of the task's previous record (16
+/// bytes; none when its length is 0) followed by the events (JSON).
+const HISTORY: u8 = 8;
+const INBOX: u8 = 9;
+const CLEAR_INBOX: u8 = 10;
+const DELETE_TASK: u8 = 11;
+const PUT_PROCESS: u8 = 12;
+const PUT_API_KEY: u8 = 13;
+/// A task's whole history in one record, replacing its chain (written by compaction).
+const HISTORY_RESET: u8 = 14;
+
+/// Where a value lives in the log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+struct Loc {
+    segment: u32,
+    len: u32,
+    offset: u64,
+}
+
+impl Loc {
+    fn encode(&self, enc: &mut Enc) {
+        enc.u32(self.segment);
+        enc.u32(self.len);
+        enc.u64(self.offset);
+    }
+
+    fn decode(dec: &mut Dec<'_>) -> Result<Loc> {
+        Ok(Loc {
+            segment: dec.u32()?,
+            len: dec.u32()?,
+            offset: dec.u64()?,
+        })
+    }
+}
+
+/// Bytes of a [`Loc`] at the start of a history value.
+const LOC_BYTES: usize = 16;
+
+#[derive(Debug, Clone, Copy)]
+struct TaskEntry {
+    process: u64,
+    loc: Loc,
+}
+
+/// A task's history: the newest record (each names the one before it), the oldest
+/// segment any of them is in, and their bytes.
+#[derive(Debug, Clone, Copy)]
+struct HistoryChain {
+    head: Loc,
+    oldest: u32,
+    bytes: u64,
+}
+
+/// Every index, as of the end of the last frame applied.
+#[derive(Default)]
+struct State {
+    processes: BTreeMap<u64, ProcessRecord>,
+    aliases: HashMap<String, u64>,
+    api_keys: BTreeMap<u64, ApiKey>,
+    tasks: BTreeMap<u64, TaskEntry>,
+    history: HashMap<u64, HistoryChain>,
+    refs: HashMap<u64, HashMap<String, u64>>,
+    timers: BTreeSet<TimerKey>,
+    ready: BTreeSet<u64>,
+    counters: BTreeMap<(u64, String), NodeCounter>,
+    inbox: BTreeMap<(u64, u64), Loc>,
+    next_task: u64,
+    next_process: u64,
+    next_login: u64,
+    /// Bytes of the values the indexes point to.
+    live: u64,
+    /// Open segment files, for reads.
+    files: BTreeMap<u32, Arc<File>>,
+}
+
+/// The active segment and what has been written.
+struct Writer {
+    segment: u32,
+    file: Arc<File>,
+    len: u64,
+    /// Oldest segment still needed (older ones were compacted away).
+    first_segment: u32,
+    /// Bytes of log written since the last snapshot.
+    since_snapshot: u64,
+    /// Bytes in the segments before the active one.
+    sealed: u64,
+    /// Written but not yet flushed to the disk.
+    dirty: bool,
+    /// A failed write that could not be undone: every later write fails with this.
+    broken: Option<String>,
+}
+
+pub struct LogStore {
+    dir: PathBuf,
+    state: RwLock<State>,
+    writer: Arc<Mutex<Writer>>,
+    next_task: AtomicU64,
+    flusher: Option<Flusher>,
+    /// Held (locked) while the store is open.
+    _lock: File,
+}
+
+struct Flusher {
+    stop: Arc<AtomicBool>,
+    thread: std::thread::JoinHandle<()>,
+}
+
+fn io(e: std::io::Error) -> StoreError {
+    if e.raw_os_error() == Some(28) {
+        return StoreError::DiskFull;
+    }
+    StoreError::Io(e.to_string())
+}
+
+fn corrupt(what: &str, reason: impl std::fmt::Display) -> StoreError {
+    StoreError::Corrupt {
+        what: what.to_string(),
+        reason: reason.to_string(),
+    }
+}
+
+fn encode_json<T: serde::Serialize>(value: &T) -> Result<Vec<u8>> {
+    serde_json::to_vec(value).map_err(|e| StoreError::Io(e.to_string()))
+}
+
+fn decode_json<T: serde::de::DeserializeOwned>(what: &str, bytes: &[u8]) -> Result<T> {
+    serde_json::from_slice(bytes).map_err(|e| corrupt(what, e))
+}
+
+fn segment_name(segment: u32) -> String {
+    format!("{segment:010}.log")
+}
+
+/// Makes a rename or a new file in `dir` durable.
+fn sync_dir(dir: &Path) -> Result<()> {
+    File::open(dir).and_then(|d| d.sync_all()).map_err(io)
+}
+
+impl LogStore {
+    /// The directory of a log store inside a data directory.
+    pub fn dir_in(data: &Path) -> PathBuf {
+        data.join("log")
+    }
+
+    /// Opens (or creates) the log store in the data directory `path`.
+    pub fn open(path: &Path) -> Result<LogStore> {
+        let dir = LogStore::dir_in(path);
+        let shown = path.display().to_string();
+        let read_only = |e: &std::io::Error| e.raw_os_error() == Some(30);
+        if !dir.exists() {
+            std::fs::create_dir_all(&dir).map_err(|e| {
+                if read_only(&e) {
+                    StoreError::ReadOnly {
+                        path: shown.clone(),
+                    }
+                } else {
+                    StoreError::Io(format!("cannot create {}: {e}", dir.display()))
+                }
+            })?;
+            // Task data holds credentials: readable by its owner only.
+            use std::os::unix::fs::PermissionsExt as _;
+            let _ = std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o700));
+            let _ = std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700));
+        }
+        let lock = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(dir.join("LOCK"))
+            .map_err(|e| {
+                if read_only(&e) {
+                    StoreError::ReadOnly {
+                        path: shown.clone(),
+                    }
+                } else {
+                    io(e)
+                }
+            })?;
+        match lock.try_lock() {
+            Ok(()) => {}
+            Err(std::fs::TryLockError::WouldBlock) => {
+                return Err(StoreError::Locked { path: shown });
+            }
+            Err(std::fs::TryLockError::Error(e)) => return Err(io(e)),
+        }
+        let format_path = dir.join("FORMAT");
+        match std::fs::read(&format_path) {
+            Ok(bytes) => {
+                let found = <[u8; 4]>::try_from(bytes.as_slice())
+                    .map(u32::from_le_bytes)
+                    .map_err(|_| corrupt("the format version", "wrong length"))?;
+                if found > LOG_FORMAT_VERSION {
+                    return Err(StoreError::NewerFormat {
+                        path: shown,
+                        found,
+                        supported: LOG_FORMAT_VERSION,
+                    });
+                }
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                std::fs::write(&format_path, LOG_FORMAT_VERSION.to_le_bytes()).map_err(io)?;
+                sync_dir(&dir)?;
+            }
+            Err(e) => return Err(io(e)),
+        }
+
+        // The snapshot, then every frame after it.
+        let (mut state, segment, offset, first_segment) = match std::fs::read(dir.join("snapshot"))
+        {
+            Ok(bytes) => read_snapshot(&bytes)?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => (State::default(), 1, 0, 1),
+            Err(e) => return Err(io(e)),
+        };
+        let mut segments = list_segments(&dir)?;
+        // Segments older than the oldest one needed are what a compaction left when it
+        // stopped before deleting them.
+        for &old in segments.iter().filter(|&&s| s < first_segment) {
+            let _ = std::fs::remove_file(dir.join(segment_name(old)));
+        }
+        segments.retain(|&s| s >= first_segment);
+        let last = segments.last().copied().unwrap_or(segment).max(segment);
+        for &number in segments.iter().filter(|&&s| s >= segment) {
+            let path = dir.join(segment_name(number));
+            let bytes = std::fs::read(&path).map_err(io)?;
+            let start = if number == segment { offset } else { 0 };
+            let end = replay(&mut state, number, &bytes, start)?;
+            if end < bytes.len() as u64 {
+                if number != last {
+                    return Err(corrupt(
+                        "the store's log",
+                        format!("{} is damaged at byte {end}", path.display()),
+                    ));
+                }
+                // A frame the crash cut short: nothing in it was acknowledged.
+                OpenOptions::new()
+                    .write(true)
+                    .open(&path)
+                    .and_then(|f| f.set_len(end).and_then(|_| f.sync_all()))
+                    .map_err(io)?;
+            }
+        }
+        for number in first_segment..=last {
+            let path = dir.join(segment_name(number));
+            let file = OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create(true)
+                .truncate(false)
+                .open(&path)
+                .map_err(io)?;
+            state.files.insert(number, Arc::new(file));
+        }
+        let file = state
+            .files
+            .get(&last)
+            .cloned()
+            .ok_or_else(|| corrupt("the store's log", "no active segment"))?;
+        sync_dir(&dir)?;
+        let len = file.metadata().map_err(io)?.len();
+        let sealed = sealed_bytes(&state, last);
+        let writer = Arc::new(Mutex::new(Writer {
+            segment: last,
+            file,
+            len,
+            first_segment,
+            since_snapshot: 0,
+            sealed,
+            dirty: false,
+            broken: None,
+        }));
+        let next_task = AtomicU64::new(state.next_task.max(1));
+        let stop = Arc::new(AtomicBool::new(false));
+        let flusher = {
+            let writer = Arc::clone(&writer);
+            let stopped = Arc::clone(&stop);
+            std::thread::Builder::new()
+                .name("conveyor-flush".into())
+                .spawn(move || flush_in_background(&writer, &stopped))
+                .ok()
+                .map(|thread| Flusher { stop, thread })
+        };
+        Ok(LogStore {
+            dir,
+            state: RwLock::new(state),
+            writer,
+            next_task,
+            flusher,
+            _lock: lock,
+        })
+    }
+
+    fn state(&self) -> RwLockReadGuard<'_, State> {
+        self.state.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn state_mut(&self) -> RwLockWriteGuard<'_, State> {
+        self.state.write().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn writer(&self) -> MutexGuard<'_, Writer> {
+        self.writer.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Appends a frame (`enc` holds its payload after 8 reserved bytes) and applies it to
+    /// the indexes. Called with the writer locked: frames are written and applied in
+    /// the same order.
+    fn append(&self, w: &mut Writer, mut enc: Enc) -> Result<()> {
+        if let Some(reason) = &w.broken {
+            return Err(StoreError::Io(reason.clone()));
+        }
+        if w.len >= SEGMENT_BYTES {
+            self.roll(w)?;
+        }
+        let payload_len = enc.buf.len() - 8;
+        let crc = crc32fast::hash(&enc.buf[8..]);
+        enc.buf[..4].copy_from_slice(&(payload_len as u32).to_le_bytes());
+        enc.buf[4..8].copy_from_slice(&crc.to_le_bytes());
+        if let Err(e) = w.file.write_all_at(&enc.buf, w.len) {
+            // Take back what part of the frame reached the file, so the log stays whole.
+            if let Err(undo) = w.file.set_len(w.len) {
+                w.broken = Some(format!(
+                    "a write to the store's log failed ({e}) and could not be undone ({undo}); reopen the store"
+                ));
+            }
+            return Err(io(e));
+        }
+        let payload_offset = w.len + 8;
+        w.len += enc.buf.len() as u64;
+        w.since_snapshot += enc.buf.len() as u64;
+        w.dirty = true;
+        let applied = {
+            let mut state = self.state_mut();
+            apply(&mut state, w.segment, payload_offset, &enc.buf[8..])
+        };
+        if let Err(e) = applied {
+            w.broken = Some(format!(
+                "the store's indexes are out of step with its log: {e}"
+            ));
+            return Err(e);
+        }
+        if w.since_snapshot >= SNAPSHOT_AFTER {
+            self.snapshot(w)?;
+        }
+        Ok(())
+    }
+
+    /// Seals the active segment and begins the next.
+    fn roll(&self, w: &mut Writer) -> Result<()> {
+        w.file.sync_data().map_err(io)?;
+        let next = w.segment + 1;
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(self.dir.join(segment_name(next)))
+            .map_err(io)?;
+        sync_dir(&self.dir)?;
+        let file = Arc::new(file);
+        self.state_mut().files.insert(next, Arc::clone(&file));
+        w.segment = next;
+        w.file = file;
+        w.sealed += w.len;
+        w.len = 0;
+        w.dirty = false;
+        Ok(())
+    }
+
+    /// Writes the indexes as of the end of the log (the writer is locked).
+    fn snapshot(&self, w: &mut Writer) -> Result<()> {
+        w.file.sync_data().map_err(io)?;
+        w.dirty = false;
+        let bytes = {
+            let state = self.state();
+            let next_task = self.next_task.load(Ordering::SeqCst).max(state.next_task);
+            write_snapshot(&state, w.segment, w.len, w.first_segment, next_task)?
+        };
+        let tmp = self.dir.join("snapshot.tmp");
+        let written = (|| {
+            let file = File::create(&tmp)?;
+            file.write_all_at(&bytes, 0)?;
+            file.sync_all()?;
+            std::fs::rename(&tmp, self.dir.join("snapshot"))
+        })();
+        if let Err(e) = written {
+            let _ = std::fs::remove_file(&tmp);
+            return Err(io(e));
+        }
+        sync_dir(&self.dir)?;
+        w.since_snapshot = 0;
+        Ok(())
+    }
+
+    /// Copies the live values of the sealed segments to the head when the log is mostly
+    /// dead, then deletes those segments (the writer is locked).
+    fn maybe_compact(&self, w: &mut Writer) -> Result<()> {
+        let live = self.state().live;
+        if w.sealed < COMPACT_MIN || w.sealed + w.len <= COMPACT_RATIO * live {
+            return Ok(());
+        }
+        self.compact(w)
+    }
+
+    fn compact(&self, w: &mut Writer) -> Result<()> {
+        self.roll(w)?;
+        let head = w.segment;
+        // What lives in the sealed segments.
+        let (tasks, chains, messages) = {
+            let state = self.state();
+            let tasks: Vec<(u64, TaskEntry)> = state
+                .tasks
+                .iter()
+                .filter(|(_, t)| t.loc.segment < head)
+                .map(|(id, t)| (*id, *t))
+                .collect();
+            let chains: Vec<u64> = state
+                .history
+                .iter()
+                .filter(|(_, c)| c.oldest < head)
+                .map(|(id, _)| *id)
+                .collect();
+            let messages: Vec<((u64, u64), Loc)> = state
+                .inbox
+                .iter()
+                .filter(|(_, loc)| loc.segment < head)
+                .map(|(k, loc)| (*k, *loc))
+                .collect();
+            (tasks, chains, messages)
+        };
+        let mut enc = frame();
+        let flush_at = 4 << 20;
+        for (id, entry) in tasks {
+            let bytes = self.read(entry.loc)?;
+            enc.u8(PUT_TASK);
+            enc.u64(id);
+            enc.u64(entry.process);
+            enc.bytes(&bytes);
+            if enc.buf.len() >= flush_at {
+                self.append(w, std::mem::replace(&mut enc, frame()))?;
+            }
+        }
+        for id in chains {
+            let events = self.history_json(id)?;
+            let mut value = vec![0u8; LOC_BYTES];
+            value.extend_from_slice(&events);
+            enc.u8(HISTORY_RESET);
+            enc.u64(id);
+            enc.bytes(&value);
+            if enc.buf.len() >= flush_at {
+                self.append(w, std::mem::replace(&mut enc, frame()))?;
+            }
+        }
+        for ((task, seq), loc) in messages {
+            let bytes = self.read(loc)?;
+            enc.u8(INBOX);
+            enc.u64(task);
+            enc.u64(seq);
+            enc.bytes(&bytes);
+            if enc.buf.len() >= flush_at {
+                self.append(w, std::mem::replace(&mut enc, frame()))?;
+            }
+        }
+        if enc.buf.len() > 8 {
+            self.append(w, enc)?;
+        }
+        w.first_segment = head;
+        self.snapshot(w)?;
+        let old: Vec<u32> = {
+            let mut state = self.state_mut();
+            let old: Vec<u32> = state.files.range(..head).map(|(s, _)| *s).collect();
+            for s in &old {
+                state.files.remove(s);
+            }
+            old
+        };
+        for s in old {
+            let _ = std::fs::remove_file(self.dir.join(segment_name(s)));
+        }
+        w.sealed = sealed_bytes(&self.state(), w.segment);
+        Ok(())
+    }
+
+    /// The bytes of a value (holding the indexes' read lock, so no compaction deletes
+    /// the segment meanwhile).
+    fn read(&self, loc: Loc) -> Result<Vec<u8>> {
+        let state = self.state();
+        read_at(&state, loc)
+    }
+
+    /// A task's history events as one JSON array, oldest first.
+    fn history_json(&self, task: u64) -> Result<Vec<u8>> {
+        let state = self.state();
+        let Some(chain) = state.history.get(&task) else {
+            return Ok(b"[]".to_vec());
+        };
+        let mut records = Vec::new();
+        let mut loc = chain.head;
+        while loc.len > 0 {
+            let value = read_at(&state, loc)?;
+            if value.len() < LOC_BYTES {
+                return Err(corrupt("a history record", "too short"));
+            }
+            let prev = Loc::decode(&mut Dec::new(&value[..LOC_BYTES]))?;
+            records.push(value);
+            loc = prev;
+        }
+        drop(state);
+        // Each record is a JSON array: join their insides.
+        let mut out = vec![b'['];
+        for value in records.iter().rev() {
+            let json = &value[LOC_BYTES..];
+            let inner = json
+                .strip_prefix(b"[")
+                .and_then(|j| j.strip_suffix(b"]"))
+                .ok_or_else(|| corrupt("a history record", "not a JSON array"))?;
+            if inner.is_empty() {
+                continue;
+            }
+            if out.len() > 1 {
+                out.push(b',');
+            }
+            out.extend_from_slice(inner);
+        }
+        out.push(b']');
+        Ok(out)
+    }
+}
+
+impl Drop for LogStore {
+    fn drop(&mut self) {
+        if let Some(flusher) = self.flusher.take() {
+            flusher.stop.store(true, Ordering::SeqCst);
+            flusher.thread.thread().unpark();
+            let _ = flusher.thread.join();
+        }
+        let mut w = self.writer();
+        if w.broken.is_some() {
+            return;
+        }
+        let result = if w.since_snapshot > SNAPSHOT_ON_CLOSE_AFTER {
+            self.snapshot(&mut w)
+        } else {
+            w.file.sync_data().map_err(io)
+        };
+        // A failure here loses nothing: the next open replays the log instead.
+        let _ = result;
+    }
+}
+
+fn flush_in_background(writer: &Mutex<Writer>, stop: &AtomicBool) {
+    while !stop.load(Ordering::SeqCst) {
+        std::thread::park_timeout(FLUSH_EVERY);
+        let file = {
+            let mut w = writer.lock().unwrap_or_else(|p| p.into_inner());
+            if !w.dirty {
+                continue;
+            }
+            w.dirty = false;
+            Arc::clone(&w.file)
+        };
+        // Outside the lock: commits go on while the disk catches up.
+        let _ = file.sync_data();
+    }
+}
+
+/// A payload under construction, with room for the frame header.
+fn frame() -> Enc {
+    let mut enc = Enc::new();
+    enc.buf.extend_from_slice(&[0u8; 8]);
+    enc
+}
+
+fn read_at(state: &State, loc: Loc) -> Result<Vec<u8>> {
+    let file = state
+        .files
+        .get(&loc.segment)
+        .ok_or_else(|| corrupt("a stored value", format!("segment {} is gone", loc.segment)))?;
+    let mut buf = vec![0u8; loc.len as usize];
+    file.read_exact_at(&mut buf, loc.offset)
+        .map_err(|e| corrupt("a stored value", e))?;
+    Ok(buf)
+}
+
+/// Bytes in the segments before `active`.
+fn sealed_bytes(state: &State, active: u32) -> u64 {
+    state
+        .files
+        .range(..active)
+        .filter_map(|(_, f)| f.metadata().ok())
+        .map(|m| m.len())
+        .sum()
+}
+
+fn list_segments(dir: &Path) -> Result<Vec<u32>> {
+    let mut segments = Vec::new();
+    for entry in std::fs::read_dir(dir).map_err(io)? {
+        let name = entry.map_err(io)?.file_name();
+        let name = name.to_string_lossy();
+        if let Some(number) = name
+            .strip_suffix(".log")
+            .and_then(|n| n.parse::<u32>().ok())
+        {
+            segments.push(number);
+        }
+    }
+    segments.sort_unstable();
+    Ok(segments)
+}
+
+/// Applies the frames of a segment from `start`; returns where the whole frames end.
+fn replay(state: &mut State, segment: u32, bytes: &[u8], start: u64) -> Result<u64> {
+    let mut pos = start as usize;
+    while pos + 8 <= bytes.len() {
+        let len = u32::from_le_bytes([bytes[pos], bytes[pos + 1], bytes[pos + 2], bytes[pos + 3]])
+            as usize;
+        let crc = u32::from_le_bytes([
+            bytes[pos + 4],
+            bytes[pos + 5],
+            bytes[pos + 6],
+            bytes[pos + 7],
+        ]);
+        let end = pos + 8 + len;
+        if len == 0 || end > bytes.len() || crc32fast::hash(&bytes[pos + 8..end]) != crc {
+            break;
+        }
+        apply(state, segment, (pos + 8) as u64, &bytes[pos + 8..end])?;
+        pos = end;
+    }
+    Ok(pos as u64)
+}
+
+/// Applies one frame's entries to the indexes; `offset` is where its payload starts in
+/// `segment`.
+fn apply(state: &mut State, segment: u32, offset: u64, payload: &[u8]) -> Result<()> {
+    let mut dec = Dec::new(payload);
+    let loc_of = |start: usize, len: usize| Loc {
+        segment,
+        len: len as u32,
+        offset: offset + start as u64,
+    };
+    while !dec.is_empty() {
+        match dec.u8()? {
+            PUT_TASK => {
+                let id = dec.u64()?;
+                let process = dec.u64()?;
+                let (start, value) = dec.bytes()?;
+                let loc = loc_of(start, value.len());
+                state.live += loc.len as u64;
+                if let Some(old) = state.tasks.insert(id, TaskEntry { process, loc }) {
+                    state.live -= old.loc.len as u64;
+                }
+                state.next_task = state.next_task.max(id + 1);
+            }
+            INSERT_REF => {
+                let process = dec.u64()?;
+                let reference = dec.str()?;
+                let task = dec.u64()?;
+                state
+                    .refs
+                    .entry(process)
+                    .or_default()
+                    .insert(reference.to_string(), task);
+            }
+            SET_TIMER => {
+                let due = dec.i64()?;
+                let task = dec.u64()?;
+                state.timers.insert(TimerKey { due, task });
+            }
+            CLEAR_TIMER => {
+                let due = dec.i64()?;
+                let task = dec.u64()?;
+                state.timers.remove(&TimerKey { due, task });
+            }
+            SET_READY => {
+                let task = dec.u64()?;
+                state.ready.insert(task);
+            }
+            CLEAR_READY => {
+                let task = dec.u64()?;
+                state.ready.remove(&task);
+            }
+            COUNT => {
+                let process = dec.u64()?;
+                let node = dec.str()?;
+                let now = dec.i64()?;
+                let total = dec.u64()?;
+                let counter = state
+                    .counters
+                    .entry((process, node.to_string()))
+                    .or_default();
+                counter.now += now;
+                counter.total += total;
+            }
+            tag @ (HISTORY | HISTORY_RESET) => {
+                let task = dec.u64()?;
+                let (start, value) = dec.bytes()?;
+                let loc = loc_of(start, value.len());
+                state.live += loc.len as u64;
+                let chain = match state.history.get(&task) {
+                    Some(old) if tag == HISTORY => HistoryChain {
+                        head: loc,
+                        oldest: old.oldest.min(segment),
+                        bytes: old.bytes + loc.len as u64,
+                    },
+                    old => {
+                        if let Some(old) = old {
+                            state.live -= old.bytes;
+                        }
+                        HistoryChain {
+                            head: loc,
+                            oldest: segment,
+                            bytes: loc.len as u64,
+                        }
+                    }
+                };
+                state.history.insert(task, chain);
+            }
+            INBOX => {
+                let task = dec.u64()?;
+                let seq = dec.u64()?;
+                let (start, value) = dec.bytes()?;
+                let loc = loc_of(start, value.len());
+                state.live += loc.len as u64;
+                if let Some(old) = state.inbox.insert((task, seq), loc) {
+                    state.live -= old.len as u64;
+                }
+            }
+            CLEAR_INBOX => {
+                let task = dec.u64()?;
+                let seq = dec.u64()?;
+                if let Some(old) = state.inbox.remove(&(task, seq)) {
+                    state.live -= old.len as u64;
+                }
+            }
+            DELETE_TASK => {
+                let task = dec.u64()?;
+                let process = dec.u64()?;
+                let reference = match dec.u8()? {
+                    0 => None,
+                    _ => Some(dec.str()?),
+                };
+                if let Some(old) = state.tasks.remove(&task) {
+                    state.live -= old.loc.len as u64;
+                }
+                if let Some(old) = state.history.remove(&task) {
+                    state.live -= old.bytes;
+                }
+                state.ready.remove(&task);
+                if let Some(r) = reference
+                    && let Some(refs) = state.refs.get_mut(&process)
+                {
+                    refs.remove(r);
+                }
+                let messages: Vec<(u64, u64)> = state
+                    .inbox
+                    .range((task, 0)..=(task, u64::MAX))
+                    .map(|(k, _)| *k)
+                    .collect();
+                for k in messages {
+                    if let Some(old) = state.inbox.remove(&k) {
+                        state.live -= old.len as u64;
+                    }
+                }
+            }
+            PUT_PROCESS => {
+                let (_, value) = dec.bytes()?;
+                let record: ProcessRecord = decode_json("a process", value)?;
+                if let Some(alias) = &record.alias {
+                    state.aliases.insert(alias.clone(), record.id);
+                }
+                state.next_process = state.next_process.max(record.id + 1);
+                state.processes.insert(record.id, record);
+            }
+            PUT_API_KEY => {
+                let (_, value) = dec.bytes()?;
+                let key: ApiKey = decode_json("an API key", value)?;
+                state.next_login = state.next_login.max(key.login + 1);
+                state.api_keys.insert(key.login, key);
+            }
+            other => {
+                return Err(corrupt(
+                    "the store's log",
+                    format!(
+                        "unknown entry {other} at byte {}",
+                        offset + dec.pos() as u64
+                    ),
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+fn write_snapshot(
+    state: &State,
+    segment: u32,
+    offset: u64,
+    first_segment: u32,
+    next_task: u64,
+) -> Result<Vec<u8>> {
+    let mut enc = Enc::new();
+    enc.buf.extend_from_slice(SNAPSHOT_MAGIC);
+    enc.u32(segment);
+    enc.u64(offset);
+    enc.u32(first_segment);
+    enc.u64(next_task);
+    enc.u64(state.next_process);
+    enc.u64(state.next_login);
+    enc.u64(state.live);
+    // Records kept whole: they are few, and small.
+    enc.u64(state.processes.len() as u64);
+    for record in state.processes.values() {
+        enc.bytes(&encode_json(record)?);
+    }
+    enc.u64(state.api_keys.len() as u64);
+    for key in state.api_keys.values() {
+        enc.bytes(&encode_json(key)?);
+    }
+    enc.u64(state.tasks.len() as u64);
+    for (id, task) in &state.tasks {
+        enc.u64(*id);
+        enc.u64(task.process);
+        task.loc.encode(&mut enc);
+    }
+    enc.u64(state.history.len() as u64);
+    for (id, chain) in &state.history {
+        enc.u64(*id);
+        chain.head.encode(&mut enc);
+        enc.u32(chain.oldest);
+        enc.u64(chain.bytes);
+    }
+    let refs: usize = state.refs.values().map(HashMap::len).sum();
+    enc.u64(refs as u64);
+    for (process, map) in &state.refs {
+        for (reference, task) in map {
+            enc.u64(*process);
+            enc.str(reference);
+            enc.u64(*task);
+        }
+    }
+    enc.u64(state.timers.len() as u64);
+    for timer in &state.timers {
+        enc.i64(timer.due);
+        enc.u64(timer.task);
+    }
+    enc.u64(state.ready.len() as u64);
+    for task in &state.ready {
+        enc.u64(*task);
+    }
+    enc.u64(state.counters.len() as u64);
+    for ((process, node), counter) in &state.counters {
+        enc.u64(*process);
+        enc.str(node);
+        enc.i64(counter.now);
+        enc.u64(counter.total);
+    }
+    enc.u64(state.inbox.len() as u64);
+    for ((task, seq), loc) in &state.inbox {
+        enc.u64(*task);
+        enc.u64(*seq);
+        loc.encode(&mut enc);
+    }
+    let crc = crc32fast::hash(&enc.buf);
+    enc.u32(crc);
+    Ok(enc.buf)
+}
+
+/// Reads a snapshot: the indexes, the position they are as of, and the oldest segment.
+fn read_snapshot(bytes: &[u8]) -> Result<(State, u32, u64, u32)> {
+    let what = "the store's snapshot";
+    if bytes.len() < SNAPSHOT_MAGIC.len() + 4 || !bytes.starts_with(SNAPSHOT_MAGIC) {
+        return Err(corrupt(what, "not a Conveyor snapshot"));
+    }
+    let (body, crc) = bytes.split_at(bytes.len() - 4);
+    let crc = u32::from_le_bytes([crc[0], crc[1], crc[2], crc[3]]);
+    if crc32fast::hash(body) != crc {
+        return Err(corrupt(what, "its checksum does not match"));
+    }
+    let mut dec = Dec::new(&body[SNAPSHOT_MAGIC.len()..]);
+    let segment = dec.u32()?;
+    let offset = dec.u64()?;
+    let first_segment = dec.u32()?;
+    let mut state = State {
+        next_task: dec.u64()?,
+        next_process: dec.u64()?,
+        next_login: dec.u64()?,
+        live: dec.u64()?,
+        ..State::default()
+    };
+    for _ in 0..dec.u64()? {
+        let record: ProcessRecord = decode_json("a process", dec.bytes()?.1)?;
+        if let Some(alias) = &record.alias {
+            state.aliases.insert(alias.clone(), record.id);
+        }
+        state.processes.insert(record.id, record);
+    }
+    for _ in 0..dec.u64()? {
+        let key: ApiKey = decode_json("an API key", dec.bytes()?.1)?;
+        state.api_keys.insert(key.login, key);
+    }
+    for _ in 0..dec.u64()? {
+        let id = dec.u64()?;
+        let process = dec.u64()?;
+        let loc = Loc::decode(&mut dec)?;
+        state.tasks.insert(id, TaskEntry { process, loc });
+    }
+    let chains = dec.u64()?;
+    state.history.reserve(chains.min(1 << 24) as usize);
+    for _ in 0..chains {
+        let id = dec.u64()?;
+        let head = Loc::decode(&mut dec)?;
+        let oldest = dec.u32()?;
+        let bytes = dec.u64()?;
+        state.history.insert(
+            id,
+            HistoryChain {
+                head,
+                oldest,
+                bytes,
+            },
+        );
+    }
+    for _ in 0..dec.u64()? {
+        let process = dec.u64()?;
+        let reference = dec.str()?.to_string();
+        let task = dec.u64()?;
+        state
+            .refs
+            .entry(process)
+            .or_default()
+            .insert(reference, task);
+    }
+    for _ in 0..dec.u64()? {
+        let due = dec.i64()?;
+        let task = dec.u64()?;
+        state.timers.insert(TimerKey { due, task });
+    }
+    for _ in 0..dec.u64()? {
+        state.ready.insert(dec.u64()?);
+    }
+    for _ in 0..dec.u64()? {
+        let process = dec.u64()?;
+        let node = dec.str()?.to_string();
+        let now = dec.i64()?;
+        let total = dec.u64()?;
+        state
+            .counters
+            .insert((process, node), NodeCounter { now, total });
+    }
+    for _ in 0..dec.u64()? {
+        let task = dec.u64()?;
+        let seq = dec.u64()?;
+        let loc = Loc::decode(&mut dec)?;
+        state.inbox.insert((task, seq), loc);
+    }
+    Ok((state, segment, offset, first_segment))
+}
+
+impl Store for LogStore {
+    fn create_process(&self, new: NewProcess) -> Result<ProcessRecord> {
+        let mut w = self.writer();
+        let id = {
+            let state = self.state();
+            if let Some(alias) = &new.alias
+                && let Some(existing) = state.aliases.get(alias)
+            {
+                return Err(StoreError::DuplicateAlias {
+                    alias: alias.clone(),
+                    process: *existing,
+                });
+            }
+            state.next_process.max(1)
+        };
+        let record = ProcessRecord {
+            id,
+            alias: new.alias,
+            source: new.source,
+            definition: new.definition,
+            version: 1,
+            created: new.created,
+            updated: new.created,
+            settings: new.settings,
+            url_hash: None,
+        };
+        self.put_process(&mut w, &record)?;
+        Ok(record)
+    }
+
+    fn update_process(&self, id: u64, definition: String) -> Result<ProcessRecord> {
+        let mut w = self.writer();
+        let mut record = self.process(id)?.ok_or(StoreError::NoProcess(id))?;
+        record.definition = definition;
+        record.version += 1;
+        self.put_process(&mut w, &record)?;
+        Ok(record)
+    }
+
+    fn set_url_hash(&self, id: u64, hash: String) -> Result<ProcessRecord> {
+        let mut w = self.writer();
+        let mut record = self.process(id)?.ok_or(StoreError::NoProcess(id))?;
+        record.url_hash = Some(hash);
+        self.put_process(&mut w, &record)?;
+        Ok(record)
+    }
+
+    fn process(&self, id: u64) -> Result<Option<ProcessRecord>> {
+        Ok(self.state().processes.get(&id).cloned())
+    }
+
+    fn process_by_alias(&self, alias: &str) -> Result<Option<ProcessRecord>> {
+        let state = self.state();
+        Ok(state
+            .aliases
+            .get(alias)
+            .and_then(|id| state.processes.get(id))
+            .cloned())
+    }
+
+    fn alias(&self, alias: &str) -> Result<Option<u64>> {
+        Ok(self.state().aliases.get(alias).copied())
+    }
+
+    fn processes(&self) -> Result<Vec<ProcessRecord>> {
+        Ok(self.state().processes.values().cloned().collect())
+    }
+
+    fn next_task_id(&self) -> Result<u64> {
+        Ok(self.next_task.fetch_add(1, Ordering::SeqCst))
+    }
+
+    fn task(&self, id: u64) -> Result<Option<TaskRecord>> {
+        let bytes = {
+            let state = self.state();
+            match state.tasks.get(&id) {
+                Some(entry) => read_at(&state, entry.loc)?,
+                None => return Ok(None),
+            }
+        };
+        decode_json("a task", &bytes).map(Some)
+    }
+
+    fn task_by_ref(&self, process: u64, reference: &str) -> Result<Option<TaskRecord>> {
+        let id = self
+            .state()
+            .refs
+            .get(&process)
+            .and_then(|refs| refs.get(reference))
+            .copied();
+        match id {
+            Some(id) => self.task(id),
+            None => Ok(None),
+        }
+    }
+
+    fn tasks(&self, process: u64, node: Option<&str>, limit: usize) -> Result<Vec<TaskRecord>> {
+        let ids: Vec<u64> = self
+            .state()
+            .tasks
+            .iter()
+            .filter(|(_, t)| t.process == process)
+            .map(|(id, _)| *id)
+            .collect();
+        let mut out = Vec::new();
+        for id in ids {
+            if out.len() >= limit {
+                break;
+            }
+            if let Some(task) = self.task(id)?
+                && node.is_none_or(|n| n == task.node)
+            {
+                out.push(task);
+            }
+        }
+        Ok(out)
+    }
+
+    fn history(&self, task: u64) -> Result<Vec<HistoryEvent>> {
+        decode_json("history events", &self.history_json(task)?)
+    }
+
+    fn inbox(&self, task: u64) -> Result<Vec<(u64, InboxMessage)>> {
+        let messages: Vec<(u64, Vec<u8>)> = {
+            let state = self.state();
+            state
+                .inbox
+                .range((task, 0)..=(task, u64::MAX))
+                .map(|((_, seq), loc)| Ok((*seq, read_at(&state, *loc)?)))
+                .collect::<Result<_>>()?
+        };
+        messages
+            .into_iter()
+            .map(|(seq, bytes)| Ok((seq, decode_json("an inbox message", &bytes)?)))
+            .collect()
+    }
+
+    fn inbox_tasks(&self) -> Result<Vec<u64>> {
+        let mut tasks: Vec<u64> = self.state().inbox.keys().map(|(t, _)| *t).collect();
+        tasks.dedup();
+        Ok(tasks)
+    }
+
+    fn counters(&self, process: u64) -> Result<Vec<(String, NodeCounter)>> {
+        Ok(self
+            .state()
+            .counters
+            .range((process, String::new())..)
+            .take_while(|((p, _), _)| *p == process)
+            .map(|((_, node), counter)| (node.clone(), *counter))
+            .collect())
+    }
+
+    fn ready(&self) -> Result<Vec<u64>> {
+        Ok(self.state().ready.iter().copied().collect())
+    }
+
+    fn due_timers(&self, now: i64, after: Option<TimerKey>, limit: usize) -> Result<Vec<TimerKey>> {
+        let end = TimerKey {
+            due: now,
+            task: u64::MAX,
+        };
+        let state = self.state();
+        let range = match after {
+            Some(after) if after >= end => return Ok(Vec::new()),
+            Some(after) => state.timers.range((
+                std::ops::Bound::Excluded(after),
+                std::ops::Bound::Included(end),
+            )),
+            None => state.timers.range(..=end),
+        };
+        Ok(range.take(limit).copied().collect())
+    }
+
+    fn next_timer(&self) -> Result<Option<TimerKey>> {
+        Ok(self.state().timers.first().copied())
+    }
+
+    fn create_api_key(
+        &self,
+        name: &str,
+        secret: &str,
+        processes: Vec<u64>,
+        created: i64,
+    ) -> Result<ApiKey> {
+        let mut w = self.writer();
+        let login = self.state().next_login.max(100_001);
+        let key = ApiKey {
+            login,
+            name: name.to_string(),
+            secret: secret.to_string(),
+            processes,
+            created,
+        };
+        let mut enc = frame();
+        enc.u8(PUT_API_KEY);
+        enc.bytes(&encode_json(&key)?);
+        self.append(&mut w, enc)?;
+        Ok(key)
+    }
+
+    fn api_key(&self, login: u64) -> Result<Option<ApiKey>> {
+        Ok(self.state().api_keys.get(&login).cloned())
+    }
+
+    fn api_keys(&self) -> Result<Vec<ApiKey>> {
+        Ok(self.state().api_keys.values().cloned().collect())
+    }
+
+    fn commit_group(&self, batches: &[Batch]) -> Result<()> {
+        // JSON outside the lock.
+        let mut values: Vec<Option<Vec<u8>>> = Vec::new();
+        for op in batches.iter().flat_map(|b| &b.ops) {
+            values.push(match op {
+                Op::PutTask(task) => Some(encode_json(task)?),
+                Op::History { events, .. } => Some(encode_json(events)?),
+                Op::Inbox { message, .. } => Some(encode_json(message)?),
+                _ => None,
+            });
+        }
+        let mut w = self.writer();
+        let mut enc = frame();
+        {
+            let state = self.state();
+            // A ref may be taken already, or claimed twice within this group.
+            let mut claimed: HashMap<(u64, &str), u64> = HashMap::new();
+            // History heads as this frame moves them.
+            let mut heads: HashMap<u64, Loc> = HashMap::new();
+            let payload_offset = if w.len >= SEGMENT_BYTES { 0 } else { w.len } + 8;
+            let segment = if w.len >= SEGMENT_BYTES {
+                w.segment + 1
+            } else {
+                w.segment
+            };
+            for (op, value) in batches.iter().flat_map(|b| &b.ops).zip(values) {
+                match op {
+                    Op::PutTask(task) => {
+                        enc.u8(PUT_TASK);
+                        enc.u64(task.id);
+                        enc.u64(task.process);
+                        enc.bytes(&value.unwrap_or_default());
+                    }
+                    Op::IndexTask { .. } => {} // the task's entry says its process
+                    Op::InsertRef {
+                        process,
+                        reference,
+                        task,
+                    } => {
+                        let taken_here = claimed
+                            .insert((*process, reference.as_str()), *task)
+                            .is_some_and(|t| t != *task);
+                        let taken_before = state
+                            .refs
+                            .get(process)
+                            .and_then(|refs| refs.get(reference.as_str()))
+                            .is_some_and(|t| t != task);
+                        if taken_here || taken_before {
+                            return Err(StoreError::DuplicateRef {
+                                process: *process,
+                                reference: reference.clone(),
+                            });
+                        }
+                        enc.u8(INSERT_REF);
+                        enc.u64(*process);
+                        enc.str(reference);
+                        enc.u64(*task);
+                    }
+                    Op::SetTimer(t) | Op::ClearTimer(t) => {
+                        let set = matches!(op, Op::SetTimer(_));
+                        enc.u8(if set { SET_TIMER } else { CLEAR_TIMER });
+                        enc.i64(t.due);
+                        enc.u64(t.task);
+                    }
+                    Op::SetReady(task) => {
+                        enc.u8(SET_READY);
+                        enc.u64(*task);
+                    }
+                    Op::ClearReady(task) => {
+                        enc.u8(CLEAR_READY);
+                        enc.u64(*task);
+                    }
+                    Op::Count {
+                        process,
+                        node,
+                        now,
+                        total,
+                    } => {
+                        enc.u8(COUNT);
+                        enc.u64(*process);
+                        enc.str(node);
+                        enc.i64(*now);
+                        enc.u64(*total);
+                    }
+                    Op::History { task, .. } => {
+                        let prev = match heads.get(task) {
+                            Some(loc) => *loc,
+                            None => state.history.get(task).map(|c| c.head).unwrap_or_default(),
+                        };
+                        let json = value.unwrap_or_default();
+                        enc.u8(HISTORY);
+                        enc.u64(*task);
+                        enc.u32((LOC_BYTES + json.len()) as u32);
+                        let start = enc.buf.len() - 8;
+                        prev.encode(&mut enc);
+                        enc.buf.extend_from_slice(&json);
+                        heads.insert(
+                            *task,
+                            Loc {
+                                segment,
+                                len: (LOC_BYTES + json.len()) as u32,
+                                offset: payload_offset + start as u64,
+                            },
+                        );
+                    }
+                    Op::Inbox { task, seq, .. } => {
+                        enc.u8(INBOX);
+                        enc.u64(*task);
+                        enc.u64(*seq);
+                        enc.bytes(&value.unwrap_or_default());
+                    }
+                    Op::ClearInbox { task, seq } => {
+                        enc.u8(CLEAR_INBOX);
+                        enc.u64(*task);
+                        enc.u64(*seq);
+                    }
+                    Op::DeleteTask {
+                        task,
+                        process,
+                        reference,
+                    } => {
+                        enc.u8(DELETE_TASK);
+                        enc.u64(*task);
+                        enc.u64(*process);
+                        match reference {
+                            Some(r) => {
+                                enc.u8(1);
+                                enc.str(r);
+                            }
+                            None => enc.u8(0),
+                        }
+                    }
+                }
+            }
+        }
+        if enc.buf.len() == 8 {
+            return Ok(());
+        }
+        self.append(&mut w, enc)?;
+        self.maybe_compact(&mut w)
+    }
+
+    fn flush(&self) -> Result<()> {
+        let file = {
+            let mut w = self.writer();
+            w.dirty = false;
+            Arc::clone(&w.file)
+        };
+        file.sync_data().map_err(io)
+    }
+
+    fn size_on_disk(&self) -> Result<u64> {
+        let mut total = 0;
+        for entry in std::fs::read_dir(&self.dir).map_err(io)? {
+            total += entry.map_err(io)?.metadata().map_err(io)?.len();
+        }
+        Ok(total)
+    }
+}
+
+impl LogStore {
+    /// Writes a snapshot now (tests).
+    #[cfg(test)]
+    fn snapshot_now(&self) -> Result<()> {
+        let mut w = self.writer();
+        self.snapshot(&mut w)
+    }
+
+    /// Compacts now, whatever the share of dead bytes (tests).
+    #[cfg(test)]
+    fn compact_now(&self) -> Result<()> {
+        let mut w = self.writer();
+        self.compact(&mut w)
+    }
+
+    fn put_process(&self, w: &mut Writer, record: &ProcessRecord) -> Result<()> {
+        let mut enc = frame();
+        enc.u8(PUT_PROCESS);
+        enc.bytes(&encode_json(record)?);
+        self.append(w, enc)
+    }
+}
+
+#[cfg(test)]
+mod tests;

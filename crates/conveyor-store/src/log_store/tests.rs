@@ -1,0 +1,401 @@
+use super::*;
+
+fn task(id: u64, process: u64, node: &str) -> TaskRecord {
+    TaskRecord {
+        id,
+        process,
+        reference: None,
+        node: node.into(),
+        prev_node: None,
+        status: TaskStatus::Ready,
+        data: Default::default(),
+        created: 0,
+        changed: 0,
+        entered: 0,
+        wake: None,
+        attempt: 0,
+        history_len: 0,
+        caller: None,
+        moves: 0,
+    }
+}
+
+fn new_process(alias: Option<&str>) -> NewProcess {
+    NewProcess {
+        alias: alias.map(str::to_string),
+        source: "test".into(),
+        definition: "process: t".into(),
+        created: 1,
+        settings: Default::default(),
+    }
+}
+
+fn entered(node: &str, from: &str) -> HistoryEvent {
+    HistoryEvent {
+        at: 7,
+        node: node.into(),
+        kind: EventKind::Entered {
+            from: from.into(),
+            via: "next".into(),
+        },
+    }
+}
+
+fn count(node: &str, now: i64, total: u64) -> Op {
+    Op::Count {
+        process: 1,
+        node: node.into(),
+        now,
+        total,
+    }
+}
+
+/// A store with one process, three tasks (one with a ref, one deleted), timers, ready
+/// entries, counters, history in several records and an inbox message.
+fn fill(store: &LogStore) {
+    assert_eq!(store.create_process(new_process(Some("p"))).unwrap().id, 1);
+    store.create_api_key("k", "secret", vec![1], 5).unwrap();
+    for _ in 1..=3 {
+        let id = store.next_task_id().unwrap();
+        let mut batch = Batch::default();
+        let mut record = task(id, 1, "start");
+        if id == 1 {
+            record.reference = Some("token".into());
+            batch.push(Op::InsertRef {
+                process: 1,
+                reference: "token".into(),
+                task: id,
+            });
+        }
+        batch.push(Op::PutTask(Box::new(record)));
+        batch.push(Op::IndexTask {
+            process: 1,
+            task: id,
+        });
+        batch.push(Op::SetReady(id));
+        batch.push(count("start", 1, 1));
+        batch.push(Op::History {
+            task: id,
+            seq: 0,
+            events: vec![HistoryEvent {
+                at: 1,
+                node: "start".into(),
+                kind: EventKind::Created,
+            }],
+        });
+        store.commit(&batch).unwrap();
+    }
+    // Task 1 moves twice (two history records), then waits with a timer.
+    for (seq, (from, to)) in [("start", "a"), ("a", "b")].into_iter().enumerate() {
+        let mut batch = Batch::default();
+        let mut record = task(1, 1, to);
+        record.reference = Some("token".into());
+        record.data.insert("step".into(), serde_json::json!(seq));
+        batch.push(Op::PutTask(Box::new(record)));
+        batch.push(count(from, -1, 0));
+        batch.push(count(to, 1, 1));
+        batch.push(Op::History {
+            task: 1,
+            seq: seq as u64 + 1,
+            events: vec![entered(to, from)],
+        });
+        store.commit(&batch).unwrap();
+    }
+    let mut batch = Batch::default();
+    batch.push(Op::ClearReady(1));
+    batch.push(Op::SetTimer(TimerKey { due: 500, task: 1 }));
+    batch.push(Op::Inbox {
+        task: 2,
+        seq: 0,
+        message: InboxMessage::Modify {
+            data: serde_json::json!({"x": 1}).as_object().cloned().unwrap(),
+            source: "test".into(),
+        },
+    });
+    batch.push(Op::DeleteTask {
+        task: 3,
+        process: 1,
+        reference: None,
+    });
+    batch.push(count("start", -1, 0));
+    store.commit(&batch).unwrap();
+}
+
+/// What [`fill`] left, read back.
+fn check(store: &LogStore) {
+    assert_eq!(store.process_by_alias("p").unwrap().unwrap().id, 1);
+    assert_eq!(store.api_keys().unwrap().len(), 1);
+    assert_eq!(store.api_key(100_001).unwrap().unwrap().secret, "secret");
+    let one = store.task_by_ref(1, "token").unwrap().unwrap();
+    assert_eq!((one.id, one.node.as_str()), (1, "b"));
+    assert_eq!(one.data.get("step"), Some(&serde_json::json!(1)));
+    assert!(store.task(3).unwrap().is_none());
+    assert_eq!(
+        store
+            .tasks(1, None, 10)
+            .unwrap()
+            .iter()
+            .map(|t| t.id)
+            .collect::<Vec<_>>(),
+        vec![1, 2]
+    );
+    assert_eq!(store.tasks(1, Some("b"), 10).unwrap().len(), 1);
+    let history = store.history(1).unwrap();
+    assert_eq!(history.len(), 3);
+    assert_eq!(history[0].kind, EventKind::Created);
+    assert_eq!(history[2], entered("b", "a"));
+    assert!(store.history(3).unwrap().is_empty());
+    assert_eq!(store.ready().unwrap(), vec![2]);
+    assert_eq!(
+        store.due_timers(1_000, None, 10).unwrap(),
+        vec![TimerKey { due: 500, task: 1 }]
+    );
+    assert_eq!(store.inbox_tasks().unwrap(), vec![2]);
+    assert_eq!(store.inbox(2).unwrap().len(), 1);
+    assert_eq!(
+        store.counters(1).unwrap(),
+        vec![
+            ("a".to_string(), NodeCounter { now: 0, total: 1 }),
+            ("b".to_string(), NodeCounter { now: 1, total: 1 }),
+            ("start".to_string(), NodeCounter { now: 1, total: 3 }),
+        ]
+    );
+    // Ids are never given twice, also across a reopen.
+    assert!(store.next_task_id().unwrap() >= 4);
+    let newest = store.processes().unwrap().iter().map(|p| p.id).max();
+    assert_eq!(
+        Some(store.create_process(new_process(None)).unwrap().id),
+        newest.map(|id| id + 1)
+    );
+}
+
+#[test]
+fn everything_comes_back_after_a_reopen_from_the_log_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    fill(&LogStore::open(dir.path()).unwrap());
+    // Little was written: closing wrote no snapshot, the open replays the log.
+    assert!(!LogStore::dir_in(dir.path()).join("snapshot").exists());
+    check(&LogStore::open(dir.path()).unwrap());
+}
+
+#[test]
+fn everything_comes_back_after_a_reopen_from_a_snapshot() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = LogStore::open(dir.path()).unwrap();
+    fill(&store);
+    store.snapshot_now().unwrap();
+    // Written after the snapshot: replayed on top of it.
+    let mut batch = Batch::default();
+    batch.push(Op::SetReady(1));
+    store.commit(&batch).unwrap();
+    drop(store);
+    let store = LogStore::open(dir.path()).unwrap();
+    assert_eq!(store.ready().unwrap(), vec![1, 2]);
+    let mut batch = Batch::default();
+    batch.push(Op::ClearReady(1));
+    store.commit(&batch).unwrap();
+    check(&store);
+}
+
+#[test]
+fn a_batch_is_all_or_nothing_and_a_ref_is_claimed_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = LogStore::open(dir.path()).unwrap();
+    fill(&store);
+    let mut second = Batch::default();
+    second.push(Op::PutTask(Box::new(task(9, 1, "start"))));
+    second.push(Op::SetReady(9));
+    second.push(count("start", 1, 1));
+    second.push(Op::InsertRef {
+        process: 1,
+        reference: "token".into(),
+        task: 9,
+    });
+    let err = store.commit(&second).unwrap_err();
+    assert_eq!(err.to_string(), "ref 'token' already exists in process 1");
+    // Two steps claiming one new ref in one group fail the group.
+    let claim = |id: u64| {
+        let mut batch = Batch::default();
+        batch.push(Op::PutTask(Box::new(task(id, 1, "start"))));
+        batch.push(Op::InsertRef {
+            process: 1,
+            reference: "twice".into(),
+            task: id,
+        });
+        batch
+    };
+    assert!(matches!(
+        store.commit_group(&[claim(10), claim(11)]),
+        Err(StoreError::DuplicateRef { .. })
+    ));
+    assert!(store.task(10).unwrap().is_none());
+    store.commit_group(&[claim(10)]).unwrap();
+    assert_eq!(store.task_by_ref(1, "twice").unwrap().unwrap().id, 10);
+    let mut delete = Batch::default();
+    delete.push(Op::DeleteTask {
+        task: 10,
+        process: 1,
+        reference: Some("twice".into()),
+    });
+    store.commit(&delete).unwrap();
+    assert!(store.task_by_ref(1, "twice").unwrap().is_none());
+    drop(store);
+    check(&LogStore::open(dir.path()).unwrap());
+}
+
+#[test]
+fn a_frame_torn_by_a_crash_is_cut_off_and_the_rest_kept() {
+    let dir = tempfile::tempdir().unwrap();
+    fill(&LogStore::open(dir.path()).unwrap());
+    let segment = LogStore::dir_in(dir.path()).join(segment_name(1));
+    let whole = std::fs::metadata(&segment).unwrap().len();
+    // A crash in the middle of a frame: its header promises more than is there…
+    let mut torn = Enc::new();
+    torn.u32(1_000);
+    torn.u32(0);
+    torn.buf.extend_from_slice(&[SET_READY, 1, 2]);
+    let file = OpenOptions::new().append(true).open(&segment).unwrap();
+    std::io::Write::write_all(&mut &file, &torn.buf).unwrap();
+    // …then zeros, as a file system may leave after a crash.
+    std::io::Write::write_all(&mut &file, &[0u8; 64]).unwrap();
+    drop(file);
+    let store = LogStore::open(dir.path()).unwrap();
+    assert_eq!(std::fs::metadata(&segment).unwrap().len(), whole);
+    check(&store);
+    // And a frame whose bytes changed is refused by its checksum.
+    drop(store);
+    let whole = std::fs::metadata(&segment).unwrap().len();
+    let mut bytes = std::fs::read(&segment).unwrap();
+    let last = bytes.len() - 1;
+    bytes[last] ^= 0xff;
+    std::fs::write(&segment, &bytes).unwrap();
+    let store = LogStore::open(dir.path()).unwrap();
+    assert!(std::fs::metadata(&segment).unwrap().len() < whole);
+    assert!(store.task(1).unwrap().is_some());
+}
+
+#[test]
+fn compaction_keeps_what_is_live_merges_history_and_deletes_old_segments() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = LogStore::open(dir.path()).unwrap();
+    fill(&store);
+    // Much dead data: task 2 rewritten many times.
+    let mut big = task(2, 1, "start");
+    big.data
+        .insert("blob".into(), serde_json::json!("x".repeat(10_000)));
+    for _ in 0..50 {
+        let mut batch = Batch::default();
+        batch.push(Op::PutTask(Box::new(big.clone())));
+        store.commit(&batch).unwrap();
+    }
+    let before = store.size_on_disk().unwrap();
+    store.compact_now().unwrap();
+    let after = store.size_on_disk().unwrap();
+    assert!(after < before / 5, "{before} bytes before, {after} after");
+    let log = LogStore::dir_in(dir.path());
+    assert!(
+        !log.join(segment_name(1)).exists(),
+        "the old segment is gone"
+    );
+    // Task 1's three history records became one.
+    let chain = store.state().history[&1];
+    assert_eq!(chain.bytes, chain.head.len as u64);
+    check_after_compaction(&store);
+    drop(store);
+    let store = LogStore::open(dir.path()).unwrap();
+    check_after_compaction(&store);
+    // History written after the merge goes on the merged record.
+    let mut batch = Batch::default();
+    batch.push(Op::History {
+        task: 1,
+        seq: 3,
+        events: vec![entered("c", "b")],
+    });
+    store.commit(&batch).unwrap();
+    let history = store.history(1).unwrap();
+    assert_eq!(history.len(), 4);
+    assert_eq!(history[3], entered("c", "b"));
+}
+
+fn check_after_compaction(store: &LogStore) {
+    let two = store.task(2).unwrap().unwrap();
+    let blob = two.data.get("blob").and_then(|b| b.as_str()).map(str::len);
+    assert_eq!(blob, Some(10_000));
+    check(store);
+}
+
+#[test]
+fn a_second_opener_is_told_the_store_is_locked() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = LogStore::open(dir.path()).unwrap();
+    assert!(matches!(
+        LogStore::open(dir.path()),
+        Err(StoreError::Locked { .. })
+    ));
+    drop(store);
+    assert!(LogStore::open(dir.path()).is_ok());
+}
+
+#[test]
+fn a_newer_format_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    drop(LogStore::open(dir.path()).unwrap());
+    std::fs::write(
+        LogStore::dir_in(dir.path()).join("FORMAT"),
+        (LOG_FORMAT_VERSION + 1).to_le_bytes(),
+    )
+    .unwrap();
+    let err = LogStore::open(dir.path()).err().unwrap();
+    assert!(
+        matches!(err, StoreError::NewerFormat { found, .. } if found == LOG_FORMAT_VERSION + 1)
+    );
+}
+
+#[test]
+fn timers_come_out_in_due_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = LogStore::open(dir.path()).unwrap();
+    let mut batch = Batch::default();
+    for (due, task) in [(300, 1), (-5, 2), (100, 3), (100, 4), (5_000, 5)] {
+        batch.push(Op::SetTimer(TimerKey { due, task }));
+    }
+    store.commit(&batch).unwrap();
+    let due: Vec<_> = store
+        .due_timers(300, None, 10)
+        .unwrap()
+        .iter()
+        .map(|t| t.task)
+        .collect();
+    assert_eq!(due, vec![2, 3, 4, 1]);
+    let after = store
+        .due_timers(300, Some(TimerKey { due: 100, task: 3 }), 10)
+        .unwrap();
+    assert_eq!(after.iter().map(|t| t.task).collect::<Vec<_>>(), vec![4, 1]);
+    assert!(
+        store
+            .due_timers(300, Some(TimerKey { due: 300, task: 1 }), 10)
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(
+        store.next_timer().unwrap(),
+        Some(TimerKey { due: -5, task: 2 })
+    );
+}
+
+#[test]
+fn open_picks_the_implementation_a_data_directory_already_has() {
+    let dir = tempfile::tempdir().unwrap();
+    let sled = StoreOptions {
+        kind: StoreKind::Sled,
+        ..StoreOptions::default()
+    };
+    drop(crate::open(dir.path(), sled).unwrap());
+    assert_eq!(
+        kind_of(dir.path(), StoreOptions::default()),
+        StoreKind::Sled
+    );
+    let fresh = tempfile::tempdir().unwrap();
+    drop(crate::open(fresh.path(), StoreOptions::default()).unwrap());
+    assert_eq!(kind_of(fresh.path(), sled), StoreKind::Log);
+}
