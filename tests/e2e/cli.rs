@@ -1087,7 +1087,11 @@ fn a_store_held_by_an_engine_without_api_is_refused_until_it_stops() {
     // `conveyor run` runs the engine alone (no HTTP API to go through); while it holds
     // the store, other commands say so clearly. (With `conveyor serve` they go through
     // its API instead: see tests/e2e/http_api.rs.)
+    // The data dir is made with a sled store, which it then keeps without being told
+    // again (and which is checkpointed after the engine stops).
     let d = DataDir::new();
+    d.ok(&["--store-kind", "sled", "process", "list"]);
+    assert!(d.path().join("store").is_dir() && !d.path().join("log").exists());
     clone(&d, "cb", CALLBACK);
     d.ok(&["task", "add", "@cb", "--ref", "t"]);
 

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use axum::extract::{Query, State};
 use axum::routing::get;
 use conveyor_runtime::{Runtime, Settings, SystemClock};
-use conveyor_store::{EventKind, SledStore, Store, TaskStatus};
+use conveyor_store::{EventKind, Store, TaskStatus};
 use serde_json::{Map, Value, json};
 
 use crate::support::{DataDir, http_server};
@@ -60,8 +60,8 @@ async fn work(
     axum::Json(json!({"worked": n}))
 }
 
-fn open_store(data: &DataDir) -> Arc<SledStore> {
-    Arc::new(SledStore::open(data.path()).expect("the store opens after a crash"))
+fn open_store(data: &DataDir) -> Arc<dyn Store> {
+    conveyor_store::open(data.path(), Default::default()).expect("the store opens after a crash")
 }
 
 /// The crash process cloned in a fresh data dir, with `TASKS` tasks added, and the

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use conveyor_runtime::{ManualClock, RunMode, Runtime, Settings, TaskKey};
-use conveyor_store::{SledStore, TaskStatus};
+use conveyor_store::TaskStatus;
 use serde_json::{Map, Value, json};
 
 pub struct Engine {
@@ -19,13 +19,9 @@ pub const T0: i64 = 1_764_345_600_000;
 impl Engine {
     pub fn new() -> Engine {
         let dir = tempfile::tempdir().expect("temp dir");
-        let store = SledStore::open(dir.path()).expect("store opens");
+        let store = conveyor_store::open(dir.path(), Default::default()).expect("store opens");
         let clock = ManualClock::new(T0);
-        let runtime = Runtime::new(
-            Arc::new(store),
-            Arc::new(clock.clone()),
-            Settings::default(),
-        );
+        let runtime = Runtime::new(store, Arc::new(clock.clone()), Settings::default());
         Engine {
             runtime,
             clock,
@@ -37,19 +33,17 @@ impl Engine {
     /// of the process would.
     pub fn restart(&mut self) {
         let placeholder = Runtime::new(
-            Arc::new(SledStore::open(tempfile::tempdir().expect("dir").path()).expect("store")),
+            conveyor_store::open(tempfile::tempdir().expect("dir").path(), Default::default())
+                .expect("store"),
             Arc::new(self.clock.clone()),
             Settings::default(),
         );
         let old = std::mem::replace(&mut self.runtime, placeholder);
         old.store().flush().expect("flush");
         drop(old);
-        let store = SledStore::open(self.dir.path()).expect("the store opens again");
-        self.runtime = Runtime::new(
-            Arc::new(store),
-            Arc::new(self.clock.clone()),
-            Settings::default(),
-        );
+        let store = conveyor_store::open(self.dir.path(), Default::default())
+            .expect("the store opens again");
+        self.runtime = Runtime::new(store, Arc::new(self.clock.clone()), Settings::default());
     }
 
     pub fn clone_process(&self, yaml: &str, alias: Option<&str>) -> u64 {

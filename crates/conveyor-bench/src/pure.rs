@@ -111,7 +111,7 @@ fn one_run(
 ) -> anyhow::Result<Vec<Figure>> {
     let policy = if flush { "flush_each_step" } else { "default" };
     let dir = tempfile::tempdir()?;
-    let store: Arc<dyn Store> = Arc::new(crate::sys::open_store(dir.path())?);
+    let store: Arc<dyn Store> = crate::sys::open_store(dir.path())?;
     let settings = Settings {
         flush_each_step: flush,
         ..Settings::default()

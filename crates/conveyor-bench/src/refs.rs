@@ -59,7 +59,7 @@ pub fn run(refs: u64, reads: u64, per_task: u32, durability: bool) -> anyhow::Re
     let refs = groups * k;
     let threads = sys::tokio_runtime()?;
     let dir = tempfile::tempdir()?;
-    let store: Arc<dyn Store> = Arc::new(crate::sys::open_store(dir.path())?);
+    let store: Arc<dyn Store> = crate::sys::open_store(dir.path())?;
     let clock = Arc::new(ManualClock::new(crate::timers::T0));
     let runtime = Runtime::new(store.clone(), clock.clone(), Settings::default());
     let holder = runtime

@@ -139,10 +139,15 @@ impl Report {
             common: Vec::new(),
             runs: Vec::new(),
             targets: Vec::new(),
-            notes: vec![format!(
-                "store page cache: {} MiB (CONVEYOR_STORE_CACHE_MB)",
-                crate::sys::store_options().cache_bytes >> 20
-            )],
+            notes: vec![match crate::sys::store_options().kind {
+                conveyor_store::StoreKind::Log => {
+                    "store: the log store (CONVEYOR_STORE_KIND=sled for sled)".to_string()
+                }
+                conveyor_store::StoreKind::Sled => format!(
+                    "store: sled, page cache {} MiB (CONVEYOR_STORE_CACHE_MB)",
+                    crate::sys::store_options().cache_bytes >> 20
+                ),
+            }],
         }
     }
 

@@ -250,12 +250,17 @@ pub fn store_options() -> conveyor_store::StoreOptions {
     {
         options.cache_bytes = mib << 20;
     }
+    if std::env::var("CONVEYOR_STORE_KIND").is_ok_and(|k| k.trim() == "sled") {
+        options.kind = conveyor_store::StoreKind::Sled;
+    }
     options
 }
 
 /// Opens a store with [`store_options`].
-pub fn open_store(path: &std::path::Path) -> anyhow::Result<conveyor_store::SledStore> {
-    Ok(conveyor_store::SledStore::open_with(path, store_options())?)
+pub fn open_store(
+    path: &std::path::Path,
+) -> anyhow::Result<std::sync::Arc<dyn conveyor_store::Store>> {
+    Ok(conveyor_store::open(path, store_options())?)
 }
 
 /// An engine running until shutdown on the benchmark's threads.

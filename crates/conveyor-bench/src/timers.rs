@@ -81,7 +81,7 @@ fn count(store: &dyn Store, process: u64, node: &str) -> anyhow::Result<u64> {
 /// Creates `tasks` tasks due over an hour and runs them into their delay node.
 fn setup(scenario: &str, threads: &tokio::runtime::Runtime, tasks: u64) -> anyhow::Result<Setup> {
     let dir = tempfile::tempdir()?;
-    let store: Arc<dyn Store> = Arc::new(crate::sys::open_store(dir.path())?);
+    let store: Arc<dyn Store> = crate::sys::open_store(dir.path())?;
     let clock = Arc::new(BenchClock::stopped(T0));
     let runtime = Runtime::new(store.clone(), clock.clone(), Settings::default());
     let park = runtime.clone_process("park.yaml", PARK, Some("park"), Map::new())?;

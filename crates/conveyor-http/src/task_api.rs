@@ -243,7 +243,7 @@ mod fuzz_tests {
     use std::sync::Arc;
 
     use conveyor_runtime::{ManualClock, Runtime, Settings};
-    use conveyor_store::{ApiKey, SledStore};
+    use conveyor_store::ApiKey;
     use proptest::prelude::*;
     use serde_json::{Map, Number, Value, json};
 
@@ -275,9 +275,9 @@ nodes:
     /// process, one for another process only.
     fn runtime() -> (tempfile::TempDir, Arc<Runtime>, u64, [ApiKey; 2]) {
         let dir = tempfile::tempdir().expect("temp dir");
-        let store = SledStore::open(dir.path()).expect("store");
+        let store = conveyor_store::open(dir.path(), Default::default()).expect("store");
         let runtime = Runtime::new(
-            Arc::new(store),
+            store,
             Arc::new(ManualClock::new(1_764_345_600_000)),
             Settings::default(),
         );

@@ -133,7 +133,7 @@ impl Runtime {
         while let Some(joined) = running.join_next().await {
             self.finished(joined, &mut stats);
         }
-        self.store.flush()?;
+        self.store.checkpoint()?;
         Ok(stats)
     }
 

@@ -611,17 +611,11 @@ impl Drop for LogStore {
             flusher.thread.thread().unpark();
             let _ = flusher.thread.join();
         }
-        let mut w = self.writer();
-        if w.broken.is_some() {
+        if self.writer().broken.is_some() {
             return;
         }
-        let result = if w.since_snapshot > SNAPSHOT_ON_CLOSE_AFTER {
-            self.snapshot(&mut w)
-        } else {
-            w.file.sync_data().map_err(io)
-        };
         // A failure here loses nothing: the next open replays the log instead.
-        let _ = result;
+        let _ = self.checkpoint();
     }
 }
 
@@ -1383,6 +1377,16 @@ impl Store for LogStore {
         }
         self.append(&mut w, enc)?;
         self.maybe_compact(&mut w)
+    }
+
+    fn checkpoint(&self) -> Result<()> {
+        let mut w = self.writer();
+        if w.since_snapshot > SNAPSHOT_ON_CLOSE_AFTER {
+            self.snapshot(&mut w)
+        } else {
+            w.dirty = false;
+            w.file.sync_data().map_err(io)
+        }
     }
 
     fn flush(&self) -> Result<()> {

@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use anyhow::{Context, bail};
 use conveyor_runtime::{RunMode, Runtime, Settings, SystemClock};
-use conveyor_store::{SledStore, StoreOptions};
+use conveyor_store::{StoreKind, StoreOptions};
 use serde_json::json;
 
 use crate::args::{self, UsageError};
@@ -260,7 +260,7 @@ pub fn open(dir: &Path, options: StoreOptions) -> anyhow::Result<Arc<Runtime>> {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(3);
     let mut pause = std::time::Duration::from_millis(10);
     let store = loop {
-        match SledStore::open_with(dir, options) {
+        match conveyor_store::open(dir, options) {
             Ok(store) => break store,
             Err(conveyor_store::StoreError::Locked { .. })
                 if std::time::Instant::now() < deadline && !engine_running(dir) =>
@@ -272,7 +272,7 @@ pub fn open(dir: &Path, options: StoreOptions) -> anyhow::Result<Arc<Runtime>> {
         }
     };
     Ok(Runtime::new(
-        Arc::new(store),
+        store,
         Arc::new(SystemClock),
         Settings::default(),
     ))
@@ -281,16 +281,24 @@ pub fn open(dir: &Path, options: StoreOptions) -> anyhow::Result<Arc<Runtime>> {
 pub fn store_options(global: &Global) -> StoreOptions {
     StoreOptions {
         cache_bytes: global.store_cache_mb.saturating_mul(1024 * 1024),
+        kind: match global.store_kind.as_str() {
+            "sled" => StoreKind::Sled,
+            _ => StoreKind::Log,
+        },
     }
 }
 
-/// After an engine stopped cleanly: opens and closes the store once, so the next start
-/// reads a fresh snapshot instead of replaying everything this engine wrote (see
-/// [`SledStore::checkpoint`]). Best effort: a failure only costs the next start time.
+/// After an engine stopped cleanly and closed a sled store: opens and closes it once, so
+/// the next start reads a fresh snapshot instead of replaying everything this engine
+/// wrote (see [`conveyor_store::SledStore::checkpoint`]; a log store wrote its snapshot
+/// as the engine stopped). Best effort: a failure only costs the next start time.
 pub fn checkpoint(dir: &Path, options: StoreOptions) {
+    if conveyor_store::kind_of(dir, options) != StoreKind::Sled {
+        return;
+    }
     eprintln!("stopped; writing a snapshot of the store for a quick next start");
     let started = std::time::Instant::now();
-    match SledStore::checkpoint(dir, options) {
+    match conveyor_store::checkpoint(dir, options) {
         Ok(()) => tracing::info!(
             millis = started.elapsed().as_millis() as u64,
             "store checkpointed for a quick next start"

@@ -58,6 +58,17 @@ pub struct Global {
         value_parser = clap::value_parser!(u64).range(1..=1_048_576)
     )]
     pub store_cache_mb: u64,
+    /// The store a new data directory gets: `log` (append-only log, the default) or
+    /// `sled`. A data directory keeps the store it was made with.
+    #[arg(
+        long,
+        global = true,
+        value_name = "KIND",
+        env = "CONVEYOR_STORE_KIND",
+        default_value = "log",
+        value_parser = ["log", "sled"]
+    )]
+    pub store_kind: String,
 }
 
 #[derive(Subcommand)]

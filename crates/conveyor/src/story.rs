@@ -12,7 +12,6 @@ use conveyor_runtime::{RunMode, Runtime, Settings, SystemClock, TaskKey};
 use conveyor_sandbox::{
     DEFAULT_CLIENT_ID, DEFAULT_CLIENT_SECRET, Failure, Sandbox, SandboxConfig, Service,
 };
-use conveyor_store::SledStore;
 use serde_json::{Map, Value, json};
 
 use crate::request::Request;
@@ -147,8 +146,8 @@ pub fn demo() -> anyhow::Result<ExitCode> {
         let url = sandbox.url().to_string();
         say(format!("sandbox up at {url}: a local Bitrix24 (OAuth + REST) and five notifiers"));
 
-        let store = SledStore::open(dir.path())?;
-        let runtime = Runtime::new(Arc::new(store), Arc::new(SystemClock), Settings::default());
+        let store = conveyor_store::open(dir.path(), Default::default())?;
+        let runtime = Runtime::new(store, Arc::new(SystemClock), Settings::default());
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
         let engine_runtime = runtime.clone();
         let engine = tokio::spawn(async move {
