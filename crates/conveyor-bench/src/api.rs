@@ -3,7 +3,8 @@
 //!
 //! The server runs in a child process (this binary's hidden `serve-delay` command), so
 //! the CPU time of this process during the run is the engine's alone: steps, commits,
-//! and the HTTP client.
+//! and the HTTP client. The same HTTP client (reqwest) making the same calls with
+//! nothing around it — no engine, no store — gives the floor the engine is compared to.
 
 use std::io::{BufRead, BufReader, Write};
 use std::process::{Child, Command, Stdio};
@@ -65,6 +66,20 @@ pub fn run(
             figures,
         });
     }
+    progress("api", "the same calls from a bare HTTP client");
+    let (bare_secs, bare_cpu) = bare_client(&threads, &server, tasks, concurrency)?;
+    report.common.extend([
+        Figure::ratio(
+            "bare_client_ratio_to_ideal",
+            "bare client: time ÷ ideal time",
+            bare_secs / ideal,
+        ),
+        Figure::micros(
+            "bare_client_cpu_us_per_call",
+            "bare client: CPU per call",
+            bare_cpu,
+        ),
+    ]);
     report.add_targets(|value, suffix| {
         let ratio = value("ratio_to_ideal");
         let cpu = value("engine_cpu_us_per_call");
@@ -86,8 +101,49 @@ pub fn run(
          during `run --until-idle`, divided by the calls; /proc resolution is 10 ms"
             .into(),
     );
+    report.notes.push(
+        "bare client: reqwest (the engine's HTTP client) sending the same GETs at the same \
+         concurrency and parsing each JSON reply, with no engine and no store: the floor \
+         of engine CPU per call on this machine"
+            .into(),
+    );
     drop(server);
     Ok(report)
+}
+
+/// The same calls from the engine's HTTP client alone: (seconds, CPU µs per call).
+fn bare_client(
+    threads: &tokio::runtime::Runtime,
+    server: &DelayServer,
+    tasks: u64,
+    concurrency: u32,
+) -> anyhow::Result<(f64, f64)> {
+    let client = reqwest::Client::new();
+    let url = format!("http://127.0.0.1:{}/work", server.port);
+    let cpu_before = sys::cpu_seconds("self").unwrap_or(0.0);
+    let started = Instant::now();
+    threads.block_on(async {
+        let limit = Arc::new(tokio::sync::Semaphore::new(concurrency as usize));
+        let mut calls = tokio::task::JoinSet::new();
+        for n in 0..tasks {
+            let permit = Arc::clone(&limit).acquire_owned().await?;
+            let (client, url) = (client.clone(), url.clone());
+            calls.spawn(async move {
+                let reply = client.get(&url).query(&[("n", n)]).send().await?;
+                let body: Value = reply.error_for_status()?.json().await?;
+                drop(permit);
+                anyhow::ensure!(body.get("n").is_some(), "no n in the reply: {body}");
+                Ok(())
+            });
+        }
+        while let Some(call) = calls.join_next().await {
+            call??;
+        }
+        anyhow::Ok(())
+    })?;
+    let secs = started.elapsed().as_secs_f64();
+    let cpu = sys::cpu_seconds("self").unwrap_or(0.0) - cpu_before;
+    Ok((secs, cpu / tasks as f64 * 1e6))
 }
 
 fn one_run(
