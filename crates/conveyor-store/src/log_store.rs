@@ -19,7 +19,7 @@
 //! index, timers in due order, the ready set, counters, inboxes, the head of each task's
 //! history chain) and the processes and API keys. Task records, history and inbox
 //! messages stay on disk and are read with `pread` when asked for, so memory grows by
-//! about 100 bytes per task, not by the task's size.
+//! about 200 bytes per task, not by the task's size.
 //!
 //! **Snapshots** (`snapshot`, replaced atomically) hold the indexes as of a position in
 //! the log, so an open reads the snapshot and replays only what came after it. One is
