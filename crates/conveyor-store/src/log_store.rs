@@ -52,16 +52,27 @@ use crate::*;
 /// The on-disk format of the log this code writes and understands.
 pub const LOG_FORMAT_VERSION: u32 = 1;
 
-/// A segment is sealed and a new one begun once it holds this much.
-const SEGMENT_BYTES: u64 = 64 << 20;
-/// A snapshot is written after this much log.
-const SNAPSHOT_AFTER: u64 = 256 << 20;
-/// On close, a snapshot is written only when more than this was written since the last
-/// (replaying a few MiB at the next open is quicker than writing the indexes out).
-const SNAPSHOT_ON_CLOSE_AFTER: u64 = 4 << 20;
-/// Compaction starts once the sealed segments hold at least this much…
-const COMPACT_MIN: u64 = 64 << 20;
-/// …and the log is more than this many times the live data.
+/// When the log rolls, snapshots and compacts.
+#[derive(Debug, Clone, Copy)]
+struct Limits {
+    /// A segment is sealed and a new one begun once it holds this much.
+    segment_bytes: u64,
+    /// A snapshot is written after this much log.
+    snapshot_after: u64,
+    /// On close, a snapshot is written only when more than this was written since the
+    /// last (replaying a few MiB at the next open is quicker than writing the indexes).
+    snapshot_on_close_after: u64,
+    /// Compaction starts once the sealed segments hold at least this much, and the log
+    /// is more than twice the live data.
+    compact_min: u64,
+}
+
+const LIMITS: Limits = Limits {
+    segment_bytes: 64 << 20,
+    snapshot_after: 256 << 20,
+    snapshot_on_close_after: 4 << 20,
+    compact_min: 64 << 20,
+};
 const COMPACT_RATIO: u64 = 2;
 /// How often the background flusher makes what was written durable.
 const FLUSH_EVERY: std::time::Duration = std::time::Duration::from_millis(500);
@@ -161,6 +172,8 @@ struct Writer {
     since_snapshot: u64,
     /// Bytes in the segments before the active one.
     sealed: u64,
+    /// After a failed compaction: no new try before the sealed segments hold this much.
+    compact_retry_at: u64,
     /// Written but not yet flushed to the disk.
     dirty: bool,
     /// A failed write that could not be undone: every later write fails with this.
@@ -169,6 +182,7 @@ struct Writer {
 
 pub struct LogStore {
     dir: PathBuf,
+    limits: Limits,
     state: RwLock<State>,
     writer: Arc<Mutex<Writer>>,
     next_task: AtomicU64,
@@ -221,6 +235,10 @@ impl LogStore {
 
     /// Opens (or creates) the log store in the data directory `path`.
     pub fn open(path: &Path) -> Result<LogStore> {
+        LogStore::open_with_limits(path, LIMITS)
+    }
+
+    fn open_with_limits(path: &Path, limits: Limits) -> Result<LogStore> {
         let dir = LogStore::dir_in(path);
         let shown = path.display().to_string();
         let read_only = |e: &std::io::Error| e.raw_os_error() == Some(30);
@@ -343,6 +361,7 @@ impl LogStore {
             first_segment,
             since_snapshot: 0,
             sealed,
+            compact_retry_at: 0,
             dirty: false,
             broken: None,
         }));
@@ -359,6 +378,7 @@ impl LogStore {
         };
         Ok(LogStore {
             dir,
+            limits,
             state: RwLock::new(state),
             writer,
             next_task,
@@ -386,7 +406,7 @@ impl LogStore {
         if let Some(reason) = &w.broken {
             return Err(StoreError::Io(reason.clone()));
         }
-        if w.len >= SEGMENT_BYTES {
+        if w.len >= self.limits.segment_bytes {
             self.roll(w)?;
         }
         let payload_len = enc.buf.len() - 8;
@@ -416,8 +436,11 @@ impl LogStore {
             ));
             return Err(e);
         }
-        if w.since_snapshot >= SNAPSHOT_AFTER {
-            self.snapshot(w)?;
+        // The frame is written and applied: what follows only saves work at the next
+        // open, and its failure (a full disk, say) must not fail this commit.
+        if w.since_snapshot >= self.limits.snapshot_after && self.snapshot(w).is_err() {
+            // Try again after some more log, not on every commit.
+            w.since_snapshot = self.limits.snapshot_after / 2;
         }
         Ok(())
     }
@@ -473,10 +496,16 @@ impl LogStore {
     /// dead, then deletes those segments (the writer is locked).
     fn maybe_compact(&self, w: &mut Writer) -> Result<()> {
         let live = self.state().live;
-        if w.sealed < COMPACT_MIN || w.sealed + w.len <= COMPACT_RATIO * live {
+        if w.sealed < self.limits.compact_min.max(w.compact_retry_at)
+            || w.sealed + w.len <= COMPACT_RATIO * live
+        {
             return Ok(());
         }
-        self.compact(w)
+        let result = self.compact(w);
+        if result.is_err() {
+            w.compact_retry_at = w.sealed + self.limits.compact_min;
+        }
+        result
     }
 
     fn compact(&self, w: &mut Writer) -> Result<()> {
@@ -1267,12 +1296,9 @@ impl Store for LogStore {
             let mut claimed: HashMap<(u64, &str), u64> = HashMap::new();
             // History heads as this frame moves them.
             let mut heads: HashMap<u64, Loc> = HashMap::new();
-            let payload_offset = if w.len >= SEGMENT_BYTES { 0 } else { w.len } + 8;
-            let segment = if w.len >= SEGMENT_BYTES {
-                w.segment + 1
-            } else {
-                w.segment
-            };
+            let rolls = w.len >= self.limits.segment_bytes;
+            let payload_offset = if rolls { 0 } else { w.len } + 8;
+            let segment = if rolls { w.segment + 1 } else { w.segment };
             for (op, value) in batches.iter().flat_map(|b| &b.ops).zip(values) {
                 match op {
                     Op::PutTask(task) => {
@@ -1387,12 +1413,15 @@ impl Store for LogStore {
             return Ok(());
         }
         self.append(&mut w, enc)?;
-        self.maybe_compact(&mut w)
+        // Committed. A compaction that fails (a full disk) leaves the log as it was, with
+        // at most some values copied twice; it is tried again after 64 MiB more log.
+        let _ = self.maybe_compact(&mut w);
+        Ok(())
     }
 
     fn checkpoint(&self) -> Result<()> {
         let mut w = self.writer();
-        if w.since_snapshot > SNAPSHOT_ON_CLOSE_AFTER {
+        if w.since_snapshot > self.limits.snapshot_on_close_after {
             self.snapshot(&mut w)
         } else {
             w.dirty = false;

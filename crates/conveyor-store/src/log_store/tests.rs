@@ -399,3 +399,60 @@ fn open_picks_the_implementation_a_data_directory_already_has() {
     drop(crate::open(fresh.path(), StoreOptions::default()).unwrap());
     assert_eq!(kind_of(fresh.path(), sled), StoreKind::Log);
 }
+
+#[test]
+fn ordinary_commits_roll_segments_write_snapshots_and_compact_by_themselves() {
+    let dir = tempfile::tempdir().unwrap();
+    let small = Limits {
+        segment_bytes: 16 << 10,
+        snapshot_after: 64 << 10,
+        snapshot_on_close_after: 4 << 10,
+        compact_min: 32 << 10,
+    };
+    let log = LogStore::dir_in(dir.path());
+    let store = LogStore::open_with_limits(dir.path(), small).unwrap();
+    fill(&store);
+    // Ten tasks rewritten over and over, each move with a history record: the log grows
+    // by ~1 MB while the live data stays a few KB.
+    let mut compacted = false;
+    for round in 0..300u64 {
+        let mut batches = Vec::new();
+        for id in 100..110u64 {
+            let mut batch = Batch::default();
+            let mut record = task(id, 9, "loop");
+            record.data.insert("round".into(), serde_json::json!(round));
+            record
+                .data
+                .insert("pad".into(), serde_json::json!("p".repeat(200)));
+            batch.push(Op::PutTask(Box::new(record)));
+            batch.push(Op::History {
+                task: id,
+                seq: round,
+                events: vec![entered("loop", "loop")],
+            });
+            batches.push(batch);
+        }
+        store.commit_group(&batches).unwrap();
+        compacted |= !log.join(segment_name(1)).exists();
+    }
+    assert!(compacted, "no compaction deleted the first segment");
+    assert!(log.join("snapshot").exists(), "no snapshot was written");
+    assert!(
+        store.size_on_disk().unwrap() < 400 << 10,
+        "{} bytes on disk",
+        store.size_on_disk().unwrap()
+    );
+    let check_loop = |store: &LogStore| {
+        for id in 100..110u64 {
+            let record = store.task(id).unwrap().unwrap();
+            assert_eq!(record.data.get("round"), Some(&serde_json::json!(299)));
+            let history = store.history(id).unwrap();
+            assert_eq!(history.len(), 300, "task {id}'s history");
+        }
+        check(store);
+    };
+    check_loop(&store);
+    drop(store);
+    // Reopened from the last snapshot and the log after it.
+    check_loop(&LogStore::open_with_limits(dir.path(), small).unwrap());
+}
