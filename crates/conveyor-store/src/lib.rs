@@ -12,6 +12,8 @@
 mod log_store;
 mod records;
 mod sled_store;
+#[cfg(test)]
+mod test_support;
 
 use std::path::Path;
 use std::sync::Arc;

@@ -1083,17 +1083,7 @@ impl Store for LogStore {
             }
             state.next_process.max(1)
         };
-        let record = ProcessRecord {
-            id,
-            alias: new.alias,
-            source: new.source,
-            definition: new.definition,
-            version: 1,
-            created: new.created,
-            updated: new.created,
-            settings: new.settings,
-            url_hash: None,
-        };
+        let record = ProcessRecord::first_version(id, new);
         self.put_process(&mut w, &record)?;
         Ok(record)
     }

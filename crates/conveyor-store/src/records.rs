@@ -29,6 +29,23 @@ pub struct ProcessRecord {
     pub url_hash: Option<String>,
 }
 
+impl ProcessRecord {
+    /// Version 1 of a new process, with its id.
+    pub fn first_version(id: u64, new: NewProcess) -> ProcessRecord {
+        ProcessRecord {
+            id,
+            alias: new.alias,
+            source: new.source,
+            definition: new.definition,
+            version: 1,
+            created: new.created,
+            updated: new.created,
+            settings: new.settings,
+            url_hash: None,
+        }
+    }
+}
+
 /// A key of the task API: a login and a secret that signs requests.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct ApiKey {

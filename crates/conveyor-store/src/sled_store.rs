@@ -286,20 +286,10 @@ impl Store for SledStore {
             });
         }
         let id = self.next_number("next_process", 1)?;
-        let record = ProcessRecord {
-            id,
-            alias: new.alias.clone(),
-            source: new.source,
-            definition: new.definition,
-            version: 1,
-            created: new.created,
-            updated: new.created,
-            settings: new.settings,
-            url_hash: None,
-        };
+        let record = ProcessRecord::first_version(id, new);
         let mut batch = sled::Batch::default();
         batch.insert(key(b'P', id, &[]), encode(&record)?);
-        if let Some(alias) = &new.alias {
+        if let Some(alias) = &record.alias {
             batch.insert(text_key(b'A', alias), &id.to_be_bytes());
         }
         self.tree.apply_batch(batch).map_err(io)?;

@@ -1,0 +1,63 @@
+//! What the tests of both store implementations share.
+
+use crate::*;
+
+pub(crate) fn task(id: u64, process: u64, node: &str) -> TaskRecord {
+    TaskRecord {
+        id,
+        process,
+        reference: None,
+        node: node.into(),
+        prev_node: None,
+        status: TaskStatus::Ready,
+        data: Default::default(),
+        created: 0,
+        changed: 0,
+        entered: 0,
+        wake: None,
+        attempt: 0,
+        history_len: 0,
+        caller: None,
+        moves: 0,
+    }
+}
+
+pub(crate) fn new_process(alias: Option<&str>) -> NewProcess {
+    NewProcess {
+        alias: alias.map(str::to_string),
+        source: "test".into(),
+        definition: "process: t".into(),
+        created: 1,
+        settings: Default::default(),
+    }
+}
+
+/// Timers come out of `store` in due order (then task order), after a given timer.
+pub(crate) fn check_timer_order(store: &dyn Store) {
+    let mut batch = Batch::default();
+    for (due, task) in [(300, 1), (-5, 2), (100, 3), (100, 4), (5_000, 5)] {
+        batch.push(Op::SetTimer(TimerKey { due, task }));
+    }
+    store.commit(&batch).unwrap();
+    let due: Vec<_> = store
+        .due_timers(300, None, 10)
+        .unwrap()
+        .iter()
+        .map(|t| t.task)
+        .collect();
+    assert_eq!(due, vec![2, 3, 4, 1]);
+    let after = store
+        .due_timers(300, Some(TimerKey { due: 100, task: 3 }), 10)
+        .unwrap();
+    assert_eq!(after.iter().map(|t| t.task).collect::<Vec<_>>(), vec![4, 1]);
+    assert!(
+        store
+            .due_timers(300, Some(TimerKey { due: 300, task: 1 }), 10)
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(
+        store.next_timer().unwrap(),
+        Some(TimerKey { due: -5, task: 2 })
+    );
+}
