@@ -187,12 +187,31 @@ pub struct LogStore {
     writer: Arc<Mutex<Writer>>,
     next_task: AtomicU64,
     flusher: Option<Flusher>,
+    /// Writes snapshots to disk, in the order they were taken.
+    snapshots: Option<SnapshotWriter>,
     /// Held (locked) while the store is open.
     _lock: File,
 }
 
 struct Flusher {
     stop: Arc<AtomicBool>,
+    thread: std::thread::JoinHandle<()>,
+}
+
+/// A snapshot taken (encoded under the writer's lock) and to be written.
+struct SnapshotJob {
+    bytes: Vec<u8>,
+    /// The active segment when it was taken: synced first, so the snapshot never
+    /// points past what is on disk.
+    segment: Arc<File>,
+    /// Told the outcome, for those who wait for it.
+    done: Option<std::sync::mpsc::Sender<Result<()>>>,
+}
+
+/// The thread that writes snapshots, so that a commit that triggers one waits for its
+/// encoding (tens of ms with a million tasks) but not for its write and `fsync`.
+struct SnapshotWriter {
+    jobs: std::sync::mpsc::Sender<SnapshotJob>,
     thread: std::thread::JoinHandle<()>,
 }
 
@@ -376,9 +395,26 @@ impl LogStore {
                 .ok()
                 .map(|thread| Flusher { stop, thread })
         };
+        let snapshots = {
+            let (jobs, queue) = std::sync::mpsc::channel::<SnapshotJob>();
+            let dir = dir.clone();
+            std::thread::Builder::new()
+                .name("conveyor-snapshot".into())
+                .spawn(move || {
+                    for job in queue {
+                        let written = write_snapshot_file(&dir, &job);
+                        if let Some(done) = job.done {
+                            let _ = done.send(written);
+                        }
+                    }
+                })
+                .ok()
+                .map(|thread| SnapshotWriter { jobs, thread })
+        };
         Ok(LogStore {
             dir,
             limits,
+            snapshots,
             state: RwLock::new(state),
             writer,
             next_task,
@@ -438,7 +474,7 @@ impl LogStore {
         }
         // The frame is written and applied: what follows only saves work at the next
         // open, and its failure (a full disk, say) must not fail this commit.
-        if w.since_snapshot >= self.limits.snapshot_after && self.snapshot(w).is_err() {
+        if w.since_snapshot >= self.limits.snapshot_after && self.snapshot(w, false).is_err() {
             // Try again after some more log, not on every commit.
             w.since_snapshot = self.limits.snapshot_after / 2;
         }
@@ -467,29 +503,42 @@ impl LogStore {
         Ok(())
     }
 
-    /// Writes the indexes as of the end of the log (the writer is locked).
-    fn snapshot(&self, w: &mut Writer) -> Result<()> {
-        w.file.sync_data().map_err(io)?;
-        w.dirty = false;
+    /// Takes a snapshot of the indexes as of the end of the log (the writer is locked)
+    /// and has it written; with `wait`, returns once it is on disk.
+    ///
+    /// Snapshots are written one after the other in the order taken, so a later one is
+    /// never replaced by an earlier; a compaction waits for its own before it deletes
+    /// the segments the earlier ones point into.
+    fn snapshot(&self, w: &mut Writer, wait: bool) -> Result<()> {
         let bytes = {
             let state = self.state();
             let next_task = self.next_task.load(Ordering::SeqCst).max(state.next_task);
             write_snapshot(&state, w.segment, w.len, w.first_segment, next_task)?
         };
-        let tmp = self.dir.join("snapshot.tmp");
-        let written = (|| {
-            let file = File::create(&tmp)?;
-            file.write_all_at(&bytes, 0)?;
-            file.sync_all()?;
-            std::fs::rename(&tmp, self.dir.join("snapshot"))
-        })();
-        if let Err(e) = written {
-            let _ = std::fs::remove_file(&tmp);
-            return Err(io(e));
-        }
-        sync_dir(&self.dir)?;
         w.since_snapshot = 0;
-        Ok(())
+        let (done, outcome) = std::sync::mpsc::channel();
+        let job = SnapshotJob {
+            bytes,
+            segment: Arc::clone(&w.file),
+            done: wait.then_some(done),
+        };
+        let job = match &self.snapshots {
+            Some(writer) => match writer.jobs.send(job) {
+                Ok(()) => None,
+                Err(unsent) => Some(unsent.0),
+            },
+            None => Some(job),
+        };
+        if let Some(job) = job {
+            // No writer thread (it could not be started): write it here.
+            return write_snapshot_file(&self.dir, &job);
+        }
+        if !wait {
+            return Ok(());
+        }
+        outcome
+            .recv()
+            .unwrap_or_else(|_| Err(StoreError::Io("the snapshot writer stopped".into())))
     }
 
     /// Copies the live values of the sealed segments to the head when the log is mostly
@@ -571,7 +620,7 @@ impl LogStore {
             self.append(w, enc)?;
         }
         w.first_segment = head;
-        self.snapshot(w)?;
+        self.snapshot(w, true)?;
         let old: Vec<u32> = {
             let mut state = self.state_mut();
             let old: Vec<u32> = state.files.range(..head).map(|(s, _)| *s).collect();
@@ -645,7 +694,30 @@ impl Drop for LogStore {
         }
         // A failure here loses nothing: the next open replays the log instead.
         let _ = self.checkpoint();
+        // Closing its queue ends the snapshot writer once it wrote what it holds.
+        if let Some(writer) = self.snapshots.take() {
+            drop(writer.jobs);
+            let _ = writer.thread.join();
+        }
     }
+}
+
+/// Writes a snapshot: syncs the segment it was taken at, writes a temporary file and
+/// renames it over the last snapshot.
+fn write_snapshot_file(dir: &Path, job: &SnapshotJob) -> Result<()> {
+    job.segment.sync_data().map_err(io)?;
+    let tmp = dir.join("snapshot.tmp");
+    let written = (|| {
+        let file = File::create(&tmp)?;
+        file.write_all_at(&job.bytes, 0)?;
+        file.sync_all()?;
+        std::fs::rename(&tmp, dir.join("snapshot"))
+    })();
+    if let Err(e) = written {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(io(e));
+    }
+    sync_dir(dir)
 }
 
 fn flush_in_background(writer: &Mutex<Writer>, stop: &AtomicBool) {
@@ -900,6 +972,24 @@ fn write_snapshot(
     next_task: u64,
 ) -> Result<Vec<u8>> {
     let mut enc = Enc::new();
+    // Sized up front: growing a buffer of tens of MB by doubling cost more than the
+    // encoding itself.
+    let processes: usize = state
+        .processes
+        .values()
+        .map(|p| p.definition.len() + p.source.len() + 512)
+        .sum();
+    enc.buf.reserve(
+        1024 + processes
+            + state.api_keys.len() * 256
+            + state.tasks.len() * 32
+            + state.history.len() * 36
+            + state.refs.values().map(|r| r.len() * 48).sum::<usize>()
+            + state.timers.len() * 16
+            + state.ready.len() * 8
+            + state.counters.len() * 48
+            + state.inbox.len() * 32,
+    );
     enc.buf.extend_from_slice(SNAPSHOT_MAGIC);
     enc.u32(segment);
     enc.u64(offset);
@@ -1412,7 +1502,7 @@ impl Store for LogStore {
     fn checkpoint(&self) -> Result<()> {
         let mut w = self.writer();
         if w.since_snapshot > self.limits.snapshot_on_close_after {
-            self.snapshot(&mut w)
+            self.snapshot(&mut w, true)
         } else {
             w.dirty = false;
             w.file.sync_data().map_err(io)
@@ -1442,7 +1532,7 @@ impl LogStore {
     #[cfg(test)]
     fn snapshot_now(&self) -> Result<()> {
         let mut w = self.writer();
-        self.snapshot(&mut w)
+        self.snapshot(&mut w, true)
     }
 
     /// Compacts now, whatever the share of dead bytes (tests).
