@@ -200,6 +200,9 @@ fn copy_dir(from: &Path, to: &Path) -> anyhow::Result<()> {
             copy_dir(&entry.path(), &target)?;
         } else {
             std::fs::copy(entry.path(), &target)?;
+            // On disk before the probes start: otherwise the first probe's reads compete
+            // with the kernel writing back the gigabyte just copied.
+            std::fs::File::open(&target)?.sync_all()?;
         }
     }
     Ok(())

@@ -23,8 +23,9 @@
 //!
 //! **Snapshots** (`snapshot`, replaced atomically) hold the indexes as of a position in
 //! the log, so an open reads the snapshot and replays only what came after it. One is
-//! written after every 256 MiB of log, after a compaction, and when the store closes with
-//! more than 4 MiB written since the last.
+//! taken after every 256 MiB of log, after a compaction, and when the store closes with
+//! more than 4 MiB written since the last. Taking one (encoding the indexes) holds the
+//! writer's lock; writing it is the job of a thread of its own.
 //!
 //! **Compaction**: superseded task records, deleted tasks and read messages leave dead
 //! bytes behind. When the sealed segments hold 64 MiB or more and the log is more than
