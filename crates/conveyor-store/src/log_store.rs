@@ -29,9 +29,10 @@
 //!
 //! **Compaction**: superseded task records, deleted tasks and read messages leave dead
 //! bytes behind. When the sealed segments hold 64 MiB or more and the log is more than
-//! twice the live data, the live values of the sealed segments are copied to the head
-//! (a task's history merged into one record), a snapshot is written, and the sealed
-//! segments are deleted.
+//! twice the live data, the live values of the oldest segment are copied to the head (a
+//! task's history merged into one record) and a snapshot is taken; the segment is
+//! deleted once that snapshot is on disk. One segment at a time bounds how long a
+//! compaction holds the writer's lock, whatever the size of the store.
 //!
 //! Every write goes through `append`, and every frame — written now or replayed at open —
 //! reaches the indexes through the one function `apply`, so a replay cannot disagree
@@ -205,6 +206,8 @@ struct SnapshotJob {
     /// The active segment when it was taken: synced first, so the snapshot never
     /// points past what is on disk.
     segment: Arc<File>,
+    /// The oldest segment it needs: older ones are deleted once it is on disk.
+    first_segment: u32,
     /// Told the outcome, for those who wait for it.
     done: Option<std::sync::mpsc::Sender<Result<()>>>,
 }
@@ -521,6 +524,7 @@ impl LogStore {
         let job = SnapshotJob {
             bytes,
             segment: Arc::clone(&w.file),
+            first_segment: w.first_segment,
             done: wait.then_some(done),
         };
         let job = match &self.snapshots {
@@ -542,8 +546,7 @@ impl LogStore {
             .unwrap_or_else(|_| Err(StoreError::Io("the snapshot writer stopped".into())))
     }
 
-    /// Copies the live values of the sealed segments to the head when the log is mostly
-    /// dead, then deletes those segments (the writer is locked).
+    /// When the log is mostly dead, compacts its oldest segment (the writer is locked).
     fn maybe_compact(&self, w: &mut Writer) -> Result<()> {
         let live = self.state().live;
         if w.sealed < self.limits.compact_min.max(w.compact_retry_at)
@@ -551,35 +554,43 @@ impl LogStore {
         {
             return Ok(());
         }
-        let result = self.compact(w);
+        let result = self.compact_oldest(w);
         if result.is_err() {
             w.compact_retry_at = w.sealed + self.limits.compact_min;
         }
         result
     }
 
-    fn compact(&self, w: &mut Writer) -> Result<()> {
-        self.roll(w)?;
-        let head = w.segment;
-        // What lives in the sealed segments.
+    /// Copies the live values of the oldest segment to the head (each task's history
+    /// that reaches into it merged into one record) and takes a snapshot; the snapshot
+    /// writer deletes the segment once that snapshot is on disk (the writer is locked).
+    ///
+    /// One segment at a time: the writer's lock is held for at most a segment's worth of
+    /// copying, however large the store. The oldest segment is the one whose values
+    /// have had the longest time to be superseded.
+    fn compact_oldest(&self, w: &mut Writer) -> Result<()> {
+        let oldest = w.first_segment;
+        if oldest >= w.segment {
+            return Ok(()); // nothing sealed
+        }
         let (tasks, chains, messages) = {
             let state = self.state();
             let tasks: Vec<(u64, TaskEntry)> = state
                 .tasks
                 .iter()
-                .filter(|(_, t)| t.loc.segment < head)
+                .filter(|(_, t)| t.loc.segment <= oldest)
                 .map(|(id, t)| (*id, *t))
                 .collect();
             let chains: Vec<u64> = state
                 .history
                 .iter()
-                .filter(|(_, c)| c.oldest < head)
+                .filter(|(_, c)| c.oldest <= oldest)
                 .map(|(id, _)| *id)
                 .collect();
             let messages: Vec<((u64, u64), Loc)> = state
                 .inbox
                 .iter()
-                .filter(|(_, loc)| loc.segment < head)
+                .filter(|(_, loc)| loc.segment <= oldest)
                 .map(|(k, loc)| (*k, *loc))
                 .collect();
             (tasks, chains, messages)
@@ -620,21 +631,21 @@ impl LogStore {
         if enc.buf.len() > 8 {
             self.append(w, enc)?;
         }
-        w.first_segment = head;
-        self.snapshot(w, true)?;
-        let old: Vec<u32> = {
+        // Nothing points into the segment now (readers look values up and read them
+        // under the indexes' lock, and every move above was applied under it).
+        let size = {
             let mut state = self.state_mut();
-            let old: Vec<u32> = state.files.range(..head).map(|(s, _)| *s).collect();
-            for s in &old {
-                state.files.remove(s);
-            }
-            old
+            let size = state
+                .files
+                .get(&oldest)
+                .and_then(|f| f.metadata().ok())
+                .map_or(0, |m| m.len());
+            state.files.remove(&oldest);
+            size
         };
-        for s in old {
-            let _ = std::fs::remove_file(self.dir.join(segment_name(s)));
-        }
-        w.sealed = sealed_bytes(&self.state(), w.segment);
-        Ok(())
+        w.sealed = w.sealed.saturating_sub(size);
+        w.first_segment = oldest + 1;
+        self.snapshot(w, false)
     }
 
     /// The bytes of a value (holding the indexes' read lock, so no compaction deletes
@@ -718,7 +729,15 @@ fn write_snapshot_file(dir: &Path, job: &SnapshotJob) -> Result<()> {
         let _ = std::fs::remove_file(&tmp);
         return Err(io(e));
     }
-    sync_dir(dir)
+    sync_dir(dir)?;
+    // What compaction emptied: no snapshot on disk needs it any more.
+    for old in list_segments(dir)?
+        .into_iter()
+        .filter(|&s| s < job.first_segment)
+    {
+        let _ = std::fs::remove_file(dir.join(segment_name(old)));
+    }
+    Ok(())
 }
 
 fn flush_in_background(writer: &Mutex<Writer>, stop: &AtomicBool) {
@@ -1536,11 +1555,17 @@ impl LogStore {
         self.snapshot(&mut w, true)
     }
 
-    /// Compacts now, whatever the share of dead bytes (tests).
+    /// Compacts every sealed segment now, whatever the share of dead bytes, and waits
+    /// until they are deleted (tests).
     #[cfg(test)]
     fn compact_now(&self) -> Result<()> {
         let mut w = self.writer();
-        self.compact(&mut w)
+        self.roll(&mut w)?;
+        let head = w.segment;
+        while w.first_segment < head {
+            self.compact_oldest(&mut w)?;
+        }
+        self.snapshot(&mut w, true)
     }
 
     fn put_process(&self, w: &mut Writer, record: &ProcessRecord) -> Result<()> {
