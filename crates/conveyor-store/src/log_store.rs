@@ -317,7 +317,13 @@ impl LogStore {
                 }
             }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                std::fs::write(&format_path, LOG_FORMAT_VERSION.to_le_bytes()).map_err(io)?;
+                // Written whole or not at all: a new file, synced, then renamed.
+                let tmp = dir.join("FORMAT.tmp");
+                let file = File::create(&tmp).map_err(io)?;
+                file.write_all_at(&LOG_FORMAT_VERSION.to_le_bytes(), 0)
+                    .and_then(|_| file.sync_all())
+                    .and_then(|_| std::fs::rename(&tmp, &format_path))
+                    .map_err(io)?;
                 sync_dir(&dir)?;
             }
             Err(e) => return Err(io(e)),
@@ -338,11 +344,33 @@ impl LogStore {
         }
         segments.retain(|&s| s >= first_segment);
         let last = segments.last().copied().unwrap_or(segment).max(segment);
+        // Every segment from the oldest needed to the newest is there (a store that
+        // lost one would replay wrongly), except in a new store, which has none yet.
+        if !segments.is_empty()
+            && let Some(missing) = (first_segment..=last).find(|n| !segments.contains(n))
+        {
+            return Err(corrupt(
+                "the store's log",
+                format!("segment {} is missing", segment_name(missing)),
+            ));
+        }
+        let mut replayed = 0u64;
         for &number in segments.iter().filter(|&&s| s >= segment) {
             let path = dir.join(segment_name(number));
             let bytes = std::fs::read(&path).map_err(io)?;
             let start = if number == segment { offset } else { 0 };
+            if start > bytes.len() as u64 {
+                return Err(corrupt(
+                    "the store's log",
+                    format!(
+                        "the snapshot points to byte {start} of {}, which has {}",
+                        segment_name(number),
+                        bytes.len()
+                    ),
+                ));
+            }
             let end = replay(&mut state, number, &bytes, start)?;
+            replayed += end - start;
             if end < bytes.len() as u64 {
                 if number != last {
                     return Err(corrupt(
@@ -382,7 +410,8 @@ impl LogStore {
             file,
             len,
             first_segment,
-            since_snapshot: 0,
+            // What this open replayed is replayed again next time, until a snapshot.
+            since_snapshot: replayed,
             sealed,
             compact_retry_at: 0,
             dirty: false,
@@ -514,6 +543,9 @@ impl LogStore {
     /// never replaced by an earlier; a compaction waits for its own before it deletes
     /// the segments the earlier ones point into.
     fn snapshot(&self, w: &mut Writer, wait: bool) -> Result<()> {
+        if let Some(reason) = &w.broken {
+            return Err(StoreError::Io(reason.clone()));
+        }
         let bytes = {
             let state = self.state();
             let next_task = self.next_task.load(Ordering::SeqCst).max(state.next_task);
@@ -555,9 +587,10 @@ impl LogStore {
             return Ok(());
         }
         let result = self.compact_oldest(w);
-        if result.is_err() {
-            w.compact_retry_at = w.sealed + self.limits.compact_min;
-        }
+        w.compact_retry_at = match result {
+            Ok(()) => 0,
+            Err(_) => w.sealed + self.limits.compact_min,
+        };
         result
     }
 
@@ -701,11 +734,10 @@ impl Drop for LogStore {
             flusher.thread.thread().unpark();
             let _ = flusher.thread.join();
         }
-        if self.writer().broken.is_some() {
-            return;
+        if self.writer().broken.is_none() {
+            // A failure here loses nothing: the next open replays the log instead.
+            let _ = self.checkpoint();
         }
-        // A failure here loses nothing: the next open replays the log instead.
-        let _ = self.checkpoint();
         // Closing its queue ends the snapshot writer once it wrote what it holds.
         if let Some(writer) = self.snapshots.take() {
             drop(writer.jobs);
@@ -752,7 +784,15 @@ fn flush_in_background(writer: &Mutex<Writer>, stop: &AtomicBool) {
             Arc::clone(&w.file)
         };
         // Outside the lock: commits go on while the disk catches up.
-        let _ = file.sync_data();
+        if let Err(e) = file.sync_data() {
+            // The kernel may have dropped the pages it could not write: what was
+            // acknowledged may not be on disk, and a later fsync would not say so.
+            // Refuse further writes; reopening replays what the disk really holds.
+            let mut w = writer.lock().unwrap_or_else(|p| p.into_inner());
+            w.broken = Some(format!(
+                "writing the store's log to disk failed ({e}); restart Conveyor"
+            ));
+        }
     }
 }
 
@@ -840,9 +880,9 @@ fn apply(state: &mut State, segment: u32, offset: u64, payload: &[u8]) -> Result
                 let loc = loc_of(start, value.len());
                 state.live += loc.len as u64;
                 if let Some(old) = state.tasks.insert(id, TaskEntry { process, loc }) {
-                    state.live -= old.loc.len as u64;
+                    state.live = state.live.saturating_sub(old.loc.len as u64);
                 }
-                state.next_task = state.next_task.max(id + 1);
+                state.next_task = state.next_task.max(id.saturating_add(1));
             }
             INSERT_REF => {
                 let process = dec.u64()?;
@@ -897,7 +937,7 @@ fn apply(state: &mut State, segment: u32, offset: u64, payload: &[u8]) -> Result
                     },
                     old => {
                         if let Some(old) = old {
-                            state.live -= old.bytes;
+                            state.live = state.live.saturating_sub(old.bytes);
                         }
                         HistoryChain {
                             head: loc,
@@ -915,14 +955,14 @@ fn apply(state: &mut State, segment: u32, offset: u64, payload: &[u8]) -> Result
                 let loc = loc_of(start, value.len());
                 state.live += loc.len as u64;
                 if let Some(old) = state.inbox.insert((task, seq), loc) {
-                    state.live -= old.len as u64;
+                    state.live = state.live.saturating_sub(old.len as u64);
                 }
             }
             CLEAR_INBOX => {
                 let task = dec.u64()?;
                 let seq = dec.u64()?;
                 if let Some(old) = state.inbox.remove(&(task, seq)) {
-                    state.live -= old.len as u64;
+                    state.live = state.live.saturating_sub(old.len as u64);
                 }
             }
             DELETE_TASK => {
@@ -933,10 +973,10 @@ fn apply(state: &mut State, segment: u32, offset: u64, payload: &[u8]) -> Result
                     _ => Some(dec.str()?),
                 };
                 if let Some(old) = state.tasks.remove(&task) {
-                    state.live -= old.loc.len as u64;
+                    state.live = state.live.saturating_sub(old.loc.len as u64);
                 }
                 if let Some(old) = state.history.remove(&task) {
-                    state.live -= old.bytes;
+                    state.live = state.live.saturating_sub(old.bytes);
                 }
                 state.ready.remove(&task);
                 if let Some(r) = reference
@@ -951,7 +991,7 @@ fn apply(state: &mut State, segment: u32, offset: u64, payload: &[u8]) -> Result
                     .collect();
                 for k in messages {
                     if let Some(old) = state.inbox.remove(&k) {
-                        state.live -= old.len as u64;
+                        state.live = state.live.saturating_sub(old.len as u64);
                     }
                 }
             }
@@ -961,13 +1001,13 @@ fn apply(state: &mut State, segment: u32, offset: u64, payload: &[u8]) -> Result
                 if let Some(alias) = &record.alias {
                     state.aliases.insert(alias.clone(), record.id);
                 }
-                state.next_process = state.next_process.max(record.id + 1);
+                state.next_process = state.next_process.max(record.id.saturating_add(1));
                 state.processes.insert(record.id, record);
             }
             PUT_API_KEY => {
                 let (_, value) = dec.bytes()?;
                 let key: ApiKey = decode_json("an API key", value)?;
-                state.next_login = state.next_login.max(key.login + 1);
+                state.next_login = state.next_login.max(key.login.saturating_add(1));
                 state.api_keys.insert(key.login, key);
             }
             other => {
@@ -1495,6 +1535,8 @@ impl Store for LogStore {
                         process,
                         reference,
                     } => {
+                        // A history record after this in the group starts a new chain.
+                        heads.insert(*task, Loc::default());
                         enc.u8(DELETE_TASK);
                         enc.u64(*task);
                         enc.u64(*process);
@@ -1521,6 +1563,9 @@ impl Store for LogStore {
 
     fn checkpoint(&self) -> Result<()> {
         let mut w = self.writer();
+        if let Some(reason) = &w.broken {
+            return Err(StoreError::Io(reason.clone()));
+        }
         if w.since_snapshot > self.limits.snapshot_on_close_after {
             self.snapshot(&mut w, true)
         } else {
@@ -1532,10 +1577,20 @@ impl Store for LogStore {
     fn flush(&self) -> Result<()> {
         let file = {
             let mut w = self.writer();
+            if let Some(reason) = &w.broken {
+                return Err(StoreError::Io(reason.clone()));
+            }
             w.dirty = false;
             Arc::clone(&w.file)
         };
-        file.sync_data().map_err(io)
+        if let Err(e) = file.sync_data() {
+            // As in the background flusher: what was acknowledged may be lost.
+            self.writer().broken = Some(format!(
+                "writing the store's log to disk failed ({e}); restart Conveyor"
+            ));
+            return Err(io(e));
+        }
+        Ok(())
     }
 
     fn size_on_disk(&self) -> Result<u64> {

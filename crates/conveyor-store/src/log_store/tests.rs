@@ -459,3 +459,66 @@ fn compaction_stalls_are_bounded_by_a_segment() {
         Some(&serde_json::json!(3))
     );
 }
+
+#[test]
+fn a_task_deleted_and_written_again_in_one_group_starts_a_new_history() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = LogStore::open(dir.path()).unwrap();
+    fill(&store);
+    let mut delete = Batch::default();
+    delete.push(Op::DeleteTask {
+        task: 2,
+        process: 1,
+        reference: None,
+    });
+    let mut again = Batch::default();
+    again.push(Op::PutTask(Box::new(task(2, 1, "start"))));
+    again.push(Op::History {
+        task: 2,
+        seq: 0,
+        events: vec![entered("start", "nowhere")],
+    });
+    store.commit_group(&[delete, again]).unwrap();
+    assert_eq!(store.history(2).unwrap(), vec![entered("start", "nowhere")]);
+    // The old chain's segment can go: the new history does not point into it.
+    store.compact_now().unwrap();
+    assert_eq!(store.history(2).unwrap(), vec![entered("start", "nowhere")]);
+    drop(store);
+    let store = LogStore::open(dir.path()).unwrap();
+    assert_eq!(store.history(2).unwrap(), vec![entered("start", "nowhere")]);
+}
+
+#[test]
+fn a_missing_segment_or_a_snapshot_past_the_log_is_refused_at_open() {
+    let small = Limits {
+        segment_bytes: 256,
+        ..LIMITS
+    };
+    let dir = tempfile::tempdir().unwrap();
+    fill(&LogStore::open_with_limits(dir.path(), small).unwrap());
+    let log = LogStore::dir_in(dir.path());
+    let segments = list_segments(&log).unwrap();
+    assert!(segments.len() >= 3, "{segments:?}");
+    let middle = log.join(segment_name(segments[1]));
+    let kept = std::fs::read(&middle).unwrap();
+    std::fs::remove_file(&middle).unwrap();
+    let err = LogStore::open_with_limits(dir.path(), small).err().unwrap();
+    assert!(err.to_string().contains("is missing"), "{err}");
+    std::fs::write(&middle, kept).unwrap();
+    // A snapshot, then its segment cut short behind its back.
+    let store = LogStore::open_with_limits(dir.path(), small).unwrap();
+    store.snapshot_now().unwrap();
+    let last = log.join(segment_name(store.writer().segment));
+    drop(store);
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&last)
+        .unwrap()
+        .set_len(0)
+        .unwrap();
+    let err = LogStore::open_with_limits(dir.path(), small).err().unwrap();
+    assert!(
+        err.to_string().contains("the snapshot points to byte"),
+        "{err}"
+    );
+}
