@@ -139,15 +139,7 @@ impl Report {
             common: Vec::new(),
             runs: Vec::new(),
             targets: Vec::new(),
-            notes: vec![match crate::sys::store_options().kind {
-                conveyor_store::StoreKind::Log => {
-                    "store: the log store (CONVEYOR_STORE_KIND=sled for sled)".to_string()
-                }
-                conveyor_store::StoreKind::Sled => format!(
-                    "store: sled, page cache {} MiB (CONVEYOR_STORE_CACHE_MB)",
-                    crate::sys::store_options().cache_bytes >> 20
-                ),
-            }],
+            notes: vec![store_note(crate::sys::store_options())],
         }
     }
 
@@ -286,4 +278,17 @@ pub fn thousands(x: f64) -> String {
         out.push(c);
     }
     if n < 0 { format!("-{out}") } else { out }
+}
+
+/// Which store a report's figures come from.
+fn store_note(options: conveyor_store::StoreOptions) -> String {
+    match options.kind {
+        conveyor_store::StoreKind::Log => {
+            "store: the log store (CONVEYOR_STORE_KIND=sled for sled)".to_string()
+        }
+        conveyor_store::StoreKind::Sled => format!(
+            "store: sled, page cache {} MiB (CONVEYOR_STORE_CACHE_MB)",
+            options.cache_bytes >> 20
+        ),
+    }
 }

@@ -32,10 +32,11 @@ pub fn run(parked: &Parked, durability: bool) -> anyhow::Result<Report> {
         Figure::count("waiting_tasks", "tasks waiting", parked.tasks),
         Figure::bytes("store_bytes", "store size on disk", parked.store_bytes),
     ]);
-    // The engine that filled the store stops the way `conveyor serve` does: it closes the
-    // store, then checkpoints it (`SledStore::checkpoint`: sled writes its snapshot only
-    // while opening). A crash leaves the store without that checkpoint, and the next
-    // start replays the log instead: a copy taken before the checkpoint stands for it.
+    // The engine that filled the store stopped the way `conveyor serve` does: a log store
+    // wrote its snapshot as the engine stopped; a sled store is checkpointed below
+    // (`conveyor_store::checkpoint`: sled writes its snapshot only while opening). A crash
+    // leaves neither, and the next start replays the log instead: a copy taken before the
+    // checkpoint (without the log store's snapshot) stands for it.
     progress("restart", "copying the store as a crash would leave it");
     let crashed = tempfile::tempdir()?;
     copy_dir(parked.dir.path(), crashed.path())?;

@@ -402,7 +402,10 @@ impl LogStore {
             .get(&last)
             .cloned()
             .ok_or_else(|| corrupt("the store's log", "no active segment"))?;
-        sync_dir(&dir)?;
+        if segments.is_empty() {
+            // A new store: its first segment was just created.
+            sync_dir(&dir)?;
+        }
         let len = file.metadata().map_err(io)?.len();
         let sealed = sealed_bytes(&state, last);
         let writer = Arc::new(Mutex::new(Writer {
@@ -734,10 +737,9 @@ impl Drop for LogStore {
             flusher.thread.thread().unpark();
             let _ = flusher.thread.join();
         }
-        if self.writer().broken.is_none() {
-            // A failure here loses nothing: the next open replays the log instead.
-            let _ = self.checkpoint();
-        }
+        // A failure here (or a broken store, which refuses) loses nothing: the next open
+        // replays the log instead.
+        let _ = self.checkpoint();
         // Closing its queue ends the snapshot writer once it wrote what it holds.
         if let Some(writer) = self.snapshots.take() {
             drop(writer.jobs);

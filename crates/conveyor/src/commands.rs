@@ -281,9 +281,9 @@ pub fn open(dir: &Path, options: StoreOptions) -> anyhow::Result<Arc<Runtime>> {
 pub fn store_options(global: &Global) -> StoreOptions {
     StoreOptions {
         cache_bytes: global.store_cache_mb.saturating_mul(1024 * 1024),
-        kind: match global.store_kind.as_str() {
-            "sled" => StoreKind::Sled,
-            _ => StoreKind::Log,
+        kind: match global.store_kind {
+            crate::StoreKindArg::Log => StoreKind::Log,
+            crate::StoreKindArg::Sled => StoreKind::Sled,
         },
     }
 }

@@ -65,10 +65,16 @@ pub struct Global {
         global = true,
         value_name = "KIND",
         env = "CONVEYOR_STORE_KIND",
-        default_value = "log",
-        value_parser = ["log", "sled"]
+        default_value = "log"
     )]
-    pub store_kind: String,
+    pub store_kind: StoreKindArg,
+}
+
+/// `--store-kind`.
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+pub enum StoreKindArg {
+    Log,
+    Sled,
 }
 
 #[derive(Subcommand)]
