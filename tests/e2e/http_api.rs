@@ -28,11 +28,9 @@ impl Server {
 
     /// Starts it with extra environment variables (e.g. `CONVEYOR_LOG=trace`).
     pub fn start_with(data: DataDir, env: &[(&str, &str)]) -> Server {
-        let port = {
-            let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-            l.local_addr().expect("addr").port()
-        };
-        let mut command = data.command(&["serve", "--listen", &format!("127.0.0.1:{port}")]);
+        // Port 0: the server binds a free port itself and says which. (Picking a free
+        // port here and passing it on races with every other connection the tests open.)
+        let mut command = data.command(&["serve", "--listen", "127.0.0.1:0"]);
         for (k, v) in env {
             command.env(k, v);
         }
@@ -42,16 +40,17 @@ impl Server {
             .expect("serve starts");
         let log = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
         let log_writer = log.clone();
-        // Wait for the line that says it serves (printed once the port is bound).
+        // Wait for the line that says where it serves (printed once the port is bound).
         let stderr = child.stderr.take().expect("stderr");
         let (tx, rx) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
             let mut tx = Some(tx);
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if line.contains("conveyor serving on")
+                if let Some(rest) = line.strip_prefix("conveyor serving on ")
+                    && let Some(base) = rest.split_whitespace().next()
                     && let Some(tx) = tx.take()
                 {
-                    let _ = tx.send(());
+                    let _ = tx.send(base.to_string());
                 }
                 if let Ok(mut log) = log_writer.lock() {
                     log.push_str(&line);
@@ -59,12 +58,16 @@ impl Server {
                 }
             }
         });
-        rx.recv_timeout(Duration::from_secs(20))
-            .expect("serve came up");
+        let base = rx
+            .recv_timeout(Duration::from_secs(20))
+            .unwrap_or_else(|e| {
+                let said = log.lock().map(|l| l.clone()).unwrap_or_default();
+                panic!("serve came up: {e}; it said:\n{said}")
+            });
         Server {
             data,
             child: Some(child),
-            base: format!("http://127.0.0.1:{port}"),
+            base,
             log,
         }
     }
