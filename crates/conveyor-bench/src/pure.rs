@@ -384,5 +384,6 @@ fn sample_task(id: u64) -> TaskRecord {
         history_len: 5,
         caller: None,
         moves: 4,
+        secret_keys: Vec::new(),
     }
 }

@@ -215,6 +215,7 @@ impl Runtime {
             history_len: 1,
             caller,
             moves: 0,
+            secret_keys: Vec::new(),
         };
         if let Some(r) = reference {
             batch.push(Op::InsertRef {

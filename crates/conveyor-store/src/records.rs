@@ -150,6 +150,11 @@ pub struct TaskRecord {
     /// Moves made in total.
     #[serde(default)]
     pub moves: u64,
+    /// Keys of this task that are secret beyond those its process declares: keys whose
+    /// value was read from another process's secret (`{{conv[…].ref[…].client_secret}}`).
+    /// Masked and sealed like the declared ones.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub secret_keys: Vec<String>,
 }
 
 /// Counters of one node.

@@ -19,6 +19,7 @@ pub(crate) fn task(id: u64, process: u64, node: &str) -> TaskRecord {
         history_len: 0,
         caller: None,
         moves: 0,
+        secret_keys: Vec::new(),
     }
 }
 
