@@ -29,16 +29,21 @@ fn object(value: Value) -> Map<String, Value> {
 }
 
 /// A token task's data for the sandbox's default application.
-fn token_data(sandbox: &Sandbox, code: &str, notify: &str) -> Value {
+fn token_data(code: &str, notify: &str) -> Value {
     json!({
         "portal": "sandbox",
         "client_id": DEFAULT_CLIENT_ID,
         "client_secret": DEFAULT_CLIENT_SECRET,
         "scope": "crm",
         "code": code,
-        "oauth_server": sandbox.url(),
         "notify_process": notify,
     })
+}
+
+/// The OAuth server is the process's own setting (`process clone --set oauth_server=…`):
+/// no task may change where the client secret is sent.
+fn sandbox_settings(sandbox: &Sandbox) -> Value {
+    json!({ "oauth_server": sandbox.url() })
 }
 
 fn new_code(sandbox: &Sandbox) -> String {
@@ -46,9 +51,9 @@ fn new_code(sandbox: &Sandbox) -> String {
 }
 
 async fn connected(e: &Engine, sandbox: &Sandbox) -> conveyor_store::TaskRecord {
-    e.clone_process(BITRIX, Some("bitrix"));
+    e.clone_with(BITRIX, Some("bitrix"), sandbox_settings(sandbox));
     let code = new_code(sandbox);
-    e.add("@bitrix", Some("token"), token_data(sandbox, &code, ""));
+    e.add("@bitrix", Some("token"), token_data(&code, ""));
     e.idle().await;
     let task = e.task("@bitrix", "token");
     assert_eq!(task.node, "wait_refresh", "{:?}", task.data.get("failure"));
@@ -259,7 +264,7 @@ fn clone_notifiers(e: &Engine, sandbox: &Sandbox) -> Vec<(&'static str, Service)
 async fn failures_escalate_with_the_reason_and_alert_every_notifier() {
     let sandbox = sandbox().await;
     let e = Engine::new();
-    e.clone_process(BITRIX, Some("bitrix"));
+    e.clone_with(BITRIX, Some("bitrix"), sandbox_settings(&sandbox));
     let notifiers = clone_notifiers(&e, &sandbox);
     // Half the tokens get a code older than 30 s; the other half an invalid_grant refresh.
     for (i, (alias, _)) in notifiers.iter().enumerate() {
@@ -270,7 +275,7 @@ async fn failures_escalate_with_the_reason_and_alert_every_notifier() {
         e.add(
             "@bitrix",
             Some(&format!("token-{alias}")),
-            token_data(&sandbox, &code, &format!("@{alias}")),
+            token_data(&code, &format!("@{alias}")),
         );
         e.idle().await;
     }
@@ -368,15 +373,16 @@ async fn a_503_and_a_timeout_are_retried_and_a_new_code_recovers_an_escalated_ta
     let sandbox = sandbox().await;
     let e = Engine::new();
     // The same process with a short request timeout, so that the test need not wait 15 s.
-    e.clone_process(
+    e.clone_with(
         &BITRIX.replace("request_timeout: 15s", "request_timeout: 1s"),
         Some("bitrix"),
+        sandbox_settings(&sandbox),
     );
     sandbox
         .fail_next(Service::Token, 1, Failure::Status { status: 503 })
         .expect("fail");
     let code = new_code(&sandbox);
-    e.add("@bitrix", Some("token"), token_data(&sandbox, &code, ""));
+    e.add("@bitrix", Some("token"), token_data(&code, ""));
     e.idle().await;
     assert_eq!(
         e.task("@bitrix", "token").node,
@@ -443,7 +449,7 @@ async fn a_503_and_a_timeout_are_retried_and_a_new_code_recovers_an_escalated_ta
 async fn hostile_portals_and_servers_are_refused_before_anything_is_sent() {
     let sandbox = sandbox().await;
     let e = Engine::new();
-    e.clone_process(BITRIX, Some("bitrix"));
+    e.clone_with(BITRIX, Some("bitrix"), sandbox_settings(&sandbox));
     let code = new_code(&sandbox);
     for (key, value) in [
         ("portal", "evil.com#"),
@@ -453,7 +459,7 @@ async fn hostile_portals_and_servers_are_refused_before_anything_is_sent() {
         ("oauth_server", "http://evil.com/steal?"),
         ("oauth_server", "file:///etc/passwd"),
     ] {
-        let mut data = object(token_data(&sandbox, &code, ""));
+        let mut data = object(token_data(&code, ""));
         data.insert(key.into(), Value::String(value.into()));
         let err = e
             .runtime
@@ -522,8 +528,16 @@ fn no_secret_reaches_logs_or_output_at_trace_level() {
             String::from_utf8_lossy(&output.stderr)
         ));
     };
-    run(&["process", "clone", "bitrix_oauth", "--alias", "bitrix"]);
     let url = sandbox.url().to_string();
+    run(&[
+        "process",
+        "clone",
+        "bitrix_oauth",
+        "--alias",
+        "bitrix",
+        "--set",
+        &format!("oauth_server={url}"),
+    ]);
     run(&[
         "task",
         "add",
@@ -534,7 +548,6 @@ fn no_secret_reaches_logs_or_output_at_trace_level() {
         &format!("client_id={DEFAULT_CLIENT_ID}"),
         &format!("client_secret={DEFAULT_CLIENT_SECRET}"),
         &format!("code={code}"),
-        &format!("oauth_server={url}"),
         "refresh_every=1s",
     ]);
     run(&["run", "--until-idle"]);
@@ -790,7 +803,15 @@ fn bitrix_authorize_takes_the_pasted_redirect_and_starts_the_token_task() {
         .expect("runtime");
     let sandbox = tokio.block_on(sandbox());
     let data = crate::support::DataDir::new();
-    data.ok(&["process", "clone", "bitrix_oauth", "--alias", "bitrix"]);
+    data.ok(&[
+        "process",
+        "clone",
+        "bitrix_oauth",
+        "--alias",
+        "bitrix",
+        "--set",
+        &format!("oauth_server={}", sandbox.url()),
+    ]);
     let code = new_code(&sandbox);
     let mut child = data
         .command(&[
@@ -803,8 +824,6 @@ fn bitrix_authorize_takes_the_pasted_redirect_and_starts_the_token_task() {
             DEFAULT_CLIENT_ID,
             "--client-secret",
             DEFAULT_CLIENT_SECRET,
-            "--oauth-server",
-            sandbox.url(),
             "--authorize-url",
             &format!("{}/oauth/authorize", sandbox.url()),
         ])

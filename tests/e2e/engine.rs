@@ -47,8 +47,17 @@ impl Engine {
     }
 
     pub fn clone_process(&self, yaml: &str, alias: Option<&str>) -> u64 {
+        self.clone_with(yaml, alias, serde_json::json!({}))
+    }
+
+    /// `process clone --set …`: `settings` is an object of the process's own values.
+    pub fn clone_with(&self, yaml: &str, alias: Option<&str>, settings: Value) -> u64 {
+        let settings = match settings {
+            Value::Object(map) => map,
+            _ => Map::new(),
+        };
         self.runtime
-            .clone_process("test.yaml", yaml, alias, Map::new())
+            .clone_process("test.yaml", yaml, alias, settings)
             .unwrap_or_else(|e| panic!("clone: {e}"))
             .id
     }

@@ -131,7 +131,9 @@ fn call(base: &str, login: u64, secret: &str, time: i64, body: &str) -> (u16, Va
 const PROCESS: &str = r#"
 process: api_test
 params:
-  code: { secret: true }
+  code: { secret: true, input: [create, modify, url] }
+  state: { input: [create, modify, url] }
+  domain: { input: [create, modify, url] }
 nodes:
   start: { type: start, next: wait }
   wait: { type: wait_callback, next: done }

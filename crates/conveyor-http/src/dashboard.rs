@@ -295,7 +295,7 @@ pub(crate) async fn task(
         Ok(json!({
             "id": task.id, "process": task.process, "ref": task.reference, "node": task.node,
             "status": task.status.as_str(), "created": task.created, "changed": task.changed,
-            "wake_at": task.wake.map(|w| w.at), "data": mask_data(&loaded.process, &task.data),
+            "wake_at": task.wake.map(|w| w.at), "data": mask_data(&loaded.process, &task.secret_keys, &task.data),
             "reason": reason(&task.data), "history": history,
         }))
     })

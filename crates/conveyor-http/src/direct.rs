@@ -1,6 +1,9 @@
 //! A process's direct URL: `GET|POST /api/1/json/public/{process}/{hash}`.
 //!
-//! The hash is the secret (`conveyor process url`). Parameters come from the query
+//! The hash is the secret (`conveyor process url`), but the URL itself is public by
+//! nature (browser history, the portal's settings, proxy logs), so what it may do is
+//! what the process allows (`Runtime::direct_url`): only params declared with
+//! `input: [url]`, only the refs `direct_url.refs` names. Parameters come from the query
 //! string and the body (JSON object or form). With a `ref` naming an existing task the
 //! request modifies it (waking it if it waits); otherwise it creates a task (with that
 //! ref, if given). This lets an OAuth redirect deliver a code straight into a process.
@@ -11,7 +14,7 @@ use axum::body::Body;
 use axum::extract::{Path, RawQuery, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{Html, IntoResponse, Response};
-use conveyor_runtime::TaskKey;
+use conveyor_runtime::RuntimeError;
 use serde_json::{Map, Value, json};
 
 use crate::{AppState, constant_time_eq, error, read_body};
@@ -71,43 +74,45 @@ pub(crate) async fn handle(
         .get(header::ACCEPT)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|a| a.contains("text/html"));
-    let id = loaded.record.id.to_string();
+    let id = loaded.record.id;
     let outcome = tokio::task::spawn_blocking(move || {
-        let existing = match &reference {
-            Some(r) => runtime.store().task_by_ref(loaded.record.id, r).ok().flatten(),
-            None => None,
-        };
-        let result = match existing {
-            Some(task) => runtime
-                .modify_task(&id, &TaskKey(task.id.to_string()), data, "direct URL")
-                .map(|o| json!({"proc": "ok", "action": "modified", "obj_id": o.task.to_string(), "ref": reference})),
-            None => runtime
-                .add_task(&id, reference.as_deref(), data)
-                .map(|t| json!({"proc": "ok", "action": "created", "obj_id": t.id.to_string(), "ref": t.reference})),
-        };
+        let result = runtime.direct_url(id, reference.as_deref(), data);
         let _ = runtime.store().flush();
         result
     })
     .await;
     match outcome {
-        Ok(Ok(answer)) => {
+        Ok(Ok(done)) => {
+            let answer = json!({
+                "proc": "ok", "action": done.action,
+                "obj_id": done.task.to_string(), "ref": done.reference,
+            });
             if wants_html {
                 Html(format!(
                     "<!doctype html><meta charset=utf-8><title>Conveyor</title>\
                      <p>Conveyor received it (task {}, {}). You can close this tab.</p>",
-                    answer["obj_id"].as_str().unwrap_or(""),
-                    answer["action"].as_str().unwrap_or("")
+                    done.task, done.action
                 ))
                 .into_response()
             } else {
                 axum::Json(json!({"request_proc": "ok", "ops": [answer]})).into_response()
             }
         }
-        Ok(Err(e)) => (
-            StatusCode::UNPROCESSABLE_ENTITY,
-            axum::Json(json!({"request_proc": "ok", "ops": [{"proc": "error", "description": e.to_string()}]})),
-        )
-            .into_response(),
+        Ok(Err(e)) => {
+            let status = match &e {
+                RuntimeError::Param { .. } | RuntimeError::Undeclared { .. } => {
+                    StatusCode::BAD_REQUEST
+                }
+                RuntimeError::Refused(_) => StatusCode::FORBIDDEN,
+                RuntimeError::NoTask { .. } | RuntimeError::NoProcess(_) => StatusCode::NOT_FOUND,
+                _ => StatusCode::UNPROCESSABLE_ENTITY,
+            };
+            (
+                status,
+                axum::Json(json!({"request_proc": "ok", "ops": [{"proc": "error", "description": e.to_string()}]})),
+            )
+                .into_response()
+        }
         Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
     }
 }

@@ -211,7 +211,7 @@ fn apply(runtime: &conveyor_runtime::Runtime, key: &ApiKey, op: Value) -> Value 
                     "status": task.status.as_str(),
                     "create_time": task.created.div_euclid(1000),
                     "change_time": task.changed.div_euclid(1000),
-                    "data": mask_data(&loaded.process, &task.data),
+                    "data": mask_data(&loaded.process, &task.secret_keys, &task.data),
                 }),
                 Err(e) => op_error(e.to_string()),
             }

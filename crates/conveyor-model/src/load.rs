@@ -21,13 +21,14 @@ use crate::positions::Positions;
 /// Compiled regexes may not grow past this (bytes); hostile patterns are refused.
 pub(crate) const REGEX_SIZE_LIMIT: usize = 1 << 20;
 
-const TOP_KEYS: [&str; 7] = [
+const TOP_KEYS: [&str; 8] = [
     "process",
     "title",
     "description",
     "params",
     "secrets",
     "settings",
+    "direct_url",
     "nodes",
 ];
 
@@ -280,6 +281,10 @@ struct RawParam {
     #[serde(default)]
     secret: bool,
     description: Option<String>,
+    #[serde(rename = "type")]
+    kind: Option<String>,
+    input: Option<Vec<String>>,
+    max_length: Option<usize>,
 }
 
 #[derive(Deserialize)]
@@ -287,6 +292,24 @@ struct RawParam {
 struct RawSettings {
     max_steps: Option<u32>,
     max_tasks: Option<u64>,
+    min_wait: Option<Value>,
+    max_wait: Option<Value>,
+    rate_limit: Option<RawRateLimit>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRateLimit {
+    max: u32,
+    per: Value,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawDirectUrl {
+    refs: Option<Vec<String>>,
+    #[serde(default)]
+    new_tasks: bool,
 }
 
 #[derive(Deserialize)]
@@ -453,6 +476,7 @@ struct RawReply {
 #[serde(deny_unknown_fields)]
 struct RawWaitCallback {
     next: String,
+    on_error: Option<String>,
 }
 
 // ---------------------------------------------------------------------------------------
@@ -522,6 +546,10 @@ pub(crate) fn load(loader: &mut Loader<'_>, source: &str) -> Option<Loaded> {
     let mut params = IndexMap::new();
     let mut secrets = Vec::new();
     let mut settings = Settings::default();
+    let mut direct_url = DirectUrl {
+        refs: None,
+        new_tasks: true,
+    };
     let mut nodes_value = None;
     for (key, value) in top {
         let Some(key) = key.as_str().map(str::to_string) else {
@@ -601,6 +629,16 @@ pub(crate) fn load(loader: &mut Loader<'_>, source: &str) -> Option<Loaded> {
                             ok = false;
                         }
                         settings.max_tasks = max;
+                    }
+                    ok &= load_waits(loader, &raw, &mut settings);
+                }
+                None => ok = false,
+            },
+            "direct_url" => match loader.read::<RawDirectUrl>(None, "direct_url", value) {
+                Some(raw) => {
+                    direct_url = DirectUrl {
+                        refs: raw.refs,
+                        new_tasks: raw.new_tasks,
                     }
                 }
                 None => ok = false,
@@ -689,6 +727,7 @@ pub(crate) fn load(loader: &mut Loader<'_>, source: &str) -> Option<Loaded> {
             params,
             secrets,
             settings,
+            direct_url,
             start: String::new(),
             nodes,
         },
@@ -743,13 +782,119 @@ fn load_param(loader: &mut Loader<'_>, name: &str, spec: serde_yaml::Value) -> O
             "a required param with a default: the default is never used".into(),
         );
     }
+    let kind = match raw.kind.as_deref() {
+        None | Some("any") => None,
+        Some(name) => match ParamType::ALL.iter().find(|(n, _)| *n == name) {
+            Some((_, kind)) => Some(*kind),
+            None => {
+                loader.error(
+                    None,
+                    Some(&format!("{field}.type")),
+                    format!(
+                        "unknown type `{name}`; a param's type is one of any, {}",
+                        ParamType::ALL.map(|(n, _)| n).join(", ")
+                    ),
+                );
+                return None;
+            }
+        },
+    };
+    let input = match raw.input {
+        None => Input::default(),
+        Some(doors) => {
+            let mut input = Input {
+                create: false,
+                modify: false,
+                url: false,
+            };
+            for door in doors {
+                match door.as_str() {
+                    "create" => input.create = true,
+                    "modify" => input.modify = true,
+                    "url" => input.url = true,
+                    other => {
+                        loader.error(
+                            None,
+                            Some(&format!("{field}.input")),
+                            format!(
+                                "unknown door `{other}`; `input:` lists some of create, modify, url"
+                            ),
+                        );
+                        return None;
+                    }
+                }
+            }
+            input
+        }
+    };
     Some(Param {
         required: raw.required,
         default: raw.default,
         pattern,
         secret: raw.secret,
         description: raw.description,
+        kind,
+        input,
+        max_length: raw.max_length.unwrap_or(DEFAULT_MAX_LENGTH),
     })
+}
+
+/// `settings.min_wait`, `max_wait` and `rate_limit`: fixed durations only.
+fn load_waits(loader: &mut Loader<'_>, raw: &RawSettings, settings: &mut Settings) -> bool {
+    let fixed = |loader: &mut Loader<'_>, field: &str, value: &Value| -> Option<Duration> {
+        match loader.duration(None, field, value)? {
+            DurationSpec::Fixed(d) => Some(d),
+            DurationSpec::Template(_) => {
+                loader.error(
+                    None,
+                    Some(field),
+                    "must be a fixed duration, not a template".into(),
+                );
+                None
+            }
+        }
+    };
+    let mut ok = true;
+    if let Some(value) = &raw.min_wait {
+        match fixed(loader, "settings.min_wait", value) {
+            Some(d) => settings.min_wait = d,
+            None => ok = false,
+        }
+    }
+    if let Some(value) = &raw.max_wait {
+        match fixed(loader, "settings.max_wait", value) {
+            Some(d) => settings.max_wait = d,
+            None => ok = false,
+        }
+    }
+    if settings.max_wait < settings.min_wait {
+        loader.error(
+            None,
+            Some("settings.max_wait"),
+            "is shorter than settings.min_wait".into(),
+        );
+        ok = false;
+    }
+    if let Some(limit) = &raw.rate_limit {
+        match fixed(loader, "settings.rate_limit.per", &limit.per) {
+            Some(per) if per.is_zero() || limit.max == 0 => {
+                loader.error(
+                    None,
+                    Some("settings.rate_limit"),
+                    "`max` and `per` must be more than zero".into(),
+                );
+                ok = false;
+            }
+            Some(per) => {
+                settings.rate_limit = Some(RateLimit {
+                    max: limit.max,
+                    per,
+                })
+            }
+            None => ok = false,
+        }
+    }
+    ok
 }
 
 fn load_node(loader: &mut Loader<'_>, id: &str, spec: serde_yaml::Value) -> Option<Node> {
@@ -808,6 +953,16 @@ fn load_node(loader: &mut Loader<'_>, id: &str, spec: serde_yaml::Value) -> Opti
             }
         },
     };
+    let keep_timeout = match map.remove("keep_timeout") {
+        None => false,
+        Some(value) => match loader.read::<bool>(node, "keep_timeout", value) {
+            Some(keep) => keep,
+            None => {
+                ok = false;
+                false
+            }
+        },
+    };
     let rest = serde_yaml::Value::Mapping(map);
     let kind = load_kind(loader, id, &kind_name, rest);
     match (ok, kind) {
@@ -816,6 +971,7 @@ fn load_node(loader: &mut Loader<'_>, id: &str, spec: serde_yaml::Value) -> Opti
             title: title.flatten(),
             description: description.flatten(),
             time_limit,
+            keep_timeout,
             kind,
         }),
         _ => None,
@@ -1109,7 +1265,10 @@ fn load_kind(
         }
         "wait_callback" => {
             let raw: RawWaitCallback = loader.read(node, "", rest)?;
-            Some(NodeKind::WaitCallback { next: raw.next })
+            Some(NodeKind::WaitCallback {
+                next: raw.next,
+                on_error: raw.on_error,
+            })
         }
         _ => None,
     }

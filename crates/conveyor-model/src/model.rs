@@ -24,6 +24,8 @@ pub struct Process {
     /// Task keys never shown or logged in clear (besides params marked `secret`).
     pub secrets: Vec<String>,
     pub settings: Settings,
+    /// What the process's direct URL may do.
+    pub direct_url: DirectUrl,
     /// The nodes, in file order.
     pub nodes: IndexMap<String, Node>,
     /// Id of the start node.
@@ -34,6 +36,20 @@ impl Process {
     /// Whether `key` of a task must be masked: a secret param or a listed secret key.
     pub fn is_secret(&self, key: &str) -> bool {
         self.secrets.iter().any(|s| s == key) || self.params.get(key).is_some_and(|p| p.secret)
+    }
+
+    /// Whether the process writes `key` itself: a key its `set_param` nodes set or its
+    /// API calls' `response:` maps. A modify from outside may not change such a key
+    /// unless it is a param declared for that door.
+    pub fn writes(&self, key: &str) -> bool {
+        self.nodes.values().any(|node| match &node.kind {
+            NodeKind::SetParam { set, .. } => set.contains_key(key),
+            NodeKind::ApiCall(api) => api
+                .response
+                .as_ref()
+                .is_some_and(|mapping| mapping.contains_key(key)),
+            _ => false,
+        })
     }
 
     pub fn node(&self, id: &str) -> Option<&Node> {
@@ -49,6 +65,117 @@ pub struct Param {
     pub pattern: Option<Regex>,
     pub secret: bool,
     pub description: Option<String>,
+    /// The JSON type a value from outside must have (`None`: any).
+    pub kind: Option<ParamType>,
+    /// Who may set it from outside.
+    pub input: Input,
+    /// Longest text a value from outside may be, in characters.
+    pub max_length: usize,
+}
+
+/// Longest text a declared param takes from outside unless it says otherwise.
+pub const DEFAULT_MAX_LENGTH: usize = 4096;
+
+/// The JSON type of a param.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ParamType {
+    String,
+    Number,
+    Boolean,
+    Object,
+    Array,
+}
+
+impl ParamType {
+    pub const ALL: [(&'static str, ParamType); 5] = [
+        ("string", ParamType::String),
+        ("number", ParamType::Number),
+        ("boolean", ParamType::Boolean),
+        ("object", ParamType::Object),
+        ("array", ParamType::Array),
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            ParamType::String => "string",
+            ParamType::Number => "number",
+            ParamType::Boolean => "boolean",
+            ParamType::Object => "object",
+            ParamType::Array => "array",
+        }
+    }
+
+    pub fn matches(self, value: &Value) -> bool {
+        matches!(
+            (self, value),
+            (ParamType::String, Value::String(_))
+                | (ParamType::Number, Value::Number(_))
+                | (ParamType::Boolean, Value::Bool(_))
+                | (ParamType::Object, Value::Object(_))
+                | (ParamType::Array, Value::Array(_))
+        )
+    }
+}
+
+/// Which doors may set a param (`input: [create, modify, url]`). Values given with
+/// `process clone --set` belong to the process and no door overrides them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Input {
+    /// When a task is added (CLI, task API, dashboard).
+    pub create: bool,
+    /// By a modify of an existing task (CLI, task API, dashboard).
+    pub modify: bool,
+    /// Through the process's direct URL (a create or a modify).
+    pub url: bool,
+}
+
+impl Default for Input {
+    /// Tasks may be given the param when added and modified; the public direct URL may
+    /// not set it unless the process says so.
+    fn default() -> Self {
+        Input {
+            create: true,
+            modify: true,
+            url: false,
+        }
+    }
+}
+
+/// Where data from outside comes from; each door is checked against [`Input`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Door {
+    Create,
+    Modify,
+    Url,
+}
+
+impl Door {
+    pub fn name(self) -> &'static str {
+        match self {
+            Door::Create => "create",
+            Door::Modify => "modify",
+            Door::Url => "url",
+        }
+    }
+}
+
+impl Input {
+    pub fn allows(self, door: Door) -> bool {
+        match door {
+            Door::Create => self.create,
+            Door::Modify => self.modify,
+            Door::Url => self.url,
+        }
+    }
+}
+
+/// What a process's direct URL may do (`direct_url:` in the file).
+#[derive(Debug, Clone, Default)]
+pub struct DirectUrl {
+    /// The refs a request may create or modify; `None`: any.
+    pub refs: Option<Vec<String>>,
+    /// Whether a request without a ref creates a new task.
+    pub new_tasks: bool,
 }
 
 /// Process-wide settings.
@@ -60,6 +187,22 @@ pub struct Settings {
     /// Most tasks the process may hold at once (a process that creates tasks in a loop
     /// stops here with a clear error instead of filling the disk).
     pub max_tasks: u64,
+    /// Shortest duration a template may render to (a wait, delay or time limit read from
+    /// task data); shorter is an error of the node, so nobody can make a task spin.
+    pub min_wait: Duration,
+    /// Longest duration a template may render to; longer is an error of the node, so
+    /// nobody can make a task stop silently.
+    pub max_wait: Duration,
+    /// At most this many tasks start per window; the rest are folded into one summary
+    /// task that starts when the window ends.
+    pub rate_limit: Option<RateLimit>,
+}
+
+/// `settings.rate_limit: { max: 3, per: 10m }`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RateLimit {
+    pub max: u32,
+    pub per: Duration,
 }
 
 impl Default for Settings {
@@ -67,6 +210,9 @@ impl Default for Settings {
         Settings {
             max_steps: 50,
             max_tasks: 1_000_000,
+            min_wait: Duration::from_secs(1),
+            max_wait: Duration::from_secs(366 * 86_400),
+            rate_limit: None,
         }
     }
 }
@@ -79,6 +225,9 @@ pub struct Node {
     pub description: Option<String>,
     /// `timeout: 30s -> node`: a task that stays longer than this moves on.
     pub time_limit: Option<TimeLimit>,
+    /// `keep_timeout: true`: a task woken here by a modify that comes back in the same
+    /// step waits for the time that was left, not a fresh time limit.
+    pub keep_timeout: bool,
     pub kind: NodeKind,
 }
 
@@ -148,6 +297,8 @@ pub enum NodeKind {
     },
     WaitCallback {
         next: String,
+        /// Where a task goes when its time limit cannot be worked out.
+        on_error: Option<String>,
     },
 }
 
@@ -190,9 +341,10 @@ impl NodeKind {
             | NodeKind::CopyTask { on_error, .. }
             | NodeKind::ModifyTask { on_error, .. }
             | NodeKind::CallProcess { on_error, .. }
-            | NodeKind::Reply { on_error, .. } => on_error.as_deref(),
+            | NodeKind::Reply { on_error, .. }
+            | NodeKind::WaitCallback { on_error, .. } => on_error.as_deref(),
             NodeKind::ApiCall(api) => api.on_error.as_deref(),
-            NodeKind::Start { .. } | NodeKind::Final { .. } | NodeKind::WaitCallback { .. } => None,
+            NodeKind::Start { .. } | NodeKind::Final { .. } => None,
         }
     }
 }
@@ -216,7 +368,7 @@ impl Node {
             | NodeKind::ModifyTask { next, .. }
             | NodeKind::CallProcess { next, .. }
             | NodeKind::Reply { next, .. }
-            | NodeKind::WaitCallback { next }
+            | NodeKind::WaitCallback { next, .. }
             | NodeKind::Escalation {
                 next: Some(next), ..
             } => edges.push(edge("next".into(), "next".into(), next)),

@@ -100,26 +100,38 @@ impl Env for StoreEnv<'_> {
     ) -> Result<Option<Value>, String> {
         let id = self.process_id(process)?;
         let loaded = self.read_process(id)?;
-        let data = self
+        let task = self
             .runtime
             .ref_data(id, reference)
             .map_err(|e| e.to_string())?
             .ok_or_else(|| format!("no task with ref `{reference}` in process {process}"))?;
-        let value = path.lookup(&data).cloned();
-        // Remember secrets read, so history and logs can mask them.
-        let mut revealed = self.revealed.borrow_mut();
-        match path.head() {
-            Some(head) if loaded.process.is_secret(head) => {
-                if let Some(v) = &value {
-                    mask::collect(v, &mut revealed);
-                }
-            }
-            None => {
-                if let Value::Object(map) = data.as_ref() {
-                    mask::secret_values(&loaded.process, map, &mut revealed);
-                }
-            }
-            _ => {}
+        let secret =
+            |key: &str| loaded.process.is_secret(key) || task.secret_keys.iter().any(|k| k == key);
+        if path.is_empty() {
+            // A whole-task read gets the secret keys masked: a secret is read by name.
+            return Ok(Some(match &task.data {
+                serde_json::Value::Object(map) => serde_json::Value::Object(
+                    map.iter()
+                        .map(|(k, v)| {
+                            let v = if secret(k) {
+                                serde_json::Value::String(mask::MASK.into())
+                            } else {
+                                v.clone()
+                            };
+                            (k.clone(), v)
+                        })
+                        .collect(),
+                ),
+                other => other.clone(),
+            }));
+        }
+        let value = path.lookup(&task.data).cloned();
+        // Remember secrets read, so history, output and the reading task's own keys can
+        // keep them secret.
+        if path.head().is_some_and(secret)
+            && let Some(v) = &value
+        {
+            mask::collect(v, &mut self.revealed.borrow_mut());
         }
         Ok(value)
     }

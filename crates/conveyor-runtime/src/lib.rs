@@ -16,7 +16,9 @@ mod clock;
 mod committer;
 mod engine;
 mod env;
+mod fold;
 mod http;
+mod input;
 mod mask;
 mod metrics;
 mod ops;
@@ -28,6 +30,7 @@ use std::sync::{Arc, Mutex, RwLock};
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use conveyor_store::{Store, StoreError};
 pub use engine::{RunMode, RunStats};
+pub use input::DirectOutcome;
 pub use mask::mask_data;
 pub use metrics::Metrics;
 pub use ops::{ModifyOutcome, TaskKey, random_token};
@@ -48,6 +51,20 @@ pub enum RuntimeError {
     Invalid(Vec<Diagnostic>),
     #[error("param `{name}`: {message}")]
     Param { name: String, message: String },
+    #[error(
+        "process {process} does not take {} {} through `{door}`{}",
+        if keys.len() == 1 { "param" } else { "params" },
+        keys.iter().map(|k| format!("`{k}`")).collect::<Vec<_>>().join(", "),
+        if accepted.is_empty() { String::from(" (it takes none)") } else {
+            format!(" (it takes {})", accepted.join(", "))
+        }
+    )]
+    Undeclared {
+        process: u64,
+        door: &'static str,
+        keys: Vec<String>,
+        accepted: Vec<String>,
+    },
     #[error("{0}")]
     Refused(String),
     #[error("stored process {id} no longer checks: {message}")]
@@ -63,13 +80,21 @@ pub struct LoadedProcess {
     pub process: Process,
 }
 
-/// Cached task data of one process, by ref: (version, data).
-type RefsOfProcess = FastMap<String, (u64, Arc<serde_json::Value>)>;
+/// Cached task data of one process, by ref: (version, task).
+type RefsOfProcess = FastMap<String, (u64, Arc<RefTask>)>;
+
+/// What `conv[…].ref[…]` reads of a task: its data, and the keys it holds secret beyond
+/// its process's (`TaskRecord::secret_keys`).
+#[derive(Debug)]
+pub(crate) struct RefTask {
+    pub data: serde_json::Value,
+    pub secret_keys: Vec<String>,
+}
 
 /// The engine's hot in-memory maps (ref cache, loaded processes, aliases) hash with
 /// foldhash: its keys are ours or already checked, and SipHash showed in the profile of
 /// `conv[…]` reads.
-type FastMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
+pub(crate) type FastMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
 
 /// A change a commit makes to a task that has a ref.
 pub(crate) enum RefChange {
@@ -77,7 +102,7 @@ pub(crate) enum RefChange {
         process: u64,
         reference: String,
         version: u64,
-        data: Arc<serde_json::Value>,
+        data: Arc<RefTask>,
     },
     Delete {
         process: u64,
@@ -95,7 +120,10 @@ pub(crate) fn ref_changes(batch: &Batch) -> Vec<RefChange> {
                 process: task.process,
                 reference: r.clone(),
                 version: task.history_len,
-                data: Arc::new(serde_json::Value::Object(task.data.clone())),
+                data: Arc::new(RefTask {
+                    data: serde_json::Value::Object(task.data.clone()),
+                    secret_keys: task.secret_keys.clone(),
+                }),
             }),
             conveyor_store::Op::DeleteTask {
                 process,
@@ -160,6 +188,8 @@ pub struct Runtime {
     refs: RwLock<FastMap<u64, RefsOfProcess>>,
     /// Process aliases (they never change once given).
     aliases: RwLock<FastMap<String, u64>>,
+    /// The current window of each rate-limited process (`fold.rs`).
+    windows: Mutex<fold::Windows>,
 }
 
 impl Runtime {
@@ -175,6 +205,7 @@ impl Runtime {
         Arc::new(Runtime {
             refs: RwLock::new(FastMap::default()),
             aliases: RwLock::new(FastMap::default()),
+            windows: Mutex::new(fold::Windows::default()),
             committer,
             store,
             clock,
@@ -342,11 +373,7 @@ impl Runtime {
     }
 
     /// The data of the task with `reference` in `process`, from the cache or the store.
-    pub(crate) fn ref_data(
-        &self,
-        process: u64,
-        reference: &str,
-    ) -> Result<Option<Arc<serde_json::Value>>> {
+    pub(crate) fn ref_data(&self, process: u64, reference: &str) -> Result<Option<Arc<RefTask>>> {
         let known = match self.refs.read() {
             Ok(refs) => match refs.get(&process) {
                 Some(map) => {
@@ -368,7 +395,10 @@ impl Runtime {
             return Ok(None);
         };
         let version = task.history_len;
-        let data = Arc::new(serde_json::Value::Object(task.data));
+        let data = Arc::new(RefTask {
+            data: serde_json::Value::Object(task.data),
+            secret_keys: task.secret_keys,
+        });
         if let Ok(mut refs) = self.refs.write() {
             let map = refs.entry(process).or_default();
             if map.get(reference).is_none_or(|(v, _)| *v < version) {

@@ -7,11 +7,16 @@ use serde_json::{Map, Value};
 
 pub const MASK: &str = "***";
 
-/// The task's data with secret keys masked.
-pub fn mask_data(process: &Process, data: &Map<String, Value>) -> Map<String, Value> {
+/// The task's data with secret keys masked: those its process declares, and
+/// `secret_keys`, the task's own (`TaskRecord::secret_keys`).
+pub fn mask_data(
+    process: &Process,
+    secret_keys: &[String],
+    data: &Map<String, Value>,
+) -> Map<String, Value> {
     data.iter()
         .map(|(k, v)| {
-            if process.is_secret(k) {
+            if is_secret(process, secret_keys, k) {
                 (k.clone(), Value::String(MASK.into()))
             } else {
                 (k.clone(), v.clone())
@@ -20,12 +25,54 @@ pub fn mask_data(process: &Process, data: &Map<String, Value>) -> Map<String, Va
         .collect()
 }
 
+/// Whether `key` of a task is secret: declared so by its process, or made so by what
+/// the task read.
+pub(crate) fn is_secret(process: &Process, secret_keys: &[String], key: &str) -> bool {
+    process.is_secret(key) || secret_keys.iter().any(|k| k == key)
+}
+
 /// The values of the task's secret keys, as text (empty values are skipped).
-pub(crate) fn secret_values(process: &Process, data: &Map<String, Value>, out: &mut Vec<String>) {
+pub(crate) fn secret_values(
+    process: &Process,
+    secret_keys: &[String],
+    data: &Map<String, Value>,
+    out: &mut Vec<String>,
+) {
     for (key, value) in data {
-        if process.is_secret(key) {
+        if is_secret(process, secret_keys, key) {
             collect(value, out);
         }
+    }
+}
+
+/// `value` with every secret cut out of its texts (keys and values), for what is kept
+/// of a response body.
+pub(crate) fn mask_value(value: &Value, secrets: &[String]) -> Value {
+    match value {
+        Value::String(s) => Value::String(mask_text(s, secrets)),
+        Value::Array(items) => Value::Array(items.iter().map(|v| mask_value(v, secrets)).collect()),
+        Value::Object(map) => Value::Object(
+            map.iter()
+                .map(|(k, v)| (mask_text(k, secrets), mask_value(v, secrets)))
+                .collect(),
+        ),
+        other => other.clone(),
+    }
+}
+
+/// Whether `value` holds any of `secrets` in a text.
+pub(crate) fn contains_secret(value: &Value, secrets: &[String]) -> bool {
+    match value {
+        Value::String(s) => secrets
+            .iter()
+            .any(|secret| secret.len() >= 3 && s.contains(secret.as_str())),
+        Value::Number(n) => {
+            let text = n.to_string();
+            secrets.iter().any(|secret| *secret == text)
+        }
+        Value::Array(items) => items.iter().any(|v| contains_secret(v, secrets)),
+        Value::Object(map) => map.values().any(|v| contains_secret(v, secrets)),
+        _ => false,
     }
 }
 

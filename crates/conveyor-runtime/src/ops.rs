@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use conveyor_model::Process;
+use conveyor_model::{Door, Process};
 use conveyor_store::{
     Batch, Caller, EventKind, HistoryEvent, InboxMessage, NewProcess, Op, ProcessRecord,
     TaskRecord, TaskStatus,
@@ -128,15 +128,27 @@ impl Runtime {
         Ok(record)
     }
 
-    /// Creates a task at the start of a process, after checking its params. The task is
-    /// committed; call `store().flush()` to make it durable before the process exits.
+    /// Creates a task at the start of a process, after checking its data as given from
+    /// outside (CLI, task API, dashboard; see `input.rs`). The task is committed; call
+    /// `store().flush()` to make it durable before the process exits.
     pub fn add_task(
         &self,
         process: &str,
         reference: Option<&str>,
         data: Map<String, Value>,
     ) -> Result<TaskRecord> {
+        self.add_from(process, reference, data, Door::Create)
+    }
+
+    pub(crate) fn add_from(
+        &self,
+        process: &str,
+        reference: Option<&str>,
+        mut data: Map<String, Value>,
+        door: Door,
+    ) -> Result<TaskRecord> {
         let loaded = self.resolve(process)?;
+        crate::input::check_input(&loaded, &mut data, door, None)?;
         let mut batch = Batch::default();
         let task = self.new_task(&loaded, reference, data, None, self.now(), &mut batch)?;
         let changes = crate::ref_changes(&batch);
@@ -167,8 +179,9 @@ impl Runtime {
     ) -> Result<TaskRecord> {
         let process = &loaded.process;
         let id = loaded.record.id;
+        // Values given with `process clone --set` belong to the process: they win.
         for (key, value) in &loaded.record.settings {
-            data.entry(key.clone()).or_insert_with(|| value.clone());
+            data.insert(key.clone(), value.clone());
         }
         check_params(process, &mut data)?;
         let held: i64 = self
@@ -199,7 +212,24 @@ impl Runtime {
                 "the task's data is {size} bytes; the limit is {MAX_TASK_BYTES}"
             )));
         }
-        let task = TaskRecord {
+        // A rate-limited process folds the tasks past its limit into one summary task.
+        let mut release_at = None;
+        if reference.is_none()
+            && let Some(limit) = process.settings.rate_limit
+        {
+            match self.admit(id, limit, now) {
+                crate::fold::Admit::Start => {}
+                crate::fold::Admit::Into(summary) => {
+                    if let Some(target) = self.fold_into(summary, data.clone(), batch)? {
+                        return Ok(target);
+                    }
+                    let per = limit.per.as_millis() as i64;
+                    release_at = Some(now.div_euclid(per.max(1)).saturating_add(1) * per);
+                }
+                crate::fold::Admit::Summary { release_at: at } => release_at = Some(at),
+            }
+        }
+        let mut task = TaskRecord {
             id: self.store.next_task_id()?,
             process: id,
             reference: reference.map(str::to_string),
@@ -243,7 +273,13 @@ impl Runtime {
             process: id,
             task: task.id,
         });
-        batch.push(Op::SetReady(task.id));
+        match release_at {
+            Some(at) => {
+                crate::fold::make_summary(&mut task, at, batch);
+                self.note_summary(id, task.id);
+            }
+            None => batch.push(Op::SetReady(task.id)),
+        }
         batch.push(Op::PutTask(Box::new(task.clone())));
         Ok(task)
     }
@@ -272,7 +308,8 @@ impl Runtime {
     }
 
     /// Leaves data for a task: merged when the engine next takes it, which also wakes it
-    /// from a callback wait or an escalation.
+    /// from a callback wait or an escalation. The data is checked as given from outside
+    /// (CLI, task API, dashboard; see `input.rs`).
     pub fn modify_task(
         &self,
         process: &str,
@@ -280,11 +317,45 @@ impl Runtime {
         data: Map<String, Value>,
         source: &str,
     ) -> Result<ModifyOutcome> {
-        let (_, task) = self.find_task(process, key)?;
-        let size = serde_json::to_vec(&data).map(|v| v.len()).unwrap_or(0);
+        self.modify_from(process, key, data, source, Door::Modify)
+    }
+
+    pub(crate) fn modify_from(
+        &self,
+        process: &str,
+        key: &TaskKey,
+        data: Map<String, Value>,
+        source: &str,
+        door: Door,
+    ) -> Result<ModifyOutcome> {
+        let (loaded, task) = self.find_task(process, key)?;
+        self.modify_found(&loaded, task, data, source, door)
+    }
+
+    /// `modify_from` once the task is found.
+    pub(crate) fn modify_found(
+        &self,
+        loaded: &LoadedProcess,
+        task: TaskRecord,
+        mut data: Map<String, Value>,
+        source: &str,
+        door: Door,
+    ) -> Result<ModifyOutcome> {
+        crate::input::check_input(loaded, &mut data, door, Some(&task.data))?;
+        // The whole task after this modify (and those still in its inbox) must stay
+        // within the limit: a refused modify leaves the task as it was, so the next
+        // good one still works.
+        let mut merged = task.data.clone();
+        for (_, message) in self.store.inbox(task.id)? {
+            if let InboxMessage::Modify { data: pending, .. } = message {
+                merged.extend(pending);
+            }
+        }
+        merged.extend(data.clone());
+        let size = crate::input::json_size(&merged);
         if size > MAX_TASK_BYTES {
             return Err(RuntimeError::Refused(format!(
-                "the data is {size} bytes; the limit is {MAX_TASK_BYTES}"
+                "the task would be {size} bytes after this modify; the limit is {MAX_TASK_BYTES}; nothing was changed"
             )));
         }
         let mut batch = Batch::default();

@@ -47,6 +47,15 @@ pub(crate) struct Step<'r> {
     loop_tripped: bool,
     /// Templates rendered so far (each render's `$.random` gets its own seed).
     renders: std::cell::Cell<u64>,
+    /// A modify woke the task in a `keep_timeout` node: if it comes back there through
+    /// conditions and `set_param`s only, it waits for the time that was left.
+    resume: Option<Resume>,
+}
+
+/// Where a woken task was and since when.
+struct Resume {
+    node: String,
+    entered: i64,
 }
 
 /// Runs one step of task `id`.
@@ -74,6 +83,7 @@ pub(crate) async fn run(rt: &Runtime, id: u64) -> Result<Outcome> {
         created: 0,
         loop_tripped: false,
         renders: std::cell::Cell::new(0),
+        resume: None,
     };
     for (seq, message) in rt.store.inbox(id)? {
         step.batch.push(Op::ClearInbox { task: id, seq });
@@ -191,15 +201,22 @@ impl Step<'_> {
     }
 
     /// The task waits in its node: until `until` (if any) or the node's time limit.
+    /// A time limit that cannot be worked out is an error of the node (its `on_error`),
+    /// never a wait with no end.
     fn wait(&mut self, until: Option<(i64, WakeKind)>, reason: &str) {
         let mut wake = until.map(|(at, kind)| Wake { at, kind });
+        if let Some(resume) = self.resume.take()
+            && resume.node == self.task.node
+        {
+            self.task.entered = resume.entered;
+        }
         let loaded = self.here();
         if let Some(node) = loaded.process.nodes.get(&self.task.node)
             && let Some(limit) = &node.time_limit
         {
             match self.duration(&limit.after) {
                 Ok(after) => {
-                    let at = self.task.entered + after;
+                    let at = self.task.entered.saturating_add(after);
                     if wake.is_none_or(|w| at < w.at) {
                         wake = Some(Wake {
                             at,
@@ -208,10 +225,14 @@ impl Step<'_> {
                     }
                 }
                 Err(message) => {
-                    self.event(EventKind::Error {
-                        tag: "bad_time_limit".into(),
-                        description: message,
-                    });
+                    self.fail(
+                        "wait",
+                        "software",
+                        "bad_time_limit",
+                        format!("the time limit: {message}"),
+                        None,
+                    );
+                    return;
                 }
             }
         }
@@ -231,21 +252,47 @@ impl Step<'_> {
         });
     }
 
-    /// A duration in milliseconds, rendering it when it is a template.
+    /// A duration in milliseconds, rendering it when it is a template. A rendered one
+    /// must lie within the process's `settings.min_wait` and `max_wait`: task data
+    /// (which may come from outside) cannot make a task spin or stop for good.
     fn duration(&mut self, spec: &DurationSpec) -> std::result::Result<i64, String> {
         match spec {
             DurationSpec::Fixed(d) => Ok(d.as_millis() as i64),
             DurationSpec::Template(t) => {
                 let value = self.render(t)?;
                 let text = http::text_of(&value);
-                if let Some(n) = value.as_u64() {
-                    return Ok(n as i64 * 1000);
-                }
-                conveyor_model::parse_duration(&text)
-                    .map(|d| d.as_millis() as i64)
-                    .map_err(|e| format!("the duration rendered as {e}"))
+                let duration = match value.as_u64() {
+                    Some(n) => std::time::Duration::from_secs(n),
+                    None => conveyor_model::parse_duration(&text)
+                        .map_err(|e| format!("the duration rendered as {e}"))?,
+                };
+                self.within_bounds(duration, &text)?;
+                Ok(duration.as_millis() as i64)
             }
         }
+    }
+
+    /// Refuses a rendered duration outside `settings.min_wait..=max_wait`.
+    fn within_bounds(
+        &self,
+        duration: std::time::Duration,
+        text: &str,
+    ) -> std::result::Result<(), String> {
+        let settings = &self.loaded.process.settings;
+        let show = conveyor_model::format_duration;
+        if duration < settings.min_wait {
+            return Err(format!(
+                "`{text}` is shorter than the {} this process allows (settings.min_wait)",
+                show(settings.min_wait)
+            ));
+        }
+        if duration > settings.max_wait {
+            return Err(format!(
+                "`{text}` is longer than the {} this process allows (settings.max_wait)",
+                show(settings.max_wait)
+            ));
+        }
+        Ok(())
     }
 
     /// The node failed: Corezoid's error keys go into the task, and it takes `on_error`
@@ -293,6 +340,15 @@ impl Step<'_> {
         }
     }
 
+    /// Keys whose values came from another process's secrets become secret here too.
+    fn taint(&mut self, keys: Vec<String>) {
+        for key in keys {
+            if !self.loaded.process.is_secret(&key) && !self.task.secret_keys.contains(&key) {
+                self.task.secret_keys.push(key);
+            }
+        }
+    }
+
     fn stop(&mut self, status: TaskStatus) {
         self.clear_wake();
         self.task.status = status;
@@ -308,19 +364,46 @@ impl Step<'_> {
         match message {
             InboxMessage::Modify { data, source } => {
                 let keys = data.keys().cloned().collect();
-                self.task.data.extend(data);
+                // The doors check this too; a modify from a process is checked here.
+                let mut merged = self.task.data.clone();
+                merged.extend(data.clone());
+                let size = crate::input::json_size(&merged);
+                if size > crate::ops::MAX_TASK_BYTES {
+                    self.event(EventKind::Error {
+                        tag: "modify_refused".into(),
+                        description: format!(
+                            "a modify from {source} would make the task {size} bytes; the limit is {}; the task was left as it was",
+                            crate::ops::MAX_TASK_BYTES
+                        ),
+                    });
+                    return;
+                }
+                self.task.data = merged;
                 self.event(EventKind::Modified { keys, source });
                 if self.task.status == TaskStatus::Waiting
                     && let Some(node) = node
                 {
+                    let resume = node.keep_timeout.then(|| Resume {
+                        node: node.id.clone(),
+                        entered: self.task.entered,
+                    });
                     match &node.kind {
-                        NodeKind::WaitCallback { next } => self.goto(next, "callback"),
+                        NodeKind::WaitCallback { next, .. } => {
+                            self.goto(next, "callback");
+                            self.resume = resume;
+                        }
                         NodeKind::Escalation {
                             next: Some(next), ..
-                        } => self.goto(next, "modify"),
+                        } => {
+                            self.goto(next, "modify");
+                            self.resume = resume;
+                        }
                         _ => {}
                     }
                 }
+            }
+            InboxMessage::Fold { data } => {
+                crate::fold::append(&mut self.task.data, data);
             }
             InboxMessage::Reply { data, error } => {
                 let keys = data.keys().cloned().collect();
@@ -376,6 +459,14 @@ impl Step<'_> {
                     self.goto(next, "delay");
                 }
             }
+            WakeKind::Release => {
+                // A summary of folded tasks starts from where it waited (the start).
+                self.task.status = TaskStatus::Ready;
+                self.event(EventKind::Modified {
+                    keys: vec!["folded".into(), "folded_count".into()],
+                    source: "rate limit: the window ended".into(),
+                });
+            }
             WakeKind::Retry => {
                 if matches!(node.kind, NodeKind::ApiCall(_)) {
                     self.task.status = TaskStatus::Ready;
@@ -422,6 +513,19 @@ impl Step<'_> {
             }
             return Ok(());
         }
+        if !matches!(
+            node.kind,
+            NodeKind::Condition { .. }
+                | NodeKind::SetParam { .. }
+                | NodeKind::WaitCallback { .. }
+                | NodeKind::Escalation { .. }
+                | NodeKind::ApiCall(_)
+        ) {
+            // Something happened on the way back: a fresh wait. (A call that succeeds
+            // clears it too; one that fails and comes back does not, so a stranger's
+            // rejected code cannot postpone a refresh.)
+            self.resume = None;
+        }
         match &node.kind {
             NodeKind::Start { next } => self.goto(next, "next"),
             NodeKind::Final { status } => self.stop(match status {
@@ -463,7 +567,9 @@ impl Step<'_> {
             }
             NodeKind::SetParam { set, next, .. } => {
                 let mut values = Vec::with_capacity(set.len());
+                let mut tainted = Vec::new();
                 for (key, value) in set {
+                    let before = self.revealed.len();
                     let rendered = match self.render_value(&value.value) {
                         Ok(v) => v,
                         Err(message) => {
@@ -493,8 +599,12 @@ impl Step<'_> {
                         },
                         None => rendered,
                     };
+                    if mask::contains_secret(&cast, &self.revealed[before..]) {
+                        tainted.push(key.clone());
+                    }
                     values.push((key.clone(), cast));
                 }
+                self.taint(tainted);
                 // A set that would make the task larger than the limit fails instead.
                 let added: usize = values
                     .iter()
@@ -534,6 +644,17 @@ impl Step<'_> {
                             .ok_or_else(|| format!("`{}` is not a unix time", http::text_of(&v)))
                     }),
                 };
+                let max = self.loaded.process.settings.max_wait.as_millis() as i64;
+                let due = due.and_then(|due| {
+                    if due.saturating_sub(self.now) > max {
+                        Err(format!(
+                            "the delay would end after the {} this process allows (settings.max_wait)",
+                            conveyor_model::format_duration(self.loaded.process.settings.max_wait)
+                        ))
+                    } else {
+                        Ok(due)
+                    }
+                });
                 match due {
                     Ok(due) if due <= self.now => self.goto(next, "delay"),
                     Ok(due) => self.wait(Some((due, WakeKind::Delay)), "delay"),
@@ -712,6 +833,7 @@ impl Step<'_> {
             ),
             None => None,
         };
+        let before = self.revealed.len();
         let data = match &copy.data {
             Some(d) => match self
                 .render_value(d)
@@ -727,6 +849,24 @@ impl Step<'_> {
             },
             None => self.task.data.clone(),
         };
+        // What is secret here stays secret in the copy.
+        let secret_keys: Vec<String> = data
+            .iter()
+            .filter(|(k, v)| match &copy.data {
+                None => mask::is_secret(&self.loaded.process, &self.task.secret_keys, k),
+                Some(_) => {
+                    let mut secrets = self.revealed[before..].to_vec();
+                    mask::secret_values(
+                        &self.loaded.process,
+                        &self.task.secret_keys,
+                        &self.task.data,
+                        &mut secrets,
+                    );
+                    mask::contains_secret(v, &secrets)
+                }
+            })
+            .map(|(k, _)| k.clone())
+            .collect();
         let mut batch = Batch::default();
         let task = self
             .rt
@@ -738,6 +878,10 @@ impl Step<'_> {
                 self.now,
                 &mut batch,
             )
+            .map(|mut task| {
+                task.secret_keys = secret_keys;
+                task
+            })
             .map_err(|e| match e {
                 RuntimeError::Refused(m) if m.contains("already exists") => ("not_unical_ref", m),
                 other => ("copy_task_refused", other.to_string()),
@@ -839,7 +983,12 @@ impl Step<'_> {
             }
         };
         let mut secrets = self.revealed.clone();
-        mask::secret_values(&self.loaded.process, &self.task.data, &mut secrets);
+        mask::secret_values(
+            &self.loaded.process,
+            &self.task.secret_keys,
+            &self.task.data,
+            &mut secrets,
+        );
         let shown_url = mask::mask_text(request.url.as_str(), &secrets);
         let method = request.method.as_str().to_string();
         let permit = match api.concurrency {
@@ -891,7 +1040,19 @@ impl Step<'_> {
                         let mut values = Vec::new();
                         for (key, template) in mapping {
                             match template.render(&reply_data, &env) {
-                                Ok(v) => values.push((key.clone(), v)),
+                                Ok(v) => {
+                                    // A secret echoed into a key that is not secret is cut out.
+                                    let v = if mask::is_secret(
+                                        &self.loaded.process,
+                                        &self.task.secret_keys,
+                                        key,
+                                    ) {
+                                        v
+                                    } else {
+                                        mask::mask_value(&v, &secrets)
+                                    };
+                                    values.push((key.clone(), v))
+                                }
                                 Err(e) => {
                                     drop(env);
                                     self.fail(
@@ -931,11 +1092,25 @@ impl Step<'_> {
                             return Ok(());
                         }
                         match reply.body {
-                            Value::Object(map) => self.task.data.extend(map),
+                            Value::Object(map) => {
+                                for (key, value) in map {
+                                    let value = if mask::is_secret(
+                                        &self.loaded.process,
+                                        &self.task.secret_keys,
+                                        &key,
+                                    ) {
+                                        value
+                                    } else {
+                                        mask::mask_value(&value, &secrets)
+                                    };
+                                    self.task.data.insert(key, value);
+                                }
+                            }
                             array => {
-                                self.task
-                                    .data
-                                    .insert("__conveyor_api_array__".into(), array);
+                                self.task.data.insert(
+                                    "__conveyor_api_array__".into(),
+                                    mask::mask_value(&array, &secrets),
+                                );
                             }
                         }
                     }
@@ -954,6 +1129,7 @@ impl Step<'_> {
                     return Ok(());
                 }
                 self.task.attempt = 0;
+                self.resume = None;
                 self.goto(&api.next, "next");
             }
             Err(failure) => {
@@ -972,10 +1148,11 @@ impl Step<'_> {
                     return Ok(());
                 }
                 self.task.attempt = 0;
-                if let Some(Value::Object(body)) = &failure.body {
+                if let Some(body @ Value::Object(_)) = &failure.body {
+                    // A server may echo what it was sent: secrets are cut out first.
                     self.task.data.insert(
                         "__conveyor_api_return_body__".into(),
-                        Value::Object(body.clone()),
+                        mask::mask_value(body, &secrets),
                     );
                 }
                 let description = mask::mask_text(&failure.description, &secrets);
@@ -1061,7 +1238,12 @@ impl Step<'_> {
         let events = std::mem::take(&mut self.events);
         if !events.is_empty() {
             let mut secrets = std::mem::take(&mut self.revealed);
-            mask::secret_values(&self.loaded.process, &self.task.data, &mut secrets);
+            mask::secret_values(
+                &self.loaded.process,
+                &self.task.secret_keys,
+                &self.task.data,
+                &mut secrets,
+            );
             let mut events = events;
             for event in &mut events {
                 mask_event(&mut event.kind, &secrets);

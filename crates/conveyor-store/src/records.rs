@@ -104,6 +104,8 @@ pub enum WakeKind {
     TimeLimit,
     /// The next attempt of an API call.
     Retry,
+    /// A summary task of folded tasks starts (`settings.rate_limit`).
+    Release,
 }
 
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
@@ -218,5 +220,10 @@ pub enum InboxMessage {
     Reply {
         data: serde_json::Map<String, Value>,
         error: bool,
+    },
+    /// A task that a rate-limited process folded into this summary task
+    /// (`settings.rate_limit`): appended to its `folded` list.
+    Fold {
+        data: serde_json::Map<String, Value>,
     },
 }

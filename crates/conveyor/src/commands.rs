@@ -69,7 +69,6 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             client_id,
             client_secret,
             scope,
-            oauth_server,
             authorize_url,
             reference,
         }) => crate::story::authorize(crate::story::Authorize {
@@ -79,7 +78,6 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             client_id,
             client_secret,
             scope,
-            oauth_server,
             authorize_url,
         })?,
         Command::Process(command) => process_request(&global, command)?,

@@ -288,7 +288,7 @@ fn run(runtime: &Runtime, request: Request, as_json: bool, out: &mut Reply) -> R
             let data = if reveal {
                 task.data.clone()
             } else {
-                mask_data(&loaded.process, &task.data)
+                mask_data(&loaded.process, &task.secret_keys, &task.data)
             };
             if as_json {
                 out.line(output::task_json(&task, data).to_string());
@@ -333,7 +333,9 @@ fn run(runtime: &Runtime, request: Request, as_json: bool, out: &mut Reply) -> R
             if as_json {
                 let list: Vec<Value> = tasks
                     .iter()
-                    .map(|t| output::task_json(t, mask_data(&loaded.process, &t.data)))
+                    .map(|t| {
+                        output::task_json(t, mask_data(&loaded.process, &t.secret_keys, &t.data))
+                    })
                     .collect();
                 out.line(Value::Array(list).to_string());
             } else {

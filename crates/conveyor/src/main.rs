@@ -139,9 +139,6 @@ pub enum BitrixCommand {
         client_secret: Option<String>,
         #[arg(long)]
         scope: Option<String>,
-        /// The OAuth server (default https://oauth.bitrix.info).
-        #[arg(long)]
-        oauth_server: Option<String>,
         /// The authorize page, instead of https://PORTAL.bitrix24.ru/oauth/authorize.
         #[arg(long)]
         authorize_url: Option<String>,

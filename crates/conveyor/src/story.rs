@@ -40,7 +40,7 @@ pub fn sandbox(listen: &str, config: Option<&std::path::Path>) -> anyhow::Result
         println!("Conveyor sandbox on {url} (local stand-ins for Bitrix24 and five notifiers)\n");
         println!("Bitrix24 (application `{DEFAULT_CLIENT_ID}`, secret `{DEFAULT_CLIENT_SECRET}`, portal `sandbox`)");
         println!("  authorize   {url}/oauth/authorize/?client_id={DEFAULT_CLIENT_ID}&response_type=code");
-        println!("  token       {url}/oauth/token/   (use oauth_server={url})");
+        println!("  token       {url}/oauth/token/   (clone with --set oauth_server={url})");
         println!("  REST        {url}/rest/crm.deal.list?auth=…");
         println!("Notifiers (api_url={url})");
         println!("  Telegram     bot_token={}", c.telegram_bot_token);
@@ -50,10 +50,10 @@ pub fn sandbox(listen: &str, config: Option<&std::path::Path>) -> anyhow::Result
         println!("  UniSender    api_key={}", c.unisender_api_key);
         println!("Control: {url}/sandbox (codes, forced failures, clock, what was received)\n");
         println!("Try it:");
-        println!("  conveyor process clone bitrix_oauth --alias bitrix");
+        println!("  conveyor process clone bitrix_oauth --alias bitrix --set oauth_server={url}");
         println!("  CODE=$(curl -s -X POST {url}/sandbox/codes | sed 's/.*\"code\":\"\\([^\"]*\\)\".*/\\1/')");
         println!(
-            "  conveyor task add @bitrix --ref token portal=sandbox client_id={DEFAULT_CLIENT_ID} client_secret={DEFAULT_CLIENT_SECRET} oauth_server={url} refresh_every=1m code=$CODE"
+            "  conveyor task add @bitrix --ref token portal=sandbox client_id={DEFAULT_CLIENT_ID} client_secret={DEFAULT_CLIENT_SECRET} refresh_every=1m code=$CODE"
         );
         println!("\nStop with Ctrl-C.");
         crate::commands::shutdown_signal().await;
@@ -71,7 +71,6 @@ pub struct Authorize {
     pub client_id: String,
     pub client_secret: Option<String>,
     pub scope: Option<String>,
-    pub oauth_server: Option<String>,
     pub authorize_url: Option<String>,
 }
 
@@ -100,7 +99,6 @@ pub fn authorize(a: Authorize) -> anyhow::Result<Request> {
         ("client_id", &Some(a.client_id.clone())),
         ("client_secret", &a.client_secret),
         ("scope", &a.scope),
-        ("oauth_server", &a.oauth_server),
     ] {
         if let Some(v) = value {
             data.insert(key.into(), Value::String(v.clone()));
@@ -167,7 +165,12 @@ pub fn demo() -> anyhow::Result<ExitCode> {
             Some("alerts"),
             object(json!({"bot_token": c.telegram_bot_token, "chat_id": "4242", "api_url": url})),
         )?;
-        let bitrix = runtime.clone_process("bitrix_oauth", &template("bitrix_oauth")?, Some("bitrix"), Map::new())?;
+        let bitrix = runtime.clone_process(
+            "bitrix_oauth",
+            &template("bitrix_oauth")?,
+            Some("bitrix"),
+            object(json!({ "oauth_server": url })),
+        )?;
         runtime.clone_process("bitrix_deals", &template("bitrix_deals")?, Some("deals"), Map::new())?;
         say(format!(
             "cloned bitrix_oauth as process {} (@bitrix), bitrix_deals (@deals), notify_telegram (@alerts)",
@@ -183,7 +186,7 @@ pub fn demo() -> anyhow::Result<ExitCode> {
             Some("token"),
             object(json!({
                 "portal": "sandbox", "client_id": DEFAULT_CLIENT_ID, "client_secret": DEFAULT_CLIENT_SECRET,
-                "scope": "crm", "code": issued.code, "oauth_server": url,
+                "scope": "crm", "code": issued.code,
                 "refresh_every": "4s", "notify_process": "@alerts",
             })),
         )?;

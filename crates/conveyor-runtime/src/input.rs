@@ -1,0 +1,225 @@
+//! What the outside may set: every create and modify that comes through a door (the
+//! CLI, the task API, the dashboard, a direct URL) is checked here against the process's
+//! declared params before anything is stored.
+//!
+//! The rules (docs/processes.md, "What the outside may set"):
+//! - keys starting with `__conveyor_` belong to the engine and are never taken;
+//! - values given with `process clone --set` belong to the process: a door may repeat
+//!   them but not change them;
+//! - a declared param is taken only through the doors its `input:` names, of its
+//!   `type:`, matching its `pattern:` and at most `max_length` characters long;
+//! - other keys are free data (Corezoid's way), except that a modify may not change a
+//!   key the process writes itself (`set_param` targets, API `response:` keys), and the
+//!   direct URL of a process that declares params takes only those;
+//! - the direct URL takes only the refs `direct_url.refs` allows, and makes a task
+//!   without a ref only when `direct_url.new_tasks` says so.
+
+use conveyor_model::{Door, Process};
+use serde_json::{Map, Value};
+
+use crate::{LoadedProcess, Result, Runtime, RuntimeError};
+
+/// What a direct URL request did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DirectOutcome {
+    pub task: u64,
+    pub reference: Option<String>,
+    /// `created` or `modified`.
+    pub action: &'static str,
+}
+
+/// Checks data given through `door` against what `loaded` accepts. Keys that repeat a
+/// process setting, or (for a modify) the value the task already has, change nothing
+/// and are dropped: re-running `bitrix authorize` with the same portal is not refused.
+pub(crate) fn check_input(
+    loaded: &LoadedProcess,
+    data: &mut Map<String, Value>,
+    door: Door,
+    current: Option<&Map<String, Value>>,
+) -> Result<()> {
+    let process = &loaded.process;
+    let settings = &loaded.record.settings;
+    let mut undeclared = Vec::new();
+    let mut repeated = Vec::new();
+    for (key, value) in data.iter() {
+        if key.starts_with("__conveyor_") {
+            return Err(RuntimeError::Param {
+                name: key.clone(),
+                message: "keys starting with `__conveyor_` are the engine's and cannot be set"
+                    .into(),
+            });
+        }
+        if let Some(own) = settings.get(key) {
+            if own == value {
+                repeated.push(key.clone());
+                continue;
+            }
+            return Err(RuntimeError::Param {
+                name: key.clone(),
+                message: format!(
+                    "is set by process {} (process clone --set) and no task may change it",
+                    loaded.record.id
+                ),
+            });
+        }
+        if current.is_some_and(|c| c.get(key) == Some(value)) {
+            repeated.push(key.clone());
+            continue;
+        }
+        let Some(param) = process.params.get(key) else {
+            // Free data is Corezoid's way, but not through the public URL of a process
+            // that declares what it takes, and never into a key the process writes.
+            let url_takes_params_only = door == Door::Url && !process.params.is_empty();
+            if url_takes_params_only || (door != Door::Create && process.writes(key)) {
+                undeclared.push(key.clone());
+            }
+            continue;
+        };
+        if !param.input.allows(door) {
+            return Err(RuntimeError::Param {
+                name: key.clone(),
+                message: format!("may not be set {}", door_phrase(door)),
+            });
+        }
+        check_value(process, key, value)?;
+    }
+    if !undeclared.is_empty() {
+        let accepted: Vec<String> = process
+            .params
+            .iter()
+            .filter(|(_, p)| p.input.allows(door))
+            .map(|(name, _)| name.clone())
+            .collect();
+        return Err(RuntimeError::Undeclared {
+            process: loaded.record.id,
+            door: door.name(),
+            keys: undeclared,
+            accepted,
+        });
+    }
+    for key in repeated {
+        data.remove(&key);
+    }
+    Ok(())
+}
+
+fn door_phrase(door: Door) -> &'static str {
+    match door {
+        Door::Create => "when a task is added (its `input:` does not list `create`)",
+        Door::Modify => "by a modify (its `input:` does not list `modify`)",
+        Door::Url => "through the direct URL (its `input:` does not list `url`)",
+    }
+}
+
+/// Type, length and pattern of one declared param's value from outside.
+fn check_value(process: &Process, key: &str, value: &Value) -> Result<()> {
+    let Some(param) = process.params.get(key) else {
+        return Ok(());
+    };
+    if value.is_null() {
+        // The same as absent: `required` and `default` are for `new_task` to apply.
+        return Ok(());
+    }
+    let refuse = |message: String| RuntimeError::Param {
+        name: key.to_string(),
+        message,
+    };
+    if let Some(kind) = param.kind
+        && !kind.matches(value)
+    {
+        return Err(refuse(format!("must be of type {}", kind.name())));
+    }
+    let length = match value {
+        Value::String(s) => s.chars().count(),
+        Value::Null | Value::Bool(_) | Value::Number(_) => 0,
+        other => serde_json::to_vec(other)
+            .map(|v| v.len())
+            .unwrap_or(usize::MAX),
+    };
+    if length > param.max_length {
+        return Err(refuse(format!(
+            "is {length} characters long; at most {} are taken",
+            param.max_length
+        )));
+    }
+    if let Some(pattern) = &param.pattern {
+        let text = match value {
+            Value::String(s) => s.clone(),
+            Value::Number(_) | Value::Bool(_) => value.to_string(),
+            _ => return Err(refuse("must be text to match its pattern".into())),
+        };
+        if !pattern.is_match(&text) {
+            let shown = if param.secret {
+                "the value".to_string()
+            } else {
+                format!("`{text}`")
+            };
+            return Err(refuse(format!(
+                "{shown} does not match the pattern `{pattern}`"
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// The size in bytes of `data` as JSON.
+pub(crate) fn json_size(data: &Map<String, Value>) -> usize {
+    serde_json::to_vec(data)
+        .map(|v| v.len())
+        .unwrap_or(usize::MAX)
+}
+
+impl Runtime {
+    /// A request to a process's direct URL: modifies the task named by `reference`, or
+    /// creates one. Only the keys the process declares for `url` are taken, and only
+    /// the refs `direct_url:` allows.
+    pub fn direct_url(
+        &self,
+        process: u64,
+        reference: Option<&str>,
+        data: Map<String, Value>,
+    ) -> Result<DirectOutcome> {
+        let loaded = self.loaded(process)?;
+        let rules = &loaded.process.direct_url;
+        match reference {
+            Some(r) => {
+                if let Some(refs) = &rules.refs
+                    && !refs.iter().any(|allowed| allowed == r)
+                {
+                    return Err(RuntimeError::Refused(format!(
+                        "the direct URL of process {process} takes only the ref{} {}",
+                        if refs.len() == 1 { "" } else { "s" },
+                        refs.iter()
+                            .map(|r| format!("`{r}`"))
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    )));
+                }
+            }
+            None if !rules.new_tasks => {
+                return Err(RuntimeError::Refused(format!(
+                    "the direct URL of process {process} makes no task without a `ref`"
+                )));
+            }
+            None => {}
+        }
+        let id = process.to_string();
+        if let Some(r) = reference
+            && let Some(task) = self.store.task_by_ref(process, r)?
+        {
+            let reference = task.reference.clone();
+            let outcome = self.modify_found(&loaded, task, data, "direct URL", Door::Url)?;
+            return Ok(DirectOutcome {
+                task: outcome.task,
+                reference,
+                action: "modified",
+            });
+        }
+        let task = self.add_from(&id, reference, data, Door::Url)?;
+        Ok(DirectOutcome {
+            task: task.id,
+            reference: task.reference,
+            action: "created",
+        })
+    }
+}
