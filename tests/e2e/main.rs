@@ -4,6 +4,7 @@
 //! the product is a module.
 
 mod api_call;
+mod attacks;
 mod bitrix;
 mod check;
 mod cli;

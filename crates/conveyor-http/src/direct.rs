@@ -100,9 +100,9 @@ pub(crate) async fn handle(
         }
         Ok(Err(e)) => {
             let status = match &e {
-                RuntimeError::Param { .. } | RuntimeError::Undeclared { .. } => {
-                    StatusCode::BAD_REQUEST
-                }
+                RuntimeError::Param { .. }
+                | RuntimeError::Params(_)
+                | RuntimeError::Undeclared { .. } => StatusCode::BAD_REQUEST,
                 RuntimeError::Refused(_) => StatusCode::FORBIDDEN,
                 RuntimeError::NoTask { .. } | RuntimeError::NoProcess(_) => StatusCode::NOT_FOUND,
                 _ => StatusCode::UNPROCESSABLE_ENTITY,

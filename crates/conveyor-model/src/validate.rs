@@ -144,6 +144,10 @@ fn graph_checks(loader: &mut Loader<'_>, process: &Process) {
 fn param_warnings(loader: &mut Loader<'_>, process: &Process) {
     let mut known: HashSet<&str> = process.params.keys().map(String::as_str).collect();
     known.extend(process.secrets.iter().map(String::as_str));
+    if process.settings.rate_limit.is_some() {
+        // A summary task of folded tasks carries these (see the runtime's `fold.rs`).
+        known.extend(["folded", "folded_count"]);
+    }
     for node in process.nodes.values() {
         match &node.kind {
             NodeKind::SetParam { set, .. } => known.extend(set.keys().map(String::as_str)),

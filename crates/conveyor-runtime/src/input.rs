@@ -41,26 +41,24 @@ pub(crate) fn check_input(
     let settings = &loaded.record.settings;
     let mut undeclared = Vec::new();
     let mut repeated = Vec::new();
+    // Every refusal at once: a person fixes them all in one go.
+    let mut refused = Vec::new();
     for (key, value) in data.iter() {
+        let mut refuse = |message: String| refused.push((key.clone(), message));
         if key.starts_with("__conveyor_") {
-            return Err(RuntimeError::Param {
-                name: key.clone(),
-                message: "keys starting with `__conveyor_` are the engine's and cannot be set"
-                    .into(),
-            });
+            refuse("keys starting with `__conveyor_` are the engine's and cannot be set".into());
+            continue;
         }
         if let Some(own) = settings.get(key) {
             if own == value {
                 repeated.push(key.clone());
-                continue;
-            }
-            return Err(RuntimeError::Param {
-                name: key.clone(),
-                message: format!(
+            } else {
+                refuse(format!(
                     "is set by process {} (process clone --set) and no task may change it",
                     loaded.record.id
-                ),
-            });
+                ));
+            }
+            continue;
         }
         if current.is_some_and(|c| c.get(key) == Some(value)) {
             repeated.push(key.clone());
@@ -76,12 +74,12 @@ pub(crate) fn check_input(
             continue;
         };
         if !param.input.allows(door) {
-            return Err(RuntimeError::Param {
-                name: key.clone(),
-                message: format!("may not be set {}", door_phrase(door)),
-            });
+            refuse(format!("may not be set {}", door_phrase(door)));
+            continue;
         }
-        check_value(process, key, value)?;
+        if let Err(message) = check_value(process, key, value) {
+            refuse(message);
+        }
     }
     if !undeclared.is_empty() {
         let accepted: Vec<String> = process
@@ -96,6 +94,14 @@ pub(crate) fn check_input(
             keys: undeclared,
             accepted,
         });
+    }
+    match refused.len() {
+        0 => {}
+        1 => {
+            let (name, message) = refused.remove(0);
+            return Err(RuntimeError::Param { name, message });
+        }
+        _ => return Err(RuntimeError::Params(refused)),
     }
     for key in repeated {
         data.remove(&key);
@@ -112,7 +118,7 @@ fn door_phrase(door: Door) -> &'static str {
 }
 
 /// Type, length and pattern of one declared param's value from outside.
-fn check_value(process: &Process, key: &str, value: &Value) -> Result<()> {
+fn check_value(process: &Process, key: &str, value: &Value) -> std::result::Result<(), String> {
     let Some(param) = process.params.get(key) else {
         return Ok(());
     };
@@ -120,10 +126,7 @@ fn check_value(process: &Process, key: &str, value: &Value) -> Result<()> {
         // The same as absent: `required` and `default` are for `new_task` to apply.
         return Ok(());
     }
-    let refuse = |message: String| RuntimeError::Param {
-        name: key.to_string(),
-        message,
-    };
+    let refuse = |message: String| message;
     if let Some(kind) = param.kind
         && !kind.matches(value)
     {

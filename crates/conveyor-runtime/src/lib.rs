@@ -51,6 +51,9 @@ pub enum RuntimeError {
     Invalid(Vec<Diagnostic>),
     #[error("param `{name}`: {message}")]
     Param { name: String, message: String },
+    /// Several params refused at once: (name, why).
+    #[error("{}", .0.iter().map(|(n, m)| format!("param `{n}`: {m}")).collect::<Vec<_>>().join("; "))]
+    Params(Vec<(String, String)>),
     #[error(
         "process {process} does not take {} {} through `{door}`{}",
         if keys.len() == 1 { "param" } else { "params" },

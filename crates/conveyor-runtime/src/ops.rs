@@ -15,6 +15,13 @@ use crate::{LoadedProcess, Result, Runtime, RuntimeError};
 /// Largest task data accepted (Corezoid's limit), as JSON bytes.
 pub const MAX_TASK_BYTES: usize = 128 * 1024;
 
+/// Room a modify from outside leaves under [`MAX_TASK_BYTES`] for what the process
+/// writes itself, when it sets free (undeclared) keys ...
+const FREE_RESERVE: usize = 16 * 1024;
+/// ... and when it sets only declared params (each bounded by its `max_length`), so the
+/// owner's next good modify still fits after a stranger's junk.
+const DECLARED_RESERVE: usize = 4 * 1024;
+
 /// How a command names a task: by ref, or by id when no task has that ref.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TaskKey(pub String);
@@ -352,10 +359,19 @@ impl Runtime {
             }
         }
         merged.extend(data.clone());
+        // Room is kept for what the process writes itself (a token exchange's answer):
+        // free data may fill the task less far than declared params may.
+        let declared_only = data.keys().all(|k| loaded.process.params.contains_key(k));
+        let limit = MAX_TASK_BYTES
+            - if declared_only {
+                DECLARED_RESERVE
+            } else {
+                FREE_RESERVE
+            };
         let size = crate::input::json_size(&merged);
-        if size > MAX_TASK_BYTES {
+        if size > limit {
             return Err(RuntimeError::Refused(format!(
-                "the task would be {size} bytes after this modify; the limit is {MAX_TASK_BYTES}; nothing was changed"
+                "the task would be {size} bytes after this modify; a modify may bring it to {limit} (the limit is {MAX_TASK_BYTES}, with room kept for what the process writes); nothing was changed"
             )));
         }
         let mut batch = Batch::default();
