@@ -34,9 +34,7 @@ fn holding(dir: &Path, needle: &str) -> Vec<PathBuf> {
         .into_iter()
         .filter(|path| {
             let bytes = std::fs::read(path).unwrap_or_default();
-            bytes
-                .windows(needle.len())
-                .any(|w| w == needle.as_bytes())
+            bytes.windows(needle.len()).any(|w| w == needle.as_bytes())
         })
         .collect()
 }
@@ -123,7 +121,10 @@ fn secrets_are_sealed_in_the_data_dir_of_both_stores() {
         #[cfg(unix)]
         {
             use std::os::unix::fs::PermissionsExt as _;
-            let mode = std::fs::metadata(&key_file).expect("key").permissions().mode();
+            let mode = std::fs::metadata(&key_file)
+                .expect("key")
+                .permissions()
+                .mode();
             assert_eq!(mode & 0o777, 0o600, "{kind}");
         }
     }
@@ -147,14 +148,20 @@ fn a_copied_data_dir_without_its_key_does_not_open() {
         .expect("runs");
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert_eq!(output.status.code(), Some(1), "{stderr}");
-    assert!(stderr.contains(&format!("sealed with key {id}")), "{stderr}");
+    assert!(
+        stderr.contains(&format!("sealed with key {id}")),
+        "{stderr}"
+    );
     assert!(
         stderr.contains("CONVEYOR_KEY_DIR") && stderr.contains("CONVEYOR_SECRET_KEY"),
         "{stderr}"
     );
     assert!(!String::from_utf8_lossy(&output.stdout).contains(TASK_SECRET));
     assert!(
-        std::fs::read_dir(no_keys.path()).expect("dir").next().is_none(),
+        std::fs::read_dir(no_keys.path())
+            .expect("dir")
+            .next()
+            .is_none(),
         "no key was made for a data dir that has one"
     );
     // With the key given in the environment, it opens.
@@ -184,9 +191,15 @@ fn rotate_key_reseals_everything_and_drops_the_old_key() {
     let stdout = d.ok(&["secrets", "rotate-key"]);
     let new = seal_key(d.path());
     assert_ne!(new, old);
-    assert!(stdout.contains(&format!("rotated to key {new}")), "{stdout}");
+    assert!(
+        stdout.contains(&format!("rotated to key {new}")),
+        "{stdout}"
+    );
     assert!(stdout.contains(&format!("replaces {old}")), "{stdout}");
-    assert!(stdout.contains("re-sealed 2 task(s), the settings of 1 process(es)"), "{stdout}");
+    assert!(
+        stdout.contains("re-sealed 2 task(s), the settings of 1 process(es)"),
+        "{stdout}"
+    );
     assert!(stdout.contains("removed the old key file"), "{stdout}");
     assert!(!key_dir().join(format!("{old}.key")).exists());
     assert!(key_dir().join(format!("{new}.key")).exists());
@@ -197,7 +210,10 @@ fn rotate_key_reseals_everything_and_drops_the_old_key() {
     // still hold ciphertexts under the old key until compaction; that key is gone).
     let store = conveyor_store::open(d.path(), Default::default()).expect("store");
     for reference in ["token", "second"] {
-        let task = store.task_by_ref(1, reference).expect("read").expect("task");
+        let task = store
+            .task_by_ref(1, reference)
+            .expect("read")
+            .expect("task");
         assert_eq!(
             conveyor_store::sealed_with(&task.data["client_secret"]),
             Some(new.as_str()),

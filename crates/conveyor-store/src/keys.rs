@@ -333,7 +333,10 @@ mod tests {
         };
         let keyring = open_keyring(&data, &env).unwrap();
         assert!(!env.dir.exists(), "no key file made when the env gives it");
-        assert_eq!(open_keyring(&data, &env).unwrap().current().id(), keyring.current().id());
+        assert_eq!(
+            open_keyring(&data, &env).unwrap().current().id(),
+            keyring.current().id()
+        );
         let bad = KeySource {
             env_key: Some("nope".into()),
             ..env

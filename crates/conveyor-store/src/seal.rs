@@ -436,7 +436,8 @@ mod tests {
         assert_eq!(keys.unseal(Place::Task(1), "k", stored).unwrap(), lookalike);
         // A legacy value that only starts with `sealed:` is left alone.
         assert_eq!(
-            keys.unseal(Place::Task(1), "k", json!("sealed:deal")).unwrap(),
+            keys.unseal(Place::Task(1), "k", json!("sealed:deal"))
+                .unwrap(),
             json!("sealed:deal")
         );
     }

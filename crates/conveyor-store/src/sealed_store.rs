@@ -18,8 +18,8 @@ use serde_json::{Map, Value};
 use crate::keys::{KeySource, open_keyring};
 use crate::seal::{Keyring, Place, SealError, escape, needs_escape, sealed_with};
 use crate::{
-    ApiKey, Batch, HistoryEvent, InboxMessage, NewProcess, NodeCounter, Op, ProcessRecord,
-    Result, Store, StoreError, TaskRecord, TimerKey,
+    ApiKey, Batch, HistoryEvent, InboxMessage, NewProcess, NodeCounter, Op, ProcessRecord, Result,
+    Store, StoreError, TaskRecord, TimerKey,
 };
 
 /// Which task keys are secret in processes with this definition.
@@ -44,21 +44,20 @@ pub struct ResealReport {
     pub messages: usize,
 }
 
+/// The secret keys of each process version: (process, version) → keys.
+type SecretsCache = HashMap<(u64, u32), Arc<Vec<String>>>;
+
 /// A [`Store`] that seals secret values (see the module's documentation).
 pub struct SealedStore {
     inner: Arc<dyn Store>,
     keys: RwLock<Arc<Keyring>>,
     policy: Arc<dyn SealPolicy>,
     /// Secret keys by (process, version).
-    secrets: Mutex<HashMap<(u64, u32), Arc<Vec<String>>>>,
+    secrets: Mutex<SecretsCache>,
 }
 
 impl SealedStore {
-    pub fn new(
-        inner: Arc<dyn Store>,
-        keys: Keyring,
-        policy: Arc<dyn SealPolicy>,
-    ) -> SealedStore {
+    pub fn new(inner: Arc<dyn Store>, keys: Keyring, policy: Arc<dyn SealPolicy>) -> SealedStore {
         SealedStore {
             inner,
             keys: RwLock::new(Arc::new(keys)),

@@ -488,11 +488,19 @@ fn rotate_key(global: &Global, keep_old: bool) -> anyhow::Result<ExitCode> {
             .to_string(),
         );
     } else {
-        let what = if resumed { "finished the rotation to" } else { "rotated to" };
+        let what = if resumed {
+            "finished the rotation to"
+        } else {
+            "rotated to"
+        };
         reply.line(format!(
             "{what} key {new_id} (in {}); it replaces {}",
             source.key_path(&new_id).display(),
-            if dropped.is_empty() { "nothing".to_string() } else { dropped.join(", ") }
+            if dropped.is_empty() {
+                "nothing".to_string()
+            } else {
+                dropped.join(", ")
+            }
         ));
         reply.line(format!(
             "re-sealed {} task(s), the settings of {} process(es) and {} inbox message(s)",

@@ -126,7 +126,14 @@ fn check_plaintext(store: &dyn Store, process: u64, task_id: u64, lookalike: &st
     let keys: Vec<&String> = t.data.keys().collect();
     assert_eq!(
         keys,
-        ["client_secret", "access_token", "copied", "note", "lookalike", "n"],
+        [
+            "client_secret",
+            "access_token",
+            "copied",
+            "note",
+            "lookalike",
+            "n"
+        ],
         "key order kept"
     );
     assert_eq!(
@@ -150,7 +157,10 @@ fn no_secret_on_disk(kind: StoreKind) {
     let (process, task_id) = fill(&store, LOOKALIKE);
     check_plaintext(&store, process, task_id, LOOKALIKE);
     let bytes = all_bytes(&data);
-    assert!(contains(&bytes, VISIBLE), "the raw bytes are readable at all");
+    assert!(
+        contains(&bytes, VISIBLE),
+        "the raw bytes are readable at all"
+    );
     for secret in [SETTING_SECRET, TASK_SECRET, TOKEN, TAINTED, INBOX_SECRET] {
         assert!(!contains(&bytes, secret), "{secret} is on disk in clear");
     }
@@ -169,7 +179,10 @@ fn no_secret_on_disk(kind: StoreKind) {
         matches!(error, StoreError::Sealed(SealError::UnknownKey { .. })),
         "{error:?}"
     );
-    assert!(error.to_string().contains("task 1, key `client_secret`"), "{error}");
+    assert!(
+        error.to_string().contains("task 1, key `client_secret`"),
+        "{error}"
+    );
     assert!(store.process(process).is_err());
 }
 
@@ -200,7 +213,12 @@ fn a_ciphertext_moved_to_another_task_is_refused() {
         matches!(error, StoreError::Sealed(SealError::Tampered { .. })),
         "{error:?}"
     );
-    assert!(error.to_string().contains(&format!("task {other_id}, key `note`")), "{error}");
+    assert!(
+        error
+            .to_string()
+            .contains(&format!("task {other_id}, key `note`")),
+        "{error}"
+    );
 }
 
 #[test]
