@@ -44,8 +44,8 @@ pub struct ResealReport {
     pub messages: usize,
 }
 
-/// The secret keys of each process version: (process, version) → keys.
-type SecretsCache = HashMap<(u64, u32), Arc<Vec<String>>>;
+/// The secret keys of each process: process → (version, keys).
+type SecretsCache = HashMap<u64, (u32, Arc<Vec<String>>)>;
 
 /// A [`Store`] that seals secret values (see the module's documentation).
 pub struct SealedStore {
@@ -99,26 +99,45 @@ impl SealedStore {
         }
     }
 
+    /// The secret keys of this version of a process (the policy asked once per version).
     fn secrets_of_record(&self, record: &ProcessRecord) -> Arc<Vec<String>> {
-        let slot = (record.id, record.version);
-        if let Some(found) = self.secrets.lock().ok().and_then(|m| m.get(&slot).cloned()) {
-            return found;
+        let cached = self.secrets.lock().ok().and_then(|m| {
+            m.get(&record.id)
+                .filter(|(version, _)| *version == record.version)
+                .map(|(_, keys)| keys.clone())
+        });
+        if let Some(keys) = cached {
+            return keys;
         }
         let keys = Arc::new(self.policy.secret_keys(&record.definition));
         if let Ok(mut map) = self.secrets.lock() {
-            map.insert(slot, keys.clone());
+            map.insert(record.id, (record.version, keys.clone()));
         }
         keys
     }
 
-    /// The secret keys of a task of `process` with these keys of its own.
-    fn task_secrets(&self, process: u64, own: &[String]) -> Result<Vec<String>> {
-        let mut keys = match self.inner.process(process)? {
-            Some(record) => self.secrets_of_record(&record).as_ref().clone(),
-            None => Vec::new(),
+    /// The secret keys of a task of `process` with these keys of its own. The process's
+    /// keys come from the cache without a read: its definition changes only through
+    /// this store (`update_process`), which refreshes the cache.
+    fn task_secrets(&self, process: u64, own: &[String]) -> Result<Arc<Vec<String>>> {
+        let cached = self
+            .secrets
+            .lock()
+            .ok()
+            .and_then(|m| m.get(&process).map(|(_, keys)| keys.clone()));
+        let keys = match cached {
+            Some(keys) => keys,
+            None => match self.inner.process(process)? {
+                Some(record) => self.secrets_of_record(&record),
+                None => Arc::new(Vec::new()),
+            },
         };
-        keys.extend(own.iter().cloned());
-        Ok(keys)
+        if own.is_empty() {
+            return Ok(keys);
+        }
+        let mut all = keys.as_ref().clone();
+        all.extend(own.iter().cloned());
+        Ok(Arc::new(all))
     }
 
     /// `data` as stored, or `None` when it can be stored as it is.
@@ -198,7 +217,7 @@ impl SealedStore {
 
     /// The secret keys of the task a message is for: from a task written in the same
     /// group, else from the store.
-    fn target_secrets(&self, batches: &[Batch], task: u64) -> Result<Vec<String>> {
+    fn target_secrets(&self, batches: &[Batch], task: u64) -> Result<Arc<Vec<String>>> {
         let written = batches.iter().flat_map(|b| &b.ops).find_map(|op| match op {
             Op::PutTask(t) if t.id == task => Some((t.process, t.secret_keys.clone())),
             _ => None,
@@ -207,7 +226,7 @@ impl SealedStore {
             Some(found) => found,
             None => match self.inner.task(task)? {
                 Some(t) => (t.process, t.secret_keys),
-                None => return Ok(Vec::new()),
+                None => return Ok(Arc::new(Vec::new())),
             },
         };
         self.task_secrets(process, &own)
