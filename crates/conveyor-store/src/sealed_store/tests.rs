@@ -270,3 +270,35 @@ fn reseal_moves_every_value_to_the_new_key() {
         assert_eq!(sealed_with(&raw.settings["client_secret"]), Some(new.id()));
     }
 }
+
+#[test]
+fn an_update_that_makes_a_setting_secret_seals_it() {
+    let tmp = tempfile::tempdir().unwrap();
+    let store = sealed(tmp.path(), StoreKind::Log, 1);
+    let mut new = new_process(None);
+    new.settings = object(json!({"client_secret": SETTING_SECRET}));
+    let process = store.create_process(new).unwrap();
+    let raw = store.inner().process(process.id).unwrap().unwrap();
+    assert_eq!(
+        raw.settings["client_secret"],
+        json!(SETTING_SECRET),
+        "not secret yet"
+    );
+    let updated = store
+        .update_process(process.id, "process: t\nsecrets: [client_secret]".into())
+        .unwrap();
+    assert_eq!(updated.version, 2);
+    assert_eq!(updated.settings["client_secret"], json!(SETTING_SECRET));
+    let raw = store.inner().process(process.id).unwrap().unwrap();
+    assert!(sealed_with(&raw.settings["client_secret"]).is_some());
+    assert_eq!(raw.version, 2);
+    // Tasks written from now on seal the key too (the policy follows the version).
+    let id = store.next_task_id().unwrap();
+    let mut t = task(id, process.id, "start");
+    t.data = object(json!({"client_secret": TASK_SECRET}));
+    let mut batch = Batch::default();
+    batch.push(Op::PutTask(Box::new(t)));
+    store.commit(&batch).unwrap();
+    let raw = store.inner().task(id).unwrap().unwrap();
+    assert!(sealed_with(&raw.data["client_secret"]).is_some());
+}
