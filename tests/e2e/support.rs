@@ -11,15 +11,16 @@ pub fn repo_root() -> PathBuf {
         .expect("the repository root exists")
 }
 
-/// The key directory of every `conveyor` the tests run: a temporary directory of this
-/// test process (keys are named by their id, so data dirs share it), so that no test
-/// writes a key into the user's config dir.
+/// The key directory of every `conveyor` the tests run, so that no test writes a key
+/// into the user's config dir: a directory of this test process (keys are named by their
+/// id, so data dirs share it) in cargo's scratch dir for integration tests
+/// (`target/tmp`), since a static is never dropped to remove it.
 pub fn key_dir() -> &'static Path {
     static KEYS: std::sync::OnceLock<tempfile::TempDir> = std::sync::OnceLock::new();
     KEYS.get_or_init(|| {
         tempfile::Builder::new()
-            .prefix("conveyor-e2e-keys")
-            .tempdir()
+            .prefix("e2e-keys")
+            .tempdir_in(env!("CARGO_TARGET_TMPDIR"))
             .expect("temp key dir")
     })
     .path()
