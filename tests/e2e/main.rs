@@ -13,4 +13,5 @@ mod dashboard;
 mod engine;
 mod faults;
 mod http_api;
+mod secrets;
 mod support;

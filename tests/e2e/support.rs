@@ -11,10 +11,28 @@ pub fn repo_root() -> PathBuf {
         .expect("the repository root exists")
 }
 
-/// A `conveyor` command for the binary built with these tests, run from the repo root.
+/// The key directory of every `conveyor` the tests run, so that no test writes a key
+/// into the user's config dir: a directory of this test process (keys are named by their
+/// id, so data dirs share it) in cargo's scratch dir for integration tests
+/// (`target/tmp`), since a static is never dropped to remove it.
+pub fn key_dir() -> &'static Path {
+    static KEYS: std::sync::OnceLock<tempfile::TempDir> = std::sync::OnceLock::new();
+    KEYS.get_or_init(|| {
+        tempfile::Builder::new()
+            .prefix("e2e-keys")
+            .tempdir_in(env!("CARGO_TARGET_TMPDIR"))
+            .expect("temp key dir")
+    })
+    .path()
+}
+
+/// A `conveyor` command for the binary built with these tests, run from the repo root,
+/// with its keys in the tests' key directory.
 pub fn conveyor() -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_conveyor"));
     command.current_dir(repo_root());
+    command.env("CONVEYOR_KEY_DIR", key_dir());
+    command.env_remove("CONVEYOR_SECRET_KEY");
     command
 }
 

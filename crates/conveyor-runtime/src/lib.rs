@@ -31,7 +31,7 @@ pub use clock::{Clock, ManualClock, SystemClock};
 pub use conveyor_store::{Store, StoreError};
 pub use engine::{RunMode, RunStats};
 pub use input::DirectOutcome;
-pub use mask::mask_data;
+pub use mask::{declared_secret_keys, mask_data};
 pub use metrics::Metrics;
 pub use ops::{ModifyOutcome, TaskKey, random_token};
 

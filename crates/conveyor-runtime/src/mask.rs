@@ -31,6 +31,22 @@ pub(crate) fn is_secret(process: &Process, secret_keys: &[String], key: &str) ->
     process.is_secret(key) || secret_keys.iter().any(|k| k == key)
 }
 
+/// The task keys a process definition marks secret (its `secrets:` list and params with
+/// `secret: true`): the policy of `conveyor_store::SealedStore`. A definition that does
+/// not check has none (no task of it can run).
+pub fn declared_secret_keys(definition: &str) -> Vec<String> {
+    let Some(process) = conveyor_model::check("process", definition).process else {
+        return Vec::new();
+    };
+    let mut keys = process.secrets.clone();
+    for (name, param) in &process.params {
+        if param.secret && !keys.contains(name) {
+            keys.push(name.clone());
+        }
+    }
+    keys
+}
+
 /// The values of the task's secret keys, as text (empty values are skipped).
 pub(crate) fn secret_values(
     process: &Process,
@@ -120,6 +136,13 @@ fn url_encode(text: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn declared_secret_keys_are_the_secrets_list_and_secret_params() {
+        let keys = declared_secret_keys(include_str!("../../../processes/bitrix_oauth.yaml"));
+        assert!(keys.contains(&"client_secret".to_string()), "{keys:?}");
+        assert!(declared_secret_keys("not: [a process").is_empty());
+    }
 
     #[test]
     fn masks_plain_and_encoded_secrets() {

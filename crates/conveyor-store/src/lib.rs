@@ -9,8 +9,11 @@
 //! a task is one [`Batch`], applied atomically: a crash at any instant leaves either all
 //! of a batch or none of it.
 
+mod keys;
 mod log_store;
 mod records;
+mod seal;
+mod sealed_store;
 mod sled_store;
 #[cfg(test)]
 mod test_support;
@@ -21,6 +24,12 @@ use std::sync::Arc;
 pub use log_store::{LOG_FORMAT_VERSION, LogStore};
 pub use records::*;
 pub use sled_store::SledStore;
+
+pub use keys::{
+    KeySource, SealRecord, begin_rotation, end_rotation, open_keyring, read_record, record_path,
+};
+pub use seal::{Keyring, Place, SealError, Sealer, key_id, parse_key, sealed_with};
+pub use sealed_store::{ResealReport, SealPolicy, SealedStore};
 
 /// Which implementation a *new* store gets (an existing one keeps its own).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -116,6 +125,9 @@ pub enum StoreError {
     Corrupt { what: String, reason: String },
     #[error("storage error: {0}")]
     Io(String),
+    /// A secret value could not be sealed or opened (see [`SealedStore`]).
+    #[error(transparent)]
+    Sealed(#[from] SealError),
 }
 
 pub type Result<T> = std::result::Result<T, StoreError>;
@@ -134,6 +146,13 @@ pub trait Store: Send + Sync + 'static {
     /// The id of the process with this alias.
     fn alias(&self, alias: &str) -> Result<Option<u64>>;
     fn processes(&self) -> Result<Vec<ProcessRecord>>;
+    /// Replaces a process's settings (its version stays): how [`SealedStore`] writes
+    /// sealed settings and re-seals them under a new key.
+    fn set_settings(
+        &self,
+        id: u64,
+        settings: serde_json::Map<String, serde_json::Value>,
+    ) -> Result<ProcessRecord>;
 
     // Tasks.
     /// A fresh task id (never reused).

@@ -1257,6 +1257,18 @@ impl Store for LogStore {
         Ok(record)
     }
 
+    fn set_settings(
+        &self,
+        id: u64,
+        settings: serde_json::Map<String, serde_json::Value>,
+    ) -> Result<ProcessRecord> {
+        let mut w = self.writer();
+        let mut record = self.process(id)?.ok_or(StoreError::NoProcess(id))?;
+        record.settings = settings;
+        self.put_process(&mut w, &record)?;
+        Ok(record)
+    }
+
     fn process(&self, id: u64) -> Result<Option<ProcessRecord>> {
         Ok(self.state().processes.get(&id).cloned())
     }

@@ -313,6 +313,18 @@ impl Store for SledStore {
         Ok(record)
     }
 
+    fn set_settings(
+        &self,
+        id: u64,
+        settings: serde_json::Map<String, serde_json::Value>,
+    ) -> Result<ProcessRecord> {
+        let _guard = self.lock();
+        let mut record = self.process_or_fail(id)?;
+        record.settings = settings;
+        self.put_process(&record)?;
+        Ok(record)
+    }
+
     fn create_api_key(
         &self,
         name: &str,

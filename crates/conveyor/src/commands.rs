@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use anyhow::{Context, bail};
 use conveyor_runtime::{RunMode, Runtime, Settings, SystemClock};
-use conveyor_store::{StoreKind, StoreOptions};
+use conveyor_store::{KeySource, SealedStore, StoreKind, StoreOptions};
 use serde_json::json;
 
 use crate::args::{self, UsageError};
@@ -16,8 +16,8 @@ use crate::client;
 use crate::execute::execute;
 use crate::request::{Reply, Request};
 use crate::{
-    ApiKeyCommand, BitrixCommand, Cli, Command, Global, ProcessCommand, TaskCommand, check,
-    templates,
+    ApiKeyCommand, BitrixCommand, Cli, Command, Global, ProcessCommand, SecretsCommand,
+    TaskCommand, check, templates,
 };
 
 /// Where `serve` listens unless told otherwise.
@@ -52,13 +52,16 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             allow_remote,
         } => {
             let dir = data_dir(&global)?;
-            let runtime = open(&dir, store_options(&global))?;
+            let runtime = open(&dir, &global)?;
             let _mark = EngineMark::new(&dir);
             let code = crate::serve::run(runtime, &dir, &listen, allow_remote)?;
             checkpoint(&dir, store_options(&global));
             return Ok(code);
         }
         Command::Run { until_idle } => return engine(&global, until_idle),
+        Command::Secrets(SecretsCommand::RotateKey { keep_old }) => {
+            return rotate_key(&global, keep_old);
+        }
         Command::Sandbox { listen, config } => {
             return crate::story::sandbox(&listen, config.as_deref());
         }
@@ -107,7 +110,7 @@ fn dispatch(global: &Global, request: Request) -> anyhow::Result<Reply> {
     {
         return Ok(reply);
     }
-    let runtime = open(&dir, store_options(global))?;
+    let runtime = open(&dir, global)?;
     Ok(execute(&runtime, request, global.json))
 }
 
@@ -251,10 +254,23 @@ pub fn data_dir(global: &Global) -> anyhow::Result<PathBuf> {
     }
 }
 
-/// Opens the store. Another short command may hold it for a moment: wait up to 3 s for
-/// it before giving up. An engine (`serve`, `run`) holds it for good and says so in
-/// `engine.pid`: then fail at once, with the message that names it.
-pub fn open(dir: &Path, options: StoreOptions) -> anyhow::Result<Arc<Runtime>> {
+/// Opens the store with its secrets sealed (see [`open_sealed`]) and a runtime on it.
+pub fn open(dir: &Path, global: &Global) -> anyhow::Result<Arc<Runtime>> {
+    let store = open_sealed(dir, global)?;
+    Ok(Runtime::new(
+        store,
+        Arc::new(SystemClock),
+        Settings::default(),
+    ))
+}
+
+/// Opens the store, its secret values sealed with the data dir's key (made on first use
+/// in the key directory). Another short command may hold the store for a moment: wait
+/// up to 3 s for it before giving up. An engine (`serve`, `run`) holds it for good and
+/// says so in `engine.pid`: then fail at once, with the message that names it.
+pub fn open_sealed(dir: &Path, global: &Global) -> anyhow::Result<Arc<SealedStore>> {
+    let options = store_options(global);
+    let source = key_source(dir, global)?;
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(3);
     let mut pause = std::time::Duration::from_millis(10);
     let store = loop {
@@ -269,11 +285,40 @@ pub fn open(dir: &Path, options: StoreOptions) -> anyhow::Result<Arc<Runtime>> {
             Err(e) => return Err(e.into()),
         }
     };
-    Ok(Runtime::new(
+    let sealed = SealedStore::open(
+        dir,
         store,
-        Arc::new(SystemClock),
-        Settings::default(),
-    ))
+        &source,
+        Arc::new(conveyor_runtime::declared_secret_keys),
+    )?;
+    Ok(Arc::new(sealed))
+}
+
+/// Where the keys are: `--key-dir` / `CONVEYOR_KEY_DIR`, else the platform's config dir;
+/// and `CONVEYOR_SECRET_KEY`. The key directory may not be inside the data directory
+/// (a copy of the data dir would carry its key).
+pub fn key_source(data: &Path, global: &Global) -> anyhow::Result<KeySource> {
+    let dir = match &global.key_dir {
+        Some(dir) if !dir.as_os_str().is_empty() => dir.clone(),
+        _ => dirs::config_dir()
+            .map(|d| d.join("conveyor").join("keys"))
+            .context(
+                "no config directory known for this platform: set CONVEYOR_KEY_DIR (or --key-dir) to where the key that seals secrets should be kept",
+            )?,
+    };
+    let absolute = |p: &Path| std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf());
+    if absolute(&dir).starts_with(absolute(data)) {
+        return Err(UsageError(format!(
+            "the key directory {} is inside the data directory {}: a copy of the data dir would carry the key that seals its secrets; keep keys elsewhere",
+            dir.display(),
+            data.display()
+        ))
+        .into());
+    }
+    let env_key = std::env::var("CONVEYOR_SECRET_KEY")
+        .ok()
+        .filter(|k| !k.trim().is_empty());
+    Ok(KeySource { dir, env_key })
 }
 
 pub fn store_options(global: &Global) -> StoreOptions {
@@ -354,7 +399,7 @@ fn engine(global: &Global, until_idle: bool) -> anyhow::Result<ExitCode> {
             );
         }
     }
-    let runtime = open(&dir, store_options(global))?;
+    let runtime = open(&dir, global)?;
     let _mark = EngineMark::new(&dir);
     let tokio = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -379,6 +424,98 @@ fn engine(global: &Global, until_idle: bool) -> anyhow::Result<ExitCode> {
         reply.line(json!({"steps": stats.steps, "failed_steps": stats.failed_steps}).to_string());
     } else if until_idle {
         reply.line(format!("idle after {} steps", stats.steps));
+    }
+    Ok(print(reply))
+}
+
+/// `conveyor secrets rotate-key`: a new key, every sealed value re-sealed with it, the
+/// old key's file removed (unless `keep_old`). Refused while a server runs this data dir:
+/// it rewrites tasks, which only their engine's steps may write while it runs.
+fn rotate_key(global: &Global, keep_old: bool) -> anyhow::Result<ExitCode> {
+    let dir = data_dir(global)?;
+    if let Some(info) = client::read(&dir)
+        && client::send(&info, &Request::ApiKeyList, false)?.is_some()
+    {
+        bail!(
+            "a server (pid {}) is running this data dir at {}: stop it first (rotate-key rewrites every task, which must not race with its engine)",
+            info.pid,
+            info.address
+        );
+    }
+    let source = key_source(&dir, global)?;
+    let store = open_sealed(&dir, global)?;
+    let before = store.keyring();
+    // A rotation cut short left older keys in the record: finish it under its new key.
+    let resumed = !before.older().is_empty();
+    let keyring = if resumed {
+        before.as_ref().clone()
+    } else {
+        conveyor_store::begin_rotation(&dir, &source, &before)?
+    };
+    let new_id = keyring.current().id().to_string();
+    store.set_keyring(keyring);
+    let report = store
+        .reseal(256)
+        .context("re-sealing stopped; run `conveyor secrets rotate-key` again to finish")?;
+    let dropped = conveyor_store::end_rotation(&dir, &store.keyring())?;
+    drop(store);
+    let mut removed = Vec::new();
+    if !keep_old {
+        for id in &dropped {
+            if source.remove(id)? {
+                removed.push(source.key_path(id).display().to_string());
+            }
+        }
+    }
+    let env_holds_old = source
+        .env_sealer()?
+        .is_some_and(|s| dropped.iter().any(|id| id == s.id()));
+    let mut reply = Reply::default();
+    if global.json {
+        reply.line(
+            json!({
+                "key": new_id,
+                "replaced": dropped,
+                "resumed": resumed,
+                "processes": report.processes,
+                "tasks": report.tasks,
+                "messages": report.messages,
+                "removed": removed,
+                "key_file": source.key_path(&new_id).display().to_string(),
+            })
+            .to_string(),
+        );
+    } else {
+        let what = if resumed {
+            "finished the rotation to"
+        } else {
+            "rotated to"
+        };
+        reply.line(format!(
+            "{what} key {new_id} (in {}); it replaces {}",
+            source.key_path(&new_id).display(),
+            if dropped.is_empty() {
+                "nothing".to_string()
+            } else {
+                dropped.join(", ")
+            }
+        ));
+        reply.line(format!(
+            "re-sealed {} task(s), the settings of {} process(es) and {} inbox message(s)",
+            report.tasks, report.processes, report.messages
+        ));
+        for path in &removed {
+            reply.line(format!("removed the old key file {path}"));
+        }
+        if keep_old && !dropped.is_empty() {
+            reply.line("kept the old key file(s) (--keep-old); this data dir no longer needs them");
+        }
+    }
+    if env_holds_old {
+        reply.stderr.push_str(&format!(
+            "note: CONVEYOR_SECRET_KEY holds the old key: set it to the contents of {} (then that file may go), or unset it\n",
+            source.key_path(&new_id).display()
+        ));
     }
     Ok(print(reply))
 }

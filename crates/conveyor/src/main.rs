@@ -68,6 +68,11 @@ pub struct Global {
         default_value = "log"
     )]
     pub store_kind: StoreKindArg,
+    /// Where the keys that seal secrets at rest are kept (default: the platform's config
+    /// dir + conveyor/keys). Must be outside the data directory. The key itself may be
+    /// given instead as $CONVEYOR_SECRET_KEY (base64 or hex of 32 bytes).
+    #[arg(long, global = true, value_name = "DIR", env = "CONVEYOR_KEY_DIR")]
+    pub key_dir: Option<PathBuf>,
 }
 
 /// `--store-kind`.
@@ -113,6 +118,9 @@ pub enum Command {
     /// Manage keys of the Corezoid-compatible task API.
     #[command(subcommand, name = "api-key")]
     ApiKey(ApiKeyCommand),
+    /// Secrets sealed at rest: the key they are sealed with.
+    #[command(subcommand)]
+    Secrets(SecretsCommand),
     /// Run the engine in the foreground.
     Run {
         /// Exit when no task is ready and no timer is due (waiting tasks stay waiting).
@@ -169,6 +177,20 @@ pub enum ApiKeyCommand {
     },
     /// List keys (without their secrets).
     List,
+}
+
+#[derive(Subcommand)]
+pub enum SecretsCommand {
+    /// Make a new key, re-seal every sealed value under it, and remove the old key file.
+    ///
+    /// Runs with the engine stopped. A rotation cut short (a crash) leaves a data dir
+    /// that opens with both keys; running the command again finishes it.
+    #[command(name = "rotate-key")]
+    RotateKey {
+        /// Keep the old key file (e.g. another copy of this data dir still uses it).
+        #[arg(long)]
+        keep_old: bool,
+    },
 }
 
 #[derive(Subcommand)]

@@ -144,7 +144,12 @@ pub fn demo() -> anyhow::Result<ExitCode> {
         let url = sandbox.url().to_string();
         say(format!("sandbox up at {url}: a local Bitrix24 (OAuth + REST) and five notifiers"));
 
-        let store = conveyor_store::open(dir.path(), Default::default())?;
+        // A throwaway data dir: its secrets are sealed with a key that is never written.
+        let store = Arc::new(conveyor_store::SealedStore::new(
+            conveyor_store::open(dir.path(), Default::default())?,
+            conveyor_store::Keyring::ephemeral(),
+            Arc::new(conveyor_runtime::declared_secret_keys),
+        ));
         let runtime = Runtime::new(store, Arc::new(SystemClock), Settings::default());
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
         let engine_runtime = runtime.clone();
