@@ -30,7 +30,7 @@ pub use conveyor_store::{Store, StoreError};
 pub use engine::{RunMode, RunStats};
 pub use mask::mask_data;
 pub use metrics::Metrics;
-pub use ops::{ModifyOutcome, TaskKey, random_token};
+pub use ops::{ModifyOutcome, TaskBy, TaskKey, random_token};
 
 use conveyor_model::{Diagnostic, Process};
 use conveyor_store::{Batch, ProcessRecord};
