@@ -12,4 +12,5 @@ mod dashboard;
 mod engine;
 mod faults;
 mod http_api;
+mod http_security;
 mod support;
