@@ -225,8 +225,8 @@ fn session_id(headers: &HeaderMap) -> Option<String> {
 }
 
 /// The session's viewer, or 401 with why (none, expired, its key deleted).
-fn viewer(state: &AppState, headers: &HeaderMap) -> Result<Viewer, Response> {
-    let login_first = || error(StatusCode::UNAUTHORIZED, "log in first");
+fn viewer(state: &AppState, headers: &HeaderMap) -> Result<Viewer, Box<Response>> {
+    let login_first = || Box::new(error(StatusCode::UNAUTHORIZED, "log in first"));
     let id = session_id(headers).ok_or_else(login_first)?;
     let now = Instant::now();
     let key = {
@@ -234,10 +234,10 @@ fn viewer(state: &AppState, headers: &HeaderMap) -> Result<Viewer, Response> {
         let session = sessions.get_mut(&id).ok_or_else(login_first)?;
         if expired(session, now, &state.config.limits) {
             sessions.remove(&id);
-            return Err(error(
+            return Err(Box::new(error(
                 StatusCode::UNAUTHORIZED,
                 "your session expired; log in again",
-            ));
+            )));
         }
         session.used = now;
         session.key
@@ -255,10 +255,10 @@ fn viewer(state: &AppState, headers: &HeaderMap) -> Result<Viewer, Response> {
             if let Ok(mut sessions) = state.sessions.lock() {
                 sessions.remove(&id);
             }
-            Err(error(
+            Err(Box::new(error(
                 StatusCode::UNAUTHORIZED,
                 "the API key of this session was deleted; log in again",
-            ))
+            )))
         }
     }
 }
@@ -267,7 +267,7 @@ macro_rules! guard {
     ($state:expr, $headers:expr) => {
         match viewer(&$state, &$headers) {
             Ok(viewer) => viewer,
-            Err(response) => return response,
+            Err(response) => return *response,
         }
     };
 }

@@ -32,13 +32,13 @@ pub(crate) async fn guard(
 ) -> Response {
     let mut response = match check(&state, &request) {
         Ok(()) => next.run(request).await,
-        Err(refusal) => refusal,
+        Err(refusal) => *refusal,
     };
     secure(response.headers_mut());
     response
 }
 
-fn check(state: &AppState, request: &Request) -> Result<(), Response> {
+fn check(state: &AppState, request: &Request) -> Result<(), Box<Response>> {
     let headers = request.headers();
     let host = headers
         .get(header::HOST)
@@ -46,19 +46,19 @@ fn check(state: &AppState, request: &Request) -> Result<(), Response> {
         .map(str::to_string)
         .or_else(|| request.uri().authority().map(|a| a.to_string()));
     let Some(host) = host else {
-        return Err(error(
+        return Err(Box::new(error(
             StatusCode::MISDIRECTED_REQUEST,
             "the request has no Host header",
-        ));
+        )));
     };
     if !host_allowed(&state.allowed_hosts, &host) {
-        return Err(error(
+        return Err(Box::new(error(
             StatusCode::MISDIRECTED_REQUEST,
             &format!(
                 "this server does not answer to the host `{host}` (it answers to {}); to publish it under another name, start it with --public-host",
                 state.allowed_hosts.join(", ")
             ),
-        ));
+        )));
     }
     let route = request
         .extensions()
@@ -69,17 +69,17 @@ fn check(state: &AppState, request: &Request) -> Result<(), Response> {
         || (request.method() == Method::GET
             && matches!(route, "/" | "/ui/dashboard.js" | "/ui/dashboard.css"));
     if !open_to_other_sites && let Some(why) = cross_site(&state.allowed_hosts, headers) {
-        return Err(error(
+        return Err(Box::new(error(
             StatusCode::FORBIDDEN,
             &format!("cross-site requests are refused here ({why})"),
-        ));
+        )));
     }
     Ok(())
 }
 
 fn host_allowed(allowed: &[String], host: &str) -> bool {
     let host = host.trim().to_ascii_lowercase();
-    allowed.iter().any(|a| *a == host)
+    allowed.contains(&host)
 }
 
 /// Why the request comes from another site, if it does.

@@ -92,12 +92,17 @@ pub(crate) async fn handle(
         match state.signatures.remember(&expected, expires, now) {
             Ok(true) => {}
             Ok(false) => {
-                return Err(error(
+                return Err(Box::new(error(
                     StatusCode::FORBIDDEN,
                     "this signed request was already used (replay)",
-                ));
+                )));
             }
-            Err(e) => return Err(error(StatusCode::SERVICE_UNAVAILABLE, &e.to_string())),
+            Err(e) => {
+                return Err(Box::new(error(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    &e.to_string(),
+                )));
+            }
         }
         let answers: Vec<Value> = ops
             .into_iter()
@@ -112,7 +117,7 @@ pub(crate) async fn handle(
         Ok(Ok(answers)) => {
             axum::Json(json!({"request_proc": "ok", "ops": answers})).into_response()
         }
-        Ok(Err(refusal)) => refusal,
+        Ok(Err(refusal)) => *refusal,
         Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
     }
 }

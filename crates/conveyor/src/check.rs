@@ -13,17 +13,16 @@ pub const MAX_PROCESS_FILE_BYTES: u64 = 1024 * 1024;
 
 /// Reads a process file of at most [`MAX_PROCESS_FILE_BYTES`]: the size is checked
 /// before reading, and the read stops one byte past the limit (for files whose size the
-/// metadata does not tell, such as `/dev/zero` or a pipe).
+/// metadata does not tell, such as `/dev/zero` or a pipe). The error says why, to follow
+/// `cannot read FILE: `.
 pub fn read_process_file(path: &Path) -> Result<String, String> {
     let limit = MAX_PROCESS_FILE_BYTES;
     let too_big =
         || format!("the file is larger than {limit} bytes (1 MiB), the limit for a process file");
-    let file = std::fs::File::open(path).map_err(|e| format!("cannot read the file: {e}"))?;
-    let metadata = file
-        .metadata()
-        .map_err(|e| format!("cannot read the file: {e}"))?;
+    let file = std::fs::File::open(path).map_err(|e| e.to_string())?;
+    let metadata = file.metadata().map_err(|e| e.to_string())?;
     if metadata.is_dir() {
-        return Err("cannot read the file: it is a directory".into());
+        return Err("it is a directory".into());
     }
     if metadata.len() > limit {
         return Err(too_big());
@@ -31,12 +30,11 @@ pub fn read_process_file(path: &Path) -> Result<String, String> {
     let mut bytes = Vec::new();
     file.take(limit + 1)
         .read_to_end(&mut bytes)
-        .map_err(|e| format!("cannot read the file: {e}"))?;
+        .map_err(|e| e.to_string())?;
     if bytes.len() as u64 > limit {
         return Err(too_big());
     }
-    String::from_utf8(bytes)
-        .map_err(|e| format!("cannot read the file: it is not UTF-8 text ({e})"))
+    String::from_utf8(bytes).map_err(|e| format!("it is not UTF-8 text ({e})"))
 }
 
 pub fn run(files: &[PathBuf], json: bool, deny_warnings: bool) -> anyhow::Result<ExitCode> {
@@ -59,7 +57,7 @@ pub fn run(files: &[PathBuf], json: bool, deny_warnings: bool) -> anyhow::Result
                     column: None,
                     node: None,
                     field: None,
-                    message: e,
+                    message: format!("cannot read the file: {e}"),
                 }],
                 None,
             ),

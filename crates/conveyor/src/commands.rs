@@ -133,7 +133,7 @@ fn process_request(global: &Global, command: ProcessCommand) -> anyhow::Result<R
                     || source.contains('/') =>
                 {
                     crate::check::read_process_file(std::path::Path::new(&source))
-                        .map_err(|e| anyhow::anyhow!("{source}: {e}"))?
+                        .map_err(|e| anyhow::anyhow!("cannot read {source}: {e}"))?
                 }
                 None => bail!(
                     "no template `{source}` (shipped: {}); to clone a file, give its path ending in .yaml",
@@ -156,7 +156,7 @@ fn process_request(global: &Global, command: ProcessCommand) -> anyhow::Result<R
             let text = match templates::find(&process) {
                 Some(text) => text.to_string(),
                 None => crate::check::read_process_file(std::path::Path::new(&process))
-                    .map_err(|e| anyhow::anyhow!("{process}: {e}"))?,
+                    .map_err(|e| anyhow::anyhow!("cannot read {process}: {e}"))?,
             };
             let checked = conveyor_model::check(&process, &text);
             let Some(definition) = checked.process else {
@@ -175,7 +175,7 @@ fn process_request(global: &Global, command: ProcessCommand) -> anyhow::Result<R
         ProcessCommand::Update { process, file } => Request::ProcessUpdate {
             process,
             definition: crate::check::read_process_file(&file)
-                .map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?,
+                .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", file.display()))?,
             file: file.display().to_string(),
         },
         ProcessCommand::Url { process, rotate } => {
