@@ -793,3 +793,90 @@ fn process_check_refuses_files_over_the_size_limit_without_reading_them() {
     assert_ne!(code, 0);
     assert!(stderr.contains("the limit for a process file"), "{stderr}");
 }
+
+/// Reads one response (headers and a `content-length` body) from a kept-alive
+/// connection; returns its status, or `None` when the server closed the connection.
+fn read_response(stream: &mut TcpStream) -> Option<u16> {
+    let mut data = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        if let Some(end) = data.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&data[..end]).to_ascii_lowercase();
+            let length: usize = head
+                .lines()
+                .find_map(|l| l.strip_prefix("content-length:"))
+                .and_then(|v| v.trim().parse().ok())
+                .unwrap_or(0);
+            if data.len() >= end + 4 + length {
+                return head.split_whitespace().nth(1).and_then(|s| s.parse().ok());
+            }
+        }
+        match stream.read(&mut buf) {
+            Ok(0) | Err(_) => return None,
+            Ok(n) => data.extend_from_slice(&buf[..n]),
+        }
+    }
+}
+
+#[test]
+fn a_kept_alive_connection_waits_the_idle_time_and_a_slow_body_gets_408() {
+    let (data, _, _) = setup();
+    let url = data.json(&["process", "url", "@api"])["url"]
+        .as_str()
+        .expect("url")
+        .to_string();
+    let server = Server::start_full(
+        data,
+        &[
+            "--header-timeout",
+            "1",
+            "--idle-timeout",
+            "3",
+            "--body-timeout",
+            "1",
+        ],
+        &[],
+    );
+    let host = address(&server.base);
+    let request = format!("GET /healthz HTTP/1.1\r\nHost: {host}\r\n\r\n");
+    let mut stream = TcpStream::connect(&host).expect("connect");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    stream.write_all(request.as_bytes()).expect("write");
+    assert_eq!(read_response(&mut stream), Some(200));
+    // Idle for longer than the header timeout but within the idle timeout: still open.
+    std::thread::sleep(Duration::from_millis(2000));
+    stream.write_all(request.as_bytes()).expect("write");
+    assert_eq!(read_response(&mut stream), Some(200));
+    // Then idle past the idle timeout: closed.
+    let idle = Instant::now();
+    assert_eq!(read_response(&mut stream), None);
+    let closed = idle.elapsed();
+    assert!(
+        closed >= Duration::from_millis(2500) && closed < Duration::from_secs(6),
+        "closed after {closed:?}"
+    );
+
+    // A body that stops coming: 408 after the body timeout.
+    let path = url
+        .splitn(4, '/')
+        .nth(3)
+        .map(|p| format!("/{p}"))
+        .expect("path");
+    let mut stream = TcpStream::connect(&host).expect("connect");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    stream
+        .write_all(
+            format!(
+                "POST {path} HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{{\"ref\":"
+            )
+            .as_bytes(),
+        )
+        .expect("write");
+    let started = Instant::now();
+    assert_eq!(read_response(&mut stream), Some(408));
+    assert!(started.elapsed() < Duration::from_secs(5));
+}
