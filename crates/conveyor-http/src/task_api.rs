@@ -295,6 +295,28 @@ fn apply(runtime: &conveyor_runtime::Runtime, key: &ApiKey, op: Value) -> Value 
 /// runtime over a temporary sled store. Long run:
 /// `PROPTEST_CASES=200000 cargo test --release -p conveyor-http fuzz`.
 #[cfg(test)]
+mod tests {
+    use super::within_skew;
+
+    #[test]
+    fn the_clock_check_never_overflows() {
+        let now = 1_795_885_368;
+        assert!(within_skew(now, now, 300));
+        assert!(within_skew(now, now - 300, 300));
+        assert!(within_skew(now, now + 300, 300));
+        assert!(!within_skew(now, now - 301, 300));
+        assert!(!within_skew(now, now + 301, 300));
+        // `now - 2^63` wrapped around, and the ends of i64: far off, not a panic.
+        assert!(!within_skew(now, now.wrapping_add(i64::MIN), 300));
+        assert!(!within_skew(now, i64::MIN, 300));
+        assert!(!within_skew(now, i64::MAX, 300));
+        assert!(!within_skew(i64::MIN, i64::MAX, 300));
+        assert!(!within_skew(now, i64::MIN, i64::MAX));
+        assert!(within_skew(0, i64::MIN + 1, i64::MAX));
+    }
+}
+
+#[cfg(test)]
 mod fuzz_tests {
     use std::sync::Arc;
 
