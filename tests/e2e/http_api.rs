@@ -28,9 +28,16 @@ impl Server {
 
     /// Starts it with extra environment variables (e.g. `CONVEYOR_LOG=trace`).
     pub fn start_with(data: DataDir, env: &[(&str, &str)]) -> Server {
+        Server::start_full(data, &[], env)
+    }
+
+    /// Starts it with extra `serve` flags and environment variables.
+    pub fn start_full(data: DataDir, flags: &[&str], env: &[(&str, &str)]) -> Server {
         // Port 0: the server binds a free port itself and says which. (Picking a free
         // port here and passing it on races with every other connection the tests open.)
-        let mut command = data.command(&["serve", "--listen", "127.0.0.1:0"]);
+        let mut args = vec!["serve", "--listen", "127.0.0.1:0"];
+        args.extend_from_slice(flags);
+        let mut command = data.command(&args);
         for (k, v) in env {
             command.env(k, v);
         }
@@ -114,7 +121,7 @@ pub fn http() -> reqwest::blocking::Client {
 }
 
 /// A signed task API call; returns (status, JSON body).
-fn call(base: &str, login: u64, secret: &str, time: i64, body: &str) -> (u16, Value) {
+pub fn call(base: &str, login: u64, secret: &str, time: i64, body: &str) -> (u16, Value) {
     let url = format!(
         "{base}/api/2/json/{login}/{time}/{}",
         sign(time, secret, body)
@@ -140,7 +147,7 @@ nodes:
   done: { type: final }
 "#;
 
-fn setup() -> (DataDir, u64, String) {
+pub fn setup() -> (DataDir, u64, String) {
     let data = DataDir::new();
     let file = data.path().join("p.yaml");
     std::fs::write(&file, PROCESS).expect("write");

@@ -13,5 +13,6 @@ mod dashboard;
 mod engine;
 mod faults;
 mod http_api;
+mod http_security;
 mod secrets;
 mod support;

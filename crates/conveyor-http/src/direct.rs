@@ -9,6 +9,7 @@
 //! ref, if given). This lets an OAuth redirect deliver a code straight into a process.
 
 use std::sync::Arc;
+use std::time::Instant;
 
 use axum::body::Body;
 use axum::extract::{Path, RawQuery, State};
@@ -17,7 +18,7 @@ use axum::response::{Html, IntoResponse, Response};
 use conveyor_runtime::RuntimeError;
 use serde_json::{Map, Value, json};
 
-use crate::{AppState, constant_time_eq, error, read_body};
+use crate::{AppState, constant_time_eq, error, read_body, too_many};
 
 pub(crate) async fn handle(
     State(state): State<Arc<AppState>>,
@@ -26,11 +27,8 @@ pub(crate) async fn handle(
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    let bytes = match read_body(body, state.config.limits.body_bytes).await {
-        Ok(b) => b,
-        Err(response) => return response,
-    };
     let runtime = state.runtime.clone();
+    // The process and its hash are checked before the body is read.
     let not_found = || error(StatusCode::NOT_FOUND, "no such direct URL");
     let loaded = match runtime.resolve(&process) {
         Ok(l) => l,
@@ -40,6 +38,17 @@ pub(crate) async fn handle(
         Some(expected) if constant_time_eq(expected.as_bytes(), hash.as_bytes()) => {}
         _ => return not_found(),
     }
+    if let Err(wait) = state.direct_rate.take(loaded.record.id, Instant::now()) {
+        return too_many(
+            &format!("the direct URL of process {}", loaded.record.id),
+            state.direct_rate.rate(),
+            wait,
+        );
+    }
+    let bytes = match read_body(&state, body).await {
+        Ok(b) => b,
+        Err(response) => return response,
+    };
     let mut data = Map::new();
     for (k, v) in form_pairs(query.as_deref().unwrap_or("")) {
         data.insert(k, Value::String(v));
@@ -118,7 +127,7 @@ pub(crate) async fn handle(
 }
 
 /// `a=1&b=x%20y` → pairs, percent- and plus-decoded.
-fn form_pairs(text: &str) -> Vec<(String, String)> {
+pub(crate) fn form_pairs(text: &str) -> Vec<(String, String)> {
     text.split('&')
         .filter(|p| !p.is_empty())
         .map(|pair| {

@@ -9,30 +9,47 @@
 //! * `POST /admin/command` — the CLI's commands, run by the server for a `conveyor`
 //!   client, authorized by the local admin token the server writes into the data dir;
 //! * `GET /` — the read-only dashboard (see `dashboard.rs`).
+//!
+//! Every response carries security headers, requests for another `Host` are refused
+//! (DNS rebinding), and cross-site requests to anything but the task API and direct URLs
+//! are refused (`guard.rs`). Connections are served by our own accept loop with timeouts
+//! and a cap (`server.rs`); direct URLs and API keys are rate limited (`rate.rs`); used
+//! signatures survive a restart (`replay.rs`).
 
 mod dashboard;
 mod direct;
+mod guard;
+mod rate;
+mod replay;
+mod server;
 mod task_api;
 
 use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::body::Body;
 use axum::extract::{MatchedPath, Request, State};
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use conveyor_runtime::Runtime;
 use serde_json::{Value, json};
 
+pub use rate::Rate;
+pub use replay::ReplayError;
+pub use server::ConnectionLimits;
+
 /// Runs one CLI command on the server: takes the command as JSON, gives back
 /// `{"stdout": …, "stderr": …, "code": …}`. Supplied by the binary, which owns the CLI.
 pub type CommandHandler = Arc<dyn Fn(Value) -> Value + Send + Sync>;
 
-/// Limits on what a request may carry.
+/// Limits on what a request and a connection may take. The defaults are those
+/// documented in `docs/http-api.md`.
 #[derive(Debug, Clone)]
 pub struct Limits {
     /// Largest request body (default 1 MiB).
@@ -41,6 +58,24 @@ pub struct Limits {
     pub ops_per_request: usize,
     /// How far a request's time may be from ours (default 300 s).
     pub max_clock_skew_secs: i64,
+    /// Time to send a request's headers (default 10 s).
+    pub header_timeout: Duration,
+    /// Time to send a request's body (default 30 s).
+    pub body_timeout: Duration,
+    /// Time a kept-alive connection may wait for its next request (default 60 s).
+    pub idle_timeout: Duration,
+    /// Connections served at once (default 1024).
+    pub max_connections: usize,
+    /// Request bodies being read at once (default 128, so at most 128 MiB of bodies).
+    pub concurrent_bodies: usize,
+    /// Requests to one process's direct URL (default 20/s, burst 40).
+    pub direct_rate: Rate,
+    /// Requests signed by one API key (default 200/s, burst 400).
+    pub api_key_rate: Rate,
+    /// A dashboard session ends after this long unused (default 30 min)…
+    pub session_idle: Duration,
+    /// …and this long after its login in any case (default 12 h).
+    pub session_lifetime: Duration,
 }
 
 impl Default for Limits {
@@ -49,6 +84,21 @@ impl Default for Limits {
             body_bytes: 1024 * 1024,
             ops_per_request: 100,
             max_clock_skew_secs: 300,
+            header_timeout: Duration::from_secs(10),
+            body_timeout: Duration::from_secs(30),
+            idle_timeout: Duration::from_secs(60),
+            max_connections: 1024,
+            concurrent_bodies: 128,
+            direct_rate: Rate {
+                per_second: 20.0,
+                burst: 40.0,
+            },
+            api_key_rate: Rate {
+                per_second: 200.0,
+                burst: 400.0,
+            },
+            session_idle: Duration::from_secs(30 * 60),
+            session_lifetime: Duration::from_secs(12 * 3600),
         }
     }
 }
@@ -58,26 +108,71 @@ pub struct Config {
     pub admin_token: String,
     pub limits: Limits,
     pub command: Option<CommandHandler>,
+    /// Host names (`host` or `host:port`, as clients send them in `Host`) the server
+    /// answers to besides its own loopback addresses: `--public-host`, for direct URLs
+    /// published behind a proxy.
+    pub public_hosts: Vec<String>,
+    /// Where the signatures of recent task API requests are kept across restarts
+    /// (`DATA/signatures`); in memory only when `None`.
+    pub signatures_file: Option<PathBuf>,
 }
 
 pub(crate) struct AppState {
     runtime: Arc<Runtime>,
     config: Config,
-    /// Signatures seen lately (signature → request time), to refuse replays.
-    seen: Mutex<HashMap<String, i64>>,
-    /// Dashboard sessions (random cookie values).
-    sessions: Mutex<std::collections::HashSet<String>>,
+    /// Signatures seen lately, to refuse replays.
+    signatures: replay::Signatures,
+    /// Dashboard sessions by their (random) cookie value.
+    sessions: Mutex<HashMap<String, dashboard::Session>>,
+    /// Values of `Host` the server answers to (lower case).
+    allowed_hosts: Vec<String>,
+    direct_rate: rate::Buckets,
+    api_key_rate: rate::Buckets,
+    /// Places for request bodies being read.
+    bodies: tokio::sync::Semaphore,
 }
 
-/// The API's routes over `runtime`.
-pub fn router(runtime: Arc<Runtime>, config: Config) -> Router {
+/// The `Host` values a server bound to `bound` answers to: its loopback names with its
+/// port, the bound address itself, and `public_hosts`.
+pub fn allowed_hosts(bound: SocketAddr, public_hosts: &[String]) -> Vec<String> {
+    let port = bound.port();
+    let mut hosts = vec![
+        format!("127.0.0.1:{port}"),
+        format!("localhost:{port}"),
+        format!("[::1]:{port}"),
+        bound.to_string(),
+    ];
+    hosts.extend(public_hosts.iter().map(|h| h.trim().to_string()));
+    for h in &mut hosts {
+        h.make_ascii_lowercase();
+    }
+    hosts.sort();
+    hosts.dedup();
+    hosts
+}
+
+/// The API's routes over `runtime`, for a server bound to `bound`.
+pub fn router(
+    runtime: Arc<Runtime>,
+    config: Config,
+    bound: SocketAddr,
+) -> Result<Router, ReplayError> {
+    let signatures = match &config.signatures_file {
+        Some(path) => replay::Signatures::open(path, runtime.now().div_euclid(1000))?,
+        None => replay::Signatures::in_memory(),
+    };
+    let limits = config.limits.clone();
     let state = Arc::new(AppState {
         runtime,
+        allowed_hosts: allowed_hosts(bound, &config.public_hosts),
         config,
-        seen: Mutex::new(HashMap::new()),
-        sessions: Mutex::new(std::collections::HashSet::new()),
+        signatures,
+        sessions: Mutex::new(HashMap::new()),
+        direct_rate: rate::Buckets::new(limits.direct_rate),
+        api_key_rate: rate::Buckets::new(limits.api_key_rate),
+        bodies: tokio::sync::Semaphore::new(limits.concurrent_bodies.max(1)),
     });
-    Router::new()
+    Ok(Router::new()
         .route(
             "/api/2/json/{login}/{time}/{signature}",
             post(task_api::handle),
@@ -90,10 +185,10 @@ pub fn router(runtime: Arc<Runtime>, config: Config) -> Router {
         .route("/metrics", get(metrics))
         .route("/admin/command", post(admin_command))
         .route("/", get(dashboard::page))
-        .route(
-            "/ui/login",
-            get(dashboard::login).post(dashboard::login_post),
-        )
+        .route("/ui/dashboard.js", get(dashboard::script))
+        .route("/ui/dashboard.css", get(dashboard::style))
+        .route("/ui/login", post(dashboard::login))
+        .route("/ui/logout", post(dashboard::logout))
         .route("/ui/api/processes", get(dashboard::processes))
         .route("/ui/api/processes/{process}", get(dashboard::process))
         .route("/ui/api/processes/{process}/counts", get(dashboard::counts))
@@ -103,20 +198,26 @@ pub fn router(runtime: Arc<Runtime>, config: Config) -> Router {
         )
         .route("/ui/api/tasks/{process}/{task}", get(dashboard::task))
         .layer(middleware::from_fn_with_state(state.clone(), observe))
-        .with_state(state)
+        .layer(middleware::from_fn_with_state(state.clone(), guard::guard))
+        .with_state(state))
 }
 
-/// Serves `router` on `listener` until `shutdown` completes, then finishes the requests
-/// in flight.
+/// Serves the API on `listener` until `shutdown` completes, then finishes the requests
+/// in flight. Connections are limited as `config.limits` says (see `server.rs`).
 pub async fn serve(
     listener: tokio::net::TcpListener,
     runtime: Arc<Runtime>,
     config: Config,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router(runtime, config))
-        .with_graceful_shutdown(shutdown)
-        .await
+    let bound = listener.local_addr()?;
+    let limits = ConnectionLimits {
+        header_timeout: config.limits.header_timeout,
+        idle_timeout: config.limits.idle_timeout,
+        max_connections: config.limits.max_connections,
+    };
+    let router = router(runtime, config, bound).map_err(std::io::Error::other)?;
+    server::run(listener, router, limits, shutdown).await
 }
 
 /// Records each request's duration by route and status.
@@ -167,7 +268,7 @@ async fn admin_command(
     let Some(handler) = state.config.command.clone() else {
         return error(StatusCode::NOT_FOUND, "this server runs no commands");
     };
-    let bytes = match read_body(body, state.config.limits.body_bytes).await {
+    let bytes = match read_body(&state, body).await {
         Ok(b) => b,
         Err(response) => return response,
     };
@@ -189,18 +290,47 @@ async fn admin_command(
     }
 }
 
-/// Reads a body up to `limit` bytes; a larger one is refused with 413 and a reason.
-pub(crate) async fn read_body(body: Body, limit: usize) -> Result<axum::body::Bytes, Response> {
-    axum::body::to_bytes(body, limit).await.map_err(|_| {
-        (
+/// Reads a body up to `limit` bytes within the body timeout, holding one of the places
+/// for bodies meanwhile; a larger body is refused with 413, a slow one with 408.
+pub(crate) async fn read_body(state: &AppState, body: Body) -> Result<axum::body::Bytes, Response> {
+    let limit = state.config.limits.body_bytes;
+    let timeout = state.config.limits.body_timeout;
+    let Ok(_place) = state.bodies.acquire().await else {
+        return Err(error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the server is stopping",
+        ));
+    };
+    match tokio::time::timeout(timeout, axum::body::to_bytes(body, limit)).await {
+        Ok(Ok(bytes)) => Ok(bytes),
+        Ok(Err(_)) => Err(error(
             StatusCode::PAYLOAD_TOO_LARGE,
-            axum::Json(json!({
-                "request_proc": "error",
-                "description": format!("the request body is larger than the {limit} bytes allowed"),
-            })),
-        )
-            .into_response()
-    })
+            &format!("the request body is larger than the {limit} bytes allowed (or was cut off)"),
+        )),
+        Err(_) => Err(error(
+            StatusCode::REQUEST_TIMEOUT,
+            &format!(
+                "the request body did not arrive within {} s",
+                timeout.as_secs()
+            ),
+        )),
+    }
+}
+
+/// 429 with `Retry-After` (whole seconds, at least 1) and a JSON reason.
+pub(crate) fn too_many(what: &str, rate: Rate, wait: Duration) -> Response {
+    let secs = wait.as_secs_f64().ceil().max(1.0) as u64;
+    let mut response = error(
+        StatusCode::TOO_MANY_REQUESTS,
+        &format!(
+            "too many requests for {what}: the limit is {} per second (bursts of {}); retry after {secs} s",
+            rate.per_second, rate.burst
+        ),
+    );
+    if let Ok(value) = HeaderValue::from_str(&secs.to_string()) {
+        response.headers_mut().insert(header::RETRY_AFTER, value);
+    }
+    response
 }
 
 pub(crate) fn error(status: StatusCode, description: &str) -> Response {

@@ -7,17 +7,18 @@
 //! order with `proc: ok` or `proc: error` and a description.
 
 use std::sync::Arc;
+use std::time::Instant;
 
 use axum::body::Body;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use conveyor_runtime::{RuntimeError, TaskKey, mask_data};
+use conveyor_runtime::{RuntimeError, TaskBy, mask_data};
 use conveyor_store::ApiKey;
 use serde_json::{Map, Value, json};
 use sha1::{Digest, Sha1};
 
-use crate::{AppState, constant_time_eq, error, read_body};
+use crate::{AppState, constant_time_eq, error, read_body, too_many};
 
 pub(crate) async fn handle(
     State(state): State<Arc<AppState>>,
@@ -25,11 +26,9 @@ pub(crate) async fn handle(
     body: Body,
 ) -> Response {
     let limits = state.config.limits.clone();
-    let bytes = match read_body(body, limits.body_bytes).await {
-        Ok(b) => b,
-        Err(response) => return response,
-    };
     let runtime = state.runtime.clone();
+    // Everything that can be checked without the body is checked before it is read, so
+    // strangers cannot make the server hold large bodies.
     let Ok(login_number) = login.parse::<u64>() else {
         return error(StatusCode::UNAUTHORIZED, "unknown login");
     };
@@ -45,7 +44,7 @@ pub(crate) async fn handle(
         );
     };
     let now = runtime.now().div_euclid(1000);
-    if (now - request_time).abs() > limits.max_clock_skew_secs {
+    if !within_skew(now, request_time, limits.max_clock_skew_secs) {
         return error(
             StatusCode::UNAUTHORIZED,
             &format!(
@@ -54,46 +53,78 @@ pub(crate) async fn handle(
             ),
         );
     }
+    let signature = signature.to_ascii_lowercase();
+    if signature.len() != 40 || !signature.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return error(
+            StatusCode::FORBIDDEN,
+            "bad signature: expected 40 hex digits (sha1)",
+        );
+    }
+    if let Err(wait) = state.api_key_rate.take(key.login, Instant::now()) {
+        return too_many(
+            &format!("API key {}", key.login),
+            state.api_key_rate.rate(),
+            wait,
+        );
+    }
+    let bytes = match read_body(&state, body).await {
+        Ok(b) => b,
+        Err(response) => return response,
+    };
     let mut hasher = Sha1::new();
     hasher.update(time.as_bytes());
     hasher.update(key.secret.as_bytes());
     hasher.update(&bytes);
     hasher.update(key.secret.as_bytes());
     let expected = hex::encode(hasher.finalize());
-    if !constant_time_eq(
-        expected.as_bytes(),
-        signature.to_ascii_lowercase().as_bytes(),
-    ) {
+    if !constant_time_eq(expected.as_bytes(), signature.as_bytes()) {
         return error(StatusCode::FORBIDDEN, "bad signature");
-    }
-    if let Ok(mut seen) = state.seen.lock() {
-        seen.retain(|_, t| (now - *t).abs() <= 2 * limits.max_clock_skew_secs);
-        if seen.insert(expected, request_time).is_some() {
-            return error(
-                StatusCode::FORBIDDEN,
-                "this signed request was already used (replay)",
-            );
-        }
     }
 
     let ops = match parse_ops(&bytes, limits.ops_per_request) {
         Ok(ops) => ops,
         Err(description) => return format_error(&description),
     };
+    // A signature can be accepted until its time is `max_clock_skew_secs` behind ours.
+    let expires = request_time.saturating_add(limits.max_clock_skew_secs);
     let answers = tokio::task::spawn_blocking(move || {
+        // Recorded durably before any op runs: a replay after a crash is refused too.
+        match state.signatures.remember(&expected, expires, now) {
+            Ok(true) => {}
+            Ok(false) => {
+                return Err(Box::new(error(
+                    StatusCode::FORBIDDEN,
+                    "this signed request was already used (replay)",
+                )));
+            }
+            Err(e) => {
+                return Err(Box::new(error(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    &e.to_string(),
+                )));
+            }
+        }
         let answers: Vec<Value> = ops
             .into_iter()
             .map(|op| apply(&runtime, &key, op))
             .collect();
         // What was acknowledged is on disk.
         let _ = runtime.store().flush();
-        answers
+        Ok(answers)
     })
     .await;
     match answers {
-        Ok(answers) => axum::Json(json!({"request_proc": "ok", "ops": answers})).into_response(),
+        Ok(Ok(answers)) => {
+            axum::Json(json!({"request_proc": "ok", "ops": answers})).into_response()
+        }
+        Ok(Err(refusal)) => *refusal,
         Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
     }
+}
+
+/// Whether `request` (s) is at most `skew` seconds from `now` (s); never overflows.
+fn within_skew(now: i64, request: i64, skew: i64) -> bool {
+    now.abs_diff(request) <= skew.unsigned_abs()
 }
 
 /// The ops of a request body, `{"ops": [...]}` with 1 to `max` ops; else why not.
@@ -163,11 +194,29 @@ fn apply(runtime: &conveyor_runtime::Runtime, key: &ApiKey, op: Value) -> Value 
         Value::Number(n) => Some(n.to_string()),
         _ => None,
     });
-    let task_key = || -> Option<TaskKey> {
-        match (&reference, op.get("obj_id")) {
-            (Some(r), _) => Some(TaskKey(r.clone())),
-            (None, Some(Value::String(id))) => Some(TaskKey(id.clone())),
-            (None, Some(Value::Number(id))) => Some(TaskKey(id.to_string())),
+    // A `ref` names a ref and an `obj_id` an id, never one for the other.
+    let obj_id = match op.get("obj_id") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(id)) => match id.parse::<u64>() {
+            Ok(id) => Some(id),
+            Err(_) => {
+                return op_error(format!("`obj_id` must be a task id (a number), not `{id}`"));
+            }
+        },
+        Some(Value::Number(id)) => match id.as_u64() {
+            Some(id) => Some(id),
+            None => {
+                return op_error(format!(
+                    "`obj_id` must be a task id (a whole number), not {id}"
+                ));
+            }
+        },
+        Some(other) => return op_error(format!("`obj_id` must be a task id, not {other}")),
+    };
+    let task_key = || -> Option<TaskBy<'_>> {
+        match (&reference, obj_id) {
+            (Some(r), _) => Some(TaskBy::Ref(r)),
+            (None, Some(id)) => Some(TaskBy::Id(id)),
             _ => None,
         }
     };
@@ -190,8 +239,15 @@ fn apply(runtime: &conveyor_runtime::Runtime, key: &ApiKey, op: Value) -> Value 
             let Some(task) = task_key() else {
                 return op_error("`ref` or `obj_id` is required");
             };
-            match runtime.modify_task(&process, &task, data, &format!("api key {}", key.login)) {
+            match runtime.modify_task_by(&process, task, data, &format!("api key {}", key.login)) {
                 Ok(outcome) => {
+                    // The task's own ref, also when it was named by its id.
+                    let reference = runtime
+                        .store()
+                        .task(outcome.task)
+                        .ok()
+                        .flatten()
+                        .and_then(|t| t.reference);
                     json!({"proc": "ok", "obj": "task", "ref": reference, "obj_id": outcome.task.to_string()})
                 }
                 Err(e) => op_error(e.to_string()),
@@ -201,7 +257,7 @@ fn apply(runtime: &conveyor_runtime::Runtime, key: &ApiKey, op: Value) -> Value 
             let Some(task) = task_key() else {
                 return op_error("`ref` or `obj_id` is required");
             };
-            match runtime.find_task(&process, &task) {
+            match runtime.find_task_by(&process, task) {
                 Ok((loaded, task)) => json!({
                     "proc": "ok",
                     "obj": "task",
@@ -220,7 +276,7 @@ fn apply(runtime: &conveyor_runtime::Runtime, key: &ApiKey, op: Value) -> Value 
             let Some(task) = task_key() else {
                 return op_error("`ref` or `obj_id` is required");
             };
-            match runtime.delete_task(&process, &task) {
+            match runtime.delete_task_by(&process, task) {
                 Ok(task) => {
                     json!({"proc": "ok", "obj": "task", "ref": task.reference, "obj_id": task.id.to_string()})
                 }
@@ -238,6 +294,28 @@ fn apply(runtime: &conveyor_runtime::Runtime, key: &ApiKey, op: Value) -> Value 
 /// answer (`proc: ok`, or `proc: error` with a description). `apply` runs against a real
 /// runtime over a temporary sled store. Long run:
 /// `PROPTEST_CASES=200000 cargo test --release -p conveyor-http fuzz`.
+#[cfg(test)]
+mod tests {
+    use super::within_skew;
+
+    #[test]
+    fn the_clock_check_never_overflows() {
+        let now = 1_795_885_368;
+        assert!(within_skew(now, now, 300));
+        assert!(within_skew(now, now - 300, 300));
+        assert!(within_skew(now, now + 300, 300));
+        assert!(!within_skew(now, now - 301, 300));
+        assert!(!within_skew(now, now + 301, 300));
+        // `now - 2^63` wrapped around, and the ends of i64: far off, not a panic.
+        assert!(!within_skew(now, now.wrapping_add(i64::MIN), 300));
+        assert!(!within_skew(now, i64::MIN, 300));
+        assert!(!within_skew(now, i64::MAX, 300));
+        assert!(!within_skew(i64::MIN, i64::MAX, 300));
+        assert!(!within_skew(now, i64::MIN, i64::MAX));
+        assert!(within_skew(0, i64::MIN + 1, i64::MAX));
+    }
+}
+
 #[cfg(test)]
 mod fuzz_tests {
     use std::sync::Arc;

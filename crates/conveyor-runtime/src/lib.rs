@@ -33,7 +33,7 @@ pub use engine::{RunMode, RunStats};
 pub use input::DirectOutcome;
 pub use mask::{declared_secret_keys, mask_data};
 pub use metrics::Metrics;
-pub use ops::{ModifyOutcome, TaskKey, random_token};
+pub use ops::{ModifyOutcome, TaskBy, TaskKey, random_token};
 
 use conveyor_model::{Diagnostic, Process};
 use conveyor_store::{Batch, ProcessRecord};

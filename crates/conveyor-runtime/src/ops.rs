@@ -26,6 +26,16 @@ const DECLARED_RESERVE: usize = 4 * 1024;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TaskKey(pub String);
 
+/// How the task API names a task: exactly by ref or exactly by id, never one for the
+/// other (a `TaskKey` tries the ref first, then the id).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TaskBy<'a> {
+    /// A ref, else an id (what [`TaskKey`] means).
+    Key(&'a TaskKey),
+    Ref(&'a str),
+    Id(u64),
+}
+
 /// What `modify_task` did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ModifyOutcome {
@@ -297,20 +307,41 @@ impl Runtime {
         process: &str,
         key: &TaskKey,
     ) -> Result<(Arc<LoadedProcess>, TaskRecord)> {
+        self.find_task_by(process, TaskBy::Key(key))
+    }
+
+    /// Finds a task by ref, by id, or by ref else id (`TaskBy::Key`).
+    pub fn find_task_by(
+        &self,
+        process: &str,
+        by: TaskBy<'_>,
+    ) -> Result<(Arc<LoadedProcess>, TaskRecord)> {
         let loaded = self.resolve(process)?;
         let id = loaded.record.id;
-        if let Some(task) = self.store.task_by_ref(id, &key.0)? {
+        let (reference, task_id) = match by {
+            TaskBy::Key(key) => (Some(key.0.as_str()), key.0.parse::<u64>().ok()),
+            TaskBy::Ref(reference) => (Some(reference), None),
+            TaskBy::Id(task_id) => (None, Some(task_id)),
+        };
+        if let Some(reference) = reference
+            && let Some(task) = self.store.task_by_ref(id, reference)?
+        {
             return Ok((loaded, task));
         }
-        if let Ok(task_id) = key.0.parse::<u64>()
+        if let Some(task_id) = task_id
             && let Some(task) = self.store.task(task_id)?
             && task.process == id
         {
             return Ok((loaded, task));
         }
+        let key = match by {
+            TaskBy::Key(key) => key.0.clone(),
+            TaskBy::Ref(reference) => format!("ref {reference}"),
+            TaskBy::Id(task_id) => format!("id {task_id}"),
+        };
         Err(RuntimeError::NoTask {
             process: process.to_string(),
-            key: key.0.clone(),
+            key,
         })
     }
 
@@ -324,22 +355,23 @@ impl Runtime {
         data: Map<String, Value>,
         source: &str,
     ) -> Result<ModifyOutcome> {
-        self.modify_from(process, key, data, source, Door::Modify)
+        self.modify_task_by(process, TaskBy::Key(key), data, source)
     }
 
-    pub(crate) fn modify_from(
+    /// `modify_task` with the task named exactly.
+    pub fn modify_task_by(
         &self,
         process: &str,
-        key: &TaskKey,
+        by: TaskBy<'_>,
         data: Map<String, Value>,
         source: &str,
-        door: Door,
     ) -> Result<ModifyOutcome> {
-        let (loaded, task) = self.find_task(process, key)?;
-        self.modify_found(&loaded, task, data, source, door)
+        let (loaded, task) = self.find_task_by(process, by)?;
+        self.modify_found(&loaded, task, data, source, Door::Modify)
     }
 
-    /// `modify_from` once the task is found.
+    /// A modify through `door` once the task is found: checked (see `input.rs`), then
+    /// left in its inbox.
     pub(crate) fn modify_found(
         &self,
         loaded: &LoadedProcess,
@@ -396,7 +428,12 @@ impl Runtime {
 impl Runtime {
     /// Deletes a task: its record, ref, history, inbox, timer and its place in counters.
     pub fn delete_task(&self, process: &str, key: &TaskKey) -> Result<TaskRecord> {
-        let (_, task) = self.find_task(process, key)?;
+        self.delete_task_by(process, TaskBy::Key(key))
+    }
+
+    /// `delete_task` with the task named exactly.
+    pub fn delete_task_by(&self, process: &str, by: TaskBy<'_>) -> Result<TaskRecord> {
+        let (_, task) = self.find_task_by(process, by)?;
         if self.is_running(task.id) {
             return Err(RuntimeError::Refused(format!(
                 "task {} is being moved right now; try again in a moment",
@@ -463,6 +500,27 @@ impl Runtime {
             .create_api_key(name, &random_token(20), ids, self.now())?;
         self.store.flush()?;
         Ok(key)
+    }
+
+    /// Gives key `login` a new secret (returned once); the old one no longer signs.
+    pub fn rotate_api_key(&self, login: u64) -> Result<conveyor_store::ApiKey> {
+        let key = self
+            .store
+            .set_api_key_secret(login, &random_token(20))?
+            .ok_or_else(|| RuntimeError::Refused(format!("no API key with login {login}")))?;
+        self.store.flush()?;
+        Ok(key)
+    }
+
+    /// Deletes key `login`; requests signed with it are refused from now on.
+    pub fn delete_api_key(&self, login: u64) -> Result<()> {
+        if !self.store.delete_api_key(login)? {
+            return Err(RuntimeError::Refused(format!(
+                "no API key with login {login}"
+            )));
+        }
+        self.store.flush()?;
+        Ok(())
     }
 }
 

@@ -188,6 +188,12 @@ pub trait Store: Send + Sync + 'static {
     ) -> Result<ApiKey>;
     fn api_key(&self, login: u64) -> Result<Option<ApiKey>>;
     fn api_keys(&self) -> Result<Vec<ApiKey>>;
+    /// Replaces the secret of key `login` (`api-key rotate`); `None` when there is no
+    /// such key. Readers see the new secret at once.
+    fn set_api_key_secret(&self, login: u64, secret: &str) -> Result<Option<ApiKey>>;
+    /// Deletes key `login` (`api-key delete`); false when there was none. Its login is
+    /// never given to another key.
+    fn delete_api_key(&self, login: u64) -> Result<bool>;
 
     /// Applies a batch atomically: all of it or none.
     fn commit(&self, batch: &Batch) -> Result<()> {

@@ -98,6 +98,8 @@ const PUT_PROCESS: u8 = 12;
 const PUT_API_KEY: u8 = 13;
 /// A task's whole history in one record, replacing its chain (written by compaction).
 const HISTORY_RESET: u8 = 14;
+/// An API key deleted (its login).
+const DELETE_API_KEY: u8 = 15;
 
 /// Where a value lives in the log.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -1012,6 +1014,11 @@ fn apply(state: &mut State, segment: u32, offset: u64, payload: &[u8]) -> Result
                 state.next_login = state.next_login.max(key.login.saturating_add(1));
                 state.api_keys.insert(key.login, key);
             }
+            DELETE_API_KEY => {
+                let login = dec.u64()?;
+                state.next_login = state.next_login.max(login.saturating_add(1));
+                state.api_keys.remove(&login);
+            }
             other => {
                 return Err(corrupt(
                     "the store's log",
@@ -1429,6 +1436,31 @@ impl Store for LogStore {
 
     fn api_keys(&self) -> Result<Vec<ApiKey>> {
         Ok(self.state().api_keys.values().cloned().collect())
+    }
+
+    fn set_api_key_secret(&self, login: u64, secret: &str) -> Result<Option<ApiKey>> {
+        let mut w = self.writer();
+        let Some(mut key) = self.state().api_keys.get(&login).cloned() else {
+            return Ok(None);
+        };
+        key.secret = secret.to_string();
+        let mut enc = frame();
+        enc.u8(PUT_API_KEY);
+        enc.bytes(&encode_json(&key)?);
+        self.append(&mut w, enc)?;
+        Ok(Some(key))
+    }
+
+    fn delete_api_key(&self, login: u64) -> Result<bool> {
+        let mut w = self.writer();
+        if !self.state().api_keys.contains_key(&login) {
+            return Ok(false);
+        }
+        let mut enc = frame();
+        enc.u8(DELETE_API_KEY);
+        enc.u64(login);
+        self.append(&mut w, enc)?;
+        Ok(true)
     }
 
     fn commit_group(&self, batches: &[Batch]) -> Result<()> {

@@ -516,6 +516,15 @@ impl Store for SealedStore {
         self.inner.api_keys()
     }
 
+    // API key secrets are lookup secrets, kept as they are (docs/security.md).
+    fn set_api_key_secret(&self, login: u64, secret: &str) -> Result<Option<ApiKey>> {
+        self.inner.set_api_key_secret(login, secret)
+    }
+
+    fn delete_api_key(&self, login: u64) -> Result<bool> {
+        self.inner.delete_api_key(login)
+    }
+
     fn commit_group(&self, batches: &[Batch]) -> Result<()> {
         match self.seal_batches(batches)? {
             Some(sealed) => self.inner.commit_group(&sealed),

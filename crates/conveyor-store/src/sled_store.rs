@@ -350,6 +350,28 @@ impl Store for SledStore {
         self.get("an API key", &key(b'K', login, &[]))
     }
 
+    fn set_api_key_secret(&self, login: u64, secret: &str) -> Result<Option<ApiKey>> {
+        let _guard = self.lock();
+        let Some(mut record) = self.api_key(login)? else {
+            return Ok(None);
+        };
+        record.secret = secret.to_string();
+        self.tree
+            .insert(key(b'K', login, &[]), encode(&record)?)
+            .map_err(io)?;
+        Ok(Some(record))
+    }
+
+    fn delete_api_key(&self, login: u64) -> Result<bool> {
+        let _guard = self.lock();
+        // `next_login` is a counter of its own: a deleted login is never reused.
+        Ok(self
+            .tree
+            .remove(key(b'K', login, &[]))
+            .map_err(io)?
+            .is_some())
+    }
+
     fn api_keys(&self) -> Result<Vec<ApiKey>> {
         self.tree
             .scan_prefix(b"K")

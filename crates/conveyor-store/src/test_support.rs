@@ -62,3 +62,30 @@ pub(crate) fn check_timer_order(store: &dyn Store) {
         Some(TimerKey { due: -5, task: 2 })
     );
 }
+
+/// `api-key rotate` and `delete`: the new secret is read at once and a deleted key is
+/// gone. Returns the logins of the rotated and of the deleted key.
+pub(crate) fn rotate_and_delete_api_keys(store: &dyn Store) -> (u64, u64) {
+    let a = store.create_api_key("a", "old", vec![], 1).unwrap();
+    let b = store.create_api_key("b", "b-secret", vec![3], 2).unwrap();
+    let rotated = store.set_api_key_secret(a.login, "new").unwrap().unwrap();
+    assert_eq!(rotated.secret, "new");
+    assert_eq!(rotated.name, "a");
+    assert_eq!(store.api_key(a.login).unwrap().unwrap().secret, "new");
+    assert!(store.set_api_key_secret(999, "x").unwrap().is_none());
+    assert!(store.delete_api_key(b.login).unwrap());
+    assert!(!store.delete_api_key(b.login).unwrap());
+    assert!(store.api_key(b.login).unwrap().is_none());
+    store.flush().unwrap();
+    (a.login, b.login)
+}
+
+/// After a reopen: the rotation and the deletion stayed, and the deleted login is not
+/// given to the next key.
+pub(crate) fn check_api_keys_after_reopen(store: &dyn Store, (a, b): (u64, u64)) {
+    assert_eq!(store.api_key(a).unwrap().unwrap().secret, "new");
+    assert!(store.api_key(b).unwrap().is_none());
+    assert_eq!(store.api_keys().unwrap().len(), 1);
+    let c = store.create_api_key("c", "c", vec![], 3).unwrap();
+    assert!(c.login > b, "login {} reused", c.login);
+}

@@ -1,10 +1,41 @@
 //! `conveyor process check FILE...`
 
-use std::path::PathBuf;
+use std::io::Read as _;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use conveyor_model::{Diagnostic, Severity};
 use serde_json::json;
+
+/// The largest process file read (1 MiB): real processes are a few KiB, and a bigger
+/// file (or `/dev/zero`) would only fill memory.
+pub const MAX_PROCESS_FILE_BYTES: u64 = 1024 * 1024;
+
+/// Reads a process file of at most [`MAX_PROCESS_FILE_BYTES`]: the size is checked
+/// before reading, and the read stops one byte past the limit (for files whose size the
+/// metadata does not tell, such as `/dev/zero` or a pipe). The error says why, to follow
+/// `cannot read FILE: `.
+pub fn read_process_file(path: &Path) -> Result<String, String> {
+    let limit = MAX_PROCESS_FILE_BYTES;
+    let too_big =
+        || format!("the file is larger than {limit} bytes (1 MiB), the limit for a process file");
+    let file = std::fs::File::open(path).map_err(|e| e.to_string())?;
+    let metadata = file.metadata().map_err(|e| e.to_string())?;
+    if metadata.is_dir() {
+        return Err("it is a directory".into());
+    }
+    if metadata.len() > limit {
+        return Err(too_big());
+    }
+    let mut bytes = Vec::new();
+    file.take(limit + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|e| e.to_string())?;
+    if bytes.len() as u64 > limit {
+        return Err(too_big());
+    }
+    String::from_utf8(bytes).map_err(|e| format!("it is not UTF-8 text ({e})"))
+}
 
 pub fn run(files: &[PathBuf], json: bool, deny_warnings: bool) -> anyhow::Result<ExitCode> {
     let mut failed = false;
@@ -12,7 +43,7 @@ pub fn run(files: &[PathBuf], json: bool, deny_warnings: bool) -> anyhow::Result
     let mut out = String::new();
     for path in files {
         let name = path.display().to_string();
-        let (diagnostics, nodes) = match std::fs::read_to_string(path) {
+        let (diagnostics, nodes) = match read_process_file(path) {
             Ok(source) => {
                 let checked = conveyor_model::check(&name, &source);
                 let nodes = checked.process.as_ref().map(|p| p.nodes.len());
@@ -84,5 +115,44 @@ fn plural_warnings(n: usize) -> String {
         0 => String::new(),
         1 => ", 1 warning".into(),
         n => format!(", {n} warnings"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_file_over_the_limit_is_refused_and_one_at_it_is_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let big = dir.path().join("big.yaml");
+        std::fs::write(&big, vec![b'#'; MAX_PROCESS_FILE_BYTES as usize + 1]).unwrap();
+        assert!(
+            read_process_file(&big)
+                .unwrap_err()
+                .contains("larger than 1048576 bytes")
+        );
+        let fits = dir.path().join("fits.yaml");
+        std::fs::write(&fits, vec![b'#'; MAX_PROCESS_FILE_BYTES as usize]).unwrap();
+        assert_eq!(
+            read_process_file(&fits).unwrap().len(),
+            MAX_PROCESS_FILE_BYTES as usize
+        );
+        assert!(
+            read_process_file(dir.path())
+                .unwrap_err()
+                .contains("directory")
+        );
+    }
+
+    #[test]
+    fn dev_zero_is_refused_without_reading_it_whole() {
+        let started = std::time::Instant::now();
+        assert!(
+            read_process_file(Path::new("/dev/zero"))
+                .unwrap_err()
+                .contains("larger than")
+        );
+        assert!(started.elapsed() < std::time::Duration::from_secs(5));
     }
 }

@@ -50,11 +50,12 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Serve {
             listen,
             allow_remote,
+            options,
         } => {
             let dir = data_dir(&global)?;
             let runtime = open(&dir, &global)?;
             let _mark = EngineMark::new(&dir);
-            let code = crate::serve::run(runtime, &dir, &listen, allow_remote)?;
+            let code = crate::serve::run(runtime, &dir, &listen, allow_remote, &options)?;
             checkpoint(&dir, store_options(&global));
             return Ok(code);
         }
@@ -90,6 +91,8 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             processes: process,
         },
         Command::ApiKey(ApiKeyCommand::List) => Request::ApiKeyList,
+        Command::ApiKey(ApiKeyCommand::Delete { login }) => Request::ApiKeyDelete { login },
+        Command::ApiKey(ApiKeyCommand::Rotate { login }) => Request::ApiKeyRotate { login },
     };
     if let Request::Drawn(text) = request {
         return Ok(print(Reply {
@@ -130,8 +133,8 @@ fn process_request(global: &Global, command: ProcessCommand) -> anyhow::Result<R
                     || source.ends_with(".yml")
                     || source.contains('/') =>
                 {
-                    std::fs::read_to_string(&source)
-                        .with_context(|| format!("cannot read {source}"))?
+                    crate::check::read_process_file(std::path::Path::new(&source))
+                        .map_err(|e| anyhow::anyhow!("cannot read {source}: {e}"))?
                 }
                 None => bail!(
                     "no template `{source}` (shipped: {}); to clone a file, give its path ending in .yaml",
@@ -153,8 +156,8 @@ fn process_request(global: &Global, command: ProcessCommand) -> anyhow::Result<R
             // A file or a shipped template: drawn here, no store needed.
             let text = match templates::find(&process) {
                 Some(text) => text.to_string(),
-                None => std::fs::read_to_string(&process)
-                    .with_context(|| format!("cannot read {process}"))?,
+                None => crate::check::read_process_file(std::path::Path::new(&process))
+                    .map_err(|e| anyhow::anyhow!("cannot read {process}: {e}"))?,
             };
             let checked = conveyor_model::check(&process, &text);
             let Some(definition) = checked.process else {
@@ -172,8 +175,8 @@ fn process_request(global: &Global, command: ProcessCommand) -> anyhow::Result<R
         ProcessCommand::Show { process } => Request::ProcessShow { process },
         ProcessCommand::Update { process, file } => Request::ProcessUpdate {
             process,
-            definition: std::fs::read_to_string(&file)
-                .with_context(|| format!("cannot read {}", file.display()))?,
+            definition: crate::check::read_process_file(&file)
+                .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", file.display()))?,
             file: file.display().to_string(),
         },
         ProcessCommand::Url { process, rotate } => {

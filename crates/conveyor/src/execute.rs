@@ -440,6 +440,30 @@ fn run(runtime: &Runtime, request: Request, as_json: bool, out: &mut Reply) -> R
                 }
             }
         }
+        Request::ApiKeyDelete { login } => {
+            runtime.delete_api_key(login)?;
+            if as_json {
+                out.line(json!({"login": login, "deleted": true}).to_string());
+            } else {
+                out.line(format!(
+                    "API key {login} deleted; requests signed with it are refused"
+                ));
+            }
+        }
+        Request::ApiKeyRotate { login } => {
+            let key = runtime.rotate_api_key(login)?;
+            if as_json {
+                out.line(
+                    json!({"login": key.login, "secret": key.secret, "name": key.name}).to_string(),
+                );
+            } else {
+                out.line(format!(
+                    "API key {} (`{}`) has a new secret, shown only now; the old one is refused from now on:",
+                    key.login, key.name
+                ));
+                out.line(format!("  secret: {}", key.secret));
+            }
+        }
         Request::WaitIdle => {
             // Answered by the server itself (it waits for its engine); never run here.
             return Err(Failure::Usage(

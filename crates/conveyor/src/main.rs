@@ -100,6 +100,8 @@ pub enum Command {
         /// Allow an address other machines can reach (loopback only otherwise).
         #[arg(long)]
         allow_remote: bool,
+        #[command(flatten)]
+        options: serve::ServeOptions,
     },
     /// Start the local sandbox: stand-ins for Bitrix24 and the five notifiers.
     Sandbox {
@@ -177,6 +179,18 @@ pub enum ApiKeyCommand {
     },
     /// List keys (without their secrets).
     List,
+    /// Delete a key: requests signed with it are refused at once.
+    Delete {
+        /// The key's login (see `api-key list`).
+        #[arg(value_name = "LOGIN")]
+        login: u64,
+    },
+    /// Give a key a new secret (printed once); the old one is refused at once.
+    Rotate {
+        /// The key's login (see `api-key list`).
+        #[arg(value_name = "LOGIN")]
+        login: u64,
+    },
 }
 
 #[derive(Subcommand)]

@@ -71,6 +71,12 @@ pub enum Request {
         processes: Vec<String>,
     },
     ApiKeyList,
+    ApiKeyDelete {
+        login: u64,
+    },
+    ApiKeyRotate {
+        login: u64,
+    },
     /// `run --until-idle` through a server: wait until its engine is idle.
     WaitIdle,
     /// Output made without the store (a diagram of a file); printed as it is.

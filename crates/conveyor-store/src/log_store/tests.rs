@@ -522,3 +522,18 @@ fn a_missing_segment_or_a_snapshot_past_the_log_is_refused_at_open() {
         "{err}"
     );
 }
+
+#[test]
+fn api_keys_are_rotated_and_deleted_across_a_reopen_from_the_log_and_from_a_snapshot() {
+    use crate::test_support::{check_api_keys_after_reopen, rotate_and_delete_api_keys};
+    let dir = tempfile::tempdir().unwrap();
+    let logins = rotate_and_delete_api_keys(&LogStore::open(dir.path()).unwrap());
+    check_api_keys_after_reopen(&LogStore::open(dir.path()).unwrap(), logins);
+
+    let dir = tempfile::tempdir().unwrap();
+    let store = LogStore::open(dir.path()).unwrap();
+    let logins = rotate_and_delete_api_keys(&store);
+    store.snapshot_now().unwrap();
+    drop(store);
+    check_api_keys_after_reopen(&LogStore::open(dir.path()).unwrap(), logins);
+}

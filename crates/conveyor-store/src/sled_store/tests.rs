@@ -222,3 +222,11 @@ fn a_group_is_all_or_nothing_and_a_ref_claimed_twice_in_it_fails_it() {
     let n = counters.iter().find(|(node, _)| node == "n").unwrap().1;
     assert_eq!((n.now, n.total), (4, 5));
 }
+
+#[test]
+fn api_keys_are_rotated_and_deleted_across_a_reopen() {
+    use crate::test_support::{check_api_keys_after_reopen, rotate_and_delete_api_keys};
+    let dir = tempfile::tempdir().unwrap();
+    let logins = rotate_and_delete_api_keys(&SledStore::open(dir.path()).unwrap());
+    check_api_keys_after_reopen(&SledStore::open(dir.path()).unwrap(), logins);
+}
