@@ -226,3 +226,145 @@ impl Runtime {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use conveyor_store::{NewProcess, ProcessRecord};
+    use proptest::prelude::*;
+    use serde_json::json;
+
+    use super::*;
+
+    const YAML: &str = r#"
+process: p
+params:
+  code: { input: [create, modify, url], max_length: 8 }
+  n: { type: number, input: [create] }
+  server: { input: [] , default: "https://a" }
+  owned: { }
+nodes:
+  start: { type: start, next: wait }
+  wait: { type: wait_callback, next: mark }
+  mark: { type: set_param, set: { result: "x" }, next: wait }
+"#;
+
+    fn loaded() -> LoadedProcess {
+        let process = conveyor_model::check("p.yaml", YAML)
+            .into_result()
+            .expect("the test process checks");
+        let mut settings = Map::new();
+        settings.insert("owned".into(), json!("mine"));
+        let record = ProcessRecord::first_version(
+            1,
+            NewProcess {
+                alias: None,
+                source: "p.yaml".into(),
+                definition: YAML.into(),
+                created: 0,
+                settings,
+            },
+        );
+        LoadedProcess { record, process }
+    }
+
+    fn object(value: Value) -> Map<String, Value> {
+        match value {
+            Value::Object(map) => map,
+            _ => Map::new(),
+        }
+    }
+
+    #[test]
+    fn each_door_takes_what_the_process_allows() {
+        let p = loaded();
+        let check = |data: Value, door: Door| {
+            let mut data = object(data);
+            check_input(&p, &mut data, door, None).map(|()| data)
+        };
+        assert!(check(json!({"code": "c", "free": 1}), Door::Create).is_ok());
+        assert!(matches!(
+            check(json!({"code": "c", "free": 1}), Door::Url),
+            Err(RuntimeError::Undeclared { ref keys, .. }) if keys == &["free".to_string()]
+        ));
+        assert!(check(json!({"n": 1}), Door::Url).is_err());
+        assert!(check(json!({"n": 1}), Door::Modify).is_err());
+        assert!(check(json!({"server": "http://evil"}), Door::Create).is_err());
+        assert!(check(json!({"result": "forged"}), Door::Modify).is_err());
+        assert!(check(json!({"result": "seed"}), Door::Create).is_ok());
+        // Repeating a process value changes nothing and is dropped.
+        assert_eq!(
+            check(json!({"owned": "mine"}), Door::Modify).ok(),
+            Some(Map::new())
+        );
+        match check(json!({"owned": "yours", "code": "123456789"}), Door::Create) {
+            Err(RuntimeError::Params(refused)) => {
+                let names: Vec<&str> = refused.iter().map(|(n, _)| n.as_str()).collect();
+                assert_eq!(names, ["owned", "code"], "every refusal at once");
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    fn any_json() -> impl Strategy<Value = Value> {
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::Bool),
+            any::<i64>().prop_map(Value::from),
+            "[a-z0-9]{0,12}".prop_map(Value::String),
+        ];
+        leaf.prop_recursive(2, 8, 3, |inner| {
+            prop_oneof![
+                prop::collection::vec(inner.clone(), 0..3).prop_map(Value::Array),
+                prop::collection::btree_map("[a-z]{1,4}", inner, 0..3)
+                    .prop_map(|m| Value::Object(m.into_iter().collect())),
+            ]
+        })
+    }
+
+    fn key() -> impl Strategy<Value = String> {
+        prop_oneof![
+            Just("code".to_string()),
+            Just("n".to_string()),
+            Just("server".to_string()),
+            Just("owned".to_string()),
+            Just("result".to_string()),
+            Just("__conveyor_x".to_string()),
+            "[a-z_]{1,8}",
+        ]
+    }
+
+    fn door() -> impl Strategy<Value = Door> {
+        prop_oneof![Just(Door::Create), Just(Door::Modify), Just(Door::Url)]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 500, failure_persistence: None, ..ProptestConfig::default() })]
+
+        /// Whatever comes in, what is let through keeps the rules: no engine keys, no
+        /// changed process value, through the URL only declared url params, every
+        /// declared value within its bounds.
+        #[test]
+        fn what_passes_keeps_the_rules(
+            pairs in prop::collection::vec((key(), any_json()), 0..6),
+            door in door(),
+        ) {
+            let p = loaded();
+            let mut data: Map<String, Value> = pairs.into_iter().collect();
+            if check_input(&p, &mut data, door, None).is_ok() {
+                for (key, value) in &data {
+                    prop_assert!(!key.starts_with("__conveyor_"));
+                    prop_assert!(key != "owned", "a process value is dropped or refused");
+                    if let Some(param) = p.process.params.get(key) {
+                        prop_assert!(value.is_null() || param.input.allows(door));
+                        if let Value::String(s) = value {
+                            prop_assert!(s.chars().count() <= param.max_length);
+                        }
+                    } else {
+                        prop_assert!(door != Door::Url, "the URL takes declared params only");
+                        prop_assert!(door == Door::Create || key != "result");
+                    }
+                }
+            }
+        }
+    }
+}
