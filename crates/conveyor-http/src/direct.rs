@@ -84,14 +84,12 @@ pub(crate) async fn handle(
         .and_then(|v| v.to_str().ok())
         .is_some_and(|a| a.contains("text/html"));
     let id = loaded.record.id;
-    let outcome = tokio::task::spawn_blocking(move || {
-        let result = runtime.direct_url(id, reference.as_deref(), data);
-        let _ = runtime.store().flush();
-        result
-    })
-    .await;
+    // Joins the committer's group and is answered once that group is on disk.
+    let outcome = runtime
+        .direct_url_grouped(id, reference.as_deref(), data)
+        .await;
     match outcome {
-        Ok(Ok(done)) => {
+        Ok(done) => {
             let answer = json!({
                 "proc": "ok", "action": done.action,
                 "obj_id": done.task.to_string(), "ref": done.reference,
@@ -107,7 +105,7 @@ pub(crate) async fn handle(
                 axum::Json(json!({"request_proc": "ok", "ops": [answer]})).into_response()
             }
         }
-        Ok(Err(e)) => {
+        Err(e) => {
             let status = match &e {
                 RuntimeError::Param { .. }
                 | RuntimeError::Params(_)
@@ -122,7 +120,6 @@ pub(crate) async fn handle(
             )
                 .into_response()
         }
-        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
     }
 }
 

@@ -4,7 +4,7 @@
 //!
 //! They live in a small file of their own in the data dir (`signatures`: one line
 //! `EXPIRES SIGNATURE` per request, appended and `fdatasync`ed before the request's ops
-//! run), not in the store: they are the HTTP layer's concern, they expire within
+//! run — requests arriving together share one `fdatasync`), not in the store: they are the HTTP layer's concern, they expire within
 //! minutes (the store would have to learn expiry and keep them in both store formats and
 //! their snapshots), and a lost or damaged file costs only the replay check of the last
 //! few minutes, never task data. The file is rewritten without expired lines at start
@@ -29,6 +29,9 @@ pub enum ReplayError {
 
 pub(crate) struct Signatures {
     inner: Mutex<Inner>,
+    /// The number of the last line known to be on disk. Requests arriving together share
+    /// one `fdatasync` (group sync): whoever syncs covers every line written before it.
+    synced: Mutex<u64>,
 }
 
 struct Inner {
@@ -37,6 +40,8 @@ struct Inner {
     file: Option<(PathBuf, File)>,
     /// Lines in the file.
     lines: usize,
+    /// Lines appended since the start (numbers for `synced`).
+    appended: u64,
 }
 
 impl Signatures {
@@ -47,7 +52,9 @@ impl Signatures {
                 seen: HashMap::new(),
                 file: None,
                 lines: 0,
+                appended: 0,
             }),
+            synced: Mutex::new(0),
         }
     }
 
@@ -80,9 +87,11 @@ impl Signatures {
             seen,
             file: None,
             lines: 0,
+            appended: 0,
         };
         let signatures = Signatures {
             inner: Mutex::new(inner),
+            synced: Mutex::new(0),
         };
         if let Ok(mut inner) = signatures.inner.lock() {
             rewrite(&mut inner, path).map_err(io)?;
@@ -98,33 +107,57 @@ impl Signatures {
         expires: i64,
         now: i64,
     ) -> Result<bool, ReplayError> {
-        let Ok(mut inner) = self.inner.lock() else {
+        let (number, path, handle) = {
+            let Ok(mut inner) = self.inner.lock() else {
+                return Ok(false);
+            };
+            if inner.seen.get(signature).is_some_and(|e| *e >= now) {
+                return Ok(false);
+            }
+            if inner.seen.len() >= 1024 && inner.seen.len().is_power_of_two() {
+                inner.seen.retain(|_, e| *e >= now);
+            }
+            inner.seen.insert(signature.to_string(), expires);
+            let Some((path, file)) = &mut inner.file else {
+                return Ok(true);
+            };
+            let path = path.clone();
+            let written = file
+                .write_all(format!("{expires} {signature}\n").as_bytes())
+                .and_then(|()| file.try_clone());
+            let handle = match written {
+                Ok(handle) => handle,
+                Err(source) => {
+                    inner.seen.remove(signature);
+                    return Err(ReplayError::Io { path, source });
+                }
+            };
+            inner.lines += 1;
+            inner.appended += 1;
+            let number = inner.appended;
+            if inner.lines > 4096 && inner.lines > 4 * inner.seen.len() {
+                inner.seen.retain(|_, e| *e >= now);
+                // The new file is synced whole, with this line in it.
+                if let Err(source) = rewrite(&mut inner, &path) {
+                    return Err(ReplayError::Io { path, source });
+                }
+                return Ok(true);
+            }
+            (number, path, handle)
+        };
+        // Group sync: one `fdatasync` covers every line appended before it.
+        let Ok(mut synced) = self.synced.lock() else {
             return Ok(false);
         };
-        if inner.seen.get(signature).is_some_and(|e| *e >= now) {
-            return Ok(false);
-        }
-        if inner.seen.len() >= 1024 && inner.seen.len().is_power_of_two() {
-            inner.seen.retain(|_, e| *e >= now);
-        }
-        inner.seen.insert(signature.to_string(), expires);
-        let Some((path, file)) = &mut inner.file else {
-            return Ok(true);
-        };
-        let path = path.clone();
-        let written = file
-            .write_all(format!("{expires} {signature}\n").as_bytes())
-            .and_then(|()| file.sync_data());
-        if let Err(source) = written {
-            inner.seen.remove(signature);
-            return Err(ReplayError::Io { path, source });
-        }
-        inner.lines += 1;
-        if inner.lines > 4096 && inner.lines > 4 * inner.seen.len() {
-            inner.seen.retain(|_, e| *e >= now);
-            if let Err(source) = rewrite(&mut inner, &path) {
+        if *synced < number {
+            let upto = self.inner.lock().map(|i| i.appended).unwrap_or(number);
+            if let Err(source) = handle.sync_data() {
+                if let Ok(mut inner) = self.inner.lock() {
+                    inner.seen.remove(signature);
+                }
                 return Err(ReplayError::Io { path, source });
             }
+            *synced = upto.max(number);
         }
         Ok(true)
     }

@@ -13,7 +13,7 @@ use axum::body::Body;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use conveyor_runtime::{RuntimeError, TaskBy, mask_data};
+use conveyor_runtime::{Ack, Pending, RuntimeError, TaskBy, mask_data};
 use conveyor_store::ApiKey;
 use serde_json::{Map, Value, json};
 use sha1::{Digest, Sha1};
@@ -87,9 +87,10 @@ pub(crate) async fn handle(
     };
     // A signature can be accepted until its time is `max_clock_skew_secs` behind ours.
     let expires = request_time.saturating_add(limits.max_clock_skew_secs);
-    let answers = tokio::task::spawn_blocking(move || {
+    let signatures = state.clone();
+    let remembered = tokio::task::spawn_blocking(move || {
         // Recorded durably before any op runs: a replay after a crash is refused too.
-        match state.signatures.remember(&expected, expires, now) {
+        match signatures.signatures.remember(&expected, expires, now) {
             Ok(true) => {}
             Ok(false) => {
                 return Err(Box::new(error(
@@ -104,21 +105,80 @@ pub(crate) async fn handle(
                 )));
             }
         }
-        let answers: Vec<Value> = ops
-            .into_iter()
-            .map(|op| apply(&runtime, &key, op))
-            .collect();
-        // What was acknowledged is on disk.
-        let _ = runtime.store().flush();
-        Ok(answers)
+        Ok(())
     })
     .await;
-    match answers {
-        Ok(Ok(answers)) => {
-            axum::Json(json!({"request_proc": "ok", "ops": answers})).into_response()
+    match remembered {
+        Ok(Ok(())) => {}
+        Ok(Err(refusal)) => return *refusal,
+        Err(e) => return error(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
+    }
+    match run_ops(&runtime, &key, ops).await {
+        Ok(answers) => axum::Json(json!({"request_proc": "ok", "ops": answers})).into_response(),
+        Err(e) => error(StatusCode::SERVICE_UNAVAILABLE, &e.to_string()),
+    }
+}
+
+/// The ops of one request, answered in order. Creates are handed to the committer as
+/// they come, so the creates of a request (and of the requests arriving meanwhile) join
+/// one group; an op that reads or changes an existing task first waits for the creates
+/// before it, so it sees them. One shared flush at the end: the answer means on disk.
+async fn run_ops(
+    runtime: &conveyor_runtime::Runtime,
+    key: &ApiKey,
+    ops: Vec<Value>,
+) -> Result<Vec<Value>, RuntimeError> {
+    let mut answers = Vec::with_capacity(ops.len());
+    let mut pending: Vec<(usize, Pending)> = Vec::new();
+    for op in ops {
+        let op = match prepare(runtime, key, op) {
+            Ok(op) => op,
+            Err(answer) => {
+                answers.push(answer);
+                continue;
+            }
+        };
+        if op.kind == "create" {
+            let answer = match runtime.submit_create(&op.process, op.reference.as_deref(), op.data)
+            {
+                Ok((task, done)) => {
+                    pending.push((answers.len(), done));
+                    json!({"proc": "ok", "obj": "task", "ref": task.reference, "obj_id": task.id.to_string()})
+                }
+                Err(e) => create_error(e),
+            };
+            answers.push(answer);
+            continue;
         }
-        Ok(Err(refusal)) => *refusal,
-        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
+        settle(runtime, &mut pending, &mut answers).await;
+        answers.push(apply(runtime, key, op).await);
+    }
+    settle(runtime, &mut pending, &mut answers).await;
+    // What was acknowledged is on disk.
+    runtime.sync().await?;
+    Ok(answers)
+}
+
+/// Waits for the creates handed to the committer; one refused there (its ref was taken
+/// meanwhile) gets its error as its answer.
+async fn settle(
+    runtime: &conveyor_runtime::Runtime,
+    pending: &mut Vec<(usize, Pending)>,
+    answers: &mut [Value],
+) {
+    for (index, done) in pending.drain(..) {
+        if let Err(e) = done.done(runtime).await {
+            answers[index] = create_error(e);
+        }
+    }
+}
+
+fn create_error(e: RuntimeError) -> Value {
+    match e {
+        RuntimeError::Refused(m) if m.contains("already exists") => {
+            json!({"proc": "error", "tag": "not_unical_ref", "description": m})
+        }
+        e => op_error(e.to_string()),
     }
 }
 
@@ -161,85 +221,119 @@ fn op_error(description: impl Into<String>) -> Value {
     json!({"proc": "error", "description": description.into()})
 }
 
-/// One op; its failure is its own answer, not the request's.
-fn apply(runtime: &conveyor_runtime::Runtime, key: &ApiKey, op: Value) -> Value {
+/// An op read and checked against its key, ready to run.
+struct Op {
+    kind: String,
+    process: String,
+    reference: Option<String>,
+    obj_id: Option<u64>,
+    data: Map<String, Value>,
+}
+
+impl Op {
+    /// The task the op names: a `ref` names a ref and an `obj_id` an id, never one for
+    /// the other.
+    fn task(&self) -> Option<TaskBy<'_>> {
+        match (&self.reference, self.obj_id) {
+            (Some(r), _) => Some(TaskBy::Ref(r)),
+            (None, Some(id)) => Some(TaskBy::Id(id)),
+            _ => None,
+        }
+    }
+}
+
+/// Reads one op; a malformed op, or one its key may not run, is answered at once.
+fn prepare(runtime: &conveyor_runtime::Runtime, key: &ApiKey, op: Value) -> Result<Op, Value> {
     let Value::Object(op) = op else {
-        return op_error("an op is a JSON object");
+        return Err(op_error("an op is a JSON object"));
     };
-    let kind = op.get("type").and_then(Value::as_str).unwrap_or("");
+    let kind = op
+        .get("type")
+        .and_then(Value::as_str)
+        .unwrap_or("")
+        .to_string();
+    match kind.as_str() {
+        "create" | "modify" | "show" | "delete" => {}
+        "" => {
+            return Err(op_error(
+                "`type` is required (create, modify, show or delete)",
+            ));
+        }
+        other => {
+            return Err(op_error(format!(
+                "unknown op type `{other}` (create, modify, show or delete)"
+            )));
+        }
+    }
     if let Some(obj) = op.get("obj").and_then(Value::as_str)
         && obj != "task"
     {
-        return op_error(format!("unknown obj `{obj}` (only `task`)"));
+        return Err(op_error(format!("unknown obj `{obj}` (only `task`)")));
     }
     let process = match (op.get("conv_id"), op.get("obj_alias")) {
         (Some(Value::Number(n)), _) => n.to_string(),
         (Some(Value::String(s)), _) => s.clone(),
         (None, Some(Value::String(alias))) => format!("@{}", alias.trim_start_matches('@')),
-        _ => return op_error("`conv_id` (or `obj_alias`) is required"),
+        _ => return Err(op_error("`conv_id` (or `obj_alias`) is required")),
     };
-    let loaded = match runtime.resolve(&process) {
-        Ok(l) => l,
-        Err(e) => return op_error(e.to_string()),
-    };
+    let loaded = runtime
+        .resolve(&process)
+        .map_err(|e| op_error(e.to_string()))?;
     if !key.processes.is_empty() && !key.processes.contains(&loaded.record.id) {
-        return op_error(format!(
+        return Err(op_error(format!(
             "this API key may not use process {}",
             loaded.record.id
-        ));
+        )));
     }
-    let process = loaded.record.id.to_string();
     let reference = op.get("ref").and_then(|r| match r {
         Value::String(s) => Some(s.clone()),
         Value::Number(n) => Some(n.to_string()),
         _ => None,
     });
-    // A `ref` names a ref and an `obj_id` an id, never one for the other.
     let obj_id = match op.get("obj_id") {
         None | Some(Value::Null) => None,
-        Some(Value::String(id)) => match id.parse::<u64>() {
-            Ok(id) => Some(id),
-            Err(_) => {
-                return op_error(format!("`obj_id` must be a task id (a number), not `{id}`"));
-            }
-        },
-        Some(Value::Number(id)) => match id.as_u64() {
-            Some(id) => Some(id),
-            None => {
-                return op_error(format!(
-                    "`obj_id` must be a task id (a whole number), not {id}"
-                ));
-            }
-        },
-        Some(other) => return op_error(format!("`obj_id` must be a task id, not {other}")),
-    };
-    let task_key = || -> Option<TaskBy<'_>> {
-        match (&reference, obj_id) {
-            (Some(r), _) => Some(TaskBy::Ref(r)),
-            (None, Some(id)) => Some(TaskBy::Id(id)),
-            _ => None,
+        Some(Value::String(id)) => {
+            Some(id.parse::<u64>().map_err(|_| {
+                op_error(format!("`obj_id` must be a task id (a number), not `{id}`"))
+            })?)
         }
+        Some(Value::Number(id)) => Some(id.as_u64().ok_or_else(|| {
+            op_error(format!(
+                "`obj_id` must be a task id (a whole number), not {id}"
+            ))
+        })?),
+        Some(other) => return Err(op_error(format!("`obj_id` must be a task id, not {other}"))),
     };
     let data = match op.get("data") {
         None | Some(Value::Null) => Map::new(),
         Some(Value::Object(map)) => map.clone(),
-        Some(_) => return op_error("`data` must be an object"),
+        Some(_) => return Err(op_error("`data` must be an object")),
     };
-    match kind {
-        "create" => match runtime.add_task(&process, reference.as_deref(), data) {
-            Ok(task) => {
-                json!({"proc": "ok", "obj": "task", "ref": task.reference, "obj_id": task.id.to_string()})
-            }
-            Err(RuntimeError::Refused(m)) if m.contains("already exists") => {
-                json!({"proc": "error", "tag": "not_unical_ref", "description": m})
-            }
-            Err(e) => op_error(e.to_string()),
-        },
+    let op = Op {
+        kind,
+        process: loaded.record.id.to_string(),
+        reference,
+        obj_id,
+        data,
+    };
+    if op.kind != "create" && op.task().is_none() {
+        return Err(op_error("`ref` or `obj_id` is required"));
+    }
+    Ok(op)
+}
+
+/// One op other than a create; its failure is its own answer, not the request's.
+async fn apply(runtime: &conveyor_runtime::Runtime, key: &ApiKey, op: Op) -> Value {
+    let Some(task) = op.task() else {
+        return op_error("`ref` or `obj_id` is required");
+    };
+    match op.kind.as_str() {
         "modify" => {
-            let Some(task) = task_key() else {
-                return op_error("`ref` or `obj_id` is required");
-            };
-            match runtime.modify_task_by(&process, task, data, &format!("api key {}", key.login)) {
+            let source = format!("api key {}", key.login);
+            let modified = runtime
+                .modify_task_grouped(&op.process, task, op.data.clone(), &source, Ack::Applied)
+                .await;
+            match modified {
                 Ok(outcome) => {
                     // The task's own ref, also when it was named by its id.
                     let reference = runtime
@@ -253,37 +347,26 @@ fn apply(runtime: &conveyor_runtime::Runtime, key: &ApiKey, op: Value) -> Value 
                 Err(e) => op_error(e.to_string()),
             }
         }
-        "show" => {
-            let Some(task) = task_key() else {
-                return op_error("`ref` or `obj_id` is required");
-            };
-            match runtime.find_task_by(&process, task) {
-                Ok((loaded, task)) => json!({
-                    "proc": "ok",
-                    "obj": "task",
-                    "obj_id": task.id.to_string(),
-                    "ref": task.reference,
-                    "node": task.node,
-                    "status": task.status.as_str(),
-                    "create_time": task.created.div_euclid(1000),
-                    "change_time": task.changed.div_euclid(1000),
-                    "data": mask_data(&loaded.process, &task.secret_keys, &task.data),
-                }),
-                Err(e) => op_error(e.to_string()),
+        "show" => match runtime.find_task_by(&op.process, task) {
+            Ok((loaded, task)) => json!({
+                "proc": "ok",
+                "obj": "task",
+                "obj_id": task.id.to_string(),
+                "ref": task.reference,
+                "node": task.node,
+                "status": task.status.as_str(),
+                "create_time": task.created.div_euclid(1000),
+                "change_time": task.changed.div_euclid(1000),
+                "data": mask_data(&loaded.process, &task.secret_keys, &task.data),
+            }),
+            Err(e) => op_error(e.to_string()),
+        },
+        "delete" => match runtime.delete_task_by(&op.process, task) {
+            Ok(task) => {
+                json!({"proc": "ok", "obj": "task", "ref": task.reference, "obj_id": task.id.to_string()})
             }
-        }
-        "delete" => {
-            let Some(task) = task_key() else {
-                return op_error("`ref` or `obj_id` is required");
-            };
-            match runtime.delete_task_by(&process, task) {
-                Ok(task) => {
-                    json!({"proc": "ok", "obj": "task", "ref": task.reference, "obj_id": task.id.to_string()})
-                }
-                Err(e) => op_error(e.to_string()),
-            }
-        }
-        "" => op_error("`type` is required (create, modify, show or delete)"),
+            Err(e) => op_error(e.to_string()),
+        },
         other => op_error(format!(
             "unknown op type `{other}` (create, modify, show or delete)"
         )),
@@ -325,7 +408,7 @@ mod fuzz_tests {
     use proptest::prelude::*;
     use serde_json::{Map, Number, Value, json};
 
-    use super::{apply, parse_ops};
+    use super::{parse_ops, run_ops};
 
     /// `default` cases; proptest takes `PROPTEST_CASES` over it.
     fn config(default: u32) -> ProptestConfig {
@@ -546,19 +629,28 @@ nodes:
     #[test]
     fn fuzz_apply_arbitrary_ops() {
         let (_dir, runtime, process, keys) = runtime();
+        let tokio = current_thread();
         // Mostly the key that may use every process.
         proptest!(config(500), |(op in op(process), key in prop::sample::select(vec![0, 0, 0, 1]))| {
-            let answer = apply(&runtime, &keys[key], op.clone());
-            assert_answer(&op, &answer);
+            let answers = tokio.block_on(run_ops(&runtime, &keys[key], vec![op.clone()]));
+            assert_answer(&op, &answers.expect("the request is answered")[0]);
         });
     }
 
     #[test]
     fn fuzz_apply_any_json_as_an_op() {
         let (_dir, runtime, _, keys) = runtime();
+        let tokio = current_thread();
         proptest!(config(500), |(op in json_value())| {
-            let answer = apply(&runtime, &keys[0], op.clone());
-            assert_answer(&op, &answer);
+            let answers = tokio.block_on(run_ops(&runtime, &keys[0], vec![op.clone()]));
+            assert_answer(&op, &answers.expect("the request is answered")[0]);
         });
+    }
+
+    fn current_thread() -> tokio::runtime::Runtime {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("a tokio runtime")
     }
 }

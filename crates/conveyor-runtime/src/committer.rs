@@ -1,6 +1,8 @@
-//! Group commit: steps hand their batches to one committer thread, which applies
-//! everything that is waiting as one store transaction (and, with `flush_each_step`,
-//! flushes once for the whole group) before it acknowledges each step.
+//! Group commit: steps, and the HTTP doors' creates and modifies (`intake.rs`), hand
+//! their batches to one committer thread, which applies everything that is waiting as
+//! one store transaction — and flushes once for the whole group when any of them asked
+//! for durability (a door's answer means "on disk") or with `flush_each_step` — before
+//! it acknowledges each.
 //!
 //! One transaction for many steps costs far less than one each; a step still learns
 //! that *its* batch is durable before it schedules what follows from it.
@@ -20,6 +22,8 @@ const GATHER: std::time::Duration = std::time::Duration::from_micros(300);
 
 pub(crate) struct Request {
     pub batch: Batch,
+    /// Acknowledge only once the group is flushed to disk.
+    pub durable: bool,
     pub done: oneshot::Sender<Result<(), StoreError>>,
 }
 
@@ -97,10 +101,11 @@ fn run(
                 }
             }
         }
+        let durable = flush || group.iter().any(|r| r.durable);
         let (batches, senders): (Vec<Batch>, Vec<_>) =
             group.into_iter().map(|r| (r.batch, r.done)).unzip();
         let results = apply(store.as_ref(), &batches);
-        let flushed = if flush { store.flush() } else { Ok(()) };
+        let flushed = if durable { store.flush() } else { Ok(()) };
         stats.groups.fetch_add(1, Ordering::Relaxed);
         stats
             .steps

@@ -109,6 +109,35 @@ pub(crate) fn check_input(
     Ok(())
 }
 
+/// Whether the direct URL of `loaded` may create or modify the task `reference`.
+pub(crate) fn check_direct_ref(loaded: &LoadedProcess, reference: Option<&str>) -> Result<()> {
+    let process = loaded.record.id;
+    let rules = &loaded.process.direct_url;
+    match reference {
+        Some(r) => {
+            if let Some(refs) = &rules.refs
+                && !refs.iter().any(|allowed| allowed == r)
+            {
+                return Err(RuntimeError::Refused(format!(
+                    "the direct URL of process {process} takes only the ref{} {}",
+                    if refs.len() == 1 { "" } else { "s" },
+                    refs.iter()
+                        .map(|r| format!("`{r}`"))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                )));
+            }
+        }
+        None if !rules.new_tasks => {
+            return Err(RuntimeError::Refused(format!(
+                "the direct URL of process {process} makes no task without a `ref`"
+            )));
+        }
+        None => {}
+    }
+    Ok(())
+}
+
 fn door_phrase(door: Door) -> &'static str {
     match door {
         Door::Create => "when a task is added (its `input:` does not list `create`)",
@@ -183,29 +212,7 @@ impl Runtime {
         data: Map<String, Value>,
     ) -> Result<DirectOutcome> {
         let loaded = self.loaded(process)?;
-        let rules = &loaded.process.direct_url;
-        match reference {
-            Some(r) => {
-                if let Some(refs) = &rules.refs
-                    && !refs.iter().any(|allowed| allowed == r)
-                {
-                    return Err(RuntimeError::Refused(format!(
-                        "the direct URL of process {process} takes only the ref{} {}",
-                        if refs.len() == 1 { "" } else { "s" },
-                        refs.iter()
-                            .map(|r| format!("`{r}`"))
-                            .collect::<Vec<_>>()
-                            .join(", ")
-                    )));
-                }
-            }
-            None if !rules.new_tasks => {
-                return Err(RuntimeError::Refused(format!(
-                    "the direct URL of process {process} makes no task without a `ref`"
-                )));
-            }
-            None => {}
-        }
+        check_direct_ref(&loaded, reference)?;
         let id = process.to_string();
         if let Some(r) = reference
             && let Some(task) = self.store.task_by_ref(process, r)?

@@ -19,6 +19,7 @@ mod env;
 mod fold;
 mod http;
 mod input;
+mod intake;
 mod mask;
 mod metrics;
 mod ops;
@@ -31,6 +32,7 @@ pub use clock::{Clock, ManualClock, SystemClock};
 pub use conveyor_store::{Store, StoreError};
 pub use engine::{RunMode, RunStats};
 pub use input::DirectOutcome;
+pub use intake::{Ack, Pending};
 pub use mask::{declared_secret_keys, mask_data};
 pub use metrics::Metrics;
 pub use ops::{ModifyOutcome, TaskBy, TaskKey, random_token};
@@ -319,14 +321,32 @@ impl Runtime {
     /// Commits a step's batch with others waiting (group commit); resolves once it is
     /// applied (and flushed, with `flush_each_step`).
     pub(crate) async fn commit_step(&self, batch: Batch) -> Result<()> {
+        self.commit_grouped(batch, false).await
+    }
+
+    /// Commits `batch` in the committer's next group; with `durable`, resolves only once
+    /// that group is flushed to disk (one flush for everyone in it).
+    pub(crate) async fn commit_grouped(&self, batch: Batch, durable: bool) -> Result<()> {
         let batch_refs = ref_changes(&batch);
         let (done, wait) = tokio::sync::oneshot::channel();
         let Some(sender) = self.committer.sender() else {
-            return self.store.commit(&batch).map_err(Into::into);
+            self.store.commit(&batch)?;
+            if durable {
+                self.store.flush()?;
+            }
+            return Ok(());
         };
-        if let Err(mpsc_error) = sender.send(committer::Request { batch, done }) {
+        let request = committer::Request {
+            batch,
+            durable,
+            done,
+        };
+        if let Err(mpsc_error) = sender.send(request) {
             // The committer is gone (shutting down): apply it here.
             self.store.commit(&mpsc_error.0.batch)?;
+            if durable {
+                self.store.flush()?;
+            }
             self.note_commit(&batch_refs);
             return Ok(());
         }

@@ -161,26 +161,31 @@ impl Runtime {
         &self,
         process: &str,
         reference: Option<&str>,
-        mut data: Map<String, Value>,
+        data: Map<String, Value>,
         door: Door,
     ) -> Result<TaskRecord> {
-        let loaded = self.resolve(process)?;
-        crate::input::check_input(&loaded, &mut data, door, None)?;
-        let mut batch = Batch::default();
-        let task = self.new_task(&loaded, reference, data, None, self.now(), &mut batch)?;
+        let (task, batch) = self.add_batch(process, reference, data, door)?;
         let changes = crate::ref_changes(&batch);
-        self.store.commit(&batch).map_err(|e| match e {
-            conveyor_store::StoreError::DuplicateRef { process, reference } => {
-                RuntimeError::Refused(format!(
-                    "ref '{reference}' already exists in process {process}"
-                ))
-            }
-            other => other.into(),
-        })?;
+        self.store.commit(&batch).map_err(duplicate_ref)?;
         self.note_commit(&changes);
         self.metrics.task_created(1);
         self.schedule(task.id);
         Ok(task)
+    }
+
+    /// The checked new task of an `add` through `door`, and the batch that stores it.
+    pub(crate) fn add_batch(
+        &self,
+        process: &str,
+        reference: Option<&str>,
+        mut data: Map<String, Value>,
+        door: Door,
+    ) -> Result<(TaskRecord, Batch)> {
+        let loaded = self.resolve(process)?;
+        crate::input::check_input(&loaded, &mut data, door, None)?;
+        let mut batch = Batch::default();
+        let task = self.new_task(&loaded, reference, data, None, self.now(), &mut batch)?;
+        Ok((task, batch))
     }
 
     /// Builds a new task at the start of `loaded` and adds its ops to `batch`. Checks
@@ -376,10 +381,26 @@ impl Runtime {
         &self,
         loaded: &LoadedProcess,
         task: TaskRecord,
-        mut data: Map<String, Value>,
+        data: Map<String, Value>,
         source: &str,
         door: Door,
     ) -> Result<ModifyOutcome> {
+        let (outcome, batch) = self.modify_batch(loaded, task, data, source, door)?;
+        self.store.commit(&batch)?;
+        self.schedule(outcome.task);
+        Ok(outcome)
+    }
+
+    /// The checked modify of a found task through `door`, and the batch that leaves it in
+    /// the task's inbox.
+    pub(crate) fn modify_batch(
+        &self,
+        loaded: &LoadedProcess,
+        task: TaskRecord,
+        mut data: Map<String, Value>,
+        source: &str,
+        door: Door,
+    ) -> Result<(ModifyOutcome, Batch)> {
         crate::input::check_input(loaded, &mut data, door, Some(&task.data))?;
         // The whole task after this modify (and those still in its inbox) must stay
         // within the limit: a refused modify leaves the task as it was, so the next
@@ -416,12 +437,13 @@ impl Runtime {
             },
         });
         batch.push(Op::SetReady(task.id));
-        self.store.commit(&batch)?;
-        self.schedule(task.id);
-        Ok(ModifyOutcome {
-            task: task.id,
-            node: task.node,
-        })
+        Ok((
+            ModifyOutcome {
+                task: task.id,
+                node: task.node,
+            },
+            batch,
+        ))
     }
 }
 
@@ -521,6 +543,16 @@ impl Runtime {
         }
         self.store.flush()?;
         Ok(())
+    }
+}
+
+/// A ref claimed twice is the caller's mistake, said as such.
+pub(crate) fn duplicate_ref(e: conveyor_store::StoreError) -> RuntimeError {
+    match e {
+        conveyor_store::StoreError::DuplicateRef { process, reference } => RuntimeError::Refused(
+            format!("ref '{reference}' already exists in process {process}"),
+        ),
+        other => other.into(),
     }
 }
 

@@ -1,0 +1,198 @@
+//! The HTTP doors' way in: creates and modifies from the task API, direct URLs and the
+//! dashboard join the committer's groups (`committer.rs`) instead of each committing and
+//! flushing on its own. The same checks as the CLI's `add_task`/`modify_task` apply
+//! (`input.rs`); the answer still goes out only once the change is on disk, but a flush
+//! is shared by everyone whose change is in that group.
+//!
+//! A request of many ops is answered in order: each op's change is *applied* before the
+//! next op runs (so a later op sees an earlier one's ref), and one [`Runtime::sync`] at
+//! the end makes them all durable before the answer.
+
+use conveyor_model::Door;
+use serde_json::{Map, Value};
+
+use crate::input::DirectOutcome;
+use crate::ops::duplicate_ref;
+use crate::{ModifyOutcome, Result, Runtime, RuntimeError, TaskBy};
+use conveyor_store::{Batch, TaskRecord};
+
+/// When a door's change may be acknowledged.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ack {
+    /// Once it is applied (readable); call [`Runtime::sync`] before answering.
+    Applied,
+    /// Once it is on disk.
+    Durable,
+}
+
+impl Runtime {
+    /// `add_task` through the committer's groups.
+    pub async fn add_task_grouped(
+        &self,
+        process: &str,
+        reference: Option<&str>,
+        data: Map<String, Value>,
+        ack: Ack,
+    ) -> Result<TaskRecord> {
+        self.add_grouped(process, reference, data, Door::Create, ack)
+            .await
+    }
+
+    async fn add_grouped(
+        &self,
+        process: &str,
+        reference: Option<&str>,
+        data: Map<String, Value>,
+        door: Door,
+        ack: Ack,
+    ) -> Result<TaskRecord> {
+        let (task, batch) = self.add_batch(process, reference, data, door)?;
+        self.commit_grouped(batch, ack == Ack::Durable)
+            .await
+            .map_err(|e| match e {
+                RuntimeError::Store(e) => duplicate_ref(e),
+                other => other,
+            })?;
+        self.metrics.task_created(1);
+        self.schedule(task.id);
+        Ok(task)
+    }
+
+    /// `modify_task_by` through the committer's groups.
+    pub async fn modify_task_grouped(
+        &self,
+        process: &str,
+        by: TaskBy<'_>,
+        data: Map<String, Value>,
+        source: &str,
+        ack: Ack,
+    ) -> Result<ModifyOutcome> {
+        let (loaded, task) = self.find_task_by(process, by)?;
+        let (outcome, batch) = self.modify_batch(&loaded, task, data, source, Door::Modify)?;
+        self.commit_modify(outcome, batch, ack).await
+    }
+
+    async fn commit_modify(
+        &self,
+        outcome: ModifyOutcome,
+        batch: Batch,
+        ack: Ack,
+    ) -> Result<ModifyOutcome> {
+        self.commit_grouped(batch, ack == Ack::Durable).await?;
+        self.schedule(outcome.task);
+        Ok(outcome)
+    }
+
+    /// `direct_url` through the committer's groups; answered once durable.
+    pub async fn direct_url_grouped(
+        &self,
+        process: u64,
+        reference: Option<&str>,
+        data: Map<String, Value>,
+    ) -> Result<DirectOutcome> {
+        let loaded = self.loaded(process)?;
+        crate::input::check_direct_ref(&loaded, reference)?;
+        if let Some(r) = reference
+            && let Some(task) = self.store.task_by_ref(process, r)?
+        {
+            let reference = task.reference.clone();
+            let (outcome, batch) =
+                self.modify_batch(&loaded, task, data, "direct URL", Door::Url)?;
+            let outcome = self.commit_modify(outcome, batch, Ack::Durable).await?;
+            return Ok(DirectOutcome {
+                task: outcome.task,
+                reference,
+                action: "modified",
+            });
+        }
+        let task = self
+            .add_grouped(
+                &process.to_string(),
+                reference,
+                data,
+                Door::Url,
+                Ack::Durable,
+            )
+            .await?;
+        Ok(DirectOutcome {
+            task: task.id,
+            reference: task.reference,
+            action: "created",
+        })
+    }
+
+    /// Resolves once everything committed before it is on disk (one flush shared with the
+    /// rest of its group).
+    pub async fn sync(&self) -> Result<()> {
+        self.commit_grouped(Batch::default(), true).await
+    }
+
+    /// Checks and submits a create to the committer at once, without waiting: many ops of
+    /// one request join the same group. Await [`Pending::done`] for the outcome.
+    pub fn submit_create(
+        &self,
+        process: &str,
+        reference: Option<&str>,
+        data: Map<String, Value>,
+    ) -> Result<(TaskRecord, Pending)> {
+        let (task, batch) = self.add_batch(process, reference, data, Door::Create)?;
+        let refs = crate::ref_changes(&batch);
+        let wait = match self.committer.sender() {
+            Some(sender) => {
+                let (done, wait) = tokio::sync::oneshot::channel();
+                let request = crate::committer::Request {
+                    batch,
+                    durable: false,
+                    done,
+                };
+                match sender.send(request) {
+                    Ok(()) => Some(wait),
+                    Err(error) => {
+                        self.store.commit(&error.0.batch).map_err(duplicate_ref)?;
+                        None
+                    }
+                }
+            }
+            None => {
+                self.store.commit(&batch).map_err(duplicate_ref)?;
+                None
+            }
+        };
+        let pending = Pending {
+            wait,
+            refs,
+            task: task.id,
+        };
+        Ok((task, pending))
+    }
+}
+
+/// A create handed to the committer and not yet acknowledged.
+pub struct Pending {
+    wait:
+        Option<tokio::sync::oneshot::Receiver<std::result::Result<(), conveyor_store::StoreError>>>,
+    refs: Vec<crate::RefChange>,
+    task: u64,
+}
+
+impl Pending {
+    /// Resolves once the create is applied (readable), or with why it was not (a ref
+    /// taken meanwhile: `ref '…' already exists`).
+    pub async fn done(self, runtime: &Runtime) -> Result<()> {
+        if let Some(wait) = self.wait {
+            match wait.await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => return Err(duplicate_ref(e)),
+                Err(_) => {
+                    return Err(RuntimeError::Store(conveyor_store::StoreError::Io(
+                        "the committer stopped".into(),
+                    )));
+                }
+            }
+        }
+        runtime.note_commit(&self.refs);
+        runtime.metrics.task_created(1);
+        runtime.schedule(self.task);
+        Ok(())
+    }
+}
