@@ -6,6 +6,7 @@
 //! read as ratios. `all` runs every scenario; it fails only on errors, never on speed.
 
 mod api;
+mod intake;
 mod pure;
 mod refs;
 mod report;
@@ -70,7 +71,15 @@ enum Scenario {
     },
     /// Reads of other processes' tasks by ref (`{{conv[ID].ref[REF].x}}`) per second.
     Refs(RefsArgs),
-    /// Every scenario, one after the other (template, pure, api, timers, restart, refs),
+    /// Tasks created over loopback HTTP through the real server (direct URL; task API,
+    /// 100 per request) and completed, on sled and on the log store, against the HTTP
+    /// server's own floor.
+    Intake {
+        /// Tasks per door and store [default: 100,000; --quick 5,000].
+        #[arg(long)]
+        tasks: Option<u64>,
+    },
+    /// Every scenario, one after the other (template, pure, api, timers, restart, refs, intake),
     /// each in a process of its own; with `--json`, one JSON object per line.
     All,
     /// (internal) The delay server of `api`: prints `port N`, exits when stdin closes.
@@ -169,6 +178,7 @@ fn main() -> ExitCode {
             .and_then(|parked| restart::run(&parked, durability))
             .map(print),
         Scenario::Refs(args) => refs_scenario(&args, &sizes, durability).map(print),
+        Scenario::Intake { tasks } => intake::run(sizes.pick(tasks, 100_000, 5_000)).map(print),
         Scenario::ServeDelay { delay_ms } => api::serve(delay_ms),
         Scenario::RestartProbe {
             data,
@@ -239,12 +249,13 @@ fn all(quick: bool, json: bool, durability: bool) -> ExitCode {
     .into_iter()
     .filter_map(|(on, flag)| on.then_some(flag))
     .collect();
-    let scenarios: [(&str, &[&str]); 5] = [
+    let scenarios: [(&str, &[&str]); 6] = [
         ("template", &["template"]),
         ("pure", &["pure"]),
         ("api", &["api"]),
         ("timers and restart", &["timers", "--with-restart"]),
         ("refs", &["refs"]),
+        ("intake", &["intake"]),
     ];
     let mut failed = Vec::new();
     for (name, args) in scenarios {

@@ -17,7 +17,7 @@ use serde_json::{Map, Value};
 use crate::report::{Figure, Report, Run};
 use crate::sys::{self, progress};
 
-const PROCESS: &str = r#"
+pub(crate) const PROCESS: &str = r#"
 process: pure
 nodes:
   start: { type: start, next: set_a }

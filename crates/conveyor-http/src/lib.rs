@@ -220,6 +220,18 @@ pub async fn serve(
     server::run(listener, router, limits, shutdown).await
 }
 
+/// Serves any `router` with the same connection handling as [`serve`] (its own accept
+/// loop, timeouts and cap): `conveyor-bench intake` measures the server's own floor with
+/// a handler that does nothing.
+pub async fn serve_router(
+    listener: tokio::net::TcpListener,
+    router: Router,
+    limits: ConnectionLimits,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    server::run(listener, router, limits, shutdown).await
+}
+
 /// Records each request's duration by route and status.
 async fn observe(State(state): State<Arc<AppState>>, request: Request, next: Next) -> Response {
     let route = request
