@@ -19,7 +19,7 @@ pub const T0: i64 = 1_764_345_600_000;
 impl Engine {
     pub fn new() -> Engine {
         let dir = tempfile::tempdir().expect("temp dir");
-        let store = conveyor_store::open(dir.path(), Default::default()).expect("store opens");
+        let store = crate::support::open_store(dir.path());
         let clock = ManualClock::new(T0);
         let runtime = Runtime::new(store, Arc::new(clock.clone()), Settings::default());
         Engine {
@@ -33,16 +33,14 @@ impl Engine {
     /// of the process would.
     pub fn restart(&mut self) {
         let placeholder = Runtime::new(
-            conveyor_store::open(tempfile::tempdir().expect("dir").path(), Default::default())
-                .expect("store"),
+            crate::support::open_store(tempfile::tempdir().expect("dir").path()),
             Arc::new(self.clock.clone()),
             Settings::default(),
         );
         let old = std::mem::replace(&mut self.runtime, placeholder);
         old.store().flush().expect("flush");
         drop(old);
-        let store = conveyor_store::open(self.dir.path(), Default::default())
-            .expect("the store opens again");
+        let store = crate::support::open_store(self.dir.path());
         self.runtime = Runtime::new(store, Arc::new(self.clock.clone()), Settings::default());
     }
 
