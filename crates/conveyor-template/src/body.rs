@@ -292,6 +292,25 @@ mod tests {
     }
 
     #[test]
+    fn the_paths_blocks_and_helpers_the_docs_promise() {
+        let data = json!({"xs": ["a", "<b>"], "o": {"k": 1, "l": "m"}, "n": 7});
+        assert_eq!(render("{{xs.[1]}}|{{{xs.[1]}}}", Escape::Html, data.clone()), "&lt;b&gt;|<b>");
+        assert_eq!(
+            render("{{#each o}}{{@key}}={{this}};{{/each}}", Escape::None, data.clone()),
+            "k=1;l=m;"
+        );
+        assert_eq!(render("{{o}}", Escape::None, data.clone()), "[object]");
+        assert_eq!(
+            render(
+                "{{#if (gt n 5)}}big{{/if}}{{#unless (eq n 7)}}x{{/unless}} {{len xs}} {{#with o}}{{l}}{{/with}}",
+                Escape::None,
+                data
+            ),
+            "big 2 m"
+        );
+    }
+
+    #[test]
     fn missing_values_render_as_nothing() {
         assert_eq!(render("a{{nope}}b{{x.y.z}}c", Escape::Html, json!({})), "abc");
     }
