@@ -611,7 +611,11 @@ async fn the_cache_of_tasks_read_by_ref_stays_within_its_bound_and_is_never_stal
     // Read every holder twice, in two sweeps: far more tasks than the cache keeps.
     for round in 0..2 {
         for i in 0..100 {
-            e.add("@reader", Some(&format!("r{round}-{i}")), json!({ "ref": format!("h{i}") }));
+            e.add(
+                "@reader",
+                Some(&format!("r{round}-{i}")),
+                json!({ "ref": format!("h{i}") }),
+            );
         }
         e.idle().await;
         let (entries, _) = e.runtime.ref_cache_size();
@@ -634,7 +638,11 @@ async fn the_cache_of_tasks_read_by_ref_stays_within_its_bound_and_is_never_stal
     }
     e.idle().await;
     for i in 0..100 {
-        e.add("@reader", Some(&format!("r2-{i}")), json!({ "ref": format!("h{i}") }));
+        e.add(
+            "@reader",
+            Some(&format!("r2-{i}")),
+            json!({ "ref": format!("h{i}") }),
+        );
     }
     e.idle().await;
     for i in 0..100 {

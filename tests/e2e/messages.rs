@@ -46,7 +46,10 @@ async fn email_bodies_escape_a_hostile_script_and_sms_and_telegram_text_do_not()
                 assert!(body.contains("&lt;script&gt;"), "{body}");
                 assert!(body.starts_with("<html><body>"), "{body}");
             }
-            _ => assert_eq!(message.text, HOSTILE, "{alias}: SMS and Telegram text is not escaped"),
+            _ => assert_eq!(
+                message.text, HOSTILE,
+                "{alias}: SMS and Telegram text is not escaped"
+            ),
         }
     }
 }
@@ -86,7 +89,9 @@ async fn a_summary_of_folded_alerts_lists_each_of_them_in_text_and_html() {
     );
     let mandrill = sandbox.messages(Service::Mandrill);
     assert_eq!(mandrill.len(), 6);
-    let html = mandrill[5].params["message"]["html"].as_str().expect("html");
+    let html = mandrill[5].params["message"]["html"]
+        .as_str()
+        .expect("html");
     assert!(
         html.contains("<li>portal <b>portal5</b>: invalid_grant at 10:05</li>\n<li>portal <b>portal6</b>: alert 6 at 10:06</li>"),
         "{html}"

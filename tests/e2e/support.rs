@@ -32,7 +32,10 @@ pub fn key_dir() -> &'static Path {
 /// keeps its own kind whatever this says.
 pub fn store_options() -> conveyor_store::StoreOptions {
     let mut options = conveyor_store::StoreOptions::default();
-    match std::env::var("CONVEYOR_STORE_KIND").as_deref().map(str::trim) {
+    match std::env::var("CONVEYOR_STORE_KIND")
+        .as_deref()
+        .map(str::trim)
+    {
         Err(_) | Ok("") => {}
         Ok("sled") => options.kind = conveyor_store::StoreKind::Sled,
         Ok("log") => options.kind = conveyor_store::StoreKind::Log,

@@ -250,7 +250,10 @@ pub fn store_options() -> conveyor_store::StoreOptions {
     {
         options.cache_bytes = mib << 20;
     }
-    match std::env::var("CONVEYOR_STORE_KIND").as_deref().map(str::trim) {
+    match std::env::var("CONVEYOR_STORE_KIND")
+        .as_deref()
+        .map(str::trim)
+    {
         Ok("sled") => options.kind = conveyor_store::StoreKind::Sled,
         Ok("log") => options.kind = conveyor_store::StoreKind::Log,
         _ => {}

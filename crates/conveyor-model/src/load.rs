@@ -1209,7 +1209,11 @@ fn load_kind(
                 }
             }
             if raw.set.is_empty() && raw.render.is_empty() {
-                loader.error(node, Some("set"), "a set_param sets nothing: give `set` or `render`".into());
+                loader.error(
+                    node,
+                    Some("set"),
+                    "a set_param sets nothing: give `set` or `render`".into(),
+                );
                 ok = false;
             }
             for key in raw.cast.keys() {

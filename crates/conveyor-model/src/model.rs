@@ -43,7 +43,9 @@ impl Process {
     /// unless it is a param declared for that door.
     pub fn writes(&self, key: &str) -> bool {
         self.nodes.values().any(|node| match &node.kind {
-            NodeKind::SetParam { set, render, .. } => set.contains_key(key) || render.contains_key(key),
+            NodeKind::SetParam { set, render, .. } => {
+                set.contains_key(key) || render.contains_key(key)
+            }
             NodeKind::ApiCall(api) => api
                 .response
                 .as_ref()

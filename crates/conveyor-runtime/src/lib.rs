@@ -379,7 +379,11 @@ impl Runtime {
         }
         // The process's generation *before* reading the store: a commit reported
         // meanwhile moves it on, and the value read is then not kept (it may be older).
-        let generation = self.refs.write().ok().map(|mut refs| refs.generation(process));
+        let generation = self
+            .refs
+            .write()
+            .ok()
+            .map(|mut refs| refs.generation(process));
         let Some(task) = self.store.task_by_ref(process, reference)? else {
             return Ok(None);
         };

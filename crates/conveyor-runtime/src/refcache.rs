@@ -199,7 +199,6 @@ impl RefCache {
             self.remove(process, &reference);
         }
     }
-
 }
 
 /// About the length of `value`'s JSON text, without writing it.
@@ -248,7 +247,11 @@ mod tests {
             read(&mut cache, 2, &format!("r{i}"), "x");
             // The token is read all the time: the hand always gives it a second chance.
             assert_eq!(value(&cache, 1, "token"), Some(json!("AT-1")), "after {i}");
-            assert!(cache.size().0 <= 100, "{} entries after {i}", cache.size().0);
+            assert!(
+                cache.size().0 <= 100,
+                "{} entries after {i}",
+                cache.size().0
+            );
         }
         assert_eq!(cache.size().0, 100);
         // The last ones read are there, the first ones are gone.

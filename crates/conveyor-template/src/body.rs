@@ -272,7 +272,11 @@ mod tests {
             "3 more:\n• portal a: invalid_grant at 10:00\n• portal b: plain at 10:01\n• no portal"
         );
         assert_eq!(
-            render("{{#each xs}}[{{@index}}:{{this}}]{{/each}}", Escape::None, json!({"xs": [1, "two", null]})),
+            render(
+                "{{#each xs}}[{{@index}}:{{this}}]{{/each}}",
+                Escape::None,
+                json!({"xs": [1, "two", null]})
+            ),
             "[0:1][1:two][2:]"
         );
     }
@@ -294,9 +298,16 @@ mod tests {
     #[test]
     fn the_paths_blocks_and_helpers_the_docs_promise() {
         let data = json!({"xs": ["a", "<b>"], "o": {"k": 1, "l": "m"}, "n": 7});
-        assert_eq!(render("{{xs.[1]}}|{{{xs.[1]}}}", Escape::Html, data.clone()), "&lt;b&gt;|<b>");
         assert_eq!(
-            render("{{#each o}}{{@key}}={{this}};{{/each}}", Escape::None, data.clone()),
+            render("{{xs.[1]}}|{{{xs.[1]}}}", Escape::Html, data.clone()),
+            "&lt;b&gt;|<b>"
+        );
+        assert_eq!(
+            render(
+                "{{#each o}}{{@key}}={{this}};{{/each}}",
+                Escape::None,
+                data.clone()
+            ),
             "k=1;l=m;"
         );
         assert_eq!(render("{{o}}", Escape::None, data.clone()), "[object]");
@@ -312,7 +323,10 @@ mod tests {
 
     #[test]
     fn missing_values_render_as_nothing() {
-        assert_eq!(render("a{{nope}}b{{x.y.z}}c", Escape::Html, json!({})), "abc");
+        assert_eq!(
+            render("a{{nope}}b{{x.y.z}}c", Escape::Html, json!({})),
+            "abc"
+        );
     }
 
     #[test]
@@ -323,7 +337,10 @@ mod tests {
             panic!("{e:?}")
         };
         assert!(line.is_some(), "{e}");
-        assert!(e.to_string().starts_with("bad handlebars template: "), "{e}");
+        assert!(
+            e.to_string().starts_with("bad handlebars template: "),
+            "{e}"
+        );
         assert!(BodyTemplate::compile("{{#if x}}", Escape::None).is_err());
         assert!(BodyTemplate::compile("{{", Escape::None).is_err());
         assert_eq!(
@@ -331,7 +348,10 @@ mod tests {
             BodyError::NotAllowed("a partial (`{{> …}}`)")
         );
         assert!(matches!(
-            BodyTemplate::compile("{{#if a}}{{#*inline \"p\"}}x{{/inline}}{{/if}}", Escape::None),
+            BodyTemplate::compile(
+                "{{#if a}}{{#*inline \"p\"}}x{{/inline}}{{/if}}",
+                Escape::None
+            ),
             Err(BodyError::NotAllowed(_))
         ));
         let deep = "{{#if a}}".repeat(MAX_DEPTH + 1) + &"{{/if}}".repeat(MAX_DEPTH + 1);
