@@ -21,7 +21,7 @@ pub async fn sandbox() -> Sandbox {
         .expect("sandbox starts")
 }
 
-fn object(value: Value) -> Map<String, Value> {
+pub(crate) fn object(value: Value) -> Map<String, Value> {
     match value {
         Value::Object(map) => map,
         _ => panic!("not an object"),
@@ -210,7 +210,7 @@ async fn the_consumer_reads_the_token_and_an_expired_token_is_refreshed_exactly_
 }
 
 /// The five notifier processes, cloned with the sandbox's credentials.
-fn clone_notifiers(e: &Engine, sandbox: &Sandbox) -> Vec<(&'static str, Service)> {
+pub(crate) fn clone_notifiers(e: &Engine, sandbox: &Sandbox) -> Vec<(&'static str, Service)> {
     let c = sandbox.credentials().clone();
     let url = sandbox.url().to_string();
     let settings: Vec<(&str, &str, Value, Service)> = vec![

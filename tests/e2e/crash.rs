@@ -61,7 +61,7 @@ async fn work(
 }
 
 fn open_store(data: &DataDir) -> Arc<dyn Store> {
-    conveyor_store::open(data.path(), Default::default()).expect("the store opens after a crash")
+    crate::support::open_store(data.path())
 }
 
 /// The crash process cloned in a fresh data dir, with `TASKS` tasks added, and the

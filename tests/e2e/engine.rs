@@ -18,10 +18,14 @@ pub const T0: i64 = 1_764_345_600_000;
 
 impl Engine {
     pub fn new() -> Engine {
+        Engine::with_settings(Settings::default())
+    }
+
+    pub fn with_settings(settings: Settings) -> Engine {
         let dir = tempfile::tempdir().expect("temp dir");
-        let store = conveyor_store::open(dir.path(), Default::default()).expect("store opens");
+        let store = crate::support::open_store(dir.path());
         let clock = ManualClock::new(T0);
-        let runtime = Runtime::new(store, Arc::new(clock.clone()), Settings::default());
+        let runtime = Runtime::new(store, Arc::new(clock.clone()), settings);
         Engine {
             runtime,
             clock,
@@ -33,16 +37,14 @@ impl Engine {
     /// of the process would.
     pub fn restart(&mut self) {
         let placeholder = Runtime::new(
-            conveyor_store::open(tempfile::tempdir().expect("dir").path(), Default::default())
-                .expect("store"),
+            crate::support::open_store(tempfile::tempdir().expect("dir").path()),
             Arc::new(self.clock.clone()),
             Settings::default(),
         );
         let old = std::mem::replace(&mut self.runtime, placeholder);
         old.store().flush().expect("flush");
         drop(old);
-        let store = conveyor_store::open(self.dir.path(), Default::default())
-            .expect("the store opens again");
+        let store = crate::support::open_store(self.dir.path());
         self.runtime = Runtime::new(store, Arc::new(self.clock.clone()), Settings::default());
     }
 
@@ -571,4 +573,84 @@ nodes:
     let nested = format!("{}1{}", "[".repeat(10_000), "]".repeat(10_000));
     let parsed = serde_json::from_str::<Value>(&nested);
     assert!(parsed.is_err(), "serde_json's recursion limit holds");
+}
+
+const HOLDERS: &str = r#"
+process: holders
+params:
+  n: {}
+nodes:
+  start: { type: start, next: wait }
+  wait: { type: escalation, next: done }
+  done: { type: final }
+"#;
+
+const READER: &str = r#"
+process: reader
+params:
+  ref: {}
+nodes:
+  start: { type: start, next: read }
+  read: { type: set_param, set: { got: "{{conv[@holders].ref[{{ref}}].n}}" }, next: done, on_error: failed }
+  done: { type: final }
+  failed: { type: final, status: error }
+"#;
+
+#[tokio::test]
+async fn the_cache_of_tasks_read_by_ref_stays_within_its_bound_and_is_never_stale() {
+    let e = Engine::with_settings(Settings {
+        ref_cache_entries: 20,
+        ..Settings::default()
+    });
+    e.clone_process(HOLDERS, Some("holders"));
+    e.clone_process(READER, Some("reader"));
+    for i in 0..100 {
+        e.add("@holders", Some(&format!("h{i}")), json!({ "n": i }));
+    }
+    e.idle().await;
+    // Read every holder twice, in two sweeps: far more tasks than the cache keeps.
+    for round in 0..2 {
+        for i in 0..100 {
+            e.add(
+                "@reader",
+                Some(&format!("r{round}-{i}")),
+                json!({ "ref": format!("h{i}") }),
+            );
+        }
+        e.idle().await;
+        let (entries, _) = e.runtime.ref_cache_size();
+        assert!(entries <= 20, "{entries} tasks kept, the bound is 20");
+    }
+    for i in 0..100 {
+        assert_eq!(e.task("@reader", &format!("r1-{i}")).data["got"], json!(i));
+    }
+    // Every holder changes (through a modify, which its task commits): what is read
+    // afterwards is the new value, whether it was kept, evicted or never kept.
+    for i in 0..100 {
+        e.runtime
+            .modify_task(
+                "@holders",
+                &TaskKey(format!("h{i}")),
+                serde_json::from_value(json!({ "n": i + 1000 })).expect("map"),
+                "test",
+            )
+            .unwrap_or_else(|err| panic!("modify: {err}"));
+    }
+    e.idle().await;
+    for i in 0..100 {
+        e.add(
+            "@reader",
+            Some(&format!("r2-{i}")),
+            json!({ "ref": format!("h{i}") }),
+        );
+    }
+    e.idle().await;
+    for i in 0..100 {
+        assert_eq!(
+            e.task("@reader", &format!("r2-{i}")).data["got"],
+            json!(i + 1000),
+            "holder h{i}"
+        );
+    }
+    assert!(e.runtime.ref_cache_size().0 <= 20);
 }

@@ -211,7 +211,7 @@ fn rotate_key_reseals_everything_and_drops_the_old_key() {
     check_revealed(&d);
     // Every sealed value on disk is under the new key now (old frames of the log may
     // still hold ciphertexts under the old key until compaction; that key is gone).
-    let store = conveyor_store::open(d.path(), Default::default()).expect("store");
+    let store = crate::support::open_store(d.path());
     for (process, reference) in [(2, "token"), (1, "second")] {
         let task = store
             .task_by_ref(process, reference)

@@ -26,6 +26,30 @@ pub fn key_dir() -> &'static Path {
     .path()
 }
 
+/// The options the tests open stores with in-process: the kind `CONVEYOR_STORE_KIND`
+/// names (`sled` or `log`, read as the `conveyor` binary reads it, so that CI's second
+/// run covers the in-process engine too), else the default. An existing data directory
+/// keeps its own kind whatever this says.
+pub fn store_options() -> conveyor_store::StoreOptions {
+    let mut options = conveyor_store::StoreOptions::default();
+    match std::env::var("CONVEYOR_STORE_KIND")
+        .as_deref()
+        .map(str::trim)
+    {
+        Err(_) | Ok("") => {}
+        Ok("sled") => options.kind = conveyor_store::StoreKind::Sled,
+        Ok("log") => options.kind = conveyor_store::StoreKind::Log,
+        Ok(other) => panic!("CONVEYOR_STORE_KIND={other}: expected `sled` or `log`"),
+    }
+    options
+}
+
+/// Opens (or creates) the store of the data directory `dir` with [`store_options`].
+pub fn open_store(dir: &Path) -> std::sync::Arc<dyn conveyor_store::Store> {
+    conveyor_store::open(dir, store_options())
+        .unwrap_or_else(|e| panic!("the store in {} opens: {e}", dir.display()))
+}
+
 /// A `conveyor` command for the binary built with these tests, run from the repo root,
 /// with its keys in the tests' key directory.
 pub fn conveyor() -> Command {

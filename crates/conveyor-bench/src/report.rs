@@ -284,10 +284,10 @@ pub fn thousands(x: f64) -> String {
 fn store_note(options: conveyor_store::StoreOptions) -> String {
     match options.kind {
         conveyor_store::StoreKind::Log => {
-            "store: the log store (CONVEYOR_STORE_KIND=sled for sled)".to_string()
+            "store: the log store (CONVEYOR_STORE_KIND=log)".to_string()
         }
         conveyor_store::StoreKind::Sled => format!(
-            "store: sled, page cache {} MiB (CONVEYOR_STORE_CACHE_MB)",
+            "store: sled, the default, page cache {} MiB (CONVEYOR_STORE_CACHE_MB; CONVEYOR_STORE_KIND=log for the log store)",
             options.cache_bytes >> 20
         ),
     }

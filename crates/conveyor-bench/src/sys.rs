@@ -250,8 +250,13 @@ pub fn store_options() -> conveyor_store::StoreOptions {
     {
         options.cache_bytes = mib << 20;
     }
-    if std::env::var("CONVEYOR_STORE_KIND").is_ok_and(|k| k.trim() == "sled") {
-        options.kind = conveyor_store::StoreKind::Sled;
+    match std::env::var("CONVEYOR_STORE_KIND")
+        .as_deref()
+        .map(str::trim)
+    {
+        Ok("sled") => options.kind = conveyor_store::StoreKind::Sled,
+        Ok("log") => options.kind = conveyor_store::StoreKind::Log,
+        _ => {}
     }
     options
 }

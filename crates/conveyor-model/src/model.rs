@@ -43,7 +43,9 @@ impl Process {
     /// unless it is a param declared for that door.
     pub fn writes(&self, key: &str) -> bool {
         self.nodes.values().any(|node| match &node.kind {
-            NodeKind::SetParam { set, .. } => set.contains_key(key),
+            NodeKind::SetParam { set, render, .. } => {
+                set.contains_key(key) || render.contains_key(key)
+            }
             NodeKind::ApiCall(api) => api
                 .response
                 .as_ref()
@@ -253,6 +255,8 @@ pub enum NodeKind {
     },
     SetParam {
         set: IndexMap<String, SetValue>,
+        /// Keys set from handlebars templates (`render`), after `set`'s.
+        render: IndexMap<String, RenderValue>,
         next: String,
         on_error: Option<String>,
     },
@@ -487,6 +491,15 @@ impl Cast {
 #[derive(Debug, Clone)]
 pub struct SetValue {
     pub value: ValueTemplate,
+    pub cast: Option<Cast>,
+}
+
+/// A `set_param` `render` value: a handlebars template (a message body) rendered over
+/// the task's data, with `with`'s values (Corezoid templates, rendered first) added.
+#[derive(Debug, Clone)]
+pub struct RenderValue {
+    pub template: conveyor_template::body::BodyTemplate,
+    pub with: IndexMap<String, ValueTemplate>,
     pub cast: Option<Cast>,
 }
 

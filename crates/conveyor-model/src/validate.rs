@@ -150,7 +150,10 @@ fn param_warnings(loader: &mut Loader<'_>, process: &Process) {
     }
     for node in process.nodes.values() {
         match &node.kind {
-            NodeKind::SetParam { set, .. } => known.extend(set.keys().map(String::as_str)),
+            NodeKind::SetParam { set, render, .. } => {
+                known.extend(set.keys().map(String::as_str));
+                known.extend(render.keys().map(String::as_str));
+            }
             NodeKind::ApiCall(api) => {
                 if let Some(response) = &api.response {
                     known.extend(response.keys().map(String::as_str));
@@ -208,7 +211,13 @@ fn visit_task_templates<'a>(node: &'a Node, visit: &mut dyn FnMut(&'a Template))
                 visit(&check.value);
             }
         }
-        NodeKind::SetParam { set, .. } => set.values().for_each(|v| v.value.visit_templates(visit)),
+        NodeKind::SetParam { set, render, .. } => {
+            set.values().for_each(|v| v.value.visit_templates(visit));
+            render
+                .values()
+                .flat_map(|r| r.with.values())
+                .for_each(|t| t.visit_templates(visit));
+        }
         NodeKind::Delay { wait, .. } => match wait {
             Wait::For(crate::DurationSpec::Template(t)) | Wait::Until(t) => visit(t),
             Wait::For(_) => {}

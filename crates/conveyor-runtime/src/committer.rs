@@ -90,7 +90,8 @@ fn run(
             }
         }
         // Under load (more than one step waiting), wait a moment for the steps still
-        // running to join this group: every transaction costs sled a log write of its own.
+        // running to join this group: every transaction costs the store a write of its own
+        // (a write of sled's log, or a frame appended to the log store).
         if group.len() > 1 {
             let deadline = std::time::Instant::now() + GATHER;
             while group.len() < MAX_GROUP {

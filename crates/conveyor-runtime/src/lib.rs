@@ -23,6 +23,7 @@ mod intake;
 mod mask;
 mod metrics;
 mod ops;
+mod refcache;
 mod step;
 
 use std::collections::{HashMap, HashSet, VecDeque};
@@ -85,9 +86,6 @@ pub struct LoadedProcess {
     pub process: Process,
 }
 
-/// Cached task data of one process, by ref: (version, task).
-type RefsOfProcess = FastMap<String, (u64, Arc<RefTask>)>;
-
 /// What `conv[…].ref[…]` reads of a task: its data, and the keys it holds secret beyond
 /// its process's (`TaskRecord::secret_keys`).
 #[derive(Debug)]
@@ -106,7 +104,6 @@ pub(crate) enum RefChange {
     Put {
         process: u64,
         reference: String,
-        version: u64,
         data: Arc<RefTask>,
     },
     Delete {
@@ -124,7 +121,6 @@ pub(crate) fn ref_changes(batch: &Batch) -> Vec<RefChange> {
             conveyor_store::Op::PutTask(task) => task.reference.as_ref().map(|r| RefChange::Put {
                 process: task.process,
                 reference: r.clone(),
-                version: task.history_len,
                 data: Arc::new(RefTask {
                     data: serde_json::Value::Object(task.data.clone()),
                     secret_keys: task.secret_keys.clone(),
@@ -160,6 +156,10 @@ pub struct Settings {
     pub max_in_flight: usize,
     /// Flush the store after every batch of steps (slower, survives power loss better).
     pub flush_each_step: bool,
+    /// Most tasks the cache of `conv[…].ref[…]` reads keeps (over all processes).
+    pub ref_cache_entries: usize,
+    /// Most bytes of task data (as JSON text) that cache keeps.
+    pub ref_cache_bytes: usize,
 }
 
 impl Default for Settings {
@@ -167,6 +167,8 @@ impl Default for Settings {
         Settings {
             max_in_flight: 256,
             flush_each_step: false,
+            ref_cache_entries: refcache::DEFAULT_MAX_ENTRIES,
+            ref_cache_bytes: refcache::DEFAULT_MAX_BYTES,
         }
     }
 }
@@ -187,10 +189,9 @@ pub struct Runtime {
     idle: tokio::sync::Notify,
     /// Applies steps' batches in groups (see `committer.rs`).
     committer: committer::Committer,
-    /// Data of tasks read by `conv[…].ref[…]`, by process and ref, with the task's
-    /// history length as its version. Only processes that were read from are kept;
-    /// commits refresh them (see `note_commit`).
-    refs: RwLock<FastMap<u64, RefsOfProcess>>,
+    /// Data of tasks read by `conv[…].ref[…]`, bounded (`Settings::ref_cache_entries`
+    /// and `ref_cache_bytes`) and kept true by commits (see `refcache.rs`).
+    refs: RwLock<refcache::RefCache>,
     /// Process aliases (they never change once given).
     aliases: RwLock<FastMap<String, u64>>,
     /// The current window of each rate-limited process (`fold.rs`).
@@ -208,7 +209,10 @@ impl Runtime {
             .unwrap_or_default();
         let committer = committer::Committer::start(store.clone(), settings.flush_each_step);
         Arc::new(Runtime {
-            refs: RwLock::new(FastMap::default()),
+            refs: RwLock::new(refcache::RefCache::new(
+                settings.ref_cache_entries,
+                settings.ref_cache_bytes,
+            )),
             aliases: RwLock::new(FastMap::default()),
             windows: Mutex::new(fold::Windows::default()),
             committer,
@@ -277,7 +281,10 @@ impl Runtime {
         self.clock.now_millis()
     }
 
-    /// The compiled process with this id (cached; re-read when its version changed).
+    /// The compiled process with this id, compiled once and cached. The cache is never
+    /// stale: a stored process changes only through this runtime (`update_process`,
+    /// `url_hash` replace the entry), since one engine holds the store at a time and
+    /// commands go through it while it runs.
     pub fn loaded(&self, id: u64) -> Result<Arc<LoadedProcess>> {
         if let Some(p) = self.processes.read().ok().and_then(|m| m.get(&id).cloned()) {
             return Ok(p);
@@ -376,59 +383,44 @@ impl Runtime {
                 RefChange::Put {
                     process,
                     reference,
-                    version,
                     data,
-                } => {
-                    if let Some(map) = refs.get_mut(process) {
-                        let newer = map.get(reference).is_none_or(|(v, _)| *v <= *version);
-                        if newer {
-                            map.insert(reference.clone(), (*version, data.clone()));
-                        }
-                    }
-                }
-                RefChange::Delete { process, reference } => {
-                    if let Some(map) = refs.get_mut(process) {
-                        map.remove(reference);
-                    }
-                }
+                } => refs.commit(*process, reference, Some(data.clone())),
+                RefChange::Delete { process, reference } => refs.commit(*process, reference, None),
             }
         }
     }
 
     /// The data of the task with `reference` in `process`, from the cache or the store.
     pub(crate) fn ref_data(&self, process: u64, reference: &str) -> Result<Option<Arc<RefTask>>> {
-        let known = match self.refs.read() {
-            Ok(refs) => match refs.get(&process) {
-                Some(map) => {
-                    if let Some((_, data)) = map.get(reference) {
-                        return Ok(Some(data.clone()));
-                    }
-                    true
-                }
-                None => false,
-            },
-            Err(_) => false,
-        };
-        if !known && let Ok(mut refs) = self.refs.write() {
-            // Mark the process as read from *before* reading the store, so that a
-            // commit landing meanwhile updates the entry (see `note_commit`).
-            refs.entry(process).or_default();
+        if let Ok(refs) = self.refs.read()
+            && let Some(data) = refs.get(process, reference)
+        {
+            return Ok(Some(data));
         }
+        // The process's generation *before* reading the store: a commit reported
+        // meanwhile moves it on, and the value read is then not kept (it may be older).
+        let generation = self
+            .refs
+            .write()
+            .ok()
+            .map(|mut refs| refs.generation(process));
         let Some(task) = self.store.task_by_ref(process, reference)? else {
             return Ok(None);
         };
-        let version = task.history_len;
         let data = Arc::new(RefTask {
             data: serde_json::Value::Object(task.data),
             secret_keys: task.secret_keys,
         });
-        if let Ok(mut refs) = self.refs.write() {
-            let map = refs.entry(process).or_default();
-            if map.get(reference).is_none_or(|(v, _)| *v < version) {
-                map.insert(reference.to_string(), (version, data.clone()));
-            }
+        if let (Some(generation), Ok(mut refs)) = (generation, self.refs.write()) {
+            refs.insert_read(process, reference, generation, data.clone());
         }
         Ok(Some(data))
+    }
+
+    /// How many tasks the cache of `conv[…].ref[…]` reads keeps now, and the bytes of
+    /// their data (bounded by `Settings::ref_cache_entries` and `ref_cache_bytes`).
+    pub fn ref_cache_size(&self) -> (usize, usize) {
+        self.refs.read().map(|r| r.size()).unwrap_or((0, 0))
     }
 
     /// The id of the process with this alias (cached: aliases never change).

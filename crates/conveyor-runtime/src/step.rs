@@ -565,7 +565,9 @@ impl Step<'_> {
                 let (target, via) = target.unwrap_or_else(|| (otherwise.clone(), "else".into()));
                 self.goto(&target, &via);
             }
-            NodeKind::SetParam { set, next, .. } => {
+            NodeKind::SetParam {
+                set, render, next, ..
+            } => {
                 let mut values = Vec::with_capacity(set.len());
                 let mut tainted = Vec::new();
                 for (key, value) in set {
@@ -578,6 +580,62 @@ impl Step<'_> {
                                 "software",
                                 "set_param_error",
                                 format!("`{key}`: {message}"),
+                                None,
+                            );
+                            return Ok(());
+                        }
+                    };
+                    let cast = match value.cast {
+                        Some(cast) => match cast_value(rendered, cast) {
+                            Ok(v) => v,
+                            Err(message) => {
+                                self.fail(
+                                    "set_param",
+                                    "software",
+                                    "set_param_bad_type",
+                                    format!("`{key}`: {message}"),
+                                    None,
+                                );
+                                return Ok(());
+                            }
+                        },
+                        None => rendered,
+                    };
+                    if mask::contains_secret(&cast, &self.revealed[before..]) {
+                        tainted.push(key.clone());
+                    }
+                    values.push((key.clone(), cast));
+                }
+                // Handlebars message bodies: over the task's data as it is before this
+                // node (as `set` sees it), with `with`'s values rendered first.
+                for (key, value) in render {
+                    let before = self.revealed.len();
+                    let mut context = self.task.data.clone();
+                    for (name, template) in &value.with {
+                        match self.render_value(template) {
+                            Ok(v) => {
+                                context.insert(name.clone(), v);
+                            }
+                            Err(message) => {
+                                self.fail(
+                                    "set_param",
+                                    "software",
+                                    "set_param_error",
+                                    format!("`{key}`: `with.{name}`: {message}"),
+                                    None,
+                                );
+                                return Ok(());
+                            }
+                        }
+                    }
+                    let rendered = match value.template.render(Value::Object(context)) {
+                        Ok(text) => Value::String(text),
+                        Err(e) => {
+                            self.fail(
+                                "set_param",
+                                "software",
+                                "set_param_error",
+                                format!("`{key}`: {e}"),
                                 None,
                             );
                             return Ok(());

@@ -1,5 +1,5 @@
 //! Bitrix24: the OAuth 2.0 server (`/oauth/authorize/`, `/oauth/token/`) and the REST
-//! API (`/rest/{method}`), as `reference/bitrix24-and-notifiers.md` describes them.
+//! API (`/rest/{method}`), as `docs/wire-formats.md` describes them.
 //!
 //! The sandbox stands in for the portal and for `oauth.bitrix.info` at once, so every
 //! domain it reports (`domain`, `server_domain`, `client_endpoint`, …) is its own

@@ -1,6 +1,6 @@
 //! Local stand-ins for the outside services Conveyor's shipped processes talk to:
 //! Bitrix24 OAuth 2.0 and REST, Telegram, Twilio, MessageBird, Mandrill and UniSender.
-//! They speak the real wire formats (`reference/bitrix24-and-notifiers.md`) on the
+//! They speak the real wire formats (`docs/wire-formats.md`) on the
 //! paths the real services use, so a process only changes its base URL.
 //!
 //! One HTTP server serves everything, on distinct paths:

@@ -3,9 +3,9 @@
 //! inboxes.
 //!
 //! The rest of Conveyor speaks the [`Store`] trait, and [`open`] picks the implementation:
-//! [`LogStore`] (an append-only log with its indexes in memory; what new data
-//! directories get) or [`SledStore`] (sled, the first implementation; data directories
-//! made with it keep using it). This is the only crate that knows either. Every move of
+//! [`SledStore`] (sled; what new data directories get) or [`LogStore`] (an append-only
+//! log with its indexes in memory, the opt-in for throughput; data directories made with
+//! it keep using it). This is the only crate that knows either. Every move of
 //! a task is one [`Batch`], applied atomically: a crash at any instant leaves either all
 //! of a batch or none of it.
 
@@ -34,10 +34,10 @@ pub use sealed_store::{ResealReport, SealPolicy, SealedStore};
 /// Which implementation a *new* store gets (an existing one keeps its own).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum StoreKind {
-    /// [`LogStore`].
-    #[default]
+    /// [`LogStore`]: the opt-in for throughput (`--store-kind log`).
     Log,
-    /// [`SledStore`].
+    /// [`SledStore`]: the default.
+    #[default]
     Sled,
 }
 

@@ -24,6 +24,7 @@
 //!
 //! This crate is pure: no I/O, no clock, no randomness of its own.
 
+pub mod body;
 mod functions;
 mod math;
 mod parse;

@@ -66,7 +66,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Sandbox { listen, config } => {
             return crate::story::sandbox(&listen, config.as_deref());
         }
-        Command::Demo => return crate::story::demo(),
+        Command::Demo => return crate::story::demo(store_options(&global)),
         Command::Bitrix(BitrixCommand::Authorize {
             process,
             portal,

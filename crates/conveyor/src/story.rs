@@ -132,7 +132,7 @@ fn code_from(pasted: &str) -> Option<String> {
 }
 
 /// `conveyor demo`: the whole Bitrix story on this machine, narrated.
-pub fn demo() -> anyhow::Result<ExitCode> {
+pub fn demo(options: conveyor_store::StoreOptions) -> anyhow::Result<ExitCode> {
     let started = Instant::now();
     let dir = tempfile::tempdir().context("cannot make a temporary data dir")?;
     let tokio = tokio::runtime::Builder::new_multi_thread()
@@ -146,7 +146,7 @@ pub fn demo() -> anyhow::Result<ExitCode> {
 
         // A throwaway data dir: its secrets are sealed with a key that is never written.
         let store = Arc::new(conveyor_store::SealedStore::new(
-            conveyor_store::open(dir.path(), Default::default())?,
+            conveyor_store::open(dir.path(), options)?,
             conveyor_store::Keyring::ephemeral(),
             Arc::new(conveyor_runtime::declared_secret_keys),
         ));

@@ -340,8 +340,14 @@ fn open_picks_the_implementation_a_data_directory_already_has() {
         kind_of(dir.path(), StoreOptions::default()),
         StoreKind::Sled
     );
+    // A new directory gets the kind asked for (sled by default), and keeps it.
+    assert_eq!(StoreOptions::default().kind, StoreKind::Sled);
+    let log = StoreOptions {
+        kind: StoreKind::Log,
+        ..StoreOptions::default()
+    };
     let fresh = tempfile::tempdir().unwrap();
-    drop(crate::open(fresh.path(), StoreOptions::default()).unwrap());
+    drop(crate::open(fresh.path(), log).unwrap());
     assert_eq!(kind_of(fresh.path(), sled), StoreKind::Log);
 }
 
