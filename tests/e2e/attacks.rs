@@ -296,7 +296,9 @@ fn an_escalated_token_under_a_stream_of_bogus_codes_sends_a_few_alerts_and_one_s
     let code = sandbox.issue_code(DEFAULT_CLIENT_ID).expect("code").code;
     let (status, body) = get(&format!("{direct}?ref=token&code={code}&state=owner"));
     assert_eq!(status, 200, "{body}");
-    let task = wait_for(&server, "recovered by the owner", |t| t["node"] == "wait_refresh");
+    let task = wait_for(&server, "recovered by the owner", |t| {
+        t["node"] == "wait_refresh"
+    });
     assert_eq!(task["data"]["state"], "owner");
     assert_eq!(task["data"]["failure"], "");
     drop(server);
