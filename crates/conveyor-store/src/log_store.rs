@@ -52,7 +52,9 @@ use codec::{Dec, Enc};
 use crate::*;
 
 /// The on-disk format of the log this code writes and understands.
-pub const LOG_FORMAT_VERSION: u32 = 1;
+/// 2: adds the entry `NEXT_IDS` (written by a migration); a log of version 1 is read as
+/// it is.
+pub const LOG_FORMAT_VERSION: u32 = 2;
 
 /// When the log rolls, snapshots and compacts.
 #[derive(Debug, Clone, Copy)]
@@ -100,6 +102,9 @@ const PUT_API_KEY: u8 = 13;
 const HISTORY_RESET: u8 = 14;
 /// An API key deleted (its login).
 const DELETE_API_KEY: u8 = 15;
+/// The counters raised to at least: next task id, next process id, next login (a
+/// migration; format 2).
+const NEXT_IDS: u8 = 16;
 
 /// Where a value lives in the log.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -1149,6 +1154,11 @@ fn apply(state: &mut State, segment: u32, offset: u64, payload: &[u8]) -> Result
                 state.next_login = state.next_login.max(login.saturating_add(1));
                 state.api_keys.remove(&login);
             }
+            NEXT_IDS => {
+                state.next_task = state.next_task.max(dec.u64()?);
+                state.next_process = state.next_process.max(dec.u64()?);
+                state.next_login = state.next_login.max(dec.u64()?);
+            }
             other => {
                 return Err(corrupt(
                     "the store's log",
@@ -1767,6 +1777,37 @@ impl Store for LogStore {
             ));
             return Err(io(e));
         }
+        Ok(())
+    }
+
+    fn next_ids(&self) -> Result<NextIds> {
+        let state = self.state();
+        Ok(NextIds {
+            task: self.next_task.load(Ordering::SeqCst).max(state.next_task).max(1),
+            process: state.next_process.max(1),
+            login: state.next_login.max(100_001),
+        })
+    }
+
+    fn restore(&self, item: Restore) -> Result<()> {
+        let mut w = self.writer();
+        let mut enc = frame();
+        match item {
+            Restore::Process(record) => return self.put_process(&mut w, &record),
+            Restore::ApiKey(key) => {
+                enc.u8(PUT_API_KEY);
+                enc.bytes(&encode_json(&key)?);
+            }
+            Restore::NextIds(ids) => {
+                enc.u8(NEXT_IDS);
+                enc.u64(ids.task);
+                enc.u64(ids.process);
+                enc.u64(ids.login);
+            }
+        }
+        self.append(&mut w, enc)?;
+        let next = self.state().next_task;
+        self.next_task.fetch_max(next, Ordering::SeqCst);
         Ok(())
     }
 

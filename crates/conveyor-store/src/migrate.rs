@@ -1,0 +1,418 @@
+//! Moving a data dir between kinds of store ([`migrate`]), comparing two stores record by
+//! record ([`compare`]) and reading everything a store holds ([`read_everything`]).
+//!
+//! A migration copies the store's records as stored, through the implementations
+//! themselves (never through [`SealedStore`](crate::SealedStore)): sealed values stay
+//! sealed, bound to the same task and process ids, under the same key (`seal.json`, the
+//! key record, stays where it is in the data dir, as do `signatures` and everything
+//! else outside the store's own directory).
+
+use std::path::{Path, PathBuf};
+
+use crate::*;
+
+/// How many ops a migration commits at a time.
+const CHUNK: usize = 2_000;
+
+/// What [`migrate`] moved.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct MigrateReport {
+    pub from: StoreKind,
+    pub to: StoreKind,
+    pub counts: Counts,
+    /// Where the old store was kept (`DATA/store.old-<kind>`).
+    pub kept: PathBuf,
+}
+
+/// How much of each thing a store holds.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Counts {
+    pub processes: usize,
+    pub tasks: usize,
+    pub refs: usize,
+    pub timers: usize,
+    pub ready: usize,
+    pub messages: usize,
+    pub history_events: usize,
+    pub api_keys: usize,
+}
+
+impl StoreKind {
+    pub fn name(self) -> &'static str {
+        match self {
+            StoreKind::Log => "log",
+            StoreKind::Sled => "sled",
+        }
+    }
+
+    /// The directory this kind of store has in a data dir.
+    pub fn dir_in(self, data: &Path) -> PathBuf {
+        match self {
+            StoreKind::Log => LogStore::dir_in(data),
+            StoreKind::Sled => SledStore::dir_in(data),
+        }
+    }
+}
+
+fn open_kind(kind: StoreKind, data: &Path, options: StoreOptions) -> Result<Box<dyn Store>> {
+    Ok(match kind {
+        StoreKind::Log => Box::new(LogStore::open(data)?),
+        StoreKind::Sled => Box::new(SledStore::open_with(data, options)?),
+    })
+}
+
+/// Where the old store of `kind` is kept after a migration.
+pub fn kept_dir(data: &Path, kind: StoreKind) -> PathBuf {
+    data.join(format!("store.old-{}", kind.name()))
+}
+
+/// Moves the store of the data dir `data` to the kind `to`, keeping everything (ids,
+/// refs, timers, the ready set, inboxes, history, counters, processes with their
+/// settings and direct-URL hashes, API keys, and the next number of every counter, so
+/// a deleted API key's login stays unused).
+///
+/// The new store is written next to the old one (`DATA/.migrate-<kind>/`), closed,
+/// reopened and compared with the old one record by record; only then is it moved into
+/// place with a rename, and the old store renamed to `DATA/store.old-<kind>`, where it
+/// stays until the user removes it. At every instant the data dir holds one whole store
+/// that [`open`] picks: a crash before the first rename leaves the old one in use (and
+/// `.migrate-*` to remove), after it the new one.
+///
+/// The store must not be in use (its lock is held throughout).
+pub fn migrate(data: &Path, to: StoreKind, options: StoreOptions) -> Result<MigrateReport> {
+    let from_dirs = [StoreKind::Log, StoreKind::Sled]
+        .into_iter()
+        .filter(|k| k.dir_in(data).exists())
+        .collect::<Vec<_>>();
+    let from = match from_dirs.as_slice() {
+        [] => {
+            return Err(StoreError::Io(format!(
+                "{} holds no store to migrate",
+                data.display()
+            )));
+        }
+        [one] => *one,
+        _ => {
+            return Err(StoreError::Io(format!(
+                "{} holds both a log store ({}) and a sled store ({}), the trace of a migration cut short; the one in use is the sled store: remove the other and run the migration again",
+                data.display(),
+                LogStore::dir_in(data).display(),
+                SledStore::dir_in(data).display()
+            )));
+        }
+    };
+    if from == to {
+        return Err(StoreError::Io(format!(
+            "the store in {} is already a {} store",
+            data.display(),
+            to.name()
+        )));
+    }
+    let kept = kept_dir(data, from);
+    if kept.exists() {
+        return Err(StoreError::Io(format!(
+            "{} is there from an earlier migration: remove it (or move it away) first",
+            kept.display()
+        )));
+    }
+    let staging = data.join(format!(".migrate-{}", to.name()));
+    if staging.exists() {
+        std::fs::remove_dir_all(&staging).map_err(|e| {
+            StoreError::Io(format!(
+                "cannot remove {} (left by a migration cut short): {e}",
+                staging.display()
+            ))
+        })?;
+    }
+    let source = open_kind(from, data, options)?;
+    {
+        let target = open_kind(to, &staging, options)?;
+        copy(source.as_ref(), target.as_ref())?;
+        target.checkpoint()?;
+    }
+    if to == StoreKind::Sled {
+        SledStore::checkpoint(&staging, options)?;
+    }
+    // Reopened from disk: what is compared is what the next open will read.
+    let counts = {
+        let target = open_kind(to, &staging, options)?;
+        let differences = compare(source.as_ref(), target.as_ref())?;
+        if !differences.is_empty() {
+            return Err(StoreError::Io(format!(
+                "the {} store written in {} differs from the {} store ({} difference(s), the first: {}); nothing was changed in {}",
+                to.name(),
+                staging.display(),
+                from.name(),
+                differences.len(),
+                differences[0],
+                data.display()
+            )));
+        }
+        counts(target.as_ref())?
+    };
+    let io = |what: &str, e: std::io::Error| StoreError::Io(format!("{what}: {e}"));
+    // The new store in place (with both there, `open` picks the sled one: for log → sled
+    // this rename is the switch, for sled → log the next one is).
+    let new_dir = to.dir_in(data);
+    std::fs::rename(to.dir_in(&staging), &new_dir).map_err(|e| {
+        io(
+            &format!("cannot move the new store to {}", new_dir.display()),
+            e,
+        )
+    })?;
+    std::fs::rename(from.dir_in(data), &kept).map_err(|e| {
+        io(
+            &format!(
+                "the new store is in {}, but the old one could not be moved to {}",
+                new_dir.display(),
+                kept.display()
+            ),
+            e,
+        )
+    })?;
+    drop(source);
+    let _ = std::fs::remove_dir_all(&staging);
+    if let Ok(dir) = std::fs::File::open(data) {
+        let _ = dir.sync_all();
+    }
+    Ok(MigrateReport {
+        from,
+        to,
+        counts,
+        kept,
+    })
+}
+
+/// Copies every record of `source` into the empty store `target`, as stored.
+pub fn copy(source: &dyn Store, target: &dyn Store) -> Result<()> {
+    for record in source.processes()? {
+        target.restore(Restore::Process(record))?;
+    }
+    for key in source.api_keys()? {
+        target.restore(Restore::ApiKey(key))?;
+    }
+    let mut batch = Batch::default();
+    let flush = |batch: &mut Batch, force: bool| -> Result<()> {
+        if batch.ops.len() >= CHUNK || (force && !batch.is_empty()) {
+            target.commit(&std::mem::take(batch))?;
+        }
+        Ok(())
+    };
+    for process in source.processes()? {
+        for task in source.tasks(process.id, None, usize::MAX)? {
+            let id = task.id;
+            if let Some(reference) = &task.reference
+                && source
+                    .task_by_ref(process.id, reference)?
+                    .is_some_and(|t| t.id == id)
+            {
+                batch.push(Op::InsertRef {
+                    process: process.id,
+                    reference: reference.clone(),
+                    task: id,
+                });
+            }
+            batch.push(Op::PutTask(Box::new(task)));
+            batch.push(Op::IndexTask {
+                process: process.id,
+                task: id,
+            });
+            let events = source.history(id)?;
+            if !events.is_empty() {
+                batch.push(Op::History {
+                    task: id,
+                    seq: 0,
+                    events,
+                });
+            }
+            flush(&mut batch, false)?;
+        }
+        for (node, counter) in source.counters(process.id)? {
+            batch.push(Op::Count {
+                process: process.id,
+                node,
+                now: counter.now,
+                total: counter.total,
+            });
+        }
+        flush(&mut batch, false)?;
+    }
+    for task in source.inbox_tasks()? {
+        for (seq, message) in source.inbox(task)? {
+            batch.push(Op::Inbox { task, seq, message });
+        }
+        flush(&mut batch, false)?;
+    }
+    for task in source.ready()? {
+        batch.push(Op::SetReady(task));
+        flush(&mut batch, false)?;
+    }
+    for timer in source.due_timers(i64::MAX, None, usize::MAX)? {
+        batch.push(Op::SetTimer(timer));
+        flush(&mut batch, false)?;
+    }
+    flush(&mut batch, true)?;
+    target.restore(Restore::NextIds(source.next_ids()?))?;
+    target.flush()
+}
+
+/// Every difference between what `a` and `b` hold, each named ("task 7: history
+/// differs"); empty when they hold the same.
+pub fn compare(a: &dyn Store, b: &dyn Store) -> Result<Vec<String>> {
+    let mut out = Vec::new();
+    let mut same = |what: String, equal: bool| {
+        if !equal {
+            out.push(what);
+        }
+    };
+    let processes = a.processes()?;
+    same(
+        "the processes differ".into(),
+        processes == b.processes()?,
+    );
+    same("the API keys differ".into(), a.api_keys()? == b.api_keys()?);
+    let (ids_a, ids_b) = (a.next_ids()?, b.next_ids()?);
+    same(
+        format!("the next ids differ ({ids_a:?} against {ids_b:?})"),
+        ids_a == ids_b,
+    );
+    for process in &processes {
+        let id = process.id;
+        if let Some(alias) = &process.alias {
+            same(
+                format!("alias @{alias} differs"),
+                a.alias(alias)? == b.alias(alias)?,
+            );
+        }
+        let tasks = a.tasks(id, None, usize::MAX)?;
+        same(
+            format!("the tasks of process {id} differ"),
+            tasks == b.tasks(id, None, usize::MAX)?,
+        );
+        same(
+            format!("the counters of process {id} differ"),
+            a.counters(id)? == b.counters(id)?,
+        );
+        for task in &tasks {
+            same(
+                format!("task {}: its history differs", task.id),
+                a.history(task.id)? == b.history(task.id)?,
+            );
+            same(
+                format!("task {}: its inbox differs", task.id),
+                a.inbox(task.id)? == b.inbox(task.id)?,
+            );
+            if let Some(reference) = &task.reference {
+                let (ra, rb) = (
+                    a.task_by_ref(id, reference)?.map(|t| t.id),
+                    b.task_by_ref(id, reference)?.map(|t| t.id),
+                );
+                same(
+                    format!("ref '{reference}' of process {id}: {ra:?} against {rb:?}"),
+                    ra == rb,
+                );
+            }
+        }
+    }
+    let inbox_tasks = a.inbox_tasks()?;
+    same(
+        "the tasks with messages differ".into(),
+        inbox_tasks == b.inbox_tasks()?,
+    );
+    for task in inbox_tasks {
+        same(
+            format!("the inbox of task {task} differs"),
+            a.inbox(task)? == b.inbox(task)?,
+        );
+    }
+    same("the ready sets differ".into(), a.ready()? == b.ready()?);
+    same(
+        "the timers differ".into(),
+        a.due_timers(i64::MAX, None, usize::MAX)? == b.due_timers(i64::MAX, None, usize::MAX)?,
+    );
+    Ok(out)
+}
+
+/// How much of each thing `store` holds.
+pub fn counts(store: &dyn Store) -> Result<Counts> {
+    let mut counts = Counts::default();
+    let processes = store.processes()?;
+    counts.processes = processes.len();
+    for process in &processes {
+        for task in store.tasks(process.id, None, usize::MAX)? {
+            counts.tasks += 1;
+            counts.refs += usize::from(task.reference.is_some());
+            counts.history_events += store.history(task.id)?.len();
+        }
+    }
+    for task in store.inbox_tasks()? {
+        counts.messages += store.inbox(task)?.len();
+    }
+    counts.timers = store.due_timers(i64::MAX, None, usize::MAX)?.len();
+    counts.ready = store.ready()?.len();
+    counts.api_keys = store.api_keys()?.len();
+    Ok(counts)
+}
+
+/// Reads every record `store` holds (every process, task, history, inbox message, API
+/// key, timer) and returns what it holds, or each record that could not be read.
+pub fn read_everything(store: &dyn Store) -> (Counts, Vec<String>) {
+    let mut problems = Vec::new();
+    let mut counts = Counts::default();
+    let mut note = |what: String, e: StoreError| problems.push(format!("{what}: {e}"));
+    let processes = match store.processes() {
+        Ok(p) => p,
+        Err(e) => {
+            note("the processes".into(), e);
+            Vec::new()
+        }
+    };
+    counts.processes = processes.len();
+    for process in &processes {
+        let tasks = match store.tasks(process.id, None, usize::MAX) {
+            Ok(t) => t,
+            Err(e) => {
+                note(format!("the tasks of process {}", process.id), e);
+                continue;
+            }
+        };
+        if let Err(e) = store.counters(process.id) {
+            note(format!("the counters of process {}", process.id), e);
+        }
+        for task in tasks {
+            counts.tasks += 1;
+            counts.refs += usize::from(task.reference.is_some());
+            match store.history(task.id) {
+                Ok(events) => counts.history_events += events.len(),
+                Err(e) => note(format!("the history of task {}", task.id), e),
+            }
+        }
+    }
+    match store.inbox_tasks() {
+        Ok(tasks) => {
+            for task in tasks {
+                match store.inbox(task) {
+                    Ok(messages) => counts.messages += messages.len(),
+                    Err(e) => note(format!("the inbox of task {task}"), e),
+                }
+            }
+        }
+        Err(e) => note("the inboxes".into(), e),
+    }
+    match store.due_timers(i64::MAX, None, usize::MAX) {
+        Ok(t) => counts.timers = t.len(),
+        Err(e) => note("the timers".into(), e),
+    }
+    match store.ready() {
+        Ok(r) => counts.ready = r.len(),
+        Err(e) => note("the ready set".into(), e),
+    }
+    match store.api_keys() {
+        Ok(k) => counts.api_keys = k.len(),
+        Err(e) => note("the API keys".into(), e),
+    }
+    if let Err(e) = store.next_ids() {
+        note("the counters of ids".into(), e);
+    }
+    (counts, problems)
+}
