@@ -416,3 +416,206 @@ pub fn read_everything(store: &dyn Store) -> (Counts, Vec<String>) {
     }
     (counts, problems)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::conformance::task;
+
+    fn options(kind: StoreKind) -> StoreOptions {
+        StoreOptions {
+            kind,
+            ..StoreOptions::default()
+        }
+    }
+
+    fn sealed(data: &Path) -> SealedStore {
+        let inner = crate::open(data, options(StoreKind::Log)).unwrap();
+        let policy = |_: &str| vec!["token".to_string()];
+        SealedStore::new(inner, Keyring::new(Sealer::new(&[3; 32])), Arc::new(policy))
+    }
+
+    /// A store in use: tasks waiting on timers, ready, with refs, history in several
+    /// records, messages in inboxes, counters, a process with a sealed setting and a
+    /// direct URL, API keys (one rotated, one deleted), ids handed out past the last task.
+    fn fill(store: &SealedStore) {
+        let mut settings = serde_json::Map::new();
+        settings.insert("token".into(), serde_json::json!("process secret"));
+        settings.insert("plain".into(), serde_json::json!(1));
+        let process = store
+            .create_process(NewProcess {
+                alias: Some("p".into()),
+                source: "t".into(),
+                definition: "process: p".into(),
+                created: 5,
+                settings,
+            })
+            .unwrap();
+        store.set_url_hash(process.id, "url-hash".into()).unwrap();
+        store.update_process(process.id, "process: p2".into()).unwrap();
+        let other = store.create_process(crate::test_support::new_process(None)).unwrap();
+        let mut doomed = 0;
+        for n in 0..30u64 {
+            let id = store.next_task_id().unwrap();
+            if n == 2 {
+                doomed = id;
+            }
+            let mut record = task(id, if n % 3 == 0 { "wait" } else { "done" });
+            record.process = if n % 5 == 0 { other.id } else { process.id };
+            record.reference = (n % 2 == 0).then(|| format!("ref-{n}"));
+            record.data.insert("token".into(), serde_json::json!(format!("secret {n}")));
+            record.data.insert("n".into(), serde_json::json!(n));
+            let mut batch = Batch::default();
+            if let Some(r) = &record.reference {
+                batch.push(Op::InsertRef {
+                    process: record.process,
+                    reference: r.clone(),
+                    task: id,
+                });
+            }
+            batch.push(Op::IndexTask {
+                process: record.process,
+                task: id,
+            });
+            batch.push(Op::Count {
+                process: record.process,
+                node: record.node.clone(),
+                now: 1,
+                total: 1,
+            });
+            if n % 3 == 0 {
+                batch.push(Op::SetTimer(TimerKey {
+                    due: 1_000 + n as i64,
+                    task: id,
+                }));
+            } else {
+                batch.push(Op::SetReady(id));
+            }
+            for seq in 0..2 {
+                batch.push(Op::History {
+                    task: id,
+                    seq,
+                    events: vec![HistoryEvent {
+                        at: seq as i64,
+                        node: record.node.clone(),
+                        kind: EventKind::Created,
+                    }],
+                });
+            }
+            batch.push(Op::PutTask(Box::new(record)));
+            store.commit(&batch).unwrap();
+            if n % 4 == 0 {
+                let mut data = serde_json::Map::new();
+                data.insert("token".into(), serde_json::json!("message secret"));
+                let mut message = Batch::default();
+                message.push(Op::Inbox {
+                    task: id,
+                    seq: store.next_task_id().unwrap(),
+                    message: InboxMessage::Modify {
+                        data,
+                        source: "test".into(),
+                    },
+                });
+                store.commit(&message).unwrap();
+            }
+        }
+        // A deleted task: its ref is free, its id is not.
+        let mut delete = Batch::default();
+        delete.push(Op::DeleteTask {
+            task: doomed,
+            process: process.id,
+            reference: Some("ref-2".into()),
+        });
+        store.commit(&delete).unwrap();
+        let a = store.create_api_key("a", "a-secret", vec![process.id], 1).unwrap();
+        store.set_api_key_secret(a.login, "rotated").unwrap();
+        let b = store.create_api_key("b", "b-secret", vec![], 2).unwrap();
+        store.delete_api_key(b.login).unwrap();
+        // Ids handed out and never used: still never handed out again.
+        for _ in 0..5 {
+            store.next_task_id().unwrap();
+        }
+        store.flush().unwrap();
+    }
+
+    fn snapshot_of(data: &Path) -> (Vec<String>, NextIds, Counts) {
+        // Everything a store holds, as text, read through the sealed store (so sealed
+        // values must still open, under the same ids and key).
+        let store = sealed(data);
+        let mut out = Vec::new();
+        for p in store.processes().unwrap() {
+            out.push(format!("{p:?}"));
+            for t in store.tasks(p.id, None, usize::MAX).unwrap() {
+                out.push(format!("{t:?}"));
+                out.push(format!("{:?}", store.history(t.id).unwrap()));
+                out.push(format!("{:?}", store.inbox(t.id).unwrap()));
+                if let Some(r) = &t.reference {
+                    out.push(format!("{r} -> {:?}", store.task_by_ref(p.id, r).unwrap().map(|t| t.id)));
+                }
+            }
+            out.push(format!("{:?}", store.counters(p.id).unwrap()));
+        }
+        out.push(format!("{:?}", store.api_keys().unwrap()));
+        out.push(format!("{:?}", store.ready().unwrap()));
+        out.push(format!("{:?}", store.due_timers(i64::MAX, None, usize::MAX).unwrap()));
+        out.push(format!("{:?}", store.inbox_tasks().unwrap()));
+        out.push(format!("{:?}", store.alias("p").unwrap()));
+        let ids = store.next_ids().unwrap();
+        let counts = counts(store.inner().as_ref()).unwrap();
+        (out, ids, counts)
+    }
+
+    #[test]
+    fn a_store_in_use_migrates_log_to_sled_to_log_unchanged() {
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path();
+        fill(&sealed(data));
+        std::fs::write(data.join("seal.json"), "{\"kept\": true}").unwrap();
+        let before = snapshot_of(data);
+        assert_eq!(before.2.tasks, 29);
+        assert!(before.2.messages > 0 && before.2.timers > 0 && before.2.history_events > 0);
+        assert!(before.0.iter().any(|l| l.contains("secret 4")), "the sealed values open");
+
+        let report = migrate(data, StoreKind::Sled, StoreOptions::default()).unwrap();
+        assert_eq!((report.from, report.to), (StoreKind::Log, StoreKind::Sled));
+        assert_eq!(report.counts, before.2);
+        assert_eq!(report.kept, data.join("store.old-log"));
+        assert!(data.join("store.old-log").join("LOCK").exists());
+        assert!(!LogStore::dir_in(data).exists());
+        assert_eq!(kind_of(data, StoreOptions::default()), StoreKind::Sled);
+        assert!(!data.join(".migrate-sled").exists());
+        // What is outside the store's directory stays as it was.
+        assert_eq!(std::fs::read_to_string(data.join("seal.json")).unwrap(), "{\"kept\": true}");
+        let on_sled = snapshot_of(data);
+        assert_eq!(on_sled, before);
+
+        // Refused while the old store is still kept, and to the kind it already is.
+        let again = migrate(data, StoreKind::Sled, StoreOptions::default()).unwrap_err();
+        assert!(again.to_string().contains("already a sled store"), "{again}");
+        std::fs::create_dir(data.join("store.old-sled")).unwrap();
+        let kept = migrate(data, StoreKind::Log, StoreOptions::default()).unwrap_err();
+        assert!(kept.to_string().contains("store.old-sled"), "{kept}");
+        std::fs::remove_dir(data.join("store.old-sled")).unwrap();
+
+        // And back.
+        let back = migrate(data, StoreKind::Log, StoreOptions::default()).unwrap();
+        assert_eq!(back.kept, data.join("store.old-sled"));
+        assert_eq!(kind_of(data, StoreOptions::default()), StoreKind::Log);
+        assert_eq!(snapshot_of(data), before);
+        // The counters go on from where they were.
+        let store = sealed(data);
+        assert!(store.next_task_id().unwrap() >= before.1.task);
+        let key = store.create_api_key("c", "c", vec![], 3).unwrap();
+        assert!(key.login >= before.1.login, "a deleted login was given again");
+    }
+
+    #[test]
+    fn a_store_in_use_is_not_migrated() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = crate::open(dir.path(), StoreOptions::default()).unwrap();
+        let err = migrate(dir.path(), StoreKind::Sled, StoreOptions::default()).unwrap_err();
+        assert!(matches!(err, StoreError::Locked { .. }), "{err}");
+        drop(store);
+        assert!(!SledStore::dir_in(dir.path()).exists() || kind_of(dir.path(), StoreOptions::default()) == StoreKind::Sled);
+    }
+}
