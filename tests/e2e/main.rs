@@ -15,4 +15,5 @@ mod faults;
 mod http_api;
 mod http_security;
 mod secrets;
+mod store;
 mod support;
