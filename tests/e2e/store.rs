@@ -120,7 +120,7 @@ fn a_store_in_use_migrates_log_to_sled_and_back_with_everything_kept() {
 
     // It goes on where it was: the message wakes the task, the deleted login stays unused.
     d.ok(&["run", "--until-idle"]);
-    let w = d.json(&["--json", "task", "show", "@cb", "w"]);
+    let w = d.json(&["task", "show", "@cb", "w"]);
     assert_eq!(w["node"], "got", "{w}");
     let key = d.ok(&["api-key", "create", "three"]);
     assert!(key.contains("100003"), "{key}");
