@@ -222,8 +222,55 @@ fn hammer(d: &DataDir, stop: Arc<AtomicBool>) -> std::thread::JoinHandle<(usize,
     })
 }
 
+/// A `serve` child that is killed when dropped, so that a failing test never leaves a
+/// server behind (it would hold the build lock its parent inherited).
+struct Serving(Option<std::process::Child>);
+
+impl Serving {
+    fn id(&self) -> u32 {
+        self.0.as_ref().map_or(0, |c| c.id())
+    }
+
+    /// SIGKILL, and reaped.
+    fn kill_9(mut self) {
+        if let Some(mut child) = self.0.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// SIGTERM; its exit code.
+    fn terminate(mut self) -> i32 {
+        let Some(mut child) = self.0.take() else {
+            return -1;
+        };
+        let _ = std::process::Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status();
+        child.wait().map(|s| s.code().unwrap_or(-1)).unwrap_or(-1)
+    }
+}
+
+impl Drop for Serving {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.0.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// Stops a command loop when dropped (also when the test fails).
+struct StopOnDrop(Arc<AtomicBool>);
+
+impl Drop for StopOnDrop {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::SeqCst);
+    }
+}
+
 /// `serve` with its stderr read; returns once it serves (or panics after 20 s).
-fn serve(d: &DataDir) -> std::process::Child {
+fn serve(d: &DataDir) -> Serving {
     let mut child = d
         .command(&["serve", "--listen", "127.0.0.1:0"])
         .stdout(Stdio::null())
@@ -248,21 +295,12 @@ fn serve(d: &DataDir) -> std::process::Child {
             let _ = tx.send(Err(all));
         }
     });
+    let child = Serving(Some(child));
     match rx.recv_timeout(Duration::from_secs(20)) {
         Ok(Ok(())) => child,
         Ok(Err(said)) => panic!("serve stopped before it served:\n{said}"),
-        Err(_) => {
-            let _ = child.kill();
-            panic!("serve did not come up within 20 s");
-        }
+        Err(_) => panic!("serve did not come up within 20 s"),
     }
-}
-
-fn terminate(mut child: std::process::Child) -> i32 {
-    let _ = std::process::Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status();
-    child.wait().map(|s| s.code().unwrap_or(-1)).unwrap_or(-1)
 }
 
 #[test]
@@ -271,6 +309,7 @@ fn serve_started_while_commands_hold_the_store_waits_for_them_and_they_then_go_t
         let d = DataDir::new();
         d.ok(&["--store-kind", kind, "process", "list"]);
         let stop = Arc::new(AtomicBool::new(false));
+        let _stop = StopOnDrop(stop.clone());
         let loop_ = hammer(&d, stop.clone());
         std::thread::sleep(Duration::from_millis(300));
         let child = serve(&d);
@@ -280,7 +319,7 @@ fn serve_started_while_commands_hold_the_store_waits_for_them_and_they_then_go_t
         let (runs, failures) = loop_.join().expect("the loop");
         assert!(runs >= 3, "[{kind}] only {runs} commands ran");
         assert!(failures.is_empty(), "[{kind}] {} of {runs} failed: {failures:?}", failures.len());
-        assert_eq!(terminate(child), 0, "[{kind}] serve did not stop cleanly");
+        assert_eq!(child.terminate(), 0, "[{kind}] serve did not stop cleanly");
     }
 }
 
@@ -291,12 +330,11 @@ fn commands_run_while_serve_restarts_after_a_kill_9_wait_and_go_through_it() {
     clone(&d, "cb", CALLBACK);
     // A server killed with SIGKILL leaves server.json and engine.pid naming a dead
     // process.
-    let mut first = serve(&d);
-    first.kill().expect("kill -9");
-    first.wait().expect("reaped");
+    serve(&d).kill_9();
     assert!(d.path().join("server.json").exists());
     for round in 0..2 {
         let stop = Arc::new(AtomicBool::new(false));
+        let _stop = StopOnDrop(stop.clone());
         let loop_ = hammer(&d, stop.clone());
         // Restarted while the commands run: no command fails, before, during or after
         // its start.
@@ -311,11 +349,9 @@ fn commands_run_while_serve_restarts_after_a_kill_9_wait_and_go_through_it() {
         assert!(info.contains(&format!("\"pid\": {}", child.id())), "{info}");
         assert!(up < Duration::from_secs(15), "serve took {up:?} to start");
         if round == 0 {
-            let mut child = child;
-            child.kill().expect("kill -9");
-            child.wait().expect("reaped");
+            child.kill_9();
         } else {
-            assert_eq!(terminate(child), 0);
+            assert_eq!(child.terminate(), 0);
         }
     }
     // And a command right after a kill -9, with nothing running: the stale files are
