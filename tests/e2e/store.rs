@@ -32,7 +32,13 @@ nodes:
 fn clone(d: &DataDir, alias: &str, text: &str) {
     let file = d.path().join(format!("{alias}.yaml"));
     std::fs::write(&file, text).expect("write process file");
-    d.ok(&["process", "clone", file.to_str().expect("utf-8"), "--alias", alias]);
+    d.ok(&[
+        "process",
+        "clone",
+        file.to_str().expect("utf-8"),
+        "--alias",
+        alias,
+    ]);
 }
 
 /// A data dir with a log store in use: tasks with refs and sealed values waiting on
@@ -91,7 +97,10 @@ fn everything(d: &DataDir) -> Vec<String> {
 fn a_store_in_use_migrates_log_to_sled_and_back_with_everything_kept() {
     let d = store_in_use();
     let before = everything(&d);
-    assert!(before.iter().any(|o| o.contains("secret-3")), "sealed values read back");
+    assert!(
+        before.iter().any(|o| o.contains("secret-3")),
+        "sealed values read back"
+    );
     assert!(before.iter().any(|o| o.contains("\"wait\"")));
 
     let out = d.ok(&["store", "migrate", "--to", "sled"]);
@@ -100,7 +109,10 @@ fn a_store_in_use_migrates_log_to_sled_and_back_with_everything_kept() {
         "{out}"
     );
     let kept = d.path().join("store.old-log");
-    assert!(out.contains(&format!("the old log store is kept in {}", kept.display())), "{out}");
+    assert!(
+        out.contains(&format!("the old log store is kept in {}", kept.display())),
+        "{out}"
+    );
     assert!(d.path().join("store").is_dir() && !d.path().join("log").exists() && kept.is_dir());
     assert!(d.path().join("seal.json").exists());
     assert_eq!(everything(&d), before);
@@ -116,7 +128,10 @@ fn a_store_in_use_migrates_log_to_sled_and_back_with_everything_kept() {
     assert!(stderr.contains("already a log store"), "{stderr}");
     let (code, _, stderr) = d.run(&["store", "migrate", "--to", "sled"]);
     assert_eq!(code, 1);
-    assert!(stderr.contains("store.old-log is there from an earlier migration"), "{stderr}");
+    assert!(
+        stderr.contains("store.old-log is there from an earlier migration"),
+        "{stderr}"
+    );
 
     // It goes on where it was: the message wakes the task, the deleted login stays unused.
     d.ok(&["run", "--until-idle"]);
@@ -142,19 +157,32 @@ fn a_damaged_log_is_refused_verified_and_repaired_only_with_yes() {
     let (code, _, stderr) = d.run(&["process", "list"]);
     assert_eq!(code, 1);
     assert!(stderr.contains(&segment.display().to_string()), "{stderr}");
-    assert!(stderr.contains("this is corruption, not a frame torn by a crash"), "{stderr}");
+    assert!(
+        stderr.contains("this is corruption, not a frame torn by a crash"),
+        "{stderr}"
+    );
 
     let (code, out, _) = d.run(&["store", "verify"]);
     assert_eq!(code, 1, "{out}");
-    assert!(out.contains("problem: ") && out.contains("corruption"), "{out}");
+    assert!(
+        out.contains("problem: ") && out.contains("corruption"),
+        "{out}"
+    );
     assert!(out.contains("1 problem(s) found"), "{out}");
 
     let (code, out, _) = d.run(&["store", "repair"]);
     assert_eq!(code, 1, "{out}");
     assert!(out.contains("to open again, the store must drop:"), "{out}");
-    assert!(out.contains(&format!("cut {} at byte", segment.display())), "{out}");
+    assert!(
+        out.contains(&format!("cut {} at byte", segment.display())),
+        "{out}"
+    );
     assert!(out.contains("nothing was dropped"), "{out}");
-    assert_eq!(std::fs::read(&segment).expect("segment"), damaged, "a dry run changed the log");
+    assert_eq!(
+        std::fs::read(&segment).expect("segment"),
+        damaged,
+        "a dry run changed the log"
+    );
 
     let out = d.ok(&["store", "repair", "--yes"]);
     assert!(out.contains("dropped:"), "{out}");
@@ -180,7 +208,10 @@ fn a_torn_tail_is_cut_at_open_with_a_warning() {
     assert!(out.contains("a frame torn by a crash: 10 bytes"), "{out}");
     let (code, _, stderr) = d.run(&["process", "list"]);
     assert_eq!(code, 0, "{stderr}");
-    assert!(stderr.contains("WARN") && stderr.contains("torn by a crash"), "{stderr}");
+    assert!(
+        stderr.contains("WARN") && stderr.contains("torn by a crash"),
+        "{stderr}"
+    );
     assert_eq!(std::fs::metadata(&segment).expect("segment").len(), whole);
 }
 
@@ -196,7 +227,10 @@ fn store_commands_refuse_while_a_server_runs() {
     ] {
         let (code, _, stderr) = server.data.run(&args);
         assert_eq!(code, 1, "{args:?}");
-        assert!(stderr.contains("is running this data dir"), "{args:?}: {stderr}");
+        assert!(
+            stderr.contains("is running this data dir"),
+            "{args:?}: {stderr}"
+        );
     }
     assert_eq!(server.stop(), 0);
 }
@@ -318,7 +352,11 @@ fn serve_started_while_commands_hold_the_store_waits_for_them_and_they_then_go_t
         stop.store(true, Ordering::SeqCst);
         let (runs, failures) = loop_.join().expect("the loop");
         assert!(runs >= 3, "[{kind}] only {runs} commands ran");
-        assert!(failures.is_empty(), "[{kind}] {} of {runs} failed: {failures:?}", failures.len());
+        assert!(
+            failures.is_empty(),
+            "[{kind}] {} of {runs} failed: {failures:?}",
+            failures.len()
+        );
         assert_eq!(child.terminate(), 0, "[{kind}] serve did not stop cleanly");
     }
 }
@@ -344,7 +382,11 @@ fn commands_run_while_serve_restarts_after_a_kill_9_wait_and_go_through_it() {
         std::thread::sleep(Duration::from_millis(800));
         stop.store(true, Ordering::SeqCst);
         let (runs, failures) = loop_.join().expect("the loop");
-        assert!(failures.is_empty(), "round {round}: {} of {runs} failed: {failures:?}", failures.len());
+        assert!(
+            failures.is_empty(),
+            "round {round}: {} of {runs} failed: {failures:?}",
+            failures.len()
+        );
         let info = std::fs::read_to_string(d.path().join("server.json")).expect("server.json");
         assert!(info.contains(&format!("\"pid\": {}", child.id())), "{info}");
         assert!(up < Duration::from_secs(15), "serve took {up:?} to start");

@@ -84,7 +84,7 @@ pub(crate) fn contains_secret(value: &Value, secrets: &[String]) -> bool {
             .any(|secret| secret.len() >= 3 && s.contains(secret.as_str())),
         Value::Number(n) => {
             let text = n.to_string();
-            secrets.iter().any(|secret| *secret == text)
+            secrets.contains(&text)
         }
         Value::Array(items) => items.iter().any(|v| contains_secret(v, secrets)),
         Value::Object(map) => map.values().any(|v| contains_secret(v, secrets)),

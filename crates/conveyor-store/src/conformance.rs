@@ -148,27 +148,55 @@ pub fn open(subject: &Subject, dir: &Path) -> Arc<dyn Store> {
             Err(StoreError::Locked { .. }) if Instant::now() < deadline => {
                 std::thread::sleep(Duration::from_millis(20));
             }
-            Err(e) => panic!("[{}] cannot open the store in {}: {e}", subject.name, dir.display()),
+            Err(e) => panic!(
+                "[{}] cannot open the store in {}: {e}",
+                subject.name,
+                dir.display()
+            ),
         }
     }
 }
 
+/// One case of the suite.
+type Case = fn(&Subject);
+
 /// Runs every case of the suite against `subject`; `child_test` is the full name of a
 /// test in the same test binary that calls [`child`] (the kill -9 case runs it).
 pub fn run_all(subject: &Subject, child_test: &str) {
-    let cases: &[(&str, fn(&Subject))] = &[
-        ("ids_are_unique_across_reopens", ids_are_unique_across_reopens),
+    let cases: &[(&str, Case)] = &[
+        (
+            "ids_are_unique_across_reopens",
+            ids_are_unique_across_reopens,
+        ),
         ("a_group_is_all_or_nothing", a_group_is_all_or_nothing),
         ("a_ref_names_one_task", a_ref_names_one_task),
         ("timers_come_in_due_order", timers_come_in_due_order),
-        ("writes_are_visible_when_they_return", writes_are_visible_when_they_return),
+        (
+            "writes_are_visible_when_they_return",
+            writes_are_visible_when_they_return,
+        ),
         ("reads_come_in_order", reads_come_in_order),
-        ("deleting_a_task_removes_what_is_its", deleting_a_task_removes_what_is_its),
-        ("everything_survives_a_flush_and_reopen", everything_survives_a_flush_and_reopen),
+        (
+            "deleting_a_task_removes_what_is_its",
+            deleting_a_task_removes_what_is_its,
+        ),
+        (
+            "everything_survives_a_flush_and_reopen",
+            everything_survives_a_flush_and_reopen,
+        ),
         ("checkpoint_changes_nothing", checkpoint_changes_nothing),
-        ("a_reopen_without_a_snapshot_replays_everything", a_reopen_without_a_snapshot_replays_everything),
-        ("a_torn_tail_is_cut_and_the_rest_kept", a_torn_tail_is_cut_and_the_rest_kept),
-        ("restore_keeps_ids_and_counters", restore_keeps_ids_and_counters),
+        (
+            "a_reopen_without_a_snapshot_replays_everything",
+            a_reopen_without_a_snapshot_replays_everything,
+        ),
+        (
+            "a_torn_tail_is_cut_and_the_rest_kept",
+            a_torn_tail_is_cut_and_the_rest_kept,
+        ),
+        (
+            "restore_keeps_ids_and_counters",
+            restore_keeps_ids_and_counters,
+        ),
     ];
     for (name, case) in cases {
         eprintln!("[{}] {name}", subject.name);
@@ -248,7 +276,9 @@ fn new_task_batch(id: u64, seq: u64, n: i64) -> Batch {
     let mut record = task(id, "n");
     record.reference = Some(format!("r{id}"));
     record.data.insert("n".into(), serde_json::json!(n));
-    record.data.insert("secret".into(), serde_json::json!(format!("s{n}")));
+    record
+        .data
+        .insert("secret".into(), serde_json::json!(format!("s{n}")));
     let mut batch = Batch::default();
     batch.push(Op::InsertRef {
         process: 1,
@@ -256,8 +286,14 @@ fn new_task_batch(id: u64, seq: u64, n: i64) -> Batch {
         task: id,
     });
     batch.push(Op::PutTask(Box::new(record)));
-    batch.push(Op::IndexTask { process: 1, task: id });
-    batch.push(Op::SetTimer(TimerKey { due: id as i64, task: id }));
+    batch.push(Op::IndexTask {
+        process: 1,
+        task: id,
+    });
+    batch.push(Op::SetTimer(TimerKey {
+        due: id as i64,
+        task: id,
+    }));
     batch.push(Op::SetReady(id));
     batch.push(Op::Count {
         process: 1,
@@ -292,21 +328,32 @@ fn check_whole(subject: &Subject, store: &dyn Store) -> (BTreeSet<u64>, u64) {
     let name = subject.name;
     let tasks = ok(subject, "tasks", store.tasks(1, None, usize::MAX));
     let ids: BTreeSet<u64> = tasks.iter().map(|t| t.id).collect();
-    let timers: BTreeSet<u64> = ok(subject, "timers", store.due_timers(i64::MAX, None, usize::MAX))
-        .iter()
-        .map(|t| t.task)
-        .collect();
+    let timers: BTreeSet<u64> = ok(
+        subject,
+        "timers",
+        store.due_timers(i64::MAX, None, usize::MAX),
+    )
+    .iter()
+    .map(|t| t.task)
+    .collect();
     let ready: BTreeSet<u64> = ok(subject, "ready", store.ready()).into_iter().collect();
     let inboxes: BTreeSet<u64> = ok(subject, "inbox_tasks", store.inbox_tasks())
         .into_iter()
         .collect();
-    assert_eq!(timers, ids, "[{name}] timers without their task, or tasks without their timer");
+    assert_eq!(
+        timers, ids,
+        "[{name}] timers without their task, or tasks without their timer"
+    );
     assert_eq!(ready, ids, "[{name}] ready entries and tasks differ");
     assert_eq!(inboxes, ids, "[{name}] messages and tasks differ");
     let mut highest = 0;
     for record in &tasks {
         let id = record.id;
-        let by_ref = ok(subject, "task_by_ref", store.task_by_ref(1, &format!("r{id}")));
+        let by_ref = ok(
+            subject,
+            "task_by_ref",
+            store.task_by_ref(1, &format!("r{id}")),
+        );
         assert_eq!(by_ref.map(|t| t.id), Some(id), "[{name}] ref of task {id}");
         assert_eq!(
             ok(subject, "history", store.history(id)),
@@ -347,11 +394,24 @@ fn ids_are_unique_across_reopens(subject: &Subject) {
     let mut processes = BTreeSet::new();
     for round in 0..3 {
         let store = open(subject, dir.path());
-        let process = ok(subject, "create_process", store.create_process(new_process(None)));
-        assert!(processes.insert(process.id), "[{}] process id {} again", subject.name, process.id);
+        let process = ok(
+            subject,
+            "create_process",
+            store.create_process(new_process(None)),
+        );
+        assert!(
+            processes.insert(process.id),
+            "[{}] process id {} again",
+            subject.name,
+            process.id
+        );
         for _ in 0..5 {
             let id = ok(subject, "next_task_id", store.next_task_id());
-            assert!(seen.insert(id), "[{}] id {id} handed out twice", subject.name);
+            assert!(
+                seen.insert(id),
+                "[{}] id {id} handed out twice",
+                subject.name
+            );
         }
         // Used in a commit: a task and a message.
         let mut batch = Batch::default();
@@ -363,10 +423,23 @@ fn ids_are_unique_across_reopens(subject: &Subject) {
             message: message(round),
         });
         ok(subject, "commit", store.commit(&batch));
-        let key = ok(subject, "create_api_key", store.create_api_key("k", "s", vec![], 1));
-        assert!(logins.insert(key.login), "[{}] login {} again", subject.name, key.login);
+        let key = ok(
+            subject,
+            "create_api_key",
+            store.create_api_key("k", "s", vec![], 1),
+        );
+        assert!(
+            logins.insert(key.login),
+            "[{}] login {} again",
+            subject.name,
+            key.login
+        );
         // A deleted key's login is never given again.
-        assert!(ok(subject, "delete_api_key", store.delete_api_key(key.login)));
+        assert!(ok(
+            subject,
+            "delete_api_key",
+            store.delete_api_key(key.login)
+        ));
         ok(subject, "flush", store.flush());
         drop(store);
         if round == 1
@@ -377,15 +450,27 @@ fn ids_are_unique_across_reopens(subject: &Subject) {
     }
     let store = open(subject, dir.path());
     let next = ok(subject, "next_ids", store.next_ids());
-    assert!(next.task > *seen.iter().next_back().unwrap_or(&0), "[{}] {next:?}", subject.name);
-    assert!(next.login > *logins.iter().next_back().unwrap_or(&0), "[{}] {next:?}", subject.name);
+    assert!(
+        next.task > *seen.iter().next_back().unwrap_or(&0),
+        "[{}] {next:?}",
+        subject.name
+    );
+    assert!(
+        next.login > *logins.iter().next_back().unwrap_or(&0),
+        "[{}] {next:?}",
+        subject.name
+    );
     assert_eq!(ok(subject, "next_task_id", store.next_task_id()), next.task);
 }
 
 fn a_group_is_all_or_nothing(subject: &Subject) {
     let dir = tempdir();
     let store = open(subject, dir.path());
-    ok(subject, "create_process", store.create_process(new_process(Some("p"))));
+    ok(
+        subject,
+        "create_process",
+        store.create_process(new_process(Some("p"))),
+    );
     let first = add_task(subject, store.as_ref(), 1);
     // A group whose last batch claims a ref that is taken: none of it is applied.
     let a = new_task_batch(100, 101, 2);
@@ -413,7 +498,12 @@ fn a_group_is_all_or_nothing(subject: &Subject) {
         Err(StoreError::DuplicateRef { .. })
     ));
     let (ids, _) = check_whole(subject, store.as_ref());
-    assert_eq!(ids, BTreeSet::from([first]), "[{}] part of a failed group applied", subject.name);
+    assert_eq!(
+        ids,
+        BTreeSet::from([first]),
+        "[{}] part of a failed group applied",
+        subject.name
+    );
     // Counters of one group add up.
     let d = new_task_batch(106, 107, 5);
     ok(subject, "commit_group", store.commit_group(&[a, d]));
@@ -429,7 +519,11 @@ fn a_group_is_all_or_nothing(subject: &Subject) {
 fn a_ref_names_one_task(subject: &Subject) {
     let dir = tempdir();
     let store = open(subject, dir.path());
-    ok(subject, "create_process", store.create_process(new_process(None)));
+    ok(
+        subject,
+        "create_process",
+        store.create_process(new_process(None)),
+    );
     let id = add_task(subject, store.as_ref(), 1);
     // The same task claiming its own ref again is no conflict.
     let mut again = Batch::default();
@@ -445,7 +539,10 @@ fn a_ref_names_one_task(subject: &Subject) {
         reference: format!("r{id}"),
         task: id + 1000,
     });
-    assert!(matches!(store.commit(&other), Err(StoreError::DuplicateRef { .. })));
+    assert!(matches!(
+        store.commit(&other),
+        Err(StoreError::DuplicateRef { .. })
+    ));
     // The same ref in another process is another ref.
     let mut elsewhere = Batch::default();
     elsewhere.push(Op::InsertRef {
@@ -462,7 +559,14 @@ fn a_ref_names_one_task(subject: &Subject) {
         reference: Some(format!("r{id}")),
     });
     ok(subject, "delete", store.commit(&delete));
-    assert!(ok(subject, "task_by_ref", store.task_by_ref(1, &format!("r{id}"))).is_none());
+    assert!(
+        ok(
+            subject,
+            "task_by_ref",
+            store.task_by_ref(1, &format!("r{id}"))
+        )
+        .is_none()
+    );
     ok(subject, "claim the freed ref", store.commit(&other));
 }
 
@@ -470,31 +574,60 @@ fn timers_come_in_due_order(subject: &Subject) {
     let dir = tempdir();
     let store = open(subject, dir.path());
     let mut batch = Batch::default();
-    for (due, task) in [(300, 1), (-5, 2), (100, 3), (100, 4), (5_000, 5), (i64::MIN + 1, 6)] {
+    for (due, task) in [
+        (300, 1),
+        (-5, 2),
+        (100, 3),
+        (100, 4),
+        (5_000, 5),
+        (i64::MIN + 1, 6),
+    ] {
         batch.push(Op::SetTimer(TimerKey { due, task }));
     }
     ok(subject, "commit", store.commit(&batch));
     let tasks = |v: Vec<TimerKey>| v.iter().map(|t| t.task).collect::<Vec<_>>();
-    assert_eq!(tasks(ok(subject, "due", store.due_timers(300, None, 10))), vec![6, 2, 3, 4, 1]);
+    assert_eq!(
+        tasks(ok(subject, "due", store.due_timers(300, None, 10))),
+        vec![6, 2, 3, 4, 1]
+    );
     let after = Some(TimerKey { due: 100, task: 3 });
-    assert_eq!(tasks(ok(subject, "due", store.due_timers(300, after, 10))), vec![4, 1]);
-    assert_eq!(tasks(ok(subject, "due", store.due_timers(300, None, 2))), vec![6, 2]);
+    assert_eq!(
+        tasks(ok(subject, "due", store.due_timers(300, after, 10))),
+        vec![4, 1]
+    );
+    assert_eq!(
+        tasks(ok(subject, "due", store.due_timers(300, None, 2))),
+        vec![6, 2]
+    );
     let past = Some(TimerKey { due: 300, task: 1 });
     assert!(ok(subject, "due", store.due_timers(300, past, 10)).is_empty());
     assert_eq!(
         ok(subject, "next", store.next_timer()),
-        Some(TimerKey { due: i64::MIN + 1, task: 6 })
+        Some(TimerKey {
+            due: i64::MIN + 1,
+            task: 6
+        })
     );
     let mut clear = Batch::default();
-    clear.push(Op::ClearTimer(TimerKey { due: i64::MIN + 1, task: 6 }));
+    clear.push(Op::ClearTimer(TimerKey {
+        due: i64::MIN + 1,
+        task: 6,
+    }));
     ok(subject, "commit", store.commit(&clear));
-    assert_eq!(ok(subject, "next", store.next_timer()), Some(TimerKey { due: -5, task: 2 }));
+    assert_eq!(
+        ok(subject, "next", store.next_timer()),
+        Some(TimerKey { due: -5, task: 2 })
+    );
 }
 
 fn writes_are_visible_when_they_return(subject: &Subject) {
     let dir = tempdir();
     let store = open(subject, dir.path());
-    ok(subject, "create_process", store.create_process(new_process(None)));
+    ok(
+        subject,
+        "create_process",
+        store.create_process(new_process(None)),
+    );
     // Readers on other threads see every commit as soon as it returned, whole.
     let done = Arc::new(std::sync::atomic::AtomicU64::new(0));
     let reader = {
@@ -510,7 +643,10 @@ fn writes_are_visible_when_they_return(subject: &Subject) {
                 }
                 if before > 0 {
                     let found = store.task(before).ok().flatten();
-                    assert!(found.is_some(), "[{name}] task {before} committed but not read");
+                    assert!(
+                        found.is_some(),
+                        "[{name}] task {before} committed but not read"
+                    );
                     let by_ref = store.task_by_ref(1, &format!("r{before}")).ok().flatten();
                     assert!(by_ref.is_some(), "[{name}] ref of task {before} not read");
                     checks += 1;
@@ -523,25 +659,44 @@ fn writes_are_visible_when_they_return(subject: &Subject) {
         done.store(id, std::sync::atomic::Ordering::SeqCst);
     }
     done.store(u64::MAX, std::sync::atomic::Ordering::SeqCst);
-    let checks = reader.join().unwrap_or_else(|_| panic!("[{}] the reader failed", subject.name));
+    let checks = reader
+        .join()
+        .unwrap_or_else(|_| panic!("[{}] the reader failed", subject.name));
     assert!(checks > 0);
     check_whole(subject, store.as_ref());
     // Processes and API keys too.
-    let key = ok(subject, "create_api_key", store.create_api_key("k", "a", vec![], 1));
+    let key = ok(
+        subject,
+        "create_api_key",
+        store.create_api_key("k", "a", vec![], 1),
+    );
     ok(subject, "rotate", store.set_api_key_secret(key.login, "b"));
-    assert_eq!(ok(subject, "api_key", store.api_key(key.login)).map(|k| k.secret), Some("b".into()));
+    assert_eq!(
+        ok(subject, "api_key", store.api_key(key.login)).map(|k| k.secret),
+        Some("b".into())
+    );
     ok(subject, "url hash", store.set_url_hash(1, "h".into()));
-    assert_eq!(ok(subject, "process", store.process(1)).and_then(|p| p.url_hash), Some("h".into()));
+    assert_eq!(
+        ok(subject, "process", store.process(1)).and_then(|p| p.url_hash),
+        Some("h".into())
+    );
 }
 
 fn reads_come_in_order(subject: &Subject) {
     let dir = tempdir();
     let store = open(subject, dir.path());
-    ok(subject, "create_process", store.create_process(new_process(None)));
+    ok(
+        subject,
+        "create_process",
+        store.create_process(new_process(None)),
+    );
     let mut batch = Batch::default();
     for id in [30u64, 10, 20] {
         batch.push(Op::PutTask(Box::new(task(id, "n"))));
-        batch.push(Op::IndexTask { process: 1, task: id });
+        batch.push(Op::IndexTask {
+            process: 1,
+            task: id,
+        });
     }
     for seq in [7u64, 3, 5] {
         batch.push(Op::Inbox {
@@ -560,24 +715,40 @@ fn reads_come_in_order(subject: &Subject) {
         });
         ok(subject, "commit", store.commit(&step));
     }
-    let ids: Vec<u64> = ok(subject, "tasks", store.tasks(1, None, 10)).iter().map(|t| t.id).collect();
+    let ids: Vec<u64> = ok(subject, "tasks", store.tasks(1, None, 10))
+        .iter()
+        .map(|t| t.id)
+        .collect();
     assert_eq!(ids, vec![10, 20, 30]);
     assert_eq!(ok(subject, "tasks", store.tasks(1, None, 2)).len(), 2);
-    let seqs: Vec<u64> = ok(subject, "inbox", store.inbox(10)).iter().map(|m| m.0).collect();
+    let seqs: Vec<u64> = ok(subject, "inbox", store.inbox(10))
+        .iter()
+        .map(|m| m.0)
+        .collect();
     assert_eq!(seqs, vec![3, 5, 7]);
     let mut clear = Batch::default();
     clear.push(Op::ClearInbox { task: 10, seq: 5 });
     ok(subject, "commit", store.commit(&clear));
-    let seqs: Vec<u64> = ok(subject, "inbox", store.inbox(10)).iter().map(|m| m.0).collect();
+    let seqs: Vec<u64> = ok(subject, "inbox", store.inbox(10))
+        .iter()
+        .map(|m| m.0)
+        .collect();
     assert_eq!(seqs, vec![3, 7]);
-    let nodes: Vec<String> = ok(subject, "history", store.history(10)).into_iter().map(|e| e.node).collect();
+    let nodes: Vec<String> = ok(subject, "history", store.history(10))
+        .into_iter()
+        .map(|e| e.node)
+        .collect();
     assert_eq!(nodes, vec!["a0", "b0", "a1", "b1", "a2", "b2"]);
 }
 
 fn deleting_a_task_removes_what_is_its(subject: &Subject) {
     let dir = tempdir();
     let store = open(subject, dir.path());
-    ok(subject, "create_process", store.create_process(new_process(None)));
+    ok(
+        subject,
+        "create_process",
+        store.create_process(new_process(None)),
+    );
     let keep = add_task(subject, store.as_ref(), 1);
     let gone = add_task(subject, store.as_ref(), 2);
     let mut delete = Batch::default();
@@ -586,7 +757,10 @@ fn deleting_a_task_removes_what_is_its(subject: &Subject) {
         process: 1,
         reference: Some(format!("r{gone}")),
     });
-    delete.push(Op::ClearTimer(TimerKey { due: gone as i64, task: gone }));
+    delete.push(Op::ClearTimer(TimerKey {
+        due: gone as i64,
+        task: gone,
+    }));
     delete.push(Op::Count {
         process: 1,
         node: "n".into(),
@@ -613,7 +787,11 @@ fn fill(subject: &Subject, store: &dyn Store) -> BTreeSet<u64> {
     for n in 0..20 {
         ids.insert(add_task(subject, store, n));
     }
-    ok(subject, "create_api_key", store.create_api_key("k", "s", vec![1], 1));
+    ok(
+        subject,
+        "create_api_key",
+        store.create_api_key("k", "s", vec![1], 1),
+    );
     ok(subject, "url hash", store.set_url_hash(1, "hash".into()));
     ok(subject, "flush", store.flush());
     ids
@@ -625,7 +803,10 @@ fn check_filled(subject: &Subject, store: &dyn Store, ids: &BTreeSet<u64>) {
     let process = ok(subject, "process", store.process_by_alias("p"));
     let process = process.unwrap_or_else(|| panic!("[{}] process @p is gone", subject.name));
     assert_eq!(process.url_hash.as_deref(), Some("hash"));
-    assert_eq!(process.settings.get("secret"), Some(&serde_json::json!("process secret")));
+    assert_eq!(
+        process.settings.get("secret"),
+        Some(&serde_json::json!("process secret"))
+    );
     assert_eq!(ok(subject, "api_keys", store.api_keys()).len(), 1);
 }
 
@@ -649,7 +830,9 @@ fn checkpoint_changes_nothing(subject: &Subject) {
 }
 
 fn a_reopen_without_a_snapshot_replays_everything(subject: &Subject) {
-    let Some(drop_snapshot) = subject.drop_snapshot else { return };
+    let Some(drop_snapshot) = subject.drop_snapshot else {
+        return;
+    };
     let dir = tempdir();
     let store = open(subject, dir.path());
     let ids = fill(subject, store.as_ref());
@@ -667,7 +850,9 @@ fn a_reopen_without_a_snapshot_replays_everything(subject: &Subject) {
 }
 
 fn a_torn_tail_is_cut_and_the_rest_kept(subject: &Subject) {
-    let Some(tear_tail) = subject.tear_tail else { return };
+    let Some(tear_tail) = subject.tear_tail else {
+        return;
+    };
     let dir = tempdir();
     let store = open(subject, dir.path());
     let ids = fill(subject, store.as_ref());
@@ -687,18 +872,42 @@ fn restore_keeps_ids_and_counters(subject: &Subject) {
     let (a, b) = (tempdir(), tempdir());
     let source = open(subject, a.path());
     fill(subject, source.as_ref());
-    let deleted = ok(subject, "key", source.create_api_key("gone", "x", vec![], 2));
+    let deleted = ok(
+        subject,
+        "key",
+        source.create_api_key("gone", "x", vec![], 2),
+    );
     ok(subject, "delete", source.delete_api_key(deleted.login));
     let target = open(subject, b.path());
-    ok(subject, "copy", crate::copy(source.as_ref(), target.as_ref()));
-    let differences = ok(subject, "compare", crate::compare(source.as_ref(), target.as_ref()));
+    ok(
+        subject,
+        "copy",
+        crate::copy(source.as_ref(), target.as_ref()),
+    );
+    let differences = ok(
+        subject,
+        "compare",
+        crate::compare(source.as_ref(), target.as_ref()),
+    );
     assert!(differences.is_empty(), "[{}] {differences:?}", subject.name);
     drop(target);
     let target = open(subject, b.path());
-    let differences = ok(subject, "compare", crate::compare(source.as_ref(), target.as_ref()));
-    assert!(differences.is_empty(), "[{}] after a reopen: {differences:?}", subject.name);
+    let differences = ok(
+        subject,
+        "compare",
+        crate::compare(source.as_ref(), target.as_ref()),
+    );
+    assert!(
+        differences.is_empty(),
+        "[{}] after a reopen: {differences:?}",
+        subject.name
+    );
     let key = ok(subject, "key", target.create_api_key("new", "y", vec![], 3));
-    assert!(key.login > deleted.login, "[{}] a deleted login was given again", subject.name);
+    assert!(
+        key.login > deleted.login,
+        "[{}] a deleted login was given again",
+        subject.name
+    );
 }
 
 const CHILD_ENV: &str = "CONVEYOR_CONFORMANCE_CHILD";
@@ -708,7 +917,9 @@ const CHILD_ENV: &str = "CONVEYOR_CONFORMANCE_CHILD";
 /// writes `ack <id>` to stdout after each commit the subject promises survives a kill
 /// (after `flush` where commits alone do not), until it is killed.
 pub fn child(subjects: &[Subject]) {
-    let Ok(spec) = std::env::var(CHILD_ENV) else { return };
+    let Ok(spec) = std::env::var(CHILD_ENV) else {
+        return;
+    };
     let Some((name, dir)) = spec.split_once('\t') else {
         panic!("{CHILD_ENV} is not `subject<TAB>dir`: {spec}");
     };
@@ -733,7 +944,10 @@ fn jitter(below: u64) -> u64 {
     let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.subsec_nanos() as u64);
-    nanos.wrapping_mul(6_364_136_223_846_793_005).rotate_right(17) % below.max(1)
+    nanos
+        .wrapping_mul(6_364_136_223_846_793_005)
+        .rotate_right(17)
+        % below.max(1)
 }
 
 /// The id in an `ack <id>` line (the test harness may print on the same line before it).
@@ -746,15 +960,28 @@ fn kill_9_in_the_middle_of_commits(subject: &Subject, child_test: &str) {
     let dir = tempdir();
     {
         let store = open(subject, dir.path());
-        ok(subject, "create_process", store.create_process(new_process(None)));
+        ok(
+            subject,
+            "create_process",
+            store.create_process(new_process(None)),
+        );
         ok(subject, "flush", store.flush());
     }
     let exe = std::env::current_exe().unwrap_or_else(|e| panic!("no test binary: {e}"));
     let mut acked = BTreeSet::new();
     for round in 0..3 {
         let mut child = std::process::Command::new(&exe)
-            .args([child_test, "--exact", "--ignored", "--nocapture", "--test-threads=1"])
-            .env(CHILD_ENV, format!("{}\t{}", subject.name, dir.path().display()))
+            .args([
+                child_test,
+                "--exact",
+                "--ignored",
+                "--nocapture",
+                "--test-threads=1",
+            ])
+            .env(
+                CHILD_ENV,
+                format!("{}\t{}", subject.name, dir.path().display()),
+            )
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::null())
             .spawn()
@@ -784,11 +1011,19 @@ fn kill_9_in_the_middle_of_commits(subject: &Subject, child_test: &str) {
             }
         }
         let _ = child.wait();
-        assert!(got > 0, "[{}] round {round}: the child acknowledged nothing", subject.name);
+        assert!(
+            got > 0,
+            "[{}] round {round}: the child acknowledged nothing",
+            subject.name
+        );
         let store = open(subject, dir.path());
         let (present, highest) = check_whole(subject, store.as_ref());
         let lost: Vec<_> = acked.difference(&present).collect();
-        assert!(lost.is_empty(), "[{}] round {round}: acknowledged commits lost: {lost:?}", subject.name);
+        assert!(
+            lost.is_empty(),
+            "[{}] round {round}: acknowledged commits lost: {lost:?}",
+            subject.name
+        );
         // At most the one commit in flight when it died is there unacknowledged.
         let extra = present.difference(&acked).count();
         assert!(
@@ -799,7 +1034,11 @@ fn kill_9_in_the_middle_of_commits(subject: &Subject, child_test: &str) {
             acked.iter().next_back()
         );
         let next = ok(subject, "next_task_id", store.next_task_id());
-        assert!(next > highest, "[{}] round {round}: id {next} was used already", subject.name);
+        assert!(
+            next > highest,
+            "[{}] round {round}: id {next} was used already",
+            subject.name
+        );
         // What was there but not acknowledged is acknowledged now.
         acked.extend(present);
         ok(subject, "flush", store.flush());

@@ -1783,7 +1783,11 @@ impl Store for LogStore {
     fn next_ids(&self) -> Result<NextIds> {
         let state = self.state();
         Ok(NextIds {
-            task: self.next_task.load(Ordering::SeqCst).max(state.next_task).max(1),
+            task: self
+                .next_task
+                .load(Ordering::SeqCst)
+                .max(state.next_task)
+                .max(1),
             process: state.next_process.max(1),
             login: state.next_login.max(100_001),
         })
@@ -2002,7 +2006,9 @@ fn inspect_locked(dir: &Path) -> Result<LogReport> {
             report.unrepairable = Some(format!(
                 "{} is damaged and the segments before {} were compacted away: the log alone cannot rebuild the store",
                 snapshot_path.display(),
-                segments.first().map_or_else(|| "the first".into(), |s| segment_name(*s))
+                segments
+                    .first()
+                    .map_or_else(|| "the first".into(), |s| segment_name(*s))
             ));
         }
     }
@@ -2014,9 +2020,9 @@ fn inspect_locked(dir: &Path) -> Result<LogReport> {
             offset: None,
             what: "this segment is missing".into(),
         });
-        report.unrepairable.get_or_insert_with(|| {
-            format!("segment {} is missing", segment_name(missing))
-        });
+        report
+            .unrepairable
+            .get_or_insert_with(|| format!("segment {} is missing", segment_name(missing)));
     }
     let mut scratch = State::default();
     let mut cutting = false;

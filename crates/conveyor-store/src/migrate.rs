@@ -266,10 +266,7 @@ pub fn compare(a: &dyn Store, b: &dyn Store) -> Result<Vec<String>> {
         }
     };
     let processes = a.processes()?;
-    same(
-        "the processes differ".into(),
-        processes == b.processes()?,
-    );
+    same("the processes differ".into(), processes == b.processes()?);
     same("the API keys differ".into(), a.api_keys()? == b.api_keys()?);
     let (ids_a, ids_b) = (a.next_ids()?, b.next_ids()?);
     same(
@@ -452,8 +449,12 @@ mod tests {
             })
             .unwrap();
         store.set_url_hash(process.id, "url-hash".into()).unwrap();
-        store.update_process(process.id, "process: p2".into()).unwrap();
-        let other = store.create_process(crate::test_support::new_process(None)).unwrap();
+        store
+            .update_process(process.id, "process: p2".into())
+            .unwrap();
+        let other = store
+            .create_process(crate::test_support::new_process(None))
+            .unwrap();
         let mut doomed = 0;
         for n in 0..30u64 {
             let id = store.next_task_id().unwrap();
@@ -463,7 +464,9 @@ mod tests {
             let mut record = task(id, if n % 3 == 0 { "wait" } else { "done" });
             record.process = if n % 5 == 0 { other.id } else { process.id };
             record.reference = (n % 2 == 0).then(|| format!("ref-{n}"));
-            record.data.insert("token".into(), serde_json::json!(format!("secret {n}")));
+            record
+                .data
+                .insert("token".into(), serde_json::json!(format!("secret {n}")));
             record.data.insert("n".into(), serde_json::json!(n));
             let mut batch = Batch::default();
             if let Some(r) = &record.reference {
@@ -527,7 +530,9 @@ mod tests {
             reference: Some("ref-2".into()),
         });
         store.commit(&delete).unwrap();
-        let a = store.create_api_key("a", "a-secret", vec![process.id], 1).unwrap();
+        let a = store
+            .create_api_key("a", "a-secret", vec![process.id], 1)
+            .unwrap();
         store.set_api_key_secret(a.login, "rotated").unwrap();
         let b = store.create_api_key("b", "b-secret", vec![], 2).unwrap();
         store.delete_api_key(b.login).unwrap();
@@ -550,14 +555,20 @@ mod tests {
                 out.push(format!("{:?}", store.history(t.id).unwrap()));
                 out.push(format!("{:?}", store.inbox(t.id).unwrap()));
                 if let Some(r) = &t.reference {
-                    out.push(format!("{r} -> {:?}", store.task_by_ref(p.id, r).unwrap().map(|t| t.id)));
+                    out.push(format!(
+                        "{r} -> {:?}",
+                        store.task_by_ref(p.id, r).unwrap().map(|t| t.id)
+                    ));
                 }
             }
             out.push(format!("{:?}", store.counters(p.id).unwrap()));
         }
         out.push(format!("{:?}", store.api_keys().unwrap()));
         out.push(format!("{:?}", store.ready().unwrap()));
-        out.push(format!("{:?}", store.due_timers(i64::MAX, None, usize::MAX).unwrap()));
+        out.push(format!(
+            "{:?}",
+            store.due_timers(i64::MAX, None, usize::MAX).unwrap()
+        ));
         out.push(format!("{:?}", store.inbox_tasks().unwrap()));
         out.push(format!("{:?}", store.alias("p").unwrap()));
         let ids = store.next_ids().unwrap();
@@ -574,7 +585,10 @@ mod tests {
         let before = snapshot_of(data);
         assert_eq!(before.2.tasks, 29);
         assert!(before.2.messages > 0 && before.2.timers > 0 && before.2.history_events > 0);
-        assert!(before.0.iter().any(|l| l.contains("secret 4")), "the sealed values open");
+        assert!(
+            before.0.iter().any(|l| l.contains("secret 4")),
+            "the sealed values open"
+        );
 
         let report = migrate(data, StoreKind::Sled, StoreOptions::default()).unwrap();
         assert_eq!((report.from, report.to), (StoreKind::Log, StoreKind::Sled));
@@ -585,13 +599,19 @@ mod tests {
         assert_eq!(kind_of(data, StoreOptions::default()), StoreKind::Sled);
         assert!(!data.join(".migrate-sled").exists());
         // What is outside the store's directory stays as it was.
-        assert_eq!(std::fs::read_to_string(data.join("seal.json")).unwrap(), "{\"kept\": true}");
+        assert_eq!(
+            std::fs::read_to_string(data.join("seal.json")).unwrap(),
+            "{\"kept\": true}"
+        );
         let on_sled = snapshot_of(data);
         assert_eq!(on_sled, before);
 
         // Refused while the old store is still kept, and to the kind it already is.
         let again = migrate(data, StoreKind::Sled, StoreOptions::default()).unwrap_err();
-        assert!(again.to_string().contains("already a sled store"), "{again}");
+        assert!(
+            again.to_string().contains("already a sled store"),
+            "{again}"
+        );
         std::fs::create_dir(data.join("store.old-sled")).unwrap();
         let kept = migrate(data, StoreKind::Log, StoreOptions::default()).unwrap_err();
         assert!(kept.to_string().contains("store.old-sled"), "{kept}");
@@ -606,7 +626,10 @@ mod tests {
         let store = sealed(data);
         assert!(store.next_task_id().unwrap() >= before.1.task);
         let key = store.create_api_key("c", "c", vec![], 3).unwrap();
-        assert!(key.login >= before.1.login, "a deleted login was given again");
+        assert!(
+            key.login >= before.1.login,
+            "a deleted login was given again"
+        );
     }
 
     #[test]
@@ -616,6 +639,9 @@ mod tests {
         let err = migrate(dir.path(), StoreKind::Sled, StoreOptions::default()).unwrap_err();
         assert!(matches!(err, StoreError::Locked { .. }), "{err}");
         drop(store);
-        assert!(!SledStore::dir_in(dir.path()).exists() || kind_of(dir.path(), StoreOptions::default()) == StoreKind::Sled);
+        assert!(
+            !SledStore::dir_in(dir.path()).exists()
+                || kind_of(dir.path(), StoreOptions::default()) == StoreKind::Sled
+        );
     }
 }

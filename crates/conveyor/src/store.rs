@@ -66,14 +66,7 @@ fn waiting<T>(mut f: impl FnMut() -> conveyor_store::Result<T>) -> conveyor_stor
 fn counts_text(c: &Counts) -> String {
     format!(
         "{} process(es), {} task(s), {} ref(s), {} timer(s), {} ready, {} inbox message(s), {} history event(s), {} API key(s)",
-        c.processes,
-        c.tasks,
-        c.refs,
-        c.timers,
-        c.ready,
-        c.messages,
-        c.history_events,
-        c.api_keys
+        c.processes, c.tasks, c.refs, c.timers, c.ready, c.messages, c.history_events, c.api_keys
     )
 }
 

@@ -595,7 +595,10 @@ fn a_frame_lands_where_the_history_links_in_it_say_and_is_refused_anywhere_else(
         for id in 1..=3u64 {
             let mut batch = Batch::default();
             let mut record = task(id, 1, "loop");
-            record.data.insert("pad".into(), serde_json::json!("p".repeat(50 * id as usize)));
+            record.data.insert(
+                "pad".into(),
+                serde_json::json!("p".repeat(50 * id as usize)),
+            );
             batch.push(Op::PutTask(Box::new(record)));
             batch.push(Op::History {
                 task: id,
@@ -661,7 +664,9 @@ fn a_bad_frame_followed_by_whole_ones_is_corruption_refused_at_open_and_repaired
     let mut bytes = std::fs::read(&segment).unwrap();
     bytes[victim as usize + 12] ^= 0x55;
     std::fs::write(&segment, &bytes).unwrap();
-    let err = LogStore::open(dir.path()).err().expect("a corrupt log opened");
+    let err = LogStore::open(dir.path())
+        .err()
+        .expect("a corrupt log opened");
     let text = err.to_string();
     assert!(text.contains(&segment.display().to_string()), "{text}");
     assert!(text.contains(&format!("byte {victim}")), "{text}");
@@ -725,7 +730,9 @@ fn damage_in_a_segment_before_the_last_is_refused_and_repair_drops_the_later_one
     for id in 1..=20u64 {
         let mut batch = Batch::default();
         let mut record = task(id, 1, "n");
-        record.data.insert("pad".into(), serde_json::json!("x".repeat(100)));
+        record
+            .data
+            .insert("pad".into(), serde_json::json!("x".repeat(100)));
         batch.push(Op::PutTask(Box::new(record)));
         store.commit(&batch).unwrap();
     }
