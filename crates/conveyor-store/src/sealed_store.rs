@@ -310,7 +310,7 @@ impl SealedStore {
                 report.processes += 1;
             }
         }
-        let upper = self.inner.next_task_id()?;
+        let upper = self.inner.next_ids()?.task;
         let mut pending = Batch::default();
         for id in 0..upper {
             let Some(raw) = self.inner.task(id)? else {
