@@ -366,23 +366,36 @@ pub fn read_everything(store: &dyn Store) -> (Counts, Vec<String>) {
     };
     counts.processes = processes.len();
     for process in &processes {
-        let tasks = match store.tasks(process.id, None, usize::MAX) {
-            Ok(t) => t,
-            Err(e) => {
-                note(format!("the tasks of process {}", process.id), e);
-                continue;
-            }
-        };
+        if let Err(e) = store.tasks(process.id, None, usize::MAX) {
+            note(format!("the tasks of process {}", process.id), e);
+        }
         if let Err(e) = store.counters(process.id) {
             note(format!("the counters of process {}", process.id), e);
         }
-        for task in tasks {
-            counts.tasks += 1;
-            counts.refs += usize::from(task.reference.is_some());
-            match store.history(task.id) {
-                Ok(events) => counts.history_events += events.len(),
-                Err(e) => note(format!("the history of task {}", task.id), e),
+    }
+    // Every task by id, whatever its process: one that does not read is named.
+    let upper = match store.next_ids() {
+        Ok(ids) => ids.task,
+        Err(e) => {
+            note("the counters of ids".into(), e);
+            0
+        }
+    };
+    for id in 0..upper {
+        match store.task(id) {
+            Ok(Some(task)) => {
+                counts.tasks += 1;
+                counts.refs += usize::from(task.reference.is_some());
             }
+            Ok(None) => continue,
+            Err(e) => {
+                note(format!("task {id}"), e);
+                continue;
+            }
+        }
+        match store.history(id) {
+            Ok(events) => counts.history_events += events.len(),
+            Err(e) => note(format!("the history of task {id}"), e),
         }
     }
     match store.inbox_tasks() {
@@ -407,9 +420,6 @@ pub fn read_everything(store: &dyn Store) -> (Counts, Vec<String>) {
     match store.api_keys() {
         Ok(k) => counts.api_keys = k.len(),
         Err(e) => note("the API keys".into(), e),
-    }
-    if let Err(e) = store.next_ids() {
-        note("the counters of ids".into(), e);
     }
     (counts, problems)
 }
@@ -630,6 +640,31 @@ mod tests {
             key.login >= before.1.login,
             "a deleted login was given again"
         );
+    }
+
+    #[test]
+    fn read_everything_names_each_record_that_does_not_read() {
+        let dir = tempfile::tempdir().unwrap();
+        fill(&sealed(dir.path()));
+        let (counts, problems) = read_everything(&sealed(dir.path()));
+        assert!(problems.is_empty(), "{problems:?}");
+        assert_eq!(counts.tasks, 29);
+        // Opened with another key, no sealed value opens: each one is named.
+        let inner = crate::open(dir.path(), options(StoreKind::Log)).unwrap();
+        let policy = |_: &str| Vec::new();
+        let wrong = SealedStore::new(inner, Keyring::new(Sealer::new(&[4; 32])), Arc::new(policy));
+        let (_, problems) = read_everything(&wrong);
+        assert!(!problems.is_empty());
+        assert!(
+            problems.iter().any(|p| p.starts_with("the processes")),
+            "{problems:?}"
+        );
+        assert!(
+            problems.iter().any(|p| p.starts_with("the inbox of task")),
+            "{problems:?}"
+        );
+        let tasks = problems.iter().filter(|p| p.starts_with("task ")).count();
+        assert_eq!(tasks, 29, "{problems:?}");
     }
 
     #[test]
