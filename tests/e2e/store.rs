@@ -256,8 +256,8 @@ fn hammer(d: &DataDir, stop: Arc<AtomicBool>) -> std::thread::JoinHandle<(usize,
     })
 }
 
-/// A `serve` child that is killed when dropped, so that a failing test never leaves a
-/// server behind (it would hold the build lock its parent inherited).
+/// A child (a `serve`) that is killed when dropped, so that a failing test never leaves
+/// it behind (it would hold the build lock its parent inherited).
 struct Serving(Option<std::process::Child>);
 
 impl Serving {
@@ -400,4 +400,29 @@ fn commands_run_while_serve_restarts_after_a_kill_9_wait_and_go_through_it() {
     // passed over.
     let out = d.ok(&["task", "add", "@cb", "--ref", "after"]);
     assert!(out.contains("added"), "{out}");
+    // After a reboot, `engine.pid` may name a live process that is no engine: it holds
+    // up neither a command nor a new server.
+    // (Killed when dropped, like a server: it would hold the build lock it inherited.)
+    let other = Serving(Some(
+        std::process::Command::new("sleep")
+            .arg("30")
+            .spawn()
+            .expect("sleep runs"),
+    ));
+    std::fs::write(
+        d.path().join("engine.pid"),
+        format!("{} serve\n", other.id()),
+    )
+    .expect("write engine.pid");
+    let started = Instant::now();
+    d.ok(&["process", "list"]);
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+    let child = serve(&d);
+    d.ok(&["task", "show", "@cb", "after"]);
+    assert_eq!(child.terminate(), 0);
+    other.kill_9();
 }

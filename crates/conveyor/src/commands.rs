@@ -458,8 +458,16 @@ pub fn engine_running(dir: &Path) -> Option<EngineKind> {
     if pid == std::process::id() {
         return None;
     }
-    if cfg!(target_os = "linux") && !Path::new(&format!("/proc/{pid}")).exists() {
-        return None;
+    if cfg!(target_os = "linux") {
+        // Alive, and an engine: after a crash and a reboot the pid may be another
+        // program's, which must not hold up commands or a new engine.
+        let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
+        let engine = cmdline
+            .split(|b| *b == 0)
+            .any(|arg| arg == b"serve" || arg == b"run");
+        if !engine {
+            return None;
+        }
     }
     Some(match words.next() {
         Some("serve") => EngineKind::Serve,
