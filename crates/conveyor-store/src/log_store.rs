@@ -53,8 +53,23 @@ use crate::*;
 
 /// The on-disk format of the log this code writes and understands.
 /// 2: adds the entry `NEXT_IDS` (written by a migration); a log of version 1 is read as
-/// it is.
+/// it is. A new store is marked 1 (so an older conveyor still opens it) until it holds
+/// a `NEXT_IDS` entry, when it is marked 2.
 pub const LOG_FORMAT_VERSION: u32 = 2;
+/// What a new store is marked with.
+const NEW_STORE_FORMAT: u32 = 1;
+
+/// Writes the format version of the log store in `dir` whole or not at all (a new
+/// file, synced, then renamed).
+fn write_format(dir: &Path, version: u32) -> Result<()> {
+    let tmp = dir.join("FORMAT.tmp");
+    let file = File::create(&tmp).map_err(io)?;
+    file.write_all_at(&version.to_le_bytes(), 0)
+        .and_then(|_| file.sync_all())
+        .and_then(|_| std::fs::rename(&tmp, dir.join("FORMAT")))
+        .map_err(io)?;
+    sync_dir(dir)
+}
 
 /// When the log rolls, snapshots and compacts.
 #[derive(Debug, Clone, Copy)]
@@ -350,14 +365,7 @@ impl LogStore {
                 }
             }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                // Written whole or not at all: a new file, synced, then renamed.
-                let tmp = dir.join("FORMAT.tmp");
-                let file = File::create(&tmp).map_err(io)?;
-                file.write_all_at(&LOG_FORMAT_VERSION.to_le_bytes(), 0)
-                    .and_then(|_| file.sync_all())
-                    .and_then(|_| std::fs::rename(&tmp, &format_path))
-                    .map_err(io)?;
-                sync_dir(&dir)?;
+                write_format(&dir, NEW_STORE_FORMAT)?;
             }
             Err(e) => return Err(io(e)),
         }
@@ -1803,6 +1811,8 @@ impl Store for LogStore {
                 enc.bytes(&encode_json(&key)?);
             }
             Restore::NextIds(ids) => {
+                // An older conveyor would not know the entry: it must refuse the store.
+                write_format(&self.dir, 2)?;
                 enc.u8(NEXT_IDS);
                 enc.u64(ids.task);
                 enc.u64(ids.process);
