@@ -16,4 +16,5 @@ mod http_api;
 mod http_security;
 mod messages;
 mod secrets;
+mod store;
 mod support;

@@ -9,8 +9,11 @@
 //! a task is one [`Batch`], applied atomically: a crash at any instant leaves either all
 //! of a batch or none of it.
 
+#[cfg(any(test, feature = "conformance"))]
+pub mod conformance;
 mod keys;
 mod log_store;
+mod migrate;
 mod records;
 mod seal;
 mod sealed_store;
@@ -21,7 +24,10 @@ mod test_support;
 use std::path::Path;
 use std::sync::Arc;
 
-pub use log_store::{LOG_FORMAT_VERSION, LogStore};
+pub use log_store::{LOG_FORMAT_VERSION, LogCut, LogProblem, LogReport, LogStore};
+pub use migrate::{
+    Counts, MigrateReport, compare, copy, counts, kept_dir, migrate, read_everything,
+};
 pub use records::*;
 pub use sled_store::SledStore;
 
@@ -135,6 +141,45 @@ pub type Result<T> = std::result::Result<T, StoreError>;
 /// What the engine and the commands need from storage.
 ///
 /// Reads return owned records; writes of task state go through [`Store::commit`].
+///
+/// # Contract
+///
+/// What every implementation promises ([`LogStore`], [`SledStore`], [`SealedStore`] over
+/// either, and any store added later). The conformance suite
+/// ([`conformance`](crate::conformance), feature `conformance`) holds each of them to it:
+/// a new store runs the whole suite with one line.
+///
+/// - **Atomic commits.** [`Store::commit`] applies all of a [`Batch`] or none of it, and
+///   [`Store::commit_group`] all of its batches or none of them — also across a crash at
+///   any instant: a store reopened after a crash holds each commit whole or not at all,
+///   never a part. A group that fails (a [`StoreError::DuplicateRef`], a full disk)
+///   changes nothing. Several [`Op::Count`]s of one counter in a group add up.
+/// - **Visibility.** Once `commit`/`commit_group` (or any other write) returns, every
+///   read on any thread sees it; a read never sees part of a commit.
+/// - **Durability.** After [`Store::flush`] returns, every write that returned before it
+///   survives a crash of the process and a power loss (as far as the platform's sync
+///   promises: `docs/reliability.md`). Before that, a write survives the process being
+///   killed only where the implementation says so ([`LogStore`]: at once, the kernel has
+///   the frame; [`SledStore`]: not until sled's own flush, ≤ 500 ms). A store reopened
+///   after a crash holds a prefix of the commits in the order they returned: never a
+///   later commit without an earlier one.
+/// - **Unique numbers, across crashes.** [`Store::next_task_id`] never returns a number
+///   twice, also across crashes and reopens, as long as the number was used in a commit
+///   that survived (as a task id or an inbox seq: both come from this counter). Process
+///   ids and API logins are never given twice either, also after an API key was deleted.
+/// - **Unique refs.** A `(process, ref)` names at most one task: an [`Op::InsertRef`] for
+///   a ref held by another task — before, or earlier in the same group — fails the whole
+///   group with [`StoreError::DuplicateRef`]. [`Op::DeleteTask`] frees the ref.
+/// - **Timer order.** [`Store::due_timers`] returns timers in `(due, task)` order, due
+///   times before 0 included, strictly after `after`; [`Store::next_timer`] is the first.
+/// - **Reads in order.** [`Store::tasks`] in id order, [`Store::inbox`] in seq order,
+///   [`Store::history`] in the order written (records in `seq` order).
+/// - **Checkpoint.** [`Store::checkpoint`] does what `flush` does and may also write what
+///   lets the next open start quickly (the log store's snapshot); it never changes what
+///   is stored. Reopening after a crash needs no checkpoint: a store opens without one.
+/// - **Migration.** [`Store::next_ids`] and [`Store::restore`] copy what the ordinary
+///   writes cannot say (records with their ids, the counters), so that
+///   [`migrate`](crate::migrate) moves a data dir between kinds unchanged.
 pub trait Store: Send + Sync + 'static {
     // Processes.
     fn create_process(&self, new: NewProcess) -> Result<ProcessRecord>;
@@ -211,6 +256,29 @@ pub trait Store: Send + Sync + 'static {
     }
     /// Bytes the store takes on disk.
     fn size_on_disk(&self) -> Result<u64>;
+
+    /// The next number of each counter (what the next task id, process id and API login
+    /// would be), without taking one.
+    fn next_ids(&self) -> Result<NextIds>;
+    /// Writes a record with the id it has (a process, an API key) or moves the counters
+    /// up to at least `NextIds` (never down): what a migration copies from another store.
+    fn restore(&self, item: Restore) -> Result<()>;
+}
+
+/// The next number of each counter of a store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct NextIds {
+    pub task: u64,
+    pub process: u64,
+    pub login: u64,
+}
+
+/// A record written as it is, with its id (see [`Store::restore`]).
+#[derive(Debug, Clone)]
+pub enum Restore {
+    Process(ProcessRecord),
+    ApiKey(ApiKey),
+    NextIds(NextIds),
 }
 
 /// A timer: due time (ms since the epoch) and task.

@@ -52,7 +52,24 @@ use codec::{Dec, Enc};
 use crate::*;
 
 /// The on-disk format of the log this code writes and understands.
-pub const LOG_FORMAT_VERSION: u32 = 1;
+/// 2: adds the entry `NEXT_IDS` (written by a migration); a log of version 1 is read as
+/// it is. A new store is marked 1 (so an older conveyor still opens it) until it holds
+/// a `NEXT_IDS` entry, when it is marked 2.
+pub const LOG_FORMAT_VERSION: u32 = 2;
+/// What a new store is marked with.
+const NEW_STORE_FORMAT: u32 = 1;
+
+/// Writes the format version of the log store in `dir` whole or not at all (a new
+/// file, synced, then renamed).
+fn write_format(dir: &Path, version: u32) -> Result<()> {
+    let tmp = dir.join("FORMAT.tmp");
+    let file = File::create(&tmp).map_err(io)?;
+    file.write_all_at(&version.to_le_bytes(), 0)
+        .and_then(|_| file.sync_all())
+        .and_then(|_| std::fs::rename(&tmp, dir.join("FORMAT")))
+        .map_err(io)?;
+    sync_dir(dir)
+}
 
 /// When the log rolls, snapshots and compacts.
 #[derive(Debug, Clone, Copy)]
@@ -100,6 +117,9 @@ const PUT_API_KEY: u8 = 13;
 const HISTORY_RESET: u8 = 14;
 /// An API key deleted (its login).
 const DELETE_API_KEY: u8 = 15;
+/// The counters raised to at least: next task id, next process id, next login (a
+/// migration; format 2).
+const NEXT_IDS: u8 = 16;
 
 /// Where a value lives in the log.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -243,6 +263,32 @@ fn decode_json<T: serde::de::DeserializeOwned>(what: &str, bytes: &[u8]) -> Resu
     serde_json::from_slice(bytes).map_err(|e| corrupt(what, e))
 }
 
+/// The error of an open that found damage it must not cut off: a bad frame followed by
+/// whole ones, or a bad frame in a segment that is not the last.
+fn damaged(path: &Path, number: u32, last: u32, damage: &Damage) -> StoreError {
+    let after = if damage.valid_after > 0 {
+        format!(
+            "followed by {} whole frame(s) (the first at byte {}) that were acknowledged",
+            damage.valid_after,
+            damage.first_valid.unwrap_or(damage.at)
+        )
+    } else {
+        format!(
+            "followed by {} later segment(s) of acknowledged frames",
+            last.saturating_sub(number)
+        )
+    };
+    corrupt(
+        "the store's log",
+        format!(
+            "{} has a damaged frame at byte {} ({} bytes to the end of the segment), {after}: this is corruption, not a frame torn by a crash, so the store was not opened and nothing was dropped; `conveyor store verify` shows every problem and `conveyor store repair` what it would drop",
+            path.display(),
+            damage.at,
+            damage.bytes
+        ),
+    )
+}
+
 fn segment_name(segment: u32) -> String {
     format!("{segment:010}.log")
 }
@@ -319,14 +365,7 @@ impl LogStore {
                 }
             }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                // Written whole or not at all: a new file, synced, then renamed.
-                let tmp = dir.join("FORMAT.tmp");
-                let file = File::create(&tmp).map_err(io)?;
-                file.write_all_at(&LOG_FORMAT_VERSION.to_le_bytes(), 0)
-                    .and_then(|_| file.sync_all())
-                    .and_then(|_| std::fs::rename(&tmp, &format_path))
-                    .map_err(io)?;
-                sync_dir(&dir)?;
+                write_format(&dir, NEW_STORE_FORMAT)?;
             }
             Err(e) => return Err(io(e)),
         }
@@ -371,21 +410,27 @@ impl LogStore {
                     ),
                 ));
             }
-            let end = replay(&mut state, number, &bytes, start)?;
+            let (end, damage) = replay(&mut state, number, &bytes, start)?;
             replayed += end - start;
-            if end < bytes.len() as u64 {
-                if number != last {
-                    return Err(corrupt(
-                        "the store's log",
-                        format!("{} is damaged at byte {end}", path.display()),
-                    ));
+            if let Some(damage) = damage {
+                if number != last || damage.valid_after > 0 {
+                    return Err(damaged(&path, number, last, &damage));
                 }
-                // A frame the crash cut short: nothing in it was acknowledged.
+                // A frame the crash cut short, with nothing after it: nothing in it was
+                // acknowledged.
                 OpenOptions::new()
                     .write(true)
                     .open(&path)
                     .and_then(|f| f.set_len(end).and_then(|_| f.sync_all()))
                     .map_err(io)?;
+                tracing::warn!(
+                    segment = %path.display(),
+                    offset = end,
+                    bytes = damage.bytes,
+                    "cut off a frame torn by a crash at the end of the store's log ({} bytes at byte {end} of {})",
+                    damage.bytes,
+                    path.display()
+                );
             }
         }
         for number in first_segment..=last {
@@ -476,12 +521,46 @@ impl LogStore {
     /// Appends a frame (`enc` holds its payload after 8 reserved bytes) and applies it to
     /// the indexes. Called with the writer locked: frames are written and applied in
     /// the same order.
-    fn append(&self, w: &mut Writer, mut enc: Enc) -> Result<()> {
+    fn append(&self, w: &mut Writer, enc: Enc) -> Result<()> {
+        self.append_at(w, enc, None)
+    }
+
+    /// Where the next frame will be written: the segment and the byte its header starts
+    /// at. The one rule of when the log rolls: [`LogStore::append_at`] rolls by it, and
+    /// a commit that writes a value's location into the same frame (a history record
+    /// names the one before it) predicts that location by it.
+    fn next_frame_at(&self, w: &Writer) -> (u32, u64) {
+        if w.len >= self.limits.segment_bytes {
+            (w.segment + 1, 0)
+        } else {
+            (w.segment, w.len)
+        }
+    }
+
+    /// [`LogStore::append`], for a frame whose payload names places inside itself
+    /// computed for `expected` (from [`LogStore::next_frame_at`]): refused, with nothing
+    /// written, if the frame would land anywhere else.
+    fn append_at(&self, w: &mut Writer, mut enc: Enc, expected: Option<(u32, u64)>) -> Result<()> {
         if let Some(reason) = &w.broken {
             return Err(StoreError::Io(reason.clone()));
         }
-        if w.len >= self.limits.segment_bytes {
+        let place = self.next_frame_at(w);
+        let misplaced = |expected: (u32, u64), actual: (u32, u64)| {
+            StoreError::Io(format!(
+                "internal error: a frame meant for segment {} byte {} would be written at segment {} byte {}; nothing was written",
+                expected.0, expected.1, actual.0, actual.1
+            ))
+        };
+        if let Some(expected) = expected
+            && expected != place
+        {
+            return Err(misplaced(expected, place));
+        }
+        if place.0 != w.segment {
             self.roll(w)?;
+        }
+        if (w.segment, w.len) != place {
+            return Err(misplaced(place, (w.segment, w.len)));
         }
         let payload_len = enc.buf.len() - 8;
         let crc = crc32fast::hash(&enc.buf[8..]);
@@ -844,26 +923,86 @@ fn list_segments(dir: &Path) -> Result<Vec<u32>> {
     Ok(segments)
 }
 
-/// Applies the frames of a segment from `start`; returns where the whole frames end.
-fn replay(state: &mut State, segment: u32, bytes: &[u8], start: u64) -> Result<u64> {
-    let mut pos = start as usize;
-    while pos + 8 <= bytes.len() {
-        let len = u32::from_le_bytes([bytes[pos], bytes[pos + 1], bytes[pos + 2], bytes[pos + 3]])
-            as usize;
-        let crc = u32::from_le_bytes([
-            bytes[pos + 4],
-            bytes[pos + 5],
-            bytes[pos + 6],
-            bytes[pos + 7],
-        ]);
-        let end = pos + 8 + len;
-        if len == 0 || end > bytes.len() || crc32fast::hash(&bytes[pos + 8..end]) != crc {
-            break;
-        }
-        apply(state, segment, (pos + 8) as u64, &bytes[pos + 8..end])?;
-        pos = end;
+/// The frame whose header starts at `pos`, if it is whole and its checksum matches:
+/// the payload's range.
+fn frame_at(bytes: &[u8], pos: usize) -> Option<std::ops::Range<usize>> {
+    let header = bytes.get(pos..pos.checked_add(8)?)?;
+    let len = u32::from_le_bytes([header[0], header[1], header[2], header[3]]) as usize;
+    let crc = u32::from_le_bytes([header[4], header[5], header[6], header[7]]);
+    let end = pos.checked_add(8)?.checked_add(len)?;
+    if len == 0 || end > bytes.len() || crc32fast::hash(&bytes[pos + 8..end]) != crc {
+        return None;
     }
-    Ok(pos as u64)
+    Some(pos + 8..end)
+}
+
+/// What follows the first bad frame of a segment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Damage {
+    /// Where the bad frame starts.
+    pub at: u64,
+    /// Bytes from there to the end of the segment.
+    pub bytes: u64,
+    /// Whole frames with a matching checksum found after it: acknowledged commits that
+    /// dropping the rest of the segment would lose.
+    pub valid_after: u64,
+    /// Where the first of them starts.
+    pub first_valid: Option<u64>,
+}
+
+/// The frames of a segment from `start`: each whole frame goes to `each` (the offset of
+/// its payload, the payload), up to the first bad one. Returns where the whole frames
+/// end and, when they end before the segment does, what is after.
+fn scan(
+    bytes: &[u8],
+    start: u64,
+    mut each: impl FnMut(u64, &[u8]) -> Result<()>,
+) -> Result<(u64, Option<Damage>)> {
+    let mut pos = start as usize;
+    while let Some(payload) = frame_at(bytes, pos) {
+        each(payload.start as u64, &bytes[payload.clone()])?;
+        pos = payload.end;
+    }
+    if pos >= bytes.len() {
+        return Ok((pos as u64, None));
+    }
+    // Anything valid further on? A crash tears only the last frame written, so a whole
+    // frame after a bad one means the bad one is damage, not a tear.
+    let mut valid_after = 0u64;
+    let mut first_valid = None;
+    let mut at = pos + 1;
+    while at + 8 <= bytes.len() {
+        match frame_at(bytes, at) {
+            Some(payload) => {
+                first_valid.get_or_insert(at as u64);
+                valid_after += 1;
+                at = payload.end;
+            }
+            None => at += 1,
+        }
+    }
+    Ok((
+        pos as u64,
+        Some(Damage {
+            at: pos as u64,
+            bytes: (bytes.len() - pos) as u64,
+            valid_after,
+            first_valid,
+        }),
+    ))
+}
+
+/// Applies the frames of a segment from `start`; returns where the whole frames end and
+/// what follows them, if anything.
+fn replay(
+    state: &mut State,
+    segment: u32,
+    bytes: &[u8],
+    start: u64,
+) -> Result<(u64, Option<Damage>)> {
+    scan(bytes, start, |offset, payload| {
+        apply(state, segment, offset, payload)
+    })
 }
 
 /// Applies one frame's entries to the indexes; `offset` is where its payload starts in
@@ -961,6 +1100,10 @@ fn apply(state: &mut State, segment: u32, offset: u64, payload: &[u8]) -> Result
                 if let Some(old) = state.inbox.insert((task, seq), loc) {
                     state.live = state.live.saturating_sub(old.len as u64);
                 }
+                // Inbox seqs come from the same counter as task ids (`next_task_id`):
+                // a replayed message must move it past its seq too, or a seq handed
+                // out since the last snapshot would be handed out again.
+                state.next_task = state.next_task.max(seq.saturating_add(1));
             }
             CLEAR_INBOX => {
                 let task = dec.u64()?;
@@ -1018,6 +1161,11 @@ fn apply(state: &mut State, segment: u32, offset: u64, payload: &[u8]) -> Result
                 let login = dec.u64()?;
                 state.next_login = state.next_login.max(login.saturating_add(1));
                 state.api_keys.remove(&login);
+            }
+            NEXT_IDS => {
+                state.next_task = state.next_task.max(dec.u64()?);
+                state.next_process = state.next_process.max(dec.u64()?);
+                state.next_login = state.next_login.max(dec.u64()?);
             }
             other => {
                 return Err(corrupt(
@@ -1476,15 +1624,16 @@ impl Store for LogStore {
         }
         let mut w = self.writer();
         let mut enc = frame();
+        let at;
         {
             let state = self.state();
             // A ref may be taken already, or claimed twice within this group.
             let mut claimed: HashMap<(u64, &str), u64> = HashMap::new();
             // History heads as this frame moves them.
             let mut heads: HashMap<u64, Loc> = HashMap::new();
-            let rolls = w.len >= self.limits.segment_bytes;
-            let payload_offset = if rolls { 0 } else { w.len } + 8;
-            let segment = if rolls { w.segment + 1 } else { w.segment };
+            let (segment, frame_at) = self.next_frame_at(&w);
+            let payload_offset = frame_at + 8;
+            at = (segment, frame_at);
             for (op, value) in batches.iter().flat_map(|b| &b.ops).zip(values) {
                 match op {
                     Op::PutTask(task) => {
@@ -1600,7 +1749,7 @@ impl Store for LogStore {
         if enc.buf.len() == 8 {
             return Ok(());
         }
-        self.append(&mut w, enc)?;
+        self.append_at(&mut w, enc, Some(at))?;
         // Committed. A compaction that fails (a full disk) leaves the log as it was, with
         // at most some values copied twice; it is tried again after 64 MiB more log.
         let _ = self.maybe_compact(&mut w);
@@ -1639,6 +1788,43 @@ impl Store for LogStore {
         Ok(())
     }
 
+    fn next_ids(&self) -> Result<NextIds> {
+        let state = self.state();
+        Ok(NextIds {
+            task: self
+                .next_task
+                .load(Ordering::SeqCst)
+                .max(state.next_task)
+                .max(1),
+            process: state.next_process.max(1),
+            login: state.next_login.max(100_001),
+        })
+    }
+
+    fn restore(&self, item: Restore) -> Result<()> {
+        let mut w = self.writer();
+        let mut enc = frame();
+        match item {
+            Restore::Process(record) => return self.put_process(&mut w, &record),
+            Restore::ApiKey(key) => {
+                enc.u8(PUT_API_KEY);
+                enc.bytes(&encode_json(&key)?);
+            }
+            Restore::NextIds(ids) => {
+                // An older conveyor would not know the entry: it must refuse the store.
+                write_format(&self.dir, 2)?;
+                enc.u8(NEXT_IDS);
+                enc.u64(ids.task);
+                enc.u64(ids.process);
+                enc.u64(ids.login);
+            }
+        }
+        self.append(&mut w, enc)?;
+        let next = self.state().next_task;
+        self.next_task.fetch_max(next, Ordering::SeqCst);
+        Ok(())
+    }
+
     fn size_on_disk(&self) -> Result<u64> {
         let mut total = 0;
         for entry in std::fs::read_dir(&self.dir).map_err(io)? {
@@ -1646,6 +1832,295 @@ impl Store for LogStore {
         }
         Ok(total)
     }
+}
+
+/// A problem [`LogStore::inspect`] found, and where.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogProblem {
+    /// The file it is in.
+    pub file: PathBuf,
+    /// The byte it starts at, when it is in a segment.
+    pub offset: Option<u64>,
+    pub what: String,
+}
+
+impl std::fmt::Display for LogProblem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.offset {
+            Some(offset) => write!(f, "{} at byte {offset}: {}", self.file.display(), self.what),
+            None => write!(f, "{}: {}", self.file.display(), self.what),
+        }
+    }
+}
+
+/// What [`LogStore::repair`] drops: the end of a segment from `from`, or (with `from`
+/// 0) all of it, or the snapshot.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogCut {
+    pub file: PathBuf,
+    pub from: u64,
+    /// Bytes dropped.
+    pub bytes: u64,
+    /// Whole frames (acknowledged commits) among them.
+    pub frames: u64,
+    /// The whole file goes.
+    pub remove: bool,
+}
+
+impl std::fmt::Display for LogCut {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.remove {
+            write!(
+                f,
+                "remove {} ({} bytes, {} whole frame(s))",
+                self.file.display(),
+                self.bytes,
+                self.frames
+            )
+        } else {
+            write!(
+                f,
+                "cut {} at byte {}: {} bytes, {} whole frame(s)",
+                self.file.display(),
+                self.from,
+                self.bytes,
+                self.frames
+            )
+        }
+    }
+}
+
+/// What [`LogStore::inspect`] read.
+#[derive(Debug, Clone, Default)]
+pub struct LogReport {
+    pub segments: usize,
+    /// Whole frames read.
+    pub frames: u64,
+    pub bytes: u64,
+    pub problems: Vec<LogProblem>,
+    /// What a repair would drop to make the store open again (empty when nothing
+    /// needs dropping, or when nothing dropped would help: see `unrepairable`).
+    pub cuts: Vec<LogCut>,
+    /// A problem no cut can fix (damage inside what the snapshot already holds).
+    pub unrepairable: Option<String>,
+}
+
+impl LogStore {
+    /// Reads every frame of every segment and the snapshot, without opening the store
+    /// (the store must not be in use: its lock is taken), and says what is wrong, where,
+    /// and what [`LogStore::repair`] would drop.
+    pub fn inspect(data: &Path) -> Result<LogReport> {
+        let dir = LogStore::dir_in(data);
+        let _lock = lock_dir(&dir, data)?;
+        inspect_locked(&dir)
+    }
+
+    /// Drops what [`LogStore::inspect`] lists in `cuts` (the store must not be in use).
+    /// Returns what it dropped; refuses when the damage is of a kind no cut fixes.
+    pub fn repair(data: &Path) -> Result<LogReport> {
+        let dir = LogStore::dir_in(data);
+        let _lock = lock_dir(&dir, data)?;
+        let report = inspect_locked(&dir)?;
+        if let Some(reason) = &report.unrepairable {
+            return Err(corrupt("the store's log", reason));
+        }
+        for cut in &report.cuts {
+            tracing::warn!(
+                file = %cut.file.display(),
+                offset = cut.from,
+                bytes = cut.bytes,
+                frames = cut.frames,
+                "store repair: {cut}"
+            );
+            if cut.remove {
+                std::fs::remove_file(&cut.file).map_err(io)?;
+            } else {
+                OpenOptions::new()
+                    .write(true)
+                    .open(&cut.file)
+                    .and_then(|f| f.set_len(cut.from).and_then(|_| f.sync_all()))
+                    .map_err(io)?;
+            }
+        }
+        if !report.cuts.is_empty() {
+            sync_dir(&dir)?;
+        }
+        Ok(report)
+    }
+}
+
+/// Takes the lock of the log store in `dir` (of the data dir `data`).
+fn lock_dir(dir: &Path, data: &Path) -> Result<File> {
+    if !dir.exists() {
+        return Err(StoreError::Io(format!(
+            "{} holds no log store",
+            data.display()
+        )));
+    }
+    let lock = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(dir.join("LOCK"))
+        .map_err(io)?;
+    match lock.try_lock() {
+        Ok(()) => Ok(lock),
+        Err(std::fs::TryLockError::WouldBlock) => Err(StoreError::Locked {
+            path: data.display().to_string(),
+        }),
+        Err(std::fs::TryLockError::Error(e)) => Err(io(e)),
+    }
+}
+
+fn inspect_locked(dir: &Path) -> Result<LogReport> {
+    let mut report = LogReport::default();
+    let snapshot_path = dir.join("snapshot");
+    // Where the snapshot says the log continues, and the oldest segment it needs.
+    let mut position = (1u32, 0u64);
+    let mut first_segment = 1u32;
+    let mut snapshot_bad = false;
+    match std::fs::read(&snapshot_path) {
+        Ok(bytes) => match read_snapshot(&bytes) {
+            Ok((_, segment, offset, first)) => {
+                position = (segment, offset);
+                first_segment = first;
+            }
+            Err(e) => {
+                snapshot_bad = true;
+                report.problems.push(LogProblem {
+                    file: snapshot_path.clone(),
+                    offset: None,
+                    what: e.to_string(),
+                });
+            }
+        },
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(io(e)),
+    }
+    let segments: Vec<u32> = list_segments(dir)?
+        .into_iter()
+        .filter(|&s| s >= first_segment)
+        .collect();
+    let last = segments.last().copied().unwrap_or(first_segment);
+    if snapshot_bad {
+        if segments.first() == Some(&1) {
+            report.cuts.push(LogCut {
+                file: snapshot_path.clone(),
+                from: 0,
+                bytes: std::fs::metadata(&snapshot_path).map_or(0, |m| m.len()),
+                frames: 0,
+                remove: true,
+            });
+        } else {
+            report.unrepairable = Some(format!(
+                "{} is damaged and the segments before {} were compacted away: the log alone cannot rebuild the store",
+                snapshot_path.display(),
+                segments
+                    .first()
+                    .map_or_else(|| "the first".into(), |s| segment_name(*s))
+            ));
+        }
+    }
+    if let Some(missing) = (first_segment..=last).find(|n| !segments.contains(n))
+        && !segments.is_empty()
+    {
+        report.problems.push(LogProblem {
+            file: dir.join(segment_name(missing)),
+            offset: None,
+            what: "this segment is missing".into(),
+        });
+        report
+            .unrepairable
+            .get_or_insert_with(|| format!("segment {} is missing", segment_name(missing)));
+    }
+    let mut scratch = State::default();
+    let mut cutting = false;
+    for &number in &segments {
+        let path = dir.join(segment_name(number));
+        let bytes = std::fs::read(&path).map_err(io)?;
+        report.segments += 1;
+        report.bytes += bytes.len() as u64;
+        let mut frames = 0u64;
+        let mut bad_entry: Option<(u64, String)> = None;
+        let (_, damage) = scan(&bytes, 0, |offset, payload| {
+            frames += 1;
+            if bad_entry.is_none()
+                && let Err(e) = apply(&mut scratch, number, offset, payload)
+            {
+                bad_entry = Some((offset - 8, e.to_string()));
+            }
+            Ok(())
+        })?;
+        report.frames += frames;
+        if cutting {
+            report.cuts.push(LogCut {
+                file: path.clone(),
+                from: 0,
+                bytes: bytes.len() as u64,
+                frames: frames + damage.map_or(0, |d| d.valid_after),
+                remove: true,
+            });
+        }
+        if let Some((offset, reason)) = bad_entry {
+            report.problems.push(LogProblem {
+                file: path.clone(),
+                offset: Some(offset),
+                what: format!("a frame whose checksum matches cannot be read: {reason}"),
+            });
+            report
+                .unrepairable
+                .get_or_insert_with(|| format!("{} holds an unreadable frame", path.display()));
+        }
+        let Some(damage) = damage else { continue };
+        let torn = number == last && damage.valid_after == 0;
+        report.problems.push(LogProblem {
+            file: path.clone(),
+            offset: Some(damage.at),
+            what: if torn {
+                format!(
+                    "a frame torn by a crash: {} bytes at the end of the log, with nothing whole after them (the next open cuts them off)",
+                    damage.bytes
+                )
+            } else if damage.valid_after > 0 {
+                format!(
+                    "a damaged frame ({} bytes to the end of the segment) followed by {} whole frame(s), the first at byte {}: corruption; the store does not open",
+                    damage.bytes,
+                    damage.valid_after,
+                    damage.first_valid.unwrap_or(damage.at)
+                )
+            } else {
+                format!(
+                    "a damaged frame ({} bytes to the end of the segment) in a segment that is not the last: corruption; the store does not open",
+                    damage.bytes
+                )
+            },
+        });
+        if cutting {
+            continue;
+        }
+        if (number, damage.at) < position {
+            report.unrepairable.get_or_insert_with(|| {
+                format!(
+                    "{} is damaged at byte {}, before the point the snapshot holds the store as of ({} byte {}): values stored there cannot be read, and dropping them would not help",
+                    path.display(),
+                    damage.at,
+                    segment_name(position.0),
+                    position.1
+                )
+            });
+            continue;
+        }
+        report.cuts.push(LogCut {
+            file: path.clone(),
+            from: damage.at,
+            bytes: damage.bytes,
+            frames: damage.valid_after,
+            remove: false,
+        });
+        cutting = true;
+    }
+    Ok(report)
 }
 
 impl LogStore {

@@ -310,7 +310,7 @@ impl SealedStore {
                 report.processes += 1;
             }
         }
-        let upper = self.inner.next_task_id()?;
+        let upper = self.inner.next_ids()?.task;
         let mut pending = Batch::default();
         for id in 0..upper {
             let Some(raw) = self.inner.task(id)? else {
@@ -542,6 +542,21 @@ impl Store for SealedStore {
 
     fn size_on_disk(&self) -> Result<u64> {
         self.inner.size_on_disk()
+    }
+
+    fn next_ids(&self) -> Result<crate::NextIds> {
+        self.inner.next_ids()
+    }
+
+    /// Written as given: a migration copies records as stored (sealed values stay
+    /// sealed, bound to the same ids).
+    fn restore(&self, item: crate::Restore) -> Result<()> {
+        if let crate::Restore::Process(record) = &item
+            && let Ok(mut cache) = self.secrets.lock()
+        {
+            cache.remove(&record.id);
+        }
+        self.inner.restore(item)
     }
 }
 

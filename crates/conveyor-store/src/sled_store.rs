@@ -262,6 +262,29 @@ impl SledStore {
         }
     }
 
+    /// The number a counter in `X` handed out last (`first - 1` when none yet).
+    fn last_number(&self, name: &str, first: u64) -> Result<u64> {
+        match self.tree.get(text_key(b'X', name)).map_err(io)? {
+            Some(bytes) => u64_from(&bytes),
+            None => Ok(first - 1),
+        }
+    }
+
+    /// Makes a counter in `X` hand out at least `next` next.
+    fn raise_number(&self, name: &str, first: u64, next: u64) -> Result<()> {
+        let last = next.saturating_sub(1).max(first - 1);
+        self.tree
+            .update_and_fetch(text_key(b'X', name), |old| {
+                let current = old
+                    .and_then(|b| <[u8; 8]>::try_from(b).ok())
+                    .map(u64::from_be_bytes)
+                    .unwrap_or(first - 1);
+                Some(current.max(last).to_be_bytes().to_vec())
+            })
+            .map_err(io)?;
+        Ok(())
+    }
+
     fn put_process(&self, record: &ProcessRecord) -> Result<()> {
         self.tree
             .insert(key(b'P', record.id, &[]), encode(record)?)
@@ -631,6 +654,40 @@ impl Store for SledStore {
 
     fn size_on_disk(&self) -> Result<u64> {
         self.db.size_on_disk().map_err(io)
+    }
+
+    fn next_ids(&self) -> Result<NextIds> {
+        Ok(NextIds {
+            task: self.last_number("next_task", 1)? + 1,
+            process: self.last_number("next_process", 1)? + 1,
+            login: self.last_number("next_login", 100_001)? + 1,
+        })
+    }
+
+    fn restore(&self, item: Restore) -> Result<()> {
+        let _guard = self.lock();
+        match item {
+            Restore::Process(record) => {
+                let mut batch = sled::Batch::default();
+                batch.insert(key(b'P', record.id, &[]), encode(&record)?);
+                if let Some(alias) = &record.alias {
+                    batch.insert(text_key(b'A', alias), &record.id.to_be_bytes());
+                }
+                self.tree.apply_batch(batch).map_err(io)?;
+                self.raise_number("next_process", 1, record.id + 1)
+            }
+            Restore::ApiKey(api_key) => {
+                self.tree
+                    .insert(key(b'K', api_key.login, &[]), encode(&api_key)?)
+                    .map_err(io)?;
+                self.raise_number("next_login", 100_001, api_key.login + 1)
+            }
+            Restore::NextIds(ids) => {
+                self.raise_number("next_task", 1, ids.task)?;
+                self.raise_number("next_process", 1, ids.process)?;
+                self.raise_number("next_login", 100_001, ids.login)
+            }
+        }
     }
 }
 

@@ -53,8 +53,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             options,
         } => {
             let dir = data_dir(&global)?;
-            let runtime = open(&dir, &global)?;
-            let _mark = EngineMark::new(&dir);
+            let (runtime, _mark) = open_engine(&dir, &global, EngineKind::Serve)?;
             let code = crate::serve::run(runtime, &dir, &listen, allow_remote, &options)?;
             checkpoint(&dir, store_options(&global));
             return Ok(code);
@@ -63,6 +62,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Secrets(SecretsCommand::RotateKey { keep_old }) => {
             return rotate_key(&global, keep_old);
         }
+        Command::Store(command) => return crate::store::run(&global, command),
         Command::Sandbox { listen, config } => {
             return crate::story::sandbox(&listen, config.as_deref());
         }
@@ -105,16 +105,110 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     Ok(print(reply))
 }
 
+/// How long a command waits for a `serve` that is starting (until its API answers),
+/// and how long an engine that is starting waits for commands that hold the store.
+pub const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// Sends the request to the running server, or runs it here when there is none.
+///
+/// A `serve` that is starting marks the data dir (`engine.pid`) before it opens the
+/// store, and writes `server.json` once its API listens: in between, the command waits
+/// (up to [`LOCK_WAIT`]) and then goes through the API. A `server.json` left by a server
+/// that died (kill -9) is passed over: nobody answers at its address, or its token is
+/// refused. Another short command holding the store is waited for too. Only a
+/// `conveyor run` (an engine without an API) is refused at once.
 fn dispatch(global: &Global, request: Request) -> anyhow::Result<Reply> {
     let dir = data_dir(global)?;
-    if let Some(info) = client::read(&dir)
-        && let Some(reply) = client::send(&info, &request, global.json)?
-    {
-        return Ok(reply);
+    let deadline = std::time::Instant::now() + LOCK_WAIT;
+    let mut pause = std::time::Duration::from_millis(10);
+    loop {
+        if let Some(info) = client::read(&dir)
+            && let Some(reply) = client::send(&info, &request, global.json)?
+        {
+            return Ok(reply);
+        }
+        let engine = engine_running(&dir);
+        if engine != Some(EngineKind::Serve) {
+            match open_once(&dir, global)? {
+                Some(runtime) => return Ok(execute(&runtime, request, global.json)),
+                None if engine == Some(EngineKind::Run) => {
+                    return Err(conveyor_store::StoreError::Locked {
+                        path: dir.display().to_string(),
+                    }
+                    .into());
+                }
+                None => {}
+            }
+        }
+        if std::time::Instant::now() >= deadline {
+            return Err(match engine {
+                Some(EngineKind::Serve) => anyhow::anyhow!(
+                    "a `conveyor serve` is starting on {} but its API did not answer within {} s; try again once it is up",
+                    dir.display(),
+                    LOCK_WAIT.as_secs()
+                ),
+                _ => conveyor_store::StoreError::Locked {
+                    path: dir.display().to_string(),
+                }
+                .into(),
+            });
+        }
+        std::thread::sleep(pause);
+        pause = (pause * 2).min(std::time::Duration::from_millis(100));
     }
-    let runtime = open(&dir, global)?;
-    Ok(execute(&runtime, request, global.json))
+}
+
+/// Opens the store and a runtime on it once: `None` when the store is held.
+fn open_once(dir: &Path, global: &Global) -> anyhow::Result<Option<Arc<Runtime>>> {
+    let store = match conveyor_store::open(dir, store_options(global)) {
+        Ok(store) => store,
+        Err(conveyor_store::StoreError::Locked { .. }) => return Ok(None),
+        Err(e) => return Err(e.into()),
+    };
+    let sealed = SealedStore::open(
+        dir,
+        store,
+        &key_source(dir, global)?,
+        Arc::new(conveyor_runtime::declared_secret_keys),
+    )?;
+    Ok(Some(Runtime::new(
+        Arc::new(sealed),
+        Arc::new(SystemClock),
+        Settings::default(),
+    )))
+}
+
+/// Opens the store for an engine (`serve`, `run`): refused at once when another engine
+/// runs this data dir; else the data dir is marked as this engine's first (so commands
+/// that start now wait for its API instead of taking the store), then the store is
+/// opened, waiting up to [`LOCK_WAIT`] for commands that hold it.
+pub fn open_engine(
+    dir: &Path,
+    global: &Global,
+    kind: EngineKind,
+) -> anyhow::Result<(Arc<Runtime>, EngineMark)> {
+    if engine_running(dir).is_some() {
+        return Err(conveyor_store::StoreError::Locked {
+            path: dir.display().to_string(),
+        }
+        .into());
+    }
+    let mark = EngineMark::new(dir, kind);
+    let deadline = std::time::Instant::now() + LOCK_WAIT;
+    let mut pause = std::time::Duration::from_millis(5);
+    loop {
+        if let Some(runtime) = open_once(dir, global)? {
+            return Ok((runtime, mark));
+        }
+        if std::time::Instant::now() >= deadline {
+            return Err(conveyor_store::StoreError::Locked {
+                path: dir.display().to_string(),
+            }
+            .into());
+        }
+        std::thread::sleep(pause);
+        pause = (pause * 2).min(std::time::Duration::from_millis(50));
+    }
 }
 
 /// Writes a reply; a closed pipe (`conveyor … | head`) is not an error.
@@ -257,16 +351,6 @@ pub fn data_dir(global: &Global) -> anyhow::Result<PathBuf> {
     }
 }
 
-/// Opens the store with its secrets sealed (see [`open_sealed`]) and a runtime on it.
-pub fn open(dir: &Path, global: &Global) -> anyhow::Result<Arc<Runtime>> {
-    let store = open_sealed(dir, global)?;
-    Ok(Runtime::new(
-        store,
-        Arc::new(SystemClock),
-        Settings::default(),
-    ))
-}
-
 /// Opens the store, its secret values sealed with the data dir's key (made on first use
 /// in the key directory). Another short command may hold the store for a moment: wait
 /// up to 3 s for it before giving up. An engine (`serve`, `run`) holds it for good and
@@ -280,7 +364,7 @@ pub fn open_sealed(dir: &Path, global: &Global) -> anyhow::Result<Arc<SealedStor
         match conveyor_store::open(dir, options) {
             Ok(store) => break store,
             Err(conveyor_store::StoreError::Locked { .. })
-                if std::time::Instant::now() < deadline && !engine_running(dir) =>
+                if std::time::Instant::now() < deadline && engine_running(dir).is_none() =>
             {
                 std::thread::sleep(pause);
                 pause = (pause * 2).min(std::time::Duration::from_millis(200));
@@ -357,25 +441,52 @@ fn engine_pid_file(dir: &Path) -> PathBuf {
     dir.join("engine.pid")
 }
 
-/// Whether an engine process named in `engine.pid` is alive.
-fn engine_running(dir: &Path) -> bool {
-    let Ok(text) = std::fs::read_to_string(engine_pid_file(dir)) else {
-        return false;
-    };
-    match text.trim().parse::<u32>() {
-        Ok(pid) if cfg!(target_os = "linux") => Path::new(&format!("/proc/{pid}")).exists(),
-        Ok(_) => true,
-        Err(_) => false,
+/// Which engine holds a data dir.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EngineKind {
+    /// `conveyor serve`: commands go through its API.
+    Serve,
+    /// `conveyor run`: no API; commands are refused while it runs.
+    Run,
+}
+
+/// The engine named in `engine.pid` (`PID` and its kind), if that process is alive.
+pub fn engine_running(dir: &Path) -> Option<EngineKind> {
+    let text = std::fs::read_to_string(engine_pid_file(dir)).ok()?;
+    let mut words = text.split_whitespace();
+    let pid = words.next()?.parse::<u32>().ok()?;
+    if pid == std::process::id() {
+        return None;
     }
+    if cfg!(target_os = "linux") {
+        // Alive, and an engine: after a crash and a reboot the pid may be another
+        // program's, which must not hold up commands or a new engine.
+        let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
+        let engine = cmdline
+            .split(|b| *b == 0)
+            .any(|arg| arg == b"serve" || arg == b"run");
+        if !engine {
+            return None;
+        }
+    }
+    Some(match words.next() {
+        Some("serve") => EngineKind::Serve,
+        _ => EngineKind::Run,
+    })
 }
 
 /// Marks the data dir as held by this process's engine until dropped.
 pub struct EngineMark(PathBuf);
 
 impl EngineMark {
-    pub fn new(dir: &Path) -> EngineMark {
+    pub fn new(dir: &Path, kind: EngineKind) -> EngineMark {
         let path = engine_pid_file(dir);
-        let _ = std::fs::write(&path, std::process::id().to_string());
+        let kind = match kind {
+            EngineKind::Serve => "serve",
+            EngineKind::Run => "run",
+        };
+        let _ = std::fs::create_dir_all(dir);
+        let _ = std::fs::write(&path, format!("{} {kind}\n", std::process::id()));
         EngineMark(path)
     }
 }
@@ -402,8 +513,7 @@ fn engine(global: &Global, until_idle: bool) -> anyhow::Result<ExitCode> {
             );
         }
     }
-    let runtime = open(&dir, global)?;
-    let _mark = EngineMark::new(&dir);
+    let (runtime, _mark) = open_engine(&dir, global, EngineKind::Run)?;
     let tokio = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

@@ -11,6 +11,7 @@ mod execute;
 mod output;
 mod request;
 mod serve;
+mod store;
 mod story;
 mod templates;
 
@@ -126,6 +127,9 @@ pub enum Command {
     /// Secrets sealed at rest: the key they are sealed with.
     #[command(subcommand)]
     Secrets(SecretsCommand),
+    /// Check, repair or convert the store of the data dir (with no engine running).
+    #[command(subcommand)]
+    Store(StoreCommand),
     /// Run the engine in the foreground.
     Run {
         /// Exit when no task is ready and no timer is due (waiting tasks stay waiting).
@@ -207,6 +211,36 @@ pub enum SecretsCommand {
         /// Keep the old key file (e.g. another copy of this data dir still uses it).
         #[arg(long)]
         keep_old: bool,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum StoreCommand {
+    /// Read everything the store holds and report every problem (exit 1 if any).
+    ///
+    /// For a log store: every frame of every segment (its checksum and its entries) and
+    /// the snapshot, then every record through the indexes; a sealed value must open.
+    /// Changes nothing.
+    Verify,
+    /// Say exactly what must be dropped for a damaged log store to open again, and drop
+    /// it with --yes.
+    ///
+    /// A frame torn by a crash at the very end of the log is cut off by every open; a
+    /// damaged frame followed by whole ones (acknowledged commits) is corruption, which
+    /// the store refuses to open with. Repair cuts the segment at the damaged frame and
+    /// removes the segments after it: the whole frames there are lost, and it says how
+    /// many.
+    Repair {
+        /// Drop what it lists (without it, it only prints).
+        #[arg(long)]
+        yes: bool,
+    },
+    /// Move the data dir to another kind of store, keeping everything; the old store is
+    /// kept as DATA/store.old-<kind> until you remove it.
+    Migrate {
+        /// The kind of store to move to.
+        #[arg(long, value_name = "KIND")]
+        to: StoreKindArg,
     },
 }
 

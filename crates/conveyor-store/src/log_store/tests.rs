@@ -543,3 +543,228 @@ fn api_keys_are_rotated_and_deleted_across_a_reopen_from_the_log_and_from_a_snap
     drop(store);
     check_api_keys_after_reopen(&LogStore::open(dir.path()).unwrap(), logins);
 }
+
+fn modify(x: i64) -> InboxMessage {
+    InboxMessage::Modify {
+        data: serde_json::json!({ "x": x }).as_object().cloned().unwrap(),
+        source: "test".into(),
+    }
+}
+
+#[test]
+fn inbox_seqs_handed_out_since_the_last_snapshot_are_not_handed_out_again_after_a_crash() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = LogStore::open(dir.path()).unwrap();
+    let id = store.next_task_id().unwrap();
+    let mut batch = Batch::default();
+    batch.push(Op::PutTask(Box::new(task(id, 1, "wait"))));
+    store.commit(&batch).unwrap();
+    // Messages for the task: their seqs come from the same counter as task ids.
+    let mut seqs = Vec::new();
+    for x in 0..3 {
+        let seq = store.next_task_id().unwrap();
+        let mut batch = Batch::default();
+        batch.push(Op::Inbox {
+            task: id,
+            seq,
+            message: modify(x),
+        });
+        store.commit(&batch).unwrap();
+        seqs.push(seq);
+    }
+    // Closed without a snapshot (a crash leaves none either): the log is replayed from
+    // its start.
+    drop(store);
+    let _ = std::fs::remove_file(LogStore::dir_in(dir.path()).join("snapshot"));
+    let store = LogStore::open(dir.path()).unwrap();
+    let next = store.next_task_id().unwrap();
+    assert!(
+        next > *seqs.iter().max().unwrap(),
+        "seq {next} handed out again (messages hold {seqs:?})"
+    );
+    assert_eq!(store.inbox(id).unwrap().len(), 3);
+}
+
+#[test]
+fn a_frame_lands_where_the_history_links_in_it_say_and_is_refused_anywhere_else() {
+    let dir = tempfile::tempdir().unwrap();
+    let small = Limits {
+        segment_bytes: 2 << 10,
+        snapshot_after: 1 << 30,
+        snapshot_on_close_after: 1 << 30,
+        compact_min: 1 << 30,
+    };
+    let store = LogStore::open_with_limits(dir.path(), small).unwrap();
+    // Every commit links a history record to the one before; many of them roll.
+    for round in 0..200u64 {
+        let mut batches = Vec::new();
+        for id in 1..=3u64 {
+            let mut batch = Batch::default();
+            let mut record = task(id, 1, "loop");
+            record.data.insert(
+                "pad".into(),
+                serde_json::json!("p".repeat(50 * id as usize)),
+            );
+            batch.push(Op::PutTask(Box::new(record)));
+            batch.push(Op::History {
+                task: id,
+                seq: round,
+                events: vec![entered("loop", &format!("r{round}"))],
+            });
+            batches.push(batch);
+        }
+        store.commit_group(&batches).unwrap();
+    }
+    assert!(store.writer().segment > 10, "the log did not roll");
+    let check_history = |store: &LogStore| {
+        for id in 1..=3u64 {
+            let history = store.history(id).unwrap();
+            assert_eq!(history.len(), 200);
+            assert_eq!(history[199], entered("loop", "r199"));
+            assert_eq!(history[0], entered("loop", "r0"));
+        }
+    };
+    check_history(&store);
+    // A frame predicted for one place and about to be written at another is refused,
+    // with nothing written.
+    {
+        let mut w = store.writer();
+        let (segment, len) = (w.segment, w.len);
+        let wrong = (w.segment, w.len + 1);
+        let mut enc = frame();
+        enc.u8(SET_READY);
+        enc.u64(1);
+        let err = store.append_at(&mut w, enc, Some(wrong)).unwrap_err();
+        assert!(err.to_string().contains("nothing was written"), "{err}");
+        assert_eq!((w.segment, w.len), (segment, len));
+    }
+    assert!(store.ready().unwrap().is_empty());
+    drop(store);
+    check_history(&LogStore::open_with_limits(dir.path(), small).unwrap());
+}
+
+/// A store whose only segment holds `fill`'s frames; returns the segment's path and the
+/// offsets of its frames.
+fn filled_segment(dir: &Path) -> (PathBuf, Vec<u64>) {
+    fill(&LogStore::open(dir).unwrap());
+    let _ = std::fs::remove_file(LogStore::dir_in(dir).join("snapshot"));
+    let segment = LogStore::dir_in(dir).join(segment_name(1));
+    let bytes = std::fs::read(&segment).unwrap();
+    let mut offsets = Vec::new();
+    let (_, damage) = scan(&bytes, 0, |offset, _| {
+        offsets.push(offset - 8);
+        Ok(())
+    })
+    .unwrap();
+    assert!(damage.is_none());
+    (segment, offsets)
+}
+
+#[test]
+fn a_bad_frame_followed_by_whole_ones_is_corruption_refused_at_open_and_repaired_on_request() {
+    let dir = tempfile::tempdir().unwrap();
+    let (segment, offsets) = filled_segment(dir.path());
+    let len = std::fs::metadata(&segment).unwrap().len();
+    // Damage a frame in the middle: frames after it were acknowledged.
+    let victim = offsets[offsets.len() - 3];
+    let mut bytes = std::fs::read(&segment).unwrap();
+    bytes[victim as usize + 12] ^= 0x55;
+    std::fs::write(&segment, &bytes).unwrap();
+    let err = LogStore::open(dir.path())
+        .err()
+        .expect("a corrupt log opened");
+    let text = err.to_string();
+    assert!(text.contains(&segment.display().to_string()), "{text}");
+    assert!(text.contains(&format!("byte {victim}")), "{text}");
+    assert!(text.contains("2 whole frame(s)"), "{text}");
+    // Nothing was dropped.
+    assert_eq!(std::fs::metadata(&segment).unwrap().len(), len);
+
+    let report = LogStore::inspect(dir.path()).unwrap();
+    assert_eq!(report.problems.len(), 1, "{:?}", report.problems);
+    assert_eq!(report.problems[0].offset, Some(victim));
+    assert!(report.problems[0].what.contains("corruption"));
+    assert_eq!(
+        report.cuts,
+        vec![LogCut {
+            file: segment.clone(),
+            from: victim,
+            bytes: len - victim,
+            frames: 2,
+            remove: false,
+        }]
+    );
+    // Inspecting changed nothing; repairing drops exactly that.
+    assert_eq!(std::fs::metadata(&segment).unwrap().len(), len);
+    LogStore::repair(dir.path()).unwrap();
+    assert_eq!(std::fs::metadata(&segment).unwrap().len(), victim);
+    let store = LogStore::open(dir.path()).unwrap();
+    assert_eq!(store.process(1).unwrap().unwrap().id, 1);
+    drop(store);
+    let report = LogStore::inspect(dir.path()).unwrap();
+    assert!(report.problems.is_empty() && report.cuts.is_empty());
+}
+
+#[test]
+fn a_bad_frame_with_nothing_whole_after_it_is_a_torn_tail_cut_at_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let (segment, offsets) = filled_segment(dir.path());
+    let last = *offsets.last().unwrap();
+    // The last frame half written.
+    let bytes = std::fs::read(&segment).unwrap();
+    std::fs::write(&segment, &bytes[..last as usize + 20]).unwrap();
+    let report = LogStore::inspect(dir.path()).unwrap();
+    assert_eq!(report.problems.len(), 1);
+    assert!(report.problems[0].what.contains("torn by a crash"));
+    assert_eq!(report.cuts[0].frames, 0);
+    assert_eq!(report.cuts[0].bytes, 20);
+    let store = LogStore::open(dir.path()).unwrap();
+    assert_eq!(std::fs::metadata(&segment).unwrap().len(), last);
+    assert_eq!(store.task_by_ref(1, "token").unwrap().unwrap().node, "b");
+}
+
+#[test]
+fn damage_in_a_segment_before_the_last_is_refused_and_repair_drops_the_later_ones() {
+    let dir = tempfile::tempdir().unwrap();
+    let small = Limits {
+        segment_bytes: 512,
+        snapshot_after: 1 << 30,
+        snapshot_on_close_after: 1 << 30,
+        compact_min: 1 << 30,
+    };
+    let store = LogStore::open_with_limits(dir.path(), small).unwrap();
+    for id in 1..=20u64 {
+        let mut batch = Batch::default();
+        let mut record = task(id, 1, "n");
+        record
+            .data
+            .insert("pad".into(), serde_json::json!("x".repeat(100)));
+        batch.push(Op::PutTask(Box::new(record)));
+        store.commit(&batch).unwrap();
+    }
+    let segments = store.writer().segment;
+    assert!(segments >= 3);
+    drop(store);
+    let _ = std::fs::remove_file(LogStore::dir_in(dir.path()).join("snapshot"));
+    // The end of segment 2 zeroed: nothing whole after it in that segment, but the
+    // segments after it hold acknowledged commits.
+    let second = LogStore::dir_in(dir.path()).join(segment_name(2));
+    let mut bytes = std::fs::read(&second).unwrap();
+    let n = bytes.len();
+    for b in &mut bytes[n - 10..] {
+        *b = 0;
+    }
+    std::fs::write(&second, &bytes).unwrap();
+    let text = LogStore::open_with_limits(dir.path(), small)
+        .err()
+        .expect("opened")
+        .to_string();
+    assert!(text.contains(&second.display().to_string()), "{text}");
+    assert!(text.contains("later segment(s)"), "{text}");
+    let report = LogStore::inspect(dir.path()).unwrap();
+    assert_eq!(report.cuts.len(), 1 + (segments as usize - 2));
+    assert!(report.cuts[1..].iter().all(|c| c.remove));
+    LogStore::repair(dir.path()).unwrap();
+    let store = LogStore::open_with_limits(dir.path(), small).unwrap();
+    assert!(store.task(1).unwrap().is_some());
+}
