@@ -29,6 +29,23 @@ impl Engine {
         }
     }
 
+    /// An engine on a new store of `kind` (the log store or sled).
+    pub fn with_store(kind: conveyor_store::StoreKind) -> Engine {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let options = conveyor_store::StoreOptions {
+            kind,
+            ..Default::default()
+        };
+        let store = conveyor_store::open(dir.path(), options).expect("store opens");
+        let clock = ManualClock::new(T0);
+        let runtime = Runtime::new(store, Arc::new(clock.clone()), Settings::default());
+        Engine {
+            runtime,
+            clock,
+            dir,
+        }
+    }
+
     /// Stops this engine and starts another on the same store and clock, as a restart
     /// of the process would.
     pub fn restart(&mut self) {

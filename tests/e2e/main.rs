@@ -14,5 +14,6 @@ mod engine;
 mod faults;
 mod http_api;
 mod http_security;
+mod retention;
 mod secrets;
 mod support;

@@ -91,6 +91,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             processes: process,
         },
         Command::ApiKey(ApiKeyCommand::List) => Request::ApiKeyList,
+        Command::Store(crate::StoreCommand::Stats) => Request::StoreStats,
         Command::ApiKey(ApiKeyCommand::Delete { login }) => Request::ApiKeyDelete { login },
         Command::ApiKey(ApiKeyCommand::Rotate { login }) => Request::ApiKeyRotate { login },
     };

@@ -388,6 +388,10 @@ fn run(runtime: &Runtime, request: Request, as_json: bool, out: &mut Reply) -> R
                 }
             }
         }
+        Request::StoreStats => {
+            let stats = runtime.store_stats()?;
+            output::store_stats(&stats, runtime.now(), as_json, out);
+        }
         Request::TaskDelete { process, task } => {
             let task = runtime.delete_task(&process, &TaskKey(task))?;
             if as_json {

@@ -123,6 +123,9 @@ pub enum Command {
     /// Secrets sealed at rest: the key they are sealed with.
     #[command(subcommand)]
     Secrets(SecretsCommand),
+    /// What the store holds.
+    #[command(subcommand)]
+    Store(StoreCommand),
     /// Run the engine in the foreground.
     Run {
         /// Exit when no task is ready and no timer is due (waiting tasks stay waiting).
@@ -191,6 +194,13 @@ pub enum ApiKeyCommand {
         #[arg(value_name = "LOGIN")]
         login: u64,
     },
+}
+
+#[derive(Subcommand)]
+pub enum StoreCommand {
+    /// Per process: tasks live and finished, history events, the oldest kept task;
+    /// and the store's bytes on disk.
+    Stats,
 }
 
 #[derive(Subcommand)]
