@@ -16,6 +16,8 @@ mod seal;
 mod sealed_store;
 mod sled_store;
 #[cfg(test)]
+mod retention_tests;
+#[cfg(test)]
 mod test_support;
 
 use std::path::Path;
