@@ -46,6 +46,14 @@ impl Engine {
         }
     }
 
+    /// Stops this engine (its store flushed and closed) and hands back its data dir, for
+    /// the `conveyor` binary to read.
+    pub fn close(self) -> tempfile::TempDir {
+        self.runtime.store().flush().expect("flush");
+        drop(self.runtime);
+        self.dir
+    }
+
     /// Stops this engine and starts another on the same store and clock, as a restart
     /// of the process would.
     pub fn restart(&mut self) {

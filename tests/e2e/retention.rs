@@ -9,6 +9,7 @@ use conveyor_store::{EventKind, StoreKind, TaskStatus};
 use serde_json::json;
 
 use crate::engine::Engine;
+use crate::support::DataDir;
 
 const HOUR: Duration = Duration::from_secs(3600);
 const DAY: Duration = Duration::from_secs(86_400);
@@ -299,4 +300,89 @@ nodes:
         assert!(now - event.at <= 33 * 3_600_000, "{event:?}");
     }
     assert!(history.len() <= 3 + 72 + 25 + 3, "{}", history.len());
+}
+
+#[test]
+fn store_stats_shows_tasks_live_and_finished_history_and_the_oldest_task() {
+    let d = DataDir::new();
+    let file = d.path().join("stats.yaml");
+    std::fs::write(
+        &file,
+        r#"
+process: stats
+nodes:
+  start: { type: start, next: check }
+  check:
+    type: condition
+    branches: [ { when: [ { param: wait, fn: eq, value: "yes" } ], next: hold } ]
+    else: done
+  hold: { type: wait_callback, next: done }
+  done: { type: final }
+"#,
+    )
+    .expect("write");
+    let file = file.to_str().expect("utf-8");
+    d.ok(&["process", "clone", file, "--alias", "stats"]);
+    d.ok(&["process", "clone", file, "--alias", "empty"]);
+    d.ok(&["task", "add", "@stats", "--ref", "a", "wait=yes"]);
+    d.ok(&["task", "add", "@stats", "--ref", "b", "wait=no"]);
+    d.ok(&["task", "add", "@stats", "--ref", "c", "wait=no"]);
+    d.ok(&["run", "--until-idle"]);
+    let stats = d.json(&["store", "stats"]);
+    let p = &stats["processes"][0];
+    assert_eq!(p["alias"], "stats");
+    assert_eq!((p["live"].as_u64(), p["finished"].as_u64()), (Some(1), Some(2)));
+    // a: created, entered check, entered hold, waiting; b and c: created, entered
+    // check, entered done, finished.
+    assert_eq!(p["history_events"].as_u64(), Some(4 + 4 + 4));
+    assert_eq!(p["history_dropped"].as_u64(), Some(0));
+    let first = d.json(&["task", "show", "@stats", "a"]);
+    assert_eq!(p["oldest_task"], first["id"]);
+    let empty = &stats["processes"][1];
+    assert_eq!((empty["live"].as_u64(), empty["finished"].as_u64()), (Some(0), Some(0)));
+    assert!(empty["oldest_task"].is_null());
+    assert!(stats["bytes_on_disk"].as_u64().unwrap_or(0) > 0);
+
+    let text = d.ok(&["store", "stats"]);
+    assert!(text.contains("@stats"), "{text}");
+    assert!(text.contains("store: "), "{text}");
+    assert!(text.contains(&format!("task {}", first["id"])), "{text}");
+}
+
+#[tokio::test]
+async fn task_history_shows_the_marker_of_dropped_events_and_metrics_the_figures() {
+    let e = Engine::new();
+    e.clone_process(
+        r#"
+process: token
+settings: { history: { keep_first: 3, keep_last: 20 } }
+nodes:
+  start: { type: start, next: wait }
+  wait: { type: delay, for: 25m, next: refresh }
+  refresh: { type: set_param, set: { refreshed: true }, next: wait }
+"#,
+        Some("token"),
+    );
+    e.add("@token", Some("main"), json!({}));
+    e.idle().await;
+    for _ in 0..100 {
+        e.advance(Duration::from_secs(25 * 60)).await;
+    }
+    let metrics = e.runtime.metrics_text().expect("metrics");
+    assert!(
+        metrics.contains("conveyor_process_tasks{process=\"1\",state=\"live\"} 1"),
+        "{metrics}"
+    );
+    assert!(metrics.contains("conveyor_process_history_events{process=\"1\"}"));
+    assert!(metrics.contains("conveyor_process_oldest_task_age_seconds{process=\"1\"} 150000"));
+    assert!(metrics.contains("conveyor_store_bytes "));
+    let dir = e.close();
+    let d = DataDir { dir };
+    let text = d.ok(&["task", "history", "@token", "main"]);
+    let lines: Vec<&str> = text.lines().collect();
+    assert!(
+        lines[3].contains("events dropped (history keeps the first 3 and the last 20)"),
+        "{text}"
+    );
+    assert!(lines.len() <= 3 + 1 + 20 + 8 + 3, "{text}");
 }
