@@ -15,9 +15,7 @@ const HOUR: Duration = Duration::from_secs(3600);
 const DAY: Duration = Duration::from_secs(86_400);
 
 fn gone(e: &Engine, process: &str, key: &str) -> bool {
-    e.runtime
-        .find_task(process, &TaskKey(key.into()))
-        .is_err()
+    e.runtime.find_task(process, &TaskKey(key.into())).is_err()
 }
 
 #[tokio::test]
@@ -331,7 +329,10 @@ nodes:
     let stats = d.json(&["store", "stats"]);
     let p = &stats["processes"][0];
     assert_eq!(p["alias"], "stats");
-    assert_eq!((p["live"].as_u64(), p["finished"].as_u64()), (Some(1), Some(2)));
+    assert_eq!(
+        (p["live"].as_u64(), p["finished"].as_u64()),
+        (Some(1), Some(2))
+    );
     // a: created, entered check, entered hold, waiting; b and c: created, entered
     // check, entered done, finished.
     assert_eq!(p["history_events"].as_u64(), Some(4 + 4 + 4));
@@ -339,7 +340,10 @@ nodes:
     let first = d.json(&["task", "show", "@stats", "a"]);
     assert_eq!(p["oldest_task"], first["id"]);
     let empty = &stats["processes"][1];
-    assert_eq!((empty["live"].as_u64(), empty["finished"].as_u64()), (Some(0), Some(0)));
+    assert_eq!(
+        (empty["live"].as_u64(), empty["finished"].as_u64()),
+        (Some(0), Some(0))
+    );
     assert!(empty["oldest_task"].is_null());
     assert!(stats["bytes_on_disk"].as_u64().unwrap_or(0) > 0);
 

@@ -117,7 +117,10 @@ pub fn run(short_tasks: u64, refreshes: u64, loops: u64) -> anyhow::Result<Repor
                     && now_in(store.as_ref(), token.id, "wait")? == loops as i64)
             })?;
             if n % 10_000 == 0 {
-                progress("retention", &format!("{name}: {n} of {per_round} refreshes"));
+                progress(
+                    "retention",
+                    &format!("{name}: {n} of {per_round} refreshes"),
+                );
             }
         }
         // The short tasks, created and finished, with the engine stopped between
@@ -138,7 +141,11 @@ pub fn run(short_tasks: u64, refreshes: u64, loops: u64) -> anyhow::Result<Repor
                 runtime.add_task("@short", None, data)?;
             }
             let stats = threads.block_on(runtime.run(RunMode::UntilIdle))?;
-            anyhow::ensure!(stats.failed_steps == 0, "{} steps failed", stats.failed_steps);
+            anyhow::ensure!(
+                stats.failed_steps == 0,
+                "{} steps failed",
+                stats.failed_steps
+            );
             let ended = total_in(store.as_ref(), short.id, "end")?;
             anyhow::ensure!(
                 ended == ended_before + end,
@@ -176,7 +183,11 @@ pub fn run(short_tasks: u64, refreshes: u64, loops: u64) -> anyhow::Result<Repor
         report.runs.push(Run {
             policy: name,
             figures: vec![
-                Figure::count("finished_before", "finished tasks before removal", finished as u64),
+                Figure::count(
+                    "finished_before",
+                    "finished tasks before removal",
+                    finished as u64,
+                ),
                 Figure::bytes("store_before_bytes", "store before removal", size_before),
                 Figure::bytes("store_after_bytes", "store after removal", size_after),
                 Figure::bytes("rss_before_bytes", "RSS before removal", rss_before),
@@ -204,7 +215,11 @@ pub fn run(short_tasks: u64, refreshes: u64, loops: u64) -> anyhow::Result<Repor
     engine.take().map(|e| e.stop(&threads)).transpose()?;
     report.common.extend([
         Figure::count("short_tasks_per_round", "short tasks a round", short_tasks),
-        Figure::count("refreshes", "refreshes in all", per_round * loops * ROUNDS.len() as u64),
+        Figure::count(
+            "refreshes",
+            "refreshes in all",
+            per_round * loops * ROUNDS.len() as u64,
+        ),
         Figure::bytes("store_start_bytes", "store at the start", size_start),
         Figure::bytes("rss_start_bytes", "RSS at the start", rss_start),
         Figure::secs("total_secs", "time", started.elapsed().as_secs_f64()),

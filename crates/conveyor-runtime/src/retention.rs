@@ -80,10 +80,12 @@ impl Runtime {
             return Ok(None);
         }
         let stored = self.store.history(task.id)?;
-        Ok(trimmed(stored, new, bounds, now).map(|events| Op::ReplaceHistory {
-            task: task.id,
-            events,
-        }))
+        Ok(
+            trimmed(stored, new, bounds, now).map(|events| Op::ReplaceHistory {
+                task: task.id,
+                events,
+            }),
+        )
     }
 }
 

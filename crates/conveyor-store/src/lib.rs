@@ -12,11 +12,11 @@
 mod keys;
 mod log_store;
 mod records;
+#[cfg(test)]
+mod retention_tests;
 mod seal;
 mod sealed_store;
 mod sled_store;
-#[cfg(test)]
-mod retention_tests;
 #[cfg(test)]
 mod test_support;
 

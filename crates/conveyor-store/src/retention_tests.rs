@@ -13,12 +13,7 @@ fn event(at: i64) -> HistoryEvent {
 }
 
 fn ats(store: &dyn Store, task: u64) -> Vec<i64> {
-    store
-        .history(task)
-        .unwrap()
-        .iter()
-        .map(|e| e.at)
-        .collect()
+    store.history(task).unwrap().iter().map(|e| e.at).collect()
 }
 
 /// Task 1 gets 10 records of 3 events; then its history is replaced by events 0, 1 and

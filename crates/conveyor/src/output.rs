@@ -127,10 +127,7 @@ pub fn store_stats(
             p.process, p.live, p.finished, p.history_events, p.history_dropped
         ));
     }
-    out.line(format!(
-        "store: {} on disk",
-        bytes(stats.bytes_on_disk)
-    ));
+    out.line(format!("store: {} on disk", bytes(stats.bytes_on_disk)));
 }
 
 /// A byte count the way a person reads it.
