@@ -165,7 +165,11 @@ async fn a_25_minute_delay_fires_when_the_clock_passes_it_not_before() {
     );
     assert_eq!(e.count(p, "wait"), (0, 1));
     assert_eq!(e.count(p, "done"), (1, 1));
-    assert!(e.runtime.store().next_timer().unwrap().is_none());
+    // The only timer left is its removal, 7 days on (the default `keep`).
+    assert_eq!(
+        e.runtime.store().next_timer().unwrap().map(|t| t.due),
+        Some(T0 + 25 * 60 * 1000 + 7 * 86_400_000)
+    );
 }
 
 #[tokio::test]
