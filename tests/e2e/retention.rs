@@ -347,6 +347,8 @@ nodes:
     assert!(empty["oldest_task"].is_null());
     assert!(stats["bytes_on_disk"].as_u64().unwrap_or(0) > 0);
 
+    let shown = d.ok(&["task", "show", "@stats", "b"]);
+    assert!(shown.contains("status:  done (kept until "), "{shown}");
     let text = d.ok(&["store", "stats"]);
     assert!(text.contains("@stats"), "{text}");
     assert!(text.contains("store: "), "{text}");
