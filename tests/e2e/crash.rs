@@ -162,7 +162,11 @@ fn finish_and_verify(data: &DataDir, calls: &Calls) {
             task.id
         );
         assert_eq!(task.data["round"], 3);
-        assert!(task.wake.is_none());
+        // Its only timer is its removal when its `keep` is over.
+        assert_eq!(
+            task.wake.map(|w| w.kind),
+            Some(conveyor_store::WakeKind::Remove)
+        );
         // The ref index points at this very task.
         let reference = task.reference.clone().expect("every task has a ref");
         let by_ref = store
@@ -188,9 +192,21 @@ fn finish_and_verify(data: &DataDir, calls: &Calls) {
         assert_eq!(entered, expected, "task {}", task.id);
         assert_eq!(history.len() as u64, task.history_len);
     }
-    // Nothing left scheduled.
+    // Nothing left scheduled but the removals of the finished tasks (their `keep`).
     assert!(store.ready().expect("ready").is_empty());
-    assert!(store.next_timer().expect("timers").is_none());
+    for timer in store
+        .due_timers(i64::MAX, None, usize::MAX)
+        .expect("timers")
+    {
+        let task = store
+            .task(timer.task)
+            .expect("read")
+            .expect("a timer's task exists");
+        assert_eq!(
+            task.wake.map(|w| (w.at, w.kind)),
+            Some((timer.due, conveyor_store::WakeKind::Remove))
+        );
+    }
     // HTTP is at-least-once: every task's three calls reached the server.
     let calls = calls.lock().expect("calls");
     assert_eq!(calls.len(), TASKS, "every task called the server");

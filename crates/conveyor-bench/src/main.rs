@@ -11,6 +11,7 @@ mod pure;
 mod refs;
 mod report;
 mod restart;
+mod retention;
 mod sys;
 mod template;
 mod timers;
@@ -78,6 +79,20 @@ enum Scenario {
         /// Tasks per door and store [default: 100,000; --quick 5,000].
         #[arg(long)]
         tasks: Option<u64>,
+    },
+    /// Rounds of short tasks that finish and are removed 7 days later, with token-like
+    /// tasks looping for ever (bounded history): the store's size and RSS before and
+    /// after retention runs. Not part of `all`.
+    Retention {
+        /// Short tasks a round (3 rounds) [default: 1,000,000; --quick 50,000].
+        #[arg(long)]
+        tasks: Option<u64>,
+        /// Refreshes of the token tasks in all [default: 100,000; --quick 10,000].
+        #[arg(long)]
+        refreshes: Option<u64>,
+        /// Token tasks looping at once.
+        #[arg(long, default_value_t = 10)]
+        loops: u64,
     },
     /// Every scenario, one after the other (template, pure, api, timers, restart, refs, intake),
     /// each in a process of its own; with `--json`, one JSON object per line.
@@ -179,6 +194,16 @@ fn main() -> ExitCode {
             .map(print),
         Scenario::Refs(args) => refs_scenario(&args, &sizes, durability).map(print),
         Scenario::Intake { tasks } => intake::run(sizes.pick(tasks, 100_000, 5_000)).map(print),
+        Scenario::Retention {
+            tasks,
+            refreshes,
+            loops,
+        } => retention::run(
+            sizes.pick(tasks, 1_000_000, 50_000),
+            sizes.pick(refreshes, 100_000, 10_000),
+            loops.max(1),
+        )
+        .map(print),
         Scenario::ServeDelay { delay_ms } => api::serve(delay_ms),
         Scenario::RestartProbe {
             data,

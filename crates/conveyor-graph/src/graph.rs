@@ -29,9 +29,11 @@ impl NodeClass {
             NodeKind::Start { .. } => NodeClass::Start,
             NodeKind::Final {
                 status: FinalStatus::Success,
+                ..
             } => NodeClass::FinalSuccess,
             NodeKind::Final {
                 status: FinalStatus::Error,
+                ..
             } => NodeClass::FinalError,
             NodeKind::Condition { .. } => NodeClass::Condition,
             NodeKind::Delay { .. } => NodeClass::Delay,

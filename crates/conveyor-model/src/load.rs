@@ -296,6 +296,16 @@ struct RawSettings {
     min_wait: Option<Value>,
     max_wait: Option<Value>,
     rate_limit: Option<RawRateLimit>,
+    keep: Option<Value>,
+    history: Option<RawHistory>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawHistory {
+    keep_first: Option<u64>,
+    keep_last: Option<u64>,
+    max_age: Option<Value>,
 }
 
 #[derive(Deserialize)]
@@ -332,6 +342,7 @@ enum RawFinalStatus {
 struct RawFinal {
     #[serde(default)]
     status: RawFinalStatus,
+    keep: Option<Value>,
 }
 
 #[derive(Deserialize)]
@@ -644,6 +655,7 @@ pub(crate) fn load(loader: &mut Loader<'_>, source: &str) -> Option<Loaded> {
                         settings.max_tasks = max;
                     }
                     ok &= load_waits(loader, &raw, &mut settings);
+                    ok &= load_retention(loader, &raw, &mut settings);
                 }
                 None => ok = false,
             },
@@ -910,6 +922,73 @@ fn load_waits(loader: &mut Loader<'_>, raw: &RawSettings, settings: &mut Setting
     ok
 }
 
+/// `keep:` (settings or a final node): `forever`, `0`, or a fixed duration.
+fn load_keep(
+    loader: &mut Loader<'_>,
+    node: Option<&str>,
+    field: &str,
+    value: &Value,
+) -> Option<Keep> {
+    if value.as_str().map(str::trim) == Some("forever") {
+        return Some(Keep::Forever);
+    }
+    match loader.duration(node, field, value)? {
+        DurationSpec::Fixed(d) => Some(Keep::For(d)),
+        DurationSpec::Template(_) => {
+            loader.error(
+                node,
+                Some(field),
+                "must be a fixed duration, `0` or `forever`, not a template".into(),
+            );
+            None
+        }
+    }
+}
+
+/// `settings.keep` and `settings.history`.
+fn load_retention(loader: &mut Loader<'_>, raw: &RawSettings, settings: &mut Settings) -> bool {
+    let mut ok = true;
+    if let Some(value) = &raw.keep {
+        match load_keep(loader, None, "settings.keep", value) {
+            Some(keep) => settings.keep = Some(keep),
+            None => ok = false,
+        }
+    }
+    if let Some(history) = &raw.history {
+        let bounds = &mut settings.history;
+        if let Some(n) = history.keep_first {
+            bounds.keep_first = n;
+        }
+        if let Some(n) = history.keep_last {
+            if n == 0 {
+                loader.error(
+                    None,
+                    Some("settings.history.keep_last"),
+                    "must be at least 1".into(),
+                );
+                ok = false;
+            }
+            bounds.keep_last = n;
+        }
+        if let Some(value) = &history.max_age {
+            match load_keep(loader, None, "settings.history.max_age", value) {
+                Some(Keep::Forever) => bounds.max_age = None,
+                Some(Keep::For(d)) if d.is_zero() => {
+                    loader.error(
+                        None,
+                        Some("settings.history.max_age"),
+                        "must be more than zero (or `forever`)".into(),
+                    );
+                    ok = false;
+                }
+                Some(Keep::For(d)) => bounds.max_age = Some(d),
+                None => ok = false,
+            }
+        }
+    }
+    ok
+}
+
 fn load_node(loader: &mut Loader<'_>, id: &str, spec: serde_yaml::Value) -> Option<Node> {
     let serde_yaml::Value::Mapping(mut map) = spec else {
         loader.error(
@@ -1065,11 +1144,16 @@ fn load_kind(
         }
         "final" => {
             let raw: RawFinal = loader.read(node, "", rest)?;
+            let keep = match &raw.keep {
+                Some(value) => Some(load_keep(loader, node, "keep", value)?),
+                None => None,
+            };
             Some(NodeKind::Final {
                 status: match raw.status {
                     RawFinalStatus::Success => FinalStatus::Success,
                     RawFinalStatus::Error => FinalStatus::Error,
                 },
+                keep,
             })
         }
         "condition" => {

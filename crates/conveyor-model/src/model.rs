@@ -198,6 +198,50 @@ pub struct Settings {
     /// At most this many tasks start per window; the rest are folded into one summary
     /// task that starts when the window ends.
     pub rate_limit: Option<RateLimit>,
+    /// How long a task that finished is kept (`settings.keep`); a final node's own
+    /// `keep` wins. `None`: the default, [`Keep::DEFAULT_DONE`] for tasks that finished
+    /// `done` and [`Keep::DEFAULT_FAILED`] for `failed` ones.
+    pub keep: Option<Keep>,
+    /// How much of a long-lived task's history is kept (`settings.history`).
+    pub history: HistoryBounds,
+}
+
+/// How long a finished task is kept (`keep:` in settings or on a final node).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Keep {
+    /// Removed when this much time has passed since it finished (`0`: in the same
+    /// commit that finishes it).
+    For(Duration),
+    /// Never removed.
+    Forever,
+}
+
+impl Keep {
+    /// Kept after finishing `done`, when neither the node nor the process says.
+    pub const DEFAULT_DONE: Keep = Keep::For(Duration::from_secs(7 * 86_400));
+    /// Kept after finishing `failed`, when neither the node nor the process says.
+    pub const DEFAULT_FAILED: Keep = Keep::For(Duration::from_secs(30 * 86_400));
+}
+
+/// `settings.history: { keep_first: 10, keep_last: 200, max_age: 30d }`: a task keeps
+/// its first `keep_first` events, and of the rest those among its last `keep_last`
+/// that are younger than `max_age`; what is dropped is counted in one marker event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HistoryBounds {
+    pub keep_first: u64,
+    pub keep_last: u64,
+    /// `None`: no limit by age.
+    pub max_age: Option<Duration>,
+}
+
+impl Default for HistoryBounds {
+    fn default() -> Self {
+        HistoryBounds {
+            keep_first: 10,
+            keep_last: 200,
+            max_age: Some(Duration::from_secs(30 * 86_400)),
+        }
+    }
 }
 
 /// `settings.rate_limit: { max: 3, per: 10m }`.
@@ -215,6 +259,8 @@ impl Default for Settings {
             min_wait: Duration::from_secs(1),
             max_wait: Duration::from_secs(366 * 86_400),
             rate_limit: None,
+            keep: None,
+            history: HistoryBounds::default(),
         }
     }
 }
@@ -247,6 +293,8 @@ pub enum NodeKind {
     },
     Final {
         status: FinalStatus,
+        /// How long a task that reached this node is kept (wins over `settings.keep`).
+        keep: Option<Keep>,
     },
     Condition {
         branches: Vec<Branch>,

@@ -24,6 +24,8 @@ mod mask;
 mod metrics;
 mod ops;
 mod refcache;
+mod retention;
+mod stats;
 mod step;
 
 use std::collections::{HashMap, HashSet, VecDeque};
@@ -37,6 +39,7 @@ pub use intake::{Ack, Pending};
 pub use mask::{declared_secret_keys, mask_data};
 pub use metrics::Metrics;
 pub use ops::{ModifyOutcome, TaskBy, TaskKey, random_token};
+pub use stats::{ProcessStats, StoreStats};
 
 use conveyor_model::{Diagnostic, Process};
 use conveyor_store::{Batch, ProcessRecord};
@@ -196,6 +199,8 @@ pub struct Runtime {
     aliases: RwLock<FastMap<String, u64>>,
     /// The current window of each rate-limited process (`fold.rs`).
     windows: Mutex<fold::Windows>,
+    /// The store's figures as `/metrics` last computed them (`stats.rs`).
+    stats_cache: stats::StatsCache,
 }
 
 impl Runtime {
@@ -215,6 +220,7 @@ impl Runtime {
             )),
             aliases: RwLock::new(FastMap::default()),
             windows: Mutex::new(fold::Windows::default()),
+            stats_cache: Default::default(),
             committer,
             store,
             clock,
@@ -249,7 +255,9 @@ impl Runtime {
                 nodes.push((process.id, node, counter.now));
             }
         }
-        Ok(self.metrics.render(&nodes))
+        let mut text = self.metrics.render(&nodes);
+        text.push_str(&self.stats_text()?);
+        Ok(text)
     }
 
     /// Whether a task is being stepped right now.

@@ -57,6 +57,7 @@ impl Histogram {
 #[derive(Default)]
 pub struct Metrics {
     tasks_created: AtomicU64,
+    tasks_removed: AtomicU64,
     transitions: AtomicU64,
     steps: AtomicU64,
     api_calls: Mutex<BTreeMap<String, u64>>,
@@ -67,6 +68,15 @@ pub struct Metrics {
 impl Metrics {
     pub(crate) fn task_created(&self, n: u64) {
         self.tasks_created.fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// A finished task removed because its `keep` was over (or `0`).
+    pub(crate) fn task_removed(&self) {
+        self.tasks_removed.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn tasks_removed(&self) -> u64 {
+        self.tasks_removed.load(Ordering::Relaxed)
     }
 
     pub(crate) fn transitions(&self, n: u64) {
@@ -123,6 +133,16 @@ impl Metrics {
             out,
             "conveyor_tasks_created_total {}",
             self.tasks_created.load(Ordering::Relaxed)
+        );
+        let _ = writeln!(
+            out,
+            "# HELP conveyor_tasks_removed_total Finished tasks removed since the engine started (their keep was over)."
+        );
+        let _ = writeln!(out, "# TYPE conveyor_tasks_removed_total counter");
+        let _ = writeln!(
+            out,
+            "conveyor_tasks_removed_total {}",
+            self.tasks_removed.load(Ordering::Relaxed)
         );
         let _ = writeln!(
             out,

@@ -50,6 +50,8 @@ pub(crate) struct Step<'r> {
     /// A modify woke the task in a `keep_timeout` node: if it comes back there through
     /// conditions and `set_param`s only, it waits for the time that was left.
     resume: Option<Resume>,
+    /// The task is removed by this step's commit (its `keep` is over, or is `0`).
+    remove: bool,
 }
 
 /// Where a woken task was and since when.
@@ -63,6 +65,10 @@ pub(crate) async fn run(rt: &Runtime, id: u64) -> Result<Outcome> {
     let Some(task) = rt.store.task(id)? else {
         let mut batch = Batch::default();
         batch.push(Op::ClearReady(id));
+        // Messages left for a task that was removed meanwhile go with it.
+        for (seq, _) in rt.store.inbox(id)? {
+            batch.push(Op::ClearInbox { task: id, seq });
+        }
         rt.store.commit(&batch)?;
         return Ok(Outcome { wake: None });
     };
@@ -84,6 +90,7 @@ pub(crate) async fn run(rt: &Runtime, id: u64) -> Result<Outcome> {
         loop_tripped: false,
         renders: std::cell::Cell::new(0),
         resume: None,
+        remove: false,
     };
     for (seq, message) in rt.store.inbox(id)? {
         step.batch.push(Op::ClearInbox { task: id, seq });
@@ -355,6 +362,24 @@ impl Step<'_> {
         self.event(EventKind::Finished {
             status: status.as_str().to_string(),
         });
+        // How long it is kept (`retention.rs`).
+        match crate::retention::keep_for(&self.loaded.process, &self.task.node, status) {
+            conveyor_model::Keep::Forever => {}
+            conveyor_model::Keep::For(d) if d.is_zero() => self.remove = true,
+            conveyor_model::Keep::For(d) => {
+                let at = self
+                    .now
+                    .saturating_add(i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
+                self.task.wake = Some(Wake {
+                    at,
+                    kind: WakeKind::Remove,
+                });
+                self.batch.push(Op::SetTimer(TimerKey {
+                    due: at,
+                    task: self.task.id,
+                }));
+            }
+        }
     }
 
     /// A message from outside: merge it, and wake the task where that is what it waits for.
@@ -449,6 +474,11 @@ impl Step<'_> {
     fn fire(&mut self, wake: Wake) {
         self.rt.metrics.timer_lag(self.now - wake.at);
         self.clear_wake();
+        if wake.kind == WakeKind::Remove {
+            // Whatever became of its node since: a finished task's time is over.
+            self.remove = matches!(self.task.status, TaskStatus::Done | TaskStatus::Failed);
+            return;
+        }
         let loaded = self.here();
         let Some(node) = loaded.process.nodes.get(&self.task.node) else {
             return;
@@ -477,6 +507,7 @@ impl Step<'_> {
                     self.goto(&limit.target, "timeout");
                 }
             }
+            WakeKind::Remove => {} // above
         }
     }
 
@@ -528,7 +559,7 @@ impl Step<'_> {
         }
         match &node.kind {
             NodeKind::Start { next } => self.goto(next, "next"),
-            NodeKind::Final { status } => self.stop(match status {
+            NodeKind::Final { status, .. } => self.stop(match status {
                 FinalStatus::Success => TaskStatus::Done,
                 FinalStatus::Error => TaskStatus::Failed,
             }),
@@ -1282,6 +1313,9 @@ impl Step<'_> {
 
     /// Writes everything this step did as one batch.
     async fn commit(&mut self) -> Result<()> {
+        if self.remove {
+            return self.commit_removal().await;
+        }
         let mut batch = std::mem::take(&mut self.batch);
         for (node, (now, total)) in std::mem::take(&mut self.counts) {
             if now != 0 || total != 0 {
@@ -1307,6 +1341,10 @@ impl Step<'_> {
                 mask_event(&mut event.kind, &secrets);
             }
             let count = events.len() as u64;
+            let bounds = self.loaded.process.settings.history;
+            if let Some(trim) = self.rt.trim_history(&self.task, count, &bounds, self.now)? {
+                batch.push(trim);
+            }
             batch.push(Op::History {
                 task: self.task.id,
                 seq: self.task.history_len,
@@ -1323,6 +1361,44 @@ impl Step<'_> {
         });
         batch.push(Op::PutTask(Box::new(self.task.clone())));
         self.rt.commit_step(batch).await?;
+        self.rt
+            .metrics
+            .task_created(std::mem::take(&mut self.created));
+        for task in std::mem::take(&mut self.schedule) {
+            self.rt.schedule(task);
+        }
+        self.called_out = false;
+        Ok(())
+    }
+}
+
+impl Step<'_> {
+    /// Removes the task (its `keep` is over, or was `0`): what this step did besides
+    /// (messages read, counter moves, tasks it created or replied to) is committed with
+    /// the removal, as one batch; its own history events go with it.
+    async fn commit_removal(&mut self) -> Result<()> {
+        let mut batch = std::mem::take(&mut self.batch);
+        self.counts.entry(self.task.node.clone()).or_default().0 -= 1;
+        for (node, (now, total)) in std::mem::take(&mut self.counts) {
+            if now != 0 || total != 0 {
+                batch.push(Op::Count {
+                    process: self.task.process,
+                    node,
+                    now,
+                    total,
+                });
+            }
+        }
+        self.events.clear();
+        if let Some(wake) = self.task.wake.take() {
+            batch.push(Op::ClearTimer(TimerKey {
+                due: wake.at,
+                task: self.task.id,
+            }));
+        }
+        crate::retention::removal(&self.task, &mut batch);
+        self.rt.commit_step(batch).await?;
+        self.rt.metrics.task_removed();
         self.rt
             .metrics
             .task_created(std::mem::take(&mut self.created));

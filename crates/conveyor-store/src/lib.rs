@@ -15,6 +15,8 @@ mod keys;
 mod log_store;
 mod migrate;
 mod records;
+#[cfg(test)]
+mod retention_tests;
 mod seal;
 mod sealed_store;
 mod sled_store;
@@ -348,6 +350,14 @@ pub enum Op {
     ClearInbox {
         task: u64,
         seq: u64,
+    },
+    /// Replaces a task's whole stored history with `events` (how retention drops the
+    /// events between a long-lived task's first and its last ones, leaving a marker
+    /// event that counts them). A `History` op after it in the same batch appends to
+    /// the new history. Only the step that holds the task writes it, as for `History`.
+    ReplaceHistory {
+        task: u64,
+        events: Vec<HistoryEvent>,
     },
     /// Removes a task with its ref, place in its process, ready entry and history.
     /// (Timers and counters are changed by their own ops in the same batch.)

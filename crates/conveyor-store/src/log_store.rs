@@ -1617,7 +1617,9 @@ impl Store for LogStore {
         for op in batches.iter().flat_map(|b| &b.ops) {
             values.push(match op {
                 Op::PutTask(task) => Some(encode_json(task)?),
-                Op::History { events, .. } => Some(encode_json(events)?),
+                Op::History { events, .. } | Op::ReplaceHistory { events, .. } => {
+                    Some(encode_json(events)?)
+                }
                 Op::Inbox { message, .. } => Some(encode_json(message)?),
                 _ => None,
             });
@@ -1693,13 +1695,17 @@ impl Store for LogStore {
                         enc.i64(*now);
                         enc.u64(*total);
                     }
-                    Op::History { task, .. } => {
+                    Op::History { task, .. } | Op::ReplaceHistory { task, .. } => {
+                        // A replaced history starts a new chain (`HISTORY_RESET`, as
+                        // compaction writes it).
+                        let reset = matches!(op, Op::ReplaceHistory { .. });
                         let prev = match heads.get(task) {
+                            _ if reset => Loc::default(),
                             Some(loc) => *loc,
                             None => state.history.get(task).map(|c| c.head).unwrap_or_default(),
                         };
                         let json = value.unwrap_or_default();
-                        enc.u8(HISTORY);
+                        enc.u8(if reset { HISTORY_RESET } else { HISTORY });
                         enc.u64(*task);
                         enc.u32((LOC_BYTES + json.len()) as u32);
                         let start = enc.buf.len() - 8;

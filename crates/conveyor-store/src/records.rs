@@ -106,6 +106,8 @@ pub enum WakeKind {
     Retry,
     /// A summary task of folded tasks starts (`settings.rate_limit`).
     Release,
+    /// A finished task's time to be kept is over: it is removed (`keep`).
+    Remove,
 }
 
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
@@ -204,6 +206,13 @@ pub enum EventKind {
     Finished { status: String },
     /// A task was created in another process (copy_task, escalation copy, call_process).
     Copied { process: u64, task: u64 },
+    /// Events between the first `keep_first` and the last `keep_last` were dropped
+    /// (`settings.history`); `count` is how many, in all.
+    Dropped {
+        count: u64,
+        keep_first: u64,
+        keep_last: u64,
+    },
 }
 
 /// A message left for a task.

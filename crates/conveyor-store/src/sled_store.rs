@@ -579,6 +579,15 @@ impl Store for SledStore {
                 Op::History { task, seq, events } => {
                     writes.insert(key(b'H', *task, &seq.to_be_bytes()), encode(events)?)
                 }
+                Op::ReplaceHistory { task, events } => {
+                    // Only the task's own step writes its history: the records read here
+                    // are all there is. Those written later in the batch win over these
+                    // removals (a `sled::Batch` keeps the last change of each key).
+                    for k in self.tree.scan_prefix(key(b'H', *task, &[])).keys() {
+                        writes.remove(k.map_err(io)?);
+                    }
+                    writes.insert(key(b'H', *task, &0u64.to_be_bytes()), encode(events)?)
+                }
                 Op::Inbox { task, seq, message } => {
                     writes.insert(key(b'I', *task, &seq.to_be_bytes()), encode(message)?)
                 }

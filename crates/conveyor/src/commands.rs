@@ -62,6 +62,9 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Secrets(SecretsCommand::RotateKey { keep_old }) => {
             return rotate_key(&global, keep_old);
         }
+        // `store stats` is an ordinary command (through a running server too); the others
+        // rewrite or read all of the store and refuse while an engine runs.
+        Command::Store(crate::StoreCommand::Stats) => Request::StoreStats,
         Command::Store(command) => return crate::store::run(&global, command),
         Command::Sandbox { listen, config } => {
             return crate::story::sandbox(&listen, config.as_deref());

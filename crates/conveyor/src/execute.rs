@@ -302,10 +302,14 @@ fn run(runtime: &Runtime, request: Request, as_json: bool, out: &mut Reply) -> R
                     "task {}{reference} in process {}",
                     task.id, task.process
                 ));
-                let waiting = task
-                    .wake
-                    .map(|w| format!(" until {}", output::time(w.at)))
-                    .unwrap_or_default();
+                let waiting = match task.wake {
+                    // A finished task's timer is its removal (`keep`).
+                    Some(w) if w.kind == conveyor_store::WakeKind::Remove => {
+                        format!(" (kept until {})", output::time(w.at))
+                    }
+                    Some(w) => format!(" until {}", output::time(w.at)),
+                    None => String::new(),
+                };
                 out.line(format!("  node:    {}", task.node));
                 out.line(format!("  status:  {}{waiting}", task.status.as_str()));
                 out.line(format!("  created: {}", output::time(task.created)));
@@ -387,6 +391,10 @@ fn run(runtime: &Runtime, request: Request, as_json: bool, out: &mut Reply) -> R
                     out.line(output::event_line(event));
                 }
             }
+        }
+        Request::StoreStats => {
+            let stats = runtime.store_stats()?;
+            output::store_stats(&stats, runtime.now(), as_json, out);
         }
         Request::TaskDelete { process, task } => {
             let task = runtime.delete_task(&process, &TaskKey(task))?;

@@ -127,7 +127,8 @@ pub enum Command {
     /// Secrets sealed at rest: the key they are sealed with.
     #[command(subcommand)]
     Secrets(SecretsCommand),
-    /// Check, repair or convert the store of the data dir (with no engine running).
+    /// The store of the data dir: what it holds (`stats`); check, repair or convert it
+    /// (with no engine running).
     #[command(subcommand)]
     Store(StoreCommand),
     /// Run the engine in the foreground.
@@ -216,6 +217,9 @@ pub enum SecretsCommand {
 
 #[derive(Subcommand)]
 pub enum StoreCommand {
+    /// Per process: tasks live and finished, history events, the oldest kept task;
+    /// and the store's bytes on disk.
+    Stats,
     /// Read everything the store holds and report every problem (exit 1 if any).
     ///
     /// For a log store: every frame of every segment (its checksum and its entries) and

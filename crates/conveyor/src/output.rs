@@ -62,6 +62,96 @@ pub fn event_line(event: &HistoryEvent) -> String {
         },
         EventKind::Finished { status } => format!("finished: {status}"),
         EventKind::Copied { process, task } => format!("created task {task} in process {process}"),
+        EventKind::Dropped {
+            count,
+            keep_first,
+            keep_last,
+        } => format!(
+            "… {count} event{} dropped (history keeps the first {keep_first} and the last {keep_last}) …",
+            if *count == 1 { "" } else { "s" }
+        ),
     };
     format!("{}  {:<16} {what}", time(event.at), event.node)
+}
+
+/// `store stats`: a row per process, then the store's size.
+pub fn store_stats(
+    stats: &conveyor_runtime::StoreStats,
+    now: i64,
+    as_json: bool,
+    out: &mut crate::request::Reply,
+) {
+    if as_json {
+        let processes: Vec<Value> = stats
+            .processes
+            .iter()
+            .map(|p| {
+                serde_json::json!({
+                    "process": p.process,
+                    "alias": p.alias,
+                    "live": p.live,
+                    "finished": p.finished,
+                    "history_events": p.history_events,
+                    "history_dropped": p.history_dropped,
+                    "oldest_task": p.oldest_task,
+                    "oldest_created": p.oldest_created,
+                })
+            })
+            .collect();
+        out.line(
+            serde_json::json!({"processes": processes, "bytes_on_disk": stats.bytes_on_disk})
+                .to_string(),
+        );
+        return;
+    }
+    out.line(format!(
+        "{:>4}  {:<16} {:>9} {:>9} {:>10} {:>10}  oldest kept task",
+        "id", "alias", "live", "finished", "history", "dropped"
+    ));
+    for p in &stats.processes {
+        let alias = p
+            .alias
+            .as_ref()
+            .map(|a| format!("@{a}"))
+            .unwrap_or_default();
+        let oldest = match (p.oldest_task, p.oldest_created) {
+            (Some(id), Some(created)) => format!(
+                "task {id}, created {} ({} ago)",
+                time(created),
+                age((now - created).max(0))
+            ),
+            _ => "-".to_string(),
+        };
+        out.line(format!(
+            "{:>4}  {alias:<16} {:>9} {:>9} {:>10} {:>10}  {oldest}",
+            p.process, p.live, p.finished, p.history_events, p.history_dropped
+        ));
+    }
+    out.line(format!("store: {} on disk", bytes(stats.bytes_on_disk)));
+}
+
+/// A byte count the way a person reads it.
+fn bytes(n: u64) -> String {
+    const UNITS: [&str; 4] = ["KiB", "MiB", "GiB", "TiB"];
+    if n < 1024 {
+        return format!("{n} B");
+    }
+    let mut value = n as f64 / 1024.0;
+    let mut unit = 0;
+    while value >= 1024.0 && unit < UNITS.len() - 1 {
+        value /= 1024.0;
+        unit += 1;
+    }
+    format!("{value:.1} {} ({n} bytes)", UNITS[unit])
+}
+
+/// An age in whole days, hours, minutes or seconds.
+fn age(millis: i64) -> String {
+    let seconds = millis / 1000;
+    match seconds {
+        s if s >= 86_400 => format!("{}d", s / 86_400),
+        s if s >= 3600 => format!("{}h", s / 3600),
+        s if s >= 60 => format!("{}m", s / 60),
+        s => format!("{s}s"),
+    }
 }

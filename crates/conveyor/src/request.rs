@@ -77,6 +77,8 @@ pub enum Request {
     ApiKeyRotate {
         login: u64,
     },
+    /// `store stats`: what the store holds, per process.
+    StoreStats,
     /// `run --until-idle` through a server: wait until its engine is idle.
     WaitIdle,
     /// Output made without the store (a diagram of a file); printed as it is.

@@ -25,6 +25,7 @@ pub fn run(global: &Global, command: StoreCommand) -> anyhow::Result<ExitCode> {
         StoreCommand::Verify => verify(&dir, global)?,
         StoreCommand::Repair { yes } => repair(&dir, global, yes)?,
         StoreCommand::Migrate { to } => migrate(&dir, global, to)?,
+        StoreCommand::Stats => bail!("`store stats` is not run here (it is an ordinary command)"),
     };
     Ok(print(reply))
 }
