@@ -1,0 +1,250 @@
+//! `api_call`: an HTTP request, its response mapping, retries and limits.
+
+use super::*;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRetry {
+    attempts: u32,
+    backoff: Option<Value>,
+    max: Option<Value>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawApiCall {
+    method: Option<String>,
+    url: String,
+    #[serde(default)]
+    query: IndexMap<String, Value>,
+    #[serde(default)]
+    headers: IndexMap<String, Value>,
+    body: Option<Value>,
+    format: Option<String>,
+    request_timeout: Option<Value>,
+    response: Option<IndexMap<String, Value>>,
+    success_codes: Option<Vec<u16>>,
+    retry: Option<RawRetry>,
+    idempotency_key: Option<String>,
+    idempotency_header: Option<String>,
+    concurrency: Option<u32>,
+    max_response_bytes: Option<u64>,
+    next: String,
+    on_error: Option<String>,
+}
+
+pub(super) fn load(loader: &mut Loader<'_>, id: &str, rest: serde_yaml::Value) -> Option<NodeKind> {
+    load_api_call(loader, id, rest).map(|api| NodeKind::ApiCall(Box::new(api)))
+}
+
+fn load_api_call(loader: &mut Loader<'_>, id: &str, rest: serde_yaml::Value) -> Option<ApiCall> {
+    let node = Some(id);
+    let raw: RawApiCall = loader.read(node, "", rest)?;
+    let mut ok = true;
+    let method = match raw.method.as_deref().map(str::to_ascii_uppercase) {
+        None => Some(HttpMethod::Get),
+        Some(name) => {
+            let method = HttpMethod::ALL
+                .iter()
+                .find(|(n, _)| *n == name)
+                .map(|(_, m)| *m);
+            if method.is_none() {
+                loader.error(
+                    node,
+                    Some("method"),
+                    format!(
+                        "unknown HTTP method `{name}` (one of {})",
+                        HttpMethod::ALL.map(|(n, _)| n).join(", ")
+                    ),
+                );
+            }
+            method
+        }
+    };
+    let url = loader.template(node, "url", &raw.url);
+    if raw.url.trim().is_empty() {
+        loader.error(node, Some("url"), "the URL is empty".into());
+        ok = false;
+    }
+    let mut query = IndexMap::new();
+    for (key, value) in &raw.query {
+        match loader.value_template(node, &format!("query.{key}"), value) {
+            Some(t) => {
+                query.insert(key.clone(), t);
+            }
+            None => ok = false,
+        }
+    }
+    let mut headers = IndexMap::new();
+    for (key, value) in &raw.headers {
+        let field = format!("headers.{key}");
+        match scalar_text(value) {
+            Some(text) => match loader.template(node, &field, &text) {
+                Some(t) => {
+                    headers.insert(key.clone(), t);
+                }
+                None => ok = false,
+            },
+            None => {
+                loader.error(node, Some(&field), "a header value is text".into());
+                ok = false;
+            }
+        }
+    }
+    let format = match raw.format.as_deref() {
+        None | Some("json") => Some(BodyFormat::Json),
+        Some("form") => Some(BodyFormat::Form),
+        Some(other) => {
+            loader.error(
+                node,
+                Some("format"),
+                format!("unknown body format `{other}` (json or form)"),
+            );
+            None
+        }
+    };
+    let body = match &raw.body {
+        None => None,
+        Some(body) => {
+            if format == Some(BodyFormat::Form) && !body.is_object() {
+                loader.error(
+                    node,
+                    Some("body"),
+                    "a form body is a mapping of field names to values".into(),
+                );
+                ok = false;
+            }
+            match loader.value_template(node, "body", body) {
+                Some(t) => Some(t),
+                None => {
+                    ok = false;
+                    None
+                }
+            }
+        }
+    };
+    let request_timeout = match &raw.request_timeout {
+        None => Some(Duration::from_secs(60)),
+        Some(v) => match loader.duration(node, "request_timeout", v) {
+            Some(DurationSpec::Fixed(d)) if !d.is_zero() => Some(d),
+            Some(_) => {
+                loader.error(
+                    node,
+                    Some("request_timeout"),
+                    "a request timeout is a fixed duration above zero, e.g. `30s`".into(),
+                );
+                None
+            }
+            None => None,
+        },
+    };
+    let mut response = None;
+    if let Some(map) = &raw.response {
+        let mut out = IndexMap::new();
+        for (key, value) in map {
+            match loader.value_template(node, &format!("response.{key}"), value) {
+                Some(t) => {
+                    out.insert(key.clone(), t);
+                }
+                None => ok = false,
+            }
+        }
+        response = Some(out);
+    }
+    let success_codes = raw.success_codes.unwrap_or_else(|| vec![200, 201, 202]);
+    if let Some(code) = success_codes.iter().find(|c| !(100..=599).contains(*c)) {
+        loader.error(
+            node,
+            Some("success_codes"),
+            format!("`{code}` is not an HTTP status"),
+        );
+        ok = false;
+    }
+    let retry = match raw.retry {
+        None => None,
+        Some(r) => {
+            let backoff = match &r.backoff {
+                None => Some(Duration::from_secs(1)),
+                Some(v) => fixed(loader, id, "retry.backoff", v),
+            };
+            let max = match &r.max {
+                None => Some(Duration::from_secs(60)),
+                Some(v) => fixed(loader, id, "retry.max", v),
+            };
+            if r.attempts == 0 {
+                loader.error(
+                    node,
+                    Some("retry.attempts"),
+                    "at least 1 attempt (the first one counts)".into(),
+                );
+                ok = false;
+            }
+            match (backoff, max) {
+                (Some(backoff), Some(max)) => Some(Retry {
+                    attempts: r.attempts,
+                    backoff,
+                    max,
+                }),
+                _ => {
+                    ok = false;
+                    None
+                }
+            }
+        }
+    };
+    let idempotency_key = match &raw.idempotency_key {
+        Some(text) => match loader.template(node, "idempotency_key", text) {
+            Some(t) => Some(t),
+            None => {
+                ok = false;
+                None
+            }
+        },
+        None => None,
+    };
+    if raw.concurrency == Some(0) {
+        loader.error(
+            node,
+            Some("concurrency"),
+            "at least 1 request at a time".into(),
+        );
+        ok = false;
+    }
+    if !ok {
+        return None;
+    }
+    Some(ApiCall {
+        method: method?,
+        url: url?,
+        query,
+        headers,
+        body,
+        format: format?,
+        request_timeout: request_timeout?,
+        response,
+        success_codes,
+        retry,
+        idempotency_key,
+        idempotency_header: raw
+            .idempotency_header
+            .unwrap_or_else(|| "Idempotency-Key".into()),
+        concurrency: raw.concurrency,
+        max_response_bytes: raw.max_response_bytes.unwrap_or(128 * 1024),
+        next: raw.next,
+        on_error: raw.on_error,
+    })
+}
+
+fn fixed(loader: &mut Loader<'_>, id: &str, field: &str, value: &Value) -> Option<Duration> {
+    match loader.duration(Some(id), field, value)? {
+        DurationSpec::Fixed(d) => Some(d),
+        DurationSpec::Template(_) => {
+            loader.error(
+                Some(id),
+                Some(field),
+                "must be a fixed duration, not a template".into(),
+            );
+            None
+        }
+    }
+}

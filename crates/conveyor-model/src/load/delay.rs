@@ -1,0 +1,53 @@
+//! `delay`: wait `for` a duration or `until` a unix time.
+
+use super::*;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawDelay {
+    #[serde(rename = "for")]
+    wait_for: Option<Value>,
+    until: Option<Value>,
+    next: String,
+    on_error: Option<String>,
+}
+
+pub(super) fn load(loader: &mut Loader<'_>, id: &str, rest: serde_yaml::Value) -> Option<NodeKind> {
+    let node = Some(id);
+    let raw: RawDelay = loader.read(node, "", rest)?;
+    let wait = match (raw.wait_for, raw.until) {
+        (Some(d), None) => Wait::For(loader.duration(node, "for", &d)?),
+        (None, Some(until)) => {
+            let Some(text) = scalar_text(&until) else {
+                loader.error(
+                    node,
+                    Some("until"),
+                    "expected a unix time or a template".into(),
+                );
+                return None;
+            };
+            Wait::Until(loader.template(node, "until", &text)?)
+        }
+        (Some(_), Some(_)) => {
+            loader.error(
+                node,
+                Some("until"),
+                "a delay has either `for:` (a duration) or `until:` (a unix time), not both".into(),
+            );
+            return None;
+        }
+        (None, None) => {
+            loader.error(
+                node,
+                None,
+                "a delay needs `for:` (a duration) or `until:` (a unix time)".into(),
+            );
+            return None;
+        }
+    };
+    Some(NodeKind::Delay {
+        wait,
+        next: raw.next,
+        on_error: raw.on_error,
+    })
+}

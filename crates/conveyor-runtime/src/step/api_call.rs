@@ -1,0 +1,267 @@
+//! `api_call`: an HTTP request, its response mapping, retries and limits.
+
+use super::*;
+
+impl Step<'_> {
+    pub(super) async fn api_call(&mut self, api: &ApiCall) -> Result<()> {
+        // A previous call's result is decided: commit it before the next side effect.
+        if self.called_out {
+            self.commit().await?;
+        }
+        let request = match self.build_request(api) {
+            Ok(r) => r,
+            Err(message) => {
+                let failure = Failure::bind(message);
+                self.fail(
+                    "api",
+                    failure.type_error,
+                    failure.tag,
+                    failure.description,
+                    None,
+                );
+                return Ok(());
+            }
+        };
+        let mut secrets = self.revealed.clone();
+        mask::secret_values(
+            &self.loaded.process,
+            &self.task.secret_keys,
+            &self.task.data,
+            &mut secrets,
+        );
+        let shown_url = mask::mask_text(request.url.as_str(), &secrets);
+        let method = request.method.as_str().to_string();
+        let permit = match api.concurrency {
+            Some(limit) => {
+                let semaphore = self.rt.limit(self.task.process, &self.task.node, limit);
+                semaphore.acquire_owned().await.ok()
+            }
+            None => None,
+        };
+        let (result, millis) = http::send(&self.rt.http, request, &api.success_codes).await;
+        drop(permit);
+        self.rt.metrics.api_call(match &result {
+            Ok(reply) => Some(reply.status),
+            Err(f) => f.http_code,
+        });
+        // Time has passed during the call.
+        self.now = self.now.max(self.rt.now());
+        self.called_out = true;
+        self.task.attempt += 1;
+        let attempt = self.task.attempt;
+        let (status, outcome) = match &result {
+            Ok(reply) => (Some(reply.status), "ok".to_string()),
+            Err(f) => (
+                f.http_code,
+                format!("{}: {}", f.tag, mask::mask_text(&f.description, &secrets)),
+            ),
+        };
+        self.event(EventKind::ApiRequest {
+            method,
+            url: shown_url,
+            attempt,
+            status,
+            millis,
+            outcome,
+        });
+        match result {
+            Ok(reply) => {
+                self.task
+                    .data
+                    .retain(|k, _| !k.starts_with("__conveyor_api_return_"));
+                match &api.response {
+                    Some(mapping) => {
+                        let mut reply_data = Map::new();
+                        reply_data.insert("body".into(), reply.body);
+                        reply_data.insert("status".into(), Value::from(reply.status));
+                        reply_data.insert("headers".into(), Value::Object(reply.headers));
+                        let reply_data = Value::Object(reply_data);
+                        let env = self.env();
+                        let mut values = Vec::new();
+                        for (key, template) in mapping {
+                            match template.render(&reply_data, &env) {
+                                Ok(v) => {
+                                    // A secret echoed into a key that is not secret is cut out.
+                                    let v = if mask::is_secret(
+                                        &self.loaded.process,
+                                        &self.task.secret_keys,
+                                        key,
+                                    ) {
+                                        v
+                                    } else {
+                                        mask::mask_value(&v, &secrets)
+                                    };
+                                    values.push((key.clone(), v))
+                                }
+                                Err(e) => {
+                                    drop(env);
+                                    self.fail(
+                                        "api",
+                                        "software",
+                                        "api_bad_answer",
+                                        format!("response `{key}`: {e}"),
+                                        Some(reply.status),
+                                    );
+                                    return Ok(());
+                                }
+                            }
+                        }
+                        drop(env);
+                        self.task.data.extend(values);
+                    }
+                    None => {
+                        // Refuse a reply that would make the task too large before it is
+                        // merged (the task keeps its data as it was).
+                        let size = serde_json::to_vec(&self.task.data)
+                            .map(|v| v.len())
+                            .unwrap_or(0)
+                            + serde_json::to_vec(&reply.body)
+                                .map(|v| v.len())
+                                .unwrap_or(0);
+                        if size > crate::ops::MAX_TASK_BYTES {
+                            self.fail(
+                                "api",
+                                "software",
+                                "api_task_size_overflow_limit",
+                                format!(
+                                    "the task would be about {size} bytes with the reply; the limit is {}",
+                                    crate::ops::MAX_TASK_BYTES
+                                ),
+                                Some(reply.status),
+                            );
+                            return Ok(());
+                        }
+                        match reply.body {
+                            Value::Object(map) => {
+                                for (key, value) in map {
+                                    let value = if mask::is_secret(
+                                        &self.loaded.process,
+                                        &self.task.secret_keys,
+                                        &key,
+                                    ) {
+                                        value
+                                    } else {
+                                        mask::mask_value(&value, &secrets)
+                                    };
+                                    self.task.data.insert(key, value);
+                                }
+                            }
+                            array => {
+                                self.task.data.insert(
+                                    "__conveyor_api_array__".into(),
+                                    mask::mask_value(&array, &secrets),
+                                );
+                            }
+                        }
+                    }
+                }
+                let size = serde_json::to_vec(&self.task.data)
+                    .map(|v| v.len())
+                    .unwrap_or(0);
+                if size > crate::ops::MAX_TASK_BYTES {
+                    self.fail(
+                        "api",
+                        "software",
+                        "api_task_size_overflow_limit",
+                        format!("the task would be {size} bytes"),
+                        Some(reply.status),
+                    );
+                    return Ok(());
+                }
+                self.task.attempt = 0;
+                self.resume = None;
+                self.goto(&api.next, "next");
+            }
+            Err(failure) => {
+                if failure.transient
+                    && let Some(retry) = &api.retry
+                    && attempt < retry.attempts
+                {
+                    let backoff = retry.backoff.as_millis() as i64;
+                    let delay = backoff
+                        .saturating_mul(1 << (attempt - 1).min(20))
+                        .min(retry.max.as_millis() as i64);
+                    self.wait(
+                        Some((self.now + delay, WakeKind::Retry)),
+                        &format!("retry {} of {}", attempt + 1, retry.attempts),
+                    );
+                    return Ok(());
+                }
+                self.task.attempt = 0;
+                if let Some(body @ Value::Object(_)) = &failure.body {
+                    // A server may echo what it was sent: secrets are cut out first.
+                    self.task.data.insert(
+                        "__conveyor_api_return_body__".into(),
+                        mask::mask_value(body, &secrets),
+                    );
+                }
+                let description = mask::mask_text(&failure.description, &secrets);
+                self.fail(
+                    "api",
+                    failure.type_error,
+                    failure.tag,
+                    description,
+                    failure.http_code,
+                );
+            }
+        }
+        Ok(())
+    }
+
+    pub(super) fn build_request(
+        &mut self,
+        api: &ApiCall,
+    ) -> std::result::Result<http::Request, String> {
+        let url_text = self.render_text(&api.url)?;
+        let mut url = reqwest::Url::parse(url_text.trim()).map_err(|e| {
+            format!(
+                "`{}` is not a URL: {e}",
+                mask::mask_text(&url_text, &self.revealed)
+            )
+        })?;
+        if url.scheme() != "http" && url.scheme() != "https" {
+            return Err(format!(
+                "only http and https URLs are called, not `{}`",
+                url.scheme()
+            ));
+        }
+        if !api.query.is_empty() {
+            let mut pairs = Vec::with_capacity(api.query.len());
+            for (key, value) in &api.query {
+                let v = self
+                    .render_value(value)
+                    .map_err(|m| format!("query `{key}`: {m}"))?;
+                pairs.push((key.clone(), http::text_of(&v)));
+            }
+            url.query_pairs_mut().extend_pairs(pairs);
+        }
+        let mut headers = Vec::with_capacity(api.headers.len() + 1);
+        for (name, template) in &api.headers {
+            let value = self
+                .render_text(template)
+                .map_err(|m| format!("header `{name}`: {m}"))?;
+            headers.push((name.clone(), value));
+        }
+        if let Some(key) = &api.idempotency_key {
+            let value = self
+                .render_text(key)
+                .map_err(|m| format!("idempotency key: {m}"))?;
+            headers.push((api.idempotency_header.clone(), value));
+        }
+        let body = match &api.body {
+            Some(b) => Some((
+                api.format,
+                self.render_value(b).map_err(|m| format!("body: {m}"))?,
+            )),
+            None => None,
+        };
+        Ok(http::Request {
+            method: api.method,
+            url,
+            headers,
+            body,
+            timeout: api.request_timeout,
+            max_bytes: api.max_response_bytes,
+        })
+    }
+}

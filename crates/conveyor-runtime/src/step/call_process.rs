@@ -1,0 +1,27 @@
+//! `call_process`: creates a task in another process and waits for its reply.
+
+use super::*;
+
+impl Step<'_> {
+    /// Runs a task through this node (see `Step::advance`).
+    pub(super) fn call_process(
+        &mut self,
+        process: &Template,
+        data: Option<&ValueTemplate>,
+    ) -> Result<()> {
+        let copy = CopyTask {
+            process: process.clone(),
+            reference: None,
+            data: data.cloned(),
+        };
+        let caller = Caller {
+            task: self.task.id,
+            process: self.task.process,
+        };
+        match self.copy(&copy, Some(caller)) {
+            Ok(target) => self.wait(None, &format!("reply of process {target}")),
+            Err((tag, message)) => self.fail("rpc", "software", tag, message, None),
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,39 @@
+//! `delay`: waits for a duration or until a unix time.
+
+use super::*;
+
+impl Step<'_> {
+    /// Runs a task through this node (see `Step::advance`).
+    pub(super) fn delay(&mut self, wait: &Wait, next: &str) -> Result<()> {
+        let due = match wait {
+            Wait::For(spec) => self.duration(spec).map(|d| self.now + d),
+            Wait::Until(t) => self.render(t).and_then(|v| {
+                let seconds = match &v {
+                    Value::Number(n) => n.as_f64(),
+                    Value::String(s) => s.trim().parse::<f64>().ok(),
+                    _ => None,
+                };
+                seconds
+                    .map(|s| (s * 1000.0) as i64)
+                    .ok_or_else(|| format!("`{}` is not a unix time", http::text_of(&v)))
+            }),
+        };
+        let max = self.loaded.process.settings.max_wait.as_millis() as i64;
+        let due = due.and_then(|due| {
+            if due.saturating_sub(self.now) > max {
+                Err(format!(
+                    "the delay would end after the {} this process allows (settings.max_wait)",
+                    conveyor_model::format_duration(self.loaded.process.settings.max_wait)
+                ))
+            } else {
+                Ok(due)
+            }
+        });
+        match due {
+            Ok(due) if due <= self.now => self.goto(next, "delay"),
+            Ok(due) => self.wait(Some((due, WakeKind::Delay)), "delay"),
+            Err(message) => self.fail("delay", "software", "delay_error", message, None),
+        }
+        Ok(())
+    }
+}

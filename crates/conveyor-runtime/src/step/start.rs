@@ -1,0 +1,11 @@
+//! `start`: where every task begins.
+
+use super::*;
+
+impl Step<'_> {
+    /// Runs a task through this node (see `Step::advance`).
+    pub(super) fn start(&mut self, next: &str) -> Result<()> {
+        self.goto(next, "next");
+        Ok(())
+    }
+}
