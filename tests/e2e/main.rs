@@ -8,6 +8,7 @@ mod attacks;
 mod bitrix;
 mod check;
 mod cli;
+mod code;
 mod crash;
 mod dashboard;
 mod engine;

@@ -6,6 +6,7 @@
 //! read as ratios. `all` runs every scenario; it fails only on errors, never on speed.
 
 mod api;
+mod code;
 mod intake;
 mod pure;
 mod refs;
@@ -94,7 +95,14 @@ enum Scenario {
         #[arg(long, default_value_t = 10)]
         loops: u64,
     },
-    /// Every scenario, one after the other (template, pure, api, timers, restart, refs, intake),
+    /// N tasks through a `code` node running a 10-line JavaScript, against a set_param
+    /// in its place: the script's CPU per task.
+    Code {
+        /// Number of tasks [default: 100,000; --quick 10,000].
+        #[arg(long)]
+        tasks: Option<u64>,
+    },
+    /// Every scenario, one after the other (template, pure, api, timers, restart, refs, intake, code),
     /// each in a process of its own; with `--json`, one JSON object per line.
     All,
     /// (internal) The delay server of `api`: prints `port N`, exits when stdin closes.
@@ -193,6 +201,7 @@ fn main() -> ExitCode {
             .and_then(|parked| restart::run(&parked, durability))
             .map(print),
         Scenario::Refs(args) => refs_scenario(&args, &sizes, durability).map(print),
+        Scenario::Code { tasks } => code::run(sizes.pick(tasks, 100_000, 10_000)).map(print),
         Scenario::Intake { tasks } => intake::run(sizes.pick(tasks, 100_000, 5_000)).map(print),
         Scenario::Retention {
             tasks,
@@ -274,13 +283,14 @@ fn all(quick: bool, json: bool, durability: bool) -> ExitCode {
     .into_iter()
     .filter_map(|(on, flag)| on.then_some(flag))
     .collect();
-    let scenarios: [(&str, &[&str]); 6] = [
+    let scenarios: [(&str, &[&str]); 7] = [
         ("template", &["template"]),
         ("pure", &["pure"]),
         ("api", &["api"]),
         ("timers and restart", &["timers", "--with-restart"]),
         ("refs", &["refs"]),
         ("intake", &["intake"]),
+        ("code", &["code"]),
     ];
     let mut failed = Vec::new();
     for (name, args) in scenarios {

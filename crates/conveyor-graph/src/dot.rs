@@ -48,7 +48,7 @@ pub fn dot(process: &Process, counts: Option<&Counts>) -> String {
             NodeClass::CopyTask => ("box3d", ""),
             NodeClass::ModifyTask => ("component", ""),
             NodeClass::Reply => ("cds", ""),
-            NodeClass::ApiCall | NodeClass::SetParam => ("box", ""),
+            NodeClass::ApiCall | NodeClass::SetParam | NodeClass::Code => ("box", ""),
         };
         let _ = writeln!(
             out,

@@ -14,6 +14,7 @@ pub enum NodeClass {
     Condition,
     Delay,
     WaitCallback,
+    Code,
     ApiCall,
     Escalation,
     SetParam,
@@ -45,6 +46,7 @@ impl NodeClass {
             NodeKind::ModifyTask { .. } => NodeClass::ModifyTask,
             NodeKind::CallProcess { .. } => NodeClass::CallProcess,
             NodeKind::Reply { .. } => NodeClass::Reply,
+            NodeKind::Code(_) => NodeClass::Code,
         }
     }
 
@@ -64,6 +66,7 @@ impl NodeClass {
             NodeClass::ModifyTask => "modify_task",
             NodeClass::CallProcess => "call_process",
             NodeClass::Reply => "reply",
+            NodeClass::Code => "code",
         }
     }
 
@@ -91,6 +94,7 @@ impl NodeClass {
             NodeClass::ModifyTask => ("#cffafe", "#0e7490", "#164e63"),
             NodeClass::CallProcess => ("#e0f2fe", "#0369a1", "#0c4a6e"),
             NodeClass::Reply => ("#fce7f3", "#be185d", "#831843"),
+            NodeClass::Code => ("#fef9c3", "#a16207", "#713f12"),
         };
         Palette { fill, stroke, ink }
     }

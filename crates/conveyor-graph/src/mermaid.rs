@@ -38,7 +38,7 @@ pub fn mermaid(process: &Process, counts: Option<&Counts>) -> String {
             NodeClass::CopyTask => ("[/", "/]"),
             NodeClass::ModifyTask => ("[\\", "\\]"),
             NodeClass::Reply => ("(", ")"),
-            NodeClass::ApiCall | NodeClass::SetParam => ("[", "]"),
+            NodeClass::ApiCall | NodeClass::SetParam | NodeClass::Code => ("[", "]"),
         };
         let _ = writeln!(out, "    n{i}{open}\"{label}\"{close}");
     }

@@ -383,7 +383,7 @@ fn write_shape(out: &mut String, node: &NodeBox) -> (f64, f64, f64) {
             rect(out, x, y, w, h, 14.0, 1.4);
             (x + w / 2.0, y, h)
         }
-        NodeClass::ApiCall | NodeClass::SetParam => {
+        NodeClass::ApiCall | NodeClass::SetParam | NodeClass::Code => {
             rect(out, x, y, w, h, 6.0, 1.4);
             (x + w / 2.0, y, h)
         }

@@ -37,6 +37,7 @@ const TOP_KEYS: [&str; 8] = [
 // A new kind is one module and one line in `KINDS`.
 mod api_call;
 mod call_process;
+mod code;
 mod condition;
 mod copy_task;
 mod delay;
@@ -53,7 +54,7 @@ mod wait_callback;
 type KindLoader = fn(&mut Loader<'_>, &str, serde_yaml::Value) -> Option<NodeKind>;
 
 /// Every node kind: its name in `type:` and its loader, in the order the docs list them.
-const KINDS: [(&str, KindLoader); 12] = [
+const KINDS: [(&str, KindLoader); 13] = [
     ("start", start::load),
     ("final", final_node::load),
     ("condition", condition::load),
@@ -66,6 +67,7 @@ const KINDS: [(&str, KindLoader); 12] = [
     ("call_process", call_process::load),
     ("reply", reply::load),
     ("wait_callback", wait_callback::load),
+    ("code", code::load),
 ];
 
 pub(crate) const NODE_KINDS: [&str; KINDS.len()] = {

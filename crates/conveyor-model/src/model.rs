@@ -50,6 +50,7 @@ impl Process {
                 .response
                 .as_ref()
                 .is_some_and(|mapping| mapping.contains_key(key)),
+            NodeKind::Code(code) => code.writes.iter().any(|k| k == key),
             _ => false,
         })
     }
@@ -352,6 +353,8 @@ pub enum NodeKind {
         /// Where a task goes when its time limit cannot be worked out.
         on_error: Option<String>,
     },
+    /// JavaScript over the task's `data` (Corezoid's `api_code`).
+    Code(Box<Code>),
 }
 
 impl NodeKind {
@@ -370,6 +373,7 @@ impl NodeKind {
             NodeKind::CallProcess { .. } => "call_process",
             NodeKind::Reply { .. } => "reply",
             NodeKind::WaitCallback { .. } => "wait_callback",
+            NodeKind::Code(_) => "code",
         }
     }
 
@@ -396,6 +400,7 @@ impl NodeKind {
             | NodeKind::Reply { on_error, .. }
             | NodeKind::WaitCallback { on_error, .. } => on_error.as_deref(),
             NodeKind::ApiCall(api) => api.on_error.as_deref(),
+            NodeKind::Code(code) => code.on_error.as_deref(),
             NodeKind::Start { .. } | NodeKind::Final { .. } => None,
         }
     }
@@ -425,6 +430,7 @@ impl Node {
                 next: Some(next), ..
             } => edges.push(edge("next".into(), "next".into(), next)),
             NodeKind::ApiCall(api) => edges.push(edge("next".into(), "next".into(), &api.next)),
+            NodeKind::Code(code) => edges.push(edge("next".into(), "next".into(), &code.next)),
             NodeKind::Escalation { next: None, .. } | NodeKind::Final { .. } => {}
             NodeKind::Condition {
                 branches,
@@ -603,6 +609,22 @@ impl HttpMethod {
 pub enum BodyFormat {
     Json,
     Form,
+}
+
+/// A `code` node: a JavaScript function body over `data`, the task's data.
+#[derive(Debug, Clone)]
+pub struct Code {
+    /// The script as written; it runs as the body of `function (data) { …; return data }`.
+    pub source: std::sync::Arc<str>,
+    /// Keys the script visibly assigns (`data.key = …`, `data["key"] = …`): known to the
+    /// undeclared-key warning and to `Process::writes`. A script can write others.
+    pub writes: Vec<String>,
+    /// Wall-clock time one run may take (`max_time`, default 100 ms, at most 5 s).
+    pub max_time: Duration,
+    /// Bytes the JavaScript heap may hold while it runs (`max_memory_mb`, default 32).
+    pub max_memory: usize,
+    pub next: String,
+    pub on_error: Option<String>,
 }
 
 /// An HTTP request node.

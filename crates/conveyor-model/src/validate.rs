@@ -159,6 +159,7 @@ fn param_warnings(loader: &mut Loader<'_>, process: &Process) {
                     known.extend(response.keys().map(String::as_str));
                 }
             }
+            NodeKind::Code(code) => known.extend(code.writes.iter().map(String::as_str)),
             _ => {}
         }
     }
@@ -205,7 +206,10 @@ fn visit_task_templates<'a>(node: &'a Node, visit: &mut dyn FnMut(&'a Template))
         }
     };
     match &node.kind {
-        NodeKind::Start { .. } | NodeKind::Final { .. } | NodeKind::WaitCallback { .. } => {}
+        NodeKind::Start { .. }
+        | NodeKind::Final { .. }
+        | NodeKind::WaitCallback { .. }
+        | NodeKind::Code(_) => {}
         NodeKind::Condition { branches, .. } => {
             for check in branches.iter().flat_map(|b| &b.when) {
                 visit(&check.value);

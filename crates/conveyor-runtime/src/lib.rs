@@ -13,6 +13,7 @@
 //! at-least-once; state transitions are exactly-once.
 
 mod clock;
+mod code;
 mod committer;
 mod engine;
 mod env;

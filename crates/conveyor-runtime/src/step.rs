@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use conveyor_model::{
-    ApiCall, Branch, Cast, Check, CompareOp, CopyTask, DurationSpec, FinalStatus, NodeKind,
+    ApiCall, Branch, Cast, Check, Code, CompareOp, CopyTask, DurationSpec, FinalStatus, NodeKind,
     RenderValue, SetValue, Wait,
 };
 use conveyor_store::{
@@ -23,6 +23,7 @@ use crate::{LoadedProcess, Result, Runtime, RuntimeError, mask};
 // `advance` dispatches to them; a new kind is one module and one arm there.
 mod api_call;
 mod call_process;
+mod code;
 mod condition;
 mod copy_task;
 mod delay;
@@ -602,6 +603,7 @@ impl Step<'_> {
                 data, error, next, ..
             } => self.reply(data, *error, next)?,
             NodeKind::WaitCallback { .. } => self.wait_callback()?,
+            NodeKind::Code(code) => self.code(code)?,
         }
         Ok(())
     }
