@@ -9,6 +9,7 @@ mod bitrix;
 mod check;
 mod cli;
 mod code;
+mod corezoid;
 mod crash;
 mod dashboard;
 mod engine;

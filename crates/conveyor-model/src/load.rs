@@ -886,6 +886,7 @@ fn load_node(loader: &mut Loader<'_>, id: &str, spec: serde_yaml::Value) -> Opti
     }
     let title = take_string(loader, node, &mut map, "title");
     let description = take_string(loader, node, &mut map, "description");
+    let corezoid_id = take_string(loader, node, &mut map, "corezoid_id");
     let mut ok = true;
     let time_limit = match map.remove("timeout") {
         None => None,
@@ -914,6 +915,7 @@ fn load_node(loader: &mut Loader<'_>, id: &str, spec: serde_yaml::Value) -> Opti
             id: id.to_string(),
             title: title.flatten(),
             description: description.flatten(),
+            corezoid_id: corezoid_id.flatten(),
             time_limit,
             keep_timeout,
             kind,

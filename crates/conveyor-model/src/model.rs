@@ -272,6 +272,8 @@ pub struct Node {
     pub id: String,
     pub title: Option<String>,
     pub description: Option<String>,
+    /// The id of the Corezoid node this one was imported from (`conveyor process import`).
+    pub corezoid_id: Option<String>,
     /// `timeout: 30s -> node`: a task that stays longer than this moves on.
     pub time_limit: Option<TimeLimit>,
     /// `keep_timeout: true`: a task woken here by a modify that comes back in the same

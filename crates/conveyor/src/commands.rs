@@ -32,6 +32,22 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }) => {
             return check::run(&files, global.json, deny_warnings);
         }
+        Command::Process(ProcessCommand::Import {
+            file,
+            out,
+            clone,
+            allow_partial,
+        }) => {
+            let args = crate::import::ImportArgs {
+                file: &file,
+                out: out.as_deref(),
+                clone,
+                allow_partial,
+                json: global.json,
+            };
+            let reply = crate::import::run(&args, |request| dispatch(&global, request))?;
+            return Ok(print(reply));
+        }
         Command::Process(ProcessCommand::Templates) => {
             let mut reply = Reply::default();
             if global.json {
@@ -287,7 +303,9 @@ fn process_request(global: &Global, command: ProcessCommand) -> anyhow::Result<R
                 base: format!("http://{address}"),
             }
         }
-        ProcessCommand::Check { .. } | ProcessCommand::Templates => bail!("not a store command"),
+        ProcessCommand::Check { .. } | ProcessCommand::Templates | ProcessCommand::Import { .. } => {
+            bail!("not a store command")
+        }
     })
 }
 

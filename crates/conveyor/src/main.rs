@@ -8,6 +8,7 @@ mod check;
 mod client;
 mod commands;
 mod execute;
+mod import;
 mod output;
 mod request;
 mod serve;
@@ -272,6 +273,21 @@ pub enum ProcessCommand {
         /// A process-level value for every task (e.g. credentials of a notifier).
         #[arg(long = "set", value_name = "KEY=VALUE")]
         set: Vec<String>,
+    },
+    /// Import a Corezoid export (a JSON array, a .conv.json, or an unpacked zip folder)
+    /// as Conveyor processes: YAML files (--out) and/or cloned processes (--clone).
+    Import {
+        #[arg(value_name = "FILE")]
+        file: PathBuf,
+        /// Write each process as DIR/<name>.yaml.
+        #[arg(long, value_name = "DIR")]
+        out: Option<PathBuf>,
+        /// Create the processes, each with its alias.
+        #[arg(long)]
+        clone: bool,
+        /// Import nodes that cannot be mapped as nodes that fail when a task reaches them.
+        #[arg(long)]
+        allow_partial: bool,
     },
     /// List the shipped templates.
     Templates,

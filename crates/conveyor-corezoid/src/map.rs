@@ -1,0 +1,774 @@
+//! One Corezoid process into one Conveyor definition.
+//!
+//! A Corezoid node holds a list of logics run in order — at most one action (with its
+//! `err_node_id`), then `go_if_const` routes and a final `go` — plus semaphors (timers,
+//! counters). Conveyor has one kind per node, so a node with an action and routes becomes
+//! the action's node followed by a `condition` node named `<node>_route`; a node with
+//! routes only becomes a `condition`; a node with no logic and a `time` semaphor becomes a
+//! `delay`; a node whose only logic is `go` disappears (what pointed to it points to its
+//! target). Each logic type is one function below.
+
+use std::collections::{BTreeMap, HashMap};
+
+use serde_json::{Map, Value, json};
+
+use crate::names::{Names, slug};
+use crate::{Export, Import, ImportError, Imported, Unmapped};
+
+/// Corezoid's smallest static timer (a shorter one is refused by its deploy check).
+const MIN_TIMER_SECS: i64 = 30;
+
+pub(crate) fn import(export: &Export) -> Result<Import, ImportError> {
+    let mut out = Import::default();
+    // Aliases first: every process's references are rewritten to them.
+    let mut aliases: BTreeMap<i64, String> = BTreeMap::new();
+    let mut taken = Names::default();
+    let mut named = Vec::new();
+    for (i, process) in export.processes.iter().enumerate() {
+        let id = process.get("obj_id").and_then(Value::as_i64).filter(|id| *id > 0);
+        let title = text(process, "title");
+        let wanted = id
+            .and_then(|id| export.aliases.get(&id).cloned())
+            .unwrap_or_else(|| slug(&title, &format!("process_{}", i + 1)));
+        let alias = taken.unique(&wanted);
+        if let Some(id) = id {
+            aliases.insert(id, alias.clone());
+        }
+        named.push((id, alias));
+    }
+    for (process, (id, alias)) in export.processes.iter().zip(named) {
+        let mut mapper = Mapper {
+            process_name: alias.clone(),
+            aliases: &aliases,
+            unmapped: Vec::new(),
+            notes: Vec::new(),
+            nodes: Map::new(),
+        };
+        let definition = mapper.process(process)?;
+        let yaml = to_yaml(&definition).map_err(|message| ImportError::Process {
+            process: alias.clone(),
+            message,
+        })?;
+        out.unmapped.extend(mapper.unmapped);
+        out.notes.extend(mapper.notes);
+        out.processes.push(Imported {
+            name: alias.clone(),
+            alias,
+            corezoid_id: id,
+            yaml,
+        });
+    }
+    Ok(out)
+}
+
+fn to_yaml(definition: &Value) -> Result<String, String> {
+    serde_yaml::to_string(definition).map_err(|e| e.to_string())
+}
+
+fn text(value: &Value, key: &str) -> String {
+    match value.get(key) {
+        Some(Value::String(s)) => s.clone(),
+        Some(Value::Number(n)) => n.to_string(),
+        _ => String::new(),
+    }
+}
+
+/// A Corezoid node as read.
+struct CzNode<'a> {
+    id: String,
+    obj_type: i64,
+    title: String,
+    description: String,
+    logics: Vec<&'a Value>,
+    semaphors: Vec<&'a Value>,
+    extra: Value,
+}
+
+impl<'a> CzNode<'a> {
+    fn read(value: &'a Value) -> Option<CzNode<'a>> {
+        let id = text(value, "id");
+        if id.is_empty() {
+            return None;
+        }
+        let condition = value.get("condition");
+        let list = |key: &str| -> Vec<&'a Value> {
+            condition
+                .and_then(|c| c.get(key))
+                .and_then(Value::as_array)
+                .map(|a| a.iter().collect())
+                .unwrap_or_default()
+        };
+        let mut semaphors = list("semaphors");
+        semaphors.extend(list("semaphores"));
+        // `extra` is a JSON string in exports and an object in API ops.
+        let extra = match value.get("extra") {
+            Some(Value::String(s)) => serde_json::from_str(s).unwrap_or(Value::Null),
+            Some(other) => other.clone(),
+            None => Value::Null,
+        };
+        Some(CzNode {
+            id,
+            obj_type: value.get("obj_type").and_then(Value::as_i64).unwrap_or(0),
+            title: text(value, "title"),
+            description: text(value, "description"),
+            logics: list("logics"),
+            semaphors,
+            extra,
+        })
+    }
+
+    fn only_go(&self) -> Option<String> {
+        match self.logics.as_slice() {
+            [only] if kind(only) == "go" && self.obj_type != 1 && self.obj_type != 2 => {
+                Some(text(only, "to_node_id"))
+            }
+            _ => None,
+        }
+    }
+}
+
+fn kind(logic: &Value) -> &str {
+    logic.get("type").and_then(Value::as_str).unwrap_or("")
+}
+
+struct Mapper<'a> {
+    process_name: String,
+    aliases: &'a BTreeMap<i64, String>,
+    unmapped: Vec<Unmapped>,
+    notes: Vec<String>,
+    nodes: Map<String, Value>,
+}
+
+/// Where the nodes of one process are and what they are called.
+struct Graph {
+    names: HashMap<String, String>,
+    /// Nodes whose only logic is `go`: their target.
+    pass: HashMap<String, String>,
+    /// Name of the node a task that matches no route goes to (made when needed).
+    no_route: Option<String>,
+    taken: Names,
+}
+
+impl Graph {
+    /// The name of the node `id` leads to, through `go`-only nodes.
+    fn target(&mut self, id: &str) -> String {
+        let mut at = id.to_string();
+        for _ in 0..64 {
+            match self.pass.get(&at) {
+                Some(next) => at = next.clone(),
+                None => break,
+            }
+        }
+        match self.names.get(&at) {
+            Some(name) => name.clone(),
+            None => self.no_route(),
+        }
+    }
+
+    fn no_route(&mut self) -> String {
+        if let Some(name) = &self.no_route {
+            return name.clone();
+        }
+        let name = self.taken.unique("no_route");
+        self.no_route = Some(name.clone());
+        name
+    }
+}
+
+impl Mapper<'_> {
+    fn process(&mut self, process: &Value) -> Result<Value, ImportError> {
+        let raw_nodes = process
+            .get("scheme")
+            .and_then(|s| s.get("nodes"))
+            .and_then(Value::as_array)
+            .ok_or_else(|| ImportError::Process {
+                process: self.process_name.clone(),
+                message: "no `scheme.nodes` list".into(),
+            })?;
+        let nodes: Vec<CzNode> = raw_nodes.iter().filter_map(CzNode::read).collect();
+        let mut graph = Graph {
+            names: HashMap::new(),
+            pass: HashMap::new(),
+            no_route: None,
+            taken: Names::default(),
+        };
+        let starts: Vec<&CzNode> = nodes.iter().filter(|n| n.obj_type == 1).collect();
+        if starts.len() != 1 {
+            return Err(ImportError::Process {
+                process: self.process_name.clone(),
+                message: format!("{} start nodes (obj_type 1); a process has one", starts.len()),
+            });
+        }
+        for node in &nodes {
+            if let Some(target) = node.only_go() {
+                graph.pass.insert(node.id.clone(), target);
+            }
+        }
+        // A loop made only of `go` nodes keeps its first node (as a loop it would spin).
+        for node in &nodes {
+            let name = if node.obj_type == 1 {
+                graph.taken.unique("start")
+            } else {
+                let tail: String = node.id.chars().rev().take(6).collect::<String>();
+                let tail: String = tail.chars().rev().collect();
+                graph
+                    .taken
+                    .unique(&slug(&node.title, &format!("node_{}", slug(&tail, "x"))))
+            };
+            graph.names.insert(node.id.clone(), name);
+        }
+        for node in &nodes {
+            if graph.pass.contains_key(&node.id) {
+                continue;
+            }
+            self.node(node, &mut graph);
+        }
+        for node in &nodes {
+            if let Some(target) = graph.pass.get(&node.id).cloned()
+                && !graph.names.contains_key(&target)
+            {
+                self.notes.push(format!(
+                    "process `{}`: node {} goes to {target}, which is not in the process",
+                    self.process_name, node.id
+                ));
+            }
+        }
+        if let Some(name) = graph.no_route.clone() {
+            self.nodes.insert(
+                name,
+                json!({
+                    "type": "final",
+                    "status": "error",
+                    "title": "No route (the Corezoid node had no `go` for this case)",
+                }),
+            );
+        }
+        let mut definition = Map::new();
+        definition.insert("process".into(), Value::String(self.process_name.clone()));
+        let title = text(process, "title");
+        if !title.is_empty() {
+            definition.insert("title".into(), Value::String(title));
+        }
+        let description = text(process, "description");
+        if !description.is_empty() {
+            definition.insert("description".into(), Value::String(description));
+        }
+        if let Some(params) = self.params(process) {
+            definition.insert("params".into(), params);
+        }
+        let mut nodes_out = std::mem::take(&mut self.nodes);
+        self.drop_unreachable(&mut nodes_out);
+        rewrite_refs(&mut nodes_out, self.aliases);
+        definition.insert("nodes".into(), Value::Object(nodes_out));
+        Ok(Value::Object(definition))
+    }
+
+    /// Corezoid keeps nodes no route reaches; Conveyor refuses them. They are left
+    /// out, each with a note.
+    fn drop_unreachable(&mut self, nodes: &mut Map<String, Value>) {
+        fn targets(node: &Value, out: &mut Vec<String>) {
+            for key in ["next", "on_error", "else"] {
+                if let Some(Value::String(t)) = node.get(key) {
+                    out.push(t.clone());
+                }
+            }
+            if let Some(Value::String(limit)) = node.get("timeout")
+                && let Some((_, to)) = limit.split_once("->")
+            {
+                out.push(to.trim().to_string());
+            }
+            if let Some(Value::Array(branches)) = node.get("branches") {
+                for b in branches {
+                    if let Some(Value::String(t)) = b.get("next") {
+                        out.push(t.clone());
+                    }
+                }
+            }
+        }
+        let mut reached = std::collections::HashSet::new();
+        let mut queue = vec!["start".to_string()];
+        while let Some(name) = queue.pop() {
+            if !reached.insert(name.clone()) {
+                continue;
+            }
+            if let Some(node) = nodes.get(&name) {
+                targets(node, &mut queue);
+            }
+        }
+        let gone: Vec<String> = nodes.keys().filter(|k| !reached.contains(*k)).cloned().collect();
+        for name in gone {
+            if let Some(node) = nodes.remove(&name) {
+                self.notes.push(format!(
+                    "process `{}`: node {} (`{name}`) is not reachable from the start; left out",
+                    self.process_name,
+                    text(&node, "corezoid_id")
+                ));
+            }
+        }
+    }
+
+    fn params(&self, process: &Value) -> Option<Value> {
+        let list = process.get("params")?.as_array()?;
+        let mut out = Map::new();
+        for param in list {
+            let name = text(param, "name");
+            if name.is_empty() {
+                continue;
+            }
+            let mut spec = Map::new();
+            let description = text(param, "descr");
+            if !description.is_empty() {
+                spec.insert("description".into(), Value::String(description));
+            }
+            let required = param
+                .get("flags")
+                .and_then(Value::as_array)
+                .is_some_and(|f| f.iter().any(|f| f == "required"));
+            if required {
+                spec.insert("required".into(), Value::Bool(true));
+            }
+            spec.insert("input".into(), json!(["create", "modify", "url"]));
+            out.insert(name, Value::Object(spec));
+        }
+        (!out.is_empty()).then_some(Value::Object(out))
+    }
+
+    fn node(&mut self, node: &CzNode, graph: &mut Graph) {
+        let name = graph.names[&node.id].clone();
+        let mut out = Map::new();
+        let first_go = node
+            .logics
+            .iter()
+            .find(|l| kind(l) == "go")
+            .map(|l| text(l, "to_node_id"));
+        let routes: Vec<&Value> = node
+            .logics
+            .iter()
+            .copied()
+            .filter(|l| kind(l) == "go_if_const")
+            .collect();
+        let action = node
+            .logics
+            .iter()
+            .copied()
+            .find(|l| !matches!(kind(l), "go" | "go_if_const"));
+        match node.obj_type {
+            1 => {
+                out.insert("type".into(), json!("start"));
+                let next = match &first_go {
+                    Some(to) => graph.target(to),
+                    None => graph.no_route(),
+                };
+                out.insert("next".into(), Value::String(next));
+            }
+            2 => {
+                out.insert("type".into(), json!("final"));
+                let icon = node.extra.get("icon").and_then(Value::as_str).unwrap_or("");
+                if icon == "error" {
+                    out.insert("status".into(), json!("error"));
+                }
+            }
+            _ => {
+                // Where the task goes after the action (or straight away): the routes and
+                // the `go`, as a condition of their own when there are routes.
+                let after = if action.is_none() {
+                    String::new()
+                } else if routes.is_empty() {
+                    match &first_go {
+                        Some(to) => graph.target(to),
+                        None => graph.no_route(),
+                    }
+                } else {
+                    let route_name = graph.taken.unique(&format!("{name}_route"));
+                    let condition = self.condition(&routes, first_go.as_deref(), graph);
+                    let mut route = Map::new();
+                    route.insert("corezoid_id".into(), Value::String(node.id.clone()));
+                    route.extend(condition);
+                    self.nodes.insert(route_name.clone(), Value::Object(route));
+                    route_name
+                };
+                match action {
+                    Some(logic) => self.action(node, logic, &after, graph, &mut out),
+                    None if !routes.is_empty() => {
+                        out.extend(self.condition(&routes, first_go.as_deref(), graph));
+                    }
+                    None => match node
+                        .semaphors
+                        .iter()
+                        .find(|s| kind(s) == "time")
+                    {
+                        Some(timer) => {
+                            out.insert("type".into(), json!("delay"));
+                            self.delay_wait(timer, &mut out);
+                            let next = graph.target(&text(timer, "to_node_id"));
+                            out.insert("next".into(), Value::String(next));
+                        }
+                        None => {
+                            // No logic at all: Corezoid leaves the task there.
+                            out.insert("type".into(), json!("wait_callback"));
+                            out.insert("next".into(), Value::String(graph.no_route()));
+                        }
+                    },
+                }
+            }
+        }
+        self.semaphors(node, action.is_some(), graph, &mut out);
+        let mut full = Map::new();
+        full.insert("corezoid_id".into(), Value::String(node.id.clone()));
+        if !node.title.is_empty() {
+            full.insert("title".into(), Value::String(node.title.clone()));
+        }
+        if !node.description.is_empty() {
+            full.insert("description".into(), Value::String(node.description.clone()));
+        }
+        // `type` first, for people reading the file.
+        if let Some(kind) = out.remove("type") {
+            let mut ordered = Map::new();
+            ordered.insert("type".into(), kind);
+            ordered.extend(full);
+            ordered.extend(out);
+            self.nodes.insert(name, Value::Object(ordered));
+        } else {
+            full.extend(out);
+            self.nodes.insert(name, Value::Object(full));
+        }
+    }
+
+    /// `time` semaphors on a node with logic: a time limit; `count`: not mapped.
+    fn semaphors(&mut self, node: &CzNode, has_action: bool, graph: &mut Graph, out: &mut Map<String, Value>) {
+        for semaphor in &node.semaphors {
+            match kind(semaphor) {
+                "time" if has_action || out.get("type") == Some(&json!("condition")) => {
+                    match timer_seconds(semaphor) {
+                        Some(secs) => {
+                            let to = graph.target(&text(semaphor, "to_node_id"));
+                            out.insert("timeout".into(), Value::String(format!("{secs}s -> {to}")));
+                        }
+                        None => self.unmapped(node, "a `time` semaphor with an absolute (dynamic) time on a node with logic"),
+                    }
+                }
+                "time" => {}
+                "count" => self.unmapped(node, "a `count` semaphor (alert when tasks queue in the node)"),
+                other => self.unmapped(node, &format!("semaphor `{other}`")),
+            }
+        }
+    }
+
+    fn delay_wait(&mut self, timer: &Value, out: &mut Map<String, Value>) {
+        match timer_seconds(timer) {
+            Some(secs) => {
+                out.insert("for".into(), Value::String(format!("{secs}s")));
+            }
+            None => {
+                // A template or `$.unixtime(…)`: an absolute unix time, as in Corezoid.
+                out.insert("until".into(), Value::String(text(timer, "value")));
+            }
+        }
+    }
+
+    fn condition(&mut self, routes: &[&Value], go: Option<&str>, graph: &mut Graph) -> Map<String, Value> {
+        let mut branches = Vec::new();
+        for route in routes {
+            // Current shape: `conditions[]`; the old (v1) shape: param/fun/const on the logic.
+            let checks: Vec<&Value> = match route.get("conditions").and_then(Value::as_array) {
+                Some(list) => list.iter().collect(),
+                None => vec![*route],
+            };
+            let when: Vec<Value> = checks.iter().map(|c| check(c)).collect();
+            branches.push(json!({
+                "when": when,
+                "next": graph.target(&text(route, "to_node_id")),
+            }));
+        }
+        let otherwise = match go {
+            Some(to) => graph.target(to),
+            None => graph.no_route(),
+        };
+        let mut out = Map::new();
+        out.insert("type".into(), json!("condition"));
+        out.insert("branches".into(), Value::Array(branches));
+        out.insert("else".into(), Value::String(otherwise));
+        out
+    }
+
+    fn unmapped(&mut self, node: &CzNode, what: &str) {
+        self.unmapped.push(Unmapped {
+            process: self.process_name.clone(),
+            node_id: node.id.clone(),
+            title: node.title.clone(),
+            what: what.to_string(),
+        });
+    }
+
+    /// The action logic of a node: one function per logic type.
+    fn action(&mut self, node: &CzNode, logic: &Value, after: &str, graph: &mut Graph, out: &mut Map<String, Value>) {
+        let mapped = match kind(logic) {
+            "set_param" => Ok(set_param(logic)),
+            "api" => api(logic),
+            "api_copy" => Ok(api_copy(logic)),
+            "api_rpc" => Ok(api_rpc(logic)),
+            "api_rpc_reply" => Ok(api_rpc_reply(logic)),
+            "api_callback" => Ok(json!({ "type": "wait_callback" })),
+            "api_code" => api_code(logic),
+            "delay" => Ok(delay_logic(logic)),
+            other @ ("api_sum" | "api_queue" | "api_get_task" | "db_call" | "api_git" | "git_call" | "api_form") => {
+                Err(format!("`{other}`, which Conveyor cannot run"))
+            }
+            other => Err(format!("unknown logic `{other}`")),
+        };
+        let mut mapped = match mapped {
+            Ok(Value::Object(map)) => map,
+            Ok(_) => Map::new(),
+            Err(what) => {
+                self.unmapped(node, &what);
+                // With --allow-partial the node fails at run time, with the reason.
+                let message = format!(
+                    "Corezoid node {} ({}) is {what}: imported with --allow-partial, it cannot run here",
+                    node.id,
+                    if node.title.is_empty() { "untitled" } else { &node.title }
+                );
+                let src = format!("throw new Error({});", Value::String(message));
+                let mut map = Map::new();
+                map.insert("type".into(), json!("code"));
+                map.insert("src".into(), Value::String(src));
+                map
+            }
+        };
+        if kind(logic) == "delay" {
+            let to = graph.target(&text(logic, "to_node_id"));
+            mapped.insert("next".into(), Value::String(to));
+        } else {
+            mapped.insert("next".into(), Value::String(after.to_string()));
+        }
+        let err = text(logic, "err_node_id");
+        if !err.is_empty() && mapped.get("type") != Some(&json!("wait_callback")) {
+            mapped.insert("on_error".into(), Value::String(graph.target(&err)));
+        }
+        out.extend(mapped);
+    }
+}
+
+fn timer_seconds(timer: &Value) -> Option<i64> {
+    let value = match timer.get("value") {
+        Some(Value::Number(n)) => n.as_i64()?,
+        Some(Value::String(s)) => s.trim().parse::<i64>().ok()?,
+        _ => return None,
+    };
+    let unit = match timer.get("dimension").and_then(Value::as_str).unwrap_or("sec") {
+        "min" => 60,
+        "hour" => 3600,
+        "day" => 86_400,
+        _ => 1,
+    };
+    Some((value * unit).max(0))
+}
+
+/// One check of a `go_if_const`: `{param, const, fun, cast}`.
+fn check(c: &Value) -> Value {
+    let mut param = text(c, "param");
+    // A param may be written as a template of one path (`{{user.status}}`).
+    if let Some(inner) = param.strip_prefix("{{").and_then(|p| p.strip_suffix("}}"))
+        && !inner.contains("{{")
+    {
+        param = inner.trim().to_string();
+    }
+    let value = c.get("const").cloned().unwrap_or(Value::String(String::new()));
+    let cast = c.get("cast").and_then(Value::as_str).unwrap_or("string");
+    json!({
+        "param": param,
+        "fn": text(c, "fun"),
+        "value": value,
+        "cast": cast,
+    })
+}
+
+fn typed_map(values: Option<&Value>, types: Option<&Value>) -> (Map<String, Value>, Map<String, Value>) {
+    let mut set = Map::new();
+    let mut cast = Map::new();
+    if let Some(Value::Object(values)) = values {
+        for (key, value) in values {
+            set.insert(key.clone(), value.clone());
+            let ty = types.and_then(|t| t.get(key)).and_then(Value::as_str).unwrap_or("string");
+            if ty != "string" {
+                cast.insert(key.clone(), Value::String(ty.to_string()));
+            }
+        }
+    }
+    (set, cast)
+}
+
+fn set_param(logic: &Value) -> Value {
+    let (set, cast) = typed_map(logic.get("extra"), logic.get("extra_type"));
+    let mut out = Map::new();
+    out.insert("type".into(), json!("set_param"));
+    out.insert("set".into(), Value::Object(set));
+    if !cast.is_empty() {
+        out.insert("cast".into(), Value::Object(cast));
+    }
+    Value::Object(out)
+}
+
+fn api(logic: &Value) -> Result<Value, String> {
+    let format = text(logic, "format");
+    match format.as_str() {
+        "" | "default" | "json" => {}
+        other => return Err(format!("`api` with format `{other}`")),
+    }
+    let method = match text(logic, "method").to_ascii_uppercase().as_str() {
+        "" => "GET".to_string(),
+        m => m.to_string(),
+    };
+    let mut out = Map::new();
+    out.insert("type".into(), json!("api_call"));
+    out.insert("method".into(), Value::String(method.clone()));
+    out.insert("url".into(), Value::String(text(logic, "url")));
+    let (extra, _) = typed_map(logic.get("extra"), logic.get("extra_type"));
+    if !extra.is_empty() {
+        let key = if method == "GET" || method == "DELETE" || method == "HEAD" { "query" } else { "body" };
+        out.insert(key.into(), Value::Object(extra));
+    }
+    if text(logic, "content_type").contains("x-www-form-urlencoded") && out.contains_key("body") {
+        out.insert("format".into(), json!("form"));
+    }
+    if let Some(Value::Object(headers)) = logic.get("extra_headers")
+        && !headers.is_empty()
+    {
+        out.insert("headers".into(), Value::Object(headers.clone()));
+    }
+    if logic.get("customize_response").and_then(Value::as_bool) == Some(true)
+        && let Some(Value::Object(response)) = logic.get("response")
+    {
+        let mut mapping = Map::new();
+        for (key, value) in response {
+            let text = value.as_str().unwrap_or("");
+            let rendered = match text.trim() {
+                "{{header}}" | "{{headers}}" => "{{headers}}".to_string(),
+                "{{body}}" => "{{body}}".to_string(),
+                t => match t.strip_prefix("{{").and_then(|t| t.strip_suffix("}}")) {
+                    Some(path) if !path.contains("{{") => format!("{{{{body.{}}}}}", path.trim()),
+                    _ => t.to_string(),
+                },
+            };
+            mapping.insert(key.clone(), Value::String(rendered));
+        }
+        out.insert("response".into(), Value::Object(mapping));
+    }
+    if let Some(threads) = logic.get("max_threads").and_then(Value::as_u64).filter(|t| *t > 0) {
+        out.insert("concurrency".into(), Value::from(threads));
+    }
+    Ok(Value::Object(out))
+}
+
+fn conv_id(logic: &Value) -> Value {
+    match logic.get("conv_id") {
+        Some(Value::Number(n)) => Value::String(n.to_string()),
+        Some(Value::String(s)) => Value::String(s.clone()),
+        _ => Value::String(String::new()),
+    }
+}
+
+fn api_copy(logic: &Value) -> Value {
+    let (data, _) = typed_map(logic.get("data"), logic.get("data_type"));
+    let modify = text(logic, "mode") == "modify";
+    let mut out = Map::new();
+    out.insert("type".into(), json!(if modify { "modify_task" } else { "copy_task" }));
+    out.insert("process".into(), conv_id(logic));
+    let reference = text(logic, "ref");
+    if modify || !reference.is_empty() {
+        out.insert("ref".into(), Value::String(reference));
+    }
+    if modify || !data.is_empty() || text(logic, "group") != "all" {
+        out.insert("data".into(), Value::Object(data));
+    }
+    Value::Object(out)
+}
+
+fn api_rpc(logic: &Value) -> Value {
+    let (data, _) = typed_map(logic.get("extra"), logic.get("extra_type"));
+    let mut out = Map::new();
+    out.insert("type".into(), json!("call_process"));
+    out.insert("process".into(), conv_id(logic));
+    if !data.is_empty() || text(logic, "group") != "all" {
+        out.insert("data".into(), Value::Object(data));
+    }
+    Value::Object(out)
+}
+
+fn api_rpc_reply(logic: &Value) -> Value {
+    let data = match (text(logic, "mode").as_str(), logic.get("res_data")) {
+        ("keys", Some(Value::Array(keys))) => {
+            let mut map = Map::new();
+            for key in keys.iter().filter_map(Value::as_str) {
+                map.insert(key.to_string(), Value::String(format!("{{{{{key}}}}}")));
+            }
+            map
+        }
+        (_, Some(Value::Object(map))) => map.clone(),
+        _ => Map::new(),
+    };
+    let mut out = Map::new();
+    out.insert("type".into(), json!("reply"));
+    out.insert("data".into(), Value::Object(data));
+    if logic.get("throw_exception").and_then(Value::as_bool) == Some(true) {
+        out.insert("error".into(), Value::Bool(true));
+    }
+    Value::Object(out)
+}
+
+fn api_code(logic: &Value) -> Result<Value, String> {
+    let lang = text(logic, "lang");
+    if !(lang.is_empty() || lang == "js") {
+        return Err(format!("`api_code` in `{lang}`, which Conveyor cannot run (only JavaScript)"));
+    }
+    let src = match logic.get("src").or_else(|| logic.get("code")) {
+        Some(Value::String(s)) => s.clone(),
+        _ => String::new(),
+    };
+    Ok(json!({ "type": "code", "src": src }))
+}
+
+/// The UI's `delay` logic (`value`, `dimension`, `to_node_id`).
+fn delay_logic(logic: &Value) -> Value {
+    let secs = timer_seconds(logic).unwrap_or(MIN_TIMER_SECS);
+    json!({ "type": "delay", "for": format!("{secs}s") })
+}
+
+/// `conv[123]` in every text, and numeric `process:` fields, to `@alias` for the
+/// processes of this import.
+fn rewrite_refs(nodes: &mut Map<String, Value>, aliases: &BTreeMap<i64, String>) {
+    fn walk(value: &mut Value, aliases: &BTreeMap<i64, String>) {
+        match value {
+            Value::String(s) => {
+                if s.contains("conv[") {
+                    let mut out = String::new();
+                    let mut rest = s.as_str();
+                    while let Some(at) = rest.find("conv[") {
+                        out.push_str(&rest[..at + 5]);
+                        rest = &rest[at + 5..];
+                        let end = rest.find(']').unwrap_or(0);
+                        if let Some(alias) =
+                            rest[..end].trim().parse::<i64>().ok().and_then(|id| aliases.get(&id))
+                        {
+                            out.push('@');
+                            out.push_str(alias);
+                            rest = &rest[end..];
+                        }
+                    }
+                    out.push_str(rest);
+                    *s = out;
+                }
+            }
+            Value::Array(items) => items.iter_mut().for_each(|v| walk(v, aliases)),
+            Value::Object(map) => map.values_mut().for_each(|v| walk(v, aliases)),
+            _ => {}
+        }
+    }
+    for node in nodes.values_mut() {
+        if let Some(Value::String(process)) = node.get_mut("process")
+            && let Some(alias) = process.trim().parse::<i64>().ok().and_then(|id| aliases.get(&id))
+        {
+            *process = format!("@{alias}");
+        }
+        walk(node, aliases);
+    }
+}

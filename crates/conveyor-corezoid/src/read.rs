@@ -1,0 +1,174 @@
+//! The three forms of a Corezoid export: a JSON array of objects (processes and
+//! folders, folders holding their children in `scheme`), a single process object
+//! (`.conv.json`), or an unpacked zip: a folder tree of `*.conv.json` files, with
+//! `_ALIASES_.json` and `_ENV_VARS_.json` beside them.
+
+use std::path::{Path, PathBuf};
+
+use serde_json::Value;
+
+use crate::Export;
+
+/// Files larger than this are refused (an export is text; this bounds memory).
+const MAX_FILE_BYTES: u64 = 64 * 1024 * 1024;
+/// Folders nested deeper than this are refused (a hostile tree cannot recurse for ever).
+const MAX_DEPTH: usize = 32;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ReadError {
+    #[error("cannot read {path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path} is {size} bytes; an export file may be at most {MAX_FILE_BYTES}")]
+    TooLarge { path: PathBuf, size: u64 },
+    #[error("{path}: not JSON: {source}")]
+    Json {
+        path: PathBuf,
+        source: serde_json::Error,
+    },
+    #[error(
+        "{path}: not a Corezoid export (expected an array of objects, a process object with `scheme`, or a folder of .conv.json files)"
+    )]
+    NotExport { path: PathBuf },
+    #[error("{path}: folders nested deeper than {MAX_DEPTH}")]
+    TooDeep { path: PathBuf },
+}
+
+/// Reads an export from a file or an unpacked zip folder.
+pub fn read_path(path: &Path) -> Result<Export, ReadError> {
+    let mut export = Export::default();
+    if path.is_dir() {
+        read_dir(path, &mut export, 0)?;
+        if export.processes.is_empty() {
+            return Err(ReadError::NotExport { path: path.into() });
+        }
+    } else {
+        let value = read_json(path)?;
+        collect(&value, path, &mut export, 0)?;
+    }
+    Ok(export)
+}
+
+fn read_json(path: &Path) -> Result<Value, ReadError> {
+    let io = |source| ReadError::Io {
+        path: path.into(),
+        source,
+    };
+    let size = std::fs::metadata(path).map_err(io)?.len();
+    if size > MAX_FILE_BYTES {
+        return Err(ReadError::TooLarge {
+            path: path.into(),
+            size,
+        });
+    }
+    let text = std::fs::read(path).map_err(io)?;
+    serde_json::from_slice(&text).map_err(|source| ReadError::Json {
+        path: path.into(),
+        source,
+    })
+}
+
+/// Objects of an export value: a process, a folder (children in `scheme`), or an array.
+pub(crate) fn collect(
+    value: &Value,
+    path: &Path,
+    export: &mut Export,
+    depth: usize,
+) -> Result<(), ReadError> {
+    if depth > MAX_DEPTH {
+        return Err(ReadError::TooDeep { path: path.into() });
+    }
+    match value {
+        Value::Array(items) => {
+            for item in items {
+                collect(item, path, export, depth + 1)?;
+            }
+            Ok(())
+        }
+        Value::Object(map) => {
+            let scheme = map.get("scheme");
+            let is_process = scheme
+                .and_then(|s| s.get("nodes"))
+                .is_some_and(Value::is_array);
+            if is_process {
+                export.processes.push(value.clone());
+                Ok(())
+            } else if let Some(children @ Value::Array(_)) = scheme {
+                // A folder with its children inline.
+                collect(children, path, export, depth + 1)
+            } else if map.get("obj_type").and_then(Value::as_i64) == Some(9) {
+                alias(value, export);
+                Ok(())
+            } else if map.get("obj_type").and_then(Value::as_i64) == Some(0) {
+                // Folder metadata (`.folder.json`): nothing to import.
+                Ok(())
+            } else {
+                Err(ReadError::NotExport { path: path.into() })
+            }
+        }
+        _ => Err(ReadError::NotExport { path: path.into() }),
+    }
+}
+
+fn alias(value: &Value, export: &mut Export) {
+    let name = value.get("short_name").and_then(Value::as_str);
+    let target = value.get("obj_to_id").and_then(Value::as_i64);
+    if let (Some(name), Some(target)) = (name, target) {
+        export.aliases.insert(target, name.to_string());
+    }
+}
+
+fn read_dir(dir: &Path, export: &mut Export, depth: usize) -> Result<(), ReadError> {
+    if depth > MAX_DEPTH {
+        return Err(ReadError::TooDeep { path: dir.into() });
+    }
+    let io = |source| ReadError::Io {
+        path: dir.into(),
+        source,
+    };
+    let mut entries: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map_err(io)?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .collect();
+    entries.sort();
+    for path in entries {
+        let name = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or_default()
+            .to_string();
+        // Symlinks are not followed: an export is a plain tree.
+        let Ok(meta) = std::fs::symlink_metadata(&path) else {
+            continue;
+        };
+        if meta.is_dir() {
+            read_dir(&path, export, depth + 1)?;
+        } else if !meta.is_file() {
+            continue;
+        } else if name == "_ALIASES_.json" {
+            if let Value::Array(items) = read_json(&path)? {
+                for item in &items {
+                    alias(item, export);
+                }
+            }
+        } else if name == "_ENV_VARS_.json" {
+            if let Value::Array(items) = read_json(&path)? {
+                for item in &items {
+                    if let Some(name) = item
+                        .get("short_name")
+                        .or_else(|| item.get("name"))
+                        .and_then(Value::as_str)
+                    {
+                        export.env_vars.push(name.to_string());
+                    }
+                }
+            }
+        } else if name.ends_with(".conv.json") {
+            let value = read_json(&path)?;
+            collect(&value, &path, export, depth + 1)?;
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,214 @@
+//! The importer over the Corezoid samples in `tests/corezoid/` (MIT, Corezoid; see the
+//! SOURCES.md beside them), over exports of our own, and over arbitrary JSON.
+
+use std::path::PathBuf;
+
+use proptest::prelude::*;
+use serde_json::{Value, json};
+
+use crate::{Export, ImportError, import, import_path};
+
+fn sample(name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/corezoid").join(name)
+}
+
+fn checked(yaml: &str, name: &str) -> conveyor_model::Process {
+    let checked = conveyor_model::check(name, yaml);
+    let errors: Vec<String> = checked.errors().map(|d| d.to_string()).collect();
+    assert!(errors.is_empty(), "{name}:\n{yaml}\n{errors:#?}");
+    checked.process.expect("a process")
+}
+
+#[test]
+fn every_sample_imports_and_passes_the_check() {
+    for name in [
+        "00_envelope_obj_scheme_get_example.json",
+        "01_stripe-checkout.conv.json",
+        "02_user-status-state-diagram.conv.json",
+        "03_user-status-driver-process.conv.json",
+        "06_stubbed-api-rpc.conv.json",
+    ] {
+        let import = import_path(&sample(name)).unwrap_or_else(|e| panic!("{name}: {e}"));
+        for p in &import.processes {
+            let process = checked(&p.yaml, name);
+            // Every node keeps its Corezoid id.
+            for node in process.nodes.values() {
+                if node.id != "no_route" {
+                    assert!(node.corezoid_id.is_some(), "{name}: {} has no corezoid_id", node.id);
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn the_state_diagram_waits_and_routes_and_the_driver_reads_it_by_alias() {
+    let mut export = crate::read_path(&sample("02_user-status-state-diagram.conv.json")).unwrap();
+    let driver = crate::read_path(&sample("03_user-status-driver-process.conv.json")).unwrap();
+    export.processes.extend(driver.processes);
+    let import = import(&export).unwrap();
+    assert_eq!(import.processes.len(), 2);
+    let diagram = &import.processes[0];
+    let driver = &import.processes[1];
+    // The driver's `{{conv[1863140]…}}` and its modify_task now name the diagram's alias.
+    assert!(!driver.yaml.contains("1863140"), "{}", driver.yaml);
+    assert!(driver.yaml.contains(&format!("conv[@{}]", diagram.alias)), "{}", driver.yaml);
+    let process = checked(&driver.yaml, "driver");
+    assert!(process.nodes.values().any(|n| n.kind.name() == "modify_task"));
+    let process = checked(&diagram.yaml, "diagram");
+    assert!(process.nodes.values().any(|n| n.kind.name() == "wait_callback"));
+}
+
+fn own_export() -> Value {
+    json!([{
+        "obj_type": 1, "obj_id": 501, "title": "Every logic", "conv_type": "process",
+        "params": [{"name": "amount", "type": "number", "descr": "how much", "flags": ["required"]}],
+        "scheme": {"nodes": [
+            {"id": "s", "obj_type": 1, "title": "Start", "condition": {"logics": [{"type": "go", "to_node_id": "set"}], "semaphors": []}},
+            {"id": "set", "obj_type": 0, "title": "Set", "condition": {"logics": [
+                {"type": "set_param", "extra": {"n": "{{amount}}", "o": "{\"a\":1}"}, "extra_type": {"n": "number", "o": "object"}, "err_node_id": "err"},
+                {"type": "go", "to_node_id": "cond"}], "semaphors": []}},
+            {"id": "cond", "obj_type": 0, "title": "Route", "condition": {"logics": [
+                {"type": "go_if_const", "to_node_id": "code", "conditions": [{"param": "n", "const": "10", "fun": "more", "cast": "number"}]},
+                {"type": "go_if_const", "to_node_id": "pass", "param": "n", "fun": "eq", "const": "1"},
+                {"type": "go", "to_node_id": "call"}], "semaphors": []}},
+            {"id": "pass", "obj_type": 0, "title": "", "condition": {"logics": [{"type": "go", "to_node_id": "call"}], "semaphors": []}},
+            {"id": "code", "obj_type": 0, "title": "Code", "condition": {"logics": [
+                {"type": "api_code", "lang": "js", "src": "data.big = true;", "err_node_id": "err"},
+                {"type": "go", "to_node_id": "api"}], "semaphors": []}},
+            {"id": "api", "obj_type": 0, "title": "Call API", "condition": {"logics": [
+                {"type": "api", "method": "POST", "url": "http://127.0.0.1:1/x", "extra": {"a": "{{n}}"}, "extra_type": {"a": "number"},
+                 "extra_headers": {"x-k": "v"}, "customize_response": true, "response": {"whole": "{{body}}", "h": "{{header}}", "id": "{{id}}"}, "max_threads": 5, "err_node_id": "err"},
+                {"type": "go_if_const", "to_node_id": "call", "conditions": [{"param": "id", "const": "", "fun": "not_eq", "cast": "string"}]},
+                {"type": "go", "to_node_id": "wait"}], "semaphors": []}},
+            {"id": "call", "obj_type": 0, "title": "Call process", "condition": {"logics": [
+                {"type": "api_rpc", "conv_id": 502, "extra": {"q": "{{n}}"}, "extra_type": {}, "group": "", "err_node_id": "err"},
+                {"type": "go", "to_node_id": "copy"}], "semaphors": [{"type": "time", "value": 2, "dimension": "min", "to_node_id": "err"}]}},
+            {"id": "copy", "obj_type": 0, "title": "Copy", "condition": {"logics": [
+                {"type": "api_copy", "mode": "create", "conv_id": "@other", "ref": "{{root.ref}}", "data": {"x": "1"}, "data_type": {"x": "number"}, "group": "", "err_node_id": "err"},
+                {"type": "go", "to_node_id": "wait"}], "semaphors": []}},
+            {"id": "wait", "obj_type": 0, "title": "Wait", "condition": {"logics": [
+                {"type": "api_callback"}, {"type": "go", "to_node_id": "delay"}], "semaphors": [{"type": "time", "value": 3600, "to_node_id": "delay"}]}},
+            {"id": "delay", "obj_type": 0, "title": "Delay", "condition": {"logics": [], "semaphors": [{"type": "time", "value": "{{until}}", "to_node_id": "delay2"}]}},
+            {"id": "delay2", "obj_type": 0, "title": "Delay 2", "condition": {"logics": [], "semaphors": [{"type": "time", "value": 30, "dimension": "sec", "to_node_id": "done"}]}},
+            {"id": "err", "obj_type": 3, "title": "Errors", "condition": {"logics": [
+                {"type": "go_if_const", "to_node_id": "fail", "conditions": [{"param": "__conveyor_api_return_type_error__", "const": "hardware", "fun": "eq"}]},
+                {"type": "go", "to_node_id": "fail"}], "semaphors": []}},
+            {"id": "done", "obj_type": 2, "title": "Done", "extra": "{\"icon\":\"success\"}", "condition": {"logics": [], "semaphors": []}},
+            {"id": "fail", "obj_type": 2, "title": "Fail", "extra": "{\"icon\":\"error\"}", "condition": {"logics": [], "semaphors": []}}
+        ]}
+    }, {
+        "obj_type": 1, "obj_id": 502, "title": "Other", "conv_type": "process",
+        "scheme": {"nodes": [
+            {"id": "s", "obj_type": 1, "title": "", "condition": {"logics": [{"type": "go", "to_node_id": "r"}]}},
+            {"id": "r", "obj_type": 0, "title": "Reply", "condition": {"logics": [
+                {"type": "api_rpc_reply", "mode": "key_value", "res_data": {"answer": "{{q}}"}, "res_data_type": {"answer": "number"}, "throw_exception": false},
+                {"type": "go", "to_node_id": "x"}]}},
+            {"id": "r2", "obj_type": 0, "title": "Reply keys", "condition": {"logics": [
+                {"type": "api_rpc_reply", "mode": "keys", "res_data": ["q"], "throw_exception": true, "exception_reason": "no"},
+                {"type": "go", "to_node_id": "x"}]}},
+            {"id": "x", "obj_type": 2, "title": "End", "condition": {"logics": []}}
+        ]}
+    }])
+}
+
+#[test]
+fn an_export_of_our_own_covers_every_mappable_logic_and_the_old_shapes() {
+    let mut export = Export::default();
+    crate::read::collect(&own_export(), std::path::Path::new("own.json"), &mut export, 0).unwrap();
+    let import = import(&export).unwrap();
+    assert!(import.unmapped.is_empty(), "{:?}", import.unmapped);
+    let main = &import.processes[0];
+    let process = checked(&main.yaml, "own");
+    let kinds: Vec<&str> = process.nodes.values().map(|n| n.kind.name()).collect();
+    for kind in ["start", "set_param", "condition", "code", "api_call", "call_process", "copy_task", "wait_callback", "delay", "final"] {
+        assert!(kinds.contains(&kind), "{kind} missing: {kinds:?}\n{}", main.yaml);
+    }
+    // The `go`-only node is gone; what led to it leads to its target.
+    assert!(!process.nodes.contains_key("node_pass"), "{}", main.yaml);
+    assert!(main.yaml.contains("process: '@other'") || main.yaml.contains("process: \"@other\""), "{}", main.yaml);
+    assert!(main.yaml.contains("timeout: 120s -> errors"), "{}", main.yaml);
+    assert!(main.yaml.contains("until: '{{until}}'"), "{}", main.yaml);
+    let other = &import.processes[1];
+    checked(&other.yaml, "other");
+    assert!(other.yaml.contains("error: true"), "{}", other.yaml);
+}
+
+#[test]
+fn unmappable_logic_is_listed_by_node_id_and_title() {
+    let export = json!({"obj_type": 1, "obj_id": 7, "title": "DB", "scheme": {"nodes": [
+        {"id": "s", "obj_type": 1, "condition": {"logics": [{"type": "go", "to_node_id": "q"}]}},
+        {"id": "q", "obj_type": 0, "title": "Query", "condition": {"logics": [{"type": "db_call", "err_node_id": "e"}, {"type": "go", "to_node_id": "e"}]}},
+        {"id": "c", "obj_type": 0, "title": "Erl", "condition": {"logics": [{"type": "api_code", "lang": "erl", "src": "x"}, {"type": "go", "to_node_id": "e"}]}},
+        {"id": "u", "obj_type": 0, "title": "Odd", "condition": {"logics": [{"type": "teleport"}, {"type": "go", "to_node_id": "e"}]}},
+        {"id": "e", "obj_type": 2, "title": "End", "condition": {"logics": []}}
+    ]}});
+    let mut e = Export::default();
+    crate::read::collect(&export, std::path::Path::new("db.json"), &mut e, 0).unwrap();
+    let import = import(&e).unwrap();
+    let listed: Vec<String> = import.unmapped.iter().map(ToString::to_string).collect();
+    assert_eq!(
+        listed,
+        [
+            "process `db`, node q \"Query\": `db_call`, which Conveyor cannot run",
+            "process `db`, node c \"Erl\": `api_code` in `erl`, which Conveyor cannot run (only JavaScript)",
+            "process `db`, node u \"Odd\": unknown logic `teleport`",
+        ]
+    );
+    // With --allow-partial the process still checks: those nodes fail when they run.
+    checked(&import.processes[0].yaml, "db");
+    assert!(import.processes[0].yaml.contains("it cannot run here"));
+}
+
+#[test]
+fn a_file_that_is_not_an_export_is_refused_with_its_reason() {
+    let mut e = Export::default();
+    let err = crate::read::collect(&json!({"hello": 1}), std::path::Path::new("x.json"), &mut e, 0).unwrap_err();
+    assert!(err.to_string().contains("not a Corezoid export"), "{err}");
+    assert!(matches!(import(&Export::default()), Err(ImportError::Empty)));
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(256))]
+
+    /// Arbitrary JSON never panics the reader or the mapper, and whatever imports checks
+    /// without a panic too.
+    #[test]
+    fn arbitrary_json_never_panics(value in arb_json()) {
+        let mut e = Export::default();
+        if crate::read::collect(&value, std::path::Path::new("fuzz.json"), &mut e, 0).is_ok()
+            && let Ok(import) = import(&e)
+        {
+            for p in &import.processes {
+                let _ = conveyor_model::check("fuzz", &p.yaml);
+            }
+        }
+    }
+}
+
+fn arb_json() -> impl Strategy<Value = Value> {
+    let leaf = prop_oneof![
+        Just(Value::Null),
+        any::<bool>().prop_map(Value::Bool),
+        any::<i64>().prop_map(Value::from),
+        prop_oneof![
+            Just("go".to_string()), Just("go_if_const".to_string()), Just("api".to_string()),
+            Just("set_param".to_string()), Just("api_copy".to_string()), Just("{{x}}".to_string()),
+            Just("conv[1]".to_string()), ".{0,12}",
+        ]
+        .prop_map(Value::String),
+    ];
+    let keys = prop_oneof![
+        Just("type"), Just("id"), Just("obj_type"), Just("obj_id"), Just("scheme"), Just("nodes"),
+        Just("condition"), Just("logics"), Just("semaphors"), Just("to_node_id"), Just("conditions"),
+        Just("extra"), Just("err_node_id"), Just("title"), Just("conv_id"), Just("value"),
+    ];
+    leaf.prop_recursive(5, 64, 6, move |inner| {
+        prop_oneof![
+            prop::collection::vec(inner.clone(), 0..6).prop_map(Value::Array),
+            prop::collection::vec((keys.clone(), inner), 0..6).prop_map(|pairs| {
+                Value::Object(pairs.into_iter().map(|(k, v)| (k.to_string(), v)).collect())
+            }),
+        ]
+    })
+}
