@@ -205,7 +205,11 @@ impl Comparison {
                 })
                 .unwrap_or_else(|| "–".into())
         };
-        let label_width = keys.iter().map(|(_, l)| l.chars().count()).max().unwrap_or(10);
+        let label_width = keys
+            .iter()
+            .map(|(_, l)| l.chars().count())
+            .max()
+            .unwrap_or(10);
         let widths: Vec<usize> = columns
             .iter()
             .map(|(s, p, header)| {
@@ -334,13 +338,22 @@ mod tests {
             .lines()
             .find(|l| l.trim_start().starts_with("tasks"))
             .unwrap_or_default();
-        assert!(tasks.contains("5 tasks/s") && tasks.contains("20 tasks/s"), "{table}");
+        assert!(
+            tasks.contains("5 tasks/s") && tasks.contains("20 tasks/s"),
+            "{table}"
+        );
         let raw = table
             .lines()
             .find(|l| l.contains("store raw rate"))
             .unwrap_or_default();
-        assert!(raw.contains("10 tx/s") && raw.contains("40 tx/s"), "{table}");
-        assert!(table.contains("target [sled]: ≥ 10: 5 — NOT met"), "{table}");
+        assert!(
+            raw.contains("10 tx/s") && raw.contains("40 tx/s"),
+            "{table}"
+        );
+        assert!(
+            table.contains("target [sled]: ≥ 10: 5 — NOT met"),
+            "{table}"
+        );
         assert!(table.contains("target [log]: ≥ 10: 20 — met"), "{table}");
         let json = comparison.to_json();
         assert_eq!(json["sled"]["tasks"], 5);
@@ -372,16 +385,25 @@ mod tests {
         let numbers: Vec<&str> = tasks.split_whitespace().collect();
         assert_eq!(
             numbers,
-            ["tasks", "5", "tasks/s", "3", "tasks/s", "20", "tasks/s", "15", "tasks/s"],
+            [
+                "tasks", "5", "tasks/s", "3", "tasks/s", "20", "tasks/s", "15", "tasks/s"
+            ],
             "{table}"
         );
     }
 
     #[test]
     fn the_store_argument_is_replaced() {
-        let args = ["pure", "--store", "both", "--quick", "--store=log", "--json"]
-            .map(String::from)
-            .into_iter();
+        let args = [
+            "pure",
+            "--store",
+            "both",
+            "--quick",
+            "--store=log",
+            "--json",
+        ]
+        .map(String::from)
+        .into_iter();
         assert_eq!(arguments_without_store(args), ["pure", "--quick", "--json"]);
     }
 }

@@ -61,7 +61,10 @@ impl StoreChoice {
     /// `--store`, or else one store when CONVEYOR_STORE_KIND names it, or else both.
     fn resolve(given: Option<StoreChoice>) -> StoreChoice {
         given.unwrap_or_else(|| {
-            match std::env::var("CONVEYOR_STORE_KIND").as_deref().map(str::trim) {
+            match std::env::var("CONVEYOR_STORE_KIND")
+                .as_deref()
+                .map(str::trim)
+            {
                 Ok("sled") => StoreChoice::Sled,
                 Ok("log") => StoreChoice::Log,
                 _ => StoreChoice::Both,

@@ -102,7 +102,10 @@ pub fn run(tasks: u64, durability: bool) -> anyhow::Result<Report> {
     report.add_targets(|value, suffix| {
         let rate = value("tasks_per_sec");
         vec![Target::new(
-            format!("run until idle ≥ {} tasks/s{suffix}", report::thousands(floor)),
+            format!(
+                "run until idle ≥ {} tasks/s{suffix}",
+                report::thousands(floor)
+            ),
             format!("{} tasks/s", report::thousands(rate)),
             rate >= floor,
         )]
