@@ -25,7 +25,10 @@ pub(crate) fn import(export: &Export) -> Result<Import, ImportError> {
     let mut taken = Names::default();
     let mut named = Vec::new();
     for (i, process) in export.processes.iter().enumerate() {
-        let id = process.get("obj_id").and_then(Value::as_i64).filter(|id| *id > 0);
+        let id = process
+            .get("obj_id")
+            .and_then(Value::as_i64)
+            .filter(|id| *id > 0);
         let title = text(process, "title");
         let wanted = id
             .and_then(|id| export.aliases.get(&id).cloned())
@@ -196,7 +199,10 @@ impl Mapper<'_> {
         if starts.len() != 1 {
             return Err(ImportError::Process {
                 process: self.process_name.clone(),
-                message: format!("{} start nodes (obj_type 1); a process has one", starts.len()),
+                message: format!(
+                    "{} start nodes (obj_type 1); a process has one",
+                    starts.len()
+                ),
             });
         }
         for node in &nodes {
@@ -295,7 +301,11 @@ impl Mapper<'_> {
                 targets(node, &mut queue);
             }
         }
-        let gone: Vec<String> = nodes.keys().filter(|k| !reached.contains(*k)).cloned().collect();
+        let gone: Vec<String> = nodes
+            .keys()
+            .filter(|k| !reached.contains(*k))
+            .cloned()
+            .collect();
         for name in gone {
             if let Some(node) = nodes.remove(&name) {
                 self.notes.push(format!(
@@ -352,6 +362,8 @@ impl Mapper<'_> {
             .iter()
             .copied()
             .find(|l| !matches!(kind(l), "go" | "go_if_const"));
+        // The `<node>_route` condition, written after the node itself.
+        let mut pending_route = None;
         match node.obj_type {
             1 => {
                 out.insert("type".into(), json!("start"));
@@ -384,7 +396,7 @@ impl Mapper<'_> {
                     let mut route = Map::new();
                     route.insert("corezoid_id".into(), Value::String(node.id.clone()));
                     route.extend(condition);
-                    self.nodes.insert(route_name.clone(), Value::Object(route));
+                    pending_route = Some((route_name.clone(), Value::Object(route)));
                     route_name
                 };
                 match action {
@@ -392,11 +404,7 @@ impl Mapper<'_> {
                     None if !routes.is_empty() => {
                         out.extend(self.condition(&routes, first_go.as_deref(), graph));
                     }
-                    None => match node
-                        .semaphors
-                        .iter()
-                        .find(|s| kind(s) == "time")
-                    {
+                    None => match node.semaphors.iter().find(|s| kind(s) == "time") {
                         Some(timer) => {
                             out.insert("type".into(), json!("delay"));
                             self.delay_wait(timer, &mut out);
@@ -419,7 +427,10 @@ impl Mapper<'_> {
             full.insert("title".into(), Value::String(node.title.clone()));
         }
         if !node.description.is_empty() {
-            full.insert("description".into(), Value::String(node.description.clone()));
+            full.insert(
+                "description".into(),
+                Value::String(node.description.clone()),
+            );
         }
         // `type` first, for people reading the file.
         if let Some(kind) = out.remove("type") {
@@ -432,10 +443,19 @@ impl Mapper<'_> {
             full.extend(out);
             self.nodes.insert(name, Value::Object(full));
         }
+        if let Some((route_name, route)) = pending_route {
+            self.nodes.insert(route_name, route);
+        }
     }
 
     /// `time` semaphors on a node with logic: a time limit; `count`: not mapped.
-    fn semaphors(&mut self, node: &CzNode, has_action: bool, graph: &mut Graph, out: &mut Map<String, Value>) {
+    fn semaphors(
+        &mut self,
+        node: &CzNode,
+        has_action: bool,
+        graph: &mut Graph,
+        out: &mut Map<String, Value>,
+    ) {
         for semaphor in &node.semaphors {
             match kind(semaphor) {
                 "time" if has_action || out.get("type") == Some(&json!("condition")) => {
@@ -466,7 +486,12 @@ impl Mapper<'_> {
         }
     }
 
-    fn condition(&mut self, routes: &[&Value], go: Option<&str>, graph: &mut Graph) -> Map<String, Value> {
+    fn condition(
+        &mut self,
+        routes: &[&Value],
+        go: Option<&str>,
+        graph: &mut Graph,
+    ) -> Map<String, Value> {
         let mut branches = Vec::new();
         for route in routes {
             // Current shape: `conditions[]`; the old (v1) shape: param/fun/const on the logic.
@@ -474,7 +499,7 @@ impl Mapper<'_> {
                 Some(list) => list.iter().collect(),
                 None => vec![*route],
             };
-            let when: Vec<Value> = checks.iter().map(|c| check(c)).collect();
+            let when: Vec<Value> = checks.iter().copied().map(check).collect();
             branches.push(json!({
                 "when": when,
                 "next": graph.target(&text(route, "to_node_id")),
@@ -501,7 +526,14 @@ impl Mapper<'_> {
     }
 
     /// The action logic of a node: one function per logic type.
-    fn action(&mut self, node: &CzNode, logic: &Value, after: &str, graph: &mut Graph, out: &mut Map<String, Value>) {
+    fn action(
+        &mut self,
+        node: &CzNode,
+        logic: &Value,
+        after: &str,
+        graph: &mut Graph,
+        out: &mut Map<String, Value>,
+    ) {
         let mapped = match kind(logic) {
             "set_param" => Ok(set_param(logic)),
             "api" => api(logic),
@@ -511,9 +543,8 @@ impl Mapper<'_> {
             "api_callback" => Ok(json!({ "type": "wait_callback" })),
             "api_code" => api_code(logic),
             "delay" => Ok(delay_logic(logic)),
-            other @ ("api_sum" | "api_queue" | "api_get_task" | "db_call" | "api_git" | "git_call" | "api_form") => {
-                Err(format!("`{other}`, which Conveyor cannot run"))
-            }
+            other @ ("api_sum" | "api_queue" | "api_get_task" | "db_call" | "api_git"
+            | "git_call" | "api_form") => Err(format!("`{other}`, which Conveyor cannot run")),
             other => Err(format!("unknown logic `{other}`")),
         };
         let mut mapped = match mapped {
@@ -525,7 +556,11 @@ impl Mapper<'_> {
                 let message = format!(
                     "Corezoid node {} ({}) is {what}: imported with --allow-partial, it cannot run here",
                     node.id,
-                    if node.title.is_empty() { "untitled" } else { &node.title }
+                    if node.title.is_empty() {
+                        "untitled"
+                    } else {
+                        &node.title
+                    }
                 );
                 let src = format!("throw new Error({});", Value::String(message));
                 let mut map = Map::new();
@@ -554,7 +589,11 @@ fn timer_seconds(timer: &Value) -> Option<i64> {
         Some(Value::String(s)) => s.trim().parse::<i64>().ok()?,
         _ => return None,
     };
-    let unit = match timer.get("dimension").and_then(Value::as_str).unwrap_or("sec") {
+    let unit = match timer
+        .get("dimension")
+        .and_then(Value::as_str)
+        .unwrap_or("sec")
+    {
         "min" => 60,
         "hour" => 3600,
         "day" => 86_400,
@@ -572,7 +611,10 @@ fn check(c: &Value) -> Value {
     {
         param = inner.trim().to_string();
     }
-    let value = c.get("const").cloned().unwrap_or(Value::String(String::new()));
+    let value = c
+        .get("const")
+        .cloned()
+        .unwrap_or(Value::String(String::new()));
     let cast = c.get("cast").and_then(Value::as_str).unwrap_or("string");
     json!({
         "param": param,
@@ -582,13 +624,19 @@ fn check(c: &Value) -> Value {
     })
 }
 
-fn typed_map(values: Option<&Value>, types: Option<&Value>) -> (Map<String, Value>, Map<String, Value>) {
+fn typed_map(
+    values: Option<&Value>,
+    types: Option<&Value>,
+) -> (Map<String, Value>, Map<String, Value>) {
     let mut set = Map::new();
     let mut cast = Map::new();
     if let Some(Value::Object(values)) = values {
         for (key, value) in values {
             set.insert(key.clone(), value.clone());
-            let ty = types.and_then(|t| t.get(key)).and_then(Value::as_str).unwrap_or("string");
+            let ty = types
+                .and_then(|t| t.get(key))
+                .and_then(Value::as_str)
+                .unwrap_or("string");
             if ty != "string" {
                 cast.insert(key.clone(), Value::String(ty.to_string()));
             }
@@ -624,7 +672,11 @@ fn api(logic: &Value) -> Result<Value, String> {
     out.insert("url".into(), Value::String(text(logic, "url")));
     let (extra, _) = typed_map(logic.get("extra"), logic.get("extra_type"));
     if !extra.is_empty() {
-        let key = if method == "GET" || method == "DELETE" || method == "HEAD" { "query" } else { "body" };
+        let key = if method == "GET" || method == "DELETE" || method == "HEAD" {
+            "query"
+        } else {
+            "body"
+        };
         out.insert(key.into(), Value::Object(extra));
     }
     if text(logic, "content_type").contains("x-www-form-urlencoded") && out.contains_key("body") {
@@ -653,7 +705,11 @@ fn api(logic: &Value) -> Result<Value, String> {
         }
         out.insert("response".into(), Value::Object(mapping));
     }
-    if let Some(threads) = logic.get("max_threads").and_then(Value::as_u64).filter(|t| *t > 0) {
+    if let Some(threads) = logic
+        .get("max_threads")
+        .and_then(Value::as_u64)
+        .filter(|t| *t > 0)
+    {
         out.insert("concurrency".into(), Value::from(threads));
     }
     Ok(Value::Object(out))
@@ -671,7 +727,10 @@ fn api_copy(logic: &Value) -> Value {
     let (data, _) = typed_map(logic.get("data"), logic.get("data_type"));
     let modify = text(logic, "mode") == "modify";
     let mut out = Map::new();
-    out.insert("type".into(), json!(if modify { "modify_task" } else { "copy_task" }));
+    out.insert(
+        "type".into(),
+        json!(if modify { "modify_task" } else { "copy_task" }),
+    );
     out.insert("process".into(), conv_id(logic));
     let reference = text(logic, "ref");
     if modify || !reference.is_empty() {
@@ -718,7 +777,9 @@ fn api_rpc_reply(logic: &Value) -> Value {
 fn api_code(logic: &Value) -> Result<Value, String> {
     let lang = text(logic, "lang");
     if !(lang.is_empty() || lang == "js") {
-        return Err(format!("`api_code` in `{lang}`, which Conveyor cannot run (only JavaScript)"));
+        return Err(format!(
+            "`api_code` in `{lang}`, which Conveyor cannot run (only JavaScript)"
+        ));
     }
     let src = match logic.get("src").or_else(|| logic.get("code")) {
         Some(Value::String(s)) => s.clone(),
@@ -738,25 +799,26 @@ fn delay_logic(logic: &Value) -> Value {
 fn rewrite_refs(nodes: &mut Map<String, Value>, aliases: &BTreeMap<i64, String>) {
     fn walk(value: &mut Value, aliases: &BTreeMap<i64, String>) {
         match value {
-            Value::String(s) => {
-                if s.contains("conv[") {
-                    let mut out = String::new();
-                    let mut rest = s.as_str();
-                    while let Some(at) = rest.find("conv[") {
-                        out.push_str(&rest[..at + 5]);
-                        rest = &rest[at + 5..];
-                        let end = rest.find(']').unwrap_or(0);
-                        if let Some(alias) =
-                            rest[..end].trim().parse::<i64>().ok().and_then(|id| aliases.get(&id))
-                        {
-                            out.push('@');
-                            out.push_str(alias);
-                            rest = &rest[end..];
-                        }
+            Value::String(s) if s.contains("conv[") => {
+                let mut out = String::new();
+                let mut rest = s.as_str();
+                while let Some(at) = rest.find("conv[") {
+                    out.push_str(&rest[..at + 5]);
+                    rest = &rest[at + 5..];
+                    let end = rest.find(']').unwrap_or(0);
+                    if let Some(alias) = rest[..end]
+                        .trim()
+                        .parse::<i64>()
+                        .ok()
+                        .and_then(|id| aliases.get(&id))
+                    {
+                        out.push('@');
+                        out.push_str(alias);
+                        rest = &rest[end..];
                     }
-                    out.push_str(rest);
-                    *s = out;
                 }
+                out.push_str(rest);
+                *s = out;
             }
             Value::Array(items) => items.iter_mut().for_each(|v| walk(v, aliases)),
             Value::Object(map) => map.values_mut().for_each(|v| walk(v, aliases)),
@@ -765,7 +827,11 @@ fn rewrite_refs(nodes: &mut Map<String, Value>, aliases: &BTreeMap<i64, String>)
     }
     for node in nodes.values_mut() {
         if let Some(Value::String(process)) = node.get_mut("process")
-            && let Some(alias) = process.trim().parse::<i64>().ok().and_then(|id| aliases.get(&id))
+            && let Some(alias) = process
+                .trim()
+                .parse::<i64>()
+                .ok()
+                .and_then(|id| aliases.get(&id))
         {
             *process = format!("@{alias}");
         }

@@ -9,7 +9,9 @@ use serde_json::{Value, json};
 use crate::{Export, ImportError, import, import_path};
 
 fn sample(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/corezoid").join(name)
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../../tests/corezoid")
+        .join(name)
 }
 
 fn checked(yaml: &str, name: &str) -> conveyor_model::Process {
@@ -34,7 +36,11 @@ fn every_sample_imports_and_passes_the_check() {
             // Every node keeps its Corezoid id.
             for node in process.nodes.values() {
                 if node.id != "no_route" {
-                    assert!(node.corezoid_id.is_some(), "{name}: {} has no corezoid_id", node.id);
+                    assert!(
+                        node.corezoid_id.is_some(),
+                        "{name}: {} has no corezoid_id",
+                        node.id
+                    );
                 }
             }
         }
@@ -52,11 +58,25 @@ fn the_state_diagram_waits_and_routes_and_the_driver_reads_it_by_alias() {
     let driver = &import.processes[1];
     // The driver's `{{conv[1863140]…}}` and its modify_task now name the diagram's alias.
     assert!(!driver.yaml.contains("1863140"), "{}", driver.yaml);
-    assert!(driver.yaml.contains(&format!("conv[@{}]", diagram.alias)), "{}", driver.yaml);
+    assert!(
+        driver.yaml.contains(&format!("conv[@{}]", diagram.alias)),
+        "{}",
+        driver.yaml
+    );
     let process = checked(&driver.yaml, "driver");
-    assert!(process.nodes.values().any(|n| n.kind.name() == "modify_task"));
+    assert!(
+        process
+            .nodes
+            .values()
+            .any(|n| n.kind.name() == "modify_task")
+    );
     let process = checked(&diagram.yaml, "diagram");
-    assert!(process.nodes.values().any(|n| n.kind.name() == "wait_callback"));
+    assert!(
+        process
+            .nodes
+            .values()
+            .any(|n| n.kind.name() == "wait_callback")
+    );
 }
 
 fn own_export() -> Value {
@@ -103,6 +123,7 @@ fn own_export() -> Value {
             {"id": "s", "obj_type": 1, "title": "", "condition": {"logics": [{"type": "go", "to_node_id": "r"}]}},
             {"id": "r", "obj_type": 0, "title": "Reply", "condition": {"logics": [
                 {"type": "api_rpc_reply", "mode": "key_value", "res_data": {"answer": "{{q}}"}, "res_data_type": {"answer": "number"}, "throw_exception": false},
+                {"type": "go_if_const", "to_node_id": "r2", "conditions": [{"param": "q", "const": "x", "fun": "eq", "cast": "string"}]},
                 {"type": "go", "to_node_id": "x"}]}},
             {"id": "r2", "obj_type": 0, "title": "Reply keys", "condition": {"logics": [
                 {"type": "api_rpc_reply", "mode": "keys", "res_data": ["q"], "throw_exception": true, "exception_reason": "no"},
@@ -115,19 +136,48 @@ fn own_export() -> Value {
 #[test]
 fn an_export_of_our_own_covers_every_mappable_logic_and_the_old_shapes() {
     let mut export = Export::default();
-    crate::read::collect(&own_export(), std::path::Path::new("own.json"), &mut export, 0).unwrap();
+    crate::read::collect(
+        &own_export(),
+        std::path::Path::new("own.json"),
+        &mut export,
+        0,
+    )
+    .unwrap();
     let import = import(&export).unwrap();
     assert!(import.unmapped.is_empty(), "{:?}", import.unmapped);
     let main = &import.processes[0];
     let process = checked(&main.yaml, "own");
     let kinds: Vec<&str> = process.nodes.values().map(|n| n.kind.name()).collect();
-    for kind in ["start", "set_param", "condition", "code", "api_call", "call_process", "copy_task", "wait_callback", "delay", "final"] {
-        assert!(kinds.contains(&kind), "{kind} missing: {kinds:?}\n{}", main.yaml);
+    for kind in [
+        "start",
+        "set_param",
+        "condition",
+        "code",
+        "api_call",
+        "call_process",
+        "copy_task",
+        "wait_callback",
+        "delay",
+        "final",
+    ] {
+        assert!(
+            kinds.contains(&kind),
+            "{kind} missing: {kinds:?}\n{}",
+            main.yaml
+        );
     }
     // The `go`-only node is gone; what led to it leads to its target.
     assert!(!process.nodes.contains_key("node_pass"), "{}", main.yaml);
-    assert!(main.yaml.contains("process: '@other'") || main.yaml.contains("process: \"@other\""), "{}", main.yaml);
-    assert!(main.yaml.contains("timeout: 120s -> errors"), "{}", main.yaml);
+    assert!(
+        main.yaml.contains("process: '@other'") || main.yaml.contains("process: \"@other\""),
+        "{}",
+        main.yaml
+    );
+    assert!(
+        main.yaml.contains("timeout: 120s -> errors"),
+        "{}",
+        main.yaml
+    );
     assert!(main.yaml.contains("until: '{{until}}'"), "{}", main.yaml);
     let other = &import.processes[1];
     checked(&other.yaml, "other");
@@ -163,9 +213,18 @@ fn unmappable_logic_is_listed_by_node_id_and_title() {
 #[test]
 fn a_file_that_is_not_an_export_is_refused_with_its_reason() {
     let mut e = Export::default();
-    let err = crate::read::collect(&json!({"hello": 1}), std::path::Path::new("x.json"), &mut e, 0).unwrap_err();
+    let err = crate::read::collect(
+        &json!({"hello": 1}),
+        std::path::Path::new("x.json"),
+        &mut e,
+        0,
+    )
+    .unwrap_err();
     assert!(err.to_string().contains("not a Corezoid export"), "{err}");
-    assert!(matches!(import(&Export::default()), Err(ImportError::Empty)));
+    assert!(matches!(
+        import(&Export::default()),
+        Err(ImportError::Empty)
+    ));
 }
 
 proptest! {
@@ -192,16 +251,34 @@ fn arb_json() -> impl Strategy<Value = Value> {
         any::<bool>().prop_map(Value::Bool),
         any::<i64>().prop_map(Value::from),
         prop_oneof![
-            Just("go".to_string()), Just("go_if_const".to_string()), Just("api".to_string()),
-            Just("set_param".to_string()), Just("api_copy".to_string()), Just("{{x}}".to_string()),
-            Just("conv[1]".to_string()), ".{0,12}",
+            Just("go".to_string()),
+            Just("go_if_const".to_string()),
+            Just("api".to_string()),
+            Just("set_param".to_string()),
+            Just("api_copy".to_string()),
+            Just("{{x}}".to_string()),
+            Just("conv[1]".to_string()),
+            ".{0,12}",
         ]
         .prop_map(Value::String),
     ];
     let keys = prop_oneof![
-        Just("type"), Just("id"), Just("obj_type"), Just("obj_id"), Just("scheme"), Just("nodes"),
-        Just("condition"), Just("logics"), Just("semaphors"), Just("to_node_id"), Just("conditions"),
-        Just("extra"), Just("err_node_id"), Just("title"), Just("conv_id"), Just("value"),
+        Just("type"),
+        Just("id"),
+        Just("obj_type"),
+        Just("obj_id"),
+        Just("scheme"),
+        Just("nodes"),
+        Just("condition"),
+        Just("logics"),
+        Just("semaphors"),
+        Just("to_node_id"),
+        Just("conditions"),
+        Just("extra"),
+        Just("err_node_id"),
+        Just("title"),
+        Just("conv_id"),
+        Just("value"),
     ];
     leaf.prop_recursive(5, 64, 6, move |inner| {
         prop_oneof![

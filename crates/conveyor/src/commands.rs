@@ -303,7 +303,9 @@ fn process_request(global: &Global, command: ProcessCommand) -> anyhow::Result<R
                 base: format!("http://{address}"),
             }
         }
-        ProcessCommand::Check { .. } | ProcessCommand::Templates | ProcessCommand::Import { .. } => {
+        ProcessCommand::Check { .. }
+        | ProcessCommand::Templates
+        | ProcessCommand::Import { .. } => {
             bail!("not a store command")
         }
     })
