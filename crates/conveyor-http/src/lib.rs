@@ -249,8 +249,27 @@ async fn observe(State(state): State<Arc<AppState>>, request: Request, next: Nex
     response
 }
 
-async fn health() -> impl IntoResponse {
-    axum::Json(json!({"status": "ok"}))
+/// Past this, a group still in the store means the store is stuck, not slow.
+const STUCK_AFTER: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// `ok`, or 503 when the store has not returned from a commit for `STUCK_AFTER`: then
+/// nothing moves any more, and a supervisor should restart the engine (acknowledged
+/// work is on disk; see docs/reliability.md on a known sled deadlock).
+async fn health(State(state): State<Arc<AppState>>) -> Response {
+    match state.runtime.commit_in_store_for() {
+        Some(stuck) if stuck >= STUCK_AFTER => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            axum::Json(json!({
+                "status": "stuck",
+                "reason": format!(
+                    "the store has not returned from a commit for {} s",
+                    stuck.as_secs()
+                ),
+            })),
+        )
+            .into_response(),
+        _ => axum::Json(json!({"status": "ok"})).into_response(),
+    }
 }
 
 async fn metrics(State(state): State<Arc<AppState>>) -> Response {

@@ -339,6 +339,12 @@ impl Runtime {
         self.commit_grouped(batch, false).await
     }
 
+    /// How long the store has been applying the committer's current group, if it is
+    /// applying one: past a few seconds, the store is stuck (see `/healthz`).
+    pub fn commit_in_store_for(&self) -> Option<std::time::Duration> {
+        self.committer.stats().in_store_for()
+    }
+
     /// Commits `batch` in the committer's next group; with `durable`, resolves only once
     /// that group is flushed to disk (one flush for everyone in it).
     pub(crate) async fn commit_grouped(&self, batch: Batch, durable: bool) -> Result<()> {
