@@ -175,8 +175,8 @@ async fn settle(
 
 fn create_error(e: RuntimeError) -> Value {
     match e {
-        RuntimeError::Refused(m) if m.contains("already exists") => {
-            json!({"proc": "error", "tag": "not_unical_ref", "description": m})
+        e @ RuntimeError::DuplicateRef { .. } => {
+            json!({"proc": "error", "tag": "not_unical_ref", "description": e.to_string()})
         }
         e => op_error(e.to_string()),
     }
