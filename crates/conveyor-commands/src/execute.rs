@@ -9,8 +9,8 @@ use serde_json::{Map, Value};
 use std::sync::Arc;
 
 use crate::answer::{
-    Answer, AuthorizeInfo, NodeSummary, ParamInfo, ProcessDetail, ProcessSummary,
-    StoreStatsView, TaskView, TemplateInfo,
+    Answer, AuthorizeInfo, NodeSummary, ParamInfo, ProcessDetail, ProcessSummary, StoreStatsView,
+    TaskView, TemplateInfo,
 };
 use crate::request::{GraphFormat, Reply, Request};
 use crate::{CommandError, templates};
@@ -220,9 +220,7 @@ fn answer(runtime: &Runtime, caller: &Caller, request: Request) -> Result<Answer
             Answer::Tasks {
                 tasks: tasks
                     .iter()
-                    .map(|t| {
-                        TaskView::of(t, mask_data(&loaded.process, &t.secret_keys, &t.data))
-                    })
+                    .map(|t| TaskView::of(t, mask_data(&loaded.process, &t.secret_keys, &t.data)))
                     .collect(),
             }
         }
@@ -359,17 +357,11 @@ fn upsert(
     data: Map<String, Value>,
 ) -> Result<Answer, CommandError> {
     let loaded = resolve(runtime, caller, process)?;
-    let existing = runtime
-        .store()
-        .task_by_ref(loaded.record.id, &reference)?;
+    let existing = runtime.store().task_by_ref(loaded.record.id, &reference)?;
     match existing {
         Some(_) => {
-            let outcome = runtime.modify_task(
-                process,
-                &TaskKey(reference.clone()),
-                data,
-                caller.source,
-            )?;
+            let outcome =
+                runtime.modify_task(process, &TaskKey(reference.clone()), data, caller.source)?;
             Ok(Answer::TaskUpserted {
                 id: outcome.task,
                 process: loaded.record.id,
@@ -437,7 +429,11 @@ fn process_list(runtime: &Runtime, caller: &Caller) -> Result<Vec<ProcessSummary
             continue;
         }
         let loaded = runtime.loaded(record.id).ok();
-        rows.push(summary(runtime, &record, loaded.as_deref().map(|l| &l.process))?);
+        rows.push(summary(
+            runtime,
+            &record,
+            loaded.as_deref().map(|l| &l.process),
+        )?);
     }
     Ok(rows)
 }

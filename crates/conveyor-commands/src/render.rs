@@ -233,13 +233,8 @@ fn text(answer: &Answer, out: &mut Reply) {
         }
         Answer::StoreStats(view) => store_stats(&view.stats, view.now, out),
         Answer::Templates { templates } => {
-            let width = templates.iter().map(|t| t.name.len()).max().unwrap_or(0);
             for t in templates {
-                out.line(format!(
-                    "{:<width$}  {}",
-                    t.name,
-                    t.title.as_deref().unwrap_or("")
-                ));
+                out.line(format!("{:<20} {}", t.name, t.title.as_deref().unwrap_or("")));
             }
         }
         Answer::Idle { steps } => out.line(format!("idle after {steps} steps")),
@@ -254,9 +249,19 @@ fn process_table(rows: &[ProcessSummary], out: &mut Reply) {
     }
     let aliases: Vec<String> = rows
         .iter()
-        .map(|r| r.alias.as_ref().map(|a| format!("@{a}")).unwrap_or_default())
+        .map(|r| {
+            r.alias
+                .as_ref()
+                .map(|a| format!("@{a}"))
+                .unwrap_or_default()
+        })
         .collect();
-    let alias_w = aliases.iter().map(|a| a.chars().count()).max().unwrap_or(0).max(5);
+    let alias_w = aliases
+        .iter()
+        .map(|a| a.chars().count())
+        .max()
+        .unwrap_or(0)
+        .max(5);
     let title_w = rows
         .iter()
         .map(|r| r.title.chars().count())
@@ -360,13 +365,9 @@ pub fn event_line(event: &HistoryEvent) -> String {
             None => format!("waiting ({reason})"),
         },
         EventKind::Finished { status } => format!("finished: {status}"),
-        EventKind::Recovered {
-            action,
-            node,
-            source,
-        } => match action.as_str() {
-            "retry" => format!("{source} retried `{node}`"),
-            _ => format!("{source} sent the task to `{node}`"),
+        EventKind::Recovered { action, to, source } => match action.as_str() {
+            "retry" => format!("{source} retried `{to}`"),
+            _ => format!("{source} sent the task to `{to}`"),
         },
         EventKind::Copied { process, task } => format!("created task {task} in process {process}"),
         EventKind::Dropped {

@@ -142,15 +142,12 @@ async function taskPage(processId, taskId) {
   const t = await api(`/ui/api/tasks/${encodeURIComponent(processId)}/${encodeURIComponent(taskId)}`);
   const p = await api(`/ui/api/processes/${encodeURIComponent(processId)}`);
   crumbs.innerHTML = `/ <a href="#/">processes</a> / <a href="#/p/${t.process}">process ${t.process}</a> / task ${t.id}`;
-  const why = [t.reason.tag, t.reason.description].filter(Boolean).join(": ");
   main.innerHTML = `<h1>Task ${t.id}${t.ref ? ` <span class="muted">ref ${esc(t.ref)}</span>` : ""}</h1>
-    <p>In <a href="#/p/${t.process}/${encodeURIComponent(t.node)}">${esc(t.node)}</a> · ${esc(t.status)}${t.wake_at ? " until " + time(t.wake_at) : ""}
-    ${why ? ` · <span class="reason">${esc(why)}</span>` : ""}</p>
+    <p id="task-where">${where(t)}</p>
     ${t.token ? tokenPanel(t) : ""}
     <section class="card actions" aria-label="Task actions"><h2>Actions</h2><div id="actions"></div><p id="action-result" role="status"></p></section>
-    <div class="grid"><div><h2>Data</h2><pre>${esc(JSON.stringify(t.data, null, 2))}</pre></div>
-    <div><h2>History</h2><ul class="timeline">${t.history.map(h => `<li class="${h.event === "error" ? "error" : ""}">
-      <span class="muted">${time(h.at)}</span> <b>${esc(h.node)}</b> ${esc(h.event)} ${esc(describe(h))}</li>`).join("")}</ul></div></div>`;
+    <div class="grid"><div><h2>Data</h2><pre id="task-data">${esc(JSON.stringify(t.data, null, 2))}</pre></div>
+    <div><h2>History</h2><ul class="timeline" id="task-history">${timeline(t.history)}</ul></div></div>`;
   taskActions(t);
   if (t.token) wireToken(p, t);
   every(2000, async () => {
@@ -160,7 +157,26 @@ async function taskPage(processId, taskId) {
     if (box && again.token) box.innerHTML = tokenWords(again);
     const status = document.getElementById("task-status");
     if (status) status.textContent = `${again.node} · ${again.status}`;
+    const place = document.getElementById("task-where");
+    if (place) place.innerHTML = where(again);
+    const data = document.getElementById("task-data");
+    if (data) data.textContent = JSON.stringify(again.data, null, 2);
+    const history = document.getElementById("task-history");
+    if (history) history.innerHTML = timeline(again.history);
   });
+}
+
+// Where a task is, its status, its timer and why it is there.
+function where(t) {
+  const why = [t.reason.tag, t.reason.description].filter(Boolean).join(": ");
+  const timer = t.wake_at ? (t.wake_kind === "remove" ? " (kept until " + time(t.wake_at) + ")" : " until " + time(t.wake_at)) : "";
+  return `In <a href="#/p/${t.process}/${encodeURIComponent(t.node)}">${esc(t.node)}</a> · ${esc(t.status)}${esc(timer)}
+    ${why ? ` · <span class="reason">${esc(why)}</span>` : ""}`;
+}
+
+function timeline(history) {
+  return history.map(h => `<li class="${h.event === "error" ? "error" : ""}">
+      <span class="muted">${time(h.at)}</span> <b>${esc(h.node)}</b> ${esc(h.event)} ${esc(describe(h))}</li>`).join("");
 }
 
 function describe(h) {
@@ -172,7 +188,7 @@ function describe(h) {
     case "waiting": return h.until ? `(${h.reason}) until ${time(h.until)}` : `(${h.reason})`;
     case "finished": return h.status;
     case "copied": return `task ${h.task} in process ${h.process}`;
-    case "recovered": return h.action === "retry" ? `${h.source} retried ${h.node}` : `${h.source} sent it to ${h.node}`;
+    case "recovered": return h.action === "retry" ? `${h.source} retried ${h.to}` : `${h.source} sent it to ${h.to}`;
     default: return "";
   }
 }
@@ -346,6 +362,7 @@ function wireCode(root, auth, credentials) {
   const base = root.querySelector("#authorize-base");
   const countdown = root.querySelector("#countdown");
   let ticking = null;
+  root.addEventListener("code-sent", () => { clearInterval(ticking); countdown.classList.remove("reason"); });
   button.addEventListener("click", () => {
     const {portal, client_id} = credentials();
     if (!client_id) { countdown.textContent = `Give ${auth.client_id_param} first.`; return; }
@@ -403,7 +420,7 @@ function wireToken(p, t) {
     try {
       await post(`/ui/api/processes/${t.process}/code`, {ref: t.ref || String(t.id), code: form.querySelector("#f-code").value});
       form.querySelector("#f-code").value = "";
-      refusal.textContent = "";
+      form.dispatchEvent(new Event("code-sent"));
       form.querySelector("#countdown").textContent = "Code sent: the task exchanges it now.";
     } catch (error) { refusal.textContent = "error: " + error.message; }
   });

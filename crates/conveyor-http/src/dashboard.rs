@@ -395,16 +395,21 @@ pub(crate) async fn counts(
     Path(process): Path<String>,
 ) -> Response {
     let viewer = guard!(state, headers);
-    run(&state, viewer, Request::ProcessShow { process }, |a| match a {
-        Answer::Process(detail) => Value::Object(
-            detail
-                .nodes
-                .iter()
-                .map(|n| (n.id.clone(), json!([n.now, n.total])))
-                .collect(),
-        ),
-        other => to_json(other),
-    })
+    run(
+        &state,
+        viewer,
+        Request::ProcessShow { process },
+        |a| match a {
+            Answer::Process(detail) => Value::Object(
+                detail
+                    .nodes
+                    .iter()
+                    .map(|n| (n.id.clone(), json!([n.now, n.total])))
+                    .collect(),
+            ),
+            other => to_json(other),
+        },
+    )
     .await
 }
 
@@ -585,10 +590,7 @@ pub(crate) async fn clone(
         return error(StatusCode::BAD_REQUEST, "`template` is required");
     };
     let Some(definition) = conveyor_commands::templates::find(&template) else {
-        return error(
-            StatusCode::NOT_FOUND,
-            &format!("no template `{template}`"),
-        );
+        return error(StatusCode::NOT_FOUND, &format!("no template `{template}`"));
     };
     let request = Request::ProcessClone {
         source: template,

@@ -197,7 +197,10 @@ pub fn router(
         .route("/ui/api/session", get(dashboard::session))
         .route("/ui/api/templates", get(dashboard::templates))
         .route("/ui/api/clone", post(dashboard::clone))
-        .route("/ui/api/processes/{process}/tasks", post(dashboard::add_task))
+        .route(
+            "/ui/api/processes/{process}/tasks",
+            post(dashboard::add_task),
+        )
         .route("/ui/api/processes/{process}/code", post(dashboard::code))
         .route(
             "/ui/api/tasks/{process}/{task}/{action}",

@@ -41,6 +41,8 @@ pub enum TaskBy<'a> {
 pub struct ModifyOutcome {
     pub task: u64,
     pub node: String,
+    /// The task's ref, also when it was named by its id.
+    pub reference: Option<String>,
 }
 
 impl Runtime {
@@ -442,6 +444,7 @@ impl Runtime {
             ModifyOutcome {
                 task: task.id,
                 node: task.node,
+                reference: task.reference,
             },
             batch,
         ))

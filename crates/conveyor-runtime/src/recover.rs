@@ -61,6 +61,7 @@ impl Runtime {
         Ok(ModifyOutcome {
             task: task.id,
             node: task.node,
+            reference: task.reference,
         })
     }
 }

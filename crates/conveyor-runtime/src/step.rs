@@ -418,14 +418,14 @@ impl Step<'_> {
                 self.task.attempt = 0;
                 self.event(EventKind::Recovered {
                     action: "retry".into(),
-                    node: self.task.node.clone(),
+                    to: self.task.node.clone(),
                     source,
                 });
             }
             crate::Recovery::Goto(node) => {
                 self.event(EventKind::Recovered {
                     action: "goto".into(),
-                    node: node.clone(),
+                    to: node.clone(),
                     source,
                 });
                 self.goto(&node, "goto");

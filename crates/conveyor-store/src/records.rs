@@ -214,10 +214,10 @@ pub enum EventKind {
         keep_last: u64,
     },
     /// Someone moved a task by hand (`task retry`, `task goto`, the dashboard): `action`
-    /// says what (`retry`, `goto`), `node` where it went.
+    /// says what (`retry`, `goto`), `to` the node it runs next.
     Recovered {
         action: String,
-        node: String,
+        to: String,
         source: String,
     },
 }

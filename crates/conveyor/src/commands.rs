@@ -13,13 +13,13 @@ use serde_json::json;
 
 use crate::args::{self, UsageError};
 use crate::client;
-use conveyor_commands::execute;
-use conveyor_commands::{Reply, Request};
 use crate::{
     ApiKeyCommand, BitrixCommand, Cli, Command, Global, ProcessCommand, SecretsCommand,
     TaskCommand, check,
 };
+use conveyor_commands::execute;
 use conveyor_commands::templates;
+use conveyor_commands::{Reply, Request};
 
 /// Where `serve` listens unless told otherwise.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:7878";
@@ -38,7 +38,10 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let answer = conveyor_commands::Answer::Templates {
                 templates: conveyor_commands::template_list(),
             };
-            return Ok(print(conveyor_commands::render::render(&answer, global.json)));
+            return Ok(print(conveyor_commands::render::render(
+                &answer,
+                global.json,
+            )));
         }
         Command::Serve {
             listen,
