@@ -249,17 +249,17 @@ fn every_command_in_the_docs_is_one_the_binary_has_with_flags_it_takes() {
             && path.len() == 2
             && path[0] == "process"
             && (path[1] == "clone" || path[1] == "graph")
+            && let Some(source) = rest.iter().find(|r| !r.starts_with('-'))
         {
-            if let Some(source) = rest.iter().find(|r| !r.starts_with('-')) {
-                let is_file =
-                    source.contains('/') || source.ends_with(".yaml") || source.ends_with(".yml");
-                let is_process = source.starts_with('@')
-                    || source.chars().all(|c| c.is_ascii_digit())
-                    || source.contains('<');
-                let is_template = templates.contains(source);
-                if !is_file && !is_template && !(path[1] == "graph" && is_process) {
-                    wrong.push(format!("{}: no template `{source}` is shipped", w.place));
-                }
+            let is_file =
+                source.contains('/') || source.ends_with(".yaml") || source.ends_with(".yml");
+            let is_process = source.starts_with('@')
+                || source.chars().all(|c| c.is_ascii_digit())
+                || source.contains('<');
+            let is_template = templates.contains(source);
+            let drawn_process = path[1] == "graph" && is_process;
+            if !(is_file || is_template || drawn_process) {
+                wrong.push(format!("{}: no template `{source}` is shipped", w.place));
             }
         }
     }

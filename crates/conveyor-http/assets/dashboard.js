@@ -62,7 +62,7 @@ async function listPage() {
       <td><a href="#/p/${p.id}">${esc(p.title)}</a></td><td class="num">${p.tasks}</td>
       <td class="num">${p.in_escalation > 0 ? `<span class="badge warn">${p.in_escalation} in escalation</span>` : `<span class="badge ok">0</span>`}</td></tr>`).join("");
     main.innerHTML = `<h1>Processes</h1>${processes.length ? `<table><thead><tr><th>id</th><th>alias</th><th>title</th><th>tasks</th><th>escalations</th></tr></thead><tbody>${rows}</tbody></table>`
-      : `<p class="muted">No processes yet: <code>conveyor process clone bitrix_oauth --alias bitrix</code></p>`}`;
+      : `<p class="muted">No processes yet: pick one on the <a href="#/templates">templates</a> page, or <code>conveyor process clone bitrix_oauth --alias bitrix</code>.</p>`}`;
     live.textContent = "live · " + new Date().toLocaleTimeString();
   };
   await draw();

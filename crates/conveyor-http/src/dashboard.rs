@@ -1,6 +1,11 @@
-//! The read-only dashboard at `/`: processes with their task counts (escalations stand
-//! out), a process's diagram with live counters, the tasks in a node (with why they are
-//! in an escalation), and a task's data (secrets masked) and history.
+//! The dashboard at `/`: processes with their task counts (escalations stand out), a
+//! process's diagram with live counters, the tasks in a node (with why they are in an
+//! escalation), a task's data (secrets masked) and history, and a token task's state in
+//! words; the templates page (*Use this process*), *Add task*, a new code for a token
+//! task, and the task actions (modify, retry, move, delete). Every read and change is a
+//! request of the command layer (`conveyor-commands`) with the session as its caller,
+//! so a key's session is limited to its processes there; every change carries the
+//! session's CSRF token (`x-csrf-token`).
 //!
 //! Plain HTML, CSS and JS served from the binary (no build step; no inline script, so
 //! the Content-Security-Policy allows scripts from the server only). Login (a POST) with

@@ -8,7 +8,7 @@
 //! * `GET /healthz`, `GET /metrics` (Prometheus text);
 //! * `POST /admin/command` — the CLI's commands, run by the server for a `conveyor`
 //!   client, authorized by the local admin token the server writes into the data dir;
-//! * `GET /` — the read-only dashboard (see `dashboard.rs`).
+//! * `GET /` — the dashboard (see `dashboard.rs`).
 //!
 //! Every response carries security headers, requests for another `Host` are refused
 //! (DNS rebinding), and cross-site requests to anything but the task API and direct URLs
