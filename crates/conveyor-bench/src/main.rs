@@ -6,6 +6,7 @@
 //! read as ratios. `all` runs every scenario; it fails only on errors, never on speed.
 
 mod api;
+mod compare;
 mod intake;
 mod pure;
 mod refs;
@@ -19,7 +20,7 @@ mod timers;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, Parser, Subcommand, ValueEnum};
 
 /// The same allocator as `conveyor` (see `docs/ARCHITECTURE.md`).
 #[global_allocator]
@@ -37,9 +38,63 @@ struct Cli {
     /// batch of steps flushed before it is acknowledged (`flush_each_step`).
     #[arg(long, global = true)]
     durability: bool,
-    /// Smaller sizes (a smoke test: `all --quick` takes under two minutes).
+    /// Smaller sizes (a smoke test: `all --quick` takes a few minutes).
     #[arg(long, global = true)]
     quick: bool,
+    /// The store: each scenario on both side by side (each in a process of its own), or
+    /// on one [default: both; or the one CONVEYOR_STORE_KIND names, when it is set].
+    #[arg(long, global = true, value_enum)]
+    store: Option<StoreChoice>,
+    /// (internal) Print each report as one JSON line for a parent comparing stores.
+    #[arg(long, global = true, hide = true)]
+    wire: bool,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum StoreChoice {
+    Both,
+    Sled,
+    Log,
+}
+
+impl StoreChoice {
+    /// `--store`, or else one store when CONVEYOR_STORE_KIND names it, or else both.
+    fn resolve(given: Option<StoreChoice>) -> StoreChoice {
+        given.unwrap_or_else(|| {
+            match std::env::var("CONVEYOR_STORE_KIND")
+                .as_deref()
+                .map(str::trim)
+            {
+                Ok("sled") => StoreChoice::Sled,
+                Ok("log") => StoreChoice::Log,
+                _ => StoreChoice::Both,
+            }
+        })
+    }
+
+    fn flag(self) -> &'static str {
+        match self {
+            StoreChoice::Both => "both",
+            StoreChoice::Sled => "sled",
+            StoreChoice::Log => "log",
+        }
+    }
+}
+
+impl Scenario {
+    /// Whether the scenario opens a store of the chosen kind: those run once per store
+    /// with `--store both`. (`template` opens none; `intake` runs both kinds itself.)
+    fn per_store(&self) -> bool {
+        matches!(
+            self,
+            Scenario::Pure { .. }
+                | Scenario::Api(_)
+                | Scenario::Timers(_)
+                | Scenario::Restart { .. }
+                | Scenario::Refs(_)
+                | Scenario::Retention { .. }
+        )
+    }
 }
 
 #[derive(Subcommand)]
@@ -168,10 +223,28 @@ impl Sizes {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let sizes = Sizes { quick: cli.quick };
-    let (json, durability) = (cli.json, cli.durability);
-    let print = |report: report::Report| report.print(json);
+    let (json, durability, wire) = (cli.json, cli.durability, cli.wire);
+    let store = StoreChoice::resolve(cli.store);
+    match store {
+        StoreChoice::Sled => sys::choose_store(conveyor_store::StoreKind::Sled),
+        StoreChoice::Log => sys::choose_store(conveyor_store::StoreKind::Log),
+        StoreChoice::Both => {}
+    }
+    if store == StoreChoice::Both && cli.scenario.per_store() {
+        return side_by_side(json);
+    }
+    let print = |report: report::Report| {
+        if wire {
+            match serde_json::to_string(&compare::Wire::from_report(&report)) {
+                Ok(line) => println!("{line}"),
+                Err(e) => eprintln!("conveyor-bench: cannot encode the report: {e}"),
+            }
+        } else {
+            report.print(json)
+        }
+    };
     let result = match cli.scenario {
-        Scenario::All => return all(cli.quick, json, durability),
+        Scenario::All => return all(cli.quick, json, durability, store),
         Scenario::Template { iterations } => {
             template::run(sizes.pick(iterations, 1_000_000, 100_000), json)
         }
@@ -220,6 +293,22 @@ fn main() -> ExitCode {
     }
 }
 
+/// The scenario once per store, each in a child process, printed side by side.
+fn side_by_side(json: bool) -> ExitCode {
+    match compare::run_children() {
+        Ok(comparisons) => {
+            for comparison in comparisons {
+                comparison.print(json);
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("conveyor-bench: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
 fn api_scenario(args: &ApiArgs, sizes: &Sizes, durability: bool) -> anyhow::Result<report::Report> {
     api::run(
         sizes.pick(args.tasks, 10_000, 1_000),
@@ -257,7 +346,7 @@ fn refs_scenario(
 /// Every scenario, each in a process of its own (so memory figures are its own and a
 /// crash stops only it); `restart` runs in the process of `timers`, on the store it left.
 /// The exit code is 1 if any scenario failed; speed never fails it.
-fn all(quick: bool, json: bool, durability: bool) -> ExitCode {
+fn all(quick: bool, json: bool, durability: bool, store: StoreChoice) -> ExitCode {
     let started = std::time::Instant::now();
     let exe = match std::env::current_exe() {
         Ok(exe) => exe,
@@ -266,7 +355,7 @@ fn all(quick: bool, json: bool, durability: bool) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let flags: Vec<&str> = [
+    let mut flags: Vec<&str> = [
         (json, "--json"),
         (durability, "--durability"),
         (quick, "--quick"),
@@ -274,6 +363,7 @@ fn all(quick: bool, json: bool, durability: bool) -> ExitCode {
     .into_iter()
     .filter_map(|(on, flag)| on.then_some(flag))
     .collect();
+    flags.extend(["--store", store.flag()]);
     let scenarios: [(&str, &[&str]); 6] = [
         ("template", &["template"]),
         ("pure", &["pure"]),
