@@ -165,6 +165,14 @@ impl Driver {
         assert!(reply.is_null(), "type into {css}: {reply}");
     }
 
+    /// Presses a key (`\u{E007}` is Enter) on whatever has the focus.
+    fn press(&self, key: &str) {
+        let actions = json!({"actions": [{"type": "key", "id": "keyboard", "actions": [
+            {"type": "keyDown", "value": key}, {"type": "keyUp", "value": key}]}]});
+        let reply = self.command(reqwest::Method::POST, "/actions", actions);
+        assert!(reply.is_null(), "press {key}: {reply}");
+    }
+
     fn windows(&self) -> Vec<String> {
         self.command(reqwest::Method::GET, "/window/handles", Value::Null)
             .as_array()
@@ -481,6 +489,24 @@ fn the_dashboard_walks_the_bitrix_oauth_page_end_to_end() {
     );
     let listed = server.data.json(&["process", "list"]);
     assert_eq!(listed[0]["alias"], "bitrix", "{listed}");
+    // The diagram's nodes take the focus, and Enter opens a node's tasks.
+    assert!(driver.until(
+        Duration::from_secs(10),
+        "const n = document.querySelector('#diagram [data-node=\"get_token\"]'); if (!n) return false; n.focus(); return document.activeElement === n;"
+    ), "a node of the diagram takes the focus");
+    driver.press("\u{E007}");
+    assert!(
+        driver.until(
+            Duration::from_secs(5),
+            "return location.hash === '#/p/1/get_token';"
+        ),
+        "Enter on a node opens its tasks"
+    );
+    driver.go(&format!("{}/#/p/1", server.base));
+    assert!(driver.until(
+        Duration::from_secs(10),
+        "return !!document.getElementById('add-task');"
+    ));
 
     // 2. *Add task*: a refusal first, shown inline in the CLI's words.
     driver.click("#add-task");

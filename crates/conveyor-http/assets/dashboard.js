@@ -84,7 +84,13 @@ async function processPage(id, selected) {
       <td class="num" data-now-for="${esc(n.id)}">${n.now}</td><td class="num" data-total-for="${esc(n.id)}">${n.total}</td></tr>`).join("");
   main.querySelector("#nodes tbody").innerHTML = nodeRows(p.nodes);
   main.querySelectorAll("#diagram [data-node]").forEach(el => {
-    el.addEventListener("click", () => { location.hash = `#/p/${p.id}/${encodeURIComponent(el.getAttribute("data-node"))}`; });
+    const open = () => { location.hash = `#/p/${p.id}/${encodeURIComponent(el.getAttribute("data-node"))}`; };
+    // Reachable with the keyboard too: Tab to a node, Enter or Space opens its tasks.
+    el.setAttribute("tabindex", "0");
+    el.setAttribute("role", "link");
+    el.setAttribute("aria-label", `tasks in ${el.getAttribute("data-node")}`);
+    el.addEventListener("click", open);
+    el.addEventListener("keydown", (event) => { if (event.key === "Enter" || event.key === " ") { event.preventDefault(); open(); } });
   });
   // Why tasks sit in an escalation, written on the diagram under the node's counter.
   const markWhy = (node, tasks) => {
