@@ -1,9 +1,10 @@
 //! The documentation says what the binary does. Every `conveyor …` command written in
 //! README.md and docs/*.md names a command the binary has and only flags that command
 //! takes; a template it clones or draws is shipped; cli.md's synopsis lists every command
-//! and no other; `conveyor --help` names every subcommand of `process` and `task`; and
-//! the examples whose output does not depend on time or randomness print exactly what
-//! the page shows.
+//! and no other; `conveyor --help` names every subcommand of `process` and `task`; the
+//! examples whose output does not depend on time or randomness print exactly what the
+//! page shows; and cli.md's sessions (a first session, a process of your own) run as
+//! written against the sandbox, every output compared with the page's.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
@@ -368,4 +369,157 @@ fn examples_that_do_not_depend_on_time_print_what_the_docs_show() {
         checked += 1;
     }
     assert!(checked >= 2, "checked {checked} examples");
+}
+
+/// One `$ ` line of a session and the lines it printed.
+struct Step {
+    place: String,
+    command: String,
+    output: Vec<String>,
+}
+
+/// The `$ ` lines of the `text` blocks of `page` between two headings.
+fn session(page: &str, from: &str, to: &str) -> Vec<Step> {
+    let text = std::fs::read_to_string(repo_root().join(page)).expect("the page");
+    let mut steps: Vec<Step> = Vec::new();
+    let mut inside = false;
+    let mut in_block = false;
+    for (n, line) in text.lines().enumerate() {
+        if line.starts_with("## ") {
+            inside = line == from || (inside && line != to);
+        }
+        if !inside {
+            continue;
+        }
+        if let Some(fence) = line.strip_prefix("```") {
+            in_block = !in_block && fence == "text";
+            continue;
+        }
+        if !in_block {
+            continue;
+        }
+        match line.strip_prefix("$ ") {
+            Some(command) => steps.push(Step {
+                place: format!("{page}:{}", n + 1),
+                command: command.to_string(),
+                output: Vec::new(),
+            }),
+            None => {
+                if let Some(step) = steps.last_mut() {
+                    step.output.push(line.to_string());
+                }
+            }
+        }
+    }
+    steps
+}
+
+/// What differs from run to run: times, codes and tokens, durations, expiry times.
+fn steady(text: &str) -> String {
+    let rules = [
+        (r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC", "<time>"),
+        (r"[0-9a-f]{32,}", "<hex>"),
+        (r"in \d+ ms", "in <n> ms"),
+        (r"\b1[0-9]{12}\b", "<unix ms>"),
+        (r"\b1[0-9]{9}\b", "<unix time>"),
+    ];
+    let mut text = text.trim_end().to_string();
+    for (pattern, with) in rules {
+        let re = regex::Regex::new(pattern).expect("a pattern");
+        text = re.replace_all(&text, with).into_owned();
+    }
+    text
+}
+
+/// The first `yaml` block of `page` after the heading `from`.
+fn yaml_after(page: &str, from: &str) -> String {
+    let text = std::fs::read_to_string(repo_root().join(page)).expect("the page");
+    let after = &text[text.find(from).expect("the heading")..];
+    let start = after.find("```yaml\n").expect("a yaml block") + "```yaml\n".len();
+    let end = after[start..].find("```").expect("its end");
+    after[start..start + end].to_string()
+}
+
+/// cli.md's first session and its process of your own, run as written against the
+/// sandbox (on a port of its own, put in place of the page's 18765) in one data dir,
+/// every output compared with the page's once what differs from run to run (times,
+/// codes, tokens) is set aside. The codes the page's commands give are the codes its
+/// `curl` got: here, the codes this run's `curl` got.
+#[test]
+fn the_sessions_of_cli_md_run_as_written() {
+    let tokio = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let sandbox = tokio.block_on(crate::bitrix::sandbox());
+    let address = sandbox.url().trim_start_matches("http://").to_string();
+    let d = DataDir::new();
+    let files = tempfile::tempdir().expect("a dir for approval.yaml");
+    std::fs::write(
+        files.path().join("approval.yaml"),
+        yaml_after("docs/cli.md", "## A process of your own"),
+    )
+    .expect("write approval.yaml");
+    let steps = session(
+        "docs/cli.md",
+        "## A first session",
+        "## Naming processes and tasks",
+    );
+    assert!(steps.len() > 30, "{} steps", steps.len());
+    let mut last_code = 0;
+    // The page's codes → this run's.
+    let mut codes: Vec<(String, String)> = Vec::new();
+    let code_of = |text: &str| -> Option<String> {
+        let value: serde_json::Value = serde_json::from_str(text.trim()).ok()?;
+        value["code"].as_str().map(str::to_string)
+    };
+    for step in &steps {
+        let mut command = step.command.replace("127.0.0.1:18765", &address);
+        for (page, ours) in &codes {
+            command = command.replace(page, ours);
+        }
+        let shown = step.output.join("\n").replace("127.0.0.1:18765", &address);
+        let got = if let Some(rest) = command.strip_prefix("curl -s ") {
+            let url = rest.trim_matches('\'');
+            let body = crate::http_api::http()
+                .get(url)
+                .send()
+                .expect("the sandbox answers")
+                .text()
+                .expect("text");
+            if let (Some(page), Some(ours)) = (code_of(&shown), code_of(&body)) {
+                codes.push((page, ours));
+            }
+            body
+        } else if let Some(rest) = command.strip_prefix("conveyor ") {
+            let ws = words(rest);
+            let args: Vec<&str> = ws.iter().map(String::as_str).collect();
+            let output = d
+                .command(&args)
+                .current_dir(files.path())
+                .output()
+                .expect("conveyor runs");
+            last_code = output.status.code().unwrap_or(-1);
+            format!(
+                "{}{}",
+                String::from_utf8_lossy(&output.stdout),
+                String::from_utf8_lossy(&output.stderr)
+            )
+        } else if command == "echo $?" {
+            format!("{last_code}\n")
+        } else {
+            panic!(
+                "{}: a command this test does not know: {command}",
+                step.place
+            );
+        };
+        assert_eq!(
+            steady(&got),
+            steady(&shown),
+            "{}: `{command}` printed something else than the page shows",
+            step.place
+        );
+    }
+    drop(tokio);
 }
