@@ -654,8 +654,9 @@ fn dashboard_changes_need_the_csrf_token_and_keys_stay_in_their_processes() {
     data.ok(&["process", "clone", file, "--alias", "other"]);
     let key = data.json(&["api-key", "create", "k", "--process", "@mine"]);
     let server = Server::start(data);
-    // No cookie store: the session cookie is sent by hand.
-    let client = reqwest::blocking::Client::new();
+    // No cookie store (reqwest keeps none unless asked): the session cookie is sent by
+    // hand. `http()` installs the TLS provider reqwest needs before a client is built.
+    let client = http();
     let login = |body: Value| -> String {
         let response = client
             .post(format!("{}/ui/login", server.base))
