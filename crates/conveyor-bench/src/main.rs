@@ -137,7 +137,7 @@ enum Scenario {
     },
     /// Rounds of short tasks that finish and are removed 7 days later, with token-like
     /// tasks looping for ever (bounded history): the store's size and RSS before and
-    /// after retention runs. Not part of `all`.
+    /// after retention runs, then after `store compact`. Not part of `all`.
     Retention {
         /// Short tasks a round (3 rounds) [default: 1,000,000; --quick 50,000].
         #[arg(long)]
@@ -148,6 +148,9 @@ enum Scenario {
         /// Token tasks looping at once.
         #[arg(long, default_value_t = 10)]
         loops: u64,
+        /// Rounds (1 to 10).
+        #[arg(long, default_value_t = 3)]
+        rounds: usize,
     },
     /// Every scenario, one after the other (template, pure, api, timers, restart, refs, intake),
     /// each in a process of its own; with `--json`, one JSON object per line.
@@ -271,10 +274,12 @@ fn main() -> ExitCode {
             tasks,
             refreshes,
             loops,
+            rounds,
         } => retention::run(
             sizes.pick(tasks, 1_000_000, 50_000),
             sizes.pick(refreshes, 100_000, 10_000),
             loops.max(1),
+            rounds,
         )
         .map(print),
         Scenario::ServeDelay { delay_ms } => api::serve(delay_ms),

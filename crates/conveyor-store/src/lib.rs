@@ -9,6 +9,7 @@
 //! a task is one [`Batch`], applied atomically: a crash at any instant leaves either all
 //! of a batch or none of it.
 
+mod compact;
 #[cfg(any(test, feature = "conformance"))]
 pub mod conformance;
 mod keys;
@@ -26,6 +27,7 @@ mod test_support;
 use std::path::Path;
 use std::sync::Arc;
 
+pub use compact::{CompactReport, compact, finish_interrupted};
 pub use log_store::{LOG_FORMAT_VERSION, LogCut, LogProblem, LogReport, LogStore};
 pub use migrate::{
     Counts, MigrateReport, compare, copy, counts, kept_dir, migrate, read_everything,
@@ -84,6 +86,7 @@ pub fn kind_of(data: &Path, options: StoreOptions) -> StoreKind {
 
 /// Opens (or creates) the store in the data directory `data`.
 pub fn open(data: &Path, options: StoreOptions) -> Result<Arc<dyn Store>> {
+    compact::finish_interrupted(data)?;
     Ok(match kind_of(data, options) {
         StoreKind::Log => Arc::new(LogStore::open(data)?),
         StoreKind::Sled => Arc::new(SledStore::open_with(data, options)?),
