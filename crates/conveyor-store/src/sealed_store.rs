@@ -191,7 +191,8 @@ impl SealedStore {
         match &mut message {
             InboxMessage::Modify { data, .. }
             | InboxMessage::Reply { data, .. }
-            | InboxMessage::Fold { data } => {
+            | InboxMessage::Fold { data }
+            | InboxMessage::Recover { data, .. } => {
                 Self::unseal_map(&keys, Place::Task(task), data)?;
             }
         }
@@ -202,7 +203,8 @@ impl SealedStore {
         match message {
             InboxMessage::Modify { data, .. }
             | InboxMessage::Reply { data, .. }
-            | InboxMessage::Fold { data } => data,
+            | InboxMessage::Fold { data }
+            | InboxMessage::Recover { data, .. } => data,
         }
     }
 
@@ -217,6 +219,11 @@ impl SealedStore {
                 error: *error,
             },
             InboxMessage::Fold { .. } => InboxMessage::Fold { data: new },
+            InboxMessage::Recover { to, source, .. } => InboxMessage::Recover {
+                to: to.clone(),
+                data: new,
+                source: source.clone(),
+            },
         }
     }
 

@@ -6,7 +6,7 @@ use std::path::Path;
 use anyhow::Context as _;
 use serde_json::json;
 
-use crate::request::{Reply, Request};
+use conveyor_commands::{Reply, Request};
 
 pub struct ImportArgs<'a> {
     pub file: &'a Path,

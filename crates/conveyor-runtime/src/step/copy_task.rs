@@ -80,7 +80,7 @@ impl Step<'_> {
                 task
             })
             .map_err(|e| match e {
-                RuntimeError::Refused(m) if m.contains("already exists") => ("not_unical_ref", m),
+                e @ RuntimeError::DuplicateRef { .. } => ("not_unical_ref", e.to_string()),
                 other => ("copy_task_refused", other.to_string()),
             })?;
         self.batch.ops.extend(batch.ops);
