@@ -85,7 +85,7 @@ pub enum StoreKindArg {
 
 #[derive(Subcommand)]
 pub enum Command {
-    /// Work with processes: check, templates, clone, list, show, graph, url, update.
+    /// Work with processes: check, templates, clone, import, list, show, graph, url, update.
     #[command(subcommand)]
     Process(ProcessCommand),
     /// Work with tasks: add, show, list, modify, retry, goto, delete, history.
