@@ -15,6 +15,7 @@ mod faults;
 mod http_api;
 mod http_security;
 mod messages;
+mod postgres;
 mod retention;
 mod secrets;
 mod store;

@@ -208,6 +208,15 @@ fn run_as(user: Option<(u32, u32)>, command: &mut Command) -> Result<(), String>
     }
 }
 
+/// A server of its own (not the one [`server`] shares), for a test that stops and
+/// restarts it; it stops when the test process ends.
+pub fn private_server() -> Result<TestServer, String> {
+    if std::env::var("CONVEYOR_TEST_POSTGRES").is_ok_and(|u| !u.trim().is_empty()) {
+        return Err("CONVEYOR_TEST_POSTGRES names a server this test may not restart".into());
+    }
+    start()
+}
+
 fn start() -> Result<TestServer, String> {
     let bin = find_bin().ok_or("no initdb/pg_ctl on PATH or in /usr/lib/postgresql/*/bin")?;
     let user = if is_root() {

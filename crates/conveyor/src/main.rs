@@ -70,6 +70,12 @@ pub struct Global {
         default_value = "sled"
     )]
     pub store_kind: StoreKindArg,
+    /// Keep everything in this PostgreSQL database instead of the data directory's own
+    /// store (`postgres://user:password@host:5432/db`). Several engines, on several
+    /// machines, share one database (docs/scaling.md); each still has a data directory
+    /// of its own for its API address and the record of its sealing key.
+    #[arg(long, global = true, value_name = "URL", env = "CONVEYOR_STORE")]
+    pub store: Option<String>,
     /// Where the keys that seal secrets at rest are kept (default: the platform's config
     /// dir + conveyor/keys). Must be outside the data directory. The key itself may be
     /// given instead as $CONVEYOR_SECRET_KEY (base64 or hex of 32 bytes).

@@ -31,7 +31,8 @@ const CLAIM: &str = "INSERT INTO claims (task, engine, token, until)
     SELECT t, $2, (SELECT nextval('claim_tokens')), now() + $3::bigint * interval '1 millisecond'
     FROM unnest($1::bigint[]) t
     ON CONFLICT (task) DO UPDATE
-        SET engine = EXCLUDED.engine, token = EXCLUDED.token, until = EXCLUDED.until
+        SET engine = EXCLUDED.engine, until = EXCLUDED.until,
+            token = CASE WHEN claims.engine = EXCLUDED.engine THEN claims.token ELSE EXCLUDED.token END
         WHERE claims.engine = EXCLUDED.engine OR claims.until < now()
     RETURNING task, token";
 
@@ -49,7 +50,8 @@ const CLAIM_WORK: &str = "WITH candidates AS (
     SELECT task, $1, (SELECT nextval('claim_tokens')), now() + $2::bigint * interval '1 millisecond'
     FROM candidates
     ON CONFLICT (task) DO UPDATE
-        SET engine = EXCLUDED.engine, token = EXCLUDED.token, until = EXCLUDED.until
+        SET engine = EXCLUDED.engine, until = EXCLUDED.until,
+            token = CASE WHEN claims.engine = EXCLUDED.engine THEN claims.token ELSE EXCLUDED.token END
         WHERE claims.engine = EXCLUDED.engine OR claims.until < now()
     RETURNING task, token";
 
@@ -63,8 +65,11 @@ pub(super) const RELEASE: &str = "DELETE FROM claims c
     USING unnest($1::bigint[], $2::bigint[]) f(task, token)
     WHERE c.task = f.task AND c.token = f.token";
 
-const RENEW: &str =
-    "UPDATE claims SET until = now() + $2::bigint * interval '1 millisecond' WHERE engine = $1";
+/// Renews the claims this engine holds, by token: a claim the engine lost track of
+/// (its step failed) is not renewed, and runs out like a crashed engine's.
+const RENEW: &str = "UPDATE claims c SET until = now() + $3::bigint * interval '1 millisecond'
+    FROM unnest($1::bigint[], $2::bigint[]) f(task, token)
+    WHERE c.task = f.task AND c.token = f.token";
 
 /// This engine's claims.
 pub(super) struct Claims {
@@ -95,15 +100,37 @@ impl Claims {
         self.lease.as_millis() as i64
     }
 
+    /// Notes the claims got. A claim this engine already held keeps its token (so a
+    /// step's commit and a second claim of the same task agree); a release of it still
+    /// waiting is called off.
     fn keep(&self, rows: &[tokio_postgres::Row]) -> Vec<u64> {
         let mut held = lock(&self.held);
+        let mut releases = lock(&self.releases);
         rows.iter()
             .map(|r| {
                 let task = r.get::<_, i64>(0) as u64;
-                held.insert(task, r.get(1));
+                let token: i64 = r.get(1);
+                held.insert(task, token);
+                let (tasks, tokens) = &mut *releases;
+                if let Some(i) = tasks
+                    .iter()
+                    .zip(tokens.iter())
+                    .position(|(t, k)| *t == task as i64 && *k == token)
+                {
+                    tasks.swap_remove(i);
+                    tokens.swap_remove(i);
+                }
                 task
             })
             .collect()
+    }
+
+    /// Every claim held: (tasks, tokens).
+    fn all_held(&self) -> (Vec<i64>, Vec<i64>) {
+        lock(&self.held)
+            .iter()
+            .map(|(task, token)| (*task as i64, *token))
+            .unzip()
     }
 
     /// Claims `tasks` for this engine: those no other engine holds (or whose lease ran
@@ -213,10 +240,11 @@ pub(super) async fn keep_leases(inner: Weak<Inner>) {
         };
         tokio::time::sleep(period).await;
         let Some(inner) = inner.upgrade() else { return };
+        let (tasks, tokens) = inner.claims.all_held();
         let renewed = inner
             .query(
-                &format!("{RENEW} RETURNING task"),
-                &[&inner.engine, &inner.claims.lease_ms()],
+                &format!("{RENEW} RETURNING c.task"),
+                &[&tasks, &tokens, &inner.claims.lease_ms()],
             )
             .await;
         if let Err(e) = renewed {
