@@ -459,3 +459,95 @@ fn postgres_process_update_reaches_every_engine() {
         assert_eq!(task.data["version"], 2, "b{n} ran an old version");
     }
 }
+
+#[test]
+fn postgres_store_migrate_moves_a_data_dir_into_postgres_keeping_everything() {
+    let Some(url) = database("migrate") else {
+        return;
+    };
+    // A data dir on its own store (sled, or the kind CONVEYOR_STORE_KIND names): tasks
+    // waiting on timers, finished tasks, refs, counters, history, an API key.
+    let data = DataDir::new();
+    let local = |args: &[&str]| -> String {
+        let out = data
+            .command(args)
+            .env("CONVEYOR_SECRET_KEY", KEY)
+            .env_remove("CONVEYOR_STORE")
+            .output()
+            .expect("conveyor runs");
+        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert!(
+            out.status.success(),
+            "{args:?}: {stdout}{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        stdout
+    };
+    std::fs::write(data.path().join("simple.yaml"), SIMPLE).expect("write");
+    std::fs::write(data.path().join("v.yaml"), VERSIONED).expect("write");
+    let simple = data.path().join("simple.yaml");
+    let v = data.path().join("v.yaml");
+    local(&[
+        "process",
+        "clone",
+        simple.to_str().expect("utf-8"),
+        "--alias",
+        "simple",
+    ]);
+    local(&[
+        "process",
+        "clone",
+        v.to_str().expect("utf-8"),
+        "--alias",
+        "v",
+    ]);
+    for n in 0..3 {
+        local(&[
+            "task",
+            "add",
+            "@simple",
+            "--ref",
+            &format!("s{n}"),
+            &format!("n={n}"),
+        ]);
+        local(&["task", "add", "@v", "--ref", &format!("v{n}")]);
+    }
+    local(&["run", "--until-idle"]);
+    local(&["api-key", "create", "k"]);
+
+    let (code, stdout, stderr) = cli(&data, &url, &["store", "migrate", "--to", &url]);
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    assert!(stdout.contains("compared record by record"), "{stdout}");
+    assert!(
+        stdout.contains("2 process(es), 6 task(s), 6 ref(s)"),
+        "{stdout}"
+    );
+    // Into a database that holds a store already: refused.
+    let (code, _, stderr) = cli(&data, &url, &["store", "migrate", "--to", &url]);
+    assert_eq!(code, 1);
+    assert!(stderr.contains("empty database"), "{stderr}");
+
+    // An engine on the database goes on where the data dir left off: the waiting tasks'
+    // timers fire, finished ones stay, refs and the key are there.
+    let server = Server::start_full(
+        data,
+        &[],
+        &[
+            ("CONVEYOR_STORE", url.as_str()),
+            ("CONVEYOR_SECRET_KEY", KEY),
+        ],
+    );
+    wait_finished(&url, 3, 30);
+    let shown = cli_ok(
+        &server.data,
+        &url,
+        &["--json", "task", "show", "@simple", "s2"],
+    );
+    let shown: Value = serde_json::from_str(&shown).expect("json");
+    assert_eq!(shown["data"]["seen"], "2", "{shown}");
+    let store = store(&url);
+    let c = counters(&store, 2);
+    assert_eq!(c["done"], (3, 3), "{c:?}");
+    let keys = cli_ok(&server.data, &url, &["api-key", "list"]);
+    assert!(keys.contains('k'), "{keys}");
+}

@@ -318,16 +318,17 @@ impl PgStore {
         text.starts_with("postgres://") || text.starts_with("postgresql://")
     }
 
-    /// Drops every table of the store's schema (tests, and `store migrate` cleaning
-    /// up after a copy that failed).
+    /// Drops the store's tables and sequences (only Conveyor's: whatever else the
+    /// database holds stays): `store migrate` cleaning up after a copy that failed.
     pub fn drop_everything(&self) -> Result<()> {
         self.run(|inner| async move {
             let client = inner.client().await?;
-            let schema = inner.schema.clone().unwrap_or_else(|| "public".into());
             client
-                .batch_execute(&format!(
-                    "DROP SCHEMA IF EXISTS {schema} CASCADE; CREATE SCHEMA {schema};"
-                ))
+                .batch_execute(
+                    "DROP TABLE IF EXISTS processes, api_keys, tasks, refs, timers, ready,
+                         counters, history, inbox, claims, conveyor_meta;
+                     DROP SEQUENCE IF EXISTS process_ids, logins, task_ids, claim_tokens;",
+                )
                 .await
                 .map_err(|e| inner.error(e))
         })

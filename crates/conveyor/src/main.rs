@@ -83,6 +83,24 @@ pub struct Global {
     pub key_dir: Option<PathBuf>,
 }
 
+/// Where `store migrate --to` moves a store.
+#[derive(Clone, Debug)]
+pub enum MigrateTo {
+    Kind(StoreKindArg),
+    Postgres(String),
+}
+
+fn parse_migrate_to(text: &str) -> Result<MigrateTo, String> {
+    match text {
+        "log" => Ok(MigrateTo::Kind(StoreKindArg::Log)),
+        "sled" => Ok(MigrateTo::Kind(StoreKindArg::Sled)),
+        url if conveyor_store::PgStore::is_url(url) => Ok(MigrateTo::Postgres(url.to_string())),
+        other => Err(format!(
+            "`{other}`: expected `log`, `sled` or a PostgreSQL URL (postgres://user@host:5432/db)"
+        )),
+    }
+}
+
 /// `--store-kind`.
 #[derive(Clone, Copy, Debug, clap::ValueEnum)]
 pub enum StoreKindArg {
@@ -248,9 +266,11 @@ pub enum StoreCommand {
     /// Move the data dir to another kind of store, keeping everything; the old store is
     /// kept as DATA/store.old-<kind> until you remove it.
     Migrate {
-        /// The kind of store to move to.
-        #[arg(long, value_name = "KIND")]
-        to: StoreKindArg,
+        /// Where to move to: `log` or `sled` (the data dir's store becomes that kind),
+        /// or a PostgreSQL URL (everything is copied into that empty database, for
+        /// `conveyor serve --store URL`; the data dir's store is left as it was).
+        #[arg(long, value_name = "KIND|URL", value_parser = parse_migrate_to)]
+        to: MigrateTo,
     },
 }
 
