@@ -90,6 +90,11 @@ pub struct PgStore {
 
 struct Inner {
     pool: Pool,
+    /// Connections for claims and their renewals (`synchronous_commit` off).
+    claims_pool: Pool,
+    /// What a claim for a step read of its task (record, messages), handed to the
+    /// step's first `task`/`inbox` read instead of a round trip each.
+    prefetched: Mutex<std::collections::HashMap<u64, Prefetched>>,
     config: tokio_postgres::Config,
     schema: Option<String>,
     /// The server, as errors name it (no password).
@@ -166,6 +171,82 @@ impl Inner {
         self.pool.get().await.map_err(|e| self.pool_error(e))
     }
 
+    /// Rows of one statement on a connection of the claims pool.
+    async fn claims_query(
+        &self,
+        sql: &str,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> Result<Vec<tokio_postgres::Row>> {
+        let client = self
+            .claims_pool
+            .get()
+            .await
+            .map_err(|e| self.pool_error(e))?;
+        let statement = client
+            .prepare_cached(sql)
+            .await
+            .map_err(|e| self.error(e))?;
+        client
+            .query(&statement, params)
+            .await
+            .map_err(|e| self.error(e))
+    }
+
+    /// Reads the records and messages of tasks just claimed for steps, for their
+    /// first reads (see `prefetched`). A task's record changes only with its claim
+    /// (fencing), so it stays true until the step reads it; messages that come later
+    /// stay in the inbox, and the task ready, for its next step.
+    async fn prefetch(&self, tasks: &[u64]) -> Result<()> {
+        if tasks.is_empty() {
+            return Ok(());
+        }
+        let ids: Vec<i64> = tasks.iter().map(|t| *t as i64).collect();
+        let client = self.client().await?;
+        let (records, messages) = {
+            let a = async {
+                let st = client
+                    .prepare_cached("SELECT id, record FROM tasks WHERE id = ANY($1)")
+                    .await?;
+                client.query(&st, &[&ids]).await
+            };
+            let b = async {
+                let st = client
+                    .prepare_cached(
+                        "SELECT task, seq, message FROM inbox WHERE task = ANY($1) ORDER BY task, seq",
+                    )
+                    .await?;
+                client.query(&st, &[&ids]).await
+            };
+            futures_util::future::try_join(a, b)
+                .await
+                .map_err(|e| self.error(e))?
+        };
+        let mut map: std::collections::HashMap<u64, Prefetched> =
+            tasks.iter().map(|t| (*t, Prefetched::default())).collect();
+        for row in &records {
+            if let Some(p) = map.get_mut(&get_u64(row, 0)) {
+                p.record = Some(Some(row.get(1)));
+            }
+        }
+        for p in map.values_mut() {
+            if p.record.is_none() {
+                p.record = Some(None);
+            }
+            p.inbox = Some(Vec::new());
+        }
+        for row in &messages {
+            if let Some(p) = map.get_mut(&get_u64(row, 0))
+                && let Some(inbox) = p.inbox.as_mut()
+            {
+                inbox.push((get_u64(row, 1), row.get(2)));
+            }
+        }
+        if let Ok(mut prefetched) = self.prefetched.lock() {
+            prefetched.extend(map);
+        }
+        Ok(())
+    }
+
     /// Rows of one statement.
     async fn query(
         &self,
@@ -189,6 +270,14 @@ impl Inner {
             listener(change);
         }
     }
+}
+
+/// A claimed task's record (`Some(None)`: there is none) and messages, each handed out
+/// once.
+#[derive(Default)]
+struct Prefetched {
+    record: Option<Option<String>>,
+    inbox: Option<Vec<(u64, String)>>,
 }
 
 fn decode<T: serde::de::DeserializeOwned>(what: &str, text: &str) -> Result<T> {
@@ -246,14 +335,36 @@ impl PgStore {
                 recycling_method: RecyclingMethod::Fast,
             },
         );
-        let pool = Pool::builder(manager)
-            .max_size(options.pool_size.max(2))
-            .runtime(deadpool_postgres::Runtime::Tokio1)
-            .wait_timeout(Some(options.wait))
-            .create_timeout(Some(options.wait))
-            .recycle_timeout(Some(options.wait))
-            .build()
-            .map_err(|e| StoreError::Io(format!("cannot make the connection pool: {e}")))?;
+        let build = |manager: Manager, size: usize| {
+            Pool::builder(manager)
+                .max_size(size)
+                .runtime(deadpool_postgres::Runtime::Tokio1)
+                .wait_timeout(Some(options.wait))
+                .create_timeout(Some(options.wait))
+                .recycle_timeout(Some(options.wait))
+                .build()
+                .map_err(|e| StoreError::Io(format!("cannot make the connection pool: {e}")))
+        };
+        let pool = build(manager, options.pool_size.max(2))?;
+        // Claims are leases: one lost in a server crash only lets another engine take
+        // the task a little early, and the commits of the old holder are then refused
+        // (fencing). They need not wait for the WAL to reach the disk.
+        let mut claims_config = config.clone();
+        let lax = match config.get_options() {
+            Some(o) => format!("{o} -c synchronous_commit=off"),
+            None => "-c synchronous_commit=off".into(),
+        };
+        claims_config.options(lax);
+        let claims_pool = build(
+            Manager::from_config(
+                claims_config,
+                tokio_postgres::NoTls,
+                ManagerConfig {
+                    recycling_method: RecyclingMethod::Fast,
+                },
+            ),
+            options.pool_size.max(2),
+        )?;
         let nanos = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_nanos() as u64);
@@ -263,12 +374,14 @@ impl PgStore {
         let engine = format!("{host}:{}:{:x}", std::process::id(), nanos & 0xff_ffff);
         let inner = Arc::new(Inner {
             pool,
+            claims_pool,
             place: place_of(&config),
             config,
             schema: options.schema.clone(),
             slot: (nanos % SLOTS as u64) as i32,
             engine,
             ids: Mutex::new((0, 0)),
+            prefetched: Mutex::new(std::collections::HashMap::new()),
             claims: claims::Claims::new(options.lease),
             listener: Mutex::new(None),
             listening: AtomicBool::new(false),
@@ -818,6 +931,15 @@ impl Store for PgStore {
     }
 
     fn task(&self, id: u64) -> Result<Option<TaskRecord>> {
+        if let Some(record) = self
+            .inner
+            .prefetched
+            .lock()
+            .ok()
+            .and_then(|mut p| p.get_mut(&id).and_then(|p| p.record.take()))
+        {
+            return record.map(|r| decode("a task", &r)).transpose();
+        }
         self.run(|inner| async move {
             let rows = inner
                 .query("SELECT record FROM tasks WHERE id = $1", &[&(id as i64)])
@@ -873,6 +995,20 @@ impl Store for PgStore {
     }
 
     fn inbox(&self, task: u64) -> Result<Vec<(u64, InboxMessage)>> {
+        let prefetched = self.inner.prefetched.lock().ok().and_then(|mut p| {
+            let entry = p.get_mut(&task)?;
+            let inbox = entry.inbox.take();
+            if entry.record.is_none() {
+                p.remove(&task);
+            }
+            inbox
+        });
+        if let Some(messages) = prefetched {
+            return messages
+                .iter()
+                .map(|(seq, m)| Ok((*seq, decode("an inbox message", m)?)))
+                .collect();
+        }
         self.run(|inner| async move {
             let rows = inner
                 .query(
@@ -1170,7 +1306,11 @@ impl Store for PgStore {
         let handle = self.handle.clone();
         Box::pin(async move {
             handle
-                .spawn(async move { inner.claims.claim(&inner, tasks).await })
+                .spawn(async move {
+                    let claimed = inner.claims.claim(&inner, tasks).await?;
+                    inner.prefetch(&claimed).await?;
+                    Ok(claimed)
+                })
                 .await
                 .map_err(|e| StoreError::Io(format!("a claim was cut off: {e}")))?
         })
@@ -1181,6 +1321,9 @@ impl Store for PgStore {
     }
 
     fn release(&self, task: u64) {
+        if let Ok(mut prefetched) = self.inner.prefetched.lock() {
+            prefetched.remove(&task);
+        }
         self.inner.claims.release(task);
     }
 

@@ -25,6 +25,9 @@ pub struct TestServer {
     pub bin: Option<PathBuf>,
     /// The user the server runs as (`None`: as this process's user).
     pub user: Option<(u32, u32)>,
+    /// Whether it syncs its WAL to disk (benchmarks) or not (tests: faster, and a
+    /// test's database need not survive a power loss).
+    pub durable: bool,
 }
 
 static SERVER: OnceLock<Result<TestServer, String>> = OnceLock::new();
@@ -39,8 +42,9 @@ pub fn server() -> Result<&'static TestServer, String> {
                 dir: None,
                 bin: None,
                 user: None,
+                durable: true,
             }),
-            _ => start(),
+            _ => start(false),
         })
         .as_ref()
         .map_err(Clone::clone)
@@ -128,7 +132,7 @@ pub fn restart(server: &TestServer, down_for: Duration) -> Result<(), String> {
             .args(["-m", "fast", "-w", "stop"]),
     )?;
     std::thread::sleep(down_for);
-    spawn_postgres(server.user, bin, dir, server.port)?;
+    spawn_postgres(server)?;
     wait_ready(server)
 }
 
@@ -214,10 +218,16 @@ pub fn private_server() -> Result<TestServer, String> {
     if std::env::var("CONVEYOR_TEST_POSTGRES").is_ok_and(|u| !u.trim().is_empty()) {
         return Err("CONVEYOR_TEST_POSTGRES names a server this test may not restart".into());
     }
-    start()
+    start(false)
 }
 
-fn start() -> Result<TestServer, String> {
+/// A server of its own that syncs to disk as a production one does (`fsync` and
+/// `synchronous_commit` on): what benchmarks measure against.
+pub fn durable_server() -> Result<TestServer, String> {
+    start(true)
+}
+
+fn start(durable: bool) -> Result<TestServer, String> {
     let bin = find_bin().ok_or("no initdb/pg_ctl on PATH or in /usr/lib/postgresql/*/bin")?;
     let user = if is_root() {
         Some(nobody().ok_or("running as root and there is no user `nobody` to run PostgreSQL as")?)
@@ -249,25 +259,30 @@ fn start() -> Result<TestServer, String> {
         dir: Some(dir.clone()),
         bin: Some(bin.clone()),
         user,
+        durable,
     };
-    spawn_postgres(user, &bin, &dir, port)?;
+    spawn_postgres(&server)?;
     wait_ready(&server)?;
     Ok(server)
 }
 
 /// Starts `postgres` under a small watchdog shell that stops it (and removes its
 /// directory) once this test process is gone, however it ends.
-fn spawn_postgres(
-    user: Option<(u32, u32)>,
-    bin: &Path,
-    dir: &Path,
-    port: u16,
-) -> Result<(), String> {
+fn spawn_postgres(server: &TestServer) -> Result<(), String> {
     use std::os::unix::process::CommandExt as _;
+    let (Some(dir), Some(bin)) = (&server.dir, &server.bin) else {
+        return Err("not a server of this process".into());
+    };
+    let (user, port) = (server.user, server.port);
     let data = dir.join("data");
+    let sync = if server.durable {
+        "-c fsync=on -c synchronous_commit=on"
+    } else {
+        "-c fsync=off -c full_page_writes=off"
+    };
     let script = format!(
         r#"'{bin}/postgres' -D '{data}' -p {port} -k '{dir}' -h 127.0.0.1 \
-            -c fsync=off -c full_page_writes=off -c max_connections=200 \
+            {sync} -c max_connections=200 \
             -c shared_buffers=64MB -c log_min_messages=warning >>'{dir}/server.log' 2>&1 &
         pg=$!
         while [ -d /proc/{parent} ]; do
@@ -278,6 +293,7 @@ fn spawn_postgres(
         while kill -0 $pg 2>/dev/null; do sleep 0.1; done
         rm -rf '{dir}'"#,
         bin = bin.display(),
+        sync = sync,
         data = data.display(),
         dir = dir.display(),
         parent = std::process::id(),

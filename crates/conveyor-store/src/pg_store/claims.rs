@@ -143,7 +143,7 @@ impl Claims {
         }
         let ids: Vec<i64> = tasks.iter().map(|t| *t as i64).collect();
         let rows = inner
-            .query(CLAIM, &[&ids, &inner.engine, &self.lease_ms()])
+            .claims_query(CLAIM, &[&ids, &inner.engine, &self.lease_ms()])
             .await?;
         Ok(self.keep(&rows))
     }
@@ -152,7 +152,7 @@ impl Claims {
     /// clock, for timers).
     pub async fn claim_work(&self, inner: &Inner, now: i64, limit: usize) -> Result<Vec<u64>> {
         let rows = inner
-            .query(
+            .claims_query(
                 CLAIM_WORK,
                 &[&inner.engine, &self.lease_ms(), &now, &(limit as i64)],
             )
@@ -242,7 +242,7 @@ pub(super) async fn keep_leases(inner: Weak<Inner>) {
         let Some(inner) = inner.upgrade() else { return };
         let (tasks, tokens) = inner.claims.all_held();
         let renewed = inner
-            .query(
+            .claims_query(
                 &format!("{RENEW} RETURNING c.task"),
                 &[&tasks, &tokens, &inner.claims.lease_ms()],
             )
