@@ -1,4 +1,4 @@
-//! `conveyor store verify | repair | migrate`, and the engine and the commands never
+//! `conveyor store verify | repair | migrate | compact`, and the engine and the commands never
 //! tripping over each other's lock, through the real binary.
 
 use std::io::{BufRead as _, BufReader};
@@ -141,6 +141,66 @@ fn a_store_in_use_migrates_log_to_sled_and_back_with_everything_kept() {
     assert!(key.contains("100003"), "{key}");
     let verified = d.ok(&["store", "verify"]);
     assert!(verified.contains("no problems found"), "{verified}");
+}
+
+const GONE: &str = r#"
+process: gone
+nodes:
+  start: { type: start, next: done }
+  done: { type: final, keep: 0 }
+"#;
+
+/// sled reuses the space of removed tasks but keeps its files' size; `store compact`
+/// gives it back and keeps everything that was live.
+#[test]
+fn compact_gives_a_sled_store_the_space_of_removed_tasks_back() {
+    let d = DataDir::new();
+    d.ok(&["--store-kind", "sled", "process", "list"]);
+    assert!(d.path().join("store").is_dir());
+    clone(&d, "delay", DELAY);
+    clone(&d, "gone", GONE);
+    d.ok(&[
+        "task",
+        "add",
+        "@delay",
+        "--ref",
+        "kept",
+        "code=1",
+        "token=secret-1",
+    ]);
+    let body = format!("body={}", "x".repeat(100_000));
+    for _ in 0..60 {
+        d.ok(&["task", "add", "@gone", &body]);
+    }
+    d.ok(&["run", "--until-idle"]);
+    let gone = d.json(&["task", "list", "@gone"]);
+    assert_eq!(gone.as_array().map(Vec::len), Some(0), "{gone}");
+    let views = |d: &DataDir| {
+        vec![
+            d.ok(&["--json", "process", "list"]),
+            d.ok(&["--json", "task", "show", "@delay", "kept", "--reveal"]),
+            d.ok(&["--json", "task", "history", "@delay", "kept"]),
+        ]
+    };
+    let before = views(&d);
+    assert!(before[1].contains("secret-1"), "{}", before[1]);
+
+    let report = d.json(&["store", "compact"]);
+    let (was, now) = (
+        report["bytes_before"].as_u64().unwrap_or(0),
+        report["bytes_after"].as_u64().unwrap_or(u64::MAX),
+    );
+    assert!(was > 6_000_000, "{report}");
+    assert!(now * 3 < was, "{report}");
+    assert_eq!(report["records"]["tasks"], 1, "{report}");
+    assert!(!d.path().join(".compact").exists());
+    assert!(!d.path().join("store.compact-old").exists());
+    assert_eq!(views(&d), before);
+    let verified = d.ok(&["store", "verify"]);
+    assert!(verified.contains("no problems found"), "{verified}");
+    // New tasks still get new ids and the store goes on.
+    d.ok(&["task", "add", "@gone"]);
+    d.ok(&["run", "--until-idle"]);
 }
 
 #[test]

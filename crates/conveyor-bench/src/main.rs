@@ -6,6 +6,7 @@
 //! read as ratios. `all` runs every scenario; it fails only on errors, never on speed.
 
 mod api;
+mod compare;
 mod intake;
 mod postgres;
 mod pure;
@@ -20,7 +21,7 @@ mod timers;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, Parser, Subcommand, ValueEnum};
 
 /// The same allocator as `conveyor` (see `docs/ARCHITECTURE.md`).
 #[global_allocator]
@@ -38,9 +39,63 @@ struct Cli {
     /// batch of steps flushed before it is acknowledged (`flush_each_step`).
     #[arg(long, global = true)]
     durability: bool,
-    /// Smaller sizes (a smoke test: `all --quick` takes under two minutes).
+    /// Smaller sizes (a smoke test: `all --quick` takes a few minutes).
     #[arg(long, global = true)]
     quick: bool,
+    /// The store: each scenario on both side by side (each in a process of its own), or
+    /// on one [default: both; or the one CONVEYOR_STORE_KIND names, when it is set].
+    #[arg(long, global = true, value_enum)]
+    store: Option<StoreChoice>,
+    /// (internal) Print each report as one JSON line for a parent comparing stores.
+    #[arg(long, global = true, hide = true)]
+    wire: bool,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum StoreChoice {
+    Both,
+    Sled,
+    Log,
+}
+
+impl StoreChoice {
+    /// `--store`, or else one store when CONVEYOR_STORE_KIND names it, or else both.
+    fn resolve(given: Option<StoreChoice>) -> StoreChoice {
+        given.unwrap_or_else(|| {
+            match std::env::var("CONVEYOR_STORE_KIND")
+                .as_deref()
+                .map(str::trim)
+            {
+                Ok("sled") => StoreChoice::Sled,
+                Ok("log") => StoreChoice::Log,
+                _ => StoreChoice::Both,
+            }
+        })
+    }
+
+    fn flag(self) -> &'static str {
+        match self {
+            StoreChoice::Both => "both",
+            StoreChoice::Sled => "sled",
+            StoreChoice::Log => "log",
+        }
+    }
+}
+
+impl Scenario {
+    /// Whether the scenario opens a store of the chosen kind: those run once per store
+    /// with `--store both`. (`template` opens none; `intake` runs both kinds itself.)
+    fn per_store(&self) -> bool {
+        matches!(
+            self,
+            Scenario::Pure { .. }
+                | Scenario::Api(_)
+                | Scenario::Timers(_)
+                | Scenario::Restart { .. }
+                | Scenario::Refs(_)
+                | Scenario::Retention { .. }
+        )
+    }
 }
 
 #[derive(Subcommand)]
@@ -83,7 +138,7 @@ enum Scenario {
     },
     /// Rounds of short tasks that finish and are removed 7 days later, with token-like
     /// tasks looping for ever (bounded history): the store's size and RSS before and
-    /// after retention runs. Not part of `all`.
+    /// after retention runs, then after `store compact`. Not part of `all`.
     Retention {
         /// Short tasks a round (3 rounds) [default: 1,000,000; --quick 50,000].
         #[arg(long)]
@@ -94,6 +149,9 @@ enum Scenario {
         /// Token tasks looping at once.
         #[arg(long, default_value_t = 10)]
         loops: u64,
+        /// Rounds (1 to 10).
+        #[arg(long, default_value_t = 3)]
+        rounds: usize,
     },
     /// `pure` and a timer burst on one PostgreSQL with 1, 2 and 4 engines (a server of
     /// its own, fsync on, unless --url names one). Not part of `all`.
@@ -183,10 +241,28 @@ impl Sizes {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let sizes = Sizes { quick: cli.quick };
-    let (json, durability) = (cli.json, cli.durability);
-    let print = |report: report::Report| report.print(json);
+    let (json, durability, wire) = (cli.json, cli.durability, cli.wire);
+    let store = StoreChoice::resolve(cli.store);
+    match store {
+        StoreChoice::Sled => sys::choose_store(conveyor_store::StoreKind::Sled),
+        StoreChoice::Log => sys::choose_store(conveyor_store::StoreKind::Log),
+        StoreChoice::Both => {}
+    }
+    if store == StoreChoice::Both && cli.scenario.per_store() {
+        return side_by_side(json);
+    }
+    let print = |report: report::Report| {
+        if wire {
+            match serde_json::to_string(&compare::Wire::from_report(&report)) {
+                Ok(line) => println!("{line}"),
+                Err(e) => eprintln!("conveyor-bench: cannot encode the report: {e}"),
+            }
+        } else {
+            report.print(json)
+        }
+    };
     let result = match cli.scenario {
-        Scenario::All => return all(cli.quick, json, durability),
+        Scenario::All => return all(cli.quick, json, durability, store),
         Scenario::Template { iterations } => {
             template::run(sizes.pick(iterations, 1_000_000, 100_000), json)
         }
@@ -213,10 +289,12 @@ fn main() -> ExitCode {
             tasks,
             refreshes,
             loops,
+            rounds,
         } => retention::run(
             sizes.pick(tasks, 1_000_000, 50_000),
             sizes.pick(refreshes, 100_000, 10_000),
             loops.max(1),
+            rounds,
         )
         .map(print),
         Scenario::Postgres {
@@ -233,6 +311,22 @@ fn main() -> ExitCode {
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("conveyor-bench: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// The scenario once per store, each in a child process, printed side by side.
+fn side_by_side(json: bool) -> ExitCode {
+    match compare::run_children() {
+        Ok(comparisons) => {
+            for comparison in comparisons {
+                comparison.print(json);
+            }
+            ExitCode::SUCCESS
+        }
         Err(e) => {
             eprintln!("conveyor-bench: {e:#}");
             ExitCode::FAILURE
@@ -277,7 +371,7 @@ fn refs_scenario(
 /// Every scenario, each in a process of its own (so memory figures are its own and a
 /// crash stops only it); `restart` runs in the process of `timers`, on the store it left.
 /// The exit code is 1 if any scenario failed; speed never fails it.
-fn all(quick: bool, json: bool, durability: bool) -> ExitCode {
+fn all(quick: bool, json: bool, durability: bool, store: StoreChoice) -> ExitCode {
     let started = std::time::Instant::now();
     let exe = match std::env::current_exe() {
         Ok(exe) => exe,
@@ -286,7 +380,7 @@ fn all(quick: bool, json: bool, durability: bool) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let flags: Vec<&str> = [
+    let mut flags: Vec<&str> = [
         (json, "--json"),
         (durability, "--durability"),
         (quick, "--quick"),
@@ -294,6 +388,7 @@ fn all(quick: bool, json: bool, durability: bool) -> ExitCode {
     .into_iter()
     .filter_map(|(on, flag)| on.then_some(flag))
     .collect();
+    flags.extend(["--store", store.flag()]);
     let scenarios: [(&str, &[&str]); 6] = [
         ("template", &["template"]),
         ("pure", &["pure"]),

@@ -239,8 +239,17 @@ pub fn cpu_split(
     split
 }
 
+/// The kind `--store sled|log` chose for this process (set once, before any store opens).
+static CHOSEN_STORE: std::sync::OnceLock<conveyor_store::StoreKind> = std::sync::OnceLock::new();
+
+/// Makes every store this process creates of `kind`, whatever CONVEYOR_STORE_KIND says.
+pub fn choose_store(kind: conveyor_store::StoreKind) {
+    let _ = CHOSEN_STORE.set(kind);
+}
+
 /// The options every store of a benchmark is opened with: the default, or a page cache
-/// of `CONVEYOR_STORE_CACHE_MB` MiB (as for `conveyor` itself; child processes inherit it).
+/// of `CONVEYOR_STORE_CACHE_MB` MiB (as for `conveyor` itself; child processes inherit it),
+/// of the kind `--store` or else CONVEYOR_STORE_KIND names.
 pub fn store_options() -> conveyor_store::StoreOptions {
     let mut options = conveyor_store::StoreOptions::default();
     if let Some(mib) = std::env::var("CONVEYOR_STORE_CACHE_MB")
@@ -257,6 +266,9 @@ pub fn store_options() -> conveyor_store::StoreOptions {
         Ok("sled") => options.kind = conveyor_store::StoreKind::Sled,
         Ok("log") => options.kind = conveyor_store::StoreKind::Log,
         _ => {}
+    }
+    if let Some(kind) = CHOSEN_STORE.get() {
+        options.kind = *kind;
     }
     options
 }

@@ -22,6 +22,7 @@
 //! - `conformance.rs`: the [`Store`] contract as tests, for every implementation.
 //! - `test_postgres.rs`: a throwaway PostgreSQL server for tests.
 
+mod compact;
 #[cfg(any(test, feature = "conformance"))]
 pub mod conformance;
 mod keys;
@@ -42,6 +43,7 @@ mod test_support;
 use std::path::Path;
 use std::sync::Arc;
 
+pub use compact::{CompactReport, compact, finish_interrupted};
 pub use log_store::{LOG_FORMAT_VERSION, LogCut, LogProblem, LogReport, LogStore};
 pub use migrate::{
     Counts, MigrateReport, compare, copy, counts, kept_dir, migrate, read_everything,
@@ -101,6 +103,7 @@ pub fn kind_of(data: &Path, options: StoreOptions) -> StoreKind {
 
 /// Opens (or creates) the store in the data directory `data`.
 pub fn open(data: &Path, options: StoreOptions) -> Result<Arc<dyn Store>> {
+    compact::finish_interrupted(data)?;
     Ok(match kind_of(data, options) {
         StoreKind::Log => Arc::new(LogStore::open(data)?),
         StoreKind::Sled => Arc::new(SledStore::open_with(data, options)?),

@@ -104,7 +104,7 @@ fn sled_replaces_a_history_and_keeps_it_across_reopen() {
         store.commit(&batch).unwrap();
         store.flush().unwrap();
     }
-    let store = SledStore::open(dir.path()).unwrap();
+    let store = crate::test_support::reopen_sled(dir.path());
     assert_eq!(ats(&store, 1), vec![0, 1, 27, 28, 29, 30, 31]);
     assert_eq!(ats(&store, 2), (0..30).collect::<Vec<_>>());
 }

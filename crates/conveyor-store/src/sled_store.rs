@@ -22,6 +22,13 @@
 //! sled applies atomically (all of it or none, also across a crash) without the cost of
 //! a multi-tree transaction. Writes that read first (counters, the unique ref check,
 //! new ids) are serialized by `write_lock`, so no two of them interleave.
+//!
+//! Every write to sled goes through that lock, reads never take it. sled 0.34 can
+//! deadlock when an `update_and_fetch` runs beside an `apply_batch` (seen here: a task id
+//! taken on one thread while the committer applied a group hung both for good), so
+//! nothing writes to sled outside it. Task ids, which every create needs, are therefore
+//! handed out from a block reserved in memory ([`IdBlock`]): one counter write per
+//! [`ID_BLOCK`] tasks, under the lock, instead of one sled write per task beside it.
 
 use std::path::Path;
 use std::sync::Mutex;
@@ -34,11 +41,25 @@ use crate::*;
 /// The on-disk format this code writes and understands.
 pub const FORMAT_VERSION: u32 = 2;
 
+/// Task ids reserved at a time. The counter on disk says the last id reserved, so a
+/// crash skips at most this many ids (never reuses one); a clean close gives the unused
+/// rest back, so ids stay 1, 2, 3, … across restarts.
+pub const ID_BLOCK: u64 = 1024;
+
+/// Task ids reserved on disk and not handed out yet: `next..end`.
+#[derive(Default)]
+struct IdBlock {
+    next: u64,
+    end: u64,
+}
+
 pub struct SledStore {
     db: sled::Db,
     tree: sled::Tree,
-    /// Held by every write that reads before it writes.
+    /// Held by every write to sled (see the module's comment).
     write_lock: Mutex<()>,
+    /// Task ids reserved and not handed out yet. Taken before `write_lock` when both are.
+    task_ids: Mutex<IdBlock>,
 }
 
 fn io(e: impl std::fmt::Display) -> StoreError {
@@ -199,6 +220,7 @@ impl SledStore {
             db,
             tree,
             write_lock: Mutex::new(()),
+            task_ids: Mutex::new(IdBlock::default()),
         };
         match store.tree.get(b"Xformat").map_err(io)? {
             None => {
@@ -231,6 +253,27 @@ impl SledStore {
             Ok(guard) => guard,
             Err(poisoned) => poisoned.into_inner(),
         }
+    }
+
+    fn id_block(&self) -> std::sync::MutexGuard<'_, IdBlock> {
+        match self.task_ids.lock() {
+            Ok(guard) => guard,
+            Err(poisoned) => poisoned.into_inner(),
+        }
+    }
+
+    /// Writes the counter back to the last task id handed out, so the unused rest of
+    /// the block is not skipped by the next open; the next id reserves a new block.
+    fn give_back_task_ids(&self) -> Result<()> {
+        let mut block = self.id_block();
+        if block.next < block.end {
+            let _guard = self.lock();
+            self.tree
+                .insert(text_key(b'X', "next_task"), &(block.next - 1).to_be_bytes())
+                .map_err(io)?;
+        }
+        *block = IdBlock::default();
+        Ok(())
     }
 
     fn get<T: DeserializeOwned>(&self, what: &str, key: &[u8]) -> Result<Option<T>> {
@@ -355,6 +398,7 @@ impl Store for SledStore {
         processes: Vec<u64>,
         created: i64,
     ) -> Result<ApiKey> {
+        let _guard = self.lock();
         let login = self.next_number("next_login", 100_001)?;
         let key_record = ApiKey {
             login,
@@ -432,7 +476,19 @@ impl Store for SledStore {
     fn next_task_id(&self) -> Result<u64> {
         // Our own counter (1, 2, 3, …): sled's `generate_id` jumps by a million on every
         // open. A failed creation leaves a gap; ids are never reused.
-        self.next_number("next_task", 1)
+        let mut block = self.id_block();
+        if block.next >= block.end {
+            let _guard = self.lock();
+            let start = (self.last_number("next_task", 1)? + 1).max(block.end);
+            let end = start + ID_BLOCK;
+            self.tree
+                .insert(text_key(b'X', "next_task"), &(end - 1).to_be_bytes())
+                .map_err(io)?;
+            *block = IdBlock { next: start, end };
+        }
+        let id = block.next;
+        block.next += 1;
+        Ok(id)
     }
 
     fn task(&self, id: u64) -> Result<Option<TaskRecord>> {
@@ -665,15 +721,33 @@ impl Store for SledStore {
         self.db.size_on_disk().map_err(io)
     }
 
+    fn checkpoint(&self) -> Result<()> {
+        self.give_back_task_ids()?;
+        self.flush()
+    }
+
     fn next_ids(&self) -> Result<NextIds> {
+        let block = self.id_block();
+        let task = if block.next < block.end {
+            block.next
+        } else {
+            self.last_number("next_task", 1)? + 1
+        };
         Ok(NextIds {
-            task: self.last_number("next_task", 1)? + 1,
+            task,
             process: self.last_number("next_process", 1)? + 1,
             login: self.last_number("next_login", 100_001)? + 1,
         })
     }
 
     fn restore(&self, item: Restore) -> Result<()> {
+        // Ids to come must start past the restored ones: drop the reserved block (taken
+        // before the write lock, as `next_task_id` does).
+        let mut block = self.id_block();
+        if matches!(item, Restore::NextIds(_)) && block.next < block.end {
+            // What was reserved stays reserved on disk; the counter is raised past it.
+            *block = IdBlock::default();
+        }
         let _guard = self.lock();
         match item {
             Restore::Process(record) => {
@@ -696,6 +770,15 @@ impl Store for SledStore {
                 self.raise_number("next_process", 1, ids.process)?;
                 self.raise_number("next_login", 100_001, ids.login)
             }
+        }
+    }
+}
+
+impl Drop for SledStore {
+    /// A clean close gives unused task ids back (a crash skips them, see [`ID_BLOCK`]).
+    fn drop(&mut self) {
+        if let Err(e) = self.give_back_task_ids().and_then(|()| self.flush()) {
+            tracing::warn!(error = %e, "closing the sled store: the task id counter was not written back");
         }
     }
 }

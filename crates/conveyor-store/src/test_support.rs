@@ -89,3 +89,19 @@ pub(crate) fn check_api_keys_after_reopen(store: &dyn Store, (a, b): (u64, u64))
     let c = store.create_api_key("c", "c", vec![], 3).unwrap();
     assert!(c.login > b, "login {} reused", c.login);
 }
+
+/// Opens a sled store just closed in this process. sled's background threads let go of
+/// its files a moment after the last handle is dropped, so an immediate reopen can find
+/// it locked: wait up to 2 s, as [`SledStore::checkpoint`] does.
+pub fn reopen_sled(path: &std::path::Path) -> SledStore {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
+    loop {
+        match SledStore::open(path) {
+            Ok(store) => return store,
+            Err(StoreError::Locked { .. }) if std::time::Instant::now() < deadline => {
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            Err(e) => panic!("reopening the sled store in {}: {e}", path.display()),
+        }
+    }
+}

@@ -263,6 +263,13 @@ pub enum StoreCommand {
         #[arg(long)]
         yes: bool,
     },
+    /// Give the store's free space back to the file system: rewrite it into a new store
+    /// of the same kind, compare the two record by record, and swap the new one in.
+    ///
+    /// sled reuses the space of removed tasks and trimmed histories while it runs, but
+    /// its files shrink only when that space is at their end; this returns it. Needs
+    /// room for a second copy of the live data; a crash midway leaves one whole store.
+    Compact,
     /// Move the data dir to another kind of store, keeping everything; the old store is
     /// kept as DATA/store.old-<kind> until you remove it.
     Migrate {

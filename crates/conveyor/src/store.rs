@@ -1,4 +1,4 @@
-//! `conveyor store verify | repair | migrate`: commands on the store itself. They need
+//! `conveyor store verify | repair | migrate | compact`: commands on the store itself. They need
 //! it to themselves, so they refuse while an engine (`serve`, `run`) runs the data dir,
 //! and wait a moment for a short command that holds it.
 
@@ -25,6 +25,7 @@ pub fn run(global: &Global, command: StoreCommand) -> anyhow::Result<ExitCode> {
         StoreCommand::Verify => verify(&dir, global)?,
         StoreCommand::Repair { yes } => repair(&dir, global, yes)?,
         StoreCommand::Migrate { to } => migrate(&dir, global, to)?,
+        StoreCommand::Compact => compact(&dir, global)?,
         StoreCommand::Stats => bail!("`store stats` is not run here (it is an ordinary command)"),
     };
     Ok(print(reply))
@@ -249,6 +250,33 @@ fn repair(dir: &Path, global: &Global, yes: bool) -> anyhow::Result<Reply> {
             reply.line("nothing was dropped: run `conveyor store repair --yes` to drop it");
             reply.code = 1;
         }
+    }
+    Ok(reply)
+}
+
+fn compact(dir: &Path, global: &Global) -> anyhow::Result<Reply> {
+    let report = waiting(|| conveyor_store::compact(dir, store_options(global)))?;
+    let mib = |bytes: u64| bytes as f64 / (1024.0 * 1024.0);
+    let mut reply = Reply::default();
+    if global.json {
+        reply.line(
+            json!({
+                "kind": report.kind.name(),
+                "bytes_before": report.before,
+                "bytes_after": report.after,
+                "records": counts_json(&report.counts),
+            })
+            .to_string(),
+        );
+    } else {
+        reply.line(format!(
+            "compacted the {} store in {}: {:.1} MiB on disk before, {:.1} MiB after; compared record by record: {}",
+            report.kind.name(),
+            dir.display(),
+            mib(report.before),
+            mib(report.after),
+            counts_text(&report.counts)
+        ));
     }
     Ok(reply)
 }
