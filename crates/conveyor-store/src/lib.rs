@@ -7,9 +7,8 @@
 //! log with its indexes in memory, the opt-in for throughput; data directories made with
 //! it keep using it). [`PgStore`] keeps everything in PostgreSQL instead, which several
 //! engines share (`--store postgres://…`). This is the only crate that knows any of
-//! them. Every move of
-//! a task is one [`Batch`], applied atomically: a crash at any instant leaves either all
-//! of a batch or none of it.
+//! them. Every move of a task is one [`Batch`], applied atomically: a crash at any
+//! instant leaves either all of a batch or none of it.
 //!
 //! # Layout
 //!
@@ -18,7 +17,8 @@
 //!   its schema migrations, how a group is folded into statements, claims and leases,
 //!   LISTEN/NOTIFY).
 //! - `sealed_store.rs`, `seal.rs`, `keys.rs`: secrets sealed at rest over any store.
-//! - `migrate.rs`: moving a data dir between kinds of store, comparing two stores.
+//! - `migrate.rs`: moving a data dir between kinds of store, comparing two stores;
+//!   `compact.rs`: rewriting a store into a new one of the same kind.
 //! - `conformance.rs`: the [`Store`] contract as tests, for every implementation.
 //! - `test_postgres.rs`: a throwaway PostgreSQL server for tests.
 
