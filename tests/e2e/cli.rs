@@ -1307,3 +1307,36 @@ fn json_output_of_every_command_parses_with_its_fields() {
         2
     );
 }
+
+#[test]
+fn process_list_keeps_its_columns_aligned_with_long_titles_and_aliases() {
+    let d = DataDir::new();
+    clone(
+        &d,
+        "a-rather-long-alias-for-a-process",
+        "process: long\ntitle: A title much longer than the thirty-two characters a column once had\nnodes:\n  start: { type: start, next: done }\n  done: { type: final }\n",
+    );
+    clone(
+        &d,
+        "s",
+        "process: short\nnodes:\n  start: { type: start, next: done }\n  done: { type: final }\n",
+    );
+    d.ok(&["task", "add", "@s"]);
+    let out = d.ok(&["process", "list"]);
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines.len(), 3, "{out}");
+    // Every column ends where its header ends: the counts line up under `tasks` and
+    // `escalated`, and titles start under `title`.
+    let end = |header: &str| lines[0].find(header).expect("a header") + header.len();
+    let start = lines[0].find("title").expect("title");
+    for line in &lines[1..] {
+        assert_eq!(line.len(), lines[0].len(), "{out}");
+        assert!(line[..end("tasks")].ends_with(char::is_numeric), "{out}");
+        assert!(line.ends_with(char::is_numeric), "{out}");
+        assert_ne!(&line[start..start + 1], " ", "{out}");
+    }
+    assert!(
+        lines[1].contains("@a-rather-long-alias-for-a-process  A title much longer"),
+        "{out}"
+    );
+}

@@ -110,6 +110,96 @@ impl Driver {
         false
     }
 
+    /// A WebDriver command on this session; its `value`.
+    fn command(&self, method: reqwest::Method, path: &str, body: Value) -> Value {
+        let url = format!("{}/session/{}{path}", self.base, self.session);
+        let request = http().request(method, url);
+        let request = if body.is_null() {
+            request
+        } else {
+            request.json(&body)
+        };
+        let reply: Value = request.send().expect("webdriver").json().expect("json");
+        reply["value"].clone()
+    }
+
+    /// The element `css` selects (waiting up to 10 s for it).
+    fn element(&self, css: &str) -> String {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let found = self.command(
+                reqwest::Method::POST,
+                "/element",
+                json!({"using": "css selector", "value": css}),
+            );
+            if let Some(id) = found
+                .get("element-6066-11e4-a52e-4f735466cecf")
+                .and_then(Value::as_str)
+            {
+                return id.to_string();
+            }
+            assert!(Instant::now() < deadline, "no element {css}: {found}");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// Clicks as a person does (a real pointer event, so popups may open).
+    fn click(&self, css: &str) {
+        let id = self.element(css);
+        let reply = self.command(
+            reqwest::Method::POST,
+            &format!("/element/{id}/click"),
+            json!({}),
+        );
+        assert!(reply.is_null(), "click {css}: {reply}");
+    }
+
+    /// Types `text` into the element as keystrokes (`\u{E007}` is Enter, `\u{E004}` Tab).
+    fn keys(&self, css: &str, text: &str) {
+        let id = self.element(css);
+        let reply = self.command(
+            reqwest::Method::POST,
+            &format!("/element/{id}/value"),
+            json!({"text": text}),
+        );
+        assert!(reply.is_null(), "type into {css}: {reply}");
+    }
+
+    /// Presses a key (`\u{E007}` is Enter) on whatever has the focus.
+    fn press(&self, key: &str) {
+        let actions = json!({"actions": [{"type": "key", "id": "keyboard", "actions": [
+            {"type": "keyDown", "value": key}, {"type": "keyUp", "value": key}]}]});
+        let reply = self.command(reqwest::Method::POST, "/actions", actions);
+        assert!(reply.is_null(), "press {key}: {reply}");
+    }
+
+    fn windows(&self) -> Vec<String> {
+        self.command(reqwest::Method::GET, "/window/handles", Value::Null)
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .filter_map(|h| h.as_str().map(str::to_string))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    fn switch_to(&self, handle: &str) {
+        self.command(reqwest::Method::POST, "/window", json!({"handle": handle}));
+    }
+
+    fn close_window(&self) {
+        self.command(reqwest::Method::DELETE, "/window", Value::Null);
+    }
+
+    fn resize(&self, width: u32, height: u32) {
+        self.command(
+            reqwest::Method::POST,
+            "/window/rect",
+            json!({"width": width, "height": height}),
+        );
+    }
+
     fn screenshot(&self, name: &str) -> std::path::PathBuf {
         use base64::Engine as _;
         let reply: Value = http()
@@ -285,4 +375,404 @@ fn the_dashboard_shows_live_counters_and_escalations() {
     driver.screenshot("task");
     drop(server);
     drop(tokio);
+}
+
+/// Clicks *Get the code* in `scope`, reads the code the sandbox's authorize page shows in
+/// the window that opens, closes it, and types the code (or, with `whole_address`, the
+/// address the code came in) into the code field of `scope`.
+fn get_and_paste_code(driver: &Driver, scope: &str, field: &str) -> String {
+    let before = driver.windows();
+    let main = before.first().cloned().expect("a window");
+    driver.click(&format!("{scope} #get-code"));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let opened = loop {
+        if let Some(h) = driver.windows().into_iter().find(|h| !before.contains(h)) {
+            break h;
+        }
+        assert!(Instant::now() < deadline, "Get the code opened no window");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    driver.switch_to(&opened);
+    assert!(driver.until(
+        Duration::from_secs(10),
+        "return document.body && document.body.innerText.includes('\"code\"');"
+    ));
+    let page: Value = serde_json::from_str(
+        driver
+            .script("return document.body.innerText;")
+            .as_str()
+            .expect("text"),
+    )
+    .expect("the sandbox's authorize page answers JSON without a redirect URL");
+    let code = page["code"].as_str().expect("a code").to_string();
+    driver.close_window();
+    driver.switch_to(&main);
+    // The 30-second lifetime counts down beside the field.
+    assert!(driver.until(
+        Duration::from_secs(5),
+        &format!("const c = document.querySelector('{scope} #countdown'); return !!c && /The code lives 30 s: \\d+ s left/.test(c.textContent);")
+    ));
+    driver.keys(&format!("{scope} {field}"), &code);
+    code
+}
+
+/// The Bitrix OAuth page's walk-through, done in the dashboard: *Use this process*, *Add
+/// task* without an autogenerated reference, *Get the code* and paste it, the token's
+/// fingerprint, a refused refresh escalated with its reason, a new code pasted and the
+/// task recovered. Screenshots of each step go to `target/dashboard/walkthrough-*.png`
+/// (copied into docs/images for docs/dashboard.md).
+#[test]
+fn the_dashboard_walks_the_bitrix_oauth_page_end_to_end() {
+    let profile = tempfile::tempdir().expect("profile dir");
+    let Some(driver) = Driver::start(profile.path()) else {
+        assert!(
+            std::env::var_os("CONVEYOR_BROWSER_TESTS").is_none(),
+            "CONVEYOR_BROWSER_TESTS is set but chromium or chromedriver is missing"
+        );
+        eprintln!("skipped: chromium and chromium-driver are not installed");
+        return;
+    };
+    let tokio = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let sandbox = tokio.block_on(crate::bitrix::sandbox());
+    let url = sandbox.url().to_string();
+    let server = Server::start(DataDir::new());
+    let info: Value = serde_json::from_str(
+        &std::fs::read_to_string(server.data.path().join("server.json")).expect("server.json"),
+    )
+    .expect("json");
+    let token = info["token"].as_str().expect("token");
+    driver.go(&format!("{}/", server.base));
+    driver.keys("#login input[name=\"token\"]", token);
+    driver.keys("#login input[name=\"token\"]", "\u{E007}");
+    assert!(driver.until(
+        Duration::from_secs(20),
+        "return document.querySelector('h1') && document.querySelector('h1').textContent === 'Processes';"
+    ));
+
+    // 1. Templates → *Use this process* (opened with the keyboard), alias and settings.
+    driver.go(&format!("{}/#/templates", server.base));
+    driver.keys("[data-template=\"bitrix_oauth\"] button.use", "\u{E007}");
+    assert!(
+        driver.until(
+            Duration::from_secs(5),
+            "return document.activeElement && document.activeElement.name === 'alias';"
+        ),
+        "the clone form takes the focus"
+    );
+    let form = "[data-template=\"bitrix_oauth\"] form";
+    driver.script("document.querySelector('[data-template=\"bitrix_oauth\"] input[name=\"alias\"]').value = ''; return true;");
+    driver.keys(&format!("{form} input[name=\"alias\"]"), "bitrix");
+    driver.keys(&format!("{form} input[name=\"set-oauth_server\"]"), &url);
+    driver.keys(&format!("{form} input[name=\"set-refresh_every\"]"), "2s");
+    // A pattern is checked as one types.
+    driver.keys(
+        &format!("{form} input[name=\"set-portal\"]"),
+        "Not A Portal",
+    );
+    assert!(driver.until(
+        Duration::from_secs(5),
+        &format!("return document.querySelector('{form} input[name=\"set-portal\"]').getAttribute('aria-invalid') === 'true';")
+    ));
+    driver.screenshot("walkthrough-1-use-this-process");
+    driver.script(&format!("const i = document.querySelector('{form} input[name=\"set-portal\"]'); i.value = ''; i.dispatchEvent(new Event('input')); return true;"));
+    driver.click(&format!("{form} button:not(.cancel)"));
+    assert!(
+        driver.until(
+            Duration::from_secs(10),
+            "return location.hash === '#/p/1' && !!document.getElementById('add-task');"
+        ),
+        "cloned, and on the process's page"
+    );
+    let listed = server.data.json(&["process", "list"]);
+    assert_eq!(listed[0]["alias"], "bitrix", "{listed}");
+    // The diagram's nodes take the focus, and Enter opens a node's tasks.
+    assert!(driver.until(
+        Duration::from_secs(10),
+        "const n = document.querySelector('#diagram [data-node=\"get_token\"]'); if (!n) return false; n.focus(); return document.activeElement === n;"
+    ), "a node of the diagram takes the focus");
+    driver.press("\u{E007}");
+    assert!(
+        driver.until(
+            Duration::from_secs(5),
+            "return location.hash === '#/p/1/get_token';"
+        ),
+        "Enter on a node opens its tasks"
+    );
+    driver.go(&format!("{}/#/p/1", server.base));
+    assert!(driver.until(
+        Duration::from_secs(10),
+        "return !!document.getElementById('add-task');"
+    ));
+
+    // 2. *Add task*: a refusal first, shown inline in the CLI's words.
+    driver.click("#add-task");
+    assert!(driver.until(
+        Duration::from_secs(10),
+        "return !!document.getElementById('add');"
+    ));
+    driver.click("#send");
+    assert!(driver.until(
+        Duration::from_secs(10),
+        "return document.getElementById('refusal').textContent.startsWith('error: param `portal`: is required');"
+    ), "{}", driver.script("return document.getElementById('refusal').textContent;"));
+    // Secret params are password fields.
+    assert_eq!(
+        driver.script("return document.querySelector('input[name=\"f-client_secret\"]').type;"),
+        json!("password")
+    );
+    driver.keys("input[name=\"f-portal\"]", "sandbox");
+    driver.keys("input[name=\"f-client_id\"]", DEFAULT_CLIENT_ID);
+    driver.keys("input[name=\"f-client_secret\"]", DEFAULT_CLIENT_SECRET);
+    driver.keys("input[name=\"f-scope\"]", "crm");
+    driver.click("#autoref");
+    assert_eq!(
+        driver.script("return document.getElementById('ref-label').hidden;"),
+        json!(false)
+    );
+    driver.keys("#ref", "token");
+    driver.screenshot("walkthrough-2-add-task");
+
+    // 3. *Get the code* from the sandbox's authorize page and paste it, then *Send task*.
+    driver.keys("#authorize-base", &format!("{url}/oauth/authorize"));
+    let code = get_and_paste_code(&driver, "#add", "input[name=\"f-code\"]");
+    driver.script(
+        "document.getElementById('countdown').scrollIntoView({block: 'center'}); return true;",
+    );
+    driver.screenshot("walkthrough-3-code");
+    driver.click("#send");
+    assert!(driver.until(
+        Duration::from_secs(10),
+        "return location.hash.startsWith('#/t/1/') && !!document.getElementById('token-state');"
+    ), "{}", driver.script("return document.getElementById('refusal') && document.getElementById('refusal').textContent;"));
+    let task = server
+        .data
+        .json(&["task", "show", "@bitrix", "token", "--reveal"]);
+    assert_eq!(task["ref"], "token", "the reference given, not one made up");
+
+    // 4. The fingerprint of the token received (never the token).
+    assert!(driver.until(
+        Duration::from_secs(20),
+        "const s = document.getElementById('token-state'); return !!s && s.textContent.includes('Token received') && s.textContent.includes('Next refresh at');"
+    ), "{}", driver.script("return document.body.innerText;"));
+    let shown =
+        driver.script("return document.querySelector('#token-state .fingerprint').textContent;");
+    let revealed = server
+        .data
+        .json(&["task", "show", "@bitrix", "token", "--reveal"]);
+    let access = revealed["data"]["access_token"].as_str().expect("a token");
+    let page = driver.script("return document.body.innerText;");
+    assert!(
+        !page.as_str().unwrap_or_default().contains(access),
+        "the token on the page"
+    );
+    assert!(
+        !page.as_str().unwrap_or_default().contains(&code),
+        "the code on the page"
+    );
+    assert_eq!(
+        shown,
+        json!(fingerprint(access)),
+        "the fingerprint is of the token held"
+    );
+    driver.script("window.scrollTo(0, 0); return true;");
+    driver.screenshot("walkthrough-4-token-received");
+
+    // 5. Bitrix refuses the next refresh: escalated, with the reason, on the open page.
+    sandbox
+        .fail_next(Service::Token, 1, Failure::error("invalid_grant"))
+        .expect("fail");
+    assert!(driver.until(
+        Duration::from_secs(30),
+        "const s = document.getElementById('token-state'); return !!s && s.textContent.includes('Escalated') && s.textContent.includes('invalid_grant');"
+    ), "{}", driver.script("return document.getElementById('token-state').textContent;"));
+    driver.script("window.scrollTo(0, 0); return true;");
+    driver.screenshot("walkthrough-5-escalated");
+
+    // 6. *Paste a new code*: recovered, with a new token.
+    driver.keys(
+        "#new-code #authorize-base",
+        &format!("{url}/oauth/authorize"),
+    );
+    get_and_paste_code(&driver, "#new-code", "#f-code");
+    driver.click("#send-code");
+    assert!(driver.until(
+        Duration::from_secs(20),
+        "const s = document.getElementById('token-state'); return !!s && s.textContent.includes('Token received');"
+    ), "{}", driver.script("return document.getElementById('token-state').textContent;"));
+    let again = server
+        .data
+        .json(&["task", "show", "@bitrix", "token", "--reveal"]);
+    let renewed = again["data"]["access_token"].as_str().expect("a token");
+    assert_ne!(renewed, access);
+    assert!(driver.until(
+        Duration::from_secs(10),
+        &format!(
+            "return document.querySelector('#token-state .fingerprint').textContent === {:?};",
+            fingerprint(renewed)
+        )
+    ));
+    let history = server.data.ok(&["task", "history", "@bitrix", "token"]);
+    assert!(history.contains("modified by dashboard: code"), "{history}");
+    driver.script("window.scrollTo(0, 0); return true;");
+    driver.screenshot("walkthrough-6-recovered");
+
+    // Readable at 360 px: nothing wider than the screen.
+    driver.resize(360, 800);
+    assert!(driver.until(
+        Duration::from_secs(5),
+        "return document.documentElement.scrollWidth <= window.innerWidth + 1;"
+    ), "wider than 360 px: {}", driver.script("return [document.documentElement.scrollWidth, window.innerWidth, [...document.querySelectorAll('body *')].filter(e => e.getBoundingClientRect().right > window.innerWidth + 1).slice(0, 5).map(e => e.tagName + '.' + e.className + ' ' + e.getBoundingClientRect().right)];"));
+    driver.script("window.scrollTo(0, 0); return true;");
+    driver.screenshot("walkthrough-7-360px");
+    drop(server);
+    drop(tokio);
+}
+
+/// The first 8 hex digits of SHA-1, as the dashboard shows a token.
+fn fingerprint(secret: &str) -> String {
+    use sha1::Digest as _;
+    hex::encode(sha1::Sha1::digest(secret.as_bytes()))[..8].to_string()
+}
+
+/// Changes through the dashboard need the session's CSRF token, and an API key's
+/// session cannot touch another process or clone one.
+#[test]
+fn dashboard_changes_need_the_csrf_token_and_keys_stay_in_their_processes() {
+    let data = DataDir::new();
+    let file = data.path().join("p.yaml");
+    std::fs::write(
+        &file,
+        "process: p\nparams:\n  n: { type: number }\nnodes:\n  start: { type: start, next: wait }\n  wait: { type: wait_callback, next: done }\n  done: { type: final }\n",
+    )
+    .expect("write");
+    let file = file.to_str().expect("utf-8");
+    data.ok(&["process", "clone", file, "--alias", "mine"]);
+    data.ok(&["process", "clone", file, "--alias", "other"]);
+    let key = data.json(&["api-key", "create", "k", "--process", "@mine"]);
+    let server = Server::start(data);
+    // No cookie store (reqwest keeps none unless asked): the session cookie is sent by
+    // hand. `http()` installs the TLS provider reqwest needs before a client is built.
+    let client = http();
+    let login = |body: Value| -> String {
+        let response = client
+            .post(format!("{}/ui/login", server.base))
+            .json(&body)
+            .send()
+            .expect("login");
+        assert!(response.status().is_success());
+        let cookie = response
+            .headers()
+            .get("set-cookie")
+            .and_then(|v| v.to_str().ok())
+            .expect("a cookie");
+        cookie.split(';').next().expect("name=value").to_string()
+    };
+    let cookie = login(json!({"login": key["login"].to_string(), "secret": key["secret"]}));
+    let csrf = client
+        .get(format!("{}/ui/api/session", server.base))
+        .header("cookie", &cookie)
+        .send()
+        .expect("session")
+        .json::<Value>()
+        .expect("json")["csrf"]
+        .as_str()
+        .expect("csrf")
+        .to_string();
+    let post = |path: &str, token: Option<&str>, body: Value| {
+        let mut request = client
+            .post(format!("{}{path}", server.base))
+            .header("cookie", &cookie)
+            .json(&body);
+        if let Some(t) = token {
+            request = request.header("x-csrf-token", t);
+        }
+        let response = request.send().expect("post");
+        let status = response.status().as_u16();
+        (status, response.json::<Value>().unwrap_or(Value::Null))
+    };
+    // Without the token, or with a wrong one: refused, nothing added.
+    let (status, body) = post(
+        "/ui/api/processes/@mine/tasks",
+        None,
+        json!({"data": {"n": 1}}),
+    );
+    assert_eq!(status, 403, "{body}");
+    let (status, _) = post(
+        "/ui/api/processes/@mine/tasks",
+        Some("0000"),
+        json!({"data": {"n": 1}}),
+    );
+    assert_eq!(status, 403);
+    assert_eq!(server.data.json(&["task", "list", "@mine"]), json!([]));
+    // With it: added; a refusal comes back in the CLI's words.
+    let (status, added) = post(
+        "/ui/api/processes/@mine/tasks",
+        Some(&csrf),
+        json!({"ref": "a", "data": {"n": 1}}),
+    );
+    assert_eq!(status, 200, "{added}");
+    let (status, refused) = post(
+        "/ui/api/processes/@mine/tasks",
+        Some(&csrf),
+        json!({"ref": "a", "data": {"n": 2}}),
+    );
+    assert_eq!(status, 422);
+    let (_, _, cli) = server
+        .data
+        .run(&["task", "add", "@mine", "--ref", "a", "n:=2"]);
+    assert_eq!(
+        format!(
+            "error: {}\n",
+            refused["description"].as_str().unwrap_or_default()
+        ),
+        cli
+    );
+    // Another process does not exist for this key; cloning needs the admin token.
+    let (status, _) = post(
+        "/ui/api/processes/@other/tasks",
+        Some(&csrf),
+        json!({"data": {}}),
+    );
+    assert_eq!(status, 404);
+    let (status, _) = post("/ui/api/tasks/@other/1/delete", Some(&csrf), json!({}));
+    assert_eq!(status, 404);
+    let (status, body) = post(
+        "/ui/api/clone",
+        Some(&csrf),
+        json!({"template": "bitrix_oauth", "alias": "x"}),
+    );
+    assert_eq!(status, 403, "{body}");
+    // Actions: modify, goto, delete of its own task.
+    let id = added["id"].as_u64().expect("id");
+    let (status, body) = post(
+        &format!("/ui/api/tasks/@mine/{id}/goto"),
+        Some(&csrf),
+        json!({"node": "done"}),
+    );
+    assert_eq!(status, 200, "{body}");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while server.data.json(&["task", "show", "@mine", "a"])["status"] != "done" {
+        assert!(Instant::now() < deadline, "the goto was not applied");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let (status, body) = post(
+        &format!("/ui/api/tasks/@mine/{id}/modify"),
+        Some(&csrf),
+        json!({"data": {"n": 3}}),
+    );
+    assert_eq!(status, 422, "a finished task: {body}");
+    let (status, _) = post(
+        &format!("/ui/api/tasks/@mine/{id}/delete"),
+        Some(&csrf),
+        json!({}),
+    );
+    assert_eq!(status, 200);
+    assert_eq!(server.data.json(&["task", "list", "@mine"]), json!([]));
+    // Logging out needs the token too.
+    let (status, _) = post("/ui/logout", None, json!({}));
+    assert_eq!(status, 403);
 }

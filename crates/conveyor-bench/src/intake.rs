@@ -211,7 +211,7 @@ async fn through_engine(kind: StoreKind, tasks: u64, door: Door) -> anyhow::Resu
     let config = conveyor_http::Config {
         admin_token: conveyor_runtime::random_token(20),
         limits,
-        command: None,
+        admin_commands: false,
         public_hosts: Vec::new(),
         signatures_file: Some(dir.path().join("signatures")),
     };

@@ -9,8 +9,15 @@ function esc(text) {
 }
 function time(ms) { return ms ? new Date(ms).toISOString().replace("T", " ").slice(0, 19) + " UTC" : ""; }
 
-async function api(path) {
-  const response = await fetch(path, {credentials: "same-origin"});
+let csrf = null;
+// Every change carries the session's CSRF token (read once per page load).
+async function post(path, body) {
+  if (!csrf) csrf = (await api("/ui/api/session")).csrf;
+  return api(path, {method: "POST", headers: {"content-type": "application/json", "x-csrf-token": csrf}, body: JSON.stringify(body || {})});
+}
+
+async function api(path, options) {
+  const response = await fetch(path, Object.assign({credentials: "same-origin"}, options || {}));
   if (response.status === 401) {
     const reason = await response.json().catch(() => ({}));
     showLogin(/expired/.test(reason.description || "") ? reason.description : "");
@@ -39,7 +46,7 @@ function showLogin(message) {
     const body = {};
     for (const [k, v] of form.entries()) if (v) body[k] = v;
     const response = await fetch("/ui/login", {method: "POST", headers: {"content-type": "application/json"}, body: JSON.stringify(body)});
-    if (response.ok) { route(); } else { showLogin("Wrong credentials."); }
+    if (response.ok) { csrf = null; route(); } else { showLogin("Wrong credentials."); }
   };
 }
 
@@ -55,7 +62,7 @@ async function listPage() {
       <td><a href="#/p/${p.id}">${esc(p.title)}</a></td><td class="num">${p.tasks}</td>
       <td class="num">${p.in_escalation > 0 ? `<span class="badge warn">${p.in_escalation} in escalation</span>` : `<span class="badge ok">0</span>`}</td></tr>`).join("");
     main.innerHTML = `<h1>Processes</h1>${processes.length ? `<table><thead><tr><th>id</th><th>alias</th><th>title</th><th>tasks</th><th>escalations</th></tr></thead><tbody>${rows}</tbody></table>`
-      : `<p class="muted">No processes yet: <code>conveyor process clone bitrix_oauth --alias bitrix</code></p>`}`;
+      : `<p class="muted">No processes yet: pick one on the <a href="#/templates">templates</a> page, or <code>conveyor process clone bitrix_oauth --alias bitrix</code>.</p>`}`;
     live.textContent = "live · " + new Date().toLocaleTimeString();
   };
   await draw();
@@ -67,6 +74,7 @@ async function processPage(id, selected) {
   crumbs.innerHTML = `/ <a href="#/">processes</a> / ${esc(p.title || p.name)}`;
   const escalations = p.nodes.filter(n => n.escalation);
   main.innerHTML = `<h1>${esc(p.title || p.name)} <span class="muted">process ${p.id}${p.alias ? " · @" + esc(p.alias) : ""} · version ${p.version}</span></h1>
+    <p><a class="button" id="add-task" href="#/add/${p.id}">Add task</a></p>
     <div class="split"><div class="card diagram" id="diagram">${p.svg}</div>
     <div>${escalations.length ? `<h2 class="warn-title">Escalations</h2><div id="escalations"></div>` : ""}
     <h2 id="tasks-title">Tasks</h2><div id="tasks" class="muted">Click a node on the diagram to see its tasks.</div>
@@ -76,7 +84,13 @@ async function processPage(id, selected) {
       <td class="num" data-now-for="${esc(n.id)}">${n.now}</td><td class="num" data-total-for="${esc(n.id)}">${n.total}</td></tr>`).join("");
   main.querySelector("#nodes tbody").innerHTML = nodeRows(p.nodes);
   main.querySelectorAll("#diagram [data-node]").forEach(el => {
-    el.addEventListener("click", () => { location.hash = `#/p/${p.id}/${encodeURIComponent(el.getAttribute("data-node"))}`; });
+    const open = () => { location.hash = `#/p/${p.id}/${encodeURIComponent(el.getAttribute("data-node"))}`; };
+    // Reachable with the keyboard too: Tab to a node, Enter or Space opens its tasks.
+    el.setAttribute("tabindex", "0");
+    el.setAttribute("role", "link");
+    el.setAttribute("aria-label", `tasks in ${el.getAttribute("data-node")}`);
+    el.addEventListener("click", open);
+    el.addEventListener("keydown", (event) => { if (event.key === "Enter" || event.key === " ") { event.preventDefault(); open(); } });
   });
   // Why tasks sit in an escalation, written on the diagram under the node's counter.
   const markWhy = (node, tasks) => {
@@ -132,14 +146,43 @@ async function processPage(id, selected) {
 async function taskPage(processId, taskId) {
   stop();
   const t = await api(`/ui/api/tasks/${encodeURIComponent(processId)}/${encodeURIComponent(taskId)}`);
+  const p = await api(`/ui/api/processes/${encodeURIComponent(processId)}`);
   crumbs.innerHTML = `/ <a href="#/">processes</a> / <a href="#/p/${t.process}">process ${t.process}</a> / task ${t.id}`;
-  const why = [t.reason.tag, t.reason.description].filter(Boolean).join(": ");
   main.innerHTML = `<h1>Task ${t.id}${t.ref ? ` <span class="muted">ref ${esc(t.ref)}</span>` : ""}</h1>
-    <p>In <a href="#/p/${t.process}/${encodeURIComponent(t.node)}">${esc(t.node)}</a> · ${esc(t.status)}${t.wake_at ? " until " + time(t.wake_at) : ""}
-    ${why ? ` · <span class="reason">${esc(why)}</span>` : ""}</p>
-    <div class="grid"><div><h2>Data</h2><pre>${esc(JSON.stringify(t.data, null, 2))}</pre></div>
-    <div><h2>History</h2><ul class="timeline">${t.history.map(h => `<li class="${h.event === "error" ? "error" : ""}">
-      <span class="muted">${time(h.at)}</span> <b>${esc(h.node)}</b> ${esc(h.event)} ${esc(describe(h))}</li>`).join("")}</ul></div></div>`;
+    <p id="task-where">${where(t)}</p>
+    ${t.token ? tokenPanel(t) : ""}
+    <section class="card actions" aria-label="Task actions"><h2>Actions</h2><div id="actions"></div><p id="action-result" role="status"></p></section>
+    <div class="grid"><div><h2>Data</h2><pre id="task-data">${esc(JSON.stringify(t.data, null, 2))}</pre></div>
+    <div><h2>History</h2><ul class="timeline" id="task-history">${timeline(t.history)}</ul></div></div>`;
+  taskActions(t);
+  if (t.token) wireToken(p, t);
+  every(2000, async () => {
+    const again = await api(`/ui/api/tasks/${encodeURIComponent(processId)}/${encodeURIComponent(taskId)}`).catch(() => null);
+    if (!again) return;
+    const box = document.getElementById("token-state");
+    if (box && again.token) box.innerHTML = tokenWords(again);
+    const status = document.getElementById("task-status");
+    if (status) status.textContent = `${again.node} · ${again.status}`;
+    const place = document.getElementById("task-where");
+    if (place) place.innerHTML = where(again);
+    const data = document.getElementById("task-data");
+    if (data) data.textContent = JSON.stringify(again.data, null, 2);
+    const history = document.getElementById("task-history");
+    if (history) history.innerHTML = timeline(again.history);
+  });
+}
+
+// Where a task is, its status, its timer and why it is there.
+function where(t) {
+  const why = [t.reason.tag, t.reason.description].filter(Boolean).join(": ");
+  const timer = t.wake_at ? (t.wake_kind === "remove" ? " (kept until " + time(t.wake_at) + ")" : " until " + time(t.wake_at)) : "";
+  return `In <a href="#/p/${t.process}/${encodeURIComponent(t.node)}">${esc(t.node)}</a> · ${esc(t.status)}${esc(timer)}
+    ${why ? ` · <span class="reason">${esc(why)}</span>` : ""}`;
+}
+
+function timeline(history) {
+  return history.map(h => `<li class="${h.event === "error" ? "error" : ""}">
+      <span class="muted">${time(h.at)}</span> <b>${esc(h.node)}</b> ${esc(h.event)} ${esc(describe(h))}</li>`).join("");
 }
 
 function describe(h) {
@@ -151,6 +194,7 @@ function describe(h) {
     case "waiting": return h.until ? `(${h.reason}) until ${time(h.until)}` : `(${h.reason})`;
     case "finished": return h.status;
     case "copied": return `task ${h.task} in process ${h.process}`;
+    case "recovered": return h.action === "retry" ? `${h.source} retried ${h.to}` : `${h.source} sent it to ${h.to}`;
     default: return "";
   }
 }
@@ -160,10 +204,293 @@ async function route() {
   try {
     if (parts[0] === "p" && parts[1]) await processPage(parts[1], parts[2]);
     else if (parts[0] === "t" && parts[1] && parts[2]) await taskPage(parts[1], parts[2]);
+    else if (parts[0] === "templates") await templatesPage();
+    else if (parts[0] === "add" && parts[1]) await addTaskPage(parts[1]);
     else await listPage();
   } catch (error) {
     if (error.message !== "login") main.innerHTML = `<p class="reason">${esc(error.message)}</p>`;
   }
 }
+
+
+// ----- Templates: *Use this process* -----------------------------------------------
+
+async function templatesPage() {
+  stop();
+  crumbs.innerHTML = `/ <a href="#/">processes</a> / templates`;
+  const templates = await api("/ui/api/templates");
+  main.innerHTML = `<h1>Templates</h1><p class="muted">Processes shipped with Conveyor. <em>Use this process</em> copies one into this Conveyor.</p>
+    ${templates.map(t => `<section class="card template" data-template="${esc(t.name)}">
+      <h2>${esc(t.title || t.name)} <span class="muted">${esc(t.name)}</span></h2>
+      <p>${esc(t.description || "")}</p>
+      <details><summary>Params (${t.params.length})</summary>${paramTable(t.params)}</details>
+      <button type="button" class="use" data-use="${esc(t.name)}">Use this process</button>
+      <div class="use-form"></div></section>`).join("")}`;
+  main.querySelectorAll("button.use").forEach(button => button.addEventListener("click", () => {
+    const t = templates.find(x => x.name === button.dataset.use);
+    const box = button.parentElement.querySelector(".use-form");
+    box.innerHTML = `<form class="form" novalidate>
+      <label>Alias <span class="muted">(to refer to it as @alias)</span><input name="alias" value="${esc(t.name.split("_")[0])}" pattern="^[A-Za-z0-9_-]+$"></label>
+      <p class="muted">Settings: values every task of the process gets, which no task can change (what <code>process clone --set</code> sets). Leave empty what tasks give themselves.</p>
+      ${t.params.map(param => field(param, "set-")).join("")}
+      <button>Clone</button> <button type="button" class="cancel">Cancel</button><p class="refusal reason" role="alert"></p></form>`;
+    const form = box.querySelector("form");
+    checkAsYouType(form);
+    form.querySelector(".cancel").addEventListener("click", () => { box.innerHTML = ""; button.focus(); });
+    form.querySelector("input").focus();
+    form.addEventListener("submit", async (event) => {
+      event.preventDefault();
+      const settings = {};
+      for (const param of t.params) {
+        const value = valueOf(form, param, "set-");
+        if (value !== undefined) settings[param.name] = value;
+      }
+      try {
+        const cloned = await post("/ui/api/clone", {template: t.name, alias: form.alias.value, settings});
+        location.hash = `#/p/${cloned.id}`;
+      } catch (error) { form.querySelector(".refusal").textContent = "error: " + error.message; }
+    });
+  }));
+}
+
+function paramTable(params) {
+  if (!params.length) return `<p class="muted">No params.</p>`;
+  return `<table><thead><tr><th>param</th><th>what</th><th>default</th></tr></thead><tbody>${params.map(p => `<tr>
+    <td><code>${esc(p.name)}</code>${p.required ? ` <b title="required">*</b>` : ""}${p.secret ? ` <span class="badge">secret</span>` : ""}</td>
+    <td>${esc(p.description || "")}</td><td>${p.default !== null && p.default !== undefined ? `<code>${esc(JSON.stringify(p.default))}</code>` : ""}</td></tr>`).join("")}</tbody></table>`;
+}
+
+// One input for a declared param: its description, a required mark, its pattern
+// (checked as one types), a password field for a secret, its default as a placeholder.
+function field(param, prefix, required) {
+  const id = prefix + param.name;
+  const kind = param.secret ? "password" : "text";
+  const placeholder = param.default !== null && param.default !== undefined && param.default !== "" ? `default: ${typeof param.default === "string" ? param.default : JSON.stringify(param.default)}` : "";
+  return `<label for="${esc(id)}">${esc(param.name)}${required && param.required ? ` <b class="required" aria-label="required">*</b>` : ""}
+    ${param.description ? `<span class="muted">${esc(param.description)}</span>` : ""}
+    <input id="${esc(id)}" name="${esc(id)}" type="${kind}" autocomplete="off" data-param="${esc(param.name)}"
+      ${param.pattern ? `data-pattern="${esc(param.pattern)}"` : ""} ${param.max_length ? `maxlength="${param.max_length}"` : ""}
+      ${required && param.required ? `required aria-required="true"` : ""} placeholder="${esc(placeholder)}" data-type="${esc(param.type || "")}">
+    <span class="hint" aria-live="polite"></span></label>`;
+}
+
+function checkAsYouType(form) {
+  form.querySelectorAll("input[data-pattern]").forEach(input => {
+    let re = null;
+    try { re = new RegExp(input.dataset.pattern, "u"); } catch (_) { return; }
+    const check = () => {
+      const bad = input.value !== "" && !re.test(input.value);
+      input.setAttribute("aria-invalid", bad ? "true" : "false");
+      input.parentElement.querySelector(".hint").textContent = bad ? `does not match ${input.dataset.pattern}` : "";
+    };
+    input.addEventListener("input", check);
+  });
+}
+
+// The value typed for a param: typed params are read as JSON; empty is absent.
+function valueOf(form, param, prefix) {
+  const input = form.querySelector(`[name="${CSS.escape(prefix + param.name)}"]`);
+  if (!input || input.value === "") return undefined;
+  if (param.type && param.type !== "string") {
+    try { return JSON.parse(input.value); } catch (_) { return input.value; }
+  }
+  return input.value;
+}
+
+// ----- Add task --------------------------------------------------------------------
+
+async function addTaskPage(processId) {
+  stop();
+  const p = await api(`/ui/api/processes/${encodeURIComponent(processId)}`);
+  crumbs.innerHTML = `/ <a href="#/">processes</a> / <a href="#/p/${p.id}">${esc(p.title || p.name)}</a> / add task`;
+  const params = p.params.filter(x => x.input.includes("create"));
+  const auth = p.authorize;
+  main.innerHTML = `<h1>Add task <span class="muted">to ${esc(p.title || p.name)}</span></h1>
+    <form class="form card" id="add" novalidate>
+      <label class="check"><input type="checkbox" id="autoref" checked> Autogenerate reference</label>
+      <label id="ref-label" hidden>Reference <span class="muted">(unique in the process, e.g. token)</span><input id="ref" name="ref" autocomplete="off"></label>
+      <label class="check"><input type="checkbox" id="json-mode"> JSON mode <span class="muted">(free data as one JSON object)</span></label>
+      <div id="fields">${params.map(param => param.name === (auth && auth.code_param) ? codeField(param, auth) : field(param, "f-", true)).join("")}</div>
+      <label id="json-label" hidden>Data (JSON)<textarea id="json" rows="8" spellcheck="false">{}</textarea></label>
+      <button id="send">Send task</button>
+      <p class="refusal reason" id="refusal" role="alert"></p></form>`;
+  const form = document.getElementById("add");
+  checkAsYouType(form);
+  const autoref = document.getElementById("autoref");
+  autoref.addEventListener("change", () => {
+    document.getElementById("ref-label").hidden = autoref.checked;
+    if (!autoref.checked) document.getElementById("ref").focus();
+  });
+  const jsonMode = document.getElementById("json-mode");
+  jsonMode.addEventListener("change", () => {
+    document.getElementById("fields").hidden = jsonMode.checked;
+    document.getElementById("json-label").hidden = !jsonMode.checked;
+  });
+  if (auth) wireCode(form, auth, () => ({portal: valueOf(form, {name: auth.portal_param}, "f-"), client_id: valueOf(form, {name: auth.client_id_param}, "f-")}));
+  form.addEventListener("submit", async (event) => {
+    event.preventDefault();
+    const refusal = document.getElementById("refusal");
+    refusal.textContent = "";
+    let data = {};
+    if (jsonMode.checked) {
+      try { data = JSON.parse(document.getElementById("json").value || "{}"); }
+      catch (error) { refusal.textContent = "error: the data is not JSON: " + error.message; return; }
+    } else {
+      for (const param of params) {
+        let value = valueOf(form, param, "f-");
+        if (auth && param.name === auth.code_param && value !== undefined) value = codeFrom(value) ?? value;
+        if (value !== undefined) data[param.name] = value;
+      }
+    }
+    const body = {data};
+    if (!autoref.checked) body.ref = document.getElementById("ref").value;
+    try {
+      const added = await post(`/ui/api/processes/${p.id}/tasks`, body);
+      location.hash = `#/t/${p.id}/${added.id}`;
+    } catch (error) { refusal.textContent = "error: " + error.message; }
+  });
+}
+
+// ----- The token, plainly ----------------------------------------------------------
+
+function codeField(param, auth) {
+  return `<fieldset class="code"><legend>${esc(param.name)}${param.required ? ` <b class="required" aria-label="required">*</b>` : ""}</legend>
+    <p class="muted">${esc(param.description || "")}</p>
+    <label>Authorize page <span class="muted">(the portal's, unless you use another)</span><input id="authorize-base" autocomplete="off" placeholder="https://PORTAL.bitrix24.ru/oauth/authorize"></label>
+    <button type="button" id="get-code">Get the code</button>
+    <label>The code, or the whole address the browser was sent to<input id="f-${esc(param.name)}" name="f-${esc(param.name)}" type="password" autocomplete="off" data-param="${esc(param.name)}"></label>
+    <p class="countdown" id="countdown" aria-live="polite"></p></fieldset>`;
+}
+
+// *Get the code* opens the portal's authorize page and counts the code's lifetime down.
+function wireCode(root, auth, credentials) {
+  const button = root.querySelector("#get-code");
+  const base = root.querySelector("#authorize-base");
+  const countdown = root.querySelector("#countdown");
+  let ticking = null;
+  root.addEventListener("code-sent", () => { clearInterval(ticking); countdown.classList.remove("reason"); });
+  button.addEventListener("click", () => {
+    const {portal, client_id} = credentials();
+    if (!client_id) { countdown.textContent = `Give ${auth.client_id_param} first.`; return; }
+    const page = (base.value.trim() || (portal ? `https://${portal}.bitrix24.ru/oauth/authorize` : "")).replace(/\/+$/, "");
+    if (!page) { countdown.textContent = `Give ${auth.portal_param} (or the authorize page) first.`; return; }
+    const url = `${page}/?client_id=${encodeURIComponent(client_id)}&response_type=code`;
+    window.open(url, "_blank", "noopener");
+    button.dataset.url = url;
+    let left = auth.code_lifetime_secs;
+    clearInterval(ticking);
+    const tick = () => {
+      countdown.textContent = left > 0 ? `The code lives ${auth.code_lifetime_secs} s: ${left} s left to paste it and send.` : "The code has expired: get a new one.";
+      countdown.classList.toggle("reason", left <= 5);
+      if (left-- <= 0) clearInterval(ticking);
+    };
+    tick();
+    ticking = setInterval(tick, 1000);
+  });
+}
+
+function codeFrom(pasted) {
+  const text = pasted.trim();
+  const at = text.indexOf("code=");
+  if (at >= 0) { const code = text.slice(at + 5).split(/[&#]/)[0]; return code || null; }
+  return /^[A-Za-z0-9._-]+$/.test(text) ? text : null;
+}
+
+function tokenWords(t) {
+  const k = t.token;
+  const why = [k.reason.tag, k.reason.description].filter(Boolean).join(": ");
+  switch (k.state) {
+    case "received": return `<p class="ok-text"><b>Token received</b> (fingerprint <code class="fingerprint">${esc(k.fingerprint)}</code>).</p>
+      <p>Next refresh at ${esc(time(k.next_refresh))}${k.last_refresh ? ` · last refresh ${esc(time(k.last_refresh))}` : ""}.</p>`;
+    case "escalated": return `<p class="reason"><b>Escalated:</b> the token is not updated${why ? ` — <span class="why">${esc(why)}</span>` : ""}.</p>
+      <p>${k.fingerprint ? `Last token: fingerprint <code>${esc(k.fingerprint)}</code>. ` : ""}Paste a new code below to recover.</p>`;
+    case "failed": return `<p class="reason"><b>Failed</b> in ${esc(k.node)}${why ? `: ${esc(why)}` : ""}.</p>`;
+    case "exchanging": return `<p><b>Exchanging the code</b> for a token…</p>`;
+    default: return `<p><b>Waiting for a code.</b></p>`;
+  }
+}
+
+function tokenPanel(t) {
+  return `<section class="card token" aria-label="The token"><h2>The token</h2><div id="token-state" aria-live="polite">${tokenWords(t)}</div>
+    <form id="new-code" class="form" novalidate><h3>Paste a new code</h3>${codeField({name: "code", required: false, description: "A new authorization code re-authorizes the task; it lives 30 seconds."}, {})}
+    <button id="send-code">Send code</button><p class="refusal reason" role="alert"></p></form></section>`;
+}
+
+function wireToken(p, t) {
+  const form = document.getElementById("new-code");
+  wireCode(form, p.authorize, () => ({portal: t.data[p.authorize.portal_param], client_id: t.data[p.authorize.client_id_param]}));
+  form.addEventListener("submit", async (event) => {
+    event.preventDefault();
+    const refusal = form.querySelector(".refusal");
+    refusal.textContent = "";
+    try {
+      await post(`/ui/api/processes/${t.process}/code`, {ref: t.ref || String(t.id), code: form.querySelector("#f-code").value});
+      form.querySelector("#f-code").value = "";
+      form.dispatchEvent(new Event("code-sent"));
+      form.querySelector("#countdown").textContent = "Code sent: the task exchanges it now.";
+    } catch (error) { refusal.textContent = "error: " + error.message; }
+  });
+}
+
+// ----- Task actions: each asks to be confirmed -----------------------------------
+
+function taskActions(t) {
+  const box = document.getElementById("actions");
+  const result = document.getElementById("action-result");
+  const finished = t.status === "done" || t.status === "failed";
+  box.innerHTML = `<span id="task-status" class="muted">${esc(t.node)} · ${esc(t.status)}</span>
+    <details><summary>Modify (merge data)</summary><form id="modify" class="form">
+      <label>Data to merge (JSON)<textarea id="modify-json" rows="4" spellcheck="false">{}</textarea></label>
+      ${finished ? `<label class="check"><input type="checkbox" id="modify-force"> The task has finished: merge anyway (--force)</label>` : ""}
+      <button>Modify…</button></form></details>
+    ${t.status === "failed" ? `<button type="button" id="retry">Retry ${esc(t.node)}…</button>` : ""}
+    <form id="goto" class="inline"><label>Move to node <select id="goto-node">${(t.nodes || []).map(n => `<option${n === t.node ? " selected" : ""}>${esc(n)}</option>`).join("")}</select></label>
+      <button>Move…</button></form>
+    <button type="button" id="delete" class="danger">Delete…</button>
+    <div id="confirm" role="alertdialog" aria-live="assertive" hidden></div>`;
+  const confirmThen = (question, yes, action) => {
+    const dialog = document.getElementById("confirm");
+    dialog.hidden = false;
+    dialog.innerHTML = `<p>${esc(question)}</p><button type="button" id="confirm-yes">${esc(yes)}</button> <button type="button" id="confirm-no">Cancel</button>`;
+    document.getElementById("confirm-no").addEventListener("click", () => { dialog.hidden = true; dialog.innerHTML = ""; });
+    document.getElementById("confirm-yes").addEventListener("click", async () => {
+      dialog.hidden = true; dialog.innerHTML = "";
+      result.className = ""; result.textContent = "";
+      try { await action(); } catch (error) { result.className = "reason"; result.textContent = "error: " + error.message; }
+    });
+    document.getElementById("confirm-yes").focus();
+  };
+  const act = (name, body) => post(`/ui/api/tasks/${t.process}/${t.id}/${name}`, body);
+  document.getElementById("modify").addEventListener("submit", (event) => {
+    event.preventDefault();
+    let data;
+    try { data = JSON.parse(document.getElementById("modify-json").value || "{}"); }
+    catch (error) { result.className = "reason"; result.textContent = "error: the data is not JSON: " + error.message; return; }
+    const force = !!(document.getElementById("modify-force") || {}).checked;
+    confirmThen(`Merge ${Object.keys(data).join(", ") || "nothing"} into task ${t.id}?`, "Yes, modify", async () => {
+      await act("modify", {data, force}); result.textContent = `Task ${t.id} modified.`;
+    });
+  });
+  const retry = document.getElementById("retry");
+  if (retry) retry.addEventListener("click", () => confirmThen(`Run ${t.node} again for task ${t.id}?`, "Yes, retry", async () => {
+    await act("retry", {}); result.textContent = `Task ${t.id} runs ${t.node} again.`;
+  }));
+  document.getElementById("goto").addEventListener("submit", (event) => {
+    event.preventDefault();
+    const node = document.getElementById("goto-node").value;
+    confirmThen(`Move task ${t.id} from ${t.node} to ${node}?`, "Yes, move", async () => {
+      await act("goto", {node}); result.textContent = `Task ${t.id} moves to ${node}.`;
+    });
+  });
+  document.getElementById("delete").addEventListener("click", () => confirmThen(`Delete task ${t.id}, its data and history? This cannot be undone.`, "Yes, delete", async () => {
+    await act("delete", {}); location.hash = `#/p/${t.process}`;
+  }));
+}
+
+document.getElementById("logout").addEventListener("click", async () => {
+  try { await post("/ui/logout", {}); } catch (_) { /* already out */ }
+  csrf = null;
+  showLogin("");
+});
 window.addEventListener("hashchange", route);
 route();

@@ -1,6 +1,11 @@
-//! The read-only dashboard at `/`: processes with their task counts (escalations stand
-//! out), a process's diagram with live counters, the tasks in a node (with why they are
-//! in an escalation), and a task's data (secrets masked) and history.
+//! The dashboard at `/`: processes with their task counts (escalations stand out), a
+//! process's diagram with live counters, the tasks in a node (with why they are in an
+//! escalation), a task's data (secrets masked) and history, and a token task's state in
+//! words; the templates page (*Use this process*), *Add task*, a new code for a token
+//! task, and the task actions (modify, retry, move, delete). Every read and change is a
+//! request of the command layer (`conveyor-commands`) with the session as its caller,
+//! so a key's session is limited to its processes there; every change carries the
+//! session's CSRF token (`x-csrf-token`).
 //!
 //! Plain HTML, CSS and JS served from the binary (no build step; no inline script, so
 //! the Content-Security-Policy allows scripts from the server only). Login (a POST) with
@@ -9,7 +14,6 @@
 //! The session is a random HttpOnly, SameSite=Strict cookie kept in memory; it ends
 //! after `session_idle` unused or `session_lifetime` after the login.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -17,8 +21,8 @@ use axum::body::Body;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{Html, IntoResponse, Redirect, Response};
-use conveyor_model::NodeKind;
-use conveyor_runtime::{TaskKey, mask_data, random_token};
+use conveyor_commands::{Answer, Caller, CommandError, Request, Scope};
+use conveyor_runtime::random_token;
 use serde_json::{Map, Value, json};
 
 use crate::{AppState, constant_time_eq, error, read_body};
@@ -34,20 +38,29 @@ const MAX_SESSIONS: usize = 10_000;
 pub(crate) struct Session {
     /// Who logged in: the admin (everything), or an API key (its processes).
     key: Option<u64>,
+    /// Sent back by the page in `x-csrf-token` with every change: a request another
+    /// site makes the browser send carries the cookie, but cannot read this.
+    csrf: String,
     created: Instant,
     used: Instant,
 }
 
-/// What a session may see: every process, or these.
+/// What a session may see: every process, or these; and its CSRF token.
 struct Viewer {
     processes: Option<Vec<u64>>,
+    csrf: String,
 }
 
 impl Viewer {
-    fn may_see(&self, process: u64) -> bool {
-        self.processes
-            .as_ref()
-            .is_none_or(|list| list.contains(&process))
+    /// The session as a caller of the command layer, which limits it to its processes.
+    fn caller(&self) -> Caller {
+        Caller {
+            scope: match &self.processes {
+                None => Scope::All,
+                Some(list) => Scope::Processes(list.clone()),
+            },
+            source: "dashboard",
+        }
     }
 }
 
@@ -135,10 +148,7 @@ fn start_session(state: &AppState, login: Login, redirect: bool) -> Response {
             .and_then(|l| l.trim().parse::<u64>().ok()),
         &login.secret,
     ) {
-        (Some(number), Some(secret)) => state
-            .runtime
-            .store()
-            .api_key(number)
+        (Some(number), Some(secret)) => conveyor_commands::api_key(&state.runtime, number)
             .ok()
             .flatten()
             .filter(|k| constant_time_eq(k.secret.as_bytes(), secret.as_bytes()))
@@ -172,6 +182,7 @@ fn start_session(state: &AppState, login: Login, redirect: bool) -> Response {
             Session {
                 // An admin token wins over a key given with it.
                 key: if admin { None } else { api_key },
+                csrf: random_token(20),
                 created: now,
                 used: now,
             },
@@ -194,6 +205,9 @@ fn start_session(state: &AppState, login: Login, redirect: bool) -> Response {
 
 /// `POST /ui/logout`: ends the session.
 pub(crate) async fn logout(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Response {
+    if let Err(response) = viewer(&state, &headers).and_then(|v| check_csrf(&v, &headers)) {
+        return *response;
+    }
     if let Some(id) = session_id(&headers)
         && let Ok(mut sessions) = state.sessions.lock()
     {
@@ -240,16 +254,24 @@ fn viewer(state: &AppState, headers: &HeaderMap) -> Result<Viewer, Box<Response>
             )));
         }
         session.used = now;
-        session.key
+        (session.key, session.csrf.clone())
     };
+    let (key, csrf) = key;
     let Some(login) = key else {
-        return Ok(Viewer { processes: None });
+        return Ok(Viewer {
+            processes: None,
+            csrf,
+        });
     };
     // The key as it is now: deleted keys end their sessions, limits apply at once.
-    match state.runtime.store().api_key(login) {
-        Ok(Some(key)) if key.processes.is_empty() => Ok(Viewer { processes: None }),
+    match conveyor_commands::api_key(&state.runtime, login) {
+        Ok(Some(key)) if key.processes.is_empty() => Ok(Viewer {
+            processes: None,
+            csrf,
+        }),
         Ok(Some(key)) => Ok(Viewer {
             processes: Some(key.processes),
+            csrf,
         }),
         _ => {
             if let Ok(mut sessions) = state.sessions.lock() {
@@ -272,82 +294,79 @@ macro_rules! guard {
     };
 }
 
-/// The process `name` if this viewer may see it; the same "no process" otherwise.
-fn visible(
-    runtime: &conveyor_runtime::Runtime,
-    viewer: &Viewer,
-    name: &str,
-) -> Result<Arc<conveyor_runtime::LoadedProcess>, String> {
-    match runtime.resolve(name) {
-        Ok(loaded) if viewer.may_see(loaded.record.id) => Ok(loaded),
-        _ => Err(format!("no process `{name}`")),
+/// Checks the `x-csrf-token` header of a change against the session's token.
+fn check_csrf(viewer: &Viewer, headers: &HeaderMap) -> Result<(), Box<Response>> {
+    let given = headers
+        .get("x-csrf-token")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    if given.is_empty() || !constant_time_eq(given.as_bytes(), viewer.csrf.as_bytes()) {
+        return Err(Box::new(error(
+            StatusCode::FORBIDDEN,
+            "this change lacks the page's CSRF token; reload the dashboard",
+        )));
+    }
+    Ok(())
+}
+
+/// A command's answer as JSON, or its refusal with a status that says what kind, and
+/// the command layer's words (the same as the CLI's).
+fn answer(result: Result<Result<Value, CommandError>, tokio::task::JoinError>) -> Response {
+    match result {
+        Ok(Ok(value)) => axum::Json(value).into_response(),
+        Ok(Err(e)) => {
+            let status = match &e {
+                e if e.is_not_found() => StatusCode::NOT_FOUND,
+                CommandError::Usage(_) => StatusCode::BAD_REQUEST,
+                CommandError::NotAllowed { .. } => StatusCode::FORBIDDEN,
+                CommandError::Runtime(conveyor_runtime::RuntimeError::Store(_)) => {
+                    StatusCode::INTERNAL_SERVER_ERROR
+                }
+                _ => StatusCode::UNPROCESSABLE_ENTITY,
+            };
+            error(status, &e.to_string())
+        }
+        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
     }
 }
 
-/// The escalation nodes of a process.
-fn escalations(process: &conveyor_model::Process) -> Vec<String> {
-    process
-        .nodes
-        .values()
-        .filter(|n| matches!(n.kind, NodeKind::Escalation { .. }))
-        .map(|n| n.id.clone())
-        .collect()
+/// Runs `request` for the viewer on a blocking thread; `shape` makes the JSON answer.
+async fn run(
+    state: &AppState,
+    viewer: Viewer,
+    request: Request,
+    shape: impl FnOnce(Answer) -> Value + Send + 'static,
+) -> Response {
+    let runtime = state.runtime.clone();
+    answer(
+        tokio::task::spawn_blocking(move || {
+            conveyor_commands::run(&runtime, &viewer.caller(), request).map(shape)
+        })
+        .await,
+    )
+}
+
+fn to_json(value: impl serde::Serialize) -> Value {
+    serde_json::to_value(value).unwrap_or(Value::Null)
+}
+
+/// `GET /ui/api/session`: who is logged in, and the CSRF token changes must carry.
+pub(crate) async fn session(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Response {
+    let viewer = guard!(state, headers);
+    axum::Json(json!({"admin": viewer.processes.is_none(), "csrf": viewer.csrf})).into_response()
 }
 
 /// `GET /ui/api/processes`
 pub(crate) async fn processes(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Response {
     let viewer = guard!(state, headers);
-    let runtime = state.runtime.clone();
-    let answer = tokio::task::spawn_blocking(move || -> Result<Value, String> {
-        let mut list = Vec::new();
-        for record in runtime.store().processes().map_err(|e| e.to_string())? {
-            if !viewer.may_see(record.id) {
-                continue;
-            }
-            let counters = runtime.store().counters(record.id).map_err(|e| e.to_string())?;
-            let (title, escalation_nodes) = match runtime.loaded(record.id) {
-                Ok(l) => (
-                    l.process.title.clone().unwrap_or_else(|| l.process.name.clone()),
-                    escalations(&l.process),
-                ),
-                Err(_) => (String::new(), Vec::new()),
-            };
-            let tasks: i64 = counters.iter().map(|(_, c)| c.now).sum();
-            let escalated: i64 = counters
-                .iter()
-                .filter(|(n, _)| escalation_nodes.contains(n))
-                .map(|(_, c)| c.now)
-                .sum();
-            list.push(json!({"id": record.id, "alias": record.alias, "title": title, "tasks": tasks, "in_escalation": escalated}));
-        }
-        Ok(Value::Array(list))
+    run(&state, viewer, Request::ProcessList, |a| match a {
+        Answer::Processes { processes } => to_json(processes),
+        other => to_json(other),
     })
-    .await;
-    reply(answer)
+    .await
 }
 
-fn reply(answer: Result<Result<Value, String>, tokio::task::JoinError>) -> Response {
-    match answer {
-        Ok(Ok(value)) => axum::Json(value).into_response(),
-        Ok(Err(e)) => error(StatusCode::NOT_FOUND, &e),
-        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
-    }
-}
-
-fn counts_of(
-    runtime: &conveyor_runtime::Runtime,
-    id: u64,
-) -> Result<HashMap<String, (i64, u64)>, String> {
-    Ok(runtime
-        .store()
-        .counters(id)
-        .map_err(|e| e.to_string())?
-        .into_iter()
-        .map(|(node, c)| (node, (c.now, c.total)))
-        .collect())
-}
-
-/// `GET /ui/api/processes/{process}`: the process, its nodes with counts, its diagram.
+/// `GET /ui/api/processes/{process}`: the process, its nodes with counts, params, its diagram.
 pub(crate) async fn process(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
@@ -355,28 +374,23 @@ pub(crate) async fn process(
 ) -> Response {
     let viewer = guard!(state, headers);
     let runtime = state.runtime.clone();
-    let answer = tokio::task::spawn_blocking(move || -> Result<Value, String> {
-        let loaded = visible(&runtime, &viewer, &process)?;
-        let counts = counts_of(&runtime, loaded.record.id)?;
-        let p = &loaded.process;
-        let escalation_nodes = escalations(p);
-        let nodes: Vec<Value> = p
-            .nodes
-            .values()
-            .map(|n| {
-                let (now, total) = counts.get(&n.id).copied().unwrap_or_default();
-                json!({"id": n.id, "kind": n.kind.name(), "title": n.title, "now": now, "total": total,
-                       "escalation": escalation_nodes.contains(&n.id)})
-            })
-            .collect();
-        Ok(json!({
-            "id": loaded.record.id, "alias": loaded.record.alias, "name": p.name, "title": p.title,
-            "version": loaded.record.version, "nodes": nodes,
-            "svg": conveyor_graph::svg(p, Some(&counts)),
-        }))
-    })
-    .await;
-    reply(answer)
+    answer(
+        tokio::task::spawn_blocking(move || {
+            let caller = viewer.caller();
+            let loaded = conveyor_commands::resolve(&runtime, &caller, &process)?;
+            let detail = conveyor_commands::process_detail(&runtime, &loaded)?;
+            let counts: conveyor_graph::Counts = detail
+                .nodes
+                .iter()
+                .map(|n| (n.id.clone(), (n.now, n.total)))
+                .collect();
+            let mut value = to_json(&detail);
+            value["svg"] = Value::String(conveyor_graph::svg(&loaded.process, Some(&counts)));
+            value["title"] = json!(loaded.process.title);
+            Ok(value)
+        })
+        .await,
+    )
 }
 
 /// `GET /ui/api/processes/{process}/counts`: node → [now, total], for live updates.
@@ -386,40 +400,22 @@ pub(crate) async fn counts(
     Path(process): Path<String>,
 ) -> Response {
     let viewer = guard!(state, headers);
-    let runtime = state.runtime.clone();
-    let answer = tokio::task::spawn_blocking(move || -> Result<Value, String> {
-        let loaded = visible(&runtime, &viewer, &process)?;
-        let counts = counts_of(&runtime, loaded.record.id)?;
-        Ok(json!(counts))
-    })
-    .await;
-    reply(answer)
-}
-
-/// Why a task is where it is: the error keys nodes leave (`__conveyor_…_return_…__`) and
-/// the `error`/`failure` keys processes such as bitrix_oauth set.
-fn reason(data: &Map<String, Value>) -> Value {
-    let mut tag = None;
-    let mut description = None;
-    for (key, value) in data {
-        if key.ends_with("_return_type_tag__") {
-            tag = value.as_str().map(str::to_string);
-        }
-        if key.ends_with("_return_description__") {
-            description = value.as_str().map(str::to_string);
-        }
-    }
-    if let Some(Value::String(e)) = data.get("error")
-        && !e.is_empty()
-    {
-        tag = Some(e.clone());
-    }
-    if let Some(Value::String(f)) = data.get("failure")
-        && !f.is_empty()
-    {
-        description = Some(f.clone());
-    }
-    json!({"tag": tag, "description": description})
+    run(
+        &state,
+        viewer,
+        Request::ProcessShow { process },
+        |a| match a {
+            Answer::Process(detail) => Value::Object(
+                detail
+                    .nodes
+                    .iter()
+                    .map(|n| (n.id.clone(), json!([n.now, n.total])))
+                    .collect(),
+            ),
+            other => to_json(other),
+        },
+    )
+    .await
 }
 
 /// `GET /ui/api/processes/{process}/nodes/{node}/tasks`
@@ -430,30 +426,39 @@ pub(crate) async fn node_tasks(
 ) -> Response {
     let viewer = guard!(state, headers);
     let runtime = state.runtime.clone();
-    let answer = tokio::task::spawn_blocking(move || -> Result<Value, String> {
-        let loaded = visible(&runtime, &viewer, &process)?;
-        if !loaded.process.nodes.contains_key(&node) {
-            return Err(format!("no node `{node}`"));
-        }
-        let tasks = runtime
-            .store()
-            .tasks(loaded.record.id, Some(&node), 200)
-            .map_err(|e| e.to_string())?;
-        Ok(Value::Array(
-            tasks
-                .iter()
-                .map(|t| {
-                    json!({"id": t.id, "ref": t.reference, "status": t.status.as_str(), "changed": t.changed,
-                           "reason": reason(&t.data)})
-                })
-                .collect(),
-        ))
-    })
-    .await;
-    reply(answer)
+    answer(
+        tokio::task::spawn_blocking(move || {
+            let caller = viewer.caller();
+            let loaded = conveyor_commands::resolve(&runtime, &caller, &process)?;
+            if !loaded.process.nodes.contains_key(&node) {
+                return Err(CommandError::Runtime(
+                    conveyor_runtime::RuntimeError::NoProcess(format!("{process} node {node}")),
+                ));
+            }
+            let request = Request::TaskList {
+                process,
+                node: Some(node),
+                limit: 200,
+            };
+            match conveyor_commands::run(&runtime, &caller, request)? {
+                Answer::Tasks { tasks } => Ok(Value::Array(
+                    tasks
+                        .iter()
+                        .map(|t| {
+                            json!({"id": t.id, "ref": t.reference, "status": t.status,
+                                   "changed": t.changed, "reason": t.reason})
+                        })
+                        .collect(),
+                )),
+                other => Ok(to_json(other)),
+            }
+        })
+        .await,
+    )
 }
 
-/// `GET /ui/api/tasks/{process}/{task}`: data (secrets masked) and history.
+/// `GET /ui/api/tasks/{process}/{task}`: data (secrets masked), history, and for a
+/// token task its state in words.
 pub(crate) async fn task(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
@@ -461,22 +466,224 @@ pub(crate) async fn task(
 ) -> Response {
     let viewer = guard!(state, headers);
     let runtime = state.runtime.clone();
-    let answer = tokio::task::spawn_blocking(move || -> Result<Value, String> {
-        visible(&runtime, &viewer, &process)?;
-        let (loaded, task) = runtime
-            .find_task(&process, &TaskKey(task))
-            .map_err(|e| e.to_string())?;
-        let history = runtime
-            .store()
-            .history(task.id)
-            .map_err(|e| e.to_string())?;
-        Ok(json!({
-            "id": task.id, "process": task.process, "ref": task.reference, "node": task.node,
-            "status": task.status.as_str(), "created": task.created, "changed": task.changed,
-            "wake_at": task.wake.map(|w| w.at), "data": mask_data(&loaded.process, &task.secret_keys, &task.data),
-            "reason": reason(&task.data), "history": history,
-        }))
+    answer(
+        tokio::task::spawn_blocking(move || {
+            let caller = viewer.caller();
+            let shown = conveyor_commands::run(
+                &runtime,
+                &caller,
+                Request::TaskShow {
+                    process: process.clone(),
+                    task: task.clone(),
+                    reveal: false,
+                },
+            )?;
+            let Answer::Task(view) = shown else {
+                return Ok(to_json(shown));
+            };
+            let history = match conveyor_commands::run(
+                &runtime,
+                &caller,
+                Request::TaskHistory {
+                    process: process.clone(),
+                    task: view.id.to_string(),
+                },
+            )? {
+                Answer::History { events } => to_json(events),
+                _ => Value::Array(Vec::new()),
+            };
+            let loaded = conveyor_commands::resolve(&runtime, &caller, &process)?;
+            let detail = conveyor_commands::process_detail(&runtime, &loaded)?;
+            let token = match &detail.authorize {
+                Some(_) => to_json(conveyor_commands::token_state(
+                    &runtime,
+                    &caller,
+                    &process,
+                    &view.id.to_string(),
+                )?),
+                None => Value::Null,
+            };
+            let mut value = to_json(&*view);
+            value["history"] = history;
+            value["token"] = token;
+            value["nodes"] = json!(detail.nodes.iter().map(|n| &n.id).collect::<Vec<_>>());
+            Ok(value)
+        })
+        .await,
+    )
+}
+
+/// `GET /ui/api/templates`: the shipped templates, their descriptions and params.
+pub(crate) async fn templates(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Response {
+    let viewer = guard!(state, headers);
+    run(&state, viewer, Request::Templates, |a| match a {
+        Answer::Templates { templates } => to_json(templates),
+        other => to_json(other),
     })
-    .await;
-    reply(answer)
+    .await
+}
+
+/// A change's JSON body (after the session and its CSRF token are checked).
+async fn change_body(
+    state: &AppState,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<(Viewer, Map<String, Value>), Box<Response>> {
+    let viewer = viewer(state, headers)?;
+    check_csrf(&viewer, headers)?;
+    let bytes = read_body(state, body).await.map_err(Box::new)?;
+    if bytes.is_empty() {
+        return Ok((viewer, Map::new()));
+    }
+    match serde_json::from_slice::<Value>(&bytes) {
+        Ok(Value::Object(map)) => Ok((viewer, map)),
+        _ => Err(Box::new(error(
+            StatusCode::BAD_REQUEST,
+            "the body must be a JSON object",
+        ))),
+    }
+}
+
+macro_rules! change {
+    ($state:expr, $headers:expr, $body:expr) => {
+        match change_body(&$state, &$headers, $body).await {
+            Ok(parts) => parts,
+            Err(response) => return *response,
+        }
+    };
+}
+
+/// A string field of a change, or `None`.
+fn field(body: &Map<String, Value>, key: &str) -> Option<String> {
+    body.get(key)
+        .and_then(Value::as_str)
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(str::to_string)
+}
+
+/// An object field of a change (task data, settings); empty when absent.
+fn object(body: &Map<String, Value>, key: &str) -> Result<Map<String, Value>, Box<Response>> {
+    match body.get(key) {
+        None | Some(Value::Null) => Ok(Map::new()),
+        Some(Value::Object(map)) => Ok(map.clone()),
+        Some(_) => Err(Box::new(error(
+            StatusCode::BAD_REQUEST,
+            &format!("`{key}` must be a JSON object"),
+        ))),
+    }
+}
+
+macro_rules! object {
+    ($body:expr, $key:expr) => {
+        match object(&$body, $key) {
+            Ok(map) => map,
+            Err(response) => return *response,
+        }
+    };
+}
+
+/// `POST /ui/api/clone` `{"template", "alias", "settings"}`: *Use this process*.
+pub(crate) async fn clone(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    let (viewer, body) = change!(state, headers, body);
+    let settings = object!(body, "settings");
+    let Some(template) = field(&body, "template") else {
+        return error(StatusCode::BAD_REQUEST, "`template` is required");
+    };
+    let Some(definition) = conveyor_commands::templates::find(&template) else {
+        return error(StatusCode::NOT_FOUND, &format!("no template `{template}`"));
+    };
+    let request = Request::ProcessClone {
+        source: template,
+        definition: definition.to_string(),
+        alias: field(&body, "alias"),
+        settings,
+    };
+    run(&state, viewer, request, to_json).await
+}
+
+/// `POST /ui/api/processes/{process}/tasks` `{"ref", "data"}`: *Add task*.
+pub(crate) async fn add_task(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    Path(process): Path<String>,
+    body: Body,
+) -> Response {
+    let (viewer, body) = change!(state, headers, body);
+    let data = object!(body, "data");
+    let request = Request::TaskAdd {
+        process,
+        reference: field(&body, "ref"),
+        data,
+    };
+    run(&state, viewer, request, to_json).await
+}
+
+/// `POST /ui/api/processes/{process}/code` `{"ref", "code", "data"}`: the code (or the
+/// whole redirect address) for the token task, created with `data` if it does not exist.
+pub(crate) async fn code(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    Path(process): Path<String>,
+    body: Body,
+) -> Response {
+    let (viewer, body) = change!(state, headers, body);
+    let mut data = object!(body, "data");
+    let pasted = field(&body, "code").unwrap_or_default();
+    let Some(code) = conveyor_commands::code_from(&pasted) else {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "no code in what was pasted: paste the code, or the whole address the browser was sent to",
+        );
+    };
+    data.insert("code".into(), Value::String(code));
+    let request = Request::TaskUpsert {
+        process,
+        reference: field(&body, "ref").unwrap_or_else(|| "token".into()),
+        data,
+    };
+    run(&state, viewer, request, to_json).await
+}
+
+/// `POST /ui/api/tasks/{process}/{task}/{action}`: `modify` `{"data", "force"}`,
+/// `retry` `{"data"}`, `goto` `{"node", "data"}`, `delete`.
+pub(crate) async fn task_action(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    Path((process, task, action)): Path<(String, String, String)>,
+    body: Body,
+) -> Response {
+    let (viewer, body) = change!(state, headers, body);
+    let data = object!(body, "data");
+    let request = match action.as_str() {
+        "modify" => Request::TaskModify {
+            process,
+            task,
+            data,
+            force: body.get("force").and_then(Value::as_bool).unwrap_or(false),
+        },
+        "retry" => Request::TaskRetry {
+            process,
+            task,
+            data,
+        },
+        "goto" => {
+            let Some(node) = field(&body, "node") else {
+                return error(StatusCode::BAD_REQUEST, "`node` is required");
+            };
+            Request::TaskGoto {
+                process,
+                task,
+                node,
+                data,
+            }
+        }
+        "delete" => Request::TaskDelete { process, task },
+        _ => return error(StatusCode::NOT_FOUND, &format!("no action `{action}`")),
+    };
+    run(&state, viewer, request, to_json).await
 }

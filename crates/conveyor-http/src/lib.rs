@@ -8,7 +8,7 @@
 //! * `GET /healthz`, `GET /metrics` (Prometheus text);
 //! * `POST /admin/command` — the CLI's commands, run by the server for a `conveyor`
 //!   client, authorized by the local admin token the server writes into the data dir;
-//! * `GET /` — the read-only dashboard (see `dashboard.rs`).
+//! * `GET /` — the dashboard (see `dashboard.rs`).
 //!
 //! Every response carries security headers, requests for another `Host` are refused
 //! (DNS rebinding), and cross-site requests to anything but the task API and direct URLs
@@ -38,15 +38,11 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use conveyor_runtime::Runtime;
-use serde_json::{Value, json};
+use serde_json::json;
 
 pub use rate::Rate;
 pub use replay::ReplayError;
 pub use server::ConnectionLimits;
-
-/// Runs one CLI command on the server: takes the command as JSON, gives back
-/// `{"stdout": …, "stderr": …, "code": …}`. Supplied by the binary, which owns the CLI.
-pub type CommandHandler = Arc<dyn Fn(Value) -> Value + Send + Sync>;
 
 /// Limits on what a request and a connection may take. The defaults are those
 /// documented in `docs/http-api.md`.
@@ -107,7 +103,8 @@ pub struct Config {
     /// The token of `POST /admin/command` (written to the data dir for the CLI).
     pub admin_token: String,
     pub limits: Limits,
-    pub command: Option<CommandHandler>,
+    /// Whether `POST /admin/command` runs the CLI's commands (`conveyor serve`: yes).
+    pub admin_commands: bool,
     /// Host names (`host` or `host:port`, as clients send them in `Host`) the server
     /// answers to besides its own loopback addresses: `--public-host`, for direct URLs
     /// published behind a proxy.
@@ -197,6 +194,18 @@ pub fn router(
             get(dashboard::node_tasks),
         )
         .route("/ui/api/tasks/{process}/{task}", get(dashboard::task))
+        .route("/ui/api/session", get(dashboard::session))
+        .route("/ui/api/templates", get(dashboard::templates))
+        .route("/ui/api/clone", post(dashboard::clone))
+        .route(
+            "/ui/api/processes/{process}/tasks",
+            post(dashboard::add_task),
+        )
+        .route("/ui/api/processes/{process}/code", post(dashboard::code))
+        .route(
+            "/ui/api/tasks/{process}/{task}/{action}",
+            post(dashboard::task_action),
+        )
         .layer(middleware::from_fn_with_state(state.clone(), observe))
         .layer(middleware::from_fn_with_state(state.clone(), guard::guard))
         .with_state(state))
@@ -249,8 +258,27 @@ async fn observe(State(state): State<Arc<AppState>>, request: Request, next: Nex
     response
 }
 
-async fn health() -> impl IntoResponse {
-    axum::Json(json!({"status": "ok"}))
+/// Past this, a group still in the store means the store is stuck, not slow.
+const STUCK_AFTER: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// `ok`, or 503 when the store has not returned from a commit for `STUCK_AFTER`: then
+/// nothing moves any more, and a supervisor should restart the engine (acknowledged
+/// work is on disk; see docs/reliability.md on a known sled deadlock).
+async fn health(State(state): State<Arc<AppState>>) -> Response {
+    match state.runtime.commit_in_store_for() {
+        Some(stuck) if stuck >= STUCK_AFTER => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            axum::Json(json!({
+                "status": "stuck",
+                "reason": format!(
+                    "the store has not returned from a commit for {} s",
+                    stuck.as_secs()
+                ),
+            })),
+        )
+            .into_response(),
+        _ => axum::Json(json!({"status": "ok"})).into_response(),
+    }
 }
 
 async fn metrics(State(state): State<Arc<AppState>>) -> Response {
@@ -277,28 +305,50 @@ async fn admin_command(
     if !constant_time_eq(given.as_bytes(), expected.as_bytes()) {
         return error(StatusCode::UNAUTHORIZED, "a valid admin token is required");
     }
-    let Some(handler) = state.config.command.clone() else {
+    if !state.config.admin_commands {
         return error(StatusCode::NOT_FOUND, "this server runs no commands");
-    };
+    }
     let bytes = match read_body(&state, body).await {
         Ok(b) => b,
         Err(response) => return response,
     };
-    let command: Value = match serde_json::from_slice(&bytes) {
-        Ok(v) => v,
-        Err(e) => {
-            return error(
-                StatusCode::BAD_REQUEST,
-                &format!("the command is not JSON: {e}"),
-            );
-        }
-    };
-    match tokio::task::spawn_blocking(move || handler(command)).await {
-        Ok(reply) => axum::Json(reply).into_response(),
-        Err(e) => error(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            &format!("the command failed: {e}"),
+    let reply = match serde_json::from_slice::<AdminCommand>(&bytes) {
+        Ok(command) => run_admin(&state, command).await,
+        Err(e) => conveyor_commands::Reply::failed(
+            2,
+            format!("the server does not understand this command: {e}"),
         ),
+    };
+    axum::Json(reply).into_response()
+}
+
+/// What a `conveyor` client sends to `POST /admin/command`.
+#[derive(serde::Deserialize)]
+struct AdminCommand {
+    request: conveyor_commands::Request,
+    #[serde(default)]
+    json: bool,
+}
+
+/// Runs a client's command with the admin's rights, as the CLI would run it itself.
+async fn run_admin(state: &AppState, command: AdminCommand) -> conveyor_commands::Reply {
+    use conveyor_commands::{Reply, Request, render::render};
+    let runtime = state.runtime.clone();
+    let as_json = command.json;
+    if let Request::WaitIdle { wait_millis } = command.request {
+        return match conveyor_commands::wait_idle(&runtime, wait_millis).await {
+            Ok(answer) => render(&answer, as_json),
+            Err(e) => Reply::failed(e.exit_code(), e),
+        };
+    }
+    let request = command.request;
+    match tokio::task::spawn_blocking(move || {
+        conveyor_commands::execute(&runtime, request, as_json)
+    })
+    .await
+    {
+        Ok(reply) => reply,
+        Err(e) => Reply::failed(1, format!("the command failed: {e}")),
     }
 }
 

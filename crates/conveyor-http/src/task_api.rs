@@ -32,7 +32,7 @@ pub(crate) async fn handle(
     let Ok(login_number) = login.parse::<u64>() else {
         return error(StatusCode::UNAUTHORIZED, "unknown login");
     };
-    let key = match runtime.store().api_key(login_number) {
+    let key = match conveyor_commands::api_key(&runtime, login_number) {
         Ok(Some(key)) => key,
         Ok(None) => return error(StatusCode::UNAUTHORIZED, "unknown login"),
         Err(e) => return error(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
@@ -175,8 +175,8 @@ async fn settle(
 
 fn create_error(e: RuntimeError) -> Value {
     match e {
-        RuntimeError::Refused(m) if m.contains("already exists") => {
-            json!({"proc": "error", "tag": "not_unical_ref", "description": m})
+        e @ RuntimeError::DuplicateRef { .. } => {
+            json!({"proc": "error", "tag": "not_unical_ref", "description": e.to_string()})
         }
         e => op_error(e.to_string()),
     }
@@ -336,12 +336,7 @@ async fn apply(runtime: &conveyor_runtime::Runtime, key: &ApiKey, op: Op) -> Val
             match modified {
                 Ok(outcome) => {
                     // The task's own ref, also when it was named by its id.
-                    let reference = runtime
-                        .store()
-                        .task(outcome.task)
-                        .ok()
-                        .flatten()
-                        .and_then(|t| t.reference);
+                    let reference = outcome.reference;
                     json!({"proc": "ok", "obj": "task", "ref": reference, "obj_id": outcome.task.to_string()})
                 }
                 Err(e) => op_error(e.to_string()),

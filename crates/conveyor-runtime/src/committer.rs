@@ -33,11 +33,43 @@ pub(crate) struct Committer {
     stats: Arc<CommitStats>,
 }
 
-/// How many transactions the committer applied, and how many steps they held.
+/// How many transactions the committer applied, and how many steps they held; and
+/// whether one is in the store right now, since when.
 #[derive(Debug, Default)]
 pub(crate) struct CommitStats {
     pub(crate) groups: AtomicU64,
     pub(crate) steps: AtomicU64,
+    /// Milliseconds since `epoch` when the group in the store began (0: none is).
+    busy_since: AtomicU64,
+    epoch: std::sync::OnceLock<std::time::Instant>,
+}
+
+impl CommitStats {
+    fn now_ms(&self) -> u64 {
+        let epoch = self.epoch.get_or_init(std::time::Instant::now);
+        // Never 0, which means idle.
+        epoch.elapsed().as_millis() as u64 + 1
+    }
+
+    fn begin(&self) {
+        self.busy_since.store(self.now_ms(), Ordering::Release);
+    }
+
+    fn end(&self) {
+        self.busy_since.store(0, Ordering::Release);
+    }
+
+    /// How long the group now in the store has been there, if one is. A store that
+    /// never returns (sled 0.34 can deadlock inside itself: docs/reliability.md) shows
+    /// here, and `/healthz` reports it so a supervisor can restart the engine.
+    pub(crate) fn in_store_for(&self) -> Option<std::time::Duration> {
+        match self.busy_since.load(Ordering::Acquire) {
+            0 => None,
+            since => Some(std::time::Duration::from_millis(
+                self.now_ms().saturating_sub(since),
+            )),
+        }
+    }
 }
 
 impl Committer {
@@ -105,8 +137,10 @@ fn run(
         let durable = flush || group.iter().any(|r| r.durable);
         let (batches, senders): (Vec<Batch>, Vec<_>) =
             group.into_iter().map(|r| (r.batch, r.done)).unzip();
+        stats.begin();
         let results = apply(store.as_ref(), &batches);
         let flushed = if durable { store.flush() } else { Ok(()) };
+        stats.end();
         stats.groups.fetch_add(1, Ordering::Relaxed);
         stats
             .steps
@@ -129,5 +163,42 @@ fn apply(store: &dyn Store, batches: &[Batch]) -> Vec<Result<(), StoreError>> {
         Ok(()) => batches.iter().map(|_| Ok(())).collect(),
         Err(_) if batches.len() > 1 => batches.iter().map(|b| store.commit(b)).collect(),
         Err(e) => vec![Err(e)],
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_group_in_the_store_is_timed_from_when_it_went_in() {
+        let stats = CommitStats::default();
+        assert_eq!(stats.in_store_for(), None);
+        stats.begin();
+        std::thread::sleep(std::time::Duration::from_millis(30));
+        let busy = stats.in_store_for().unwrap_or_default();
+        assert!(busy >= std::time::Duration::from_millis(29), "{busy:?}");
+        stats.end();
+        assert_eq!(stats.in_store_for(), None);
+    }
+
+    #[test]
+    fn an_idle_committer_is_never_in_the_store() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let store: Arc<dyn Store> =
+            conveyor_store::open(dir.path(), Default::default()).unwrap_or_else(|e| panic!("{e}"));
+        let committer = Committer::start(store, false);
+        let (done, answer) = oneshot::channel();
+        let sender = committer.sender().unwrap_or_else(|| panic!("no sender"));
+        sender
+            .send(Request {
+                batch: Batch::default(),
+                durable: true,
+                done,
+            })
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert!(answer.blocking_recv().is_ok_and(|r| r.is_ok()));
+        assert_eq!(committer.stats().in_store_for(), None);
+        assert_eq!(committer.stats().groups.load(Ordering::Relaxed), 1);
     }
 }

@@ -14,6 +14,9 @@ use crate::{Result, Runtime, step};
 pub enum RunMode {
     /// Until no task is ready and no timer is due (waiting tasks stay waiting).
     UntilIdle,
+    /// Like `UntilIdle`, but timers due within this long of the start are waited for
+    /// (`run --until-idle --wait 2s`: a 300 ms retry is run, a 25-minute wait is not).
+    UntilIdleWithin(std::time::Duration),
     /// Until the future completes (e.g. on SIGTERM); in-flight steps then finish.
     UntilShutdown(Pin<Box<dyn Future<Output = ()> + Send>>),
 }
@@ -94,9 +97,17 @@ impl Runtime {
     /// Runs the engine. At start, re-queues the tasks a stop left ready and fires the
     /// timers that fell due meanwhile.
     pub async fn run(self: &Arc<Self>, mode: RunMode) -> Result<RunStats> {
-        let (until_idle, mut shutdown) = match mode {
-            RunMode::UntilIdle => (true, None),
-            RunMode::UntilShutdown(f) => (false, Some(f)),
+        // Idle ends the run once no timer is due up to this time (ms).
+        let (idle_limit, mut shutdown) = match mode {
+            RunMode::UntilIdle => (Some(self.now()), None),
+            RunMode::UntilIdleWithin(wait) => (
+                Some(
+                    self.now()
+                        .saturating_add(i64::try_from(wait.as_millis()).unwrap_or(i64::MAX)),
+                ),
+                None,
+            ),
+            RunMode::UntilShutdown(f) => (None, Some(f)),
         };
         // Tasks a stop left ready, and tasks with messages (a message and its ready
         // mark are written together, but a step may have cleared the mark after). A
@@ -178,8 +189,13 @@ impl Runtime {
                     continue;
                 }
                 self.idle.notify_waiters();
-                if until_idle {
-                    break;
+                if let Some(limit) = idle_limit {
+                    match next_due {
+                        // Not known: look it up before deciding.
+                        None => continue,
+                        Some(next) if next.is_none_or(|at| at > limit) => break,
+                        Some(_) => {}
+                    }
                 }
             } else {
                 poll.looked_since_idle = false;

@@ -23,6 +23,7 @@ mod intake;
 mod mask;
 mod metrics;
 mod ops;
+mod recover;
 mod refcache;
 mod retention;
 mod stats;
@@ -39,6 +40,7 @@ pub use intake::{Ack, Pending};
 pub use mask::{declared_secret_keys, mask_data};
 pub use metrics::Metrics;
 pub use ops::{ModifyOutcome, TaskBy, TaskKey, random_token};
+pub use recover::Recovery;
 pub use stats::{ProcessStats, StoreStats};
 
 use conveyor_model::{Diagnostic, Process};
@@ -76,6 +78,17 @@ pub enum RuntimeError {
     },
     #[error("{0}")]
     Refused(String),
+    /// A ref given to a create is taken (Corezoid's `not_unical_ref`).
+    #[error("ref '{reference}' already exists in process {process}")]
+    DuplicateRef { process: u64, reference: String },
+    /// `task retry` / `task goto` cannot do what was asked with this task.
+    #[error("task {task} is {status} in `{node}`: {why}")]
+    CannotRecover {
+        task: u64,
+        node: String,
+        status: &'static str,
+        why: String,
+    },
     #[error("stored process {id} no longer checks: {message}")]
     BrokenProcess { id: u64, message: String },
 }
@@ -376,6 +389,12 @@ impl Runtime {
     /// applied (and flushed, with `flush_each_step`).
     pub(crate) async fn commit_step(&self, batch: Batch) -> Result<()> {
         self.commit_grouped(batch, false).await
+    }
+
+    /// How long the store has been applying the committer's current group, if it is
+    /// applying one: past a few seconds, the store is stuck (see `/healthz`).
+    pub fn commit_in_store_for(&self) -> Option<std::time::Duration> {
+        self.committer.stats().in_store_for()
     }
 
     /// Commits `batch` in the committer's next group; with `durable`, resolves only once

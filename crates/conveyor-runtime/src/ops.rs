@@ -41,6 +41,8 @@ pub enum TaskBy<'a> {
 pub struct ModifyOutcome {
     pub task: u64,
     pub node: String,
+    /// The task's ref, also when it was named by its id.
+    pub reference: Option<String>,
 }
 
 impl Runtime {
@@ -223,9 +225,10 @@ impl Runtime {
                 return Err(RuntimeError::Refused("a ref is 1 to 255 characters".into()));
             }
             if self.store.task_by_ref(id, r)?.is_some() {
-                return Err(RuntimeError::Refused(format!(
-                    "ref '{r}' already exists in process {id}"
-                )));
+                return Err(RuntimeError::DuplicateRef {
+                    process: id,
+                    reference: r.to_string(),
+                });
             }
         }
         let size = serde_json::to_vec(&data).map(|v| v.len()).unwrap_or(0);
@@ -441,6 +444,7 @@ impl Runtime {
             ModifyOutcome {
                 task: task.id,
                 node: task.node,
+                reference: task.reference,
             },
             batch,
         ))
@@ -549,9 +553,9 @@ impl Runtime {
 /// A ref claimed twice is the caller's mistake, said as such.
 pub(crate) fn duplicate_ref(e: conveyor_store::StoreError) -> RuntimeError {
     match e {
-        conveyor_store::StoreError::DuplicateRef { process, reference } => RuntimeError::Refused(
-            format!("ref '{reference}' already exists in process {process}"),
-        ),
+        conveyor_store::StoreError::DuplicateRef { process, reference } => {
+            RuntimeError::DuplicateRef { process, reference }
+        }
         other => other.into(),
     }
 }

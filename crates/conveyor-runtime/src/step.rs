@@ -382,6 +382,57 @@ impl Step<'_> {
         }
     }
 
+    /// `task retry` / `task goto` (`recover.rs`), checked again against the task as it is
+    /// now: a refusal is recorded and changes nothing.
+    fn recover(&mut self, to: Option<String>, data: Map<String, Value>, source: String) {
+        let recovery = match to {
+            None => crate::Recovery::Retry,
+            Some(node) => crate::Recovery::Goto(node),
+        };
+        let loaded = self.here();
+        let refused = crate::recover::refusal(
+            &loaded.process,
+            &self.task.node,
+            self.task.status,
+            &recovery,
+        );
+        if let Some(why) = refused {
+            self.event(EventKind::Error {
+                tag: "recover_refused".into(),
+                description: format!("{source} could not move the task: {why}"),
+            });
+            return;
+        }
+        if !data.is_empty() {
+            let keys = data.keys().cloned().collect();
+            self.task.data.extend(data);
+            self.event(EventKind::Modified {
+                keys,
+                source: source.clone(),
+            });
+        }
+        match recovery {
+            crate::Recovery::Retry => {
+                self.clear_wake();
+                self.task.status = TaskStatus::Ready;
+                self.task.attempt = 0;
+                self.event(EventKind::Recovered {
+                    action: "retry".into(),
+                    to: self.task.node.clone(),
+                    source,
+                });
+            }
+            crate::Recovery::Goto(node) => {
+                self.event(EventKind::Recovered {
+                    action: "goto".into(),
+                    to: node.clone(),
+                    source,
+                });
+                self.goto(&node, "goto");
+            }
+        }
+    }
+
     /// A message from outside: merge it, and wake the task where that is what it waits for.
     fn receive(&mut self, message: InboxMessage) {
         let loaded = self.here();
@@ -430,6 +481,7 @@ impl Step<'_> {
             InboxMessage::Fold { data } => {
                 crate::fold::append(&mut self.task.data, data);
             }
+            InboxMessage::Recover { to, data, source } => self.recover(to, data, source),
             InboxMessage::Reply { data, error } => {
                 let keys = data.keys().cloned().collect();
                 let waiting = self.task.status == TaskStatus::Waiting
@@ -972,7 +1024,7 @@ impl Step<'_> {
                 task
             })
             .map_err(|e| match e {
-                RuntimeError::Refused(m) if m.contains("already exists") => ("not_unical_ref", m),
+                e @ RuntimeError::DuplicateRef { .. } => ("not_unical_ref", e.to_string()),
                 other => ("copy_task_refused", other.to_string()),
             })?;
         self.batch.ops.extend(batch.ops);

@@ -213,6 +213,13 @@ pub enum EventKind {
         keep_first: u64,
         keep_last: u64,
     },
+    /// Someone moved a task by hand (`task retry`, `task goto`, the dashboard): `action`
+    /// says what (`retry`, `goto`), `to` the node it runs next.
+    Recovered {
+        action: String,
+        to: String,
+        source: String,
+    },
 }
 
 /// A message left for a task.
@@ -234,5 +241,13 @@ pub enum InboxMessage {
     /// (`settings.rate_limit`): appended to its `folded` list.
     Fold {
         data: serde_json::Map<String, Value>,
+    },
+    /// Move the task by hand: run its node again (`to: None`, `task retry`) or go to a
+    /// node (`task goto`), with `data` merged first. Checked by `Runtime::recover_task`
+    /// and again by the step.
+    Recover {
+        to: Option<String>,
+        data: serde_json::Map<String, Value>,
+        source: String,
     },
 }

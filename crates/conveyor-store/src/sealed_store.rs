@@ -192,7 +192,8 @@ impl SealedStore {
         match &mut message {
             InboxMessage::Modify { data, .. }
             | InboxMessage::Reply { data, .. }
-            | InboxMessage::Fold { data } => {
+            | InboxMessage::Fold { data }
+            | InboxMessage::Recover { data, .. } => {
                 Self::unseal_map(&keys, Place::Task(task), data)?;
             }
         }
@@ -203,7 +204,8 @@ impl SealedStore {
         match message {
             InboxMessage::Modify { data, .. }
             | InboxMessage::Reply { data, .. }
-            | InboxMessage::Fold { data } => data,
+            | InboxMessage::Fold { data }
+            | InboxMessage::Recover { data, .. } => data,
         }
     }
 
@@ -218,6 +220,11 @@ impl SealedStore {
                 error: *error,
             },
             InboxMessage::Fold { .. } => InboxMessage::Fold { data: new },
+            InboxMessage::Recover { to, source, .. } => InboxMessage::Recover {
+                to: to.clone(),
+                data: new,
+                source: source.clone(),
+            },
         }
     }
 

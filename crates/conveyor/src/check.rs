@@ -103,7 +103,7 @@ pub fn run(files: &[PathBuf], json: bool, deny_warnings: bool) -> anyhow::Result
         out.push_str(&serde_json::to_string_pretty(&reports)?);
         out.push('\n');
     }
-    Ok(crate::commands::print(crate::request::Reply {
+    Ok(crate::commands::print(conveyor_commands::Reply {
         stdout: out,
         stderr: String::new(),
         code: u8::from(failed),

@@ -9,7 +9,7 @@ use anyhow::Context;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
-use crate::request::{Reply, Request};
+use conveyor_commands::{Reply, Request};
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ServerInfo {

@@ -13,12 +13,13 @@ use serde_json::json;
 
 use crate::args::{self, UsageError};
 use crate::client;
-use crate::execute::execute;
-use crate::request::{Reply, Request};
 use crate::{
     ApiKeyCommand, BitrixCommand, Cli, Command, Global, ProcessCommand, SecretsCommand,
-    TaskCommand, check, templates,
+    TaskCommand, check,
 };
+use conveyor_commands::execute;
+use conveyor_commands::templates;
+use conveyor_commands::{Reply, Request};
 
 /// Where `serve` listens unless told otherwise.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:7878";
@@ -33,19 +34,14 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             return check::run(&files, global.json, deny_warnings);
         }
         Command::Process(ProcessCommand::Templates) => {
-            let mut reply = Reply::default();
-            if global.json {
-                reply.line(json!(templates::names()).to_string());
-            } else {
-                for (name, text) in templates::TEMPLATES {
-                    let title = conveyor_model::check(name, text)
-                        .process
-                        .and_then(|p| p.title)
-                        .unwrap_or_default();
-                    reply.line(format!("{name:<20} {title}"));
-                }
-            }
-            return Ok(print(reply));
+            // Made without the store: the templates are in the binary.
+            let answer = conveyor_commands::Answer::Templates {
+                templates: conveyor_commands::template_list(),
+            };
+            return Ok(print(conveyor_commands::render::render(
+                &answer,
+                global.json,
+            )));
         }
         Command::Serve {
             listen,
@@ -60,7 +56,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             }
             return Ok(code);
         }
-        Command::Run { until_idle } => return engine(&global, until_idle),
+        Command::Run { until_idle, wait } => return engine(&global, until_idle, wait),
         Command::Secrets(SecretsCommand::RotateKey { keep_old }) => {
             return rotate_key(&global, keep_old);
         }
@@ -314,13 +310,16 @@ fn process_request(global: &Global, command: ProcessCommand) -> anyhow::Result<R
                 let errors: Vec<String> = checked.errors().map(|d| d.to_string()).collect();
                 bail!("{process} has errors:\n{}", errors.join("\n"));
             };
-            return Ok(Request::Drawn(crate::execute::draw(
+            return Ok(Request::Drawn(conveyor_commands::draw(
                 &definition,
                 None,
-                format,
+                format.into(),
             )));
         }
-        ProcessCommand::Graph { process, format } => Request::ProcessGraph { process, format },
+        ProcessCommand::Graph { process, format } => Request::ProcessGraph {
+            process,
+            format: format.into(),
+        },
         ProcessCommand::List => Request::ProcessList,
         ProcessCommand::Show { process } => Request::ProcessShow { process },
         ProcessCommand::Update { process, file } => Request::ProcessUpdate {
@@ -378,6 +377,7 @@ fn task_request(command: TaskCommand) -> anyhow::Result<Request> {
             process,
             task,
             from_json,
+            force,
             pairs,
         } => {
             let data = args::task_data(&pairs, from_json.as_deref())?;
@@ -391,8 +391,29 @@ fn task_request(command: TaskCommand) -> anyhow::Result<Request> {
                 process,
                 task,
                 data,
+                force,
             }
         }
+        TaskCommand::Retry {
+            process,
+            task,
+            pairs,
+        } => Request::TaskRetry {
+            process,
+            task,
+            data: args::task_data(&pairs, None)?,
+        },
+        TaskCommand::Goto {
+            process,
+            task,
+            node,
+            pairs,
+        } => Request::TaskGoto {
+            process,
+            task,
+            node,
+            data: args::task_data(&pairs, None)?,
+        },
         TaskCommand::History { process, task } => Request::TaskHistory { process, task },
         TaskCommand::Delete { process, task } => Request::TaskDelete { process, task },
     })
@@ -552,12 +573,22 @@ impl Drop for EngineMark {
     }
 }
 
-fn engine(global: &Global, until_idle: bool) -> anyhow::Result<ExitCode> {
+fn engine(
+    global: &Global,
+    until_idle: bool,
+    wait: Option<std::time::Duration>,
+) -> anyhow::Result<ExitCode> {
+    if wait.is_some() && !until_idle {
+        return Err(UsageError("--wait: goes with --until-idle".into()).into());
+    }
     let dir = data_dir(global)?;
     if let Some(info) = client::read(&dir) {
         if until_idle {
             // The server's engine is running: wait until it is idle instead.
-            if let Some(reply) = client::send(&info, &Request::WaitIdle, global.json)? {
+            let request = Request::WaitIdle {
+                wait_millis: wait.map_or(0, |w| u64::try_from(w.as_millis()).unwrap_or(u64::MAX)),
+            };
+            if let Some(reply) = client::send(&info, &request, global.json)? {
                 return Ok(print(reply));
             }
         } else if client::send(&info, &Request::ApiKeyList, false)?.is_some() {
@@ -574,7 +605,9 @@ fn engine(global: &Global, until_idle: bool) -> anyhow::Result<ExitCode> {
         .build()
         .context("cannot start the async runtime")?;
     let stats = tokio.block_on(async move {
-        let mode = if until_idle {
+        let mode = if let Some(wait) = wait {
+            RunMode::UntilIdleWithin(wait)
+        } else if until_idle {
             RunMode::UntilIdle
         } else {
             tracing::info!("engine running; stop with Ctrl-C or SIGTERM");

@@ -7,13 +7,9 @@ mod args;
 mod check;
 mod client;
 mod commands;
-mod execute;
-mod output;
-mod request;
 mod serve;
 mod store;
 mod story;
-mod templates;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -112,10 +108,10 @@ pub enum StoreKindArg {
 
 #[derive(Subcommand)]
 pub enum Command {
-    /// Work with processes: check, clone, list, show, update.
+    /// Work with processes: check, templates, clone, list, show, graph, url, update.
     #[command(subcommand)]
     Process(ProcessCommand),
-    /// Work with tasks: add, show, list, modify, history.
+    /// Work with tasks: add, show, list, modify, retry, goto, delete, history.
     #[command(subcommand)]
     Task(TaskCommand),
     /// Run the engine and the HTTP API until SIGINT or SIGTERM.
@@ -160,6 +156,10 @@ pub enum Command {
         /// Exit when no task is ready and no timer is due (waiting tasks stay waiting).
         #[arg(long)]
         until_idle: bool,
+        /// With --until-idle: also wait for timers due within this long (`2s`, `1m`), such
+        /// as an API call's retry.
+        #[arg(long, value_name = "DURATION", value_parser = parse_wait)]
+        wait: Option<std::time::Duration>,
     },
 }
 
@@ -190,12 +190,22 @@ pub enum BitrixCommand {
     },
 }
 
-#[derive(Clone, Copy, Debug, clap::ValueEnum, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "snake_case")]
+/// `--format` of `process graph`.
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
 pub enum GraphFormat {
     Dot,
     Mermaid,
     Svg,
+}
+
+impl From<GraphFormat> for conveyor_commands::GraphFormat {
+    fn from(format: GraphFormat) -> Self {
+        match format {
+            GraphFormat::Dot => conveyor_commands::GraphFormat::Dot,
+            GraphFormat::Mermaid => conveyor_commands::GraphFormat::Mermaid,
+            GraphFormat::Svg => conveyor_commands::GraphFormat::Svg,
+        }
+    }
 }
 
 #[derive(Subcommand)]
@@ -380,6 +390,9 @@ pub enum TaskCommand {
         limit: usize,
     },
     /// Merge data into a task; wakes it if it waits for a callback or sits in an escalation.
+    ///
+    /// A task that has finished (done or failed) is refused unless --force: the data
+    /// would change nothing it does (`task retry` and `task goto` move it again).
     Modify {
         #[arg(value_name = "PROCESS")]
         process: String,
@@ -387,6 +400,31 @@ pub enum TaskCommand {
         task: String,
         #[arg(long, value_name = "JSON")]
         from_json: Option<String>,
+        /// Merge into a finished task too.
+        #[arg(long)]
+        force: bool,
+        #[arg(value_name = "KEY=VALUE")]
+        pairs: Vec<String>,
+    },
+    /// Run again the node a task failed in (one with no `on_error`); `key=value` pairs
+    /// are merged first. Recorded in its history.
+    Retry {
+        #[arg(value_name = "PROCESS")]
+        process: String,
+        #[arg(value_name = "REF|ID")]
+        task: String,
+        #[arg(value_name = "KEY=VALUE")]
+        pairs: Vec<String>,
+    },
+    /// Send a task to a node of its process (an escalated task moved on, a failed one
+    /// sent elsewhere); `key=value` pairs are merged first. Recorded in its history.
+    Goto {
+        #[arg(value_name = "PROCESS")]
+        process: String,
+        #[arg(value_name = "REF|ID")]
+        task: String,
+        #[arg(value_name = "NODE")]
+        node: String,
         #[arg(value_name = "KEY=VALUE")]
         pairs: Vec<String>,
     },
@@ -404,6 +442,11 @@ pub enum TaskCommand {
         #[arg(value_name = "REF|ID")]
         task: String,
     },
+}
+
+/// `--wait 2s`: a duration as process files write them.
+fn parse_wait(text: &str) -> Result<std::time::Duration, String> {
+    conveyor_model::parse_duration(text).map_err(|e| format!("`{text}`: {e}"))
 }
 
 fn main() -> ExitCode {

@@ -7,14 +7,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use conveyor_http::{CommandHandler, Config, Limits, Rate};
+use conveyor_http::{Config, Limits, Rate};
 use conveyor_runtime::{RunMode, Runtime, random_token};
-use serde_json::{Value, json};
 
 use crate::args::UsageError;
 use crate::client::{self, ServerInfo};
-use crate::execute::execute;
-use crate::request::{Reply, Request};
 
 /// The HTTP API's limits (defaults in `docs/http-api.md`).
 #[derive(Debug, Clone, clap::Args)]
@@ -171,12 +168,10 @@ pub fn run(
                 let _ = rx.wait_for(|s| *s).await;
             }
         };
-        let handler_runtime = runtime.clone();
-        let handler: CommandHandler = Arc::new(move |value: Value| handle(&handler_runtime, value));
         let config = Config {
             admin_token: token,
             limits,
-            command: Some(handler),
+            admin_commands: true,
             public_hosts: options.public_hosts.clone(),
             signatures_file: Some(dir.join("signatures")),
         };
@@ -212,38 +207,4 @@ pub fn run(
             Err(e) => anyhow::bail!("the HTTP server task failed: {e}"),
         }
     })
-}
-
-/// Runs a client's command in the server.
-fn handle(runtime: &Arc<Runtime>, value: Value) -> Value {
-    let as_json = value.get("json").and_then(Value::as_bool).unwrap_or(false);
-    let reply = match value
-        .get("request")
-        .cloned()
-        .map(serde_json::from_value::<Request>)
-    {
-        Some(Ok(request)) => {
-            if matches!(request, Request::WaitIdle) {
-                let before = runtime.metrics().steps();
-                tokio::runtime::Handle::current().block_on(runtime.wait_idle());
-                let steps = runtime.metrics().steps() - before;
-                let mut reply = Reply::default();
-                if as_json {
-                    reply.line(json!({"steps": steps, "failed_steps": 0}).to_string());
-                } else {
-                    reply.line(format!("idle after {steps} steps"));
-                }
-                reply
-            } else {
-                execute(runtime, request, as_json)
-            }
-        }
-        Some(Err(e)) => Reply::failed(
-            2,
-            format!("the server does not understand this command: {e}"),
-        ),
-        None => Reply::failed(2, "no command"),
-    };
-    serde_json::to_value(&reply)
-        .unwrap_or_else(|_| json!({"stdout": "", "stderr": "error: reply", "code": 1}))
 }

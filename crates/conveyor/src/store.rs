@@ -12,8 +12,8 @@ use conveyor_store::{Counts, LogStore, SealedStore, Store as _, StoreError, Stor
 use serde_json::json;
 
 use crate::commands::{data_dir, engine_running, key_source, print, store_options};
-use crate::request::{Reply, Request};
 use crate::{Global, MigrateTo, StoreCommand, StoreKindArg, client};
+use conveyor_commands::{Reply, Request};
 
 pub fn run(global: &Global, command: StoreCommand) -> anyhow::Result<ExitCode> {
     let dir = data_dir(global)?;

@@ -14,8 +14,8 @@ use conveyor_sandbox::{
 };
 use serde_json::{Map, Value, json};
 
-use crate::request::Request;
-use crate::templates;
+use conveyor_commands::Request;
+use conveyor_commands::templates;
 
 /// `conveyor sandbox`: serves the local Bitrix24 and notifier servers until Ctrl-C.
 pub fn sandbox(listen: &str, config: Option<&std::path::Path>) -> anyhow::Result<ExitCode> {
@@ -90,7 +90,7 @@ pub fn authorize(a: Authorize) -> anyhow::Result<Request> {
         .lock()
         .read_line(&mut line)
         .context("cannot read the code")?;
-    let code = code_from(&line)
+    let code = conveyor_commands::code_from(&line)
         .ok_or_else(|| crate::args::UsageError("no code in what was pasted".into()))?;
     let mut data = Map::new();
     data.insert("code".into(), Value::String(code));
@@ -109,26 +109,6 @@ pub fn authorize(a: Authorize) -> anyhow::Result<Request> {
         reference: a.reference,
         data,
     })
-}
-
-/// The code from `6dm7…` or from `https://app/?code=6dm7…&state=…`.
-fn code_from(pasted: &str) -> Option<String> {
-    let pasted = pasted.trim();
-    if pasted.is_empty() {
-        return None;
-    }
-    if let Some(start) = pasted.find("code=") {
-        let rest = &pasted[start + 5..];
-        let code: String = rest
-            .chars()
-            .take_while(|c| *c != '&' && *c != '#')
-            .collect();
-        return (!code.is_empty()).then_some(code);
-    }
-    pasted
-        .chars()
-        .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.')
-        .then(|| pasted.to_string())
 }
 
 /// `conveyor demo`: the whole Bitrix story on this machine, narrated.
@@ -286,20 +266,4 @@ fn masked(data: &Map<String, Value>, key: &str) -> String {
     use sha1::Digest as _;
     let digest = sha1::Sha1::digest(text(data, key).as_bytes());
     format!("*** (fingerprint {})", &hex::encode(digest)[..8])
-}
-
-#[cfg(test)]
-mod tests {
-    use super::code_from;
-
-    #[test]
-    fn codes_from_pastes() {
-        assert_eq!(code_from("6dm7bdbh\n").as_deref(), Some("6dm7bdbh"));
-        assert_eq!(
-            code_from("https://app.example/?code=abc123&state=x&domain=d").as_deref(),
-            Some("abc123")
-        );
-        assert_eq!(code_from("  "), None);
-        assert_eq!(code_from("not a code!"), None);
-    }
 }

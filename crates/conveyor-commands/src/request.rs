@@ -1,6 +1,6 @@
-//! A store command as data: built from the command line by the client (files read,
-//! `key=value` pairs parsed), then executed here or by a running server
-//! (`POST /admin/command`), with the same output either way.
+//! A command as data: built from the command line by the client (files read, `key=value`
+//! pairs parsed) or from a dashboard form, then run in the CLI's own process or by a
+//! running server (`POST /admin/command`, the dashboard), with the same outcome either way.
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
@@ -25,7 +25,7 @@ pub enum Request {
     },
     ProcessGraph {
         process: String,
-        format: crate::GraphFormat,
+        format: GraphFormat,
     },
     ProcessUrl {
         process: String,
@@ -57,7 +57,27 @@ pub enum Request {
         process: String,
         task: String,
         data: Map<String, Value>,
+        /// Also into a task that has finished (done or failed), which is refused otherwise.
+        #[serde(default)]
+        force: bool,
     },
+    /// `task retry`: run again the node the task failed in, `data` merged first.
+    TaskRetry {
+        process: String,
+        task: String,
+        #[serde(default)]
+        data: Map<String, Value>,
+    },
+    /// `task goto`: send the task to `node`, `data` merged first.
+    TaskGoto {
+        process: String,
+        task: String,
+        node: String,
+        #[serde(default)]
+        data: Map<String, Value>,
+    },
+    /// `process templates`: the shipped templates with their descriptions and params.
+    Templates,
     TaskHistory {
         process: String,
         task: String,
@@ -79,10 +99,23 @@ pub enum Request {
     },
     /// `store stats`: what the store holds, per process.
     StoreStats,
-    /// `run --until-idle` through a server: wait until its engine is idle.
-    WaitIdle,
+    /// `run --until-idle` through a server: wait until its engine is idle, and for the
+    /// timers due within `wait_millis` (`--wait`).
+    WaitIdle {
+        #[serde(default)]
+        wait_millis: u64,
+    },
     /// Output made without the store (a diagram of a file); printed as it is.
     Drawn(String),
+}
+
+/// How `process graph` draws.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum GraphFormat {
+    Dot,
+    Mermaid,
+    Svg,
 }
 
 /// What a command printed and how it ended.

@@ -1,0 +1,52 @@
+//! Why a command was refused, as types: callers (the CLI's exit codes, the dashboard's
+//! HTTP statuses, the task API's tags) match on the variant, never on the text.
+
+use conveyor_runtime::RuntimeError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum CommandError {
+    /// The request itself is wrong (a flag, an argument): exit code 2.
+    #[error("{0}")]
+    Usage(String),
+    /// The runtime refused or failed (no such process or task, a param refused, a ref
+    /// taken, a store error).
+    #[error(transparent)]
+    Runtime(#[from] RuntimeError),
+    /// A modify of a task that has finished, without `--force`.
+    #[error(
+        "task {task} has finished ({status}, in `{node}`): a modify would change nothing it does; `task retry` or `task goto NODE` moves it again, or add --force to merge the data anyway"
+    )]
+    Finished {
+        task: u64,
+        node: String,
+        status: &'static str,
+    },
+    /// A caller limited to some processes (an API key's dashboard session) asked for
+    /// something that belongs to no process or to all of them.
+    #[error("{what} needs the admin token: this session may use only its key's processes")]
+    NotAllowed { what: &'static str },
+}
+
+impl From<conveyor_store::StoreError> for CommandError {
+    fn from(e: conveyor_store::StoreError) -> Self {
+        CommandError::Runtime(e.into())
+    }
+}
+
+impl CommandError {
+    /// The CLI's exit code: 2 for a command-line mistake, 1 for everything else.
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            CommandError::Usage(_) => 2,
+            _ => 1,
+        }
+    }
+
+    /// Whether the thing named does not exist (or is not this caller's to see).
+    pub fn is_not_found(&self) -> bool {
+        matches!(
+            self,
+            CommandError::Runtime(RuntimeError::NoProcess(_) | RuntimeError::NoTask { .. })
+        )
+    }
+}
