@@ -183,7 +183,7 @@ impl Runtime {
             }
             if running.is_empty() && self.queue_is_empty() {
                 // A shared store may hold work this engine has not heard of yet.
-                if shared && until_idle && !poll.looked_since_idle {
+                if shared && idle_limit.is_some() && !poll.looked_since_idle {
                     poll.looked_since_idle = true;
                     poll.now();
                     continue;
