@@ -18,6 +18,7 @@ mod faults;
 mod http_api;
 mod http_security;
 mod messages;
+mod postgres;
 mod recovery;
 mod retention;
 mod secrets;

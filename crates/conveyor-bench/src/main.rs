@@ -9,6 +9,7 @@ mod api;
 mod code;
 mod compare;
 mod intake;
+mod postgres;
 mod pure;
 mod refs;
 mod report;
@@ -161,6 +162,20 @@ enum Scenario {
         #[arg(long)]
         tasks: Option<u64>,
     },
+    /// `pure` and a timer burst on one PostgreSQL with 1, 2 and 4 engines (a server of
+    /// its own, fsync on, unless --url names one). Not part of `all`.
+    Postgres {
+        /// Tasks in each run [default: 50,000; --quick 5,000].
+        #[arg(long)]
+        tasks: Option<u64>,
+        /// A database to use instead of starting a server (every run uses it in turn:
+        /// it must be empty).
+        #[arg(long, value_name = "URL")]
+        url: Option<String>,
+        /// Numbers of engines to run with.
+        #[arg(long, value_delimiter = ',', default_value = "1,2,4")]
+        engines: Vec<usize>,
+    },
     /// Every scenario, one after the other (template, pure, api, timers, restart, refs, intake, code),
     /// each in a process of its own; with `--json`, one JSON object per line.
     All,
@@ -292,6 +307,11 @@ fn main() -> ExitCode {
             rounds,
         )
         .map(print),
+        Scenario::Postgres {
+            tasks,
+            url,
+            engines,
+        } => postgres::run(sizes.pick(tasks, 50_000, 5_000), url, &engines).map(print),
         Scenario::ServeDelay { delay_ms } => api::serve(delay_ms),
         Scenario::RestartProbe {
             data,

@@ -21,6 +21,63 @@ pub enum RunMode {
     UntilShutdown(Pin<Box<dyn Future<Output = ()> + Send>>),
 }
 
+/// How often an engine of a shared store looks for work no engine holds (a crashed
+/// engine's, once its claims ran out), besides when another engine announces work.
+const POLL_EVERY: std::time::Duration = std::time::Duration::from_millis(500);
+/// The least time between two looks that announcements trigger (under load every
+/// commit announces).
+const POLL_GAP: std::time::Duration = std::time::Duration::from_millis(20);
+
+/// When to look for work in a shared store.
+struct Poll {
+    last: Option<std::time::Instant>,
+    /// Another engine announced work since the last look.
+    heard: bool,
+    /// The last look filled the room there was: there is likely more.
+    full: bool,
+    /// Looked once since nothing was left to do (`run --until-idle`).
+    looked_since_idle: bool,
+}
+
+impl Default for Poll {
+    fn default() -> Poll {
+        Poll {
+            last: None,
+            heard: true,
+            full: false,
+            looked_since_idle: false,
+        }
+    }
+}
+
+impl Poll {
+    fn due(&self, room: bool) -> bool {
+        if !room {
+            return false;
+        }
+        let since = self.last.map(|l| l.elapsed());
+        match since {
+            None => true,
+            Some(since) => since >= POLL_EVERY || ((self.heard || self.full) && since >= POLL_GAP),
+        }
+    }
+
+    fn done(&mut self, full: bool) {
+        self.last = Some(std::time::Instant::now());
+        self.heard = false;
+        self.full = full;
+    }
+
+    fn heard(&mut self) {
+        self.heard = true;
+    }
+
+    /// Look at the next turn, whatever the time.
+    fn now(&mut self) {
+        self.last = None;
+    }
+}
+
 /// What a finished step left of its task's timer.
 enum Timer {
     None,
@@ -53,13 +110,18 @@ impl Runtime {
             RunMode::UntilShutdown(f) => (None, Some(f)),
         };
         // Tasks a stop left ready, and tasks with messages (a message and its ready
-        // mark are written together, but a step may have cleared the mark after).
-        for id in self.store.ready()? {
-            self.schedule(id);
+        // mark are written together, but a step may have cleared the mark after). A
+        // shared store's work is claimed instead, a batch at a time (`Poll`).
+        let shared = self.store.shared();
+        if !shared {
+            for id in self.store.ready()? {
+                self.schedule(id);
+            }
+            for id in self.store.inbox_tasks()? {
+                self.schedule(id);
+            }
         }
-        for id in self.store.inbox_tasks()? {
-            self.schedule(id);
-        }
+        let mut poll = Poll::default();
         let mut stats = RunStats::default();
         let mut cursor: Option<TimerKey> = None;
         // The earliest timer after `cursor`, as last looked up: `None` when it must be
@@ -76,32 +138,56 @@ impl Runtime {
                 Some(None) => false,
             };
             if must_look {
-                loop {
-                    let due = self.store.due_timers(now, cursor, 1024)?;
-                    for timer in &due {
-                        self.schedule(timer.task);
+                match self.fire_due(now, &mut cursor) {
+                    Ok(next) => next_due = Some(next),
+                    // A shared store's server may be away for a moment (restarting):
+                    // the engine goes on and looks again shortly.
+                    Err(e) if shared => {
+                        tracing::warn!(error = %e, "could not read timers; trying again shortly");
+                        next_due = Some(Some(now + 500));
                     }
-                    if let Some(last) = due.last() {
-                        cursor = Some(*last);
+                    Err(e) => return Err(e),
+                }
+            }
+            // Work other engines left (or could not take): claimed here, a batch at a time.
+            if shared && poll.due(self.waiting() < self.settings.max_in_flight) {
+                let room = self.settings.max_in_flight.saturating_sub(self.waiting());
+                match self.store.claim_work(now, room.max(1)) {
+                    Ok(claimed) => {
+                        poll.done(claimed.len() >= room.max(1));
+                        for id in claimed {
+                            self.schedule(id);
+                        }
                     }
-                    if due.len() < 1024 {
-                        break;
+                    Err(e) => {
+                        poll.done(false);
+                        tracing::warn!(error = %e, "could not look for work in the shared store");
                     }
                 }
-                next_due = Some(
-                    self.store
-                        .due_timers(i64::MAX, cursor, 1)?
-                        .first()
-                        .map(|t| t.due),
-                );
             }
-            // Start as much work as allowed.
+            // Start as much work as allowed. On a shared store a step first claims its
+            // task; one held by another engine is left to it.
             while running.len() < self.settings.max_in_flight {
                 let Some(id) = self.take() else { break };
                 let runtime = Arc::clone(self);
-                running.spawn(async move { (id, step::run(&runtime, id).await) });
+                running.spawn(async move {
+                    if shared {
+                        match runtime.store.claim_async(vec![id]).await {
+                            Ok(claimed) if claimed.contains(&id) => {}
+                            Ok(_) => return (id, Ok(None)),
+                            Err(e) => return (id, Err(e.into())),
+                        }
+                    }
+                    (id, step::run(&runtime, id).await.map(Some))
+                });
             }
             if running.is_empty() && self.queue_is_empty() {
+                // A shared store may hold work this engine has not heard of yet.
+                if shared && idle_limit.is_some() && !poll.looked_since_idle {
+                    poll.looked_since_idle = true;
+                    poll.now();
+                    continue;
+                }
                 self.idle.notify_waiters();
                 if let Some(limit) = idle_limit {
                     match next_due {
@@ -111,6 +197,8 @@ impl Runtime {
                         Some(_) => {}
                     }
                 }
+            } else {
+                poll.looked_since_idle = false;
             }
             let next_timer = next_due.flatten();
             let clock = Arc::clone(&self.clock);
@@ -139,10 +227,16 @@ impl Runtime {
                         Timer::Unknown => next_due = None,
                     }
                 }
-                // New work from outside (a task added, a message): it may come with a
-                // timer the loop has not seen.
-                _ = self.work.notified() => next_due = None,
+                // New work from outside (a task added, a message; another engine's,
+                // on a shared store): it may come with a timer the loop has not seen.
+                _ = self.work.notified() => {
+                    next_due = None;
+                    if self.work_elsewhere.swap(false, std::sync::atomic::Ordering::Relaxed) {
+                        poll.heard();
+                    }
+                }
                 _ = timer => {}
+                _ = tokio::time::sleep(POLL_EVERY), if shared => {}
             }
         }
         // Graceful: let the steps in flight finish; what is not started stays ready.
@@ -153,10 +247,32 @@ impl Runtime {
         Ok(stats)
     }
 
+    /// Schedules the timers due at `now` after `cursor` (moving it on); returns when
+    /// the next one after them is due.
+    fn fire_due(&self, now: i64, cursor: &mut Option<TimerKey>) -> Result<Option<i64>> {
+        loop {
+            let due = self.store.due_timers(now, *cursor, 1024)?;
+            for timer in &due {
+                self.schedule(timer.task);
+            }
+            if let Some(last) = due.last() {
+                *cursor = Some(*last);
+            }
+            if due.len() < 1024 {
+                break;
+            }
+        }
+        Ok(self
+            .store
+            .due_timers(i64::MAX, *cursor, 1)?
+            .first()
+            .map(|t| t.due))
+    }
+
     /// Books a finished step; says what it left of its task's timer.
     fn finished(
         &self,
-        joined: std::result::Result<(u64, Result<step::Outcome>), tokio::task::JoinError>,
+        joined: std::result::Result<(u64, Result<Option<step::Outcome>>), tokio::task::JoinError>,
         stats: &mut RunStats,
     ) -> Timer {
         let (id, result) = match joined {
@@ -167,6 +283,20 @@ impl Runtime {
                 return Timer::Unknown;
             }
         };
+        let result = match result {
+            // Another engine held the task: its step was that engine's to run. If work
+            // came for it meanwhile (this engine may even have claimed it since, once
+            // the other's lease ran out), it is tried again.
+            Ok(None) => {
+                if self.release(id) {
+                    self.schedule(id);
+                }
+                return Timer::None;
+            }
+            Ok(Some(outcome)) => Ok(outcome),
+            Err(e) => Err(e),
+        };
+        self.store.release(id);
         stats.steps += 1;
         self.metrics.step();
         let again = self.release(id);
@@ -188,6 +318,12 @@ impl Runtime {
                 // commits. Nothing was written: run the step again; this time the ref is
                 // seen taken and the copy fails the Corezoid way (`not_unical_ref`).
                 self.schedule(id);
+                Timer::None
+            }
+            Err(crate::RuntimeError::Store(conveyor_store::StoreError::Fenced { .. })) => {
+                // This engine's claim ran out and another engine took the task over:
+                // nothing of this step was written; the task is the other's now.
+                tracing::info!(task = id, "task taken over by another engine");
                 Timer::None
             }
             Err(e) => {
@@ -216,6 +352,11 @@ impl Runtime {
             }
             Err(_) => false,
         }
+    }
+
+    /// Tasks queued and not started.
+    fn waiting(&self) -> usize {
+        self.queue.lock().map(|q| q.waiting.len()).unwrap_or(0)
     }
 
     fn queue_is_empty(&self) -> bool {

@@ -215,6 +215,8 @@ pub struct Runtime {
     windows: Mutex<fold::Windows>,
     /// The store's figures as `/metrics` last computed them (`stats.rs`).
     stats_cache: stats::StatsCache,
+    /// Another engine of a shared store announced work (see [`Runtime::on_change`]).
+    work_elsewhere: std::sync::atomic::AtomicBool,
 }
 
 impl Runtime {
@@ -227,7 +229,7 @@ impl Runtime {
             .build()
             .unwrap_or_default();
         let committer = committer::Committer::start(store.clone(), settings.flush_each_step);
-        Arc::new(Runtime {
+        let runtime = Arc::new(Runtime {
             refs: RwLock::new(refcache::RefCache::new(
                 settings.ref_cache_entries,
                 settings.ref_cache_bytes,
@@ -246,7 +248,42 @@ impl Runtime {
             limits: Mutex::new(HashMap::new()),
             metrics: Metrics::default(),
             idle: tokio::sync::Notify::new(),
-        })
+            work_elsewhere: std::sync::atomic::AtomicBool::new(false),
+        });
+        if runtime.store.shared() {
+            let weak = Arc::downgrade(&runtime);
+            runtime.store.watch(Arc::new(move |change| {
+                if let Some(runtime) = weak.upgrade() {
+                    runtime.on_change(change);
+                }
+            }));
+        }
+        runtime
+    }
+
+    /// What another engine of a shared store announced: work to look for (the engine
+    /// loop claims it), or a process that changed (its compiled definition is dropped
+    /// and read again on next use). After a lost connection, anything may have changed.
+    fn on_change(&self, change: conveyor_store::Change) {
+        use conveyor_store::Change;
+        let forget = match change {
+            Change::Work => None,
+            Change::Process(id) => Some(Some(id)),
+            Change::Reconnected => Some(None),
+        };
+        if let Some(which) = forget
+            && let Ok(mut map) = self.processes.write()
+        {
+            match which {
+                Some(id) => {
+                    map.remove(&id);
+                }
+                None => map.clear(),
+            }
+        }
+        self.work_elsewhere
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+        self.work.notify_one();
     }
 
     pub fn store(&self) -> &Arc<dyn Store> {
@@ -306,7 +343,9 @@ impl Runtime {
     /// The compiled process with this id, compiled once and cached. The cache is never
     /// stale: a stored process changes only through this runtime (`update_process`,
     /// `url_hash` replace the entry), since one engine holds the store at a time and
-    /// commands go through it while it runs.
+    /// commands go through it while it runs. On a shared store other engines change
+    /// processes too: they announce it and the entry is dropped ([`Runtime::on_change`]);
+    /// a step that started before hears of it runs on the version it began with.
     pub fn loaded(&self, id: u64) -> Result<Arc<LoadedProcess>> {
         if let Some(p) = self.processes.read().ok().and_then(|m| m.get(&id).cloned()) {
             return Ok(p);
@@ -419,7 +458,17 @@ impl Runtime {
     }
 
     /// The data of the task with `reference` in `process`, from the cache or the store.
+    /// On a shared store the cache is not used: other engines' commits do not report to
+    /// it, so every read goes to the store and sees the latest committed data.
     pub(crate) fn ref_data(&self, process: u64, reference: &str) -> Result<Option<Arc<RefTask>>> {
+        if self.store.shared() {
+            return Ok(self.store.task_by_ref(process, reference)?.map(|task| {
+                Arc::new(RefTask {
+                    data: serde_json::Value::Object(task.data),
+                    secret_keys: task.secret_keys,
+                })
+            }));
+        }
         if let Ok(refs) = self.refs.read()
             && let Some(data) = refs.get(process, reference)
         {

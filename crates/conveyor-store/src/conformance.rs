@@ -103,8 +103,73 @@ fn drop_sled_snapshot(dir: &Path) {
     }
 }
 
-/// Every store of this crate: the log store, sled, and [`SealedStore`] over each.
+/// PostgreSQL: each data dir stands for a schema of its own on the test server
+/// ([`crate::test_postgres`]); a file in the dir names the server and the schema, so
+/// the child process of the kill -9 case (which starts no server) finds them.
+fn open_pg(dir: &Path) -> Result<Arc<dyn Store>> {
+    static N: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let file = dir.join("postgres");
+    let (url, schema) = match std::fs::read_to_string(&file) {
+        Ok(text) => match text.split_once('\n') {
+            Some((url, schema)) => (url.to_string(), schema.trim().to_string()),
+            None => {
+                return Err(StoreError::Io(format!(
+                    "{} is not `url\\nschema`",
+                    file.display()
+                )));
+            }
+        },
+        Err(_) => {
+            let server = crate::test_postgres::server().map_err(StoreError::Io)?;
+            let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let schema = format!("c_{}_{n}", std::process::id());
+            std::fs::write(&file, format!("{}\n{schema}", server.url))
+                .map_err(|e| StoreError::Io(e.to_string()))?;
+            (server.url.clone(), schema)
+        }
+    };
+    let options = PgOptions {
+        schema: Some(schema),
+        pool_size: 4,
+        ..PgOptions::default()
+    };
+    Ok(Arc::new(PgStore::open(&url, options)?))
+}
+
+fn open_sealed_pg(dir: &Path) -> Result<Arc<dyn Store>> {
+    open_pg(dir).map(sealed)
+}
+
+/// The PostgreSQL store, bare and sealed (see [`open_pg`]): a commit is the server's
+/// once it returns, whatever becomes of the process that made it.
+pub fn postgres_subjects() -> Vec<Subject> {
+    vec![
+        Subject {
+            name: "postgres",
+            open: open_pg,
+            commit_survives_kill: true,
+            drop_snapshot: None,
+            tear_tail: None,
+        },
+        Subject {
+            name: "sealed-postgres",
+            open: open_sealed_pg,
+            commit_survives_kill: true,
+            drop_snapshot: None,
+            tear_tail: None,
+        },
+    ]
+}
+
+/// Every store of this crate: the log store, sled, and [`SealedStore`] over each (and
+/// PostgreSQL: [`postgres_subjects`]).
 pub fn subjects() -> Vec<Subject> {
+    let mut all = local_subjects();
+    all.extend(postgres_subjects());
+    all
+}
+
+fn local_subjects() -> Vec<Subject> {
     vec![
         Subject {
             name: "log",
@@ -1076,6 +1141,20 @@ mod tests {
     #[test]
     fn sealed_sled_store_keeps_the_contract() {
         run_all(&subject("sealed-sled"), CHILD);
+    }
+
+    #[test]
+    fn postgres_store_keeps_the_contract() {
+        if crate::test_postgres::require("postgres_store_keeps_the_contract").is_some() {
+            run_all(&subject("postgres"), CHILD);
+        }
+    }
+
+    #[test]
+    fn sealed_postgres_store_keeps_the_contract() {
+        if crate::test_postgres::require("sealed_postgres_store_keeps_the_contract").is_some() {
+            run_all(&subject("sealed-postgres"), CHILD);
+        }
     }
 
     /// The child process of the kill -9 case (does nothing unless started by it).

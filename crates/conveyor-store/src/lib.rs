@@ -5,9 +5,22 @@
 //! The rest of Conveyor speaks the [`Store`] trait, and [`open`] picks the implementation:
 //! [`SledStore`] (sled; what new data directories get) or [`LogStore`] (an append-only
 //! log with its indexes in memory, the opt-in for throughput; data directories made with
-//! it keep using it). This is the only crate that knows either. Every move of
-//! a task is one [`Batch`], applied atomically: a crash at any instant leaves either all
-//! of a batch or none of it.
+//! it keep using it). [`PgStore`] keeps everything in PostgreSQL instead, which several
+//! engines share (`--store postgres://…`). This is the only crate that knows any of
+//! them. Every move of a task is one [`Batch`], applied atomically: a crash at any
+//! instant leaves either all of a batch or none of it.
+//!
+//! # Layout
+//!
+//! - `records.rs`: the records kept (processes, tasks, history events, messages).
+//! - `sled_store.rs`, `log_store.rs`, `pg_store.rs`: the implementations (`pg_store/`:
+//!   its schema migrations, how a group is folded into statements, claims and leases,
+//!   LISTEN/NOTIFY).
+//! - `sealed_store.rs`, `seal.rs`, `keys.rs`: secrets sealed at rest over any store.
+//! - `migrate.rs`: moving a data dir between kinds of store, comparing two stores;
+//!   `compact.rs`: rewriting a store into a new one of the same kind.
+//! - `conformance.rs`: the [`Store`] contract as tests, for every implementation.
+//! - `test_postgres.rs`: a throwaway PostgreSQL server for tests.
 
 mod compact;
 #[cfg(any(test, feature = "conformance"))]
@@ -15,12 +28,15 @@ pub mod conformance;
 mod keys;
 mod log_store;
 mod migrate;
+mod pg_store;
 mod records;
 #[cfg(test)]
 mod retention_tests;
 mod seal;
 mod sealed_store;
 mod sled_store;
+#[cfg(any(test, feature = "conformance"))]
+pub mod test_postgres;
 #[cfg(test)]
 mod test_support;
 
@@ -32,6 +48,7 @@ pub use log_store::{LOG_FORMAT_VERSION, LogCut, LogProblem, LogReport, LogStore}
 pub use migrate::{
     Counts, MigrateReport, compare, copy, counts, kept_dir, migrate, read_everything,
 };
+pub use pg_store::{Change, Listener, PgOptions, PgStore};
 pub use records::*;
 pub use sled_store::SledStore;
 
@@ -136,6 +153,14 @@ pub enum StoreError {
     Corrupt { what: String, reason: String },
     #[error("storage error: {0}")]
     Io(String),
+    /// The database cannot be reached (down, restarting, refusing connections): nothing
+    /// of the call was done; it may be tried again.
+    #[error("the database at {place} is unavailable ({reason}); nothing was changed, try again")]
+    Unavailable { place: String, reason: String },
+    /// Another engine took over these tasks (this engine's claim on them ran out):
+    /// nothing of the commit was written.
+    #[error("tasks {tasks:?} were taken over by another engine; this commit was dropped")]
+    Fenced { tasks: Vec<u64> },
     /// A secret value could not be sealed or opened (see [`SealedStore`]).
     #[error(transparent)]
     Sealed(#[from] SealError),
@@ -185,6 +210,11 @@ pub type Result<T> = std::result::Result<T, StoreError>;
 /// - **Migration.** [`Store::next_ids`] and [`Store::restore`] copy what the ordinary
 ///   writes cannot say (records with their ids, the counters), so that
 ///   [`migrate`](crate::migrate) moves a data dir between kinds unchanged.
+/// - **Sharing.** A store that several engines share ([`Store::shared`]: [`PgStore`])
+///   hands each task to one engine at a time ([`Store::claim`], [`Store::claim_work`]);
+///   a commit that changes a task whose claim another engine took over fails whole
+///   with [`StoreError::Fenced`]. A store of one engine claims everything for it (the
+///   defaults).
 pub trait Store: Send + Sync + 'static {
     // Processes.
     fn create_process(&self, new: NewProcess) -> Result<ProcessRecord>;
@@ -268,7 +298,35 @@ pub trait Store: Send + Sync + 'static {
     /// Writes a record with the id it has (a process, an API key) or moves the counters
     /// up to at least `NextIds` (never down): what a migration copies from another store.
     fn restore(&self, item: Restore) -> Result<()>;
+
+    /// Whether other engines may work on this store at the same time (then the engine
+    /// claims tasks before it steps them, and caches nothing another engine may change).
+    fn shared(&self) -> bool {
+        false
+    }
+    /// Claims `tasks` for this engine; returns those it got (the others are held by
+    /// another engine). Each stays this engine's until [`Store::release`].
+    fn claim(&self, tasks: &[u64]) -> Result<Vec<u64>> {
+        Ok(tasks.to_vec())
+    }
+    /// [`Store::claim`] without blocking the caller's thread.
+    fn claim_async(&self, tasks: Vec<u64>) -> ClaimFuture {
+        Box::pin(std::future::ready(Ok(tasks)))
+    }
+    /// Claims up to `limit` tasks with work no engine holds (ready, with messages, or
+    /// with a timer due at `now`), including those of an engine that stopped.
+    fn claim_work(&self, _now: i64, _limit: usize) -> Result<Vec<u64>> {
+        Ok(Vec::new())
+    }
+    /// The step of `task` is over: its claim may go.
+    fn release(&self, _task: u64) {}
+    /// Calls `listener` with what other engines announce (see [`Change`]).
+    fn watch(&self, _listener: Listener) {}
 }
+
+/// What [`Store::claim_async`] returns.
+pub type ClaimFuture =
+    std::pin::Pin<Box<dyn std::future::Future<Output = Result<Vec<u64>>> + Send + 'static>>;
 
 /// The next number of each counter of a store.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]

@@ -44,7 +44,8 @@ pub struct ResealReport {
     pub messages: usize,
 }
 
-/// The secret keys of each process: process → (version, keys).
+/// The secret keys of each process: process → (version, keys). Shared with the
+/// listener of a shared store, which forgets a process another engine changed.
 type SecretsCache = HashMap<u64, (u32, Arc<Vec<String>>)>;
 
 /// A [`Store`] that seals secret values (see the module's documentation).
@@ -53,7 +54,7 @@ pub struct SealedStore {
     keys: RwLock<Arc<Keyring>>,
     policy: Arc<dyn SealPolicy>,
     /// Secret keys by (process, version).
-    secrets: Mutex<SecretsCache>,
+    secrets: Arc<Mutex<SecretsCache>>,
 }
 
 impl SealedStore {
@@ -62,7 +63,7 @@ impl SealedStore {
             inner,
             keys: RwLock::new(Arc::new(keys)),
             policy,
-            secrets: Mutex::new(HashMap::new()),
+            secrets: Arc::new(Mutex::new(HashMap::new())),
         }
     }
 
@@ -564,6 +565,46 @@ impl Store for SealedStore {
             cache.remove(&record.id);
         }
         self.inner.restore(item)
+    }
+
+    fn shared(&self) -> bool {
+        self.inner.shared()
+    }
+
+    fn claim(&self, tasks: &[u64]) -> Result<Vec<u64>> {
+        self.inner.claim(tasks)
+    }
+
+    fn claim_async(&self, tasks: Vec<u64>) -> crate::ClaimFuture {
+        self.inner.claim_async(tasks)
+    }
+
+    fn claim_work(&self, now: i64, limit: usize) -> Result<Vec<u64>> {
+        self.inner.claim_work(now, limit)
+    }
+
+    fn release(&self, task: u64) {
+        self.inner.release(task);
+    }
+
+    /// Forgets the secret keys of a process another engine changed (this store's cache
+    /// of them is otherwise only refreshed by its own `update_process`).
+    fn watch(&self, listener: crate::Listener) {
+        let secrets = Arc::downgrade(&self.secrets);
+        self.inner.watch(Arc::new(move |change| {
+            if let Some(secrets) = secrets.upgrade()
+                && let Ok(mut map) = secrets.lock()
+            {
+                match change {
+                    crate::Change::Process(id) => {
+                        map.remove(&id);
+                    }
+                    crate::Change::Reconnected => map.clear(),
+                    crate::Change::Work => {}
+                }
+            }
+            listener(change);
+        }));
     }
 }
 

@@ -67,7 +67,9 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let dir = data_dir(&global)?;
             let (runtime, _mark) = open_engine(&dir, &global, EngineKind::Serve)?;
             let code = crate::serve::run(runtime, &dir, &listen, allow_remote, &options)?;
-            checkpoint(&dir, store_options(&global));
+            if postgres(&global)?.is_none() {
+                checkpoint(&dir, store_options(&global));
+            }
             return Ok(code);
         }
         Command::Run { until_idle, wait } => return engine(&global, until_idle, wait),
@@ -173,9 +175,60 @@ fn dispatch(global: &Global, request: Request) -> anyhow::Result<Reply> {
     }
 }
 
+/// The PostgreSQL database of `--store` / `CONVEYOR_STORE`, if one is named.
+pub fn postgres(global: &Global) -> anyhow::Result<Option<&str>> {
+    match global.store.as_deref().map(str::trim) {
+        None | Some("") => Ok(None),
+        Some(url) if conveyor_store::PgStore::is_url(url) => Ok(Some(url)),
+        Some(other) => Err(UsageError(format!(
+            "--store {other}: expected a PostgreSQL URL (postgres://user@host:5432/db); leave it out for the data directory's own store"
+        ))
+        .into()),
+    }
+}
+
+/// How an engine connects to PostgreSQL: `CONVEYOR_PG_POOL` connections at most
+/// (default 8), claims leased for `CONVEYOR_PG_LEASE_MS` (default 10 000).
+pub fn pg_options() -> anyhow::Result<conveyor_store::PgOptions> {
+    let mut options = conveyor_store::PgOptions::default();
+    let number = |name: &str| -> anyhow::Result<Option<u64>> {
+        match std::env::var(name) {
+            Ok(v) if !v.trim().is_empty() => v
+                .trim()
+                .parse::<u64>()
+                .ok()
+                .filter(|n| *n > 0)
+                .map(Some)
+                .ok_or_else(|| {
+                    UsageError(format!("{name}={v}: expected a positive number")).into()
+                }),
+            _ => Ok(None),
+        }
+    };
+    if let Some(n) = number("CONVEYOR_PG_POOL")? {
+        options.pool_size = n.min(1_000) as usize;
+    }
+    if let Some(ms) = number("CONVEYOR_PG_LEASE_MS")? {
+        options.lease = std::time::Duration::from_millis(ms.max(300));
+    }
+    Ok(options)
+}
+
+/// Opens the store: the PostgreSQL database of `--store`, else the data dir's own.
+pub fn open_store(
+    dir: &Path,
+    global: &Global,
+) -> anyhow::Result<conveyor_store::Result<Arc<dyn conveyor_store::Store>>> {
+    Ok(match postgres(global)? {
+        Some(url) => conveyor_store::PgStore::open(url, pg_options()?)
+            .map(|s| Arc::new(s) as Arc<dyn conveyor_store::Store>),
+        None => conveyor_store::open(dir, store_options(global)),
+    })
+}
+
 /// Opens the store and a runtime on it once: `None` when the store is held.
 fn open_once(dir: &Path, global: &Global) -> anyhow::Result<Option<Arc<Runtime>>> {
-    let store = match conveyor_store::open(dir, store_options(global)) {
+    let store = match open_store(dir, global)? {
         Ok(store) => store,
         Err(conveyor_store::StoreError::Locked { .. }) => return Ok(None),
         Err(e) => return Err(e.into()),
@@ -400,12 +453,11 @@ pub fn data_dir(global: &Global) -> anyhow::Result<PathBuf> {
 /// up to 3 s for it before giving up. An engine (`serve`, `run`) holds it for good and
 /// says so in `engine.pid`: then fail at once, with the message that names it.
 pub fn open_sealed(dir: &Path, global: &Global) -> anyhow::Result<Arc<SealedStore>> {
-    let options = store_options(global);
     let source = key_source(dir, global)?;
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(3);
     let mut pause = std::time::Duration::from_millis(10);
     let store = loop {
-        match conveyor_store::open(dir, options) {
+        match open_store(dir, global)? {
             Ok(store) => break store,
             Err(conveyor_store::StoreError::Locked { .. })
                 if std::time::Instant::now() < deadline && engine_running(dir).is_none() =>
@@ -585,7 +637,7 @@ fn engine(
     })?;
     // Every handle on the store is gone with the async runtime's tasks.
     drop(tokio);
-    if !until_idle {
+    if !until_idle && postgres(global)?.is_none() {
         checkpoint(&dir, store_options(global));
     }
     let mut reply = Reply::default();

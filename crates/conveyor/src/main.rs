@@ -67,11 +67,35 @@ pub struct Global {
         default_value = "sled"
     )]
     pub store_kind: StoreKindArg,
+    /// Keep everything in this PostgreSQL database instead of the data directory's own
+    /// store (`postgres://user:password@host:5432/db`). Several engines, on several
+    /// machines, share one database (docs/scaling.md); each still has a data directory
+    /// of its own for its API address and the record of its sealing key.
+    #[arg(long, global = true, value_name = "URL", env = "CONVEYOR_STORE")]
+    pub store: Option<String>,
     /// Where the keys that seal secrets at rest are kept (default: the platform's config
     /// dir + conveyor/keys). Must be outside the data directory. The key itself may be
     /// given instead as $CONVEYOR_SECRET_KEY (base64 or hex of 32 bytes).
     #[arg(long, global = true, value_name = "DIR", env = "CONVEYOR_KEY_DIR")]
     pub key_dir: Option<PathBuf>,
+}
+
+/// Where `store migrate --to` moves a store.
+#[derive(Clone, Debug)]
+pub enum MigrateTo {
+    Kind(StoreKindArg),
+    Postgres(String),
+}
+
+fn parse_migrate_to(text: &str) -> Result<MigrateTo, String> {
+    match text {
+        "log" => Ok(MigrateTo::Kind(StoreKindArg::Log)),
+        "sled" => Ok(MigrateTo::Kind(StoreKindArg::Sled)),
+        url if conveyor_store::PgStore::is_url(url) => Ok(MigrateTo::Postgres(url.to_string())),
+        other => Err(format!(
+            "`{other}`: expected `log`, `sled` or a PostgreSQL URL (postgres://user@host:5432/db)"
+        )),
+    }
 }
 
 /// `--store-kind`.
@@ -260,9 +284,11 @@ pub enum StoreCommand {
     /// Move the data dir to another kind of store, keeping everything; the old store is
     /// kept as DATA/store.old-<kind> until you remove it.
     Migrate {
-        /// The kind of store to move to.
-        #[arg(long, value_name = "KIND")]
-        to: StoreKindArg,
+        /// Where to move to: `log` or `sled` (the data dir's store becomes that kind),
+        /// or a PostgreSQL URL (everything is copied into that empty database, for
+        /// `conveyor serve --store URL`; the data dir's store is left as it was).
+        #[arg(long, value_name = "KIND|URL", value_parser = parse_migrate_to)]
+        to: MigrateTo,
     },
 }
 

@@ -8,11 +8,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::bail;
-use conveyor_store::{Counts, LogStore, SealedStore, StoreError, StoreKind};
+use conveyor_store::{Counts, LogStore, SealedStore, Store as _, StoreError, StoreKind};
 use serde_json::json;
 
 use crate::commands::{data_dir, engine_running, key_source, print, store_options};
-use crate::{Global, StoreCommand, StoreKindArg, client};
+use crate::{Global, MigrateTo, StoreCommand, StoreKindArg, client};
 use conveyor_commands::{Reply, Request};
 
 pub fn run(global: &Global, command: StoreCommand) -> anyhow::Result<ExitCode> {
@@ -281,10 +281,11 @@ fn compact(dir: &Path, global: &Global) -> anyhow::Result<Reply> {
     Ok(reply)
 }
 
-fn migrate(dir: &Path, global: &Global, to: StoreKindArg) -> anyhow::Result<Reply> {
+fn migrate(dir: &Path, global: &Global, to: MigrateTo) -> anyhow::Result<Reply> {
     let to = match to {
-        StoreKindArg::Log => StoreKind::Log,
-        StoreKindArg::Sled => StoreKind::Sled,
+        MigrateTo::Kind(StoreKindArg::Log) => StoreKind::Log,
+        MigrateTo::Kind(StoreKindArg::Sled) => StoreKind::Sled,
+        MigrateTo::Postgres(url) => return migrate_to_postgres(dir, global, &url),
     };
     let report = waiting(|| conveyor_store::migrate(dir, to, store_options(global)))?;
     let mut reply = Reply::default();
@@ -310,6 +311,61 @@ fn migrate(dir: &Path, global: &Global, to: StoreKindArg) -> anyhow::Result<Repl
             "the old {} store is kept in {}: remove it once you no longer need it",
             report.from.name(),
             report.kept.display()
+        ));
+    }
+    Ok(reply)
+}
+
+/// `store migrate --to postgres://…`: copies everything of the data dir's store, as
+/// stored (sealed values stay sealed under the data dir's key), into an empty
+/// PostgreSQL database, then compares the two record by record. The data dir's store is
+/// left as it was: engines started with `--store URL` use the database from then on.
+fn migrate_to_postgres(dir: &Path, global: &Global, url: &str) -> anyhow::Result<Reply> {
+    let source = waiting(|| conveyor_store::open(dir, store_options(global)))?;
+    let target = conveyor_store::PgStore::open(url, crate::commands::pg_options()?)?;
+    let place = target.place().to_string();
+    if !target.processes()?.is_empty() || !target.api_keys()?.is_empty() {
+        bail!(
+            "the database at {place} already holds processes or API keys: migrate into an empty database"
+        );
+    }
+    let copied = conveyor_store::copy(source.as_ref(), &target)
+        .and_then(|()| conveyor_store::compare(source.as_ref(), &target));
+    let differences = match copied {
+        Ok(differences) => differences,
+        Err(e) => {
+            // Leave nothing half-copied behind.
+            let _ = target.drop_everything();
+            return Err(e.into());
+        }
+    };
+    if !differences.is_empty() {
+        let _ = target.drop_everything();
+        bail!(
+            "the copy in {place} differs from the store in {} ({}); it was removed, the data dir is unchanged",
+            dir.display(),
+            differences.join("; ")
+        );
+    }
+    let counts = conveyor_store::counts(source.as_ref())?;
+    let mut reply = Reply::default();
+    if global.json {
+        reply.line(
+            json!({
+                "from": conveyor_store::kind_of(dir, store_options(global)).name(),
+                "to": place,
+                "records": counts_json(&counts),
+            })
+            .to_string(),
+        );
+    } else {
+        reply.line(format!(
+            "copied the store in {} into {place}, compared record by record: {}",
+            dir.display(),
+            counts_text(&counts)
+        ));
+        reply.line(format!(
+            "start engines with `--store {place}` (and this data dir's key: see docs/scaling.md); the data dir's own store is left as it was"
         ));
     }
     Ok(reply)

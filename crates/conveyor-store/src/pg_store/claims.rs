@@ -1,0 +1,257 @@
+//! Which engine works on which task: claims with leases and fencing tokens.
+//!
+//! An engine claims a task before it steps it (`claims` row: engine, token, until).
+//! A claim is its engine's until its lease runs out; the engine renews the leases of
+//! all its claims every third of a lease ([`keep_leases`]), so only an engine that
+//! stopped (crashed, lost the database) loses them. Another engine may then take the
+//! task over, with a new token from a sequence.
+//!
+//! Every commit that changes a task this engine claimed checks, in the same
+//! transaction and first, that the claim still carries this engine's token (and locks
+//! the claim row until the commit): a takeover waits for that commit to finish and then
+//! reads what it wrote, or the commit fails with [`StoreError::Fenced`] and writes
+//! nothing. So a step is committed by at most one engine, even when one engine is
+//! cut off and another took its task.
+//!
+//! A step's claim is given back when the step ends ([`Claims::release`]); the release
+//! rides on the engine's next commit (or the next lease renewal), not a round trip of
+//! its own.
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::{Mutex, Weak};
+use std::time::Duration;
+
+use super::Inner;
+use crate::Result;
+
+/// How long a claim lasts unless renewed.
+pub const DEFAULT_LEASE: Duration = Duration::from_secs(10);
+
+const CLAIM: &str = "INSERT INTO claims (task, engine, token, until)
+    SELECT t, $2, (SELECT nextval('claim_tokens')), now() + $3::bigint * interval '1 millisecond'
+    FROM unnest($1::bigint[]) t
+    ON CONFLICT (task) DO UPDATE
+        SET engine = EXCLUDED.engine, until = EXCLUDED.until,
+            token = CASE WHEN claims.engine = EXCLUDED.engine THEN claims.token ELSE EXCLUDED.token END
+        WHERE claims.engine = EXCLUDED.engine OR claims.until < now()
+    RETURNING task, token";
+
+/// Work nobody holds: ready tasks, tasks with messages, tasks with a due timer.
+const CLAIM_WORK: &str = "WITH candidates AS (
+        SELECT w.task FROM (
+            SELECT task FROM ready
+            UNION SELECT task FROM inbox
+            UNION SELECT task FROM timers WHERE due <= $3
+        ) w
+        WHERE NOT EXISTS (SELECT 1 FROM claims c WHERE c.task = w.task AND c.until >= now())
+        LIMIT $4
+    )
+    INSERT INTO claims (task, engine, token, until)
+    SELECT task, $1, (SELECT nextval('claim_tokens')), now() + $2::bigint * interval '1 millisecond'
+    FROM candidates
+    ON CONFLICT (task) DO UPDATE
+        SET engine = EXCLUDED.engine, until = EXCLUDED.until,
+            token = CASE WHEN claims.engine = EXCLUDED.engine THEN claims.token ELSE EXCLUDED.token END
+        WHERE claims.engine = EXCLUDED.engine OR claims.until < now()
+    RETURNING task, token";
+
+/// The claims a commit relies on: still ours (renewed, and locked until the commit).
+pub(super) const FENCE: &str =
+    "UPDATE claims c SET until = now() + $3::bigint * interval '1 millisecond'
+    FROM unnest($1::bigint[], $2::bigint[]) f(task, token)
+    WHERE c.task = f.task AND c.token = f.token";
+
+pub(super) const RELEASE: &str = "DELETE FROM claims c
+    USING unnest($1::bigint[], $2::bigint[]) f(task, token)
+    WHERE c.task = f.task AND c.token = f.token";
+
+/// Renews the claims this engine holds, by token: a claim the engine lost track of
+/// (its step failed) is not renewed, and runs out like a crashed engine's.
+const RENEW: &str = "UPDATE claims c SET until = now() + $3::bigint * interval '1 millisecond'
+    FROM unnest($1::bigint[], $2::bigint[]) f(task, token)
+    WHERE c.task = f.task AND c.token = f.token";
+
+/// This engine's claims.
+pub(super) struct Claims {
+    lease: Duration,
+    /// Task → token of each claim this engine holds.
+    held: Mutex<HashMap<u64, i64>>,
+    /// Claims given back, not yet deleted: (tasks, tokens).
+    releases: Mutex<(Vec<i64>, Vec<i64>)>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    match m.lock() {
+        Ok(g) => g,
+        Err(poisoned) => poisoned.into_inner(),
+    }
+}
+
+impl Claims {
+    pub fn new(lease: Duration) -> Claims {
+        Claims {
+            lease,
+            held: Mutex::new(HashMap::new()),
+            releases: Mutex::new((Vec::new(), Vec::new())),
+        }
+    }
+
+    pub fn lease_ms(&self) -> i64 {
+        self.lease.as_millis() as i64
+    }
+
+    /// Notes the claims got. A claim this engine already held keeps its token (so a
+    /// step's commit and a second claim of the same task agree); a release of it still
+    /// waiting is called off.
+    fn keep(&self, rows: &[tokio_postgres::Row]) -> Vec<u64> {
+        let mut held = lock(&self.held);
+        let mut releases = lock(&self.releases);
+        rows.iter()
+            .map(|r| {
+                let task = r.get::<_, i64>(0) as u64;
+                let token: i64 = r.get(1);
+                held.insert(task, token);
+                let (tasks, tokens) = &mut *releases;
+                if let Some(i) = tasks
+                    .iter()
+                    .zip(tokens.iter())
+                    .position(|(t, k)| *t == task as i64 && *k == token)
+                {
+                    tasks.swap_remove(i);
+                    tokens.swap_remove(i);
+                }
+                task
+            })
+            .collect()
+    }
+
+    /// Every claim held: (tasks, tokens).
+    fn all_held(&self) -> (Vec<i64>, Vec<i64>) {
+        lock(&self.held)
+            .iter()
+            .map(|(task, token)| (*task as i64, *token))
+            .unzip()
+    }
+
+    /// Claims `tasks` for this engine: those no other engine holds (or whose lease ran
+    /// out). Returns the ones claimed.
+    pub async fn claim(&self, inner: &Inner, mut tasks: Vec<u64>) -> Result<Vec<u64>> {
+        tasks.sort_unstable();
+        tasks.dedup();
+        if tasks.is_empty() {
+            return Ok(tasks);
+        }
+        let ids: Vec<i64> = tasks.iter().map(|t| *t as i64).collect();
+        let rows = inner
+            .claims_query(CLAIM, &[&ids, &inner.engine, &self.lease_ms()])
+            .await?;
+        Ok(self.keep(&rows))
+    }
+
+    /// Claims up to `limit` tasks with work that no engine holds (`now`: the engine's
+    /// clock, for timers).
+    pub async fn claim_work(&self, inner: &Inner, now: i64, limit: usize) -> Result<Vec<u64>> {
+        let rows = inner
+            .claims_query(
+                CLAIM_WORK,
+                &[&inner.engine, &self.lease_ms(), &now, &(limit as i64)],
+            )
+            .await?;
+        let mut tasks = self.keep(&rows);
+        tasks.sort_unstable();
+        Ok(tasks)
+    }
+
+    /// The claims of `touched` that this engine holds: (tasks, tokens), by task.
+    pub fn fences(&self, touched: &BTreeSet<u64>) -> (Vec<i64>, Vec<i64>) {
+        let held = lock(&self.held);
+        let mut fences = (Vec::new(), Vec::new());
+        for task in touched {
+            if let Some(token) = held.get(task) {
+                fences.0.push(*task as i64);
+                fences.1.push(*token);
+            }
+        }
+        fences
+    }
+
+    /// The step of `task` is over: its claim goes with the next commit or renewal.
+    pub fn release(&self, task: u64) {
+        let Some(token) = lock(&self.held).remove(&task) else {
+            return;
+        };
+        let mut releases = lock(&self.releases);
+        releases.0.push(task as i64);
+        releases.1.push(token);
+    }
+
+    pub fn has_releases(&self) -> bool {
+        !lock(&self.releases).0.is_empty()
+    }
+
+    pub fn take_releases(&self) -> (Vec<i64>, Vec<i64>) {
+        std::mem::take(&mut *lock(&self.releases))
+    }
+
+    pub fn give_back_releases(&self, (tasks, tokens): (Vec<i64>, Vec<i64>)) {
+        let mut releases = lock(&self.releases);
+        releases.0.extend(tasks);
+        releases.1.extend(tokens);
+    }
+
+    /// Deletes the released claims now.
+    async fn flush_releases(&self, inner: &Inner) -> Result<()> {
+        let releases = self.take_releases();
+        if releases.0.is_empty() {
+            return Ok(());
+        }
+        match inner.query(RELEASE, &[&releases.0, &releases.1]).await {
+            Ok(_) => Ok(()),
+            Err(e) => {
+                self.give_back_releases(releases);
+                Err(e)
+            }
+        }
+    }
+
+    /// Gives back every claim of this engine (it stops).
+    pub async fn release_all(&self, inner: &Inner) -> Result<()> {
+        lock(&self.held).clear();
+        self.take_releases();
+        inner
+            .query(
+                "DELETE FROM claims WHERE engine = $1 RETURNING task",
+                &[&inner.engine],
+            )
+            .await
+            .map(|_| ())
+    }
+}
+
+/// Renews this engine's leases every third of a lease (and deletes released claims),
+/// while the store lives. A renewal that fails (the server is down) is tried again at
+/// the next tick; claims whose lease ran out meanwhile may be taken by other engines,
+/// and this engine's commits on them then fail ([`StoreError::Fenced`]).
+pub(super) async fn keep_leases(inner: Weak<Inner>) {
+    loop {
+        let period = match inner.upgrade() {
+            Some(inner) => inner.claims.lease / 3,
+            None => return,
+        };
+        tokio::time::sleep(period).await;
+        let Some(inner) = inner.upgrade() else { return };
+        let (tasks, tokens) = inner.claims.all_held();
+        let renewed = inner
+            .claims_query(
+                &format!("{RENEW} RETURNING c.task"),
+                &[&tasks, &tokens, &inner.claims.lease_ms()],
+            )
+            .await;
+        if let Err(e) = renewed {
+            tracing::warn!(error = %e, "could not renew this engine's claims");
+        }
+        if let Err(e) = inner.claims.flush_releases(&inner).await {
+            tracing::warn!(error = %e, "could not give back claims");
+        }
+    }
+}

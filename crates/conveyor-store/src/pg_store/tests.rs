@@ -1,0 +1,164 @@
+//! What the conformance suite does not ask of a store: schema versions, and several
+//! engines on one database (claims, leases, fencing).
+
+use std::time::Duration;
+
+use super::*;
+use crate::test_postgres;
+
+fn database(test: &str) -> Option<(String, &'static test_postgres::TestServer)> {
+    let server = test_postgres::require(test)?;
+    match test_postgres::fresh_database(server, test) {
+        Ok(url) => Some((url, server)),
+        Err(e) => panic!("{test}: cannot make a database: {e}"),
+    }
+}
+
+fn engine(url: &str, lease_ms: u64) -> PgStore {
+    let options = PgOptions {
+        lease: Duration::from_millis(lease_ms),
+        pool_size: 2,
+        ..PgOptions::default()
+    };
+    match PgStore::open(url, options) {
+        Ok(store) => store,
+        Err(e) => panic!("cannot open {url}: {e}"),
+    }
+}
+
+fn psql(server: &test_postgres::TestServer, url: &str, sql: &str) {
+    let out = std::process::Command::new("psql")
+        .args(["-X", "-q", "-v", "ON_ERROR_STOP=1", "-d", url, "-c", sql])
+        .output()
+        .unwrap_or_else(|e| panic!("psql: {e}"));
+    assert!(
+        out.status.success(),
+        "{sql}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let _ = server;
+}
+
+#[test]
+fn a_newer_schema_is_refused_and_left_alone() {
+    let Some((url, server)) = database("a_newer_schema_is_refused") else {
+        return;
+    };
+    drop(engine(&url, 10_000));
+    psql(
+        server,
+        &url,
+        "UPDATE conveyor_meta SET value = 99 WHERE key = 'schema'",
+    );
+    match PgStore::open(&url, PgOptions::default()) {
+        Err(StoreError::NewerFormat {
+            found, supported, ..
+        }) => {
+            assert_eq!(found, 99);
+            assert_eq!(supported, schema::latest());
+        }
+        Err(e) => panic!("wrong error: {e}"),
+        Ok(_) => panic!("a newer schema was opened"),
+    }
+}
+
+#[test]
+fn a_task_is_claimed_by_one_engine_and_a_takeover_fences_the_old_one() {
+    let Some((url, server)) = database("claims_and_fencing") else {
+        return;
+    };
+    let (a, b) = (engine(&url, 60_000), engine(&url, 60_000));
+    let id = a.next_task_id().unwrap();
+    let mut batch = Batch::default();
+    batch.push(Op::PutTask(Box::new(crate::conformance::task(id, "n"))));
+    batch.push(Op::SetReady(id));
+    a.commit(&batch).unwrap();
+    // Both see it as work nobody holds; one gets it.
+    let got_a = a.claim_work(0, 10).unwrap();
+    let got_b = b.claim_work(0, 10).unwrap();
+    assert_eq!(got_a, vec![id]);
+    assert!(got_b.is_empty(), "claimed twice: {got_b:?}");
+    assert!(b.claim(&[id]).unwrap().is_empty());
+    // A's lease runs out (as when A is cut off); B takes over with a new token.
+    psql(
+        server,
+        &url,
+        "UPDATE claims SET until = now() - interval '1 second'",
+    );
+    assert_eq!(b.claim(&[id]).unwrap(), vec![id]);
+    // A's step commits late: refused whole, nothing written.
+    let mut late = Batch::default();
+    let mut moved = crate::conformance::task(id, "late");
+    moved.moves = 1;
+    late.push(Op::PutTask(Box::new(moved)));
+    late.push(Op::ClearReady(id));
+    match a.commit(&late) {
+        Err(StoreError::Fenced { tasks }) => assert_eq!(tasks, vec![id]),
+        other => panic!("a stale engine's commit was not refused: {other:?}"),
+    }
+    assert_eq!(b.task(id).unwrap().unwrap().node, "n");
+    assert_eq!(b.ready().unwrap(), vec![id]);
+    // B's own commit goes through; its release frees the task.
+    let mut step = Batch::default();
+    step.push(Op::PutTask(Box::new(crate::conformance::task(id, "done"))));
+    step.push(Op::ClearReady(id));
+    b.commit(&step).unwrap();
+    b.release(id);
+    b.commit(&Batch::default()).unwrap();
+    assert_eq!(a.task(id).unwrap().unwrap().node, "done");
+    assert_eq!(a.claim(&[id]).unwrap(), vec![id]);
+}
+
+#[test]
+fn an_idle_engine_hears_of_work_and_of_process_changes() {
+    let Some((url, _)) = database("listen_notify") else {
+        return;
+    };
+    let (a, b) = (engine(&url, 10_000), engine(&url, 10_000));
+    let (send, receive) = std::sync::mpsc::channel();
+    b.watch(Arc::new(move |change| {
+        let _ = send.send(change);
+    }));
+    // The listener connects in the background: give it a moment.
+    std::thread::sleep(Duration::from_millis(300));
+    let process = a
+        .create_process(crate::test_support::new_process(None))
+        .unwrap();
+    a.update_process(process.id, "process: changed".into())
+        .unwrap();
+    let id = a.next_task_id().unwrap();
+    let mut batch = Batch::default();
+    batch.push(Op::SetReady(id));
+    a.commit(&batch).unwrap();
+    let mut seen = Vec::new();
+    while let Ok(change) = receive.recv_timeout(Duration::from_secs(5)) {
+        seen.push(change);
+        if seen.contains(&Change::Work) && seen.contains(&Change::Process(process.id)) {
+            return;
+        }
+    }
+    panic!("engine B heard only {seen:?}");
+}
+
+#[test]
+fn counters_are_spread_over_slots_and_add_up() {
+    let Some((url, _)) = database("counter_slots") else {
+        return;
+    };
+    let engines: Vec<PgStore> = (0..4).map(|_| engine(&url, 10_000)).collect();
+    for (n, store) in engines.iter().enumerate() {
+        let mut batch = Batch::default();
+        batch.push(Op::Count {
+            process: 1,
+            node: "a".into(),
+            now: 1,
+            total: n as u64 + 1,
+        });
+        store.commit(&batch).unwrap();
+    }
+    let counters = engines[0].counters(1).unwrap();
+    assert_eq!(
+        counters,
+        vec![("a".to_string(), NodeCounter { now: 4, total: 10 })]
+    );
+}

@@ -1,0 +1,553 @@
+//! Several engines on one PostgreSQL (`conveyor serve --store postgres://…`): one engine
+//! keeps everything across a restart; three share the work and one is killed with
+//! SIGKILL under load; the database restarts under load; a process is updated while two
+//! engines run. Each test gets a database of its own on a throwaway server
+//! (`conveyor_store::test_postgres`); with no PostgreSQL to start they skip, saying so
+//! (under CI=true they fail instead).
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::extract::{Query, State};
+use axum::routing::get;
+use conveyor_runtime::{Runtime, Settings, SystemClock};
+use conveyor_store::{EventKind, PgOptions, PgStore, Store, TaskStatus, test_postgres};
+use serde_json::{Map, Value, json};
+
+use crate::http_api::Server;
+use crate::support::{DataDir, http_server};
+
+/// The key every engine seals secrets with: engines sharing a database share it.
+const KEY: &str = "6b1f0e3c9a2d4b5e8f7a6c5d4e3f2a1b0c9d8e7f6a5b4c3d2e1f0a9b8c7d6e5f";
+/// Short leases, so a killed engine's work is taken over within the test's patience.
+const LEASE_MS: &str = "1500";
+
+fn database(test: &str) -> Option<String> {
+    let server = test_postgres::require(test)?;
+    Some(
+        test_postgres::fresh_database(server, test)
+            .unwrap_or_else(|e| panic!("{test}: cannot make a database: {e}")),
+    )
+}
+
+fn env(url: &str) -> Vec<(&'static str, String)> {
+    vec![
+        ("CONVEYOR_STORE", url.to_string()),
+        ("CONVEYOR_SECRET_KEY", KEY.to_string()),
+        ("CONVEYOR_PG_LEASE_MS", LEASE_MS.to_string()),
+    ]
+}
+
+/// `conveyor serve --store URL` in a data dir of its own.
+fn engine(url: &str) -> Server {
+    let env = env(url);
+    let pairs: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    Server::start_full(DataDir::new(), &[], &pairs)
+}
+
+/// `conveyor --data DIR args…` on the database (through the engine of `dir`, if any).
+fn cli(dir: &DataDir, url: &str, args: &[&str]) -> (i32, String, String) {
+    let mut command = dir.command(args);
+    for (k, v) in env(url) {
+        command.env(k, v);
+    }
+    let out = command.output().expect("conveyor runs");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+fn cli_ok(dir: &DataDir, url: &str, args: &[&str]) -> String {
+    let (code, stdout, stderr) = cli(dir, url, args);
+    assert_eq!(code, 0, "conveyor {args:?}:\n{stdout}\n{stderr}");
+    stdout
+}
+
+fn store(url: &str) -> PgStore {
+    PgStore::open(url, PgOptions::default()).unwrap_or_else(|e| panic!("open {url}: {e}"))
+}
+
+fn counters(store: &dyn Store, process: u64) -> HashMap<String, (i64, u64)> {
+    store
+        .counters(process)
+        .expect("counters")
+        .into_iter()
+        .map(|(n, c)| (n, (c.now, c.total)))
+        .collect()
+}
+
+/// Waits until `count` tasks of process 1 are at `done` (or `failed`), up to `secs`.
+fn wait_finished(url: &str, count: usize, secs: u64) {
+    let store = store(url);
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    loop {
+        let c = counters(&store, 1);
+        let finished = c.get("done").map_or(0, |c| c.0) + c.get("failed").map_or(0, |c| c.0);
+        if finished as usize >= count {
+            return;
+        }
+        assert!(Instant::now() < deadline, "tasks did not finish: {c:?}");
+        std::thread::sleep(Duration::from_millis(250));
+    }
+}
+
+const SIMPLE: &str = r#"
+process: simple
+params:
+  n: { required: true }
+nodes:
+  start: { type: start, next: wait }
+  wait: { type: delay, for: 1s, next: mark }
+  mark: { type: set_param, set: { seen: "{{n}}" }, next: done }
+  done: { type: final }
+"#;
+
+#[test]
+fn postgres_one_engine_runs_tasks_and_keeps_them_across_a_restart() {
+    let Some(url) = database("one_engine") else {
+        return;
+    };
+    let mut server = engine(&url);
+    let dir = &server.data;
+    std::fs::write(dir.path().join("simple.yaml"), SIMPLE).expect("write");
+    let file = dir.path().join("simple.yaml");
+    cli_ok(
+        dir,
+        &url,
+        &[
+            "process",
+            "clone",
+            file.to_str().expect("utf-8"),
+            "--alias",
+            "simple",
+        ],
+    );
+    for n in 0..5 {
+        cli_ok(
+            dir,
+            &url,
+            &[
+                "task",
+                "add",
+                "@simple",
+                "--ref",
+                &format!("r{n}"),
+                &format!("n={n}"),
+            ],
+        );
+    }
+    // A second task with a taken ref is refused by the unique index.
+    let (code, _, stderr) = cli(dir, &url, &["task", "add", "@simple", "--ref", "r1", "n=9"]);
+    assert_ne!(code, 0, "a duplicate ref was accepted");
+    assert!(stderr.contains("r1"), "{stderr}");
+    wait_finished(&url, 5, 30);
+    assert_eq!(server.stop(), 0, "a graceful stop exits 0");
+    // Everything is in the database, not the data dir: a new engine elsewhere sees it.
+    let server = engine(&url);
+    let shown = cli_ok(
+        &server.data,
+        &url,
+        &["--json", "task", "show", "@simple", "r3"],
+    );
+    let shown: Value = serde_json::from_str(&shown).expect("json");
+    assert_eq!(shown["node"], "done", "{shown}");
+    assert_eq!(shown["data"]["seen"], "3", "{shown}");
+    let c = counters(&store(&url), 1);
+    assert_eq!(c["done"], (5, 5), "{c:?}");
+}
+
+#[test]
+fn postgres_a_bad_store_url_is_a_clear_error() {
+    let dir = DataDir::new();
+    let (code, _, stderr) = cli(&dir, "mysql://x", &["process", "list"]);
+    assert_eq!(code, 2, "{stderr}");
+    assert!(stderr.contains("--store"), "{stderr}");
+    // Nobody listens on port 1: an error that names the database, quickly.
+    let started = Instant::now();
+    let (code, _, stderr) = cli(
+        &dir,
+        "postgres://conveyor@127.0.0.1:1/none",
+        &["process", "list"],
+    );
+    assert_eq!(code, 1, "{stderr}");
+    assert!(stderr.contains("127.0.0.1:1"), "{stderr}");
+    assert!(started.elapsed() < Duration::from_secs(20));
+}
+
+const WORK: &str = r#"
+process: work
+params:
+  n: { required: true }
+  api: { required: true }
+  round: { default: 0 }
+nodes:
+  start: { type: start, next: first_wait }
+  first_wait: { type: delay, for: 1s, next: call }
+  call:
+    type: api_call
+    url: "{{api}}/work"
+    query: { n: "{{n}}" }
+    retry: { attempts: 20, backoff: 100ms, max: 1s }
+    next: mark
+    on_error: failed
+  mark: { type: set_param, set: { round: "$.math({{round}} + 1)" }, next: second_wait }
+  second_wait: { type: delay, for: 500ms, next: check }
+  check:
+    type: condition
+    branches:
+      - when: [ { param: round, fn: less, value: 3, cast: number } ]
+        next: first_wait
+    else: done
+  done: { type: final }
+  failed: { type: final, status: error }
+"#;
+
+type Calls = Arc<Mutex<HashMap<String, u32>>>;
+
+async fn work(
+    State(calls): State<Calls>,
+    Query(query): Query<HashMap<String, String>>,
+) -> axum::Json<Value> {
+    let n = query.get("n").cloned().unwrap_or_default();
+    if let Ok(mut calls) = calls.lock() {
+        *calls.entry(n.clone()).or_default() += 1;
+    }
+    tokio::time::sleep(Duration::from_millis(2)).await;
+    axum::Json(json!({"worked": n}))
+}
+
+/// The work process cloned on the database with `tasks` tasks added (through an engine
+/// in this process that runs nothing), and the server they call.
+fn setup(url: &str, tasks: usize) -> Calls {
+    let calls: Calls = Arc::default();
+    let address = http_server(
+        axum::Router::new()
+            .route("/work", get(work))
+            .with_state(calls.clone()),
+    );
+    let admin = DataDir::new();
+    std::fs::write(admin.path().join("work.yaml"), WORK).expect("write");
+    let file = admin.path().join("work.yaml");
+    cli_ok(
+        &admin,
+        url,
+        &[
+            "process",
+            "clone",
+            file.to_str().expect("utf-8"),
+            "--alias",
+            "work",
+        ],
+    );
+    let store: Arc<dyn Store> = Arc::new(store(url));
+    let runtime = Runtime::new(store, Arc::new(SystemClock), Settings::default());
+    for n in 0..tasks {
+        let mut task = Map::new();
+        task.insert("n".into(), Value::String(n.to_string()));
+        task.insert("api".into(), Value::String(format!("http://{address}")));
+        runtime
+            .add_task("@work", Some(&format!("t{n}")), task)
+            .expect("task added");
+    }
+    calls
+}
+
+/// Every task finished exactly once, each node entered exactly three times per task
+/// (no step committed twice), history and counters agree, refs point at their tasks,
+/// nothing is left ready or claimed, and every task's calls reached the server.
+fn verify(url: &str, tasks: usize, calls: &Calls) {
+    let store = store(url);
+    let c = counters(&store, 1);
+    assert_eq!(c["done"], (tasks as i64, tasks as u64), "{c:?}");
+    assert_eq!(c.get("failed"), None, "{c:?}");
+    assert_eq!(c["start"], (0, tasks as u64), "{c:?}");
+    for node in ["first_wait", "call", "mark", "second_wait", "check"] {
+        assert_eq!(c[node], (0, 3 * tasks as u64), "node {node}: {c:?}");
+    }
+    let all = store.tasks(1, None, usize::MAX).expect("tasks");
+    assert_eq!(all.len(), tasks);
+    for task in &all {
+        assert_eq!(
+            (task.node.as_str(), task.status),
+            ("done", TaskStatus::Done)
+        );
+        assert_eq!(task.data["round"], 3, "task {}", task.id);
+        let reference = task.reference.clone().expect("a ref");
+        assert_eq!(
+            store
+                .task_by_ref(1, &reference)
+                .expect("read")
+                .map(|t| t.id),
+            Some(task.id)
+        );
+        let history = store.history(task.id).expect("history");
+        let finished = history
+            .iter()
+            .filter(|e| matches!(e.kind, EventKind::Finished { .. }))
+            .count();
+        assert_eq!(finished, 1, "task {} finished {finished} times", task.id);
+        let entered: Vec<&str> = history
+            .iter()
+            .filter(|e| matches!(e.kind, EventKind::Entered { .. }))
+            .map(|e| e.node.as_str())
+            .collect();
+        let mut expected = ["first_wait", "call", "mark", "second_wait", "check"].repeat(3);
+        expected.push("done");
+        assert_eq!(entered, expected, "task {}", task.id);
+        assert_eq!(history.len() as u64, task.history_len);
+    }
+    assert!(store.ready().expect("ready").is_empty());
+    // `api_call` is at-least-once across a crash: a call made just before the kill is
+    // made again by the engine that takes the task over.
+    let calls = calls.lock().expect("calls");
+    assert_eq!(calls.len(), tasks, "every task called the server");
+    assert!(calls.values().all(|c| *c >= 3));
+}
+
+#[test]
+fn postgres_kill_9_one_of_three_engines_under_load_loses_nothing_and_doubles_nothing() {
+    let Some(url) = database("kill_one_of_three") else {
+        return;
+    };
+    const TASKS: usize = 400;
+    let calls = setup(&url, TASKS);
+    let mut engines: Vec<Server> = (0..3).map(|_| engine(&url)).collect();
+    // Under load: the engines share the work (each claims what it steps).
+    std::thread::sleep(Duration::from_millis(1500));
+    let before = counters(&store(&url), 1);
+    assert!(
+        before.get("done").map_or(0, |c| c.0) < TASKS as i64 / 2,
+        "too late to kill under load: {before:?}"
+    );
+    let mut victim = engines.remove(1);
+    let mut child = victim.child.take().expect("a child");
+    child.kill().expect("SIGKILL");
+    let _ = child.wait();
+    // Its claims run out after a lease; the two others take its tasks over.
+    wait_finished(&url, TASKS, 120);
+    verify(&url, TASKS, &calls);
+    drop(engines);
+}
+
+#[test]
+fn postgres_a_database_restart_under_load_loses_nothing_acknowledged() {
+    if test_postgres::require("database_restart").is_none() {
+        return;
+    }
+    let server = match test_postgres::private_server() {
+        Ok(server) => server,
+        Err(e) if std::env::var("CI").is_ok_and(|v| v == "true") => panic!("{e}"),
+        Err(e) => return eprintln!("SKIPPED database_restart: {e}"),
+    };
+    let url = test_postgres::fresh_database(&server, "restart").expect("database");
+    const TASKS: usize = 200;
+    let calls = setup(&url, TASKS);
+    let engines: Vec<Server> = (0..2).map(|_| engine(&url)).collect();
+    std::thread::sleep(Duration::from_millis(1200));
+    // Down for two seconds; a task added meanwhile is refused with a clear error.
+    let restart = {
+        let server = server.clone();
+        std::thread::spawn(move || test_postgres::restart(&server, Duration::from_secs(2)))
+    };
+    std::thread::sleep(Duration::from_millis(700));
+    let dir = &engines[0].data;
+    let (code, stdout, stderr) = cli(
+        dir,
+        &url,
+        &["task", "add", "@work", "--ref", "late", "n=late", "api=x"],
+    );
+    assert_ne!(code, 0, "accepted while the database was down:\n{stdout}");
+    assert!(
+        stderr.contains("unavailable") || stderr.contains("database"),
+        "not a clear error: {stderr}"
+    );
+    restart
+        .join()
+        .expect("restart thread")
+        .expect("PostgreSQL restarted");
+    // The engines reconnected and go on: every task finishes, nothing done twice.
+    wait_finished(&url, TASKS, 120);
+    verify(&url, TASKS, &calls);
+    // And they take new work again.
+    cli_ok(
+        dir,
+        &url,
+        &["task", "add", "@work", "--ref", "after", "n=after", "api=x"],
+    );
+    let store = store(&url);
+    assert!(store.task_by_ref(1, "after").expect("read").is_some());
+    assert!(store.task_by_ref(1, "late").expect("read").is_none());
+    drop(engines);
+}
+
+const VERSIONED: &str = r#"
+process: versioned
+nodes:
+  start: { type: start, next: mark }
+  mark: { type: set_param, set: { version: 1 }, next: done }
+  done: { type: final }
+"#;
+
+#[test]
+fn postgres_process_update_reaches_every_engine() {
+    let Some(url) = database("process_update") else {
+        return;
+    };
+    let (a, b) = (engine(&url), engine(&url));
+    std::fs::write(a.data.path().join("v1.yaml"), VERSIONED).expect("write");
+    std::fs::write(
+        a.data.path().join("v2.yaml"),
+        VERSIONED.replace("version: 1", "version: 2"),
+    )
+    .expect("write");
+    let v1 = a.data.path().join("v1.yaml");
+    cli_ok(
+        &a.data,
+        &url,
+        &[
+            "process",
+            "clone",
+            v1.to_str().expect("utf-8"),
+            "--alias",
+            "v",
+        ],
+    );
+    // Both engines compile version 1 (tasks added through each, run by either).
+    for n in 0..6 {
+        let through = if n % 2 == 0 { &a } else { &b };
+        cli_ok(
+            &through.data,
+            &url,
+            &["task", "add", "@v", "--ref", &format!("a{n}")],
+        );
+    }
+    wait_finished(&url, 6, 30);
+    let v2 = a.data.path().join("v2.yaml");
+    cli_ok(
+        &a.data,
+        &url,
+        &["process", "update", "@v", v2.to_str().expect("utf-8")],
+    );
+    // B hears of the update (LISTEN/NOTIFY) within moments: from then on every task,
+    // wherever it was added and whichever engine runs it, runs version 2.
+    std::thread::sleep(Duration::from_millis(500));
+    for n in 0..10 {
+        let through = if n % 2 == 0 { &a } else { &b };
+        cli_ok(
+            &through.data,
+            &url,
+            &["task", "add", "@v", "--ref", &format!("b{n}")],
+        );
+    }
+    wait_finished(&url, 16, 30);
+    let store = store(&url);
+    for n in 0..6 {
+        let task = store
+            .task_by_ref(1, &format!("a{n}"))
+            .expect("read")
+            .expect("task");
+        assert_eq!(task.data["version"], 1, "a{n}");
+    }
+    for n in 0..10 {
+        let task = store
+            .task_by_ref(1, &format!("b{n}"))
+            .expect("read")
+            .expect("task");
+        assert_eq!(task.data["version"], 2, "b{n} ran an old version");
+    }
+}
+
+#[test]
+fn postgres_store_migrate_moves_a_data_dir_into_postgres_keeping_everything() {
+    let Some(url) = database("migrate") else {
+        return;
+    };
+    // A data dir on its own store (sled, or the kind CONVEYOR_STORE_KIND names): tasks
+    // waiting on timers, finished tasks, refs, counters, history, an API key.
+    let data = DataDir::new();
+    let local = |args: &[&str]| -> String {
+        let out = data
+            .command(args)
+            .env("CONVEYOR_SECRET_KEY", KEY)
+            .env_remove("CONVEYOR_STORE")
+            .output()
+            .expect("conveyor runs");
+        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert!(
+            out.status.success(),
+            "{args:?}: {stdout}{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        stdout
+    };
+    std::fs::write(data.path().join("simple.yaml"), SIMPLE).expect("write");
+    std::fs::write(data.path().join("v.yaml"), VERSIONED).expect("write");
+    let simple = data.path().join("simple.yaml");
+    let v = data.path().join("v.yaml");
+    local(&[
+        "process",
+        "clone",
+        simple.to_str().expect("utf-8"),
+        "--alias",
+        "simple",
+    ]);
+    local(&[
+        "process",
+        "clone",
+        v.to_str().expect("utf-8"),
+        "--alias",
+        "v",
+    ]);
+    for n in 0..3 {
+        local(&[
+            "task",
+            "add",
+            "@simple",
+            "--ref",
+            &format!("s{n}"),
+            &format!("n={n}"),
+        ]);
+        local(&["task", "add", "@v", "--ref", &format!("v{n}")]);
+    }
+    local(&["run", "--until-idle"]);
+    local(&["api-key", "create", "k"]);
+
+    let (code, stdout, stderr) = cli(&data, &url, &["store", "migrate", "--to", &url]);
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    assert!(stdout.contains("compared record by record"), "{stdout}");
+    assert!(
+        stdout.contains("2 process(es), 6 task(s), 6 ref(s)"),
+        "{stdout}"
+    );
+    // Into a database that holds a store already: refused.
+    let (code, _, stderr) = cli(&data, &url, &["store", "migrate", "--to", &url]);
+    assert_eq!(code, 1);
+    assert!(stderr.contains("empty database"), "{stderr}");
+
+    // An engine on the database goes on where the data dir left off: the waiting tasks'
+    // timers fire, finished ones stay, refs and the key are there.
+    let server = Server::start_full(
+        data,
+        &[],
+        &[
+            ("CONVEYOR_STORE", url.as_str()),
+            ("CONVEYOR_SECRET_KEY", KEY),
+        ],
+    );
+    wait_finished(&url, 3, 30);
+    let shown = cli_ok(
+        &server.data,
+        &url,
+        &["--json", "task", "show", "@simple", "s2"],
+    );
+    let shown: Value = serde_json::from_str(&shown).expect("json");
+    assert_eq!(shown["data"]["seen"], "2", "{shown}");
+    let store = store(&url);
+    let c = counters(&store, 2);
+    assert_eq!(c["done"], (3, 3), "{c:?}");
+    let keys = cli_ok(&server.data, &url, &["api-key", "list"]);
+    assert!(keys.contains('k'), "{keys}");
+}
