@@ -12,6 +12,15 @@
 //!                          │
 //!                          └──► layout (layers, order, x, lanes, routes) ──► svg
 //! ```
+//!
+//! # Layout
+//!
+//! - `graph.rs` — a process as nodes with a visual class and styled edges, shared by
+//!   every format;
+//! - `layout.rs` — the layered (Sugiyama-style) layout, top to bottom;
+//! - `dot.rs`, `mermaid.rs`, `svg.rs` — one output format each;
+//! - `text.rs` — XML escaping, text width estimates, wrapping and shortening;
+//! - `tests.rs` — every shipped process in every format, a generated 100-node process.
 
 mod dot;
 mod graph;

@@ -15,6 +15,18 @@
 //! are refused (`guard.rs`). Connections are served by our own accept loop with timeouts
 //! and a cap (`server.rs`); direct URLs and API keys are rate limited (`rate.rs`); used
 //! signatures survive a restart (`replay.rs`).
+//!
+//! # Layout
+//!
+//! - `lib.rs` — the router, the shared state (`AppState`: the runtime, limits,
+//!   sessions), `/healthz`, `/metrics` and `/admin/command`;
+//! - `task_api.rs` — the task API v2: signature, replay check, ops in order;
+//! - `direct.rs` — direct URLs: what the outside may set, refs, grouped intake;
+//! - `dashboard.rs` — the dashboard's pages, its JSON and its actions;
+//! - `guard.rs` — what every request passes (Host, cross-site, headers on every answer);
+//! - `rate.rs` — token buckets per direct URL and per API key;
+//! - `replay.rs` — signatures seen lately, kept on disk across a crash;
+//! - `server.rs` — the accept loop with header, body and idle timeouts and a cap.
 
 mod dashboard;
 mod direct;

@@ -33,6 +33,18 @@
 //!
 //! Time is the sandbox's own: system time plus an offset that [`SandboxState::advance_clock`]
 //! grows, so codes and tokens expire without sleeping. State lives in memory only.
+//!
+//! # Layout
+//!
+//! - `lib.rs` — the router and the entry points that start a sandbox;
+//! - `state.rs` — everything a sandbox knows (applications, portals, codes, tokens,
+//!   forced failures, the record of what happened), shared by all routes;
+//! - `bitrix.rs` — the Bitrix24 OAuth server and REST API;
+//! - `telegram.rs`, `twilio.rs`, `messagebird.rs`, `mandrill.rs`, `unisender.rs` — one
+//!   notification service each; `notify.rs` — what they share;
+//! - `control.rs` — the control API under `/sandbox/…`;
+//! - `config.rs`, `clock.rs`, `ids.rs`, `params.rs`, `error.rs` — setup, the sandbox's
+//!   own clock, identifiers, request parameters, errors.
 
 mod bitrix;
 mod clock;

@@ -23,6 +23,15 @@
 //! * a cross-process reference that does not resolve is an error naming process and ref.
 //!
 //! This crate is pure: no I/O, no clock, no randomness of its own.
+//!
+//! # Layout
+//!
+//! - `parse.rs` — the parser: a recursive descent over the characters of the text;
+//! - `render.rs` — rendering a parsed template against a task and its environment;
+//! - `functions.rs` — the `$.` functions; `math.rs` — `$.math(…)`;
+//! - `value.rs` — templates inside structured values (`body`, `query`, `data`, `set`);
+//! - `body.rs` — handlebars message bodies (`set_param`'s `render`);
+//! - `tests.rs` — the language's tests.
 
 pub mod body;
 mod functions;
