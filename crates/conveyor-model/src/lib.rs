@@ -5,6 +5,15 @@
 //! templates, regexes and durations are compiled, ready for the runtime.
 //!
 //! This crate is pure: it reads text it is given and touches no file, clock or network.
+//!
+//! # Layout
+//!
+//! - `model.rs` — the process model: what a checked process file means;
+//! - `load.rs` — from YAML text to a [`Process`]; `load/` — one module per node kind
+//!   (its fields and how it is read), listed in one table;
+//! - `validate.rs` — checks of the process as a whole (one start, targets exist, …);
+//! - `diagnostic.rs` — problems with where they are; `positions.rs` — where each key is;
+//! - `duration.rs` — durations as written in process files.
 
 mod diagnostic;
 mod duration;

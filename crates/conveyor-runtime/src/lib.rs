@@ -11,6 +11,25 @@
 //! store batch. A crash before the commit loses nothing that was decided: the task is
 //! still ready (or its timer still due) and is run again. HTTP side effects are therefore
 //! at-least-once; state transitions are exactly-once.
+//!
+//! # Layout
+//!
+//! - `lib.rs` — [`Runtime`]: the state in one place, and the settings;
+//! - `engine.rs` — the run loop: ready tasks, due timers, workers, shutdown;
+//! - `step.rs` — one step of one task; `step/` — one module per node kind, each what
+//!   `advance` dispatches to;
+//! - `committer.rs` — group commit of steps' batches (and the doors' creates);
+//! - `intake.rs` — the HTTP doors' creates and modifies, joining the committer's groups;
+//! - `ops.rs` — the commands: clone and update processes, add, find, modify tasks;
+//! - `recover.rs` — `task retry` and `task goto`;
+//! - `input.rs` — what the outside may set, checked at every door;
+//! - `env.rs` — a running task's template environment (`conv[…]` reads);
+//! - `refcache.rs` — the bounded, never stale cache of tasks read by ref;
+//! - `http.rs` — the `api_call` node's HTTP exchange and its errors;
+//! - `code.rs` — the `code` node's JavaScript (QuickJS, sandboxed);
+//! - `mask.rs` — secrets and their masking; `fold.rs` — process rate limits;
+//! - `retention.rs` — keeping and removing finished tasks, trimming history;
+//! - `stats.rs`, `metrics.rs` — `store stats` and `/metrics`; `clock.rs` — the clock.
 
 mod clock;
 mod code;
