@@ -17,6 +17,7 @@
 
 use std::path::{Path, PathBuf};
 
+use crate::migrate::open_kind;
 use crate::*;
 
 /// What [`compact`] did.
@@ -79,7 +80,7 @@ pub fn compact(data: &Path, options: StoreOptions) -> Result<CompactReport> {
     };
     let options = StoreOptions { kind, ..options };
     // Opened first: its lock keeps a second compaction out before anything is removed.
-    let source = open_one(kind, data, options)?;
+    let source = open_kind(kind, data, options)?;
     let staging = staging(data);
     if staging.exists() {
         std::fs::remove_dir_all(&staging).map_err(|e| {
@@ -94,7 +95,7 @@ pub fn compact(data: &Path, options: StoreOptions) -> Result<CompactReport> {
     }
     let before = source.size_on_disk()?;
     {
-        let target = open_one(kind, &staging, options)?;
+        let target = open_kind(kind, &staging, options)?;
         copy(source.as_ref(), target.as_ref())?;
         target.checkpoint()?;
     }
@@ -103,7 +104,7 @@ pub fn compact(data: &Path, options: StoreOptions) -> Result<CompactReport> {
         SledStore::checkpoint(&staging, options)?;
     }
     let counts = {
-        let target = open_one(kind, &staging, options)?;
+        let target = open_kind(kind, &staging, options)?;
         let differences = compare(source.as_ref(), target.as_ref())?;
         if !differences.is_empty() {
             return Err(StoreError::Io(format!(
@@ -145,7 +146,7 @@ pub fn compact(data: &Path, options: StoreOptions) -> Result<CompactReport> {
     sync_dir(data);
     drop(source);
     finish_interrupted(data)?;
-    let after = open_one(kind, data, options)?.size_on_disk()?;
+    let after = open_kind(kind, data, options)?.size_on_disk()?;
     Ok(CompactReport {
         kind,
         before,
@@ -204,13 +205,6 @@ pub fn finish_interrupted(data: &Path) -> Result<()> {
             .map_err(|e| io(format!("cannot remove {}", staging.display()), e))?;
     }
     Ok(())
-}
-
-fn open_one(kind: StoreKind, data: &Path, options: StoreOptions) -> Result<Box<dyn Store>> {
-    Ok(match kind {
-        StoreKind::Log => Box::new(LogStore::open(data)?),
-        StoreKind::Sled => Box::new(SledStore::open_with(data, options)?),
-    })
 }
 
 /// Makes renames in `dir` durable (best effort: some file systems refuse it).

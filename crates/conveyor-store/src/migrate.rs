@@ -54,7 +54,11 @@ impl StoreKind {
     }
 }
 
-fn open_kind(kind: StoreKind, data: &Path, options: StoreOptions) -> Result<Box<dyn Store>> {
+pub(crate) fn open_kind(
+    kind: StoreKind,
+    data: &Path,
+    options: StoreOptions,
+) -> Result<Box<dyn Store>> {
     Ok(match kind {
         StoreKind::Log => Box::new(LogStore::open(data)?),
         StoreKind::Sled => Box::new(SledStore::open_with(data, options)?),
