@@ -2,6 +2,7 @@
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
+use std::time::Duration;
 
 /// The repository root (tests run with the crate directory as working directory).
 pub fn repo_root() -> PathBuf {
@@ -45,9 +46,23 @@ pub fn store_options() -> conveyor_store::StoreOptions {
 }
 
 /// Opens (or creates) the store of the data directory `dir` with [`store_options`].
+///
+/// A sled store closed by this test process a moment ago may still be locked: sled's
+/// background threads let go of its files shortly after the last handle is dropped. So a
+/// `Locked` store is waited for (up to 5 s), as the engine's own commands wait for it.
 pub fn open_store(dir: &Path) -> std::sync::Arc<dyn conveyor_store::Store> {
-    conveyor_store::open(dir, store_options())
-        .unwrap_or_else(|e| panic!("the store in {} opens: {e}", dir.display()))
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        match conveyor_store::open(dir, store_options()) {
+            Ok(store) => return store,
+            Err(conveyor_store::StoreError::Locked { .. })
+                if std::time::Instant::now() < deadline =>
+            {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            Err(e) => panic!("the store in {} opens: {e}", dir.display()),
+        }
+    }
 }
 
 /// A `conveyor` command for the binary built with these tests, run from the repo root,
