@@ -6,6 +6,7 @@ use conveyor_model::{NodeKind, Process};
 use conveyor_runtime::{LoadedProcess, Recovery, Runtime, RuntimeError, TaskKey, mask_data};
 use conveyor_store::{ProcessRecord, TaskStatus};
 use serde_json::{Map, Value};
+use std::borrow::Cow;
 use std::sync::Arc;
 
 use crate::answer::{
@@ -19,8 +20,8 @@ use crate::{CommandError, templates};
 #[derive(Debug, Clone)]
 pub struct Caller {
     pub scope: Scope,
-    /// `cli`, `dashboard`: written into history (`modified by cli`).
-    pub source: &'static str,
+    /// `cli`, `dashboard`, `api key 7`: written into history (`modified by cli`).
+    pub source: Cow<'static, str>,
 }
 
 /// The processes a caller may use.
@@ -37,7 +38,20 @@ impl Caller {
     pub fn cli() -> Caller {
         Caller {
             scope: Scope::All,
-            source: "cli",
+            source: Cow::Borrowed("cli"),
+        }
+    }
+
+    /// A task API request signed with an API key: its processes (all when the key
+    /// lists none), its changes recorded as `api key LOGIN`.
+    pub fn api_key(key: &conveyor_store::ApiKey) -> Caller {
+        Caller {
+            scope: if key.processes.is_empty() {
+                Scope::All
+            } else {
+                Scope::Processes(key.processes.clone())
+            },
+            source: Cow::Owned(format!("api key {}", key.login)),
         }
     }
 
@@ -245,7 +259,7 @@ fn answer(runtime: &Runtime, caller: &Caller, request: Request) -> Result<Answer
                     status: found.status.as_str(),
                 });
             }
-            let outcome = runtime.modify_task(&process, &key, data, caller.source)?;
+            let outcome = runtime.modify_task(&process, &key, data, &caller.source)?;
             Answer::Modified {
                 id: outcome.task,
                 node: outcome.node,
@@ -361,7 +375,7 @@ fn upsert(
     match existing {
         Some(_) => {
             let outcome =
-                runtime.modify_task(process, &TaskKey(reference.clone()), data, caller.source)?;
+                runtime.modify_task(process, &TaskKey(reference.clone()), data, &caller.source)?;
             Ok(Answer::TaskUpserted {
                 id: outcome.task,
                 process: loaded.record.id,
@@ -394,7 +408,7 @@ fn recover(
         Recovery::Retry => None,
         Recovery::Goto(node) => Some(node.clone()),
     };
-    let outcome = runtime.recover_task(process, &TaskKey(task), recovery, data, caller.source)?;
+    let outcome = runtime.recover_task(process, &TaskKey(task), recovery, data, &caller.source)?;
     Ok(Answer::Recovering {
         id: outcome.task,
         node: outcome.node,

@@ -59,7 +59,7 @@ impl Viewer {
                 None => Scope::All,
                 Some(list) => Scope::Processes(list.clone()),
             },
-            source: "dashboard",
+            source: "dashboard".into(),
         }
     }
 }
