@@ -198,6 +198,26 @@ fn answer(runtime: &Runtime, caller: &Caller, request: Request) -> Result<Answer
             reference,
             data,
         } => upsert(runtime, caller, &process, reference, data)?,
+        Request::AuthorizeCode {
+            process,
+            reference,
+            pasted,
+            mut data,
+        } => {
+            let loaded = resolve(runtime, caller, &process)?;
+            let Some(authorize) = &loaded.process.authorize else {
+                return Err(CommandError::Usage(format!(
+                    "process {process} declares no `authorize:` link, so it takes no code"
+                )));
+            };
+            let Some(code) = crate::code_from(&pasted) else {
+                return Err(CommandError::Usage(
+                    "no code in what was pasted: paste the code, or the whole address the browser was sent to".into(),
+                ));
+            };
+            data.insert(authorize.code.clone(), Value::String(code));
+            upsert(runtime, caller, &process, reference, data)?
+        }
         Request::TaskShow {
             process,
             task,
@@ -545,17 +565,9 @@ pub fn params(process: &Process) -> Vec<ParamInfo> {
         .collect()
 }
 
-/// A process that exchanges a Bitrix24 authorization code: it declares `portal`,
-/// `client_id` and `code`, and is the shipped `bitrix_oauth` (or a copy of it).
+/// Where a person gets the code, for a process that declares an `authorize:` link.
 fn authorize_info(process: &Process) -> Option<AuthorizeInfo> {
-    let takes = |name: &str| process.params.contains_key(name);
-    (process.name == "bitrix_oauth" && takes("portal") && takes("client_id") && takes("code"))
-        .then_some(AuthorizeInfo {
-            portal_param: "portal",
-            client_id_param: "client_id",
-            code_param: "code",
-            code_lifetime_secs: 30,
-        })
+    process.authorize.as_ref().map(AuthorizeInfo::of)
 }
 
 /// The shipped templates with their descriptions and params.
