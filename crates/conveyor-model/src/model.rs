@@ -200,28 +200,6 @@ pub struct Authorize {
     pub code_lifetime: Option<Duration>,
 }
 
-impl Authorize {
-    /// The address with each `{{param}}` replaced by `value(param)`, URL-encoded; `Err`
-    /// names the first param that has no value.
-    pub fn render<'a>(
-        &self,
-        mut value: impl FnMut(&str) -> Option<&'a str>,
-    ) -> Result<String, String> {
-        let mut out = String::new();
-        for piece in authorize_pieces(&self.url) {
-            match piece {
-                UrlPiece::Text(text) => out.push_str(text),
-                UrlPiece::Param(name) => match value(name) {
-                    Some(v) if !v.is_empty() => out.push_str(&url_encode(v)),
-                    _ => return Err(name.to_string()),
-                },
-                UrlPiece::Unclosed(text) => out.push_str(text),
-            }
-        }
-        Ok(out)
-    }
-}
-
 /// A piece of an authorize address: text, a `{{param}}`, or an unclosed `{{…`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum UrlPiece<'a> {
@@ -253,20 +231,6 @@ pub(crate) fn authorize_pieces(url: &str) -> Vec<UrlPiece<'_>> {
         pieces.push(UrlPiece::Text(rest));
     }
     pieces
-}
-
-/// Percent-encodes everything but RFC 3986's unreserved characters, as JavaScript's
-/// `encodeURIComponent` does for the dashboard.
-fn url_encode(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for b in text.bytes() {
-        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
 }
 
 /// Process-wide settings.
