@@ -399,7 +399,7 @@ nodes:
 #[test]
 fn postgres_store_compact_gives_the_space_of_removed_tasks_back() {
     use conveyor_runtime::{RunMode, Runtime, Settings, SystemClock};
-    use conveyor_store::{PgOptions, PgStore, Store as _, test_postgres};
+    use conveyor_store::{PgOptions, PgStore, test_postgres};
     use std::sync::Arc;
 
     const TEST: &str = "retention_compact";
