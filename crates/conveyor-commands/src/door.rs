@@ -55,11 +55,20 @@ pub enum TaskOp {
 /// What an op did: the task's id and its own ref (also when it was named by its id).
 #[derive(Debug, Clone)]
 pub enum OpAnswer {
-    Created { id: u64, reference: Option<String> },
-    Modified { id: u64, reference: Option<String> },
+    Created {
+        id: u64,
+        reference: Option<String>,
+    },
+    Modified {
+        id: u64,
+        reference: Option<String>,
+    },
     /// The task as the caller may see it (secrets masked).
     Shown(Box<TaskView>),
-    Deleted { id: u64, reference: Option<String> },
+    Deleted {
+        id: u64,
+        reference: Option<String>,
+    },
 }
 
 /// The ops of one request, answered in order, each with its own outcome. Creates are
@@ -245,7 +254,9 @@ pub fn is_bad_input(e: &CommandError) -> bool {
         e,
         CommandError::Usage(_)
             | CommandError::Runtime(
-                RuntimeError::Param { .. } | RuntimeError::Params(_) | RuntimeError::Undeclared { .. }
+                RuntimeError::Param { .. }
+                    | RuntimeError::Params(_)
+                    | RuntimeError::Undeclared { .. }
             )
     )
 }

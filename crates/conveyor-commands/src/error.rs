@@ -51,7 +51,10 @@ impl CommandError {
 
     /// Whether a create was refused because its ref is taken (Corezoid's `not_unical_ref`).
     pub fn is_duplicate_ref(&self) -> bool {
-        matches!(self, CommandError::Runtime(RuntimeError::DuplicateRef { .. }))
+        matches!(
+            self,
+            CommandError::Runtime(RuntimeError::DuplicateRef { .. })
+        )
     }
 
     /// Whether the thing named does not exist (or is not this caller's to see).

@@ -701,7 +701,10 @@ fn load_authorize(
             loader.error(
                 None,
                 Some("authorize.code"),
-                format!("`{}` is not a declared param: the code goes into a declared param", raw.code),
+                format!(
+                    "`{}` is not a declared param: the code goes into a declared param",
+                    raw.code
+                ),
             );
             ok = false;
         }
@@ -734,7 +737,11 @@ fn load_authorize(
             match parse_duration(&text) {
                 Ok(d) if !d.is_zero() => Some(d),
                 Ok(_) => {
-                    loader.error(None, Some("authorize.code_lifetime"), "must be more than 0".into());
+                    loader.error(
+                        None,
+                        Some("authorize.code_lifetime"),
+                        "must be more than 0".into(),
+                    );
                     ok = false;
                     None
                 }
