@@ -5,7 +5,8 @@
 //! examples whose output does not depend on time or randomness print exactly what the
 //! page shows; and every session of cli.md runs as written (against the sandbox and local
 //! servers), every output compared with the page's, except the few listed with the
-//! reason they cannot be (`NOT_REPLAYED`).
+//! reason they cannot be (`NOT_REPLAYED`). The README's demo output is compared line
+//! for line by `bitrix::the_demo_tells_the_whole_story`.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
