@@ -717,12 +717,9 @@ fn the_server_writes_its_address_and_token_for_its_owner_only() {
     assert!(!file.exists(), "the file is removed on a clean stop");
 }
 
-/// Sync replies (issue 15, point 3): a direct URL with `wait` answers with what the task
-/// answered: a `reply` node's data, or its data at a final node; 504 with the task id
-/// when it does not answer in time; secrets masked; a bad `wait` is refused.
-#[test]
-fn a_direct_url_with_wait_answers_with_the_tasks_reply() {
-    const SYNC: &str = r#"
+/// A process that answers by a reply node (`route=reply`), at its final node (no route),
+/// or not before an hour (`route=hold`).
+const SYNC: &str = r#"
 process: sync
 params:
   n: { type: string, input: [create, url] }
@@ -744,6 +741,12 @@ nodes:
   finish: { type: set_param, set: { finished: "yes" }, next: end }
   end: { type: final }
 "#;
+
+/// Sync replies (issue 15, point 3): a direct URL with `wait` answers with what the task
+/// answered: a `reply` node's data, or its data at a final node; 504 with the task id
+/// when it does not answer in time; secrets masked; a bad `wait` is refused.
+#[test]
+fn a_direct_url_with_wait_answers_with_the_tasks_reply() {
     let data = DataDir::new();
     std::fs::write(data.path().join("sync.yaml"), SYNC).expect("write");
     let file = data.path().join("sync.yaml");
@@ -835,4 +838,69 @@ nodes:
         Some(4),
         "four tasks, none from the refused requests: {listed}"
     );
+}
+
+/// Sync replies through the task API: Corezoid's Sync API body `{"timeout": N, "ops":
+/// [...]}` answers each create with its task's answer; 504 with the task ids when one
+/// does not answer in time; a bad timeout is a format error and creates nothing.
+#[test]
+fn a_task_api_request_with_a_timeout_answers_each_create_with_its_reply() {
+    let data = DataDir::new();
+    std::fs::write(data.path().join("sync.yaml"), SYNC).expect("write");
+    let file = data.path().join("sync.yaml");
+    data.ok(&[
+        "process",
+        "clone",
+        file.to_str().expect("utf-8"),
+        "--alias",
+        "sync",
+    ]);
+    let key = data.json(&["api-key", "create", "sync"]);
+    let login = key["login"].as_u64().expect("login");
+    let secret = key["secret"].as_str().expect("secret").to_string();
+    let server = Server::start(data);
+
+    let body = json!({"timeout": 20, "ops": [
+        {"type": "create", "obj": "task", "obj_alias": "sync", "data": {"route": "reply", "n": "5", "pin": "7777"}},
+        {"type": "create", "obj": "task", "obj_alias": "sync", "ref": "f", "data": {"n": "6"}}
+    ]})
+    .to_string();
+    let (status, reply) = call(&server.base, login, &secret, now_secs(), &body);
+    assert_eq!(status, 200, "{reply}");
+    assert_eq!(reply["ops"][0]["reply"]["doubled"], "55", "{reply}");
+    assert_eq!(reply["ops"][0]["reply"]["echo"], "pin ***");
+    assert_eq!(reply["ops"][0]["node"], "answer");
+    assert_eq!(reply["ops"][1]["status"], "done");
+    assert_eq!(reply["ops"][1]["reply"]["finished"], "yes");
+    assert_eq!(reply["ops"][1]["ref"], "f");
+
+    let body = json!({"timeout": 1, "ops": [
+        {"type": "create", "obj": "task", "obj_alias": "sync", "data": {"route": "hold"}}
+    ]})
+    .to_string();
+    let (status, late) = call(&server.base, login, &secret, now_secs(), &body);
+    assert_eq!(status, 504, "{late}");
+    assert_eq!(late["ops"][0]["proc"], "timeout");
+    let id = late["ops"][0]["obj_id"].as_str().expect("id").to_string();
+    let task = server.data.json(&["task", "show", "@sync", &id]);
+    assert_eq!(task["node"], "hold", "the late task goes on: {task}");
+
+    // Without a timeout, the API answers at once as before.
+    let body = json!({"ops": [
+        {"type": "create", "obj": "task", "obj_alias": "sync", "data": {"route": "hold"}}
+    ]})
+    .to_string();
+    let (status, at_once) = call(&server.base, login, &secret, now_secs(), &body);
+    assert_eq!(status, 200, "{at_once}");
+    assert!(at_once["ops"][0].get("reply").is_none(), "{at_once}");
+
+    let body = json!({"timeout": 0, "ops": [
+        {"type": "create", "obj": "task", "obj_alias": "sync", "data": {}}
+    ]})
+    .to_string();
+    let (status, refused) = call(&server.base, login, &secret, now_secs(), &body);
+    assert_eq!(status, 200);
+    assert_eq!(refused["request_proc"], "format_error", "{refused}");
+    let listed = server.data.json(&["task", "list", "@sync"]);
+    assert_eq!(listed.as_array().map(Vec::len), Some(4), "{listed}");
 }

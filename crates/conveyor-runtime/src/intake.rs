@@ -165,13 +165,17 @@ impl Runtime {
 
     /// Checks and submits a create to the committer at once, without waiting: many ops of
     /// one request join the same group. Await [`Pending::done`] for the outcome.
+    /// With `wait`, a wait for the task's answer (sync reply) is registered before the
+    /// create reaches the committer: take it with [`Pending::take_answer`].
     pub fn submit_create(
         &self,
         process: &str,
         reference: Option<&str>,
         data: Map<String, Value>,
+        wait: bool,
     ) -> Result<(TaskRecord, Pending)> {
         let (task, batch) = self.add_batch(process, reference, data, Door::Create)?;
+        let answer = wait.then(|| self.expect_answer(task.id));
         let refs = crate::ref_changes(&batch);
         let wait = match self.committer.sender() {
             Some(sender) => {
@@ -182,22 +186,26 @@ impl Runtime {
                     done,
                 };
                 match sender.send(request) {
-                    Ok(()) => Some(wait),
-                    Err(error) => {
-                        self.store.commit(&error.0.batch).map_err(duplicate_ref)?;
-                        None
-                    }
+                    Ok(()) => Ok(Some(wait)),
+                    Err(error) => self.store.commit(&error.0.batch).map(|()| None),
                 }
             }
-            None => {
-                self.store.commit(&batch).map_err(duplicate_ref)?;
-                None
+            None => self.store.commit(&batch).map(|()| None),
+        };
+        let wait = match wait {
+            Ok(wait) => wait,
+            Err(e) => {
+                if let Some(answer) = answer {
+                    self.drop_answer(answer);
+                }
+                return Err(duplicate_ref(e));
             }
         };
         let pending = Pending {
             wait,
             refs,
             task: task.id,
+            answer,
         };
         Ok((task, pending))
     }
@@ -209,9 +217,15 @@ pub struct Pending {
         Option<tokio::sync::oneshot::Receiver<std::result::Result<(), conveyor_store::StoreError>>>,
     refs: Vec<crate::RefChange>,
     task: u64,
+    answer: Option<AnswerWait>,
 }
 
 impl Pending {
+    /// The wait for the task's answer registered by [`Runtime::submit_create`], if any.
+    pub fn take_answer(&mut self) -> Option<AnswerWait> {
+        self.answer.take()
+    }
+
     /// Resolves once the create is applied (readable), or with why it was not (a ref
     /// taken meanwhile: `ref '…' already exists`).
     pub async fn done(self, runtime: &Runtime) -> Result<()> {
