@@ -69,6 +69,8 @@ pub(crate) struct Step<'r> {
     resume: Option<Resume>,
     /// The task is removed by this step's commit (its `keep` is over, or is `0`).
     remove: bool,
+    /// The last failure of this step (node and reason), told to a waiting caller.
+    failure: Option<String>,
 }
 
 /// Where a woken task was and since when.
@@ -108,6 +110,7 @@ pub(crate) async fn run(rt: &Runtime, id: u64) -> Result<Outcome> {
         renders: std::cell::Cell::new(0),
         resume: None,
         remove: false,
+        failure: None,
     };
     for (seq, message) in rt.store.inbox(id)? {
         step.batch.push(Op::ClearInbox { task: id, seq });
@@ -121,6 +124,7 @@ pub(crate) async fn run(rt: &Runtime, id: u64) -> Result<Outcome> {
     while step.task.status == TaskStatus::Ready {
         step.advance().await?;
     }
+    step.answer_caller_if_failed()?;
     step.commit().await?;
     Ok(Outcome {
         wake: step.task.wake,
@@ -348,6 +352,10 @@ impl Step<'_> {
                 Value::from(code),
             );
         }
+        self.failure = Some(format!(
+            "node `{}` failed ({tag}): {description}",
+            self.task.node
+        ));
         self.event(EventKind::Error {
             tag: tag.to_string(),
             description,
@@ -499,7 +507,11 @@ impl Step<'_> {
                 crate::fold::append(&mut self.task.data, data);
             }
             InboxMessage::Recover { to, data, source } => self.recover(to, data, source),
-            InboxMessage::Reply { data, error } => {
+            InboxMessage::Reply {
+                data,
+                error,
+                failure,
+            } => {
                 let keys = data.keys().cloned().collect();
                 let waiting = self.task.status == TaskStatus::Waiting
                     && node
@@ -514,15 +526,26 @@ impl Step<'_> {
                     });
                     return;
                 }
-                self.task.data.extend(data);
-                self.event(EventKind::Modified {
-                    keys,
-                    source: "reply".into(),
-                });
+                if !data.is_empty() {
+                    self.task.data.extend(data);
+                    self.event(EventKind::Modified {
+                        keys,
+                        source: "reply".into(),
+                    });
+                }
                 if let (true, Some(node)) = (waiting, node)
                     && let NodeKind::CallProcess { next, .. } = &node.kind
                 {
-                    if error {
+                    if let Some(reason) = failure {
+                        self.task.status = TaskStatus::Ready;
+                        self.fail(
+                            "rpc",
+                            "software",
+                            "rpc_callee_failed",
+                            format!("the called process's task failed: {reason}"),
+                            None,
+                        );
+                    } else if error {
                         self.task.status = TaskStatus::Ready;
                         self.fail(
                             "rpc",

@@ -215,9 +215,10 @@ impl SealedStore {
                 data: new,
                 source: source.clone(),
             },
-            InboxMessage::Reply { error, .. } => InboxMessage::Reply {
+            InboxMessage::Reply { error, failure, .. } => InboxMessage::Reply {
                 data: new,
                 error: *error,
+                failure: failure.clone(),
             },
             InboxMessage::Fold { .. } => InboxMessage::Fold { data: new },
             InboxMessage::Recover { to, source, .. } => InboxMessage::Recover {
