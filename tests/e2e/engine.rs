@@ -308,6 +308,69 @@ nodes:
 }
 
 #[tokio::test]
+async fn ten_parallel_sums_of_one_give_ten() {
+    let e = Engine::new();
+    let totals = e.clone_process(
+        r#"
+process: totals
+nodes:
+  start: { type: start, next: hold }
+  hold: { type: escalation, title: "holds the sums" }
+"#,
+        Some("totals"),
+    );
+    e.clone_process(
+        r#"
+process: counter
+nodes:
+  start: { type: start, next: count }
+  count:
+    type: sum
+    process: "@totals"
+    ref: "day-{{day}}"
+    add: { hits: 1, amount: "{{amount}}" }
+    next: done
+    on_error: failed
+  done: { type: final }
+  failed: { type: final, status: error }
+"#,
+        Some("counter"),
+    );
+    // Ten tasks at once, none of which finds the holder: they race to create it, the
+    // losers run again and add to it.
+    for i in 0..10 {
+        e.add("@counter", Some(&format!("t{i}")), json!({"day": "1", "amount": "2.5"}));
+    }
+    e.add("@counter", Some("bad"), json!({"day": "1", "amount": "lots"}));
+    e.idle().await;
+    let holder = e.task("@totals", "day-1");
+    assert_eq!(holder.data["hits"], 10, "{:?}", holder.data);
+    assert_eq!(holder.data["amount"], 25.0, "{:?}", holder.data);
+    assert_eq!(holder.node, "hold");
+    assert_eq!(e.count(totals, "hold"), (1, 1), "one holder, created once");
+    for i in 0..10 {
+        assert_eq!(e.task("@counter", &format!("t{i}")).node, "done");
+    }
+    let bad = e.task("@counter", "bad");
+    assert_eq!(bad.node, "failed");
+    assert_eq!(bad.data["__conveyor_sum_return_type_tag__"], "sum_bind_error");
+    assert!(
+        bad.data["__conveyor_sum_return_description__"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("`amount`: `lots` is not a number")
+    );
+    // Ten more, the holder existing now.
+    for i in 10..20 {
+        e.add("@counter", Some(&format!("t{i}")), json!({"day": "1", "amount": 1}));
+    }
+    e.idle().await;
+    let holder = e.task("@totals", "day-1");
+    assert_eq!(holder.data["hits"], 20);
+    assert_eq!(holder.data["amount"], 35.0);
+}
+
+#[tokio::test]
 async fn copy_task_creates_a_task_with_a_ref_in_another_process() {
     let e = Engine::new();
     let target = e.clone_process(

@@ -336,6 +336,16 @@ pub enum NodeKind {
         next: String,
         on_error: Option<String>,
     },
+    /// Adds numbers to keys of a holder task, atomically (Corezoid's Sum, `api_sum`).
+    Sum {
+        /// The holder task's process and ref; the holder is created on first use.
+        process: Template,
+        reference: Template,
+        /// A mapping of keys to numbers (templates) added to the holder's keys.
+        add: ValueTemplate,
+        next: String,
+        on_error: Option<String>,
+    },
     CallProcess {
         process: Template,
         /// What is sent; the whole task when absent.
@@ -372,6 +382,7 @@ impl NodeKind {
             NodeKind::Escalation { .. } => "escalation",
             NodeKind::CopyTask { .. } => "copy_task",
             NodeKind::ModifyTask { .. } => "modify_task",
+            NodeKind::Sum { .. } => "sum",
             NodeKind::CallProcess { .. } => "call_process",
             NodeKind::Reply { .. } => "reply",
             NodeKind::WaitCallback { .. } => "wait_callback",
@@ -398,6 +409,7 @@ impl NodeKind {
             | NodeKind::Escalation { on_error, .. }
             | NodeKind::CopyTask { on_error, .. }
             | NodeKind::ModifyTask { on_error, .. }
+            | NodeKind::Sum { on_error, .. }
             | NodeKind::CallProcess { on_error, .. }
             | NodeKind::Reply { on_error, .. }
             | NodeKind::WaitCallback { on_error, .. } => on_error.as_deref(),
@@ -425,6 +437,7 @@ impl Node {
             | NodeKind::Delay { next, .. }
             | NodeKind::CopyTask { next, .. }
             | NodeKind::ModifyTask { next, .. }
+            | NodeKind::Sum { next, .. }
             | NodeKind::CallProcess { next, .. }
             | NodeKind::Reply { next, .. }
             | NodeKind::WaitCallback { next, .. }

@@ -249,6 +249,16 @@ fn visit_task_templates<'a>(node: &'a Node, visit: &mut dyn FnMut(&'a Template))
             visit(reference);
             data.visit_templates(visit);
         }
+        NodeKind::Sum {
+            process,
+            reference,
+            add,
+            ..
+        } => {
+            visit(process);
+            visit(reference);
+            add.visit_templates(visit);
+        }
         NodeKind::CallProcess { process, data, .. } => {
             visit(process);
             if let Some(d) = data {

@@ -33,6 +33,7 @@ mod modify_task;
 mod reply;
 mod set_param;
 mod start;
+mod sum;
 mod wait_callback;
 
 /// What a finished step leaves behind, for the engine loop.
@@ -503,6 +504,7 @@ impl Step<'_> {
                     }
                 }
             }
+            InboxMessage::Add { data, source } => self.add_sums(data, source),
             InboxMessage::Fold { data } => {
                 crate::fold::append(&mut self.task.data, data);
             }
@@ -671,6 +673,13 @@ impl Step<'_> {
                 next,
                 ..
             } => self.modify_task(process, reference, data, next)?,
+            NodeKind::Sum {
+                process,
+                reference,
+                add,
+                next,
+                ..
+            } => self.sum(process, reference, add, next)?,
             NodeKind::CallProcess { process, data, .. } => {
                 self.call_process(process, data.as_ref())?
             }

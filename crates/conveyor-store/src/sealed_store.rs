@@ -191,6 +191,7 @@ impl SealedStore {
         let keys = self.keyring();
         match &mut message {
             InboxMessage::Modify { data, .. }
+            | InboxMessage::Add { data, .. }
             | InboxMessage::Reply { data, .. }
             | InboxMessage::Fold { data }
             | InboxMessage::Recover { data, .. } => {
@@ -203,6 +204,7 @@ impl SealedStore {
     fn message_data(message: &InboxMessage) -> &Map<String, Value> {
         match message {
             InboxMessage::Modify { data, .. }
+            | InboxMessage::Add { data, .. }
             | InboxMessage::Reply { data, .. }
             | InboxMessage::Fold { data }
             | InboxMessage::Recover { data, .. } => data,
@@ -212,6 +214,10 @@ impl SealedStore {
     fn with_data(message: &InboxMessage, new: Map<String, Value>) -> InboxMessage {
         match message {
             InboxMessage::Modify { source, .. } => InboxMessage::Modify {
+                data: new,
+                source: source.clone(),
+            },
+            InboxMessage::Add { source, .. } => InboxMessage::Add {
                 data: new,
                 source: source.clone(),
             },
