@@ -25,6 +25,12 @@ pub enum CommandError {
     /// something that belongs to no process or to all of them.
     #[error("{what} needs the admin token: this session may use only its key's processes")]
     NotAllowed { what: &'static str },
+    /// A stored definition could not be written as a Corezoid export.
+    #[error("cannot export {process}: {source}")]
+    Export {
+        process: String,
+        source: conveyor_corezoid::ExportError,
+    },
 }
 
 impl From<conveyor_store::StoreError> for CommandError {

@@ -30,8 +30,14 @@ pub(crate) fn import(export: &Export) -> Result<Import, ImportError> {
             .and_then(Value::as_i64)
             .filter(|id| *id > 0);
         let title = text(process, "title");
+        // An alias file wins; then the name of a Conveyor definition the export carries;
+        // then the title.
+        let carried = crate::export::carried_definition(process)
+            .map(|d| text(&d, "process"))
+            .filter(|name| !name.is_empty());
         let wanted = id
             .and_then(|id| export.aliases.get(&id).cloned())
+            .or(carried)
             .unwrap_or_else(|| slug(&title, &format!("process_{}", i + 1)));
         let alias = taken.unique(&wanted);
         if let Some(id) = id {
@@ -47,7 +53,11 @@ pub(crate) fn import(export: &Export) -> Result<Import, ImportError> {
             notes: Vec::new(),
             nodes: Map::new(),
         };
-        let definition = mapper.process(process)?;
+        let definition = match crate::export::carried_definition(process) {
+            // Exported by Conveyor and not edited since: the definition it carries.
+            Some(definition) => definition,
+            None => mapper.process(process)?,
+        };
         let yaml = to_yaml(&definition).map_err(|message| ImportError::Process {
             process: alias.clone(),
             message,
@@ -837,4 +847,14 @@ fn rewrite_refs(nodes: &mut Map<String, Value>, aliases: &BTreeMap<i64, String>)
         }
         walk(node, aliases);
     }
+}
+
+/// Seconds of a fixed Conveyor duration (`30s`, `25m`, `1h`), `None` for a template.
+pub(crate) fn seconds_of(text: &str) -> Option<u64> {
+    if text.contains("{{") || text.contains("<<") || text.contains("$.") {
+        return None;
+    }
+    conveyor_model::parse_duration(text)
+        .ok()
+        .map(|d| d.as_secs())
 }

@@ -108,8 +108,20 @@ fn scan_line(line: &str, number: usize, out: &mut Vec<Unquoted>) {
                 let Some(last) = before.chars().last() else {
                     continue;
                 };
-                let starts_value = matches!(last, ':' | '-' | '[' | ',')
-                    && (last != '-' || before.trim_start() == "-");
+                // A key's value (`: ` then `{{`), a list item (`- {{`), or an item of a
+                // flow collection (`[` or `,` on a line that opened one).
+                let spaced = before.len() < line[..at].len();
+                let in_flow = line.contains(": {")
+                    || line.contains(": [")
+                    || line.trim_start().starts_with(['{', '['])
+                    || line.trim_start().starts_with("- {")
+                    || line.trim_start().starts_with("- [");
+                let starts_value = match last {
+                    ':' => spaced,
+                    '-' => before.trim_start() == "-" && spaced,
+                    '[' | ',' => in_flow,
+                    _ => false,
+                };
                 if !starts_value || (n > 0 && chars[n - 1].1 == '{') {
                     continue;
                 }
@@ -141,7 +153,7 @@ mod tests {
 
     #[test]
     fn finds_unquoted_values_only() {
-        let source = "a: {{x}}/y\nb: \"{{x}}\"\nset: { x: {{y}} }\nlist:\n  - {{z}}\nsrc: |\n  c: {{no}}\nd: '{{x}}' # e: {{no}}\n";
+        let source = "a: {{x}}/y\nb: \"{{x}}\"\nset: { x: {{y}} }\nlist:\n  - {{z}}\nsrc: |\n  c: {{no}}\nd: '{{x}}' # e: {{no}}\nh: Basic {{a}}:{{b}}, {{c}}\n";
         let found = find(source);
         let at: Vec<(usize, usize, &str)> = found
             .iter()
