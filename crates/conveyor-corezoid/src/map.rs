@@ -35,10 +35,20 @@ pub(crate) fn import(export: &Export) -> Result<Import, ImportError> {
         let carried = crate::export::carried_definition(process)
             .map(|d| text(&d, "process"))
             .filter(|name| !name.is_empty());
+        let fallback = format!("process_{}", i + 1);
+        // Names from the file become file names: only letters, digits, `_` and `-`.
+        let safe = |name: String| {
+            let plain = name.len() <= 64
+                && name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
+            if plain { name } else { slug(&name, &fallback) }
+        };
         let wanted = id
             .and_then(|id| export.aliases.get(&id).cloned())
             .or(carried)
-            .unwrap_or_else(|| slug(&title, &format!("process_{}", i + 1)));
+            .map(safe)
+            .unwrap_or_else(|| slug(&title, &fallback));
         let alias = taken.unique(&wanted);
         if let Some(id) = id {
             aliases.insert(id, alias.clone());

@@ -289,3 +289,27 @@ fn arb_json() -> impl Strategy<Value = Value> {
         ]
     })
 }
+
+#[test]
+fn a_carried_definition_is_used_only_while_its_scheme_is_unchanged_and_its_name_is_made_safe()
+{
+    let yaml = "process: \"../../evil name\"\nnodes:\n  start: { type: start, next: done }\n  done: { type: final }\n";
+    let definition: Value = serde_yaml::from_str(yaml).unwrap();
+    let object = crate::export_value(&definition, Some(9)).unwrap();
+    let export = Export {
+        processes: vec![object.clone()],
+        ..Export::default()
+    };
+    let imported = import(&export).unwrap();
+    assert_eq!(imported.processes[0].name, "evil_name");
+    assert!(imported.processes[0].yaml.contains("done"));
+    // Edited in Corezoid: the end node gets a title. The logics are mapped instead.
+    let mut edited = object;
+    edited["scheme"]["nodes"][1]["title"] = json!("The End");
+    let export = Export {
+        processes: vec![edited],
+        ..Export::default()
+    };
+    let imported = import(&export).unwrap();
+    assert!(imported.processes[0].yaml.contains("the_end"), "{}", imported.processes[0].yaml);
+}

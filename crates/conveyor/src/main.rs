@@ -109,7 +109,7 @@ pub enum StoreKindArg {
 
 #[derive(Subcommand)]
 pub enum Command {
-    /// Work with processes: check, templates, clone, import, list, show, graph, url, update.
+    /// Processes: check, templates, clone, import, export, list, show, graph, url, update.
     #[command(subcommand)]
     Process(ProcessCommand),
     /// Work with tasks: add, show, list, modify, retry, goto, delete, history.
