@@ -138,6 +138,12 @@ fn yaml_files(dir: &std::path::Path) -> Vec<(String, serde_json::Value)> {
     out
 }
 
+fn label_is_holder(definition: &serde_json::Value) -> bool {
+    definition["process"]
+        .as_str()
+        .is_some_and(|p| p.ends_with("_sums"))
+}
+
 /// import(export(p)) ≡ p, and the export's own logics (without the definition it
 /// carries) map back to the same nodes, of the same kinds.
 fn round_trip(d: &DataDir, file: &std::path::Path, label: &str) {
@@ -188,7 +194,11 @@ fn round_trip(d: &DataDir, file: &std::path::Path, label: &str) {
         "--allow-partial",
     ]);
     assert_eq!(code, 0, "{label}: {stdout}{stderr}");
-    let files = yaml_files(&mapped);
+    // A process with Sum nodes comes with the holder of its sums.
+    let files: Vec<_> = yaml_files(&mapped)
+        .into_iter()
+        .filter(|(stem, _)| !stem.ends_with("_sums") || label_is_holder(&original))
+        .collect();
     assert_eq!(files.len(), 1, "{label}");
     let nodes = files[0].1["nodes"].as_object().unwrap();
     let by_id: std::collections::HashMap<&str, &serde_json::Value> = nodes

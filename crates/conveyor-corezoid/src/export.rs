@@ -418,9 +418,9 @@ fn api_logic(node: &Value) -> Map<String, Value> {
     let mut extra = json!({});
     let mut extra_type = json!({});
     match (node.get("body"), format.as_str()) {
-        (Some(Value::String(raw)), _) => {
+        (Some(body), "raw") => {
             logic.insert("format".into(), json!("raw"));
-            logic.insert("raw_body".into(), Value::String(raw.clone()));
+            logic.insert("raw_body".into(), Value::String(scalar_text(body)));
         }
         (Some(body), _) => {
             logic.insert("format".into(), json!(""));

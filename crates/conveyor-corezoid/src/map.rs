@@ -55,13 +55,26 @@ pub(crate) fn import(export: &Export) -> Result<Import, ImportError> {
         }
         named.push((id, alias));
     }
-    for (process, (id, alias)) in export.processes.iter().zip(named) {
+    // A process with Sum nodes gets a holder process for its sums (see `api_sum`).
+    let holders: Vec<Option<String>> = export
+        .processes
+        .iter()
+        .zip(&named)
+        .map(|(process, (_, alias))| {
+            let uses_sum = crate::export::carried_definition(process).is_none()
+                && serde_json::to_string(process)
+                    .is_ok_and(|t| t.contains("\"type\":\"api_sum\""));
+            uses_sum.then(|| taken.unique(&format!("{alias}_sums")))
+        })
+        .collect();
+    for ((process, (id, alias)), holder) in export.processes.iter().zip(named).zip(holders) {
         let mut mapper = Mapper {
             process_name: alias.clone(),
             aliases: &aliases,
             unmapped: Vec::new(),
             notes: Vec::new(),
             nodes: Map::new(),
+            sum_holder: holder.clone(),
         };
         let definition = match crate::export::carried_definition(process) {
             // Exported by Conveyor and not edited since: the definition it carries.
@@ -76,10 +89,21 @@ pub(crate) fn import(export: &Export) -> Result<Import, ImportError> {
         out.notes.extend(mapper.notes);
         out.processes.push(Imported {
             name: alias.clone(),
-            alias,
+            alias: alias.clone(),
             corezoid_id: id,
             yaml,
         });
+        if let Some(holder) = holder {
+            out.notes.push(format!(
+                "process `{alias}`: its Sum nodes add to tasks of `{holder}` (one per node, by the Corezoid node id), created on first use"
+            ));
+            out.processes.push(Imported {
+                name: holder.clone(),
+                alias: holder.clone(),
+                corezoid_id: None,
+                yaml: sum_holder_yaml(&holder, &alias),
+            });
+        }
     }
     Ok(out)
 }
@@ -160,6 +184,8 @@ struct Mapper<'a> {
     unmapped: Vec<Unmapped>,
     notes: Vec<String>,
     nodes: Map<String, Value>,
+    /// The process holding this process's sums, when it has Sum nodes.
+    sum_holder: Option<String>,
 }
 
 /// Where the nodes of one process are and what they are called.
@@ -562,8 +588,9 @@ impl Mapper<'_> {
             "api_rpc_reply" => Ok(api_rpc_reply(logic)),
             "api_callback" => Ok(json!({ "type": "wait_callback" })),
             "api_code" => api_code(logic),
+            "api_sum" => Ok(api_sum(logic, self.sum_holder.as_deref(), &node.id)),
             "delay" => Ok(delay_logic(logic)),
-            other @ ("api_sum" | "api_queue" | "api_get_task" | "db_call" | "api_git"
+            other @ ("api_queue" | "api_get_task" | "db_call" | "api_git"
             | "git_call" | "api_form") => Err(format!("`{other}`, which Conveyor cannot run")),
             other => Err(format!("unknown logic `{other}`")),
         };
@@ -678,10 +705,11 @@ fn set_param(logic: &Value) -> Value {
 
 fn api(logic: &Value) -> Result<Value, String> {
     let format = text(logic, "format");
-    match format.as_str() {
-        "" | "default" | "json" => {}
+    let raw = match format.as_str() {
+        "" | "default" | "json" => false,
+        "raw" => true,
         other => return Err(format!("`api` with format `{other}`")),
-    }
+    };
     let method = match text(logic, "method").to_ascii_uppercase().as_str() {
         "" => "GET".to_string(),
         m => m.to_string(),
@@ -691,7 +719,11 @@ fn api(logic: &Value) -> Result<Value, String> {
     out.insert("method".into(), Value::String(method.clone()));
     out.insert("url".into(), Value::String(text(logic, "url")));
     let (extra, _) = typed_map(logic.get("extra"), logic.get("extra_type"));
-    if !extra.is_empty() {
+    if raw {
+        // The body as written (`raw_body`, a template), sent as it is.
+        out.insert("body".into(), Value::String(text(logic, "raw_body")));
+        out.insert("format".into(), json!("raw"));
+    } else if !extra.is_empty() {
         let key = if method == "GET" || method == "DELETE" || method == "HEAD" {
             "query"
         } else {
@@ -699,7 +731,10 @@ fn api(logic: &Value) -> Result<Value, String> {
         };
         out.insert(key.into(), Value::Object(extra));
     }
-    if text(logic, "content_type").contains("x-www-form-urlencoded") && out.contains_key("body") {
+    if !raw
+        && text(logic, "content_type").contains("x-www-form-urlencoded")
+        && out.contains_key("body")
+    {
         out.insert("format".into(), json!("form"));
     }
     if let Some(Value::Object(headers)) = logic.get("extra_headers")
@@ -867,4 +902,39 @@ pub(crate) fn seconds_of(text: &str) -> Option<u64> {
     conveyor_model::parse_duration(text)
         .ok()
         .map(|d| d.as_secs())
+}
+
+/// A Corezoid Sum node keeps running sums per node (`{{node[ID].SumID}}`). Here they are
+/// keys of a holder task (ref: the Corezoid node id) in a process made for them, added
+/// to atomically by a `sum` node.
+fn api_sum(logic: &Value, holder: Option<&str>, node_id: &str) -> Value {
+    let mut add = Map::new();
+    for item in logic
+        .get("extra")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+    {
+        let name = match text(item, "name") {
+            n if n.is_empty() => text(item, "id"),
+            n => n,
+        };
+        if name.is_empty() {
+            continue;
+        }
+        add.insert(name, Value::String(text(item, "value")));
+    }
+    json!({
+        "type": "sum",
+        "process": format!("@{}", holder.unwrap_or("sums")),
+        "ref": node_id,
+        "add": add,
+    })
+}
+
+/// The holder process of a process's sums: its tasks stay in `hold`.
+fn sum_holder_yaml(holder: &str, of: &str) -> String {
+    format!(
+        "process: {holder}\ntitle: \"Sums of {of}\"\ndescription: \"Made by the import: one task per Corezoid Sum node of {of} (ref: the node id), holding its sums.\"\nnodes:\n  start: {{ type: start, next: hold }}\n  hold: {{ type: escalation, title: \"Holds the sums\" }}\n"
+    )
 }

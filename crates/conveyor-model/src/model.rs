@@ -624,6 +624,9 @@ impl HttpMethod {
 pub enum BodyFormat {
     Json,
     Form,
+    /// The body rendered to text and sent as it is (Corezoid's `format: raw`); the
+    /// `Content-Type` is whatever `headers` say.
+    Raw,
 }
 
 /// A `code` node: a JavaScript function body over `data`, the task's data.
