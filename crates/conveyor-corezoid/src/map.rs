@@ -305,12 +305,25 @@ impl Mapper<'_> {
         if !description.is_empty() {
             definition.insert("description".into(), Value::String(description));
         }
-        if let Some(params) = self.params(process) {
-            definition.insert("params".into(), params);
-        }
         let mut nodes_out = std::mem::take(&mut self.nodes);
         self.drop_unreachable(&mut nodes_out);
         rewrite_refs(&mut nodes_out, self.aliases);
+        let env_vars = rewrite_env_vars(&mut nodes_out);
+        let mut params = self.params(process).unwrap_or_else(|| json!({}));
+        if let Value::Object(params) = &mut params {
+            for (param, name) in env_vars {
+                params.entry(param).or_insert_with(|| {
+                    json!({
+                        "description": format!("Corezoid env_var @{name}: give it with `process clone --set`"),
+                        "secret": true,
+                        "input": [],
+                    })
+                });
+            }
+        }
+        if params.as_object().is_some_and(|p| !p.is_empty()) {
+            definition.insert("params".into(), params);
+        }
         definition.insert("nodes".into(), Value::Object(nodes_out));
         Ok(Value::Object(definition))
     }
@@ -937,4 +950,38 @@ fn sum_holder_yaml(holder: &str, of: &str) -> String {
     format!(
         "process: {holder}\ntitle: \"Sums of {of}\"\ndescription: \"Made by the import: one task per Corezoid Sum node of {of} (ref: the node id), holding its sums.\"\nnodes:\n  start: {{ type: start, next: hold }}\n  hold: {{ type: escalation, title: \"Holds the sums\" }}\n"
     )
+}
+
+/// `{{env_var[@name]}}` (a Corezoid project variable) in any template becomes `{{name}}`,
+/// a process-level value given with `process clone --set`. Returns each param made,
+/// with the variable's name.
+fn rewrite_env_vars(nodes: &mut Map<String, Value>) -> BTreeMap<String, String> {
+    fn walk(value: &mut Value, found: &mut BTreeMap<String, String>) {
+        match value {
+            Value::String(s) if s.contains("env_var[") => {
+                let mut out = String::new();
+                let mut rest = s.as_str();
+                while let Some(at) = rest.find("env_var[") {
+                    let after = &rest[at + 8..];
+                    let Some(end) = after.find(']') else { break };
+                    let name = after[..end].trim().trim_start_matches('@');
+                    let param = slug(name, "env_var");
+                    found.insert(param.clone(), name.to_string());
+                    out.push_str(&rest[..at]);
+                    out.push_str(&param);
+                    rest = &after[end + 1..];
+                }
+                out.push_str(rest);
+                *s = out;
+            }
+            Value::Array(items) => items.iter_mut().for_each(|v| walk(v, found)),
+            Value::Object(map) => map.values_mut().for_each(|v| walk(v, found)),
+            _ => {}
+        }
+    }
+    let mut found = BTreeMap::new();
+    for node in nodes.values_mut() {
+        walk(node, &mut found);
+    }
+    found
 }

@@ -357,3 +357,30 @@ fn a_sum_node_adds_to_a_holder_process_and_a_raw_api_sends_its_body() {
     assert!(yaml["nodes"]["raw"].get("query").is_none());
     assert!(main.nodes.contains_key("raw"));
 }
+
+#[test]
+fn env_vars_become_secret_settings_of_the_process() {
+    let export = Export {
+        processes: vec![json!({
+            "obj_type": 1, "obj_id": 78, "title": "Env",
+            "scheme": {"nodes": [
+                {"id": "s", "obj_type": 1, "condition": {"logics": [{"type": "go", "to_node_id": "api"}]}},
+                {"id": "api", "obj_type": 0, "title": "Call", "condition": {"logics": [
+                    {"type": "api", "method": "GET", "url": "{{env_var[@base-url]}}/x",
+                     "extra_headers": {"Authorization": "Bearer {{env_var[@stripe_key]}}"}, "err_node_id": "e"},
+                    {"type": "go", "to_node_id": "e"}]}},
+                {"id": "e", "obj_type": 2, "title": "End", "condition": {"logics": []}}
+            ]}
+        })],
+        ..Export::default()
+    };
+    let imported = import(&export).unwrap();
+    assert!(imported.unmapped.is_empty(), "{:?}", imported.unmapped);
+    let process = checked(&imported.processes[0].yaml, "env");
+    let yaml: Value = serde_yaml::from_str(&imported.processes[0].yaml).unwrap();
+    assert_eq!(yaml["nodes"]["call"]["url"], "{{base_url}}/x");
+    assert_eq!(yaml["nodes"]["call"]["headers"]["Authorization"], "Bearer {{stripe_key}}");
+    assert_eq!(yaml["params"]["stripe_key"]["secret"], true);
+    assert_eq!(yaml["params"]["stripe_key"]["input"], json!([]));
+    assert!(process.params.contains_key("base_url"));
+}
