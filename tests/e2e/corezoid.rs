@@ -290,3 +290,177 @@ fn a_cloned_process_exports_from_the_store_and_comes_back_the_same() {
     assert_eq!(code, 1, "{stderr}");
     assert!(stderr.contains("no process @nope"), "{stderr}");
 }
+
+/// What the Stripe stand-in saw: each request's method, path, Authorization and body.
+type Seen = std::sync::Arc<std::sync::Mutex<Vec<(String, String, String, String)>>>;
+
+/// A local stand-in for the two Stripe endpoints the checkout sample calls.
+fn stripe_stand_in() -> (String, Seen) {
+    use axum::extract::Path as UrlPath;
+    use axum::http::{HeaderMap, StatusCode};
+    use axum::routing::{get, post};
+    let seen: Seen = Seen::default();
+    let auth = |headers: &HeaderMap| {
+        headers
+            .get("authorization")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_string()
+    };
+    let (get_seen, post_seen) = (seen.clone(), seen.clone());
+    let router = axum::Router::new()
+        .route(
+            "/v1/customers/{id}",
+            get(move |UrlPath(id): UrlPath<String>, headers: HeaderMap| {
+                let seen = get_seen.clone();
+                async move {
+                    seen.lock().unwrap().push((
+                        "GET".into(),
+                        format!("/v1/customers/{id}"),
+                        auth(&headers),
+                        String::new(),
+                    ));
+                    match id.as_str() {
+                        "cus_flaky" => (
+                            StatusCode::SERVICE_UNAVAILABLE,
+                            axum::Json(serde_json::json!({"error": {"message": "try later"}})),
+                        ),
+                        // Stripe answers a deleted customer with another object.
+                        "cus_gone" => (
+                            StatusCode::OK,
+                            axum::Json(serde_json::json!({"id": "cus_other", "deleted": true})),
+                        ),
+                        _ => (
+                            StatusCode::OK,
+                            axum::Json(serde_json::json!({"id": id, "object": "customer"})),
+                        ),
+                    }
+                }
+            }),
+        )
+        .route(
+            "/v1/checkout/sessions",
+            post(move |headers: HeaderMap, body: String| {
+                let seen = post_seen.clone();
+                async move {
+                    let content_type = headers
+                        .get("content-type")
+                        .and_then(|v| v.to_str().ok())
+                        .unwrap_or("")
+                        .to_string();
+                    seen.lock().unwrap().push((
+                        "POST".into(),
+                        format!("/v1/checkout/sessions [{content_type}]"),
+                        auth(&headers),
+                        body.clone(),
+                    ));
+                    axum::Json(serde_json::json!({
+                        "id": "cs_test_1",
+                        "object": "checkout.session",
+                        "url": "https://checkout.example/cs_test_1",
+                        "echo": body,
+                    }))
+                }
+            }),
+        );
+    let address = crate::support::http_server(router);
+    (format!("http://{address}"), seen)
+}
+
+#[test]
+fn the_stripe_checkout_sample_runs_against_a_local_stripe() {
+    let d = DataDir::new();
+    let (base, seen) = stripe_stand_in();
+    // Imported as is (no --allow-partial: its raw `api` and its Sum map), then pointed
+    // at the stand-in, as a user points a copy at a test server.
+    let out = d.path().join("stripe");
+    d.ok(&[
+        "process",
+        "import",
+        &sample("01_stripe-checkout.conv.json"),
+        "--out",
+        &out.to_string_lossy(),
+    ]);
+    let main = out.join("example_check_customer_and_make_checkout.yaml");
+    let text = std::fs::read_to_string(&main).unwrap();
+    assert_eq!(text.matches("https://api.stripe.com").count(), 2, "{text}");
+    std::fs::write(&main, text.replace("https://api.stripe.com", &base)).unwrap();
+    let holder = out.join("example_check_customer_and_make_checkout_sums.yaml");
+    for file in [&main, &holder] {
+        let checked = d.ok(&["process", "check", &file.to_string_lossy()]);
+        assert!(checked.contains(": ok"), "{checked}");
+    }
+    d.ok(&["process", "clone", &holder.to_string_lossy(), "--alias", "example_check_customer_and_make_checkout_sums"]);
+    d.ok(&["process", "clone", &main.to_string_lossy(), "--alias", "checkout"]);
+    let price = "price_1OZ9f9IvuXypwENBLpQz1Zqt";
+    for (reference, customer, price) in [
+        ("paid", "cus_ok", price),
+        ("gone", "cus_gone", price),
+        ("flaky", "cus_flaky", price),
+        ("no-price", "cus_ok", "price_unknown"),
+    ] {
+        d.ok(&[
+            "task",
+            "add",
+            "@checkout",
+            "--ref",
+            reference,
+            &format!("customer={customer}"),
+            "mode=payment",
+            &format!("priceId={price}"),
+            "secretKey=sk_test_123",
+            "successUrl=https://shop.example/thanks?a=1&b=2",
+        ]);
+    }
+    d.ok(&["run", "--until-idle"]);
+
+    // The customer is found; the session is created with a form body built by the
+    // sample's JavaScript and sent raw.
+    let paid = d.json(&["task", "show", "@checkout", "paid"]);
+    assert_eq!(paid["node"], "final_2", "{paid}");
+    assert_eq!(paid["status"], "done", "{paid}");
+    assert_eq!(paid["data"]["responseBody"]["id"], "cs_test_1", "{paid}");
+    let requests = seen.lock().unwrap().clone();
+    let post = requests
+        .iter()
+        .find(|r| r.0 == "POST")
+        .expect("the checkout session was created");
+    assert!(post.1.contains("application/x-www-form-urlencoded"), "{post:?}");
+    assert_eq!(post.2, "Bearer sk_test_123");
+    assert_eq!(
+        post.3,
+        format!(
+            "success_url=https%3A%2F%2Fshop.example%2Fthanks%3Fa%3D1%26b%3D2&mode=payment&line_items[0][price]={price}&line_items[0][quantity]=1&customer=cus_ok"
+        )
+    );
+    assert_eq!(requests.iter().filter(|r| r.0 == "POST").count(), 1, "{requests:?}");
+
+    // Another customer comes back: the sample replies `customer_not_found`.
+    let gone = d.json(&["task", "show", "@checkout", "gone"]);
+    assert_eq!(gone["node"], "final", "{gone}");
+    assert_eq!(gone["status"], "failed", "{gone}");
+
+    // A price the sample does not sell: `price_not_found`, and Stripe is not called.
+    let no_price = d.json(&["task", "show", "@checkout", "no-price"]);
+    assert_eq!(no_price["node"], "final_4", "{no_price}");
+
+    // Stripe unavailable: the Sum node counts the retry in its holder, and the task
+    // waits 30 s before it calls again.
+    let flaky = d.json(&["task", "show", "@checkout", "flaky"]);
+    assert_eq!(flaky["node"], "node_1317c2", "{flaky}");
+    assert_eq!(flaky["status"], "waiting", "{flaky}");
+    let sums = d.json(&[
+        "task",
+        "show",
+        "@example_check_customer_and_make_checkout_sums",
+        "68cd541ee552e8d5701317b0",
+    ]);
+    assert_eq!(sums["data"]["http_retries"], 1, "{sums}");
+    assert_eq!(
+        requests
+            .iter()
+            .filter(|r| r.1 == "/v1/customers/cus_flaky")
+            .count(),
+        1
+    );
+}
