@@ -169,18 +169,29 @@ fn round_trip(d: &DataDir, file: &std::path::Path, label: &str) {
     ]);
     let files = yaml_files(&back);
     assert_eq!(files.len(), 1, "{label}");
-    assert_eq!(files[0].1, original, "{label}: import(export(p)) differs from p");
+    assert_eq!(
+        files[0].1, original,
+        "{label}: import(export(p)) differs from p"
+    );
 
     // What Corezoid reads: the logics alone.
     let mut exported: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(&export).unwrap()).unwrap();
     let object = exported[0].as_object_mut().unwrap();
-    assert!(object.remove("conveyor").is_some(), "{label}: no definition carried");
+    assert!(
+        object.remove("conveyor").is_some(),
+        "{label}: no definition carried"
+    );
     let ids: Vec<(String, String)> = object["scheme"]["nodes"]
         .as_array()
         .unwrap()
         .iter()
-        .map(|n| (n["id"].as_str().unwrap().to_string(), n["title"].as_str().unwrap().to_string()))
+        .map(|n| {
+            (
+                n["id"].as_str().unwrap().to_string(),
+                n["title"].as_str().unwrap().to_string(),
+            )
+        })
         .collect();
     let plain = d.path().join(format!("{label}.plain.json"));
     std::fs::write(&plain, exported.to_string()).unwrap();
@@ -272,7 +283,13 @@ fn export_then_import_gives_every_shipped_process_and_sample_back() {
 fn a_cloned_process_exports_from_the_store_and_comes_back_the_same() {
     let d = DataDir::new();
     let file = repo_root().join("processes/bitrix_oauth.yaml");
-    d.ok(&["process", "clone", &file.to_string_lossy(), "--alias", "oauth"]);
+    d.ok(&[
+        "process",
+        "clone",
+        &file.to_string_lossy(),
+        "--alias",
+        "oauth",
+    ]);
     let export = d.ok(&["process", "export", "@oauth", "--format", "corezoid"]);
     let parsed: serde_json::Value = serde_json::from_str(&export).expect("the export is JSON");
     assert_eq!(parsed[0]["obj_type"], 1);
@@ -282,7 +299,13 @@ fn a_cloned_process_exports_from_the_store_and_comes_back_the_same() {
     let written = d.path().join("oauth.json");
     std::fs::write(&written, &export).unwrap();
     let back = d.path().join("back");
-    d.ok(&["process", "import", &written.to_string_lossy(), "--out", &back.to_string_lossy()]);
+    d.ok(&[
+        "process",
+        "import",
+        &written.to_string_lossy(),
+        "--out",
+        &back.to_string_lossy(),
+    ]);
     let original: serde_json::Value =
         serde_yaml::from_str(&std::fs::read_to_string(&file).unwrap()).unwrap();
     assert_eq!(yaml_files(&back)[0].1, original);
@@ -390,8 +413,20 @@ fn the_stripe_checkout_sample_runs_against_a_local_stripe() {
         let checked = d.ok(&["process", "check", &file.to_string_lossy()]);
         assert!(checked.contains(": ok"), "{checked}");
     }
-    d.ok(&["process", "clone", &holder.to_string_lossy(), "--alias", "example_check_customer_and_make_checkout_sums"]);
-    d.ok(&["process", "clone", &main.to_string_lossy(), "--alias", "checkout"]);
+    d.ok(&[
+        "process",
+        "clone",
+        &holder.to_string_lossy(),
+        "--alias",
+        "example_check_customer_and_make_checkout_sums",
+    ]);
+    d.ok(&[
+        "process",
+        "clone",
+        &main.to_string_lossy(),
+        "--alias",
+        "checkout",
+    ]);
     let price = "price_1OZ9f9IvuXypwENBLpQz1Zqt";
     for (reference, customer, price) in [
         ("paid", "cus_ok", price),
@@ -425,7 +460,10 @@ fn the_stripe_checkout_sample_runs_against_a_local_stripe() {
         .iter()
         .find(|r| r.0 == "POST")
         .expect("the checkout session was created");
-    assert!(post.1.contains("application/x-www-form-urlencoded"), "{post:?}");
+    assert!(
+        post.1.contains("application/x-www-form-urlencoded"),
+        "{post:?}"
+    );
     assert_eq!(post.2, "Bearer sk_test_123");
     assert_eq!(
         post.3,
@@ -433,7 +471,11 @@ fn the_stripe_checkout_sample_runs_against_a_local_stripe() {
             "success_url=https%3A%2F%2Fshop.example%2Fthanks%3Fa%3D1%26b%3D2&mode=payment&line_items[0][price]={price}&line_items[0][quantity]=1&customer=cus_ok"
         )
     );
-    assert_eq!(requests.iter().filter(|r| r.0 == "POST").count(), 1, "{requests:?}");
+    assert_eq!(
+        requests.iter().filter(|r| r.0 == "POST").count(),
+        1,
+        "{requests:?}"
+    );
 
     // Another customer comes back: the sample replies `customer_not_found`.
     let gone = d.json(&["task", "show", "@checkout", "gone"]);

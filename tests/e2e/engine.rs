@@ -300,7 +300,10 @@ nodes:
     let why = reason("final");
     assert!(why.contains("error final node `refused`"), "{why}");
     let why = reason("cond");
-    assert!(why.contains("node `check` failed (condition_error)"), "{why}");
+    assert!(
+        why.contains("node `check` failed (condition_error)"),
+        "{why}"
+    );
     assert!(why.contains("`many` is not a number"), "{why}");
     let late = e.task("@asker", "late");
     assert_eq!(late.node, "done", "{:?}", late.data);
@@ -339,9 +342,17 @@ nodes:
     // Ten tasks at once, none of which finds the holder: they race to create it, the
     // losers run again and add to it.
     for i in 0..10 {
-        e.add("@counter", Some(&format!("t{i}")), json!({"day": "1", "amount": "2.5"}));
+        e.add(
+            "@counter",
+            Some(&format!("t{i}")),
+            json!({"day": "1", "amount": "2.5"}),
+        );
     }
-    e.add("@counter", Some("bad"), json!({"day": "1", "amount": "lots"}));
+    e.add(
+        "@counter",
+        Some("bad"),
+        json!({"day": "1", "amount": "lots"}),
+    );
     e.idle().await;
     let holder = e.task("@totals", "day-1");
     assert_eq!(holder.data["hits"], 10, "{:?}", holder.data);
@@ -353,7 +364,10 @@ nodes:
     }
     let bad = e.task("@counter", "bad");
     assert_eq!(bad.node, "failed");
-    assert_eq!(bad.data["__conveyor_sum_return_type_tag__"], "sum_bind_error");
+    assert_eq!(
+        bad.data["__conveyor_sum_return_type_tag__"],
+        "sum_bind_error"
+    );
     assert!(
         bad.data["__conveyor_sum_return_description__"]
             .as_str()
@@ -362,7 +376,11 @@ nodes:
     );
     // Ten more, the holder existing now.
     for i in 10..20 {
-        e.add("@counter", Some(&format!("t{i}")), json!({"day": "1", "amount": 1}));
+        e.add(
+            "@counter",
+            Some(&format!("t{i}")),
+            json!({"day": "1", "amount": 1}),
+        );
     }
     e.idle().await;
     let holder = e.task("@totals", "day-1");
@@ -571,7 +589,11 @@ nodes:
     let at = |r: &str| e.task("@c", r).node;
     assert_eq!(at("num"), "big");
     assert_eq!(at("str"), "text");
-    assert_eq!(at("numstr"), "big", "\"5000\" cast to a number is more than 10");
+    assert_eq!(
+        at("numstr"),
+        "big",
+        "\"5000\" cast to a number is more than 10"
+    );
     assert_eq!(at("spaced"), "big");
     // Cannot be cast: an error of the node with the reason, not a silent `else`.
     let bad = e.task("@c", "bad");

@@ -270,9 +270,7 @@ fn node_object(name: &str, node: &Value, id_of: &dyn Fn(&str) -> String) -> Valu
                 .and_then(Value::as_object)
                 .into_iter()
                 .flatten()
-                .map(|(key, value)| {
-                    json!({ "id": key, "name": key, "value": scalar_text(value) })
-                })
+                .map(|(key, value)| json!({ "id": key, "name": key, "value": scalar_text(value) }))
                 .collect();
             action(
                 json!({ "type": "api_sum", "extra": items })
@@ -467,10 +465,7 @@ fn api_logic(node: &Value) -> Map<String, Value> {
     } else {
         logic.insert("customize_response".into(), json!(false));
     }
-    let threads = node
-        .get("concurrency")
-        .and_then(Value::as_u64)
-        .unwrap_or(0);
+    let threads = node.get("concurrency").and_then(Value::as_u64).unwrap_or(0);
     logic.insert("max_threads".into(), json!(threads));
     logic.insert("send_sys".into(), json!(false));
     logic

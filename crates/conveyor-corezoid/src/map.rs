@@ -62,8 +62,7 @@ pub(crate) fn import(export: &Export) -> Result<Import, ImportError> {
         .zip(&named)
         .map(|(process, (_, alias))| {
             let uses_sum = crate::export::carried_definition(process).is_none()
-                && serde_json::to_string(process)
-                    .is_ok_and(|t| t.contains("\"type\":\"api_sum\""));
+                && serde_json::to_string(process).is_ok_and(|t| t.contains("\"type\":\"api_sum\""));
             uses_sum.then(|| taken.unique(&format!("{alias}_sums")))
         })
         .collect();
@@ -603,8 +602,8 @@ impl Mapper<'_> {
             "api_code" => api_code(logic),
             "api_sum" => Ok(api_sum(logic, self.sum_holder.as_deref(), &node.id)),
             "delay" => Ok(delay_logic(logic)),
-            other @ ("api_queue" | "api_get_task" | "db_call" | "api_git"
-            | "git_call" | "api_form") => Err(format!("`{other}`, which Conveyor cannot run")),
+            other @ ("api_queue" | "api_get_task" | "db_call" | "api_git" | "git_call"
+            | "api_form") => Err(format!("`{other}`, which Conveyor cannot run")),
             other => Err(format!("unknown logic `{other}`")),
         };
         let mut mapped = match mapped {

@@ -298,8 +298,7 @@ fn arb_json() -> impl Strategy<Value = Value> {
 }
 
 #[test]
-fn a_carried_definition_is_used_only_while_its_scheme_is_unchanged_and_its_name_is_made_safe()
-{
+fn a_carried_definition_is_used_only_while_its_scheme_is_unchanged_and_its_name_is_made_safe() {
     let yaml = "process: \"../../evil name\"\nnodes:\n  start: { type: start, next: done }\n  done: { type: final }\n";
     let definition: Value = serde_yaml::from_str(yaml).unwrap();
     let object = crate::export_value(&definition, Some(9)).unwrap();
@@ -318,7 +317,11 @@ fn a_carried_definition_is_used_only_while_its_scheme_is_unchanged_and_its_name_
         ..Export::default()
     };
     let imported = import(&export).unwrap();
-    assert!(imported.processes[0].yaml.contains("the_end"), "{}", imported.processes[0].yaml);
+    assert!(
+        imported.processes[0].yaml.contains("the_end"),
+        "{}",
+        imported.processes[0].yaml
+    );
 }
 
 #[test]
@@ -351,7 +354,10 @@ fn a_sum_node_adds_to_a_holder_process_and_a_raw_api_sends_its_body() {
     assert_eq!(yaml["nodes"]["count"]["type"], "sum");
     assert_eq!(yaml["nodes"]["count"]["process"], "@counted_sums");
     assert_eq!(yaml["nodes"]["count"]["ref"], "sum");
-    assert_eq!(yaml["nodes"]["count"]["add"], json!({"hits": "1", "amount": "{{amount}}"}));
+    assert_eq!(
+        yaml["nodes"]["count"]["add"],
+        json!({"hits": "1", "amount": "{{amount}}"})
+    );
     assert_eq!(yaml["nodes"]["raw"]["format"], "raw");
     assert_eq!(yaml["nodes"]["raw"]["body"], "a={{amount}}");
     assert!(yaml["nodes"]["raw"].get("query").is_none());
@@ -379,7 +385,10 @@ fn env_vars_become_secret_settings_of_the_process() {
     let process = checked(&imported.processes[0].yaml, "env");
     let yaml: Value = serde_yaml::from_str(&imported.processes[0].yaml).unwrap();
     assert_eq!(yaml["nodes"]["call"]["url"], "{{base_url}}/x");
-    assert_eq!(yaml["nodes"]["call"]["headers"]["Authorization"], "Bearer {{stripe_key}}");
+    assert_eq!(
+        yaml["nodes"]["call"]["headers"]["Authorization"],
+        "Bearer {{stripe_key}}"
+    );
     assert_eq!(yaml["params"]["stripe_key"]["secret"], true);
     assert_eq!(yaml["params"]["stripe_key"]["input"], json!([]));
     assert!(process.params.contains_key("base_url"));

@@ -127,7 +127,7 @@ fn scan_line(line: &str, number: usize, out: &mut Vec<Unquoted>) {
                 }
                 let key = if last == ':' {
                     let head = before[..before.len() - 1].trim_end();
-                    head.rsplit(|c: char| c == '{' || c == ',' || c == ' ' || c == '-')
+                    head.rsplit(['{', ',', ' ', '-'])
                         .next()
                         .unwrap_or("")
                         .to_string()

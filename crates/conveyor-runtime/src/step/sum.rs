@@ -38,8 +38,7 @@ impl Step<'_> {
         if loaded.record.id == self.task.process {
             return Err((
                 "sum_bind_error",
-                "the holder of the sums must be in another process (it would run this one)"
-                    .into(),
+                "the holder of the sums must be in another process (it would run this one)".into(),
             ));
         }
         let reference = self
