@@ -506,3 +506,105 @@ fn the_stripe_checkout_sample_runs_against_a_local_stripe() {
         1
     );
 }
+
+#[test]
+fn the_stubbed_rpc_sample_calls_a_local_stand_in_process_and_hears_its_failure() {
+    let d = DataDir::new();
+    let out = d.path().join("rpc");
+    d.ok(&[
+        "process",
+        "import",
+        &sample("06_stubbed-api-rpc.conv.json"),
+        "--out",
+        &out.to_string_lossy(),
+    ]);
+    // The sample calls Corezoid process 123456, which is not in the export: a local
+    // stand-in takes its place, as a user gives the called process an alias.
+    let main = out.join("stubbed_api_rpc.yaml");
+    let text = std::fs::read_to_string(&main).unwrap();
+    assert!(text.contains("process: '123456'"), "{text}");
+    std::fs::write(&main, text.replace("'123456'", "'@objects'")).unwrap();
+    let stand_in = d.path().join("objects.yaml");
+    std::fs::write(
+        &stand_in,
+        r#"
+process: objects
+params:
+  objId: { required: true }
+nodes:
+  start: { type: start, next: known }
+  known:
+    type: condition
+    branches:
+      - when: [ { param: objId, fn: more, value: 0, cast: number } ]
+        next: answer
+    else: unknown
+  answer: { type: reply, data: { name: "object {{objId}}", found: true }, next: done }
+  done: { type: final }
+  unknown: { type: final, status: error }
+"#,
+    )
+    .unwrap();
+    for file in [&main, &stand_in] {
+        let checked = d.ok(&["process", "check", &file.to_string_lossy()]);
+        assert!(checked.contains(": ok"), "{checked}");
+    }
+    d.ok(&[
+        "process",
+        "clone",
+        &stand_in.to_string_lossy(),
+        "--alias",
+        "objects",
+    ]);
+    d.ok(&[
+        "process",
+        "clone",
+        &main.to_string_lossy(),
+        "--alias",
+        "rpc",
+    ]);
+    d.ok(&["task", "add", "@rpc", "--ref", "known", "objId=42"]);
+    d.ok(&["task", "add", "@rpc", "--ref", "unknown", "objId=-1"]);
+    d.ok(&["run", "--until-idle"]);
+    let known = d.json(&["task", "show", "@rpc", "known"]);
+    assert_eq!(known["node"], "final", "{known}");
+    assert_eq!(known["data"]["name"], "object 42", "{known}");
+    assert_eq!(known["data"]["found"], true, "{known}");
+    // The called task fails: the caller is told at once and takes its error route
+    // (Corezoid would leave it waiting).
+    let unknown = d.json(&["task", "show", "@rpc", "unknown"]);
+    assert_eq!(unknown["node"], "error", "{unknown}");
+    assert_eq!(
+        unknown["data"]["__conveyor_rpc_return_type_tag__"], "rpc_callee_failed",
+        "{unknown}"
+    );
+}
+
+#[test]
+fn the_envelope_sample_imports_checks_and_waits_in_its_timer() {
+    let d = DataDir::new();
+    let out = d.path().join("envelope");
+    d.ok(&[
+        "process",
+        "import",
+        &sample("00_envelope_obj_scheme_get_example.json"),
+        "--out",
+        &out.to_string_lossy(),
+        "--clone",
+    ]);
+    let checked = d.ok(&[
+        "process",
+        "check",
+        &out.join("process_1.yaml").to_string_lossy(),
+    ]);
+    assert!(checked.contains(": ok"), "{checked}");
+    d.ok(&["task", "add", "@process_1", "--ref", "t"]);
+    d.ok(&["run", "--until-idle"]);
+    // It calls no service: its one node is a 30 s timer, and the task waits in it.
+    let task = d.json(&["task", "show", "@process_1", "t"]);
+    assert_eq!(task["node"], "process", "{task}");
+    assert_eq!(task["status"], "waiting", "{task}");
+    let wake =
+        task["wake_at"].as_i64().unwrap_or_default() - task["changed"].as_i64().unwrap_or_default();
+    assert!((29_000..=31_000).contains(&wake), "{task}");
+}
