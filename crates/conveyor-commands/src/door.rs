@@ -196,16 +196,24 @@ pub struct DirectRequest {
     /// The task to modify (or the ref of the new task), from the `ref` parameter.
     pub reference: Option<String>,
     pub data: Map<String, Value>,
+    /// Wait up to this long for the task's answer (a `reply` node, a final node, a
+    /// failure) before answering: Corezoid's Sync API.
+    pub wait: Option<std::time::Duration>,
 }
 
 /// What a direct URL request did.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct DirectAnswer {
     pub task: u64,
     pub reference: Option<String>,
     /// `created` or `modified`.
     pub action: &'static str,
+    /// With [`DirectRequest::wait`]: the task's answer, or `None` if the wait ran out.
+    pub reply: Option<Option<conveyor_runtime::Answer>>,
 }
+
+/// The longest a door waits for a task's answer, and the wait when none is named.
+pub const MAX_WAIT: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// The process a direct URL names, if `hash` is its current hash; checked before the
 /// body is read. Every mismatch is the same [`CommandError::NoDirectUrl`], so a
@@ -229,13 +237,23 @@ pub async fn direct_url(
     runtime: &Runtime,
     request: DirectRequest,
 ) -> Result<DirectAnswer, CommandError> {
-    let done = runtime
-        .direct_url_grouped(request.process, request.reference.as_deref(), request.data)
+    let (done, wait) = runtime
+        .direct_url_grouped(
+            request.process,
+            request.reference.as_deref(),
+            request.data,
+            request.wait.is_some(),
+        )
         .await?;
+    let reply = match (wait, request.wait) {
+        (Some(wait), Some(timeout)) => Some(runtime.await_answer(wait, timeout).await),
+        _ => None,
+    };
     Ok(DirectAnswer {
         task: done.task,
         reference: done.reference,
         action: done.action,
+        reply,
     })
 }
 

@@ -72,6 +72,9 @@ pub(crate) struct Step<'r> {
     remove: bool,
     /// The last failure of this step (node and reason), told to a waiting caller.
     failure: Option<String>,
+    /// What the first `reply` node of this step answered (node, data, error), for a door
+    /// waiting for the task (`answers.rs`).
+    answer: Option<(String, Map<String, Value>, bool)>,
 }
 
 /// Where a woken task was and since when.
@@ -112,6 +115,7 @@ pub(crate) async fn run(rt: &Runtime, id: u64) -> Result<Outcome> {
         resume: None,
         remove: false,
         failure: None,
+        answer: None,
     };
     for (seq, message) in rt.store.inbox(id)? {
         step.batch.push(Op::ClearInbox { task: id, seq });
@@ -742,6 +746,7 @@ impl Step<'_> {
         });
         batch.push(Op::PutTask(Box::new(self.task.clone())));
         self.rt.commit_step(batch).await?;
+        self.send_answer();
         self.rt
             .metrics
             .task_created(std::mem::take(&mut self.created));
@@ -779,6 +784,7 @@ impl Step<'_> {
         }
         crate::retention::removal(&self.task, &mut batch);
         self.rt.commit_step(batch).await?;
+        self.send_answer();
         self.rt.metrics.task_removed();
         self.rt
             .metrics
@@ -788,6 +794,38 @@ impl Step<'_> {
         }
         self.called_out = false;
         Ok(())
+    }
+}
+
+impl Step<'_> {
+    /// Once committed: answers a door waiting for this task, with what a `reply` node
+    /// said, or with the task's data when it stopped at a final node or failed.
+    fn send_answer(&mut self) {
+        if !self.rt.answers.wanted(self.task.id) {
+            return;
+        }
+        let (node, data, error) = match self.answer.take() {
+            Some(said) => said,
+            None => match self.task.status {
+                TaskStatus::Done | TaskStatus::Failed => (
+                    self.task.node.clone(),
+                    crate::mask::mask_data(
+                        &self.loaded.process,
+                        &self.task.secret_keys,
+                        &self.task.data,
+                    ),
+                    self.task.status == TaskStatus::Failed,
+                ),
+                TaskStatus::Ready | TaskStatus::Waiting => return,
+            },
+        };
+        self.rt.answers.answer(crate::Answer {
+            task: self.task.id,
+            node,
+            status: self.task.status,
+            data,
+            error,
+        });
     }
 }
 

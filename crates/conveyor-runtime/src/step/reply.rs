@@ -13,6 +13,26 @@ impl Step<'_> {
                 return Ok(());
             }
         };
+        if self.answer.is_none() && self.rt.answers.wanted(self.task.id) {
+            // A door waits for this task: it gets what the reply says, with any secret
+            // of the task masked (a template may have copied one into the text).
+            let mut secrets = Vec::new();
+            crate::mask::secret_values(
+                &self.loaded.process,
+                &self.task.secret_keys,
+                &self.task.data,
+                &mut secrets,
+            );
+            let said =
+                crate::mask::mask_data(&self.loaded.process, &self.task.secret_keys, &rendered)
+                    .into_iter()
+                    .map(|(k, v)| {
+                        let masked = crate::mask::mask_value(&v, &secrets);
+                        (k, masked)
+                    })
+                    .collect();
+            self.answer = Some((self.task.node.clone(), said, error));
+        }
         self.answer_caller(rendered, error, None)?;
         self.goto(next, "next");
         Ok(())
