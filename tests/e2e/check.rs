@@ -100,7 +100,7 @@ fn json_output_for_scripts() {
     assert_eq!(reports[0]["diagnostics"][0]["node"], "start");
     assert_eq!(reports[0]["diagnostics"][0]["field"], "next");
     assert_eq!(reports[1]["ok"], true);
-    assert_eq!(reports[1]["nodes"], 13);
+    assert_eq!(reports[1]["nodes"], 16);
 }
 
 #[test]

@@ -649,10 +649,11 @@ impl Step<'_> {
                 | NodeKind::WaitCallback { .. }
                 | NodeKind::Escalation { .. }
                 | NodeKind::ApiCall(_)
+                | NodeKind::Reply { .. }
         ) {
             // Something happened on the way back: a fresh wait. (A call that succeeds
             // clears it too; one that fails and comes back does not, so a stranger's
-            // rejected code cannot postpone a refresh.)
+            // rejected code cannot postpone a refresh; nor does a reply telling them.)
             self.resume = None;
         }
         match &node.kind {
