@@ -33,6 +33,7 @@ mod modify_task;
 mod reply;
 mod set_param;
 mod start;
+mod sum;
 mod wait_callback;
 
 /// What a finished step leaves behind, for the engine loop.
@@ -69,6 +70,8 @@ pub(crate) struct Step<'r> {
     resume: Option<Resume>,
     /// The task is removed by this step's commit (its `keep` is over, or is `0`).
     remove: bool,
+    /// The last failure of this step (node and reason), told to a waiting caller.
+    failure: Option<String>,
     /// What the first `reply` node of this step answered (node, data, error), for a door
     /// waiting for the task (`answers.rs`).
     answer: Option<(String, Map<String, Value>, bool)>,
@@ -111,6 +114,7 @@ pub(crate) async fn run(rt: &Runtime, id: u64) -> Result<Outcome> {
         renders: std::cell::Cell::new(0),
         resume: None,
         remove: false,
+        failure: None,
         answer: None,
     };
     for (seq, message) in rt.store.inbox(id)? {
@@ -125,6 +129,7 @@ pub(crate) async fn run(rt: &Runtime, id: u64) -> Result<Outcome> {
     while step.task.status == TaskStatus::Ready {
         step.advance().await?;
     }
+    step.answer_caller_if_failed()?;
     step.commit().await?;
     Ok(Outcome {
         wake: step.task.wake,
@@ -352,6 +357,10 @@ impl Step<'_> {
                 Value::from(code),
             );
         }
+        self.failure = Some(format!(
+            "node `{}` failed ({tag}): {description}",
+            self.task.node
+        ));
         self.event(EventKind::Error {
             tag: tag.to_string(),
             description,
@@ -499,11 +508,16 @@ impl Step<'_> {
                     }
                 }
             }
+            InboxMessage::Add { data, source } => self.add_sums(data, source),
             InboxMessage::Fold { data } => {
                 crate::fold::append(&mut self.task.data, data);
             }
             InboxMessage::Recover { to, data, source } => self.recover(to, data, source),
-            InboxMessage::Reply { data, error } => {
+            InboxMessage::Reply {
+                data,
+                error,
+                failure,
+            } => {
                 let keys = data.keys().cloned().collect();
                 let waiting = self.task.status == TaskStatus::Waiting
                     && node
@@ -518,15 +532,26 @@ impl Step<'_> {
                     });
                     return;
                 }
-                self.task.data.extend(data);
-                self.event(EventKind::Modified {
-                    keys,
-                    source: "reply".into(),
-                });
+                if !data.is_empty() {
+                    self.task.data.extend(data);
+                    self.event(EventKind::Modified {
+                        keys,
+                        source: "reply".into(),
+                    });
+                }
                 if let (true, Some(node)) = (waiting, node)
                     && let NodeKind::CallProcess { next, .. } = &node.kind
                 {
-                    if error {
+                    if let Some(reason) = failure {
+                        self.task.status = TaskStatus::Ready;
+                        self.fail(
+                            "rpc",
+                            "software",
+                            "rpc_callee_failed",
+                            format!("the called process's task failed: {reason}"),
+                            None,
+                        );
+                    } else if error {
                         self.task.status = TaskStatus::Ready;
                         self.fail(
                             "rpc",
@@ -653,6 +678,13 @@ impl Step<'_> {
                 next,
                 ..
             } => self.modify_task(process, reference, data, next)?,
+            NodeKind::Sum {
+                process,
+                reference,
+                add,
+                next,
+                ..
+            } => self.sum(process, reference, add, next)?,
             NodeKind::CallProcess { process, data, .. } => {
                 self.call_process(process, data.as_ref())?
             }

@@ -33,19 +33,47 @@ impl Step<'_> {
                     .collect();
             self.answer = Some((self.task.node.clone(), said, error));
         }
-        if let Some(caller) = self.task.caller.clone() {
+        self.answer_caller(rendered, error, None)?;
+        self.goto(next, "next");
+        Ok(())
+    }
+
+    /// Leaves the answer in the caller's inbox and wakes it. A called task answers
+    /// once: the caller is forgotten, so a later failure (or a second `reply`) does not
+    /// answer again.
+    pub(super) fn answer_caller(
+        &mut self,
+        data: Map<String, Value>,
+        error: bool,
+        failure: Option<String>,
+    ) -> Result<()> {
+        if let Some(caller) = self.task.caller.take() {
             self.batch.push(Op::Inbox {
                 task: caller.task,
                 seq: self.rt.store.next_task_id()?,
                 message: InboxMessage::Reply {
-                    data: rendered,
+                    data,
                     error,
+                    failure,
                 },
             });
             self.batch.push(Op::SetReady(caller.task));
             self.schedule.push(caller.task);
         }
-        self.goto(next, "next");
         Ok(())
+    }
+
+    /// A called task that failed answers its caller with the failure, so the caller
+    /// takes its `on_error` at once instead of waiting for its time limit (Corezoid
+    /// leaves it waiting).
+    pub(super) fn answer_caller_if_failed(&mut self) -> Result<()> {
+        if self.task.status != TaskStatus::Failed || self.task.caller.is_none() {
+            return Ok(());
+        }
+        let reason = match self.failure.take() {
+            Some(reason) => reason,
+            None => format!("it ended in the error final node `{}`", self.task.node),
+        };
+        self.answer_caller(Map::new(), true, Some(reason))
     }
 }
