@@ -172,11 +172,16 @@ fn the_task_api_creates_modifies_shows_and_deletes_as_corezoid_does() {
         {"type": "create", "obj": "task", "conv_id": 1, "ref": "token", "data": {"code": "s3cret-code", "n": 1}},
         {"type": "create", "obj": "task", "obj_alias": "api", "ref": "second", "data": {}},
         {"type": "create", "obj": "task", "conv_id": 1, "ref": "token", "data": {}},
-        {"type": "create", "obj": "task", "conv_id": 99, "data": {}}
+        {"type": "create", "obj": "task", "conv_id": 99, "data": {}},
+        {"id": "client-op-5", "type": "create", "obj": "task", "conv_id": 1, "ref": "empty", "data": []}
     ]})
     .to_string();
     let (status, reply) = call(&server.base, login, &secret, now_secs(), &body);
     assert_eq!(status, 200, "{reply}");
+    // The swagger's `data: []` is no data; an op's own `id` comes back in its answer.
+    assert_eq!(reply["ops"][4]["proc"], "ok", "{reply}");
+    assert_eq!(reply["ops"][4]["id"], "client-op-5");
+    assert!(reply["ops"][0].get("id").is_none());
     assert_eq!(reply["request_proc"], "ok");
     assert_eq!(reply["ops"][0]["proc"], "ok");
     assert_eq!(reply["ops"][0]["ref"], "token");
@@ -303,8 +308,12 @@ fn bad_requests_are_refused_with_a_reason_and_change_nothing() {
         let (status, reply) = call(&server.base, login, &secret, now_secs() + 1, bad);
         assert_eq!(
             (status, reply["request_proc"].as_str()),
-            (200, Some("format_error")),
+            (400, Some("error")),
             "{bad}"
+        );
+        assert!(
+            reply["ops"][0]["description"].as_str().is_some(),
+            "the swagger's error400 shape: {reply}"
         );
     }
     // Too many ops: refused whole.
@@ -318,7 +327,11 @@ fn bad_requests_are_refused_with_a_reason_and_change_nothing() {
         now_secs() + 2,
         &json!({"ops": many}).to_string(),
     );
-    assert_eq!(reply["request_proc"], "format_error", "{status} {reply}");
+    assert_eq!(
+        (status, reply["request_proc"].as_str()),
+        (400, Some("error")),
+        "{reply}"
+    );
     assert!(
         reply["description"]
             .as_str()
@@ -899,8 +912,8 @@ fn a_task_api_request_with_a_timeout_answers_each_create_with_its_reply() {
     ]})
     .to_string();
     let (status, refused) = call(&server.base, login, &secret, now_secs(), &body);
-    assert_eq!(status, 200);
-    assert_eq!(refused["request_proc"], "format_error", "{refused}");
+    assert_eq!(status, 400);
+    assert_eq!(refused["request_proc"], "error", "{refused}");
     let listed = server.data.json(&["task", "list", "@sync"]);
     assert_eq!(listed.as_array().map(Vec::len), Some(4), "{listed}");
 }

@@ -3,8 +3,9 @@
 //! The signature is `hex(sha1(unixtime + secret + body + secret))` over the exact bytes
 //! of the body. Refused with a JSON reason: an unknown login (401), a time more than
 //! five minutes off (401), a bad signature (403), a signature seen before (403). A body
-//! that is not `{"ops": [...]}` gets `request_proc: format_error`; each op is answered in
-//! order with `proc: ok` or `proc: error` and a description.
+//! that is not `{"ops": [...]}` gets 400 with `ops[].description` (the swagger's shape);
+//! each op is answered in order with `proc: ok` or `proc: error` and a description, and
+//! with its own `id` if it had one.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -145,6 +146,8 @@ async fn run_ops(
 ) -> Result<Vec<Value>, CommandError> {
     let mut answers: Vec<Option<Value>> = Vec::with_capacity(ops.len());
     let mut valid = Vec::new();
+    // Each op's own `id` (the client's) is echoed in its answer, as Corezoid does.
+    let ids: Vec<Option<Value>> = ops.iter().map(|op| op.get("id").cloned()).collect();
     for op in ops {
         match prepare(op) {
             Ok(op) => {
@@ -159,13 +162,20 @@ async fn run_ops(
         .into_iter();
     Ok(answers
         .into_iter()
-        .map(|answer| match answer {
-            Some(refused) => refused,
-            None => match done.next() {
-                Some(Ok(answer)) => op_answer(answer),
-                Some(Err(e)) => command_error(&e),
-                None => op_error("the op was not answered"),
-            },
+        .zip(ids)
+        .map(|(answer, id)| {
+            let mut answer = match answer {
+                Some(refused) => refused,
+                None => match done.next() {
+                    Some(Ok(answer)) => op_answer(answer),
+                    Some(Err(e)) => command_error(&e),
+                    None => op_error("the op was not answered"),
+                },
+            };
+            if let (Some(id), Value::Object(map)) = (id, &mut answer) {
+                map.insert("id".into(), id);
+            }
+            answer
         })
         .collect())
 }
@@ -263,10 +273,16 @@ fn parse_ops(
     Ok((ops, wait))
 }
 
+/// A body that is not a request: 400 as Corezoid's swagger answers it (`ops[].description`),
+/// with the description also at the top for scripts that read it there.
 fn format_error(description: &str) -> Response {
     (
-        StatusCode::OK,
-        axum::Json(json!({"request_proc": "format_error", "description": description})),
+        StatusCode::BAD_REQUEST,
+        axum::Json(json!({
+            "request_proc": "error",
+            "description": description,
+            "ops": [{"proc": "error", "description": description}],
+        })),
     )
         .into_response()
 }
@@ -328,6 +344,8 @@ fn prepare(op: Value) -> Result<TaskOp, Value> {
     let data = match op.get("data") {
         None | Some(Value::Null) => Map::new(),
         Some(Value::Object(map)) => map.clone(),
+        // The swagger allows an empty array for no data (PHP clients send it).
+        Some(Value::Array(items)) if items.is_empty() => Map::new(),
         Some(_) => return Err(op_error("`data` must be an object")),
     };
     if kind == "create" {
