@@ -580,15 +580,22 @@ impl Inner {
             // takeover waits for this commit (and then sees it) or this commit fails.
             if !fences.0.is_empty() {
                 let held = tx
-                    .execute(
+                    .query(
                         claims::FENCE,
                         &[&fences.0, &fences.1, &self.claims.lease_ms()],
                     )
                     .await
                     .map_err(fail)?;
-                if held < fences.0.len() as u64 {
+                if held.len() < fences.0.len() {
+                    let held: std::collections::HashSet<i64> =
+                        held.iter().map(|r| r.get(0)).collect();
                     return Err(Retry::Fail(StoreError::Fenced {
-                        tasks: fences.0.iter().map(|t| *t as u64).collect(),
+                        tasks: fences
+                            .0
+                            .iter()
+                            .filter(|t| !held.contains(t))
+                            .map(|t| *t as u64)
+                            .collect(),
                     }));
                 }
             }
