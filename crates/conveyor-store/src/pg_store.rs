@@ -106,6 +106,8 @@ struct Inner {
     /// Task ids of the block this engine took last: `next..end`.
     ids: Mutex<(u64, u64)>,
     claims: claims::Claims,
+    /// Steps' claims waiting to be sent together ([`claims::claim_batches`]).
+    claim_requests: tokio::sync::mpsc::UnboundedSender<claims::ClaimRequest>,
     listener: Mutex<Option<Listener>>,
     listening: AtomicBool,
 }
@@ -372,6 +374,7 @@ impl PgStore {
             .map(|h| h.trim().to_string())
             .unwrap_or_default();
         let engine = format!("{host}:{}:{:x}", std::process::id(), nanos & 0xff_ffff);
+        let (claim_requests, claim_queue) = tokio::sync::mpsc::unbounded_channel();
         let inner = Arc::new(Inner {
             pool,
             claims_pool,
@@ -383,6 +386,7 @@ impl PgStore {
             ids: Mutex::new((0, 0)),
             prefetched: Mutex::new(std::collections::HashMap::new()),
             claims: claims::Claims::new(options.lease),
+            claim_requests,
             listener: Mutex::new(None),
             listening: AtomicBool::new(false),
         });
@@ -395,6 +399,10 @@ impl PgStore {
         store
             .handle
             .spawn(claims::keep_leases(Arc::downgrade(&store.inner)));
+        store.handle.spawn(claims::claim_batches(
+            claim_queue,
+            Arc::downgrade(&store.inner),
+        ));
         Ok(store)
     }
 
@@ -1309,17 +1317,19 @@ impl Store for PgStore {
     }
 
     fn claim_async(&self, tasks: Vec<u64>) -> ClaimFuture {
-        let inner = self.inner.clone();
-        let handle = self.handle.clone();
+        // Sent with the claims of the other steps starting now: one round trip for all.
+        let (done, answer) = tokio::sync::oneshot::channel();
+        let sent = self
+            .inner
+            .claim_requests
+            .send(claims::ClaimRequest { tasks, done });
         Box::pin(async move {
-            handle
-                .spawn(async move {
-                    let claimed = inner.claims.claim(&inner, tasks).await?;
-                    inner.prefetch(&claimed).await?;
-                    Ok(claimed)
-                })
+            if sent.is_err() {
+                return Err(StoreError::Io("the PostgreSQL store was stopped".into()));
+            }
+            answer
                 .await
-                .map_err(|e| StoreError::Io(format!("a claim was cut off: {e}")))?
+                .map_err(|_| StoreError::Io("a claim was cut off".into()))?
         })
     }
 

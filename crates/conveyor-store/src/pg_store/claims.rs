@@ -36,7 +36,7 @@ use std::sync::{Mutex, Weak};
 use std::time::Duration;
 
 use super::Inner;
-use crate::Result;
+use crate::{Result, StoreError};
 
 /// How long a claim lasts unless renewed.
 pub const DEFAULT_LEASE: Duration = Duration::from_secs(10);
@@ -278,6 +278,75 @@ impl Claims {
             )
             .await
             .map(|_| ())
+    }
+}
+
+/// A step's claim for [`claim_batches`]: its tasks, and where the ones got go.
+pub(super) struct ClaimRequest {
+    pub tasks: Vec<u64>,
+    pub done: tokio::sync::oneshot::Sender<Result<Vec<u64>>>,
+}
+
+/// Most tasks claimed in one statement.
+const MAX_CLAIM_BATCH: usize = 1024;
+
+/// Claims for steps, batched: every claim that arrives while one is on its way goes
+/// with the next, as one statement (and one read of the claimed tasks for their steps,
+/// [`Inner::prefetch`]) — one round trip for many steps instead of one each.
+pub(super) async fn claim_batches(
+    mut requests: tokio::sync::mpsc::UnboundedReceiver<ClaimRequest>,
+    inner: Weak<Inner>,
+) {
+    while let Some(first) = requests.recv().await {
+        let mut batch = vec![first];
+        let mut size = batch[0].tasks.len();
+        while size < MAX_CLAIM_BATCH {
+            match requests.try_recv() {
+                Ok(request) => {
+                    size += request.tasks.len();
+                    batch.push(request);
+                }
+                Err(_) => break,
+            }
+        }
+        let Some(inner) = inner.upgrade() else { return };
+        let tasks: Vec<u64> = batch.iter().flat_map(|r| r.tasks.iter().copied()).collect();
+        let claimed = async {
+            let claimed = inner.claims.claim(&inner, tasks).await?;
+            inner.prefetch(&claimed).await?;
+            Ok::<_, StoreError>(claimed)
+        }
+        .await;
+        match claimed {
+            Ok(claimed) => {
+                let claimed: std::collections::HashSet<u64> = claimed.into_iter().collect();
+                for request in batch {
+                    let mine = request
+                        .tasks
+                        .iter()
+                        .copied()
+                        .filter(|t| claimed.contains(t))
+                        .collect();
+                    let _ = request.done.send(Ok(mine));
+                }
+            }
+            Err(e) => {
+                for request in batch {
+                    let _ = request.done.send(Err(copy_error(&e)));
+                }
+            }
+        }
+    }
+}
+
+/// The error of a batch of claims, for each step in it.
+fn copy_error(e: &StoreError) -> StoreError {
+    match e {
+        StoreError::Unavailable { place, reason } => StoreError::Unavailable {
+            place: place.clone(),
+            reason: reason.clone(),
+        },
+        other => StoreError::Io(other.to_string()),
     }
 }
 
