@@ -571,3 +571,103 @@ fn postgres_store_migrate_moves_a_data_dir_into_postgres_keeping_everything() {
     let keys = cli_ok(&server.data, &url, &["api-key", "list"]);
     assert!(keys.contains('k'), "{keys}");
 }
+
+const SLOW: &str = r#"
+process: slow
+params:
+  api: { required: true }
+nodes:
+  start: { type: start, next: call }
+  call: { type: api_call, url: "{{api}}/slow", next: wait, on_error: failed }
+  wait: { type: delay, for: 1h, next: done }
+  done: { type: final }
+  failed: { type: final, status: error }
+"#;
+
+/// `task delete` on a shared database claims the task first: while an engine's step of
+/// it runs (here, an API call that takes 3 s), a delete from elsewhere is refused — it
+/// would otherwise be undone when that step commits — and once the step is over the
+/// delete goes through and stays.
+#[test]
+fn postgres_task_delete_waits_for_a_step_running_on_another_engine() {
+    let Some(url) = database("delete_claims") else {
+        return;
+    };
+    let called = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let address = http_server(
+        axum::Router::new()
+            .route(
+                "/slow",
+                get(
+                    |State(called): State<Arc<std::sync::atomic::AtomicBool>>| async move {
+                        called.store(true, std::sync::atomic::Ordering::SeqCst);
+                        tokio::time::sleep(Duration::from_secs(3)).await;
+                        axum::Json(json!({"ok": true}))
+                    },
+                ),
+            )
+            .with_state(called.clone()),
+    );
+    let engine = engine(&url);
+    let file = engine.data.path().join("slow.yaml");
+    std::fs::write(&file, SLOW).expect("write");
+    let file = file.to_str().expect("utf-8");
+    cli_ok(
+        &engine.data,
+        &url,
+        &["process", "clone", file, "--alias", "slow"],
+    );
+    let api = format!("api=http://{address}");
+    cli_ok(
+        &engine.data,
+        &url,
+        &["task", "add", "@slow", "--ref", "victim", &api],
+    );
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !called.load(std::sync::atomic::Ordering::SeqCst) {
+        assert!(Instant::now() < deadline, "the engine never made the call");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // From a data dir with no engine: the command works on the database directly, as an
+    // engine of its own.
+    let elsewhere = DataDir::new();
+    let (code, stdout, stderr) = cli(&elsewhere, &url, &["task", "delete", "@slow", "victim"]);
+    assert_ne!(code, 0, "deleted while a step of it ran:\n{stdout}");
+    assert!(
+        stderr.contains("being moved"),
+        "not a clear error: {stderr}"
+    );
+    // The step commits (the task waits in `wait`); now the delete goes through, for good.
+    let store = store(&url);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let task = store.task_by_ref(1, "victim").expect("read");
+        if task.as_ref().is_some_and(|t| t.node == "wait") {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the step did not commit: {task:?}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // The engine gives its claim back a moment after the step (20 ms when idle).
+    let deadline = Instant::now() + Duration::from_secs(3);
+    loop {
+        let (code, stdout, stderr) = cli(&elsewhere, &url, &["task", "delete", "@slow", "victim"]);
+        if code == 0 {
+            break;
+        }
+        assert!(
+            stderr.contains("being moved") && Instant::now() < deadline,
+            "the delete failed after the step: {stdout}{stderr}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(store.task_by_ref(1, "victim").expect("read").is_none());
+    let c = counters(&store, 1);
+    assert_eq!(c["wait"], (0, 1), "{c:?}");
+    assert_eq!(c["call"], (0, 1), "{c:?}");
+    drop(engine);
+}

@@ -342,10 +342,16 @@ impl Runtime {
 
     fn take(&self) -> Option<u64> {
         let mut queue = self.queue.lock().ok()?;
-        let id = queue.waiting.pop_front()?;
-        queue.queued.remove(&id);
-        queue.running.insert(id);
-        Some(id)
+        while let Some(id) = queue.waiting.pop_front() {
+            queue.queued.remove(&id);
+            // Held (a delete in progress, `Runtime::hold`): it runs once let go.
+            if !queue.running.insert(id) {
+                queue.again.insert(id);
+                continue;
+            }
+            return Some(id);
+        }
+        None
     }
 
     /// Marks a task as no longer running; says whether it got work meanwhile.

@@ -399,6 +399,9 @@ impl PgStore {
         store
             .handle
             .spawn(claims::keep_leases(Arc::downgrade(&store.inner)));
+        store
+            .handle
+            .spawn(claims::flush_releases_soon(Arc::downgrade(&store.inner)));
         store.handle.spawn(claims::claim_batches(
             claim_queue,
             Arc::downgrade(&store.inner),

@@ -116,6 +116,8 @@ pub(super) struct Claims {
     held: Mutex<HashMap<u64, i64>>,
     /// Claims given back, not yet deleted: (tasks, tokens).
     releases: Mutex<(Vec<i64>, Vec<i64>)>,
+    /// Told when a claim is given back ([`flush_releases_soon`]).
+    released: tokio::sync::Notify,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -131,6 +133,7 @@ impl Claims {
             lease,
             held: Mutex::new(HashMap::new()),
             releases: Mutex::new((Vec::new(), Vec::new())),
+            released: tokio::sync::Notify::new(),
         }
     }
 
@@ -236,6 +239,7 @@ impl Claims {
         let mut releases = lock(&self.releases);
         releases.0.push(task as i64);
         releases.1.push(token);
+        self.released.notify_one();
     }
 
     pub fn has_releases(&self) -> bool {
@@ -278,6 +282,27 @@ impl Claims {
             )
             .await
             .map(|_| ())
+    }
+}
+
+/// Deletes given-back claims shortly after they were given back, when no commit took
+/// them along meanwhile (an idle engine): another engine, or a `task delete`, may want
+/// the task now, not after the next lease renewal.
+pub(super) async fn flush_releases_soon(inner: Weak<Inner>) {
+    loop {
+        {
+            // Held while waiting: the store's runtime, shut down when the store is
+            // dropped, ends this task.
+            let Some(strong) = inner.upgrade() else {
+                return;
+            };
+            strong.claims.released.notified().await;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        let Some(inner) = inner.upgrade() else { return };
+        if let Err(e) = inner.claims.flush_releases(&inner).await {
+            tracing::warn!(error = %e, "could not give back claims");
+        }
     }
 }
 
