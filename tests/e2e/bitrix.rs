@@ -708,6 +708,50 @@ fn the_demo_tells_the_whole_story() {
     ] {
         assert!(stdout.contains(line), "missing `{line}` in:\n{stdout}");
     }
+    // The README's Quick start shows this output, line for line, once what differs from
+    // run to run is set aside: times, the port, the data dir, fingerprints, expiry.
+    let readme =
+        std::fs::read_to_string(crate::support::repo_root().join("README.md")).expect("README");
+    let start = readme
+        .find("```text\n[  0.0s] sandbox up at")
+        .expect("the demo's output in the README")
+        + "```text\n".len();
+    let shown: Vec<&str> = readme[start..]
+        .lines()
+        .take_while(|l| !l.starts_with("```"))
+        .collect();
+    let got: Vec<&str> = stdout.lines().collect();
+    assert_eq!(
+        got.len(),
+        shown.len(),
+        "the README shows another number of lines:\n{stdout}"
+    );
+    for (got, shown) in got.iter().zip(&shown) {
+        assert_eq!(
+            steady_demo(got),
+            steady_demo(shown),
+            "README.md's demo output"
+        );
+    }
+}
+
+/// A line of `conveyor demo` with what differs from run to run set aside.
+fn steady_demo(line: &str) -> String {
+    let rules = [
+        (r"^\[ *\d+\.\ds\]", "[t]"),
+        (r"127\.0\.0\.1:\d+", "127.0.0.1:<port>"),
+        (r"data in \S+", "data in <dir>"),
+        (r"fingerprint [0-9a-f]{8}", "fingerprint <f>"),
+        (r"expires \d+", "expires <t>"),
+        (r"done in \d+\.\d s", "done in <s>"),
+        (r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC", "<time>"),
+    ];
+    let mut line = line.to_string();
+    for (pattern, with) in rules {
+        let re = regex::Regex::new(pattern).expect("a pattern");
+        line = re.replace_all(&line, with).into_owned();
+    }
+    line
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

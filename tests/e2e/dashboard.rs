@@ -776,3 +776,198 @@ fn dashboard_changes_need_the_csrf_token_and_keys_stay_in_their_processes() {
     let (status, _) = post("/ui/logout", None, json!({}));
     assert_eq!(status, 403);
 }
+
+/// A process that is not Bitrix's declares its own authorize link (`authorize:`): its
+/// token task gets the token panel, *Get the code* opens the address the file declares
+/// (filled from the task's params, no page typed in), and the pasted code goes into the
+/// param the file names; the token it makes is shown by its fingerprint. A process
+/// without an `authorize:` link gets no panel.
+#[test]
+fn any_process_that_declares_an_authorize_link_gets_the_token_panel() {
+    let profile = tempfile::tempdir().expect("profile dir");
+    let Some(driver) = Driver::start(profile.path()) else {
+        assert!(
+            std::env::var_os("CONVEYOR_BROWSER_TESTS").is_none(),
+            "CONVEYOR_BROWSER_TESTS is set but chromium or chromedriver is missing"
+        );
+        eprintln!("skipped: chromium and chromium-driver are not installed");
+        return;
+    };
+    let tokio = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let sandbox = tokio.block_on(crate::bitrix::sandbox());
+    let url = sandbox.url().to_string();
+    let data = DataDir::new();
+    // The code arrives in `grant` (not `code`), the token is kept in `session_key` (not
+    // `access_token`): only the declaration says so.
+    let file = data.path().join("acme_oauth.yaml");
+    std::fs::write(
+        &file,
+        format!(
+            r#"process: acme_oauth
+title: Acme sign-in
+params:
+  app:
+    required: true
+    type: string
+    input: [create, modify]
+    description: The application's id at Acme
+  grant:
+    secret: true
+    type: string
+    input: [create, modify]
+    description: The code Acme's authorize page gives
+secrets: [session_key]
+authorize:
+  url: "{url}/oauth/authorize/?client_id={{{{app}}}}&response_type=code"
+  code: grant
+  token: session_key
+nodes:
+  start: {{ type: start, next: wait_grant }}
+  wait_grant: {{ type: wait_callback, next: take }}
+  take:
+    type: set_param
+    set: {{ session_key: "acme-{{{{grant}}}}" }}
+    next: hold
+  hold: {{ type: wait_callback, next: take }}
+"#
+        ),
+    )
+    .expect("write the process");
+    std::fs::write(
+        data.path().join("plain.yaml"),
+        "process: plain\nnodes:\n  start: { type: start, next: wait }\n  wait: { type: wait_callback, next: end }\n  end: { type: final }\n",
+    )
+    .expect("write the plain process");
+    data.ok(&[
+        "process",
+        "clone",
+        file.to_str().expect("path"),
+        "--alias",
+        "acme",
+    ]);
+    data.ok(&[
+        "process",
+        "clone",
+        data.path().join("plain.yaml").to_str().expect("path"),
+        "--alias",
+        "plain",
+    ]);
+    data.ok(&[
+        "task",
+        "add",
+        "@acme",
+        "--ref",
+        "token",
+        &format!("app={DEFAULT_CLIENT_ID}"),
+    ]);
+    data.ok(&["task", "add", "@plain", "--ref", "other"]);
+    let server = Server::start(data);
+    let info: Value = serde_json::from_str(
+        &std::fs::read_to_string(server.data.path().join("server.json")).expect("server.json"),
+    )
+    .expect("json");
+    let token = info["token"].as_str().expect("token");
+    driver.go(&format!("{}/", server.base));
+    driver.keys("#login input[name=\"token\"]", token);
+    driver.keys("#login input[name=\"token\"]", "\u{E007}");
+    assert!(driver.until(
+        Duration::from_secs(20),
+        "return document.querySelector('h1') && document.querySelector('h1').textContent === 'Processes';"
+    ));
+
+    // The plain process's task has no token panel.
+    driver.go(&format!("{}/#/t/2/other", server.base));
+    assert!(driver.until(
+        Duration::from_secs(10),
+        "return !!document.getElementById('task-status');"
+    ));
+    assert_eq!(
+        driver.script("return !!document.getElementById('token-state');"),
+        json!(false),
+        "a process without an authorize link shows no token panel"
+    );
+
+    // Acme's token task has it, waiting for a code.
+    driver.go(&format!("{}/#/t/1/token", server.base));
+    assert!(
+        driver.until(
+            Duration::from_secs(10),
+            "const s = document.getElementById('token-state'); return !!s && s.textContent.includes('Waiting for a code');"
+        ),
+        "{}",
+        driver.script("return document.body.innerText;")
+    );
+    // *Get the code* opens the declared address, filled from the task: the sandbox's
+    // authorize page for the app, with nothing typed into *Authorize page*.
+    let before = driver.windows();
+    let main = before.first().cloned().expect("a window");
+    driver.click("#new-code #get-code");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let opened = loop {
+        if let Some(h) = driver.windows().into_iter().find(|h| !before.contains(h)) {
+            break h;
+        }
+        assert!(Instant::now() < deadline, "Get the code opened no window");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let opened_url = driver.script("return document.getElementById('get-code').dataset.url;");
+    assert_eq!(
+        opened_url,
+        json!(format!(
+            "{url}/oauth/authorize/?client_id={DEFAULT_CLIENT_ID}&response_type=code"
+        )),
+        "the address the file declares, filled from the task"
+    );
+    driver.switch_to(&opened);
+    assert!(driver.until(
+        Duration::from_secs(10),
+        "return document.body && document.body.innerText.includes('\"code\"');"
+    ));
+    let page: Value = serde_json::from_str(
+        driver
+            .script("return document.body.innerText;")
+            .as_str()
+            .expect("text"),
+    )
+    .expect("the sandbox's authorize page answers JSON");
+    let code = page["code"].as_str().expect("a code").to_string();
+    driver.close_window();
+    driver.switch_to(&main);
+    // No lifetime declared: no countdown, just what to do.
+    assert!(driver.until(
+        Duration::from_secs(5),
+        "const c = document.querySelector('#new-code #countdown'); return !!c && c.textContent.startsWith('Paste the code');"
+    ));
+    // The field is the declared code param's, and the whole redirect address is accepted.
+    driver.keys(
+        "#new-code input[data-param=\"grant\"]",
+        &format!("https://app.example/back?code={code}&state=x"),
+    );
+    driver.click("#send-code");
+    let expected = fingerprint(&format!("acme-{code}"));
+    assert!(
+        driver.until(
+            Duration::from_secs(20),
+            &format!("const s = document.getElementById('token-state'); const f = document.querySelector('#token-state .fingerprint'); return !!s && s.textContent.includes('Token received') && !!f && f.textContent === {expected:?};")
+        ),
+        "{}",
+        driver.script("return document.getElementById('token-state').textContent;")
+    );
+    let task = server
+        .data
+        .json(&["task", "show", "@acme", "token", "--reveal"]);
+    assert_eq!(task["data"]["grant"], json!(code), "{task}");
+    assert_eq!(task["node"], "hold", "{task}");
+    let page = driver.script("return document.body.innerText;");
+    assert!(
+        !page.as_str().unwrap_or_default().contains(&code),
+        "the code on the page"
+    );
+    driver.screenshot("authorize-any-process");
+    drop(server);
+    drop(tokio);
+}

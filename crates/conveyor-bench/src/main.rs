@@ -87,6 +87,9 @@ impl Scenario {
     /// Whether the scenario opens a store of the chosen kind: those run once per store
     /// with `--store both`. (`template` opens none; `intake` runs both kinds itself.)
     fn per_store(&self) -> bool {
+        if let Scenario::Retention { postgres: true, .. } = self {
+            return false;
+        }
         matches!(
             self,
             Scenario::Pure { .. }
@@ -154,6 +157,13 @@ enum Scenario {
         /// Rounds (1 to 10).
         #[arg(long, default_value_t = 3)]
         rounds: usize,
+        /// On PostgreSQL instead (a server of its own, fsync on, unless --url names an
+        /// empty database); compacted at the end with `VACUUM FULL`.
+        #[arg(long)]
+        postgres: bool,
+        /// The database for --postgres.
+        #[arg(long, value_name = "URL", requires = "postgres")]
+        url: Option<String>,
     },
     /// N tasks through a `code` node running a 10-line JavaScript, against a set_param
     /// in its place: the script's CPU per task.
@@ -300,11 +310,14 @@ fn main() -> ExitCode {
             refreshes,
             loops,
             rounds,
+            postgres,
+            url,
         } => retention::run(
             sizes.pick(tasks, 1_000_000, 50_000),
             sizes.pick(refreshes, 100_000, 10_000),
             loops.max(1),
             rounds,
+            postgres.then_some(url),
         )
         .map(print),
         Scenario::Postgres {

@@ -19,7 +19,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use conveyor_runtime::{ManualClock, RunMode, Runtime, Settings};
-use conveyor_store::Store;
+use conveyor_store::{PgOptions, PgStore, Store, test_postgres};
 use serde_json::Map;
 
 use crate::report::{Figure, Report, Run, Target};
@@ -86,11 +86,92 @@ fn total_in(store: &dyn Store, process: u64, node: &str) -> anyhow::Result<u64> 
         .unwrap_or(0))
 }
 
-pub fn run(short_tasks: u64, refreshes: u64, loops: u64, rounds: usize) -> anyhow::Result<Report> {
+/// Where the rounds run: the chosen kind in a temporary data dir, or PostgreSQL.
+enum Place {
+    Local(tempfile::TempDir),
+    Postgres {
+        store: Arc<PgStore>,
+        /// The server started for the run (none when `--url` named a database).
+        _server: Option<test_postgres::TestServer>,
+    },
+}
+
+impl Place {
+    /// `postgres`: `None` for the chosen local kind; `Some(url)` for PostgreSQL (a
+    /// server of its own when `url` is `None`).
+    fn open(postgres: Option<Option<String>>) -> anyhow::Result<(Place, Arc<dyn Store>)> {
+        match postgres {
+            None => {
+                let dir = tempfile::tempdir()?;
+                let store = sys::open_store(dir.path())?;
+                Ok((Place::Local(dir), store))
+            }
+            Some(url) => {
+                let (url, server) = match url {
+                    Some(url) => (url, None),
+                    None => {
+                        progress("retention", "starting a PostgreSQL server (fsync on)");
+                        let server =
+                            test_postgres::durable_server().map_err(|e| anyhow::anyhow!(e))?;
+                        let url = test_postgres::fresh_database(&server, "retention")
+                            .map_err(|e| anyhow::anyhow!(e))?;
+                        (url, Some(server))
+                    }
+                };
+                let store = Arc::new(PgStore::open(&url, PgOptions::default())?);
+                let shared: Arc<dyn Store> = store.clone();
+                Ok((
+                    Place::Postgres {
+                        store,
+                        _server: server,
+                    },
+                    shared,
+                ))
+            }
+        }
+    }
+
+    /// Gives the space back with the engine stopped: `conveyor store compact` (sled, the
+    /// log store) or `VACUUM FULL` (PostgreSQL). Sizes before and after, in bytes.
+    fn compact(&self) -> anyhow::Result<(u64, u64)> {
+        match self {
+            Place::Local(dir) => {
+                let started = Instant::now();
+                loop {
+                    match conveyor_store::compact(dir.path(), sys::store_options()) {
+                        // sled's threads let go of its files a moment after the last
+                        // handle.
+                        Err(conveyor_store::StoreError::Locked { .. })
+                            if started.elapsed() < Duration::from_secs(5) =>
+                        {
+                            std::thread::sleep(Duration::from_millis(20));
+                        }
+                        other => {
+                            let done = other?;
+                            return Ok((done.before, done.after));
+                        }
+                    }
+                }
+            }
+            Place::Postgres { store, .. } => {
+                let done = store.vacuum_full()?;
+                Ok((done.before, done.after))
+            }
+        }
+    }
+}
+
+pub fn run(
+    short_tasks: u64,
+    refreshes: u64,
+    loops: u64,
+    rounds: usize,
+    postgres: Option<Option<String>>,
+) -> anyhow::Result<Report> {
     let rounds = &ROUNDS[..rounds.clamp(1, ROUNDS.len())];
     let threads = sys::tokio_runtime()?;
-    let dir = tempfile::tempdir()?;
-    let store = sys::open_store(dir.path())?;
+    let on_postgres = postgres.is_some();
+    let (place, store) = Place::open(postgres)?;
     let clock = ManualClock::new(T0);
     let runtime = Runtime::new(store.clone(), Arc::new(clock.clone()), Settings::default());
     let token = runtime.clone_process("token.yaml", TOKEN, Some("token"), Map::new())?;
@@ -98,7 +179,8 @@ pub fn run(short_tasks: u64, refreshes: u64, loops: u64, rounds: usize) -> anyho
     let mut report = Report::new(
         "retention",
         format!(
-            "retention: {} rounds of {short_tasks} short tasks (kept 7 days) and {refreshes} refreshes of {loops} looping token tasks in all",
+            "retention{}: {} rounds of {short_tasks} short tasks (kept 7 days) and {refreshes} refreshes of {loops} looping token tasks in all",
+            if on_postgres { " on PostgreSQL" } else { "" },
             rounds.len()
         ),
     );
@@ -227,28 +309,18 @@ pub fn run(short_tasks: u64, refreshes: u64, loops: u64, rounds: usize) -> anyho
     drop(store);
     progress("retention", "compacting the store");
     let compacting = Instant::now();
-    let compacted = loop {
-        match conveyor_store::compact(dir.path(), sys::store_options()) {
-            // sled's threads let go of its files a moment after the last handle.
-            Err(conveyor_store::StoreError::Locked { .. })
-                if compacting.elapsed() < Duration::from_secs(5) =>
-            {
-                std::thread::sleep(Duration::from_millis(20));
-            }
-            other => break other?,
-        }
-    };
+    let (compacted_before, compacted_after) = place.compact()?;
     let compact_secs = compacting.elapsed().as_secs_f64();
     report.common.extend([
         Figure::bytes(
             "compact_before_bytes",
             "store before compact (engine stopped)",
-            compacted.before,
+            compacted_before,
         ),
         Figure::bytes(
             "compact_after_bytes",
             "store after `store compact`",
-            compacted.after,
+            compacted_after,
         ),
         Figure::secs("compact_secs", "store compact took", compact_secs),
     ]);
@@ -283,11 +355,11 @@ pub fn run(short_tasks: u64, refreshes: u64, loops: u64, rounds: usize) -> anyho
         "`store compact` gives the space back (≤ the size at the start + 16 MiB)".into(),
         format!(
             "{:.1} MiB → {:.1} MiB (at the start: {:.1} MiB)",
-            compacted.before as f64 / 1048576.0,
-            compacted.after as f64 / 1048576.0,
+            compacted_before as f64 / 1048576.0,
+            compacted_after as f64 / 1048576.0,
             size_start as f64 / 1048576.0
         ),
-        compacted.after <= size_start + (16 << 20),
+        compacted_after <= size_start + (16 << 20),
     ));
     Ok(report)
 }

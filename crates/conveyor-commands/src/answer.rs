@@ -63,19 +63,33 @@ pub struct ParamInfo {
     pub input: Vec<&'static str>,
 }
 
-/// How to get an authorization code for a process that exchanges one (bitrix_oauth):
-/// the authorize address is `https://{portal}.bitrix24.ru/oauth/authorize/` with the
-/// task's `client_id`, unless an address is given.
+/// How to get an authorization code for a process that declares an `authorize:` link:
+/// the dashboard fills `url`'s `{{param}}` placeholders (URL-encoded) from the form or
+/// the task, opens it, and sends the code into `code_param`.
 #[derive(Debug, Clone, Serialize)]
 pub struct AuthorizeInfo {
-    /// The param holding the portal's name.
-    pub portal_param: &'static str,
-    /// The param holding the application's id.
-    pub client_id_param: &'static str,
+    /// The authorize page's address, with `{{param}}` placeholders.
+    pub url: String,
+    /// The params the address uses, in order.
+    pub uses: Vec<String>,
     /// The param the code goes into.
-    pub code_param: &'static str,
-    /// How long a code lives, in seconds.
-    pub code_lifetime_secs: u32,
+    pub code_param: String,
+    /// The task key holding the token (its fingerprint is shown).
+    pub token_key: String,
+    /// How long a code lives, in seconds, if the process says.
+    pub code_lifetime_secs: Option<u64>,
+}
+
+impl AuthorizeInfo {
+    pub fn of(authorize: &conveyor_model::Authorize) -> AuthorizeInfo {
+        AuthorizeInfo {
+            url: authorize.url.clone(),
+            uses: authorize.uses.clone(),
+            code_param: authorize.code.clone(),
+            token_key: authorize.token.clone(),
+            code_lifetime_secs: authorize.code_lifetime.map(|d| d.as_secs().max(1)),
+        }
+    }
 }
 
 /// A shipped template.

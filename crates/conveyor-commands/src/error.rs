@@ -25,6 +25,13 @@ pub enum CommandError {
     /// something that belongs to no process or to all of them.
     #[error("{what} needs the admin token: this session may use only its key's processes")]
     NotAllowed { what: &'static str },
+    /// An API key asked the task API for a process outside its list.
+    #[error("this API key may not use process {process}")]
+    OutOfScope { process: u64 },
+    /// A direct URL whose process does not exist or whose hash is not the process's
+    /// current one: one refusal for both, so strangers learn nothing.
+    #[error("no such direct URL")]
+    NoDirectUrl,
 }
 
 impl From<conveyor_store::StoreError> for CommandError {
@@ -42,11 +49,20 @@ impl CommandError {
         }
     }
 
+    /// Whether a create was refused because its ref is taken (Corezoid's `not_unical_ref`).
+    pub fn is_duplicate_ref(&self) -> bool {
+        matches!(
+            self,
+            CommandError::Runtime(RuntimeError::DuplicateRef { .. })
+        )
+    }
+
     /// Whether the thing named does not exist (or is not this caller's to see).
     pub fn is_not_found(&self) -> bool {
         matches!(
             self,
             CommandError::Runtime(RuntimeError::NoProcess(_) | RuntimeError::NoTask { .. })
+                | CommandError::NoDirectUrl
         )
     }
 }

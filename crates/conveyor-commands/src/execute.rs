@@ -6,6 +6,7 @@ use conveyor_model::{NodeKind, Process};
 use conveyor_runtime::{LoadedProcess, Recovery, Runtime, RuntimeError, TaskKey, mask_data};
 use conveyor_store::{ProcessRecord, TaskStatus};
 use serde_json::{Map, Value};
+use std::borrow::Cow;
 use std::sync::Arc;
 
 use crate::answer::{
@@ -19,8 +20,8 @@ use crate::{CommandError, templates};
 #[derive(Debug, Clone)]
 pub struct Caller {
     pub scope: Scope,
-    /// `cli`, `dashboard`: written into history (`modified by cli`).
-    pub source: &'static str,
+    /// `cli`, `dashboard`, `api key 7`: written into history (`modified by cli`).
+    pub source: Cow<'static, str>,
 }
 
 /// The processes a caller may use.
@@ -37,7 +38,20 @@ impl Caller {
     pub fn cli() -> Caller {
         Caller {
             scope: Scope::All,
-            source: "cli",
+            source: Cow::Borrowed("cli"),
+        }
+    }
+
+    /// A task API request signed with an API key: its processes (all when the key
+    /// lists none), its changes recorded as `api key LOGIN`.
+    pub fn api_key(key: &conveyor_store::ApiKey) -> Caller {
+        Caller {
+            scope: if key.processes.is_empty() {
+                Scope::All
+            } else {
+                Scope::Processes(key.processes.clone())
+            },
+            source: Cow::Owned(format!("api key {}", key.login)),
         }
     }
 
@@ -184,6 +198,26 @@ fn answer(runtime: &Runtime, caller: &Caller, request: Request) -> Result<Answer
             reference,
             data,
         } => upsert(runtime, caller, &process, reference, data)?,
+        Request::AuthorizeCode {
+            process,
+            reference,
+            pasted,
+            mut data,
+        } => {
+            let loaded = resolve(runtime, caller, &process)?;
+            let Some(authorize) = &loaded.process.authorize else {
+                return Err(CommandError::Usage(format!(
+                    "process {process} declares no `authorize:` link, so it takes no code"
+                )));
+            };
+            let Some(code) = crate::code_from(&pasted) else {
+                return Err(CommandError::Usage(
+                    "no code in what was pasted: paste the code, or the whole address the browser was sent to".into(),
+                ));
+            };
+            data.insert(authorize.code.clone(), Value::String(code));
+            upsert(runtime, caller, &process, reference, data)?
+        }
         Request::TaskShow {
             process,
             task,
@@ -245,7 +279,7 @@ fn answer(runtime: &Runtime, caller: &Caller, request: Request) -> Result<Answer
                     status: found.status.as_str(),
                 });
             }
-            let outcome = runtime.modify_task(&process, &key, data, caller.source)?;
+            let outcome = runtime.modify_task(&process, &key, data, &caller.source)?;
             Answer::Modified {
                 id: outcome.task,
                 node: outcome.node,
@@ -361,7 +395,7 @@ fn upsert(
     match existing {
         Some(_) => {
             let outcome =
-                runtime.modify_task(process, &TaskKey(reference.clone()), data, caller.source)?;
+                runtime.modify_task(process, &TaskKey(reference.clone()), data, &caller.source)?;
             Ok(Answer::TaskUpserted {
                 id: outcome.task,
                 process: loaded.record.id,
@@ -394,7 +428,7 @@ fn recover(
         Recovery::Retry => None,
         Recovery::Goto(node) => Some(node.clone()),
     };
-    let outcome = runtime.recover_task(process, &TaskKey(task), recovery, data, caller.source)?;
+    let outcome = runtime.recover_task(process, &TaskKey(task), recovery, data, &caller.source)?;
     Ok(Answer::Recovering {
         id: outcome.task,
         node: outcome.node,
@@ -531,17 +565,9 @@ pub fn params(process: &Process) -> Vec<ParamInfo> {
         .collect()
 }
 
-/// A process that exchanges a Bitrix24 authorization code: it declares `portal`,
-/// `client_id` and `code`, and is the shipped `bitrix_oauth` (or a copy of it).
+/// Where a person gets the code, for a process that declares an `authorize:` link.
 fn authorize_info(process: &Process) -> Option<AuthorizeInfo> {
-    let takes = |name: &str| process.params.contains_key(name);
-    (process.name == "bitrix_oauth" && takes("portal") && takes("client_id") && takes("code"))
-        .then_some(AuthorizeInfo {
-            portal_param: "portal",
-            client_id_param: "client_id",
-            code_param: "code",
-            code_lifetime_secs: 30,
-        })
+    process.authorize.as_ref().map(AuthorizeInfo::of)
 }
 
 /// The shipped templates with their descriptions and params.

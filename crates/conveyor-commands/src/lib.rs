@@ -1,7 +1,7 @@
 //! Conveyor's command layer: every command a person or a program gives Conveyor, as a
 //! typed [`Request`] run by [`run`] into a typed [`Answer`] or a typed [`CommandError`].
-//! The CLI (in its own process, or through a running server's `POST /admin/command`)
-//! and the dashboard both go through it, so a command does the same thing, with the
+//! The CLI (in its own process, or through a running server's `POST /admin/command`),
+//! the dashboard, the task API and direct URLs all go through it, so a command does the same thing, with the
 //! same refusals in the same words, whichever door it comes by. Besides the runtime,
 //! this is the only layer that reads the store.
 //!
@@ -11,6 +11,8 @@
 //!   limits it to some processes), and the views shared by the CLI and the dashboard
 //!   (process summaries and details, params, templates).
 //! - `answer.rs` — [`Answer`] and the views it carries.
+//! - `door.rs` — the HTTP doors' requests: the task API's ops and a direct URL's,
+//!   through the runtime's grouped intake.
 //! - `error.rs` — [`CommandError`].
 //! - `render.rs` — an answer as the CLI's text or `--json`.
 //! - `templates.rs` — the process templates shipped in `processes/`, embedded.
@@ -18,6 +20,7 @@
 //!   the code out of a pasted redirect address.
 
 mod answer;
+pub mod door;
 mod error;
 mod execute;
 pub mod render;

@@ -43,6 +43,16 @@ pub enum Request {
         reference: String,
         data: Map<String, Value>,
     },
+    /// A pasted code (or the whole redirect address) for the task with this ref of a
+    /// process that declares an `authorize:` link: goes into its code param, the task
+    /// modified if it exists, else created with `data` (the dashboard's code field).
+    AuthorizeCode {
+        process: String,
+        reference: String,
+        pasted: String,
+        #[serde(default)]
+        data: Map<String, Value>,
+    },
     TaskShow {
         process: String,
         task: String,

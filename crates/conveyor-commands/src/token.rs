@@ -1,4 +1,5 @@
-//! The token of a process that exchanges an OAuth code (bitrix_oauth), in words: received
+//! The token of a process that declares an `authorize:` link (bitrix_oauth, or any other
+//! that exchanges a code), in words: received
 //! (with a fingerprint, never the token), when it is refreshed next and was last; or
 //! escalated, with the reason. And the code out of what a person pastes.
 
@@ -42,8 +43,12 @@ pub fn token_state(
 ) -> Result<TokenState, CommandError> {
     resolve(runtime, caller, process)?;
     let (loaded, task) = runtime.find_task(process, &TaskKey(task.to_string()))?;
+    let (token_key, code_key) = match &loaded.process.authorize {
+        Some(a) => (a.token.as_str(), a.code.as_str()),
+        None => ("access_token", "code"),
+    };
     let node = loaded.process.nodes.get(&task.node);
-    let token = text(&task.data, "access_token");
+    let token = text(&task.data, token_key);
     let escalated = node.is_some_and(|n| matches!(n.kind, NodeKind::Escalation { .. }));
     let last_refresh = runtime
         .store()
@@ -60,7 +65,7 @@ pub fn token_state(
         "failed"
     } else if !token.is_empty() && task.status == TaskStatus::Waiting {
         "received"
-    } else if text(&task.data, "code").is_empty() {
+    } else if text(&task.data, code_key).is_empty() {
         "waiting_for_code"
     } else {
         "exchanging"

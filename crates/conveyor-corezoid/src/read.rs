@@ -3,6 +3,7 @@
 //! (`.conv.json`), or an unpacked zip: a folder tree of `*.conv.json` files, with
 //! `_ALIASES_.json` and `_ENV_VARS_.json` beside them.
 
+use std::io::Read as _;
 use std::path::{Path, PathBuf};
 
 use serde_json::Value;
@@ -21,7 +22,7 @@ pub enum ReadError {
         path: PathBuf,
         source: std::io::Error,
     },
-    #[error("{path} is {size} bytes; an export file may be at most {MAX_FILE_BYTES}")]
+    #[error("{path} is {size} bytes or more; an export file may be at most {MAX_FILE_BYTES}")]
     TooLarge { path: PathBuf, size: u64 },
     #[error("{path}: not JSON: {source}")]
     Json {
@@ -63,7 +64,20 @@ fn read_json(path: &Path) -> Result<Value, ReadError> {
             size,
         });
     }
-    let text = std::fs::read(path).map_err(io)?;
+    // The size the metadata gives is not the whole story (`/dev/zero`, a pipe, a file
+    // that grows while read): the read itself stops one byte past the limit.
+    let mut text = Vec::new();
+    std::fs::File::open(path)
+        .map_err(io)?
+        .take(MAX_FILE_BYTES + 1)
+        .read_to_end(&mut text)
+        .map_err(io)?;
+    if text.len() as u64 > MAX_FILE_BYTES {
+        return Err(ReadError::TooLarge {
+            path: path.into(),
+            size: text.len() as u64,
+        });
+    }
     serde_json::from_slice(&text).map_err(|source| ReadError::Json {
         path: path.into(),
         source,
@@ -171,4 +185,23 @@ fn read_dir(dir: &Path, export: &mut Export, depth: usize) -> Result<(), ReadErr
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_file_whose_size_the_metadata_hides_is_cut_at_the_limit() {
+        // `/dev/zero` says it has 0 bytes and never ends: the read must stop.
+        let path = Path::new("/dev/zero");
+        if !path.exists() {
+            eprintln!("SKIPPED: no /dev/zero on this system");
+            return;
+        }
+        match read_path(path) {
+            Err(ReadError::TooLarge { size, .. }) => assert_eq!(size, MAX_FILE_BYTES + 1),
+            other => panic!("expected TooLarge, got {other:?}"),
+        }
+    }
 }

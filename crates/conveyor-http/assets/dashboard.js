@@ -150,12 +150,12 @@ async function taskPage(processId, taskId) {
   crumbs.innerHTML = `/ <a href="#/">processes</a> / <a href="#/p/${t.process}">process ${t.process}</a> / task ${t.id}`;
   main.innerHTML = `<h1>Task ${t.id}${t.ref ? ` <span class="muted">ref ${esc(t.ref)}</span>` : ""}</h1>
     <p id="task-where">${where(t)}</p>
-    ${t.token ? tokenPanel(t) : ""}
+    ${t.token && p.authorize ? tokenPanel(p, t) : ""}
     <section class="card actions" aria-label="Task actions"><h2>Actions</h2><div id="actions"></div><p id="action-result" role="status"></p></section>
     <div class="grid"><div><h2>Data</h2><pre id="task-data">${esc(JSON.stringify(t.data, null, 2))}</pre></div>
     <div><h2>History</h2><ul class="timeline" id="task-history">${timeline(t.history)}</ul></div></div>`;
   taskActions(t);
-  if (t.token) wireToken(p, t);
+  if (t.token && p.authorize) wireToken(p, t);
   every(2000, async () => {
     const again = await api(`/ui/api/tasks/${encodeURIComponent(processId)}/${encodeURIComponent(taskId)}`).catch(() => null);
     if (!again) return;
@@ -326,7 +326,7 @@ async function addTaskPage(processId) {
     document.getElementById("fields").hidden = jsonMode.checked;
     document.getElementById("json-label").hidden = !jsonMode.checked;
   });
-  if (auth) wireCode(form, auth, () => ({portal: valueOf(form, {name: auth.portal_param}, "f-"), client_id: valueOf(form, {name: auth.client_id_param}, "f-")}));
+  if (auth) wireCode(form, auth, name => valueOf(form, {name}, "f-"));
   form.addEventListener("submit", async (event) => {
     event.preventDefault();
     const refusal = document.getElementById("refusal");
@@ -354,33 +354,54 @@ async function addTaskPage(processId) {
 // ----- The token, plainly ----------------------------------------------------------
 
 function codeField(param, auth) {
+  const page = (auth.url || "").split("?")[0];
   return `<fieldset class="code"><legend>${esc(param.name)}${param.required ? ` <b class="required" aria-label="required">*</b>` : ""}</legend>
     <p class="muted">${esc(param.description || "")}</p>
-    <label>Authorize page <span class="muted">(the portal's, unless you use another)</span><input id="authorize-base" autocomplete="off" placeholder="https://PORTAL.bitrix24.ru/oauth/authorize"></label>
+    <label>Authorize page <span class="muted">(the process's, unless you use another)</span><input id="authorize-base" autocomplete="off" placeholder="${esc(page)}"></label>
     <button type="button" id="get-code">Get the code</button>
     <label>The code, or the whole address the browser was sent to<input id="f-${esc(param.name)}" name="f-${esc(param.name)}" type="password" autocomplete="off" data-param="${esc(param.name)}"></label>
     <p class="countdown" id="countdown" aria-live="polite"></p></fieldset>`;
 }
 
-// *Get the code* opens the portal's authorize page and counts the code's lifetime down.
-function wireCode(root, auth, credentials) {
+// The process's authorize address with each `{{param}}` filled (URL-encoded) by
+// `valueOf(param)`; another page, if given, replaces everything before the `?`.
+function authorizeUrl(auth, valueOf, otherPage) {
+  let missing = null;
+  let url = auth.url.replace(/\{\{\s*([A-Za-z0-9_-]+)\s*\}\}/g, (_, name) => {
+    const value = valueOf(name);
+    if (value === undefined || value === null || value === "") { missing = missing || name; return ""; }
+    return encodeURIComponent(String(value));
+  });
+  if (missing) return {missing};
+  if (otherPage) {
+    const at = url.indexOf("?");
+    const query = at >= 0 ? url.slice(at) : "";
+    const slash = at > 0 && url[at - 1] === "/" ? "/" : "";
+    url = otherPage.replace(/\/+$/, "") + slash + query;
+  }
+  return {url};
+}
+
+// *Get the code* opens the authorize page the process declares and counts the code's
+// lifetime down, when the process says how long a code lives.
+function wireCode(root, auth, valueOf) {
   const button = root.querySelector("#get-code");
   const base = root.querySelector("#authorize-base");
   const countdown = root.querySelector("#countdown");
   let ticking = null;
   root.addEventListener("code-sent", () => { clearInterval(ticking); countdown.classList.remove("reason"); });
   button.addEventListener("click", () => {
-    const {portal, client_id} = credentials();
-    if (!client_id) { countdown.textContent = `Give ${auth.client_id_param} first.`; return; }
-    const page = (base.value.trim() || (portal ? `https://${portal}.bitrix24.ru/oauth/authorize` : "")).replace(/\/+$/, "");
-    if (!page) { countdown.textContent = `Give ${auth.portal_param} (or the authorize page) first.`; return; }
-    const url = `${page}/?client_id=${encodeURIComponent(client_id)}&response_type=code`;
+    const other = base.value.trim();
+    const {url, missing} = authorizeUrl(auth, valueOf, other);
+    if (missing) { countdown.textContent = `Give ${missing} first.`; return; }
     window.open(url, "_blank", "noopener");
     button.dataset.url = url;
-    let left = auth.code_lifetime_secs;
     clearInterval(ticking);
+    const lifetime = auth.code_lifetime_secs;
+    if (!lifetime) { countdown.textContent = "Paste the code (or the whole address) and send."; return; }
+    let left = lifetime;
     const tick = () => {
-      countdown.textContent = left > 0 ? `The code lives ${auth.code_lifetime_secs} s: ${left} s left to paste it and send.` : "The code has expired: get a new one.";
+      countdown.textContent = left > 0 ? `The code lives ${lifetime} s: ${left} s left to paste it and send.` : "The code has expired: get a new one.";
       countdown.classList.toggle("reason", left <= 5);
       if (left-- <= 0) clearInterval(ticking);
     };
@@ -410,22 +431,25 @@ function tokenWords(t) {
   }
 }
 
-function tokenPanel(t) {
+function tokenPanel(p, t) {
+  const auth = p.authorize;
+  const lives = auth.code_lifetime_secs ? `; it lives ${auth.code_lifetime_secs} seconds` : "";
   return `<section class="card token" aria-label="The token"><h2>The token</h2><div id="token-state" aria-live="polite">${tokenWords(t)}</div>
-    <form id="new-code" class="form" novalidate><h3>Paste a new code</h3>${codeField({name: "code", required: false, description: "A new authorization code re-authorizes the task; it lives 30 seconds."}, {})}
+    <form id="new-code" class="form" novalidate><h3>Paste a new code</h3>${codeField({name: auth.code_param, required: false, description: `A new authorization code re-authorizes the task${lives}.`}, auth)}
     <button id="send-code">Send code</button><p class="refusal reason" role="alert"></p></form></section>`;
 }
 
 function wireToken(p, t) {
   const form = document.getElementById("new-code");
-  wireCode(form, p.authorize, () => ({portal: t.data[p.authorize.portal_param], client_id: t.data[p.authorize.client_id_param]}));
+  const codeInput = form.querySelector(`[data-param="${CSS.escape(p.authorize.code_param)}"]`);
+  wireCode(form, p.authorize, name => t.data[name]);
   form.addEventListener("submit", async (event) => {
     event.preventDefault();
     const refusal = form.querySelector(".refusal");
     refusal.textContent = "";
     try {
-      await post(`/ui/api/processes/${t.process}/code`, {ref: t.ref || String(t.id), code: form.querySelector("#f-code").value});
-      form.querySelector("#f-code").value = "";
+      await post(`/ui/api/processes/${t.process}/code`, {ref: t.ref || String(t.id), code: codeInput.value});
+      codeInput.value = "";
       form.dispatchEvent(new Event("code-sent"));
       form.querySelector("#countdown").textContent = "Code sent: the task exchanges it now.";
     } catch (error) { refusal.textContent = "error: " + error.message; }

@@ -59,7 +59,7 @@ impl Viewer {
                 None => Scope::All,
                 Some(list) => Scope::Processes(list.clone()),
             },
-            source: "dashboard",
+            source: "dashboard".into(),
         }
     }
 }
@@ -624,7 +624,8 @@ pub(crate) async fn add_task(
 }
 
 /// `POST /ui/api/processes/{process}/code` `{"ref", "code", "data"}`: the code (or the
-/// whole redirect address) for the token task, created with `data` if it does not exist.
+/// whole redirect address) into the code param the process's `authorize:` link names,
+/// for the token task, created with `data` if it does not exist.
 pub(crate) async fn code(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
@@ -632,19 +633,11 @@ pub(crate) async fn code(
     body: Body,
 ) -> Response {
     let (viewer, body) = change!(state, headers, body);
-    let mut data = object!(body, "data");
-    let pasted = field(&body, "code").unwrap_or_default();
-    let Some(code) = conveyor_commands::code_from(&pasted) else {
-        return error(
-            StatusCode::BAD_REQUEST,
-            "no code in what was pasted: paste the code, or the whole address the browser was sent to",
-        );
-    };
-    data.insert("code".into(), Value::String(code));
-    let request = Request::TaskUpsert {
+    let request = Request::AuthorizeCode {
         process,
         reference: field(&body, "ref").unwrap_or_else(|| "token".into()),
-        data,
+        pasted: field(&body, "code").unwrap_or_default(),
+        data: object!(body, "data"),
     };
     run(&state, viewer, request, to_json).await
 }

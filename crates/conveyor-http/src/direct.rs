@@ -15,10 +15,12 @@ use axum::body::Body;
 use axum::extract::{Path, RawQuery, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{Html, IntoResponse, Response};
+use conveyor_commands::CommandError;
+use conveyor_commands::door::{self, DirectRequest};
 use conveyor_runtime::RuntimeError;
 use serde_json::{Map, Value, json};
 
-use crate::{AppState, constant_time_eq, error, read_body, too_many};
+use crate::{AppState, error, read_body, too_many};
 
 pub(crate) async fn handle(
     State(state): State<Arc<AppState>>,
@@ -29,18 +31,13 @@ pub(crate) async fn handle(
 ) -> Response {
     let runtime = state.runtime.clone();
     // The process and its hash are checked before the body is read.
-    let not_found = || error(StatusCode::NOT_FOUND, "no such direct URL");
-    let loaded = match runtime.resolve(&process) {
-        Ok(l) => l,
-        Err(_) => return not_found(),
+    let id = match door::direct_target(&runtime, &process, &hash) {
+        Ok(id) => id,
+        Err(e) => return error(StatusCode::NOT_FOUND, &e.to_string()),
     };
-    match &loaded.record.url_hash {
-        Some(expected) if constant_time_eq(expected.as_bytes(), hash.as_bytes()) => {}
-        _ => return not_found(),
-    }
-    if let Err(wait) = state.direct_rate.take(loaded.record.id, Instant::now()) {
+    if let Err(wait) = state.direct_rate.take(id, Instant::now()) {
         return too_many(
-            &format!("the direct URL of process {}", loaded.record.id),
+            &format!("the direct URL of process {id}"),
             state.direct_rate.rate(),
             wait,
         );
@@ -83,11 +80,13 @@ pub(crate) async fn handle(
         .get(header::ACCEPT)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|a| a.contains("text/html"));
-    let id = loaded.record.id;
     // Joins the committer's group and is answered once that group is on disk.
-    let outcome = runtime
-        .direct_url_grouped(id, reference.as_deref(), data)
-        .await;
+    let request = DirectRequest {
+        process: id,
+        reference,
+        data,
+    };
+    let outcome = door::direct_url(&runtime, request).await;
     match outcome {
         Ok(done) => {
             let answer = json!({
@@ -107,11 +106,9 @@ pub(crate) async fn handle(
         }
         Err(e) => {
             let status = match &e {
-                RuntimeError::Param { .. }
-                | RuntimeError::Params(_)
-                | RuntimeError::Undeclared { .. } => StatusCode::BAD_REQUEST,
-                RuntimeError::Refused(_) => StatusCode::FORBIDDEN,
-                RuntimeError::NoTask { .. } | RuntimeError::NoProcess(_) => StatusCode::NOT_FOUND,
+                e if door::is_bad_input(e) => StatusCode::BAD_REQUEST,
+                CommandError::Runtime(RuntimeError::Refused(_)) => StatusCode::FORBIDDEN,
+                e if e.is_not_found() => StatusCode::NOT_FOUND,
                 _ => StatusCode::UNPROCESSABLE_ENTITY,
             };
             (

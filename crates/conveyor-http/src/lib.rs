@@ -14,14 +14,19 @@
 //! (DNS rebinding), and cross-site requests to anything but the task API and direct URLs
 //! are refused (`guard.rs`). Connections are served by our own accept loop with timeouts
 //! and a cap (`server.rs`); direct URLs and API keys are rate limited (`rate.rs`); used
-//! signatures survive a restart (`replay.rs`).
+//! signatures survive a restart (`replay.rs`). What a request does to processes and
+//! tasks is a request of the command layer (`conveyor_commands`: `door` for the task
+//! API and direct URLs, `run` for the dashboard and `/admin/command`): this crate reads
+//! and checks the HTTP, and never reaches the store itself.
 //!
 //! # Layout
 //!
 //! - `lib.rs` — the router, the shared state (`AppState`: the runtime, limits,
 //!   sessions), `/healthz`, `/metrics` and `/admin/command`;
-//! - `task_api.rs` — the task API v2: signature, replay check, ops in order;
-//! - `direct.rs` — direct URLs: what the outside may set, refs, grouped intake;
+//! - `task_api.rs` — the task API v2: signature, replay check, ops read into the command
+//!   layer's `TaskOp`s and answered in order;
+//! - `direct.rs` — direct URLs: hash and rate checked before the body, parameters read
+//!   into the command layer's `DirectRequest`;
 //! - `dashboard.rs` — the dashboard's pages, its JSON and its actions;
 //! - `guard.rs` — what every request passes (Host, cross-site, headers on every answer);
 //! - `rate.rs` — token buckets per direct URL and per API key;

@@ -13,7 +13,8 @@ use axum::body::Body;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use conveyor_runtime::{Ack, Pending, RuntimeError, TaskBy, mask_data};
+use conveyor_commands::door::{self, OpAnswer, TaskName, TaskOp};
+use conveyor_commands::{Caller, CommandError};
 use conveyor_store::ApiKey;
 use serde_json::{Map, Value, json};
 use sha1::{Digest, Sha1};
@@ -119,66 +120,68 @@ pub(crate) async fn handle(
     }
 }
 
-/// The ops of one request, answered in order. Creates are handed to the committer as
-/// they come, so the creates of a request (and of the requests arriving meanwhile) join
-/// one group; an op that reads or changes an existing task first waits for the creates
-/// before it, so it sees them. One shared flush at the end: the answer means on disk.
+/// The ops of one request, answered in order: each is read here (a malformed op is
+/// answered at once) and run by the command layer (`conveyor_commands::door::run_ops`),
+/// whose creates join the committer's groups.
 async fn run_ops(
     runtime: &conveyor_runtime::Runtime,
     key: &ApiKey,
     ops: Vec<Value>,
-) -> Result<Vec<Value>, RuntimeError> {
-    let mut answers = Vec::with_capacity(ops.len());
-    let mut pending: Vec<(usize, Pending)> = Vec::new();
+) -> Result<Vec<Value>, CommandError> {
+    let mut answers: Vec<Option<Value>> = Vec::with_capacity(ops.len());
+    let mut valid = Vec::new();
     for op in ops {
-        let op = match prepare(runtime, key, op) {
-            Ok(op) => op,
-            Err(answer) => {
-                answers.push(answer);
-                continue;
+        match prepare(op) {
+            Ok(op) => {
+                valid.push(op);
+                answers.push(None);
             }
-        };
-        if op.kind == "create" {
-            let answer = match runtime.submit_create(&op.process, op.reference.as_deref(), op.data)
-            {
-                Ok((task, done)) => {
-                    pending.push((answers.len(), done));
-                    json!({"proc": "ok", "obj": "task", "ref": task.reference, "obj_id": task.id.to_string()})
-                }
-                Err(e) => create_error(e),
-            };
-            answers.push(answer);
-            continue;
-        }
-        settle(runtime, &mut pending, &mut answers).await;
-        answers.push(apply(runtime, key, op).await);
-    }
-    settle(runtime, &mut pending, &mut answers).await;
-    // What was acknowledged is on disk.
-    runtime.sync().await?;
-    Ok(answers)
-}
-
-/// Waits for the creates handed to the committer; one refused there (its ref was taken
-/// meanwhile) gets its error as its answer.
-async fn settle(
-    runtime: &conveyor_runtime::Runtime,
-    pending: &mut Vec<(usize, Pending)>,
-    answers: &mut [Value],
-) {
-    for (index, done) in pending.drain(..) {
-        if let Err(e) = done.done(runtime).await {
-            answers[index] = create_error(e);
+            Err(answer) => answers.push(Some(answer)),
         }
     }
+    let mut done = door::run_ops(runtime, &Caller::api_key(key), valid)
+        .await?
+        .into_iter();
+    Ok(answers
+        .into_iter()
+        .map(|answer| match answer {
+            Some(refused) => refused,
+            None => match done.next() {
+                Some(Ok(answer)) => op_answer(answer),
+                Some(Err(e)) => command_error(&e),
+                None => op_error("the op was not answered"),
+            },
+        })
+        .collect())
 }
 
-fn create_error(e: RuntimeError) -> Value {
-    match e {
-        e @ RuntimeError::DuplicateRef { .. } => {
-            json!({"proc": "error", "tag": "not_unical_ref", "description": e.to_string()})
+/// An op's outcome as Corezoid's task API answers it.
+fn op_answer(answer: OpAnswer) -> Value {
+    match answer {
+        OpAnswer::Created { id, reference }
+        | OpAnswer::Modified { id, reference }
+        | OpAnswer::Deleted { id, reference } => {
+            json!({"proc": "ok", "obj": "task", "ref": reference, "obj_id": id.to_string()})
         }
-        e => op_error(e.to_string()),
+        OpAnswer::Shown(task) => json!({
+            "proc": "ok",
+            "obj": "task",
+            "obj_id": task.id.to_string(),
+            "ref": task.reference,
+            "node": task.node,
+            "status": task.status,
+            "create_time": task.created.div_euclid(1000),
+            "change_time": task.changed.div_euclid(1000),
+            "data": task.data,
+        }),
+    }
+}
+
+fn command_error(e: &CommandError) -> Value {
+    if e.is_duplicate_ref() {
+        json!({"proc": "error", "tag": "not_unical_ref", "description": e.to_string()})
+    } else {
+        op_error(e.to_string())
     }
 }
 
@@ -221,38 +224,14 @@ fn op_error(description: impl Into<String>) -> Value {
     json!({"proc": "error", "description": description.into()})
 }
 
-/// An op read and checked against its key, ready to run.
-struct Op {
-    kind: String,
-    process: String,
-    reference: Option<String>,
-    obj_id: Option<u64>,
-    data: Map<String, Value>,
-}
-
-impl Op {
-    /// The task the op names: a `ref` names a ref and an `obj_id` an id, never one for
-    /// the other.
-    fn task(&self) -> Option<TaskBy<'_>> {
-        match (&self.reference, self.obj_id) {
-            (Some(r), _) => Some(TaskBy::Ref(r)),
-            (None, Some(id)) => Some(TaskBy::Id(id)),
-            _ => None,
-        }
-    }
-}
-
-/// Reads one op; a malformed op, or one its key may not run, is answered at once.
-fn prepare(runtime: &conveyor_runtime::Runtime, key: &ApiKey, op: Value) -> Result<Op, Value> {
+/// Reads one op into the command layer's [`TaskOp`]; a malformed op is answered at once.
+/// Whether its key may use the process is the command layer's check.
+fn prepare(op: Value) -> Result<TaskOp, Value> {
     let Value::Object(op) = op else {
         return Err(op_error("an op is a JSON object"));
     };
-    let kind = op
-        .get("type")
-        .and_then(Value::as_str)
-        .unwrap_or("")
-        .to_string();
-    match kind.as_str() {
+    let kind = op.get("type").and_then(Value::as_str).unwrap_or("");
+    match kind {
         "create" | "modify" | "show" | "delete" => {}
         "" => {
             return Err(op_error(
@@ -276,15 +255,6 @@ fn prepare(runtime: &conveyor_runtime::Runtime, key: &ApiKey, op: Value) -> Resu
         (None, Some(Value::String(alias))) => format!("@{}", alias.trim_start_matches('@')),
         _ => return Err(op_error("`conv_id` (or `obj_alias`) is required")),
     };
-    let loaded = runtime
-        .resolve(&process)
-        .map_err(|e| op_error(e.to_string()))?;
-    if !key.processes.is_empty() && !key.processes.contains(&loaded.record.id) {
-        return Err(op_error(format!(
-            "this API key may not use process {}",
-            loaded.record.id
-        )));
-    }
     let reference = op.get("ref").and_then(|r| match r {
         Value::String(s) => Some(s.clone()),
         Value::Number(n) => Some(n.to_string()),
@@ -309,63 +279,28 @@ fn prepare(runtime: &conveyor_runtime::Runtime, key: &ApiKey, op: Value) -> Resu
         Some(Value::Object(map)) => map.clone(),
         Some(_) => return Err(op_error("`data` must be an object")),
     };
-    let op = Op {
-        kind,
-        process: loaded.record.id.to_string(),
-        reference,
-        obj_id,
-        data,
-    };
-    if op.kind != "create" && op.task().is_none() {
-        return Err(op_error("`ref` or `obj_id` is required"));
+    if kind == "create" {
+        return Ok(TaskOp::Create {
+            process,
+            reference,
+            data,
+        });
     }
-    Ok(op)
-}
-
-/// One op other than a create; its failure is its own answer, not the request's.
-async fn apply(runtime: &conveyor_runtime::Runtime, key: &ApiKey, op: Op) -> Value {
-    let Some(task) = op.task() else {
-        return op_error("`ref` or `obj_id` is required");
+    // A `ref` names a ref and an `obj_id` an id, never one for the other.
+    let task = match (reference, obj_id) {
+        (Some(r), _) => TaskName::Ref(r),
+        (None, Some(id)) => TaskName::Id(id),
+        (None, None) => return Err(op_error("`ref` or `obj_id` is required")),
     };
-    match op.kind.as_str() {
-        "modify" => {
-            let source = format!("api key {}", key.login);
-            let modified = runtime
-                .modify_task_grouped(&op.process, task, op.data.clone(), &source, Ack::Applied)
-                .await;
-            match modified {
-                Ok(outcome) => {
-                    // The task's own ref, also when it was named by its id.
-                    let reference = outcome.reference;
-                    json!({"proc": "ok", "obj": "task", "ref": reference, "obj_id": outcome.task.to_string()})
-                }
-                Err(e) => op_error(e.to_string()),
-            }
-        }
-        "show" => match runtime.find_task_by(&op.process, task) {
-            Ok((loaded, task)) => json!({
-                "proc": "ok",
-                "obj": "task",
-                "obj_id": task.id.to_string(),
-                "ref": task.reference,
-                "node": task.node,
-                "status": task.status.as_str(),
-                "create_time": task.created.div_euclid(1000),
-                "change_time": task.changed.div_euclid(1000),
-                "data": mask_data(&loaded.process, &task.secret_keys, &task.data),
-            }),
-            Err(e) => op_error(e.to_string()),
+    Ok(match kind {
+        "modify" => TaskOp::Modify {
+            process,
+            task,
+            data,
         },
-        "delete" => match runtime.delete_task_by(&op.process, task) {
-            Ok(task) => {
-                json!({"proc": "ok", "obj": "task", "ref": task.reference, "obj_id": task.id.to_string()})
-            }
-            Err(e) => op_error(e.to_string()),
-        },
-        other => op_error(format!(
-            "unknown op type `{other}` (create, modify, show or delete)"
-        )),
-    }
+        "show" => TaskOp::Show { process, task },
+        _ => TaskOp::Delete { process, task },
+    })
 }
 
 /// Fuzzing of the request parsing and of each op with proptest: never a panic, always an

@@ -22,7 +22,7 @@ use crate::positions::Positions;
 /// Compiled regexes may not grow past this (bytes); hostile patterns are refused.
 pub(crate) const REGEX_SIZE_LIMIT: usize = 1 << 20;
 
-const TOP_KEYS: [&str; 8] = [
+const TOP_KEYS: [&str; 9] = [
     "process",
     "title",
     "description",
@@ -30,6 +30,7 @@ const TOP_KEYS: [&str; 8] = [
     "secrets",
     "settings",
     "direct_url",
+    "authorize",
     "nodes",
 ];
 
@@ -355,6 +356,17 @@ struct RawDirectUrl {
     new_tasks: bool,
 }
 
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAuthorize {
+    url: String,
+    code: String,
+    #[serde(default)]
+    token: Option<String>,
+    #[serde(default)]
+    code_lifetime: Option<Value>,
+}
+
 // ---------------------------------------------------------------------------------------
 
 /// What [`load`] could read.
@@ -426,6 +438,7 @@ pub(crate) fn load(loader: &mut Loader<'_>, source: &str) -> Option<Loaded> {
         refs: None,
         new_tasks: true,
     };
+    let mut raw_authorize = None;
     let mut nodes_value = None;
     for (key, value) in top {
         let Some(key) = key.as_str().map(str::to_string) else {
@@ -520,6 +533,10 @@ pub(crate) fn load(loader: &mut Loader<'_>, source: &str) -> Option<Loaded> {
                 }
                 None => ok = false,
             },
+            "authorize" => match loader.read::<RawAuthorize>(None, "authorize", value) {
+                Some(raw) => raw_authorize = Some(raw),
+                None => ok = false,
+            },
             "nodes" => nodes_value = Some(value),
             other => {
                 let hint = did_you_mean(other, TOP_KEYS)
@@ -545,6 +562,13 @@ pub(crate) fn load(loader: &mut Loader<'_>, source: &str) -> Option<Loaded> {
         );
         ok = false;
     }
+
+    // Checked once every param is known (the sections may come in any order).
+    let authorize = raw_authorize.and_then(|raw| {
+        let checked = load_authorize(loader, raw, &params);
+        ok &= checked.is_some();
+        checked
+    });
 
     let mut ids = Vec::new();
     let mut nodes = IndexMap::new();
@@ -605,11 +629,136 @@ pub(crate) fn load(loader: &mut Loader<'_>, source: &str) -> Option<Loaded> {
             secrets,
             settings,
             direct_url,
+            authorize,
             start: String::new(),
             nodes,
         },
         complete: ok,
         ids,
+    })
+}
+
+/// The `authorize:` section: an `http(s)://` address whose placeholders are declared,
+/// non-secret params (a secret would land in the browser's history and the portal's
+/// logs); a code param the dashboard may set; a duration.
+fn load_authorize(
+    loader: &mut Loader<'_>,
+    raw: RawAuthorize,
+    params: &IndexMap<String, Param>,
+) -> Option<Authorize> {
+    let mut ok = true;
+    let url = raw.url.trim().to_string();
+    if !(url.starts_with("https://") || url.starts_with("http://")) {
+        loader.error(
+            None,
+            Some("authorize.url"),
+            format!("`{url}` must start with `https://` (or `http://`), written out: the scheme is never a param"),
+        );
+        ok = false;
+    }
+    let mut uses: Vec<String> = Vec::new();
+    for piece in authorize_pieces(&url) {
+        match piece {
+            UrlPiece::Text(_) => {}
+            UrlPiece::Unclosed(_) => {
+                loader.error(
+                    None,
+                    Some("authorize.url"),
+                    "unclosed `{{`: a placeholder is `{{param}}`".into(),
+                );
+                ok = false;
+            }
+            UrlPiece::Param(name) => match params.get(name) {
+                None => {
+                    let hint = did_you_mean(name, params.keys().map(String::as_str))
+                        .map(|s| format!(" (did you mean `{s}`?)"))
+                        .unwrap_or_default();
+                    loader.error(
+                        None,
+                        Some("authorize.url"),
+                        format!("`{{{{{name}}}}}` is not a declared param{hint}; the address may use only declared params"),
+                    );
+                    ok = false;
+                }
+                Some(param) if param.secret => {
+                    loader.error(
+                        None,
+                        Some("authorize.url"),
+                        format!("`{name}` is secret: a secret never goes into an address a browser opens"),
+                    );
+                    ok = false;
+                }
+                Some(_) => {
+                    if !uses.iter().any(|u| u == name) {
+                        uses.push(name.to_string());
+                    }
+                }
+            },
+        }
+    }
+    match params.get(&raw.code) {
+        None => {
+            loader.error(
+                None,
+                Some("authorize.code"),
+                format!(
+                    "`{}` is not a declared param: the code goes into a declared param",
+                    raw.code
+                ),
+            );
+            ok = false;
+        }
+        Some(param) if !(param.input.create || param.input.modify) => {
+            loader.error(
+                None,
+                Some("authorize.code"),
+                format!("param `{}` takes no input on create or modify (`input:`), so no code could reach it", raw.code),
+            );
+            ok = false;
+        }
+        Some(_) => {}
+    }
+    let token = raw.token.unwrap_or_else(|| "access_token".to_string());
+    if !valid_id(&token) {
+        loader.error(
+            None,
+            Some("authorize.token"),
+            format!("`{token}` is not a task key (letters, digits, `_` and `-`)"),
+        );
+        ok = false;
+    }
+    let code_lifetime = match raw.code_lifetime {
+        None => None,
+        Some(value) => {
+            let text = match &value {
+                Value::String(s) => s.clone(),
+                other => other.to_string(),
+            };
+            match parse_duration(&text) {
+                Ok(d) if !d.is_zero() => Some(d),
+                Ok(_) => {
+                    loader.error(
+                        None,
+                        Some("authorize.code_lifetime"),
+                        "must be more than 0".into(),
+                    );
+                    ok = false;
+                    None
+                }
+                Err(e) => {
+                    loader.error(None, Some("authorize.code_lifetime"), e);
+                    ok = false;
+                    None
+                }
+            }
+        }
+    };
+    ok.then_some(Authorize {
+        url,
+        uses,
+        code: raw.code,
+        token,
+        code_lifetime,
     })
 }
 

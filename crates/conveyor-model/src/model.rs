@@ -26,6 +26,8 @@ pub struct Process {
     pub settings: Settings,
     /// What the process's direct URL may do.
     pub direct_url: DirectUrl,
+    /// Where a person gets the code the process exchanges, if it takes one.
+    pub authorize: Option<Authorize>,
     /// The nodes, in file order.
     pub nodes: IndexMap<String, Node>,
     /// Id of the start node.
@@ -179,6 +181,56 @@ pub struct DirectUrl {
     pub refs: Option<Vec<String>>,
     /// Whether a request without a ref creates a new task.
     pub new_tasks: bool,
+}
+
+/// How a person gets the authorization code a process exchanges (`authorize:` in the
+/// file): the dashboard's *Get the code* opens `url` and the code goes into `code`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Authorize {
+    /// The authorize page's address as written: `http(s)://` then text and `{{param}}`
+    /// placeholders, each filled (URL-encoded) with the task's or the form's value.
+    pub url: String,
+    /// The params `url` uses, in order of first use: declared, never secret.
+    pub uses: Vec<String>,
+    /// The param that receives the code: declared, settable on create or modify.
+    pub code: String,
+    /// The task key the token lands in (the dashboard shows its fingerprint).
+    pub token: String,
+    /// How long a code lives (the dashboard counts it down), if said.
+    pub code_lifetime: Option<Duration>,
+}
+
+/// A piece of an authorize address: text, a `{{param}}`, or an unclosed `{{…`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum UrlPiece<'a> {
+    Text(&'a str),
+    Param(&'a str),
+    Unclosed(&'a str),
+}
+
+/// The pieces of an authorize address, in order (a placeholder's name is trimmed).
+pub(crate) fn authorize_pieces(url: &str) -> Vec<UrlPiece<'_>> {
+    let mut pieces = Vec::new();
+    let mut rest = url;
+    while let Some(open) = rest.find("{{") {
+        if open > 0 {
+            pieces.push(UrlPiece::Text(&rest[..open]));
+        }
+        match rest[open + 2..].find("}}") {
+            Some(close) => {
+                pieces.push(UrlPiece::Param(rest[open + 2..open + 2 + close].trim()));
+                rest = &rest[open + 2 + close + 2..];
+            }
+            None => {
+                pieces.push(UrlPiece::Unclosed(&rest[open..]));
+                rest = "";
+            }
+        }
+    }
+    if !rest.is_empty() {
+        pieces.push(UrlPiece::Text(rest));
+    }
+    pieces
 }
 
 /// Process-wide settings.

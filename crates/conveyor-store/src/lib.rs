@@ -48,7 +48,7 @@ pub use log_store::{LOG_FORMAT_VERSION, LogCut, LogProblem, LogReport, LogStore}
 pub use migrate::{
     Counts, MigrateReport, compare, copy, counts, kept_dir, migrate, read_everything,
 };
-pub use pg_store::{Change, Listener, PgOptions, PgStore};
+pub use pg_store::{Change, Listener, PgOptions, PgStore, Vacuumed};
 pub use records::*;
 pub use sled_store::SledStore;
 

@@ -25,6 +25,9 @@ mod claims;
 mod fold;
 mod listen;
 mod schema;
+mod vacuum;
+
+pub use vacuum::Vacuumed;
 
 use std::future::Future;
 use std::str::FromStr as _;

@@ -62,16 +62,20 @@ pub struct SledStore {
     task_ids: Mutex<IdBlock>,
 }
 
-fn io(e: impl std::fmt::Display) -> StoreError {
-    let text = e.to_string();
-    if text.contains("No space left on device") || text.contains("os error 28") {
-        return StoreError::DiskFull;
+/// A sled error as ours: a full disk is told by its OS error (ENOSPC), not its text.
+fn io(e: sled::Error) -> StoreError {
+    match e {
+        sled::Error::Io(ref io_error) if is_disk_full(io_error) => StoreError::DiskFull,
+        other => StoreError::Io(other.to_string()),
     }
-    StoreError::Io(text)
+}
+
+fn is_disk_full(e: &std::io::Error) -> bool {
+    e.raw_os_error() == Some(28) || e.kind() == std::io::ErrorKind::StorageFull
 }
 
 fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>> {
-    serde_json::to_vec(value).map_err(io)
+    serde_json::to_vec(value).map_err(|e| StoreError::Io(e.to_string()))
 }
 
 fn decode<T: DeserializeOwned>(what: &str, bytes: &[u8]) -> Result<T> {
@@ -200,6 +204,9 @@ impl SledStore {
             .cache_capacity(options.cache_bytes)
             .open()
             .map_err(|e| match e {
+                // sled 0.34 wraps a failed `try_lock_exclusive` in an `ErrorKind::Other`
+                // of its own whose text is the only sign of it ("could not acquire
+                // lock on …"): a foreign library's text, not one of our errors.
                 sled::Error::Io(ref io_error)
                     if io_error.kind() == std::io::ErrorKind::WouldBlock
                         || io_error.to_string().contains("lock") =>

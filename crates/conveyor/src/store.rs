@@ -16,6 +16,9 @@ use crate::{Global, MigrateTo, StoreCommand, StoreKindArg, client};
 use conveyor_commands::{Reply, Request};
 
 pub fn run(global: &Global, command: StoreCommand) -> anyhow::Result<ExitCode> {
+    if let (StoreCommand::Compact, Some(url)) = (&command, crate::commands::postgres(global)?) {
+        return Ok(print(compact_postgres(url, global)?));
+    }
     let dir = data_dir(global)?;
     refuse_if_engine(&dir)?;
     if !LogStore::dir_in(&dir).exists() && !conveyor_store::SledStore::dir_in(&dir).exists() {
@@ -276,6 +279,33 @@ fn compact(dir: &Path, global: &Global) -> anyhow::Result<Reply> {
             mib(report.before),
             mib(report.after),
             counts_text(&report.counts)
+        ));
+    }
+    Ok(reply)
+}
+
+/// `store compact --store postgres://…`: rewrites Conveyor's tables (`VACUUM FULL`).
+/// Engines may keep running: each waits while the table it needs is rewritten.
+fn compact_postgres(url: &str, global: &Global) -> anyhow::Result<Reply> {
+    let store = conveyor_store::PgStore::open(url, crate::commands::pg_options()?)?;
+    let done = store.vacuum_full()?;
+    let mib = |bytes: u64| bytes as f64 / (1024.0 * 1024.0);
+    let mut reply = Reply::default();
+    if global.json {
+        reply.line(
+            json!({
+                "kind": "postgres",
+                "bytes_before": done.before,
+                "bytes_after": done.after,
+            })
+            .to_string(),
+        );
+    } else {
+        reply.line(format!(
+            "compacted the PostgreSQL store at {} (VACUUM FULL of its tables): {:.1} MiB on disk before, {:.1} MiB after",
+            store.place(),
+            mib(done.before),
+            mib(done.after)
         ));
     }
     Ok(reply)

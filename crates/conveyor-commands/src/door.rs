@@ -1,0 +1,262 @@
+//! The HTTP doors' commands: the task API's ops ([`TaskOp`], run by [`run_ops`]) and a
+//! direct URL's request ([`DirectRequest`], checked by [`direct_target`] and run by
+//! [`direct_url`]). They are requests of this layer like the CLI's, with the same checks
+//! and the same refusals as types, but they go through the runtime's grouped intake
+//! (`intake.rs` of conveyor-runtime): a create joins the committer's group instead of
+//! committing and flushing on its own, so many strangers' creates share one write.
+
+use std::sync::Arc;
+
+use conveyor_runtime::{Ack, LoadedProcess, Pending, Runtime, RuntimeError, TaskBy, mask_data};
+use serde_json::{Map, Value};
+
+use crate::answer::TaskView;
+use crate::{Caller, CommandError};
+
+/// How the task API names a task: exactly by ref or exactly by id, never one for the other.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TaskName {
+    Ref(String),
+    Id(u64),
+}
+
+impl TaskName {
+    fn by(&self) -> TaskBy<'_> {
+        match self {
+            TaskName::Ref(r) => TaskBy::Ref(r),
+            TaskName::Id(id) => TaskBy::Id(*id),
+        }
+    }
+}
+
+/// One op of a task API request, read and shaped by the door.
+#[derive(Debug, Clone)]
+pub enum TaskOp {
+    Create {
+        process: String,
+        reference: Option<String>,
+        data: Map<String, Value>,
+    },
+    Modify {
+        process: String,
+        task: TaskName,
+        data: Map<String, Value>,
+    },
+    Show {
+        process: String,
+        task: TaskName,
+    },
+    Delete {
+        process: String,
+        task: TaskName,
+    },
+}
+
+/// What an op did: the task's id and its own ref (also when it was named by its id).
+#[derive(Debug, Clone)]
+pub enum OpAnswer {
+    Created {
+        id: u64,
+        reference: Option<String>,
+    },
+    Modified {
+        id: u64,
+        reference: Option<String>,
+    },
+    /// The task as the caller may see it (secrets masked).
+    Shown(Box<TaskView>),
+    Deleted {
+        id: u64,
+        reference: Option<String>,
+    },
+}
+
+/// The ops of one request, answered in order, each with its own outcome. Creates are
+/// handed to the committer as they come, so the creates of a request (and of the
+/// requests arriving meanwhile) join one group; an op that reads or changes an existing
+/// task first waits for the creates before it, so it sees them. One shared flush at the
+/// end: the answer means on disk. `Err` only when that flush fails.
+pub async fn run_ops(
+    runtime: &Runtime,
+    caller: &Caller,
+    ops: Vec<TaskOp>,
+) -> Result<Vec<Result<OpAnswer, CommandError>>, CommandError> {
+    let mut answers = Vec::with_capacity(ops.len());
+    let mut pending: Vec<(usize, Pending)> = Vec::new();
+    for op in ops {
+        if let TaskOp::Create {
+            process,
+            reference,
+            data,
+        } = op
+        {
+            let submitted = scoped(runtime, caller, &process).and_then(|loaded| {
+                Ok(runtime.submit_create(
+                    &loaded.record.id.to_string(),
+                    reference.as_deref(),
+                    data,
+                )?)
+            });
+            answers.push(submitted.map(|(task, done)| {
+                pending.push((answers.len(), done));
+                OpAnswer::Created {
+                    id: task.id,
+                    reference: task.reference,
+                }
+            }));
+            continue;
+        }
+        settle(runtime, &mut pending, &mut answers).await;
+        answers.push(apply(runtime, caller, op).await);
+    }
+    settle(runtime, &mut pending, &mut answers).await;
+    runtime.sync().await?;
+    Ok(answers)
+}
+
+/// Waits for the creates handed to the committer; one refused there (its ref was taken
+/// meanwhile) gets its error as its answer.
+async fn settle(
+    runtime: &Runtime,
+    pending: &mut Vec<(usize, Pending)>,
+    answers: &mut [Result<OpAnswer, CommandError>],
+) {
+    for (index, done) in pending.drain(..) {
+        if let Err(e) = done.done(runtime).await {
+            answers[index] = Err(e.into());
+        }
+    }
+}
+
+/// The process `name` if the caller may use it; a process outside an API key's list is
+/// refused by name (the key's owner knows which processes exist).
+fn scoped(
+    runtime: &Runtime,
+    caller: &Caller,
+    name: &str,
+) -> Result<Arc<LoadedProcess>, CommandError> {
+    let loaded = runtime.resolve(name)?;
+    if !caller.may_use(loaded.record.id) {
+        return Err(CommandError::OutOfScope {
+            process: loaded.record.id,
+        });
+    }
+    Ok(loaded)
+}
+
+/// One op other than a create.
+async fn apply(runtime: &Runtime, caller: &Caller, op: TaskOp) -> Result<OpAnswer, CommandError> {
+    match op {
+        TaskOp::Create { .. } => Err(CommandError::Usage(
+            "a create is submitted, not applied".into(),
+        )),
+        TaskOp::Modify {
+            process,
+            task,
+            data,
+        } => {
+            let loaded = scoped(runtime, caller, &process)?;
+            let outcome = runtime
+                .modify_task_grouped(
+                    &loaded.record.id.to_string(),
+                    task.by(),
+                    data,
+                    &caller.source,
+                    Ack::Applied,
+                )
+                .await?;
+            Ok(OpAnswer::Modified {
+                id: outcome.task,
+                reference: outcome.reference,
+            })
+        }
+        TaskOp::Show { process, task } => {
+            let loaded = scoped(runtime, caller, &process)?;
+            let (loaded, task) = runtime.find_task_by(&loaded.record.id.to_string(), task.by())?;
+            let data = mask_data(&loaded.process, &task.secret_keys, &task.data);
+            Ok(OpAnswer::Shown(Box::new(TaskView::of(&task, data))))
+        }
+        TaskOp::Delete { process, task } => {
+            let loaded = scoped(runtime, caller, &process)?;
+            let task = runtime.delete_task_by(&loaded.record.id.to_string(), task.by())?;
+            Ok(OpAnswer::Deleted {
+                id: task.id,
+                reference: task.reference,
+            })
+        }
+    }
+}
+
+/// What a direct URL was asked to do, once its process and hash passed
+/// [`direct_target`] and its body was read.
+#[derive(Debug, Clone)]
+pub struct DirectRequest {
+    /// The process id [`direct_target`] returned.
+    pub process: u64,
+    /// The task to modify (or the ref of the new task), from the `ref` parameter.
+    pub reference: Option<String>,
+    pub data: Map<String, Value>,
+}
+
+/// What a direct URL request did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DirectAnswer {
+    pub task: u64,
+    pub reference: Option<String>,
+    /// `created` or `modified`.
+    pub action: &'static str,
+}
+
+/// The process a direct URL names, if `hash` is its current hash; checked before the
+/// body is read. Every mismatch is the same [`CommandError::NoDirectUrl`], so a
+/// stranger learns nothing about which processes exist.
+pub fn direct_target(runtime: &Runtime, process: &str, hash: &str) -> Result<u64, CommandError> {
+    let loaded = runtime
+        .resolve(process)
+        .map_err(|_| CommandError::NoDirectUrl)?;
+    match &loaded.record.url_hash {
+        Some(expected) if constant_time_eq(expected.as_bytes(), hash.as_bytes()) => {
+            Ok(loaded.record.id)
+        }
+        _ => Err(CommandError::NoDirectUrl),
+    }
+}
+
+/// A direct URL's request: modifies the task its `ref` names, else creates one, through
+/// the committer's groups; answered once durable. What it may set is what the process
+/// allows (`input: [url]`, `direct_url.refs`), checked by the runtime.
+pub async fn direct_url(
+    runtime: &Runtime,
+    request: DirectRequest,
+) -> Result<DirectAnswer, CommandError> {
+    let done = runtime
+        .direct_url_grouped(request.process, request.reference.as_deref(), request.data)
+        .await?;
+    Ok(DirectAnswer {
+        task: done.task,
+        reference: done.reference,
+        action: done.action,
+    })
+}
+
+/// Equal bytes, compared in time that does not depend on where they differ.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// Whether a refusal is the caller's input being wrong (a param refused, an undeclared
+/// key), as opposed to a missing thing or a refused action.
+pub fn is_bad_input(e: &CommandError) -> bool {
+    matches!(
+        e,
+        CommandError::Usage(_)
+            | CommandError::Runtime(
+                RuntimeError::Param { .. }
+                    | RuntimeError::Params(_)
+                    | RuntimeError::Undeclared { .. }
+            )
+    )
+}
