@@ -630,7 +630,8 @@ fn the_redirect_url_delivers_the_code_to_the_token_task() {
         .register_app(conveyor_sandbox::AppRegistration {
             client_id: Some(DEFAULT_CLIENT_ID.into()),
             client_secret: Some(DEFAULT_CLIENT_SECRET.into()),
-            redirect_url: Some(format!("{direct}?ref=token")),
+            // `wait`: the page the browser lands on says what became of the code.
+            redirect_url: Some(format!("{direct}?ref=token&wait=20")),
             portal: Some("sandbox".into()),
             scope: Some("crm".into()),
         })
@@ -644,12 +645,8 @@ fn the_redirect_url_delivers_the_code_to_the_token_task() {
         .send()
         .expect("browser");
     assert_eq!(landed.status().as_u16(), 200);
-    assert!(
-        landed
-            .text()
-            .expect("page")
-            .contains("Conveyor received it")
-    );
+    let page = landed.text().expect("page");
+    assert!(page.contains("token received for portal sandbox"), "{page}");
 
     let wait_for = |node: &str| {
         let deadline = Instant::now() + Duration::from_secs(15);
@@ -671,11 +668,29 @@ fn the_redirect_url_delivers_the_code_to_the_token_task() {
         .fail_next(Service::Token, 1, Failure::error("invalid_grant"))
         .expect("fail");
     wait_for("not_updated");
+    // A code Bitrix refuses, with no working token: the page says why, exactly.
+    sandbox
+        .fail_next(Service::Token, 1, Failure::error("invalid_grant"))
+        .expect("fail");
+    let refused = browser
+        .get(authorize.replace("s1", "s3"))
+        .header("accept", "text/html")
+        .send()
+        .expect("browser");
+    assert_eq!(refused.status().as_u16(), 200);
+    let page = refused.text().expect("page");
+    assert!(
+        page.contains("no token for portal sandbox: HTTP 400: invalid_grant"),
+        "{page}"
+    );
     let again = browser
         .get(authorize.replace("s1", "s2"))
+        .header("accept", "text/html")
         .send()
         .expect("browser");
     assert_eq!(again.status().as_u16(), 200);
+    let page = again.text().expect("page");
+    assert!(page.contains("token received for portal sandbox"), "{page}");
     let task = wait_for("wait_refresh");
     assert_eq!(task["data"]["state"], "s2");
     let codes = sandbox
@@ -686,7 +701,7 @@ fn the_redirect_url_delivers_the_code_to_the_token_task() {
         .count();
     assert_eq!(
         codes, 2,
-        "two codes exchanged, both delivered by the redirect"
+        "two codes exchanged, both delivered by the redirect (a third refused)"
     );
     drop(server);
     drop(tokio);

@@ -100,7 +100,7 @@ fn json_output_for_scripts() {
     assert_eq!(reports[0]["diagnostics"][0]["node"], "start");
     assert_eq!(reports[0]["diagnostics"][0]["field"], "next");
     assert_eq!(reports[1]["ok"], true);
-    assert_eq!(reports[1]["nodes"], 13);
+    assert_eq!(reports[1]["nodes"], 16);
 }
 
 #[test]
@@ -169,4 +169,32 @@ fn process_graph_draws_files_and_cloned_processes() {
     let (code, _, stderr) = run(&["process", "graph", "tests/bad/dangling_next.yaml"]);
     assert_eq!(code, 1);
     assert!(stderr.contains("no node `wait_25`"), "{stderr}");
+}
+
+#[test]
+fn keys_a_reply_brings_back_are_not_reported_as_undeclared() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let file = dir.path().join("caller.yaml");
+    std::fs::write(
+        &file,
+        r#"
+process: caller
+nodes:
+  start: { type: start, next: before }
+  before: { type: set_param, set: { early: "{{typo}}" }, next: ask }
+  ask: { type: call_process, process: "@adder", data: { n: 1 }, next: show, on_error: done }
+  show: { type: set_param, set: { out: "{{total}}" }, next: done }
+  done: { type: final }
+"#,
+    )
+    .expect("write");
+    let path = file.to_str().expect("utf-8 path");
+    let (code, stdout, stderr) = run(&["process", "check", path]);
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    // `total` comes back in the reply of `ask`; `typo` is read before any reply.
+    assert!(!stdout.contains("`total`"), "{stdout}");
+    assert!(
+        stdout.contains("node `before`: reads `typo`, which no param declares"),
+        "{stdout}"
+    );
 }

@@ -1273,7 +1273,7 @@ fn json_output_of_every_command_parses_with_its_fields() {
     );
     let show = d.json(&["process", "show", "1"]);
     assert_eq!(show["title"], "Bitrix OAuth");
-    assert_eq!(show["nodes"].as_array().unwrap().len(), 13);
+    assert_eq!(show["nodes"].as_array().unwrap().len(), 16);
     assert_eq!(
         keys(&show["nodes"][0]),
         ["id", "kind", "now", "title", "total"]

@@ -120,3 +120,491 @@ fn a_file_that_is_not_an_export_gets_a_clear_error() {
     assert_eq!(code, 1);
     assert!(stderr.contains("not a Corezoid export"), "{stderr}");
 }
+
+/// Every `.yaml` a command wrote into `dir`, read as JSON values by file stem.
+fn yaml_files(dir: &std::path::Path) -> Vec<(String, serde_json::Value)> {
+    let mut out: Vec<(String, serde_json::Value)> = std::fs::read_dir(dir)
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|x| x == "yaml"))
+        .map(|p| {
+            let text = std::fs::read_to_string(&p).unwrap();
+            let stem = p.file_stem().unwrap().to_string_lossy().into_owned();
+            (stem, serde_yaml::from_str(&text).unwrap())
+        })
+        .collect();
+    out.sort_by(|a, b| a.0.cmp(&b.0));
+    out
+}
+
+fn label_is_holder(definition: &serde_json::Value) -> bool {
+    definition["process"]
+        .as_str()
+        .is_some_and(|p| p.ends_with("_sums"))
+}
+
+/// import(export(p)) ≡ p, and the export's own logics (without the definition it
+/// carries) map back to the same nodes, of the same kinds.
+fn round_trip(d: &DataDir, file: &std::path::Path, label: &str) {
+    let original: serde_json::Value =
+        serde_yaml::from_str(&std::fs::read_to_string(file).unwrap()).unwrap();
+    let export = d.path().join(format!("{label}.json"));
+    d.ok(&[
+        "process",
+        "export",
+        &file.to_string_lossy(),
+        "--format",
+        "corezoid",
+        "--out",
+        &export.to_string_lossy(),
+    ]);
+    let back = d.path().join(format!("{label}.back"));
+    d.ok(&[
+        "process",
+        "import",
+        &export.to_string_lossy(),
+        "--out",
+        &back.to_string_lossy(),
+    ]);
+    let files = yaml_files(&back);
+    assert_eq!(files.len(), 1, "{label}");
+    assert_eq!(
+        files[0].1, original,
+        "{label}: import(export(p)) differs from p"
+    );
+
+    // What Corezoid reads: the logics alone.
+    let mut exported: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&export).unwrap()).unwrap();
+    let object = exported[0].as_object_mut().unwrap();
+    assert!(
+        object.remove("conveyor").is_some(),
+        "{label}: no definition carried"
+    );
+    let ids: Vec<(String, String)> = object["scheme"]["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| {
+            (
+                n["id"].as_str().unwrap().to_string(),
+                n["title"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    let plain = d.path().join(format!("{label}.plain.json"));
+    std::fs::write(&plain, exported.to_string()).unwrap();
+    let mapped = d.path().join(format!("{label}.mapped"));
+    let (code, stdout, stderr) = d.run(&[
+        "process",
+        "import",
+        &plain.to_string_lossy(),
+        "--out",
+        &mapped.to_string_lossy(),
+        "--allow-partial",
+    ]);
+    assert_eq!(code, 0, "{label}: {stdout}{stderr}");
+    // A process with Sum nodes comes with the holder of its sums.
+    let files: Vec<_> = yaml_files(&mapped)
+        .into_iter()
+        .filter(|(stem, _)| !stem.ends_with("_sums") || label_is_holder(&original))
+        .collect();
+    assert_eq!(files.len(), 1, "{label}");
+    let nodes = files[0].1["nodes"].as_object().unwrap();
+    let by_id: std::collections::HashMap<&str, &serde_json::Value> = nodes
+        .values()
+        .filter_map(|n| Some((n.get("corezoid_id")?.as_str()?, n)))
+        .collect();
+    let originals = original["nodes"].as_object().unwrap();
+    for ((id, title), (name, node)) in ids.iter().zip(originals) {
+        let kind = node["type"].as_str().unwrap();
+        let Some(back) = by_id.get(id.as_str()) else {
+            // Only a node reached through an exit Corezoid has no place for (a delay's
+            // `on_error`) may go, and the import says so.
+            assert!(
+                stdout.contains(&format!("node {id} (")) && stdout.contains("not reachable"),
+                "{label}: node `{name}` ({title}) was lost by the logics mapping: {stdout}{stderr}"
+            );
+            continue;
+        };
+        // Kinds Corezoid has no node for are approximated (an escalation holds a task
+        // as a node with no logic; a `render` set_param is not Corezoid's).
+        let same = match kind {
+            "escalation" => true,
+            "set_param" if node.get("render").is_some() => true,
+            "delay" => back["type"] == "delay",
+            other => back["type"] == other,
+        };
+        assert!(same, "{label}: `{name}` is a {kind}, mapped back as {back}");
+    }
+}
+
+#[test]
+fn export_then_import_gives_every_shipped_process_and_sample_back() {
+    let d = DataDir::new();
+    let mut files: Vec<std::path::PathBuf> = std::fs::read_dir(repo_root().join("processes"))
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|x| x == "yaml"))
+        .collect();
+    files.sort();
+    assert!(files.len() >= 7, "{files:?}");
+    // The samples, imported first: their YAML is the p of the round trip.
+    let mut samples: Vec<String> = std::fs::read_dir(repo_root().join("tests/corezoid"))
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.ends_with(".json"))
+        .collect();
+    samples.sort();
+    assert!(samples.len() >= 5, "{samples:?}");
+    for name in &samples {
+        let out = d.path().join(format!("sample-{name}"));
+        d.ok(&[
+            "process",
+            "import",
+            &sample(name),
+            "--out",
+            &out.to_string_lossy(),
+            "--allow-partial",
+        ]);
+        for (stem, _) in yaml_files(&out) {
+            files.push(out.join(format!("{stem}.yaml")));
+        }
+    }
+    for (i, file) in files.iter().enumerate() {
+        round_trip(&d, file, &format!("p{i}"));
+    }
+}
+
+#[test]
+fn a_cloned_process_exports_from_the_store_and_comes_back_the_same() {
+    let d = DataDir::new();
+    let file = repo_root().join("processes/bitrix_oauth.yaml");
+    d.ok(&[
+        "process",
+        "clone",
+        &file.to_string_lossy(),
+        "--alias",
+        "oauth",
+    ]);
+    let export = d.ok(&["process", "export", "@oauth", "--format", "corezoid"]);
+    let parsed: serde_json::Value = serde_json::from_str(&export).expect("the export is JSON");
+    assert_eq!(parsed[0]["obj_type"], 1);
+    assert!(parsed[0]["obj_id"].as_u64().is_some(), "{export}");
+    let nodes = parsed[0]["scheme"]["nodes"].as_array().unwrap();
+    assert!(nodes.iter().any(|n| n["obj_type"] == 1), "a start node");
+    let written = d.path().join("oauth.json");
+    std::fs::write(&written, &export).unwrap();
+    let back = d.path().join("back");
+    d.ok(&[
+        "process",
+        "import",
+        &written.to_string_lossy(),
+        "--out",
+        &back.to_string_lossy(),
+    ]);
+    let original: serde_json::Value =
+        serde_yaml::from_str(&std::fs::read_to_string(&file).unwrap()).unwrap();
+    assert_eq!(yaml_files(&back)[0].1, original);
+    let (code, _, stderr) = d.run(&["process", "export", "@nope", "--format", "corezoid"]);
+    assert_eq!(code, 1, "{stderr}");
+    assert!(stderr.contains("no process @nope"), "{stderr}");
+}
+
+/// What the Stripe stand-in saw: each request's method, path, Authorization and body.
+type Seen = std::sync::Arc<std::sync::Mutex<Vec<(String, String, String, String)>>>;
+
+/// A local stand-in for the two Stripe endpoints the checkout sample calls.
+fn stripe_stand_in() -> (String, Seen) {
+    use axum::extract::Path as UrlPath;
+    use axum::http::{HeaderMap, StatusCode};
+    use axum::routing::{get, post};
+    let seen: Seen = Seen::default();
+    let auth = |headers: &HeaderMap| {
+        headers
+            .get("authorization")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_string()
+    };
+    let (get_seen, post_seen) = (seen.clone(), seen.clone());
+    let router = axum::Router::new()
+        .route(
+            "/v1/customers/{id}",
+            get(move |UrlPath(id): UrlPath<String>, headers: HeaderMap| {
+                let seen = get_seen.clone();
+                async move {
+                    seen.lock().unwrap().push((
+                        "GET".into(),
+                        format!("/v1/customers/{id}"),
+                        auth(&headers),
+                        String::new(),
+                    ));
+                    match id.as_str() {
+                        "cus_flaky" => (
+                            StatusCode::SERVICE_UNAVAILABLE,
+                            axum::Json(serde_json::json!({"error": {"message": "try later"}})),
+                        ),
+                        // Stripe answers a deleted customer with another object.
+                        "cus_gone" => (
+                            StatusCode::OK,
+                            axum::Json(serde_json::json!({"id": "cus_other", "deleted": true})),
+                        ),
+                        _ => (
+                            StatusCode::OK,
+                            axum::Json(serde_json::json!({"id": id, "object": "customer"})),
+                        ),
+                    }
+                }
+            }),
+        )
+        .route(
+            "/v1/checkout/sessions",
+            post(move |headers: HeaderMap, body: String| {
+                let seen = post_seen.clone();
+                async move {
+                    let content_type = headers
+                        .get("content-type")
+                        .and_then(|v| v.to_str().ok())
+                        .unwrap_or("")
+                        .to_string();
+                    seen.lock().unwrap().push((
+                        "POST".into(),
+                        format!("/v1/checkout/sessions [{content_type}]"),
+                        auth(&headers),
+                        body.clone(),
+                    ));
+                    axum::Json(serde_json::json!({
+                        "id": "cs_test_1",
+                        "object": "checkout.session",
+                        "url": "https://checkout.example/cs_test_1",
+                        "echo": body,
+                    }))
+                }
+            }),
+        );
+    let address = crate::support::http_server(router);
+    (format!("http://{address}"), seen)
+}
+
+#[test]
+fn the_stripe_checkout_sample_runs_against_a_local_stripe() {
+    let d = DataDir::new();
+    let (base, seen) = stripe_stand_in();
+    // Imported as is (no --allow-partial: its raw `api` and its Sum map), then pointed
+    // at the stand-in, as a user points a copy at a test server.
+    let out = d.path().join("stripe");
+    d.ok(&[
+        "process",
+        "import",
+        &sample("01_stripe-checkout.conv.json"),
+        "--out",
+        &out.to_string_lossy(),
+    ]);
+    let main = out.join("example_check_customer_and_make_checkout.yaml");
+    let text = std::fs::read_to_string(&main).unwrap();
+    assert_eq!(text.matches("https://api.stripe.com").count(), 2, "{text}");
+    std::fs::write(&main, text.replace("https://api.stripe.com", &base)).unwrap();
+    let holder = out.join("example_check_customer_and_make_checkout_sums.yaml");
+    for file in [&main, &holder] {
+        let checked = d.ok(&["process", "check", &file.to_string_lossy()]);
+        assert!(checked.contains(": ok"), "{checked}");
+    }
+    d.ok(&[
+        "process",
+        "clone",
+        &holder.to_string_lossy(),
+        "--alias",
+        "example_check_customer_and_make_checkout_sums",
+    ]);
+    d.ok(&[
+        "process",
+        "clone",
+        &main.to_string_lossy(),
+        "--alias",
+        "checkout",
+    ]);
+    let price = "price_1OZ9f9IvuXypwENBLpQz1Zqt";
+    for (reference, customer, price) in [
+        ("paid", "cus_ok", price),
+        ("gone", "cus_gone", price),
+        ("flaky", "cus_flaky", price),
+        ("no-price", "cus_ok", "price_unknown"),
+    ] {
+        d.ok(&[
+            "task",
+            "add",
+            "@checkout",
+            "--ref",
+            reference,
+            &format!("customer={customer}"),
+            "mode=payment",
+            &format!("priceId={price}"),
+            "secretKey=sk_test_123",
+            "successUrl=https://shop.example/thanks?a=1&b=2",
+        ]);
+    }
+    d.ok(&["run", "--until-idle"]);
+
+    // The customer is found; the session is created with a form body built by the
+    // sample's JavaScript and sent raw.
+    let paid = d.json(&["task", "show", "@checkout", "paid"]);
+    assert_eq!(paid["node"], "final_2", "{paid}");
+    assert_eq!(paid["status"], "done", "{paid}");
+    assert_eq!(paid["data"]["responseBody"]["id"], "cs_test_1", "{paid}");
+    let requests = seen.lock().unwrap().clone();
+    let post = requests
+        .iter()
+        .find(|r| r.0 == "POST")
+        .expect("the checkout session was created");
+    assert!(
+        post.1.contains("application/x-www-form-urlencoded"),
+        "{post:?}"
+    );
+    assert_eq!(post.2, "Bearer sk_test_123");
+    assert_eq!(
+        post.3,
+        format!(
+            "success_url=https%3A%2F%2Fshop.example%2Fthanks%3Fa%3D1%26b%3D2&mode=payment&line_items[0][price]={price}&line_items[0][quantity]=1&customer=cus_ok"
+        )
+    );
+    assert_eq!(
+        requests.iter().filter(|r| r.0 == "POST").count(),
+        1,
+        "{requests:?}"
+    );
+
+    // Another customer comes back: the sample replies `customer_not_found`.
+    let gone = d.json(&["task", "show", "@checkout", "gone"]);
+    assert_eq!(gone["node"], "final", "{gone}");
+    assert_eq!(gone["status"], "failed", "{gone}");
+
+    // A price the sample does not sell: `price_not_found`, and Stripe is not called.
+    let no_price = d.json(&["task", "show", "@checkout", "no-price"]);
+    assert_eq!(no_price["node"], "final_4", "{no_price}");
+
+    // Stripe unavailable: the Sum node counts the retry in its holder, and the task
+    // waits 30 s before it calls again.
+    let flaky = d.json(&["task", "show", "@checkout", "flaky"]);
+    assert_eq!(flaky["node"], "node_1317c2", "{flaky}");
+    assert_eq!(flaky["status"], "waiting", "{flaky}");
+    let sums = d.json(&[
+        "task",
+        "show",
+        "@example_check_customer_and_make_checkout_sums",
+        "68cd541ee552e8d5701317b0",
+    ]);
+    assert_eq!(sums["data"]["http_retries"], 1, "{sums}");
+    assert_eq!(
+        requests
+            .iter()
+            .filter(|r| r.1 == "/v1/customers/cus_flaky")
+            .count(),
+        1
+    );
+}
+
+#[test]
+fn the_stubbed_rpc_sample_calls_a_local_stand_in_process_and_hears_its_failure() {
+    let d = DataDir::new();
+    let out = d.path().join("rpc");
+    d.ok(&[
+        "process",
+        "import",
+        &sample("06_stubbed-api-rpc.conv.json"),
+        "--out",
+        &out.to_string_lossy(),
+    ]);
+    // The sample calls Corezoid process 123456, which is not in the export: a local
+    // stand-in takes its place, as a user gives the called process an alias.
+    let main = out.join("stubbed_api_rpc.yaml");
+    let text = std::fs::read_to_string(&main).unwrap();
+    assert!(text.contains("process: '123456'"), "{text}");
+    std::fs::write(&main, text.replace("'123456'", "'@objects'")).unwrap();
+    let stand_in = d.path().join("objects.yaml");
+    std::fs::write(
+        &stand_in,
+        r#"
+process: objects
+params:
+  objId: { required: true }
+nodes:
+  start: { type: start, next: known }
+  known:
+    type: condition
+    branches:
+      - when: [ { param: objId, fn: more, value: 0, cast: number } ]
+        next: answer
+    else: unknown
+  answer: { type: reply, data: { name: "object {{objId}}", found: true }, next: done }
+  done: { type: final }
+  unknown: { type: final, status: error }
+"#,
+    )
+    .unwrap();
+    for file in [&main, &stand_in] {
+        let checked = d.ok(&["process", "check", &file.to_string_lossy()]);
+        assert!(checked.contains(": ok"), "{checked}");
+    }
+    d.ok(&[
+        "process",
+        "clone",
+        &stand_in.to_string_lossy(),
+        "--alias",
+        "objects",
+    ]);
+    d.ok(&[
+        "process",
+        "clone",
+        &main.to_string_lossy(),
+        "--alias",
+        "rpc",
+    ]);
+    d.ok(&["task", "add", "@rpc", "--ref", "known", "objId=42"]);
+    d.ok(&["task", "add", "@rpc", "--ref", "unknown", "objId=-1"]);
+    d.ok(&["run", "--until-idle"]);
+    let known = d.json(&["task", "show", "@rpc", "known"]);
+    assert_eq!(known["node"], "final", "{known}");
+    assert_eq!(known["data"]["name"], "object 42", "{known}");
+    assert_eq!(known["data"]["found"], true, "{known}");
+    // The called task fails: the caller is told at once and takes its error route
+    // (Corezoid would leave it waiting).
+    let unknown = d.json(&["task", "show", "@rpc", "unknown"]);
+    assert_eq!(unknown["node"], "error", "{unknown}");
+    assert_eq!(
+        unknown["data"]["__conveyor_rpc_return_type_tag__"], "rpc_callee_failed",
+        "{unknown}"
+    );
+}
+
+#[test]
+fn the_envelope_sample_imports_checks_and_waits_in_its_timer() {
+    let d = DataDir::new();
+    let out = d.path().join("envelope");
+    d.ok(&[
+        "process",
+        "import",
+        &sample("00_envelope_obj_scheme_get_example.json"),
+        "--out",
+        &out.to_string_lossy(),
+        "--clone",
+    ]);
+    let checked = d.ok(&[
+        "process",
+        "check",
+        &out.join("process_1.yaml").to_string_lossy(),
+    ]);
+    assert!(checked.contains(": ok"), "{checked}");
+    d.ok(&["task", "add", "@process_1", "--ref", "t"]);
+    d.ok(&["run", "--until-idle"]);
+    // It calls no service: its one node is a 30 s timer, and the task waits in it.
+    let task = d.json(&["task", "show", "@process_1", "t"]);
+    assert_eq!(task["node"], "process", "{task}");
+    assert_eq!(task["status"], "waiting", "{task}");
+    let wake =
+        task["wake_at"].as_i64().unwrap_or_default() - task["changed"].as_i64().unwrap_or_default();
+    assert!((29_000..=31_000).contains(&wake), "{task}");
+}

@@ -247,6 +247,148 @@ nodes:
 }
 
 #[tokio::test]
+async fn a_called_task_that_fails_answers_its_caller_with_the_reason() {
+    let e = Engine::new();
+    e.clone_process(
+        r#"
+process: picky
+nodes:
+  start: { type: start, next: check }
+  check:
+    type: condition
+    branches:
+      - when: [ { param: n, fn: more, value: 0, cast: number } ]
+        next: answer
+    else: refused
+  answer: { type: reply, data: { ok: true }, next: broken }
+  broken: { type: set_param, set: { x: "{{a}}" }, cast: { x: number }, next: done }
+  refused: { type: final, status: error }
+  done: { type: final }
+"#,
+        Some("picky"),
+    );
+    // No time limit on `ask`: before, a failed callee left the caller waiting forever.
+    e.clone_process(
+        r#"
+process: asker
+nodes:
+  start: { type: start, next: ask }
+  ask: { type: call_process, process: "@picky", data: { n: "{{n}}", a: "{{a}}" }, next: done, on_error: failed }
+  done: { type: final }
+  failed: { type: final, status: error }
+"#,
+        Some("asker"),
+    );
+    // The callee ends in an error final node; a node failure with no error route; one
+    // that replies first and fails after (the caller has its answer already).
+    e.add("@asker", Some("final"), json!({"n": -1, "a": "1"}));
+    e.add("@asker", Some("cond"), json!({"n": "many", "a": "1"}));
+    e.add("@asker", Some("late"), json!({"n": 5, "a": "abc"}));
+    e.idle().await;
+    let reason = |r: &str| {
+        let task = e.task("@asker", r);
+        assert_eq!(task.node, "failed", "{r}: {:?}", task.data);
+        assert_eq!(
+            task.data["__conveyor_rpc_return_type_tag__"], "rpc_callee_failed",
+            "{r}"
+        );
+        task.data["__conveyor_rpc_return_description__"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string()
+    };
+    let why = reason("final");
+    assert!(why.contains("error final node `refused`"), "{why}");
+    let why = reason("cond");
+    assert!(
+        why.contains("node `check` failed (condition_error)"),
+        "{why}"
+    );
+    assert!(why.contains("`many` is not a number"), "{why}");
+    let late = e.task("@asker", "late");
+    assert_eq!(late.node, "done", "{:?}", late.data);
+    assert_eq!(late.data["ok"], true);
+}
+
+#[tokio::test]
+async fn ten_parallel_sums_of_one_give_ten() {
+    let e = Engine::new();
+    let totals = e.clone_process(
+        r#"
+process: totals
+nodes:
+  start: { type: start, next: hold }
+  hold: { type: escalation, title: "holds the sums" }
+"#,
+        Some("totals"),
+    );
+    e.clone_process(
+        r#"
+process: counter
+nodes:
+  start: { type: start, next: count }
+  count:
+    type: sum
+    process: "@totals"
+    ref: "day-{{day}}"
+    add: { hits: 1, amount: "{{amount}}" }
+    next: done
+    on_error: failed
+  done: { type: final }
+  failed: { type: final, status: error }
+"#,
+        Some("counter"),
+    );
+    // Ten tasks at once, none of which finds the holder: they race to create it, the
+    // losers run again and add to it.
+    for i in 0..10 {
+        e.add(
+            "@counter",
+            Some(&format!("t{i}")),
+            json!({"day": "1", "amount": "2.5"}),
+        );
+    }
+    e.add(
+        "@counter",
+        Some("bad"),
+        json!({"day": "1", "amount": "lots"}),
+    );
+    e.idle().await;
+    let holder = e.task("@totals", "day-1");
+    assert_eq!(holder.data["hits"], 10, "{:?}", holder.data);
+    assert_eq!(holder.data["amount"], 25.0, "{:?}", holder.data);
+    assert_eq!(holder.node, "hold");
+    assert_eq!(e.count(totals, "hold"), (1, 1), "one holder, created once");
+    for i in 0..10 {
+        assert_eq!(e.task("@counter", &format!("t{i}")).node, "done");
+    }
+    let bad = e.task("@counter", "bad");
+    assert_eq!(bad.node, "failed");
+    assert_eq!(
+        bad.data["__conveyor_sum_return_type_tag__"],
+        "sum_bind_error"
+    );
+    assert!(
+        bad.data["__conveyor_sum_return_description__"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("`amount`: `lots` is not a number")
+    );
+    // Ten more, the holder existing now.
+    for i in 10..20 {
+        e.add(
+            "@counter",
+            Some(&format!("t{i}")),
+            json!({"day": "1", "amount": 1}),
+        );
+    }
+    e.idle().await;
+    let holder = e.task("@totals", "day-1");
+    assert_eq!(holder.data["hits"], 20);
+    assert_eq!(holder.data["amount"], 35.0);
+}
+
+#[tokio::test]
 async fn copy_task_creates_a_task_with_a_ref_in_another_process() {
     let e = Engine::new();
     let target = e.clone_process(
@@ -405,7 +547,7 @@ nodes:
 }
 
 #[tokio::test]
-async fn conditions_compare_with_strict_types() {
+async fn conditions_cast_the_task_value_and_fail_on_what_cannot_be_cast() {
     let e = Engine::new();
     e.clone_process(
         r#"
@@ -435,7 +577,9 @@ nodes:
     for (reference, data) in [
         ("num", json!({"n": 11})),
         ("str", json!({"n": "10"})),
-        ("numstr", json!({"n": "11"})),
+        ("numstr", json!({"n": "5000"})),
+        ("spaced", json!({"n": " 12 "})),
+        ("bad", json!({"n": "abc"})),
         ("mail", json!({"e": "bob@example.com"})),
         ("none", json!({})),
     ] {
@@ -445,7 +589,22 @@ nodes:
     let at = |r: &str| e.task("@c", r).node;
     assert_eq!(at("num"), "big");
     assert_eq!(at("str"), "text");
-    assert_eq!(at("numstr"), "other", "\"11\" is text, not a number");
+    assert_eq!(
+        at("numstr"),
+        "big",
+        "\"5000\" cast to a number is more than 10"
+    );
+    assert_eq!(at("spaced"), "big");
+    // Cannot be cast: an error of the node with the reason, not a silent `else`.
+    let bad = e.task("@c", "bad");
+    assert_eq!(bad.node, "check");
+    assert_eq!(bad.status, TaskStatus::Failed);
+    let reason = bad.data["__conveyor_condition_return_description__"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    assert!(reason.contains("`abc` is not a number"), "{reason}");
+    assert!(reason.contains("param `n`"), "{reason}");
     assert_eq!(at("mail"), "email");
     assert_eq!(at("none"), "other");
 }

@@ -716,3 +716,191 @@ fn the_server_writes_its_address_and_token_for_its_owner_only() {
     assert_eq!(server.stop(), 0, "SIGTERM stops it cleanly");
     assert!(!file.exists(), "the file is removed on a clean stop");
 }
+
+/// A process that answers by a reply node (`route=reply`), at its final node (no route),
+/// or not before an hour (`route=hold`).
+const SYNC: &str = r#"
+process: sync
+params:
+  n: { type: string, input: [create, url] }
+  pin: { type: string, secret: true, input: [create, url] }
+  route: { type: string, input: [create, url] }
+nodes:
+  start: { type: start, next: route }
+  route:
+    type: condition
+    branches:
+      - { when: [ { param: route, fn: eq, value: reply } ], next: answer }
+      - { when: [ { param: route, fn: eq, value: hold } ], next: hold }
+    else: finish
+  answer:
+    type: reply
+    data: { message: "hello <{{n}}>", doubled: "{{n}}{{n}}", echo: "pin {{pin}}" }
+    next: hold
+  hold: { type: delay, for: 1h, next: finish }
+  finish: { type: set_param, set: { finished: "yes" }, next: end }
+  end: { type: final }
+"#;
+
+/// Sync replies (issue 15, point 3): a direct URL with `wait` answers with what the task
+/// answered: a `reply` node's data, or its data at a final node; 504 with the task id
+/// when it does not answer in time; secrets masked; a bad `wait` is refused.
+#[test]
+fn a_direct_url_with_wait_answers_with_the_tasks_reply() {
+    let data = DataDir::new();
+    std::fs::write(data.path().join("sync.yaml"), SYNC).expect("write");
+    let file = data.path().join("sync.yaml");
+    data.ok(&[
+        "process",
+        "clone",
+        file.to_str().expect("utf-8"),
+        "--alias",
+        "sync",
+    ]);
+    let url = data.json(&["process", "url", "@sync"])["url"]
+        .as_str()
+        .expect("url")
+        .to_string();
+    let server = Server::start(data);
+    let url = url.replace("http://127.0.0.1:7878", &server.base);
+    let client = http();
+
+    // A reply node answers, though the task goes on waiting in `hold`.
+    let replied = client
+        .get(format!("{url}?wait=20&route=reply&n=7&pin=4242"))
+        .send()
+        .expect("get");
+    assert_eq!(replied.status().as_u16(), 200);
+    let replied: Value = replied.json().expect("json");
+    let op = &replied["ops"][0];
+    assert_eq!(op["reply"]["doubled"], "77", "{replied}");
+    assert_eq!(
+        op["reply"]["echo"], "pin ***",
+        "a secret is masked: {replied}"
+    );
+    assert_eq!(op["node"], "answer");
+    assert_eq!(op["reply_error"], false);
+    let task = server
+        .data
+        .json(&["task", "show", "@sync", op["obj_id"].as_str().expect("id")]);
+    assert_eq!(task["node"], "hold", "the task went on: {task}");
+
+    // A final node answers with the task's data, secrets masked.
+    let finished: Value = client
+        .post(&url)
+        .json(&json!({"wait": 20, "n": "8", "pin": "999"}))
+        .send()
+        .expect("post")
+        .json()
+        .expect("json");
+    let op = &finished["ops"][0];
+    assert_eq!(op["status"], "done", "{finished}");
+    assert_eq!(op["node"], "end");
+    assert_eq!(op["reply"]["finished"], "yes");
+    assert_eq!(op["reply"]["pin"], "***");
+
+    // A browser gets the reply's message, escaped.
+    let page = client
+        .get(format!("{url}?wait&route=reply&n=9"))
+        .header("accept", "text/html")
+        .send()
+        .expect("get")
+        .text()
+        .expect("page");
+    assert!(page.contains("hello &lt;9&gt;"), "{page}");
+
+    // No answer in time: 504 with the task's id; the task is there, waiting.
+    let started = Instant::now();
+    let late = client
+        .get(format!("{url}?wait=1&route=hold"))
+        .send()
+        .expect("get");
+    assert_eq!(late.status().as_u16(), 504);
+    assert!(started.elapsed() >= Duration::from_secs(1));
+    let late: Value = late.json().expect("json");
+    assert_eq!(late["ops"][0]["proc"], "timeout", "{late}");
+    let id = late["ops"][0]["obj_id"].as_str().expect("id").to_string();
+    let task = server.data.json(&["task", "show", "@sync", &id]);
+    assert_eq!(task["node"], "hold");
+
+    // A bad wait is refused, naming the argument, and makes no task.
+    for bad in ["wait=0", "wait=61", "wait=soon"] {
+        let refused = client
+            .get(format!("{url}?{bad}&route=hold"))
+            .send()
+            .expect("get");
+        assert_eq!(refused.status().as_u16(), 400, "{bad}");
+        assert!(refused.text().expect("text").contains("wait:"), "{bad}");
+    }
+    let listed = server.data.json(&["task", "list", "@sync"]);
+    assert_eq!(
+        listed.as_array().map(Vec::len),
+        Some(4),
+        "four tasks, none from the refused requests: {listed}"
+    );
+}
+
+/// Sync replies through the task API: Corezoid's Sync API body `{"timeout": N, "ops":
+/// [...]}` answers each create with its task's answer; 504 with the task ids when one
+/// does not answer in time; a bad timeout is a format error and creates nothing.
+#[test]
+fn a_task_api_request_with_a_timeout_answers_each_create_with_its_reply() {
+    let data = DataDir::new();
+    std::fs::write(data.path().join("sync.yaml"), SYNC).expect("write");
+    let file = data.path().join("sync.yaml");
+    data.ok(&[
+        "process",
+        "clone",
+        file.to_str().expect("utf-8"),
+        "--alias",
+        "sync",
+    ]);
+    let key = data.json(&["api-key", "create", "sync"]);
+    let login = key["login"].as_u64().expect("login");
+    let secret = key["secret"].as_str().expect("secret").to_string();
+    let server = Server::start(data);
+
+    let body = json!({"timeout": 20, "ops": [
+        {"type": "create", "obj": "task", "obj_alias": "sync", "data": {"route": "reply", "n": "5", "pin": "7777"}},
+        {"type": "create", "obj": "task", "obj_alias": "sync", "ref": "f", "data": {"n": "6"}}
+    ]})
+    .to_string();
+    let (status, reply) = call(&server.base, login, &secret, now_secs(), &body);
+    assert_eq!(status, 200, "{reply}");
+    assert_eq!(reply["ops"][0]["reply"]["doubled"], "55", "{reply}");
+    assert_eq!(reply["ops"][0]["reply"]["echo"], "pin ***");
+    assert_eq!(reply["ops"][0]["node"], "answer");
+    assert_eq!(reply["ops"][1]["status"], "done");
+    assert_eq!(reply["ops"][1]["reply"]["finished"], "yes");
+    assert_eq!(reply["ops"][1]["ref"], "f");
+
+    let body = json!({"timeout": 1, "ops": [
+        {"type": "create", "obj": "task", "obj_alias": "sync", "data": {"route": "hold"}}
+    ]})
+    .to_string();
+    let (status, late) = call(&server.base, login, &secret, now_secs(), &body);
+    assert_eq!(status, 504, "{late}");
+    assert_eq!(late["ops"][0]["proc"], "timeout");
+    let id = late["ops"][0]["obj_id"].as_str().expect("id").to_string();
+    let task = server.data.json(&["task", "show", "@sync", &id]);
+    assert_eq!(task["node"], "hold", "the late task goes on: {task}");
+
+    // Without a timeout, the API answers at once as before.
+    let body = json!({"ops": [
+        {"type": "create", "obj": "task", "obj_alias": "sync", "data": {"route": "hold"}}
+    ]})
+    .to_string();
+    let (status, at_once) = call(&server.base, login, &secret, now_secs(), &body);
+    assert_eq!(status, 200, "{at_once}");
+    assert!(at_once["ops"][0].get("reply").is_none(), "{at_once}");
+
+    let body = json!({"timeout": 0, "ops": [
+        {"type": "create", "obj": "task", "obj_alias": "sync", "data": {}}
+    ]})
+    .to_string();
+    let (status, refused) = call(&server.base, login, &secret, now_secs(), &body);
+    assert_eq!(status, 200);
+    assert_eq!(refused["request_proc"], "format_error", "{refused}");
+    let listed = server.data.json(&["task", "list", "@sync"]);
+    assert_eq!(listed.as_array().map(Vec::len), Some(4), "{listed}");
+}

@@ -7,7 +7,9 @@
 
 use std::sync::Arc;
 
-use conveyor_runtime::{Ack, LoadedProcess, Pending, Runtime, RuntimeError, TaskBy, mask_data};
+use conveyor_runtime::{
+    Ack, AnswerWait, LoadedProcess, Pending, Runtime, RuntimeError, TaskBy, mask_data,
+};
 use serde_json::{Map, Value};
 
 use crate::answer::TaskView;
@@ -58,6 +60,8 @@ pub enum OpAnswer {
     Created {
         id: u64,
         reference: Option<String>,
+        /// When the request waited: the task's answer, or `None` if the wait ran out.
+        reply: Option<Option<conveyor_runtime::Answer>>,
     },
     Modified {
         id: u64,
@@ -76,13 +80,18 @@ pub enum OpAnswer {
 /// requests arriving meanwhile) join one group; an op that reads or changes an existing
 /// task first waits for the creates before it, so it sees them. One shared flush at the
 /// end: the answer means on disk. `Err` only when that flush fails.
+///
+/// With `wait` (Corezoid's Sync API: the body's `timeout`), each create is answered with
+/// what its task answered (`OpAnswer::Created::reply`), waiting up to `wait` in all.
 pub async fn run_ops(
     runtime: &Runtime,
     caller: &Caller,
     ops: Vec<TaskOp>,
+    wait: Option<std::time::Duration>,
 ) -> Result<Vec<Result<OpAnswer, CommandError>>, CommandError> {
     let mut answers = Vec::with_capacity(ops.len());
     let mut pending: Vec<(usize, Pending)> = Vec::new();
+    let mut waits: Vec<(usize, AnswerWait)> = Vec::new();
     for op in ops {
         if let TaskOp::Create {
             process,
@@ -95,13 +104,18 @@ pub async fn run_ops(
                     &loaded.record.id.to_string(),
                     reference.as_deref(),
                     data,
+                    wait.is_some(),
                 )?)
             });
-            answers.push(submitted.map(|(task, done)| {
+            answers.push(submitted.map(|(task, mut done)| {
+                if let Some(answer) = done.take_answer() {
+                    waits.push((answers.len(), answer));
+                }
                 pending.push((answers.len(), done));
                 OpAnswer::Created {
                     id: task.id,
                     reference: task.reference,
+                    reply: None,
                 }
             }));
             continue;
@@ -111,6 +125,19 @@ pub async fn run_ops(
     }
     settle(runtime, &mut pending, &mut answers).await;
     runtime.sync().await?;
+    if let Some(timeout) = wait {
+        // One deadline for the whole request: the tasks run meanwhile all along.
+        let deadline = std::time::Instant::now() + timeout;
+        for (index, answer) in waits {
+            let Some(Ok(OpAnswer::Created { reply, .. })) = answers.get_mut(index) else {
+                // Its create was refused after all: nobody will answer.
+                runtime.drop_answer(answer);
+                continue;
+            };
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            *reply = Some(runtime.await_answer(answer, left).await);
+        }
+    }
     Ok(answers)
 }
 
@@ -196,16 +223,24 @@ pub struct DirectRequest {
     /// The task to modify (or the ref of the new task), from the `ref` parameter.
     pub reference: Option<String>,
     pub data: Map<String, Value>,
+    /// Wait up to this long for the task's answer (a `reply` node, a final node, a
+    /// failure) before answering: Corezoid's Sync API.
+    pub wait: Option<std::time::Duration>,
 }
 
 /// What a direct URL request did.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct DirectAnswer {
     pub task: u64,
     pub reference: Option<String>,
     /// `created` or `modified`.
     pub action: &'static str,
+    /// With [`DirectRequest::wait`]: the task's answer, or `None` if the wait ran out.
+    pub reply: Option<Option<conveyor_runtime::Answer>>,
 }
+
+/// The longest a door waits for a task's answer, and the wait when none is named.
+pub const MAX_WAIT: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// The process a direct URL names, if `hash` is its current hash; checked before the
 /// body is read. Every mismatch is the same [`CommandError::NoDirectUrl`], so a
@@ -229,13 +264,23 @@ pub async fn direct_url(
     runtime: &Runtime,
     request: DirectRequest,
 ) -> Result<DirectAnswer, CommandError> {
-    let done = runtime
-        .direct_url_grouped(request.process, request.reference.as_deref(), request.data)
+    let (done, wait) = runtime
+        .direct_url_grouped(
+            request.process,
+            request.reference.as_deref(),
+            request.data,
+            request.wait.is_some(),
+        )
         .await?;
+    let reply = match (wait, request.wait) {
+        (Some(wait), Some(timeout)) => Some(runtime.await_answer(wait, timeout).await),
+        _ => None,
+    };
     Ok(DirectAnswer {
         task: done.task,
         reference: done.reference,
         action: done.action,
+        reply,
     })
 }
 

@@ -32,6 +32,12 @@ pub enum CommandError {
     /// current one: one refusal for both, so strangers learn nothing.
     #[error("no such direct URL")]
     NoDirectUrl,
+    /// A stored definition could not be written as a Corezoid export.
+    #[error("cannot export {process}: {source}")]
+    Export {
+        process: String,
+        source: conveyor_corezoid::ExportError,
+    },
 }
 
 impl From<conveyor_store::StoreError> for CommandError {

@@ -162,6 +162,17 @@ fn answer(runtime: &Runtime, caller: &Caller, request: Request) -> Result<Answer
                 text: draw(&loaded.process, Some(&counts), format),
             }
         }
+        Request::ProcessExport { process } => {
+            let loaded = resolve(runtime, caller, &process)?;
+            let text = conveyor_corezoid::export(&loaded.record.definition, Some(loaded.record.id))
+                .map_err(|source| CommandError::Export {
+                    process: process.clone(),
+                    source,
+                })?;
+            Answer::Drawn {
+                text: format!("{text}\n"),
+            }
+        }
         Request::Drawn(text) => Answer::Drawn { text },
         Request::ProcessUrl {
             process,

@@ -27,6 +27,10 @@ pub enum Request {
         process: String,
         format: GraphFormat,
     },
+    /// The process as a Corezoid export (`process export --format corezoid`).
+    ProcessExport {
+        process: String,
+    },
     ProcessUrl {
         process: String,
         rotate: bool,

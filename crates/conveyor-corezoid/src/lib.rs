@@ -16,10 +16,15 @@
 //! - `map.rs` — one Corezoid process into one Conveyor definition (nodes, logics,
 //!   semaphors, params), and the list of what could not be mapped.
 //! - `names.rs` — node names and aliases from titles, unique and valid.
+//! - `export.rs` — the other way: one Conveyor process into a Corezoid export, which
+//!   carries the Conveyor definition for a lossless round trip.
 
+mod export;
 mod map;
 mod names;
 mod read;
+
+pub use export::{ExportError, export, export_value};
 
 use std::collections::BTreeMap;
 

@@ -30,24 +30,56 @@ pub(crate) fn import(export: &Export) -> Result<Import, ImportError> {
             .and_then(Value::as_i64)
             .filter(|id| *id > 0);
         let title = text(process, "title");
+        // An alias file wins; then the name of a Conveyor definition the export carries;
+        // then the title.
+        let carried = crate::export::carried_definition(process)
+            .map(|d| text(&d, "process"))
+            .filter(|name| !name.is_empty());
+        let fallback = format!("process_{}", i + 1);
+        // Names from the file become file names: only letters, digits, `_` and `-`.
+        let safe = |name: String| {
+            let plain = name.len() <= 64
+                && name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
+            if plain { name } else { slug(&name, &fallback) }
+        };
         let wanted = id
             .and_then(|id| export.aliases.get(&id).cloned())
-            .unwrap_or_else(|| slug(&title, &format!("process_{}", i + 1)));
+            .or(carried)
+            .map(safe)
+            .unwrap_or_else(|| slug(&title, &fallback));
         let alias = taken.unique(&wanted);
         if let Some(id) = id {
             aliases.insert(id, alias.clone());
         }
         named.push((id, alias));
     }
-    for (process, (id, alias)) in export.processes.iter().zip(named) {
+    // A process with Sum nodes gets a holder process for its sums (see `api_sum`).
+    let holders: Vec<Option<String>> = export
+        .processes
+        .iter()
+        .zip(&named)
+        .map(|(process, (_, alias))| {
+            let uses_sum = crate::export::carried_definition(process).is_none()
+                && serde_json::to_string(process).is_ok_and(|t| t.contains("\"type\":\"api_sum\""));
+            uses_sum.then(|| taken.unique(&format!("{alias}_sums")))
+        })
+        .collect();
+    for ((process, (id, alias)), holder) in export.processes.iter().zip(named).zip(holders) {
         let mut mapper = Mapper {
             process_name: alias.clone(),
             aliases: &aliases,
             unmapped: Vec::new(),
             notes: Vec::new(),
             nodes: Map::new(),
+            sum_holder: holder.clone(),
         };
-        let definition = mapper.process(process)?;
+        let definition = match crate::export::carried_definition(process) {
+            // Exported by Conveyor and not edited since: the definition it carries.
+            Some(definition) => definition,
+            None => mapper.process(process)?,
+        };
         let yaml = to_yaml(&definition).map_err(|message| ImportError::Process {
             process: alias.clone(),
             message,
@@ -56,10 +88,21 @@ pub(crate) fn import(export: &Export) -> Result<Import, ImportError> {
         out.notes.extend(mapper.notes);
         out.processes.push(Imported {
             name: alias.clone(),
-            alias,
+            alias: alias.clone(),
             corezoid_id: id,
             yaml,
         });
+        if let Some(holder) = holder {
+            out.notes.push(format!(
+                "process `{alias}`: its Sum nodes add to tasks of `{holder}` (one per node, by the Corezoid node id), created on first use"
+            ));
+            out.processes.push(Imported {
+                name: holder.clone(),
+                alias: holder.clone(),
+                corezoid_id: None,
+                yaml: sum_holder_yaml(&holder, &alias),
+            });
+        }
     }
     Ok(out)
 }
@@ -140,6 +183,8 @@ struct Mapper<'a> {
     unmapped: Vec<Unmapped>,
     notes: Vec<String>,
     nodes: Map<String, Value>,
+    /// The process holding this process's sums, when it has Sum nodes.
+    sum_holder: Option<String>,
 }
 
 /// Where the nodes of one process are and what they are called.
@@ -259,12 +304,25 @@ impl Mapper<'_> {
         if !description.is_empty() {
             definition.insert("description".into(), Value::String(description));
         }
-        if let Some(params) = self.params(process) {
-            definition.insert("params".into(), params);
-        }
         let mut nodes_out = std::mem::take(&mut self.nodes);
         self.drop_unreachable(&mut nodes_out);
         rewrite_refs(&mut nodes_out, self.aliases);
+        let env_vars = rewrite_env_vars(&mut nodes_out);
+        let mut params = self.params(process).unwrap_or_else(|| json!({}));
+        if let Value::Object(params) = &mut params {
+            for (param, name) in env_vars {
+                params.entry(param).or_insert_with(|| {
+                    json!({
+                        "description": format!("Corezoid env_var @{name}: give it with `process clone --set`"),
+                        "secret": true,
+                        "input": [],
+                    })
+                });
+            }
+        }
+        if params.as_object().is_some_and(|p| !p.is_empty()) {
+            definition.insert("params".into(), params);
+        }
         definition.insert("nodes".into(), Value::Object(nodes_out));
         Ok(Value::Object(definition))
     }
@@ -542,9 +600,10 @@ impl Mapper<'_> {
             "api_rpc_reply" => Ok(api_rpc_reply(logic)),
             "api_callback" => Ok(json!({ "type": "wait_callback" })),
             "api_code" => api_code(logic),
+            "api_sum" => Ok(api_sum(logic, self.sum_holder.as_deref(), &node.id)),
             "delay" => Ok(delay_logic(logic)),
-            other @ ("api_sum" | "api_queue" | "api_get_task" | "db_call" | "api_git"
-            | "git_call" | "api_form") => Err(format!("`{other}`, which Conveyor cannot run")),
+            other @ ("api_queue" | "api_get_task" | "db_call" | "api_git" | "git_call"
+            | "api_form") => Err(format!("`{other}`, which Conveyor cannot run")),
             other => Err(format!("unknown logic `{other}`")),
         };
         let mut mapped = match mapped {
@@ -658,10 +717,11 @@ fn set_param(logic: &Value) -> Value {
 
 fn api(logic: &Value) -> Result<Value, String> {
     let format = text(logic, "format");
-    match format.as_str() {
-        "" | "default" | "json" => {}
+    let raw = match format.as_str() {
+        "" | "default" | "json" => false,
+        "raw" => true,
         other => return Err(format!("`api` with format `{other}`")),
-    }
+    };
     let method = match text(logic, "method").to_ascii_uppercase().as_str() {
         "" => "GET".to_string(),
         m => m.to_string(),
@@ -671,7 +731,11 @@ fn api(logic: &Value) -> Result<Value, String> {
     out.insert("method".into(), Value::String(method.clone()));
     out.insert("url".into(), Value::String(text(logic, "url")));
     let (extra, _) = typed_map(logic.get("extra"), logic.get("extra_type"));
-    if !extra.is_empty() {
+    if raw {
+        // The body as written (`raw_body`, a template), sent as it is.
+        out.insert("body".into(), Value::String(text(logic, "raw_body")));
+        out.insert("format".into(), json!("raw"));
+    } else if !extra.is_empty() {
         let key = if method == "GET" || method == "DELETE" || method == "HEAD" {
             "query"
         } else {
@@ -679,7 +743,10 @@ fn api(logic: &Value) -> Result<Value, String> {
         };
         out.insert(key.into(), Value::Object(extra));
     }
-    if text(logic, "content_type").contains("x-www-form-urlencoded") && out.contains_key("body") {
+    if !raw
+        && text(logic, "content_type").contains("x-www-form-urlencoded")
+        && out.contains_key("body")
+    {
         out.insert("format".into(), json!("form"));
     }
     if let Some(Value::Object(headers)) = logic.get("extra_headers")
@@ -837,4 +904,83 @@ fn rewrite_refs(nodes: &mut Map<String, Value>, aliases: &BTreeMap<i64, String>)
         }
         walk(node, aliases);
     }
+}
+
+/// Seconds of a fixed Conveyor duration (`30s`, `25m`, `1h`), `None` for a template.
+pub(crate) fn seconds_of(text: &str) -> Option<u64> {
+    if text.contains("{{") || text.contains("<<") || text.contains("$.") {
+        return None;
+    }
+    conveyor_model::parse_duration(text)
+        .ok()
+        .map(|d| d.as_secs())
+}
+
+/// A Corezoid Sum node keeps running sums per node (`{{node[ID].SumID}}`). Here they are
+/// keys of a holder task (ref: the Corezoid node id) in a process made for them, added
+/// to atomically by a `sum` node.
+fn api_sum(logic: &Value, holder: Option<&str>, node_id: &str) -> Value {
+    let mut add = Map::new();
+    for item in logic
+        .get("extra")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+    {
+        let name = match text(item, "name") {
+            n if n.is_empty() => text(item, "id"),
+            n => n,
+        };
+        if name.is_empty() {
+            continue;
+        }
+        add.insert(name, Value::String(text(item, "value")));
+    }
+    json!({
+        "type": "sum",
+        "process": format!("@{}", holder.unwrap_or("sums")),
+        "ref": node_id,
+        "add": add,
+    })
+}
+
+/// The holder process of a process's sums: its tasks stay in `hold`.
+fn sum_holder_yaml(holder: &str, of: &str) -> String {
+    format!(
+        "process: {holder}\ntitle: \"Sums of {of}\"\ndescription: \"Made by the import: one task per Corezoid Sum node of {of} (ref: the node id), holding its sums.\"\nnodes:\n  start: {{ type: start, next: hold }}\n  hold: {{ type: escalation, title: \"Holds the sums\" }}\n"
+    )
+}
+
+/// `{{env_var[@name]}}` (a Corezoid project variable) in any template becomes `{{name}}`,
+/// a process-level value given with `process clone --set`. Returns each param made,
+/// with the variable's name.
+fn rewrite_env_vars(nodes: &mut Map<String, Value>) -> BTreeMap<String, String> {
+    fn walk(value: &mut Value, found: &mut BTreeMap<String, String>) {
+        match value {
+            Value::String(s) if s.contains("env_var[") => {
+                let mut out = String::new();
+                let mut rest = s.as_str();
+                while let Some(at) = rest.find("env_var[") {
+                    let after = &rest[at + 8..];
+                    let Some(end) = after.find(']') else { break };
+                    let name = after[..end].trim().trim_start_matches('@');
+                    let param = slug(name, "env_var");
+                    found.insert(param.clone(), name.to_string());
+                    out.push_str(&rest[..at]);
+                    out.push_str(&param);
+                    rest = &after[end + 1..];
+                }
+                out.push_str(rest);
+                *s = out;
+            }
+            Value::Array(items) => items.iter_mut().for_each(|v| walk(v, found)),
+            Value::Object(map) => map.values_mut().for_each(|v| walk(v, found)),
+            _ => {}
+        }
+    }
+    let mut found = BTreeMap::new();
+    for node in nodes.values_mut() {
+        walk(node, &mut found);
+    }
+    found
 }

@@ -46,7 +46,7 @@ pub fn dot(process: &Process, counts: Option<&Counts>) -> String {
             NodeClass::Escalation => ("box", ", penwidth=2.5"),
             NodeClass::CallProcess => ("box", ", peripheries=2"),
             NodeClass::CopyTask => ("box3d", ""),
-            NodeClass::ModifyTask => ("component", ""),
+            NodeClass::ModifyTask | NodeClass::Sum => ("component", ""),
             NodeClass::Reply => ("cds", ""),
             NodeClass::ApiCall | NodeClass::SetParam | NodeClass::Code => ("box", ""),
         };

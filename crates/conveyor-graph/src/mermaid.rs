@@ -36,7 +36,7 @@ pub fn mermaid(process: &Process, counts: Option<&Counts>) -> String {
             NodeClass::Escalation => ("{{", "}}"),
             NodeClass::CallProcess => ("[[", "]]"),
             NodeClass::CopyTask => ("[/", "/]"),
-            NodeClass::ModifyTask => ("[\\", "\\]"),
+            NodeClass::ModifyTask | NodeClass::Sum => ("[\\", "\\]"),
             NodeClass::Reply => ("(", ")"),
             NodeClass::ApiCall | NodeClass::SetParam | NodeClass::Code => ("[", "]"),
         };

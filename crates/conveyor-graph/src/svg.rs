@@ -375,7 +375,7 @@ fn write_shape(out: &mut String, node: &NodeBox) -> (f64, f64, f64) {
             }
             (x + w / 2.0, y, h)
         }
-        NodeClass::ModifyTask => {
+        NodeClass::ModifyTask | NodeClass::Sum => {
             rect(out, x, y, w, h, 2.0, 1.4);
             (x + w / 2.0, y, h)
         }

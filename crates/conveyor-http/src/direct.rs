@@ -76,6 +76,19 @@ pub(crate) async fn handle(
         Some(Value::Number(n)) => Some(n.to_string()),
         _ => None,
     };
+    // `wait` is the door's, like `ref`: Corezoid's Sync API, never a param of the task.
+    let wait = match data.remove("wait") {
+        None => None,
+        Some(value) => match wait_for(&value) {
+            Some(wait) => Some(wait),
+            None => {
+                return error(
+                    StatusCode::BAD_REQUEST,
+                    "wait: expected a number of seconds from 1 to 60 (or `wait` alone for 60)",
+                );
+            }
+        },
+    };
     let wants_html = headers
         .get(header::ACCEPT)
         .and_then(|v| v.to_str().ok())
@@ -85,14 +98,28 @@ pub(crate) async fn handle(
         process: id,
         reference,
         data,
+        wait,
     };
     let outcome = door::direct_url(&runtime, request).await;
     match outcome {
         Ok(done) => {
-            let answer = json!({
+            let mut answer = json!({
                 "proc": "ok", "action": done.action,
                 "obj_id": done.task.to_string(), "ref": done.reference,
             });
+            match &done.reply {
+                None => {}
+                Some(None) => return timed_out(&done, wait.unwrap_or_default(), wants_html),
+                Some(Some(reply)) => {
+                    answer["reply"] = Value::Object(reply.data.clone());
+                    answer["reply_error"] = Value::Bool(reply.error);
+                    answer["node"] = Value::String(reply.node.clone());
+                    answer["status"] = Value::String(reply.status.as_str().to_string());
+                    if wants_html {
+                        return Html(answered_page(reply)).into_response();
+                    }
+                }
+            }
             if wants_html {
                 Html(format!(
                     "<!doctype html><meta charset=utf-8><title>Conveyor</title>\
@@ -121,6 +148,78 @@ pub(crate) async fn handle(
 }
 
 /// `a=1&b=x%20y` → pairs, percent- and plus-decoded.
+/// `wait`'s value: seconds from 1 to 60; empty or `true` means 60.
+fn wait_for(value: &Value) -> Option<std::time::Duration> {
+    let seconds = match value {
+        Value::String(s) if s.is_empty() || s == "true" => return Some(door::MAX_WAIT),
+        Value::Bool(true) => return Some(door::MAX_WAIT),
+        Value::String(s) => s.trim().trim_end_matches('s').parse::<u64>().ok()?,
+        Value::Number(n) => n.as_u64()?,
+        _ => return None,
+    };
+    let wait = std::time::Duration::from_secs(seconds);
+    (seconds > 0 && wait <= door::MAX_WAIT).then_some(wait)
+}
+
+/// 504: the task did not answer in time; it goes on, and the caller has its id.
+fn timed_out(done: &door::DirectAnswer, wait: std::time::Duration, html: bool) -> Response {
+    let description = format!(
+        "task {} did not answer within {} s (it goes on: look it up by its id)",
+        done.task,
+        wait.as_secs()
+    );
+    if html {
+        return (
+            StatusCode::GATEWAY_TIMEOUT,
+            Html(format!(
+                "<!doctype html><meta charset=utf-8><title>Conveyor</title><p>Conveyor received it (task {}, {}), but {}. You can close this tab.</p>",
+                done.task,
+                done.action,
+                escape_html(&description)
+            )),
+        )
+            .into_response();
+    }
+    (
+        StatusCode::GATEWAY_TIMEOUT,
+        axum::Json(json!({"request_proc": "ok", "ops": [{
+            "proc": "timeout", "action": done.action, "obj_id": done.task.to_string(),
+            "ref": done.reference, "description": description,
+        }]})),
+    )
+        .into_response()
+}
+
+/// The page a browser gets when the task answered: its `message`, if the answer has
+/// one, else what it did.
+fn answered_page(reply: &conveyor_runtime::Answer) -> String {
+    let message = match reply.data.get("message") {
+        Some(Value::String(m)) if !m.is_empty() => m.clone(),
+        _ if reply.error => format!("task {} failed in {}", reply.task, reply.node),
+        _ => format!("task {} answered ({})", reply.task, reply.status.as_str()),
+    };
+    format!(
+        "<!doctype html><meta charset=utf-8><title>Conveyor</title><p{}>{}</p><p>You can close this tab.</p>",
+        if reply.error { " class=error" } else { "" },
+        escape_html(&message)
+    )
+}
+
+fn escape_html(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
 pub(crate) fn form_pairs(text: &str) -> Vec<(String, String)> {
     text.split('&')
         .filter(|p| !p.is_empty())

@@ -82,8 +82,8 @@ pub(crate) async fn handle(
         return error(StatusCode::FORBIDDEN, "bad signature");
     }
 
-    let ops = match parse_ops(&bytes, limits.ops_per_request) {
-        Ok(ops) => ops,
+    let (ops, wait) = match parse_ops(&bytes, limits.ops_per_request) {
+        Ok(parsed) => parsed,
         Err(description) => return format_error(&description),
     };
     // A signature can be accepted until its time is `max_clock_skew_secs` behind ours.
@@ -114,8 +114,22 @@ pub(crate) async fn handle(
         Ok(Err(refusal)) => return *refusal,
         Err(e) => return error(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
     }
-    match run_ops(&runtime, &key, ops).await {
-        Ok(answers) => axum::Json(json!({"request_proc": "ok", "ops": answers})).into_response(),
+    match run_ops(&runtime, &key, ops, wait).await {
+        Ok(answers) => {
+            // Corezoid's Sync API: a create that did not answer in time makes it a 504
+            // (every op is still listed, the late one with its task id).
+            let late = answers.iter().any(|a| a["proc"] == "timeout");
+            let status = if late {
+                StatusCode::GATEWAY_TIMEOUT
+            } else {
+                StatusCode::OK
+            };
+            (
+                status,
+                axum::Json(json!({"request_proc": "ok", "ops": answers})),
+            )
+                .into_response()
+        }
         Err(e) => error(StatusCode::SERVICE_UNAVAILABLE, &e.to_string()),
     }
 }
@@ -127,6 +141,7 @@ async fn run_ops(
     runtime: &conveyor_runtime::Runtime,
     key: &ApiKey,
     ops: Vec<Value>,
+    wait: Option<std::time::Duration>,
 ) -> Result<Vec<Value>, CommandError> {
     let mut answers: Vec<Option<Value>> = Vec::with_capacity(ops.len());
     let mut valid = Vec::new();
@@ -139,7 +154,7 @@ async fn run_ops(
             Err(answer) => answers.push(Some(answer)),
         }
     }
-    let mut done = door::run_ops(runtime, &Caller::api_key(key), valid)
+    let mut done = door::run_ops(runtime, &Caller::api_key(key), valid, wait)
         .await?
         .into_iter();
     Ok(answers
@@ -158,7 +173,28 @@ async fn run_ops(
 /// An op's outcome as Corezoid's task API answers it.
 fn op_answer(answer: OpAnswer) -> Value {
     match answer {
-        OpAnswer::Created { id, reference }
+        OpAnswer::Created {
+            id,
+            reference,
+            reply: Some(None),
+        } => json!({
+            "proc": "timeout", "obj": "task", "ref": reference, "obj_id": id.to_string(),
+            "description": format!("task {id} did not answer in time (it goes on: look it up by its id)"),
+        }),
+        OpAnswer::Created {
+            id,
+            reference,
+            reply: Some(Some(reply)),
+        } => json!({
+            "proc": "ok", "obj": "task", "ref": reference, "obj_id": id.to_string(),
+            "reply": reply.data, "reply_error": reply.error, "node": reply.node,
+            "status": reply.status.as_str(),
+        }),
+        OpAnswer::Created {
+            id,
+            reference,
+            reply: None,
+        }
         | OpAnswer::Modified { id, reference }
         | OpAnswer::Deleted { id, reference } => {
             json!({"proc": "ok", "obj": "task", "ref": reference, "obj_id": id.to_string()})
@@ -190,13 +226,28 @@ fn within_skew(now: i64, request: i64, skew: i64) -> bool {
     now.abs_diff(request) <= skew.unsigned_abs()
 }
 
-/// The ops of a request body, `{"ops": [...]}` with 1 to `max` ops; else why not.
-fn parse_ops(bytes: &[u8], max: usize) -> Result<Vec<Value>, String> {
-    let ops = match serde_json::from_slice::<Value>(bytes) {
-        Ok(Value::Object(mut map)) => match map.remove("ops") {
-            Some(Value::Array(ops)) => ops,
-            _ => return Err("the body must be {\"ops\": [...]}".into()),
-        },
+/// The ops of a request body, `{"ops": [...]}` with 1 to `max` ops, and its `timeout`
+/// (Corezoid's Sync API: seconds to wait for each created task's answer, 1 to 60); else
+/// why not.
+fn parse_ops(
+    bytes: &[u8],
+    max: usize,
+) -> Result<(Vec<Value>, Option<std::time::Duration>), String> {
+    let (ops, wait) = match serde_json::from_slice::<Value>(bytes) {
+        Ok(Value::Object(mut map)) => {
+            let wait = match map.remove("timeout") {
+                None => None,
+                Some(Value::Number(n)) => match n.as_u64() {
+                    Some(secs @ 1..=60) => Some(std::time::Duration::from_secs(secs)),
+                    _ => return Err("timeout: expected a number of seconds from 1 to 60".into()),
+                },
+                Some(_) => return Err("timeout: expected a number of seconds from 1 to 60".into()),
+            };
+            match map.remove("ops") {
+                Some(Value::Array(ops)) => (ops, wait),
+                _ => return Err("the body must be {\"ops\": [...]}".into()),
+            }
+        }
         Ok(_) => return Err("the body must be a JSON object {\"ops\": [...]}".into()),
         Err(e) => return Err(format!("the body is not JSON: {e}")),
     };
@@ -209,7 +260,7 @@ fn parse_ops(bytes: &[u8], max: usize) -> Result<Vec<Value>, String> {
             ops.len()
         ));
     }
-    Ok(ops)
+    Ok((ops, wait))
 }
 
 fn format_error(description: &str) -> Response {
@@ -533,7 +584,24 @@ nodes:
             json!({"price": 0.1 + 0.2}),
         ];
         let text = json!({ "ops": ops }).to_string();
-        assert_eq!(parse_ops(text.as_bytes(), 100), Ok(ops));
+        assert_eq!(parse_ops(text.as_bytes(), 100), Ok((ops, None)));
+    }
+
+    #[test]
+    fn the_sync_timeout_is_seconds_from_1_to_60() {
+        let ops = vec![json!({"type": "create"})];
+        let with = |timeout: Value| json!({"ops": ops, "timeout": timeout}).to_string();
+        assert_eq!(
+            parse_ops(with(json!(30)).as_bytes(), 100),
+            Ok((ops.clone(), Some(std::time::Duration::from_secs(30))))
+        );
+        for bad in [json!(0), json!(61), json!("30"), json!(1.5), json!(-1)] {
+            let refused = parse_ops(with(bad.clone()).as_bytes(), 100);
+            assert!(
+                refused.as_ref().is_err_and(|e| e.starts_with("timeout:")),
+                "{bad}: {refused:?}"
+            );
+        }
     }
 
     #[test]
@@ -550,7 +618,7 @@ nodes:
             let _ = parse_ops(body.to_string().as_bytes(), 100);
             let text = json!({"ops": ops}).to_string();
             match parse_ops(text.as_bytes(), 100) {
-                Ok(parsed) => prop_assert_eq!(parsed, ops),
+                Ok(parsed) => prop_assert_eq!(parsed, (ops, None)),
                 Err(e) => prop_assert!(ops.is_empty() || ops.len() > 100, "{}", e),
             }
         });
@@ -562,7 +630,7 @@ nodes:
         let tokio = current_thread();
         // Mostly the key that may use every process.
         proptest!(config(500), |(op in op(process), key in prop::sample::select(vec![0, 0, 0, 1]))| {
-            let answers = tokio.block_on(run_ops(&runtime, &keys[key], vec![op.clone()]));
+            let answers = tokio.block_on(run_ops(&runtime, &keys[key], vec![op.clone()], None));
             assert_answer(&op, &answers.expect("the request is answered")[0]);
         });
     }
@@ -572,7 +640,7 @@ nodes:
         let (_dir, runtime, _, keys) = runtime();
         let tokio = current_thread();
         proptest!(config(500), |(op in json_value())| {
-            let answers = tokio.block_on(run_ops(&runtime, &keys[0], vec![op.clone()]));
+            let answers = tokio.block_on(run_ops(&runtime, &keys[0], vec![op.clone()], None));
             assert_answer(&op, &answers.expect("the request is answered")[0]);
         });
     }

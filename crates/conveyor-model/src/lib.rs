@@ -13,7 +13,8 @@
 //!   (its fields and how it is read), listed in one table;
 //! - `validate.rs` — checks of the process as a whole (one start, targets exist, …);
 //! - `diagnostic.rs` — problems with where they are; `positions.rs` — where each key is;
-//! - `duration.rs` — durations as written in process files.
+//! - `duration.rs` — durations as written in process files;
+//! - `unquoted.rs` — the hint for a value that starts with an unquoted `{{`.
 
 mod diagnostic;
 mod duration;
@@ -22,6 +23,7 @@ mod fuzz_tests;
 mod load;
 mod model;
 mod positions;
+mod unquoted;
 mod validate;
 
 pub use diagnostic::{Diagnostic, Severity};
@@ -75,6 +77,7 @@ pub fn check(file: &str, source: &str) -> Checked {
         None => None,
     };
     let mut diagnostics = loader.diagnostics;
+    unquoted::explain(file, source, &mut diagnostics);
     // File order: by line, then column; those without a position last.
     diagnostics.sort_by_key(|d| (d.line.unwrap_or(usize::MAX), d.column.unwrap_or(0)));
     let has_errors = diagnostics.iter().any(Diagnostic::is_error);

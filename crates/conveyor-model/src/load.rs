@@ -48,6 +48,7 @@ mod modify_task;
 mod reply;
 mod set_param;
 mod start;
+mod sum;
 mod wait_callback;
 
 /// How a node kind's fields are read (everything but `type`, `title`, `description`,
@@ -55,7 +56,7 @@ mod wait_callback;
 type KindLoader = fn(&mut Loader<'_>, &str, serde_yaml::Value) -> Option<NodeKind>;
 
 /// Every node kind: its name in `type:` and its loader, in the order the docs list them.
-const KINDS: [(&str, KindLoader); 13] = [
+const KINDS: [(&str, KindLoader); 14] = [
     ("start", start::load),
     ("final", final_node::load),
     ("condition", condition::load),
@@ -65,6 +66,7 @@ const KINDS: [(&str, KindLoader); 13] = [
     ("escalation", escalation::load),
     ("copy_task", copy_task::load),
     ("modify_task", modify_task::load),
+    ("sum", sum::load),
     ("call_process", call_process::load),
     ("reply", reply::load),
     ("wait_callback", wait_callback::load),

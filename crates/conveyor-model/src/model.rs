@@ -388,6 +388,16 @@ pub enum NodeKind {
         next: String,
         on_error: Option<String>,
     },
+    /// Adds numbers to keys of a holder task, atomically (Corezoid's Sum, `api_sum`).
+    Sum {
+        /// The holder task's process and ref; the holder is created on first use.
+        process: Template,
+        reference: Template,
+        /// A mapping of keys to numbers (templates) added to the holder's keys.
+        add: ValueTemplate,
+        next: String,
+        on_error: Option<String>,
+    },
     CallProcess {
         process: Template,
         /// What is sent; the whole task when absent.
@@ -424,6 +434,7 @@ impl NodeKind {
             NodeKind::Escalation { .. } => "escalation",
             NodeKind::CopyTask { .. } => "copy_task",
             NodeKind::ModifyTask { .. } => "modify_task",
+            NodeKind::Sum { .. } => "sum",
             NodeKind::CallProcess { .. } => "call_process",
             NodeKind::Reply { .. } => "reply",
             NodeKind::WaitCallback { .. } => "wait_callback",
@@ -450,6 +461,7 @@ impl NodeKind {
             | NodeKind::Escalation { on_error, .. }
             | NodeKind::CopyTask { on_error, .. }
             | NodeKind::ModifyTask { on_error, .. }
+            | NodeKind::Sum { on_error, .. }
             | NodeKind::CallProcess { on_error, .. }
             | NodeKind::Reply { on_error, .. }
             | NodeKind::WaitCallback { on_error, .. } => on_error.as_deref(),
@@ -477,6 +489,7 @@ impl Node {
             | NodeKind::Delay { next, .. }
             | NodeKind::CopyTask { next, .. }
             | NodeKind::ModifyTask { next, .. }
+            | NodeKind::Sum { next, .. }
             | NodeKind::CallProcess { next, .. }
             | NodeKind::Reply { next, .. }
             | NodeKind::WaitCallback { next, .. }
@@ -663,6 +676,9 @@ impl HttpMethod {
 pub enum BodyFormat {
     Json,
     Form,
+    /// The body rendered to text and sent as it is (Corezoid's `format: raw`); the
+    /// `Content-Type` is whatever `headers` say.
+    Raw,
 }
 
 /// A `code` node: a JavaScript function body over `data`, the task's data.

@@ -140,8 +140,11 @@ fn graph_checks(loader: &mut Loader<'_>, process: &Process) {
 }
 
 /// Warns about templates that read task keys nobody declares or produces. Only a
-/// warning: API replies and callbacks may add keys that the file cannot know of.
+/// warning: API replies and callbacks may add keys that the file cannot know of. A
+/// `call_process` reply adds the keys the called process replies with, which this file
+/// cannot know: nodes a task reaches after one are not warned about.
 fn param_warnings(loader: &mut Loader<'_>, process: &Process) {
+    let after_reply = reached_after_replies(process);
     let mut known: HashSet<&str> = process.params.keys().map(String::as_str).collect();
     known.extend(process.secrets.iter().map(String::as_str));
     if process.settings.rate_limit.is_some() {
@@ -164,6 +167,9 @@ fn param_warnings(loader: &mut Loader<'_>, process: &Process) {
         }
     }
     for node in process.nodes.values() {
+        if after_reply.contains(node.id.as_str()) {
+            continue;
+        }
         let mut unknown = BTreeSet::new();
         visit_task_templates(node, &mut |template| {
             for key in template.task_keys() {
@@ -249,6 +255,16 @@ fn visit_task_templates<'a>(node: &'a Node, visit: &mut dyn FnMut(&'a Template))
             visit(reference);
             data.visit_templates(visit);
         }
+        NodeKind::Sum {
+            process,
+            reference,
+            add,
+            ..
+        } => {
+            visit(process);
+            visit(reference);
+            add.visit_templates(visit);
+        }
         NodeKind::CallProcess { process, data, .. } => {
             visit(process);
             if let Some(d) = data {
@@ -257,4 +273,26 @@ fn visit_task_templates<'a>(node: &'a Node, visit: &mut dyn FnMut(&'a Template))
         }
         NodeKind::Reply { data, .. } => data.visit_templates(visit),
     }
+}
+
+/// The nodes a task can reach after a `call_process` has merged a reply into it.
+fn reached_after_replies(process: &Process) -> HashSet<&str> {
+    let mut reached = HashSet::new();
+    let mut queue: Vec<&str> = process
+        .nodes
+        .values()
+        .filter_map(|node| match &node.kind {
+            NodeKind::CallProcess { next, .. } => Some(next.as_str()),
+            _ => None,
+        })
+        .collect();
+    while let Some(id) = queue.pop() {
+        if !reached.insert(id) {
+            continue;
+        }
+        if let Some(node) = process.nodes.get(id) {
+            queue.extend(node.edges().iter().map(|e| e.target));
+        }
+    }
+    reached
 }

@@ -141,6 +141,7 @@ async fn exchange(
                 map.iter().map(|(k, v)| (k.clone(), text_of(v))).collect();
             builder = builder.form(&fields);
         }
+        Some((BodyFormat::Raw, body)) => builder = builder.body(text_of(body)),
         Some((BodyFormat::Form, other)) => {
             return Err(Failure::bind(format!(
                 "a form body must be an object, got {other}"

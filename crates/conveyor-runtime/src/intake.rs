@@ -13,7 +13,7 @@ use serde_json::{Map, Value};
 
 use crate::input::DirectOutcome;
 use crate::ops::duplicate_ref;
-use crate::{ModifyOutcome, Result, Runtime, RuntimeError, TaskBy};
+use crate::{AnswerWait, ModifyOutcome, Result, Runtime, RuntimeError, TaskBy};
 use conveyor_store::{Batch, TaskRecord};
 
 /// When a door's change may be acknowledged.
@@ -34,8 +34,9 @@ impl Runtime {
         data: Map<String, Value>,
         ack: Ack,
     ) -> Result<TaskRecord> {
-        self.add_grouped(process, reference, data, Door::Create, ack)
+        self.add_grouped(process, reference, data, Door::Create, ack, false)
             .await
+            .map(|(task, _)| task)
     }
 
     async fn add_grouped(
@@ -45,17 +46,27 @@ impl Runtime {
         data: Map<String, Value>,
         door: Door,
         ack: Ack,
-    ) -> Result<TaskRecord> {
+        wait: bool,
+    ) -> Result<(TaskRecord, Option<AnswerWait>)> {
         let (task, batch) = self.add_batch(process, reference, data, door)?;
-        self.commit_grouped(batch, ack == Ack::Durable)
+        // Registered before the commit: the engine cannot answer before anyone listens.
+        let answer = wait.then(|| self.expect_answer(task.id));
+        let committed = self
+            .commit_grouped(batch, ack == Ack::Durable)
             .await
             .map_err(|e| match e {
                 RuntimeError::Store(e) => duplicate_ref(e),
                 other => other,
-            })?;
+            });
+        if let Err(e) = committed {
+            if let Some(answer) = answer {
+                self.drop_answer(answer);
+            }
+            return Err(e);
+        }
         self.metrics.task_created(1);
         self.schedule(task.id);
-        Ok(task)
+        Ok((task, answer))
     }
 
     /// `modify_task_by` through the committer's groups.
@@ -83,13 +94,35 @@ impl Runtime {
         Ok(outcome)
     }
 
-    /// `direct_url` through the committer's groups; answered once durable.
+    /// [`Runtime::commit_modify`] with a wait for the task's answer registered first.
+    async fn commit_modify_awaiting(
+        &self,
+        outcome: ModifyOutcome,
+        batch: Batch,
+        wait: bool,
+    ) -> Result<(ModifyOutcome, Option<AnswerWait>)> {
+        let answer = wait.then(|| self.expect_answer(outcome.task));
+        match self.commit_modify(outcome, batch, Ack::Durable).await {
+            Ok(outcome) => Ok((outcome, answer)),
+            Err(e) => {
+                if let Some(answer) = answer {
+                    self.drop_answer(answer);
+                }
+                Err(e)
+            }
+        }
+    }
+
+    /// `direct_url` through the committer's groups; answered once durable. With `wait`,
+    /// a wait for the task's answer (sync reply) is registered before the commit and
+    /// returned with the outcome.
     pub async fn direct_url_grouped(
         &self,
         process: u64,
         reference: Option<&str>,
         data: Map<String, Value>,
-    ) -> Result<DirectOutcome> {
+        wait: bool,
+    ) -> Result<(DirectOutcome, Option<AnswerWait>)> {
         let loaded = self.loaded(process)?;
         crate::input::check_direct_ref(&loaded, reference)?;
         if let Some(r) = reference
@@ -98,27 +131,30 @@ impl Runtime {
             let reference = task.reference.clone();
             let (outcome, batch) =
                 self.modify_batch(&loaded, task, data, "direct URL", Door::Url)?;
-            let outcome = self.commit_modify(outcome, batch, Ack::Durable).await?;
-            return Ok(DirectOutcome {
+            let (outcome, answer) = self.commit_modify_awaiting(outcome, batch, wait).await?;
+            let done = DirectOutcome {
                 task: outcome.task,
                 reference,
                 action: "modified",
-            });
+            };
+            return Ok((done, answer));
         }
-        let task = self
+        let (task, answer) = self
             .add_grouped(
                 &process.to_string(),
                 reference,
                 data,
                 Door::Url,
                 Ack::Durable,
+                wait,
             )
             .await?;
-        Ok(DirectOutcome {
+        let done = DirectOutcome {
             task: task.id,
             reference: task.reference,
             action: "created",
-        })
+        };
+        Ok((done, answer))
     }
 
     /// Resolves once everything committed before it is on disk (one flush shared with the
@@ -129,13 +165,17 @@ impl Runtime {
 
     /// Checks and submits a create to the committer at once, without waiting: many ops of
     /// one request join the same group. Await [`Pending::done`] for the outcome.
+    /// With `wait`, a wait for the task's answer (sync reply) is registered before the
+    /// create reaches the committer: take it with [`Pending::take_answer`].
     pub fn submit_create(
         &self,
         process: &str,
         reference: Option<&str>,
         data: Map<String, Value>,
+        wait: bool,
     ) -> Result<(TaskRecord, Pending)> {
         let (task, batch) = self.add_batch(process, reference, data, Door::Create)?;
+        let answer = wait.then(|| self.expect_answer(task.id));
         let refs = crate::ref_changes(&batch);
         let wait = match self.committer.sender() {
             Some(sender) => {
@@ -146,22 +186,26 @@ impl Runtime {
                     done,
                 };
                 match sender.send(request) {
-                    Ok(()) => Some(wait),
-                    Err(error) => {
-                        self.store.commit(&error.0.batch).map_err(duplicate_ref)?;
-                        None
-                    }
+                    Ok(()) => Ok(Some(wait)),
+                    Err(error) => self.store.commit(&error.0.batch).map(|()| None),
                 }
             }
-            None => {
-                self.store.commit(&batch).map_err(duplicate_ref)?;
-                None
+            None => self.store.commit(&batch).map(|()| None),
+        };
+        let wait = match wait {
+            Ok(wait) => wait,
+            Err(e) => {
+                if let Some(answer) = answer {
+                    self.drop_answer(answer);
+                }
+                return Err(duplicate_ref(e));
             }
         };
         let pending = Pending {
             wait,
             refs,
             task: task.id,
+            answer,
         };
         Ok((task, pending))
     }
@@ -173,9 +217,15 @@ pub struct Pending {
         Option<tokio::sync::oneshot::Receiver<std::result::Result<(), conveyor_store::StoreError>>>,
     refs: Vec<crate::RefChange>,
     task: u64,
+    answer: Option<AnswerWait>,
 }
 
 impl Pending {
+    /// The wait for the task's answer registered by [`Runtime::submit_create`], if any.
+    pub fn take_answer(&mut self) -> Option<AnswerWait> {
+        self.answer.take()
+    }
+
     /// Resolves once the create is applied (readable), or with why it was not (a ref
     /// taken meanwhile: `ref '…' already exists`).
     pub async fn done(self, runtime: &Runtime) -> Result<()> {

@@ -20,6 +20,7 @@
 //!   `advance` dispatches to;
 //! - `committer.rs` — group commit of steps' batches (and the doors' creates);
 //! - `intake.rs` — the HTTP doors' creates and modifies, joining the committer's groups;
+//! - `answers.rs` — sync replies: doors that wait for a task's `reply` or end;
 //! - `ops.rs` — the commands: clone and update processes, add, find, modify tasks;
 //! - `recover.rs` — `task retry` and `task goto`;
 //! - `input.rs` — what the outside may set, checked at every door;
@@ -31,6 +32,7 @@
 //! - `retention.rs` — keeping and removing finished tasks, trimming history;
 //! - `stats.rs`, `metrics.rs` — `store stats` and `/metrics`; `clock.rs` — the clock.
 
+mod answers;
 mod clock;
 mod code;
 mod committer;
@@ -52,6 +54,7 @@ mod step;
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex, RwLock};
 
+pub use answers::{Answer, AnswerWait};
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use conveyor_store::{Store, StoreError};
 pub use engine::{RunMode, RunStats};
@@ -236,6 +239,8 @@ pub struct Runtime {
     stats_cache: stats::StatsCache,
     /// Another engine of a shared store announced work (see [`Runtime::on_change`]).
     work_elsewhere: std::sync::atomic::AtomicBool,
+    /// Doors waiting for tasks' answers (sync replies, `answers.rs`).
+    answers: answers::Answers,
 }
 
 impl Runtime {
@@ -268,6 +273,7 @@ impl Runtime {
             metrics: Metrics::default(),
             idle: tokio::sync::Notify::new(),
             work_elsewhere: std::sync::atomic::AtomicBool::new(false),
+            answers: answers::Answers::default(),
         });
         if runtime.store.shared() {
             let weak = Arc::downgrade(&runtime);

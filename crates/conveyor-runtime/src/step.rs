@@ -33,6 +33,7 @@ mod modify_task;
 mod reply;
 mod set_param;
 mod start;
+mod sum;
 mod wait_callback;
 
 /// What a finished step leaves behind, for the engine loop.
@@ -69,6 +70,11 @@ pub(crate) struct Step<'r> {
     resume: Option<Resume>,
     /// The task is removed by this step's commit (its `keep` is over, or is `0`).
     remove: bool,
+    /// The last failure of this step (node and reason), told to a waiting caller.
+    failure: Option<String>,
+    /// What the first `reply` node of this step answered (node, data, error), for a door
+    /// waiting for the task (`answers.rs`).
+    answer: Option<(String, Map<String, Value>, bool)>,
 }
 
 /// Where a woken task was and since when.
@@ -108,6 +114,8 @@ pub(crate) async fn run(rt: &Runtime, id: u64) -> Result<Outcome> {
         renders: std::cell::Cell::new(0),
         resume: None,
         remove: false,
+        failure: None,
+        answer: None,
     };
     for (seq, message) in rt.store.inbox(id)? {
         step.batch.push(Op::ClearInbox { task: id, seq });
@@ -121,6 +129,7 @@ pub(crate) async fn run(rt: &Runtime, id: u64) -> Result<Outcome> {
     while step.task.status == TaskStatus::Ready {
         step.advance().await?;
     }
+    step.answer_caller_if_failed()?;
     step.commit().await?;
     Ok(Outcome {
         wake: step.task.wake,
@@ -348,6 +357,10 @@ impl Step<'_> {
                 Value::from(code),
             );
         }
+        self.failure = Some(format!(
+            "node `{}` failed ({tag}): {description}",
+            self.task.node
+        ));
         self.event(EventKind::Error {
             tag: tag.to_string(),
             description,
@@ -495,11 +508,16 @@ impl Step<'_> {
                     }
                 }
             }
+            InboxMessage::Add { data, source } => self.add_sums(data, source),
             InboxMessage::Fold { data } => {
                 crate::fold::append(&mut self.task.data, data);
             }
             InboxMessage::Recover { to, data, source } => self.recover(to, data, source),
-            InboxMessage::Reply { data, error } => {
+            InboxMessage::Reply {
+                data,
+                error,
+                failure,
+            } => {
                 let keys = data.keys().cloned().collect();
                 let waiting = self.task.status == TaskStatus::Waiting
                     && node
@@ -514,15 +532,26 @@ impl Step<'_> {
                     });
                     return;
                 }
-                self.task.data.extend(data);
-                self.event(EventKind::Modified {
-                    keys,
-                    source: "reply".into(),
-                });
+                if !data.is_empty() {
+                    self.task.data.extend(data);
+                    self.event(EventKind::Modified {
+                        keys,
+                        source: "reply".into(),
+                    });
+                }
                 if let (true, Some(node)) = (waiting, node)
                     && let NodeKind::CallProcess { next, .. } = &node.kind
                 {
-                    if error {
+                    if let Some(reason) = failure {
+                        self.task.status = TaskStatus::Ready;
+                        self.fail(
+                            "rpc",
+                            "software",
+                            "rpc_callee_failed",
+                            format!("the called process's task failed: {reason}"),
+                            None,
+                        );
+                    } else if error {
                         self.task.status = TaskStatus::Ready;
                         self.fail(
                             "rpc",
@@ -620,10 +649,11 @@ impl Step<'_> {
                 | NodeKind::WaitCallback { .. }
                 | NodeKind::Escalation { .. }
                 | NodeKind::ApiCall(_)
+                | NodeKind::Reply { .. }
         ) {
             // Something happened on the way back: a fresh wait. (A call that succeeds
             // clears it too; one that fails and comes back does not, so a stranger's
-            // rejected code cannot postpone a refresh.)
+            // rejected code cannot postpone a refresh; nor does a reply telling them.)
             self.resume = None;
         }
         match &node.kind {
@@ -648,6 +678,13 @@ impl Step<'_> {
                 next,
                 ..
             } => self.modify_task(process, reference, data, next)?,
+            NodeKind::Sum {
+                process,
+                reference,
+                add,
+                next,
+                ..
+            } => self.sum(process, reference, add, next)?,
             NodeKind::CallProcess { process, data, .. } => {
                 self.call_process(process, data.as_ref())?
             }
@@ -710,6 +747,7 @@ impl Step<'_> {
         });
         batch.push(Op::PutTask(Box::new(self.task.clone())));
         self.rt.commit_step(batch).await?;
+        self.send_answer();
         self.rt
             .metrics
             .task_created(std::mem::take(&mut self.created));
@@ -747,6 +785,7 @@ impl Step<'_> {
         }
         crate::retention::removal(&self.task, &mut batch);
         self.rt.commit_step(batch).await?;
+        self.send_answer();
         self.rt.metrics.task_removed();
         self.rt
             .metrics
@@ -756,6 +795,38 @@ impl Step<'_> {
         }
         self.called_out = false;
         Ok(())
+    }
+}
+
+impl Step<'_> {
+    /// Once committed: answers a door waiting for this task, with what a `reply` node
+    /// said, or with the task's data when it stopped at a final node or failed.
+    fn send_answer(&mut self) {
+        if !self.rt.answers.wanted(self.task.id) {
+            return;
+        }
+        let (node, data, error) = match self.answer.take() {
+            Some(said) => said,
+            None => match self.task.status {
+                TaskStatus::Done | TaskStatus::Failed => (
+                    self.task.node.clone(),
+                    crate::mask::mask_data(
+                        &self.loaded.process,
+                        &self.task.secret_keys,
+                        &self.task.data,
+                    ),
+                    self.task.status == TaskStatus::Failed,
+                ),
+                TaskStatus::Ready | TaskStatus::Waiting => return,
+            },
+        };
+        self.rt.answers.answer(crate::Answer {
+            task: self.task.id,
+            node,
+            status: self.task.status,
+            data,
+            error,
+        });
     }
 }
 

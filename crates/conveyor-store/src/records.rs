@@ -236,6 +236,16 @@ pub enum InboxMessage {
     Reply {
         data: serde_json::Map<String, Value>,
         error: bool,
+        /// The called task failed (an error final node, or a failure with no error
+        /// route): why. The caller goes to its `on_error` with this reason.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        failure: Option<String>,
+    },
+    /// Numbers to add to keys of this task (a `sum` node). The owner adds them when it
+    /// runs, one message after another, so parallel sums never lose an update.
+    Add {
+        data: serde_json::Map<String, Value>,
+        source: String,
     },
     /// A task that a rate-limited process folded into this summary task
     /// (`settings.rate_limit`): appended to its `folded` list.

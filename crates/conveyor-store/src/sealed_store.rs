@@ -191,6 +191,7 @@ impl SealedStore {
         let keys = self.keyring();
         match &mut message {
             InboxMessage::Modify { data, .. }
+            | InboxMessage::Add { data, .. }
             | InboxMessage::Reply { data, .. }
             | InboxMessage::Fold { data }
             | InboxMessage::Recover { data, .. } => {
@@ -203,6 +204,7 @@ impl SealedStore {
     fn message_data(message: &InboxMessage) -> &Map<String, Value> {
         match message {
             InboxMessage::Modify { data, .. }
+            | InboxMessage::Add { data, .. }
             | InboxMessage::Reply { data, .. }
             | InboxMessage::Fold { data }
             | InboxMessage::Recover { data, .. } => data,
@@ -215,9 +217,14 @@ impl SealedStore {
                 data: new,
                 source: source.clone(),
             },
-            InboxMessage::Reply { error, .. } => InboxMessage::Reply {
+            InboxMessage::Add { source, .. } => InboxMessage::Add {
+                data: new,
+                source: source.clone(),
+            },
+            InboxMessage::Reply { error, failure, .. } => InboxMessage::Reply {
                 data: new,
                 error: *error,
+                failure: failure.clone(),
             },
             InboxMessage::Fold { .. } => InboxMessage::Fold { data: new },
             InboxMessage::Recover { to, source, .. } => InboxMessage::Recover {

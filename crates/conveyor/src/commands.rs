@@ -49,6 +49,45 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let reply = crate::import::run(&args, |request| dispatch(&global, request))?;
             return Ok(print(reply));
         }
+        Command::Process(ProcessCommand::Export {
+            process,
+            format: crate::ExportFormat::Corezoid,
+            out,
+        }) => {
+            let reply = if process.ends_with(".yaml") || process.ends_with(".yml") {
+                // A file: exported here, no store needed.
+                let text = crate::check::read_process_file(Path::new(&process))
+                    .map_err(|e| anyhow::anyhow!("cannot read {process}: {e}"))?;
+                let checked = conveyor_model::check(&process, &text);
+                let errors: Vec<String> = checked.errors().map(|d| d.to_string()).collect();
+                if !errors.is_empty() {
+                    bail!("{process} has errors:\n{}", errors.join("\n"));
+                }
+                let text = conveyor_corezoid::export(&text, None)
+                    .map_err(|e| anyhow::anyhow!("cannot export {process}: {e}"))?;
+                Reply {
+                    stdout: format!("{text}\n"),
+                    stderr: String::new(),
+                    code: 0,
+                }
+            } else {
+                dispatch(&global, Request::ProcessExport { process })?
+            };
+            if let (Some(path), 0) = (&out, reply.code) {
+                std::fs::write(path, &reply.stdout)
+                    .with_context(|| format!("cannot write {}", path.display()))?;
+                return Ok(print(Reply {
+                    stdout: if global.json {
+                        format!("{}\n", json!({ "written": path.display().to_string() }))
+                    } else {
+                        format!("wrote {}\n", path.display())
+                    },
+                    stderr: String::new(),
+                    code: 0,
+                }));
+            }
+            return Ok(print(reply));
+        }
         Command::Process(ProcessCommand::Templates) => {
             // Made without the store: the templates are in the binary.
             let answer = conveyor_commands::Answer::Templates {
@@ -356,6 +395,7 @@ fn process_request(global: &Global, command: ProcessCommand) -> anyhow::Result<R
             }
         }
         ProcessCommand::Check { .. }
+        | ProcessCommand::Export { .. }
         | ProcessCommand::Templates
         | ProcessCommand::Import { .. } => {
             bail!("not a store command")

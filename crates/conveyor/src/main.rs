@@ -109,7 +109,7 @@ pub enum StoreKindArg {
 
 #[derive(Subcommand)]
 pub enum Command {
-    /// Work with processes: check, templates, clone, import, list, show, graph, url, update.
+    /// Processes: check, templates, clone, import, export, list, show, graph, url, update.
     #[command(subcommand)]
     Process(ProcessCommand),
     /// Work with tasks: add, show, list, modify, retry, goto, delete, history.
@@ -189,6 +189,13 @@ pub enum BitrixCommand {
         #[arg(long = "ref", default_value = "token")]
         reference: String,
     },
+}
+
+/// `--format` of `process export`.
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+pub enum ExportFormat {
+    /// Corezoid's JSON export (an array of one process object).
+    Corezoid,
 }
 
 /// `--format` of `process graph`.
@@ -348,6 +355,18 @@ pub enum ProcessCommand {
         process: String,
         #[arg(long, value_enum, default_value = "svg")]
         format: GraphFormat,
+    },
+    /// Write a process (a cloned one, or a .yaml file) as a Corezoid export that
+    /// `process import` reads back.
+    Export {
+        /// A cloned process (id or @alias) or a process file (.yaml).
+        #[arg(value_name = "PROCESS|FILE")]
+        process: String,
+        #[arg(long, value_enum)]
+        format: ExportFormat,
+        /// Write the export to FILE instead of printing it.
+        #[arg(long, value_name = "FILE")]
+        out: Option<PathBuf>,
     },
     /// Print the process's direct URL (creates or modifies tasks from any HTTP request).
     Url {

@@ -94,11 +94,12 @@ fn load_api_call(loader: &mut Loader<'_>, id: &str, rest: serde_yaml::Value) -> 
     let format = match raw.format.as_deref() {
         None | Some("json") => Some(BodyFormat::Json),
         Some("form") => Some(BodyFormat::Form),
+        Some("raw") => Some(BodyFormat::Raw),
         Some(other) => {
             loader.error(
                 node,
                 Some("format"),
-                format!("unknown body format `{other}` (json or form)"),
+                format!("unknown body format `{other}` (json, form or raw)"),
             );
             None
         }

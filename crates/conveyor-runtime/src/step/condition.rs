@@ -29,7 +29,9 @@ impl Step<'_> {
         Ok(())
     }
 
-    /// One check of a condition. Types are strict, as in Corezoid: `10` and `"10"` differ.
+    /// One check of a condition. The task's value is converted to `cast` first, as
+    /// Corezoid casts it (`"5000"` with `cast: number` is 5000); a value that cannot be
+    /// converted is an error of the node, not a silent `else`.
     pub(super) fn check(&mut self, check: &Check) -> std::result::Result<bool, String> {
         let data = Value::Object(std::mem::take(&mut self.task.data));
         let left = check.param.lookup(&data).cloned();
@@ -41,6 +43,8 @@ impl Step<'_> {
             // A missing param matches nothing (`not_eq ""` means "present and non-empty").
             return Ok(false);
         };
+        let left = super::set_param::cast_value(left, check.cast)
+            .map_err(|message| format!("param `{}`: {message}", check.param))?;
         let right_text = http::text_of(&right);
         Ok(match check.cast {
             Cast::String => {

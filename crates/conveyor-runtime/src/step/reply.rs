@@ -13,19 +13,67 @@ impl Step<'_> {
                 return Ok(());
             }
         };
-        if let Some(caller) = self.task.caller.clone() {
+        if self.answer.is_none() && self.rt.answers.wanted(self.task.id) {
+            // A door waits for this task: it gets what the reply says, with any secret
+            // of the task masked (a template may have copied one into the text).
+            let mut secrets = Vec::new();
+            crate::mask::secret_values(
+                &self.loaded.process,
+                &self.task.secret_keys,
+                &self.task.data,
+                &mut secrets,
+            );
+            let said =
+                crate::mask::mask_data(&self.loaded.process, &self.task.secret_keys, &rendered)
+                    .into_iter()
+                    .map(|(k, v)| {
+                        let masked = crate::mask::mask_value(&v, &secrets);
+                        (k, masked)
+                    })
+                    .collect();
+            self.answer = Some((self.task.node.clone(), said, error));
+        }
+        self.answer_caller(rendered, error, None)?;
+        self.goto(next, "next");
+        Ok(())
+    }
+
+    /// Leaves the answer in the caller's inbox and wakes it. A called task answers
+    /// once: the caller is forgotten, so a later failure (or a second `reply`) does not
+    /// answer again.
+    pub(super) fn answer_caller(
+        &mut self,
+        data: Map<String, Value>,
+        error: bool,
+        failure: Option<String>,
+    ) -> Result<()> {
+        if let Some(caller) = self.task.caller.take() {
             self.batch.push(Op::Inbox {
                 task: caller.task,
                 seq: self.rt.store.next_task_id()?,
                 message: InboxMessage::Reply {
-                    data: rendered,
+                    data,
                     error,
+                    failure,
                 },
             });
             self.batch.push(Op::SetReady(caller.task));
             self.schedule.push(caller.task);
         }
-        self.goto(next, "next");
         Ok(())
+    }
+
+    /// A called task that failed answers its caller with the failure, so the caller
+    /// takes its `on_error` at once instead of waiting for its time limit (Corezoid
+    /// leaves it waiting).
+    pub(super) fn answer_caller_if_failed(&mut self) -> Result<()> {
+        if self.task.status != TaskStatus::Failed || self.task.caller.is_none() {
+            return Ok(());
+        }
+        let reason = match self.failure.take() {
+            Some(reason) => reason,
+            None => format!("it ended in the error final node `{}`", self.task.node),
+        };
+        self.answer_caller(Map::new(), true, Some(reason))
     }
 }

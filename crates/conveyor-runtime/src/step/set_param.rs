@@ -134,7 +134,7 @@ impl Step<'_> {
 }
 
 /// Converts a rendered value to the type a `set_param` asks for.
-fn cast_value(value: Value, cast: Cast) -> std::result::Result<Value, String> {
+pub(super) fn cast_value(value: Value, cast: Cast) -> std::result::Result<Value, String> {
     match (cast, value) {
         (Cast::String, Value::String(s)) => Ok(Value::String(s)),
         (Cast::String, other) => Ok(Value::String(http::text_of(&other))),

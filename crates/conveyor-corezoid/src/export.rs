@@ -1,0 +1,486 @@
+//! One Conveyor process into a Corezoid export (`conveyor process export --format
+//! corezoid`): the JSON array Corezoid's "Export → JSON" gives, with one process object.
+//!
+//! Each node becomes one Corezoid node with its logics (the reverse of `map.rs`: a
+//! `condition` is `go_if_const`s and a `go`, an `api_call` an `api` logic, a `delay` a
+//! `time` semaphor, …). Conveyor has fields Corezoid has no place for (retries, param
+//! patterns, secrets, `render`, a `sum`'s holder…), so the whole definition also rides
+//! along in the process object's `conveyor` key, with a fingerprint of the scheme it
+//! was exported with. The importer uses that definition only while the scheme is
+//! unchanged; a process edited in Corezoid is mapped from its logics.
+
+use serde_json::{Map, Value, json};
+
+/// Why a definition could not be exported.
+#[derive(Debug, thiserror::Error)]
+pub enum ExportError {
+    #[error("the definition is not YAML: {0}")]
+    Yaml(String),
+    #[error("the definition has no `nodes` mapping")]
+    NoNodes,
+}
+
+/// The key of the process object that carries the Conveyor definition.
+pub(crate) const EXTENSION: &str = "conveyor";
+
+/// The export of one process, as pretty JSON (an array of one process object).
+pub fn export(definition: &str, obj_id: Option<u64>) -> Result<String, ExportError> {
+    let value: Value =
+        serde_yaml::from_str(definition).map_err(|e| ExportError::Yaml(e.to_string()))?;
+    let process = export_value(&value, obj_id)?;
+    serde_json::to_string_pretty(&Value::Array(vec![process]))
+        .map_err(|e| ExportError::Yaml(e.to_string()))
+}
+
+/// The process object of `definition` (YAML read as JSON).
+pub fn export_value(definition: &Value, obj_id: Option<u64>) -> Result<Value, ExportError> {
+    let nodes = definition
+        .get("nodes")
+        .and_then(Value::as_object)
+        .ok_or(ExportError::NoNodes)?;
+    // Corezoid node ids: the node's own `corezoid_id` when it was imported, else a
+    // 24-hex id made from the process id and the node's place.
+    let base = obj_id.unwrap_or(0);
+    let mut ids: Map<String, Value> = Map::new();
+    for (i, (name, node)) in nodes.iter().enumerate() {
+        let id = node
+            .get("corezoid_id")
+            .and_then(Value::as_str)
+            .filter(|id| !id.is_empty() && !ids.values().any(|v| v == *id))
+            .map(str::to_string)
+            .unwrap_or_else(|| format!("{base:08x}{:016x}", i + 1));
+        ids.insert(name.clone(), Value::String(id));
+    }
+    let id_of = |name: &str| -> String {
+        ids.get(name)
+            .and_then(Value::as_str)
+            .unwrap_or(name)
+            .to_string()
+    };
+    let mut scheme_nodes = Vec::new();
+    for (name, node) in nodes {
+        scheme_nodes.push(node_object(name, node, &id_of));
+    }
+    let title = text(definition, "title");
+    let name = text(definition, "process");
+    let mut process = Map::new();
+    process.insert("obj_type".into(), json!(1));
+    if let Some(id) = obj_id {
+        process.insert("obj_id".into(), json!(id));
+    }
+    process.insert(
+        "title".into(),
+        Value::String(if title.is_empty() { name } else { title }),
+    );
+    process.insert(
+        "description".into(),
+        Value::String(text(definition, "description")),
+    );
+    process.insert("status".into(), json!("active"));
+    process.insert("params".into(), params(definition));
+    let scheme = json!({ "nodes": scheme_nodes });
+    process.insert(
+        EXTENSION.into(),
+        json!({
+            "fingerprint": fingerprint(&scheme),
+            "definition": definition,
+        }),
+    );
+    process.insert("scheme".into(), scheme);
+    Ok(Value::Object(process))
+}
+
+/// A stable digest of a scheme (FNV-1a of its JSON text): whether it was edited since.
+pub(crate) fn fingerprint(scheme: &Value) -> String {
+    let text = serde_json::to_string(scheme).unwrap_or_default();
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for byte in text.bytes() {
+        hash ^= u64::from(byte);
+        hash = hash.wrapping_mul(0x0100_0000_01b3);
+    }
+    format!("{hash:016x}")
+}
+
+fn text(value: &Value, key: &str) -> String {
+    match value.get(key) {
+        Some(Value::String(s)) => s.clone(),
+        Some(Value::Number(n)) => n.to_string(),
+        Some(Value::Bool(b)) => b.to_string(),
+        _ => String::new(),
+    }
+}
+
+fn params(definition: &Value) -> Value {
+    let Some(params) = definition.get("params").and_then(Value::as_object) else {
+        return json!([]);
+    };
+    let list: Vec<Value> = params
+        .iter()
+        .map(|(name, spec)| {
+            let flags = if spec.get("required").and_then(Value::as_bool) == Some(true) {
+                json!(["required"])
+            } else {
+                json!([])
+            };
+            json!({
+                "name": name,
+                "type": "string",
+                "descr": text(spec, "description"),
+                "flags": flags,
+                "regex": text(spec, "pattern"),
+                "regex_error_text": "",
+            })
+        })
+        .collect();
+    Value::Array(list)
+}
+
+/// One node: its Corezoid object (`id`, `obj_type`, `condition.logics`/`semaphors`).
+fn node_object(name: &str, node: &Value, id_of: &dyn Fn(&str) -> String) -> Value {
+    let kind = text(node, "type");
+    let go = |key: &str| -> Option<Value> {
+        node.get(key)
+            .and_then(Value::as_str)
+            .map(|to| json!({ "type": "go", "to_node_id": id_of(to) }))
+    };
+    let err = node.get("on_error").and_then(Value::as_str).map(id_of);
+    let mut logics: Vec<Value> = Vec::new();
+    let mut semaphors: Vec<Value> = Vec::new();
+    let mut obj_type = 0;
+    let mut extra = json!({});
+    let action = |mut logic: Map<String, Value>, logics: &mut Vec<Value>| {
+        if let Some(err) = &err {
+            logic.insert("err_node_id".into(), Value::String(err.clone()));
+        }
+        logics.push(Value::Object(logic));
+    };
+    match kind.as_str() {
+        "start" => {
+            obj_type = 1;
+            logics.extend(go("next"));
+        }
+        "final" => {
+            obj_type = 2;
+            if text(node, "status") == "error" {
+                extra = json!({ "icon": "error" });
+            }
+        }
+        "condition" => {
+            for branch in node
+                .get("branches")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+            {
+                let conditions: Vec<Value> = branch
+                    .get("when")
+                    .and_then(Value::as_array)
+                    .into_iter()
+                    .flatten()
+                    .map(|check| {
+                        let function = match text(check, "fn") {
+                            f if f.is_empty() => text(check, "fun"),
+                            f => f,
+                        };
+                        let cast = match text(check, "cast") {
+                            c if c.is_empty() => "string".to_string(),
+                            c => c,
+                        };
+                        json!({
+                            "param": text(check, "param"),
+                            "const": check.get("value").cloned().unwrap_or(json!("")),
+                            "fun": function,
+                            "cast": cast,
+                        })
+                    })
+                    .collect();
+                logics.push(json!({
+                    "type": "go_if_const",
+                    "to_node_id": id_of(&text(branch, "next")),
+                    "conditions": conditions,
+                }));
+            }
+            logics.extend(go("else"));
+        }
+        "set_param" => {
+            let (values, types) = typed(node.get("set"), node.get("cast"));
+            let mut logic = Map::new();
+            logic.insert("type".into(), json!("set_param"));
+            logic.insert("extra".into(), values);
+            logic.insert("extra_type".into(), types);
+            action(logic, &mut logics);
+            logics.extend(go("next"));
+        }
+        "delay" => {
+            let value = match node.get("for").or_else(|| node.get("until")) {
+                Some(Value::String(s)) => match crate::map::seconds_of(s) {
+                    Some(secs) => json!(secs),
+                    None => Value::String(s.clone()),
+                },
+                Some(other) => other.clone(),
+                None => json!(0),
+            };
+            semaphors.push(json!({
+                "type": "time",
+                "value": value,
+                "dimension": "sec",
+                "to_node_id": id_of(&text(node, "next")),
+            }));
+        }
+        "api_call" => {
+            action(api_logic(node), &mut logics);
+            logics.extend(go("next"));
+        }
+        "escalation" => {
+            // Held until a person modifies the task: a callback wait, in Corezoid terms.
+            obj_type = 3;
+            if node.get("next").is_some() {
+                logics.push(json!({ "type": "api_callback" }));
+                logics.extend(go("next"));
+            }
+        }
+        "copy_task" | "modify_task" => {
+            let modify = kind == "modify_task";
+            let mut logic = Map::new();
+            logic.insert("type".into(), json!("api_copy"));
+            logic.insert(
+                "mode".into(),
+                json!(if modify { "modify" } else { "create" }),
+            );
+            logic.insert("conv_id".into(), process_ref(node));
+            logic.insert("ref".into(), Value::String(text(node, "ref")));
+            match node.get("data") {
+                Some(data) => {
+                    let (values, types) = typed(Some(data), None);
+                    logic.insert("data".into(), values);
+                    logic.insert("data_type".into(), types);
+                    logic.insert("group".into(), json!(""));
+                }
+                None => {
+                    logic.insert("data".into(), json!({}));
+                    logic.insert("group".into(), json!("all"));
+                }
+            }
+            action(logic, &mut logics);
+            logics.extend(go("next"));
+        }
+        "sum" => {
+            let items: Vec<Value> = node
+                .get("add")
+                .and_then(Value::as_object)
+                .into_iter()
+                .flatten()
+                .map(|(key, value)| json!({ "id": key, "name": key, "value": scalar_text(value) }))
+                .collect();
+            action(
+                json!({ "type": "api_sum", "extra": items })
+                    .as_object()
+                    .cloned()
+                    .unwrap_or_default(),
+                &mut logics,
+            );
+            logics.extend(go("next"));
+        }
+        "call_process" => {
+            let mut logic = Map::new();
+            logic.insert("type".into(), json!("api_rpc"));
+            logic.insert("conv_id".into(), process_ref(node));
+            match node.get("data") {
+                Some(data) => {
+                    let (values, types) = typed(Some(data), None);
+                    logic.insert("extra".into(), values);
+                    logic.insert("extra_type".into(), types);
+                    logic.insert("group".into(), json!(""));
+                }
+                None => {
+                    logic.insert("extra".into(), json!({}));
+                    logic.insert("group".into(), json!("all"));
+                }
+            }
+            action(logic, &mut logics);
+            logics.extend(go("next"));
+        }
+        "reply" => {
+            let mut logic = Map::new();
+            logic.insert("type".into(), json!("api_rpc_reply"));
+            logic.insert("mode".into(), json!("key_value"));
+            logic.insert(
+                "res_data".into(),
+                node.get("data").cloned().unwrap_or(json!({})),
+            );
+            logic.insert(
+                "throw_exception".into(),
+                json!(node.get("error").and_then(Value::as_bool) == Some(true)),
+            );
+            action(logic, &mut logics);
+            logics.extend(go("next"));
+        }
+        "wait_callback" => {
+            logics.push(json!({ "type": "api_callback" }));
+            logics.extend(go("next"));
+        }
+        "code" => {
+            let mut logic = Map::new();
+            logic.insert("type".into(), json!("api_code"));
+            logic.insert("lang".into(), json!("js"));
+            logic.insert("src".into(), Value::String(text(node, "src")));
+            action(logic, &mut logics);
+            logics.extend(go("next"));
+        }
+        _ => {}
+    }
+    if let Some(limit) = node.get("timeout").and_then(Value::as_str)
+        && let Some((after, target)) = limit.split_once("->")
+    {
+        let value = match crate::map::seconds_of(after.trim()) {
+            Some(secs) => json!(secs),
+            None => Value::String(after.trim().to_string()),
+        };
+        semaphors.push(json!({
+            "type": "time",
+            "value": value,
+            "dimension": "sec",
+            "to_node_id": id_of(target.trim()),
+        }));
+    }
+    let title = match text(node, "title") {
+        t if t.is_empty() => name.to_string(),
+        t => t,
+    };
+    json!({
+        "id": id_of(name),
+        "obj_type": obj_type,
+        "title": title,
+        "description": text(node, "description"),
+        "condition": { "logics": logics, "semaphors": semaphors },
+        "extra": serde_json::to_string(&extra).unwrap_or_default(),
+        "options": null,
+    })
+}
+
+/// `process:` of a node: a number stays a number, `@alias` stays text.
+fn process_ref(node: &Value) -> Value {
+    match node.get("process") {
+        Some(Value::Number(n)) => Value::Number(n.clone()),
+        Some(Value::String(s)) => match s.trim().parse::<u64>() {
+            Ok(id) => json!(id),
+            Err(_) => Value::String(s.clone()),
+        },
+        _ => json!(""),
+    }
+}
+
+fn scalar_text(value: &Value) -> String {
+    match value {
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    }
+}
+
+/// A mapping of values and their casts into Corezoid's `extra` and `extra_type`.
+fn typed(values: Option<&Value>, casts: Option<&Value>) -> (Value, Value) {
+    let mut out = Map::new();
+    let mut types = Map::new();
+    if let Some(Value::Object(values)) = values {
+        for (key, value) in values {
+            let cast = casts
+                .and_then(|c| c.get(key))
+                .and_then(Value::as_str)
+                .map(str::to_string);
+            let (text, ty) = match (value, cast) {
+                (_, Some(cast)) => (scalar_text(value), cast),
+                (Value::String(s), None) => (s.clone(), "string".to_string()),
+                (Value::Number(_), None) => (value.to_string(), "number".to_string()),
+                (Value::Bool(_), None) => (value.to_string(), "boolean".to_string()),
+                (Value::Array(_), None) => (value.to_string(), "array".to_string()),
+                (Value::Object(_), None) => (value.to_string(), "object".to_string()),
+                (Value::Null, None) => (String::new(), "string".to_string()),
+            };
+            out.insert(key.clone(), Value::String(text));
+            types.insert(key.clone(), Value::String(ty));
+        }
+    }
+    (Value::Object(out), Value::Object(types))
+}
+
+fn api_logic(node: &Value) -> Map<String, Value> {
+    let method = match text(node, "method") {
+        m if m.is_empty() => "GET".to_string(),
+        m => m,
+    };
+    let mut logic = Map::new();
+    logic.insert("type".into(), json!("api"));
+    logic.insert("method".into(), Value::String(method.to_ascii_lowercase()));
+    logic.insert("url".into(), Value::String(text(node, "url")));
+    let format = text(node, "format");
+    let mut extra = json!({});
+    let mut extra_type = json!({});
+    match (node.get("body"), format.as_str()) {
+        (Some(body), "raw") => {
+            logic.insert("format".into(), json!("raw"));
+            logic.insert("raw_body".into(), Value::String(scalar_text(body)));
+        }
+        (Some(body), _) => {
+            logic.insert("format".into(), json!(""));
+            (extra, extra_type) = typed(Some(body), None);
+        }
+        (None, _) => {
+            logic.insert("format".into(), json!(""));
+            if let Some(query) = node.get("query") {
+                (extra, extra_type) = typed(Some(query), None);
+            }
+        }
+    }
+    logic.insert("extra".into(), extra);
+    logic.insert("extra_type".into(), extra_type);
+    let content_type = if format == "form" {
+        "application/x-www-form-urlencoded"
+    } else {
+        "application/json"
+    };
+    logic.insert("content_type".into(), json!(content_type));
+    logic.insert(
+        "extra_headers".into(),
+        node.get("headers").cloned().unwrap_or(json!({})),
+    );
+    if let Some(Value::Object(response)) = node.get("response") {
+        let mut mapped = Map::new();
+        for (key, value) in response {
+            let t = scalar_text(value);
+            let corezoid = match t.trim() {
+                "{{headers}}" => "{{header}}".to_string(),
+                "{{body}}" => "{{body}}".to_string(),
+                other => match other
+                    .strip_prefix("{{body.")
+                    .and_then(|p| p.strip_suffix("}}"))
+                {
+                    Some(path) if !path.contains("{{") => format!("{{{{{path}}}}}"),
+                    _ => other.to_string(),
+                },
+            };
+            mapped.insert(key.clone(), Value::String(corezoid));
+        }
+        logic.insert("customize_response".into(), json!(true));
+        logic.insert("response".into(), Value::Object(mapped));
+    } else {
+        logic.insert("customize_response".into(), json!(false));
+    }
+    let threads = node.get("concurrency").and_then(Value::as_u64).unwrap_or(0);
+    logic.insert("max_threads".into(), json!(threads));
+    logic.insert("send_sys".into(), json!(false));
+    logic
+}
+
+/// The Conveyor definition an export carries, when the scheme beside it is the one it
+/// was exported with (a process edited in Corezoid since is mapped from its logics).
+pub(crate) fn carried_definition(process: &Value) -> Option<Value> {
+    let extension = process.get(EXTENSION)?;
+    let scheme = process.get("scheme")?;
+    let recorded = extension.get("fingerprint")?.as_str()?;
+    if recorded != fingerprint(scheme) {
+        return None;
+    }
+    let definition = extension.get("definition")?;
+    definition.get("nodes")?.as_object()?;
+    Some(definition.clone())
+}
