@@ -158,12 +158,63 @@ fn run(
 /// Applies a group as one transaction (the store adds up counter changes and encodes
 /// straight from the steps' batches, nothing is copied); if that fails (one step's ref
 /// was taken, say), each batch is applied on its own so only the faulty one fails.
+/// When tasks of the group were taken over by another engine (a shared store), only
+/// the steps of those tasks fail and the others are applied again as one group.
 fn apply(store: &dyn Store, batches: &[Batch]) -> Vec<Result<(), StoreError>> {
     match store.commit_group(batches) {
         Ok(()) => batches.iter().map(|_| Ok(())).collect(),
+        Err(StoreError::Fenced { tasks }) if batches.len() > 1 => {
+            apply_without_fenced(store, batches, &tasks)
+        }
         Err(_) if batches.len() > 1 => batches.iter().map(|b| store.commit(b)).collect(),
         Err(e) => vec![Err(e)],
     }
+}
+
+/// The group without the batches that change the tasks taken over (`lost`): those fail
+/// with [`StoreError::Fenced`], the rest is applied again (copies: this is the rare path).
+fn apply_without_fenced(
+    store: &dyn Store,
+    batches: &[Batch],
+    lost: &[u64],
+) -> Vec<Result<(), StoreError>> {
+    let lost_by: Vec<Vec<u64>> = batches
+        .iter()
+        .map(|b| {
+            let mut tasks: Vec<u64> = b.claimed_tasks().filter(|t| lost.contains(t)).collect();
+            tasks.sort_unstable();
+            tasks.dedup();
+            tasks
+        })
+        .collect();
+    if lost_by.iter().all(Vec::is_empty) {
+        // The store named no task of these batches: apply each on its own.
+        return batches.iter().map(|b| store.commit(b)).collect();
+    }
+    let rest: Vec<Batch> = batches
+        .iter()
+        .zip(&lost_by)
+        .filter(|(_, lost)| lost.is_empty())
+        .map(|(b, _)| b.clone())
+        .collect();
+    let mut rest_results = if rest.is_empty() {
+        Vec::new()
+    } else {
+        apply(store, &rest)
+    }
+    .into_iter();
+    lost_by
+        .into_iter()
+        .map(|tasks| {
+            if tasks.is_empty() {
+                rest_results
+                    .next()
+                    .unwrap_or_else(|| Err(StoreError::Io("a commit result went missing".into())))
+            } else {
+                Err(StoreError::Fenced { tasks })
+            }
+        })
+        .collect()
 }
 
 #[cfg(test)]
@@ -180,6 +231,70 @@ mod tests {
         assert!(busy >= std::time::Duration::from_millis(29), "{busy:?}");
         stats.end();
         assert_eq!(stats.in_store_for(), None);
+    }
+
+    /// Two engines on one PostgreSQL: A's group holds the steps of two tasks, one of
+    /// which B took over. Only that step fails; the other is committed.
+    #[test]
+    fn a_group_with_a_task_taken_over_fails_only_that_tasks_step() {
+        use conveyor_store::{Op, PgOptions, PgStore, test_postgres};
+        let Some(server) = test_postgres::require("committer_fenced") else {
+            return;
+        };
+        let url = test_postgres::fresh_database(server, "committer_fenced")
+            .unwrap_or_else(|e| panic!("{e}"));
+        let open = || {
+            let options = PgOptions {
+                lease: std::time::Duration::from_secs(60),
+                pool_size: 2,
+                ..PgOptions::default()
+            };
+            PgStore::open(&url, options).unwrap_or_else(|e| panic!("{e}"))
+        };
+        let (a, b) = (open(), open());
+        let ids = [(); 2].map(|_| a.next_task_id().unwrap_or_else(|e| panic!("{e}")));
+        let step = |id: u64, node: &str| {
+            let mut batch = Batch::default();
+            batch.push(Op::PutTask(Box::new(conveyor_store::conformance::task(
+                id, node,
+            ))));
+            batch.push(Op::SetReady(id));
+            batch
+        };
+        for id in ids {
+            a.commit(&step(id, "first"))
+                .unwrap_or_else(|e| panic!("{e}"));
+        }
+        assert_eq!(a.claim(&ids).unwrap_or_default(), ids.to_vec());
+        // A's claim of the first task runs out; B takes it over.
+        let expire = format!(
+            "UPDATE claims SET until = now() - interval '1 second' WHERE task = {}",
+            ids[0]
+        );
+        let out = std::process::Command::new("psql")
+            .args([
+                "-X",
+                "-q",
+                "-v",
+                "ON_ERROR_STOP=1",
+                "-d",
+                &url,
+                "-c",
+                &expire,
+            ])
+            .output()
+            .unwrap_or_else(|e| panic!("psql: {e}"));
+        assert!(out.status.success(), "{out:?}");
+        assert_eq!(b.claim(&ids[..1]).unwrap_or_default(), vec![ids[0]]);
+        let results = apply(&a, &[step(ids[0], "late"), step(ids[1], "second")]);
+        assert!(
+            matches!(&results[0], Err(StoreError::Fenced { tasks }) if tasks == &vec![ids[0]]),
+            "{results:?}"
+        );
+        assert!(results[1].is_ok(), "{results:?}");
+        let node = |id| a.task(id).ok().flatten().map(|t| t.node);
+        assert_eq!(node(ids[0]).as_deref(), Some("first"));
+        assert_eq!(node(ids[1]).as_deref(), Some("second"));
     }
 
     #[test]

@@ -322,8 +322,13 @@ impl Runtime {
             }
             Err(crate::RuntimeError::Store(conveyor_store::StoreError::Fenced { .. })) => {
                 // This engine's claim ran out and another engine took the task over:
-                // nothing of this step was written; the task is the other's now.
+                // nothing of this step was written. If work was found for it meanwhile
+                // (the other engine may have stepped it and let it go), its next step
+                // claims it afresh, or leaves it to whoever holds it now.
                 tracing::info!(task = id, "task taken over by another engine");
+                if again {
+                    self.schedule(id);
+                }
                 Timer::None
             }
             Err(e) => {
@@ -337,10 +342,16 @@ impl Runtime {
 
     fn take(&self) -> Option<u64> {
         let mut queue = self.queue.lock().ok()?;
-        let id = queue.waiting.pop_front()?;
-        queue.queued.remove(&id);
-        queue.running.insert(id);
-        Some(id)
+        while let Some(id) = queue.waiting.pop_front() {
+            queue.queued.remove(&id);
+            // Held (a delete in progress, `Runtime::hold`): it runs once let go.
+            if !queue.running.insert(id) {
+                queue.again.insert(id);
+                continue;
+            }
+            return Some(id);
+        }
+        None
     }
 
     /// Marks a task as no longer running; says whether it got work meanwhile.

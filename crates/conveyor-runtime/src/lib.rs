@@ -344,6 +344,29 @@ impl Runtime {
             .unwrap_or(false)
     }
 
+    /// Keeps this engine from starting a step of `task` until [`Runtime::unhold`]: it is
+    /// marked as running. `false` when a step of it runs now.
+    pub(crate) fn hold(&self, task: u64) -> bool {
+        match self.queue.lock() {
+            Ok(mut queue) => queue.running.insert(task),
+            Err(_) => false,
+        }
+    }
+
+    /// Ends a [`Runtime::hold`]; work that came for the task meanwhile is queued.
+    pub(crate) fn unhold(&self, task: u64) {
+        let again = match self.queue.lock() {
+            Ok(mut queue) => {
+                queue.running.remove(&task);
+                queue.again.remove(&task)
+            }
+            Err(_) => false,
+        };
+        if again {
+            self.schedule(task);
+        }
+    }
+
     /// Completes when nothing is ready and nothing runs (for `run --until-idle` through
     /// a running server).
     pub async fn wait_idle(&self) {

@@ -457,15 +457,45 @@ impl Runtime {
         self.delete_task_by(process, TaskBy::Key(key))
     }
 
-    /// `delete_task` with the task named exactly.
+    /// `delete_task` with the task named exactly. The task is held (no step of it starts
+    /// in this engine) and claimed (on a shared store, no other engine steps it) while it
+    /// is read again and deleted: a step running elsewhere cannot write it back after.
     pub fn delete_task_by(&self, process: &str, by: TaskBy<'_>) -> Result<TaskRecord> {
-        let (_, task) = self.find_task_by(process, by)?;
-        if self.is_running(task.id) {
-            return Err(RuntimeError::Refused(format!(
+        let (_, found) = self.find_task_by(process, by)?;
+        let moving = || {
+            RuntimeError::Refused(format!(
                 "task {} is being moved right now; try again in a moment",
-                task.id
-            )));
+                found.id
+            ))
+        };
+        if !self.hold(found.id) {
+            return Err(moving());
         }
+        let deleted = match self.store.claim(&[found.id]) {
+            Ok(claimed) if claimed.contains(&found.id) => {
+                let deleted = self.delete_claimed(&found);
+                self.store.release(found.id);
+                deleted
+            }
+            Ok(_) => Err(moving()),
+            Err(e) => Err(e.into()),
+        };
+        self.unhold(found.id);
+        deleted
+    }
+
+    /// Deletes `found` as it is now (it may have moved since it was found), once this
+    /// engine holds its claim.
+    fn delete_claimed(&self, found: &TaskRecord) -> Result<TaskRecord> {
+        let task = match self.store.task(found.id)? {
+            Some(task) if task.process == found.process => task,
+            _ => {
+                return Err(RuntimeError::NoTask {
+                    process: found.process.to_string(),
+                    key: found.id.to_string(),
+                });
+            }
+        };
         let mut batch = Batch::default();
         if let Some(wake) = task.wake {
             batch.push(Op::ClearTimer(conveyor_store::TimerKey {

@@ -304,8 +304,11 @@ pub trait Store: Send + Sync + 'static {
     fn shared(&self) -> bool {
         false
     }
-    /// Claims `tasks` for this engine; returns those it got (the others are held by
-    /// another engine). Each stays this engine's until [`Store::release`].
+    /// Claims `tasks` for their steps; returns those it got (the others are held by
+    /// another engine). Each stays this engine's until [`Store::release`]. A step reads
+    /// its task after this claim, and its commit is checked against this claim: it is
+    /// refused ([`StoreError::Fenced`]) if another engine claimed the task since, even
+    /// when this engine found the task again afterwards with [`Store::claim_work`].
     fn claim(&self, tasks: &[u64]) -> Result<Vec<u64>> {
         Ok(tasks.to_vec())
     }
@@ -314,7 +317,8 @@ pub trait Store: Send + Sync + 'static {
         Box::pin(std::future::ready(Ok(tasks)))
     }
     /// Claims up to `limit` tasks with work no engine holds (ready, with messages, or
-    /// with a timer due at `now`), including those of an engine that stopped.
+    /// with a timer due at `now`), including those of an engine that stopped. This only
+    /// finds work: each task's step still claims it with [`Store::claim`] before it reads.
     fn claim_work(&self, _now: i64, _limit: usize) -> Result<Vec<u64>> {
         Ok(Vec::new())
     }
@@ -364,6 +368,16 @@ impl Batch {
 
     pub fn is_empty(&self) -> bool {
         self.ops.is_empty()
+    }
+
+    /// The tasks whose record or scheduling this batch changes: those a shared store
+    /// checks against this engine's claims ([`StoreError::Fenced`]).
+    pub fn claimed_tasks(&self) -> impl Iterator<Item = u64> + '_ {
+        self.ops.iter().filter_map(|op| match op {
+            Op::PutTask(task) => Some(task.id),
+            Op::SetReady(task) | Op::ClearReady(task) | Op::DeleteTask { task, .. } => Some(*task),
+            _ => None,
+        })
     }
 }
 

@@ -109,6 +109,8 @@ struct Inner {
     /// Task ids of the block this engine took last: `next..end`.
     ids: Mutex<(u64, u64)>,
     claims: claims::Claims,
+    /// Steps' claims waiting to be sent together ([`claims::claim_batches`]).
+    claim_requests: tokio::sync::mpsc::UnboundedSender<claims::ClaimRequest>,
     listener: Mutex<Option<Listener>>,
     listening: AtomicBool,
 }
@@ -375,6 +377,7 @@ impl PgStore {
             .map(|h| h.trim().to_string())
             .unwrap_or_default();
         let engine = format!("{host}:{}:{:x}", std::process::id(), nanos & 0xff_ffff);
+        let (claim_requests, claim_queue) = tokio::sync::mpsc::unbounded_channel();
         let inner = Arc::new(Inner {
             pool,
             claims_pool,
@@ -386,6 +389,7 @@ impl PgStore {
             ids: Mutex::new((0, 0)),
             prefetched: Mutex::new(std::collections::HashMap::new()),
             claims: claims::Claims::new(options.lease),
+            claim_requests,
             listener: Mutex::new(None),
             listening: AtomicBool::new(false),
         });
@@ -398,6 +402,13 @@ impl PgStore {
         store
             .handle
             .spawn(claims::keep_leases(Arc::downgrade(&store.inner)));
+        store
+            .handle
+            .spawn(claims::flush_releases_soon(Arc::downgrade(&store.inner)));
+        store.handle.spawn(claims::claim_batches(
+            claim_queue,
+            Arc::downgrade(&store.inner),
+        ));
         Ok(store)
     }
 
@@ -583,15 +594,22 @@ impl Inner {
             // takeover waits for this commit (and then sees it) or this commit fails.
             if !fences.0.is_empty() {
                 let held = tx
-                    .execute(
+                    .query(
                         claims::FENCE,
                         &[&fences.0, &fences.1, &self.claims.lease_ms()],
                     )
                     .await
                     .map_err(fail)?;
-                if held < fences.0.len() as u64 {
+                if held.len() < fences.0.len() {
+                    let held: std::collections::HashSet<i64> =
+                        held.iter().map(|r| r.get(0)).collect();
                     return Err(Retry::Fail(StoreError::Fenced {
-                        tasks: fences.0.iter().map(|t| *t as u64).collect(),
+                        tasks: fences
+                            .0
+                            .iter()
+                            .filter(|t| !held.contains(t))
+                            .map(|t| *t as u64)
+                            .collect(),
                     }));
                 }
             }
@@ -1305,17 +1323,19 @@ impl Store for PgStore {
     }
 
     fn claim_async(&self, tasks: Vec<u64>) -> ClaimFuture {
-        let inner = self.inner.clone();
-        let handle = self.handle.clone();
+        // Sent with the claims of the other steps starting now: one round trip for all.
+        let (done, answer) = tokio::sync::oneshot::channel();
+        let sent = self
+            .inner
+            .claim_requests
+            .send(claims::ClaimRequest { tasks, done });
         Box::pin(async move {
-            handle
-                .spawn(async move {
-                    let claimed = inner.claims.claim(&inner, tasks).await?;
-                    inner.prefetch(&claimed).await?;
-                    Ok(claimed)
-                })
+            if sent.is_err() {
+                return Err(StoreError::Io("the PostgreSQL store was stopped".into()));
+            }
+            answer
                 .await
-                .map_err(|e| StoreError::Io(format!("a claim was cut off: {e}")))?
+                .map_err(|_| StoreError::Io("a claim was cut off".into()))?
         })
     }
 

@@ -13,26 +13,42 @@
 //! nothing. So a step is committed by at most one engine, even when one engine is
 //! cut off and another took its task.
 //!
+//! **Which token a commit is checked against.** A step reads its task after its own
+//! claim ([`Claims::claim`], always a fresh token), and its commit is checked against
+//! that token. Looking for work ([`Claims::claim_work`]) may find the same task again
+//! while its step runs — when the step's lease ran out and another engine took the
+//! task, stepped it and let it go: that claim is newer than what the step read, so it
+//! never replaces the step's token (the step's commit is then refused, as it must be:
+//! it ran on what was there before the other engine's step). Taking the newer token
+//! instead let such a step commit a second time what the other engine had already
+//! committed (the double steps the kill test found in CI).
+//!
 //! A step's claim is given back when the step ends ([`Claims::release`]); the release
 //! rides on the engine's next commit (or the next lease renewal), not a round trip of
-//! its own.
+//! its own. A release deletes the claim only if it still carries the step's token, so
+//! the next step's claim (a new token) is never undone by a release still on its way.
+//!
+//! Statements that lock several claim rows lock them in task order, so that an
+//! engine's renewal, its commits and other engines' claims do not deadlock.
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::{Mutex, Weak};
 use std::time::Duration;
 
 use super::Inner;
-use crate::Result;
+use crate::{Result, StoreError};
 
 /// How long a claim lasts unless renewed.
 pub const DEFAULT_LEASE: Duration = Duration::from_secs(10);
 
+/// A step's claim: a task no other engine holds (or whose lease ran out), always with a
+/// fresh token, even when this engine held it already (see the module documentation).
 const CLAIM: &str = "INSERT INTO claims (task, engine, token, until)
     SELECT t, $2, (SELECT nextval('claim_tokens')), now() + $3::bigint * interval '1 millisecond'
     FROM unnest($1::bigint[]) t
+    ORDER BY t
     ON CONFLICT (task) DO UPDATE
-        SET engine = EXCLUDED.engine, until = EXCLUDED.until,
-            token = CASE WHEN claims.engine = EXCLUDED.engine THEN claims.token ELSE EXCLUDED.token END
+        SET engine = EXCLUDED.engine, until = EXCLUDED.until, token = EXCLUDED.token
         WHERE claims.engine = EXCLUDED.engine OR claims.until < now()
     RETURNING task, token";
 
@@ -49,27 +65,49 @@ const CLAIM_WORK: &str = "WITH candidates AS (
     INSERT INTO claims (task, engine, token, until)
     SELECT task, $1, (SELECT nextval('claim_tokens')), now() + $2::bigint * interval '1 millisecond'
     FROM candidates
+    ORDER BY task
     ON CONFLICT (task) DO UPDATE
         SET engine = EXCLUDED.engine, until = EXCLUDED.until,
             token = CASE WHEN claims.engine = EXCLUDED.engine THEN claims.token ELSE EXCLUDED.token END
         WHERE claims.engine = EXCLUDED.engine OR claims.until < now()
     RETURNING task, token";
 
-/// The claims a commit relies on: still ours (renewed, and locked until the commit).
-pub(super) const FENCE: &str =
-    "UPDATE claims c SET until = now() + $3::bigint * interval '1 millisecond'
-    FROM unnest($1::bigint[], $2::bigint[]) f(task, token)
-    WHERE c.task = f.task AND c.token = f.token";
+/// The claims a commit relies on, (task, token) pairs: those still carrying their token
+/// are locked (in task order) until the commit, their lease renewed, and returned.
+pub(super) const FENCE: &str = "WITH held AS (
+        SELECT c.task FROM claims c
+        JOIN unnest($1::bigint[], $2::bigint[]) f(task, token)
+            ON c.task = f.task AND c.token = f.token
+        ORDER BY c.task
+        FOR UPDATE OF c
+    )
+    UPDATE claims c SET until = now() + $3::bigint * interval '1 millisecond'
+    FROM held WHERE c.task = held.task
+    RETURNING c.task";
 
-pub(super) const RELEASE: &str = "DELETE FROM claims c
-    USING unnest($1::bigint[], $2::bigint[]) f(task, token)
-    WHERE c.task = f.task AND c.token = f.token";
+/// Deletes the claims given back, (task, token) pairs: only those still carrying the
+/// token (a newer claim of the same task stays).
+pub(super) const RELEASE: &str = "WITH gone AS (
+        SELECT c.task FROM claims c
+        JOIN unnest($1::bigint[], $2::bigint[]) f(task, token)
+            ON c.task = f.task AND c.token = f.token
+        ORDER BY c.task
+        FOR UPDATE OF c
+    )
+    DELETE FROM claims c USING gone WHERE c.task = gone.task";
 
 /// Renews the claims this engine holds, by token: a claim the engine lost track of
 /// (its step failed) is not renewed, and runs out like a crashed engine's.
-const RENEW: &str = "UPDATE claims c SET until = now() + $3::bigint * interval '1 millisecond'
-    FROM unnest($1::bigint[], $2::bigint[]) f(task, token)
-    WHERE c.task = f.task AND c.token = f.token";
+const RENEW: &str = FENCE;
+
+/// What a claim is for (see the module documentation).
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Purpose {
+    /// A step begins: its token is what the step's commit is checked against.
+    Step,
+    /// Work found: the task is queued; its step will claim it again.
+    Work,
+}
 
 /// This engine's claims.
 pub(super) struct Claims {
@@ -78,6 +116,8 @@ pub(super) struct Claims {
     held: Mutex<HashMap<u64, i64>>,
     /// Claims given back, not yet deleted: (tasks, tokens).
     releases: Mutex<(Vec<i64>, Vec<i64>)>,
+    /// Told when a claim is given back ([`flush_releases_soon`]).
+    released: tokio::sync::Notify,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -93,6 +133,7 @@ impl Claims {
             lease,
             held: Mutex::new(HashMap::new()),
             releases: Mutex::new((Vec::new(), Vec::new())),
+            released: tokio::sync::Notify::new(),
         }
     }
 
@@ -100,17 +141,24 @@ impl Claims {
         self.lease.as_millis() as i64
     }
 
-    /// Notes the claims got. A claim this engine already held keeps its token (so a
-    /// step's commit and a second claim of the same task agree); a release of it still
-    /// waiting is called off.
-    fn keep(&self, rows: &[tokio_postgres::Row]) -> Vec<u64> {
+    /// Notes the claims got. A step's claim replaces whatever token this engine held for
+    /// the task; work found never replaces one (a step of the task may be running on it).
+    /// A release of the same claim still waiting is called off.
+    fn keep(&self, rows: &[tokio_postgres::Row], purpose: Purpose) -> Vec<u64> {
         let mut held = lock(&self.held);
         let mut releases = lock(&self.releases);
         rows.iter()
             .map(|r| {
                 let task = r.get::<_, i64>(0) as u64;
                 let token: i64 = r.get(1);
-                held.insert(task, token);
+                match purpose {
+                    Purpose::Step => {
+                        held.insert(task, token);
+                    }
+                    Purpose::Work => {
+                        held.entry(task).or_insert(token);
+                    }
+                }
                 let (tasks, tokens) = &mut *releases;
                 if let Some(i) = tasks
                     .iter()
@@ -133,8 +181,9 @@ impl Claims {
             .unzip()
     }
 
-    /// Claims `tasks` for this engine: those no other engine holds (or whose lease ran
-    /// out). Returns the ones claimed.
+    /// Claims `tasks` for their steps (none of them is being stepped by this engine):
+    /// those no other engine holds (or whose lease ran out). Returns the ones claimed;
+    /// what this engine believed it held of the others is forgotten.
     pub async fn claim(&self, inner: &Inner, mut tasks: Vec<u64>) -> Result<Vec<u64>> {
         tasks.sort_unstable();
         tasks.dedup();
@@ -145,7 +194,14 @@ impl Claims {
         let rows = inner
             .claims_query(CLAIM, &[&ids, &inner.engine, &self.lease_ms()])
             .await?;
-        Ok(self.keep(&rows))
+        let claimed = self.keep(&rows, Purpose::Step);
+        if claimed.len() < tasks.len() {
+            let mut held = lock(&self.held);
+            for task in tasks.iter().filter(|t| !claimed.contains(t)) {
+                held.remove(task);
+            }
+        }
+        Ok(claimed)
     }
 
     /// Claims up to `limit` tasks with work that no engine holds (`now`: the engine's
@@ -157,7 +213,7 @@ impl Claims {
                 &[&inner.engine, &self.lease_ms(), &now, &(limit as i64)],
             )
             .await?;
-        let mut tasks = self.keep(&rows);
+        let mut tasks = self.keep(&rows, Purpose::Work);
         tasks.sort_unstable();
         Ok(tasks)
     }
@@ -183,6 +239,7 @@ impl Claims {
         let mut releases = lock(&self.releases);
         releases.0.push(task as i64);
         releases.1.push(token);
+        self.released.notify_one();
     }
 
     pub fn has_releases(&self) -> bool {
@@ -228,13 +285,107 @@ impl Claims {
     }
 }
 
+/// Deletes given-back claims shortly after they were given back, when no commit took
+/// them along meanwhile (an idle engine): another engine, or a `task delete`, may want
+/// the task now, not after the next lease renewal.
+pub(super) async fn flush_releases_soon(inner: Weak<Inner>) {
+    loop {
+        {
+            // Held while waiting: the store's runtime, shut down when the store is
+            // dropped, ends this task.
+            let Some(strong) = inner.upgrade() else {
+                return;
+            };
+            strong.claims.released.notified().await;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        let Some(inner) = inner.upgrade() else { return };
+        if let Err(e) = inner.claims.flush_releases(&inner).await {
+            tracing::warn!(error = %e, "could not give back claims");
+        }
+    }
+}
+
+/// A step's claim for [`claim_batches`]: its tasks, and where the ones got go.
+pub(super) struct ClaimRequest {
+    pub tasks: Vec<u64>,
+    pub done: tokio::sync::oneshot::Sender<Result<Vec<u64>>>,
+}
+
+/// Most tasks claimed in one statement.
+const MAX_CLAIM_BATCH: usize = 1024;
+
+/// Claims for steps, batched: every claim that arrives while one is on its way goes
+/// with the next, as one statement (and one read of the claimed tasks for their steps,
+/// [`Inner::prefetch`]) — one round trip for many steps instead of one each.
+pub(super) async fn claim_batches(
+    mut requests: tokio::sync::mpsc::UnboundedReceiver<ClaimRequest>,
+    inner: Weak<Inner>,
+) {
+    while let Some(first) = requests.recv().await {
+        let mut batch = vec![first];
+        let mut size = batch[0].tasks.len();
+        while size < MAX_CLAIM_BATCH {
+            match requests.try_recv() {
+                Ok(request) => {
+                    size += request.tasks.len();
+                    batch.push(request);
+                }
+                Err(_) => break,
+            }
+        }
+        let Some(inner) = inner.upgrade() else { return };
+        let tasks: Vec<u64> = batch.iter().flat_map(|r| r.tasks.iter().copied()).collect();
+        let claimed = async {
+            let claimed = inner.claims.claim(&inner, tasks).await?;
+            inner.prefetch(&claimed).await?;
+            Ok::<_, StoreError>(claimed)
+        }
+        .await;
+        match claimed {
+            Ok(claimed) => {
+                let claimed: std::collections::HashSet<u64> = claimed.into_iter().collect();
+                for request in batch {
+                    let mine = request
+                        .tasks
+                        .iter()
+                        .copied()
+                        .filter(|t| claimed.contains(t))
+                        .collect();
+                    let _ = request.done.send(Ok(mine));
+                }
+            }
+            Err(e) => {
+                for request in batch {
+                    let _ = request.done.send(Err(copy_error(&e)));
+                }
+            }
+        }
+    }
+}
+
+/// The error of a batch of claims, for each step in it.
+fn copy_error(e: &StoreError) -> StoreError {
+    match e {
+        StoreError::Unavailable { place, reason } => StoreError::Unavailable {
+            place: place.clone(),
+            reason: reason.clone(),
+        },
+        other => StoreError::Io(other.to_string()),
+    }
+}
+
 /// Renews this engine's leases every third of a lease (and deletes released claims),
-/// while the store lives. A renewal that fails (the server is down) is tried again at
-/// the next tick; claims whose lease ran out meanwhile may be taken by other engines,
-/// and this engine's commits on them then fail ([`StoreError::Fenced`]).
+/// while the store lives. A renewal that fails (the server is down, a deadlock) is
+/// tried again soon, not a third of a lease later: two missed renewals in a row would
+/// let the leases of a live engine run out. Claims whose lease ran out meanwhile may
+/// be taken by other engines, and this engine's commits on them then fail
+/// ([`StoreError::Fenced`]).
 pub(super) async fn keep_leases(inner: Weak<Inner>) {
+    let mut failed = false;
     loop {
         let period = match inner.upgrade() {
+            Some(inner) if failed => (inner.claims.lease / 30).max(Duration::from_millis(10)),
             Some(inner) => inner.claims.lease / 3,
             None => return,
         };
@@ -242,13 +393,11 @@ pub(super) async fn keep_leases(inner: Weak<Inner>) {
         let Some(inner) = inner.upgrade() else { return };
         let (tasks, tokens) = inner.claims.all_held();
         let renewed = inner
-            .claims_query(
-                &format!("{RENEW} RETURNING c.task"),
-                &[&tasks, &tokens, &inner.claims.lease_ms()],
-            )
+            .claims_query(RENEW, &[&tasks, &tokens, &inner.claims.lease_ms()])
             .await;
+        failed = renewed.is_err();
         if let Err(e) = renewed {
-            tracing::warn!(error = %e, "could not renew this engine's claims");
+            tracing::warn!(error = %e, "could not renew this engine's claims; trying again");
         }
         if let Err(e) = inner.claims.flush_releases(&inner).await {
             tracing::warn!(error = %e, "could not give back claims");

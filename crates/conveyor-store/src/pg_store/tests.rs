@@ -109,6 +109,63 @@ fn a_task_is_claimed_by_one_engine_and_a_takeover_fences_the_old_one() {
     assert_eq!(a.claim(&[id]).unwrap(), vec![id]);
 }
 
+/// The double steps the kill test found: A's step outlived its lease, B took the task,
+/// stepped it and let it go, and A's look for work found the task again (a new claim).
+/// A's step read the task before B's step: its commit must still be refused.
+#[test]
+fn work_found_again_does_not_vouch_for_a_step_that_began_before_the_takeover() {
+    let Some((url, server)) = database("work_found_again") else {
+        return;
+    };
+    let (a, b) = (engine(&url, 60_000), engine(&url, 60_000));
+    let id = a.next_task_id().unwrap();
+    let mut batch = Batch::default();
+    batch.push(Op::PutTask(Box::new(crate::conformance::task(id, "first"))));
+    batch.push(Op::SetReady(id));
+    a.commit(&batch).unwrap();
+    // A's step claims the task and reads it.
+    assert_eq!(a.claim(&[id]).unwrap(), vec![id]);
+    assert_eq!(a.task(id).unwrap().unwrap().node, "first");
+    // A's lease runs out while its step runs; B's step takes the task and commits.
+    psql(
+        server,
+        &url,
+        "UPDATE claims SET until = now() - interval '1 second'",
+    );
+    assert_eq!(b.claim(&[id]).unwrap(), vec![id]);
+    let mut step = Batch::default();
+    step.push(Op::PutTask(Box::new(crate::conformance::task(
+        id, "second",
+    ))));
+    step.push(Op::SetReady(id));
+    b.commit(&step).unwrap();
+    b.release(id);
+    b.commit(&Batch::default()).unwrap();
+    // A looks for work and finds the task again: a new claim, not the one A's step
+    // began with.
+    assert_eq!(a.claim_work(0, 10).unwrap(), vec![id]);
+    let mut late = Batch::default();
+    late.push(Op::PutTask(Box::new(crate::conformance::task(
+        id, "second",
+    ))));
+    late.push(Op::SetReady(id));
+    match a.commit(&late) {
+        Err(StoreError::Fenced { tasks }) => assert_eq!(tasks, vec![id]),
+        other => panic!("a step from before the takeover was committed: {other:?}"),
+    }
+    // A's next step claims it afresh, reads B's step and commits; the stale step's
+    // release, riding on that commit, leaves the new claim alone.
+    a.release(id);
+    assert_eq!(a.claim(&[id]).unwrap(), vec![id]);
+    assert_eq!(a.task(id).unwrap().unwrap().node, "second");
+    let mut next = Batch::default();
+    next.push(Op::PutTask(Box::new(crate::conformance::task(id, "third"))));
+    next.push(Op::ClearReady(id));
+    a.commit(&next).unwrap();
+    assert!(b.claim(&[id]).unwrap().is_empty(), "A's claim was released");
+    assert_eq!(b.task(id).unwrap().unwrap().node, "third");
+}
+
 #[test]
 fn an_idle_engine_hears_of_work_and_of_process_changes() {
     let Some((url, _)) = database("listen_notify") else {
