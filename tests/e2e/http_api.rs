@@ -248,6 +248,19 @@ fn the_task_api_creates_modifies_shows_and_deletes_as_corezoid_does() {
         reply["ops"][0]["data"]["code"], "***",
         "the API never shows secrets"
     );
+    // The swagger's show: task_id, node_id and node_prev_id, its status words.
+    let shown = &reply["ops"][0];
+    assert_eq!(shown["task_id"], shown["obj_id"], "{shown}");
+    assert_eq!(
+        (shown["node_id"].as_str(), shown["node_prev_id"].as_str()),
+        (Some("done"), Some("wait")),
+        "{shown}"
+    );
+    assert_eq!(
+        (shown["status"].as_str(), shown["conveyor_status"].as_str()),
+        (Some("processed"), Some("done")),
+        "{shown}"
+    );
     assert!(!reply.to_string().contains("s3cret-code"));
 }
 

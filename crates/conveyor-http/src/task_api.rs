@@ -213,13 +213,29 @@ fn op_answer(answer: OpAnswer) -> Value {
             "proc": "ok",
             "obj": "task",
             "obj_id": task.id.to_string(),
+            "task_id": task.id.to_string(),
             "ref": task.reference,
             "node": task.node,
-            "status": task.status,
+            "node_id": task.node,
+            "node_prev_id": task.prev_node,
+            "status": corezoid_status(&task),
+            "conveyor_status": task.status,
             "create_time": task.created.div_euclid(1000),
             "change_time": task.changed.div_euclid(1000),
             "data": task.data,
         }),
+    }
+}
+
+/// A task's status in the swagger's words: `processed` once it stopped at a final node
+/// (or failed), `delayed` while a timer holds it, else `processing`. (Corezoid's
+/// `created`, `canceled` and `deleted` have no state here: a task is moved at once, and a
+/// deleted one is gone.)
+fn corezoid_status(task: &conveyor_commands::TaskView) -> &'static str {
+    match task.status {
+        "done" | "failed" => "processed",
+        _ if task.wake_at.is_some() && task.wake_kind.is_none() => "delayed",
+        _ => "processing",
     }
 }
 
