@@ -768,14 +768,11 @@ nodes:
   end: { type: final }
 "#;
 
-/// Sync replies (issue 15, point 3): a direct URL with `wait` answers with what the task
-/// answered: a `reply` node's data, or its data at a final node; 504 with the task id
-/// when it does not answer in time; secrets masked; a bad `wait` is refused.
-#[test]
-fn a_direct_url_with_wait_answers_with_the_tasks_reply() {
+/// A data dir with [`SYNC`] cloned as `@sync`.
+fn sync_process() -> DataDir {
     let data = DataDir::new();
-    std::fs::write(data.path().join("sync.yaml"), SYNC).expect("write");
     let file = data.path().join("sync.yaml");
+    std::fs::write(&file, SYNC).expect("write");
     data.ok(&[
         "process",
         "clone",
@@ -783,6 +780,15 @@ fn a_direct_url_with_wait_answers_with_the_tasks_reply() {
         "--alias",
         "sync",
     ]);
+    data
+}
+
+/// Sync replies (issue 15, point 3): a direct URL with `wait` answers with what the task
+/// answered: a `reply` node's data, or its data at a final node; 504 with the task id
+/// when it does not answer in time; secrets masked; a bad `wait` is refused.
+#[test]
+fn a_direct_url_with_wait_answers_with_the_tasks_reply() {
+    let data = sync_process();
     let url = data.json(&["process", "url", "@sync"])["url"]
         .as_str()
         .expect("url")
@@ -871,16 +877,7 @@ fn a_direct_url_with_wait_answers_with_the_tasks_reply() {
 /// does not answer in time; a bad timeout is a format error and creates nothing.
 #[test]
 fn a_task_api_request_with_a_timeout_answers_each_create_with_its_reply() {
-    let data = DataDir::new();
-    std::fs::write(data.path().join("sync.yaml"), SYNC).expect("write");
-    let file = data.path().join("sync.yaml");
-    data.ok(&[
-        "process",
-        "clone",
-        file.to_str().expect("utf-8"),
-        "--alias",
-        "sync",
-    ]);
+    let data = sync_process();
     let key = data.json(&["api-key", "create", "sync"]);
     let login = key["login"].as_u64().expect("login");
     let secret = key["secret"].as_str().expect("secret").to_string();

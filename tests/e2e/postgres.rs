@@ -671,3 +671,78 @@ fn postgres_task_delete_waits_for_a_step_running_on_another_engine() {
     assert_eq!(c["call"], (0, 1), "{c:?}");
     drop(engine);
 }
+
+/// PostgreSQL (issue 18, point 3): removed tasks leave dead rows whose space autovacuum
+/// only makes reusable; `conveyor store compact --store postgres://…` gives it back to
+/// the file system, and the store goes on working.
+#[test]
+fn postgres_store_compact_gives_the_space_of_removed_tasks_back() {
+    let Some(url) = database("retention_compact") else {
+        return;
+    };
+    let data = DataDir::new();
+    let cli = |args: &[&str]| cli_ok(&data, &url, args);
+    std::fs::write(
+        data.path().join("gone.yaml"),
+        "process: gone\nsettings: { max_tasks: 100000 }\nnodes:\n  start: { type: start, next: end }\n  end: { type: final, keep: 0 }\n",
+    )
+    .expect("write");
+    let file = data.path().join("gone.yaml");
+    cli(&[
+        "process",
+        "clone",
+        file.to_str().expect("utf-8"),
+        "--alias",
+        "gone",
+    ]);
+
+    // 4,000 tasks of ~2 KB each, run to their final node, which removes them at once.
+    {
+        let store: Arc<dyn Store> = Arc::new(store(&url));
+        let runtime = Runtime::new(store.clone(), Arc::new(SystemClock), Settings::default());
+        let threads = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .expect("runtime");
+        for chunk in 0..4 {
+            for n in 0..1000 {
+                let mut data = Map::new();
+                data.insert("n".into(), json!(chunk * 1000 + n));
+                // Random text, so that PostgreSQL's compression cannot shrink it.
+                let pad: String = (0..125)
+                    .map(|_| format!("{:016x}", rand::random::<u64>()))
+                    .collect();
+                data.insert("pad".into(), json!(pad));
+                runtime.add_task("@gone", None, data).expect("task added");
+            }
+            threads
+                .block_on(runtime.run(conveyor_runtime::RunMode::UntilIdle))
+                .expect("the engine runs");
+        }
+        let ended = store
+            .counters(1)
+            .expect("counters")
+            .into_iter()
+            .find(|(node, _)| node == "end")
+            .map(|(_, c)| (c.now, c.total));
+        assert_eq!(ended, Some((0, 4000)), "every task ended and was removed");
+    }
+
+    let compacted: serde_json::Value =
+        serde_json::from_str(&cli(&["--json", "store", "compact"])).expect("JSON");
+    let before = compacted["bytes_before"].as_u64().expect("bytes_before");
+    let after = compacted["bytes_after"].as_u64().expect("bytes_after");
+    assert_eq!(compacted["kind"], "postgres");
+    // 4,000 × 2 KB were written and removed: at least 4 MiB of dead rows went back.
+    assert!(
+        after + (4 << 20) <= before,
+        "VACUUM FULL gave too little back: {before} → {after} bytes"
+    );
+
+    // The store goes on working: a new task runs and is removed as before.
+    cli(&["task", "add", "@gone", "n=1"]);
+    cli(&["run", "--until-idle"]);
+    let shown = cli(&["--json", "process", "show", "@gone"]);
+    assert!(shown.contains("\"end\""), "{shown}");
+}

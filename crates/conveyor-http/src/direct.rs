@@ -175,7 +175,7 @@ fn timed_out(done: &door::DirectAnswer, wait: std::time::Duration, html: bool) -
                 "<!doctype html><meta charset=utf-8><title>Conveyor</title><p>Conveyor received it (task {}, {}), but {}. You can close this tab.</p>",
                 done.task,
                 done.action,
-                escape_html(&description)
+                conveyor_graph::xml_escape(&description)
             )),
         )
             .into_response();
@@ -201,23 +201,8 @@ fn answered_page(reply: &conveyor_runtime::Answer) -> String {
     format!(
         "<!doctype html><meta charset=utf-8><title>Conveyor</title><p{}>{}</p><p>You can close this tab.</p>",
         if reply.error { " class=error" } else { "" },
-        escape_html(&message)
+        conveyor_graph::xml_escape(&message)
     )
-}
-
-fn escape_html(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for c in text.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
-            c => out.push(c),
-        }
-    }
-    out
 }
 
 pub(crate) fn form_pairs(text: &str) -> Vec<(String, String)> {
