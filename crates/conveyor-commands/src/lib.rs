@@ -14,6 +14,12 @@
 //! - `door.rs` — the HTTP doors' requests: the task API's ops and a direct URL's,
 //!   through the runtime's grouped intake.
 //! - `error.rs` — [`CommandError`].
+//! - `place.rs` — [`Place`]: where the store is (the data dir's own, or PostgreSQL), and
+//!   opening it: a runtime for the commands and the engine, a throwaway one for the demo,
+//!   the checkpoint after an engine stopped.
+//! - `store_admin.rs` — `store verify | repair | migrate | compact`: [`StoreRequest`] run
+//!   by [`store_command`] into a [`StoreAnswer`], printed by [`render_store`].
+//! - `rotate.rs` — `secrets rotate-key`: [`rotate_key`] into [`Rotated`].
 //! - `render.rs` — an answer as the CLI's text or `--json`.
 //! - `templates.rs` — the process templates shipped in `processes/`, embedded.
 //! - `token.rs` — an OAuth token task in words (fingerprint, refreshes, escalation), and
@@ -23,6 +29,9 @@ mod answer;
 pub mod door;
 mod error;
 mod execute;
+mod place;
+mod rotate;
+mod store_admin;
 pub mod render;
 mod request;
 pub mod templates;
@@ -37,5 +46,13 @@ pub use execute::{
     Caller, Scope, api_key, draw, execute, params, process_detail, resolve, run, template_list,
     wait_idle,
 };
+pub use place::{Place, Postgres, is_postgres_url, throwaway_runtime};
 pub use request::{GraphFormat, Reply, Request};
+pub use rotate::{Rotated, render_rotated, rotate_key};
+pub use store_admin::{
+    LogRead, MigrateTarget, Repair, StoreAnswer, StoreRequest, Verified, render_store,
+    store_command,
+};
+// The store's types a caller names to say where and how (never to open it).
+pub use conveyor_store::{ApiKey, KeySource, PgOptions, StoreError, StoreKind, StoreOptions};
 pub use token::{TokenState, code_from, fingerprint, token_state};

@@ -91,7 +91,7 @@ fn parse_migrate_to(text: &str) -> Result<MigrateTo, String> {
     match text {
         "log" => Ok(MigrateTo::Kind(StoreKindArg::Log)),
         "sled" => Ok(MigrateTo::Kind(StoreKindArg::Sled)),
-        url if conveyor_store::PgStore::is_url(url) => Ok(MigrateTo::Postgres(url.to_string())),
+        url if conveyor_commands::is_postgres_url(url) => Ok(MigrateTo::Postgres(url.to_string())),
         other => Err(format!(
             "`{other}`: expected `log`, `sled` or a PostgreSQL URL (postgres://user@host:5432/db)"
         )),
