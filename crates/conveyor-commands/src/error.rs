@@ -58,6 +58,9 @@ pub enum CommandError {
     /// under keys the record still lists).
     #[error("re-sealing stopped; run `conveyor secrets rotate-key` again to finish")]
     Reseal(#[source] conveyor_store::StoreError),
+    /// A process's authorize address uses a param nobody gave a value for.
+    #[error("the authorize link of process {process} uses `{param}`: give its value")]
+    AuthorizeNeeds { process: String, param: String },
     /// A stored definition could not be written as a Corezoid export.
     #[error("cannot export {process}: {source}")]
     Export {

@@ -11,6 +11,8 @@
 //!   limits it to some processes), and the views shared by the CLI and the dashboard
 //!   (process summaries and details, params, templates).
 //! - `answer.rs` — [`Answer`] and the views it carries.
+//! - `authorize.rs` — [`authorize_url`]: a process's declared authorize address filled
+//!   in, for `bitrix authorize` and the dashboard's *Get the code* alike.
 //! - `door.rs` — the HTTP doors' requests: the task API's ops and a direct URL's,
 //!   through the runtime's grouped intake.
 //! - `error.rs` — [`CommandError`].
@@ -26,6 +28,7 @@
 //!   the code out of a pasted redirect address.
 
 mod answer;
+mod authorize;
 pub mod door;
 mod error;
 mod execute;
@@ -41,6 +44,7 @@ pub use answer::{
     Answer, AuthorizeInfo, NodeSummary, ParamInfo, ProcessDetail, ProcessSummary, Reason,
     StoreStatsView, TaskView, TemplateInfo,
 };
+pub use authorize::authorize_url;
 pub use error::CommandError;
 pub use execute::{
     Caller, Scope, api_key, draw, execute, params, process_detail, resolve, run, template_list,

@@ -128,15 +128,20 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             scope,
             authorize_url,
             reference,
-        }) => crate::story::authorize(crate::story::Authorize {
-            process,
-            reference,
-            portal,
-            client_id,
-            client_secret,
-            scope,
-            authorize_url,
-        })?,
+        }) => {
+            let a = crate::story::Authorize {
+                process,
+                reference,
+                portal,
+                client_id,
+                client_secret,
+                scope,
+                authorize_url,
+            };
+            return Ok(print(crate::story::authorize(a, global.json, |request, as_json| {
+                dispatch_as(&global, request, as_json)
+            })?));
+        }
         Command::Process(command) => process_request(&global, command)?,
         Command::Task(command) => task_request(command)?,
         Command::ApiKey(ApiKeyCommand::Create { name, process }) => Request::ApiKeyCreate {
@@ -171,20 +176,25 @@ pub const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
 /// refused. Another short command holding the store is waited for too. Only a
 /// `conveyor run` (an engine without an API) is refused at once.
 fn dispatch(global: &Global, request: Request) -> anyhow::Result<Reply> {
+    dispatch_as(global, request, global.json)
+}
+
+/// [`dispatch`], rendered as JSON or not whatever `--json` says.
+fn dispatch_as(global: &Global, request: Request, as_json: bool) -> anyhow::Result<Reply> {
     let place = place(global)?;
     let dir = &place.dir;
     let deadline = std::time::Instant::now() + LOCK_WAIT;
     let mut pause = std::time::Duration::from_millis(10);
     loop {
         if let Some(info) = client::read(dir)
-            && let Some(reply) = client::send(&info, &request, global.json)?
+            && let Some(reply) = client::send(&info, &request, as_json)?
         {
             return Ok(reply);
         }
         let engine = engine_running(dir);
         if engine != Some(EngineKind::Serve) {
             match place.open_runtime(&key_source(dir, global)?)? {
-                Some(runtime) => return Ok(execute(&runtime, request, global.json)),
+                Some(runtime) => return Ok(execute(&runtime, request, as_json)),
                 None if engine == Some(EngineKind::Run) => return Err(place.locked().into()),
                 None => {}
             }

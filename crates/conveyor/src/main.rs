@@ -169,20 +169,23 @@ pub enum BitrixCommand {
     /// Print the portal's authorize URL, then take the code as soon as it is pasted and
     /// give it to the token task (created if it does not exist).
     Authorize {
-        /// The cloned Bitrix OAuth process (e.g. @bitrix).
+        /// The cloned Bitrix OAuth process (e.g. @bitrix), or any process that declares
+        /// an `authorize:` link: its address is the one opened.
         #[arg(value_name = "PROCESS")]
         process: String,
-        /// The portal name (`mycompany` for https://mycompany.bitrix24.ru).
+        /// The portal name (`mycompany` for https://mycompany.bitrix24.ru): `portal`.
         #[arg(long)]
         portal: Option<String>,
+        /// The application's id: `client_id`.
         #[arg(long)]
-        client_id: String,
+        client_id: Option<String>,
         /// Needed when the token task does not exist yet.
         #[arg(long)]
         client_secret: Option<String>,
         #[arg(long)]
         scope: Option<String>,
-        /// The authorize page, instead of https://PORTAL.bitrix24.ru/oauth/authorize.
+        /// Another authorize page than the process declares (e.g. a sandbox's): replaces
+        /// its address before the `?`, the declared query is kept.
         #[arg(long)]
         authorize_url: Option<String>,
         /// The ref of the token task.

@@ -13,7 +13,7 @@ use conveyor_sandbox::{
 };
 use serde_json::{Map, Value, json};
 
-use conveyor_commands::{Answer, Caller, Request, TaskView};
+use conveyor_commands::{Answer, Caller, Reply, Request, TaskView};
 use conveyor_commands::templates;
 
 /// `conveyor sandbox`: serves the local Bitrix24 and notifier servers until Ctrl-C.
@@ -67,47 +67,75 @@ pub struct Authorize {
     pub process: String,
     pub reference: String,
     pub portal: Option<String>,
-    pub client_id: String,
+    pub client_id: Option<String>,
     pub client_secret: Option<String>,
     pub scope: Option<String>,
     pub authorize_url: Option<String>,
 }
 
-pub fn authorize(a: Authorize) -> anyhow::Result<Request> {
-    let base = match (&a.authorize_url, &a.portal) {
-        (Some(url), _) => url.trim_end_matches('/').to_string(),
-        (None, Some(portal)) => format!("https://{portal}.bitrix24.ru/oauth/authorize"),
-        (None, None) => bail!("give --portal (or --authorize-url)"),
-    };
-    eprintln!("Open this address in a browser where you are logged in to the portal:\n");
-    eprintln!("  {base}/?client_id={}&response_type=code\n", a.client_id);
-    eprintln!(
-        "Then paste the code (or the whole address the browser was sent to) here; it lives 30 seconds:"
-    );
-    let mut line = String::new();
-    std::io::stdin()
-        .lock()
-        .read_line(&mut line)
-        .context("cannot read the code")?;
-    let code = conveyor_commands::code_from(&line)
-        .ok_or_else(|| crate::args::UsageError("no code in what was pasted".into()))?;
-    let mut data = Map::new();
-    data.insert("code".into(), Value::String(code));
+/// Asks the command layer for the authorize address the process declares (filled from
+/// the flags, the token task, the process's settings), prints it, reads the code (or the
+/// whole redirect address) as soon as it is pasted, and sends it to the token task
+/// through the same command as the dashboard's code field. `command` runs a request
+/// (here or through a running server), as JSON when asked.
+pub fn authorize(
+    a: Authorize,
+    as_json: bool,
+    command: impl Fn(Request, bool) -> anyhow::Result<Reply>,
+) -> anyhow::Result<Reply> {
+    let mut values = Map::new();
     for (key, value) in [
         ("portal", &a.portal),
-        ("client_id", &Some(a.client_id.clone())),
-        ("client_secret", &a.client_secret),
+        ("client_id", &a.client_id),
         ("scope", &a.scope),
     ] {
         if let Some(v) = value {
-            data.insert(key.into(), Value::String(v.clone()));
+            values.insert(key.into(), Value::String(v.clone()));
         }
     }
-    Ok(Request::TaskUpsert {
-        process: a.process,
-        reference: a.reference,
-        data,
-    })
+    let link = command(
+        Request::AuthorizeLink {
+            process: a.process.clone(),
+            reference: Some(a.reference.clone()),
+            values: values.clone(),
+            page: a.authorize_url.clone(),
+        },
+        true,
+    )?;
+    if link.code != 0 {
+        return Ok(link);
+    }
+    let link: Value = serde_json::from_str(link.stdout.trim())
+        .context("the command layer's answer to the authorize link")?;
+    let url = link["url"].as_str().unwrap_or_default();
+    eprintln!("Open this address in a browser where you are logged in to the portal:\n");
+    eprintln!("  {url}\n");
+    match link["code_lifetime_secs"].as_u64() {
+        Some(secs) => eprintln!(
+            "Then paste the code (or the whole address the browser was sent to) here; it lives {secs} seconds:"
+        ),
+        None => eprintln!(
+            "Then paste the code (or the whole address the browser was sent to) here:"
+        ),
+    }
+    let mut pasted = String::new();
+    std::io::stdin()
+        .lock()
+        .read_line(&mut pasted)
+        .context("cannot read the code")?;
+    let mut data = values;
+    if let Some(secret) = a.client_secret {
+        data.insert("client_secret".into(), Value::String(secret));
+    }
+    command(
+        Request::AuthorizeCode {
+            process: a.process,
+            reference: a.reference,
+            pasted,
+            data,
+        },
+        as_json,
+    )
 }
 
 /// `conveyor demo`: the whole Bitrix story on this machine, narrated.
