@@ -740,6 +740,23 @@ fn dashboard_changes_need_the_csrf_token_and_keys_stay_in_their_processes() {
     assert_eq!(status, 404);
     let (status, _) = post("/ui/api/tasks/@other/1/delete", Some(&csrf), json!({}));
     assert_eq!(status, 404);
+    let (status, _) = post(
+        "/ui/api/processes/@other/authorize-link",
+        Some(&csrf),
+        json!({}),
+    );
+    assert_eq!(status, 404, "the authorize link of a process outside the key");
+    // The authorize link is the command layer's, in the CLI's words.
+    let (status, body) = post(
+        "/ui/api/processes/@mine/authorize-link",
+        Some(&csrf),
+        json!({}),
+    );
+    assert_eq!(status, 400, "{body}");
+    assert_eq!(
+        body["description"],
+        "process @mine declares no `authorize:` link, so it takes no code"
+    );
     let (status, body) = post(
         "/ui/api/clone",
         Some(&csrf),
