@@ -3,7 +3,8 @@
 //! The CLI (in its own process, or through a running server's `POST /admin/command`),
 //! the dashboard, the task API and direct URLs all go through it, so a command does the same thing, with the
 //! same refusals in the same words, whichever door it comes by. Besides the runtime,
-//! this is the only layer that reads the store.
+//! this is the only layer that opens, reads or writes the store: the binary says where it
+//! is ([`Place`]) and what to do, and prints the answer.
 //!
 //! # Layout
 //! - `request.rs` — [`Request`] (what to do), [`Reply`] (what the CLI prints), [`GraphFormat`].

@@ -2,6 +2,17 @@
 //!
 //! Exit codes: 0 success (warnings allowed), 1 the command ran and failed or found
 //! problems (not found, refused, invalid), 2 the command line itself is wrong.
+//! It parses arguments, calls the command layer (`conveyor-commands`) and prints; it
+//! never opens the store itself.
+//!
+//! # Layout
+//! - `main.rs` — the clap commands and `main` (exit codes).
+//! - `commands.rs` — dispatch: a command here or through a running server, the engine
+//!   (`serve`, `run`), `secrets rotate-key`, where the store is (`place`).
+//! - `store.rs` — `store verify | repair | migrate | compact`, refused while an engine runs.
+//! - `story.rs` — `sandbox`, `demo`, `bitrix authorize`.
+//! - `args.rs`, `check.rs`, `client.rs`, `import.rs`, `serve.rs` — `key=value` data,
+//!   `process check`, the client of a running server, `process import`, `serve`.
 
 mod args;
 mod check;
