@@ -955,7 +955,13 @@ nodes:
 "#,
     )
     .expect("write the process");
-    data.ok(&["process", "clone", file.to_str().expect("path"), "--alias", "acme"]);
+    data.ok(&[
+        "process",
+        "clone",
+        file.to_str().expect("path"),
+        "--alias",
+        "acme",
+    ]);
     data.ok(&["task", "add", "@acme", "--ref", "token", "app=acme app/1"]);
     let authorize = |extra: &[&str], paste: &str| {
         let mut args = vec!["bitrix", "authorize", "@acme"];
@@ -992,7 +998,10 @@ nodes:
     // A modify of a task is applied by the engine's next step.
     data.ok(&["run", "--until-idle"]);
     let task = data.json(&["task", "show", "@acme", "token", "--reveal"]);
-    assert_eq!(task["data"]["grant"], "grant-one", "into the declared code param: {task}");
+    assert_eq!(
+        task["data"]["grant"], "grant-one",
+        "into the declared code param: {task}"
+    );
     assert!(task["data"].get("code").is_none(), "{task}");
 
     // Another page keeps the declared query.

@@ -745,7 +745,10 @@ fn dashboard_changes_need_the_csrf_token_and_keys_stay_in_their_processes() {
         Some(&csrf),
         json!({}),
     );
-    assert_eq!(status, 404, "the authorize link of a process outside the key");
+    assert_eq!(
+        status, 404,
+        "the authorize link of a process outside the key"
+    );
     // The authorize link is the command layer's, in the CLI's words.
     let (status, body) = post(
         "/ui/api/processes/@mine/authorize-link",

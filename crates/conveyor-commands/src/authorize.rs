@@ -32,10 +32,12 @@ pub fn authorize_url(
         let name = rest[open + 2..open + 2 + close].trim();
         match value_of(name).filter(|v| !v.is_empty()) {
             Some(value) => url.push_str(&encode_component(&value)),
-            None => return Err(CommandError::AuthorizeNeeds {
-                process: process.to_string(),
-                param: name.to_string(),
-            }),
+            None => {
+                return Err(CommandError::AuthorizeNeeds {
+                    process: process.to_string(),
+                    param: name.to_string(),
+                });
+            }
         }
         rest = &rest[open + 2 + close + 2..];
     }
@@ -115,7 +117,8 @@ mod tests {
             "https://acme.example/oauth/authorize/?client_id=a%20b%26c%2F%C3%A9&x=1"
         );
         assert_eq!(
-            authorize_url("@p", &a, value, Some("http://127.0.0.1:9/oauth/authorize/")).expect("filled"),
+            authorize_url("@p", &a, value, Some("http://127.0.0.1:9/oauth/authorize/"))
+                .expect("filled"),
             "http://127.0.0.1:9/oauth/authorize/?client_id=a%20b%26c%2F%C3%A9&x=1"
         );
         let e = authorize_url("@p", &a, |_| None, None).expect_err("missing");

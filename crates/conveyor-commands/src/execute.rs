@@ -229,7 +229,14 @@ fn answer(runtime: &Runtime, caller: &Caller, request: Request) -> Result<Answer
             reference,
             values,
             page,
-        } => authorize_link(runtime, caller, &process, reference, &values, page.as_deref())?,
+        } => authorize_link(
+            runtime,
+            caller,
+            &process,
+            reference,
+            &values,
+            page.as_deref(),
+        )?,
         Request::TaskShow {
             process,
             task,
@@ -421,7 +428,11 @@ fn authorize_link(
         process,
         authorize,
         |name| {
-            let default = loaded.process.params.get(name).and_then(|p| p.default.as_ref());
+            let default = loaded
+                .process
+                .params
+                .get(name)
+                .and_then(|p| p.default.as_ref());
             crate::authorize::value_from(name, &sources, default)
         },
         page,

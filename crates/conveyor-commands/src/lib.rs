@@ -34,10 +34,10 @@ pub mod door;
 mod error;
 mod execute;
 mod place;
-mod rotate;
-mod store_admin;
 pub mod render;
 mod request;
+mod rotate;
+mod store_admin;
 pub mod templates;
 mod token;
 

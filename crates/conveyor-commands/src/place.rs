@@ -103,7 +103,8 @@ impl Place {
 
     /// Whether [`Place::checkpoint`] has anything to do: a sled store in the data dir.
     pub fn needs_checkpoint(&self) -> bool {
-        self.postgres.is_none() && conveyor_store::kind_of(&self.dir, self.options) == StoreKind::Sled
+        self.postgres.is_none()
+            && conveyor_store::kind_of(&self.dir, self.options) == StoreKind::Sled
     }
 
     /// After an engine stopped cleanly and closed a sled store: opens and closes it once,
@@ -130,5 +131,9 @@ pub fn throwaway_runtime(dir: &Path, options: StoreOptions) -> Result<Arc<Runtim
         conveyor_store::Keyring::ephemeral(),
         Arc::new(conveyor_runtime::declared_secret_keys),
     ));
-    Ok(Runtime::new(store, Arc::new(SystemClock), Settings::default()))
+    Ok(Runtime::new(
+        store,
+        Arc::new(SystemClock),
+        Settings::default(),
+    ))
 }

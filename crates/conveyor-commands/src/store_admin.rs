@@ -209,7 +209,10 @@ fn repair(place: &Place, yes: bool) -> Result<StoreAnswer, CommandError> {
     let report = waiting(|| LogStore::inspect(dir))?;
     let problems: Vec<String> = report.problems.iter().map(|p| p.to_string()).collect();
     if let Some(reason) = report.unrepairable {
-        return Ok(StoreAnswer::Repair(Repair::Unrepairable { reason, problems }));
+        return Ok(StoreAnswer::Repair(Repair::Unrepairable {
+            reason,
+            problems,
+        }));
     }
     if report.cuts.is_empty() {
         return Ok(StoreAnswer::Repair(Repair::Whole {
@@ -406,7 +409,8 @@ pub fn render_store(answer: &StoreAnswer, as_json: bool) -> Reply {
         }
     }
     // `repair --json` without `--yes` has always exited 0 (its `dropped: false` says it).
-    let json_repair_not_done = as_json && matches!(answer, StoreAnswer::Repair(Repair::Cuts { .. }));
+    let json_repair_not_done =
+        as_json && matches!(answer, StoreAnswer::Repair(Repair::Cuts { .. }));
     if answer.failed() && !json_repair_not_done {
         reply.code = 1;
     }

@@ -138,9 +138,11 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 scope,
                 authorize_url,
             };
-            return Ok(print(crate::story::authorize(a, global.json, |request, as_json| {
-                dispatch_as(&global, request, as_json)
-            })?));
+            return Ok(print(crate::story::authorize(
+                a,
+                global.json,
+                |request, as_json| dispatch_as(&global, request, as_json),
+            )?));
         }
         Command::Process(command) => process_request(&global, command)?,
         Command::Task(command) => task_request(command)?,
@@ -659,7 +661,10 @@ fn rotate_key(global: &Global, keep_old: bool) -> anyhow::Result<ExitCode> {
         None => std::time::Duration::from_secs(3),
     };
     let rotated = conveyor_commands::rotate_key(&place, &source, keep_old, patience)?;
-    Ok(print(conveyor_commands::render_rotated(&rotated, global.json)))
+    Ok(print(conveyor_commands::render_rotated(
+        &rotated,
+        global.json,
+    )))
 }
 
 pub async fn shutdown_signal() {

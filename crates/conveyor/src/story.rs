@@ -13,8 +13,8 @@ use conveyor_sandbox::{
 };
 use serde_json::{Map, Value, json};
 
-use conveyor_commands::{Answer, Caller, Reply, Request, TaskView};
 use conveyor_commands::templates;
+use conveyor_commands::{Answer, Caller, Reply, Request, TaskView};
 
 /// `conveyor sandbox`: serves the local Bitrix24 and notifier servers until Ctrl-C.
 pub fn sandbox(listen: &str, config: Option<&std::path::Path>) -> anyhow::Result<ExitCode> {
@@ -114,9 +114,9 @@ pub fn authorize(
         Some(secs) => eprintln!(
             "Then paste the code (or the whole address the browser was sent to) here; it lives {secs} seconds:"
         ),
-        None => eprintln!(
-            "Then paste the code (or the whole address the browser was sent to) here:"
-        ),
+        None => {
+            eprintln!("Then paste the code (or the whole address the browser was sent to) here:")
+        }
     }
     let mut pasted = String::new();
     std::io::stdin()
