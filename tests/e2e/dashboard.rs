@@ -556,7 +556,7 @@ fn the_dashboard_walks_the_bitrix_oauth_page_end_to_end() {
     // 4. The fingerprint of the token received (never the token).
     assert!(driver.until(
         Duration::from_secs(20),
-        "const s = document.getElementById('token-state'); return !!s && s.textContent.includes('Token received') && s.textContent.includes('Next refresh at');"
+        "const s = document.getElementById('token-state'); return !!s && s.textContent.includes('Token received') && s.textContent.includes('Next refresh at') && s.textContent.includes('last refresh');"
     ), "{}", driver.script("return document.body.innerText;"));
     let shown =
         driver.script("return document.querySelector('#token-state .fingerprint').textContent;");
@@ -1045,7 +1045,13 @@ nodes:
 "#,
     )
     .expect("write");
-    data.ok(&["process", "clone", file.to_str().expect("path"), "--alias", "actions"]);
+    data.ok(&[
+        "process",
+        "clone",
+        file.to_str().expect("path"),
+        "--alias",
+        "actions",
+    ]);
     let shipped = data.json(&["process", "templates"]);
     let server = Server::start(data);
     log_in(&driver, &server);
@@ -1053,10 +1059,17 @@ nodes:
     // Every shipped template, with its description and its params.
     driver.go(&format!("{}/#/templates", server.base));
     let shipped = shipped.as_array().expect("templates");
-    assert!(driver.until(
-        Duration::from_secs(10),
-        &format!("return document.querySelectorAll('[data-template]').length === {};", shipped.len())
-    ), "{}", driver.script("return document.body.innerText;"));
+    assert!(
+        driver.until(
+            Duration::from_secs(10),
+            &format!(
+                "return document.querySelectorAll('[data-template]').length === {};",
+                shipped.len()
+            )
+        ),
+        "{}",
+        driver.script("return document.body.innerText;")
+    );
     for t in shipped {
         let name = t.as_str().expect("a template's name");
         let yaml: serde_yaml::Value = serde_yaml::from_str(
@@ -1086,9 +1099,15 @@ nodes:
 
     // *Add task*: the form the params declare.
     driver.go(&format!("{}/#/p/1", server.base));
-    assert!(driver.until(Duration::from_secs(10), "return !!document.getElementById('add-task');"));
+    assert!(driver.until(
+        Duration::from_secs(10),
+        "return !!document.getElementById('add-task');"
+    ));
     driver.click("#add-task");
-    assert!(driver.until(Duration::from_secs(10), "return !!document.getElementById('f-base');"));
+    assert!(driver.until(
+        Duration::from_secs(10),
+        "return !!document.getElementById('f-base');"
+    ));
     assert_eq!(
         driver.script("const l = document.querySelector('label[for=\"f-base\"]'); return [!!l.querySelector('.required'), l.textContent.includes('Where the call goes')];"),
         json!([true, true]),
@@ -1123,20 +1142,33 @@ nodes:
     let id = listed[0]["id"].as_u64().expect("a task");
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
-        let t = server.data.json(&["task", "show", "@actions", &id.to_string()]);
+        let t = server
+            .data
+            .json(&["task", "show", "@actions", &id.to_string()]);
         if t["status"] == "failed" {
-            assert_eq!(t["data"]["extra"], json!([1, 2]), "the JSON mode's data: {t}");
+            assert_eq!(
+                t["data"]["extra"],
+                json!([1, 2]),
+                "the JSON mode's data: {t}"
+            );
             break;
         }
         assert!(Instant::now() < deadline, "the call did not fail: {t}");
         std::thread::sleep(Duration::from_millis(100));
     }
     let page = format!("{}/#/t/1/{id}", server.base);
-    let history = |server: &Server| server.data.ok(&["task", "history", "@actions", &id.to_string()]);
+    let history = |server: &Server| {
+        server
+            .data
+            .ok(&["task", "history", "@actions", &id.to_string()])
+    };
 
     // Retry: asked first; Cancel does nothing; Yes runs the node again (it fails again).
     driver.go(&page);
-    assert!(driver.until(Duration::from_secs(10), "return !!document.getElementById('retry');"));
+    assert!(driver.until(
+        Duration::from_secs(10),
+        "return !!document.getElementById('retry');"
+    ));
     driver.click("#retry");
     assert!(
         driver.until(
@@ -1146,8 +1178,14 @@ nodes:
         "the confirmation takes the focus"
     );
     driver.click("#confirm-no");
-    assert_eq!(driver.script("return document.getElementById('confirm').hidden;"), json!(true));
-    assert!(!history(&server).contains("retried"), "a cancelled retry did nothing");
+    assert_eq!(
+        driver.script("return document.getElementById('confirm').hidden;"),
+        json!(true)
+    );
+    assert!(
+        !history(&server).contains("retried"),
+        "a cancelled retry did nothing"
+    );
     driver.click("#retry");
     driver.click("#confirm-yes");
     assert!(driver.until(
@@ -1156,7 +1194,11 @@ nodes:
     ));
     let deadline = Instant::now() + Duration::from_secs(20);
     while !history(&server).contains("dashboard retried `call`") {
-        assert!(Instant::now() < deadline, "no retry in the history: {}", history(&server));
+        assert!(
+            Instant::now() < deadline,
+            "no retry in the history: {}",
+            history(&server)
+        );
         std::thread::sleep(Duration::from_millis(100));
     }
 
@@ -1169,16 +1211,27 @@ nodes:
     ));
     driver.click("#confirm-yes");
     let deadline = Instant::now() + Duration::from_secs(20);
-    while server.data.json(&["task", "show", "@actions", &id.to_string()])["status"] != "done" {
+    while server
+        .data
+        .json(&["task", "show", "@actions", &id.to_string()])["status"]
+        != "done"
+    {
         assert!(Instant::now() < deadline, "the move was not applied");
         std::thread::sleep(Duration::from_millis(100));
     }
-    assert!(history(&server).contains("dashboard sent the task to `done`"), "{}", history(&server));
+    assert!(
+        history(&server).contains("dashboard sent the task to `done`"),
+        "{}",
+        history(&server)
+    );
 
     // Modify the finished task: refused in the CLI's words, then merged with *merge anyway*.
     driver.go(&format!("{}/#/", server.base));
     driver.go(&page);
-    assert!(driver.until(Duration::from_secs(10), "return !!document.getElementById('modify-force');"));
+    assert!(driver.until(
+        Duration::from_secs(10),
+        "return !!document.getElementById('modify-force');"
+    ));
     driver.script("document.querySelector('#actions details').open = true; document.getElementById('modify-json').value = '{\"note\": \"checked\"}'; return true;");
     driver.click("#modify button");
     driver.click("#confirm-yes");
@@ -1187,11 +1240,19 @@ nodes:
         "return document.getElementById('action-result').textContent.startsWith('error: ');"
     ));
     let shown = driver.script("return document.getElementById('action-result').textContent;");
-    let (code, _, cli) = server
-        .data
-        .run(&["task", "modify", "@actions", &id.to_string(), "note=checked"]);
+    let (code, _, cli) = server.data.run(&[
+        "task",
+        "modify",
+        "@actions",
+        &id.to_string(),
+        "note=checked",
+    ]);
     assert_eq!(code, 1);
-    assert_eq!(format!("{}\n", shown.as_str().unwrap_or_default()), cli, "the CLI's words");
+    assert_eq!(
+        format!("{}\n", shown.as_str().unwrap_or_default()),
+        cli,
+        "the CLI's words"
+    );
     driver.click("#modify-force");
     driver.click("#modify button");
     driver.click("#confirm-yes");
@@ -1200,15 +1261,29 @@ nodes:
         &format!("return document.getElementById('action-result').textContent === 'Task {id} modified.';")
     ), "{}", driver.script("return document.getElementById('action-result').textContent;"));
     let deadline = Instant::now() + Duration::from_secs(20);
-    while server.data.json(&["task", "show", "@actions", &id.to_string()])["data"]["note"] != "checked" {
-        assert!(Instant::now() < deadline, "the forced modify was not merged");
+    while server
+        .data
+        .json(&["task", "show", "@actions", &id.to_string()])["data"]["note"]
+        != "checked"
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the forced modify was not merged"
+        );
         std::thread::sleep(Duration::from_millis(100));
     }
 
     // Delete: Cancel keeps it; Yes deletes it and goes back to the process.
     driver.click("#delete");
     driver.click("#confirm-no");
-    assert_eq!(server.data.json(&["task", "list", "@actions"]).as_array().map(Vec::len), Some(1));
+    assert_eq!(
+        server
+            .data
+            .json(&["task", "list", "@actions"])
+            .as_array()
+            .map(Vec::len),
+        Some(1)
+    );
     driver.click("#delete");
     assert!(driver.until(
         Duration::from_secs(5),
