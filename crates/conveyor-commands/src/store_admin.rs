@@ -311,6 +311,23 @@ pub fn render_store(answer: &StoreAnswer, as_json: bool) -> Reply {
     match answer {
         StoreAnswer::Verified(v) => render_verified(&mut reply, v, as_json),
         StoreAnswer::Repair(r) => render_repair(&mut reply, r, as_json),
+        StoreAnswer::Migrated { .. }
+        | StoreAnswer::CopiedToPostgres { .. }
+        | StoreAnswer::Compacted { .. }
+        | StoreAnswer::CompactedPostgres { .. } => render_rewritten(&mut reply, answer, as_json),
+    }
+    // `repair --json` without `--yes` has always exited 0 (its `dropped: false` says it).
+    let json_repair_not_done =
+        as_json && matches!(answer, StoreAnswer::Repair(Repair::Cuts { .. }));
+    if answer.failed() && !json_repair_not_done {
+        reply.code = 1;
+    }
+    reply
+}
+
+/// `store migrate` and `store compact`: what was rewritten, and where.
+fn render_rewritten(reply: &mut Reply, answer: &StoreAnswer, as_json: bool) {
+    match answer {
         StoreAnswer::Migrated { dir, report } => {
             if as_json {
                 reply.line(
@@ -359,8 +376,8 @@ pub fn render_store(answer: &StoreAnswer, as_json: bool) -> Reply {
                     counts_text(counts)
                 ));
                 reply.line(format!(
-                    "start engines with `--store {place}` (and this data dir's key: see docs/scaling.md); the data dir's own store is left as it was"
-                ));
+                "start engines with `--store {place}` (and this data dir's key: see docs/scaling.md); the data dir's own store is left as it was"
+            ));
             }
         }
         StoreAnswer::Compacted { dir, report } => {
@@ -376,13 +393,13 @@ pub fn render_store(answer: &StoreAnswer, as_json: bool) -> Reply {
                 );
             } else {
                 reply.line(format!(
-                    "compacted the {} store in {}: {:.1} MiB on disk before, {:.1} MiB after; compared record by record: {}",
-                    report.kind.name(),
-                    dir.display(),
-                    mib(report.before),
-                    mib(report.after),
-                    counts_text(&report.counts)
-                ));
+                "compacted the {} store in {}: {:.1} MiB on disk before, {:.1} MiB after; compared record by record: {}",
+                report.kind.name(),
+                dir.display(),
+                mib(report.before),
+                mib(report.after),
+                counts_text(&report.counts)
+            ));
             }
         }
         StoreAnswer::CompactedPostgres {
@@ -401,20 +418,14 @@ pub fn render_store(answer: &StoreAnswer, as_json: bool) -> Reply {
                 );
             } else {
                 reply.line(format!(
-                    "compacted the PostgreSQL store at {place} (VACUUM FULL of its tables): {:.1} MiB on disk before, {:.1} MiB after",
-                    mib(*before),
-                    mib(*after)
-                ));
+                "compacted the PostgreSQL store at {place} (VACUUM FULL of its tables): {:.1} MiB on disk before, {:.1} MiB after",
+                mib(*before),
+                mib(*after)
+            ));
             }
         }
+        StoreAnswer::Verified(_) | StoreAnswer::Repair(_) => {}
     }
-    // `repair --json` without `--yes` has always exited 0 (its `dropped: false` says it).
-    let json_repair_not_done =
-        as_json && matches!(answer, StoreAnswer::Repair(Repair::Cuts { .. }));
-    if answer.failed() && !json_repair_not_done {
-        reply.code = 1;
-    }
-    reply
 }
 
 fn render_verified(reply: &mut Reply, v: &Verified, as_json: bool) {
