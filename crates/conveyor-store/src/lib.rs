@@ -50,7 +50,7 @@ pub use migrate::{
 };
 pub use pg_store::{Change, Listener, PgOptions, PgStore, Vacuumed};
 pub use records::*;
-pub use sled_store::SledStore;
+pub use sled_store::{ReclaimPolicy, SledStore};
 
 pub use keys::{
     KeySource, SealRecord, begin_rotation, end_rotation, open_keyring, read_record, record_path,
@@ -78,6 +78,9 @@ pub struct StoreOptions {
     pub cache_bytes: u64,
     /// The implementation a new data directory gets.
     pub kind: StoreKind,
+    /// When a sled store rewrites itself to give the space of removed tasks back while
+    /// the engine runs (sled stores only; see `sled_store/reclaim.rs`).
+    pub reclaim: ReclaimPolicy,
 }
 
 impl Default for StoreOptions {
@@ -85,6 +88,7 @@ impl Default for StoreOptions {
         StoreOptions {
             cache_bytes: 48 * 1024 * 1024,
             kind: StoreKind::default(),
+            reclaim: ReclaimPolicy::default(),
         }
     }
 }
