@@ -219,6 +219,11 @@ pub type Result<T> = std::result::Result<T, StoreError>;
 ///   a commit that changes a task whose claim another engine took over fails whole
 ///   with [`StoreError::Fenced`]. A store of one engine claims everything for it (the
 ///   defaults).
+/// - **Space.** Removed tasks and trimmed histories give their space back to the file
+///   system while the store is in use, without a read ever failing or seeing less than
+///   before: the log store by compacting its segments, [`SledStore`] by rewriting itself
+///   once most of its files are dead ([`ReclaimPolicy`]), PostgreSQL by its autovacuum.
+///   [`Store::maintenance_running`] says whether such work is under way.
 pub trait Store: Send + Sync + 'static {
     // Processes.
     fn create_process(&self, new: NewProcess) -> Result<ProcessRecord>;
@@ -295,6 +300,11 @@ pub trait Store: Send + Sync + 'static {
     }
     /// Bytes the store takes on disk.
     fn size_on_disk(&self) -> Result<u64>;
+    /// Whether the store is giving space back in the background right now (a sled store
+    /// rewriting itself), so that a measure of [`Store::size_on_disk`] waits for it.
+    fn maintenance_running(&self) -> bool {
+        false
+    }
 
     /// The next number of each counter (what the next task id, process id and API login
     /// would be), without taking one.

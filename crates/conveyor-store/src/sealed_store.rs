@@ -559,6 +559,10 @@ impl Store for SealedStore {
         self.inner.size_on_disk()
     }
 
+    fn maintenance_running(&self) -> bool {
+        self.inner.maintenance_running()
+    }
+
     fn next_ids(&self) -> Result<crate::NextIds> {
         self.inner.next_ids()
     }

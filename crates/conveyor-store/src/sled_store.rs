@@ -811,6 +811,10 @@ impl Store for SledStore {
         self.current()?.db.size_on_disk().map_err(io)
     }
 
+    fn maintenance_running(&self) -> bool {
+        self.rewriting()
+    }
+
     fn checkpoint(&self) -> Result<()> {
         self.give_back_task_ids()?;
         self.flush()

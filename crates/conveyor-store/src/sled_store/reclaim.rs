@@ -140,7 +140,7 @@ impl SledStore {
     }
 
     /// Whether a maintenance thread is waiting, looking or rewriting.
-    pub fn maintenance_running(&self) -> bool {
+    pub(super) fn rewriting(&self) -> bool {
         self.inner.reclaim.busy.load(Ordering::Acquire)
     }
 
