@@ -125,6 +125,15 @@ pub fn checkpoint(data: &Path, options: StoreOptions) -> Result<()> {
     }
 }
 
+/// What [`Store::admit`] counted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Admission {
+    /// Tasks started in the window, the new one included.
+    pub started: u64,
+    /// The window's summary task, if the count went past the limit.
+    pub summary: Option<u64>,
+}
+
 /// Errors of the store.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -339,6 +348,20 @@ pub trait Store: Send + Sync + 'static {
     }
     /// The step of `task` is over: its claim may go.
     fn release(&self, _task: u64) {}
+    /// Counts a new task of a rate-limited `process` in its window number `window`, for
+    /// every engine of a shared store: how many started in the window (this one
+    /// included) and the window's summary task, which becomes `candidate` (the new
+    /// task's id) when the count is past `max` and the window has none yet. `None`: the
+    /// store has one engine, which counts by itself (the default).
+    fn admit(
+        &self,
+        _process: u64,
+        _window: i64,
+        _max: u32,
+        _candidate: u64,
+    ) -> Result<Option<Admission>> {
+        Ok(None)
+    }
     /// Calls `listener` with what other engines announce (see [`Change`]).
     fn watch(&self, _listener: Listener) {}
 }

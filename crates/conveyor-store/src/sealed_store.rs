@@ -563,6 +563,16 @@ impl Store for SealedStore {
         self.inner.maintenance_running()
     }
 
+    fn admit(
+        &self,
+        process: u64,
+        window: i64,
+        max: u32,
+        candidate: u64,
+    ) -> Result<Option<crate::Admission>> {
+        self.inner.admit(process, window, max, candidate)
+    }
+
     fn next_ids(&self) -> Result<crate::NextIds> {
         self.inner.next_ids()
     }

@@ -219,3 +219,52 @@ fn counters_are_spread_over_slots_and_add_up() {
         vec![("a".to_string(), NodeCounter { now: 4, total: 10 })]
     );
 }
+
+/// Engines opened one after another write different counter slots (from the
+/// `counter_slots` sequence), so no two share a row of a node's counter.
+#[test]
+fn engines_take_different_counter_slots() {
+    let Some((url, _)) = database("counter_slots") else {
+        return;
+    };
+    let engines: Vec<PgStore> = (0..4).map(|_| engine(&url, 10_000)).collect();
+    let mut slots: Vec<i32> = engines
+        .iter()
+        .map(|e| e.inner.slot.load(std::sync::atomic::Ordering::Relaxed))
+        .collect();
+    slots.sort_unstable();
+    slots.dedup();
+    assert_eq!(slots.len(), 4, "slots shared: {slots:?}");
+}
+
+/// A rate-limit window is counted for every engine: the count goes on whichever engine
+/// asks, the first task past `max` becomes the window's summary and every later one
+/// learns of that one; a new window starts again at 1 and the old ones are dropped.
+#[test]
+fn a_rate_limit_window_is_counted_across_engines() {
+    let Some((url, server)) = database("rate_windows") else {
+        return;
+    };
+    let (a, b) = (engine(&url, 10_000), engine(&url, 10_000));
+    let admit = |store: &PgStore, window: i64, candidate: u64| {
+        store
+            .admit(7, window, 3, candidate)
+            .unwrap()
+            .expect("a shared store counts")
+    };
+    assert_eq!(admit(&a, 100, 1), Admission { started: 1, summary: None });
+    assert_eq!(admit(&b, 100, 2), Admission { started: 2, summary: None });
+    assert_eq!(admit(&a, 100, 3), Admission { started: 3, summary: None });
+    assert_eq!(admit(&b, 100, 4), Admission { started: 4, summary: Some(4) });
+    assert_eq!(admit(&a, 100, 5), Admission { started: 5, summary: Some(4) });
+    // Another process has windows of its own.
+    assert_eq!(a.admit(8, 100, 3, 6).unwrap().map(|x| x.started), Some(1));
+    // Two windows on, the count starts again and the old windows go.
+    assert_eq!(admit(&b, 102, 7), Admission { started: 1, summary: None });
+    psql(
+        server,
+        &url,
+        "DO $$ BEGIN IF (SELECT count(*) FROM rate_windows WHERE process = 7) <> 1 \
+         THEN RAISE EXCEPTION 'old windows kept'; END IF; END $$",
+    );
+}
