@@ -766,14 +766,26 @@ fn postgres_a_rate_limit_holds_across_engines() {
     cli_ok(
         &a.data,
         &url,
-        &["process", "clone", file.to_str().expect("utf-8"), "--alias", "limited"],
+        &[
+            "process",
+            "clone",
+            file.to_str().expect("utf-8"),
+            "--alias",
+            "limited",
+        ],
     );
     for n in 0..10 {
         let through = if n % 2 == 0 { &a } else { &b };
         cli_ok(
             &through.data,
             &url,
-            &["task", "add", "@limited", "--data", &format!("{{\"n\": {n}}}")],
+            &[
+                "task",
+                "add",
+                "@limited",
+                "--data",
+                &format!("{{\"n\": {n}}}"),
+            ],
         );
     }
     wait_finished(&url, 3, 30);
@@ -790,7 +802,10 @@ fn postgres_a_rate_limit_holds_across_engines() {
             assert_eq!(waiting.len(), 1, "one summary: {waiting:?}");
             break waiting[0].clone();
         }
-        assert!(Instant::now() < deadline, "folded {folded} of 7: {waiting:?}");
+        assert!(
+            Instant::now() < deadline,
+            "folded {folded} of 7: {waiting:?}"
+        );
         std::thread::sleep(Duration::from_millis(200));
     };
     assert_eq!(counters(&store, 1).get("done").map(|c| c.0), Some(3));

@@ -426,7 +426,15 @@ fn a_running_engine_on_sled_gives_the_space_of_removed_tasks_back() {
     )
     .expect("write");
     let path = file.to_str().expect("utf-8");
-    data.ok(&["--store-kind", "sled", "process", "clone", path, "--alias", "short"]);
+    data.ok(&[
+        "--store-kind",
+        "sled",
+        "process",
+        "clone",
+        path,
+        "--alias",
+        "short",
+    ]);
     assert!(data.path().join("store").exists(), "a sled store");
     let key = data.json(&["api-key", "create", "tests"]);
     let login = key["login"].as_u64().expect("login");
@@ -443,8 +451,10 @@ fn a_running_engine_on_sled_gives_the_space_of_removed_tasks_back() {
     let mut peak = 0;
     for round in 0..40 {
         let ops: Vec<_> = (0..100)
-            .map(|i| json!({"type": "create", "obj": "task", "obj_alias": "short",
-                            "ref": format!("t{round}-{i}"), "data": {"body": body_text}}))
+            .map(|i| {
+                json!({"type": "create", "obj": "task", "obj_alias": "short",
+                            "ref": format!("t{round}-{i}"), "data": {"body": body_text}})
+            })
             .collect();
         let body = json!({ "ops": ops }).to_string();
         let (status, reply) = call(&server.base, login, &secret, now_secs(), &body);

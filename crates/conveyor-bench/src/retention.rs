@@ -258,7 +258,9 @@ pub fn run(
         let removal_secs = removing.elapsed().as_secs_f64();
         // Retention has caught up once the store has given the space back (a sled store
         // rewrites itself in the background, at most once a `CONVEYOR_SLED_RECLAIM_EVERY_S`).
-        wait_for("the store's maintenance", || Ok(!store.maintenance_running()))?;
+        wait_for("the store's maintenance", || {
+            Ok(!store.maintenance_running())
+        })?;
         store.flush()?;
         let size_after = store.size_on_disk()?;
         let rss_after = sys::rss_bytes();

@@ -243,7 +243,9 @@ pub fn cpu_split(
 static CHOSEN_STORE: std::sync::OnceLock<conveyor_store::StoreKind> = std::sync::OnceLock::new();
 
 fn env_u64(name: &str) -> Option<u64> {
-    std::env::var(name).ok().and_then(|v| v.trim().parse::<u64>().ok())
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.trim().parse::<u64>().ok())
 }
 
 /// Makes every store this process creates of `kind`, whatever CONVEYOR_STORE_KIND says.

@@ -629,12 +629,49 @@ impl Inner {
                     }));
                 }
             }
-            write_plan(&tx, plan, self.slot.load(std::sync::atomic::Ordering::Relaxed))
-                .await
-                .map_err(|e| match e {
-                    Written::Db(e) => fail(e),
-                    Written::Store(e) => Retry::Fail(e),
-                })?;
+            // Existing tasks written without a claim of this engine's (no step of it
+            // reads them): claimed for this commit, refused if another engine holds one.
+            let unheld: Vec<i64> = plan
+                .written
+                .iter()
+                .filter(|t| !fences.0.contains(&(**t as i64)))
+                .map(|t| *t as i64)
+                .collect();
+            let mut for_commit: (Vec<i64>, Vec<i64>) = (Vec::new(), Vec::new());
+            if !unheld.is_empty() {
+                let rows = tx
+                    .query(claims::CLAIM_FOR_COMMIT, &[&unheld, &self.engine])
+                    .await
+                    .map_err(fail)?;
+                for row in &rows {
+                    for_commit.0.push(row.get(0));
+                    for_commit.1.push(row.get(1));
+                }
+                if for_commit.0.len() < unheld.len() {
+                    return Err(Retry::Fail(StoreError::Fenced {
+                        tasks: unheld
+                            .iter()
+                            .filter(|t| !for_commit.0.contains(t))
+                            .map(|t| *t as u64)
+                            .collect(),
+                    }));
+                }
+            }
+            write_plan(
+                &tx,
+                plan,
+                self.slot.load(std::sync::atomic::Ordering::Relaxed),
+            )
+            .await
+            .map_err(|e| match e {
+                Written::Db(e) => fail(e),
+                Written::Store(e) => Retry::Fail(e),
+            })?;
+            if !for_commit.0.is_empty() {
+                tx.execute(claims::RELEASE, &[&for_commit.0, &for_commit.1])
+                    .await
+                    .map_err(fail)?;
+            }
             if !releases.0.is_empty() {
                 tx.execute(claims::RELEASE, &[&releases.0, &releases.1])
                     .await

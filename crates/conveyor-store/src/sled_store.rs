@@ -82,7 +82,6 @@ pub(crate) struct Generation {
     tree: sled::Tree,
 }
 
-
 /// A sled error as ours: a full disk is told by its OS error (ENOSPC), not its text.
 fn io(e: sled::Error) -> StoreError {
     match e {
@@ -346,7 +345,8 @@ impl SledStore {
         let mut block = self.id_block();
         if block.next < block.end {
             let _guard = self.lock();
-            self.current()?.tree
+            self.current()?
+                .tree
                 .insert(text_key(b'X', "next_task"), &(block.next - 1).to_be_bytes())
                 .map_err(io)?;
         }
@@ -364,7 +364,8 @@ impl SledStore {
     /// Adds one to a counter in `X` and returns the new value (starting after `first - 1`).
     fn next_number(&self, name: &str, first: u64) -> Result<u64> {
         let key = text_key(b'X', name);
-        let next = self.current()?
+        let next = self
+            .current()?
             .tree
             .update_and_fetch(key, |old| {
                 let current = old
@@ -394,7 +395,8 @@ impl SledStore {
     /// Makes a counter in `X` hand out at least `next` next.
     fn raise_number(&self, name: &str, first: u64, next: u64) -> Result<()> {
         let last = next.saturating_sub(1).max(first - 1);
-        self.current()?.tree
+        self.current()?
+            .tree
             .update_and_fetch(text_key(b'X', name), |old| {
                 let current = old
                     .and_then(|b| <[u8; 8]>::try_from(b).ok())
@@ -407,7 +409,8 @@ impl SledStore {
     }
 
     fn put_process(&self, record: &ProcessRecord) -> Result<()> {
-        self.current()?.tree
+        self.current()?
+            .tree
             .insert(key(b'P', record.id, &[]), encode(record)?)
             .map_err(io)?;
         Ok(())
@@ -485,7 +488,8 @@ impl Store for SledStore {
             processes,
             created,
         };
-        self.current()?.tree
+        self.current()?
+            .tree
             .insert(key(b'K', login, &[]), encode(&key_record)?)
             .map_err(io)?;
         Ok(key_record)
@@ -501,7 +505,8 @@ impl Store for SledStore {
             return Ok(None);
         };
         record.secret = secret.to_string();
-        self.current()?.tree
+        self.current()?
+            .tree
             .insert(key(b'K', login, &[]), encode(&record)?)
             .map_err(io)?;
         Ok(Some(record))
@@ -510,7 +515,8 @@ impl Store for SledStore {
     fn delete_api_key(&self, login: u64) -> Result<bool> {
         let _guard = self.lock();
         // `next_login` is a counter of its own: a deleted login is never reused.
-        Ok(self.current()?
+        Ok(self
+            .current()?
             .tree
             .remove(key(b'K', login, &[]))
             .map_err(io)?
@@ -518,7 +524,8 @@ impl Store for SledStore {
     }
 
     fn api_keys(&self) -> Result<Vec<ApiKey>> {
-        self.current()?.tree
+        self.current()?
+            .tree
             .scan_prefix(b"K")
             .values()
             .map(|v| decode("an API key", &v.map_err(io)?))
@@ -537,14 +544,20 @@ impl Store for SledStore {
     }
 
     fn alias(&self, alias: &str) -> Result<Option<u64>> {
-        match self.current()?.tree.get(text_key(b'A', alias)).map_err(io)? {
+        match self
+            .current()?
+            .tree
+            .get(text_key(b'A', alias))
+            .map_err(io)?
+        {
             Some(id) => u64_from(&id).map(Some),
             None => Ok(None),
         }
     }
 
     fn processes(&self) -> Result<Vec<ProcessRecord>> {
-        self.current()?.tree
+        self.current()?
+            .tree
             .scan_prefix(b"P")
             .values()
             .map(|v| decode("a process", &v.map_err(io)?))
@@ -559,7 +572,8 @@ impl Store for SledStore {
             let _guard = self.lock();
             let start = (self.last_number("next_task", 1)? + 1).max(block.end);
             let end = start + ID_BLOCK;
-            self.current()?.tree
+            self.current()?
+                .tree
                 .insert(text_key(b'X', "next_task"), &(end - 1).to_be_bytes())
                 .map_err(io)?;
             *block = IdBlock { next: start, end };
@@ -574,7 +588,8 @@ impl Store for SledStore {
     }
 
     fn task_by_ref(&self, process: u64, reference: &str) -> Result<Option<TaskRecord>> {
-        match self.current()?
+        match self
+            .current()?
             .tree
             .get(key(b'R', process, reference.as_bytes()))
             .map_err(io)?
@@ -586,7 +601,12 @@ impl Store for SledStore {
 
     fn tasks(&self, process: u64, node: Option<&str>, limit: usize) -> Result<Vec<TaskRecord>> {
         let mut out = Vec::new();
-        for entry in self.current()?.tree.scan_prefix(key(b'B', process, &[])).keys() {
+        for entry in self
+            .current()?
+            .tree
+            .scan_prefix(key(b'B', process, &[]))
+            .keys()
+        {
             if out.len() >= limit {
                 break;
             }
@@ -602,7 +622,12 @@ impl Store for SledStore {
 
     fn history(&self, task: u64) -> Result<Vec<HistoryEvent>> {
         let mut events = Vec::new();
-        for value in self.current()?.tree.scan_prefix(key(b'H', task, &[])).values() {
+        for value in self
+            .current()?
+            .tree
+            .scan_prefix(key(b'H', task, &[]))
+            .values()
+        {
             let record: Vec<HistoryEvent> = decode("history events", &value.map_err(io)?)?;
             events.extend(record);
         }
@@ -610,7 +635,8 @@ impl Store for SledStore {
     }
 
     fn inbox(&self, task: u64) -> Result<Vec<(u64, InboxMessage)>> {
-        self.current()?.tree
+        self.current()?
+            .tree
             .scan_prefix(key(b'I', task, &[]))
             .map(|entry| {
                 let (k, v) = entry.map_err(io)?;
@@ -631,7 +657,8 @@ impl Store for SledStore {
     }
 
     fn counters(&self, process: u64) -> Result<Vec<(String, NodeCounter)>> {
-        self.current()?.tree
+        self.current()?
+            .tree
             .scan_prefix(key(b'C', process, &[]))
             .map(|entry| {
                 let (k, v) = entry.map_err(io)?;
@@ -644,7 +671,8 @@ impl Store for SledStore {
     }
 
     fn ready(&self) -> Result<Vec<u64>> {
-        self.current()?.tree
+        self.current()?
+            .tree
             .scan_prefix(b"Q")
             .keys()
             .map(|k| u64_from(&k.map_err(io)?[1..]))
@@ -721,7 +749,12 @@ impl Store for SledStore {
                     // Only the task's own step writes its history: the records read here
                     // are all there is. Those written later in the batch win over these
                     // removals (a `sled::Batch` keeps the last change of each key).
-                    for k in self.current()?.tree.scan_prefix(key(b'H', *task, &[])).keys() {
+                    for k in self
+                        .current()?
+                        .tree
+                        .scan_prefix(key(b'H', *task, &[]))
+                        .keys()
+                    {
                         writes.remove(k.map_err(io)?);
                     }
                     writes.insert(key(b'H', *task, &0u64.to_be_bytes()), encode(events)?)
@@ -854,7 +887,8 @@ impl Store for SledStore {
                 self.raise_number("next_process", 1, record.id + 1)
             }
             Restore::ApiKey(api_key) => {
-                self.current()?.tree
+                self.current()?
+                    .tree
                     .insert(key(b'K', api_key.login, &[]), encode(&api_key)?)
                     .map_err(io)?;
                 self.raise_number("next_login", 100_001, api_key.login + 1)

@@ -189,7 +189,9 @@ impl Inner {
                 "sled store: gave the space of removed tasks back"
             ),
             Ok(None) => {}
-            Err(e) => tracing::warn!(error = %e, "sled store: giving space back failed; the store is unchanged"),
+            Err(e) => {
+                tracing::warn!(error = %e, "sled store: giving space back failed; the store is unchanged")
+            }
         }
     }
 
@@ -212,7 +214,11 @@ impl Inner {
         }
         let live = self.live_bytes(&db.tree)?;
         drop(db);
-        if size <= live.saturating_mul(policy.ratio).saturating_add(policy.floor_bytes) {
+        if size
+            <= live
+                .saturating_mul(policy.ratio)
+                .saturating_add(policy.floor_bytes)
+        {
             return Ok(None);
         }
         let done = self.rewrite_and_swap(size)?;
@@ -246,9 +252,8 @@ impl Inner {
         // Commits wait from here to the end.
         let _guard = self.lock();
         if staging.exists() {
-            std::fs::remove_dir_all(&staging).map_err(|e| {
-                StoreError::Io(format!("cannot remove {}: {e}", staging.display()))
-            })?;
+            std::fs::remove_dir_all(&staging)
+                .map_err(|e| StoreError::Io(format!("cannot remove {}: {e}", staging.display())))?;
         }
         let old = self.current()?;
         old.db.flush().map_err(io)?;

@@ -394,7 +394,10 @@ fn a_running_sled_store_gives_the_space_of_removed_tasks_back() {
     let process = fill_and_remove(&store, 20_000);
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
     while store.reclaimed().0 == 0 || store.maintenance_running() {
-        assert!(std::time::Instant::now() < deadline, "no rewrite within 120 s");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no rewrite within 120 s"
+        );
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
