@@ -478,6 +478,19 @@ fn a_running_engine_on_sled_gives_the_space_of_removed_tasks_back() {
         );
         std::thread::sleep(Duration::from_millis(100));
     }
+    // /metrics says so.
+    let metrics = reqwest::blocking::Client::new()
+        .get(format!("{}/metrics", server.base))
+        .send()
+        .expect("metrics")
+        .text()
+        .expect("text");
+    let rewrites = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("conveyor_store_rewrites_total "))
+        .and_then(|n| n.trim().parse::<u64>().ok());
+    assert!(rewrites.is_some_and(|n| n >= 1), "{metrics}");
+    assert!(metrics.contains("conveyor_store_rewrite_pause_seconds_max"));
     // The engine goes on on the rewritten store: a new task runs, its ref is free again.
     let body = json!({"ops": [{"type": "create", "obj": "task", "obj_alias": "short",
                                "ref": "t0-0", "data": {}}]})

@@ -295,6 +295,18 @@ pub fn run(
                     "tasks/s",
                 ),
                 Figure::count(
+                    "store_rewrites",
+                    "store rewrites so far (sled)",
+                    store.space_given_back().map_or(0, |g| g.rewrites),
+                ),
+                Figure::millis(
+                    "longest_rewrite_pause_ms",
+                    "longest commit wait for a rewrite",
+                    store
+                        .space_given_back()
+                        .map_or(0.0, |g| g.longest_pause.as_secs_f64() * 1e3),
+                ),
+                Figure::count(
                     "token_history_kept",
                     "token history events kept",
                     token_stats.map_or(0, |p| p.history_events),

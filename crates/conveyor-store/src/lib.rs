@@ -125,6 +125,17 @@ pub fn checkpoint(data: &Path, options: StoreOptions) -> Result<()> {
     }
 }
 
+/// What [`Store::space_given_back`] reports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct SpaceGivenBack {
+    /// Rewrites of the store (a sled store copying its live data into new files).
+    pub rewrites: u64,
+    /// Bytes the files shrank by, in all.
+    pub bytes: u64,
+    /// The longest time commits waited for a rewrite.
+    pub longest_pause: std::time::Duration,
+}
+
 /// What [`Store::admit`] counted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Admission {
@@ -314,6 +325,12 @@ pub trait Store: Send + Sync + 'static {
     /// rewriting itself), so that a measure of [`Store::size_on_disk`] waits for it.
     fn maintenance_running(&self) -> bool {
         false
+    }
+    /// What the store's own background work gave back since it was opened (`None`: a
+    /// store that does none it could report, such as the log store, whose compaction
+    /// is part of its commits).
+    fn space_given_back(&self) -> Option<SpaceGivenBack> {
+        None
     }
 
     /// The next number of each counter (what the next task id, process id and API login

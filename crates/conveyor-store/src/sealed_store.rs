@@ -563,6 +563,10 @@ impl Store for SealedStore {
         self.inner.maintenance_running()
     }
 
+    fn space_given_back(&self) -> Option<crate::SpaceGivenBack> {
+        self.inner.space_given_back()
+    }
+
     fn admit(
         &self,
         process: u64,

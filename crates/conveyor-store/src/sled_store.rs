@@ -848,6 +848,10 @@ impl Store for SledStore {
         self.rewriting()
     }
 
+    fn space_given_back(&self) -> Option<SpaceGivenBack> {
+        Some(self.reclaimed())
+    }
+
     fn checkpoint(&self) -> Result<()> {
         self.give_back_task_ids()?;
         self.flush()

@@ -32,7 +32,7 @@ use std::time::{Duration, Instant};
 
 use super::{Generation, Inner, SledStore, io};
 use crate::compact::{VERIFIED, old_dir, staging, sync_dir};
-use crate::{Result, StoreError, StoreKind};
+use crate::{Result, SpaceGivenBack, StoreError, StoreKind};
 
 /// When a sled store gives space back (see the module's comment).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -83,9 +83,10 @@ pub(crate) struct State {
     /// The store is closing: a thread stops at its next check.
     stop: AtomicBool,
     last_look: Mutex<Option<Instant>>,
-    /// Rewrites done, and bytes given back in all (for tests and figures).
+    /// Rewrites done, bytes given back in all, and the longest wait of commits (ms).
     rewrites: AtomicU64,
     given_back: AtomicU64,
+    longest_pause_ms: AtomicU64,
 }
 
 impl SledStore {
@@ -144,12 +145,14 @@ impl SledStore {
         self.inner.reclaim.busy.load(Ordering::Acquire)
     }
 
-    /// How many rewrites gave space back, and how many bytes in all.
-    pub fn reclaimed(&self) -> (u64, u64) {
-        (
-            self.inner.reclaim.rewrites.load(Ordering::Relaxed),
-            self.inner.reclaim.given_back.load(Ordering::Relaxed),
-        )
+    /// How many rewrites gave space back, how many bytes in all, the longest pause.
+    pub fn reclaimed(&self) -> SpaceGivenBack {
+        let state = &self.inner.reclaim;
+        SpaceGivenBack {
+            rewrites: state.rewrites.load(Ordering::Relaxed),
+            bytes: state.given_back.load(Ordering::Relaxed),
+            longest_pause: Duration::from_millis(state.longest_pause_ms.load(Ordering::Relaxed)),
+        }
     }
 
     /// Takes a look now, whatever was removed and whenever the last look was: what a
@@ -226,6 +229,9 @@ impl Inner {
         self.reclaim
             .given_back
             .fetch_add(done.before.saturating_sub(done.after), Ordering::Relaxed);
+        self.reclaim
+            .longest_pause_ms
+            .fetch_max(done.took.as_millis() as u64, Ordering::Relaxed);
         Ok(Some(done))
     }
 
