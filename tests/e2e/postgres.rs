@@ -779,13 +779,7 @@ fn postgres_a_rate_limit_holds_across_engines() {
         cli_ok(
             &through.data,
             &url,
-            &[
-                "task",
-                "add",
-                "@limited",
-                "--data",
-                &format!("{{\"n\": {n}}}"),
-            ],
+            &["task", "add", "@limited", &format!("n:={n}")],
         );
     }
     wait_finished(&url, 3, 30);
@@ -811,4 +805,11 @@ fn postgres_a_rate_limit_holds_across_engines() {
     assert_eq!(counters(&store, 1).get("done").map(|c| c.0), Some(3));
     let folded = summary.data["folded"].as_array().expect("folded");
     assert_eq!(folded.len(), 7);
+    // Every task's data is there once: three started, seven folded.
+    let mut seen: Vec<i64> = folded.iter().filter_map(|f| f["n"].as_i64()).collect();
+    for task in store.tasks(1, Some("done"), 100).expect("tasks") {
+        seen.extend(task.data["n"].as_i64());
+    }
+    seen.sort_unstable();
+    assert_eq!(seen, (0..10).collect::<Vec<i64>>());
 }
