@@ -259,15 +259,6 @@ impl Sizes {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    // The engine's and the store's warnings (a sled store nudging its I/O pool, a commit
-    // retried) go to stderr, as `conveyor` writes them; CONVEYOR_LOG filters as there.
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("CONVEYOR_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
     let sizes = Sizes { quick: cli.quick };
     let (json, durability, wire) = (cli.json, cli.durability, cli.wire);
     let store = StoreChoice::resolve(cli.store);

@@ -73,8 +73,6 @@ pub(crate) struct Inner {
     task_ids: Mutex<IdBlock>,
     /// When to give space back, and what was removed since it last was.
     reclaim: reclaim::State,
-    /// The commit inside sled, for the way out of sled's known hang (`watchdog.rs`).
-    watch: watchdog::Watch,
 }
 
 /// One open sled database and its tree. A call holds it (an `Arc`) while it reads or
@@ -306,11 +304,9 @@ impl SledStore {
                 write_lock: Mutex::new(()),
                 task_ids: Mutex::new(IdBlock::default()),
                 reclaim: reclaim::State::default(),
-                watch: watchdog::Watch::default(),
             }),
             maintenance: Mutex::new(None),
         };
-        watchdog::start(Arc::downgrade(&store.inner));
         let tree = &store.current()?.tree;
         match tree.get(b"Xformat").map_err(io)? {
             None => {
@@ -833,10 +829,7 @@ impl Store for SledStore {
                 writes.remove(k.map_err(io)?);
             }
         }
-        {
-            let _inside = self.inner.watch.enter();
-            db.tree.apply_batch(writes).map_err(io)?;
-        }
+        db.tree.apply_batch(writes).map_err(io)?;
         drop(db);
         drop(_guard);
         self.removed(removed);
@@ -927,6 +920,5 @@ impl Drop for SledStore {
 mod reclaim;
 #[cfg(test)]
 mod tests;
-mod watchdog;
 
 pub use reclaim::ReclaimPolicy;

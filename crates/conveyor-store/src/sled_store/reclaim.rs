@@ -198,11 +198,6 @@ impl Inner {
         }
     }
 
-    /// Whether the store is closing (its threads stop).
-    pub(super) fn reclaim_stopping(&self) -> bool {
-        self.reclaim.stop.load(Ordering::Acquire)
-    }
-
     fn stopping(&self) -> Result<()> {
         if self.reclaim.stop.load(Ordering::Acquire) {
             return Err(StoreError::Io(
