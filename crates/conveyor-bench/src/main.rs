@@ -259,6 +259,15 @@ impl Sizes {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // The engine's and the store's log (a sled store giving space back, a commit retried)
+    // goes to stderr as `conveyor` writes it; CONVEYOR_LOG filters as there.
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("CONVEYOR_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
     let sizes = Sizes { quick: cli.quick };
     let (json, durability, wire) = (cli.json, cli.durability, cli.wire);
     let store = StoreChoice::resolve(cli.store);
