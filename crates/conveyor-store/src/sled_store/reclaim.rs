@@ -10,7 +10,8 @@
 //!    takes a look, at most once per [`ReclaimPolicy::interval`] (it waits out the rest of
 //!    the interval first, so a look always follows the removals that called for it).
 //! 2. The look measures the live records (a scan; nothing waits for it) and goes on only
-//!    when the files are larger than `ratio` × the live bytes + `floor_bytes`.
+//!    when they are at most `max_live_bytes` and the files are larger than `ratio` × the
+//!    live bytes + `floor_bytes`.
 //! 3. The rewrite holds the write lock, so commits wait while reads go on: the live
 //!    records are copied into a new database beside the store (`.compact/store`),
 //!    flushed, compared with the old one record by record, and marked `VERIFIED`.
@@ -21,9 +22,9 @@
 //! A crash at any point leaves one whole store: before the mark, the old one (the copy
 //! is removed by the next open); between the renames, `compact::finish_interrupted`
 //! (run by every open) puts the verified copy in place. Commits wait for the length of
-//! the copy, which is proportional to the live data (about a second for 200 MiB of
-//! files holding little, docs/benchmarks.md), and the ratio keeps that from happening
-//! while most of the file is live.
+//! the copy, which is proportional to the live data: under a second for a store that
+//! holds little, 18-35 s for 1.3 million records (docs/benchmarks.md), hence
+//! `max_live_bytes`.
 
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -45,6 +46,11 @@ pub struct ReclaimPolicy {
     pub ratio: u64,
     /// Tasks removed or histories trimmed since the last look before another is taken.
     pub min_removed: u64,
+    /// No rewrite while the live data is larger than this: commits wait for the length of
+    /// the copy, which grows with the live data (18-35 s for 1.3 million records here,
+    /// under a second for a store holding little), and sled's own overhead on a store
+    /// full of live data can pass the ratio without much being free.
+    pub max_live_bytes: u64,
     /// The shortest time between two looks.
     pub interval: Duration,
 }
@@ -56,6 +62,7 @@ impl Default for ReclaimPolicy {
             floor_bytes: 64 * 1024 * 1024,
             ratio: 4,
             min_removed: 1_000,
+            max_live_bytes: 64 * 1024 * 1024,
             interval: Duration::from_secs(60),
         }
     }
@@ -215,12 +222,13 @@ impl Inner {
         if size < policy.floor_bytes {
             return Ok(None);
         }
-        let live = self.live_bytes(&db.tree)?;
+        let live = self.live_bytes(&db.tree, policy.max_live_bytes)?;
         drop(db);
-        if size
-            <= live
-                .saturating_mul(policy.ratio)
-                .saturating_add(policy.floor_bytes)
+        if live > policy.max_live_bytes
+            || size
+                <= live
+                    .saturating_mul(policy.ratio)
+                    .saturating_add(policy.floor_bytes)
         {
             return Ok(None);
         }
@@ -235,8 +243,9 @@ impl Inner {
         Ok(Some(done))
     }
 
-    /// The bytes of the live records (keys and values, plus a little for each).
-    fn live_bytes(&self, tree: &sled::Tree) -> Result<u64> {
+    /// The bytes of the live records (keys and values, plus a little for each); the
+    /// count stops once it passes `enough`.
+    fn live_bytes(&self, tree: &sled::Tree, enough: u64) -> Result<u64> {
         let mut bytes = 0u64;
         for (i, entry) in tree.iter().enumerate() {
             if i % 8192 == 0 {
@@ -244,6 +253,9 @@ impl Inner {
             }
             let (k, v) = entry.map_err(io)?;
             bytes += (k.len() + v.len() + 16) as u64;
+            if bytes > enough {
+                break;
+            }
         }
         Ok(bytes)
     }

@@ -363,6 +363,7 @@ fn reclaiming(floor_bytes: u64, ratio: u64) -> StoreOptions {
             floor_bytes,
             ratio,
             min_removed: 1_000,
+            max_live_bytes: 64 << 20,
             interval: std::time::Duration::ZERO,
         },
         ..StoreOptions::default()
@@ -451,6 +452,14 @@ fn a_sled_store_is_not_rewritten_when_it_is_not_worth_it() {
     }
     store.commit(&batch).unwrap();
     store.flush().unwrap();
+    assert_eq!(store.reclaim_now().unwrap(), None);
+    assert_eq!(store.reclaimed(), SpaceGivenBack::default());
+    // Nor while the live data is larger than `max_live_bytes`, however much is free.
+    let dir = tempfile::tempdir().unwrap();
+    let mut options = reclaiming(1 << 20, 2);
+    options.reclaim.max_live_bytes = 64 * 1024;
+    let store = SledStore::open_with(dir.path(), options).unwrap();
+    fill_and_remove(&store, 20_000);
     assert_eq!(store.reclaim_now().unwrap(), None);
     assert_eq!(store.reclaimed(), SpaceGivenBack::default());
 }
