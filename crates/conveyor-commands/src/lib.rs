@@ -13,6 +13,8 @@
 //! - `answer.rs` — [`Answer`] and the views it carries.
 //! - `door.rs` — the HTTP doors' requests: the task API's ops and a direct URL's,
 //!   through the runtime's grouped intake.
+//! - `manage.rs` — the task API's process management ops (`conv`, `obj_scheme`,
+//!   `node`, `task_history`) and its steps (`step_next`, `step_prev`, `step_goto`).
 //! - `error.rs` — [`CommandError`].
 //! - `render.rs` — an answer as the CLI's text or `--json`.
 //! - `templates.rs` — the process templates shipped in `processes/`, embedded.
@@ -23,6 +25,7 @@ mod answer;
 pub mod door;
 mod error;
 mod execute;
+pub mod manage;
 pub mod render;
 mod request;
 pub mod templates;
