@@ -581,10 +581,7 @@ fn management_ops_read_create_and_change_processes_only_with_the_rights_for_it()
     let shown = api.wait_for(
         delayed,
         &t,
-        &nodes["list"][1]["obj_id"]
-            .as_str()
-            .expect("node")
-            .to_string(),
+        nodes["list"][1]["obj_id"].as_str().expect("node"),
     );
     assert_eq!(shown["status"], "delayed", "{shown}");
     api.ok(&api.all, json!({"conv_id": delayed, "type": "step_next", "branch": "timer", "obj": "task", "data": {}, "obj_id": t}));
