@@ -342,15 +342,10 @@ async fn apply(runtime: &Runtime, caller: &Caller, op: TaskOp) -> Result<OpAnswe
         TaskOp::SchemeUpload {
             into: Some(into),
             scheme,
-        } => manage::upload(runtime, caller, Some(&into), &scheme).and_then(|made| {
-            let loaded = runtime.loaded(made.first().map_or(0, |m| m.id))?;
-            Ok(OpAnswer::Changed {
-                id: loaded.record.id,
-                version: loaded.record.version,
-            })
-        }),
+        } => manage::replace(runtime, caller, &into, &scheme)
+            .map(|(id, version)| OpAnswer::Changed { id, version }),
         TaskOp::SchemeUpload { into: None, scheme } => {
-            manage::upload(runtime, caller, None, &scheme).map(OpAnswer::Made)
+            manage::upload(runtime, caller, &scheme).map(OpAnswer::Made)
         }
     }
 }

@@ -91,6 +91,39 @@ pub fn step(
     let loaded = crate::door::scoped(runtime, caller, process)?;
     let id = loaded.record.id.to_string();
     let (loaded, record) = runtime.find_task_by(&id, task.by())?;
+    let to = target(&loaded.process, &record, step)?;
+    runtime.recover_task(
+        &id,
+        TaskBy::Id(record.id),
+        Recovery::Goto(to.clone()),
+        data.clone(),
+        &caller.source,
+    )?;
+    let mut merged = record.data.clone();
+    merged.extend(data);
+    let title = |node: &str| loaded.process.nodes.get(node).and_then(|n| n.title.clone());
+    Ok(Stepped {
+        id: record.id,
+        process: loaded.record.id,
+        process_name: loaded
+            .process
+            .title
+            .clone()
+            .unwrap_or_else(|| loaded.process.name.clone()),
+        from_title: title(&record.node),
+        to_title: title(&to),
+        from: record.node,
+        to,
+        data: mask_data(&loaded.process, &record.secret_keys, &merged),
+    })
+}
+
+/// The node a step sends the task to, or why it cannot.
+fn target(
+    process: &conveyor_model::Process,
+    record: &conveyor_store::TaskRecord,
+    step: Step,
+) -> Result<String, CommandError> {
     let refuse = |why: String| {
         CommandError::Runtime(RuntimeError::CannotRecover {
             task: record.id,
@@ -99,15 +132,14 @@ pub fn step(
             why,
         })
     };
-    let here = loaded.process.nodes.get(&record.node);
-    let to = match step {
+    let here = process.nodes.get(&record.node);
+    Ok(match step {
         Step::Goto(node) => {
-            if loaded.process.nodes.contains_key(&node) {
+            if process.nodes.contains_key(&node) {
                 node
             } else {
                 // A node imported from Corezoid answers to its Corezoid id too.
-                loaded
-                    .process
+                process
                     .nodes
                     .values()
                     .find(|n| n.corezoid_id.as_deref() == Some(node.as_str()))
@@ -154,30 +186,6 @@ pub fn step(
                 }
             }
         }
-    };
-    runtime.recover_task(
-        &id,
-        TaskBy::Id(record.id),
-        Recovery::Goto(to.clone()),
-        data.clone(),
-        &caller.source,
-    )?;
-    let mut merged = record.data.clone();
-    merged.extend(data);
-    let title = |node: &str| loaded.process.nodes.get(node).and_then(|n| n.title.clone());
-    Ok(Stepped {
-        id: record.id,
-        process: loaded.record.id,
-        process_name: loaded
-            .process
-            .title
-            .clone()
-            .unwrap_or_else(|| loaded.process.name.clone()),
-        from_title: title(&record.node),
-        to_title: title(&to),
-        from: record.node,
-        to,
-        data: mask_data(&loaded.process, &record.secret_keys, &merged),
     })
 }
 
@@ -290,7 +298,7 @@ pub fn create(
 ) -> Result<Vec<Made>, CommandError> {
     caller.must_be_admin("creating a process")?;
     if let Some(scheme) = scheme {
-        return upload(runtime, caller, None, scheme);
+        return upload(runtime, caller, scheme);
     }
     if title.trim().is_empty() {
         return Err(CommandError::Usage(
@@ -354,53 +362,15 @@ pub fn modify(
     )
 }
 
-/// `obj_scheme upload`: a Corezoid scheme through the importer; into the process
-/// `into` (the scheme must hold exactly one process), or as new processes.
+/// `obj_scheme upload`: the processes of a Corezoid scheme, through the importer, as
+/// new processes (with the aliases the importer gives them).
 pub fn upload(
     runtime: &Runtime,
     caller: &Caller,
-    into: Option<&str>,
     scheme: &Value,
 ) -> Result<Vec<Made>, CommandError> {
     caller.must_be_admin("uploading a scheme")?;
-    let export = conveyor_corezoid::read_value(scheme, "scheme")
-        .map_err(|e| CommandError::Scheme(e.to_string()))?;
-    let import =
-        conveyor_corezoid::import(&export).map_err(|e| CommandError::Scheme(e.to_string()))?;
-    if !import.unmapped.is_empty() {
-        let list: Vec<String> = import.unmapped.iter().map(ToString::to_string).collect();
-        return Err(CommandError::Scheme(format!(
-            "{} node(s) cannot be mapped to Conveyor: {} (`conveyor process import --allow-partial` imports them as nodes that fail when reached)",
-            list.len(),
-            list.join("; ")
-        )));
-    }
-    // Every definition is checked first: nothing is created unless all check.
-    for p in &import.processes {
-        let checked = conveyor_model::check(&format!("{}.yaml", p.name), &p.yaml);
-        let errors: Vec<String> = checked.errors().map(ToString::to_string).collect();
-        if !errors.is_empty() {
-            return Err(CommandError::Scheme(format!(
-                "the imported process `{}` does not check: {}",
-                p.name,
-                errors.join("; ")
-            )));
-        }
-    }
-    if let Some(into) = into {
-        let loaded = crate::door::scoped(runtime, caller, into)?;
-        let [p] = import.processes.as_slice() else {
-            return Err(CommandError::Scheme(format!(
-                "the scheme holds {} processes; one replaces process {}",
-                import.processes.len(),
-                loaded.record.id
-            )));
-        };
-        update(runtime, caller, loaded.record.id, &p.name, &p.yaml)?;
-        let loaded = runtime.loaded(loaded.record.id)?;
-        return Ok(vec![made(&loaded, p.corezoid_id)]);
-    }
-    import
+    imported(scheme)?
         .processes
         .iter()
         .map(|p| {
@@ -414,6 +384,56 @@ pub fn upload(
             )
         })
         .collect()
+}
+
+/// `obj_scheme upload` with `obj_id`: the one process of a Corezoid scheme replaces the
+/// definition of process `into` (`process update`); its new id and version.
+pub fn replace(
+    runtime: &Runtime,
+    caller: &Caller,
+    into: &str,
+    scheme: &Value,
+) -> Result<(u64, u32), CommandError> {
+    caller.must_be_admin("uploading a scheme")?;
+    let loaded = crate::door::scoped(runtime, caller, into)?;
+    let import = imported(scheme)?;
+    let [p] = import.processes.as_slice() else {
+        return Err(CommandError::Scheme(format!(
+            "the scheme holds {} processes; one replaces process {}",
+            import.processes.len(),
+            loaded.record.id
+        )));
+    };
+    update(runtime, caller, loaded.record.id, &p.name, &p.yaml)
+}
+
+/// A scheme read and mapped by the importer, every process checked; refused when a node
+/// cannot be mapped or a process does not check, so nothing is made from half of it.
+fn imported(scheme: &Value) -> Result<conveyor_corezoid::Import, CommandError> {
+    let export = conveyor_corezoid::read_value(scheme, "scheme")
+        .map_err(|e| CommandError::Scheme(e.to_string()))?;
+    let import =
+        conveyor_corezoid::import(&export).map_err(|e| CommandError::Scheme(e.to_string()))?;
+    if !import.unmapped.is_empty() {
+        let list: Vec<String> = import.unmapped.iter().map(ToString::to_string).collect();
+        return Err(CommandError::Scheme(format!(
+            "{} node(s) cannot be mapped to Conveyor: {} (`conveyor process import --allow-partial` imports them as nodes that fail when reached)",
+            list.len(),
+            list.join("; ")
+        )));
+    }
+    for p in &import.processes {
+        let checked = conveyor_model::check(&format!("{}.yaml", p.name), &p.yaml);
+        let errors: Vec<String> = checked.errors().map(ToString::to_string).collect();
+        if !errors.is_empty() {
+            return Err(CommandError::Scheme(format!(
+                "the imported process `{}` does not check: {}",
+                p.name,
+                errors.join("; ")
+            )));
+        }
+    }
+    Ok(import)
 }
 
 fn clone(

@@ -440,53 +440,77 @@ pub(crate) fn answer(answer: OpAnswer, obj: &str) -> Value {
             "count": n.count,
             "list": n.tasks.iter().map(task_fields).collect::<Vec<_>>(),
         }),
-        OpAnswer::ProcessNodes(detail) => json!({
-            "proc": "ok",
-            "obj": "conv",
-            "obj_id": detail.summary.id,
-            "title": detail.summary.title,
-            "description": detail.description.clone().unwrap_or_default(),
-            "alias": detail.summary.alias,
-            "status": "active",
-            "conv_type": "process",
-            "version": detail.summary.version,
-            "list": detail.nodes.iter().map(|n| json!({
-                "obj": "node",
-                "obj_id": n.id,
-                "title": n.title.clone().unwrap_or_else(|| n.id.clone()),
-                "obj_type": match n.kind { "start" => 1, "final" => 2, _ => 0 },
-                "kind": n.kind,
-                "count": n.now,
-                "total": n.total,
-            })).collect::<Vec<_>>(),
-        }),
-        OpAnswer::Processes(list) => json!({
-            "proc": "ok",
-            "obj": "convs",
-            "list": list.iter().map(|p| json!({
-                "obj_id": p.id,
-                "obj_type": "conv",
-                "title": p.title,
-                "alias": p.alias,
-                "status": "active",
-                "conv_type": "process",
-                "version": p.version,
-                "tasks": p.tasks,
-            })).collect::<Vec<_>>(),
-        }),
+        OpAnswer::ProcessNodes(detail) => process_nodes(&detail),
+        OpAnswer::Processes(list) => processes(&list),
         OpAnswer::Scheme(process) => json!({
             "proc": "ok",
             "obj": "obj_scheme",
             "scheme": [process],
         }),
-        OpAnswer::Made(made) if obj == "conv" && made.len() == 1 => json!({
+        OpAnswer::Made(made) => made_answer(&made, obj),
+        OpAnswer::Changed { id, version } => json!({
+            "proc": "ok",
+            "obj": obj,
+            "obj_id": id,
+            "version": version,
+        }),
+    }
+}
+
+/// `conv list`: the process and its nodes with their counts.
+fn process_nodes(detail: &conveyor_commands::ProcessDetail) -> Value {
+    json!({
+        "proc": "ok",
+        "obj": "conv",
+        "obj_id": detail.summary.id,
+        "title": detail.summary.title,
+        "description": detail.description.clone().unwrap_or_default(),
+        "alias": detail.summary.alias,
+        "status": "active",
+        "conv_type": "process",
+        "version": detail.summary.version,
+        "list": detail.nodes.iter().map(|n| json!({
+            "obj": "node",
+            "obj_id": n.id,
+            "title": n.title.clone().unwrap_or_else(|| n.id.clone()),
+            "obj_type": match n.kind { "start" => 1, "final" => 2, _ => 0 },
+            "kind": n.kind,
+            "count": n.now,
+            "total": n.total,
+        })).collect::<Vec<_>>(),
+    })
+}
+
+/// `convs list`: the processes the key may use.
+fn processes(list: &[conveyor_commands::ProcessSummary]) -> Value {
+    json!({
+        "proc": "ok",
+        "obj": "convs",
+        "list": list.iter().map(|p| json!({
+            "obj_id": p.id,
+            "obj_type": "conv",
+            "title": p.title,
+            "alias": p.alias,
+            "status": "active",
+            "conv_type": "process",
+            "version": p.version,
+            "tasks": p.tasks,
+        })).collect::<Vec<_>>(),
+    })
+}
+
+/// Processes made: `conv create` answers the one it made as `obj_id`, an `obj_scheme`
+/// upload lists them in `scheme` with the Corezoid ids they came from.
+fn made_answer(made: &[manage::Made], obj: &str) -> Value {
+    match made {
+        [one] if obj == "conv" => json!({
             "proc": "ok",
             "obj": "conv",
-            "obj_id": made[0].id,
-            "alias": made[0].alias,
-            "title": made[0].title,
+            "obj_id": one.id,
+            "alias": one.alias,
+            "title": one.title,
         }),
-        OpAnswer::Made(made) => json!({
+        _ => json!({
             "proc": "ok",
             "obj": obj,
             "scheme": made.iter().map(|m| json!({
@@ -496,12 +520,6 @@ pub(crate) fn answer(answer: OpAnswer, obj: &str) -> Value {
                 "alias": m.alias,
                 "old_obj_id": m.corezoid_id,
             })).collect::<Vec<_>>(),
-        }),
-        OpAnswer::Changed { id, version } => json!({
-            "proc": "ok",
-            "obj": obj,
-            "obj_id": id,
-            "version": version,
         }),
     }
 }
