@@ -12,7 +12,7 @@
 
 use conveyor_model::NodeKind;
 use conveyor_runtime::{Recovery, Runtime, RuntimeError, TaskBy, mask_data};
-use conveyor_store::HistoryEvent;
+use conveyor_store::{EventKind, HistoryEvent};
 use serde_json::{Map, Value, json};
 
 use crate::answer::{Answer, ProcessDetail, ProcessSummary, TaskView};
@@ -64,7 +64,43 @@ pub struct TaskHistory {
     pub reference: Option<String>,
     pub process: u64,
     pub created_by: Option<u64>,
-    pub events: Vec<HistoryEvent>,
+    pub events: Vec<HistoryItem>,
+}
+
+/// One event of a task's history, with what the task API's list says of it.
+#[derive(Debug, Clone)]
+pub struct HistoryItem {
+    /// Milliseconds since the epoch.
+    pub at: i64,
+    pub node: String,
+    /// The node it came from, for an entry.
+    pub prev_node: Option<String>,
+    /// The task was created here (its first event).
+    pub created: bool,
+    /// The event's own fields (`event`, `from`, `via`, `source`, …), as `task history
+    /// --json` gives them.
+    pub fields: Map<String, Value>,
+}
+
+impl HistoryItem {
+    fn of(event: HistoryEvent) -> HistoryItem {
+        let mut fields = match serde_json::to_value(&event) {
+            Ok(Value::Object(fields)) => fields,
+            _ => Map::new(),
+        };
+        fields.remove("at");
+        fields.remove("node");
+        HistoryItem {
+            at: event.at,
+            prev_node: match &event.kind {
+                EventKind::Entered { from, .. } => Some(from.clone()),
+                _ => None,
+            },
+            created: matches!(event.kind, EventKind::Created),
+            node: event.node,
+            fields,
+        }
+    }
 }
 
 /// The tasks in one node (`node list`).
@@ -203,7 +239,12 @@ pub fn history(
         reference: record.reference.clone(),
         process: record.process,
         created_by: record.created_by,
-        events: runtime.store().history(record.id)?,
+        events: runtime
+            .store()
+            .history(record.id)?
+            .into_iter()
+            .map(HistoryItem::of)
+            .collect(),
     })
 }
 

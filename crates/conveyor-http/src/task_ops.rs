@@ -551,26 +551,15 @@ fn history(h: &manage::TaskHistory) -> Value {
                 "history_id": i,
                 "conv_id": h.process,
                 "node_id": event.node,
-                "node_prev_id": null,
-                "user_id": null,
+                "node_prev_id": event.prev_node,
+                "user_id": if event.created { json!(h.created_by) } else { Value::Null },
                 "create_time_ms": event.at,
             });
-            if let Ok(Value::Object(fields)) = serde_json::to_value(event) {
-                for (key, value) in fields {
-                    if key != "at" && key != "node" {
-                        item[&key] = value;
-                    }
-                }
+            if event.created {
+                item["status"] = json!("created");
             }
-            match &event.kind {
-                conveyor_store::EventKind::Created => {
-                    item["status"] = json!("created");
-                    item["user_id"] = json!(h.created_by);
-                }
-                conveyor_store::EventKind::Entered { from, .. } => {
-                    item["node_prev_id"] = json!(from);
-                }
-                _ => {}
+            for (key, value) in &event.fields {
+                item[key] = value.clone();
             }
             item
         })

@@ -2,6 +2,17 @@
 //!
 //! Exit codes: 0 success (warnings allowed), 1 the command ran and failed or found
 //! problems (not found, refused, invalid), 2 the command line itself is wrong.
+//! It parses arguments, calls the command layer (`conveyor-commands`) and prints; it
+//! never opens the store itself.
+//!
+//! # Layout
+//! - `main.rs` — the clap commands and `main` (exit codes).
+//! - `commands.rs` — dispatch: a command here or through a running server, the engine
+//!   (`serve`, `run`), `secrets rotate-key`, where the store is (`place`).
+//! - `store.rs` — `store verify | repair | migrate | compact`, refused while an engine runs.
+//! - `story.rs` — `sandbox`, `demo`, `bitrix authorize`.
+//! - `args.rs`, `check.rs`, `client.rs`, `import.rs`, `serve.rs` — `key=value` data,
+//!   `process check`, the client of a running server, `process import`, `serve`.
 
 mod args;
 mod check;
@@ -91,7 +102,7 @@ fn parse_migrate_to(text: &str) -> Result<MigrateTo, String> {
     match text {
         "log" => Ok(MigrateTo::Kind(StoreKindArg::Log)),
         "sled" => Ok(MigrateTo::Kind(StoreKindArg::Sled)),
-        url if conveyor_store::PgStore::is_url(url) => Ok(MigrateTo::Postgres(url.to_string())),
+        url if conveyor_commands::is_postgres_url(url) => Ok(MigrateTo::Postgres(url.to_string())),
         other => Err(format!(
             "`{other}`: expected `log`, `sled` or a PostgreSQL URL (postgres://user@host:5432/db)"
         )),
@@ -169,20 +180,23 @@ pub enum BitrixCommand {
     /// Print the portal's authorize URL, then take the code as soon as it is pasted and
     /// give it to the token task (created if it does not exist).
     Authorize {
-        /// The cloned Bitrix OAuth process (e.g. @bitrix).
+        /// The cloned Bitrix OAuth process (e.g. @bitrix), or any process that declares
+        /// an `authorize:` link: its address is the one opened.
         #[arg(value_name = "PROCESS")]
         process: String,
-        /// The portal name (`mycompany` for https://mycompany.bitrix24.ru).
+        /// The portal name (`mycompany` for https://mycompany.bitrix24.ru): `portal`.
         #[arg(long)]
         portal: Option<String>,
+        /// The application's id: `client_id`.
         #[arg(long)]
-        client_id: String,
+        client_id: Option<String>,
         /// Needed when the token task does not exist yet.
         #[arg(long)]
         client_secret: Option<String>,
         #[arg(long)]
         scope: Option<String>,
-        /// The authorize page, instead of https://PORTAL.bitrix24.ru/oauth/authorize.
+        /// Another authorize page than the process declares (e.g. a sandbox's): replaces
+        /// its address before the `?`, the declared query is kept.
         #[arg(long)]
         authorize_url: Option<String>,
         /// The ref of the token task.
