@@ -62,5 +62,7 @@ pub use store_admin::{
     store_command,
 };
 // The store's types a caller names to say where and how (never to open it).
-pub use conveyor_store::{ApiKey, KeySource, PgOptions, StoreError, StoreKind, StoreOptions};
+pub use conveyor_store::{
+    ApiKey, KeySource, PgOptions, ReclaimPolicy, StoreError, StoreKind, StoreOptions,
+};
 pub use token::{TokenState, code_from, fingerprint, token_state};

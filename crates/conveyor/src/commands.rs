@@ -502,6 +502,12 @@ pub fn store_options(global: &Global) -> StoreOptions {
             crate::StoreKindArg::Log => StoreKind::Log,
             crate::StoreKindArg::Sled => StoreKind::Sled,
         },
+        reclaim: conveyor_commands::ReclaimPolicy {
+            enabled: !global.sled_reclaim_off,
+            floor_bytes: global.sled_reclaim_floor_mb.saturating_mul(1024 * 1024),
+            interval: std::time::Duration::from_secs(global.sled_reclaim_every_s),
+            ..conveyor_commands::ReclaimPolicy::default()
+        },
     }
 }
 

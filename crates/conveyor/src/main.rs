@@ -78,6 +78,30 @@ pub struct Global {
         default_value = "sled"
     )]
     pub store_kind: StoreKindArg,
+    /// A sled store rewrites itself while the engine runs to give the space of removed
+    /// tasks back once its files are more than 4x its live data plus this many MiB
+    /// (docs/processes.md, Retention). 0 still leaves a sled store alone below 4x.
+    #[arg(
+        long,
+        global = true,
+        value_name = "MIB",
+        env = "CONVEYOR_SLED_RECLAIM_FLOOR_MB",
+        default_value_t = 64
+    )]
+    pub sled_reclaim_floor_mb: u64,
+    /// The shortest time between two looks at whether a sled store should rewrite itself.
+    #[arg(
+        long,
+        global = true,
+        value_name = "SECONDS",
+        env = "CONVEYOR_SLED_RECLAIM_EVERY_S",
+        default_value_t = 60
+    )]
+    pub sled_reclaim_every_s: u64,
+    /// Never let a sled store rewrite itself while it runs (`conveyor store compact`, with
+    /// the engine stopped, still gives its space back).
+    #[arg(long, global = true, env = "CONVEYOR_SLED_RECLAIM_OFF")]
+    pub sled_reclaim_off: bool,
     /// Keep everything in this PostgreSQL database instead of the data directory's own
     /// store (`postgres://user:password@host:5432/db`). Several engines, on several
     /// machines, share one database (docs/scaling.md); each still has a data directory
