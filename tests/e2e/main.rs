@@ -24,3 +24,4 @@ mod retention;
 mod secrets;
 mod store;
 mod support;
+mod task_api_ops;

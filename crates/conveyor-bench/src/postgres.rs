@@ -195,6 +195,7 @@ fn create(
                 caller: None,
                 moves: 0,
                 secret_keys: Vec::new(),
+                created_by: None,
             })));
         }
         store.commit(&batch)?;

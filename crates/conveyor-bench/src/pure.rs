@@ -402,5 +402,6 @@ fn sample_task(id: u64) -> TaskRecord {
         caller: None,
         moves: 4,
         secret_keys: Vec::new(),
+        created_by: None,
     }
 }

@@ -119,6 +119,9 @@ pub struct TaskView {
     pub data: Map<String, Value>,
     /// Why it is where it is (an error's tag and description), when it says.
     pub reason: Reason,
+    /// The login of the API key whose task API request created it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub created_by: Option<u64>,
 }
 
 /// The error keys nodes leave and the `error`/`failure` keys processes set.
@@ -240,6 +243,7 @@ impl TaskView {
                 _ => "timer",
             }),
             reason: Reason::of(&task.data),
+            created_by: task.created_by,
             data,
         }
     }

@@ -12,7 +12,8 @@ use conveyor_runtime::{
 };
 use serde_json::{Map, Value};
 
-use crate::answer::TaskView;
+use crate::answer::{ProcessDetail, ProcessSummary, TaskView};
+use crate::manage::{self, Made, NodeTasks, Step, Stepped, TaskHistory};
 use crate::{Caller, CommandError};
 
 /// How the task API names a task: exactly by ref or exactly by id, never one for the other.
@@ -23,7 +24,7 @@ pub enum TaskName {
 }
 
 impl TaskName {
-    fn by(&self) -> TaskBy<'_> {
+    pub(crate) fn by(&self) -> TaskBy<'_> {
         match self {
             TaskName::Ref(r) => TaskBy::Ref(r),
             TaskName::Id(id) => TaskBy::Id(*id),
@@ -52,6 +53,72 @@ pub enum TaskOp {
         process: String,
         task: TaskName,
     },
+    /// `step_next`, `step_prev`, `step_goto`: move the task, `data` merged first.
+    Step {
+        process: String,
+        task: TaskName,
+        step: Step,
+        data: Map<String, Value>,
+    },
+    /// `task_history list`.
+    History {
+        process: String,
+        task: TaskName,
+    },
+    /// `node list`: the tasks in a node.
+    NodeTasks {
+        process: String,
+        node: String,
+        limit: usize,
+        offset: usize,
+    },
+    /// `conv list`: a process's nodes with their counts.
+    ProcessNodes {
+        process: String,
+    },
+    /// `convs list`: the processes the key may use.
+    Processes,
+    /// `obj_scheme get`: the process as a Corezoid export.
+    Scheme {
+        process: String,
+    },
+    /// `conv create`: a new process from a title, or from a Corezoid scheme.
+    ProcessCreate {
+        title: String,
+        description: Option<String>,
+        scheme: Option<Value>,
+    },
+    /// `conv modify`: a new title or description.
+    ProcessModify {
+        process: String,
+        title: Option<String>,
+        description: Option<String>,
+    },
+    /// `obj_scheme upload`: a Corezoid scheme into a process (`into`) or as new ones.
+    SchemeUpload {
+        into: Option<String>,
+        scheme: Value,
+    },
+}
+
+impl TaskOp {
+    /// The process the op names, if it names one.
+    pub fn process(&self) -> Option<&str> {
+        match self {
+            TaskOp::Create { process, .. }
+            | TaskOp::Modify { process, .. }
+            | TaskOp::Show { process, .. }
+            | TaskOp::Delete { process, .. }
+            | TaskOp::Step { process, .. }
+            | TaskOp::History { process, .. }
+            | TaskOp::NodeTasks { process, .. }
+            | TaskOp::ProcessNodes { process }
+            | TaskOp::Scheme { process }
+            | TaskOp::ProcessModify { process, .. } => Some(process),
+            TaskOp::SchemeUpload { into, .. } => into.as_deref(),
+            TaskOp::Processes | TaskOp::ProcessCreate { .. } => None,
+        }
+    }
 }
 
 /// What an op did: the task's id and its own ref (also when it was named by its id).
@@ -72,6 +139,20 @@ pub enum OpAnswer {
     Deleted {
         id: u64,
         reference: Option<String>,
+    },
+    Stepped(Box<Stepped>),
+    History(Box<TaskHistory>),
+    NodeTasks(Box<NodeTasks>),
+    ProcessNodes(Box<ProcessDetail>),
+    Processes(Vec<ProcessSummary>),
+    /// A process object of a Corezoid export.
+    Scheme(Value),
+    /// Processes created (`conv create`, `obj_scheme upload` without a process).
+    Made(Vec<Made>),
+    /// A definition changed (`conv modify`, `obj_scheme upload` into a process).
+    Changed {
+        id: u64,
+        version: u32,
     },
 }
 
@@ -105,6 +186,7 @@ pub async fn run_ops(
                     reference.as_deref(),
                     data,
                     wait.is_some(),
+                    caller.login,
                 )?)
             });
             answers.push(submitted.map(|(task, mut done)| {
@@ -157,7 +239,7 @@ async fn settle(
 
 /// The process `name` if the caller may use it; a process outside an API key's list is
 /// refused by name (the key's owner knows which processes exist).
-fn scoped(
+pub(crate) fn scoped(
     runtime: &Runtime,
     caller: &Caller,
     name: &str,
@@ -210,6 +292,60 @@ async fn apply(runtime: &Runtime, caller: &Caller, op: TaskOp) -> Result<OpAnswe
                 id: task.id,
                 reference: task.reference,
             })
+        }
+        TaskOp::Step {
+            process,
+            task,
+            step,
+            data,
+        } => manage::step(runtime, caller, &process, &task, step, data)
+            .map(|s| OpAnswer::Stepped(Box::new(s))),
+        TaskOp::History { process, task } => manage::history(runtime, caller, &process, &task)
+            .map(|h| OpAnswer::History(Box::new(h))),
+        TaskOp::NodeTasks {
+            process,
+            node,
+            limit,
+            offset,
+        } => manage::node_tasks(runtime, caller, &process, &node, limit, offset)
+            .map(|n| OpAnswer::NodeTasks(Box::new(n))),
+        TaskOp::ProcessNodes { process } => manage::process_nodes(runtime, caller, &process)
+            .map(|d| OpAnswer::ProcessNodes(Box::new(d))),
+        TaskOp::Processes => manage::processes(runtime, caller).map(OpAnswer::Processes),
+        TaskOp::Scheme { process } => {
+            manage::scheme(runtime, caller, &process).map(OpAnswer::Scheme)
+        }
+        TaskOp::ProcessCreate {
+            title,
+            description,
+            scheme,
+        } => manage::create(
+            runtime,
+            caller,
+            &title,
+            description.as_deref(),
+            scheme.as_ref(),
+        )
+        .map(OpAnswer::Made),
+        TaskOp::ProcessModify {
+            process,
+            title,
+            description,
+        } => manage::modify(
+            runtime,
+            caller,
+            &process,
+            title.as_deref(),
+            description.as_deref(),
+        )
+        .map(|(id, version)| OpAnswer::Changed { id, version }),
+        TaskOp::SchemeUpload {
+            into: Some(into),
+            scheme,
+        } => manage::replace(runtime, caller, &into, &scheme)
+            .map(|(id, version)| OpAnswer::Changed { id, version }),
+        TaskOp::SchemeUpload { into: None, scheme } => {
+            manage::upload(runtime, caller, &scheme).map(OpAnswer::Made)
         }
     }
 }
@@ -282,6 +418,19 @@ pub async fn direct_url(
         action: done.action,
         reply,
     })
+}
+
+/// `value` as an error answer may echo it for `key` of `process`: `***` when the process
+/// holds that key secret, or when the process cannot be read.
+pub fn shown_value(runtime: &Runtime, process: &str, key: &str, value: &Value) -> Value {
+    let Ok(loaded) = runtime.resolve(process) else {
+        return Value::String(conveyor_runtime::MASK.into());
+    };
+    let mut one = Map::new();
+    one.insert(key.to_string(), value.clone());
+    mask_data(&loaded.process, &[], &one)
+        .remove(key)
+        .unwrap_or(Value::Null)
 }
 
 /// Equal bytes, compared in time that does not depend on where they differ.

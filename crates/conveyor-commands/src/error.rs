@@ -32,6 +32,10 @@ pub enum CommandError {
     /// current one: one refusal for both, so strangers learn nothing.
     #[error("no such direct URL")]
     NoDirectUrl,
+    /// A Corezoid scheme given to the task API (`obj_scheme upload`, `conv create`) that
+    /// cannot become Conveyor processes, or a definition it could not rewrite.
+    #[error("the scheme cannot be used: {0}")]
+    Scheme(String),
     /// `store verify|repair|migrate|compact` on a data dir that holds no store.
     #[error("{} holds no store", dir.display())]
     NoStore { dir: std::path::PathBuf },
@@ -89,6 +93,31 @@ impl CommandError {
         matches!(
             self,
             CommandError::Runtime(RuntimeError::DuplicateRef { .. })
+        )
+    }
+
+    /// The input key this refusal is about, when it is about one (the task API's error
+    /// `key`): a param refused or not taken, the ref of a duplicate.
+    pub fn input_key(&self) -> Option<&str> {
+        match self {
+            CommandError::Runtime(RuntimeError::Param { name, .. }) => Some(name),
+            CommandError::Runtime(RuntimeError::Params(list)) => {
+                list.first().map(|(name, _)| name.as_str())
+            }
+            CommandError::Runtime(RuntimeError::Undeclared { keys, .. }) => {
+                keys.first().map(String::as_str)
+            }
+            CommandError::Runtime(RuntimeError::DuplicateRef { .. }) => Some("ref"),
+            _ => None,
+        }
+    }
+
+    /// Whether the refusal is that the process named does not exist or is not the
+    /// caller's to use.
+    pub fn is_process_refused(&self) -> bool {
+        matches!(
+            self,
+            CommandError::Runtime(RuntimeError::NoProcess(_)) | CommandError::OutOfScope { .. }
         )
     }
 

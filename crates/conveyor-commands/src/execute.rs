@@ -3,7 +3,9 @@
 //! [`Answer`] is rendered by [`crate::render`] (CLI) or serialized (dashboard).
 
 use conveyor_model::{NodeKind, Process};
-use conveyor_runtime::{LoadedProcess, Recovery, Runtime, RuntimeError, TaskKey, mask_data};
+use conveyor_runtime::{
+    LoadedProcess, Recovery, Runtime, RuntimeError, TaskBy, TaskKey, mask_data,
+};
 use conveyor_store::{ProcessRecord, TaskStatus};
 use serde_json::{Map, Value};
 use std::borrow::Cow;
@@ -22,6 +24,8 @@ pub struct Caller {
     pub scope: Scope,
     /// `cli`, `dashboard`, `api key 7`: written into history (`modified by cli`).
     pub source: Cow<'static, str>,
+    /// The API key's login, for a task API request (kept on the tasks it creates).
+    pub login: Option<u64>,
 }
 
 /// The processes a caller may use.
@@ -39,6 +43,7 @@ impl Caller {
         Caller {
             scope: Scope::All,
             source: Cow::Borrowed("cli"),
+            login: None,
         }
     }
 
@@ -52,6 +57,7 @@ impl Caller {
                 Scope::Processes(key.processes.clone())
             },
             source: Cow::Owned(format!("api key {}", key.login)),
+            login: Some(key.login),
         }
     }
 
@@ -62,7 +68,7 @@ impl Caller {
         }
     }
 
-    fn must_be_admin(&self, what: &'static str) -> Result<(), CommandError> {
+    pub(crate) fn must_be_admin(&self, what: &'static str) -> Result<(), CommandError> {
         match self.scope {
             Scope::All => Ok(()),
             Scope::Processes(_) => Err(CommandError::NotAllowed { what }),
@@ -490,7 +496,13 @@ fn recover(
         Recovery::Retry => None,
         Recovery::Goto(node) => Some(node.clone()),
     };
-    let outcome = runtime.recover_task(process, &TaskKey(task), recovery, data, &caller.source)?;
+    let outcome = runtime.recover_task(
+        process,
+        TaskBy::Key(&TaskKey(task)),
+        recovery,
+        data,
+        &caller.source,
+    )?;
     Ok(Answer::Recovering {
         id: outcome.task,
         node: outcome.node,

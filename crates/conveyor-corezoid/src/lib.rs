@@ -25,10 +25,11 @@ mod names;
 mod read;
 
 pub use export::{ExportError, export, export_value};
+pub use names::slug;
 
 use std::collections::BTreeMap;
 
-pub use read::{ReadError, read_path};
+pub use read::{ReadError, read_path, read_value};
 use serde_json::Value;
 
 /// An export, read: its processes (folders flattened) and the aliases it names.

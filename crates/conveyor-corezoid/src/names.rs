@@ -4,7 +4,7 @@
 use std::collections::HashSet;
 
 /// `"Call Stripe API!"` → `call_stripe_api`; empty → `fallback`.
-pub(crate) fn slug(title: &str, fallback: &str) -> String {
+pub fn slug(title: &str, fallback: &str) -> String {
     let mut out = String::new();
     for c in title.chars().flat_map(char::to_lowercase) {
         if c.is_ascii_alphanumeric() {

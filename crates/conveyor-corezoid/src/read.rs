@@ -52,6 +52,14 @@ pub fn read_path(path: &Path) -> Result<Export, ReadError> {
     Ok(export)
 }
 
+/// Reads an export given as JSON (a task API `obj_scheme` upload): an array of
+/// processes and folders, or one process object. `name` stands for the file in errors.
+pub fn read_value(value: &Value, name: &str) -> Result<Export, ReadError> {
+    let mut export = Export::default();
+    collect(value, Path::new(name), &mut export, 0)?;
+    Ok(export)
+}
+
 fn read_json(path: &Path) -> Result<Value, ReadError> {
     let io = |source| ReadError::Io {
         path: path.into(),

@@ -60,6 +60,7 @@ impl Viewer {
                 Some(list) => Scope::Processes(list.clone()),
             },
             source: "dashboard".into(),
+            login: None,
         }
     }
 }

@@ -1,8 +1,8 @@
 //! Conveyor's HTTP API, served by `conveyor serve` (127.0.0.1:7878 by default):
 //!
 //! * `POST /api/2/json/{login}/{unixtime}/{signature}` — Corezoid's task API v2, signed
-//!   `hex(sha1(unixtime + secret + body + secret))`; ops `create`, `modify`, `show`,
-//!   `delete`, answered in order;
+//!   `hex(sha1(unixtime + secret + body + secret))`; task ops (`create`, `modify`,
+//!   `show`, `delete`, `step_*`) and process management ops, answered in order;
 //! * `GET|POST /api/1/json/public/{process}/{hash}` — a process's direct URL: creates a
 //!   task from any request, or modifies the task named by its `ref` parameter;
 //! * `GET /healthz`, `GET /metrics` (Prometheus text);
@@ -23,8 +23,11 @@
 //!
 //! - `lib.rs` — the router, the shared state (`AppState`: the runtime, limits,
 //!   sessions), `/healthz`, `/metrics` and `/admin/command`;
-//! - `task_api.rs` — the task API v2: signature, replay check, ops read into the command
-//!   layer's `TaskOp`s and answered in order;
+//! - `task_api.rs` — the task API v2: signature, replay check, the ops of a request run
+//!   by the command layer and answered in order;
+//! - `task_ops.rs` — each op read into the command layer's `TaskOp` and its outcome
+//!   written back, in the shapes of Corezoid's OpenAPI file (task, task_history, node,
+//!   conv, convs, obj_scheme);
 //! - `direct.rs` — direct URLs: hash and rate checked before the body, parameters read
 //!   into the command layer's `DirectRequest`;
 //! - `dashboard.rs` — the dashboard's pages, its JSON and its actions;
@@ -40,6 +43,7 @@ mod rate;
 mod replay;
 mod server;
 mod task_api;
+mod task_ops;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;

@@ -15,11 +15,12 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use conveyor_commands::ApiKey;
-use conveyor_commands::door::{self, OpAnswer, TaskName, TaskOp};
+use conveyor_commands::door;
 use conveyor_commands::{Caller, CommandError};
-use serde_json::{Map, Value, json};
+use serde_json::{Value, json};
 use sha1::{Digest, Sha1};
 
+use crate::task_ops::{self, OpInputs};
 use crate::{AppState, constant_time_eq, error, read_body, too_many};
 
 pub(crate) async fn handle(
@@ -136,8 +137,8 @@ pub(crate) async fn handle(
 }
 
 /// The ops of one request, answered in order: each is read here (a malformed op is
-/// answered at once) and run by the command layer (`conveyor_commands::door::run_ops`),
-/// whose creates join the committer's groups.
+/// answered at once, `task_ops::prepare`) and run by the command layer
+/// (`conveyor_commands::door::run_ops`), whose creates join the committer's groups.
 async fn run_ops(
     runtime: &conveyor_runtime::Runtime,
     key: &ApiKey,
@@ -146,105 +147,41 @@ async fn run_ops(
 ) -> Result<Vec<Value>, CommandError> {
     let mut answers: Vec<Option<Value>> = Vec::with_capacity(ops.len());
     let mut valid = Vec::new();
-    // Each op's own `id` (the client's) is echoed in its answer, as Corezoid does.
-    let ids: Vec<Option<Value>> = ops.iter().map(|op| op.get("id").cloned()).collect();
+    // What each answer needs of its op: its own `id` (echoed, as Corezoid does), and
+    // where it named its inputs (an error's `key` and `value`).
+    let mut inputs = Vec::with_capacity(ops.len());
     for op in ops {
-        match prepare(op) {
+        let mut these = OpInputs::of(&op);
+        match task_ops::prepare(op, &mut these) {
             Ok(op) => {
                 valid.push(op);
                 answers.push(None);
             }
             Err(answer) => answers.push(Some(answer)),
         }
+        inputs.push(these);
     }
     let mut done = door::run_ops(runtime, &Caller::api_key(key), valid, wait)
         .await?
         .into_iter();
     Ok(answers
         .into_iter()
-        .zip(ids)
-        .map(|(answer, id)| {
+        .zip(inputs)
+        .map(|(answer, inputs)| {
             let mut answer = match answer {
                 Some(refused) => refused,
                 None => match done.next() {
-                    Some(Ok(answer)) => op_answer(answer),
-                    Some(Err(e)) => command_error(&e),
-                    None => op_error("the op was not answered"),
+                    Some(Ok(answer)) => task_ops::answer(answer, &inputs.obj),
+                    Some(Err(e)) => task_ops::command_error(runtime, &e, &inputs),
+                    None => task_ops::op_error("the op was not answered"),
                 },
             };
-            if let (Some(id), Value::Object(map)) = (id, &mut answer) {
+            if let (Some(id), Value::Object(map)) = (inputs.id, &mut answer) {
                 map.insert("id".into(), id);
             }
             answer
         })
         .collect())
-}
-
-/// An op's outcome as Corezoid's task API answers it.
-fn op_answer(answer: OpAnswer) -> Value {
-    match answer {
-        OpAnswer::Created {
-            id,
-            reference,
-            reply: Some(None),
-        } => json!({
-            "proc": "timeout", "obj": "task", "ref": reference, "obj_id": id.to_string(),
-            "description": format!("task {id} did not answer in time (it goes on: look it up by its id)"),
-        }),
-        OpAnswer::Created {
-            id,
-            reference,
-            reply: Some(Some(reply)),
-        } => json!({
-            "proc": "ok", "obj": "task", "ref": reference, "obj_id": id.to_string(),
-            "reply": reply.data, "reply_error": reply.error, "node": reply.node,
-            "status": reply.status.as_str(),
-        }),
-        OpAnswer::Created {
-            id,
-            reference,
-            reply: None,
-        }
-        | OpAnswer::Modified { id, reference }
-        | OpAnswer::Deleted { id, reference } => {
-            json!({"proc": "ok", "obj": "task", "ref": reference, "obj_id": id.to_string()})
-        }
-        OpAnswer::Shown(task) => json!({
-            "proc": "ok",
-            "obj": "task",
-            "obj_id": task.id.to_string(),
-            "task_id": task.id.to_string(),
-            "ref": task.reference,
-            "node": task.node,
-            "node_id": task.node,
-            "node_prev_id": task.prev_node,
-            "status": corezoid_status(&task),
-            "conveyor_status": task.status,
-            "create_time": task.created.div_euclid(1000),
-            "change_time": task.changed.div_euclid(1000),
-            "data": task.data,
-        }),
-    }
-}
-
-/// A task's status in the swagger's words: `processed` once it stopped at a final node
-/// (or failed), `delayed` while a timer holds it, else `processing`. (Corezoid's
-/// `created`, `canceled` and `deleted` have no state here: a task is moved at once, and a
-/// deleted one is gone.)
-fn corezoid_status(task: &conveyor_commands::TaskView) -> &'static str {
-    match task.status {
-        "done" | "failed" => "processed",
-        _ if task.wake_at.is_some() && task.wake_kind.is_none() => "delayed",
-        _ => "processing",
-    }
-}
-
-fn command_error(e: &CommandError) -> Value {
-    if e.is_duplicate_ref() {
-        json!({"proc": "error", "tag": "not_unical_ref", "description": e.to_string()})
-    } else {
-        op_error(e.to_string())
-    }
 }
 
 /// Whether `request` (s) is at most `skew` seconds from `now` (s); never overflows.
@@ -301,91 +238,6 @@ fn format_error(description: &str) -> Response {
         })),
     )
         .into_response()
-}
-
-fn op_error(description: impl Into<String>) -> Value {
-    json!({"proc": "error", "description": description.into()})
-}
-
-/// Reads one op into the command layer's [`TaskOp`]; a malformed op is answered at once.
-/// Whether its key may use the process is the command layer's check.
-fn prepare(op: Value) -> Result<TaskOp, Value> {
-    let Value::Object(op) = op else {
-        return Err(op_error("an op is a JSON object"));
-    };
-    let kind = op.get("type").and_then(Value::as_str).unwrap_or("");
-    match kind {
-        "create" | "modify" | "show" | "delete" => {}
-        "" => {
-            return Err(op_error(
-                "`type` is required (create, modify, show or delete)",
-            ));
-        }
-        other => {
-            return Err(op_error(format!(
-                "unknown op type `{other}` (create, modify, show or delete)"
-            )));
-        }
-    }
-    if let Some(obj) = op.get("obj").and_then(Value::as_str)
-        && obj != "task"
-    {
-        return Err(op_error(format!("unknown obj `{obj}` (only `task`)")));
-    }
-    let process = match (op.get("conv_id"), op.get("obj_alias")) {
-        (Some(Value::Number(n)), _) => n.to_string(),
-        (Some(Value::String(s)), _) => s.clone(),
-        (None, Some(Value::String(alias))) => format!("@{}", alias.trim_start_matches('@')),
-        _ => return Err(op_error("`conv_id` (or `obj_alias`) is required")),
-    };
-    let reference = op.get("ref").and_then(|r| match r {
-        Value::String(s) => Some(s.clone()),
-        Value::Number(n) => Some(n.to_string()),
-        _ => None,
-    });
-    let obj_id = match op.get("obj_id") {
-        None | Some(Value::Null) => None,
-        Some(Value::String(id)) => {
-            Some(id.parse::<u64>().map_err(|_| {
-                op_error(format!("`obj_id` must be a task id (a number), not `{id}`"))
-            })?)
-        }
-        Some(Value::Number(id)) => Some(id.as_u64().ok_or_else(|| {
-            op_error(format!(
-                "`obj_id` must be a task id (a whole number), not {id}"
-            ))
-        })?),
-        Some(other) => return Err(op_error(format!("`obj_id` must be a task id, not {other}"))),
-    };
-    let data = match op.get("data") {
-        None | Some(Value::Null) => Map::new(),
-        Some(Value::Object(map)) => map.clone(),
-        // The swagger allows an empty array for no data (PHP clients send it).
-        Some(Value::Array(items)) if items.is_empty() => Map::new(),
-        Some(_) => return Err(op_error("`data` must be an object")),
-    };
-    if kind == "create" {
-        return Ok(TaskOp::Create {
-            process,
-            reference,
-            data,
-        });
-    }
-    // A `ref` names a ref and an `obj_id` an id, never one for the other.
-    let task = match (reference, obj_id) {
-        (Some(r), _) => TaskName::Ref(r),
-        (None, Some(id)) => TaskName::Id(id),
-        (None, None) => return Err(op_error("`ref` or `obj_id` is required")),
-    };
-    Ok(match kind {
-        "modify" => TaskOp::Modify {
-            process,
-            task,
-            data,
-        },
-        "show" => TaskOp::Show { process, task },
-        _ => TaskOp::Delete { process, task },
-    })
 }
 
 /// Fuzzing of the request parsing and of each op with proptest: never a panic, always an

@@ -166,15 +166,29 @@ impl Runtime {
     /// Checks and submits a create to the committer at once, without waiting: many ops of
     /// one request join the same group. Await [`Pending::done`] for the outcome.
     /// With `wait`, a wait for the task's answer (sync reply) is registered before the
-    /// create reaches the committer: take it with [`Pending::take_answer`].
+    /// create reaches the committer: take it with [`Pending::take_answer`]. `by` is the
+    /// login of the API key asking, kept on the task (`TaskRecord::created_by`).
     pub fn submit_create(
         &self,
         process: &str,
         reference: Option<&str>,
         data: Map<String, Value>,
         wait: bool,
+        by: Option<u64>,
     ) -> Result<(TaskRecord, Pending)> {
-        let (task, batch) = self.add_batch(process, reference, data, Door::Create)?;
+        let (task, mut batch) = self.add_batch(process, reference, data, Door::Create)?;
+        // Who created it (the task API's `user_id`): set on the new task only, never on
+        // a summary task a rate-limited create was folded into.
+        if by.is_some() {
+            for op in &mut batch.ops {
+                if let conveyor_store::Op::PutTask(put) = op
+                    && put.id == task.id
+                    && put.history_len == 1
+                {
+                    put.created_by = by;
+                }
+            }
+        }
         let answer = wait.then(|| self.expect_answer(task.id));
         let refs = crate::ref_changes(&batch);
         let wait = match self.committer.sender() {

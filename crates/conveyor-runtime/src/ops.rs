@@ -272,6 +272,7 @@ impl Runtime {
             caller,
             moves: 0,
             secret_keys: Vec::new(),
+            created_by: None,
         };
         if let Some(r) = reference {
             batch.push(Op::InsertRef {

@@ -8,7 +8,7 @@ use conveyor_model::{Door, NodeKind};
 use conveyor_store::{Batch, InboxMessage, Op, TaskStatus};
 use serde_json::{Map, Value};
 
-use crate::{ModifyOutcome, Result, Runtime, RuntimeError, TaskKey};
+use crate::{ModifyOutcome, Result, Runtime, RuntimeError, TaskBy};
 
 /// What to do with the task.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -25,12 +25,12 @@ impl Runtime {
     pub fn recover_task(
         &self,
         process: &str,
-        key: &TaskKey,
+        task: TaskBy<'_>,
         recovery: Recovery,
         mut data: Map<String, Value>,
         source: &str,
     ) -> Result<ModifyOutcome> {
-        let (loaded, task) = self.find_task(process, key)?;
+        let (loaded, task) = self.find_task_by(process, task)?;
         if let Some(why) = refusal(&loaded.process, &task.node, task.status, &recovery) {
             return Err(RuntimeError::CannotRecover {
                 task: task.id,

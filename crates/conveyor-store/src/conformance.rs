@@ -304,6 +304,7 @@ pub fn task(id: u64, node: &str) -> TaskRecord {
         caller: None,
         moves: 0,
         secret_keys: Vec::new(),
+        created_by: None,
     }
 }
 

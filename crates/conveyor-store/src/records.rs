@@ -159,6 +159,10 @@ pub struct TaskRecord {
     /// Masked and sealed like the declared ones.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub secret_keys: Vec<String>,
+    /// The login of the API key whose task API request created it (the task API's
+    /// `user_id`); `None` for a task created by any other door or by a process.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub created_by: Option<u64>,
 }
 
 /// Counters of one node.

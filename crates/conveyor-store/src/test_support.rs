@@ -20,6 +20,7 @@ pub(crate) fn task(id: u64, process: u64, node: &str) -> TaskRecord {
         caller: None,
         moves: 0,
         secret_keys: Vec::new(),
+        created_by: None,
     }
 }
 

@@ -1,0 +1,586 @@
+//! The task API's ops in the shapes of Corezoid's OpenAPI file: each op read into the
+//! command layer's [`TaskOp`] (a malformed one answered at once), and each outcome
+//! written back as Corezoid answers it. An op is named by `obj` and `type`:
+//!
+//! | obj | type | |
+//! |---|---|---|
+//! | `task` | `create`, `modify`, `show`, `delete` | a task |
+//! | `task` | `step_next`, `step_prev`, `step_goto` | move a task (`task goto`) |
+//! | `task_history` | `list` | a task's history |
+//! | `node` | `list` | the tasks in a node |
+//! | `conv` | `list` | a process's nodes with their counts |
+//! | `convs` | `list` | the processes the key may use |
+//! | `conv` | `create`, `modify` | a new process (from a title or a scheme); a new title |
+//! | `obj_scheme` | `get` | a process as a Corezoid export |
+//! | `obj_scheme` | `create` / `upload` | a Corezoid scheme through the importer |
+//!
+//! A refusal carries the swagger's `key` and `value` when it is about one input: the
+//! field the door refused, or the param the command layer refused (by the error's
+//! variant, never by its text); a value the process holds secret is echoed as `***`.
+
+use conveyor_commands::door::{self, OpAnswer, TaskName, TaskOp};
+use conveyor_commands::manage::{self, Step};
+use conveyor_commands::{CommandError, TaskView};
+use conveyor_runtime::Runtime;
+use serde_json::{Map, Value, json};
+
+/// What an answer needs of its op besides the outcome: where its inputs were.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct OpInputs {
+    /// The op's own `id`, echoed.
+    pub id: Option<Value>,
+    /// The field that named the process (`conv_id`, `obj_alias`, `obj_id`) and its value.
+    pub process: Option<(&'static str, Value)>,
+    /// The field that named the task (`ref`, `obj_id`) and its value.
+    pub task: Option<(&'static str, Value)>,
+    pub data: Map<String, Value>,
+    /// The op's `obj` (`task` when it names none).
+    pub obj: String,
+    /// The process the op names, as the command layer reads it.
+    pub process_name: Option<String>,
+}
+
+impl OpInputs {
+    pub(crate) fn of(op: &Value) -> OpInputs {
+        let mut inputs = OpInputs {
+            id: op.get("id").cloned(),
+            ..OpInputs::default()
+        };
+        if let Some(Value::Object(data)) = op.get("data") {
+            inputs.data = data.clone();
+        }
+        inputs
+    }
+}
+
+/// A refusal about one input: the swagger's `key` and `value` (a string, as it has it).
+pub(crate) fn refused(key: &str, value: &Value, description: impl Into<String>) -> Value {
+    json!({
+        "proc": "error",
+        "description": description.into(),
+        "key": key,
+        "value": as_text(value),
+    })
+}
+
+pub(crate) fn op_error(description: impl Into<String>) -> Value {
+    json!({"proc": "error", "description": description.into()})
+}
+
+fn as_text(value: &Value) -> Value {
+    match value {
+        Value::String(s) => Value::String(s.clone()),
+        other => Value::String(other.to_string()),
+    }
+}
+
+const OPS: &str = "task: create, modify, show, delete, step_next, step_prev, step_goto; task_history: list; node: list; conv: list, create, modify; convs: list; obj_scheme: get, create";
+
+/// Reads one op into a [`TaskOp`]; a malformed op is answered at once. `inputs` learns
+/// where its process and task were named. Whether its key may do it is the command
+/// layer's check.
+pub(crate) fn prepare(op: Value, inputs: &mut OpInputs) -> Result<TaskOp, Value> {
+    let op = read(op, inputs)?;
+    inputs.process_name = op.process().map(str::to_string);
+    if let TaskOp::Create {
+        reference: Some(r), ..
+    } = &op
+    {
+        inputs.task = Some(("ref", Value::String(r.clone())));
+    }
+    Ok(op)
+}
+
+fn read(op: Value, inputs: &mut OpInputs) -> Result<TaskOp, Value> {
+    let Value::Object(op) = op else {
+        return Err(op_error("an op is a JSON object"));
+    };
+    let kind = match op.get("type") {
+        None => return Err(op_error(format!("`type` is required ({OPS})"))),
+        Some(Value::String(kind)) => kind.as_str(),
+        Some(other) => return Err(refused("type", other, "`type` is a string")),
+    };
+    let obj = match op.get("obj") {
+        None => "task",
+        Some(Value::String(obj)) => obj.as_str(),
+        Some(other) => return Err(refused("obj", other, "`obj` is a string")),
+    };
+    inputs.obj = obj.to_string();
+    match (obj, kind) {
+        ("task", _) => task_op(&op, kind, inputs),
+        ("task_history", "list") => Ok(TaskOp::History {
+            process: process(&op, "conv_id", inputs)?,
+            task: task(&op, inputs)?,
+        }),
+        ("node", "list") => node_list(&op, inputs),
+        ("conv", "list") => Ok(TaskOp::ProcessNodes {
+            process: process(&op, "obj_id", inputs)?,
+        }),
+        ("convs", "list") => Ok(TaskOp::Processes),
+        ("conv", "create") => Ok(TaskOp::ProcessCreate {
+            title: text(&op, "title")?.unwrap_or_default(),
+            description: text(&op, "description")?,
+            scheme: op.get("scheme").cloned(),
+        }),
+        ("conv", "modify") => Ok(TaskOp::ProcessModify {
+            process: process(&op, "obj_id", inputs)?,
+            title: text(&op, "title")?,
+            description: text(&op, "description")?,
+        }),
+        ("obj_scheme", "get") => {
+            if let Some(kind) = op.get("obj_type")
+                && kind != "conv"
+            {
+                return Err(refused(
+                    "obj_type",
+                    kind,
+                    "only a process (`obj_type: conv`) has a scheme here",
+                ));
+            }
+            Ok(TaskOp::Scheme {
+                process: process(&op, "obj_id", inputs)?,
+            })
+        }
+        ("obj_scheme", "create" | "upload") => {
+            let Some(scheme) = op.get("scheme") else {
+                return Err(op_error(
+                    "`scheme` is required: a Corezoid export (an array of processes, or one process object)",
+                ));
+            };
+            let into = match op.get("obj_id") {
+                None | Some(Value::Null) => None,
+                Some(_) => Some(process(&op, "obj_id", inputs)?),
+            };
+            Ok(TaskOp::SchemeUpload {
+                into,
+                scheme: scheme.clone(),
+            })
+        }
+        (_, "") => Err(op_error(format!("`type` is required ({OPS})"))),
+        (obj, kind) => Err(op_error(format!(
+            "unknown op type `{kind}` of `{obj}` (supported: {OPS})"
+        ))),
+    }
+}
+
+/// An op on a task (`obj: task`).
+fn task_op(op: &Map<String, Value>, kind: &str, inputs: &mut OpInputs) -> Result<TaskOp, Value> {
+    if !matches!(
+        kind,
+        "create" | "modify" | "show" | "delete" | "step_next" | "step_prev" | "step_goto"
+    ) {
+        return Err(op_error(format!(
+            "unknown op type `{kind}` (create, modify, show, delete, step_next, step_prev or step_goto)"
+        )));
+    }
+    let process = match (op.get("conv_id"), op.get("obj_alias")) {
+        (Some(_), _) => process(op, "conv_id", inputs)?,
+        (None, Some(Value::String(alias))) => {
+            inputs.process = Some(("obj_alias", Value::String(alias.clone())));
+            format!("@{}", alias.trim_start_matches('@'))
+        }
+        (None, Some(other)) => return Err(refused("obj_alias", other, "`obj_alias` is a string")),
+        (None, None) => return Err(op_error("`conv_id` (or `obj_alias`) is required")),
+    };
+    let data = match op.get("data") {
+        None | Some(Value::Null) => Map::new(),
+        Some(Value::Object(map)) => map.clone(),
+        // The swagger allows an empty array for no data (PHP clients send it).
+        Some(Value::Array(items)) if items.is_empty() => Map::new(),
+        Some(other) => return Err(refused("data", other, "`data` must be an object")),
+    };
+    if kind == "create" {
+        let reference = reference(op)?;
+        return Ok(TaskOp::Create {
+            process,
+            reference,
+            data,
+        });
+    }
+    let task = task(op, inputs)?;
+    Ok(match kind {
+        "modify" => TaskOp::Modify {
+            process,
+            task,
+            data,
+        },
+        "show" => TaskOp::Show { process, task },
+        "delete" => TaskOp::Delete { process, task },
+        step => TaskOp::Step {
+            process,
+            task,
+            step: match step {
+                "step_next" => Step::Next { timer: branch(op)? },
+                "step_prev" => Step::Prev,
+                _ => Step::Goto(match op.get("node_id").or_else(|| op.get("to_node_id")) {
+                    Some(Value::String(node)) if !node.is_empty() => node.clone(),
+                    Some(other) => {
+                        return Err(refused("node_id", other, "`node_id` names a node"));
+                    }
+                    None => {
+                        return Err(op_error(
+                            "`node_id` is required: the node to send the task to",
+                        ));
+                    }
+                }),
+            },
+            data,
+        },
+    })
+}
+
+/// `branch`: `logic` (the default) or `timer`; true for `timer`.
+fn branch(op: &Map<String, Value>) -> Result<bool, Value> {
+    match op.get("branch") {
+        None | Some(Value::Null) => Ok(false),
+        Some(Value::String(b)) if b == "logic" => Ok(false),
+        Some(Value::String(b)) if b == "timer" => Ok(true),
+        Some(other) => Err(refused("branch", other, "`branch` is `logic` or `timer`")),
+    }
+}
+
+/// `node list`: `conv_id`, the node in `obj_id`, `limit` (10) and `offset` (0).
+fn node_list(op: &Map<String, Value>, inputs: &mut OpInputs) -> Result<TaskOp, Value> {
+    let process = process(op, "conv_id", inputs)?;
+    let node = match op.get("obj_id") {
+        Some(Value::String(node)) if !node.is_empty() => node.clone(),
+        Some(other) => return Err(refused("obj_id", other, "`obj_id` names a node")),
+        None => {
+            return Err(op_error(
+                "`obj_id` is required: the node whose tasks to list",
+            ));
+        }
+    };
+    let count = |key: &str, default: usize| match op.get(key) {
+        None | Some(Value::Null) => Ok(default),
+        Some(Value::Number(n)) => {
+            n.as_u64()
+                .and_then(|n| usize::try_from(n).ok())
+                .ok_or_else(|| {
+                    refused(
+                        key,
+                        &Value::Number(n.clone()),
+                        format!("`{key}` is a whole number"),
+                    )
+                })
+        }
+        Some(other) => Err(refused(key, other, format!("`{key}` is a whole number"))),
+    };
+    let limit = count("limit", 10)?;
+    if limit == 0 || limit > manage::MAX_NODE_LIST {
+        return Err(refused(
+            "limit",
+            &json!(limit),
+            format!("`limit` is from 1 to {}", manage::MAX_NODE_LIST),
+        ));
+    }
+    Ok(TaskOp::NodeTasks {
+        process,
+        node,
+        limit,
+        offset: count("offset", 0)?,
+    })
+}
+
+/// The process `field` names (a number, or a string id or alias).
+fn process(
+    op: &Map<String, Value>,
+    field: &'static str,
+    inputs: &mut OpInputs,
+) -> Result<String, Value> {
+    let name = match op.get(field) {
+        Some(Value::Number(n)) => n.to_string(),
+        Some(Value::String(s)) if !s.is_empty() => s.clone(),
+        Some(other) => {
+            return Err(refused(
+                field,
+                other,
+                format!("`{field}` is a process id (or alias)"),
+            ));
+        }
+        None => return Err(op_error(format!("`{field}` is required: the process"))),
+    };
+    inputs.process = Some((field, Value::String(name.clone())));
+    Ok(name)
+}
+
+/// A `ref` names a ref and an `obj_id` an id, never one for the other.
+fn task(op: &Map<String, Value>, inputs: &mut OpInputs) -> Result<TaskName, Value> {
+    if let Some(r) = reference(op)? {
+        inputs.task = Some(("ref", Value::String(r.clone())));
+        return Ok(TaskName::Ref(r));
+    }
+    let id = match op.get("obj_id") {
+        None | Some(Value::Null) => return Err(op_error("`ref` or `obj_id` is required")),
+        Some(Value::String(id)) => id.parse::<u64>().ok(),
+        Some(Value::Number(id)) => id.as_u64(),
+        Some(_) => None,
+    };
+    let given = op.get("obj_id").cloned().unwrap_or(Value::Null);
+    match id {
+        Some(id) => {
+            inputs.task = Some(("obj_id", given));
+            Ok(TaskName::Id(id))
+        }
+        None => Err(refused(
+            "obj_id",
+            &given,
+            "`obj_id` must be a task id (a whole number)",
+        )),
+    }
+}
+
+fn reference(op: &Map<String, Value>) -> Result<Option<String>, Value> {
+    match op.get("ref") {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(s)) => Ok(Some(s.clone())),
+        Some(Value::Number(n)) => Ok(Some(n.to_string())),
+        Some(other) => Err(refused("ref", other, "`ref` is a string or a number")),
+    }
+}
+
+fn text(op: &Map<String, Value>, key: &str) -> Result<Option<String>, Value> {
+    match op.get(key) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(s)) => Ok(Some(s.clone())),
+        Some(other) => Err(refused(key, other, format!("`{key}` is a string"))),
+    }
+}
+
+/// A refusal of the command layer, with `key` and `value` when it is about one input.
+pub(crate) fn command_error(runtime: &Runtime, e: &CommandError, inputs: &OpInputs) -> Value {
+    let mut answer = op_error(e.to_string());
+    if e.is_duplicate_ref() {
+        answer["tag"] = json!("not_unical_ref");
+    }
+    let named = |field: &Option<(&'static str, Value)>| {
+        field.clone().map(|(key, value)| (key.to_string(), value))
+    };
+    let about = if e.is_process_refused() {
+        named(&inputs.process)
+    } else if e.is_not_found() {
+        named(&inputs.task)
+    } else if let Some(key) = e.input_key() {
+        let value = match (key, &inputs.task) {
+            ("ref", Some(("ref", reference))) => reference.clone(),
+            _ => inputs.data.get(key).cloned().unwrap_or(Value::Null),
+        };
+        let shown = match &inputs.process_name {
+            Some(process) => door::shown_value(runtime, process, key, &value),
+            None => value,
+        };
+        Some((key.to_string(), shown))
+    } else {
+        None
+    };
+    if let Some((key, value)) = about {
+        answer["key"] = json!(key);
+        answer["value"] = as_text(&value);
+    }
+    answer
+}
+
+/// An op's outcome as Corezoid's task API answers it; `obj` is the op's `obj`.
+pub(crate) fn answer(answer: OpAnswer, obj: &str) -> Value {
+    match answer {
+        OpAnswer::Created {
+            id,
+            reference,
+            reply: Some(None),
+        } => json!({
+            "proc": "timeout", "obj": "task", "ref": reference, "obj_id": id.to_string(),
+            "description": format!("task {id} did not answer in time (it goes on: look it up by its id)"),
+        }),
+        OpAnswer::Created {
+            id,
+            reference,
+            reply: Some(Some(reply)),
+        } => json!({
+            "proc": "ok", "obj": "task", "ref": reference, "obj_id": id.to_string(),
+            "reply": reply.data, "reply_error": reply.error, "node": reply.node,
+            "status": reply.status.as_str(),
+        }),
+        OpAnswer::Created {
+            id,
+            reference,
+            reply: None,
+        }
+        | OpAnswer::Modified { id, reference }
+        | OpAnswer::Deleted { id, reference } => {
+            json!({"proc": "ok", "obj": "task", "ref": reference, "obj_id": id.to_string()})
+        }
+        OpAnswer::Shown(task) => {
+            let mut shown = task_fields(&task);
+            shown["proc"] = json!("ok");
+            shown["task_id"] = json!(task.id.to_string());
+            shown["node"] = json!(task.node);
+            shown["node_id"] = json!(task.node);
+            shown["conveyor_status"] = json!(task.status);
+            shown
+        }
+        OpAnswer::Stepped(s) => json!({
+            "proc": "ok",
+            "obj": "task",
+            "obj_id": s.id.to_string(),
+            "prev_conv_id": s.process,
+            "prev_conv_name": s.process_name,
+            "prev_node_id": s.from,
+            "prev_node_name": s.from_title.as_deref().unwrap_or(&s.from),
+            "conv_id": s.process,
+            "conv_name": s.process_name,
+            "node_id": s.to,
+            "node_name": s.to_title.as_deref().unwrap_or(&s.to),
+            "data": s.data,
+        }),
+        OpAnswer::History(h) => history(&h),
+        OpAnswer::NodeTasks(n) => json!({
+            "proc": "ok",
+            "obj": "node",
+            "obj_id": n.node,
+            "count": n.count,
+            "list": n.tasks.iter().map(task_fields).collect::<Vec<_>>(),
+        }),
+        OpAnswer::ProcessNodes(detail) => process_nodes(&detail),
+        OpAnswer::Processes(list) => processes(&list),
+        OpAnswer::Scheme(process) => json!({
+            "proc": "ok",
+            "obj": "obj_scheme",
+            "scheme": [process],
+        }),
+        OpAnswer::Made(made) => made_answer(&made, obj),
+        OpAnswer::Changed { id, version } => json!({
+            "proc": "ok",
+            "obj": obj,
+            "obj_id": id,
+            "version": version,
+        }),
+    }
+}
+
+/// `conv list`: the process and its nodes with their counts.
+fn process_nodes(detail: &conveyor_commands::ProcessDetail) -> Value {
+    json!({
+        "proc": "ok",
+        "obj": "conv",
+        "obj_id": detail.summary.id,
+        "title": detail.summary.title,
+        "description": detail.description.clone().unwrap_or_default(),
+        "alias": detail.summary.alias,
+        "status": "active",
+        "conv_type": "process",
+        "version": detail.summary.version,
+        "list": detail.nodes.iter().map(|n| json!({
+            "obj": "node",
+            "obj_id": n.id,
+            "title": n.title.clone().unwrap_or_else(|| n.id.clone()),
+            "obj_type": match n.kind { "start" => 1, "final" => 2, _ => 0 },
+            "kind": n.kind,
+            "count": n.now,
+            "total": n.total,
+        })).collect::<Vec<_>>(),
+    })
+}
+
+/// `convs list`: the processes the key may use.
+fn processes(list: &[conveyor_commands::ProcessSummary]) -> Value {
+    json!({
+        "proc": "ok",
+        "obj": "convs",
+        "list": list.iter().map(|p| json!({
+            "obj_id": p.id,
+            "obj_type": "conv",
+            "title": p.title,
+            "alias": p.alias,
+            "status": "active",
+            "conv_type": "process",
+            "version": p.version,
+            "tasks": p.tasks,
+        })).collect::<Vec<_>>(),
+    })
+}
+
+/// Processes made: `conv create` answers the one it made as `obj_id`, an `obj_scheme`
+/// upload lists them in `scheme` with the Corezoid ids they came from.
+fn made_answer(made: &[manage::Made], obj: &str) -> Value {
+    match made {
+        [one] if obj == "conv" => json!({
+            "proc": "ok",
+            "obj": "conv",
+            "obj_id": one.id,
+            "alias": one.alias,
+            "title": one.title,
+        }),
+        _ => json!({
+            "proc": "ok",
+            "obj": obj,
+            "scheme": made.iter().map(|m| json!({
+                "obj_id": m.id,
+                "obj_type": "conv",
+                "title": m.title,
+                "alias": m.alias,
+                "old_obj_id": m.corezoid_id,
+            })).collect::<Vec<_>>(),
+        }),
+    }
+}
+
+/// A task as `show` and `node list` give it: the swagger's fields, data masked.
+fn task_fields(task: &TaskView) -> Value {
+    json!({
+        "obj": "task",
+        "obj_id": task.id.to_string(),
+        "ref": task.reference,
+        "status": corezoid_status(task),
+        "user_id": task.created_by,
+        "create_time": task.created.div_euclid(1000),
+        "change_time": task.changed.div_euclid(1000),
+        "node_prev_id": task.prev_node,
+        "data": task.data,
+    })
+}
+
+/// A task's history as `task_history list` answers it: the swagger's fields, and each
+/// event's own (`event`, `from`, `via`, `source`, …). Events were masked when written.
+fn history(h: &manage::TaskHistory) -> Value {
+    let list: Vec<Value> = h
+        .events
+        .iter()
+        .enumerate()
+        .map(|(i, event)| {
+            let mut item = json!({
+                "history_id": i,
+                "conv_id": h.process,
+                "node_id": event.node,
+                "node_prev_id": event.prev_node,
+                "user_id": if event.created { json!(h.created_by) } else { Value::Null },
+                "create_time_ms": event.at,
+            });
+            if event.created {
+                item["status"] = json!("created");
+            }
+            for (key, value) in &event.fields {
+                item[key] = value.clone();
+            }
+            item
+        })
+        .collect();
+    json!({
+        "proc": "ok",
+        "obj": "task_history",
+        "obj_id": h.id.to_string(),
+        "ref": h.reference,
+        "list": list,
+    })
+}
+
+/// A task's status in the swagger's words: `processed` once it stopped at a final node
+/// (or failed), `delayed` while a timer holds it, else `processing`. (Corezoid's
+/// `created`, `canceled` and `deleted` have no state here: a task is moved at once, and a
+/// deleted one is gone.)
+fn corezoid_status(task: &TaskView) -> &'static str {
+    match task.status {
+        "done" | "failed" => "processed",
+        _ if task.wake_kind == Some("timer") => "delayed",
+        _ => "processing",
+    }
+}
