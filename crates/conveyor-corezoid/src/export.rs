@@ -211,6 +211,17 @@ fn node_object(name: &str, node: &Value, id_of: &dyn Fn(&str) -> String) -> Valu
             action(logic, &mut logics);
             logics.extend(go("next"));
         }
+        "delay" if node.get("for").and_then(Value::as_str).is_some_and(is_template) => {
+            // A duration read from the task: the UI's `delay` logic, whose value is
+            // relative (a `time` semaphor's template is an absolute time); it also
+            // carries the delay's `on_error`, which a semaphor has no place for.
+            let mut logic = Map::new();
+            logic.insert("type".into(), json!("delay"));
+            logic.insert("value".into(), Value::String(text(node, "for")));
+            logic.insert("dimension".into(), json!("sec"));
+            logic.insert("to_node_id".into(), Value::String(id_of(&text(node, "next"))));
+            action(logic, &mut logics);
+        }
         "delay" => {
             let value = match node.get("for").or_else(|| node.get("until")) {
                 Some(Value::String(s)) => match crate::map::seconds_of(s) {
@@ -368,6 +379,11 @@ fn process_ref(node: &Value) -> Value {
         },
         _ => json!(""),
     }
+}
+
+/// Whether a duration is read from the task (a template or a `$.` function).
+fn is_template(text: &str) -> bool {
+    crate::map::seconds_of(text).is_none() && (text.contains("{{") || text.contains("$."))
 }
 
 fn scalar_text(value: &Value) -> String {

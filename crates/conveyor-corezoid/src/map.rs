@@ -306,6 +306,13 @@ impl Mapper<'_> {
         }
         let mut nodes_out = std::mem::take(&mut self.nodes);
         self.drop_unreachable(&mut nodes_out);
+        let sums = sum_names(&nodes);
+        rewrite_node_refs(
+            &mut nodes_out,
+            &graph.names,
+            &sums,
+            self.sum_holder.as_deref(),
+        );
         rewrite_refs(&mut nodes_out, self.aliases);
         let env_vars = rewrite_env_vars(&mut nodes_out);
         let mut params = self.params(process).unwrap_or_else(|| json!({}));
@@ -441,7 +448,8 @@ impl Mapper<'_> {
             _ => {
                 // Where the task goes after the action (or straight away): the routes and
                 // the `go`, as a condition of their own when there are routes.
-                let after = if action.is_none() {
+                // (The UI's `delay` logic names its own target.)
+                let after = if action.is_none_or(|a| kind(a) == "delay") {
                     String::new()
                 } else if routes.is_empty() {
                     match &first_go {
@@ -855,10 +863,30 @@ fn api_code(logic: &Value) -> Result<Value, String> {
     Ok(json!({ "type": "code", "src": src }))
 }
 
-/// The UI's `delay` logic (`value`, `dimension`, `to_node_id`).
+/// The UI's `delay` logic (`value`, `dimension`, `to_node_id`): a duration, relative to
+/// when the task arrives, even when it is a template (unlike a `time` semaphor's, which
+/// is an absolute time). A template value counts `dimension`s, as a static one does.
 fn delay_logic(logic: &Value) -> Value {
-    let secs = timer_seconds(logic).unwrap_or(MIN_TIMER_SECS);
-    json!({ "type": "delay", "for": format!("{secs}s") })
+    if let Some(secs) = timer_seconds(logic) {
+        return json!({ "type": "delay", "for": format!("{secs}s") });
+    }
+    let value = text(logic, "value");
+    if !value.contains("{{") && !value.contains("$.") {
+        // Neither a number nor a template: Corezoid's smallest timer.
+        return json!({ "type": "delay", "for": format!("{MIN_TIMER_SECS}s") });
+    }
+    let unit = match logic.get("dimension").and_then(Value::as_str) {
+        Some("min") => 60,
+        Some("hour") => 3600,
+        Some("day") => 86_400,
+        _ => 1,
+    };
+    let wait = if unit == 1 {
+        value
+    } else {
+        format!("$.math({value}*{unit})")
+    };
+    json!({ "type": "delay", "for": wait })
 }
 
 /// `conv[123]` in every text, and numeric `process:` fields, to `@alias` for the
@@ -903,6 +931,119 @@ fn rewrite_refs(nodes: &mut Map<String, Value>, aliases: &BTreeMap<i64, String>)
             *process = format!("@{alias}");
         }
         walk(node, aliases);
+    }
+}
+
+/// The Sum nodes of a process: Corezoid node id → (SumID or name → the key it adds to).
+fn sum_names(nodes: &[CzNode]) -> HashMap<String, HashMap<String, String>> {
+    let mut out: HashMap<String, HashMap<String, String>> = HashMap::new();
+    for node in nodes {
+        for logic in node.logics.iter().filter(|l| kind(l) == "api_sum") {
+            for item in logic
+                .get("extra")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+            {
+                let id = text(item, "id");
+                let name = match text(item, "name") {
+                    n if n.is_empty() => id.clone(),
+                    n => n,
+                };
+                if name.is_empty() {
+                    continue;
+                }
+                let sums = out.entry(node.id.clone()).or_default();
+                if !id.is_empty() {
+                    sums.insert(id, name.clone());
+                }
+                sums.insert(name.clone(), name);
+            }
+        }
+    }
+    out
+}
+
+/// `{{node[ID]…}}` reads of this process's nodes, by their Corezoid ids: `node[ID].count`
+/// names the node as imported (`node[check_status].count`), and a Sum node's total,
+/// `node[ID].SumID`, becomes a read of the holder task that keeps its sums
+/// (`conv[@<alias>_sums].ref[ID].<name>`, see `api_sum`). Reads of another process's
+/// nodes (`conv[…].node[…]`) and of ids not in the process stay as written.
+fn rewrite_node_refs(
+    nodes: &mut Map<String, Value>,
+    names: &HashMap<String, String>,
+    sums: &HashMap<String, HashMap<String, String>>,
+    holder: Option<&str>,
+) {
+    fn rewrite(
+        s: &str,
+        names: &HashMap<String, String>,
+        sums: &HashMap<String, HashMap<String, String>>,
+        holder: Option<&str>,
+    ) -> String {
+        let mut out = String::new();
+        let mut rest = s;
+        while let Some(at) = rest.find("node[") {
+            let (before, from) = rest.split_at(at);
+            out.push_str(before);
+            let after = &from[5..];
+            let parsed = after.find(']').and_then(|end| {
+                let id = after[..end].trim();
+                let tail = after[end + 1..].strip_prefix('.')?;
+                let len = tail
+                    .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_' || c == '-'))
+                    .unwrap_or(tail.len());
+                Some((id, &tail[..len], end + 2 + len))
+            });
+            // `conv[…].node[…]` reads another process: left alone.
+            let of_other = before.ends_with('.');
+            let replacement = match parsed {
+                Some((id, "count", _)) if !of_other => names
+                    .get(id)
+                    .map(|name| format!("node[{name}].count")),
+                Some((id, field, _)) if !of_other && !field.is_empty() => {
+                    match (sums.get(id).and_then(|s| s.get(field)), holder) {
+                        (Some(key), Some(holder)) => {
+                            Some(format!("conv[@{holder}].ref[{id}].{key}"))
+                        }
+                        _ => None,
+                    }
+                }
+                _ => None,
+            };
+            match (replacement, parsed) {
+                (Some(text), Some((_, _, used))) => {
+                    out.push_str(&text);
+                    rest = &after[used..];
+                }
+                _ => {
+                    out.push_str("node[");
+                    rest = after;
+                }
+            }
+        }
+        out.push_str(rest);
+        out
+    }
+    fn walk(
+        value: &mut Value,
+        names: &HashMap<String, String>,
+        sums: &HashMap<String, HashMap<String, String>>,
+        holder: Option<&str>,
+    ) {
+        match value {
+            Value::String(s) if s.contains("node[") => *s = rewrite(s, names, sums, holder),
+            Value::Array(items) => items
+                .iter_mut()
+                .for_each(|v| walk(v, names, sums, holder)),
+            Value::Object(map) => map
+                .values_mut()
+                .for_each(|v| walk(v, names, sums, holder)),
+            _ => {}
+        }
+    }
+    for node in nodes.values_mut() {
+        walk(node, names, sums, holder);
     }
 }
 

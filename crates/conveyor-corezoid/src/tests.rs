@@ -393,3 +393,88 @@ fn env_vars_become_secret_settings_of_the_process() {
     assert_eq!(yaml["params"]["stripe_key"]["input"], json!([]));
     assert!(process.params.contains_key("base_url"));
 }
+
+/// The export of `yaml` as Corezoid reads it: the logics alone, without the carried
+/// definition.
+fn logics_only(yaml: &str) -> Export {
+    let definition: Value = serde_yaml::from_str(yaml).unwrap();
+    let mut object = crate::export_value(&definition, Some(31)).unwrap();
+    object.as_object_mut().unwrap().remove("conveyor");
+    Export {
+        processes: vec![object],
+        ..Export::default()
+    }
+}
+
+#[test]
+fn a_delay_read_from_the_task_goes_out_as_a_delay_logic_and_comes_back_relative() {
+    let yaml = "process: waits\nparams:\n  secs: { required: true }\nnodes:\n  start: { type: start, next: pause }\n  pause: { type: delay, for: \"{{secs}}\", next: done, on_error: failed }\n  done: { type: final }\n  failed: { type: final, status: error }\n";
+    let export = logics_only(yaml);
+    let pause = &export.processes[0]["scheme"]["nodes"][1];
+    assert_eq!(pause["condition"]["semaphors"], json!([]), "{pause}");
+    assert_eq!(
+        pause["condition"]["logics"][0]["type"], "delay",
+        "a relative duration is the UI's delay logic, not an absolute `time`: {pause}"
+    );
+    let imported = import(&export).unwrap();
+    assert!(imported.unmapped.is_empty(), "{:?}", imported.unmapped);
+    let back: Value = serde_yaml::from_str(&imported.processes[0].yaml).unwrap();
+    let node = &back["nodes"]["pause"];
+    assert_eq!(node["type"], "delay", "{back}");
+    assert_eq!(node["for"], "{{secs}}", "{back}");
+    assert!(node.get("until").is_none(), "{back}");
+    assert_eq!(node["next"], "done", "{back}");
+    assert_eq!(node["on_error"], "failed", "{back}");
+    // Nothing else was made (no `no_route` for a delay that names its own target).
+    assert_eq!(back["nodes"].as_object().unwrap().len(), 4, "{back}");
+    assert!(imported.notes.is_empty(), "{:?}", imported.notes);
+    checked(&imported.processes[0].yaml, "waits");
+    // An absolute time keeps its `time` semaphor and stays absolute.
+    let until = yaml.replace("for: \"{{secs}}\"", "until: \"{{secs}}\"");
+    let until = until.replace(", on_error: failed", "");
+    let imported = import(&logics_only(&until)).unwrap();
+    let back: Value = serde_yaml::from_str(&imported.processes[0].yaml).unwrap();
+    assert_eq!(back["nodes"]["pause"]["until"], "{{secs}}", "{back}");
+    // A UI delay logic counted in minutes from the task.
+    let export = json!({"obj_type": 1, "obj_id": 5, "title": "Mins", "scheme": {"nodes": [
+        {"id": "s", "obj_type": 1, "condition": {"logics": [{"type": "go", "to_node_id": "d"}]}},
+        {"id": "d", "obj_type": 0, "title": "Wait", "condition": {"logics": [
+            {"type": "delay", "value": "{{m}}", "dimension": "min", "to_node_id": "e"}]}},
+        {"id": "e", "obj_type": 2, "title": "End", "condition": {"logics": []}}
+    ]}});
+    let mut e = Export::default();
+    crate::read::collect(&export, std::path::Path::new("m.json"), &mut e, 0).unwrap();
+    let imported = import(&e).unwrap();
+    let back: Value = serde_yaml::from_str(&imported.processes[0].yaml).unwrap();
+    assert_eq!(back["nodes"]["wait"]["for"], "$.math({{m}}*60)", "{back}");
+    checked(&imported.processes[0].yaml, "mins");
+}
+
+#[test]
+fn node_reads_by_corezoid_id_name_the_imported_nodes_and_the_sums_holder() {
+    let export = json!({"obj_type": 1, "obj_id": 90, "title": "Tally", "scheme": {"nodes": [
+        {"id": "s", "obj_type": 1, "condition": {"logics": [{"type": "go", "to_node_id": "5f00aa"}]}},
+        {"id": "5f00aa", "obj_type": 0, "title": "Count", "condition": {"logics": [
+            {"type": "api_sum", "extra": [{"id": "S1", "name": "hits", "value": "1"}, {"id": "S2", "name": "", "value": "{{n}}"}]},
+            {"type": "go", "to_node_id": "5f00bb"}]}},
+        {"id": "5f00bb", "obj_type": 0, "title": "Read", "condition": {"logics": [
+            {"type": "set_param", "extra": {
+                "hits": "{{node[5f00aa].S1}}", "by_name": "{{node[5f00aa].hits}}", "raw": "{{node[5f00aa].S2}}",
+                "queued": "{{node[5f00cc].count}}", "other": "{{conv[12].node[5f00cc].count}}",
+                "unknown": "{{node[nope].S1}}"},
+             "extra_type": {"hits": "number"}, "err_node_id": "5f00cc"},
+            {"type": "go", "to_node_id": "5f00cc"}]}},
+        {"id": "5f00cc", "obj_type": 2, "title": "End", "condition": {"logics": []}}
+    ]}});
+    let mut e = Export::default();
+    crate::read::collect(&export, std::path::Path::new("t.json"), &mut e, 0).unwrap();
+    let imported = import(&e).unwrap();
+    let back: Value = serde_yaml::from_str(&imported.processes[0].yaml).unwrap();
+    let set = &back["nodes"]["read"]["set"];
+    assert_eq!(set["hits"], "{{conv[@tally_sums].ref[5f00aa].hits}}", "{back}");
+    assert_eq!(set["by_name"], "{{conv[@tally_sums].ref[5f00aa].hits}}");
+    assert_eq!(set["raw"], "{{conv[@tally_sums].ref[5f00aa].S2}}");
+    assert_eq!(set["queued"], "{{node[end].count}}");
+    assert_eq!(set["other"], "{{conv[12].node[5f00cc].count}}");
+    assert_eq!(set["unknown"], "{{node[nope].S1}}");
+}
