@@ -608,3 +608,49 @@ fn the_envelope_sample_imports_checks_and_waits_in_its_timer() {
         task["wake_at"].as_i64().unwrap_or_default() - task["changed"].as_i64().unwrap_or_default();
     assert!((29_000..=31_000).contains(&wake), "{task}");
 }
+
+#[test]
+fn a_sum_read_by_node_id_sees_every_addition_at_run_time() {
+    let d = DataDir::new();
+    // Corezoid reads a Sum node's total as `{{node[ID].SumID}}`; the import points it at
+    // the holder task that keeps the sums.
+    let export = d.path().join("tally.json");
+    std::fs::write(
+        &export,
+        r#"{"obj_type": 1, "obj_id": 90, "title": "Tally", "scheme": {"nodes": [
+          {"id": "s", "obj_type": 1, "condition": {"logics": [{"type": "go", "to_node_id": "5f00aa"}]}},
+          {"id": "5f00aa", "obj_type": 0, "title": "Count", "condition": {"logics": [
+            {"type": "api_sum", "extra": [{"id": "S1", "name": "hits", "value": "1"}, {"id": "S2", "name": "amount", "value": "{{n}}"}]},
+            {"type": "go", "to_node_id": "5f00ab"}]}},
+          {"id": "5f00ab", "obj_type": 0, "title": "Hold", "condition": {"logics": [
+            {"type": "api_callback"}, {"type": "go", "to_node_id": "5f00bb"}]}},
+          {"id": "5f00bb", "obj_type": 0, "title": "Read", "condition": {"logics": [
+            {"type": "set_param", "extra": {"hits": "{{node[5f00aa].S1}}", "amount": "{{node[5f00aa].amount}}", "held": "{{node[5f00ab].count}}"},
+             "extra_type": {"hits": "number", "amount": "number", "held": "number"}, "err_node_id": "5f00ee"},
+            {"type": "go", "to_node_id": "5f00cc"}]}},
+          {"id": "5f00cc", "obj_type": 2, "title": "End", "condition": {"logics": []}},
+          {"id": "5f00ee", "obj_type": 2, "title": "Failed", "extra": "{\"icon\":\"error\"}", "condition": {"logics": []}}
+        ]}}"#,
+    )
+    .unwrap();
+    d.ok(&["process", "import", &export.to_string_lossy(), "--clone"]);
+    d.ok(&["task", "add", "@tally", "--ref", "a", "n=5"]);
+    d.ok(&["task", "add", "@tally", "--ref", "b", "n=7"]);
+    d.ok(&["run", "--until-idle"]);
+    // Both wait in Hold; the holder has both additions.
+    d.ok(&["task", "modify", "@tally", "a", "go=1"]);
+    d.ok(&["run", "--until-idle"]);
+    let a = d.json(&["task", "show", "@tally", "a"]);
+    assert_eq!(a["node"], "end", "{a}");
+    assert_eq!(a["data"]["hits"], 2, "{a}");
+    assert_eq!(a["data"]["amount"], 12, "{a}");
+    // The count is read by the imported node name, as of the start of the step that
+    // reads it (`a` was still held then, beside `b`).
+    assert_eq!(a["data"]["held"], 2, "{a}");
+    d.ok(&["task", "modify", "@tally", "b", "go=1"]);
+    d.ok(&["run", "--until-idle"]);
+    let b = d.json(&["task", "show", "@tally", "b"]);
+    assert_eq!(b["node"], "end", "{b}");
+    assert_eq!(b["data"]["hits"], 2, "{b}");
+    assert_eq!(b["data"]["held"], 1, "{b}");
+}
