@@ -654,3 +654,87 @@ fn a_sum_read_by_node_id_sees_every_addition_at_run_time() {
     assert_eq!(b["data"]["hits"], 2, "{b}");
     assert_eq!(b["data"]["held"], 1, "{b}");
 }
+
+#[test]
+fn an_api_call_in_corezoid_format_wraps_its_params_and_takes_res_data() {
+    use axum::routing::post;
+    let seen: std::sync::Arc<std::sync::Mutex<Vec<serde_json::Value>>> = Default::default();
+    let log = seen.clone();
+    // A service that speaks Corezoid's own format: it answers `ops[0].data.amount`
+    // doubled, and refuses an amount of 0 with a `proc` that is not `ok`.
+    let router = axum::Router::new().route(
+        "/corezoid",
+        post(move |body: axum::Json<serde_json::Value>| {
+            let log = log.clone();
+            async move {
+                log.lock().unwrap().push(body.0.clone());
+                let amount = body.0["ops"][0]["data"]["amount"]
+                    .as_str()
+                    .and_then(|a| a.parse::<i64>().ok())
+                    .unwrap_or(0);
+                axum::Json(match amount {
+                    0 => serde_json::json!({"request_proc": "ok", "ops": [{"proc": "error", "description": "no amount"}]}),
+                    -1 => serde_json::json!({"request_proc": "ok", "ops": []}),
+                    _ => serde_json::json!({"request_proc": "ok", "ops": [{"proc": "ok", "res_data": {"doubled": amount * 2}}]}),
+                })
+            }
+        }),
+    );
+    let address = crate::support::http_server(router);
+    let d = DataDir::new();
+    let export = d.path().join("cz.json");
+    std::fs::write(
+        &export,
+        serde_json::json!({"obj_type": 1, "obj_id": 40, "title": "Legacy", "scheme": {"nodes": [
+          {"id": "s", "obj_type": 1, "condition": {"logics": [{"type": "go", "to_node_id": "a"}]}},
+          {"id": "a", "obj_type": 0, "title": "Ask", "condition": {"logics": [
+            {"type": "api", "format": "corezoid", "method": "POST", "url": format!("http://{address}/corezoid"),
+             "extra": {"amount": "{{amount}}"}, "extra_type": {"amount": "string"}, "err_node_id": "f"},
+            {"type": "go", "to_node_id": "e"}]}},
+          {"id": "e", "obj_type": 2, "title": "End", "condition": {"logics": []}},
+          {"id": "f", "obj_type": 2, "title": "Failed", "extra": "{\"icon\":\"error\"}", "condition": {"logics": []}}
+        ]}})
+        .to_string(),
+    )
+    .unwrap();
+    // Mapped, not listed: no --allow-partial.
+    d.ok(&["process", "import", &export.to_string_lossy(), "--clone"]);
+    d.ok(&["task", "add", "@legacy", "--ref", "ok", "amount=21"]);
+    d.ok(&["task", "add", "@legacy", "--ref", "refused", "amount=0"]);
+    d.ok(&["task", "add", "@legacy", "--ref", "empty", "amount=-1"]);
+    d.ok(&["run", "--until-idle"]);
+    let ok = d.json(&["task", "show", "@legacy", "ok"]);
+    assert_eq!(ok["node"], "end", "{ok}");
+    assert_eq!(ok["data"]["doubled"], 42, "{ok}");
+    assert!(ok["data"].get("request_proc").is_none(), "only res_data: {ok}");
+    let refused = d.json(&["task", "show", "@legacy", "refused"]);
+    assert_eq!(refused["node"], "failed", "{refused}");
+    assert_eq!(
+        refused["data"]["__conveyor_api_return_type_tag__"], "api_bad_answer",
+        "{refused}"
+    );
+    assert!(
+        refused["data"]["__conveyor_api_return_description__"]
+            .as_str()
+            .unwrap_or("")
+            .contains("no amount"),
+        "{refused}"
+    );
+    let empty = d.json(&["task", "show", "@legacy", "empty"]);
+    assert_eq!(
+        empty["data"]["__conveyor_api_return_type_tag__"], "api_no_ops",
+        "{empty}"
+    );
+    // What was sent: one op of type data naming the task, its process and node.
+    let sent = seen.lock().unwrap().clone();
+    assert_eq!(sent.len(), 3, "{sent:?}");
+    let op = sent
+        .iter()
+        .map(|b| &b["ops"][0])
+        .find(|op| op["ref"] == "ok")
+        .expect("the op of task `ok`");
+    assert_eq!(op["type"], "data", "{op}");
+    assert_eq!(op["data"], serde_json::json!({"amount": "21"}), "{op}");
+    assert_eq!(op["node_id"], "ask", "{op}");
+    assert!(op["obj_id"].as_u64().is_some() && op["conv_id"].as_u64().is_some(), "{op}");
+}

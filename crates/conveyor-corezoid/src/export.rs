@@ -432,6 +432,12 @@ fn api_logic(node: &Value) -> Map<String, Value> {
     let mut extra = json!({});
     let mut extra_type = json!({});
     match (node.get("body"), format.as_str()) {
+        (body, "corezoid") => {
+            logic.insert("format".into(), json!("corezoid"));
+            if let Some(body) = body {
+                (extra, extra_type) = typed(Some(body), None);
+            }
+        }
         (Some(body), "raw") => {
             logic.insert("format".into(), json!("raw"));
             logic.insert("raw_body".into(), Value::String(scalar_text(body)));

@@ -725,9 +725,10 @@ fn set_param(logic: &Value) -> Value {
 
 fn api(logic: &Value) -> Result<Value, String> {
     let format = text(logic, "format");
-    let raw = match format.as_str() {
-        "" | "default" | "json" => false,
-        "raw" => true,
+    let (raw, corezoid) = match format.as_str() {
+        "" | "default" | "json" => (false, false),
+        "raw" => (true, false),
+        "corezoid" => (false, true),
         other => return Err(format!("`api` with format `{other}`")),
     };
     let method = match text(logic, "method").to_ascii_uppercase().as_str() {
@@ -743,6 +744,12 @@ fn api(logic: &Value) -> Result<Value, String> {
         // The body as written (`raw_body`, a template), sent as it is.
         out.insert("body".into(), Value::String(text(logic, "raw_body")));
         out.insert("format".into(), json!("raw"));
+    } else if corezoid {
+        // The params go as the `data` of one op, whatever the method.
+        out.insert("format".into(), json!("corezoid"));
+        if !extra.is_empty() {
+            out.insert("body".into(), Value::Object(extra));
+        }
     } else if !extra.is_empty() {
         let key = if method == "GET" || method == "DELETE" || method == "HEAD" {
             "query"

@@ -478,3 +478,20 @@ fn node_reads_by_corezoid_id_name_the_imported_nodes_and_the_sums_holder() {
     assert_eq!(set["other"], "{{conv[12].node[5f00cc].count}}");
     assert_eq!(set["unknown"], "{{node[nope].S1}}");
 }
+
+#[test]
+fn an_api_call_in_corezoid_format_goes_out_and_comes_back_in_that_format() {
+    let yaml = "process: legacy\nnodes:\n  start: { type: start, next: ask }\n  ask: { type: api_call, method: POST, url: \"http://127.0.0.1:1/x\", format: corezoid, body: { amount: \"{{amount}}\" }, next: done, on_error: done }\n  done: { type: final }\n";
+    let export = logics_only(yaml);
+    let logic = &export.processes[0]["scheme"]["nodes"][1]["condition"]["logics"][0];
+    assert_eq!(logic["format"], "corezoid", "{logic}");
+    assert_eq!(logic["extra"], json!({"amount": "{{amount}}"}), "{logic}");
+    let imported = import(&export).unwrap();
+    assert!(imported.unmapped.is_empty(), "{:?}", imported.unmapped);
+    let back: Value = serde_yaml::from_str(&imported.processes[0].yaml).unwrap();
+    let original: Value = serde_yaml::from_str(yaml).unwrap();
+    for key in ["format", "body", "method", "url", "next", "on_error"] {
+        assert_eq!(back["nodes"]["ask"][key], original["nodes"]["ask"][key], "{key}: {back}");
+    }
+    checked(&imported.processes[0].yaml, "legacy");
+}

@@ -679,6 +679,11 @@ pub enum BodyFormat {
     /// The body rendered to text and sent as it is (Corezoid's `format: raw`); the
     /// `Content-Type` is whatever `headers` say.
     Raw,
+    /// Corezoid's own format (`format: corezoid`): the body is sent as the `data` of one
+    /// op, `{"ops":[{"type":"data","ref","obj_id","conv_id","node_id","data","extra"}]}`,
+    /// and the reply must be `{"request_proc":"ok","ops":[{"proc":"ok","res_data":{…}}]}`,
+    /// whose `res_data` is what the task gets.
+    Corezoid,
 }
 
 /// A `code` node: a JavaScript function body over `data`, the task's data.
