@@ -738,3 +738,96 @@ fn an_api_call_in_corezoid_format_wraps_its_params_and_takes_res_data() {
     assert_eq!(op["node_id"], "ask", "{op}");
     assert!(op["obj_id"].as_u64().is_some() && op["conv_id"].as_u64().is_some(), "{op}");
 }
+
+#[test]
+fn get_from_queue_takes_the_oldest_or_newest_queued_task_and_sends_it_on() {
+    let d = DataDir::new();
+    let worker = |id: i64, title: &str, order: &str, queue: &str| {
+        serde_json::json!({"obj_type": 1, "obj_id": id, "title": title, "scheme": {"nodes": [
+          {"id": format!("{id}s"), "obj_type": 1, "condition": {"logics": [{"type": "go", "to_node_id": format!("{id}g")}]}},
+          {"id": format!("{id}g"), "obj_type": 0, "title": "Take", "condition": {"logics": [
+            {"type": "api_get_task", "conv_id": 70, "node_id": queue, "order_by": order, "err_node_id": format!("{id}e")},
+            {"type": "go", "to_node_id": format!("{id}d")}]}},
+          {"id": format!("{id}d"), "obj_type": 2, "title": "Got", "condition": {"logics": []}},
+          {"id": format!("{id}e"), "obj_type": 2, "title": "Empty", "extra": "{\"icon\":\"error\"}", "condition": {"logics": []}}
+        ]}})
+    };
+    let export = serde_json::json!([
+        {"obj_type": 1, "obj_id": 70, "title": "Orders", "scheme": {"nodes": [
+          {"id": "70s", "obj_type": 1, "condition": {"logics": [{"type": "go", "to_node_id": "65f0000000000000000000q1"}]}},
+          {"id": "65f0000000000000000000q1", "obj_type": 0, "title": "Waiting orders", "condition": {"logics": [
+            {"type": "api_queue", "data": {}, "data_type": {}},
+            {"type": "go", "to_node_id": "65f0000000000000000000d1"}]}},
+          {"id": "65f0000000000000000000d1", "obj_type": 2, "title": "Shipped", "condition": {"logics": []}}
+        ]}},
+        worker(71, "Worker", "ASC", "65f0000000000000000000q1"),
+        worker(72, "Lifo", "DESC", "65f0000000000000000000q1"),
+        worker(73, "Wrong", "ASC", "65f0000000000000000000d1"),
+    ]);
+    let file = d.path().join("queue.json");
+    std::fs::write(&file, export.to_string()).unwrap();
+    let out = d.path().join("queue");
+    d.ok(&[
+        "process",
+        "import",
+        &file.to_string_lossy(),
+        "--out",
+        &out.to_string_lossy(),
+        "--clone",
+    ]);
+    let worker_yaml = std::fs::read_to_string(out.join("worker.yaml")).unwrap();
+    assert!(worker_yaml.contains("type: get_task"), "{worker_yaml}");
+    assert!(worker_yaml.contains("node: waiting_orders"), "{worker_yaml}");
+    assert!(worker_yaml.contains("'@orders'"), "{worker_yaml}");
+    for (reference, item) in [("o1", "first"), ("o2", "second"), ("o3", "third")] {
+        d.ok(&["task", "add", "@orders", "--ref", reference, &format!("item={item}")]);
+        d.ok(&["run", "--until-idle"]);
+    }
+    for reference in ["o1", "o2", "o3"] {
+        let order = d.json(&["task", "show", "@orders", reference]);
+        assert_eq!(order["node"], "waiting_orders", "{order}");
+        assert_eq!(order["status"], "waiting", "{order}");
+    }
+    // The oldest is taken first; the newest by a DESC Get from Queue.
+    d.ok(&["task", "add", "@worker", "--ref", "w1"]);
+    d.ok(&["task", "add", "@lifo", "--ref", "l1"]);
+    d.ok(&["run", "--until-idle"]);
+    let w1 = d.json(&["task", "show", "@worker", "w1"]);
+    assert_eq!(w1["node"], "got", "{w1}");
+    assert_eq!(w1["data"]["__queue_task_data__"]["item"], "first", "{w1}");
+    let o1 = d.json(&["task", "show", "@orders", "o1"]);
+    assert_eq!(w1["data"]["__queue_task_id__"], o1["id"], "{w1} {o1}");
+    assert_eq!(o1["node"], "shipped", "the taken task goes on: {o1}");
+    let l1 = d.json(&["task", "show", "@lifo", "l1"]);
+    assert_eq!(l1["data"]["__queue_task_data__"]["item"], "third", "{l1}");
+    assert_eq!(
+        d.json(&["task", "show", "@orders", "o3"])["node"],
+        "shipped"
+    );
+    assert_eq!(
+        d.json(&["task", "show", "@orders", "o2"])["node"],
+        "waiting_orders"
+    );
+    // Two takers at once: one gets o2, the other finds the queue empty.
+    d.ok(&["task", "add", "@worker", "--ref", "w2"]);
+    d.ok(&["task", "add", "@worker", "--ref", "w3"]);
+    d.ok(&["run", "--until-idle"]);
+    let w2 = d.json(&["task", "show", "@worker", "w2"]);
+    let w3 = d.json(&["task", "show", "@worker", "w3"]);
+    let (got, empty) = if w2["node"] == "got" { (w2, w3) } else { (w3, w2) };
+    assert_eq!(got["data"]["__queue_task_data__"]["item"], "second", "{got}");
+    assert_eq!(empty["node"], "empty", "{empty}");
+    assert_eq!(
+        empty["data"]["__conveyor_get_task_return_type_tag__"], "not_found_task",
+        "{empty}"
+    );
+    // A node that is not a queue is Corezoid's `queue_wrong_logic`.
+    d.ok(&["task", "add", "@wrong", "--ref", "x"]);
+    d.ok(&["run", "--until-idle"]);
+    let x = d.json(&["task", "show", "@wrong", "x"]);
+    assert_eq!(x["node"], "empty", "{x}");
+    assert_eq!(
+        x["data"]["__conveyor_get_task_return_type_tag__"], "queue_wrong_logic",
+        "{x}"
+    );
+}

@@ -330,6 +330,32 @@ fn node_object(name: &str, node: &Value, id_of: &dyn Fn(&str) -> String) -> Valu
             logics.push(json!({ "type": "api_callback" }));
             logics.extend(go("next"));
         }
+        "queue" => {
+            action(
+                json!({ "type": "api_queue" })
+                    .as_object()
+                    .cloned()
+                    .unwrap_or_default(),
+                &mut logics,
+            );
+            logics.extend(go("next"));
+        }
+        "get_task" => {
+            // The queue node is another process's: named as written (the importer maps
+            // a name it does not know as it is).
+            let order = if text(node, "order") == "newest" {
+                "DESC"
+            } else {
+                "ASC"
+            };
+            let mut logic = Map::new();
+            logic.insert("type".into(), json!("api_get_task"));
+            logic.insert("conv_id".into(), process_ref(node));
+            logic.insert("node_id".into(), Value::String(text(node, "node")));
+            logic.insert("order_by".into(), json!(order));
+            action(logic, &mut logics);
+            logics.extend(go("next"));
+        }
         "code" => {
             let mut logic = Map::new();
             logic.insert("type".into(), json!("api_code"));

@@ -66,10 +66,18 @@ pub(crate) fn import(export: &Export) -> Result<Import, ImportError> {
             uses_sum.then(|| taken.unique(&format!("{alias}_sums")))
         })
         .collect();
+    // Every node's name by its Corezoid id, over all processes: a Get from Queue names
+    // the queue node of another process by id.
+    let mut all_names: HashMap<String, String> = HashMap::new();
+    for process in &export.processes {
+        let (names, _) = node_names(&cz_nodes(process));
+        all_names.extend(names);
+    }
     for ((process, (id, alias)), holder) in export.processes.iter().zip(named).zip(holders) {
         let mut mapper = Mapper {
             process_name: alias.clone(),
             aliases: &aliases,
+            all_names: &all_names,
             unmapped: Vec::new(),
             notes: Vec::new(),
             nodes: Map::new(),
@@ -117,6 +125,34 @@ fn text(value: &Value, key: &str) -> String {
         Some(Value::Number(n)) => n.to_string(),
         _ => String::new(),
     }
+}
+
+/// The Conveyor name of each node of a process (by Corezoid id), from its title, and the
+/// names taken.
+fn node_names(nodes: &[CzNode]) -> (HashMap<String, String>, Names) {
+    let mut taken = Names::default();
+    let mut names = HashMap::new();
+    for node in nodes {
+        let name = if node.obj_type == 1 {
+            taken.unique("start")
+        } else {
+            let tail: String = node.id.chars().rev().take(6).collect::<String>();
+            let tail: String = tail.chars().rev().collect();
+            taken.unique(&slug(&node.title, &format!("node_{}", slug(&tail, "x"))))
+        };
+        names.insert(node.id.clone(), name);
+    }
+    (names, taken)
+}
+
+/// The nodes of a process object, as read.
+fn cz_nodes(process: &Value) -> Vec<CzNode<'_>> {
+    process
+        .get("scheme")
+        .and_then(|s| s.get("nodes"))
+        .and_then(Value::as_array)
+        .map(|nodes| nodes.iter().filter_map(CzNode::read).collect())
+        .unwrap_or_default()
 }
 
 /// A Corezoid node as read.
@@ -180,6 +216,8 @@ fn kind(logic: &Value) -> &str {
 struct Mapper<'a> {
     process_name: String,
     aliases: &'a BTreeMap<i64, String>,
+    /// Node names of every process of the import, by Corezoid node id.
+    all_names: &'a HashMap<String, String>,
     unmapped: Vec<Unmapped>,
     notes: Vec<String>,
     nodes: Map<String, Value>,
@@ -256,18 +294,7 @@ impl Mapper<'_> {
             }
         }
         // A loop made only of `go` nodes keeps its first node (as a loop it would spin).
-        for node in &nodes {
-            let name = if node.obj_type == 1 {
-                graph.taken.unique("start")
-            } else {
-                let tail: String = node.id.chars().rev().take(6).collect::<String>();
-                let tail: String = tail.chars().rev().collect();
-                graph
-                    .taken
-                    .unique(&slug(&node.title, &format!("node_{}", slug(&tail, "x"))))
-            };
-            graph.names.insert(node.id.clone(), name);
-        }
+        (graph.names, graph.taken) = node_names(&nodes);
         for node in &nodes {
             if graph.pass.contains_key(&node.id) {
                 continue;
@@ -582,6 +609,49 @@ impl Mapper<'_> {
         out
     }
 
+    /// Queue (`api_queue`): a `queue` node. Its `data` (extra keys for the taker) and its
+    /// `capacity` have no place here: a note says so.
+    fn api_queue(&mut self, node: &CzNode, logic: &Value) -> Value {
+        let has_data = logic
+            .get("data")
+            .and_then(Value::as_object)
+            .is_some_and(|d| !d.is_empty());
+        if has_data {
+            self.notes.push(format!(
+                "process `{}`: queue node {}: its `data` is not added to what a get_task takes (the taker gets the task's own data)",
+                self.process_name, node.id
+            ));
+        }
+        json!({ "type": "queue" })
+    }
+
+    /// Get from Queue (`api_get_task`): a `get_task` node; the queue node's Corezoid id
+    /// becomes its name when the queue's process is in the import.
+    fn api_get_task(&mut self, node: &CzNode, logic: &Value) -> Value {
+        let queue_id = match text(logic, "node_id") {
+            id if id.is_empty() => text(logic, "queue_node_id"),
+            id => id,
+        };
+        let queue = match self.all_names.get(&queue_id) {
+            Some(name) => name.clone(),
+            None => {
+                self.notes.push(format!(
+                    "process `{}`: get_task node {} takes from node {queue_id}, which is not in the import; give it that node's name",
+                    self.process_name, node.id
+                ));
+                queue_id
+            }
+        };
+        let mut out = Map::new();
+        out.insert("type".into(), json!("get_task"));
+        out.insert("process".into(), conv_id(logic));
+        out.insert("node".into(), Value::String(queue));
+        if text(logic, "order_by").eq_ignore_ascii_case("desc") {
+            out.insert("order".into(), json!("newest"));
+        }
+        Value::Object(out)
+    }
+
     fn unmapped(&mut self, node: &CzNode, what: &str) {
         self.unmapped.push(Unmapped {
             process: self.process_name.clone(),
@@ -610,8 +680,11 @@ impl Mapper<'_> {
             "api_code" => api_code(logic),
             "api_sum" => Ok(api_sum(logic, self.sum_holder.as_deref(), &node.id)),
             "delay" => Ok(delay_logic(logic)),
-            other @ ("api_queue" | "api_get_task" | "db_call" | "api_git" | "git_call"
-            | "api_form") => Err(format!("`{other}`, which Conveyor cannot run")),
+            "api_queue" => Ok(self.api_queue(node, logic)),
+            "api_get_task" => Ok(self.api_get_task(node, logic)),
+            other @ ("db_call" | "api_git" | "git_call" | "api_form") => {
+                Err(format!("`{other}`, which Conveyor cannot run"))
+            }
             other => Err(format!("unknown logic `{other}`")),
         };
         let mut mapped = match mapped {

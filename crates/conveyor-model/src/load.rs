@@ -44,7 +44,9 @@ mod copy_task;
 mod delay;
 mod escalation;
 mod final_node;
+mod get_task;
 mod modify_task;
+mod queue;
 mod reply;
 mod set_param;
 mod start;
@@ -56,7 +58,7 @@ mod wait_callback;
 type KindLoader = fn(&mut Loader<'_>, &str, serde_yaml::Value) -> Option<NodeKind>;
 
 /// Every node kind: its name in `type:` and its loader, in the order the docs list them.
-const KINDS: [(&str, KindLoader); 14] = [
+const KINDS: [(&str, KindLoader); 16] = [
     ("start", start::load),
     ("final", final_node::load),
     ("condition", condition::load),
@@ -71,6 +73,8 @@ const KINDS: [(&str, KindLoader); 14] = [
     ("reply", reply::load),
     ("wait_callback", wait_callback::load),
     ("code", code::load),
+    ("queue", queue::load),
+    ("get_task", get_task::load),
 ];
 
 pub(crate) const NODE_KINDS: [&str; KINDS.len()] = {

@@ -419,6 +419,25 @@ pub enum NodeKind {
     },
     /// JavaScript over the task's `data` (Corezoid's `api_code`).
     Code(Box<Code>),
+    /// Tasks wait here until a `get_task` node takes them (Corezoid's Queue, `api_queue`);
+    /// a taken task goes on to `next`.
+    Queue {
+        next: String,
+        on_error: Option<String>,
+    },
+    /// Takes the oldest (or newest) task waiting in a `queue` node of a process, sends it
+    /// on, and copies its id and data into this task (Corezoid's Get from Queue,
+    /// `api_get_task`).
+    GetTask {
+        /// A template that renders to a process id or `@alias`.
+        process: Template,
+        /// The `queue` node of that process.
+        queue: String,
+        /// Take the newest task instead of the oldest.
+        newest: bool,
+        next: String,
+        on_error: Option<String>,
+    },
 }
 
 impl NodeKind {
@@ -439,6 +458,8 @@ impl NodeKind {
             NodeKind::Reply { .. } => "reply",
             NodeKind::WaitCallback { .. } => "wait_callback",
             NodeKind::Code(_) => "code",
+            NodeKind::Queue { .. } => "queue",
+            NodeKind::GetTask { .. } => "get_task",
         }
     }
 
@@ -450,6 +471,7 @@ impl NodeKind {
                 | NodeKind::WaitCallback { .. }
                 | NodeKind::CallProcess { .. }
                 | NodeKind::Escalation { .. }
+                | NodeKind::Queue { .. }
         )
     }
 
@@ -464,7 +486,9 @@ impl NodeKind {
             | NodeKind::Sum { on_error, .. }
             | NodeKind::CallProcess { on_error, .. }
             | NodeKind::Reply { on_error, .. }
-            | NodeKind::WaitCallback { on_error, .. } => on_error.as_deref(),
+            | NodeKind::WaitCallback { on_error, .. }
+            | NodeKind::Queue { on_error, .. }
+            | NodeKind::GetTask { on_error, .. } => on_error.as_deref(),
             NodeKind::ApiCall(api) => api.on_error.as_deref(),
             NodeKind::Code(code) => code.on_error.as_deref(),
             NodeKind::Start { .. } | NodeKind::Final { .. } => None,
@@ -493,6 +517,8 @@ impl Node {
             | NodeKind::CallProcess { next, .. }
             | NodeKind::Reply { next, .. }
             | NodeKind::WaitCallback { next, .. }
+            | NodeKind::Queue { next, .. }
+            | NodeKind::GetTask { next, .. }
             | NodeKind::Escalation {
                 next: Some(next), ..
             } => edges.push(edge("next".into(), "next".into(), next)),

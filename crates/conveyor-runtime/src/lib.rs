@@ -241,6 +241,9 @@ pub struct Runtime {
     work_elsewhere: std::sync::atomic::AtomicBool,
     /// Doors waiting for tasks' answers (sync replies, `answers.rs`).
     answers: answers::Answers,
+    /// Tasks a `get_task` node took from a `queue` node that have not moved on yet (their
+    /// own step moves them): no second `get_task` takes them meanwhile.
+    taken: Mutex<std::collections::HashSet<u64>>,
 }
 
 impl Runtime {
@@ -274,6 +277,7 @@ impl Runtime {
             idle: tokio::sync::Notify::new(),
             work_elsewhere: std::sync::atomic::AtomicBool::new(false),
             answers: answers::Answers::default(),
+            taken: Mutex::new(std::collections::HashSet::new()),
         });
         if runtime.store.shared() {
             let weak = Arc::downgrade(&runtime);

@@ -29,7 +29,9 @@ mod copy_task;
 mod delay;
 mod escalation;
 mod final_node;
+mod get_task;
 mod modify_task;
+mod queue;
 mod reply;
 mod set_param;
 mod start;
@@ -513,6 +515,7 @@ impl Step<'_> {
                 crate::fold::append(&mut self.task.data, data);
             }
             InboxMessage::Recover { to, data, source } => self.recover(to, data, source),
+            InboxMessage::Dequeue { by } => self.dequeued(by),
             InboxMessage::Reply {
                 data,
                 error,
@@ -693,6 +696,14 @@ impl Step<'_> {
             } => self.reply(data, *error, next)?,
             NodeKind::WaitCallback { .. } => self.wait_callback()?,
             NodeKind::Code(code) => self.code(code)?,
+            NodeKind::Queue { .. } => self.queue()?,
+            NodeKind::GetTask {
+                process,
+                queue,
+                newest,
+                next,
+                ..
+            } => self.get_task(process, queue, *newest, next)?,
         }
         Ok(())
     }
@@ -747,6 +758,7 @@ impl Step<'_> {
         });
         batch.push(Op::PutTask(Box::new(self.task.clone())));
         self.rt.commit_step(batch).await?;
+        self.release_claim();
         self.send_answer();
         self.rt
             .metrics
@@ -785,6 +797,7 @@ impl Step<'_> {
         }
         crate::retention::removal(&self.task, &mut batch);
         self.rt.commit_step(batch).await?;
+        self.release_claim();
         self.send_answer();
         self.rt.metrics.task_removed();
         self.rt
