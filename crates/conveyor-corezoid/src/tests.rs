@@ -29,6 +29,7 @@ fn every_sample_imports_and_passes_the_check() {
         "02_user-status-state-diagram.conv.json",
         "03_user-status-driver-process.conv.json",
         "06_stubbed-api-rpc.conv.json",
+        "10_own_queue_and_new_logics.json",
     ] {
         let import = import_path(&sample(name)).unwrap_or_else(|e| panic!("{name}: {e}"));
         // Every logic of the samples maps: no `--allow-partial` needed (the Stripe
@@ -494,4 +495,68 @@ fn an_api_call_in_corezoid_format_goes_out_and_comes_back_in_that_format() {
         assert_eq!(back["nodes"]["ask"][key], original["nodes"]["ask"][key], "{key}: {back}");
     }
     checked(&imported.processes[0].yaml, "legacy");
+}
+
+#[test]
+fn our_own_export_maps_queue_get_task_corezoid_format_delay_logic_and_sum_reads() {
+    let imported = import_path(&sample("10_own_queue_and_new_logics.json")).unwrap();
+    assert!(imported.unmapped.is_empty(), "{:?}", imported.unmapped);
+    let names: Vec<&str> = imported.processes.iter().map(|p| p.name.as_str()).collect();
+    assert_eq!(
+        names,
+        ["own_orders_queue", "own_every_new_logic", "own_every_new_logic_sums"]
+    );
+    let orders: Value = serde_yaml::from_str(&imported.processes[0].yaml).unwrap();
+    assert_eq!(orders["nodes"]["waiting_orders"]["type"], "queue", "{orders}");
+    assert_eq!(orders["nodes"]["waiting_orders"]["next"], "shipped");
+    assert_eq!(orders["nodes"]["waiting_orders"]["timeout"], "86400s -> expired");
+    let worker: Value = serde_yaml::from_str(&imported.processes[1].yaml).unwrap();
+    let nodes = &worker["nodes"];
+    assert_eq!(nodes["take_an_order"]["type"], "get_task", "{worker}");
+    assert_eq!(nodes["take_an_order"]["process"], "@own_orders_queue");
+    assert_eq!(nodes["take_an_order"]["node"], "waiting_orders");
+    assert_eq!(nodes["take_an_order"]["order"], "newest");
+    assert_eq!(nodes["take_an_order"]["on_error"], "failed");
+    assert_eq!(nodes["ask_the_legacy_service"]["format"], "corezoid");
+    assert_eq!(
+        nodes["ask_the_legacy_service"]["body"],
+        json!({"order": "{{__queue_task_id__}}"})
+    );
+    assert_eq!(nodes["pause"]["for"], "{{wait}}");
+    assert_eq!(nodes["pause"]["on_error"], "failed");
+    assert_eq!(
+        nodes["read_the_count"]["set"]["handled"],
+        "{{conv[@own_every_new_logic_sums].ref[9102000000000000000000b4].handled}}"
+    );
+    assert_eq!(nodes["read_the_count"]["set"]["paused"], "{{node[pause].count}}");
+    for p in &imported.processes {
+        checked(&p.yaml, &p.name);
+    }
+}
+
+#[test]
+fn a_get_task_of_a_queue_outside_the_import_keeps_the_id_and_says_so() {
+    let export = json!({"obj_type": 1, "obj_id": 3, "title": "Taker", "scheme": {"nodes": [
+        {"id": "s", "obj_type": 1, "condition": {"logics": [{"type": "go", "to_node_id": "g"}]}},
+        {"id": "g", "obj_type": 0, "title": "Take", "condition": {"logics": [
+            {"type": "api_get_task", "conv_id": 4444, "queue_node_id": "abc123", "err_node_id": "e"},
+            {"type": "go", "to_node_id": "e"}]}},
+        {"id": "e", "obj_type": 2, "title": "End", "condition": {"logics": []}}
+    ]}});
+    let mut e = Export::default();
+    crate::read::collect(&export, std::path::Path::new("t.json"), &mut e, 0).unwrap();
+    let imported = import(&e).unwrap();
+    let back: Value = serde_yaml::from_str(&imported.processes[0].yaml).unwrap();
+    assert_eq!(back["nodes"]["take"]["process"], "4444");
+    assert_eq!(back["nodes"]["take"]["node"], "abc123");
+    assert!(back["nodes"]["take"].get("order").is_none(), "oldest is the default");
+    assert!(
+        imported
+            .notes
+            .iter()
+            .any(|n| n.contains("abc123") && n.contains("not in the import")),
+        "{:?}",
+        imported.notes
+    );
+    checked(&imported.processes[0].yaml, "taker");
 }
