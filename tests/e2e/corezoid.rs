@@ -831,3 +831,89 @@ fn get_from_queue_takes_the_oldest_or_newest_queued_task_and_sends_it_on() {
         "{x}"
     );
 }
+
+#[test]
+fn a_count_semaphor_sends_one_alert_each_time_the_node_crosses_its_threshold() {
+    let d = DataDir::new();
+    // Corezoid's `count` semaphor: when 3 tasks or more wait in Hold, a signal task with
+    // start "true" goes to the escalation; when they drop below, one with "false".
+    let export = d.path().join("crowd.json");
+    std::fs::write(
+        &export,
+        r#"{"obj_type": 1, "obj_id": 50, "title": "Crowd", "scheme": {"nodes": [
+          {"id": "s", "obj_type": 1, "condition": {"logics": [{"type": "go", "to_node_id": "h"}]}},
+          {"id": "h", "obj_type": 0, "title": "Hold", "condition": {"logics": [
+            {"type": "api_callback"}, {"type": "go", "to_node_id": "e"}],
+            "semaphors": [{"type": "count", "value": 3, "esc_node_id": "x"}]}},
+          {"id": "x", "obj_type": 3, "title": "Too many", "condition": {"logics": [
+            {"type": "go_if_const", "to_node_id": "on", "conditions": [{"param": "start", "const": "true", "fun": "eq", "cast": "string"}]},
+            {"type": "go", "to_node_id": "off"}]}},
+          {"id": "on", "obj_type": 2, "title": "Alert on", "condition": {"logics": []}},
+          {"id": "off", "obj_type": 2, "title": "Alert off", "condition": {"logics": []}},
+          {"id": "e", "obj_type": 2, "title": "End", "condition": {"logics": []}}
+        ]}}"#,
+    )
+    .unwrap();
+    let out = d.path().join("crowd");
+    d.ok(&[
+        "process",
+        "import",
+        &export.to_string_lossy(),
+        "--out",
+        &out.to_string_lossy(),
+        "--clone",
+    ]);
+    let yaml = std::fs::read_to_string(out.join("crowd.yaml")).unwrap();
+    assert!(yaml.contains("alert: 3 -> too_many"), "{yaml}");
+    let alerts = |d: &DataDir| -> Vec<(String, serde_json::Value)> {
+        let list = d.json(&["task", "list", "@crowd"]);
+        list.as_array()
+            .unwrap()
+            .iter()
+            .filter(|t| t["node"] == "alert_on" || t["node"] == "alert_off")
+            .map(|t| (t["node"].as_str().unwrap().to_string(), t.clone()))
+            .collect()
+    };
+    for (i, reference) in ["a", "b"].iter().enumerate() {
+        d.ok(&["task", "add", "@crowd", "--ref", reference]);
+        d.ok(&["run", "--until-idle"]);
+        assert!(alerts(&d).is_empty(), "{} held: no alert yet", i + 1);
+    }
+    d.ok(&["task", "add", "@crowd", "--ref", "c"]);
+    d.ok(&["run", "--until-idle"]);
+    let sent = alerts(&d);
+    assert_eq!(sent.len(), 1, "{sent:?}");
+    assert_eq!(sent[0].0, "alert_on", "{sent:?}");
+    // A fourth task: still over, no second alert.
+    d.ok(&["task", "add", "@crowd", "--ref", "d"]);
+    d.ok(&["run", "--until-idle"]);
+    assert_eq!(alerts(&d).len(), 1);
+    // Down to 2 (below 3): one "false" signal, even though two leave.
+    for reference in ["a", "b"] {
+        d.ok(&["task", "modify", "@crowd", reference, "go=1"]);
+        d.ok(&["run", "--until-idle"]);
+    }
+    let sent = alerts(&d);
+    assert_eq!(sent.len(), 2, "{sent:?}");
+    assert_eq!(
+        sent.iter().filter(|(node, _)| node == "alert_off").count(),
+        1,
+        "{sent:?}"
+    );
+    // Over again: a new "true" signal.
+    d.ok(&["task", "add", "@crowd", "--ref", "e"]);
+    d.ok(&["run", "--until-idle"]);
+    let sent = alerts(&d);
+    assert_eq!(
+        sent.iter().filter(|(node, _)| node == "alert_on").count(),
+        2,
+        "{sent:?}"
+    );
+    // The crowding tasks never moved.
+    for reference in ["c", "d", "e"] {
+        assert_eq!(
+            d.json(&["task", "show", "@crowd", reference])["node"],
+            "hold"
+        );
+    }
+}

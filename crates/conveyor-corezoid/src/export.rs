@@ -380,6 +380,28 @@ fn node_object(name: &str, node: &Value, id_of: &dyn Fn(&str) -> String) -> Valu
             "to_node_id": id_of(target.trim()),
         }));
     }
+    // `alert: N -> node` or `{ at_least: N, to: node }`: a `count` semaphor.
+    let alert = match node.get("alert") {
+        Some(Value::String(alert)) => alert
+            .split_once("->")
+            .or_else(|| alert.split_once('→'))
+            .map(|(n, to)| (n.trim().to_string(), to.trim().to_string())),
+        Some(Value::Object(_)) => node
+            .get("alert")
+            .map(|a| (text(a, "at_least"), text(a, "to"))),
+        _ => None,
+    };
+    if let Some((at_least, target)) = alert {
+        let value = match at_least.parse::<u64>() {
+            Ok(n) => json!(n),
+            Err(_) => Value::String(at_least),
+        };
+        semaphors.push(json!({
+            "type": "count",
+            "value": value,
+            "esc_node_id": id_of(&target),
+        }));
+    }
     let title = match text(node, "title") {
         t if t.is_empty() => name.to_string(),
         t => t,

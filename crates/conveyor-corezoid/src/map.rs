@@ -370,10 +370,12 @@ impl Mapper<'_> {
                     out.push(t.clone());
                 }
             }
-            if let Some(Value::String(limit)) = node.get("timeout")
-                && let Some((_, to)) = limit.split_once("->")
-            {
-                out.push(to.trim().to_string());
+            for key in ["timeout", "alert"] {
+                if let Some(Value::String(limit)) = node.get(key)
+                    && let Some((_, to)) = limit.split_once("->")
+                {
+                    out.push(to.trim().to_string());
+                }
             }
             if let Some(Value::Array(branches)) = node.get("branches") {
                 for b in branches {
@@ -541,7 +543,7 @@ impl Mapper<'_> {
         }
     }
 
-    /// `time` semaphors on a node with logic: a time limit; `count`: not mapped.
+    /// `time` semaphors on a node with logic: a time limit; `count`: an `alert`.
     fn semaphors(
         &mut self,
         node: &CzNode,
@@ -561,7 +563,25 @@ impl Mapper<'_> {
                     }
                 }
                 "time" => {}
-                "count" => self.unmapped(node, "a `count` semaphor (alert when tasks queue in the node)"),
+                "count" => {
+                    let at_least = match semaphor.get("value") {
+                        Some(Value::Number(n)) => n.as_u64(),
+                        Some(Value::String(s)) => s.trim().parse::<u64>().ok(),
+                        _ => None,
+                    }
+                    .filter(|n| *n > 0);
+                    let esc = text(semaphor, "esc_node_id");
+                    match at_least {
+                        Some(n) if !esc.is_empty() => {
+                            let to = graph.target(&esc);
+                            out.insert("alert".into(), Value::String(format!("{n} -> {to}")));
+                        }
+                        _ => self.unmapped(
+                            node,
+                            "a `count` semaphor without a number of tasks above 0 or an `esc_node_id`",
+                        ),
+                    }
+                }
                 other => self.unmapped(node, &format!("semaphor `{other}`")),
             }
         }

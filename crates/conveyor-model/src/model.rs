@@ -331,7 +331,20 @@ pub struct Node {
     /// `keep_timeout: true`: a task woken here by a modify that comes back in the same
     /// step waits for the time that was left, not a fresh time limit.
     pub keep_timeout: bool,
+    /// `alert: 30 -> node`: when the node holds 30 tasks or more, one alert task starts
+    /// at `node`; another only once the count has dropped below (Corezoid's `count`
+    /// semaphor).
+    pub alert: Option<CountAlert>,
     pub kind: NodeKind,
+}
+
+/// `alert: N -> node` on a node (Corezoid's `count` semaphor): edge-triggered alert
+/// tasks, `{"start": "true", …}` when the node's count reaches `at_least`, `{"start":
+/// "false", …}` when it drops below again.
+#[derive(Debug, Clone)]
+pub struct CountAlert {
+    pub at_least: u64,
+    pub target: String,
 }
 
 #[derive(Debug, Clone)]
@@ -548,6 +561,13 @@ impl Node {
                 format!("timeout {}", limit.after),
                 "timeout".into(),
                 &limit.target,
+            ));
+        }
+        if let Some(alert) = &self.alert {
+            edges.push(edge(
+                format!("alert at {} tasks", alert.at_least),
+                "alert".into(),
+                &alert.target,
             ));
         }
         edges
