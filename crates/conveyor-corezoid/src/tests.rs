@@ -510,6 +510,8 @@ fn our_own_export_maps_queue_get_task_corezoid_format_delay_logic_and_sum_reads(
     assert_eq!(orders["nodes"]["waiting_orders"]["type"], "queue", "{orders}");
     assert_eq!(orders["nodes"]["waiting_orders"]["next"], "shipped");
     assert_eq!(orders["nodes"]["waiting_orders"]["timeout"], "86400s -> expired");
+    assert_eq!(orders["nodes"]["waiting_orders"]["alert"], "50 -> backlog");
+    assert_eq!(orders["nodes"]["backlog"]["type"], "condition");
     let worker: Value = serde_yaml::from_str(&imported.processes[1].yaml).unwrap();
     let nodes = &worker["nodes"];
     assert_eq!(nodes["take_an_order"]["type"], "get_task", "{worker}");
@@ -559,4 +561,27 @@ fn a_get_task_of_a_queue_outside_the_import_keeps_the_id_and_says_so() {
         imported.notes
     );
     checked(&imported.processes[0].yaml, "taker");
+}
+
+#[test]
+fn a_count_semaphor_goes_out_and_comes_back_as_an_alert_and_a_bad_one_is_listed() {
+    let yaml = "process: crowd\nnodes:\n  start: { type: start, next: hold }\n  hold: { type: wait_callback, alert: 3 -> too_many, next: done }\n  too_many: { type: final, status: error }\n  done: { type: final }\n";
+    let export = logics_only(yaml);
+    let hold = &export.processes[0]["scheme"]["nodes"][1];
+    assert_eq!(
+        hold["condition"]["semaphors"][0],
+        json!({"type": "count", "value": 3, "esc_node_id": export.processes[0]["scheme"]["nodes"][2]["id"]}),
+        "{hold}"
+    );
+    let imported = import(&export).unwrap();
+    assert!(imported.unmapped.is_empty(), "{:?}", imported.unmapped);
+    let back: Value = serde_yaml::from_str(&imported.processes[0].yaml).unwrap();
+    assert_eq!(back["nodes"]["hold"]["alert"], "3 -> too_many", "{back}");
+    checked(&imported.processes[0].yaml, "crowd");
+    // No number of tasks: listed, not guessed.
+    let mut export = export;
+    export.processes[0]["scheme"]["nodes"][1]["condition"]["semaphors"][0]["value"] = json!("lots");
+    let imported = import(&export).unwrap();
+    assert_eq!(imported.unmapped.len(), 1, "{:?}", imported.unmapped);
+    assert!(imported.unmapped[0].what.contains("`count` semaphor"));
 }
