@@ -706,7 +706,10 @@ fn an_api_call_in_corezoid_format_wraps_its_params_and_takes_res_data() {
     let ok = d.json(&["task", "show", "@legacy", "ok"]);
     assert_eq!(ok["node"], "end", "{ok}");
     assert_eq!(ok["data"]["doubled"], 42, "{ok}");
-    assert!(ok["data"].get("request_proc").is_none(), "only res_data: {ok}");
+    assert!(
+        ok["data"].get("request_proc").is_none(),
+        "only res_data: {ok}"
+    );
     let refused = d.json(&["task", "show", "@legacy", "refused"]);
     assert_eq!(refused["node"], "failed", "{refused}");
     assert_eq!(
@@ -736,7 +739,10 @@ fn an_api_call_in_corezoid_format_wraps_its_params_and_takes_res_data() {
     assert_eq!(op["type"], "data", "{op}");
     assert_eq!(op["data"], serde_json::json!({"amount": "21"}), "{op}");
     assert_eq!(op["node_id"], "ask", "{op}");
-    assert!(op["obj_id"].as_u64().is_some() && op["conv_id"].as_u64().is_some(), "{op}");
+    assert!(
+        op["obj_id"].as_u64().is_some() && op["conv_id"].as_u64().is_some(),
+        "{op}"
+    );
 }
 
 #[test]
@@ -777,10 +783,20 @@ fn get_from_queue_takes_the_oldest_or_newest_queued_task_and_sends_it_on() {
     ]);
     let worker_yaml = std::fs::read_to_string(out.join("worker.yaml")).unwrap();
     assert!(worker_yaml.contains("type: get_task"), "{worker_yaml}");
-    assert!(worker_yaml.contains("node: waiting_orders"), "{worker_yaml}");
+    assert!(
+        worker_yaml.contains("node: waiting_orders"),
+        "{worker_yaml}"
+    );
     assert!(worker_yaml.contains("'@orders'"), "{worker_yaml}");
     for (reference, item) in [("o1", "first"), ("o2", "second"), ("o3", "third")] {
-        d.ok(&["task", "add", "@orders", "--ref", reference, &format!("item={item}")]);
+        d.ok(&[
+            "task",
+            "add",
+            "@orders",
+            "--ref",
+            reference,
+            &format!("item={item}"),
+        ]);
         d.ok(&["run", "--until-idle"]);
     }
     for reference in ["o1", "o2", "o3"] {
@@ -814,8 +830,15 @@ fn get_from_queue_takes_the_oldest_or_newest_queued_task_and_sends_it_on() {
     d.ok(&["run", "--until-idle"]);
     let w2 = d.json(&["task", "show", "@worker", "w2"]);
     let w3 = d.json(&["task", "show", "@worker", "w3"]);
-    let (got, empty) = if w2["node"] == "got" { (w2, w3) } else { (w3, w2) };
-    assert_eq!(got["data"]["__queue_task_data__"]["item"], "second", "{got}");
+    let (got, empty) = if w2["node"] == "got" {
+        (w2, w3)
+    } else {
+        (w3, w2)
+    };
+    assert_eq!(
+        got["data"]["__queue_task_data__"]["item"], "second",
+        "{got}"
+    );
     assert_eq!(empty["node"], "empty", "{empty}");
     assert_eq!(
         empty["data"]["__conveyor_get_task_return_type_tag__"], "not_found_task",

@@ -211,7 +211,12 @@ fn node_object(name: &str, node: &Value, id_of: &dyn Fn(&str) -> String) -> Valu
             action(logic, &mut logics);
             logics.extend(go("next"));
         }
-        "delay" if node.get("for").and_then(Value::as_str).is_some_and(is_template) => {
+        "delay"
+            if node
+                .get("for")
+                .and_then(Value::as_str)
+                .is_some_and(is_template) =>
+        {
             // A duration read from the task: the UI's `delay` logic, whose value is
             // relative (a `time` semaphor's template is an absolute time); it also
             // carries the delay's `on_error`, which a semaphor has no place for.
@@ -219,7 +224,10 @@ fn node_object(name: &str, node: &Value, id_of: &dyn Fn(&str) -> String) -> Valu
             logic.insert("type".into(), json!("delay"));
             logic.insert("value".into(), Value::String(text(node, "for")));
             logic.insert("dimension".into(), json!("sec"));
-            logic.insert("to_node_id".into(), Value::String(id_of(&text(node, "next"))));
+            logic.insert(
+                "to_node_id".into(),
+                Value::String(id_of(&text(node, "next"))),
+            );
             action(logic, &mut logics);
         }
         "delay" => {

@@ -1098,9 +1098,9 @@ fn rewrite_node_refs(
             // `conv[…].node[…]` reads another process: left alone.
             let of_other = before.ends_with('.');
             let replacement = match parsed {
-                Some((id, "count", _)) if !of_other => names
-                    .get(id)
-                    .map(|name| format!("node[{name}].count")),
+                Some((id, "count", _)) if !of_other => {
+                    names.get(id).map(|name| format!("node[{name}].count"))
+                }
                 Some((id, field, _)) if !of_other && !field.is_empty() => {
                     match (sums.get(id).and_then(|s| s.get(field)), holder) {
                         (Some(key), Some(holder)) => {
@@ -1133,12 +1133,8 @@ fn rewrite_node_refs(
     ) {
         match value {
             Value::String(s) if s.contains("node[") => *s = rewrite(s, names, sums, holder),
-            Value::Array(items) => items
-                .iter_mut()
-                .for_each(|v| walk(v, names, sums, holder)),
-            Value::Object(map) => map
-                .values_mut()
-                .for_each(|v| walk(v, names, sums, holder)),
+            Value::Array(items) => items.iter_mut().for_each(|v| walk(v, names, sums, holder)),
+            Value::Object(map) => map.values_mut().for_each(|v| walk(v, names, sums, holder)),
             _ => {}
         }
     }

@@ -472,7 +472,10 @@ fn node_reads_by_corezoid_id_name_the_imported_nodes_and_the_sums_holder() {
     let imported = import(&e).unwrap();
     let back: Value = serde_yaml::from_str(&imported.processes[0].yaml).unwrap();
     let set = &back["nodes"]["read"]["set"];
-    assert_eq!(set["hits"], "{{conv[@tally_sums].ref[5f00aa].hits}}", "{back}");
+    assert_eq!(
+        set["hits"], "{{conv[@tally_sums].ref[5f00aa].hits}}",
+        "{back}"
+    );
     assert_eq!(set["by_name"], "{{conv[@tally_sums].ref[5f00aa].hits}}");
     assert_eq!(set["raw"], "{{conv[@tally_sums].ref[5f00aa].S2}}");
     assert_eq!(set["queued"], "{{node[end].count}}");
@@ -492,7 +495,10 @@ fn an_api_call_in_corezoid_format_goes_out_and_comes_back_in_that_format() {
     let back: Value = serde_yaml::from_str(&imported.processes[0].yaml).unwrap();
     let original: Value = serde_yaml::from_str(yaml).unwrap();
     for key in ["format", "body", "method", "url", "next", "on_error"] {
-        assert_eq!(back["nodes"]["ask"][key], original["nodes"]["ask"][key], "{key}: {back}");
+        assert_eq!(
+            back["nodes"]["ask"][key], original["nodes"]["ask"][key],
+            "{key}: {back}"
+        );
     }
     checked(&imported.processes[0].yaml, "legacy");
 }
@@ -504,12 +510,22 @@ fn our_own_export_maps_queue_get_task_corezoid_format_delay_logic_and_sum_reads(
     let names: Vec<&str> = imported.processes.iter().map(|p| p.name.as_str()).collect();
     assert_eq!(
         names,
-        ["own_orders_queue", "own_every_new_logic", "own_every_new_logic_sums"]
+        [
+            "own_orders_queue",
+            "own_every_new_logic",
+            "own_every_new_logic_sums"
+        ]
     );
     let orders: Value = serde_yaml::from_str(&imported.processes[0].yaml).unwrap();
-    assert_eq!(orders["nodes"]["waiting_orders"]["type"], "queue", "{orders}");
+    assert_eq!(
+        orders["nodes"]["waiting_orders"]["type"], "queue",
+        "{orders}"
+    );
     assert_eq!(orders["nodes"]["waiting_orders"]["next"], "shipped");
-    assert_eq!(orders["nodes"]["waiting_orders"]["timeout"], "86400s -> expired");
+    assert_eq!(
+        orders["nodes"]["waiting_orders"]["timeout"],
+        "86400s -> expired"
+    );
     assert_eq!(orders["nodes"]["waiting_orders"]["alert"], "50 -> backlog");
     assert_eq!(orders["nodes"]["backlog"]["type"], "condition");
     let worker: Value = serde_yaml::from_str(&imported.processes[1].yaml).unwrap();
@@ -530,7 +546,10 @@ fn our_own_export_maps_queue_get_task_corezoid_format_delay_logic_and_sum_reads(
         nodes["read_the_count"]["set"]["handled"],
         "{{conv[@own_every_new_logic_sums].ref[9102000000000000000000b4].handled}}"
     );
-    assert_eq!(nodes["read_the_count"]["set"]["paused"], "{{node[pause].count}}");
+    assert_eq!(
+        nodes["read_the_count"]["set"]["paused"],
+        "{{node[pause].count}}"
+    );
     for p in &imported.processes {
         checked(&p.yaml, &p.name);
     }
@@ -551,7 +570,10 @@ fn a_get_task_of_a_queue_outside_the_import_keeps_the_id_and_says_so() {
     let back: Value = serde_yaml::from_str(&imported.processes[0].yaml).unwrap();
     assert_eq!(back["nodes"]["take"]["process"], "4444");
     assert_eq!(back["nodes"]["take"]["node"], "abc123");
-    assert!(back["nodes"]["take"].get("order").is_none(), "oldest is the default");
+    assert!(
+        back["nodes"]["take"].get("order").is_none(),
+        "oldest is the default"
+    );
     assert!(
         imported
             .notes

@@ -42,7 +42,9 @@ pub fn dot(process: &Process, counts: Option<&Counts>) -> String {
             NodeClass::Start => ("oval", ""),
             NodeClass::FinalSuccess | NodeClass::FinalError => ("box", ", peripheries=2"),
             NodeClass::Condition => ("diamond", ""),
-            NodeClass::Delay | NodeClass::WaitCallback | NodeClass::Queue => ("box", ", style=\"filled,rounded\""),
+            NodeClass::Delay | NodeClass::WaitCallback | NodeClass::Queue => {
+                ("box", ", style=\"filled,rounded\"")
+            }
             NodeClass::Escalation => ("box", ", penwidth=2.5"),
             NodeClass::CallProcess => ("box", ", peripheries=2"),
             NodeClass::CopyTask => ("box3d", ""),

@@ -1160,7 +1160,9 @@ fn load_alert(loader: &mut Loader<'_>, id: &str, value: serde_yaml::Value) -> Op
     }
     let node = Some(id);
     let bad = |text: &str| {
-        format!("`{text}`: write an alert as `TASKS -> NODE`, e.g. `30 -> too_many` (at least 1 task)")
+        format!(
+            "`{text}`: write an alert as `TASKS -> NODE`, e.g. `30 -> too_many` (at least 1 task)"
+        )
     };
     let (at_least, target) = match value {
         serde_yaml::Value::String(text) => {

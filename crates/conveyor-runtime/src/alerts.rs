@@ -19,7 +19,11 @@ use crate::{LoadedProcess, Result, Runtime};
 impl Runtime {
     /// After a step of a task of `loaded` moved tasks in or out of `nodes`: the alerts
     /// whose side of the threshold changed.
-    pub(crate) async fn check_alerts(&self, loaded: &LoadedProcess, nodes: &[String]) -> Result<()> {
+    pub(crate) async fn check_alerts(
+        &self,
+        loaded: &LoadedProcess,
+        nodes: &[String],
+    ) -> Result<()> {
         if nodes.is_empty() {
             return Ok(());
         }
@@ -76,7 +80,6 @@ impl Runtime {
         }
         Ok(())
     }
-
 }
 
 /// The counter that keeps whether `node` is over its alert threshold.

@@ -66,7 +66,12 @@ impl Step<'_> {
             outcome,
         });
         let result = match result {
-            Ok(reply) if api.format == BodyFormat::Corezoid => corezoid_answer(reply),
+            Ok(mut reply) if api.format == BodyFormat::Corezoid => {
+                match corezoid_answer(&mut reply) {
+                    None => Ok(reply),
+                    Some(refused) => Err(refused),
+                }
+            }
             other => other,
         };
         match result {
@@ -298,10 +303,10 @@ impl Step<'_> {
 }
 
 /// A reply in Corezoid's own format, `{"request_proc":"ok","ops":[{"proc":"ok",
-/// "res_data":{…}}]}`: the reply becomes its `res_data`; anything else is an error of
-/// the node with Corezoid's tags (`api_no_request_proc`, `api_no_ops`, `api_bad_answer`
+/// "res_data":{…}}]}`: the reply's body becomes its `res_data`; anything else is an
+/// error of the node (returned) with Corezoid's tags (`api_no_request_proc`, `api_no_ops`, `api_bad_answer`
 /// when the op's `proc` is not `ok`, `api_bad_res_data`).
-fn corezoid_answer(mut reply: http::Reply) -> std::result::Result<http::Reply, Failure> {
+fn corezoid_answer(reply: &mut http::Reply) -> Option<Failure> {
     let status = reply.status;
     let refuse = |tag: &'static str, description: String| Failure {
         type_error: "software",
@@ -314,10 +319,12 @@ fn corezoid_answer(mut reply: http::Reply) -> std::result::Result<http::Reply, F
     let body = std::mem::take(&mut reply.body);
     let proc = body.get("request_proc").and_then(Value::as_str);
     if proc != Some("ok") {
-        return Err(refuse(
+        return Some(refuse(
             "api_no_request_proc",
             match proc {
-                Some(other) => format!("the Corezoid-format reply has request_proc `{other}`, not `ok`"),
+                Some(other) => {
+                    format!("the Corezoid-format reply has request_proc `{other}`, not `ok`")
+                }
                 None => "the Corezoid-format reply has no `request_proc`".into(),
             },
         ));
@@ -327,7 +334,7 @@ fn corezoid_answer(mut reply: http::Reply) -> std::result::Result<http::Reply, F
         .and_then(Value::as_array)
         .and_then(|ops| ops.first())
     else {
-        return Err(refuse(
+        return Some(refuse(
             "api_no_ops",
             "the Corezoid-format reply has no `ops`".into(),
         ));
@@ -340,7 +347,7 @@ fn corezoid_answer(mut reply: http::Reply) -> std::result::Result<http::Reply, F
                 .and_then(Value::as_str)
                 .map(|d| format!(": {d}"))
                 .unwrap_or_default();
-            return Err(refuse(
+            return Some(refuse(
                 "api_bad_answer",
                 format!(
                     "the Corezoid-format reply's op has proc `{}`{said}",
@@ -353,7 +360,7 @@ fn corezoid_answer(mut reply: http::Reply) -> std::result::Result<http::Reply, F
         None | Some(Value::Null) => Value::Object(Map::new()),
         Some(data @ Value::Object(_)) => data.clone(),
         Some(other) => {
-            return Err(refuse(
+            return Some(refuse(
                 "api_bad_res_data",
                 format!(
                     "the Corezoid-format reply's res_data is not an object: {}",
@@ -362,5 +369,5 @@ fn corezoid_answer(mut reply: http::Reply) -> std::result::Result<http::Reply, F
             ));
         }
     };
-    Ok(reply)
+    None
 }

@@ -8,6 +8,9 @@ use super::*;
 /// newest waiting one (the store lists a process's tasks in id order).
 const SCAN_LIMIT: usize = 100_000;
 
+/// The taken task's id and data, or a failure's tag and description.
+type Taken = std::result::Result<(u64, Map<String, Value>), (&'static str, String)>;
+
 impl Step<'_> {
     /// Runs a task through this node (see `Step::advance`).
     pub(super) fn get_task(
@@ -32,12 +35,7 @@ impl Step<'_> {
         Ok(())
     }
 
-    fn take_from_queue(
-        &mut self,
-        process: &Template,
-        queue: &str,
-        newest: bool,
-    ) -> std::result::Result<(u64, Map<String, Value>), (&'static str, String)> {
+    fn take_from_queue(&mut self, process: &Template, queue: &str, newest: bool) -> Taken {
         let target = self
             .render_text(process)
             .map_err(|m| ("get_task_wrong_convert_param", m))?;
