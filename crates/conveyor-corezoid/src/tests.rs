@@ -607,3 +607,66 @@ fn a_count_semaphor_goes_out_and_comes_back_as_an_alert_and_a_bad_one_is_listed(
     assert_eq!(imported.unmapped.len(), 1, "{:?}", imported.unmapped);
     assert!(imported.unmapped[0].what.contains("`count` semaphor"));
 }
+
+#[test]
+fn an_unpacked_zip_export_reads_its_tree_aliases_and_env_vars() {
+    // The layout of a zip export: a wrapper dir, a folder with its metadata, one
+    // `.conv.json` per process (a single object), `_ALIASES_.json`, `_ENV_VARS_.json`.
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("folder_236739_1540473741.zip");
+    let folder = root.join("236739_Shop.folder");
+    std::fs::create_dir_all(&folder).unwrap();
+    std::fs::write(
+        root.join("236739_Shop.folder.json"),
+        json!({"obj_type": 0, "obj_id": 236739, "parent_id": 0, "title": "Shop", "description": ""}).to_string(),
+    )
+    .unwrap();
+    let callee = json!({"obj_type": 1, "obj_id": 801, "title": "Price list", "scheme": {"nodes": [
+        {"id": "s", "obj_type": 1, "condition": {"logics": [{"type": "go", "to_node_id": "r"}]}},
+        {"id": "r", "obj_type": 0, "title": "Reply", "condition": {"logics": [
+            {"type": "api_rpc_reply", "mode": "key_value", "res_data": {"price": "{{env_var[@base-price]}}"}},
+            {"type": "go", "to_node_id": "e"}]}},
+        {"id": "e", "obj_type": 2, "title": "End", "condition": {"logics": []}}
+    ]}});
+    let caller = json!({"obj_type": 1, "obj_id": 802, "title": "Checkout", "scheme": {"nodes": [
+        {"id": "s", "obj_type": 1, "condition": {"logics": [{"type": "go", "to_node_id": "c"}]}},
+        {"id": "c", "obj_type": 0, "title": "Ask price", "condition": {"logics": [
+            {"type": "api_rpc", "conv_id": 801, "extra": {}, "extra_type": {}, "group": "all", "err_node_id": "e"},
+            {"type": "go", "to_node_id": "e"}]}},
+        {"id": "e", "obj_type": 2, "title": "End", "condition": {"logics": []}}
+    ]}});
+    std::fs::write(folder.join("801_Price list.conv.json"), callee.to_string()).unwrap();
+    std::fs::write(folder.join("802_Checkout_v3.conv.json"), caller.to_string()).unwrap();
+    // Not part of an import: ignored.
+    std::fs::write(folder.join("notes.txt"), "hello").unwrap();
+    std::fs::write(
+        root.join("_ALIASES_.json"),
+        json!([{"obj_type": 9, "short_name": "prices", "obj_to_id": 801, "obj_to_type": "conv"}])
+            .to_string(),
+    )
+    .unwrap();
+    std::fs::write(
+        root.join("_ENV_VARS_.json"),
+        json!([{"short_name": "base-price", "env_var_type": "visible"}]).to_string(),
+    )
+    .unwrap();
+    let read = crate::read_path(dir.path()).unwrap();
+    assert_eq!(read.processes.len(), 2);
+    assert_eq!(read.aliases.get(&801).map(String::as_str), Some("prices"));
+    assert_eq!(read.env_vars, ["base-price"]);
+    let imported = import(&read).unwrap();
+    assert!(imported.unmapped.is_empty(), "{:?}", imported.unmapped);
+    let names: Vec<&str> = imported.processes.iter().map(|p| p.name.as_str()).collect();
+    assert_eq!(names, ["prices", "checkout"]);
+    let checkout: Value = serde_yaml::from_str(&imported.processes[1].yaml).unwrap();
+    assert_eq!(checkout["nodes"]["ask_price"]["type"], "call_process");
+    assert_eq!(
+        checkout["nodes"]["ask_price"]["process"], "@prices",
+        "{checkout}"
+    );
+    let prices: Value = serde_yaml::from_str(&imported.processes[0].yaml).unwrap();
+    assert_eq!(prices["nodes"]["reply"]["data"]["price"], "{{base_price}}");
+    for p in &imported.processes {
+        checked(&p.yaml, &p.name);
+    }
+}
