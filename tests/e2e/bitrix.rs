@@ -922,6 +922,129 @@ fn bitrix_authorize_takes_the_pasted_redirect_and_starts_the_token_task() {
     drop(tokio);
 }
 
+/// `bitrix authorize` opens the address the process declares (`authorize:`), not a
+/// Bitrix24 one: here a process whose page, query, code param and token key are all its
+/// own. The address is filled from the token task's data (URL-encoded), `--authorize-url`
+/// replaces only what comes before the `?`, and the pasted code lands in the declared
+/// code param (`grant`), through the same command as the dashboard's code field.
+#[test]
+fn bitrix_authorize_opens_the_address_the_process_declares() {
+    use std::io::Write as _;
+    let data = crate::support::DataDir::new();
+    let file = data.path().join("acme_oauth.yaml");
+    std::fs::write(
+        &file,
+        r#"process: acme_oauth
+params:
+  app: { required: true, type: string, input: [create, modify] }
+  grant: { secret: true, type: string, input: [create, modify] }
+secrets: [session_key]
+authorize:
+  url: "http://127.0.0.1:9/acme/login?app={{app}}&mode=code"
+  code: grant
+  token: session_key
+  code_lifetime: 45s
+nodes:
+  start: { type: start, next: wait_grant }
+  wait_grant: { type: wait_callback, next: take }
+  take:
+    type: set_param
+    set: { session_key: "acme-{{grant}}" }
+    next: hold
+  hold: { type: wait_callback, next: take }
+"#,
+    )
+    .expect("write the process");
+    data.ok(&[
+        "process",
+        "clone",
+        file.to_str().expect("path"),
+        "--alias",
+        "acme",
+    ]);
+    data.ok(&["task", "add", "@acme", "--ref", "token", "app=acme app/1"]);
+    let authorize = |extra: &[&str], paste: &str| {
+        let mut args = vec!["bitrix", "authorize", "@acme"];
+        args.extend_from_slice(extra);
+        let mut child = data
+            .command(&args)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("runs");
+        let mut stdin = child.stdin.take().expect("stdin");
+        writeln!(stdin, "{paste}").expect("paste");
+        drop(stdin);
+        let output = child.wait_with_output().expect("ends");
+        (
+            output.status.code(),
+            String::from_utf8_lossy(&output.stdout).into_owned(),
+            String::from_utf8_lossy(&output.stderr).into_owned(),
+        )
+    };
+    let (code, stdout, stderr) = authorize(&[], "grant-one");
+    assert_eq!(code, Some(0), "{stdout}{stderr}");
+    assert!(
+        stderr.contains("  http://127.0.0.1:9/acme/login?app=acme%20app%2F1&mode=code\n"),
+        "the declared address, filled from the task: {stderr}"
+    );
+    assert!(!stderr.contains("bitrix24"), "{stderr}");
+    assert!(stderr.contains("it lives 45 seconds"), "{stderr}");
+    assert!(
+        stdout.contains("(ref token) got the code"),
+        "the existing token task got it: {stdout}"
+    );
+    // A modify of a task is applied by the engine's next step.
+    data.ok(&["run", "--until-idle"]);
+    let task = data.json(&["task", "show", "@acme", "token", "--reveal"]);
+    assert_eq!(
+        task["data"]["grant"], "grant-one",
+        "into the declared code param: {task}"
+    );
+    assert!(task["data"].get("code").is_none(), "{task}");
+
+    // Another page keeps the declared query.
+    let (code, _, stderr) = authorize(
+        &["--authorize-url", "http://127.0.0.1:9/elsewhere/"],
+        "grant-two",
+    );
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(
+        stderr.contains("  http://127.0.0.1:9/elsewhere?app=acme%20app%2F1&mode=code\n"),
+        "{stderr}"
+    );
+
+    // A value the address needs and nobody gave: refused before anything is read.
+    let (code, stdout, stderr) = authorize(&["--ref", "other"], "grant-three");
+    assert_eq!(code, Some(1), "{stdout}{stderr}");
+    assert!(
+        stderr.contains("the authorize link of process @acme uses `app`: give its value"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("Open this address"), "{stderr}");
+
+    // A process without an `authorize:` link takes no code.
+    std::fs::write(
+        data.path().join("plain.yaml"),
+        "process: plain\nnodes:\n  start: { type: start, next: wait }\n  wait: { type: wait_callback, next: end }\n  end: { type: final }\n",
+    )
+    .expect("write");
+    data.ok(&[
+        "process",
+        "clone",
+        data.path().join("plain.yaml").to_str().expect("path"),
+        "--alias",
+        "plain",
+    ]);
+    let (code, _, stderr) = data.run(&["bitrix", "authorize", "@plain", "--portal", "x"]);
+    assert_eq!(code, 2, "{stderr}");
+    assert!(
+        stderr.contains("process @plain declares no `authorize:` link"),
+        "{stderr}"
+    );
+}
+
 #[test]
 fn conveyor_sandbox_prints_its_urls_and_test_credentials() {
     use std::io::BufRead as _;

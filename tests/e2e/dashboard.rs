@@ -556,7 +556,7 @@ fn the_dashboard_walks_the_bitrix_oauth_page_end_to_end() {
     // 4. The fingerprint of the token received (never the token).
     assert!(driver.until(
         Duration::from_secs(20),
-        "const s = document.getElementById('token-state'); return !!s && s.textContent.includes('Token received') && s.textContent.includes('Next refresh at');"
+        "const s = document.getElementById('token-state'); return !!s && s.textContent.includes('Token received') && s.textContent.includes('Next refresh at') && s.textContent.includes('last refresh');"
     ), "{}", driver.script("return document.body.innerText;"));
     let shown =
         driver.script("return document.querySelector('#token-state .fingerprint').textContent;");
@@ -740,6 +740,26 @@ fn dashboard_changes_need_the_csrf_token_and_keys_stay_in_their_processes() {
     assert_eq!(status, 404);
     let (status, _) = post("/ui/api/tasks/@other/1/delete", Some(&csrf), json!({}));
     assert_eq!(status, 404);
+    let (status, _) = post(
+        "/ui/api/processes/@other/authorize-link",
+        Some(&csrf),
+        json!({}),
+    );
+    assert_eq!(
+        status, 404,
+        "the authorize link of a process outside the key"
+    );
+    // The authorize link is the command layer's, in the CLI's words.
+    let (status, body) = post(
+        "/ui/api/processes/@mine/authorize-link",
+        Some(&csrf),
+        json!({}),
+    );
+    assert_eq!(status, 400, "{body}");
+    assert_eq!(
+        body["description"],
+        "process @mine declares no `authorize:` link, so it takes no code"
+    );
     let (status, body) = post(
         "/ui/api/clone",
         Some(&csrf),
@@ -970,4 +990,307 @@ nodes:
     driver.screenshot("authorize-any-process");
     drop(server);
     drop(tokio);
+}
+
+/// Logs `driver` in to `server` with the admin token, on the processes page.
+fn log_in(driver: &Driver, server: &Server) {
+    let info: Value = serde_json::from_str(
+        &std::fs::read_to_string(server.data.path().join("server.json")).expect("server.json"),
+    )
+    .expect("json");
+    let token = info["token"].as_str().expect("token");
+    driver.go(&format!("{}/", server.base));
+    driver.keys("#login input[name=\"token\"]", token);
+    driver.keys("#login input[name=\"token\"]", "\u{E007}");
+    assert!(driver.until(
+        Duration::from_secs(20),
+        "return document.querySelector('h1') && document.querySelector('h1').textContent === 'Processes';"
+    ));
+}
+
+/// The templates page lists every shipped template with its description and params; the
+/// *Add task* form is built from the declared params (descriptions, required marks,
+/// defaults, patterns checked as one types) and has a JSON mode; each task action asks
+/// first (Cancel does nothing), goes through the command layer, and a refusal is shown
+/// in the CLI's words: retry a task that failed without `on_error`, move it, modify the
+/// finished task (refused, then with *merge anyway*), delete it.
+#[test]
+fn the_dashboard_lists_templates_builds_the_add_form_and_asks_before_each_action() {
+    let profile = tempfile::tempdir().expect("profile dir");
+    let Some(driver) = Driver::start(profile.path()) else {
+        assert!(
+            std::env::var_os("CONVEYOR_BROWSER_TESTS").is_none(),
+            "CONVEYOR_BROWSER_TESTS is set but chromium or chromedriver is missing"
+        );
+        eprintln!("skipped: chromium and chromium-driver are not installed");
+        return;
+    };
+    let data = DataDir::new();
+    let file = data.path().join("actions.yaml");
+    // An API call to a closed port and no `on_error`: the task fails there.
+    std::fs::write(
+        &file,
+        r#"process: actions
+params:
+  base: { required: true, pattern: '^http://', description: Where the call goes }
+  n: { type: number, default: 7, description: A number for the call }
+nodes:
+  start: { type: start, next: call }
+  call:
+    type: api_call
+    url: "{{base}}/x"
+    response: { n: "{{body.n}}" }
+    next: done
+  done: { type: final }
+"#,
+    )
+    .expect("write");
+    data.ok(&[
+        "process",
+        "clone",
+        file.to_str().expect("path"),
+        "--alias",
+        "actions",
+    ]);
+    let shipped = data.json(&["process", "templates"]);
+    let server = Server::start(data);
+    log_in(&driver, &server);
+
+    // Every shipped template, with its description and its params.
+    driver.go(&format!("{}/#/templates", server.base));
+    let shipped = shipped.as_array().expect("templates");
+    assert!(
+        driver.until(
+            Duration::from_secs(10),
+            &format!(
+                "return document.querySelectorAll('[data-template]').length === {};",
+                shipped.len()
+            )
+        ),
+        "{}",
+        driver.script("return document.body.innerText;")
+    );
+    for t in shipped {
+        let name = t.as_str().expect("a template's name");
+        let yaml: serde_yaml::Value = serde_yaml::from_str(
+            &std::fs::read_to_string(repo_root().join(format!("processes/{name}.yaml")))
+                .expect("the template's file"),
+        )
+        .expect("yaml");
+        let t = json!({
+            "description": yaml["description"].as_str().map(str::trim),
+            "params": yaml["params"].as_mapping().map_or(0, |m| m.len()),
+        });
+        let section = format!("[data-template=\"{name}\"]");
+        let shown = driver.script(&format!(
+            "const s = document.querySelector('{section}'); return [s.querySelector('p').textContent, s.querySelector('summary').textContent];"
+        ));
+        assert_eq!(
+            shown[0].as_str().map(str::trim),
+            t["description"].as_str(),
+            "{name}'s description"
+        );
+        assert_eq!(
+            shown[1],
+            json!(format!("Params ({})", t["params"])),
+            "{name}'s params"
+        );
+    }
+
+    // *Add task*: the form the params declare.
+    driver.go(&format!("{}/#/p/1", server.base));
+    assert!(driver.until(
+        Duration::from_secs(10),
+        "return !!document.getElementById('add-task');"
+    ));
+    driver.click("#add-task");
+    assert!(driver.until(
+        Duration::from_secs(10),
+        "return !!document.getElementById('f-base');"
+    ));
+    assert_eq!(
+        driver.script("const l = document.querySelector('label[for=\"f-base\"]'); return [!!l.querySelector('.required'), l.textContent.includes('Where the call goes')];"),
+        json!([true, true]),
+        "a required mark and the description"
+    );
+    assert_eq!(
+        driver.script("const l = document.querySelector('label[for=\"f-n\"]'); return [!!l.querySelector('.required'), document.getElementById('f-n').placeholder];"),
+        json!([false, "default: 7"]),
+        "not required, its default shown"
+    );
+    driver.keys("#f-base", "ftp://nope");
+    assert!(
+        driver.until(
+            Duration::from_secs(5),
+            "return document.getElementById('f-base').getAttribute('aria-invalid') === 'true';"
+        ),
+        "the pattern checked as one types"
+    );
+    // JSON mode: free data, as one object.
+    driver.click("#json-mode");
+    assert_eq!(
+        driver.script("return [document.getElementById('fields').hidden, document.getElementById('json-label').hidden];"),
+        json!([true, false])
+    );
+    driver.script("document.getElementById('json').value = '{\"base\": \"http://127.0.0.1:9\", \"extra\": [1, 2]}'; return true;");
+    driver.click("#send");
+    assert!(driver.until(
+        Duration::from_secs(10),
+        "return location.hash.startsWith('#/t/1/');"
+    ), "{}", driver.script("return document.getElementById('refusal') && document.getElementById('refusal').textContent;"));
+    let listed = server.data.json(&["task", "list", "@actions"]);
+    let id = listed[0]["id"].as_u64().expect("a task");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let t = server
+            .data
+            .json(&["task", "show", "@actions", &id.to_string()]);
+        if t["status"] == "failed" {
+            assert_eq!(
+                t["data"]["extra"],
+                json!([1, 2]),
+                "the JSON mode's data: {t}"
+            );
+            break;
+        }
+        assert!(Instant::now() < deadline, "the call did not fail: {t}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let page = format!("{}/#/t/1/{id}", server.base);
+    let history = |server: &Server| {
+        server
+            .data
+            .ok(&["task", "history", "@actions", &id.to_string()])
+    };
+
+    // Retry: asked first; Cancel does nothing; Yes runs the node again (it fails again).
+    driver.go(&page);
+    assert!(driver.until(
+        Duration::from_secs(10),
+        "return !!document.getElementById('retry');"
+    ));
+    driver.click("#retry");
+    assert!(
+        driver.until(
+            Duration::from_secs(5),
+            "const d = document.getElementById('confirm'); return !d.hidden && document.activeElement.id === 'confirm-yes' && d.textContent.includes('Run call again');"
+        ),
+        "the confirmation takes the focus"
+    );
+    driver.click("#confirm-no");
+    assert_eq!(
+        driver.script("return document.getElementById('confirm').hidden;"),
+        json!(true)
+    );
+    assert!(
+        !history(&server).contains("retried"),
+        "a cancelled retry did nothing"
+    );
+    driver.click("#retry");
+    driver.click("#confirm-yes");
+    assert!(driver.until(
+        Duration::from_secs(10),
+        "return document.getElementById('action-result').textContent.includes('runs call again');"
+    ));
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !history(&server).contains("dashboard retried `call`") {
+        assert!(
+            Instant::now() < deadline,
+            "no retry in the history: {}",
+            history(&server)
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+
+    // Move: to `done`, asked first.
+    driver.script("document.getElementById('goto-node').value = 'done'; return true;");
+    driver.click("#goto button");
+    assert!(driver.until(
+        Duration::from_secs(5),
+        "return document.getElementById('confirm').textContent.includes('to done');"
+    ));
+    driver.click("#confirm-yes");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while server
+        .data
+        .json(&["task", "show", "@actions", &id.to_string()])["status"]
+        != "done"
+    {
+        assert!(Instant::now() < deadline, "the move was not applied");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(
+        history(&server).contains("dashboard sent the task to `done`"),
+        "{}",
+        history(&server)
+    );
+
+    // Modify the finished task: refused in the CLI's words, then merged with *merge anyway*.
+    driver.go(&format!("{}/#/", server.base));
+    driver.go(&page);
+    assert!(driver.until(
+        Duration::from_secs(10),
+        "return !!document.getElementById('modify-force');"
+    ));
+    driver.script("document.querySelector('#actions details').open = true; document.getElementById('modify-json').value = '{\"note\": \"checked\"}'; return true;");
+    driver.click("#modify button");
+    driver.click("#confirm-yes");
+    assert!(driver.until(
+        Duration::from_secs(10),
+        "return document.getElementById('action-result').textContent.startsWith('error: ');"
+    ));
+    let shown = driver.script("return document.getElementById('action-result').textContent;");
+    let (code, _, cli) = server.data.run(&[
+        "task",
+        "modify",
+        "@actions",
+        &id.to_string(),
+        "note=checked",
+    ]);
+    assert_eq!(code, 1);
+    assert_eq!(
+        format!("{}\n", shown.as_str().unwrap_or_default()),
+        cli,
+        "the CLI's words"
+    );
+    driver.click("#modify-force");
+    driver.click("#modify button");
+    driver.click("#confirm-yes");
+    assert!(driver.until(
+        Duration::from_secs(10),
+        &format!("return document.getElementById('action-result').textContent === 'Task {id} modified.';")
+    ), "{}", driver.script("return document.getElementById('action-result').textContent;"));
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while server
+        .data
+        .json(&["task", "show", "@actions", &id.to_string()])["data"]["note"]
+        != "checked"
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the forced modify was not merged"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+
+    // Delete: Cancel keeps it; Yes deletes it and goes back to the process.
+    driver.click("#delete");
+    driver.click("#confirm-no");
+    assert_eq!(
+        server
+            .data
+            .json(&["task", "list", "@actions"])
+            .as_array()
+            .map(Vec::len),
+        Some(1)
+    );
+    driver.click("#delete");
+    assert!(driver.until(
+        Duration::from_secs(5),
+        "return document.getElementById('confirm').textContent.includes('cannot be undone');"
+    ));
+    driver.click("#confirm-yes");
+    assert!(driver.until(Duration::from_secs(10), "return location.hash === '#/p/1';"));
+    assert_eq!(server.data.json(&["task", "list", "@actions"]), json!([]));
+    drop(server);
 }

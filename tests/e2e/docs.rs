@@ -712,3 +712,30 @@ fn the_recovery_session_of_cli_md_runs_as_written() {
     );
     drop(tokio);
 }
+
+/// ARCHITECTURE.md's invariant of the command layer: the binary and conveyor-http do not
+/// depend on conveyor-store outside their tests, so nothing but the runtime and the
+/// command layer can open, read or write the store (the compiler keeps it so).
+#[test]
+fn the_binary_and_the_http_api_reach_the_store_only_through_the_command_layer() {
+    for krate in ["conveyor", "conveyor-http"] {
+        let path = repo_root().join(format!("crates/{krate}/Cargo.toml"));
+        let toml = std::fs::read_to_string(&path).expect("Cargo.toml");
+        let start = toml.find("\n[dependencies]").expect("[dependencies]") + 1;
+        let section = &toml[start + "[dependencies]".len()..];
+        let section = &section[..section.find("\n[").unwrap_or(section.len())];
+        let store: Vec<&str> = section
+            .lines()
+            .filter(|l| l.trim_start().starts_with("conveyor-store"))
+            .collect();
+        assert!(
+            store.is_empty(),
+            "{} depends on conveyor-store: {store:?}",
+            path.display()
+        );
+        assert!(
+            section.contains("conveyor-commands"),
+            "{krate} goes through the command layer"
+        );
+    }
+}

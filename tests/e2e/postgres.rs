@@ -746,3 +746,70 @@ fn postgres_store_compact_gives_the_space_of_removed_tasks_back() {
     let shown = cli(&["--json", "process", "show", "@gone"]);
     assert!(shown.contains("\"end\""), "{shown}");
 }
+
+/// `settings.rate_limit` holds for all engines together: the window is counted in the
+/// database, so with two engines taking turns at adding tasks, `max` of them start and
+/// the rest are folded into one summary (counted per engine, as before, six would have
+/// started).
+#[test]
+fn postgres_a_rate_limit_holds_across_engines() {
+    let Some(url) = database("rate_limit") else {
+        return;
+    };
+    let (a, b) = (engine(&url), engine(&url));
+    let file = a.data.path().join("limited.yaml");
+    std::fs::write(
+        &file,
+        "process: limited\nsettings: { rate_limit: { max: 3, per: 1h } }\nnodes:\n  start: { type: start, next: done }\n  done: { type: final }\n",
+    )
+    .expect("write");
+    cli_ok(
+        &a.data,
+        &url,
+        &[
+            "process",
+            "clone",
+            file.to_str().expect("utf-8"),
+            "--alias",
+            "limited",
+        ],
+    );
+    for n in 0..10 {
+        let through = if n % 2 == 0 { &a } else { &b };
+        cli_ok(
+            &through.data,
+            &url,
+            &["task", "add", "@limited", &format!("n:={n}")],
+        );
+    }
+    wait_finished(&url, 3, 30);
+    let store = store(&url);
+    // The summary waits for the window's end; give the engines a moment to fold.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let summary = loop {
+        let waiting = store.tasks(1, Some("start"), 100).expect("tasks");
+        let folded = waiting
+            .iter()
+            .map(|t| t.data["folded_count"].as_u64().unwrap_or(0))
+            .sum::<u64>();
+        if folded == 7 {
+            assert_eq!(waiting.len(), 1, "one summary: {waiting:?}");
+            break waiting[0].clone();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "folded {folded} of 7: {waiting:?}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert_eq!(counters(&store, 1).get("done").map(|c| c.0), Some(3));
+    let folded = summary.data["folded"].as_array().expect("folded");
+    assert_eq!(folded.len(), 7);
+    // Every task's data is there once: three started, seven folded.
+    let mut seen: Vec<i64> = folded.iter().filter_map(|f| f["n"].as_i64()).collect();
+    for task in store.tasks(1, Some("done"), 100).expect("tasks") {
+        seen.extend(task.data["n"].as_i64());
+    }
+    seen.sort_unstable();
+    assert_eq!(seen, (0..10).collect::<Vec<i64>>());
+}

@@ -208,3 +208,34 @@ fn run_until_idle_with_wait_runs_the_retries_due_within_it() {
     assert_eq!(code, 2, "{stderr}");
     assert_eq!(stderr, "error: --wait: goes with --until-idle\n");
 }
+
+/// docs/processes.md: a `task modify` is in the task's inbox until the engine's step
+/// merges it; from then on `task show` and other processes' `{{conv[…].ref[…]}}` read
+/// the new data. Here no engine runs between the modify and the first read, so the
+/// reader sees the old value; once an engine ran, the new one.
+#[test]
+fn a_modify_is_read_by_conv_readers_once_the_engine_merged_it() {
+    let d = DataDir::new();
+    clone(
+        &d,
+        "holder",
+        "process: holder\nparams:\n  n: { type: number }\nnodes:\n  start: { type: start, next: wait }\n  wait: { type: delay, for: 1h, next: done }\n  done: { type: final }\n",
+    );
+    clone(
+        &d,
+        "reader",
+        "process: reader\nnodes:\n  start: { type: start, next: read }\n  read: { type: set_param, set: { got: \"{{conv[@holder].ref[main].n}}\" }, next: done }\n  done: { type: final }\n",
+    );
+    d.ok(&["task", "add", "@holder", "--ref", "main", "n:=1"]);
+    d.ok(&["run", "--until-idle"]);
+    d.ok(&["task", "modify", "@holder", "main", "n:=2"]);
+    // Acknowledged, not merged yet: the committed data is still the old one.
+    assert_eq!(task(&d, "@holder", "main")["data"]["n"], 1);
+    d.ok(&["run", "--until-idle"]);
+    assert_eq!(task(&d, "@holder", "main")["data"]["n"], 2);
+    d.ok(&["task", "add", "@reader", "--ref", "r"]);
+    d.ok(&["run", "--until-idle"]);
+    let read = task(&d, "@reader", "r");
+    assert_eq!(read["status"], "done", "{read}");
+    assert_eq!(read["data"]["got"], json!(2), "the merged value: {read}");
+}

@@ -392,3 +392,110 @@ nodes:
     );
     assert!(lines.len() <= 3 + 1 + 20 + 8 + 3, "{text}");
 }
+
+/// The bytes of the files of a sled store in a data dir.
+fn sled_files_size(data: &std::path::Path) -> u64 {
+    fn walk(dir: &std::path::Path) -> u64 {
+        std::fs::read_dir(dir)
+            .map(|entries| {
+                entries
+                    .flatten()
+                    .map(|e| match e.metadata() {
+                        Ok(m) if m.is_dir() => walk(&e.path()),
+                        Ok(m) => m.len(),
+                        Err(_) => 0,
+                    })
+                    .sum()
+            })
+            .unwrap_or(0)
+    }
+    walk(&data.join("store"))
+}
+
+/// A sled store gives the space of removed tasks back while `conveyor serve` runs (a
+/// small floor and no interval between looks, so that a test-sized store qualifies):
+/// the files shrink, the engine says so in its log, and the engine goes on.
+#[test]
+fn a_running_engine_on_sled_gives_the_space_of_removed_tasks_back() {
+    use crate::http_api::{Server, call, now_secs};
+    let data = DataDir::new();
+    let file = data.path().join("p.yaml");
+    std::fs::write(
+        &file,
+        "process: short\nnodes:\n  start: { type: start, next: done }\n  done: { type: final, keep: 0 }\n",
+    )
+    .expect("write");
+    let path = file.to_str().expect("utf-8");
+    data.ok(&[
+        "--store-kind",
+        "sled",
+        "process",
+        "clone",
+        path,
+        "--alias",
+        "short",
+    ]);
+    assert!(data.path().join("store").exists(), "a sled store");
+    let key = data.json(&["api-key", "create", "tests"]);
+    let login = key["login"].as_u64().expect("login");
+    let secret = key["secret"].as_str().expect("secret").to_string();
+    let server = Server::start_with(
+        data,
+        &[
+            ("CONVEYOR_SLED_RECLAIM_FLOOR_MB", "1"),
+            ("CONVEYOR_SLED_RECLAIM_EVERY_S", "0"),
+            ("CONVEYOR_LOG", "conveyor_store=info,warn"),
+        ],
+    );
+    let body_text = "x".repeat(4_000);
+    let mut peak = 0;
+    for round in 0..40 {
+        let ops: Vec<_> = (0..100)
+            .map(|i| {
+                json!({"type": "create", "obj": "task", "obj_alias": "short",
+                            "ref": format!("t{round}-{i}"), "data": {"body": body_text}})
+            })
+            .collect();
+        let body = json!({ "ops": ops }).to_string();
+        let (status, reply) = call(&server.base, login, &secret, now_secs(), &body);
+        assert_eq!(status, 200, "{reply}");
+        peak = peak.max(sled_files_size(server.data.path()));
+    }
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    loop {
+        let size = sled_files_size(server.data.path());
+        let logged = server
+            .log
+            .lock()
+            .map(|l| l.contains("gave the space of removed tasks back"))
+            .unwrap_or(false);
+        if logged && size * 4 < peak {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "still {size} bytes of a peak of {peak} after 120 s (logged: {logged})"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // /metrics says so.
+    let metrics = reqwest::blocking::Client::new()
+        .get(format!("{}/metrics", server.base))
+        .send()
+        .expect("metrics")
+        .text()
+        .expect("text");
+    let rewrites = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("conveyor_store_rewrites_total "))
+        .and_then(|n| n.trim().parse::<u64>().ok());
+    assert!(rewrites.is_some_and(|n| n >= 1), "{metrics}");
+    assert!(metrics.contains("conveyor_store_rewrite_pause_seconds_max"));
+    // The engine goes on on the rewritten store: a new task runs, its ref is free again.
+    let body = json!({"ops": [{"type": "create", "obj": "task", "obj_alias": "short",
+                               "ref": "t0-0", "data": {}}]})
+    .to_string();
+    let (status, reply) = call(&server.base, login, &secret, now_secs(), &body);
+    assert_eq!(status, 200, "{reply}");
+    assert_eq!(reply["ops"][0]["proc"], "ok", "{reply}");
+}

@@ -256,6 +256,11 @@ pub fn run(
             Ok(now_in(store.as_ref(), short.id, "end")? == 0)
         })?;
         let removal_secs = removing.elapsed().as_secs_f64();
+        // Retention has caught up once the store has given the space back (a sled store
+        // rewrites itself in the background, at most once a `CONVEYOR_SLED_RECLAIM_EVERY_S`).
+        wait_for("the store's maintenance", || {
+            Ok(!store.maintenance_running())
+        })?;
         store.flush()?;
         let size_after = store.size_on_disk()?;
         let rss_after = sys::rss_bytes();
@@ -288,6 +293,18 @@ pub fn run(
                     "removals",
                     finished as f64 / removal_secs.max(1e-9),
                     "tasks/s",
+                ),
+                Figure::count(
+                    "store_rewrites",
+                    "store rewrites so far (sled)",
+                    store.space_given_back().map_or(0, |g| g.rewrites),
+                ),
+                Figure::millis(
+                    "longest_rewrite_pause_ms",
+                    "longest commit wait for a rewrite",
+                    store
+                        .space_given_back()
+                        .map_or(0.0, |g| g.longest_pause.as_secs_f64() * 1e3),
                 ),
                 Figure::count(
                     "token_history_kept",

@@ -242,6 +242,12 @@ pub fn cpu_split(
 /// The kind `--store sled|log` chose for this process (set once, before any store opens).
 static CHOSEN_STORE: std::sync::OnceLock<conveyor_store::StoreKind> = std::sync::OnceLock::new();
 
+fn env_u64(name: &str) -> Option<u64> {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.trim().parse::<u64>().ok())
+}
+
 /// Makes every store this process creates of `kind`, whatever CONVEYOR_STORE_KIND says.
 pub fn choose_store(kind: conveyor_store::StoreKind) {
     let _ = CHOSEN_STORE.set(kind);
@@ -269,6 +275,13 @@ pub fn store_options() -> conveyor_store::StoreOptions {
     }
     if let Some(kind) = CHOSEN_STORE.get() {
         options.kind = *kind;
+    }
+    // As `conveyor` reads them (its `--sled-reclaim-*` options).
+    if let Some(seconds) = env_u64("CONVEYOR_SLED_RECLAIM_EVERY_S") {
+        options.reclaim.interval = std::time::Duration::from_secs(seconds);
+    }
+    if let Some(mib) = env_u64("CONVEYOR_SLED_RECLAIM_FLOOR_MB") {
+        options.reclaim.floor_bytes = mib << 20;
     }
     options
 }

@@ -132,6 +132,12 @@ pub struct Reason {
 #[derive(Debug, Clone, Serialize)]
 #[serde(tag = "answer", rename_all = "snake_case")]
 pub enum Answer {
+    /// The authorize page to open, and where the code it gives goes.
+    AuthorizeLink {
+        url: String,
+        code_param: String,
+        code_lifetime_secs: Option<u64>,
+    },
     Cloned {
         id: u64,
         alias: Option<String>,

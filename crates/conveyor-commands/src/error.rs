@@ -32,6 +32,35 @@ pub enum CommandError {
     /// current one: one refusal for both, so strangers learn nothing.
     #[error("no such direct URL")]
     NoDirectUrl,
+    /// `store verify|repair|migrate|compact` on a data dir that holds no store.
+    #[error("{} holds no store", dir.display())]
+    NoStore { dir: std::path::PathBuf },
+    /// `store migrate --to postgres://…` into a database that already holds some.
+    #[error(
+        "the database at {place} already holds processes or API keys: migrate into an empty database"
+    )]
+    DatabaseNotEmpty { place: String },
+    /// `store migrate --to postgres://…` read back something else than it copied.
+    #[error(
+        "the copy in {place} differs from the store in {} ({}); it was removed, the data dir is unchanged",
+        dir.display(),
+        differences.join("; ")
+    )]
+    CopyDiffers {
+        place: String,
+        dir: std::path::PathBuf,
+        differences: Vec<String>,
+    },
+    /// The key that seals secrets could not be read, made or removed.
+    #[error(transparent)]
+    Seal(#[from] conveyor_store::SealError),
+    /// `secrets rotate-key` stopped while re-sealing (what it did so far stays sealed
+    /// under keys the record still lists).
+    #[error("re-sealing stopped; run `conveyor secrets rotate-key` again to finish")]
+    Reseal(#[source] conveyor_store::StoreError),
+    /// A process's authorize address uses a param nobody gave a value for.
+    #[error("the authorize link of process {process} uses `{param}`: give its value")]
+    AuthorizeNeeds { process: String, param: String },
     /// A stored definition could not be written as a Corezoid export.
     #[error("cannot export {process}: {source}")]
     Export {

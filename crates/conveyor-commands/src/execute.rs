@@ -204,11 +204,6 @@ fn answer(runtime: &Runtime, caller: &Caller, request: Request) -> Result<Answer
                 node: task.node,
             }
         }
-        Request::TaskUpsert {
-            process,
-            reference,
-            data,
-        } => upsert(runtime, caller, &process, reference, data)?,
         Request::AuthorizeCode {
             process,
             reference,
@@ -229,6 +224,19 @@ fn answer(runtime: &Runtime, caller: &Caller, request: Request) -> Result<Answer
             data.insert(authorize.code.clone(), Value::String(code));
             upsert(runtime, caller, &process, reference, data)?
         }
+        Request::AuthorizeLink {
+            process,
+            reference,
+            values,
+            page,
+        } => authorize_link(
+            runtime,
+            caller,
+            &process,
+            reference,
+            &values,
+            page.as_deref(),
+        )?,
         Request::TaskShow {
             process,
             task,
@@ -390,6 +398,49 @@ pub async fn wait_idle(runtime: &Runtime, wait_millis: u64) -> Result<Answer, Co
     }
     Ok(Answer::Idle {
         steps: runtime.metrics().steps() - before,
+    })
+}
+
+/// The authorize address `process` declares, filled from `values`, the task with
+/// `reference` (if it exists), the process's settings, the params' defaults.
+fn authorize_link(
+    runtime: &Runtime,
+    caller: &Caller,
+    process: &str,
+    reference: Option<String>,
+    values: &Map<String, Value>,
+    page: Option<&str>,
+) -> Result<Answer, CommandError> {
+    let loaded = resolve(runtime, caller, process)?;
+    let Some(authorize) = &loaded.process.authorize else {
+        return Err(CommandError::Usage(format!(
+            "process {process} declares no `authorize:` link, so it takes no code"
+        )));
+    };
+    let task = match reference {
+        Some(r) => runtime.store().task_by_ref(loaded.record.id, &r)?,
+        None => None,
+    };
+    let empty = Map::new();
+    let task_data = task.as_ref().map_or(&empty, |t| &t.data);
+    let sources = [values, task_data, &loaded.record.settings];
+    let url = crate::authorize::authorize_url(
+        process,
+        authorize,
+        |name| {
+            let default = loaded
+                .process
+                .params
+                .get(name)
+                .and_then(|p| p.default.as_ref());
+            crate::authorize::value_from(name, &sources, default)
+        },
+        page,
+    )?;
+    Ok(Answer::AuthorizeLink {
+        url,
+        code_param: authorize.code.clone(),
+        code_lifetime_secs: authorize.code_lifetime.map(|d| d.as_secs().max(1)),
     })
 }
 

@@ -23,6 +23,11 @@ pub fn render(answer: &Answer, as_json: bool) -> Reply {
 /// `--json`: one line of JSON per answer.
 fn to_json(answer: &Answer) -> Value {
     match answer {
+        Answer::AuthorizeLink {
+            url,
+            code_param,
+            code_lifetime_secs,
+        } => json!({"url": url, "code_param": code_param, "code_lifetime_secs": code_lifetime_secs}),
         Answer::Cloned {
             id,
             alias,
@@ -90,6 +95,7 @@ fn to_json(answer: &Answer) -> Value {
 /// The text the CLI prints.
 fn text(answer: &Answer, out: &mut Reply) {
     match answer {
+        Answer::AuthorizeLink { url, .. } => out.line(url),
         Answer::Cloned {
             id, alias, source, ..
         } => {

@@ -41,12 +41,6 @@ pub enum Request {
         reference: Option<String>,
         data: Map<String, Value>,
     },
-    /// Modify the task with this ref if it exists, else create it (`bitrix authorize`).
-    TaskUpsert {
-        process: String,
-        reference: String,
-        data: Map<String, Value>,
-    },
     /// A pasted code (or the whole redirect address) for the task with this ref of a
     /// process that declares an `authorize:` link: goes into its code param, the task
     /// modified if it exists, else created with `data` (the dashboard's code field).
@@ -56,6 +50,19 @@ pub enum Request {
         pasted: String,
         #[serde(default)]
         data: Map<String, Value>,
+    },
+    /// The authorize page's address the process declares (`authorize:`), filled from
+    /// `values`, else the task with `reference`, else the process's settings and
+    /// defaults; `page` replaces the address before its `?` (`bitrix authorize`, the
+    /// dashboard's *Get the code*).
+    AuthorizeLink {
+        process: String,
+        #[serde(default)]
+        reference: Option<String>,
+        #[serde(default)]
+        values: Map<String, Value>,
+        #[serde(default)]
+        page: Option<String>,
     },
     TaskShow {
         process: String,

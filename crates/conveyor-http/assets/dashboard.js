@@ -326,7 +326,7 @@ async function addTaskPage(processId) {
     document.getElementById("fields").hidden = jsonMode.checked;
     document.getElementById("json-label").hidden = !jsonMode.checked;
   });
-  if (auth) wireCode(form, auth, name => valueOf(form, {name}, "f-"));
+  if (auth) wireCode(form, auth, p.id, null, name => valueOf(form, {name}, "f-"));
   form.addEventListener("submit", async (event) => {
     event.preventDefault();
     const refusal = document.getElementById("refusal");
@@ -363,37 +363,27 @@ function codeField(param, auth) {
     <p class="countdown" id="countdown" aria-live="polite"></p></fieldset>`;
 }
 
-// The process's authorize address with each `{{param}}` filled (URL-encoded) by
-// `valueOf(param)`; another page, if given, replaces everything before the `?`.
-function authorizeUrl(auth, valueOf, otherPage) {
-  let missing = null;
-  let url = auth.url.replace(/\{\{\s*([A-Za-z0-9_-]+)\s*\}\}/g, (_, name) => {
-    const value = valueOf(name);
-    if (value === undefined || value === null || value === "") { missing = missing || name; return ""; }
-    return encodeURIComponent(String(value));
-  });
-  if (missing) return {missing};
-  if (otherPage) {
-    const at = url.indexOf("?");
-    const query = at >= 0 ? url.slice(at) : "";
-    const slash = at > 0 && url[at - 1] === "/" ? "/" : "";
-    url = otherPage.replace(/\/+$/, "") + slash + query;
-  }
-  return {url};
-}
-
-// *Get the code* opens the authorize page the process declares and counts the code's
-// lifetime down, when the process says how long a code lives.
-function wireCode(root, auth, valueOf) {
+// *Get the code* asks the command layer for the authorize page the process declares
+// (the same address `conveyor bitrix authorize` prints), filled from what the form
+// holds (`valueOf`), else the task `reference`, the process's settings and defaults;
+// opens it and counts the code's lifetime down, when the process says how long a code lives.
+function wireCode(root, auth, processId, reference, valueOf) {
   const button = root.querySelector("#get-code");
   const base = root.querySelector("#authorize-base");
   const countdown = root.querySelector("#countdown");
   let ticking = null;
   root.addEventListener("code-sent", () => { clearInterval(ticking); countdown.classList.remove("reason"); });
-  button.addEventListener("click", () => {
-    const other = base.value.trim();
-    const {url, missing} = authorizeUrl(auth, valueOf, other);
-    if (missing) { countdown.textContent = `Give ${missing} first.`; return; }
+  button.addEventListener("click", async () => {
+    const values = {};
+    for (const name of auth.uses) {
+      const value = valueOf(name);
+      if (value !== undefined && value !== null && value !== "") values[name] = value;
+    }
+    let url;
+    try {
+      ({url} = await post(`/ui/api/processes/${encodeURIComponent(processId)}/authorize-link`,
+        {ref: reference, values, page: base.value.trim() || null}));
+    } catch (error) { countdown.textContent = "error: " + error.message; return; }
     window.open(url, "_blank", "noopener");
     button.dataset.url = url;
     clearInterval(ticking);
@@ -442,7 +432,7 @@ function tokenPanel(p, t) {
 function wireToken(p, t) {
   const form = document.getElementById("new-code");
   const codeInput = form.querySelector(`[data-param="${CSS.escape(p.authorize.code_param)}"]`);
-  wireCode(form, p.authorize, name => t.data[name]);
+  wireCode(form, p.authorize, t.process, t.ref || String(t.id), name => undefined);
   form.addEventListener("submit", async (event) => {
     event.preventDefault();
     const refusal = form.querySelector(".refusal");

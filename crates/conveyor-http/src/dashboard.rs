@@ -642,6 +642,25 @@ pub(crate) async fn code(
     run(&state, viewer, request, to_json).await
 }
 
+/// `POST /ui/api/processes/{process}/authorize-link` `{"ref", "values", "page"}`: the
+/// authorize page the process declares, filled from `values`, else the task `ref`, the
+/// process's settings and defaults (the same address `conveyor bitrix authorize` prints).
+pub(crate) async fn authorize_link(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    Path(process): Path<String>,
+    body: Body,
+) -> Response {
+    let (viewer, body) = change!(state, headers, body);
+    let request = Request::AuthorizeLink {
+        process,
+        reference: field(&body, "ref"),
+        values: object!(body, "values"),
+        page: field(&body, "page"),
+    };
+    run(&state, viewer, request, to_json).await
+}
+
 /// `POST /ui/api/tasks/{process}/{task}/{action}`: `modify` `{"data", "force"}`,
 /// `retry` `{"data"}`, `goto` `{"node", "data"}`, `delete`.
 pub(crate) async fn task_action(

@@ -220,6 +220,10 @@ pub fn router(
         )
         .route("/ui/api/processes/{process}/code", post(dashboard::code))
         .route(
+            "/ui/api/processes/{process}/authorize-link",
+            post(dashboard::authorize_link),
+        )
+        .route(
             "/ui/api/tasks/{process}/{task}/{action}",
             post(dashboard::task_action),
         )

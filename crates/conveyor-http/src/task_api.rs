@@ -14,9 +14,9 @@ use axum::body::Body;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
+use conveyor_commands::ApiKey;
 use conveyor_commands::door::{self, OpAnswer, TaskName, TaskOp};
 use conveyor_commands::{Caller, CommandError};
-use conveyor_store::ApiKey;
 use serde_json::{Map, Value, json};
 use sha1::{Digest, Sha1};
 

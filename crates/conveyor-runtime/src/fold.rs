@@ -5,9 +5,14 @@
 //! `folded_count`. A notifier that anyone can feed (a failing token, a stranger with the
 //! direct URL) then sends a few alerts and one summary, not an SMS bill.
 //!
-//! The windows are counted in memory, by the engine that creates the tasks: a restart
-//! starts a new count (at most `max` more tasks start at once), and folding never loses a
-//! task's data that was committed.
+//! One engine counts its windows in memory: a restart starts a new count (at most `max`
+//! more tasks start at once), and folding never loses a task's data that was committed.
+//! Engines sharing a store (PostgreSQL) count each window in the store instead
+//! ([`Store::admit`](conveyor_store::Store::admit)), so the limit holds for all of them
+//! together; the summary is named there too, and tasks are folded into it through its
+//! inbox, whichever engine holds it. (If a summary is not committed yet when another
+//! engine folds into it, that task becomes a summary of its own: a window may then
+//! release two summaries, never lose a task.)
 
 use conveyor_model::RateLimit;
 use conveyor_store::{Batch, InboxMessage, Op, TaskRecord, TaskStatus, TimerKey, Wake, WakeKind};
@@ -41,10 +46,30 @@ pub(crate) enum Admit {
 }
 
 impl Runtime {
-    /// Counts a new task of `process` against its window.
-    pub(crate) fn admit(&self, process: u64, limit: RateLimit, now: i64) -> Admit {
+    /// Counts a new task of `process`, which gets the id `candidate`, against its window.
+    pub(crate) fn admit(
+        &self,
+        process: u64,
+        limit: RateLimit,
+        now: i64,
+        candidate: u64,
+    ) -> Result<Admit> {
         let per = (limit.per.as_millis() as i64).max(1);
         let index = now.div_euclid(per);
+        let release_at = index.saturating_add(1).saturating_mul(per);
+        if let Some(shared) = self.store.admit(process, index, limit.max, candidate)? {
+            return Ok(match shared.summary {
+                _ if shared.started <= u64::from(limit.max) => Admit::Start,
+                Some(summary) if summary == candidate => Admit::Summary { release_at },
+                Some(summary) => Admit::Into(summary),
+                None => Admit::Start,
+            });
+        }
+        Ok(self.admit_here(process, limit, index, release_at))
+    }
+
+    /// [`Runtime::admit`] for an engine alone on its store: counted in memory.
+    fn admit_here(&self, process: u64, limit: RateLimit, index: i64, release_at: i64) -> Admit {
         let Ok(mut windows) = self.windows.lock() else {
             return Admit::Start;
         };
@@ -62,9 +87,7 @@ impl Runtime {
         }
         match window.summary {
             Some(summary) => Admit::Into(summary),
-            None => Admit::Summary {
-                release_at: index.saturating_add(1).saturating_mul(per),
-            },
+            None => Admit::Summary { release_at },
         }
     }
 

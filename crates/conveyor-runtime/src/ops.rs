@@ -239,10 +239,11 @@ impl Runtime {
         }
         // A rate-limited process folds the tasks past its limit into one summary task.
         let mut release_at = None;
+        let task_id = self.store.next_task_id()?;
         if reference.is_none()
             && let Some(limit) = process.settings.rate_limit
         {
-            match self.admit(id, limit, now) {
+            match self.admit(id, limit, now, task_id)? {
                 crate::fold::Admit::Start => {}
                 crate::fold::Admit::Into(summary) => {
                     if let Some(target) = self.fold_into(summary, data.clone(), batch)? {
@@ -255,7 +256,7 @@ impl Runtime {
             }
         }
         let mut task = TaskRecord {
-            id: self.store.next_task_id()?,
+            id: task_id,
             process: id,
             reference: reference.map(str::to_string),
             node: process.start.clone(),

@@ -109,6 +109,30 @@ impl Runtime {
         );
         let _ = writeln!(out, "# TYPE conveyor_store_bytes gauge");
         let _ = writeln!(out, "conveyor_store_bytes {}", stats.bytes_on_disk);
+        if let Some(given) = self.store.space_given_back() {
+            let _ = writeln!(
+                out,
+                "# HELP conveyor_store_rewrites_total Rewrites of the store that gave the space of removed tasks back (sled)."
+            );
+            let _ = writeln!(out, "# TYPE conveyor_store_rewrites_total counter");
+            let _ = writeln!(out, "conveyor_store_rewrites_total {}", given.rewrites);
+            let _ = writeln!(
+                out,
+                "# HELP conveyor_store_bytes_given_back_total Bytes those rewrites gave back to the file system."
+            );
+            let _ = writeln!(out, "# TYPE conveyor_store_bytes_given_back_total counter");
+            let _ = writeln!(out, "conveyor_store_bytes_given_back_total {}", given.bytes);
+            let _ = writeln!(
+                out,
+                "# HELP conveyor_store_rewrite_pause_seconds_max The longest time commits waited for a rewrite."
+            );
+            let _ = writeln!(out, "# TYPE conveyor_store_rewrite_pause_seconds_max gauge");
+            let _ = writeln!(
+                out,
+                "conveyor_store_rewrite_pause_seconds_max {:.3}",
+                given.longest_pause.as_secs_f64()
+            );
+        }
         let _ = writeln!(
             out,
             "# HELP conveyor_process_tasks Tasks kept in the store, live (ready or waiting) or finished."

@@ -31,12 +31,12 @@ pub struct CompactReport {
 }
 
 /// Where the new store is written.
-fn staging(data: &Path) -> PathBuf {
+pub(crate) fn staging(data: &Path) -> PathBuf {
     data.join(".compact")
 }
 
 /// Where the old store waits between the two renames.
-fn old_dir(data: &Path, kind: StoreKind) -> PathBuf {
+pub(crate) fn old_dir(data: &Path, kind: StoreKind) -> PathBuf {
     data.join(format!("{}.compact-old", dir_name(kind)))
 }
 
@@ -48,7 +48,7 @@ fn dir_name(kind: StoreKind) -> String {
         .to_string()
 }
 
-const VERIFIED: &str = "VERIFIED";
+pub(crate) const VERIFIED: &str = "VERIFIED";
 
 fn io(what: String, e: std::io::Error) -> StoreError {
     StoreError::Io(format!("{what}: {e}"))
@@ -208,7 +208,7 @@ pub fn finish_interrupted(data: &Path) -> Result<()> {
 }
 
 /// Makes renames in `dir` durable (best effort: some file systems refuse it).
-fn sync_dir(dir: &Path) {
+pub(crate) fn sync_dir(dir: &Path) {
     if let Ok(handle) = std::fs::File::open(dir) {
         let _ = handle.sync_all();
     }

@@ -15,7 +15,8 @@
 //! - `records.rs`: the records kept (processes, tasks, history events, messages).
 //! - `sled_store.rs`, `log_store.rs`, `pg_store.rs`: the implementations (`pg_store/`:
 //!   its schema migrations, how a group is folded into statements, claims and leases,
-//!   LISTEN/NOTIFY).
+//!   LISTEN/NOTIFY; `sled_store/reclaim.rs`: a running sled store giving the space of
+//!   removed tasks back).
 //! - `sealed_store.rs`, `seal.rs`, `keys.rs`: secrets sealed at rest over any store.
 //! - `migrate.rs`: moving a data dir between kinds of store, comparing two stores;
 //!   `compact.rs`: rewriting a store into a new one of the same kind.
@@ -50,7 +51,7 @@ pub use migrate::{
 };
 pub use pg_store::{Change, Listener, PgOptions, PgStore, Vacuumed};
 pub use records::*;
-pub use sled_store::SledStore;
+pub use sled_store::{ReclaimPolicy, SledStore};
 
 pub use keys::{
     KeySource, SealRecord, begin_rotation, end_rotation, open_keyring, read_record, record_path,
@@ -78,6 +79,9 @@ pub struct StoreOptions {
     pub cache_bytes: u64,
     /// The implementation a new data directory gets.
     pub kind: StoreKind,
+    /// When a sled store rewrites itself to give the space of removed tasks back while
+    /// the engine runs (sled stores only; see `sled_store/reclaim.rs`).
+    pub reclaim: ReclaimPolicy,
 }
 
 impl Default for StoreOptions {
@@ -85,6 +89,7 @@ impl Default for StoreOptions {
         StoreOptions {
             cache_bytes: 48 * 1024 * 1024,
             kind: StoreKind::default(),
+            reclaim: ReclaimPolicy::default(),
         }
     }
 }
@@ -118,6 +123,26 @@ pub fn checkpoint(data: &Path, options: StoreOptions) -> Result<()> {
         StoreKind::Sled => SledStore::checkpoint(data, options),
         StoreKind::Log => Ok(()),
     }
+}
+
+/// What [`Store::space_given_back`] reports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct SpaceGivenBack {
+    /// Rewrites of the store (a sled store copying its live data into new files).
+    pub rewrites: u64,
+    /// Bytes the files shrank by, in all.
+    pub bytes: u64,
+    /// The longest time commits waited for a rewrite.
+    pub longest_pause: std::time::Duration,
+}
+
+/// What [`Store::admit`] counted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Admission {
+    /// Tasks started in the window, the new one included.
+    pub started: u64,
+    /// The window's summary task, if the count went past the limit.
+    pub summary: Option<u64>,
 }
 
 /// Errors of the store.
@@ -215,6 +240,11 @@ pub type Result<T> = std::result::Result<T, StoreError>;
 ///   a commit that changes a task whose claim another engine took over fails whole
 ///   with [`StoreError::Fenced`]. A store of one engine claims everything for it (the
 ///   defaults).
+/// - **Space.** Removed tasks and trimmed histories give their space back to the file
+///   system while the store is in use, without a read ever failing or seeing less than
+///   before: the log store by compacting its segments, [`SledStore`] by rewriting itself
+///   once most of its files are dead ([`ReclaimPolicy`]), PostgreSQL by its autovacuum.
+///   [`Store::maintenance_running`] says whether such work is under way.
 pub trait Store: Send + Sync + 'static {
     // Processes.
     fn create_process(&self, new: NewProcess) -> Result<ProcessRecord>;
@@ -291,6 +321,17 @@ pub trait Store: Send + Sync + 'static {
     }
     /// Bytes the store takes on disk.
     fn size_on_disk(&self) -> Result<u64>;
+    /// Whether the store is giving space back in the background right now (a sled store
+    /// rewriting itself), so that a measure of [`Store::size_on_disk`] waits for it.
+    fn maintenance_running(&self) -> bool {
+        false
+    }
+    /// What the store's own background work gave back since it was opened (`None`: a
+    /// store that does none it could report, such as the log store, whose compaction
+    /// is part of its commits).
+    fn space_given_back(&self) -> Option<SpaceGivenBack> {
+        None
+    }
 
     /// The next number of each counter (what the next task id, process id and API login
     /// would be), without taking one.
@@ -324,6 +365,20 @@ pub trait Store: Send + Sync + 'static {
     }
     /// The step of `task` is over: its claim may go.
     fn release(&self, _task: u64) {}
+    /// Counts a new task of a rate-limited `process` in its window number `window`, for
+    /// every engine of a shared store: how many started in the window (this one
+    /// included) and the window's summary task, which becomes `candidate` (the new
+    /// task's id) when the count is past `max` and the window has none yet. `None`: the
+    /// store has one engine, which counts by itself (the default).
+    fn admit(
+        &self,
+        _process: u64,
+        _window: i64,
+        _max: u32,
+        _candidate: u64,
+    ) -> Result<Option<Admission>> {
+        Ok(None)
+    }
     /// Calls `listener` with what other engines announce (see [`Change`]).
     fn watch(&self, _listener: Listener) {}
 }

@@ -104,8 +104,8 @@ struct Inner {
     place: String,
     /// This engine's name in `claims`.
     engine: String,
-    /// The counter slot this engine writes.
-    slot: i32,
+    /// The counter slot this engine writes (from the `counter_slots` sequence at open).
+    slot: std::sync::atomic::AtomicI32,
     /// Task ids of the block this engine took last: `next..end`.
     ids: Mutex<(u64, u64)>,
     claims: claims::Claims,
@@ -384,7 +384,7 @@ impl PgStore {
             place: place_of(&config),
             config,
             schema: options.schema.clone(),
-            slot: (nanos % SLOTS as u64) as i32,
+            slot: std::sync::atomic::AtomicI32::new((nanos % SLOTS as u64) as i32),
             engine,
             ids: Mutex::new((0, 0)),
             prefetched: Mutex::new(std::collections::HashMap::new()),
@@ -399,6 +399,7 @@ impl PgStore {
             handle,
         };
         store.run(|inner| async move { inner.migrate().await })?;
+        store.run(|inner| async move { inner.take_slot().await })?;
         store
             .handle
             .spawn(claims::keep_leases(Arc::downgrade(&store.inner)));
@@ -453,8 +454,9 @@ impl PgStore {
             client
                 .batch_execute(
                     "DROP TABLE IF EXISTS processes, api_keys, tasks, refs, timers, ready,
-                         counters, history, inbox, claims, conveyor_meta;
-                     DROP SEQUENCE IF EXISTS process_ids, logins, task_ids, claim_tokens;",
+                         counters, history, inbox, claims, rate_windows, conveyor_meta;
+                     DROP SEQUENCE IF EXISTS process_ids, logins, task_ids, claim_tokens,
+                         counter_slots;",
                 )
                 .await
                 .map_err(|e| inner.error(e))
@@ -473,6 +475,20 @@ impl Drop for PgStore {
 }
 
 impl Inner {
+    /// Takes this engine's counter slot: the next of the sequence, so engines opened one
+    /// after another write different rows (32 of them before two share one).
+    async fn take_slot(self: Arc<Self>) -> Result<()> {
+        let rows = self.query("SELECT nextval('counter_slots')", &[]).await?;
+        let Some(n) = rows.first().map(|row| row.get::<_, i64>(0)) else {
+            return Ok(());
+        };
+        self.slot.store(
+            n.rem_euclid(i64::from(SLOTS)) as i32,
+            std::sync::atomic::Ordering::Relaxed,
+        );
+        Ok(())
+    }
+
     async fn migrate(self: Arc<Self>) -> Result<()> {
         let mut client = self.client().await?;
         if let Some(schema) = &self.schema {
@@ -613,12 +629,49 @@ impl Inner {
                     }));
                 }
             }
-            write_plan(&tx, plan, self.slot)
-                .await
-                .map_err(|e| match e {
-                    Written::Db(e) => fail(e),
-                    Written::Store(e) => Retry::Fail(e),
-                })?;
+            // Existing tasks written without a claim of this engine's (no step of it
+            // reads them): claimed for this commit, refused if another engine holds one.
+            let unheld: Vec<i64> = plan
+                .written
+                .iter()
+                .filter(|t| !fences.0.contains(&(**t as i64)))
+                .map(|t| *t as i64)
+                .collect();
+            let mut for_commit: (Vec<i64>, Vec<i64>) = (Vec::new(), Vec::new());
+            if !unheld.is_empty() {
+                let rows = tx
+                    .query(claims::CLAIM_FOR_COMMIT, &[&unheld, &self.engine])
+                    .await
+                    .map_err(fail)?;
+                for row in &rows {
+                    for_commit.0.push(row.get(0));
+                    for_commit.1.push(row.get(1));
+                }
+                if for_commit.0.len() < unheld.len() {
+                    return Err(Retry::Fail(StoreError::Fenced {
+                        tasks: unheld
+                            .iter()
+                            .filter(|t| !for_commit.0.contains(t))
+                            .map(|t| *t as u64)
+                            .collect(),
+                    }));
+                }
+            }
+            write_plan(
+                &tx,
+                plan,
+                self.slot.load(std::sync::atomic::Ordering::Relaxed),
+            )
+            .await
+            .map_err(|e| match e {
+                Written::Db(e) => fail(e),
+                Written::Store(e) => Retry::Fail(e),
+            })?;
+            if !for_commit.0.is_empty() {
+                tx.execute(claims::RELEASE, &[&for_commit.0, &for_commit.1])
+                    .await
+                    .map_err(fail)?;
+            }
             if !releases.0.is_empty() {
                 tx.execute(claims::RELEASE, &[&releases.0, &releases.1])
                     .await
@@ -1049,6 +1102,51 @@ impl Store for PgStore {
                 .query("SELECT DISTINCT task FROM inbox ORDER BY task", &[])
                 .await?;
             Ok(rows.iter().map(|r| get_u64(r, 0)).collect())
+        })
+    }
+
+    fn admit(
+        &self,
+        process: u64,
+        window: i64,
+        max: u32,
+        candidate: u64,
+    ) -> Result<Option<Admission>> {
+        self.run(move |inner| async move {
+            // One statement counts the task and, past `max` in a window with no summary
+            // yet, makes `candidate` its summary: two engines cannot both make one.
+            let rows = inner
+                .query(
+                    "INSERT INTO rate_windows AS w (process, window_index, started, summary)
+                     VALUES ($1::bigint, $2::bigint, 1, CASE WHEN 1 > $3::bigint THEN $4::bigint END)
+                     ON CONFLICT (process, window_index) DO UPDATE SET
+                         started = w.started + 1,
+                         summary = CASE WHEN w.started + 1 > $3::bigint AND w.summary IS NULL
+                                        THEN $4::bigint ELSE w.summary END
+                     RETURNING started, summary",
+                    &[
+                        &(process as i64),
+                        &window,
+                        &i64::from(max),
+                        &(candidate as i64),
+                    ],
+                )
+                .await?;
+            let Some(row) = rows.first() else {
+                return Err(StoreError::Io("counting a rate-limit window returned nothing".into()));
+            };
+            let started = get_u64(row, 0);
+            let summary = row.get::<_, Option<i64>>(1).map(|s| s as u64);
+            if started == 1 {
+                // A new window: the ones before the last are not needed any more.
+                inner
+                    .query(
+                        "DELETE FROM rate_windows WHERE process = $1::bigint AND window_index < $2::bigint - 1",
+                        &[&(process as i64), &window],
+                    )
+                    .await?;
+            }
+            Ok(Some(Admission { started, summary }))
         })
     }
 

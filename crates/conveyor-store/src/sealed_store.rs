@@ -564,6 +564,24 @@ impl Store for SealedStore {
         self.inner.size_on_disk()
     }
 
+    fn maintenance_running(&self) -> bool {
+        self.inner.maintenance_running()
+    }
+
+    fn space_given_back(&self) -> Option<crate::SpaceGivenBack> {
+        self.inner.space_given_back()
+    }
+
+    fn admit(
+        &self,
+        process: u64,
+        window: i64,
+        max: u32,
+        candidate: u64,
+    ) -> Result<Option<crate::Admission>> {
+        self.inner.admit(process, window, max, candidate)
+    }
+
     fn next_ids(&self) -> Result<crate::NextIds> {
         self.inner.next_ids()
     }

@@ -30,8 +30,8 @@
 //! handed out from a block reserved in memory ([`IdBlock`]): one counter write per
 //! [`ID_BLOCK`] tasks, under the lock, instead of one sled write per task beside it.
 
-use std::path::Path;
-use std::sync::Mutex;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, RwLock};
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -54,12 +54,32 @@ struct IdBlock {
 }
 
 pub struct SledStore {
-    db: sled::Db,
-    tree: sled::Tree,
-    /// Held by every write to sled (see the module's comment).
+    inner: Arc<Inner>,
+    /// The thread that gives space back ([`reclaim`]), while one runs; joined on drop.
+    maintenance: Mutex<Option<std::thread::JoinHandle<()>>>,
+}
+
+/// What the store and its maintenance thread share.
+pub(crate) struct Inner {
+    /// The data directory (the sled files are in [`SledStore::dir_in`] it).
+    data: PathBuf,
+    options: StoreOptions,
+    /// The open sled database. Replaced whole when [`reclaim`] swaps in a rewritten copy;
+    /// `None` only if reopening after a swap failed (every call then fails).
+    generation: RwLock<Option<Arc<Generation>>>,
+    /// Held by every write to sled (see the module's comment), and by a swap throughout.
     write_lock: Mutex<()>,
     /// Task ids reserved and not handed out yet. Taken before `write_lock` when both are.
     task_ids: Mutex<IdBlock>,
+    /// When to give space back, and what was removed since it last was.
+    reclaim: reclaim::State,
+}
+
+/// One open sled database and its tree. A call holds it (an `Arc`) while it reads or
+/// writes, so a swap knows when the old one is no longer in use.
+pub(crate) struct Generation {
+    db: sled::Db,
+    tree: sled::Tree,
 }
 
 /// A sled error as ours: a full disk is told by its OS error (ENOSPC), not its text.
@@ -151,7 +171,84 @@ fn counter_from(bytes: &[u8]) -> Result<NodeCounter> {
     })
 }
 
+impl Generation {
+    /// Opens (or creates) the sled database in `dir`; `data` names it in errors.
+    fn open(dir: &Path, data: &Path, options: StoreOptions) -> Result<Generation> {
+        let db = sled::Config::new()
+            .path(dir)
+            .mode(sled::Mode::HighThroughput)
+            .cache_capacity(options.cache_bytes)
+            .open()
+            .map_err(|e| match e {
+                // sled 0.34 wraps a failed `try_lock_exclusive` in an `ErrorKind::Other`
+                // of its own whose text is the only sign of it ("could not acquire
+                // lock on …"): a foreign library's text, not one of our errors.
+                sled::Error::Io(ref io_error)
+                    if io_error.kind() == std::io::ErrorKind::WouldBlock
+                        || io_error.to_string().contains("lock") =>
+                {
+                    StoreError::Locked {
+                        path: data.display().to_string(),
+                    }
+                }
+                sled::Error::Io(ref io_error) if io_error.raw_os_error() == Some(30) => {
+                    StoreError::ReadOnly {
+                        path: data.display().to_string(),
+                    }
+                }
+                other => io(other),
+            })?;
+        let tree = db.open_tree("conveyor").map_err(io)?;
+        Ok(Generation { db, tree })
+    }
+
+    /// [`Generation::open`], waiting up to 5 s while sled's background threads of a
+    /// database just closed still hold its lock.
+    fn open_when_free(dir: &Path, data: &Path, options: StoreOptions) -> Result<Generation> {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        loop {
+            match Generation::open(dir, data, options) {
+                Err(StoreError::Locked { .. }) if std::time::Instant::now() < deadline => {
+                    std::thread::sleep(std::time::Duration::from_millis(20));
+                }
+                other => return other,
+            }
+        }
+    }
+}
+
+impl Inner {
+    /// The open database, held for the length of one call.
+    fn current(&self) -> Result<Arc<Generation>> {
+        let guard = match self.generation.read() {
+            Ok(guard) => guard,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        guard.clone().ok_or_else(|| {
+            StoreError::Io(format!(
+                "the sled store in {} could not be reopened after giving space back; restart the engine",
+                self.data.display()
+            ))
+        })
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, ()> {
+        match self.write_lock.lock() {
+            Ok(guard) => guard,
+            Err(poisoned) => poisoned.into_inner(),
+        }
+    }
+}
+
 impl SledStore {
+    fn current(&self) -> Result<Arc<Generation>> {
+        self.inner.current()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, ()> {
+        self.inner.lock()
+    }
+
     /// The directory of a sled store inside a data directory.
     pub fn dir_in(data: &Path) -> std::path::PathBuf {
         data.join("store")
@@ -198,42 +295,22 @@ impl SledStore {
                 let _ = std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o700));
             }
         }
-        let db = sled::Config::new()
-            .path(SledStore::dir_in(path))
-            .mode(sled::Mode::HighThroughput)
-            .cache_capacity(options.cache_bytes)
-            .open()
-            .map_err(|e| match e {
-                // sled 0.34 wraps a failed `try_lock_exclusive` in an `ErrorKind::Other`
-                // of its own whose text is the only sign of it ("could not acquire
-                // lock on …"): a foreign library's text, not one of our errors.
-                sled::Error::Io(ref io_error)
-                    if io_error.kind() == std::io::ErrorKind::WouldBlock
-                        || io_error.to_string().contains("lock") =>
-                {
-                    StoreError::Locked {
-                        path: path.display().to_string(),
-                    }
-                }
-                sled::Error::Io(ref io_error) if io_error.raw_os_error() == Some(30) => {
-                    StoreError::ReadOnly {
-                        path: path.display().to_string(),
-                    }
-                }
-                other => io(other),
-            })?;
-        let tree = db.open_tree("conveyor").map_err(io)?;
+        let generation = Generation::open(&SledStore::dir_in(path), path, options)?;
         let store = SledStore {
-            db,
-            tree,
-            write_lock: Mutex::new(()),
-            task_ids: Mutex::new(IdBlock::default()),
+            inner: Arc::new(Inner {
+                data: path.to_path_buf(),
+                options,
+                generation: RwLock::new(Some(Arc::new(generation))),
+                write_lock: Mutex::new(()),
+                task_ids: Mutex::new(IdBlock::default()),
+                reclaim: reclaim::State::default(),
+            }),
+            maintenance: Mutex::new(None),
         };
-        match store.tree.get(b"Xformat").map_err(io)? {
+        let tree = &store.current()?.tree;
+        match tree.get(b"Xformat").map_err(io)? {
             None => {
-                store
-                    .tree
-                    .insert(b"Xformat", &FORMAT_VERSION.to_be_bytes())
+                tree.insert(b"Xformat", &FORMAT_VERSION.to_be_bytes())
                     .map_err(io)?;
             }
             Some(bytes) => {
@@ -255,15 +332,8 @@ impl SledStore {
         Ok(store)
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, ()> {
-        match self.write_lock.lock() {
-            Ok(guard) => guard,
-            Err(poisoned) => poisoned.into_inner(),
-        }
-    }
-
     fn id_block(&self) -> std::sync::MutexGuard<'_, IdBlock> {
-        match self.task_ids.lock() {
+        match self.inner.task_ids.lock() {
             Ok(guard) => guard,
             Err(poisoned) => poisoned.into_inner(),
         }
@@ -275,7 +345,8 @@ impl SledStore {
         let mut block = self.id_block();
         if block.next < block.end {
             let _guard = self.lock();
-            self.tree
+            self.current()?
+                .tree
                 .insert(text_key(b'X', "next_task"), &(block.next - 1).to_be_bytes())
                 .map_err(io)?;
         }
@@ -284,7 +355,7 @@ impl SledStore {
     }
 
     fn get<T: DeserializeOwned>(&self, what: &str, key: &[u8]) -> Result<Option<T>> {
-        match self.tree.get(key).map_err(io)? {
+        match self.current()?.tree.get(key).map_err(io)? {
             Some(bytes) => decode(what, &bytes).map(Some),
             None => Ok(None),
         }
@@ -294,6 +365,7 @@ impl SledStore {
     fn next_number(&self, name: &str, first: u64) -> Result<u64> {
         let key = text_key(b'X', name);
         let next = self
+            .current()?
             .tree
             .update_and_fetch(key, |old| {
                 let current = old
@@ -314,7 +386,7 @@ impl SledStore {
 
     /// The number a counter in `X` handed out last (`first - 1` when none yet).
     fn last_number(&self, name: &str, first: u64) -> Result<u64> {
-        match self.tree.get(text_key(b'X', name)).map_err(io)? {
+        match self.current()?.tree.get(text_key(b'X', name)).map_err(io)? {
             Some(bytes) => u64_from(&bytes),
             None => Ok(first - 1),
         }
@@ -323,7 +395,8 @@ impl SledStore {
     /// Makes a counter in `X` hand out at least `next` next.
     fn raise_number(&self, name: &str, first: u64, next: u64) -> Result<()> {
         let last = next.saturating_sub(1).max(first - 1);
-        self.tree
+        self.current()?
+            .tree
             .update_and_fetch(text_key(b'X', name), |old| {
                 let current = old
                     .and_then(|b| <[u8; 8]>::try_from(b).ok())
@@ -336,7 +409,8 @@ impl SledStore {
     }
 
     fn put_process(&self, record: &ProcessRecord) -> Result<()> {
-        self.tree
+        self.current()?
+            .tree
             .insert(key(b'P', record.id, &[]), encode(record)?)
             .map_err(io)?;
         Ok(())
@@ -365,7 +439,7 @@ impl Store for SledStore {
         if let Some(alias) = &record.alias {
             batch.insert(text_key(b'A', alias), &id.to_be_bytes());
         }
-        self.tree.apply_batch(batch).map_err(io)?;
+        self.current()?.tree.apply_batch(batch).map_err(io)?;
         Ok(record)
     }
 
@@ -414,7 +488,8 @@ impl Store for SledStore {
             processes,
             created,
         };
-        self.tree
+        self.current()?
+            .tree
             .insert(key(b'K', login, &[]), encode(&key_record)?)
             .map_err(io)?;
         Ok(key_record)
@@ -430,7 +505,8 @@ impl Store for SledStore {
             return Ok(None);
         };
         record.secret = secret.to_string();
-        self.tree
+        self.current()?
+            .tree
             .insert(key(b'K', login, &[]), encode(&record)?)
             .map_err(io)?;
         Ok(Some(record))
@@ -440,6 +516,7 @@ impl Store for SledStore {
         let _guard = self.lock();
         // `next_login` is a counter of its own: a deleted login is never reused.
         Ok(self
+            .current()?
             .tree
             .remove(key(b'K', login, &[]))
             .map_err(io)?
@@ -447,7 +524,8 @@ impl Store for SledStore {
     }
 
     fn api_keys(&self) -> Result<Vec<ApiKey>> {
-        self.tree
+        self.current()?
+            .tree
             .scan_prefix(b"K")
             .values()
             .map(|v| decode("an API key", &v.map_err(io)?))
@@ -466,14 +544,20 @@ impl Store for SledStore {
     }
 
     fn alias(&self, alias: &str) -> Result<Option<u64>> {
-        match self.tree.get(text_key(b'A', alias)).map_err(io)? {
+        match self
+            .current()?
+            .tree
+            .get(text_key(b'A', alias))
+            .map_err(io)?
+        {
             Some(id) => u64_from(&id).map(Some),
             None => Ok(None),
         }
     }
 
     fn processes(&self) -> Result<Vec<ProcessRecord>> {
-        self.tree
+        self.current()?
+            .tree
             .scan_prefix(b"P")
             .values()
             .map(|v| decode("a process", &v.map_err(io)?))
@@ -488,7 +572,8 @@ impl Store for SledStore {
             let _guard = self.lock();
             let start = (self.last_number("next_task", 1)? + 1).max(block.end);
             let end = start + ID_BLOCK;
-            self.tree
+            self.current()?
+                .tree
                 .insert(text_key(b'X', "next_task"), &(end - 1).to_be_bytes())
                 .map_err(io)?;
             *block = IdBlock { next: start, end };
@@ -504,6 +589,7 @@ impl Store for SledStore {
 
     fn task_by_ref(&self, process: u64, reference: &str) -> Result<Option<TaskRecord>> {
         match self
+            .current()?
             .tree
             .get(key(b'R', process, reference.as_bytes()))
             .map_err(io)?
@@ -515,7 +601,12 @@ impl Store for SledStore {
 
     fn tasks(&self, process: u64, node: Option<&str>, limit: usize) -> Result<Vec<TaskRecord>> {
         let mut out = Vec::new();
-        for entry in self.tree.scan_prefix(key(b'B', process, &[])).keys() {
+        for entry in self
+            .current()?
+            .tree
+            .scan_prefix(key(b'B', process, &[]))
+            .keys()
+        {
             if out.len() >= limit {
                 break;
             }
@@ -531,7 +622,12 @@ impl Store for SledStore {
 
     fn history(&self, task: u64) -> Result<Vec<HistoryEvent>> {
         let mut events = Vec::new();
-        for value in self.tree.scan_prefix(key(b'H', task, &[])).values() {
+        for value in self
+            .current()?
+            .tree
+            .scan_prefix(key(b'H', task, &[]))
+            .values()
+        {
             let record: Vec<HistoryEvent> = decode("history events", &value.map_err(io)?)?;
             events.extend(record);
         }
@@ -539,7 +635,8 @@ impl Store for SledStore {
     }
 
     fn inbox(&self, task: u64) -> Result<Vec<(u64, InboxMessage)>> {
-        self.tree
+        self.current()?
+            .tree
             .scan_prefix(key(b'I', task, &[]))
             .map(|entry| {
                 let (k, v) = entry.map_err(io)?;
@@ -550,7 +647,7 @@ impl Store for SledStore {
 
     fn inbox_tasks(&self) -> Result<Vec<u64>> {
         let mut tasks: Vec<u64> = Vec::new();
-        for k in self.tree.scan_prefix(b"I").keys() {
+        for k in self.current()?.tree.scan_prefix(b"I").keys() {
             let id = u64_from(&k.map_err(io)?[1..9])?;
             if tasks.last() != Some(&id) {
                 tasks.push(id);
@@ -560,7 +657,8 @@ impl Store for SledStore {
     }
 
     fn counters(&self, process: u64) -> Result<Vec<(String, NodeCounter)>> {
-        self.tree
+        self.current()?
+            .tree
             .scan_prefix(key(b'C', process, &[]))
             .map(|entry| {
                 let (k, v) = entry.map_err(io)?;
@@ -573,7 +671,8 @@ impl Store for SledStore {
     }
 
     fn ready(&self) -> Result<Vec<u64>> {
-        self.tree
+        self.current()?
+            .tree
             .scan_prefix(b"Q")
             .keys()
             .map(|k| u64_from(&k.map_err(io)?[1..]))
@@ -586,12 +685,13 @@ impl Store for SledStore {
             task: u64::MAX,
         })
         .to_vec();
+        let db = self.current()?;
         let range = match after {
-            Some(after) => self.tree.range((
+            Some(after) => db.tree.range((
                 std::ops::Bound::Excluded(timer_key(after).to_vec()),
                 std::ops::Bound::Included(end),
             )),
-            None => self.tree.range(b"M".to_vec()..=end),
+            None => db.tree.range(b"M".to_vec()..=end),
         };
         range
             .keys()
@@ -601,7 +701,7 @@ impl Store for SledStore {
     }
 
     fn next_timer(&self) -> Result<Option<TimerKey>> {
-        match self.tree.scan_prefix(b"M").keys().next() {
+        match self.current()?.tree.scan_prefix(b"M").keys().next() {
             Some(k) => timer_from(&k.map_err(io)?).map(Some),
             None => Ok(None),
         }
@@ -613,6 +713,8 @@ impl Store for SledStore {
         let mut counts: Vec<(Vec<u8>, i64, u64)> = Vec::new();
         let mut refs: Vec<(Vec<u8>, u64, u64, &str)> = Vec::new();
         let mut prefixes: Vec<Vec<u8>> = Vec::new();
+        // Tasks removed and histories trimmed: what leaves space behind (`reclaim`).
+        let mut removed = 0u64;
         for op in batches.iter().flat_map(|batch| &batch.ops) {
             match op {
                 Op::PutTask(task) => writes.insert(key(b'T', task.id, &[]), encode(task)?),
@@ -643,10 +745,16 @@ impl Store for SledStore {
                     writes.insert(key(b'H', *task, &seq.to_be_bytes()), encode(events)?)
                 }
                 Op::ReplaceHistory { task, events } => {
+                    removed += 1;
                     // Only the task's own step writes its history: the records read here
                     // are all there is. Those written later in the batch win over these
                     // removals (a `sled::Batch` keeps the last change of each key).
-                    for k in self.tree.scan_prefix(key(b'H', *task, &[])).keys() {
+                    for k in self
+                        .current()?
+                        .tree
+                        .scan_prefix(key(b'H', *task, &[]))
+                        .keys()
+                    {
                         writes.remove(k.map_err(io)?);
                     }
                     writes.insert(key(b'H', *task, &0u64.to_be_bytes()), encode(events)?)
@@ -660,6 +768,7 @@ impl Store for SledStore {
                     process,
                     reference,
                 } => {
+                    removed += 1;
                     writes.remove(key(b'T', *task, &[]));
                     writes.remove(key(b'B', *process, &task.to_be_bytes()));
                     writes.remove(key(b'Q', *task, &[]));
@@ -672,6 +781,9 @@ impl Store for SledStore {
             }
         }
         let _guard = self.lock();
+        // Taken under the lock: a swap (`reclaim`) holds it too, so this is the database
+        // the batch goes into.
+        let db = self.current()?;
         // A ref may be taken already, or claimed twice within this group (two steps
         // copying tasks with the same ref): either way the whole transaction fails.
         let mut claimed: std::collections::HashMap<&[u8], u64> = std::collections::HashMap::new();
@@ -679,7 +791,7 @@ impl Store for SledStore {
             let taken_here = claimed
                 .insert(k.as_slice(), *task)
                 .is_some_and(|t| t != *task);
-            let taken_before = match self.tree.get(k).map_err(io)? {
+            let taken_before = match db.tree.get(k).map_err(io)? {
                 Some(existing) => existing.as_ref() != task.to_be_bytes(),
                 None => false,
             };
@@ -704,7 +816,7 @@ impl Store for SledStore {
                 total += counts[i].2;
                 i += 1;
             }
-            let mut counter = match self.tree.get(&k).map_err(io)? {
+            let mut counter = match db.tree.get(&k).map_err(io)? {
                 Some(bytes) => counter_from(&bytes)?,
                 None => NodeCounter::default(),
             };
@@ -713,19 +825,31 @@ impl Store for SledStore {
             writes.insert(k, &counter_value(counter));
         }
         for prefix in prefixes {
-            for k in self.tree.scan_prefix(&prefix).keys() {
+            for k in db.tree.scan_prefix(&prefix).keys() {
                 writes.remove(k.map_err(io)?);
             }
         }
-        self.tree.apply_batch(writes).map_err(io)
+        db.tree.apply_batch(writes).map_err(io)?;
+        drop(db);
+        drop(_guard);
+        self.removed(removed);
+        Ok(())
     }
 
     fn flush(&self) -> Result<()> {
-        self.db.flush().map(|_| ()).map_err(io)
+        self.current()?.db.flush().map(|_| ()).map_err(io)
     }
 
     fn size_on_disk(&self) -> Result<u64> {
-        self.db.size_on_disk().map_err(io)
+        self.current()?.db.size_on_disk().map_err(io)
+    }
+
+    fn maintenance_running(&self) -> bool {
+        self.rewriting()
+    }
+
+    fn space_given_back(&self) -> Option<SpaceGivenBack> {
+        Some(self.reclaimed())
     }
 
     fn checkpoint(&self) -> Result<()> {
@@ -763,11 +887,12 @@ impl Store for SledStore {
                 if let Some(alias) = &record.alias {
                     batch.insert(text_key(b'A', alias), &record.id.to_be_bytes());
                 }
-                self.tree.apply_batch(batch).map_err(io)?;
+                self.current()?.tree.apply_batch(batch).map_err(io)?;
                 self.raise_number("next_process", 1, record.id + 1)
             }
             Restore::ApiKey(api_key) => {
-                self.tree
+                self.current()?
+                    .tree
                     .insert(key(b'K', api_key.login, &[]), encode(&api_key)?)
                     .map_err(io)?;
                 self.raise_number("next_login", 100_001, api_key.login + 1)
@@ -782,13 +907,18 @@ impl Store for SledStore {
 }
 
 impl Drop for SledStore {
-    /// A clean close gives unused task ids back (a crash skips them, see [`ID_BLOCK`]).
+    /// A clean close gives unused task ids back (a crash skips them, see [`ID_BLOCK`]),
+    /// after a maintenance thread still running was told to stop and has.
     fn drop(&mut self) {
+        self.stop_maintenance();
         if let Err(e) = self.give_back_task_ids().and_then(|()| self.flush()) {
             tracing::warn!(error = %e, "closing the sled store: the task id counter was not written back");
         }
     }
 }
 
+mod reclaim;
 #[cfg(test)]
 mod tests;
+
+pub use reclaim::ReclaimPolicy;

@@ -7,8 +7,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use anyhow::{Context, bail};
-use conveyor_runtime::{RunMode, Runtime, Settings, SystemClock};
-use conveyor_store::{KeySource, SealedStore, StoreKind, StoreOptions};
+use conveyor_runtime::{RunMode, Runtime};
 use serde_json::json;
 
 use crate::args::{self, UsageError};
@@ -19,7 +18,7 @@ use crate::{
 };
 use conveyor_commands::execute;
 use conveyor_commands::templates;
-use conveyor_commands::{Reply, Request};
+use conveyor_commands::{KeySource, Place, Reply, Request, StoreKind, StoreOptions};
 
 /// Where `serve` listens unless told otherwise.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:7878";
@@ -103,12 +102,10 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             allow_remote,
             options,
         } => {
-            let dir = data_dir(&global)?;
-            let (runtime, _mark) = open_engine(&dir, &global, EngineKind::Serve)?;
-            let code = crate::serve::run(runtime, &dir, &listen, allow_remote, &options)?;
-            if postgres(&global)?.is_none() {
-                checkpoint(&dir, store_options(&global));
-            }
+            let place = place(&global)?;
+            let (runtime, _mark) = open_engine(&place, &global, EngineKind::Serve)?;
+            let code = crate::serve::run(runtime, &place.dir, &listen, allow_remote, &options)?;
+            checkpoint(&place);
             return Ok(code);
         }
         Command::Run { until_idle, wait } => return engine(&global, until_idle, wait),
@@ -131,15 +128,22 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             scope,
             authorize_url,
             reference,
-        }) => crate::story::authorize(crate::story::Authorize {
-            process,
-            reference,
-            portal,
-            client_id,
-            client_secret,
-            scope,
-            authorize_url,
-        })?,
+        }) => {
+            let a = crate::story::Authorize {
+                process,
+                reference,
+                portal,
+                client_id,
+                client_secret,
+                scope,
+                authorize_url,
+            };
+            return Ok(print(crate::story::authorize(
+                a,
+                global.json,
+                |request, as_json| dispatch_as(&global, request, as_json),
+            )?));
+        }
         Command::Process(command) => process_request(&global, command)?,
         Command::Task(command) => task_request(command)?,
         Command::ApiKey(ApiKeyCommand::Create { name, process }) => Request::ApiKeyCreate {
@@ -174,25 +178,26 @@ pub const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
 /// refused. Another short command holding the store is waited for too. Only a
 /// `conveyor run` (an engine without an API) is refused at once.
 fn dispatch(global: &Global, request: Request) -> anyhow::Result<Reply> {
-    let dir = data_dir(global)?;
+    dispatch_as(global, request, global.json)
+}
+
+/// [`dispatch`], rendered as JSON or not whatever `--json` says.
+fn dispatch_as(global: &Global, request: Request, as_json: bool) -> anyhow::Result<Reply> {
+    let place = place(global)?;
+    let dir = &place.dir;
     let deadline = std::time::Instant::now() + LOCK_WAIT;
     let mut pause = std::time::Duration::from_millis(10);
     loop {
-        if let Some(info) = client::read(&dir)
-            && let Some(reply) = client::send(&info, &request, global.json)?
+        if let Some(info) = client::read(dir)
+            && let Some(reply) = client::send(&info, &request, as_json)?
         {
             return Ok(reply);
         }
-        let engine = engine_running(&dir);
+        let engine = engine_running(dir);
         if engine != Some(EngineKind::Serve) {
-            match open_once(&dir, global)? {
-                Some(runtime) => return Ok(execute(&runtime, request, global.json)),
-                None if engine == Some(EngineKind::Run) => {
-                    return Err(conveyor_store::StoreError::Locked {
-                        path: dir.display().to_string(),
-                    }
-                    .into());
-                }
+            match place.open_runtime(&key_source(dir, global)?)? {
+                Some(runtime) => return Ok(execute(&runtime, request, as_json)),
+                None if engine == Some(EngineKind::Run) => return Err(place.locked().into()),
                 None => {}
             }
         }
@@ -203,10 +208,7 @@ fn dispatch(global: &Global, request: Request) -> anyhow::Result<Reply> {
                     dir.display(),
                     LOCK_WAIT.as_secs()
                 ),
-                _ => conveyor_store::StoreError::Locked {
-                    path: dir.display().to_string(),
-                }
-                .into(),
+                _ => place.locked().into(),
             });
         }
         std::thread::sleep(pause);
@@ -218,7 +220,7 @@ fn dispatch(global: &Global, request: Request) -> anyhow::Result<Reply> {
 pub fn postgres(global: &Global) -> anyhow::Result<Option<&str>> {
     match global.store.as_deref().map(str::trim) {
         None | Some("") => Ok(None),
-        Some(url) if conveyor_store::PgStore::is_url(url) => Ok(Some(url)),
+        Some(url) if conveyor_commands::is_postgres_url(url) => Ok(Some(url)),
         Some(other) => Err(UsageError(format!(
             "--store {other}: expected a PostgreSQL URL (postgres://user@host:5432/db); leave it out for the data directory's own store"
         ))
@@ -228,8 +230,8 @@ pub fn postgres(global: &Global) -> anyhow::Result<Option<&str>> {
 
 /// How an engine connects to PostgreSQL: `CONVEYOR_PG_POOL` connections at most
 /// (default 8), claims leased for `CONVEYOR_PG_LEASE_MS` (default 10 000).
-pub fn pg_options() -> anyhow::Result<conveyor_store::PgOptions> {
-    let mut options = conveyor_store::PgOptions::default();
+pub fn pg_options() -> anyhow::Result<conveyor_commands::PgOptions> {
+    let mut options = conveyor_commands::PgOptions::default();
     let number = |name: &str| -> anyhow::Result<Option<u64>> {
         match std::env::var(name) {
             Ok(v) if !v.trim().is_empty() => v
@@ -253,36 +255,19 @@ pub fn pg_options() -> anyhow::Result<conveyor_store::PgOptions> {
     Ok(options)
 }
 
-/// Opens the store: the PostgreSQL database of `--store`, else the data dir's own.
-pub fn open_store(
-    dir: &Path,
-    global: &Global,
-) -> anyhow::Result<conveyor_store::Result<Arc<dyn conveyor_store::Store>>> {
-    Ok(match postgres(global)? {
-        Some(url) => conveyor_store::PgStore::open(url, pg_options()?)
-            .map(|s| Arc::new(s) as Arc<dyn conveyor_store::Store>),
-        None => conveyor_store::open(dir, store_options(global)),
+/// Where the store is: the PostgreSQL database of `--store`, else the data dir's own.
+pub fn place(global: &Global) -> anyhow::Result<Place> {
+    Ok(Place {
+        dir: data_dir(global)?,
+        options: store_options(global),
+        postgres: match postgres(global)? {
+            Some(url) => Some(conveyor_commands::Postgres {
+                url: url.to_string(),
+                options: pg_options()?,
+            }),
+            None => None,
+        },
     })
-}
-
-/// Opens the store and a runtime on it once: `None` when the store is held.
-fn open_once(dir: &Path, global: &Global) -> anyhow::Result<Option<Arc<Runtime>>> {
-    let store = match open_store(dir, global)? {
-        Ok(store) => store,
-        Err(conveyor_store::StoreError::Locked { .. }) => return Ok(None),
-        Err(e) => return Err(e.into()),
-    };
-    let sealed = SealedStore::open(
-        dir,
-        store,
-        &key_source(dir, global)?,
-        Arc::new(conveyor_runtime::declared_secret_keys),
-    )?;
-    Ok(Some(Runtime::new(
-        Arc::new(sealed),
-        Arc::new(SystemClock),
-        Settings::default(),
-    )))
 }
 
 /// Opens the store for an engine (`serve`, `run`): refused at once when another engine
@@ -290,28 +275,23 @@ fn open_once(dir: &Path, global: &Global) -> anyhow::Result<Option<Arc<Runtime>>
 /// that start now wait for its API instead of taking the store), then the store is
 /// opened, waiting up to [`LOCK_WAIT`] for commands that hold it.
 pub fn open_engine(
-    dir: &Path,
+    place: &Place,
     global: &Global,
     kind: EngineKind,
 ) -> anyhow::Result<(Arc<Runtime>, EngineMark)> {
+    let dir = &place.dir;
     if engine_running(dir).is_some() {
-        return Err(conveyor_store::StoreError::Locked {
-            path: dir.display().to_string(),
-        }
-        .into());
+        return Err(place.locked().into());
     }
     let mark = EngineMark::new(dir, kind);
     let deadline = std::time::Instant::now() + LOCK_WAIT;
     let mut pause = std::time::Duration::from_millis(5);
     loop {
-        if let Some(runtime) = open_once(dir, global)? {
+        if let Some(runtime) = place.open_runtime(&key_source(dir, global)?)? {
             return Ok((runtime, mark));
         }
         if std::time::Instant::now() >= deadline {
-            return Err(conveyor_store::StoreError::Locked {
-                path: dir.display().to_string(),
-            }
-            .into());
+            return Err(place.locked().into());
         }
         std::thread::sleep(pause);
         pause = (pause * 2).min(std::time::Duration::from_millis(50));
@@ -488,35 +468,6 @@ pub fn data_dir(global: &Global) -> anyhow::Result<PathBuf> {
     }
 }
 
-/// Opens the store, its secret values sealed with the data dir's key (made on first use
-/// in the key directory). Another short command may hold the store for a moment: wait
-/// up to 3 s for it before giving up. An engine (`serve`, `run`) holds it for good and
-/// says so in `engine.pid`: then fail at once, with the message that names it.
-pub fn open_sealed(dir: &Path, global: &Global) -> anyhow::Result<Arc<SealedStore>> {
-    let source = key_source(dir, global)?;
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(3);
-    let mut pause = std::time::Duration::from_millis(10);
-    let store = loop {
-        match open_store(dir, global)? {
-            Ok(store) => break store,
-            Err(conveyor_store::StoreError::Locked { .. })
-                if std::time::Instant::now() < deadline && engine_running(dir).is_none() =>
-            {
-                std::thread::sleep(pause);
-                pause = (pause * 2).min(std::time::Duration::from_millis(200));
-            }
-            Err(e) => return Err(e.into()),
-        }
-    };
-    let sealed = SealedStore::open(
-        dir,
-        store,
-        &source,
-        Arc::new(conveyor_runtime::declared_secret_keys),
-    )?;
-    Ok(Arc::new(sealed))
-}
-
 /// Where the keys are: `--key-dir` / `CONVEYOR_KEY_DIR`, else the platform's config dir;
 /// and `CONVEYOR_SECRET_KEY`. The key directory may not be inside the data directory
 /// (a copy of the data dir would carry its key).
@@ -551,20 +502,25 @@ pub fn store_options(global: &Global) -> StoreOptions {
             crate::StoreKindArg::Log => StoreKind::Log,
             crate::StoreKindArg::Sled => StoreKind::Sled,
         },
+        reclaim: conveyor_commands::ReclaimPolicy {
+            enabled: !global.sled_reclaim_off,
+            floor_bytes: global.sled_reclaim_floor_mb.saturating_mul(1024 * 1024),
+            interval: std::time::Duration::from_secs(global.sled_reclaim_every_s),
+            ..conveyor_commands::ReclaimPolicy::default()
+        },
     }
 }
 
-/// After an engine stopped cleanly and closed a sled store: opens and closes it once, so
-/// the next start reads a fresh snapshot instead of replaying everything this engine
-/// wrote (see [`conveyor_store::SledStore::checkpoint`]; a log store wrote its snapshot
-/// as the engine stopped). Best effort: a failure only costs the next start time.
-pub fn checkpoint(dir: &Path, options: StoreOptions) {
-    if conveyor_store::kind_of(dir, options) != StoreKind::Sled {
+/// After an engine stopped cleanly: a sled store is opened and closed once, so the next
+/// start reads a fresh snapshot (see [`Place::checkpoint`]). Best effort: a failure only
+/// costs the next start time.
+pub fn checkpoint(place: &Place) {
+    if !place.needs_checkpoint() {
         return;
     }
     eprintln!("stopped; writing a snapshot of the store for a quick next start");
     let started = std::time::Instant::now();
-    match conveyor_store::checkpoint(dir, options) {
+    match place.checkpoint() {
         Ok(()) => tracing::info!(
             millis = started.elapsed().as_millis() as u64,
             "store checkpointed for a quick next start"
@@ -641,8 +597,9 @@ fn engine(
     if wait.is_some() && !until_idle {
         return Err(UsageError("--wait: goes with --until-idle".into()).into());
     }
-    let dir = data_dir(global)?;
-    if let Some(info) = client::read(&dir) {
+    let place = place(global)?;
+    let dir = &place.dir;
+    if let Some(info) = client::read(dir) {
         if until_idle {
             // The server's engine is running: wait until it is idle instead.
             let request = Request::WaitIdle {
@@ -659,7 +616,7 @@ fn engine(
             );
         }
     }
-    let (runtime, _mark) = open_engine(&dir, global, EngineKind::Run)?;
+    let (runtime, _mark) = open_engine(&place, global, EngineKind::Run)?;
     let tokio = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -677,8 +634,8 @@ fn engine(
     })?;
     // Every handle on the store is gone with the async runtime's tasks.
     drop(tokio);
-    if !until_idle && postgres(global)?.is_none() {
-        checkpoint(&dir, store_options(global));
+    if !until_idle {
+        checkpoint(&place);
     }
     let mut reply = Reply::default();
     if global.json {
@@ -689,12 +646,13 @@ fn engine(
     Ok(print(reply))
 }
 
-/// `conveyor secrets rotate-key`: a new key, every sealed value re-sealed with it, the
-/// old key's file removed (unless `keep_old`). Refused while a server runs this data dir:
-/// it rewrites tasks, which only their engine's steps may write while it runs.
+/// `conveyor secrets rotate-key` ([`conveyor_commands::rotate_key`]). Refused while a
+/// server runs this data dir: it rewrites every task, which only its engine's steps may
+/// write while it runs. Another short command holding the store is waited for up to 3 s;
+/// a `conveyor run` is not.
 fn rotate_key(global: &Global, keep_old: bool) -> anyhow::Result<ExitCode> {
-    let dir = data_dir(global)?;
-    if let Some(info) = client::read(&dir)
+    let place = place(global)?;
+    if let Some(info) = client::read(&place.dir)
         && client::send(&info, &Request::ApiKeyList, false)?.is_some()
     {
         bail!(
@@ -703,82 +661,16 @@ fn rotate_key(global: &Global, keep_old: bool) -> anyhow::Result<ExitCode> {
             info.address
         );
     }
-    let source = key_source(&dir, global)?;
-    let store = open_sealed(&dir, global)?;
-    let before = store.keyring();
-    // A rotation cut short left older keys in the record: finish it under its new key.
-    let resumed = !before.older().is_empty();
-    let keyring = if resumed {
-        before.as_ref().clone()
-    } else {
-        conveyor_store::begin_rotation(&dir, &source, &before)?
+    let source = key_source(&place.dir, global)?;
+    let patience = match engine_running(&place.dir) {
+        Some(_) => std::time::Duration::ZERO,
+        None => std::time::Duration::from_secs(3),
     };
-    let new_id = keyring.current().id().to_string();
-    store.set_keyring(keyring);
-    let report = store
-        .reseal(256)
-        .context("re-sealing stopped; run `conveyor secrets rotate-key` again to finish")?;
-    let dropped = conveyor_store::end_rotation(&dir, &store.keyring())?;
-    drop(store);
-    let mut removed = Vec::new();
-    if !keep_old {
-        for id in &dropped {
-            if source.remove(id)? {
-                removed.push(source.key_path(id).display().to_string());
-            }
-        }
-    }
-    let env_holds_old = source
-        .env_sealer()?
-        .is_some_and(|s| dropped.iter().any(|id| id == s.id()));
-    let mut reply = Reply::default();
-    if global.json {
-        reply.line(
-            json!({
-                "key": new_id,
-                "replaced": dropped,
-                "resumed": resumed,
-                "processes": report.processes,
-                "tasks": report.tasks,
-                "messages": report.messages,
-                "removed": removed,
-                "key_file": source.key_path(&new_id).display().to_string(),
-            })
-            .to_string(),
-        );
-    } else {
-        let what = if resumed {
-            "finished the rotation to"
-        } else {
-            "rotated to"
-        };
-        reply.line(format!(
-            "{what} key {new_id} (in {}); it replaces {}",
-            source.key_path(&new_id).display(),
-            if dropped.is_empty() {
-                "nothing".to_string()
-            } else {
-                dropped.join(", ")
-            }
-        ));
-        reply.line(format!(
-            "re-sealed {} task(s), the settings of {} process(es) and {} inbox message(s)",
-            report.tasks, report.processes, report.messages
-        ));
-        for path in &removed {
-            reply.line(format!("removed the old key file {path}"));
-        }
-        if keep_old && !dropped.is_empty() {
-            reply.line("kept the old key file(s) (--keep-old); this data dir no longer needs them");
-        }
-    }
-    if env_holds_old {
-        reply.stderr.push_str(&format!(
-            "note: CONVEYOR_SECRET_KEY holds the old key: set it to the contents of {} (then that file may go), or unset it\n",
-            source.key_path(&new_id).display()
-        ));
-    }
-    Ok(print(reply))
+    let rotated = conveyor_commands::rotate_key(&place, &source, keep_old, patience)?;
+    Ok(print(conveyor_commands::render_rotated(
+        &rotated,
+        global.json,
+    )))
 }
 
 pub async fn shutdown_signal() {

@@ -2,6 +2,17 @@
 //!
 //! Exit codes: 0 success (warnings allowed), 1 the command ran and failed or found
 //! problems (not found, refused, invalid), 2 the command line itself is wrong.
+//! It parses arguments, calls the command layer (`conveyor-commands`) and prints; it
+//! never opens the store itself.
+//!
+//! # Layout
+//! - `main.rs` — the clap commands and `main` (exit codes).
+//! - `commands.rs` — dispatch: a command here or through a running server, the engine
+//!   (`serve`, `run`), `secrets rotate-key`, where the store is (`place`).
+//! - `store.rs` — `store verify | repair | migrate | compact`, refused while an engine runs.
+//! - `story.rs` — `sandbox`, `demo`, `bitrix authorize`.
+//! - `args.rs`, `check.rs`, `client.rs`, `import.rs`, `serve.rs` — `key=value` data,
+//!   `process check`, the client of a running server, `process import`, `serve`.
 
 mod args;
 mod check;
@@ -67,6 +78,30 @@ pub struct Global {
         default_value = "sled"
     )]
     pub store_kind: StoreKindArg,
+    /// A sled store rewrites itself while the engine runs to give the space of removed
+    /// tasks back once its files are more than 4x its live data plus this many MiB
+    /// (docs/processes.md, Retention). 0 still leaves a sled store alone below 4x.
+    #[arg(
+        long,
+        global = true,
+        value_name = "MIB",
+        env = "CONVEYOR_SLED_RECLAIM_FLOOR_MB",
+        default_value_t = 64
+    )]
+    pub sled_reclaim_floor_mb: u64,
+    /// The shortest time between two looks at whether a sled store should rewrite itself.
+    #[arg(
+        long,
+        global = true,
+        value_name = "SECONDS",
+        env = "CONVEYOR_SLED_RECLAIM_EVERY_S",
+        default_value_t = 60
+    )]
+    pub sled_reclaim_every_s: u64,
+    /// Never let a sled store rewrite itself while it runs (`conveyor store compact`, with
+    /// the engine stopped, still gives its space back).
+    #[arg(long, global = true, env = "CONVEYOR_SLED_RECLAIM_OFF")]
+    pub sled_reclaim_off: bool,
     /// Keep everything in this PostgreSQL database instead of the data directory's own
     /// store (`postgres://user:password@host:5432/db`). Several engines, on several
     /// machines, share one database (docs/scaling.md); each still has a data directory
@@ -91,7 +126,7 @@ fn parse_migrate_to(text: &str) -> Result<MigrateTo, String> {
     match text {
         "log" => Ok(MigrateTo::Kind(StoreKindArg::Log)),
         "sled" => Ok(MigrateTo::Kind(StoreKindArg::Sled)),
-        url if conveyor_store::PgStore::is_url(url) => Ok(MigrateTo::Postgres(url.to_string())),
+        url if conveyor_commands::is_postgres_url(url) => Ok(MigrateTo::Postgres(url.to_string())),
         other => Err(format!(
             "`{other}`: expected `log`, `sled` or a PostgreSQL URL (postgres://user@host:5432/db)"
         )),
@@ -169,20 +204,23 @@ pub enum BitrixCommand {
     /// Print the portal's authorize URL, then take the code as soon as it is pasted and
     /// give it to the token task (created if it does not exist).
     Authorize {
-        /// The cloned Bitrix OAuth process (e.g. @bitrix).
+        /// The cloned Bitrix OAuth process (e.g. @bitrix), or any process that declares
+        /// an `authorize:` link: its address is the one opened.
         #[arg(value_name = "PROCESS")]
         process: String,
-        /// The portal name (`mycompany` for https://mycompany.bitrix24.ru).
+        /// The portal name (`mycompany` for https://mycompany.bitrix24.ru): `portal`.
         #[arg(long)]
         portal: Option<String>,
+        /// The application's id: `client_id`.
         #[arg(long)]
-        client_id: String,
+        client_id: Option<String>,
         /// Needed when the token task does not exist yet.
         #[arg(long)]
         client_secret: Option<String>,
         #[arg(long)]
         scope: Option<String>,
-        /// The authorize page, instead of https://PORTAL.bitrix24.ru/oauth/authorize.
+        /// Another authorize page than the process declares (e.g. a sandbox's): replaces
+        /// its address before the `?`, the declared query is kept.
         #[arg(long)]
         authorize_url: Option<String>,
         /// The ref of the token task.

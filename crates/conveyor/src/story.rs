@@ -4,18 +4,17 @@
 
 use std::io::BufRead as _;
 use std::process::ExitCode;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
-use conveyor_runtime::{RunMode, Runtime, Settings, SystemClock, TaskKey};
+use conveyor_runtime::{RunMode, Runtime};
 use conveyor_sandbox::{
     DEFAULT_CLIENT_ID, DEFAULT_CLIENT_SECRET, Failure, Sandbox, SandboxConfig, Service,
 };
 use serde_json::{Map, Value, json};
 
-use conveyor_commands::Request;
 use conveyor_commands::templates;
+use conveyor_commands::{Answer, Caller, Reply, Request, TaskView};
 
 /// `conveyor sandbox`: serves the local Bitrix24 and notifier servers until Ctrl-C.
 pub fn sandbox(listen: &str, config: Option<&std::path::Path>) -> anyhow::Result<ExitCode> {
@@ -68,51 +67,79 @@ pub struct Authorize {
     pub process: String,
     pub reference: String,
     pub portal: Option<String>,
-    pub client_id: String,
+    pub client_id: Option<String>,
     pub client_secret: Option<String>,
     pub scope: Option<String>,
     pub authorize_url: Option<String>,
 }
 
-pub fn authorize(a: Authorize) -> anyhow::Result<Request> {
-    let base = match (&a.authorize_url, &a.portal) {
-        (Some(url), _) => url.trim_end_matches('/').to_string(),
-        (None, Some(portal)) => format!("https://{portal}.bitrix24.ru/oauth/authorize"),
-        (None, None) => bail!("give --portal (or --authorize-url)"),
-    };
-    eprintln!("Open this address in a browser where you are logged in to the portal:\n");
-    eprintln!("  {base}/?client_id={}&response_type=code\n", a.client_id);
-    eprintln!(
-        "Then paste the code (or the whole address the browser was sent to) here; it lives 30 seconds:"
-    );
-    let mut line = String::new();
-    std::io::stdin()
-        .lock()
-        .read_line(&mut line)
-        .context("cannot read the code")?;
-    let code = conveyor_commands::code_from(&line)
-        .ok_or_else(|| crate::args::UsageError("no code in what was pasted".into()))?;
-    let mut data = Map::new();
-    data.insert("code".into(), Value::String(code));
+/// Asks the command layer for the authorize address the process declares (filled from
+/// the flags, the token task, the process's settings), prints it, reads the code (or the
+/// whole redirect address) as soon as it is pasted, and sends it to the token task
+/// through the same command as the dashboard's code field. `command` runs a request
+/// (here or through a running server), as JSON when asked.
+pub fn authorize(
+    a: Authorize,
+    as_json: bool,
+    command: impl Fn(Request, bool) -> anyhow::Result<Reply>,
+) -> anyhow::Result<Reply> {
+    let mut values = Map::new();
     for (key, value) in [
         ("portal", &a.portal),
-        ("client_id", &Some(a.client_id.clone())),
-        ("client_secret", &a.client_secret),
+        ("client_id", &a.client_id),
         ("scope", &a.scope),
     ] {
         if let Some(v) = value {
-            data.insert(key.into(), Value::String(v.clone()));
+            values.insert(key.into(), Value::String(v.clone()));
         }
     }
-    Ok(Request::TaskUpsert {
-        process: a.process,
-        reference: a.reference,
-        data,
-    })
+    let link = command(
+        Request::AuthorizeLink {
+            process: a.process.clone(),
+            reference: Some(a.reference.clone()),
+            values: values.clone(),
+            page: a.authorize_url.clone(),
+        },
+        true,
+    )?;
+    if link.code != 0 {
+        return Ok(link);
+    }
+    let link: Value = serde_json::from_str(link.stdout.trim())
+        .context("the command layer's answer to the authorize link")?;
+    let url = link["url"].as_str().unwrap_or_default();
+    eprintln!("Open this address in a browser where you are logged in to the portal:\n");
+    eprintln!("  {url}\n");
+    match link["code_lifetime_secs"].as_u64() {
+        Some(secs) => eprintln!(
+            "Then paste the code (or the whole address the browser was sent to) here; it lives {secs} seconds:"
+        ),
+        None => {
+            eprintln!("Then paste the code (or the whole address the browser was sent to) here:")
+        }
+    }
+    let mut pasted = String::new();
+    std::io::stdin()
+        .lock()
+        .read_line(&mut pasted)
+        .context("cannot read the code")?;
+    let mut data = values;
+    if let Some(secret) = a.client_secret {
+        data.insert("client_secret".into(), Value::String(secret));
+    }
+    command(
+        Request::AuthorizeCode {
+            process: a.process,
+            reference: a.reference,
+            pasted,
+            data,
+        },
+        as_json,
+    )
 }
 
 /// `conveyor demo`: the whole Bitrix story on this machine, narrated.
-pub fn demo(options: conveyor_store::StoreOptions) -> anyhow::Result<ExitCode> {
+pub fn demo(options: conveyor_commands::StoreOptions) -> anyhow::Result<ExitCode> {
     let started = Instant::now();
     let dir = tempfile::tempdir().context("cannot make a temporary data dir")?;
     let tokio = tokio::runtime::Builder::new_multi_thread()
@@ -125,12 +152,7 @@ pub fn demo(options: conveyor_store::StoreOptions) -> anyhow::Result<ExitCode> {
         say(format!("sandbox up at {url}: a local Bitrix24 (OAuth + REST) and five notifiers"));
 
         // A throwaway data dir: its secrets are sealed with a key that is never written.
-        let store = Arc::new(conveyor_store::SealedStore::new(
-            conveyor_store::open(dir.path(), options)?,
-            conveyor_store::Keyring::ephemeral(),
-            Arc::new(conveyor_runtime::declared_secret_keys),
-        ));
-        let runtime = Runtime::new(store, Arc::new(SystemClock), Settings::default());
+        let runtime = conveyor_commands::throwaway_runtime(dir.path(), options)?;
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
         let engine_runtime = runtime.clone();
         let engine = tokio::spawn(async move {
@@ -142,40 +164,49 @@ pub fn demo(options: conveyor_store::StoreOptions) -> anyhow::Result<ExitCode> {
         });
         say(format!("engine running, data in {}", dir.path().display()));
 
-        let template = |name: &str| templates::find(name).map(str::to_string).context("a shipped template");
+        // Every change goes through the command layer, as the CLI's would.
+        let command = |request: Request| conveyor_commands::run(&runtime, &demo_caller(), request);
+        let clone = |name: &str, alias: &str, settings: Value| -> anyhow::Result<Answer> {
+            let definition = templates::find(name).map(str::to_string).context("a shipped template")?;
+            Ok(command(Request::ProcessClone {
+                source: name.to_string(),
+                definition,
+                alias: Some(alias.to_string()),
+                settings: object(settings),
+            })?)
+        };
         let c = sandbox.credentials().clone();
-        runtime.clone_process(
+        clone(
             "notify_telegram",
-            &template("notify_telegram")?,
-            Some("alerts"),
-            object(json!({"bot_token": c.telegram_bot_token, "chat_id": "4242", "api_url": url})),
+            "alerts",
+            json!({"bot_token": c.telegram_bot_token, "chat_id": "4242", "api_url": url}),
         )?;
-        let bitrix = runtime.clone_process(
-            "bitrix_oauth",
-            &template("bitrix_oauth")?,
-            Some("bitrix"),
-            object(json!({ "oauth_server": url })),
-        )?;
-        runtime.clone_process("bitrix_deals", &template("bitrix_deals")?, Some("deals"), Map::new())?;
+        let bitrix = match clone("bitrix_oauth", "bitrix", json!({ "oauth_server": url }))? {
+            Answer::Cloned { id, .. } => id,
+            other => bail!("cloning bitrix_oauth answered {other:?}"),
+        };
+        clone("bitrix_deals", "deals", json!({}))?;
         say(format!(
-            "cloned bitrix_oauth as process {} (@bitrix), bitrix_deals (@deals), notify_telegram (@alerts)",
-            bitrix.id
+            "cloned bitrix_oauth as process {bitrix} (@bitrix), bitrix_deals (@deals), notify_telegram (@alerts)"
         ));
 
         // What the browser step gives a person: a code, valid 30 seconds.
         let issued = sandbox.issue_code(DEFAULT_CLIENT_ID)?;
         say("the sandbox portal issued an authorization code (it lives 30 s)".into());
 
-        let token = runtime.add_task(
-            "@bitrix",
-            Some("token"),
-            object(json!({
+        let token = match command(Request::TaskAdd {
+            process: "@bitrix".into(),
+            reference: Some("token".into()),
+            data: object(json!({
                 "portal": "sandbox", "client_id": DEFAULT_CLIENT_ID, "client_secret": DEFAULT_CLIENT_SECRET,
                 "scope": "crm", "code": issued.code,
                 "refresh_every": "4s", "notify_process": "@alerts",
             })),
-        )?;
-        say(format!("added task {} with ref `token` (refresh_every=4s for the demo)", token.id));
+        })? {
+            Answer::TaskAdded { id, .. } => id,
+            other => bail!("adding the token task answered {other:?}"),
+        };
+        say(format!("added task {token} with ref `token` (refresh_every=4s for the demo)"));
 
         let first = wait_for(&runtime, "@bitrix", "token", |t| t.node == "wait_refresh").await?;
         say(format!(
@@ -192,7 +223,11 @@ pub fn demo(options: conveyor_store::StoreOptions) -> anyhow::Result<ExitCode> {
             masked(&refreshed.data, "access_token")
         ));
 
-        runtime.add_task("@deals", Some("report"), Map::new())?;
+        command(Request::TaskAdd {
+            process: "@deals".into(),
+            reference: Some("report".into()),
+            data: Map::new(),
+        })?;
         let report = wait_for(&runtime, "@deals", "report", |t| t.node == "done" || t.node == "failed").await?;
         say(format!(
             "the consumer read the token from the other process and called crm.deal.list: {} deals",
@@ -215,7 +250,12 @@ pub fn demo(options: conveyor_store::StoreOptions) -> anyhow::Result<ExitCode> {
         }
 
         let again = sandbox.issue_code(DEFAULT_CLIENT_ID)?;
-        runtime.modify_task("@bitrix", &TaskKey("token".into()), object(json!({"code": again.code})), "demo")?;
+        command(Request::TaskModify {
+            process: "@bitrix".into(),
+            task: "token".into(),
+            data: object(json!({"code": again.code})),
+            force: false,
+        })?;
         say("the author gave a new code (`conveyor task modify @bitrix token code=…`)".into());
         let recovered = wait_for(&runtime, "@bitrix", "token", |t| t.node == "wait_refresh").await?;
         say(format!("recovered: access_token {} again, refreshing every 4 s", masked(&recovered.data, "access_token")));
@@ -228,15 +268,31 @@ pub fn demo(options: conveyor_store::StoreOptions) -> anyhow::Result<ExitCode> {
     })
 }
 
+/// The demo's changes are recorded in history as `demo`'s.
+fn demo_caller() -> Caller {
+    Caller {
+        source: "demo".into(),
+        ..Caller::cli()
+    }
+}
+
 async fn wait_for(
     runtime: &Runtime,
     process: &str,
     reference: &str,
-    done: impl Fn(&conveyor_store::TaskRecord) -> bool,
-) -> anyhow::Result<conveyor_store::TaskRecord> {
+    done: impl Fn(&TaskView) -> bool,
+) -> anyhow::Result<TaskView> {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        let (_, task) = runtime.find_task(process, &TaskKey(reference.into()))?;
+        let show = Request::TaskShow {
+            process: process.into(),
+            task: reference.into(),
+            reveal: true,
+        };
+        let task = match conveyor_commands::run(runtime, &demo_caller(), show)? {
+            Answer::Task(task) => *task,
+            other => bail!("showing task {reference} of {process} answered {other:?}"),
+        };
         if done(&task) {
             return Ok(task);
         }

@@ -85,6 +85,19 @@ pub(super) const FENCE: &str = "WITH held AS (
     FROM held WHERE c.task = held.task
     RETURNING c.task";
 
+/// Claims for the length of one commit the existing tasks it writes that this engine
+/// holds no claim on: a task another engine holds (a live lease) is not returned, and
+/// the commit is refused; a claimer that comes meanwhile waits for the commit (the
+/// rows are this transaction's until it ends) and then reads what it wrote. The commit
+/// deletes these claims again before it ends ([`RELEASE`]).
+pub(super) const CLAIM_FOR_COMMIT: &str = "INSERT INTO claims (task, engine, token, until)
+    SELECT t, $2, (SELECT nextval('claim_tokens')), now() + interval '1 minute'
+    FROM unnest($1::bigint[]) t
+    ORDER BY t
+    ON CONFLICT (task) DO UPDATE
+        SET engine = EXCLUDED.engine, until = EXCLUDED.until, token = EXCLUDED.token
+        WHERE claims.until < now()
+    RETURNING task, token";
 /// Deletes the claims given back, (task, token) pairs: only those still carrying the
 /// token (a newer claim of the same task stays).
 pub(super) const RELEASE: &str = "WITH gone AS (

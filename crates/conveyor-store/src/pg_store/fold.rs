@@ -34,6 +34,9 @@ pub(super) struct Plan {
     pub inbox_ins: (Vec<i64>, Vec<i64>, Vec<String>),
     /// Tasks whose record or scheduling this commit changes (checked against claims).
     pub touched: BTreeSet<u64>,
+    /// Existing tasks whose record this commit writes or deletes (created ones left
+    /// out): those the engine holds no claim on are claimed for the commit itself.
+    pub written: BTreeSet<u64>,
     /// Something another engine may have to work on: a ready mark, a timer, a message.
     pub wakes: bool,
 }
@@ -90,6 +93,8 @@ fn id(n: u64) -> i64 {
 pub(super) fn fold(batches: &[Batch]) -> Result<Plan> {
     let mut tasks: BTreeMap<u64, TaskState> = BTreeMap::new();
     let mut listed: BTreeSet<u64> = BTreeSet::new();
+    // Tasks this group creates (listed in their process): nobody can hold them yet.
+    let mut created: BTreeSet<u64> = BTreeSet::new();
     let mut ref_del: BTreeSet<(u64, &str, u64)> = BTreeSet::new();
     let mut ref_ins: BTreeMap<(u64, &str), u64> = BTreeMap::new();
     let mut timers: BTreeMap<TimerKey, bool> = BTreeMap::new();
@@ -102,10 +107,12 @@ pub(super) fn fold(batches: &[Batch]) -> Result<Plan> {
         match op {
             Op::PutTask(task) => {
                 plan.touched.insert(task.id);
+                plan.written.insert(task.id);
                 tasks.insert(task.id, TaskState::Put(task));
             }
             Op::IndexTask { task, .. } => {
                 listed.insert(*task);
+                created.insert(*task);
             }
             Op::InsertRef {
                 process,
@@ -173,6 +180,7 @@ pub(super) fn fold(batches: &[Batch]) -> Result<Plan> {
                 reference,
             } => {
                 plan.touched.insert(*task);
+                plan.written.insert(*task);
                 tasks.insert(*task, TaskState::Deleted);
                 listed.remove(task);
                 ready.insert(*task, false);
@@ -207,6 +215,7 @@ pub(super) fn fold(batches: &[Batch]) -> Result<Plan> {
         }
     }
     plan.listed_only = listed.into_iter().map(id).collect();
+    plan.written.retain(|task| !created.contains(task));
     for (process, reference, task) in ref_del {
         plan.ref_del.0.push(id(process));
         plan.ref_del.1.push(reference.to_string());

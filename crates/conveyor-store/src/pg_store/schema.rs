@@ -10,7 +10,7 @@
 
 /// The migrations; version `n` is `MIGRATIONS[n - 1]`. Append only: a released
 /// migration is never changed.
-pub(super) const MIGRATIONS: &[&str] = &[V1];
+pub(super) const MIGRATIONS: &[&str] = &[V1, V2];
 
 /// The version this conveyor writes.
 pub(super) fn latest() -> u32 {
@@ -100,4 +100,20 @@ CREATE TABLE claims (
 );
 CREATE INDEX claims_by_engine ON claims (engine);
 CREATE SEQUENCE claim_tokens;
+"#;
+
+/// Version 2: what engines kept each for itself and now share.
+const V2: &str = r#"
+-- Rate-limit windows of processes (`settings.rate_limit`), counted for every engine:
+-- one row per process and window, the tasks started in it and its summary task.
+CREATE TABLE rate_windows (
+    process bigint NOT NULL,
+    window_index bigint NOT NULL,
+    started bigint NOT NULL,
+    summary bigint,
+    PRIMARY KEY (process, window_index)
+);
+-- Each engine takes its counter slot from here when it opens the store: up to 32
+-- engines never share one (before, a slot was drawn at random and two could collide).
+CREATE SEQUENCE counter_slots START 0 MINVALUE 0;
 "#;

@@ -219,3 +219,146 @@ fn counters_are_spread_over_slots_and_add_up() {
         vec![("a".to_string(), NodeCounter { now: 4, total: 10 })]
     );
 }
+
+/// Engines opened one after another write different counter slots (from the
+/// `counter_slots` sequence), so no two share a row of a node's counter.
+#[test]
+fn engines_take_different_counter_slots() {
+    let Some((url, _)) = database("counter_slots") else {
+        return;
+    };
+    let engines: Vec<PgStore> = (0..4).map(|_| engine(&url, 10_000)).collect();
+    let mut slots: Vec<i32> = engines
+        .iter()
+        .map(|e| e.inner.slot.load(std::sync::atomic::Ordering::Relaxed))
+        .collect();
+    slots.sort_unstable();
+    slots.dedup();
+    assert_eq!(slots.len(), 4, "slots shared: {slots:?}");
+}
+
+/// A rate-limit window is counted for every engine: the count goes on whichever engine
+/// asks, the first task past `max` becomes the window's summary and every later one
+/// learns of that one; a new window starts again at 1 and the old ones are dropped.
+#[test]
+fn a_rate_limit_window_is_counted_across_engines() {
+    let Some((url, server)) = database("rate_windows") else {
+        return;
+    };
+    let (a, b) = (engine(&url, 10_000), engine(&url, 10_000));
+    let admit = |store: &PgStore, window: i64, candidate: u64| {
+        store
+            .admit(7, window, 3, candidate)
+            .unwrap()
+            .expect("a shared store counts")
+    };
+    assert_eq!(
+        admit(&a, 100, 1),
+        Admission {
+            started: 1,
+            summary: None
+        }
+    );
+    assert_eq!(
+        admit(&b, 100, 2),
+        Admission {
+            started: 2,
+            summary: None
+        }
+    );
+    assert_eq!(
+        admit(&a, 100, 3),
+        Admission {
+            started: 3,
+            summary: None
+        }
+    );
+    assert_eq!(
+        admit(&b, 100, 4),
+        Admission {
+            started: 4,
+            summary: Some(4)
+        }
+    );
+    assert_eq!(
+        admit(&a, 100, 5),
+        Admission {
+            started: 5,
+            summary: Some(4)
+        }
+    );
+    // Another process has windows of its own.
+    assert_eq!(a.admit(8, 100, 3, 6).unwrap().map(|x| x.started), Some(1));
+    // Two windows on, the count starts again and the old windows go.
+    assert_eq!(
+        admit(&b, 102, 7),
+        Admission {
+            started: 1,
+            summary: None
+        }
+    );
+    psql(
+        server,
+        &url,
+        "DO $$ BEGIN IF (SELECT count(*) FROM rate_windows WHERE process = 7) <> 1 \
+         THEN RAISE EXCEPTION 'old windows kept'; END IF; END $$",
+    );
+}
+
+/// A commit that writes an existing task its engine holds no claim on claims it for the
+/// commit itself: refused while another engine holds the task, accepted once that engine
+/// let it go, and it leaves no claim behind. (A step always holds its task; this guards
+/// every other writer.)
+#[test]
+fn a_write_to_a_task_another_engine_holds_is_refused() {
+    let Some((url, server)) = database("unheld_writes") else {
+        return;
+    };
+    let (a, b) = (engine(&url, 60_000), engine(&url, 60_000));
+    let id = a.next_task_id().unwrap();
+    let mut create = Batch::default();
+    create.push(Op::PutTask(Box::new(crate::conformance::task(id, "n"))));
+    create.push(Op::IndexTask {
+        process: 1,
+        task: id,
+    });
+    // A create needs no claim.
+    b.commit(&create).unwrap();
+    assert_eq!(a.claim(&[id]).unwrap(), vec![id]);
+    let mut write = Batch::default();
+    write.push(Op::PutTask(Box::new(crate::conformance::task(id, "by_b"))));
+    match b.commit(&write) {
+        Err(StoreError::Fenced { tasks }) => assert_eq!(tasks, vec![id]),
+        other => panic!("B wrote a task A holds: {other:?}"),
+    }
+    assert_eq!(a.task(id).unwrap().unwrap().node, "n");
+    let mut delete = Batch::default();
+    delete.push(Op::DeleteTask {
+        task: id,
+        process: 1,
+        reference: None,
+    });
+    assert!(matches!(b.commit(&delete), Err(StoreError::Fenced { .. })));
+    // A lets it go (its release rides on its next commit); then B's write goes in.
+    a.release(id);
+    a.commit(&Batch::default()).unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        match b.commit(&write) {
+            Ok(()) => break,
+            Err(StoreError::Fenced { .. }) if std::time::Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(20))
+            }
+            other => panic!("B's write after A let go: {other:?}"),
+        }
+    }
+    assert_eq!(a.task(id).unwrap().unwrap().node, "by_b");
+    psql(
+        server,
+        &url,
+        &format!(
+            "DO $$ BEGIN IF EXISTS (SELECT 1 FROM claims WHERE task = {id}) \
+             THEN RAISE EXCEPTION 'a claim was left behind'; END IF; END $$"
+        ),
+    );
+}

@@ -1,3 +1,5 @@
+use std::sync::Arc;
+
 use super::*;
 use crate::test_support::{check_timer_order, new_process, task};
 
@@ -82,6 +84,8 @@ fn a_newer_format_is_refused() {
     {
         let store = SledStore::open(dir.path()).unwrap();
         store
+            .current()
+            .unwrap()
             .tree
             .insert(b"Xformat", &(FORMAT_VERSION + 1).to_be_bytes())
             .unwrap();
@@ -311,4 +315,160 @@ fn ids_taken_beside_commits_on_other_threads_all_finish_and_never_repeat() {
             }
         )]
     );
+}
+
+/// Fills a sled store with `n` tasks of 2 KB (each with a ref and a timer) in the
+/// running store `store`, then removes all but every tenth. Returns the process id.
+fn fill_and_remove(store: &SledStore, n: u64) -> u64 {
+    let process = store.create_process(new_process(Some("p"))).unwrap().id;
+    let body = "x".repeat(2_000);
+    for chunk in 0..n / 100 {
+        let mut batch = Batch::default();
+        for i in 0..100 {
+            let id = store.next_task_id().unwrap();
+            let mut record = task(id, process, "wait");
+            record.data.insert("body".into(), body.clone().into());
+            record.reference = Some(format!("r{}", chunk * 100 + i));
+            batch.push(Op::InsertRef {
+                process,
+                reference: format!("r{}", chunk * 100 + i),
+                task: id,
+            });
+            batch.push(Op::PutTask(Box::new(record)));
+            batch.push(Op::IndexTask { process, task: id });
+        }
+        store.commit(&batch).unwrap();
+    }
+    let mut batch = Batch::default();
+    for id in 1..=n {
+        if id % 10 != 0 {
+            batch.push(Op::DeleteTask {
+                task: id,
+                process,
+                reference: Some(format!("r{}", id - 1)),
+            });
+        }
+        if batch.ops.len() >= 500 {
+            store.commit(&std::mem::take(&mut batch)).unwrap();
+        }
+    }
+    store.commit(&batch).unwrap();
+    process
+}
+
+fn reclaiming(floor_bytes: u64, ratio: u64) -> StoreOptions {
+    StoreOptions {
+        reclaim: ReclaimPolicy {
+            enabled: true,
+            floor_bytes,
+            ratio,
+            min_removed: 1_000,
+            interval: std::time::Duration::ZERO,
+        },
+        ..StoreOptions::default()
+    }
+}
+
+/// The store gives the space of removed tasks back by itself while it is in use: reads
+/// made all along never fail nor miss a kept task, and everything kept is still there,
+/// also after a reopen.
+#[test]
+fn a_running_sled_store_gives_the_space_of_removed_tasks_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(SledStore::open_with(dir.path(), reclaiming(4 << 20, 2)).unwrap());
+    // A reader that looks at a kept task all the time, across the swap.
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let reader = {
+        let (store, stop) = (store.clone(), stop.clone());
+        std::thread::spawn(move || {
+            let mut reads = 0u64;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                if let Some(task) = store.task(10).unwrap() {
+                    assert_eq!(task.reference.as_deref(), Some("r9"));
+                    reads += 1;
+                }
+            }
+            reads
+        })
+    };
+    let process = fill_and_remove(&store, 20_000);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    while store.reclaimed().rewrites == 0 || store.maintenance_running() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no rewrite within 120 s"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    assert!(reader.join().unwrap() > 0);
+    let done = store.reclaimed();
+    let (rewrites, given_back) = (done.rewrites, done.bytes);
+    let size = store.size_on_disk().unwrap();
+    assert!(rewrites >= 1);
+    assert!(done.longest_pause > std::time::Duration::ZERO);
+    assert!(
+        given_back > 4 * size,
+        "gave back {given_back} bytes, {size} left"
+    );
+    // Everything kept is there and the store goes on: reads, refs, new ids, commits.
+    let kept: Vec<TaskRecord> = store.tasks(process, None, 10_000).unwrap();
+    assert_eq!(kept.len(), 2_000);
+    assert!(kept.iter().all(|t| t.id % 10 == 0));
+    assert_eq!(store.task_by_ref(process, "r19").unwrap().unwrap().id, 20);
+    assert!(store.task_by_ref(process, "r18").unwrap().is_none());
+    let next = store.next_task_id().unwrap();
+    assert!(next > 20_000);
+    let mut batch = Batch::default();
+    batch.push(Op::PutTask(Box::new(task(next, process, "after"))));
+    batch.push(Op::IndexTask {
+        process,
+        task: next,
+    });
+    store.commit(&batch).unwrap();
+    // No copy or old store left beside it, and a reopen finds the same.
+    drop(store);
+    assert!(!dir.path().join(".compact").exists());
+    assert!(!dir.path().join("store.compact-old").exists());
+    let store = crate::test_support::reopen_sled(dir.path());
+    assert_eq!(store.tasks(process, None, 10_000).unwrap().len(), 2_001);
+    assert_eq!(store.task(next).unwrap().unwrap().node, "after");
+}
+
+/// Below the floor, or with most of the file live, the store is left as it is.
+#[test]
+fn a_sled_store_is_not_rewritten_when_it_is_not_worth_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SledStore::open_with(dir.path(), reclaiming(1 << 40, 4)).unwrap();
+    fill_and_remove(&store, 2_000);
+    assert_eq!(store.reclaim_now().unwrap(), None);
+    let dir = tempfile::tempdir().unwrap();
+    let store = SledStore::open_with(dir.path(), reclaiming(0, 4)).unwrap();
+    let process = store.create_process(new_process(Some("p"))).unwrap().id;
+    let mut batch = Batch::default();
+    for id in 1..=2_000 {
+        batch.push(Op::PutTask(Box::new(task(id, process, "wait"))));
+    }
+    store.commit(&batch).unwrap();
+    store.flush().unwrap();
+    assert_eq!(store.reclaim_now().unwrap(), None);
+    assert_eq!(store.reclaimed(), SpaceGivenBack::default());
+}
+
+/// A store dropped while it rewrites itself closes whole: the rewrite is abandoned and
+/// the next open finds every task.
+#[test]
+fn a_sled_store_closed_during_a_rewrite_keeps_everything() {
+    let dir = tempfile::tempdir().unwrap();
+    let options = reclaiming(1 << 20, 2);
+    let process = {
+        let store = SledStore::open_with(dir.path(), options).unwrap();
+        fill_and_remove(&store, 10_000)
+        // Dropped at once, likely while the thread measures or copies.
+    };
+    let store = crate::test_support::reopen_sled(dir.path());
+    assert_eq!(store.tasks(process, None, 10_000).unwrap().len(), 1_000);
+    // An abandoned rewrite removes its copy; a finished one left nothing aside.
+    assert!(!dir.path().join(".compact").exists());
+    assert!(!dir.path().join("store.compact-old").exists());
 }
