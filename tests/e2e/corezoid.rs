@@ -608,3 +608,335 @@ fn the_envelope_sample_imports_checks_and_waits_in_its_timer() {
         task["wake_at"].as_i64().unwrap_or_default() - task["changed"].as_i64().unwrap_or_default();
     assert!((29_000..=31_000).contains(&wake), "{task}");
 }
+
+#[test]
+fn a_sum_read_by_node_id_sees_every_addition_at_run_time() {
+    let d = DataDir::new();
+    // Corezoid reads a Sum node's total as `{{node[ID].SumID}}`; the import points it at
+    // the holder task that keeps the sums.
+    let export = d.path().join("tally.json");
+    std::fs::write(
+        &export,
+        r#"{"obj_type": 1, "obj_id": 90, "title": "Tally", "scheme": {"nodes": [
+          {"id": "s", "obj_type": 1, "condition": {"logics": [{"type": "go", "to_node_id": "5f00aa"}]}},
+          {"id": "5f00aa", "obj_type": 0, "title": "Count", "condition": {"logics": [
+            {"type": "api_sum", "extra": [{"id": "S1", "name": "hits", "value": "1"}, {"id": "S2", "name": "amount", "value": "{{n}}"}]},
+            {"type": "go", "to_node_id": "5f00ab"}]}},
+          {"id": "5f00ab", "obj_type": 0, "title": "Hold", "condition": {"logics": [
+            {"type": "api_callback"}, {"type": "go", "to_node_id": "5f00bb"}]}},
+          {"id": "5f00bb", "obj_type": 0, "title": "Read", "condition": {"logics": [
+            {"type": "set_param", "extra": {"hits": "{{node[5f00aa].S1}}", "amount": "{{node[5f00aa].amount}}", "held": "{{node[5f00ab].count}}"},
+             "extra_type": {"hits": "number", "amount": "number", "held": "number"}, "err_node_id": "5f00ee"},
+            {"type": "go", "to_node_id": "5f00cc"}]}},
+          {"id": "5f00cc", "obj_type": 2, "title": "End", "condition": {"logics": []}},
+          {"id": "5f00ee", "obj_type": 2, "title": "Failed", "extra": "{\"icon\":\"error\"}", "condition": {"logics": []}}
+        ]}}"#,
+    )
+    .unwrap();
+    d.ok(&["process", "import", &export.to_string_lossy(), "--clone"]);
+    d.ok(&["task", "add", "@tally", "--ref", "a", "n=5"]);
+    d.ok(&["task", "add", "@tally", "--ref", "b", "n=7"]);
+    d.ok(&["run", "--until-idle"]);
+    // Both wait in Hold; the holder has both additions.
+    d.ok(&["task", "modify", "@tally", "a", "go=1"]);
+    d.ok(&["run", "--until-idle"]);
+    let a = d.json(&["task", "show", "@tally", "a"]);
+    assert_eq!(a["node"], "end", "{a}");
+    assert_eq!(a["data"]["hits"], 2, "{a}");
+    assert_eq!(a["data"]["amount"], 12, "{a}");
+    // The count is read by the imported node name, as of the start of the step that
+    // reads it (`a` was still held then, beside `b`).
+    assert_eq!(a["data"]["held"], 2, "{a}");
+    d.ok(&["task", "modify", "@tally", "b", "go=1"]);
+    d.ok(&["run", "--until-idle"]);
+    let b = d.json(&["task", "show", "@tally", "b"]);
+    assert_eq!(b["node"], "end", "{b}");
+    assert_eq!(b["data"]["hits"], 2, "{b}");
+    assert_eq!(b["data"]["held"], 1, "{b}");
+}
+
+#[test]
+fn an_api_call_in_corezoid_format_wraps_its_params_and_takes_res_data() {
+    use axum::routing::post;
+    let seen: std::sync::Arc<std::sync::Mutex<Vec<serde_json::Value>>> = Default::default();
+    let log = seen.clone();
+    // A service that speaks Corezoid's own format: it answers `ops[0].data.amount`
+    // doubled, and refuses an amount of 0 with a `proc` that is not `ok`.
+    let router = axum::Router::new().route(
+        "/corezoid",
+        post(move |body: axum::Json<serde_json::Value>| {
+            let log = log.clone();
+            async move {
+                log.lock().unwrap().push(body.0.clone());
+                let amount = body.0["ops"][0]["data"]["amount"]
+                    .as_str()
+                    .and_then(|a| a.parse::<i64>().ok())
+                    .unwrap_or(0);
+                axum::Json(match amount {
+                    0 => serde_json::json!({"request_proc": "ok", "ops": [{"proc": "error", "description": "no amount"}]}),
+                    -1 => serde_json::json!({"request_proc": "ok", "ops": []}),
+                    _ => serde_json::json!({"request_proc": "ok", "ops": [{"proc": "ok", "res_data": {"doubled": amount * 2}}]}),
+                })
+            }
+        }),
+    );
+    let address = crate::support::http_server(router);
+    let d = DataDir::new();
+    let export = d.path().join("cz.json");
+    std::fs::write(
+        &export,
+        serde_json::json!({"obj_type": 1, "obj_id": 40, "title": "Legacy", "scheme": {"nodes": [
+          {"id": "s", "obj_type": 1, "condition": {"logics": [{"type": "go", "to_node_id": "a"}]}},
+          {"id": "a", "obj_type": 0, "title": "Ask", "condition": {"logics": [
+            {"type": "api", "format": "corezoid", "method": "POST", "url": format!("http://{address}/corezoid"),
+             "extra": {"amount": "{{amount}}"}, "extra_type": {"amount": "string"}, "err_node_id": "f"},
+            {"type": "go", "to_node_id": "e"}]}},
+          {"id": "e", "obj_type": 2, "title": "End", "condition": {"logics": []}},
+          {"id": "f", "obj_type": 2, "title": "Failed", "extra": "{\"icon\":\"error\"}", "condition": {"logics": []}}
+        ]}})
+        .to_string(),
+    )
+    .unwrap();
+    // Mapped, not listed: no --allow-partial.
+    d.ok(&["process", "import", &export.to_string_lossy(), "--clone"]);
+    d.ok(&["task", "add", "@legacy", "--ref", "ok", "amount=21"]);
+    d.ok(&["task", "add", "@legacy", "--ref", "refused", "amount=0"]);
+    d.ok(&["task", "add", "@legacy", "--ref", "empty", "amount=-1"]);
+    d.ok(&["run", "--until-idle"]);
+    let ok = d.json(&["task", "show", "@legacy", "ok"]);
+    assert_eq!(ok["node"], "end", "{ok}");
+    assert_eq!(ok["data"]["doubled"], 42, "{ok}");
+    assert!(
+        ok["data"].get("request_proc").is_none(),
+        "only res_data: {ok}"
+    );
+    let refused = d.json(&["task", "show", "@legacy", "refused"]);
+    assert_eq!(refused["node"], "failed", "{refused}");
+    assert_eq!(
+        refused["data"]["__conveyor_api_return_type_tag__"], "api_bad_answer",
+        "{refused}"
+    );
+    assert!(
+        refused["data"]["__conveyor_api_return_description__"]
+            .as_str()
+            .unwrap_or("")
+            .contains("no amount"),
+        "{refused}"
+    );
+    let empty = d.json(&["task", "show", "@legacy", "empty"]);
+    assert_eq!(
+        empty["data"]["__conveyor_api_return_type_tag__"], "api_no_ops",
+        "{empty}"
+    );
+    // What was sent: one op of type data naming the task, its process and node.
+    let sent = seen.lock().unwrap().clone();
+    assert_eq!(sent.len(), 3, "{sent:?}");
+    let op = sent
+        .iter()
+        .map(|b| &b["ops"][0])
+        .find(|op| op["ref"] == "ok")
+        .expect("the op of task `ok`");
+    assert_eq!(op["type"], "data", "{op}");
+    assert_eq!(op["data"], serde_json::json!({"amount": "21"}), "{op}");
+    assert_eq!(op["node_id"], "ask", "{op}");
+    assert!(
+        op["obj_id"].as_u64().is_some() && op["conv_id"].as_u64().is_some(),
+        "{op}"
+    );
+}
+
+#[test]
+fn get_from_queue_takes_the_oldest_or_newest_queued_task_and_sends_it_on() {
+    let d = DataDir::new();
+    let worker = |id: i64, title: &str, order: &str, queue: &str| {
+        serde_json::json!({"obj_type": 1, "obj_id": id, "title": title, "scheme": {"nodes": [
+          {"id": format!("{id}s"), "obj_type": 1, "condition": {"logics": [{"type": "go", "to_node_id": format!("{id}g")}]}},
+          {"id": format!("{id}g"), "obj_type": 0, "title": "Take", "condition": {"logics": [
+            {"type": "api_get_task", "conv_id": 70, "node_id": queue, "order_by": order, "err_node_id": format!("{id}e")},
+            {"type": "go", "to_node_id": format!("{id}d")}]}},
+          {"id": format!("{id}d"), "obj_type": 2, "title": "Got", "condition": {"logics": []}},
+          {"id": format!("{id}e"), "obj_type": 2, "title": "Empty", "extra": "{\"icon\":\"error\"}", "condition": {"logics": []}}
+        ]}})
+    };
+    let export = serde_json::json!([
+        {"obj_type": 1, "obj_id": 70, "title": "Orders", "scheme": {"nodes": [
+          {"id": "70s", "obj_type": 1, "condition": {"logics": [{"type": "go", "to_node_id": "65f0000000000000000000q1"}]}},
+          {"id": "65f0000000000000000000q1", "obj_type": 0, "title": "Waiting orders", "condition": {"logics": [
+            {"type": "api_queue", "data": {}, "data_type": {}},
+            {"type": "go", "to_node_id": "65f0000000000000000000d1"}]}},
+          {"id": "65f0000000000000000000d1", "obj_type": 2, "title": "Shipped", "condition": {"logics": []}}
+        ]}},
+        worker(71, "Worker", "ASC", "65f0000000000000000000q1"),
+        worker(72, "Lifo", "DESC", "65f0000000000000000000q1"),
+        worker(73, "Wrong", "ASC", "65f0000000000000000000d1"),
+    ]);
+    let file = d.path().join("queue.json");
+    std::fs::write(&file, export.to_string()).unwrap();
+    let out = d.path().join("queue");
+    d.ok(&[
+        "process",
+        "import",
+        &file.to_string_lossy(),
+        "--out",
+        &out.to_string_lossy(),
+        "--clone",
+    ]);
+    let worker_yaml = std::fs::read_to_string(out.join("worker.yaml")).unwrap();
+    assert!(worker_yaml.contains("type: get_task"), "{worker_yaml}");
+    assert!(
+        worker_yaml.contains("node: waiting_orders"),
+        "{worker_yaml}"
+    );
+    assert!(worker_yaml.contains("'@orders'"), "{worker_yaml}");
+    for (reference, item) in [("o1", "first"), ("o2", "second"), ("o3", "third")] {
+        d.ok(&[
+            "task",
+            "add",
+            "@orders",
+            "--ref",
+            reference,
+            &format!("item={item}"),
+        ]);
+        d.ok(&["run", "--until-idle"]);
+    }
+    for reference in ["o1", "o2", "o3"] {
+        let order = d.json(&["task", "show", "@orders", reference]);
+        assert_eq!(order["node"], "waiting_orders", "{order}");
+        assert_eq!(order["status"], "waiting", "{order}");
+    }
+    // The oldest is taken first; the newest by a DESC Get from Queue.
+    d.ok(&["task", "add", "@worker", "--ref", "w1"]);
+    d.ok(&["task", "add", "@lifo", "--ref", "l1"]);
+    d.ok(&["run", "--until-idle"]);
+    let w1 = d.json(&["task", "show", "@worker", "w1"]);
+    assert_eq!(w1["node"], "got", "{w1}");
+    assert_eq!(w1["data"]["__queue_task_data__"]["item"], "first", "{w1}");
+    let o1 = d.json(&["task", "show", "@orders", "o1"]);
+    assert_eq!(w1["data"]["__queue_task_id__"], o1["id"], "{w1} {o1}");
+    assert_eq!(o1["node"], "shipped", "the taken task goes on: {o1}");
+    let l1 = d.json(&["task", "show", "@lifo", "l1"]);
+    assert_eq!(l1["data"]["__queue_task_data__"]["item"], "third", "{l1}");
+    assert_eq!(
+        d.json(&["task", "show", "@orders", "o3"])["node"],
+        "shipped"
+    );
+    assert_eq!(
+        d.json(&["task", "show", "@orders", "o2"])["node"],
+        "waiting_orders"
+    );
+    // Two takers at once: one gets o2, the other finds the queue empty.
+    d.ok(&["task", "add", "@worker", "--ref", "w2"]);
+    d.ok(&["task", "add", "@worker", "--ref", "w3"]);
+    d.ok(&["run", "--until-idle"]);
+    let w2 = d.json(&["task", "show", "@worker", "w2"]);
+    let w3 = d.json(&["task", "show", "@worker", "w3"]);
+    let (got, empty) = if w2["node"] == "got" {
+        (w2, w3)
+    } else {
+        (w3, w2)
+    };
+    assert_eq!(
+        got["data"]["__queue_task_data__"]["item"], "second",
+        "{got}"
+    );
+    assert_eq!(empty["node"], "empty", "{empty}");
+    assert_eq!(
+        empty["data"]["__conveyor_get_task_return_type_tag__"], "not_found_task",
+        "{empty}"
+    );
+    // A node that is not a queue is Corezoid's `queue_wrong_logic`.
+    d.ok(&["task", "add", "@wrong", "--ref", "x"]);
+    d.ok(&["run", "--until-idle"]);
+    let x = d.json(&["task", "show", "@wrong", "x"]);
+    assert_eq!(x["node"], "empty", "{x}");
+    assert_eq!(
+        x["data"]["__conveyor_get_task_return_type_tag__"], "queue_wrong_logic",
+        "{x}"
+    );
+}
+
+#[test]
+fn a_count_semaphor_sends_one_alert_each_time_the_node_crosses_its_threshold() {
+    let d = DataDir::new();
+    // Corezoid's `count` semaphor: when 3 tasks or more wait in Hold, a signal task with
+    // start "true" goes to the escalation; when they drop below, one with "false".
+    let export = d.path().join("crowd.json");
+    std::fs::write(
+        &export,
+        r#"{"obj_type": 1, "obj_id": 50, "title": "Crowd", "scheme": {"nodes": [
+          {"id": "s", "obj_type": 1, "condition": {"logics": [{"type": "go", "to_node_id": "h"}]}},
+          {"id": "h", "obj_type": 0, "title": "Hold", "condition": {"logics": [
+            {"type": "api_callback"}, {"type": "go", "to_node_id": "e"}],
+            "semaphors": [{"type": "count", "value": 3, "esc_node_id": "x"}]}},
+          {"id": "x", "obj_type": 3, "title": "Too many", "condition": {"logics": [
+            {"type": "go_if_const", "to_node_id": "on", "conditions": [{"param": "start", "const": "true", "fun": "eq", "cast": "string"}]},
+            {"type": "go", "to_node_id": "off"}]}},
+          {"id": "on", "obj_type": 2, "title": "Alert on", "condition": {"logics": []}},
+          {"id": "off", "obj_type": 2, "title": "Alert off", "condition": {"logics": []}},
+          {"id": "e", "obj_type": 2, "title": "End", "condition": {"logics": []}}
+        ]}}"#,
+    )
+    .unwrap();
+    let out = d.path().join("crowd");
+    d.ok(&[
+        "process",
+        "import",
+        &export.to_string_lossy(),
+        "--out",
+        &out.to_string_lossy(),
+        "--clone",
+    ]);
+    let yaml = std::fs::read_to_string(out.join("crowd.yaml")).unwrap();
+    assert!(yaml.contains("alert: 3 -> too_many"), "{yaml}");
+    let alerts = |d: &DataDir| -> Vec<(String, serde_json::Value)> {
+        let list = d.json(&["task", "list", "@crowd"]);
+        list.as_array()
+            .unwrap()
+            .iter()
+            .filter(|t| t["node"] == "alert_on" || t["node"] == "alert_off")
+            .map(|t| (t["node"].as_str().unwrap().to_string(), t.clone()))
+            .collect()
+    };
+    for (i, reference) in ["a", "b"].iter().enumerate() {
+        d.ok(&["task", "add", "@crowd", "--ref", reference]);
+        d.ok(&["run", "--until-idle"]);
+        assert!(alerts(&d).is_empty(), "{} held: no alert yet", i + 1);
+    }
+    d.ok(&["task", "add", "@crowd", "--ref", "c"]);
+    d.ok(&["run", "--until-idle"]);
+    let sent = alerts(&d);
+    assert_eq!(sent.len(), 1, "{sent:?}");
+    assert_eq!(sent[0].0, "alert_on", "{sent:?}");
+    // A fourth task: still over, no second alert.
+    d.ok(&["task", "add", "@crowd", "--ref", "d"]);
+    d.ok(&["run", "--until-idle"]);
+    assert_eq!(alerts(&d).len(), 1);
+    // Down to 2 (below 3): one "false" signal, even though two leave.
+    for reference in ["a", "b"] {
+        d.ok(&["task", "modify", "@crowd", reference, "go=1"]);
+        d.ok(&["run", "--until-idle"]);
+    }
+    let sent = alerts(&d);
+    assert_eq!(sent.len(), 2, "{sent:?}");
+    assert_eq!(
+        sent.iter().filter(|(node, _)| node == "alert_off").count(),
+        1,
+        "{sent:?}"
+    );
+    // Over again: a new "true" signal.
+    d.ok(&["task", "add", "@crowd", "--ref", "e"]);
+    d.ok(&["run", "--until-idle"]);
+    let sent = alerts(&d);
+    assert_eq!(
+        sent.iter().filter(|(node, _)| node == "alert_on").count(),
+        2,
+        "{sent:?}"
+    );
+    // The crowding tasks never moved.
+    for reference in ["c", "d", "e"] {
+        assert_eq!(
+            d.json(&["task", "show", "@crowd", reference])["node"],
+            "hold"
+        );
+    }
+}

@@ -211,6 +211,25 @@ fn node_object(name: &str, node: &Value, id_of: &dyn Fn(&str) -> String) -> Valu
             action(logic, &mut logics);
             logics.extend(go("next"));
         }
+        "delay"
+            if node
+                .get("for")
+                .and_then(Value::as_str)
+                .is_some_and(is_template) =>
+        {
+            // A duration read from the task: the UI's `delay` logic, whose value is
+            // relative (a `time` semaphor's template is an absolute time); it also
+            // carries the delay's `on_error`, which a semaphor has no place for.
+            let mut logic = Map::new();
+            logic.insert("type".into(), json!("delay"));
+            logic.insert("value".into(), Value::String(text(node, "for")));
+            logic.insert("dimension".into(), json!("sec"));
+            logic.insert(
+                "to_node_id".into(),
+                Value::String(id_of(&text(node, "next"))),
+            );
+            action(logic, &mut logics);
+        }
         "delay" => {
             let value = match node.get("for").or_else(|| node.get("until")) {
                 Some(Value::String(s)) => match crate::map::seconds_of(s) {
@@ -319,6 +338,32 @@ fn node_object(name: &str, node: &Value, id_of: &dyn Fn(&str) -> String) -> Valu
             logics.push(json!({ "type": "api_callback" }));
             logics.extend(go("next"));
         }
+        "queue" => {
+            action(
+                json!({ "type": "api_queue" })
+                    .as_object()
+                    .cloned()
+                    .unwrap_or_default(),
+                &mut logics,
+            );
+            logics.extend(go("next"));
+        }
+        "get_task" => {
+            // The queue node is another process's: named as written (the importer maps
+            // a name it does not know as it is).
+            let order = if text(node, "order") == "newest" {
+                "DESC"
+            } else {
+                "ASC"
+            };
+            let mut logic = Map::new();
+            logic.insert("type".into(), json!("api_get_task"));
+            logic.insert("conv_id".into(), process_ref(node));
+            logic.insert("node_id".into(), Value::String(text(node, "node")));
+            logic.insert("order_by".into(), json!(order));
+            action(logic, &mut logics);
+            logics.extend(go("next"));
+        }
         "code" => {
             let mut logic = Map::new();
             logic.insert("type".into(), json!("api_code"));
@@ -341,6 +386,28 @@ fn node_object(name: &str, node: &Value, id_of: &dyn Fn(&str) -> String) -> Valu
             "value": value,
             "dimension": "sec",
             "to_node_id": id_of(target.trim()),
+        }));
+    }
+    // `alert: N -> node` or `{ at_least: N, to: node }`: a `count` semaphor.
+    let alert = match node.get("alert") {
+        Some(Value::String(alert)) => alert
+            .split_once("->")
+            .or_else(|| alert.split_once('→'))
+            .map(|(n, to)| (n.trim().to_string(), to.trim().to_string())),
+        Some(Value::Object(_)) => node
+            .get("alert")
+            .map(|a| (text(a, "at_least"), text(a, "to"))),
+        _ => None,
+    };
+    if let Some((at_least, target)) = alert {
+        let value = match at_least.parse::<u64>() {
+            Ok(n) => json!(n),
+            Err(_) => Value::String(at_least),
+        };
+        semaphors.push(json!({
+            "type": "count",
+            "value": value,
+            "esc_node_id": id_of(&target),
         }));
     }
     let title = match text(node, "title") {
@@ -368,6 +435,11 @@ fn process_ref(node: &Value) -> Value {
         },
         _ => json!(""),
     }
+}
+
+/// Whether a duration is read from the task (a template or a `$.` function).
+fn is_template(text: &str) -> bool {
+    crate::map::seconds_of(text).is_none() && (text.contains("{{") || text.contains("$."))
 }
 
 fn scalar_text(value: &Value) -> String {
@@ -416,6 +488,12 @@ fn api_logic(node: &Value) -> Map<String, Value> {
     let mut extra = json!({});
     let mut extra_type = json!({});
     match (node.get("body"), format.as_str()) {
+        (body, "corezoid") => {
+            logic.insert("format".into(), json!("corezoid"));
+            if let Some(body) = body {
+                (extra, extra_type) = typed(Some(body), None);
+            }
+        }
         (Some(body), "raw") => {
             logic.insert("format".into(), json!("raw"));
             logic.insert("raw_body".into(), Value::String(scalar_text(body)));

@@ -4,9 +4,11 @@
 //! one `.conv.json` process, or an unpacked zip folder with `_ALIASES_.json` and
 //! `_ENV_VARS_.json`); each process becomes a Conveyor process definition, written as
 //! readable YAML. Node names come from titles and each node keeps its Corezoid id in
-//! `corezoid_id`; references between the imported processes (`conv_id` of `api_copy`
-//! and `api_rpc`, `{{conv[ID]…}}` in templates) are rewritten to the new processes'
-//! aliases. What cannot be mapped is listed by node id and title.
+//! `corezoid_id`; references between the imported processes (`conv_id` of `api_copy`,
+//! `api_rpc` and `api_get_task`, `{{conv[ID]…}}` in templates) are rewritten to the new
+//! processes' aliases, and reads of nodes by Corezoid id (`{{node[ID].count}}`, a Sum's
+//! `{{node[ID].SumID}}`) to the imported names. What cannot be mapped is listed by node
+//! id and title.
 //!
 //! The mapping is written down in docs/corezoid.md; each logic type is one function in
 //! `map.rs`.

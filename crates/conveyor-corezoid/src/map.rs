@@ -66,10 +66,18 @@ pub(crate) fn import(export: &Export) -> Result<Import, ImportError> {
             uses_sum.then(|| taken.unique(&format!("{alias}_sums")))
         })
         .collect();
+    // Every node's name by its Corezoid id, over all processes: a Get from Queue names
+    // the queue node of another process by id.
+    let mut all_names: HashMap<String, String> = HashMap::new();
+    for process in &export.processes {
+        let (names, _) = node_names(&cz_nodes(process));
+        all_names.extend(names);
+    }
     for ((process, (id, alias)), holder) in export.processes.iter().zip(named).zip(holders) {
         let mut mapper = Mapper {
             process_name: alias.clone(),
             aliases: &aliases,
+            all_names: &all_names,
             unmapped: Vec::new(),
             notes: Vec::new(),
             nodes: Map::new(),
@@ -117,6 +125,34 @@ fn text(value: &Value, key: &str) -> String {
         Some(Value::Number(n)) => n.to_string(),
         _ => String::new(),
     }
+}
+
+/// The Conveyor name of each node of a process (by Corezoid id), from its title, and the
+/// names taken.
+fn node_names(nodes: &[CzNode]) -> (HashMap<String, String>, Names) {
+    let mut taken = Names::default();
+    let mut names = HashMap::new();
+    for node in nodes {
+        let name = if node.obj_type == 1 {
+            taken.unique("start")
+        } else {
+            let tail: String = node.id.chars().rev().take(6).collect::<String>();
+            let tail: String = tail.chars().rev().collect();
+            taken.unique(&slug(&node.title, &format!("node_{}", slug(&tail, "x"))))
+        };
+        names.insert(node.id.clone(), name);
+    }
+    (names, taken)
+}
+
+/// The nodes of a process object, as read.
+fn cz_nodes(process: &Value) -> Vec<CzNode<'_>> {
+    process
+        .get("scheme")
+        .and_then(|s| s.get("nodes"))
+        .and_then(Value::as_array)
+        .map(|nodes| nodes.iter().filter_map(CzNode::read).collect())
+        .unwrap_or_default()
 }
 
 /// A Corezoid node as read.
@@ -180,6 +216,8 @@ fn kind(logic: &Value) -> &str {
 struct Mapper<'a> {
     process_name: String,
     aliases: &'a BTreeMap<i64, String>,
+    /// Node names of every process of the import, by Corezoid node id.
+    all_names: &'a HashMap<String, String>,
     unmapped: Vec<Unmapped>,
     notes: Vec<String>,
     nodes: Map<String, Value>,
@@ -256,18 +294,7 @@ impl Mapper<'_> {
             }
         }
         // A loop made only of `go` nodes keeps its first node (as a loop it would spin).
-        for node in &nodes {
-            let name = if node.obj_type == 1 {
-                graph.taken.unique("start")
-            } else {
-                let tail: String = node.id.chars().rev().take(6).collect::<String>();
-                let tail: String = tail.chars().rev().collect();
-                graph
-                    .taken
-                    .unique(&slug(&node.title, &format!("node_{}", slug(&tail, "x"))))
-            };
-            graph.names.insert(node.id.clone(), name);
-        }
+        (graph.names, graph.taken) = node_names(&nodes);
         for node in &nodes {
             if graph.pass.contains_key(&node.id) {
                 continue;
@@ -306,6 +333,13 @@ impl Mapper<'_> {
         }
         let mut nodes_out = std::mem::take(&mut self.nodes);
         self.drop_unreachable(&mut nodes_out);
+        let sums = sum_names(&nodes);
+        rewrite_node_refs(
+            &mut nodes_out,
+            &graph.names,
+            &sums,
+            self.sum_holder.as_deref(),
+        );
         rewrite_refs(&mut nodes_out, self.aliases);
         let env_vars = rewrite_env_vars(&mut nodes_out);
         let mut params = self.params(process).unwrap_or_else(|| json!({}));
@@ -336,10 +370,12 @@ impl Mapper<'_> {
                     out.push(t.clone());
                 }
             }
-            if let Some(Value::String(limit)) = node.get("timeout")
-                && let Some((_, to)) = limit.split_once("->")
-            {
-                out.push(to.trim().to_string());
+            for key in ["timeout", "alert"] {
+                if let Some(Value::String(limit)) = node.get(key)
+                    && let Some((_, to)) = limit.split_once("->")
+                {
+                    out.push(to.trim().to_string());
+                }
             }
             if let Some(Value::Array(branches)) = node.get("branches") {
                 for b in branches {
@@ -441,7 +477,8 @@ impl Mapper<'_> {
             _ => {
                 // Where the task goes after the action (or straight away): the routes and
                 // the `go`, as a condition of their own when there are routes.
-                let after = if action.is_none() {
+                // (The UI's `delay` logic names its own target.)
+                let after = if action.is_none_or(|a| kind(a) == "delay") {
                     String::new()
                 } else if routes.is_empty() {
                     match &first_go {
@@ -506,7 +543,7 @@ impl Mapper<'_> {
         }
     }
 
-    /// `time` semaphors on a node with logic: a time limit; `count`: not mapped.
+    /// `time` semaphors on a node with logic: a time limit; `count`: an `alert`.
     fn semaphors(
         &mut self,
         node: &CzNode,
@@ -526,7 +563,25 @@ impl Mapper<'_> {
                     }
                 }
                 "time" => {}
-                "count" => self.unmapped(node, "a `count` semaphor (alert when tasks queue in the node)"),
+                "count" => {
+                    let at_least = match semaphor.get("value") {
+                        Some(Value::Number(n)) => n.as_u64(),
+                        Some(Value::String(s)) => s.trim().parse::<u64>().ok(),
+                        _ => None,
+                    }
+                    .filter(|n| *n > 0);
+                    let esc = text(semaphor, "esc_node_id");
+                    match at_least {
+                        Some(n) if !esc.is_empty() => {
+                            let to = graph.target(&esc);
+                            out.insert("alert".into(), Value::String(format!("{n} -> {to}")));
+                        }
+                        _ => self.unmapped(
+                            node,
+                            "a `count` semaphor without a number of tasks above 0 or an `esc_node_id`",
+                        ),
+                    }
+                }
                 other => self.unmapped(node, &format!("semaphor `{other}`")),
             }
         }
@@ -574,6 +629,49 @@ impl Mapper<'_> {
         out
     }
 
+    /// Queue (`api_queue`): a `queue` node. Its `data` (extra keys for the taker) and its
+    /// `capacity` have no place here: a note says so.
+    fn api_queue(&mut self, node: &CzNode, logic: &Value) -> Value {
+        let has_data = logic
+            .get("data")
+            .and_then(Value::as_object)
+            .is_some_and(|d| !d.is_empty());
+        if has_data {
+            self.notes.push(format!(
+                "process `{}`: queue node {}: its `data` is not added to what a get_task takes (the taker gets the task's own data)",
+                self.process_name, node.id
+            ));
+        }
+        json!({ "type": "queue" })
+    }
+
+    /// Get from Queue (`api_get_task`): a `get_task` node; the queue node's Corezoid id
+    /// becomes its name when the queue's process is in the import.
+    fn api_get_task(&mut self, node: &CzNode, logic: &Value) -> Value {
+        let queue_id = match text(logic, "node_id") {
+            id if id.is_empty() => text(logic, "queue_node_id"),
+            id => id,
+        };
+        let queue = match self.all_names.get(&queue_id) {
+            Some(name) => name.clone(),
+            None => {
+                self.notes.push(format!(
+                    "process `{}`: get_task node {} takes from node {queue_id}, which is not in the import; give it that node's name",
+                    self.process_name, node.id
+                ));
+                queue_id
+            }
+        };
+        let mut out = Map::new();
+        out.insert("type".into(), json!("get_task"));
+        out.insert("process".into(), conv_id(logic));
+        out.insert("node".into(), Value::String(queue));
+        if text(logic, "order_by").eq_ignore_ascii_case("desc") {
+            out.insert("order".into(), json!("newest"));
+        }
+        Value::Object(out)
+    }
+
     fn unmapped(&mut self, node: &CzNode, what: &str) {
         self.unmapped.push(Unmapped {
             process: self.process_name.clone(),
@@ -602,8 +700,11 @@ impl Mapper<'_> {
             "api_code" => api_code(logic),
             "api_sum" => Ok(api_sum(logic, self.sum_holder.as_deref(), &node.id)),
             "delay" => Ok(delay_logic(logic)),
-            other @ ("api_queue" | "api_get_task" | "db_call" | "api_git" | "git_call"
-            | "api_form") => Err(format!("`{other}`, which Conveyor cannot run")),
+            "api_queue" => Ok(self.api_queue(node, logic)),
+            "api_get_task" => Ok(self.api_get_task(node, logic)),
+            other @ ("db_call" | "api_git" | "git_call" | "api_form") => {
+                Err(format!("`{other}`, which Conveyor cannot run"))
+            }
             other => Err(format!("unknown logic `{other}`")),
         };
         let mut mapped = match mapped {
@@ -717,9 +818,10 @@ fn set_param(logic: &Value) -> Value {
 
 fn api(logic: &Value) -> Result<Value, String> {
     let format = text(logic, "format");
-    let raw = match format.as_str() {
-        "" | "default" | "json" => false,
-        "raw" => true,
+    let (raw, corezoid) = match format.as_str() {
+        "" | "default" | "json" => (false, false),
+        "raw" => (true, false),
+        "corezoid" => (false, true),
         other => return Err(format!("`api` with format `{other}`")),
     };
     let method = match text(logic, "method").to_ascii_uppercase().as_str() {
@@ -735,6 +837,12 @@ fn api(logic: &Value) -> Result<Value, String> {
         // The body as written (`raw_body`, a template), sent as it is.
         out.insert("body".into(), Value::String(text(logic, "raw_body")));
         out.insert("format".into(), json!("raw"));
+    } else if corezoid {
+        // The params go as the `data` of one op, whatever the method.
+        out.insert("format".into(), json!("corezoid"));
+        if !extra.is_empty() {
+            out.insert("body".into(), Value::Object(extra));
+        }
     } else if !extra.is_empty() {
         let key = if method == "GET" || method == "DELETE" || method == "HEAD" {
             "query"
@@ -855,10 +963,30 @@ fn api_code(logic: &Value) -> Result<Value, String> {
     Ok(json!({ "type": "code", "src": src }))
 }
 
-/// The UI's `delay` logic (`value`, `dimension`, `to_node_id`).
+/// The UI's `delay` logic (`value`, `dimension`, `to_node_id`): a duration, relative to
+/// when the task arrives, even when it is a template (unlike a `time` semaphor's, which
+/// is an absolute time). A template value counts `dimension`s, as a static one does.
 fn delay_logic(logic: &Value) -> Value {
-    let secs = timer_seconds(logic).unwrap_or(MIN_TIMER_SECS);
-    json!({ "type": "delay", "for": format!("{secs}s") })
+    if let Some(secs) = timer_seconds(logic) {
+        return json!({ "type": "delay", "for": format!("{secs}s") });
+    }
+    let value = text(logic, "value");
+    if !value.contains("{{") && !value.contains("$.") {
+        // Neither a number nor a template: Corezoid's smallest timer.
+        return json!({ "type": "delay", "for": format!("{MIN_TIMER_SECS}s") });
+    }
+    let unit = match logic.get("dimension").and_then(Value::as_str) {
+        Some("min") => 60,
+        Some("hour") => 3600,
+        Some("day") => 86_400,
+        _ => 1,
+    };
+    let wait = if unit == 1 {
+        value
+    } else {
+        format!("$.math({value}*{unit})")
+    };
+    json!({ "type": "delay", "for": wait })
 }
 
 /// `conv[123]` in every text, and numeric `process:` fields, to `@alias` for the
@@ -903,6 +1031,115 @@ fn rewrite_refs(nodes: &mut Map<String, Value>, aliases: &BTreeMap<i64, String>)
             *process = format!("@{alias}");
         }
         walk(node, aliases);
+    }
+}
+
+/// The Sum nodes of a process: Corezoid node id → (SumID or name → the key it adds to).
+fn sum_names(nodes: &[CzNode]) -> HashMap<String, HashMap<String, String>> {
+    let mut out: HashMap<String, HashMap<String, String>> = HashMap::new();
+    for node in nodes {
+        for logic in node.logics.iter().filter(|l| kind(l) == "api_sum") {
+            for item in logic
+                .get("extra")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+            {
+                let id = text(item, "id");
+                let name = match text(item, "name") {
+                    n if n.is_empty() => id.clone(),
+                    n => n,
+                };
+                if name.is_empty() {
+                    continue;
+                }
+                let sums = out.entry(node.id.clone()).or_default();
+                if !id.is_empty() {
+                    sums.insert(id, name.clone());
+                }
+                sums.insert(name.clone(), name);
+            }
+        }
+    }
+    out
+}
+
+/// `{{node[ID]…}}` reads of this process's nodes, by their Corezoid ids: `node[ID].count`
+/// names the node as imported (`node[check_status].count`), and a Sum node's total,
+/// `node[ID].SumID`, becomes a read of the holder task that keeps its sums
+/// (`conv[@<alias>_sums].ref[ID].<name>`, see `api_sum`). Reads of another process's
+/// nodes (`conv[…].node[…]`) and of ids not in the process stay as written.
+fn rewrite_node_refs(
+    nodes: &mut Map<String, Value>,
+    names: &HashMap<String, String>,
+    sums: &HashMap<String, HashMap<String, String>>,
+    holder: Option<&str>,
+) {
+    fn rewrite(
+        s: &str,
+        names: &HashMap<String, String>,
+        sums: &HashMap<String, HashMap<String, String>>,
+        holder: Option<&str>,
+    ) -> String {
+        let mut out = String::new();
+        let mut rest = s;
+        while let Some(at) = rest.find("node[") {
+            let (before, from) = rest.split_at(at);
+            out.push_str(before);
+            let after = &from[5..];
+            let parsed = after.find(']').and_then(|end| {
+                let id = after[..end].trim();
+                let tail = after[end + 1..].strip_prefix('.')?;
+                let len = tail
+                    .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_' || c == '-'))
+                    .unwrap_or(tail.len());
+                Some((id, &tail[..len], end + 2 + len))
+            });
+            // `conv[…].node[…]` reads another process: left alone.
+            let of_other = before.ends_with('.');
+            let replacement = match parsed {
+                Some((id, "count", _)) if !of_other => {
+                    names.get(id).map(|name| format!("node[{name}].count"))
+                }
+                Some((id, field, _)) if !of_other && !field.is_empty() => {
+                    match (sums.get(id).and_then(|s| s.get(field)), holder) {
+                        (Some(key), Some(holder)) => {
+                            Some(format!("conv[@{holder}].ref[{id}].{key}"))
+                        }
+                        _ => None,
+                    }
+                }
+                _ => None,
+            };
+            match (replacement, parsed) {
+                (Some(text), Some((_, _, used))) => {
+                    out.push_str(&text);
+                    rest = &after[used..];
+                }
+                _ => {
+                    out.push_str("node[");
+                    rest = after;
+                }
+            }
+        }
+        out.push_str(rest);
+        out
+    }
+    fn walk(
+        value: &mut Value,
+        names: &HashMap<String, String>,
+        sums: &HashMap<String, HashMap<String, String>>,
+        holder: Option<&str>,
+    ) {
+        match value {
+            Value::String(s) if s.contains("node[") => *s = rewrite(s, names, sums, holder),
+            Value::Array(items) => items.iter_mut().for_each(|v| walk(v, names, sums, holder)),
+            Value::Object(map) => map.values_mut().for_each(|v| walk(v, names, sums, holder)),
+            _ => {}
+        }
+    }
+    for node in nodes.values_mut() {
+        walk(node, names, sums, holder);
     }
 }
 

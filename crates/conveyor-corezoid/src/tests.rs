@@ -29,6 +29,7 @@ fn every_sample_imports_and_passes_the_check() {
         "02_user-status-state-diagram.conv.json",
         "03_user-status-driver-process.conv.json",
         "06_stubbed-api-rpc.conv.json",
+        "10_own_queue_and_new_logics.json",
     ] {
         let import = import_path(&sample(name)).unwrap_or_else(|e| panic!("{name}: {e}"));
         // Every logic of the samples maps: no `--allow-partial` needed (the Stripe
@@ -392,4 +393,280 @@ fn env_vars_become_secret_settings_of_the_process() {
     assert_eq!(yaml["params"]["stripe_key"]["secret"], true);
     assert_eq!(yaml["params"]["stripe_key"]["input"], json!([]));
     assert!(process.params.contains_key("base_url"));
+}
+
+/// The export of `yaml` as Corezoid reads it: the logics alone, without the carried
+/// definition.
+fn logics_only(yaml: &str) -> Export {
+    let definition: Value = serde_yaml::from_str(yaml).unwrap();
+    let mut object = crate::export_value(&definition, Some(31)).unwrap();
+    object.as_object_mut().unwrap().remove("conveyor");
+    Export {
+        processes: vec![object],
+        ..Export::default()
+    }
+}
+
+#[test]
+fn a_delay_read_from_the_task_goes_out_as_a_delay_logic_and_comes_back_relative() {
+    let yaml = "process: waits\nparams:\n  secs: { required: true }\nnodes:\n  start: { type: start, next: pause }\n  pause: { type: delay, for: \"{{secs}}\", next: done, on_error: failed }\n  done: { type: final }\n  failed: { type: final, status: error }\n";
+    let export = logics_only(yaml);
+    let pause = &export.processes[0]["scheme"]["nodes"][1];
+    assert_eq!(pause["condition"]["semaphors"], json!([]), "{pause}");
+    assert_eq!(
+        pause["condition"]["logics"][0]["type"], "delay",
+        "a relative duration is the UI's delay logic, not an absolute `time`: {pause}"
+    );
+    let imported = import(&export).unwrap();
+    assert!(imported.unmapped.is_empty(), "{:?}", imported.unmapped);
+    let back: Value = serde_yaml::from_str(&imported.processes[0].yaml).unwrap();
+    let node = &back["nodes"]["pause"];
+    assert_eq!(node["type"], "delay", "{back}");
+    assert_eq!(node["for"], "{{secs}}", "{back}");
+    assert!(node.get("until").is_none(), "{back}");
+    assert_eq!(node["next"], "done", "{back}");
+    assert_eq!(node["on_error"], "failed", "{back}");
+    // Nothing else was made (no `no_route` for a delay that names its own target).
+    assert_eq!(back["nodes"].as_object().unwrap().len(), 4, "{back}");
+    assert!(imported.notes.is_empty(), "{:?}", imported.notes);
+    checked(&imported.processes[0].yaml, "waits");
+    // An absolute time keeps its `time` semaphor and stays absolute.
+    let until = yaml.replace("for: \"{{secs}}\"", "until: \"{{secs}}\"");
+    let until = until.replace(", on_error: failed", "");
+    let imported = import(&logics_only(&until)).unwrap();
+    let back: Value = serde_yaml::from_str(&imported.processes[0].yaml).unwrap();
+    assert_eq!(back["nodes"]["pause"]["until"], "{{secs}}", "{back}");
+    // A UI delay logic counted in minutes from the task.
+    let export = json!({"obj_type": 1, "obj_id": 5, "title": "Mins", "scheme": {"nodes": [
+        {"id": "s", "obj_type": 1, "condition": {"logics": [{"type": "go", "to_node_id": "d"}]}},
+        {"id": "d", "obj_type": 0, "title": "Wait", "condition": {"logics": [
+            {"type": "delay", "value": "{{m}}", "dimension": "min", "to_node_id": "e"}]}},
+        {"id": "e", "obj_type": 2, "title": "End", "condition": {"logics": []}}
+    ]}});
+    let mut e = Export::default();
+    crate::read::collect(&export, std::path::Path::new("m.json"), &mut e, 0).unwrap();
+    let imported = import(&e).unwrap();
+    let back: Value = serde_yaml::from_str(&imported.processes[0].yaml).unwrap();
+    assert_eq!(back["nodes"]["wait"]["for"], "$.math({{m}}*60)", "{back}");
+    checked(&imported.processes[0].yaml, "mins");
+}
+
+#[test]
+fn node_reads_by_corezoid_id_name_the_imported_nodes_and_the_sums_holder() {
+    let export = json!({"obj_type": 1, "obj_id": 90, "title": "Tally", "scheme": {"nodes": [
+        {"id": "s", "obj_type": 1, "condition": {"logics": [{"type": "go", "to_node_id": "5f00aa"}]}},
+        {"id": "5f00aa", "obj_type": 0, "title": "Count", "condition": {"logics": [
+            {"type": "api_sum", "extra": [{"id": "S1", "name": "hits", "value": "1"}, {"id": "S2", "name": "", "value": "{{n}}"}]},
+            {"type": "go", "to_node_id": "5f00bb"}]}},
+        {"id": "5f00bb", "obj_type": 0, "title": "Read", "condition": {"logics": [
+            {"type": "set_param", "extra": {
+                "hits": "{{node[5f00aa].S1}}", "by_name": "{{node[5f00aa].hits}}", "raw": "{{node[5f00aa].S2}}",
+                "queued": "{{node[5f00cc].count}}", "other": "{{conv[12].node[5f00cc].count}}",
+                "unknown": "{{node[nope].S1}}"},
+             "extra_type": {"hits": "number"}, "err_node_id": "5f00cc"},
+            {"type": "go", "to_node_id": "5f00cc"}]}},
+        {"id": "5f00cc", "obj_type": 2, "title": "End", "condition": {"logics": []}}
+    ]}});
+    let mut e = Export::default();
+    crate::read::collect(&export, std::path::Path::new("t.json"), &mut e, 0).unwrap();
+    let imported = import(&e).unwrap();
+    let back: Value = serde_yaml::from_str(&imported.processes[0].yaml).unwrap();
+    let set = &back["nodes"]["read"]["set"];
+    assert_eq!(
+        set["hits"], "{{conv[@tally_sums].ref[5f00aa].hits}}",
+        "{back}"
+    );
+    assert_eq!(set["by_name"], "{{conv[@tally_sums].ref[5f00aa].hits}}");
+    assert_eq!(set["raw"], "{{conv[@tally_sums].ref[5f00aa].S2}}");
+    assert_eq!(set["queued"], "{{node[end].count}}");
+    assert_eq!(set["other"], "{{conv[12].node[5f00cc].count}}");
+    assert_eq!(set["unknown"], "{{node[nope].S1}}");
+}
+
+#[test]
+fn an_api_call_in_corezoid_format_goes_out_and_comes_back_in_that_format() {
+    let yaml = "process: legacy\nnodes:\n  start: { type: start, next: ask }\n  ask: { type: api_call, method: POST, url: \"http://127.0.0.1:1/x\", format: corezoid, body: { amount: \"{{amount}}\" }, next: done, on_error: done }\n  done: { type: final }\n";
+    let export = logics_only(yaml);
+    let logic = &export.processes[0]["scheme"]["nodes"][1]["condition"]["logics"][0];
+    assert_eq!(logic["format"], "corezoid", "{logic}");
+    assert_eq!(logic["extra"], json!({"amount": "{{amount}}"}), "{logic}");
+    let imported = import(&export).unwrap();
+    assert!(imported.unmapped.is_empty(), "{:?}", imported.unmapped);
+    let back: Value = serde_yaml::from_str(&imported.processes[0].yaml).unwrap();
+    let original: Value = serde_yaml::from_str(yaml).unwrap();
+    for key in ["format", "body", "method", "url", "next", "on_error"] {
+        assert_eq!(
+            back["nodes"]["ask"][key], original["nodes"]["ask"][key],
+            "{key}: {back}"
+        );
+    }
+    checked(&imported.processes[0].yaml, "legacy");
+}
+
+#[test]
+fn our_own_export_maps_queue_get_task_corezoid_format_delay_logic_and_sum_reads() {
+    let imported = import_path(&sample("10_own_queue_and_new_logics.json")).unwrap();
+    assert!(imported.unmapped.is_empty(), "{:?}", imported.unmapped);
+    let names: Vec<&str> = imported.processes.iter().map(|p| p.name.as_str()).collect();
+    assert_eq!(
+        names,
+        [
+            "own_orders_queue",
+            "own_every_new_logic",
+            "own_every_new_logic_sums"
+        ]
+    );
+    let orders: Value = serde_yaml::from_str(&imported.processes[0].yaml).unwrap();
+    assert_eq!(
+        orders["nodes"]["waiting_orders"]["type"], "queue",
+        "{orders}"
+    );
+    assert_eq!(orders["nodes"]["waiting_orders"]["next"], "shipped");
+    assert_eq!(
+        orders["nodes"]["waiting_orders"]["timeout"],
+        "86400s -> expired"
+    );
+    assert_eq!(orders["nodes"]["waiting_orders"]["alert"], "50 -> backlog");
+    assert_eq!(orders["nodes"]["backlog"]["type"], "condition");
+    let worker: Value = serde_yaml::from_str(&imported.processes[1].yaml).unwrap();
+    let nodes = &worker["nodes"];
+    assert_eq!(nodes["take_an_order"]["type"], "get_task", "{worker}");
+    assert_eq!(nodes["take_an_order"]["process"], "@own_orders_queue");
+    assert_eq!(nodes["take_an_order"]["node"], "waiting_orders");
+    assert_eq!(nodes["take_an_order"]["order"], "newest");
+    assert_eq!(nodes["take_an_order"]["on_error"], "failed");
+    assert_eq!(nodes["ask_the_legacy_service"]["format"], "corezoid");
+    assert_eq!(
+        nodes["ask_the_legacy_service"]["body"],
+        json!({"order": "{{__queue_task_id__}}"})
+    );
+    assert_eq!(nodes["pause"]["for"], "{{wait}}");
+    assert_eq!(nodes["pause"]["on_error"], "failed");
+    assert_eq!(
+        nodes["read_the_count"]["set"]["handled"],
+        "{{conv[@own_every_new_logic_sums].ref[9102000000000000000000b4].handled}}"
+    );
+    assert_eq!(
+        nodes["read_the_count"]["set"]["paused"],
+        "{{node[pause].count}}"
+    );
+    for p in &imported.processes {
+        checked(&p.yaml, &p.name);
+    }
+}
+
+#[test]
+fn a_get_task_of_a_queue_outside_the_import_keeps_the_id_and_says_so() {
+    let export = json!({"obj_type": 1, "obj_id": 3, "title": "Taker", "scheme": {"nodes": [
+        {"id": "s", "obj_type": 1, "condition": {"logics": [{"type": "go", "to_node_id": "g"}]}},
+        {"id": "g", "obj_type": 0, "title": "Take", "condition": {"logics": [
+            {"type": "api_get_task", "conv_id": 4444, "queue_node_id": "abc123", "err_node_id": "e"},
+            {"type": "go", "to_node_id": "e"}]}},
+        {"id": "e", "obj_type": 2, "title": "End", "condition": {"logics": []}}
+    ]}});
+    let mut e = Export::default();
+    crate::read::collect(&export, std::path::Path::new("t.json"), &mut e, 0).unwrap();
+    let imported = import(&e).unwrap();
+    let back: Value = serde_yaml::from_str(&imported.processes[0].yaml).unwrap();
+    assert_eq!(back["nodes"]["take"]["process"], "4444");
+    assert_eq!(back["nodes"]["take"]["node"], "abc123");
+    assert!(
+        back["nodes"]["take"].get("order").is_none(),
+        "oldest is the default"
+    );
+    assert!(
+        imported
+            .notes
+            .iter()
+            .any(|n| n.contains("abc123") && n.contains("not in the import")),
+        "{:?}",
+        imported.notes
+    );
+    checked(&imported.processes[0].yaml, "taker");
+}
+
+#[test]
+fn a_count_semaphor_goes_out_and_comes_back_as_an_alert_and_a_bad_one_is_listed() {
+    let yaml = "process: crowd\nnodes:\n  start: { type: start, next: hold }\n  hold: { type: wait_callback, alert: 3 -> too_many, next: done }\n  too_many: { type: final, status: error }\n  done: { type: final }\n";
+    let export = logics_only(yaml);
+    let hold = &export.processes[0]["scheme"]["nodes"][1];
+    assert_eq!(
+        hold["condition"]["semaphors"][0],
+        json!({"type": "count", "value": 3, "esc_node_id": export.processes[0]["scheme"]["nodes"][2]["id"]}),
+        "{hold}"
+    );
+    let imported = import(&export).unwrap();
+    assert!(imported.unmapped.is_empty(), "{:?}", imported.unmapped);
+    let back: Value = serde_yaml::from_str(&imported.processes[0].yaml).unwrap();
+    assert_eq!(back["nodes"]["hold"]["alert"], "3 -> too_many", "{back}");
+    checked(&imported.processes[0].yaml, "crowd");
+    // No number of tasks: listed, not guessed.
+    let mut export = export;
+    export.processes[0]["scheme"]["nodes"][1]["condition"]["semaphors"][0]["value"] = json!("lots");
+    let imported = import(&export).unwrap();
+    assert_eq!(imported.unmapped.len(), 1, "{:?}", imported.unmapped);
+    assert!(imported.unmapped[0].what.contains("`count` semaphor"));
+}
+
+#[test]
+fn an_unpacked_zip_export_reads_its_tree_aliases_and_env_vars() {
+    // The layout of a zip export: a wrapper dir, a folder with its metadata, one
+    // `.conv.json` per process (a single object), `_ALIASES_.json`, `_ENV_VARS_.json`.
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("folder_236739_1540473741.zip");
+    let folder = root.join("236739_Shop.folder");
+    std::fs::create_dir_all(&folder).unwrap();
+    std::fs::write(
+        root.join("236739_Shop.folder.json"),
+        json!({"obj_type": 0, "obj_id": 236739, "parent_id": 0, "title": "Shop", "description": ""}).to_string(),
+    )
+    .unwrap();
+    let callee = json!({"obj_type": 1, "obj_id": 801, "title": "Price list", "scheme": {"nodes": [
+        {"id": "s", "obj_type": 1, "condition": {"logics": [{"type": "go", "to_node_id": "r"}]}},
+        {"id": "r", "obj_type": 0, "title": "Reply", "condition": {"logics": [
+            {"type": "api_rpc_reply", "mode": "key_value", "res_data": {"price": "{{env_var[@base-price]}}"}},
+            {"type": "go", "to_node_id": "e"}]}},
+        {"id": "e", "obj_type": 2, "title": "End", "condition": {"logics": []}}
+    ]}});
+    let caller = json!({"obj_type": 1, "obj_id": 802, "title": "Checkout", "scheme": {"nodes": [
+        {"id": "s", "obj_type": 1, "condition": {"logics": [{"type": "go", "to_node_id": "c"}]}},
+        {"id": "c", "obj_type": 0, "title": "Ask price", "condition": {"logics": [
+            {"type": "api_rpc", "conv_id": 801, "extra": {}, "extra_type": {}, "group": "all", "err_node_id": "e"},
+            {"type": "go", "to_node_id": "e"}]}},
+        {"id": "e", "obj_type": 2, "title": "End", "condition": {"logics": []}}
+    ]}});
+    std::fs::write(folder.join("801_Price list.conv.json"), callee.to_string()).unwrap();
+    std::fs::write(folder.join("802_Checkout_v3.conv.json"), caller.to_string()).unwrap();
+    // Not part of an import: ignored.
+    std::fs::write(folder.join("notes.txt"), "hello").unwrap();
+    std::fs::write(
+        root.join("_ALIASES_.json"),
+        json!([{"obj_type": 9, "short_name": "prices", "obj_to_id": 801, "obj_to_type": "conv"}])
+            .to_string(),
+    )
+    .unwrap();
+    std::fs::write(
+        root.join("_ENV_VARS_.json"),
+        json!([{"short_name": "base-price", "env_var_type": "visible"}]).to_string(),
+    )
+    .unwrap();
+    let read = crate::read_path(dir.path()).unwrap();
+    assert_eq!(read.processes.len(), 2);
+    assert_eq!(read.aliases.get(&801).map(String::as_str), Some("prices"));
+    assert_eq!(read.env_vars, ["base-price"]);
+    let imported = import(&read).unwrap();
+    assert!(imported.unmapped.is_empty(), "{:?}", imported.unmapped);
+    let names: Vec<&str> = imported.processes.iter().map(|p| p.name.as_str()).collect();
+    assert_eq!(names, ["prices", "checkout"]);
+    let checkout: Value = serde_yaml::from_str(&imported.processes[1].yaml).unwrap();
+    assert_eq!(checkout["nodes"]["ask_price"]["type"], "call_process");
+    assert_eq!(
+        checkout["nodes"]["ask_price"]["process"], "@prices",
+        "{checkout}"
+    );
+    let prices: Value = serde_yaml::from_str(&imported.processes[0].yaml).unwrap();
+    assert_eq!(prices["nodes"]["reply"]["data"]["price"], "{{base_price}}");
+    for p in &imported.processes {
+        checked(&p.yaml, &p.name);
+    }
 }

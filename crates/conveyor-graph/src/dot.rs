@@ -42,11 +42,13 @@ pub fn dot(process: &Process, counts: Option<&Counts>) -> String {
             NodeClass::Start => ("oval", ""),
             NodeClass::FinalSuccess | NodeClass::FinalError => ("box", ", peripheries=2"),
             NodeClass::Condition => ("diamond", ""),
-            NodeClass::Delay | NodeClass::WaitCallback => ("box", ", style=\"filled,rounded\""),
+            NodeClass::Delay | NodeClass::WaitCallback | NodeClass::Queue => {
+                ("box", ", style=\"filled,rounded\"")
+            }
             NodeClass::Escalation => ("box", ", penwidth=2.5"),
             NodeClass::CallProcess => ("box", ", peripheries=2"),
             NodeClass::CopyTask => ("box3d", ""),
-            NodeClass::ModifyTask | NodeClass::Sum => ("component", ""),
+            NodeClass::ModifyTask | NodeClass::Sum | NodeClass::GetTask => ("component", ""),
             NodeClass::Reply => ("cds", ""),
             NodeClass::ApiCall | NodeClass::SetParam | NodeClass::Code => ("box", ""),
         };

@@ -23,6 +23,8 @@ pub enum NodeClass {
     Sum,
     CallProcess,
     Reply,
+    Queue,
+    GetTask,
 }
 
 impl NodeClass {
@@ -49,6 +51,8 @@ impl NodeClass {
             NodeKind::CallProcess { .. } => NodeClass::CallProcess,
             NodeKind::Reply { .. } => NodeClass::Reply,
             NodeKind::Code(_) => NodeClass::Code,
+            NodeKind::Queue { .. } => NodeClass::Queue,
+            NodeKind::GetTask { .. } => NodeClass::GetTask,
         }
     }
 
@@ -70,6 +74,8 @@ impl NodeClass {
             NodeClass::CallProcess => "call_process",
             NodeClass::Reply => "reply",
             NodeClass::Code => "code",
+            NodeClass::Queue => "queue",
+            NodeClass::GetTask => "get_task",
         }
     }
 
@@ -89,12 +95,16 @@ impl NodeClass {
             NodeClass::FinalSuccess => ("#bbf7d0", "#15803d", "#14532d"),
             NodeClass::FinalError => ("#fecaca", "#b91c1c", "#7f1d1d"),
             NodeClass::Condition => ("#e0e7ff", "#4f46e5", "#312e81"),
-            NodeClass::Delay | NodeClass::WaitCallback => ("#f3e8ff", "#7e22ce", "#581c87"),
+            NodeClass::Delay | NodeClass::WaitCallback | NodeClass::Queue => {
+                ("#f3e8ff", "#7e22ce", "#581c87")
+            }
             NodeClass::ApiCall => ("#dbeafe", "#1d4ed8", "#1e3a8a"),
             NodeClass::Escalation => ("#fde68a", "#dc2626", "#7c2d12"),
             NodeClass::SetParam => ("#f1f5f9", "#475569", "#1e293b"),
             NodeClass::CopyTask => ("#ccfbf1", "#0f766e", "#134e4a"),
-            NodeClass::ModifyTask | NodeClass::Sum => ("#cffafe", "#0e7490", "#164e63"),
+            NodeClass::ModifyTask | NodeClass::Sum | NodeClass::GetTask => {
+                ("#cffafe", "#0e7490", "#164e63")
+            }
             NodeClass::CallProcess => ("#e0f2fe", "#0369a1", "#0c4a6e"),
             NodeClass::Reply => ("#fce7f3", "#be185d", "#831843"),
             NodeClass::Code => ("#fef9c3", "#a16207", "#713f12"),

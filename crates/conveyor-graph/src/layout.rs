@@ -356,7 +356,7 @@ impl<'g, 'a> Builder<'g, 'a> {
                 + PAD_BOTTOM;
             match class {
                 NodeClass::Condition => width += 2.0 * HEX,
-                NodeClass::Delay | NodeClass::WaitCallback => width += 12.0,
+                NodeClass::Delay | NodeClass::WaitCallback | NodeClass::Queue => width += 12.0,
                 NodeClass::Start => width += 16.0,
                 NodeClass::CopyTask => {
                     width += STACK;

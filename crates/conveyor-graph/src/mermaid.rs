@@ -32,11 +32,11 @@ pub fn mermaid(process: &Process, counts: Option<&Counts>) -> String {
             NodeClass::Start => ("([", "])"),
             NodeClass::FinalSuccess | NodeClass::FinalError => ("(((", ")))"),
             NodeClass::Condition => ("{", "}"),
-            NodeClass::Delay | NodeClass::WaitCallback => (">", "]"),
+            NodeClass::Delay | NodeClass::WaitCallback | NodeClass::Queue => (">", "]"),
             NodeClass::Escalation => ("{{", "}}"),
             NodeClass::CallProcess => ("[[", "]]"),
             NodeClass::CopyTask => ("[/", "/]"),
-            NodeClass::ModifyTask | NodeClass::Sum => ("[\\", "\\]"),
+            NodeClass::ModifyTask | NodeClass::Sum | NodeClass::GetTask => ("[\\", "\\]"),
             NodeClass::Reply => ("(", ")"),
             NodeClass::ApiCall | NodeClass::SetParam | NodeClass::Code => ("[", "]"),
         };

@@ -332,7 +332,7 @@ fn write_shape(out: &mut String, node: &NodeBox) -> (f64, f64, f64) {
             );
             (x + w / 2.0, y, h)
         }
-        NodeClass::Delay | NodeClass::WaitCallback => {
+        NodeClass::Delay | NodeClass::WaitCallback | NodeClass::Queue => {
             // The flowchart "delay" shape: flat left, round right.
             let r = round_radius(node.class, node.rect());
             let _ = write!(
@@ -375,7 +375,7 @@ fn write_shape(out: &mut String, node: &NodeBox) -> (f64, f64, f64) {
             }
             (x + w / 2.0, y, h)
         }
-        NodeClass::ModifyTask | NodeClass::Sum => {
+        NodeClass::ModifyTask | NodeClass::Sum | NodeClass::GetTask => {
             rect(out, x, y, w, h, 2.0, 1.4);
             (x + w / 2.0, y, h)
         }

@@ -44,7 +44,9 @@ mod copy_task;
 mod delay;
 mod escalation;
 mod final_node;
+mod get_task;
 mod modify_task;
+mod queue;
 mod reply;
 mod set_param;
 mod start;
@@ -56,7 +58,7 @@ mod wait_callback;
 type KindLoader = fn(&mut Loader<'_>, &str, serde_yaml::Value) -> Option<NodeKind>;
 
 /// Every node kind: its name in `type:` and its loader, in the order the docs list them.
-const KINDS: [(&str, KindLoader); 14] = [
+const KINDS: [(&str, KindLoader); 16] = [
     ("start", start::load),
     ("final", final_node::load),
     ("condition", condition::load),
@@ -71,6 +73,8 @@ const KINDS: [(&str, KindLoader); 14] = [
     ("reply", reply::load),
     ("wait_callback", wait_callback::load),
     ("code", code::load),
+    ("queue", queue::load),
+    ("get_task", get_task::load),
 ];
 
 pub(crate) const NODE_KINDS: [&str; KINDS.len()] = {
@@ -1059,6 +1063,16 @@ fn load_node(loader: &mut Loader<'_>, id: &str, spec: serde_yaml::Value) -> Opti
             }
         },
     };
+    let alert = match map.remove("alert") {
+        None => None,
+        Some(value) => match load_alert(loader, id, value) {
+            Some(alert) => Some(alert),
+            None => {
+                ok = false;
+                None
+            }
+        },
+    };
     let rest = serde_yaml::Value::Mapping(map);
     let kind = load_kind(loader, id, &kind_name, rest);
     match (ok, kind) {
@@ -1069,6 +1083,7 @@ fn load_node(loader: &mut Loader<'_>, id: &str, spec: serde_yaml::Value) -> Opti
             corezoid_id: corezoid_id.flatten(),
             time_limit,
             keep_timeout,
+            alert,
             kind,
         }),
         _ => None,
@@ -1133,6 +1148,46 @@ fn load_time_limit(
         return None;
     }
     Some(TimeLimit { after, target })
+}
+
+/// `alert: 30 -> node` (also `→`), or `alert: { at_least: 30, to: node }`.
+fn load_alert(loader: &mut Loader<'_>, id: &str, value: serde_yaml::Value) -> Option<CountAlert> {
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct RawAlert {
+        at_least: u64,
+        to: String,
+    }
+    let node = Some(id);
+    let bad = |text: &str| {
+        format!(
+            "`{text}`: write an alert as `TASKS -> NODE`, e.g. `30 -> too_many` (at least 1 task)"
+        )
+    };
+    let (at_least, target) = match value {
+        serde_yaml::Value::String(text) => {
+            let parsed = text
+                .split_once("->")
+                .or_else(|| text.split_once('→'))
+                .and_then(|(n, to)| Some((n.trim().parse::<u64>().ok()?, to.trim().to_string())));
+            match parsed {
+                Some(pair) => pair,
+                None => {
+                    loader.error(node, Some("alert"), bad(&text));
+                    return None;
+                }
+            }
+        }
+        other => {
+            let raw: RawAlert = loader.read(node, "alert", other)?;
+            (raw.at_least, raw.to)
+        }
+    };
+    if at_least == 0 || target.is_empty() {
+        loader.error(node, Some("alert"), bad(&format!("{at_least} -> {target}")));
+        return None;
+    }
+    Some(CountAlert { at_least, target })
 }
 
 /// Reads the fields of a node of kind `kind` (known: `load_node` checked the name).

@@ -331,7 +331,20 @@ pub struct Node {
     /// `keep_timeout: true`: a task woken here by a modify that comes back in the same
     /// step waits for the time that was left, not a fresh time limit.
     pub keep_timeout: bool,
+    /// `alert: 30 -> node`: when the node holds 30 tasks or more, one alert task starts
+    /// at `node`; another only once the count has dropped below (Corezoid's `count`
+    /// semaphor).
+    pub alert: Option<CountAlert>,
     pub kind: NodeKind,
+}
+
+/// `alert: N -> node` on a node (Corezoid's `count` semaphor): edge-triggered alert
+/// tasks, `{"start": "true", …}` when the node's count reaches `at_least`, `{"start":
+/// "false", …}` when it drops below again.
+#[derive(Debug, Clone)]
+pub struct CountAlert {
+    pub at_least: u64,
+    pub target: String,
 }
 
 #[derive(Debug, Clone)]
@@ -419,6 +432,25 @@ pub enum NodeKind {
     },
     /// JavaScript over the task's `data` (Corezoid's `api_code`).
     Code(Box<Code>),
+    /// Tasks wait here until a `get_task` node takes them (Corezoid's Queue, `api_queue`);
+    /// a taken task goes on to `next`.
+    Queue {
+        next: String,
+        on_error: Option<String>,
+    },
+    /// Takes the oldest (or newest) task waiting in a `queue` node of a process, sends it
+    /// on, and copies its id and data into this task (Corezoid's Get from Queue,
+    /// `api_get_task`).
+    GetTask {
+        /// A template that renders to a process id or `@alias`.
+        process: Template,
+        /// The `queue` node of that process.
+        queue: String,
+        /// Take the newest task instead of the oldest.
+        newest: bool,
+        next: String,
+        on_error: Option<String>,
+    },
 }
 
 impl NodeKind {
@@ -439,6 +471,8 @@ impl NodeKind {
             NodeKind::Reply { .. } => "reply",
             NodeKind::WaitCallback { .. } => "wait_callback",
             NodeKind::Code(_) => "code",
+            NodeKind::Queue { .. } => "queue",
+            NodeKind::GetTask { .. } => "get_task",
         }
     }
 
@@ -450,6 +484,7 @@ impl NodeKind {
                 | NodeKind::WaitCallback { .. }
                 | NodeKind::CallProcess { .. }
                 | NodeKind::Escalation { .. }
+                | NodeKind::Queue { .. }
         )
     }
 
@@ -464,7 +499,9 @@ impl NodeKind {
             | NodeKind::Sum { on_error, .. }
             | NodeKind::CallProcess { on_error, .. }
             | NodeKind::Reply { on_error, .. }
-            | NodeKind::WaitCallback { on_error, .. } => on_error.as_deref(),
+            | NodeKind::WaitCallback { on_error, .. }
+            | NodeKind::Queue { on_error, .. }
+            | NodeKind::GetTask { on_error, .. } => on_error.as_deref(),
             NodeKind::ApiCall(api) => api.on_error.as_deref(),
             NodeKind::Code(code) => code.on_error.as_deref(),
             NodeKind::Start { .. } | NodeKind::Final { .. } => None,
@@ -493,6 +530,8 @@ impl Node {
             | NodeKind::CallProcess { next, .. }
             | NodeKind::Reply { next, .. }
             | NodeKind::WaitCallback { next, .. }
+            | NodeKind::Queue { next, .. }
+            | NodeKind::GetTask { next, .. }
             | NodeKind::Escalation {
                 next: Some(next), ..
             } => edges.push(edge("next".into(), "next".into(), next)),
@@ -522,6 +561,13 @@ impl Node {
                 format!("timeout {}", limit.after),
                 "timeout".into(),
                 &limit.target,
+            ));
+        }
+        if let Some(alert) = &self.alert {
+            edges.push(edge(
+                format!("alert at {} tasks", alert.at_least),
+                "alert".into(),
+                &alert.target,
             ));
         }
         edges
@@ -679,6 +725,11 @@ pub enum BodyFormat {
     /// The body rendered to text and sent as it is (Corezoid's `format: raw`); the
     /// `Content-Type` is whatever `headers` say.
     Raw,
+    /// Corezoid's own format (`format: corezoid`): the body is sent as the `data` of one
+    /// op, `{"ops":[{"type":"data","ref","obj_id","conv_id","node_id","data","extra"}]}`,
+    /// and the reply must be `{"request_proc":"ok","ops":[{"proc":"ok","res_data":{…}}]}`,
+    /// whose `res_data` is what the task gets.
+    Corezoid,
 }
 
 /// A `code` node: a JavaScript function body over `data`, the task's data.

@@ -131,7 +131,7 @@ fn graph_checks(loader: &mut Loader<'_>, process: &Process) {
                 Some(first),
                 None,
                 format!(
-                    "the cycle {} → {first} has no node that waits (delay, wait_callback, call_process, escalation, or a time limit): a task in it would spin",
+                    "the cycle {} → {first} has no node that waits (delay, wait_callback, call_process, escalation, queue, or a time limit): a task in it would spin",
                     ordered.join(" → ")
                 ),
             );
@@ -163,6 +163,9 @@ fn param_warnings(loader: &mut Loader<'_>, process: &Process) {
                 }
             }
             NodeKind::Code(code) => known.extend(code.writes.iter().map(String::as_str)),
+            NodeKind::GetTask { .. } => {
+                known.extend(["__queue_task_id__", "__queue_task_data__"]);
+            }
             _ => {}
         }
     }
@@ -215,7 +218,9 @@ fn visit_task_templates<'a>(node: &'a Node, visit: &mut dyn FnMut(&'a Template))
         NodeKind::Start { .. }
         | NodeKind::Final { .. }
         | NodeKind::WaitCallback { .. }
+        | NodeKind::Queue { .. }
         | NodeKind::Code(_) => {}
+        NodeKind::GetTask { process, .. } => visit(process),
         NodeKind::Condition { branches, .. } => {
             for check in branches.iter().flat_map(|b| &b.when) {
                 visit(&check.value);

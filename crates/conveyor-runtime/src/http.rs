@@ -135,7 +135,7 @@ async fn exchange(
         builder = builder.header(name.as_str(), value.as_str());
     }
     match &request.body {
-        Some((BodyFormat::Json, body)) => builder = builder.json(body),
+        Some((BodyFormat::Json | BodyFormat::Corezoid, body)) => builder = builder.json(body),
         Some((BodyFormat::Form, Value::Object(map))) => {
             let fields: Vec<(String, String)> =
                 map.iter().map(|(k, v)| (k.clone(), text_of(v))).collect();
@@ -343,7 +343,7 @@ fn html_text(text: &str) -> Option<String> {
     })
 }
 
-fn shorten(text: &str) -> String {
+pub(crate) fn shorten(text: &str) -> String {
     let one_line: String = text.split_whitespace().collect::<Vec<_>>().join(" ");
     if one_line.chars().count() > 200 {
         format!("{}…", one_line.chars().take(200).collect::<String>())

@@ -21,6 +21,8 @@
 //! - `committer.rs` — group commit of steps' batches (and the doors' creates);
 //! - `intake.rs` — the HTTP doors' creates and modifies, joining the committer's groups;
 //! - `answers.rs` — sync replies: doors that wait for a task's `reply` or end;
+//! - `alerts.rs` — a node's `alert` (Corezoid's `count` semaphor): alert tasks when its
+//!   count crosses the threshold;
 //! - `ops.rs` — the commands: clone and update processes, add, find, modify tasks;
 //! - `recover.rs` — `task retry` and `task goto`;
 //! - `input.rs` — what the outside may set, checked at every door;
@@ -32,6 +34,7 @@
 //! - `retention.rs` — keeping and removing finished tasks, trimming history;
 //! - `stats.rs`, `metrics.rs` — `store stats` and `/metrics`; `clock.rs` — the clock.
 
+mod alerts;
 mod answers;
 mod clock;
 mod code;
@@ -241,6 +244,11 @@ pub struct Runtime {
     work_elsewhere: std::sync::atomic::AtomicBool,
     /// Doors waiting for tasks' answers (sync replies, `answers.rs`).
     answers: answers::Answers,
+    /// Tasks a `get_task` node took from a `queue` node that have not moved on yet (their
+    /// own step moves them): no second `get_task` takes them meanwhile.
+    taken: Mutex<std::collections::HashSet<u64>>,
+    /// Held while an `alert` is decided and its task committed (`alerts.rs`).
+    alerting: tokio::sync::Mutex<()>,
 }
 
 impl Runtime {
@@ -274,6 +282,8 @@ impl Runtime {
             idle: tokio::sync::Notify::new(),
             work_elsewhere: std::sync::atomic::AtomicBool::new(false),
             answers: answers::Answers::default(),
+            taken: Mutex::new(std::collections::HashSet::new()),
+            alerting: tokio::sync::Mutex::new(()),
         });
         if runtime.store.shared() {
             let weak = Arc::downgrade(&runtime);
@@ -328,7 +338,10 @@ impl Runtime {
         let mut nodes = Vec::new();
         for process in self.store.processes()? {
             for (node, counter) in self.store.counters(process.id)? {
-                nodes.push((process.id, node, counter.now));
+                // An alert's state is kept as a counter of its own (`alerts.rs`).
+                if !alerts::is_state(&node) {
+                    nodes.push((process.id, node, counter.now));
+                }
             }
         }
         let mut text = self.metrics.render(&nodes);

@@ -29,7 +29,9 @@ mod copy_task;
 mod delay;
 mod escalation;
 mod final_node;
+mod get_task;
 mod modify_task;
+mod queue;
 mod reply;
 mod set_param;
 mod start;
@@ -513,6 +515,7 @@ impl Step<'_> {
                 crate::fold::append(&mut self.task.data, data);
             }
             InboxMessage::Recover { to, data, source } => self.recover(to, data, source),
+            InboxMessage::Dequeue { by } => self.dequeued(by),
             InboxMessage::Reply {
                 data,
                 error,
@@ -693,6 +696,14 @@ impl Step<'_> {
             } => self.reply(data, *error, next)?,
             NodeKind::WaitCallback { .. } => self.wait_callback()?,
             NodeKind::Code(code) => self.code(code)?,
+            NodeKind::Queue { .. } => self.queue()?,
+            NodeKind::GetTask {
+                process,
+                queue,
+                newest,
+                next,
+                ..
+            } => self.get_task(process, queue, *newest, next)?,
         }
         Ok(())
     }
@@ -703,6 +714,7 @@ impl Step<'_> {
             return self.commit_removal().await;
         }
         let mut batch = std::mem::take(&mut self.batch);
+        let moved = self.moved_nodes();
         for (node, (now, total)) in std::mem::take(&mut self.counts) {
             if now != 0 || total != 0 {
                 batch.push(Op::Count {
@@ -747,6 +759,8 @@ impl Step<'_> {
         });
         batch.push(Op::PutTask(Box::new(self.task.clone())));
         self.rt.commit_step(batch).await?;
+        self.release_claim();
+        self.rt.check_alerts(&self.loaded, &moved).await?;
         self.send_answer();
         self.rt
             .metrics
@@ -766,6 +780,7 @@ impl Step<'_> {
     async fn commit_removal(&mut self) -> Result<()> {
         let mut batch = std::mem::take(&mut self.batch);
         self.counts.entry(self.task.node.clone()).or_default().0 -= 1;
+        let moved = self.moved_nodes();
         for (node, (now, total)) in std::mem::take(&mut self.counts) {
             if now != 0 || total != 0 {
                 batch.push(Op::Count {
@@ -785,6 +800,8 @@ impl Step<'_> {
         }
         crate::retention::removal(&self.task, &mut batch);
         self.rt.commit_step(batch).await?;
+        self.release_claim();
+        self.rt.check_alerts(&self.loaded, &moved).await?;
         self.send_answer();
         self.rt.metrics.task_removed();
         self.rt
@@ -799,6 +816,23 @@ impl Step<'_> {
 }
 
 impl Step<'_> {
+    /// Nodes this step moved tasks in or out of, that have an `alert`.
+    fn moved_nodes(&self) -> Vec<String> {
+        self.counts
+            .iter()
+            .filter(|(node, (now, _))| {
+                *now != 0
+                    && self
+                        .loaded
+                        .process
+                        .nodes
+                        .get(*node)
+                        .is_some_and(|n| n.alert.is_some())
+            })
+            .map(|(node, _)| node.clone())
+            .collect()
+    }
+
     /// Once committed: answers a door waiting for this task, with what a `reply` node
     /// said, or with the task's data when it stopped at a final node or failed.
     fn send_answer(&mut self) {

@@ -256,6 +256,9 @@ pub enum InboxMessage {
     Fold {
         data: serde_json::Map<String, Value>,
     },
+    /// A `get_task` node (task `by`) took this task from the `queue` node it waits in:
+    /// it goes on to that node's `next`.
+    Dequeue { by: u64 },
     /// Move the task by hand: run its node again (`to: None`, `task retry`) or go to a
     /// node (`task goto`), with `data` merged first. Checked by `Runtime::recover_task`
     /// and again by the step.

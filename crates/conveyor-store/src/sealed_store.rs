@@ -197,17 +197,21 @@ impl SealedStore {
             | InboxMessage::Recover { data, .. } => {
                 Self::unseal_map(&keys, Place::Task(task), data)?;
             }
+            InboxMessage::Dequeue { .. } => {}
         }
         Ok(message)
     }
 
     fn message_data(message: &InboxMessage) -> &Map<String, Value> {
+        // A message that carries no data (a dequeue) has nothing to seal.
+        static NONE: std::sync::LazyLock<Map<String, Value>> = std::sync::LazyLock::new(Map::new);
         match message {
             InboxMessage::Modify { data, .. }
             | InboxMessage::Add { data, .. }
             | InboxMessage::Reply { data, .. }
             | InboxMessage::Fold { data }
             | InboxMessage::Recover { data, .. } => data,
+            InboxMessage::Dequeue { .. } => &NONE,
         }
     }
 
@@ -227,6 +231,7 @@ impl SealedStore {
                 failure: failure.clone(),
             },
             InboxMessage::Fold { .. } => InboxMessage::Fold { data: new },
+            InboxMessage::Dequeue { by } => InboxMessage::Dequeue { by: *by },
             InboxMessage::Recover { to, source, .. } => InboxMessage::Recover {
                 to: to.clone(),
                 data: new,

@@ -95,11 +95,12 @@ fn load_api_call(loader: &mut Loader<'_>, id: &str, rest: serde_yaml::Value) -> 
         None | Some("json") => Some(BodyFormat::Json),
         Some("form") => Some(BodyFormat::Form),
         Some("raw") => Some(BodyFormat::Raw),
+        Some("corezoid") => Some(BodyFormat::Corezoid),
         Some(other) => {
             loader.error(
                 node,
                 Some("format"),
-                format!("unknown body format `{other}` (json, form or raw)"),
+                format!("unknown body format `{other}` (json, form, raw or corezoid)"),
             );
             None
         }
@@ -112,6 +113,15 @@ fn load_api_call(loader: &mut Loader<'_>, id: &str, rest: serde_yaml::Value) -> 
                     node,
                     Some("body"),
                     "a form body is a mapping of field names to values".into(),
+                );
+                ok = false;
+            }
+            if format == Some(BodyFormat::Corezoid) && !body.is_object() {
+                loader.error(
+                    node,
+                    Some("body"),
+                    "a corezoid-format body is a mapping of params (sent as the op's `data`)"
+                        .into(),
                 );
                 ok = false;
             }

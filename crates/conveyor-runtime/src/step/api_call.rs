@@ -1,6 +1,7 @@
 //! `api_call`: an HTTP request, its response mapping, retries and limits.
 
 use super::*;
+use conveyor_model::BodyFormat;
 
 impl Step<'_> {
     pub(super) async fn api_call(&mut self, api: &ApiCall) -> Result<()> {
@@ -64,6 +65,15 @@ impl Step<'_> {
             millis,
             outcome,
         });
+        let result = match result {
+            Ok(mut reply) if api.format == BodyFormat::Corezoid => {
+                match corezoid_answer(&mut reply) {
+                    None => Ok(reply),
+                    Some(refused) => Err(refused),
+                }
+            }
+            other => other,
+        };
         match result {
             Ok(reply) => {
                 self.task
@@ -255,6 +265,10 @@ impl Step<'_> {
             )),
             None => None,
         };
+        let body = match api.format {
+            BodyFormat::Corezoid => Some((BodyFormat::Corezoid, self.corezoid_ops(body))),
+            _ => body,
+        };
         Ok(http::Request {
             method: api.method,
             url,
@@ -264,4 +278,96 @@ impl Step<'_> {
             max_bytes: api.max_response_bytes,
         })
     }
+}
+
+impl Step<'_> {
+    /// The request of Corezoid's own format: the params as the `data` of one op that
+    /// says which task, process and node sends it.
+    fn corezoid_ops(&self, params: Option<(BodyFormat, Value)>) -> Value {
+        let data = match params {
+            Some((_, data @ Value::Object(_))) => data,
+            _ => Value::Object(Map::new()),
+        };
+        serde_json::json!({
+            "ops": [{
+                "type": "data",
+                "ref": self.task.reference,
+                "obj_id": self.task.id,
+                "conv_id": self.task.process,
+                "node_id": self.task.node,
+                "data": data,
+                "extra": {},
+            }]
+        })
+    }
+}
+
+/// A reply in Corezoid's own format, `{"request_proc":"ok","ops":[{"proc":"ok",
+/// "res_data":{…}}]}`: the reply's body becomes its `res_data`; anything else is an
+/// error of the node (returned) with Corezoid's tags (`api_no_request_proc`, `api_no_ops`, `api_bad_answer`
+/// when the op's `proc` is not `ok`, `api_bad_res_data`).
+fn corezoid_answer(reply: &mut http::Reply) -> Option<Failure> {
+    let status = reply.status;
+    let refuse = |tag: &'static str, description: String| Failure {
+        type_error: "software",
+        tag,
+        description,
+        http_code: Some(status),
+        transient: false,
+        body: None,
+    };
+    let body = std::mem::take(&mut reply.body);
+    let proc = body.get("request_proc").and_then(Value::as_str);
+    if proc != Some("ok") {
+        return Some(refuse(
+            "api_no_request_proc",
+            match proc {
+                Some(other) => {
+                    format!("the Corezoid-format reply has request_proc `{other}`, not `ok`")
+                }
+                None => "the Corezoid-format reply has no `request_proc`".into(),
+            },
+        ));
+    }
+    let Some(op) = body
+        .get("ops")
+        .and_then(Value::as_array)
+        .and_then(|ops| ops.first())
+    else {
+        return Some(refuse(
+            "api_no_ops",
+            "the Corezoid-format reply has no `ops`".into(),
+        ));
+    };
+    match op.get("proc").and_then(Value::as_str) {
+        Some("ok") => {}
+        other => {
+            let said = op
+                .get("description")
+                .and_then(Value::as_str)
+                .map(|d| format!(": {d}"))
+                .unwrap_or_default();
+            return Some(refuse(
+                "api_bad_answer",
+                format!(
+                    "the Corezoid-format reply's op has proc `{}`{said}",
+                    other.unwrap_or("")
+                ),
+            ));
+        }
+    }
+    reply.body = match op.get("res_data") {
+        None | Some(Value::Null) => Value::Object(Map::new()),
+        Some(data @ Value::Object(_)) => data.clone(),
+        Some(other) => {
+            return Some(refuse(
+                "api_bad_res_data",
+                format!(
+                    "the Corezoid-format reply's res_data is not an object: {}",
+                    http::shorten(&other.to_string())
+                ),
+            ));
+        }
+    };
+    None
 }

@@ -1,0 +1,60 @@
+//! `queue`: tasks wait until a `get_task` node takes them.
+
+use super::*;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawQueue {
+    next: String,
+    on_error: Option<String>,
+}
+
+pub(super) fn load(loader: &mut Loader<'_>, id: &str, rest: serde_yaml::Value) -> Option<NodeKind> {
+    let raw: RawQueue = loader.read(Some(id), "", rest)?;
+    Some(NodeKind::Queue {
+        next: raw.next,
+        on_error: raw.on_error,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    fn errors(yaml: &str) -> Vec<String> {
+        crate::check("t", yaml)
+            .errors()
+            .map(|d| d.to_string())
+            .collect()
+    }
+
+    const QUEUE: &str = "process: q\nnodes:\n  start: { type: start, next: wait }\n  wait: { type: queue, next: done, ALERT }\n  take: { type: get_task, process: \"@q\", node: wait, ORDER next: done, on_error: done }\n  done: { type: final }\n";
+
+    fn queue(alert: &str, order: &str) -> String {
+        QUEUE.replace("ALERT", alert).replace("ORDER", order)
+    }
+
+    #[test]
+    fn a_queue_an_alert_and_a_get_task_load_and_bad_ones_are_named() {
+        // `take` is not reachable from the start: only that is said of the good file.
+        let good = errors(&queue("alert: 3 -> done", "order: newest,"));
+        assert!(
+            good.iter()
+                .all(|e| e.contains("take") && e.contains("reach")),
+            "{good:?}"
+        );
+        let bad = errors(&queue("alert: lots -> done", ""));
+        assert!(
+            bad.iter()
+                .any(|e| e.contains("alert") && e.contains("TASKS -> NODE")),
+            "{bad:?}"
+        );
+        let zero = errors(&queue("alert: { at_least: 0, to: done }", ""));
+        assert!(zero.iter().any(|e| e.contains("alert")), "{zero:?}");
+        let nowhere = errors(&queue("alert: 2 -> nowhere", ""));
+        assert!(nowhere.iter().any(|e| e.contains("nowhere")), "{nowhere:?}");
+        let order = errors(&queue("alert: 2 -> done", "order: random,"));
+        assert!(
+            order.iter().any(|e| e.contains("unknown order `random`")),
+            "{order:?}"
+        );
+    }
+}
