@@ -120,6 +120,7 @@ impl Runtime {
             caller: None,
             moves: 0,
             secret_keys: Vec::new(),
+            created_by: None,
         };
         batch.push(Op::Count {
             process,
