@@ -5,7 +5,8 @@
 //! `modify_task` that writes `{{conv[…].ref[…].n}} + 1` reads and writes in two steps
 //! and loses updates when tasks race.) A holder that does not exist yet is created
 //! with the numbers as its data; two steps that race to create it are settled by the
-//! ref: the loser's step runs again and finds the holder.
+//! ref: the loser's step runs again and finds the holder, and a step whose copy finds
+//! the ref taken since its own look adds to the holder that took it.
 
 use super::*;
 
@@ -59,41 +60,59 @@ impl Step<'_> {
             .store
             .task_by_ref(loaded.record.id, &reference)
             .map_err(|e| ("sum_error", e.to_string()))?;
-        match holder {
-            Some(task) => {
-                let seq = self
+        if let Some(task) = holder {
+            return self.send_add(task.id, numbers);
+        }
+        let copy = CopyTask {
+            process: Template::literal(&target),
+            reference: Some(Template::literal(&reference)),
+            data: Some(ValueTemplate::Object(
+                numbers
+                    .iter()
+                    .map(|(k, v)| (k.clone(), ValueTemplate::Plain(v.clone())))
+                    .collect(),
+            )),
+        };
+        match self.copy(&copy, None) {
+            Ok(_) => Ok(()),
+            // Another step created the holder between the look above and the copy's own
+            // (its commit landed in between): add to that one, as if it had been found.
+            Err(("not_unical_ref", message)) => {
+                match self
                     .rt
                     .store
-                    .next_task_id()
-                    .map_err(|e| ("sum_error", e.to_string()))?;
-                self.batch.push(Op::Inbox {
-                    task: task.id,
-                    seq,
-                    message: InboxMessage::Add {
-                        data: numbers,
-                        source: format!("process {} task {}", self.task.process, self.task.id),
-                    },
-                });
-                self.batch.push(Op::SetReady(task.id));
-                self.schedule.push(task.id);
+                    .task_by_ref(loaded.record.id, &reference)
+                    .map_err(|e| ("sum_error", e.to_string()))?
+                {
+                    Some(task) => self.send_add(task.id, numbers),
+                    None => Err(("sum_error", message)),
+                }
             }
-            None => {
-                let copy = CopyTask {
-                    process: Template::literal(&target),
-                    reference: Some(Template::literal(&reference)),
-                    data: Some(ValueTemplate::Object(
-                        numbers
-                            .into_iter()
-                            .map(|(k, v)| (k, ValueTemplate::Plain(v)))
-                            .collect(),
-                    )),
-                };
-                self.copy(&copy, None).map_err(|(tag, message)| match tag {
-                    "not_unical_ref" => ("sum_error", message),
-                    other => (other, message),
-                })?;
-            }
+            Err(other) => Err(other),
         }
+    }
+
+    /// Leaves `numbers` in the holder's inbox; its own step adds them.
+    fn send_add(
+        &mut self,
+        holder: u64,
+        numbers: Map<String, Value>,
+    ) -> std::result::Result<(), (&'static str, String)> {
+        let seq = self
+            .rt
+            .store
+            .next_task_id()
+            .map_err(|e| ("sum_error", e.to_string()))?;
+        self.batch.push(Op::Inbox {
+            task: holder,
+            seq,
+            message: InboxMessage::Add {
+                data: numbers,
+                source: format!("process {} task {}", self.task.process, self.task.id),
+            },
+        });
+        self.batch.push(Op::SetReady(holder));
+        self.schedule.push(holder);
         Ok(())
     }
 
