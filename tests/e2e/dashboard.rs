@@ -1357,7 +1357,12 @@ impl Driver {
             let now = focused(self);
             if now[0] != "body" {
                 assert_eq!(now[1], json!(true), "no visible focus on {}", now[0]);
-                assert_eq!(now[2], json!(true), "{} takes the focus but is no control", now[0]);
+                assert_eq!(
+                    now[2],
+                    json!(true),
+                    "{} takes the focus but is no control",
+                    now[0]
+                );
             }
         }
         panic!(
@@ -1401,7 +1406,11 @@ fn the_dashboard_is_usable_with_the_keyboard_alone() {
 
     // Log in: the token field, typed, Enter.
     driver.go(&format!("{}/", server.base));
-    wait(&driver, "the login form", "return !!document.getElementById('login');");
+    wait(
+        &driver,
+        "the login form",
+        "return !!document.getElementById('login');",
+    );
     driver.tab_to("e.name === 'token'", false);
     driver.type_text(token);
     driver.press(ENTER);
@@ -1491,7 +1500,9 @@ fn the_dashboard_is_usable_with_the_keyboard_alone() {
     wait(
         &driver,
         "the new task's page",
-        &format!("return location.hash.startsWith('#/t/{pid}/') && document.querySelector('h1').textContent.includes('ref kbd-1');"),
+        &format!(
+            "return location.hash.startsWith('#/t/{pid}/') && document.querySelector('h1').textContent.includes('ref kbd-1');"
+        ),
     );
     let task = server.data.json(&["task", "show", "@tg", "kbd-1"]);
     let id = task["id"].as_u64().expect("the task's id");
@@ -1516,9 +1527,14 @@ fn the_dashboard_is_usable_with_the_keyboard_alone() {
     wait(
         &driver,
         "the failed node's tasks",
-        &format!("return document.activeElement.id === 'tasks-title' && !!document.querySelector('#tasks a[href=\"#/t/{pid}/{id}\"]');"),
+        &format!(
+            "return document.activeElement.id === 'tasks-title' && !!document.querySelector('#tasks a[href=\"#/t/{pid}/{id}\"]');"
+        ),
     );
-    driver.tab_to(&format!("e.getAttribute('href') === '#/t/{pid}/{id}'"), false);
+    driver.tab_to(
+        &format!("e.getAttribute('href') === '#/t/{pid}/{id}'"),
+        false,
+    );
     // The list redraws every second: the focus stays on the link.
     std::thread::sleep(Duration::from_millis(2500));
     assert_eq!(
@@ -1576,7 +1592,9 @@ fn the_dashboard_is_usable_with_the_keyboard_alone() {
     wait(
         &driver,
         "modified",
-        &format!("return document.getElementById('action-result').textContent === 'Task {id} modified.';"),
+        &format!(
+            "return document.getElementById('action-result').textContent === 'Task {id} modified.';"
+        ),
     );
     assert_eq!(
         driver.script("return document.activeElement.matches('#modify button');"),
@@ -1607,7 +1625,9 @@ fn the_dashboard_is_usable_with_the_keyboard_alone() {
     wait(
         &driver,
         "moved",
-        &format!("return document.getElementById('action-result').textContent === 'Task {id} moves to sent.' && document.activeElement.matches('#goto button');"),
+        &format!(
+            "return document.getElementById('action-result').textContent === 'Task {id} moves to sent.' && document.activeElement.matches('#goto button');"
+        ),
     );
     let deadline = Instant::now() + Duration::from_secs(20);
     while server.data.json(&["task", "show", "@tg", "kbd-1"])["node"] != "sent" {
@@ -1640,8 +1660,16 @@ fn the_dashboard_is_usable_with_the_keyboard_alone() {
         } else {
             driver.press(TAB);
         }
-        assert_eq!(active(&driver), json!(expected), "Tab stays in the open confirmation");
-        assert_eq!(focused(&driver)[1], json!(true), "{expected} shows the focus");
+        assert_eq!(
+            active(&driver),
+            json!(expected),
+            "Tab stays in the open confirmation"
+        );
+        assert_eq!(
+            focused(&driver)[1],
+            json!(true),
+            "{expected} shows the focus"
+        );
     }
     driver.press(ESCAPE);
     wait(
@@ -1670,7 +1698,9 @@ fn the_dashboard_is_usable_with_the_keyboard_alone() {
     wait(
         &driver,
         "back on the process page",
-        &format!("return location.hash === '#/p/{pid}' && document.activeElement.tagName === 'H1';"),
+        &format!(
+            "return location.hash === '#/p/{pid}' && document.activeElement.tagName === 'H1';"
+        ),
     );
     assert_eq!(server.data.json(&["task", "list", "@tg"]), json!([]));
     driver.screenshot("keyboard-journey");
