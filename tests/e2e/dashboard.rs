@@ -1294,3 +1294,415 @@ nodes:
     assert_eq!(server.data.json(&["task", "list", "@actions"]), json!([]));
     drop(server);
 }
+
+const TAB: &str = "\u{E004}";
+const ENTER: &str = "\u{E007}";
+const ESCAPE: &str = "\u{E00C}";
+const SHIFT: &str = "\u{E008}";
+const CONTROL: &str = "\u{E009}";
+
+/// What has the focus, in words, and whether it shows it: `[description, visible,
+/// interactive]`. Visible: a drawn outline or a box shadow. Interactive: an element that
+/// is one by nature (link, button, field, summary) or says what it is with a `role`, not
+/// a bare `div` with a click handler.
+fn focused(driver: &Driver) -> Value {
+    driver.script(
+        "const e = document.activeElement; if (!e || e === document.body) return ['body', false, false];
+         const s = getComputedStyle(e);
+         const outline = s.outlineStyle !== 'none' && parseFloat(s.outlineWidth) > 0;
+         const shadow = s.boxShadow && s.boxShadow !== 'none';
+         const native = e.matches('a[href], button, input, select, textarea, summary');
+         const what = e.tagName.toLowerCase() + (e.id ? '#' + e.id : '') + (e.getAttribute('name') ? '[name=' + e.getAttribute('name') + ']' : '')
+           + ' \"' + (e.textContent || e.value || '').trim().slice(0, 40) + '\"';
+         return [what, outline || shadow, native || e.hasAttribute('role')];",
+    )
+}
+
+impl Driver {
+    /// Presses `key` while `modifier` is held (Shift+Tab, Control+A).
+    fn chord(&self, modifier: &str, key: &str) {
+        let actions = json!({"actions": [{"type": "key", "id": "keyboard", "actions": [
+            {"type": "keyDown", "value": modifier}, {"type": "keyDown", "value": key},
+            {"type": "keyUp", "value": key}, {"type": "keyUp", "value": modifier}]}]});
+        let reply = self.command(reqwest::Method::POST, "/actions", actions);
+        assert!(reply.is_null(), "press {modifier}+{key}: {reply}");
+    }
+
+    /// Types `text` as key presses on whatever has the focus.
+    fn type_text(&self, text: &str) {
+        let mut keys = Vec::new();
+        for c in text.chars() {
+            keys.push(json!({"type": "keyDown", "value": c.to_string()}));
+            keys.push(json!({"type": "keyUp", "value": c.to_string()}));
+        }
+        let actions = json!({"actions": [{"type": "key", "id": "keyboard", "actions": keys}]});
+        let reply = self.command(reqwest::Method::POST, "/actions", actions);
+        assert!(reply.is_null(), "type {text}: {reply}");
+    }
+
+    /// Presses Tab (Shift+Tab when `back`) until `is_it` (a script returning a boolean
+    /// about `document.activeElement`, named `e`) holds, at most 60 times. Every element
+    /// the focus lands on on the way must show the focus and be interactive by nature.
+    fn tab_to(&self, is_it: &str, back: bool) {
+        let check = format!("const e = document.activeElement; return !!({is_it});");
+        for _ in 0..60 {
+            if self.script(&check) == Value::Bool(true) {
+                return;
+            }
+            if back {
+                self.chord(SHIFT, TAB);
+            } else {
+                self.press(TAB);
+            }
+            let now = focused(self);
+            if now[0] != "body" {
+                assert_eq!(now[1], json!(true), "no visible focus on {}", now[0]);
+                assert_eq!(
+                    now[2],
+                    json!(true),
+                    "{} takes the focus but is no control",
+                    now[0]
+                );
+            }
+        }
+        panic!(
+            "Tab never reached {is_it}; the focus is on {}",
+            focused(self)[0]
+        );
+    }
+}
+
+/// Issue 16's "usable with the keyboard alone": the whole journey with key presses only
+/// (Tab, Shift+Tab, Enter, Space, Escape, typing), through the real binary: log in, clone
+/// a template, add a task with a typed ref, open it, modify it, move it, delete it (once
+/// cancelled with Escape). Every control reached shows the focus; the confirmation keeps
+/// Tab on its buttons while it is open, Escape closes it and gives the focus back; the
+/// live redraws do not steal the focus.
+#[test]
+fn the_dashboard_is_usable_with_the_keyboard_alone() {
+    let profile = tempfile::tempdir().expect("profile dir");
+    let Some(driver) = Driver::start(profile.path()) else {
+        assert!(
+            std::env::var_os("CONVEYOR_BROWSER_TESTS").is_none(),
+            "CONVEYOR_BROWSER_TESTS is set but chromium or chromedriver is missing"
+        );
+        eprintln!("skipped: chromium and chromium-driver are not installed");
+        return;
+    };
+    let server = Server::start(DataDir::new());
+    let info: Value = serde_json::from_str(
+        &std::fs::read_to_string(server.data.path().join("server.json")).expect("server.json"),
+    )
+    .expect("json");
+    let token = info["token"].as_str().expect("token");
+    let active = |driver: &Driver| driver.script("return document.activeElement.id;");
+    let wait = |driver: &Driver, what: &str, script: &str| {
+        assert!(
+            driver.until(Duration::from_secs(15), script),
+            "{what}: {}",
+            driver.script("return document.body.innerText;")
+        );
+    };
+
+    // Log in: the token field, typed, Enter.
+    driver.go(&format!("{}/", server.base));
+    wait(
+        &driver,
+        "the login form",
+        "return !!document.getElementById('login');",
+    );
+    driver.tab_to("e.name === 'token'", false);
+    driver.type_text(token);
+    driver.press(ENTER);
+    wait(
+        &driver,
+        "the processes page",
+        "const h = document.querySelector('h1'); return !!h && h.textContent === 'Processes' && document.activeElement === h;",
+    );
+
+    // Templates: *Use this process* opens the clone form on its alias; Escape closes it
+    // and gives the focus back to the button; Enter again, the settings typed, Clone.
+    driver.tab_to("e.getAttribute('href') === '#/templates'", false);
+    driver.press(ENTER);
+    wait(
+        &driver,
+        "the templates page",
+        "return document.querySelectorAll('[data-template]').length > 0 && document.activeElement.tagName === 'H1';",
+    );
+    driver.tab_to("e.dataset.use === 'notify_telegram'", false);
+    driver.press(ENTER);
+    wait(
+        &driver,
+        "the clone form",
+        "return document.activeElement.name === 'alias';",
+    );
+    driver.press(ESCAPE);
+    wait(
+        &driver,
+        "Escape closes the clone form",
+        "return !document.querySelector('.use-form form') && document.activeElement.dataset.use === 'notify_telegram';",
+    );
+    driver.press(" ");
+    wait(
+        &driver,
+        "Space opens it again",
+        "return document.activeElement.name === 'alias';",
+    );
+    driver.chord(CONTROL, "a");
+    driver.type_text("tg");
+    driver.tab_to("e.name === 'set-bot_token'", false);
+    assert_eq!(
+        driver.script("return document.activeElement.type;"),
+        json!("password"),
+        "a secret setting is a password field"
+    );
+    driver.type_text("123456:keyboard");
+    driver.tab_to("e.name === 'set-chat_id'", false);
+    driver.type_text("42");
+    driver.tab_to("e.name === 'set-api_url'", false);
+    // A closed port: every task ends in `failed`.
+    driver.type_text("http://127.0.0.1:9");
+    driver.tab_to("e.textContent === 'Clone'", false);
+    driver.press(ENTER);
+    wait(
+        &driver,
+        "the cloned process's page",
+        "return /^#\\/p\\/[0-9]+$/.test(location.hash) && !!document.getElementById('add-task') && document.activeElement.tagName === 'H1';",
+    );
+    let shown = server.data.json(&["process", "show", "@tg"]);
+    let pid = shown["id"].as_u64().expect("the clone's id");
+    assert_eq!(
+        driver.script("return location.hash;"),
+        json!(format!("#/p/{pid}"))
+    );
+
+    // Add task: uncheck *Autogenerate reference* with Space, the ref field appears and
+    // takes the focus; the text typed; Enter on *Send task*.
+    driver.tab_to("e.id === 'add-task'", false);
+    driver.press(ENTER);
+    wait(
+        &driver,
+        "the add form",
+        "return !!document.getElementById('autoref') && document.activeElement.tagName === 'H1';",
+    );
+    driver.tab_to("e.id === 'autoref'", false);
+    driver.press(" ");
+    wait(
+        &driver,
+        "the ref field",
+        "return !document.getElementById('autoref').checked && !document.getElementById('ref-label').hidden && document.activeElement.id === 'ref';",
+    );
+    driver.type_text("kbd-1");
+    driver.tab_to("e.id === 'f-text'", false);
+    driver.type_text("hello from the keyboard");
+    driver.tab_to("e.id === 'send'", false);
+    driver.press(ENTER);
+    wait(
+        &driver,
+        "the new task's page",
+        &format!(
+            "return location.hash.startsWith('#/t/{pid}/') && document.querySelector('h1').textContent.includes('ref kbd-1');"
+        ),
+    );
+    let task = server.data.json(&["task", "show", "@tg", "kbd-1"]);
+    let id = task["id"].as_u64().expect("the task's id");
+    assert_eq!(task["data"]["text"], json!("hello from the keyboard"));
+    // The closed port: the task ends in `failed` after its retries.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while server.data.json(&["task", "show", "@tg", "kbd-1"])["node"] != "failed" {
+        assert!(Instant::now() < deadline, "the task did not reach failed");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+
+    // Open it from the process page: the crumbs, the `failed` node's row, its task.
+    driver.tab_to(&format!("e.getAttribute('href') === '#/p/{pid}'"), true);
+    driver.press(ENTER);
+    wait(
+        &driver,
+        "the process page",
+        "return !!document.querySelector('#nodes a[href$=\"/failed\"]');",
+    );
+    driver.tab_to("e.matches('#nodes a[href$=\"/failed\"]')", false);
+    driver.press(ENTER);
+    wait(
+        &driver,
+        "the failed node's tasks",
+        &format!(
+            "return document.activeElement.id === 'tasks-title' && !!document.querySelector('#tasks a[href=\"#/t/{pid}/{id}\"]');"
+        ),
+    );
+    driver.tab_to(
+        &format!("e.getAttribute('href') === '#/t/{pid}/{id}'"),
+        false,
+    );
+    // The list redraws every second: the focus stays on the link.
+    std::thread::sleep(Duration::from_millis(2500));
+    assert_eq!(
+        driver.script("return document.activeElement.getAttribute('href');"),
+        json!(format!("#/t/{pid}/{id}")),
+        "a redraw took the focus away"
+    );
+    driver.press(ENTER);
+    wait(
+        &driver,
+        "the task page",
+        "return !!document.getElementById('modify-force') && document.activeElement.tagName === 'H1';",
+    );
+
+    // Modify: the summary opens the form; the finished task refuses a plain modify
+    // (shown inline), Space checks *merge anyway*, and the second time it merges.
+    driver.tab_to("e.tagName === 'SUMMARY'", false);
+    driver.press(ENTER);
+    wait(
+        &driver,
+        "the modify form",
+        "return document.querySelector('#actions details').open;",
+    );
+    driver.tab_to("e.id === 'modify-json'", false);
+    driver.chord(CONTROL, "a");
+    driver.type_text("{\"note\": \"typed\"}");
+    driver.tab_to("e.matches('#modify button')", false);
+    driver.press(ENTER);
+    wait(
+        &driver,
+        "the confirmation",
+        "const d = document.getElementById('confirm'); return !d.hidden && document.activeElement.id === 'confirm-yes' && d.textContent.includes('Merge note');",
+    );
+    assert_eq!(focused(&driver)[1], json!(true), "the focus on Yes shows");
+    driver.press(ENTER);
+    wait(
+        &driver,
+        "the refusal",
+        "return document.getElementById('action-result').textContent.startsWith('error: ') && document.activeElement.matches('#modify button');",
+    );
+    driver.tab_to("e.id === 'modify-force'", true);
+    driver.press(" ");
+    assert_eq!(
+        driver.script("return document.getElementById('modify-force').checked;"),
+        json!(true)
+    );
+    driver.tab_to("e.matches('#modify button')", false);
+    driver.press(ENTER);
+    wait(
+        &driver,
+        "the confirmation",
+        "return document.activeElement.id === 'confirm-yes';",
+    );
+    driver.press(ENTER);
+    wait(
+        &driver,
+        "modified",
+        &format!(
+            "return document.getElementById('action-result').textContent === 'Task {id} modified.';"
+        ),
+    );
+    assert_eq!(
+        driver.script("return document.activeElement.matches('#modify button');"),
+        json!(true),
+        "the focus went back to the Modify button"
+    );
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while server.data.json(&["task", "show", "@tg", "kbd-1"])["data"]["note"] != "typed" {
+        assert!(Instant::now() < deadline, "the modify was not merged");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+
+    // Move: the node chosen by typing its name on the select, *Move…*, Enter.
+    driver.tab_to("e.id === 'goto-node'", false);
+    driver.type_text("sent");
+    assert_eq!(
+        driver.script("return document.getElementById('goto-node').value;"),
+        json!("sent")
+    );
+    driver.tab_to("e.matches('#goto button')", false);
+    driver.press(ENTER);
+    wait(
+        &driver,
+        "the move's confirmation",
+        "return document.activeElement.id === 'confirm-yes' && document.getElementById('confirm').textContent.includes('to sent');",
+    );
+    driver.press(ENTER);
+    wait(
+        &driver,
+        "moved",
+        &format!(
+            "return document.getElementById('action-result').textContent === 'Task {id} moves to sent.' && document.activeElement.matches('#goto button');"
+        ),
+    );
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while server.data.json(&["task", "show", "@tg", "kbd-1"])["node"] != "sent" {
+        assert!(Instant::now() < deadline, "the move was not applied");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    wait(
+        &driver,
+        "the page shows the task in sent",
+        "return document.getElementById('task-where').textContent.includes('sent');",
+    );
+
+    // Delete: the confirmation keeps Tab and Shift+Tab on its two buttons; Escape
+    // closes it, gives the focus back to Delete, deletes nothing, and Tab then leaves.
+    driver.tab_to("e.id === 'delete'", false);
+    driver.press(ENTER);
+    wait(
+        &driver,
+        "the delete confirmation",
+        "return document.activeElement.id === 'confirm-yes' && document.getElementById('confirm').textContent.includes('cannot be undone');",
+    );
+    for (back, expected) in [
+        (false, "confirm-no"),
+        (false, "confirm-yes"),
+        (true, "confirm-no"),
+        (true, "confirm-yes"),
+    ] {
+        if back {
+            driver.chord(SHIFT, TAB);
+        } else {
+            driver.press(TAB);
+        }
+        assert_eq!(
+            active(&driver),
+            json!(expected),
+            "Tab stays in the open confirmation"
+        );
+        assert_eq!(
+            focused(&driver)[1],
+            json!(true),
+            "{expected} shows the focus"
+        );
+    }
+    driver.press(ESCAPE);
+    wait(
+        &driver,
+        "Escape closes the confirmation",
+        "return document.getElementById('confirm').hidden && document.activeElement.id === 'delete';",
+    );
+    assert_eq!(
+        server.data.json(&["task", "show", "@tg", "kbd-1"])["id"],
+        json!(id),
+        "Escape deleted nothing"
+    );
+    driver.press(TAB);
+    assert!(
+        driver.script("return !document.getElementById('confirm').contains(document.activeElement) && document.activeElement.id !== 'delete';") == Value::Bool(true),
+        "Tab leaves the closed confirmation"
+    );
+    driver.tab_to("e.id === 'delete'", true);
+    driver.press(ENTER);
+    wait(
+        &driver,
+        "the delete confirmation",
+        "return document.activeElement.id === 'confirm-yes';",
+    );
+    driver.press(ENTER);
+    wait(
+        &driver,
+        "back on the process page",
+        &format!(
+            "return location.hash === '#/p/{pid}' && document.activeElement.tagName === 'H1';"
+        ),
+    );
+    assert_eq!(server.data.json(&["task", "list", "@tg"]), json!([]));
+    driver.screenshot("keyboard-journey");
+    drop(server);
+}

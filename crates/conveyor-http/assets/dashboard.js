@@ -7,6 +7,15 @@ let timer = null;
 function esc(text) {
   return String(text ?? "").replace(/[&<>"']/g, c => ({"&":"&amp;","<":"&lt;",">":"&gt;",'"':"&quot;","'":"&#39;"}[c]));
 }
+// Replaces an element's content only when it changed: the pages redraw every second or
+// two, and rewriting unchanged HTML would throw away the keyboard focus inside it.
+const drawn = new WeakMap();
+function setHtml(el, html) {
+  if (drawn.get(el) === html) return;
+  drawn.set(el, html);
+  el.innerHTML = html;
+}
+
 function time(ms) { return ms ? new Date(ms).toISOString().replace("T", " ").slice(0, 19) + " UTC" : ""; }
 
 let csrf = null;
@@ -48,6 +57,7 @@ function showLogin(message) {
     const response = await fetch("/ui/login", {method: "POST", headers: {"content-type": "application/json"}, body: JSON.stringify(body)});
     if (response.ok) { csrf = null; route(); } else { showLogin("Wrong credentials."); }
   };
+  document.querySelector('#login input[name="token"]').focus();
 }
 
 function stop() { if (timer) { clearInterval(timer); timer = null; } }
@@ -55,14 +65,17 @@ function every(ms, fn) { stop(); timer = setInterval(fn, ms); }
 
 async function listPage() {
   crumbs.textContent = "/ processes";
+  main.innerHTML = `<h1>Processes</h1><div id="process-list"></div>`;
   const draw = async () => {
     const processes = await api("/ui/api/processes");
     const rows = processes.map(p => `<tr class="${p.in_escalation > 0 ? "escalated" : ""}" data-process="${p.id}">
       <td class="num">${p.id}</td><td>${p.alias ? "@" + esc(p.alias) : ""}</td>
       <td><a href="#/p/${p.id}">${esc(p.title)}</a></td><td class="num">${p.tasks}</td>
       <td class="num">${p.in_escalation > 0 ? `<span class="badge warn">${p.in_escalation} in escalation</span>` : `<span class="badge ok">0</span>`}</td></tr>`).join("");
-    main.innerHTML = `<h1>Processes</h1>${processes.length ? `<table><thead><tr><th>id</th><th>alias</th><th>title</th><th>tasks</th><th>escalations</th></tr></thead><tbody>${rows}</tbody></table>`
-      : `<p class="muted">No processes yet: pick one on the <a href="#/templates">templates</a> page, or <code>conveyor process clone bitrix_oauth --alias bitrix</code>.</p>`}`;
+    const list = document.getElementById("process-list");
+    if (!list) return;
+    setHtml(list, `${processes.length ? `<table><thead><tr><th>id</th><th>alias</th><th>title</th><th>tasks</th><th>escalations</th></tr></thead><tbody>${rows}</tbody></table>`
+      : `<p class="muted">No processes yet: pick one on the <a href="#/templates">templates</a> page, or <code>conveyor process clone bitrix_oauth --alias bitrix</code>.</p>`}`);
     live.textContent = "live · " + new Date().toLocaleTimeString();
   };
   await draw();
@@ -77,7 +90,7 @@ async function processPage(id, selected) {
     <p><a class="button" id="add-task" href="#/add/${p.id}">Add task</a></p>
     <div class="split"><div class="card diagram" id="diagram">${p.svg}</div>
     <div>${escalations.length ? `<h2 class="warn-title">Escalations</h2><div id="escalations"></div>` : ""}
-    <h2 id="tasks-title">Tasks</h2><div id="tasks" class="muted">Click a node on the diagram to see its tasks.</div>
+    <h2 id="tasks-title"${selected ? " data-focus-first" : ""}>Tasks</h2><div id="tasks" class="muted">Click a node on the diagram to see its tasks.</div>
     <h2>Nodes</h2><table id="nodes"><thead><tr><th>node</th><th>kind</th><th>now</th><th>total</th></tr></thead><tbody></tbody></table></div></div>`;
   const nodeRows = (nodes) => nodes.map(n => `<tr class="${n.escalation && n.now > 0 ? "escalated" : ""}">
       <td><a href="#/p/${p.id}/${encodeURIComponent(n.id)}">${esc(n.id)}</a></td><td>${esc(n.kind)}</td>
@@ -117,10 +130,10 @@ async function processPage(id, selected) {
     const tasks = await api(`/ui/api/processes/${p.id}/nodes/${encodeURIComponent(node)}/tasks`);
     if (escalations.some(e => e.id === node)) markWhy(node, tasks);
     if (title) document.getElementById("tasks-title").textContent = `Tasks in ${node}`;
-    into.innerHTML = tasks.length ? `<table><thead><tr><th>task</th><th>ref</th><th>status</th><th>why</th></tr></thead><tbody>${
+    setHtml(into, tasks.length ? `<table><thead><tr><th>task</th><th>ref</th><th>status</th><th>why</th></tr></thead><tbody>${
       tasks.map(t => `<tr><td><a href="#/t/${p.id}/${t.id}">${t.id}</a></td><td>${esc(t.ref ?? "")}</td><td>${esc(t.status)}</td>
         <td class="reason">${esc([t.reason.tag, t.reason.description].filter(Boolean).join(": "))}</td></tr>`).join("")}</tbody></table>`
-      : `<p class="muted">No task in ${esc(node)} now.</p>`;
+      : `<p class="muted">No task in ${esc(node)} now.</p>`);
   };
   const refresh = async () => {
     const counts = await api(`/ui/api/processes/${p.id}/counts`);
@@ -133,8 +146,12 @@ async function processPage(id, selected) {
     }
     const box = document.getElementById("escalations");
     if (box) {
-      box.innerHTML = "";
-      for (const e of escalations) { const div = document.createElement("div"); box.appendChild(div); await showTasks(e.id, div, false); }
+      // One box per escalation node, made once: redrawing them would lose the focus.
+      for (const e of escalations) {
+        let div = box.querySelector(`[data-escalation="${CSS.escape(e.id)}"]`);
+        if (!div) { div = document.createElement("div"); div.setAttribute("data-escalation", e.id); box.appendChild(div); }
+        await showTasks(e.id, div, false);
+      }
     }
     if (selected) await showTasks(selected, document.getElementById("tasks"), true);
     live.textContent = "live · " + new Date().toLocaleTimeString();
@@ -160,15 +177,15 @@ async function taskPage(processId, taskId) {
     const again = await api(`/ui/api/tasks/${encodeURIComponent(processId)}/${encodeURIComponent(taskId)}`).catch(() => null);
     if (!again) return;
     const box = document.getElementById("token-state");
-    if (box && again.token) box.innerHTML = tokenWords(again);
+    if (box && again.token) setHtml(box, tokenWords(again));
     const status = document.getElementById("task-status");
     if (status) status.textContent = `${again.node} · ${again.status}`;
     const place = document.getElementById("task-where");
-    if (place) place.innerHTML = where(again);
+    if (place) setHtml(place, where(again));
     const data = document.getElementById("task-data");
     if (data) data.textContent = JSON.stringify(again.data, null, 2);
     const history = document.getElementById("task-history");
-    if (history) history.innerHTML = timeline(again.history);
+    if (history) setHtml(history, timeline(again.history));
   });
 }
 
@@ -207,9 +224,21 @@ async function route() {
     else if (parts[0] === "templates") await templatesPage();
     else if (parts[0] === "add" && parts[1]) await addTaskPage(parts[1]);
     else await listPage();
+    focusHeading();
   } catch (error) {
-    if (error.message !== "login") main.innerHTML = `<p class="reason">${esc(error.message)}</p>`;
+    if (error.message === "login") return;
+    main.innerHTML = `<p class="reason" tabindex="-1">${esc(error.message)}</p>`;
+    focusHeading();
   }
+}
+
+// A new page starts the keyboard at its heading (the element that had the focus is gone
+// with the old page; without this the focus falls back to the top of the document).
+function focusHeading() {
+  const heading = main.querySelector("[data-focus-first]") || main.querySelector("h1, p.reason");
+  if (!heading) return;
+  heading.tabIndex = -1;
+  heading.focus();
 }
 
 
@@ -236,7 +265,9 @@ async function templatesPage() {
       <button>Clone</button> <button type="button" class="cancel">Cancel</button><p class="refusal reason" role="alert"></p></form>`;
     const form = box.querySelector("form");
     checkAsYouType(form);
-    form.querySelector(".cancel").addEventListener("click", () => { box.innerHTML = ""; button.focus(); });
+    const cancel = () => { box.innerHTML = ""; button.focus(); };
+    form.querySelector(".cancel").addEventListener("click", cancel);
+    form.addEventListener("keydown", (event) => { if (event.key === "Escape") { event.preventDefault(); cancel(); } });
     form.querySelector("input").focus();
     form.addEventListener("submit", async (event) => {
       event.preventDefault();
@@ -461,15 +492,35 @@ function taskActions(t) {
     <form id="goto" class="inline"><label>Move to node <select id="goto-node">${(t.nodes || []).map(n => `<option${n === t.node ? " selected" : ""}>${esc(n)}</option>`).join("")}</select></label>
       <button>Move…</button></form>
     <button type="button" id="delete" class="danger">Delete…</button>
-    <div id="confirm" role="alertdialog" aria-live="assertive" hidden></div>`;
+    <div id="confirm" role="alertdialog" aria-modal="true" hidden></div>`;
+  // The confirmation takes the focus; while it is open Tab and Shift+Tab stay on its two
+  // buttons; Escape or Cancel closes it, and the focus goes back to the button that asked.
+  const dialog = document.getElementById("confirm");
+  let opener = null;
+  const close = () => {
+    dialog.hidden = true; dialog.innerHTML = "";
+    if (opener && opener.isConnected) opener.focus();
+    opener = null;
+  };
+  dialog.addEventListener("keydown", (event) => {
+    if (dialog.hidden) return;
+    if (event.key === "Escape") { event.preventDefault(); close(); return; }
+    if (event.key !== "Tab") return;
+    const buttons = [...dialog.querySelectorAll("button")];
+    const at = buttons.indexOf(document.activeElement);
+    const next = (at + (event.shiftKey ? buttons.length - 1 : 1)) % buttons.length;
+    event.preventDefault();
+    buttons[next].focus();
+  });
   const confirmThen = (question, yes, action) => {
-    const dialog = document.getElementById("confirm");
+    opener = document.activeElement;
     dialog.hidden = false;
-    dialog.innerHTML = `<p>${esc(question)}</p><button type="button" id="confirm-yes">${esc(yes)}</button> <button type="button" id="confirm-no">Cancel</button>`;
-    document.getElementById("confirm-no").addEventListener("click", () => { dialog.hidden = true; dialog.innerHTML = ""; });
+    dialog.innerHTML = `<p id="confirm-question">${esc(question)}</p><button type="button" id="confirm-yes">${esc(yes)}</button> <button type="button" id="confirm-no">Cancel</button>`;
+    dialog.setAttribute("aria-labelledby", "confirm-question");
+    document.getElementById("confirm-no").addEventListener("click", close);
     document.getElementById("confirm-yes").addEventListener("click", async () => {
-      dialog.hidden = true; dialog.innerHTML = "";
       result.className = ""; result.textContent = "";
+      close();
       try { await action(); } catch (error) { result.className = "reason"; result.textContent = "error: " + error.message; }
     });
     document.getElementById("confirm-yes").focus();
