@@ -381,7 +381,36 @@ pub trait Store: Send + Sync + 'static {
     }
     /// Calls `listener` with what other engines announce (see [`Change`]).
     fn watch(&self, _listener: Listener) {}
+    /// Takes one of the `limit` places of the `api_call` node `node` of `process` for a
+    /// call that lasts at most `hold`, for every engine of a shared store together:
+    /// `None` while all of them are taken. The place is free again when given back
+    /// ([`Store::give_back_call_slot`]) or, if its engine died during the call, once
+    /// `hold` has passed. A store of one engine has no other engine to share a limit
+    /// with: it gives a place at once (the engine's own semaphore is the limit).
+    fn call_slot(
+        &self,
+        _process: u64,
+        _node: &str,
+        _limit: u32,
+        _hold: std::time::Duration,
+    ) -> SlotFuture {
+        Box::pin(std::future::ready(Ok(Some(CallSlot::default()))))
+    }
+    /// Gives a place taken with [`Store::call_slot`] back (without waiting for it).
+    fn give_back_call_slot(&self, _process: u64, _node: &str, _slot: CallSlot) {}
 }
+
+/// A place among the calls of one `api_call` node in flight ([`Store::call_slot`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct CallSlot {
+    pub slot: u32,
+    /// Tells this call's place from a later call's in the same place.
+    pub token: i64,
+}
+
+/// What [`Store::call_slot`] returns.
+pub type SlotFuture =
+    std::pin::Pin<Box<dyn std::future::Future<Output = Result<Option<CallSlot>>> + Send + 'static>>;
 
 /// What [`Store::claim_async`] returns.
 pub type ClaimFuture =
