@@ -238,8 +238,11 @@ pub type Result<T> = std::result::Result<T, StoreError>;
 /// - **Sharing.** A store that several engines share ([`Store::shared`]: [`PgStore`])
 ///   hands each task to one engine at a time ([`Store::claim`], [`Store::claim_work`]);
 ///   a commit that changes a task whose claim another engine took over fails whole
-///   with [`StoreError::Fenced`]. A store of one engine claims everything for it (the
-///   defaults).
+///   with [`StoreError::Fenced`]. Limits that hold for all engines together are kept
+///   in the store too: rate-limit windows ([`Store::admit`]) and the places of an
+///   `api_call` node's concurrency ([`Store::call_slot`]), which a dead engine's hold
+///   gives back by itself. A store of one engine claims everything for it and leaves
+///   limits to its engine (the defaults).
 /// - **Space.** Removed tasks and trimmed histories give their space back to the file
 ///   system while the store is in use, without a read ever failing or seeing less than
 ///   before: the log store by compacting its segments, [`SledStore`] by rewriting itself
