@@ -55,6 +55,9 @@ pub(crate) struct Step<'r> {
     events: Vec<HistoryEvent>,
     /// Tasks to put in the queue once the batch is committed.
     schedule: Vec<u64>,
+    /// Other tasks this step claimed in a shared store (a `get_task` taking a queued
+    /// task), given back once the batch is committed (or failed).
+    claimed: Vec<u64>,
     /// Moves since the task last waited (loop protection).
     moves: u32,
     /// Secret values read from other processes during this step.
@@ -108,6 +111,7 @@ pub(crate) async fn run(rt: &Runtime, id: u64) -> Result<Outcome> {
         counts: IndexMap::new(),
         events: Vec::new(),
         schedule: Vec::new(),
+        claimed: Vec::new(),
         moves: 0,
         revealed: Vec::new(),
         called_out: false,
@@ -758,7 +762,9 @@ impl Step<'_> {
             Op::ClearReady(self.task.id)
         });
         batch.push(Op::PutTask(Box::new(self.task.clone())));
-        self.rt.commit_step(batch).await?;
+        let committed = self.rt.commit_step(batch).await;
+        self.give_back_claims();
+        committed?;
         self.release_claim();
         self.rt.check_alerts(&self.loaded, &moved).await?;
         self.send_answer();
@@ -799,7 +805,9 @@ impl Step<'_> {
             }));
         }
         crate::retention::removal(&self.task, &mut batch);
-        self.rt.commit_step(batch).await?;
+        let committed = self.rt.commit_step(batch).await;
+        self.give_back_claims();
+        committed?;
         self.release_claim();
         self.rt.check_alerts(&self.loaded, &moved).await?;
         self.send_answer();

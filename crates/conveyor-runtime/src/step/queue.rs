@@ -35,6 +35,14 @@ impl Step<'_> {
         self.goto(&next, "get_task");
     }
 
+    /// The claims on other tasks this step took (see `get_task`) are over: its batch is
+    /// committed, or failed and wrote nothing.
+    pub(super) fn give_back_claims(&mut self) {
+        for task in std::mem::take(&mut self.claimed) {
+            self.rt.store.release(task);
+        }
+    }
+
     /// Once this step is committed, a claim on this task (`Runtime::taken`) is over:
     /// the store says where it is now.
     pub(super) fn release_claim(&self) {
