@@ -275,6 +275,35 @@ fn task_ops_show_the_creator_refuse_with_key_and_value_and_step_as_the_swagger_s
         "a task under a timeout waits for its timer: {shown}"
     );
 
+    // The swagger's debug fields: what the new node offers, its logics and the old
+    // node's, by Conveyor's node names, and the moves so far.
+    assert_eq!(stepped["branches"], json!(["logic", "timer"]), "{stepped}");
+    assert_eq!(
+        stepped["logic"],
+        json!([{"type": "api_callback"}, {"type": "go", "to_node_id": "done"}]),
+        "{stepped}"
+    );
+    assert_eq!(
+        stepped["prev_logic"],
+        json!([{"type": "api_callback"}, {"type": "go", "to_node_id": "review"}]),
+        "{stepped}"
+    );
+    assert_eq!(stepped["prev_semaphor"], json!([]), "{stepped}");
+    let moves: Vec<(Value, Value)> = stepped["history"]
+        .as_array()
+        .expect("history")
+        .iter()
+        .map(|m| (m["prev_node_id"].clone(), m["node_id"].clone()))
+        .collect();
+    assert_eq!(
+        moves,
+        vec![
+            (Value::Null, json!("start")),
+            (json!("start"), json!("wait"))
+        ],
+        "{stepped}"
+    );
+
     // step_prev: back where it came from.
     let stepped = api.ok(
         &api.all,
@@ -346,11 +375,13 @@ fn task_ops_show_the_creator_refuse_with_key_and_value_and_step_as_the_swagger_s
         (Some("created"), Some(api.all.0)),
         "{history}"
     );
-    let moves: Vec<(&str, &str)> = list
+    // Each step is recorded as the step it was, not as a plain goto.
+    let moves: Vec<(&str, &str, &str)> = list
         .iter()
         .filter(|e| e["event"] == "recovered")
         .map(|e| {
             (
+                e["action"].as_str().unwrap_or(""),
                 e["to"].as_str().unwrap_or(""),
                 e["source"].as_str().unwrap_or(""),
             )
@@ -360,13 +391,30 @@ fn task_ops_show_the_creator_refuse_with_key_and_value_and_step_as_the_swagger_s
     assert_eq!(
         moves,
         vec![
-            ("review", by.as_str()),
-            ("wait", by.as_str()),
-            ("review", by.as_str()),
-            ("late", by.as_str())
+            ("step_next", "review", by.as_str()),
+            ("step_prev", "wait", by.as_str()),
+            ("step_goto", "review", by.as_str()),
+            ("step_next", "late", by.as_str())
         ],
         "{history}"
     );
+    assert!(
+        list.iter()
+            .any(|e| e["event"] == "entered" && e["node_id"] == "wait" && e["via"] == "step_prev"),
+        "{history}"
+    );
+    // `conveyor task history` says so too.
+    let printed = api.server.data.ok(&["task", "history", "@steps", "t1"]);
+    for line in [
+        format!("{by} stepped the task on to `review` (step_next)"),
+        format!("{by} stepped the task back to `wait` (step_prev)"),
+        format!("{by} stepped the task to `review` (step_goto)"),
+    ] {
+        assert!(printed.contains(&line), "{line}: {printed}");
+    }
+    for secret in SECRETS {
+        assert!(!printed.contains(secret), "{printed}");
+    }
     assert!(
         list.iter().any(|e| e["event"] == "entered"
             && e["node_id"] == "late"

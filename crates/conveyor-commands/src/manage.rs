@@ -8,10 +8,10 @@
 //! `obj_scheme upload`) is a `process clone` or `process update` request, which only a
 //! caller that may use every process may make — the same rule as the CLI's and the
 //! dashboard's. A step is a `task goto` to the node the step names, recorded in the
-//! task's history like one.
+//! task's history as the step it was (`action: step_next`, `step_prev`, `step_goto`).
 
 use conveyor_model::NodeKind;
-use conveyor_runtime::{Recovery, Runtime, RuntimeError, TaskBy, mask_data};
+use conveyor_runtime::{Recovery, Runtime, RuntimeError, StepKind, TaskBy, mask_data};
 use conveyor_store::{EventKind, HistoryEvent};
 use serde_json::{Map, Value, json};
 
@@ -44,6 +44,38 @@ pub struct Stepped {
     pub to_title: Option<String>,
     /// The task's data with the step's merged in, secrets masked.
     pub data: Map<String, Value>,
+    /// The swagger's debug fields: what the target node offers a next step (`logic`,
+    /// `timer`), its logics, the logics and semaphors of the node the task left (nodes
+    /// named by Conveyor's names), and the task's last moves.
+    pub debug: StepDebug,
+}
+
+/// What Corezoid's debug mode shows with a step, as far as Conveyor knows it.
+#[derive(Debug, Clone, Default)]
+pub struct StepDebug {
+    pub branches: Vec<&'static str>,
+    pub logic: Value,
+    pub prev_logic: Value,
+    pub prev_semaphor: Value,
+    /// The task's moves (created, entered), oldest first, at most [`STEP_HISTORY`].
+    pub history: Vec<Value>,
+}
+
+/// The most moves a step's answer lists (`task_history` has them all).
+pub const STEP_HISTORY: usize = 50;
+
+/// A node as Corezoid describes it: `node show`, and the logics in a step's answer.
+#[derive(Debug, Clone)]
+pub struct NodeScheme {
+    pub name: String,
+    pub title: String,
+    pub description: String,
+    /// 0 a node, 1 the start, 2 a final node (Corezoid's `obj_type`).
+    pub obj_type: i64,
+    /// Its logics and semaphors as the Corezoid export writes them, with the nodes they
+    /// lead to named by Conveyor's names.
+    pub logics: Value,
+    pub semaphors: Value,
 }
 
 /// A process made or changed from a scheme.
@@ -127,11 +159,19 @@ pub fn step(
     let loaded = crate::door::scoped(runtime, caller, process)?;
     let id = loaded.record.id.to_string();
     let (loaded, record) = runtime.find_task_by(&id, task.by())?;
+    let kind = match step {
+        Step::Next { .. } => StepKind::Next,
+        Step::Prev => StepKind::Prev,
+        Step::Goto(_) => StepKind::Goto,
+    };
     let to = target(&loaded.process, &record, step)?;
+    // Read before the move: a step answered with half its fields would be worse than a
+    // refused one.
+    let schemes = node_schemes(&loaded)?;
     runtime.recover_task(
         &id,
         TaskBy::Id(record.id),
-        Recovery::Goto(to.clone()),
+        Recovery::Step(kind, to.clone()),
         data.clone(),
         &caller.source,
     )?;
@@ -148,10 +188,139 @@ pub fn step(
             .unwrap_or_else(|| loaded.process.name.clone()),
         from_title: title(&record.node),
         to_title: title(&to),
+        debug: step_debug(runtime, &schemes, &record, &to)?,
         from: record.node,
         to,
         data: mask_data(&loaded.process, &record.secret_keys, &merged),
     })
+}
+
+/// The debug fields of a step that moves `record` to `to`.
+fn step_debug(
+    runtime: &Runtime,
+    schemes: &[NodeScheme],
+    record: &conveyor_store::TaskRecord,
+    to: &str,
+) -> Result<StepDebug, CommandError> {
+    let of = |name: &str| schemes.iter().find(|n| n.name == name);
+    let empty = || Value::Array(Vec::new());
+    let target = of(to);
+    let offers = |field: fn(&NodeScheme) -> &Value| {
+        target.is_some_and(|n| field(n).as_array().is_some_and(|a| !a.is_empty()))
+    };
+    let mut branches = Vec::new();
+    if offers(|n| &n.logics) {
+        branches.push("logic");
+    }
+    if offers(|n| &n.semaphors) {
+        branches.push("timer");
+    }
+    let events = runtime.store().history(record.id)?;
+    let mut history: Vec<Value> = events
+        .iter()
+        .filter_map(|event| {
+            let prev = match &event.kind {
+                EventKind::Created => Value::Null,
+                EventKind::Entered { from, .. } => json!(from),
+                _ => return None,
+            };
+            Some(json!({
+                "time": event.at,
+                "prev_conv_id": record.process,
+                "conv_id": record.process,
+                "prev_node_id": prev,
+                "node_id": event.node,
+            }))
+        })
+        .collect();
+    let skip = history.len().saturating_sub(STEP_HISTORY);
+    history.drain(..skip);
+    Ok(StepDebug {
+        branches,
+        logic: target.map_or_else(empty, |n| n.logics.clone()),
+        prev_logic: of(&record.node).map_or_else(empty, |n| n.logics.clone()),
+        prev_semaphor: of(&record.node).map_or_else(empty, |n| n.semaphors.clone()),
+        history,
+    })
+}
+
+/// Every node of a process as Corezoid describes it, in the definition's order: the
+/// export's node objects (`process export --format corezoid`), with the 24-hex ids the
+/// export gives nodes turned back into Conveyor's node names, which the rest of the API
+/// uses. Only the definition is read: clone-time values are not in it.
+pub fn node_schemes(
+    loaded: &conveyor_runtime::LoadedProcess,
+) -> Result<Vec<NodeScheme>, CommandError> {
+    let export_error = |source| CommandError::Export {
+        process: loaded.record.id.to_string(),
+        source,
+    };
+    let definition: Value = serde_yaml::from_str(&loaded.record.definition)
+        .map_err(|e| export_error(conveyor_corezoid::ExportError::Yaml(e.to_string())))?;
+    let exported =
+        conveyor_corezoid::export_value(&definition, Some(loaded.record.id)).map_err(export_error)?;
+    let names: Vec<String> = definition
+        .get("nodes")
+        .and_then(Value::as_object)
+        .map(|nodes| nodes.keys().cloned().collect())
+        .unwrap_or_default();
+    let objects = exported["scheme"]["nodes"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    // The export writes one object per node, in the definition's order.
+    let ids: std::collections::HashMap<String, String> = objects
+        .iter()
+        .zip(&names)
+        .filter_map(|(o, name)| Some((o["id"].as_str()?.to_string(), name.clone())))
+        .collect();
+    Ok(objects
+        .into_iter()
+        .zip(names)
+        .map(|(mut object, name)| {
+            named_nodes(&mut object, &ids);
+            let text = |key: &str| object[key].as_str().unwrap_or_default().to_string();
+            NodeScheme {
+                title: match text("title") {
+                    t if t.is_empty() => name.clone(),
+                    t => t,
+                },
+                description: text("description"),
+                obj_type: object["obj_type"].as_i64().unwrap_or(0),
+                logics: object["condition"]["logics"].take(),
+                semaphors: object["condition"]["semaphors"].take(),
+                name,
+            }
+        })
+        .map(|mut n| {
+            for list in [&mut n.logics, &mut n.semaphors] {
+                if list.is_null() {
+                    *list = Value::Array(Vec::new());
+                }
+            }
+            n
+        })
+        .collect())
+}
+
+/// Replaces the export's node ids with node names in every `…node_id` field.
+fn named_nodes(value: &mut Value, ids: &std::collections::HashMap<String, String>) {
+    match value {
+        Value::Object(map) => {
+            for (key, v) in map.iter_mut() {
+                match v {
+                    Value::String(id) if key.ends_with("node_id") => {
+                        if let Some(name) = ids.get(id.as_str()) {
+                            *id = name.clone();
+                        }
+                    }
+                    other => named_nodes(other, ids),
+                }
+            }
+        }
+        Value::Array(items) => items.iter_mut().for_each(|v| named_nodes(v, ids)),
+        _ => {}
+    }
 }
 
 /// The node a step sends the task to, or why it cannot.

@@ -431,6 +431,11 @@ pub(crate) fn answer(answer: OpAnswer, obj: &str) -> Value {
             "node_id": s.to,
             "node_name": s.to_title.as_deref().unwrap_or(&s.to),
             "data": s.data,
+            "prev_logic": s.debug.prev_logic,
+            "prev_semaphor": s.debug.prev_semaphor,
+            "branches": s.debug.branches,
+            "logic": s.debug.logic,
+            "history": s.debug.history,
         }),
         OpAnswer::History(h) => history(&h),
         OpAnswer::NodeTasks(n) => json!({
