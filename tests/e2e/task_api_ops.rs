@@ -93,18 +93,25 @@ impl Api {
         }
     }
 
+    /// A request of these ops signed with `key`: its status and answer, which never
+    /// holds a test secret.
+    fn request(&self, key: &(u64, String), ops: Vec<Value>) -> (u16, Value) {
+        let body = json!({ "ops": ops }).to_string();
+        let (status, reply) = call(&self.server.base, key.0, &key.1, now_secs(), &body);
+        let text = reply.to_string();
+        for secret in SECRETS {
+            assert!(!text.contains(secret), "a secret in an answer: {text}");
+        }
+        (status, reply)
+    }
+
     /// One op signed with `key`; its answer (the request must be answered 200).
     fn op(&self, key: &(u64, String), mut op: Value) -> Value {
         let n = self.counter.get() + 1;
         self.counter.set(n);
         op["id"] = json!(format!("op-{n}"));
-        let body = json!({ "ops": [op] }).to_string();
-        let (status, reply) = call(&self.server.base, key.0, &key.1, now_secs(), &body);
-        assert_eq!(status, 200, "{body} → {reply}");
-        let text = reply.to_string();
-        for secret in SECRETS {
-            assert!(!text.contains(secret), "a secret in an answer: {text}");
-        }
+        let (status, reply) = self.request(key, vec![op.clone()]);
+        assert_eq!(status, 200, "{op} → {reply}");
         let answer = reply["ops"][0].clone();
         assert_eq!(answer["id"], json!(format!("op-{n}")), "{answer}");
         answer
@@ -445,6 +452,69 @@ fn task_ops_show_the_creator_refuse_with_key_and_value_and_step_as_the_swagger_s
         (Some(2), Some(1)),
         "{waiting}"
     );
+    // `sort` and `filters` (by ref, the swagger's only filter).
+    let in_wait = |op: Value| -> Vec<String> {
+        api.ok(&api.all, op)["list"]
+            .as_array()
+            .expect("list")
+            .iter()
+            .map(|t| t["obj_id"].as_str().expect("id").to_string())
+            .collect()
+    };
+    let (first, second) = (
+        limited_task["obj_id"].as_str().expect("id").to_string(),
+        by_cli["id"].to_string(),
+    );
+    let list = |extra: Value| {
+        let mut op = json!({"type": "list", "obj": "node", "conv_id": steps, "obj_id": "wait", "limit": 10});
+        for (k, v) in extra.as_object().expect("fields") {
+            op[k] = v.clone();
+        }
+        op
+    };
+    assert_eq!(in_wait(list(json!({"sort": "ASC"}))), vec![first.clone(), second.clone()]);
+    assert_eq!(in_wait(list(json!({"sort": "DESC"}))), vec![second.clone(), first.clone()]);
+    assert_eq!(
+        in_wait(list(json!({"sort": "DESC", "offset": 1}))),
+        vec![first.clone()]
+    );
+    let by_ref = |r: &str| json!({"filters": [{"name": "ref", "value": r, "fun": "eq"}]});
+    assert_eq!(in_wait(list(by_ref("cli"))), vec![second.clone()]);
+    assert_eq!(in_wait(list(by_ref("nope"))), Vec::<String>::new());
+    // t1 exists, but is not in this node.
+    assert_eq!(in_wait(list(by_ref("t1"))), Vec::<String>::new());
+    assert_eq!(
+        in_wait(list(json!({"filters": [{"name": "ref", "value": "cli"}, {"name": "ref", "value": "x"}]}))),
+        Vec::<String>::new()
+    );
+    // A filter or sort outside the swagger's values is a malformed request: 400, the
+    // field named, and no op of the request runs.
+    let many: Vec<Value> = (0..11).map(|i| json!({"name": "ref", "value": i.to_string()})).collect();
+    for (bad, key) in [
+        (json!({"filters": [{"name": "status", "value": "x", "fun": "eq"}]}), "filters[0].name"),
+        (json!({"filters": [{"name": "ref", "value": "x", "fun": "like"}]}), "filters[0].fun"),
+        (json!({"filters": [{"name": "ref", "value": ""}]}), "filters[0].value"),
+        (json!({"filters": [{"name": "ref", "value": {"$ne": 1}}]}), "filters[0].value"),
+        (json!({"filters": [{"name": "ref", "value": "x".repeat(2000)}]}), "filters[0].value"),
+        (json!({"filters": [{"name": "ref", "value": "x", "extra": 1}]}), "filters[0].extra"),
+        (json!({"filters": ["ref=x"]}), "filters[0]"),
+        (json!({"filters": "ref=x"}), "filters"),
+        (json!({"filters": many}), "filters"),
+        (json!({"sort": "UP"}), "sort"),
+        (json!({"sort": 1}), "sort"),
+    ] {
+        let create = json!({"type": "create", "obj": "task", "conv_id": steps, "ref": "never-run", "data": {}});
+        let (status, reply) = api.request(&api.all, vec![create, list(bad.clone())]);
+        assert_eq!(status, 400, "{bad} → {reply}");
+        assert_eq!(reply["request_proc"], "error", "{reply}");
+        let op = &reply["ops"][0];
+        assert_eq!(op["key"], key, "{bad} → {reply}");
+        let description = op["description"].as_str().expect("description");
+        assert!(description.starts_with("op 2: "), "{description}");
+        assert!(description.contains(key.split('.').next().expect("field")), "{description}");
+    }
+    let refused = api.error(&api.all, json!({"type": "show", "obj": "task", "conv_id": steps, "ref": "never-run"}));
+    assert_eq!(refused["key"], "ref", "nothing of a refused request ran: {refused}");
     let refused = api.error(
         &api.all,
         json!({"type": "list", "obj": "node", "conv_id": steps, "obj_id": "nowhere"}),

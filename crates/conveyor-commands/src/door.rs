@@ -69,8 +69,7 @@ pub enum TaskOp {
     NodeTasks {
         process: String,
         node: String,
-        limit: usize,
-        offset: usize,
+        query: manage::NodeQuery,
     },
     /// `conv list`: a process's nodes with their counts.
     ProcessNodes {
@@ -305,9 +304,8 @@ async fn apply(runtime: &Runtime, caller: &Caller, op: TaskOp) -> Result<OpAnswe
         TaskOp::NodeTasks {
             process,
             node,
-            limit,
-            offset,
-        } => manage::node_tasks(runtime, caller, &process, &node, limit, offset)
+            query,
+        } => manage::node_tasks(runtime, caller, &process, &node, &query)
             .map(|n| OpAnswer::NodeTasks(Box::new(n))),
         TaskOp::ProcessNodes { process } => manage::process_nodes(runtime, caller, &process)
             .map(|d| OpAnswer::ProcessNodes(Box::new(d))),

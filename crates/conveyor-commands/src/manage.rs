@@ -417,40 +417,91 @@ pub fn history(
     })
 }
 
-/// The tasks in `node` (`task list --node`), after skipping `offset`.
+/// Which tasks of a node `node list` answers, and in which order (the swagger's
+/// `filters`, `sort`, `limit`, `offset`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeQuery {
+    /// At most [`MAX_NODE_LIST`].
+    pub limit: usize,
+    pub offset: usize,
+    /// Newest first (`sort: DESC`); else oldest first, as tasks were created.
+    pub descending: bool,
+    /// `filters` `{name: ref, fun: eq, value}`: only the task with this ref (all of them
+    /// must name the same ref for a task to match).
+    pub refs: Vec<String>,
+}
+
+/// The most tasks of one node `sort: DESC` reads to find the newest: the store lists a
+/// node's tasks oldest first, so the newest are found only by reading them all.
+pub const MAX_DESC_SCAN: usize = 10_000;
+
+/// The tasks in `node` that `query` asks for.
 pub fn node_tasks(
     runtime: &Runtime,
     caller: &Caller,
     process: &str,
     node: &str,
-    limit: usize,
-    offset: usize,
+    query: &NodeQuery,
 ) -> Result<NodeTasks, CommandError> {
     let loaded = crate::door::scoped(runtime, caller, process)?;
-    let id = loaded.record.id.to_string();
-    let limit = limit.min(MAX_NODE_LIST);
-    let answer = crate::run(
-        runtime,
-        caller,
-        Request::TaskList {
-            process: id,
-            node: Some(node.to_string()),
-            limit: limit.saturating_add(offset),
-        },
-    )?;
-    let Answer::Tasks { tasks } = answer else {
-        return Err(unexpected("task list"));
-    };
+    if !loaded.process.nodes.contains_key(node) {
+        return Err(CommandError::Usage(format!(
+            "process {} has no node `{node}`",
+            loaded.record.id
+        )));
+    }
+    let limit = query.limit.min(MAX_NODE_LIST);
     let count = runtime
         .store()
         .counters(loaded.record.id)?
         .into_iter()
         .find(|(n, _)| n == node)
         .map_or(0, |(_, c)| c.now);
+    let view = |t: &conveyor_store::TaskRecord| {
+        TaskView::of(t, mask_data(&loaded.process, &t.secret_keys, &t.data))
+    };
+    let tasks: Vec<TaskView> = if let Some(first) = query.refs.first() {
+        // A ref names at most one task: looked up, not scanned for.
+        let found = if query.refs.iter().all(|r| r == first) {
+            runtime.store().task_by_ref(loaded.record.id, first)?
+        } else {
+            None
+        };
+        found
+            .filter(|t| t.node == node)
+            .iter()
+            .map(view)
+            .skip(query.offset)
+            .take(limit)
+            .collect()
+    } else if query.descending {
+        let read = runtime
+            .store()
+            .tasks(loaded.record.id, Some(node), MAX_DESC_SCAN + 1)?;
+        if read.len() > MAX_DESC_SCAN {
+            return Err(CommandError::Usage(format!(
+                "`sort: DESC` reads the whole node to find its newest tasks, and node `{node}` holds more than {MAX_DESC_SCAN}; use `sort: ASC` with `offset`"
+            )));
+        }
+        read.iter()
+            .rev()
+            .skip(query.offset)
+            .take(limit)
+            .map(view)
+            .collect()
+    } else {
+        runtime
+            .store()
+            .tasks(loaded.record.id, Some(node), limit.saturating_add(query.offset))?
+            .iter()
+            .skip(query.offset)
+            .map(view)
+            .collect()
+    };
     Ok(NodeTasks {
         node: node.to_string(),
         count,
-        tasks: tasks.into_iter().skip(offset).take(limit).collect(),
+        tasks,
     })
 }
 

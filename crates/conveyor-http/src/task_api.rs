@@ -88,6 +88,32 @@ pub(crate) async fn handle(
         Ok(parsed) => parsed,
         Err(description) => return format_error(&description),
     };
+    // An op outside the swagger's fixed values (a `node list` filter) makes the request
+    // malformed: 400, and none of its ops runs.
+    if let Some((i, mut refusal)) = ops
+        .iter()
+        .enumerate()
+        .find_map(|(i, op)| task_ops::malformed(op).map(|r| (i, r)))
+    {
+        let description = format!(
+            "op {}: {}",
+            i + 1,
+            refusal["description"].as_str().unwrap_or_default()
+        );
+        refusal["description"] = json!(description);
+        if let (Some(id), Value::Object(map)) = (ops[i].get("id"), &mut refusal) {
+            map.insert("id".into(), id.clone());
+        }
+        return (
+            StatusCode::BAD_REQUEST,
+            axum::Json(json!({
+                "request_proc": "error",
+                "description": description,
+                "ops": [refusal],
+            })),
+        )
+            .into_response();
+    }
     // A signature can be accepted until its time is `max_clock_skew_secs` behind ours.
     let expires = request_time.saturating_add(limits.max_clock_skew_secs);
     let signatures = state.clone();

@@ -239,7 +239,8 @@ fn branch(op: &Map<String, Value>) -> Result<bool, Value> {
     }
 }
 
-/// `node list`: `conv_id`, the node in `obj_id`, `limit` (10) and `offset` (0).
+/// `node list`: `conv_id`, the node in `obj_id`, `limit` (10), `offset` (0), `sort`
+/// and `filters` (checked by [`malformed`] before any op of the request runs).
 fn node_list(op: &Map<String, Value>, inputs: &mut OpInputs) -> Result<TaskOp, Value> {
     let process = process(op, "conv_id", inputs)?;
     let node = match op.get("obj_id") {
@@ -274,12 +275,136 @@ fn node_list(op: &Map<String, Value>, inputs: &mut OpInputs) -> Result<TaskOp, V
             format!("`limit` is from 1 to {}", manage::MAX_NODE_LIST),
         ));
     }
+    let (descending, refs) = node_order(op)?;
     Ok(TaskOp::NodeTasks {
         process,
         node,
-        limit,
-        offset: count("offset", 0)?,
+        query: manage::NodeQuery {
+            limit,
+            offset: count("offset", 0)?,
+            descending,
+            refs,
+        },
     })
+}
+
+/// The most `filters` one `node list` takes, and the longest ref one may name (bytes).
+const MAX_FILTERS: usize = 10;
+const MAX_FILTER_VALUE: usize = 1024;
+
+/// An op whose fields break the swagger's request schema where it fixes their values
+/// (`node list`'s `sort` and `filters` are enums): the request is malformed, answered
+/// 400 before any of its ops runs. The refusal names the field.
+pub(crate) fn malformed(op: &Value) -> Option<Value> {
+    let Value::Object(op) = op else {
+        return None;
+    };
+    if op.get("obj").and_then(Value::as_str) != Some("node")
+        || op.get("type").and_then(Value::as_str) != Some("list")
+    {
+        return None;
+    }
+    node_order(op).err()
+}
+
+/// `sort` (`ASC`, the default, or `DESC`) and the refs of `filters` (`[{"name": "ref",
+/// "fun": "eq", "value": "…"}]`, the swagger's only filter).
+fn node_order(op: &Map<String, Value>) -> Result<(bool, Vec<String>), Value> {
+    let descending = match op.get("sort") {
+        None | Some(Value::Null) => false,
+        Some(Value::String(s)) if s.eq_ignore_ascii_case("asc") => false,
+        Some(Value::String(s)) if s.eq_ignore_ascii_case("desc") => true,
+        Some(other) => return Err(refused("sort", other, "`sort` is `ASC` or `DESC`")),
+    };
+    let filters = match op.get("filters") {
+        None | Some(Value::Null) => return Ok((descending, Vec::new())),
+        Some(Value::Array(filters)) => filters,
+        Some(other) => {
+            return Err(refused(
+                "filters",
+                other,
+                "`filters` is a list of `{\"name\": \"ref\", \"fun\": \"eq\", \"value\": …}`",
+            ));
+        }
+    };
+    if filters.len() > MAX_FILTERS {
+        return Err(refused(
+            "filters",
+            &json!(filters.len()),
+            format!(
+                "{} filters; the limit is {MAX_FILTERS}",
+                filters.len()
+            ),
+        ));
+    }
+    let mut refs = Vec::with_capacity(filters.len());
+    for (i, filter) in filters.iter().enumerate() {
+        let at = format!("filters[{i}]");
+        let Value::Object(filter) = filter else {
+            return Err(refused(
+                &at,
+                filter,
+                format!("`{at}` is an object `{{\"name\": \"ref\", \"fun\": \"eq\", \"value\": …}}`"),
+            ));
+        };
+        if let Some(key) = filter
+            .keys()
+            .find(|k| !matches!(k.as_str(), "name" | "fun" | "value"))
+        {
+            return Err(refused(
+                &format!("{at}.{key}"),
+                &filter[key],
+                format!("`{at}` has `name`, `fun` and `value` only, not `{key}`"),
+            ));
+        }
+        match filter.get("name") {
+            Some(Value::String(name)) if name == "ref" => {}
+            Some(other) => {
+                return Err(refused(
+                    &format!("{at}.name"),
+                    other,
+                    format!("`{at}.name`: tasks in a node are filtered by `ref` only"),
+                ));
+            }
+            None => {
+                return Err(op_error(format!(
+                    "`{at}.name` is required (`ref`, the only filter)"
+                )));
+            }
+        }
+        match filter.get("fun") {
+            None | Some(Value::Null) => {}
+            Some(Value::String(fun)) if fun == "eq" => {}
+            Some(other) => {
+                return Err(refused(
+                    &format!("{at}.fun"),
+                    other,
+                    format!("`{at}.fun`: a ref is compared with `eq` only"),
+                ));
+            }
+        }
+        let value = match filter.get("value") {
+            Some(Value::String(v)) => v.clone(),
+            Some(Value::Number(n)) => n.to_string(),
+            Some(other) => {
+                return Err(refused(
+                    &format!("{at}.value"),
+                    other,
+                    format!("`{at}.value` is the ref (a string)"),
+                ));
+            }
+            None => return Err(op_error(format!("`{at}.value` is required (the ref)"))),
+        };
+        if value.is_empty() || value.len() > MAX_FILTER_VALUE {
+            return Err(refused(
+                &format!("{at}.value"),
+                &json!(value.chars().take(64).collect::<String>()),
+                format!("`{at}.value` is a ref of 1 to {MAX_FILTER_VALUE} bytes"),
+            ));
+        }
+        refs.push(value);
+    }
+    Ok((descending, refs))
 }
 
 /// The process `field` names (a number, or a string id or alias).
