@@ -29,10 +29,16 @@ nodes:
   done: { type: final }
 "#;
 
-const OTHER: &str = r#"
+const OTHER: &str = r#"# The other process: comments stay through `conv modify`.
 process: other
+title: Other   # replaced with its line
+description: |
+  Two lines
+  of description.
+
+# Before the nodes.
 nodes:
-  start: { type: start, next: hold }
+  start: { type: start, next: hold }  # where it starts
   hold: { type: wait_callback, next: done }
   done: { type: final }
 "#;
@@ -530,7 +536,7 @@ fn task_ops_show_the_creator_refuse_with_key_and_value_and_step_as_the_swagger_s
 
 #[test]
 fn management_ops_read_create_and_change_processes_only_with_the_rights_for_it() {
-    let api = Api::start();
+    let mut api = Api::start();
     let (steps, other) = (api.steps, api.other);
     api.ok(
         &api.all,
@@ -730,6 +736,27 @@ fn management_ops_read_create_and_change_processes_only_with_the_rights_for_it()
         "{refused}"
     );
     assert_eq!(ids(&api.ok(&api.all, convs)).len(), 4);
+
+    // conv modify edits the stored YAML in place: its comments and layout stay.
+    let changed = api.ok(&api.all, json!({"title": "Other: renamed \"here\"", "description": "one line", "type": "modify", "obj": "conv", "obj_id": other}));
+    assert_eq!(changed["version"], 2, "{changed}");
+    let refused = api.error(&api.all, json!({"title": "x".repeat(256), "type": "modify", "obj": "conv", "obj_id": other}));
+    assert!(refused["description"].as_str().expect("text").contains("the limit is 255"), "{refused}");
+    let refused = api.error(&api.all, json!({"description": 5, "type": "modify", "obj": "conv", "obj_id": other}));
+    assert_eq!(refused["key"], "description", "{refused}");
+    api.server.stop();
+    let stored = crate::support::open_store(api.server.data.path())
+        .process(other)
+        .expect("read")
+        .expect("the process")
+        .definition;
+    assert_eq!(
+        stored,
+        OTHER
+            .replace("title: Other   # replaced with its line\n", "title: \"Other: renamed \\\"here\\\"\"\n")
+            .replace("description: |\n  Two lines\n  of description.\n", "description: \"one line\"\n"),
+        "{stored}"
+    );
 }
 
 /// Corezoid's swagger example of an `obj_scheme get` answer (tests/corezoid, MIT).

@@ -566,6 +566,10 @@ pub fn create(
             "`title` is required to create a process".into(),
         ));
     }
+    bounded("title", title, MAX_TITLE)?;
+    if let Some(description) = description {
+        bounded("description", description, MAX_DESCRIPTION)?;
+    }
     let name = conveyor_corezoid::slug(title, "process");
     let mut definition = Map::new();
     definition.insert("process".into(), json!(name));
@@ -585,7 +589,30 @@ pub fn create(
     Ok(vec![made])
 }
 
-/// `conv modify`: a new title and/or description, written into the definition.
+/// The longest `title` and `description` of a process or a node (the swagger's bounds,
+/// in characters).
+pub const MAX_TITLE: usize = 255;
+pub const MAX_DESCRIPTION: usize = 2000;
+
+/// A title or description within its bound, or why not (named by `field`).
+pub fn bounded(field: &str, text: &str, max: usize) -> Result<(), CommandError> {
+    let chars = text.chars().count();
+    if chars > max {
+        return Err(CommandError::Usage(format!(
+            "`{field}` is {chars} characters; the limit is {max}"
+        )));
+    }
+    if text.chars().any(|c| c.is_control() && c != '\n' && c != '\t') {
+        return Err(CommandError::Usage(format!(
+            "`{field}` holds a control character"
+        )));
+    }
+    Ok(())
+}
+
+/// `conv modify`: a new title and/or description, written into the definition. The
+/// stored YAML is edited in place, so its comments and layout stay (see
+/// [`set_top_level`]).
 pub fn modify(
     runtime: &Runtime,
     caller: &Caller,
@@ -600,20 +627,40 @@ pub fn modify(
             "nothing to modify: give `title` or `description`".into(),
         ));
     }
-    let mut definition: Value = serde_yaml::from_str(&loaded.record.definition)
+    if let Some(title) = title {
+        bounded("title", title, MAX_TITLE)?;
+        if title.trim().is_empty() {
+            return Err(CommandError::Usage("`title` is empty".into()));
+        }
+    }
+    if let Some(description) = description {
+        bounded("description", description, MAX_DESCRIPTION)?;
+    }
+    let stored = &loaded.record.definition;
+    let mut definition: Value = serde_yaml::from_str(stored)
         .map_err(|e| CommandError::Scheme(format!("the stored definition: {e}")))?;
     let Some(map) = definition.as_object_mut() else {
         return Err(CommandError::Scheme(
             "the stored definition is not a mapping".into(),
         ));
     };
-    if let Some(title) = title {
-        map.insert("title".into(), json!(title));
+    let mut text = Some(stored.clone());
+    for (key, value) in [("title", title), ("description", description)] {
+        if let Some(value) = value {
+            map.insert(key.into(), json!(value));
+            text = text.and_then(|t| set_top_level(&t, key, value));
+        }
     }
-    if let Some(description) = description {
-        map.insert("description".into(), json!(description));
-    }
-    let yaml = to_yaml(&definition)?;
+    // The edited text is used only when it reads back as exactly the changed
+    // definition; otherwise (a layout the edit does not know) it is written anew.
+    let yaml = match text {
+        Some(edited)
+            if serde_yaml::from_str::<Value>(&edited).ok().as_ref() == Some(&definition) =>
+        {
+            edited
+        }
+        _ => to_yaml(&definition)?,
+    };
     update(
         runtime,
         caller,
@@ -621,6 +668,57 @@ pub fn modify(
         &loaded.process.name,
         &yaml,
     )
+}
+
+/// `yaml` with its top-level `key` set to the string `value`, every other line kept as
+/// it was (comments, blank lines, quoting, order). The key's line and the lines that
+/// continue its value (indented ones) are replaced by one line `key: "value"`; a key the
+/// definition lacks is added after the `process:` entry. `None` for a text this does not
+/// know how to edit (several documents, no block mapping at the top).
+pub fn set_top_level(yaml: &str, key: &str, value: &str) -> Option<String> {
+    let lines: Vec<&str> = yaml.split_inclusive('\n').collect();
+    let top = |line: &str, k: &str| {
+        line.strip_prefix(k)
+            .and_then(|rest| rest.strip_prefix(':'))
+            .is_some_and(|rest| rest.is_empty() || rest.starts_with([' ', '\t', '\n', '\r']))
+    };
+    if lines
+        .iter()
+        .any(|l| l.starts_with("---") || l.starts_with("...") || l.starts_with('{'))
+    {
+        return None;
+    }
+    // The lines of an entry: its own and the indented or blank ones after it, less the
+    // blank ones at its end.
+    let extent = |start: usize| {
+        let mut end = start + 1;
+        while end < lines.len()
+            && (lines[end].starts_with([' ', '\t']) || lines[end].trim().is_empty())
+        {
+            end += 1;
+        }
+        while end > start + 1 && lines[end - 1].trim().is_empty() {
+            end -= 1;
+        }
+        end
+    };
+    // A JSON string is a YAML double-quoted scalar.
+    let entry = format!("{key}: {}\n", serde_json::to_string(value).ok()?);
+    let mut out: Vec<String> = lines.iter().map(|l| l.to_string()).collect();
+    if let Some(at) = lines.iter().position(|l| top(l, key)) {
+        let end = extent(at);
+        out.splice(at..end, [entry]);
+    } else {
+        let at = lines
+            .iter()
+            .position(|l| top(l, "process"))
+            .map_or(0, extent);
+        if at > 0 && !out[at - 1].ends_with('\n') {
+            out[at - 1].push('\n');
+        }
+        out.insert(at, entry);
+    }
+    Some(out.concat())
 }
 
 /// `obj_scheme upload`: the processes of a Corezoid scheme, through the importer, as
@@ -763,4 +861,40 @@ fn to_yaml(definition: &Value) -> Result<String, CommandError> {
 
 fn unexpected(what: &str) -> CommandError {
     CommandError::Usage(format!("`{what}` answered something else"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::set_top_level;
+
+    #[test]
+    fn a_top_level_key_is_replaced_in_place_with_the_comments_around_it() {
+        let yaml = "# top\nprocess: p\ntitle: Old # gone with its line\ndescription: >\n  folded\n  text\n\n# nodes\nnodes:\n  a: { type: final } # kept\n";
+        let edited = set_top_level(yaml, "title", "New: \"quoted\" # not a comment").expect("edited");
+        let edited = set_top_level(&edited, "description", "short").expect("edited");
+        assert_eq!(
+            edited,
+            "# top\nprocess: p\ntitle: \"New: \\\"quoted\\\" # not a comment\"\ndescription: \"short\"\n\n# nodes\nnodes:\n  a: { type: final } # kept\n"
+        );
+        let value: serde_json::Value = serde_yaml::from_str(&edited).expect("YAML");
+        assert_eq!(value["title"], "New: \"quoted\" # not a comment");
+        // A key that reads like the one sought is not it.
+        let yaml = "process: p\ntitles: x\nnodes:\n  title: { type: final }\n";
+        let edited = set_top_level(yaml, "title", "T").expect("edited");
+        assert_eq!(
+            edited,
+            "process: p\ntitle: \"T\"\ntitles: x\nnodes:\n  title: { type: final }\n"
+        );
+    }
+
+    #[test]
+    fn a_missing_key_goes_after_the_process_entry_and_odd_layouts_are_left_alone() {
+        let yaml = "# c\nprocess:\n  p\nnodes: {}";
+        assert_eq!(
+            set_top_level(yaml, "description", "d\nline 2").as_deref(),
+            Some("# c\nprocess:\n  p\ndescription: \"d\\nline 2\"\nnodes: {}")
+        );
+        assert_eq!(set_top_level("{process: p}", "title", "t"), None);
+        assert_eq!(set_top_level("---\nprocess: p\n", "title", "t"), None);
+    }
 }
