@@ -767,3 +767,224 @@ fn scheme_sample() -> Value {
     .expect("sample");
     serde_json::from_str(&text).expect("JSON")
 }
+
+#[test]
+fn processes_and_nodes_are_shown_and_retitled_and_what_conveyor_lacks_refuses_the_request() {
+    let api = Api::start();
+    let (steps, other) = (api.steps, api.other);
+
+    // conv show: the process's own fields.
+    let shown = api.ok(
+        &api.limited,
+        json!({"obj": "conv", "type": "show", "obj_id": steps}),
+    );
+    assert_eq!(
+        (
+            shown["title"].as_str(),
+            shown["size"].as_u64(),
+            shown["version"].as_u64(),
+            shown["alias"].as_str()
+        ),
+        (Some("Steps"), Some(5), Some(1), Some("steps")),
+        "{shown}"
+    );
+    assert!(
+        shown["create_time"].as_i64().is_some_and(|t| t > 1_700_000_000),
+        "{shown}"
+    );
+
+    // node show: its fields, its logics and semaphors by node names, its count.
+    let review = api.ok(
+        &api.limited,
+        json!({"type": "show", "obj": "node", "obj_id": "review", "conv_id": steps, "company_id": "i1"}),
+    );
+    assert_eq!(
+        (
+            review["title"].as_str(),
+            review["obj_type"].as_i64(),
+            review["kind"].as_str(),
+            review["count"].as_i64()
+        ),
+        (Some("review"), Some(0), Some("wait_callback"), Some(0)),
+        "{review}"
+    );
+    assert_eq!(
+        review["logics"],
+        json!([{"type": "api_callback"}, {"type": "go", "to_node_id": "done"}]),
+        "{review}"
+    );
+    assert_eq!(
+        review["semaphors"],
+        json!([{"type": "time", "value": 3600, "dimension": "sec", "to_node_id": "late"}]),
+        "{review}"
+    );
+
+    // A key limited to @steps reads nothing of @other and changes no node.
+    for op in [
+        json!({"obj": "conv", "type": "show", "obj_id": other}),
+        json!({"type": "show", "obj": "node", "obj_id": "hold", "conv_id": other}),
+        json!({"type": "check", "obj": "obj_scheme", "obj_id": other, "obj_type": "conv"}),
+    ] {
+        let refused = api.error(&api.limited, op.clone());
+        assert_eq!(
+            refused["description"],
+            format!("this API key may not use process {other}"),
+            "{op}"
+        );
+    }
+    let modify = json!({"type": "modify", "obj": "node", "obj_id": "review", "conv_id": steps, "title": "Second look", "description": "a person looks again", "obj_type": 0, "logics": review["logics"], "semaphors": review["semaphors"], "position": [520, 204], "extra": {"modeForm": "expand"}, "version": 1662369848});
+    for op in [
+        modify.clone(),
+        json!({"type": "validate", "obj": "obj_scheme", "scheme": scheme_sample()}),
+    ] {
+        let refused = api.error(&api.limited, op.clone());
+        assert!(
+            refused["description"]
+                .as_str()
+                .expect("text")
+                .contains("needs the admin token"),
+            "{op} → {refused}"
+        );
+    }
+
+    // node modify: the title and description, the logics sent back as they are.
+    let changed = api.ok(&api.all, modify.clone());
+    assert_eq!(
+        (
+            changed["obj_id"].as_str(),
+            changed["conv_id"].as_u64(),
+            changed["version"].as_u64()
+        ),
+        (Some("review"), Some(steps), Some(2)),
+        "{changed}"
+    );
+    let review = api.ok(
+        &api.all,
+        json!({"type": "show", "obj": "node", "obj_id": "review", "conv_id": steps}),
+    );
+    assert_eq!(
+        (review["title"].as_str(), review["description"].as_str()),
+        (Some("Second look"), Some("a person looks again")),
+        "{review}"
+    );
+    // Changing its logics, semaphors or type is not a `node modify` here; nothing changes.
+    for (field, value) in [
+        ("logics", json!([{"type": "go", "to_node_id": "late"}])),
+        ("semaphors", json!([])),
+        ("obj_type", json!(2)),
+    ] {
+        let mut op = modify.clone();
+        op["title"] = json!("Changed anyway");
+        op[field] = value;
+        let refused = api.error(&api.all, op);
+        let description = refused["description"].as_str().expect("text");
+        assert!(
+            description.starts_with("not supported by Conveyor: changing a node's")
+                && description.contains(field),
+            "{refused}"
+        );
+    }
+    for (op, says) in [
+        (
+            json!({"type": "modify", "obj": "node", "obj_id": "nowhere", "conv_id": steps, "title": "x"}),
+            "no node `nowhere`",
+        ),
+        (
+            json!({"type": "modify", "obj": "node", "obj_id": "review", "conv_id": steps, "title": "x".repeat(300)}),
+            "the limit is 255",
+        ),
+        (
+            json!({"type": "modify", "obj": "node", "obj_id": "review", "conv_id": steps, "logics": "go"}),
+            "is a list",
+        ),
+    ] {
+        let refused = api.error(&api.all, op.clone());
+        assert!(
+            refused["description"]
+                .as_str()
+                .expect("text")
+                .contains(says),
+            "{op} → {refused}"
+        );
+    }
+    let shown = api.ok(
+        &api.all,
+        json!({"obj": "conv", "type": "show", "obj_id": steps}),
+    );
+    assert_eq!(shown["version"], 2, "only the one change: {shown}");
+
+    // obj_scheme check: nothing is ever undeployed; validate: an upload tried, nothing made.
+    api.ok(
+        &api.limited,
+        json!({"type": "check", "obj": "obj_scheme", "obj_id": steps, "obj_type": "conv"}),
+    );
+    api.ok(
+        &api.all,
+        json!({"type": "validate", "obj": "obj_scheme", "scheme": scheme_sample()}),
+    );
+    let refused = api.error(
+        &api.all,
+        json!({"type": "validate", "obj": "obj_scheme", "scheme": [{"obj_type": 1, "title": "x"}]}),
+    );
+    assert!(
+        refused["description"].as_str().expect("text").len() > 10,
+        "{refused}"
+    );
+    let refused = api.error(
+        &api.all,
+        json!({"type": "create", "obj": "obj_scheme", "async": "no", "scheme": scheme_sample()}),
+    );
+    assert_eq!(refused["key"], "async", "{refused}");
+    let convs = json!({"obj": "convs", "type": "list"});
+    assert_eq!(
+        api.ok(&api.all, convs.clone())["list"]
+            .as_array()
+            .map(Vec::len),
+        Some(2),
+        "validate made nothing"
+    );
+    // An upload `with_alias: false` makes processes without aliases.
+    let uploaded = api.ok(&api.all, json!({"type": "create", "obj": "obj_scheme", "async": false, "with_alias": false, "scheme": scheme_sample()}));
+    assert_eq!(uploaded["scheme"][0]["alias"], Value::Null, "{uploaded}");
+
+    // What Corezoid does and Conveyor does not refuses the whole request, with why.
+    let unsupported = [
+        json!({"type": "link", "obj": "conv", "obj_id": steps, "obj_to": "user", "obj_to_id": 31913, "privs": []}),
+        json!({"type": "favorite", "obj": "conv", "obj_id": steps, "favorite": true}),
+        json!({"type": "delete", "obj": "conv", "obj_id": steps}),
+        json!({"type": "restore", "obj": "conv", "obj_id": steps}),
+        json!({"type": "destroy", "obj": "conv", "obj_id": steps}),
+        json!({"type": "create", "obj": "node", "conv_id": steps, "title": "Name", "obj_type": 0}),
+        json!({"type": "delete", "obj": "node", "conv_id": steps, "obj_id": "review"}),
+        json!({"type": "reset", "obj": "node", "conv_id": steps, "obj_id": "late"}),
+        json!({"type": "compare", "obj": "obj_scheme", "obj_id": steps}),
+        json!({"type": "merge", "obj": "obj_scheme", "obj_id": steps}),
+        json!({"type": "get", "obj": "obj_scheme", "obj_id": 1, "obj_type": "folder"}),
+        json!({"type": "check", "obj": "obj_scheme", "obj_id": 1, "obj_type": "folder"}),
+        json!({"type": "create", "obj": "obj_scheme", "async": true, "scheme": scheme_sample()}),
+        json!({"type": "create", "obj": "obj_scheme", "rewrite_alias": true, "scheme": scheme_sample()}),
+    ];
+    for op in unsupported {
+        for key in [&api.all, &api.limited] {
+            let create = json!({"type": "create", "obj": "task", "conv_id": steps, "ref": "never-run", "data": {}});
+            let (status, reply) = api.request(key, vec![create, op.clone()]);
+            assert_eq!(status, 400, "{op} → {reply}");
+            assert_eq!(reply["request_proc"], "error", "{reply}");
+            let description = reply["ops"][0]["description"].as_str().expect("text");
+            assert!(
+                description.starts_with("op 2: not supported by Conveyor: "),
+                "{op} → {description}"
+            );
+        }
+    }
+    let refused = api.error(
+        &api.all,
+        json!({"type": "show", "obj": "task", "conv_id": steps, "ref": "never-run"}),
+    );
+    assert_eq!(refused["key"], "ref", "nothing of a refused request ran");
+    assert_eq!(
+        api.ok(&api.all, convs)["list"].as_array().map(Vec::len),
+        Some(3),
+        "no process deleted, none uploaded"
+    );
+}

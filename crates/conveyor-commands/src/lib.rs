@@ -29,6 +29,8 @@
 //! - `templates.rs` — the process templates shipped in `processes/`, embedded.
 //! - `token.rs` — an OAuth token task in words (fingerprint, refreshes, escalation), and
 //!   the code out of a pasted redirect address.
+//! - `yaml_edit.rs` — a title or description set in a stored definition's text, its
+//!   comments and layout kept (the task API's `conv modify`, `node modify`).
 
 mod answer;
 mod authorize;
@@ -43,6 +45,7 @@ mod rotate;
 mod store_admin;
 pub mod templates;
 mod token;
+mod yaml_edit;
 
 pub use answer::{
     Answer, AuthorizeInfo, NodeSummary, ParamInfo, ProcessDetail, ProcessSummary, Reason,

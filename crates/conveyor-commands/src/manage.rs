@@ -251,6 +251,13 @@ fn step_debug(
 pub fn node_schemes(
     loaded: &conveyor_runtime::LoadedProcess,
 ) -> Result<Vec<NodeScheme>, CommandError> {
+    schemes_and_ids(loaded).map(|(schemes, _)| schemes)
+}
+
+/// [`node_schemes`], and the export's node ids with the names they stand for.
+fn schemes_and_ids(
+    loaded: &conveyor_runtime::LoadedProcess,
+) -> Result<(Vec<NodeScheme>, std::collections::HashMap<String, String>), CommandError> {
     let export_error = |source| CommandError::Export {
         process: loaded.record.id.to_string(),
         source,
@@ -274,7 +281,7 @@ pub fn node_schemes(
         .zip(&names)
         .filter_map(|(o, name)| Some((o["id"].as_str()?.to_string(), name.clone())))
         .collect();
-    Ok(objects
+    let schemes = objects
         .into_iter()
         .zip(names)
         .map(|(mut object, name)| {
@@ -300,7 +307,8 @@ pub fn node_schemes(
             }
             n
         })
-        .collect())
+        .collect();
+    Ok((schemes, ids))
 }
 
 /// Replaces the export's node ids with node names in every `…node_id` field.
@@ -559,7 +567,7 @@ pub fn create(
 ) -> Result<Vec<Made>, CommandError> {
     caller.must_be_admin("creating a process")?;
     if let Some(scheme) = scheme {
-        return upload(runtime, caller, scheme);
+        return upload(runtime, caller, scheme, true);
     }
     if title.trim().is_empty() {
         return Err(CommandError::Usage(
@@ -612,7 +620,7 @@ pub fn bounded(field: &str, text: &str, max: usize) -> Result<(), CommandError> 
 
 /// `conv modify`: a new title and/or description, written into the definition. The
 /// stored YAML is edited in place, so its comments and layout stay (see
-/// [`set_top_level`]).
+/// `yaml_edit.rs`).
 pub fn modify(
     runtime: &Runtime,
     caller: &Caller,
@@ -648,19 +656,12 @@ pub fn modify(
     for (key, value) in [("title", title), ("description", description)] {
         if let Some(value) = value {
             map.insert(key.into(), json!(value));
-            text = text.and_then(|t| set_top_level(&t, key, value));
+            text = text.and_then(|t| crate::yaml_edit::set_top_level(&t, key, value));
         }
     }
     // The edited text is used only when it reads back as exactly the changed
     // definition; otherwise (a layout the edit does not know) it is written anew.
-    let yaml = match text {
-        Some(edited)
-            if serde_yaml::from_str::<Value>(&edited).ok().as_ref() == Some(&definition) =>
-        {
-            edited
-        }
-        _ => to_yaml(&definition)?,
-    };
+    let yaml = kept_or_rewritten(text, &definition)?;
     update(
         runtime,
         caller,
@@ -670,63 +671,14 @@ pub fn modify(
     )
 }
 
-/// `yaml` with its top-level `key` set to the string `value`, every other line kept as
-/// it was (comments, blank lines, quoting, order). The key's line and the lines that
-/// continue its value (indented ones) are replaced by one line `key: "value"`; a key the
-/// definition lacks is added after the `process:` entry. `None` for a text this does not
-/// know how to edit (several documents, no block mapping at the top).
-pub fn set_top_level(yaml: &str, key: &str, value: &str) -> Option<String> {
-    let lines: Vec<&str> = yaml.split_inclusive('\n').collect();
-    let top = |line: &str, k: &str| {
-        line.strip_prefix(k)
-            .and_then(|rest| rest.strip_prefix(':'))
-            .is_some_and(|rest| rest.is_empty() || rest.starts_with([' ', '\t', '\n', '\r']))
-    };
-    if lines
-        .iter()
-        .any(|l| l.starts_with("---") || l.starts_with("...") || l.starts_with('{'))
-    {
-        return None;
-    }
-    // The lines of an entry: its own and the indented or blank ones after it, less the
-    // blank ones at its end.
-    let extent = |start: usize| {
-        let mut end = start + 1;
-        while end < lines.len()
-            && (lines[end].starts_with([' ', '\t']) || lines[end].trim().is_empty())
-        {
-            end += 1;
-        }
-        while end > start + 1 && lines[end - 1].trim().is_empty() {
-            end -= 1;
-        }
-        end
-    };
-    // A JSON string is a YAML double-quoted scalar.
-    let entry = format!("{key}: {}\n", serde_json::to_string(value).ok()?);
-    let mut out: Vec<String> = lines.iter().map(|l| l.to_string()).collect();
-    if let Some(at) = lines.iter().position(|l| top(l, key)) {
-        let end = extent(at);
-        out.splice(at..end, [entry]);
-    } else {
-        let at = lines
-            .iter()
-            .position(|l| top(l, "process"))
-            .map_or(0, extent);
-        if at > 0 && !out[at - 1].ends_with('\n') {
-            out[at - 1].push('\n');
-        }
-        out.insert(at, entry);
-    }
-    Some(out.concat())
-}
-
 /// `obj_scheme upload`: the processes of a Corezoid scheme, through the importer, as
-/// new processes (with the aliases the importer gives them).
+/// new processes (with the aliases the importer gives them, unless `with_alias` is
+/// false).
 pub fn upload(
     runtime: &Runtime,
     caller: &Caller,
     scheme: &Value,
+    with_alias: bool,
 ) -> Result<Vec<Made>, CommandError> {
     caller.must_be_admin("uploading a scheme")?;
     imported(scheme)?
@@ -738,11 +690,207 @@ pub fn upload(
                 caller,
                 &format!("{}.yaml", p.name),
                 &p.yaml,
-                Some(p.alias.clone()),
+                with_alias.then(|| p.alias.clone()),
                 p.corezoid_id,
             )
         })
         .collect()
+}
+
+/// `obj_scheme validate`: the scheme read, mapped and checked as an upload would, and
+/// nothing made.
+pub fn validate(caller: &Caller, scheme: &Value) -> Result<(), CommandError> {
+    caller.must_be_admin("uploading a scheme")?;
+    imported(scheme).map(|_| ())
+}
+
+/// `conv show`: a process's own fields, with when it was made and last changed.
+#[derive(Debug, Clone)]
+pub struct ProcessInfo {
+    pub detail: ProcessDetail,
+    /// Milliseconds since the epoch.
+    pub created: i64,
+    pub changed: i64,
+}
+
+pub fn process_info(
+    runtime: &Runtime,
+    caller: &Caller,
+    process: &str,
+) -> Result<ProcessInfo, CommandError> {
+    let loaded = crate::door::scoped(runtime, caller, process)?;
+    Ok(ProcessInfo {
+        detail: process_nodes(runtime, caller, process)?,
+        created: loaded.record.created,
+        changed: loaded.record.updated.max(loaded.record.created),
+    })
+}
+
+/// `node show`: a node as Corezoid describes it, with its counters.
+#[derive(Debug, Clone)]
+pub struct NodeInfo {
+    pub scheme: NodeScheme,
+    pub kind: &'static str,
+    /// Tasks in it now, and all that entered it.
+    pub now: i64,
+    pub total: u64,
+}
+
+/// The node named `node` (its name, or the Corezoid id it was imported with).
+fn node_name(loaded: &conveyor_runtime::LoadedProcess, node: &str) -> Result<String, CommandError> {
+    if loaded.process.nodes.contains_key(node) {
+        return Ok(node.to_string());
+    }
+    loaded
+        .process
+        .nodes
+        .values()
+        .find(|n| n.corezoid_id.as_deref() == Some(node))
+        .map(|n| n.id.clone())
+        .ok_or_else(|| {
+            CommandError::Usage(format!(
+                "process {} has no node `{node}`",
+                loaded.record.id
+            ))
+        })
+}
+
+pub fn node_show(
+    runtime: &Runtime,
+    caller: &Caller,
+    process: &str,
+    node: &str,
+) -> Result<NodeInfo, CommandError> {
+    let loaded = crate::door::scoped(runtime, caller, process)?;
+    let name = node_name(&loaded, node)?;
+    let scheme = node_schemes(&loaded)?
+        .into_iter()
+        .find(|n| n.name == name)
+        .ok_or_else(|| unexpected("the export of the process"))?;
+    let (now, total) = runtime
+        .store()
+        .counters(loaded.record.id)?
+        .into_iter()
+        .find(|(n, _)| *n == name)
+        .map_or((0, 0), |(_, c)| (c.now, c.total));
+    Ok(NodeInfo {
+        kind: loaded
+            .process
+            .nodes
+            .get(&name)
+            .map_or("", |n| n.kind.name()),
+        scheme,
+        now,
+        total,
+    })
+}
+
+/// What a `node modify` asks: a new title or description; the node's logics, semaphors
+/// and type as the client last read them (the swagger requires `logics`), which must
+/// be what they are.
+#[derive(Debug, Clone, Default)]
+pub struct NodeChange {
+    pub title: Option<String>,
+    pub description: Option<String>,
+    pub logics: Option<Value>,
+    pub semaphors: Option<Value>,
+    pub obj_type: Option<i64>,
+}
+
+/// `node modify`: a node's title and/or description written into the definition (its
+/// text edited in place, as `conv modify` does). Its logics, semaphors and type are
+/// Conveyor's node definition: changing them is refused (a process changes through
+/// `process update` or an `obj_scheme` upload, where the whole definition is checked).
+pub fn node_modify(
+    runtime: &Runtime,
+    caller: &Caller,
+    process: &str,
+    node: &str,
+    change: &NodeChange,
+) -> Result<(u64, String, u32), CommandError> {
+    caller.must_be_admin("changing a process")?;
+    let loaded = crate::door::scoped(runtime, caller, process)?;
+    let name = node_name(&loaded, node)?;
+    if let Some(title) = &change.title {
+        bounded("title", title, MAX_TITLE)?;
+    }
+    if let Some(description) = &change.description {
+        bounded("description", description, MAX_DESCRIPTION)?;
+    }
+    let (schemes, ids) = schemes_and_ids(&loaded)?;
+    let now = schemes
+        .iter()
+        .find(|n| n.name == name)
+        .ok_or_else(|| unexpected("the export of the process"))?;
+    let differs = |given: &Option<Value>, current: &Value| {
+        given.as_ref().is_some_and(|given| {
+            let mut given = given.clone();
+            named_nodes(&mut given, &ids);
+            &given != current
+        })
+    };
+    let changed: Vec<&str> = [
+        ("logics", differs(&change.logics, &now.logics)),
+        ("semaphors", differs(&change.semaphors, &now.semaphors)),
+        (
+            "obj_type",
+            change.obj_type.is_some_and(|t| t != now.obj_type),
+        ),
+    ]
+    .into_iter()
+    .filter_map(|(field, differs)| differs.then_some(field))
+    .collect();
+    if !changed.is_empty() {
+        return Err(CommandError::NotSupported(format!(
+            "changing a node's {} through the task API: a node's logics are its Conveyor definition, changed whole and checked by `conveyor process update` or an `obj_scheme` upload with `obj_id`; `node modify` changes `title` and `description` (send `logics`, `semaphors` and `obj_type` as `node show` gives them, or leave them out)",
+            changed.join(", ")
+        )));
+    }
+    if change.title.is_none() && change.description.is_none() {
+        return Ok((loaded.record.id, name, loaded.record.version));
+    }
+    let stored = &loaded.record.definition;
+    let mut definition: Value = serde_yaml::from_str(stored)
+        .map_err(|e| CommandError::Scheme(format!("the stored definition: {e}")))?;
+    let Some(fields) = definition
+        .get_mut("nodes")
+        .and_then(|n| n.get_mut(&name))
+        .and_then(Value::as_object_mut)
+    else {
+        return Err(CommandError::Scheme(format!(
+            "the stored definition has no mapping for node `{name}`"
+        )));
+    };
+    let mut text = Some(stored.clone());
+    for (key, value) in [("title", &change.title), ("description", &change.description)] {
+        if let Some(value) = value {
+            let exists = fields.contains_key(key);
+            fields.insert(key.into(), json!(value));
+            text = text.and_then(|t| crate::yaml_edit::set_node_field(&t, &name, key, value, exists));
+        }
+    }
+    let yaml = kept_or_rewritten(text, &definition)?;
+    let (id, version) = update(
+        runtime,
+        caller,
+        loaded.record.id,
+        &loaded.process.name,
+        &yaml,
+    )?;
+    Ok((id, name, version))
+}
+
+/// The edited text when it reads back as exactly `definition`; else `definition`
+/// written anew (its comments lost).
+fn kept_or_rewritten(text: Option<String>, definition: &Value) -> Result<String, CommandError> {
+    match text {
+        Some(edited)
+            if serde_yaml::from_str::<Value>(&edited).ok().as_ref() == Some(definition) =>
+        {
+            Ok(edited)
+        }
+        _ => to_yaml(definition),
+    }
 }
 
 /// `obj_scheme upload` with `obj_id`: the one process of a Corezoid scheme replaces the
@@ -863,38 +1011,3 @@ fn unexpected(what: &str) -> CommandError {
     CommandError::Usage(format!("`{what}` answered something else"))
 }
 
-#[cfg(test)]
-mod tests {
-    use super::set_top_level;
-
-    #[test]
-    fn a_top_level_key_is_replaced_in_place_with_the_comments_around_it() {
-        let yaml = "# top\nprocess: p\ntitle: Old # gone with its line\ndescription: >\n  folded\n  text\n\n# nodes\nnodes:\n  a: { type: final } # kept\n";
-        let edited = set_top_level(yaml, "title", "New: \"quoted\" # not a comment").expect("edited");
-        let edited = set_top_level(&edited, "description", "short").expect("edited");
-        assert_eq!(
-            edited,
-            "# top\nprocess: p\ntitle: \"New: \\\"quoted\\\" # not a comment\"\ndescription: \"short\"\n\n# nodes\nnodes:\n  a: { type: final } # kept\n"
-        );
-        let value: serde_json::Value = serde_yaml::from_str(&edited).expect("YAML");
-        assert_eq!(value["title"], "New: \"quoted\" # not a comment");
-        // A key that reads like the one sought is not it.
-        let yaml = "process: p\ntitles: x\nnodes:\n  title: { type: final }\n";
-        let edited = set_top_level(yaml, "title", "T").expect("edited");
-        assert_eq!(
-            edited,
-            "process: p\ntitle: \"T\"\ntitles: x\nnodes:\n  title: { type: final }\n"
-        );
-    }
-
-    #[test]
-    fn a_missing_key_goes_after_the_process_entry_and_odd_layouts_are_left_alone() {
-        let yaml = "# c\nprocess:\n  p\nnodes: {}";
-        assert_eq!(
-            set_top_level(yaml, "description", "d\nline 2").as_deref(),
-            Some("# c\nprocess:\n  p\ndescription: \"d\\nline 2\"\nnodes: {}")
-        );
-        assert_eq!(set_top_level("{process: p}", "title", "t"), None);
-        assert_eq!(set_top_level("---\nprocess: p\n", "title", "t"), None);
-    }
-}

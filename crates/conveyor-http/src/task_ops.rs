@@ -10,9 +10,14 @@
 //! | `node` | `list` | the tasks in a node |
 //! | `conv` | `list` | a process's nodes with their counts |
 //! | `convs` | `list` | the processes the key may use |
+//! | `conv` | `show` | a process's own fields |
 //! | `conv` | `create`, `modify` | a new process (from a title or a scheme); a new title |
-//! | `obj_scheme` | `get` | a process as a Corezoid export |
-//! | `obj_scheme` | `create` / `upload` | a Corezoid scheme through the importer |
+//! | `node` | `show`, `modify` | a node's fields and logics; its title or description |
+//! | `obj_scheme` | `get`, `check` | a process as a Corezoid export; nothing undeployed |
+//! | `obj_scheme` | `create` / `upload`, `validate` | a Corezoid scheme through the importer |
+//!
+//! Ops Corezoid has and Conveyor does not (`conv delete`, `node reset`, …) refuse the
+//! whole request (400) with `not supported by Conveyor:` and the reason.
 //!
 //! A refusal carries the swagger's `key` and `value` when it is about one input: the
 //! field the door refused, or the param the command layer refused (by the error's
@@ -74,12 +79,16 @@ fn as_text(value: &Value) -> Value {
     }
 }
 
-const OPS: &str = "task: create, modify, show, delete, step_next, step_prev, step_goto; task_history: list; node: list; conv: list, create, modify; convs: list; obj_scheme: get, create";
+const OPS: &str = "task: create, modify, show, delete, step_next, step_prev, step_goto; task_history: list; node: list, show, modify; conv: list, show, create, modify; convs: list; obj_scheme: get, check, create (upload), validate";
 
 /// Reads one op into a [`TaskOp`]; a malformed op is answered at once. `inputs` learns
 /// where its process and task were named. Whether its key may do it is the command
 /// layer's check.
 pub(crate) fn prepare(op: Value, inputs: &mut OpInputs) -> Result<TaskOp, Value> {
+    // The door refuses the whole request for these first; an op never runs without it.
+    if let Some(refusal) = malformed(&op) {
+        return Err(refusal);
+    }
     let op = read(op, inputs)?;
     inputs.process_name = op.process().map(str::to_string);
     if let TaskOp::Create {
@@ -127,26 +136,61 @@ fn read(op: Value, inputs: &mut OpInputs) -> Result<TaskOp, Value> {
             title: text(&op, "title")?,
             description: text(&op, "description")?,
         }),
-        ("obj_scheme", "get") => {
-            if let Some(kind) = op.get("obj_type")
-                && kind != "conv"
-            {
-                return Err(refused(
-                    "obj_type",
-                    kind,
-                    "only a process (`obj_type: conv`) has a scheme here",
-                ));
-            }
-            Ok(TaskOp::Scheme {
-                process: process(&op, "obj_id", inputs)?,
+        ("conv", "show") => Ok(TaskOp::ProcessInfo {
+            process: process(&op, "obj_id", inputs)?,
+        }),
+        ("node", "show") => Ok(TaskOp::NodeShow {
+            process: process(&op, "conv_id", inputs)?,
+            node: node_id(&op)?,
+        }),
+        ("node", "modify") => {
+            let obj_type = match op.get("obj_type") {
+                None | Some(Value::Null) => None,
+                Some(Value::Number(n)) if n.as_i64().is_some() => n.as_i64(),
+                Some(other) => return Err(refused("obj_type", other, "`obj_type` is 0, 1, 2 or 3")),
+            };
+            let list = |key: &str| match op.get(key) {
+                None | Some(Value::Null) => Ok(None),
+                Some(list @ Value::Array(_)) => Ok(Some(list.clone())),
+                Some(other) => Err(refused(key, other, format!("`{key}` is a list"))),
+            };
+            Ok(TaskOp::NodeModify {
+                process: process(&op, "conv_id", inputs)?,
+                node: node_id(&op)?,
+                change: manage::NodeChange {
+                    title: text(&op, "title")?,
+                    description: text(&op, "description")?,
+                    logics: list("logics")?,
+                    semaphors: list("semaphors")?,
+                    obj_type,
+                },
             })
         }
-        ("obj_scheme", "create" | "upload") => {
+        ("obj_scheme", "get") => Ok(TaskOp::Scheme {
+            process: process(&op, "obj_id", inputs)?,
+        }),
+        ("obj_scheme", "check") => Ok(TaskOp::SchemeCheck {
+            process: process(&op, "obj_id", inputs)?,
+        }),
+        ("obj_scheme", "create" | "upload" | "validate") => {
             let Some(scheme) = op.get("scheme") else {
                 return Err(op_error(
                     "`scheme` is required: a Corezoid export (an array of processes, or one process object)",
                 ));
             };
+            for flag in ["async", "with_alias", "rewrite_alias", "skip_root", "apply_mode"] {
+                match op.get(flag) {
+                    None | Some(Value::Null | Value::Bool(_)) => {}
+                    Some(other) => {
+                        return Err(refused(flag, other, format!("`{flag}` is true or false")));
+                    }
+                }
+            }
+            if kind == "validate" {
+                return Ok(TaskOp::SchemeValidate {
+                    scheme: scheme.clone(),
+                });
+            }
             let into = match op.get("obj_id") {
                 None | Some(Value::Null) => None,
                 Some(_) => Some(process(&op, "obj_id", inputs)?),
@@ -154,6 +198,7 @@ fn read(op: Value, inputs: &mut OpInputs) -> Result<TaskOp, Value> {
             Ok(TaskOp::SchemeUpload {
                 into,
                 scheme: scheme.clone(),
+                with_alias: op.get("with_alias") != Some(&Value::Bool(false)),
             })
         }
         (_, "") => Err(op_error(format!("`type` is required ({OPS})"))),
@@ -288,17 +333,68 @@ fn node_list(op: &Map<String, Value>, inputs: &mut OpInputs) -> Result<TaskOp, V
     })
 }
 
+/// The node an op names in `obj_id` (its name, or the Corezoid id it was imported with).
+fn node_id(op: &Map<String, Value>) -> Result<String, Value> {
+    match op.get("obj_id") {
+        Some(Value::String(node)) if !node.is_empty() && node.len() <= 255 => Ok(node.clone()),
+        Some(other) => Err(refused("obj_id", other, "`obj_id` names a node")),
+        None => Err(op_error("`obj_id` is required: the node")),
+    }
+}
+
+/// Why Conveyor does not do an op Corezoid's API has (`obj`, `type`, and the fields
+/// that choose what it does); `None` for an op it does, or does not know.
+fn not_supported(op: &Map<String, Value>) -> Option<String> {
+    let field = |key: &str| op.get(key).and_then(Value::as_str).unwrap_or_default();
+    let kind = field("type");
+    let why = match (field("obj"), kind) {
+        ("conv", "link") => "sharing a process (`conv link`): Conveyor has no users or groups to share it with; an API key made with `conveyor api-key create NAME --process P` reaches only its processes".to_string(),
+        ("conv", "favorite") => "favorites (`conv favorite`): Conveyor has no users to keep them for".to_string(),
+        ("conv", "delete" | "restore" | "destroy") => format!(
+            "`conv {kind}`: Conveyor does not delete processes (there is no trash to move one to or restore it from); a process stays with its tasks and history, and an API key made with `--process` reaches only the processes it names"
+        ),
+        ("node", "create" | "delete") => format!(
+            "`node {kind}`: a process's nodes are its definition, changed whole and checked before it replaces the old one (`conveyor process update`, or `obj_scheme create` with `obj_id`)"
+        ),
+        ("node", "reset") => "`node reset`: a node's counters count the tasks that entered it and are in it; the engine keeps them, and they are not set by hand".to_string(),
+        ("obj_scheme", "compare" | "merge") => format!(
+            "`obj_scheme {kind}`: Conveyor keeps no versions of a definition to compare or merge (`process update` replaces it, `obj_scheme get` gives the one in use)"
+        ),
+        ("obj_scheme", "get" | "check") if !matches!(field("obj_type"), "" | "conv") => format!(
+            "`obj_type: {}`: Conveyor has no folders, dashboards, projects or stages; a scheme is a process's (`obj_type: conv`)",
+            field("obj_type")
+        ),
+        ("obj_scheme", "create" | "upload" | "validate")
+            if op.get("async") == Some(&Value::Bool(true)) =>
+        {
+            "`async: true`: an upload runs at once here and its answer lists the processes made (there is no upload to poll later); send `async: false` or leave it out".to_string()
+        }
+        ("obj_scheme", "create" | "upload" | "validate")
+            if op.get("rewrite_alias") == Some(&Value::Bool(true)) =>
+        {
+            "`rewrite_alias: true`: an alias in use stays with its process and is not moved to an uploaded one; upload with `with_alias: false` for processes without aliases".to_string()
+        }
+        _ => return None,
+    };
+    Some(why)
+}
+
 /// The most `filters` one `node list` takes, and the longest ref one may name (bytes).
 const MAX_FILTERS: usize = 10;
 const MAX_FILTER_VALUE: usize = 1024;
 
-/// An op whose fields break the swagger's request schema where it fixes their values
-/// (`node list`'s `sort` and `filters` are enums): the request is malformed, answered
-/// 400 before any of its ops runs. The refusal names the field.
+/// An op the request cannot be run with, answered 400 before any of its ops runs: one
+/// Corezoid has and Conveyor does not ([`not_supported`]: the client expects an effect
+/// it cannot have, so nothing of the request is done), or one whose fields break the
+/// swagger's request schema where it fixes their values (`node list`'s `sort` and
+/// `filters` are enums). The refusal says why, and names the field.
 pub(crate) fn malformed(op: &Value) -> Option<Value> {
     let Value::Object(op) = op else {
         return None;
     };
+    if let Some(why) = not_supported(op) {
+        return Some(op_error(format!("not supported by Conveyor: {why}")));
+    }
     if op.get("obj").and_then(Value::as_str) != Some("node")
         || op.get("type").and_then(Value::as_str) != Some("list")
     {
@@ -582,6 +678,42 @@ pub(crate) fn answer(answer: OpAnswer, obj: &str) -> Value {
             "proc": "ok",
             "obj": obj,
             "obj_id": id,
+            "version": version,
+        }),
+        OpAnswer::Checked => json!({"proc": "ok", "obj": obj}),
+        OpAnswer::ProcessInfo(info) => json!({
+            "proc": "ok",
+            "obj": "conv",
+            "obj_id": info.detail.summary.id,
+            "title": info.detail.summary.title,
+            "description": info.detail.description.clone().unwrap_or_default(),
+            "alias": info.detail.summary.alias,
+            "status": "active",
+            "conv_type": "process",
+            "version": info.detail.summary.version,
+            "size": info.detail.nodes.len(),
+            "tasks": info.detail.summary.tasks,
+            "create_time": info.created.div_euclid(1000),
+            "change_time": info.changed.div_euclid(1000),
+        }),
+        OpAnswer::Node(node) => json!({
+            "proc": "ok",
+            "obj": "node",
+            "obj_id": node.scheme.name,
+            "title": node.scheme.title,
+            "description": node.scheme.description,
+            "obj_type": node.scheme.obj_type,
+            "kind": node.kind,
+            "logics": node.scheme.logics,
+            "semaphors": node.scheme.semaphors,
+            "count": node.total,
+            "now": node.now,
+        }),
+        OpAnswer::NodeChanged { id, node, version } => json!({
+            "proc": "ok",
+            "obj": "node",
+            "conv_id": id,
+            "obj_id": node,
             "version": version,
         }),
     }
