@@ -61,40 +61,14 @@ struct Api {
 impl Api {
     fn start() -> Api {
         let data = DataDir::new();
-        let mut ids = Vec::new();
-        for (name, text, extra) in [
-            ("steps", STEPS, Some("api_secret=SETTING-SECRET-9")),
-            ("other", OTHER, None),
-        ] {
-            let file = data.path().join(format!("{name}.yaml"));
-            std::fs::write(&file, text).expect("write");
-            let mut args = vec![
-                "process",
-                "clone",
-                file.to_str().expect("utf-8"),
-                "--alias",
-                name,
-            ];
-            if let Some(set) = extra {
-                args.extend(["--set", set]);
-            }
-            ids.push(data.json(&args)["id"].as_u64().expect("process id"));
-        }
-        let key = |args: &[&str]| {
-            let key = data.json(args);
-            (
-                key["login"].as_u64().expect("login"),
-                key["secret"].as_str().expect("secret").to_string(),
-            )
-        };
-        let all = key(&["api-key", "create", "all"]);
-        let limited = key(&["api-key", "create", "limited", "--process", "@steps"]);
+        let steps = data.clone_yaml("steps", STEPS, &["api_secret=SETTING-SECRET-9"]);
+        let other = data.clone_yaml("other", OTHER, &[]);
         Api {
+            all: data.api_key("all", &[]),
+            limited: data.api_key("limited", &["@steps"]),
             server: Server::start(data),
-            all,
-            limited,
-            steps: ids[0],
-            other: ids[1],
+            steps,
+            other,
             counter: std::cell::Cell::new(0),
         }
     }
