@@ -446,14 +446,21 @@ fn task_ops_show_the_creator_refuse_with_key_and_value_and_step_as_the_swagger_s
         by_cli["id"].to_string(),
     );
     let list = |extra: Value| {
-        let mut op = json!({"type": "list", "obj": "node", "conv_id": steps, "obj_id": "wait", "limit": 10});
+        let mut op =
+            json!({"type": "list", "obj": "node", "conv_id": steps, "obj_id": "wait", "limit": 10});
         for (k, v) in extra.as_object().expect("fields") {
             op[k] = v.clone();
         }
         op
     };
-    assert_eq!(in_wait(list(json!({"sort": "ASC"}))), vec![first.clone(), second.clone()]);
-    assert_eq!(in_wait(list(json!({"sort": "DESC"}))), vec![second.clone(), first.clone()]);
+    assert_eq!(
+        in_wait(list(json!({"sort": "ASC"}))),
+        vec![first.clone(), second.clone()]
+    );
+    assert_eq!(
+        in_wait(list(json!({"sort": "DESC"}))),
+        vec![second.clone(), first.clone()]
+    );
     assert_eq!(
         in_wait(list(json!({"sort": "DESC", "offset": 1}))),
         vec![first.clone()]
@@ -464,19 +471,41 @@ fn task_ops_show_the_creator_refuse_with_key_and_value_and_step_as_the_swagger_s
     // t1 exists, but is not in this node.
     assert_eq!(in_wait(list(by_ref("t1"))), Vec::<String>::new());
     assert_eq!(
-        in_wait(list(json!({"filters": [{"name": "ref", "value": "cli"}, {"name": "ref", "value": "x"}]}))),
+        in_wait(list(
+            json!({"filters": [{"name": "ref", "value": "cli"}, {"name": "ref", "value": "x"}]})
+        )),
         Vec::<String>::new()
     );
     // A filter or sort outside the swagger's values is a malformed request: 400, the
     // field named, and no op of the request runs.
-    let many: Vec<Value> = (0..11).map(|i| json!({"name": "ref", "value": i.to_string()})).collect();
+    let many: Vec<Value> = (0..11)
+        .map(|i| json!({"name": "ref", "value": i.to_string()}))
+        .collect();
     for (bad, key) in [
-        (json!({"filters": [{"name": "status", "value": "x", "fun": "eq"}]}), "filters[0].name"),
-        (json!({"filters": [{"name": "ref", "value": "x", "fun": "like"}]}), "filters[0].fun"),
-        (json!({"filters": [{"name": "ref", "value": ""}]}), "filters[0].value"),
-        (json!({"filters": [{"name": "ref", "value": {"$ne": 1}}]}), "filters[0].value"),
-        (json!({"filters": [{"name": "ref", "value": "x".repeat(2000)}]}), "filters[0].value"),
-        (json!({"filters": [{"name": "ref", "value": "x", "extra": 1}]}), "filters[0].extra"),
+        (
+            json!({"filters": [{"name": "status", "value": "x", "fun": "eq"}]}),
+            "filters[0].name",
+        ),
+        (
+            json!({"filters": [{"name": "ref", "value": "x", "fun": "like"}]}),
+            "filters[0].fun",
+        ),
+        (
+            json!({"filters": [{"name": "ref", "value": ""}]}),
+            "filters[0].value",
+        ),
+        (
+            json!({"filters": [{"name": "ref", "value": {"$ne": 1}}]}),
+            "filters[0].value",
+        ),
+        (
+            json!({"filters": [{"name": "ref", "value": "x".repeat(2000)}]}),
+            "filters[0].value",
+        ),
+        (
+            json!({"filters": [{"name": "ref", "value": "x", "extra": 1}]}),
+            "filters[0].extra",
+        ),
         (json!({"filters": ["ref=x"]}), "filters[0]"),
         (json!({"filters": "ref=x"}), "filters"),
         (json!({"filters": many}), "filters"),
@@ -491,10 +520,19 @@ fn task_ops_show_the_creator_refuse_with_key_and_value_and_step_as_the_swagger_s
         assert_eq!(op["key"], key, "{bad} → {reply}");
         let description = op["description"].as_str().expect("description");
         assert!(description.starts_with("op 2: "), "{description}");
-        assert!(description.contains(key.split('.').next().expect("field")), "{description}");
+        assert!(
+            description.contains(key.split('.').next().expect("field")),
+            "{description}"
+        );
     }
-    let refused = api.error(&api.all, json!({"type": "show", "obj": "task", "conv_id": steps, "ref": "never-run"}));
-    assert_eq!(refused["key"], "ref", "nothing of a refused request ran: {refused}");
+    let refused = api.error(
+        &api.all,
+        json!({"type": "show", "obj": "task", "conv_id": steps, "ref": "never-run"}),
+    );
+    assert_eq!(
+        refused["key"], "ref",
+        "nothing of a refused request ran: {refused}"
+    );
     let refused = api.error(
         &api.all,
         json!({"type": "list", "obj": "node", "conv_id": steps, "obj_id": "nowhere"}),
@@ -714,9 +752,21 @@ fn management_ops_read_create_and_change_processes_only_with_the_rights_for_it()
     // conv modify edits the stored YAML in place: its comments and layout stay.
     let changed = api.ok(&api.all, json!({"title": "Other: renamed \"here\"", "description": "one line", "type": "modify", "obj": "conv", "obj_id": other}));
     assert_eq!(changed["version"], 2, "{changed}");
-    let refused = api.error(&api.all, json!({"title": "x".repeat(256), "type": "modify", "obj": "conv", "obj_id": other}));
-    assert!(refused["description"].as_str().expect("text").contains("the limit is 255"), "{refused}");
-    let refused = api.error(&api.all, json!({"description": 5, "type": "modify", "obj": "conv", "obj_id": other}));
+    let refused = api.error(
+        &api.all,
+        json!({"title": "x".repeat(256), "type": "modify", "obj": "conv", "obj_id": other}),
+    );
+    assert!(
+        refused["description"]
+            .as_str()
+            .expect("text")
+            .contains("the limit is 255"),
+        "{refused}"
+    );
+    let refused = api.error(
+        &api.all,
+        json!({"description": 5, "type": "modify", "obj": "conv", "obj_id": other}),
+    );
     assert_eq!(refused["key"], "description", "{refused}");
     api.server.stop();
     let stored = crate::support::open_store(api.server.data.path())
@@ -727,8 +777,14 @@ fn management_ops_read_create_and_change_processes_only_with_the_rights_for_it()
     assert_eq!(
         stored,
         OTHER
-            .replace("title: Other   # replaced with its line\n", "title: \"Other: renamed \\\"here\\\"\"\n")
-            .replace("description: |\n  Two lines\n  of description.\n", "description: \"one line\"\n"),
+            .replace(
+                "title: Other   # replaced with its line\n",
+                "title: \"Other: renamed \\\"here\\\"\"\n"
+            )
+            .replace(
+                "description: |\n  Two lines\n  of description.\n",
+                "description: \"one line\"\n"
+            ),
         "{stored}"
     );
 }
@@ -763,7 +819,9 @@ fn processes_and_nodes_are_shown_and_retitled_and_what_conveyor_lacks_refuses_th
         "{shown}"
     );
     assert!(
-        shown["create_time"].as_i64().is_some_and(|t| t > 1_700_000_000),
+        shown["create_time"]
+            .as_i64()
+            .is_some_and(|t| t > 1_700_000_000),
         "{shown}"
     );
 

@@ -406,9 +406,8 @@ async fn apply(runtime: &Runtime, caller: &Caller, op: TaskOp) -> Result<OpAnswe
             process,
             node,
             change,
-        } => manage::node_modify(runtime, caller, &process, &node, &change).map(
-            |(id, node, version)| OpAnswer::NodeChanged { id, node, version },
-        ),
+        } => manage::node_modify(runtime, caller, &process, &node, &change)
+            .map(|(id, node, version)| OpAnswer::NodeChanged { id, node, version }),
     }
 }
 

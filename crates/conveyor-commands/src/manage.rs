@@ -264,8 +264,8 @@ fn schemes_and_ids(
     };
     let definition: Value = serde_yaml::from_str(&loaded.record.definition)
         .map_err(|e| export_error(conveyor_corezoid::ExportError::Yaml(e.to_string())))?;
-    let exported =
-        conveyor_corezoid::export_value(&definition, Some(loaded.record.id)).map_err(export_error)?;
+    let exported = conveyor_corezoid::export_value(&definition, Some(loaded.record.id))
+        .map_err(export_error)?;
     let names: Vec<String> = definition
         .get("nodes")
         .and_then(Value::as_object)
@@ -500,7 +500,11 @@ pub fn node_tasks(
     } else {
         runtime
             .store()
-            .tasks(loaded.record.id, Some(node), limit.saturating_add(query.offset))?
+            .tasks(
+                loaded.record.id,
+                Some(node),
+                limit.saturating_add(query.offset),
+            )?
             .iter()
             .skip(query.offset)
             .map(view)
@@ -610,7 +614,10 @@ pub fn bounded(field: &str, text: &str, max: usize) -> Result<(), CommandError> 
             "`{field}` is {chars} characters; the limit is {max}"
         )));
     }
-    if text.chars().any(|c| c.is_control() && c != '\n' && c != '\t') {
+    if text
+        .chars()
+        .any(|c| c.is_control() && c != '\n' && c != '\t')
+    {
         return Err(CommandError::Usage(format!(
             "`{field}` holds a control character"
         )));
@@ -748,10 +755,7 @@ fn node_name(loaded: &conveyor_runtime::LoadedProcess, node: &str) -> Result<Str
         .find(|n| n.corezoid_id.as_deref() == Some(node))
         .map(|n| n.id.clone())
         .ok_or_else(|| {
-            CommandError::Usage(format!(
-                "process {} has no node `{node}`",
-                loaded.record.id
-            ))
+            CommandError::Usage(format!("process {} has no node `{node}`", loaded.record.id))
         })
 }
 
@@ -862,11 +866,15 @@ pub fn node_modify(
         )));
     };
     let mut text = Some(stored.clone());
-    for (key, value) in [("title", &change.title), ("description", &change.description)] {
+    for (key, value) in [
+        ("title", &change.title),
+        ("description", &change.description),
+    ] {
         if let Some(value) = value {
             let exists = fields.contains_key(key);
             fields.insert(key.into(), json!(value));
-            text = text.and_then(|t| crate::yaml_edit::set_node_field(&t, &name, key, value, exists));
+            text =
+                text.and_then(|t| crate::yaml_edit::set_node_field(&t, &name, key, value, exists));
         }
     }
     let yaml = kept_or_rewritten(text, &definition)?;
@@ -1010,4 +1018,3 @@ fn to_yaml(definition: &Value) -> Result<String, CommandError> {
 fn unexpected(what: &str) -> CommandError {
     CommandError::Usage(format!("`{what}` answered something else"))
 }
-

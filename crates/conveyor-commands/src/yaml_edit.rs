@@ -141,7 +141,8 @@ mod tests {
     #[test]
     fn a_top_level_key_is_replaced_in_place_with_the_comments_around_it() {
         let yaml = "# top\nprocess: p\ntitle: Old # gone with its line\ndescription: >\n  folded\n  text\n\n# nodes\nnodes:\n  a: { type: final } # kept\n";
-        let edited = set_top_level(yaml, "title", "New: \"quoted\" # not a comment").expect("edited");
+        let edited =
+            set_top_level(yaml, "title", "New: \"quoted\" # not a comment").expect("edited");
         let edited = set_top_level(&edited, "description", "short").expect("edited");
         assert_eq!(
             edited,

@@ -147,7 +147,9 @@ fn read(op: Value, inputs: &mut OpInputs) -> Result<TaskOp, Value> {
             let obj_type = match op.get("obj_type") {
                 None | Some(Value::Null) => None,
                 Some(Value::Number(n)) if n.as_i64().is_some() => n.as_i64(),
-                Some(other) => return Err(refused("obj_type", other, "`obj_type` is 0, 1, 2 or 3")),
+                Some(other) => {
+                    return Err(refused("obj_type", other, "`obj_type` is 0, 1, 2 or 3"));
+                }
             };
             let list = |key: &str| match op.get(key) {
                 None | Some(Value::Null) => Ok(None),
@@ -178,7 +180,13 @@ fn read(op: Value, inputs: &mut OpInputs) -> Result<TaskOp, Value> {
                     "`scheme` is required: a Corezoid export (an array of processes, or one process object)",
                 ));
             };
-            for flag in ["async", "with_alias", "rewrite_alias", "skip_root", "apply_mode"] {
+            for flag in [
+                "async",
+                "with_alias",
+                "rewrite_alias",
+                "skip_root",
+                "apply_mode",
+            ] {
                 match op.get(flag) {
                     None | Some(Value::Null | Value::Bool(_)) => {}
                     Some(other) => {
@@ -427,10 +435,7 @@ fn node_order(op: &Map<String, Value>) -> Result<(bool, Vec<String>), Value> {
         return Err(refused(
             "filters",
             &json!(filters.len()),
-            format!(
-                "{} filters; the limit is {MAX_FILTERS}",
-                filters.len()
-            ),
+            format!("{} filters; the limit is {MAX_FILTERS}", filters.len()),
         ));
     }
     let mut refs = Vec::with_capacity(filters.len());
@@ -440,7 +445,9 @@ fn node_order(op: &Map<String, Value>) -> Result<(bool, Vec<String>), Value> {
             return Err(refused(
                 &at,
                 filter,
-                format!("`{at}` is an object `{{\"name\": \"ref\", \"fun\": \"eq\", \"value\": …}}`"),
+                format!(
+                    "`{at}` is an object `{{\"name\": \"ref\", \"fun\": \"eq\", \"value\": …}}`"
+                ),
             ));
         };
         if let Some(key) = filter
