@@ -438,76 +438,80 @@ fn node_order(op: &Map<String, Value>) -> Result<(bool, Vec<String>), Value> {
             format!("{} filters; the limit is {MAX_FILTERS}", filters.len()),
         ));
     }
-    let mut refs = Vec::with_capacity(filters.len());
-    for (i, filter) in filters.iter().enumerate() {
-        let at = format!("filters[{i}]");
-        let Value::Object(filter) = filter else {
+    let refs = filters
+        .iter()
+        .enumerate()
+        .map(|(i, filter)| filter_ref(i, filter))
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok((descending, refs))
+}
+
+/// The ref filter `i` of a `node list` names, or why it is not one.
+fn filter_ref(i: usize, filter: &Value) -> Result<String, Value> {
+    let at = format!("filters[{i}]");
+    let Value::Object(filter) = filter else {
+        return Err(refused(
+            &at,
+            filter,
+            format!("`{at}` is an object `{{\"name\": \"ref\", \"fun\": \"eq\", \"value\": …}}`"),
+        ));
+    };
+    if let Some(key) = filter
+        .keys()
+        .find(|k| !matches!(k.as_str(), "name" | "fun" | "value"))
+    {
+        return Err(refused(
+            &format!("{at}.{key}"),
+            &filter[key],
+            format!("`{at}` has `name`, `fun` and `value` only, not `{key}`"),
+        ));
+    }
+    match filter.get("name") {
+        Some(Value::String(name)) if name == "ref" => {}
+        Some(other) => {
             return Err(refused(
-                &at,
-                filter,
-                format!(
-                    "`{at}` is an object `{{\"name\": \"ref\", \"fun\": \"eq\", \"value\": …}}`"
-                ),
+                &format!("{at}.name"),
+                other,
+                format!("`{at}.name`: tasks in a node are filtered by `ref` only"),
             ));
-        };
-        if let Some(key) = filter
-            .keys()
-            .find(|k| !matches!(k.as_str(), "name" | "fun" | "value"))
-        {
+        }
+        None => {
+            return Err(op_error(format!(
+                "`{at}.name` is required (`ref`, the only filter)"
+            )));
+        }
+    }
+    match filter.get("fun") {
+        None | Some(Value::Null) => {}
+        Some(Value::String(fun)) if fun == "eq" => {}
+        Some(other) => {
             return Err(refused(
-                &format!("{at}.{key}"),
-                &filter[key],
-                format!("`{at}` has `name`, `fun` and `value` only, not `{key}`"),
+                &format!("{at}.fun"),
+                other,
+                format!("`{at}.fun`: a ref is compared with `eq` only"),
             ));
         }
-        match filter.get("name") {
-            Some(Value::String(name)) if name == "ref" => {}
-            Some(other) => {
-                return Err(refused(
-                    &format!("{at}.name"),
-                    other,
-                    format!("`{at}.name`: tasks in a node are filtered by `ref` only"),
-                ));
-            }
-            None => {
-                return Err(op_error(format!(
-                    "`{at}.name` is required (`ref`, the only filter)"
-                )));
-            }
-        }
-        match filter.get("fun") {
-            None | Some(Value::Null) => {}
-            Some(Value::String(fun)) if fun == "eq" => {}
-            Some(other) => {
-                return Err(refused(
-                    &format!("{at}.fun"),
-                    other,
-                    format!("`{at}.fun`: a ref is compared with `eq` only"),
-                ));
-            }
-        }
-        let value = match filter.get("value") {
-            Some(Value::String(v)) => v.clone(),
-            Some(Value::Number(n)) => n.to_string(),
-            Some(other) => {
-                return Err(refused(
-                    &format!("{at}.value"),
-                    other,
-                    format!("`{at}.value` is the ref (a string)"),
-                ));
-            }
-            None => return Err(op_error(format!("`{at}.value` is required (the ref)"))),
-        };
-        if value.is_empty() || value.len() > MAX_FILTER_VALUE {
+    }
+    let value = match filter.get("value") {
+        Some(Value::String(v)) => v.clone(),
+        Some(Value::Number(n)) => n.to_string(),
+        Some(other) => {
             return Err(refused(
                 &format!("{at}.value"),
-                &json!(value.chars().take(64).collect::<String>()),
-                format!("`{at}.value` is a ref of 1 to {MAX_FILTER_VALUE} bytes"),
+                other,
+                format!("`{at}.value` is the ref (a string)"),
             ));
         }
-        refs.push(value);
+        None => return Err(op_error(format!("`{at}.value` is required (the ref)"))),
+    };
+    if value.is_empty() || value.len() > MAX_FILTER_VALUE {
+        return Err(refused(
+            &format!("{at}.value"),
+            &json!(value.chars().take(64).collect::<String>()),
+            format!("`{at}.value` is a ref of 1 to {MAX_FILTER_VALUE} bytes"),
+        ));
     }
-    Ok((descending, refs))
+    Ok(value)
 }
 
 /// The process `field` names (a number, or a string id or alias).
