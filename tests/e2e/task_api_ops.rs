@@ -800,7 +800,7 @@ fn scheme_sample() -> Value {
 
 #[test]
 fn processes_and_nodes_are_shown_and_retitled_and_what_conveyor_lacks_refuses_the_request() {
-    let api = Api::start();
+    let mut api = Api::start();
     let (steps, other) = (api.steps, api.other);
 
     // conv show: the process's own fields.
@@ -1018,5 +1018,22 @@ fn processes_and_nodes_are_shown_and_retitled_and_what_conveyor_lacks_refuses_th
         api.ok(&api.all, convs)["list"].as_array().map(Vec::len),
         Some(3),
         "no process deleted, none uploaded"
+    );
+
+    // The node's new title and description went into its line; the rest of the text
+    // is as it was.
+    api.server.stop();
+    let stored = crate::support::open_store(api.server.data.path())
+        .process(steps)
+        .expect("read")
+        .expect("the process")
+        .definition;
+    assert_eq!(
+        stored,
+        STEPS.replace(
+            "  review: { type: wait_callback,",
+            "  review: { description: \"a person looks again\", title: \"Second look\", type: wait_callback,"
+        ),
+        "{stored}"
     );
 }
