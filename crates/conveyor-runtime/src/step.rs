@@ -420,7 +420,14 @@ impl Step<'_> {
 
     /// `task retry` / `task goto` (`recover.rs`), checked again against the task as it is
     /// now: a refusal is recorded and changes nothing.
-    fn recover(&mut self, to: Option<String>, data: Map<String, Value>, source: String) {
+    /// `action` names a goto that is a step of the task API (`step_next`, …).
+    fn recover(
+        &mut self,
+        to: Option<String>,
+        data: Map<String, Value>,
+        source: String,
+        action: Option<String>,
+    ) {
         let recovery = match to {
             None => crate::Recovery::Retry,
             Some(node) => crate::Recovery::Goto(node),
@@ -458,13 +465,14 @@ impl Step<'_> {
                     source,
                 });
             }
-            crate::Recovery::Goto(node) => {
+            crate::Recovery::Goto(node) | crate::Recovery::Step(_, node) => {
+                let action = action.unwrap_or_else(|| "goto".into());
                 self.event(EventKind::Recovered {
-                    action: "goto".into(),
+                    action: action.clone(),
                     to: node.clone(),
                     source,
                 });
-                self.goto(&node, "goto");
+                self.goto(&node, &action);
             }
         }
     }
@@ -518,7 +526,12 @@ impl Step<'_> {
             InboxMessage::Fold { data } => {
                 crate::fold::append(&mut self.task.data, data);
             }
-            InboxMessage::Recover { to, data, source } => self.recover(to, data, source),
+            InboxMessage::Recover {
+                to,
+                data,
+                source,
+                action,
+            } => self.recover(to, data, source, action),
             InboxMessage::Dequeue { by } => self.dequeued(by),
             InboxMessage::Reply {
                 data,
