@@ -31,14 +31,8 @@ impl NodeClass {
     pub fn of(kind: &NodeKind) -> NodeClass {
         match kind {
             NodeKind::Start { .. } => NodeClass::Start,
-            NodeKind::Final {
-                status: FinalStatus::Success,
-                ..
-            } => NodeClass::FinalSuccess,
-            NodeKind::Final {
-                status: FinalStatus::Error,
-                ..
-            } => NodeClass::FinalError,
+            NodeKind::Final(end) if end.status == FinalStatus::Success => NodeClass::FinalSuccess,
+            NodeKind::Final(_) => NodeClass::FinalError,
             NodeKind::Condition { .. } => NodeClass::Condition,
             NodeKind::Delay { .. } => NodeClass::Delay,
             NodeKind::WaitCallback { .. } => NodeClass::WaitCallback,

@@ -1,6 +1,30 @@
 //! `reply`: answers the task that called this one.
 
-use super::*;
+use super::prelude::*;
+
+/// Answers the task's caller (a `call_process`, or a door waiting) with `data`.
+#[derive(Debug, Clone)]
+pub struct Reply {
+    pub data: ValueTemplate,
+    /// An error reply routes the caller to its `on_error`.
+    pub error: bool,
+    pub next: String,
+    pub on_error: Option<String>,
+}
+
+impl Kind for Reply {
+    fn on_error(&self) -> Option<&str> {
+        self.on_error.as_deref()
+    }
+
+    fn edges<'a>(&'a self, edges: &mut Vec<Edge<'a>>) {
+        next_edge(&self.next, edges);
+    }
+
+    fn visit_task_templates<'a>(&'a self, visit: &mut dyn FnMut(&'a Template)) {
+        self.data.visit_templates(visit);
+    }
+}
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -13,7 +37,7 @@ struct RawReply {
     on_error: Option<String>,
 }
 
-pub(super) fn load(loader: &mut Loader<'_>, id: &str, rest: serde_yaml::Value) -> Option<NodeKind> {
+pub(super) fn load(loader: &mut Loader<'_>, id: &str, rest: serde_yaml::Value) -> Option<Reply> {
     let node = Some(id);
     let raw: RawReply = loader.read(node, "", rest)?;
     let data = if raw.data.is_null() {
@@ -29,7 +53,7 @@ pub(super) fn load(loader: &mut Loader<'_>, id: &str, rest: serde_yaml::Value) -
         );
         return None;
     }
-    Some(NodeKind::Reply {
+    Some(Reply {
         data: loader.value_template(node, "data", &data)?,
         error: raw.error,
         next: raw.next,

@@ -1,6 +1,34 @@
 //! `sum`: adds numbers to keys of a holder task, atomically (Corezoid's Sum).
 
-use super::*;
+use super::prelude::*;
+
+/// Adds numbers to keys of a holder task, atomically (Corezoid's Sum, `api_sum`).
+#[derive(Debug, Clone)]
+pub struct Sum {
+    /// The holder task's process and ref; the holder is created on first use.
+    pub process: Template,
+    pub reference: Template,
+    /// A mapping of keys to numbers (templates) added to the holder's keys.
+    pub add: ValueTemplate,
+    pub next: String,
+    pub on_error: Option<String>,
+}
+
+impl Kind for Sum {
+    fn on_error(&self) -> Option<&str> {
+        self.on_error.as_deref()
+    }
+
+    fn edges<'a>(&'a self, edges: &mut Vec<Edge<'a>>) {
+        next_edge(&self.next, edges);
+    }
+
+    fn visit_task_templates<'a>(&'a self, visit: &mut dyn FnMut(&'a Template)) {
+        visit(&self.process);
+        visit(&self.reference);
+        self.add.visit_templates(visit);
+    }
+}
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -13,7 +41,7 @@ struct RawSum {
     on_error: Option<String>,
 }
 
-pub(super) fn load(loader: &mut Loader<'_>, id: &str, rest: serde_yaml::Value) -> Option<NodeKind> {
+pub(super) fn load(loader: &mut Loader<'_>, id: &str, rest: serde_yaml::Value) -> Option<Sum> {
     let node = Some(id);
     let raw: RawSum = loader.read(node, "", rest)?;
     let process = process_template(loader, id, "process", &raw.process);
@@ -30,7 +58,7 @@ pub(super) fn load(loader: &mut Loader<'_>, id: &str, rest: serde_yaml::Value) -
             None
         }
     };
-    Some(NodeKind::Sum {
+    Some(Sum {
         process: process?,
         reference: reference?,
         add: add?,
