@@ -1055,7 +1055,7 @@ pub(crate) fn border_right(class: NodeClass, rect: Rect, y: f64) -> f64 {
     let half = rect.height / 2.0;
     match class {
         NodeClass::Condition => rect.right() - HEX * (dy / half).min(1.0),
-        NodeClass::Delay | NodeClass::WaitCallback | NodeClass::Start => {
+        NodeClass::Delay | NodeClass::WaitCallback | NodeClass::Queue | NodeClass::Start => {
             let r = round_radius(class, rect);
             rect.right() - r + round_offset(r, dy - (half - r))
         }
