@@ -48,7 +48,7 @@ mod prelude {
     pub(super) use conveyor_template::body::{BodyTemplate, Escape};
     pub(super) use regex::Regex;
 
-    pub(super) use super::{Kind, next_edge};
+    pub(super) use super::{Icon, Kind, Look, Palette, Shape, next_edge};
     pub(super) use crate::diagnostic::did_you_mean;
     pub(super) use crate::duration::DurationSpec;
     pub(super) use crate::load::*;
@@ -100,6 +100,94 @@ pub trait Kind {
     /// data (a `call_process`'s `next`): from there on its keys cannot be known here.
     fn after_reply(&self) -> Option<&str> {
         None
+    }
+
+    /// How a node of this kind is drawn.
+    fn look(&self) -> Look;
+}
+
+/// How a node is drawn in the diagrams (`conveyor-graph` draws it; the kind only says).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Look {
+    /// The name in SVG `class` attributes, DOT and Mermaid (`final_success`).
+    pub class: &'static str,
+    /// The kind as shown on the node (`final · success`).
+    pub label: &'static str,
+    pub shape: Shape,
+    /// A sign before the kind's name.
+    pub icon: Option<Icon>,
+    pub palette: Palette,
+}
+
+impl Look {
+    /// A look whose class and label are the kind's `type:` name.
+    pub const fn named(
+        name: &'static str,
+        shape: Shape,
+        icon: Option<Icon>,
+        palette: Palette,
+    ) -> Look {
+        Look {
+            class: name,
+            label: name,
+            shape,
+            icon,
+            palette,
+        }
+    }
+}
+
+/// The outline of a node. Kinds that mean much the same share one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Shape {
+    /// Round at both ends: where tasks come in (`start`).
+    Pill,
+    /// A double border: the end of the line (`final`).
+    Framed,
+    /// A diamond stretched to hold its text, pointed left and right (`condition`).
+    Hexagon,
+    /// The flowchart "delay": flat left, round right (kinds where a task waits).
+    Wait,
+    /// A heavy border: a person is needed (`escalation`).
+    Alarm,
+    /// Two sheets: a copy goes out (`copy_task`).
+    Stack,
+    /// The flowchart "predefined process": bars inside both sides (`call_process`).
+    Subprocess,
+    /// Square corners: a change to another task (`modify_task`, `sum`, `get_task`).
+    Square,
+    /// Well rounded corners (`reply`).
+    Rounded,
+    /// A plain box: work done in place (`api_call`, `set_param`, `code`).
+    Box,
+}
+
+/// A sign drawn before the kind's name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Icon {
+    /// A clock: the task waits for time or a callback.
+    Clock,
+    /// A warning triangle: a person is needed.
+    Warning,
+}
+
+/// Fill, border and text colour of a kind.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Palette {
+    pub fill: &'static str,
+    pub stroke: &'static str,
+    /// Text colour for the kind line.
+    pub ink: &'static str,
+}
+
+impl Palette {
+    /// Kinds where a task waits.
+    pub const WAITING: Palette = Palette::of("#f3e8ff", "#7e22ce", "#581c87");
+    /// Kinds that change another task.
+    pub const OTHER_TASK: Palette = Palette::of("#cffafe", "#0e7490", "#164e63");
+
+    pub const fn of(fill: &'static str, stroke: &'static str, ink: &'static str) -> Palette {
+        Palette { fill, stroke, ink }
     }
 }
 

@@ -57,6 +57,15 @@ impl Kind for ApiCall {
             response.keys().for_each(|k| visit(k));
         }
     }
+
+    fn look(&self) -> Look {
+        Look::named(
+            "api_call",
+            Shape::Box,
+            None,
+            Palette::of("#dbeafe", "#1d4ed8", "#1e3a8a"),
+        )
+    }
 }
 
 /// Retries of transient failures (timeouts, connection errors, 5xx, 429).

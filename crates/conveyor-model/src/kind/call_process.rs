@@ -35,6 +35,15 @@ impl Kind for CallProcess {
     fn after_reply(&self) -> Option<&str> {
         Some(&self.next)
     }
+
+    fn look(&self) -> Look {
+        Look::named(
+            "call_process",
+            Shape::Subprocess,
+            None,
+            Palette::of("#e0f2fe", "#0369a1", "#0c4a6e"),
+        )
+    }
 }
 
 #[derive(Deserialize)]

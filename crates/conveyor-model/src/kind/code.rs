@@ -42,6 +42,15 @@ impl Kind for Code {
     fn visit_written_keys<'a>(&'a self, visit: &mut dyn FnMut(&'a str)) {
         self.writes.iter().for_each(|k| visit(k));
     }
+
+    fn look(&self) -> Look {
+        Look::named(
+            "code",
+            Shape::Box,
+            None,
+            Palette::of("#fef9c3", "#a16207", "#713f12"),
+        )
+    }
 }
 
 #[derive(Deserialize)]

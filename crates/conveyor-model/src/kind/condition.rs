@@ -36,6 +36,15 @@ impl Kind for Condition {
             visit(&check.value);
         }
     }
+
+    fn look(&self) -> Look {
+        Look::named(
+            "condition",
+            Shape::Hexagon,
+            None,
+            Palette::of("#e0e7ff", "#4f46e5", "#312e81"),
+        )
+    }
 }
 
 /// One branch of a condition: all checks must hold.

@@ -22,6 +22,15 @@ impl Kind for CopyTask {
     fn visit_task_templates<'a>(&'a self, visit: &mut dyn FnMut(&'a Template)) {
         self.copy.visit_templates(visit);
     }
+
+    fn look(&self) -> Look {
+        Look::named(
+            "copy_task",
+            Shape::Stack,
+            None,
+            Palette::of("#ccfbf1", "#0f766e", "#134e4a"),
+        )
+    }
 }
 
 #[derive(Deserialize)]

@@ -38,6 +38,10 @@ impl Kind for Delay {
             Wait::For(_) => {}
         }
     }
+
+    fn look(&self) -> Look {
+        Look::named("delay", Shape::Wait, Some(Icon::Clock), Palette::WAITING)
+    }
 }
 
 #[derive(Deserialize)]

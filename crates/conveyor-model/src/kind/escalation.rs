@@ -31,6 +31,15 @@ impl Kind for Escalation {
     fn visit_task_templates<'a>(&'a self, visit: &mut dyn FnMut(&'a Template)) {
         self.copy.iter().for_each(|c| c.visit_templates(visit));
     }
+
+    fn look(&self) -> Look {
+        Look::named(
+            "escalation",
+            Shape::Alarm,
+            Some(Icon::Warning),
+            Palette::of("#fde68a", "#dc2626", "#7c2d12"),
+        )
+    }
 }
 
 #[derive(Deserialize)]

@@ -18,6 +18,28 @@ impl Kind for Final {
     fn edges<'a>(&'a self, _edges: &mut Vec<Edge<'a>>) {}
 
     fn visit_task_templates<'a>(&'a self, _visit: &mut dyn FnMut(&'a Template)) {}
+
+    fn look(&self) -> Look {
+        let (class, label, palette) = match self.status {
+            FinalStatus::Success => (
+                "final_success",
+                "final · success",
+                Palette::of("#bbf7d0", "#15803d", "#14532d"),
+            ),
+            FinalStatus::Error => (
+                "final_error",
+                "final · error",
+                Palette::of("#fecaca", "#b91c1c", "#7f1d1d"),
+            ),
+        };
+        Look {
+            class,
+            label,
+            shape: Shape::Framed,
+            icon: None,
+            palette,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -33,6 +33,10 @@ impl Kind for GetTask {
     fn fixed_keys(&self) -> &'static [&'static str] {
         &["__queue_task_id__", "__queue_task_data__"]
     }
+
+    fn look(&self) -> Look {
+        Look::named("get_task", Shape::Square, None, Palette::OTHER_TASK)
+    }
 }
 
 #[derive(Deserialize)]

@@ -26,6 +26,10 @@ impl Kind for ModifyTask {
         visit(&self.reference);
         self.data.visit_templates(visit);
     }
+
+    fn look(&self) -> Look {
+        Look::named("modify_task", Shape::Square, None, Palette::OTHER_TASK)
+    }
 }
 
 #[derive(Deserialize)]

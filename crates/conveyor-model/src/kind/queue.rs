@@ -24,6 +24,10 @@ impl Kind for Queue {
     }
 
     fn visit_task_templates<'a>(&'a self, _visit: &mut dyn FnMut(&'a Template)) {}
+
+    fn look(&self) -> Look {
+        Look::named("queue", Shape::Wait, None, Palette::WAITING)
+    }
 }
 
 #[derive(Deserialize)]

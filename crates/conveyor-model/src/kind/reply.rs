@@ -24,6 +24,15 @@ impl Kind for Reply {
     fn visit_task_templates<'a>(&'a self, visit: &mut dyn FnMut(&'a Template)) {
         self.data.visit_templates(visit);
     }
+
+    fn look(&self) -> Look {
+        Look::named(
+            "reply",
+            Shape::Rounded,
+            None,
+            Palette::of("#fce7f3", "#be185d", "#831843"),
+        )
+    }
 }
 
 #[derive(Deserialize)]

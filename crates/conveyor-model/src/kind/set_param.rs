@@ -51,6 +51,15 @@ impl Kind for SetParam {
         self.set.keys().for_each(|k| visit(k));
         self.render.keys().for_each(|k| visit(k));
     }
+
+    fn look(&self) -> Look {
+        Look::named(
+            "set_param",
+            Shape::Box,
+            None,
+            Palette::of("#f1f5f9", "#475569", "#1e293b"),
+        )
+    }
 }
 
 #[derive(Deserialize)]

@@ -18,6 +18,15 @@ impl Kind for Start {
     }
 
     fn visit_task_templates<'a>(&'a self, _visit: &mut dyn FnMut(&'a Template)) {}
+
+    fn look(&self) -> Look {
+        Look::named(
+            "start",
+            Shape::Pill,
+            None,
+            Palette::of("#d1fae5", "#059669", "#065f46"),
+        )
+    }
 }
 
 #[derive(Deserialize)]

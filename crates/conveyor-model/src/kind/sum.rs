@@ -28,6 +28,10 @@ impl Kind for Sum {
         visit(&self.reference);
         self.add.visit_templates(visit);
     }
+
+    fn look(&self) -> Look {
+        Look::named("sum", Shape::Square, None, Palette::OTHER_TASK)
+    }
 }
 
 #[derive(Deserialize)]

@@ -24,6 +24,15 @@ impl Kind for WaitCallback {
     }
 
     fn visit_task_templates<'a>(&'a self, _visit: &mut dyn FnMut(&'a Template)) {}
+
+    fn look(&self) -> Look {
+        Look::named(
+            "wait_callback",
+            Shape::Wait,
+            Some(Icon::Clock),
+            Palette::WAITING,
+        )
+    }
 }
 
 #[derive(Deserialize)]
