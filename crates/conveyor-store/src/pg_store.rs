@@ -1317,7 +1317,14 @@ impl Store for PgStore {
         if plan.is_empty() && !self.inner.claims.has_releases() {
             return Ok(());
         }
-        self.run(|inner| inner.commit_plan(plan))
+        let started = std::time::Instant::now();
+        let committed = self.run(|inner| inner.commit_plan(plan));
+        tracing::debug!(
+            batches = batches.len(),
+            micros = started.elapsed().as_micros() as u64,
+            "group committed"
+        );
+        committed
     }
 
     fn flush(&self) -> Result<()> {
