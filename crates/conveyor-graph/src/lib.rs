@@ -21,7 +21,8 @@
 //! - `layout.rs` — the layered (Sugiyama-style) layout, top to bottom;
 //! - `dot.rs`, `mermaid.rs`, `svg.rs` — one output format each;
 //! - `text.rs` — XML escaping, text width estimates, wrapping and shortening;
-//! - `tests.rs` — every shipped process in every format, a generated 100-node process.
+//! - `tests.rs` — every shipped process and `every_kind.yaml` (each node kind once) in
+//!   every format, a generated 100-node process.
 
 mod dot;
 mod graph;

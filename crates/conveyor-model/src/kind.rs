@@ -225,7 +225,7 @@ macro_rules! node_kinds {
         }
 
         /// Every kind's `type:` name, in the order the docs list them.
-        pub(crate) const NODE_KINDS: &[&str] = &[$( $name ),*];
+        pub const NODE_KINDS: &[&str] = &[$( $name ),*];
 
         /// Reads the fields of a node of kind `name`; `None` (with the problems
         /// reported) when they are wrong, or when no kind has that name.
