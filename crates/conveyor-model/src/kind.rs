@@ -72,6 +72,8 @@ mod prelude {
 ///   key (`Process::writes`).
 /// - `waits` is true when a task stays in the node until time passes or something from
 ///   outside moves it (the cycle check relies on it: a cycle needs a waiting node).
+/// - `look` depends only on the kind and what its fields say (a final's status): the
+///   diagrams draw it as it is, and a class name is one look's only.
 pub trait Kind {
     /// Whether a task stays in a node of this kind until time passes or something
     /// outside moves it.
