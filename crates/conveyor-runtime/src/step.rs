@@ -4,8 +4,9 @@
 use std::sync::Arc;
 
 use conveyor_model::{
-    ApiCall, Branch, Cast, Check, Code, CompareOp, CopyTask, DurationSpec, FinalStatus, NodeKind,
-    RenderValue, SetValue, Wait,
+    ApiCall, CallProcess, Cast, Check, Code, CompareOp, Condition, CopyTask, Delay, DurationSpec,
+    Escalation, Final, FinalStatus, GetTask, ModifyTask, NodeKind, Reply, SetParam, Start, Sum,
+    TaskCopy, Wait,
 };
 use conveyor_store::{
     Batch, Caller, EventKind, HistoryEvent, InboxMessage, Op, TaskRecord, TaskStatus, TimerKey,
@@ -508,15 +509,15 @@ impl Step<'_> {
                         entered: self.task.entered,
                     });
                     match &node.kind {
-                        NodeKind::WaitCallback { next, .. } => {
-                            self.goto(next, "callback");
+                        NodeKind::WaitCallback(wait) => {
+                            self.goto(&wait.next, "callback");
                             self.resume = resume;
                         }
-                        NodeKind::Escalation {
-                            next: Some(next), ..
-                        } => {
-                            self.goto(next, "modify");
-                            self.resume = resume;
+                        NodeKind::Escalation(escalation) => {
+                            if let Some(next) = &escalation.next {
+                                self.goto(next, "modify");
+                                self.resume = resume;
+                            }
                         }
                         _ => {}
                     }
@@ -560,7 +561,7 @@ impl Step<'_> {
                     });
                 }
                 if let (true, Some(node)) = (waiting, node)
-                    && let NodeKind::CallProcess { next, .. } = &node.kind
+                    && let NodeKind::CallProcess(call) = &node.kind
                 {
                     if let Some(reason) = failure {
                         self.task.status = TaskStatus::Ready;
@@ -581,7 +582,7 @@ impl Step<'_> {
                             None,
                         );
                     } else {
-                        self.goto(next, "reply");
+                        self.goto(&call.next, "reply");
                     }
                 }
             }
@@ -603,8 +604,8 @@ impl Step<'_> {
         };
         match wake.kind {
             WakeKind::Delay => {
-                if let NodeKind::Delay { next, .. } = &node.kind {
-                    self.goto(next, "delay");
+                if let NodeKind::Delay(delay) = &node.kind {
+                    self.goto(&delay.next, "delay");
                 }
             }
             WakeKind::Release => {
@@ -677,50 +678,22 @@ impl Step<'_> {
             self.resume = None;
         }
         match &node.kind {
-            NodeKind::Start { next } => self.start(next)?,
-            NodeKind::Final { status, .. } => self.final_node(status)?,
-            NodeKind::Condition {
-                branches,
-                otherwise,
-                ..
-            } => self.condition(branches, otherwise)?,
-            NodeKind::SetParam {
-                set, render, next, ..
-            } => self.set_param(set, render, next)?,
-            NodeKind::Delay { wait, next, .. } => self.delay(wait, next)?,
-            NodeKind::ApiCall(api) => self.api_call(api).await?,
-            NodeKind::Escalation { copy, .. } => self.escalation(copy)?,
-            NodeKind::CopyTask { copy, next, .. } => self.copy_task(copy, next)?,
-            NodeKind::ModifyTask {
-                process,
-                reference,
-                data,
-                next,
-                ..
-            } => self.modify_task(process, reference, data, next)?,
-            NodeKind::Sum {
-                process,
-                reference,
-                add,
-                next,
-                ..
-            } => self.sum(process, reference, add, next)?,
-            NodeKind::CallProcess { process, data, .. } => {
-                self.call_process(process, data.as_ref())?
-            }
-            NodeKind::Reply {
-                data, error, next, ..
-            } => self.reply(data, *error, next)?,
-            NodeKind::WaitCallback { .. } => self.wait_callback()?,
-            NodeKind::Code(code) => self.code(code)?,
-            NodeKind::Queue { .. } => self.queue()?,
-            NodeKind::GetTask {
-                process,
-                queue,
-                newest,
-                next,
-                ..
-            } => self.get_task(process, queue, *newest, next)?,
+            NodeKind::Start(kind) => self.start(kind)?,
+            NodeKind::Final(kind) => self.final_node(kind)?,
+            NodeKind::Condition(kind) => self.condition(kind)?,
+            NodeKind::SetParam(kind) => self.set_param(kind)?,
+            NodeKind::Delay(kind) => self.delay(kind)?,
+            NodeKind::ApiCall(kind) => self.api_call(kind).await?,
+            NodeKind::Escalation(kind) => self.escalation(kind)?,
+            NodeKind::CopyTask(kind) => self.copy_task(kind)?,
+            NodeKind::ModifyTask(kind) => self.modify_task(kind)?,
+            NodeKind::Sum(kind) => self.sum(kind)?,
+            NodeKind::CallProcess(kind) => self.call_process(kind)?,
+            NodeKind::Reply(kind) => self.reply(kind)?,
+            NodeKind::WaitCallback(_) => self.wait_callback()?,
+            NodeKind::Code(kind) => self.code(kind)?,
+            NodeKind::Queue(_) => self.queue()?,
+            NodeKind::GetTask(kind) => self.get_task(kind)?,
         }
         Ok(())
     }

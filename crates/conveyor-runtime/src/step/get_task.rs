@@ -13,13 +13,15 @@ type Taken = std::result::Result<(u64, Map<String, Value>), (&'static str, Strin
 
 impl Step<'_> {
     /// Runs a task through this node (see `Step::advance`).
-    pub(super) fn get_task(
-        &mut self,
-        process: &Template,
-        queue: &str,
-        newest: bool,
-        next: &str,
-    ) -> Result<()> {
+    pub(super) fn get_task(&mut self, node: &GetTask) -> Result<()> {
+        let GetTask {
+            process,
+            queue,
+            newest,
+            next,
+            ..
+        } = node;
+        let newest = *newest;
         match self.take_from_queue(process, queue, newest) {
             Ok((id, data)) => {
                 self.task

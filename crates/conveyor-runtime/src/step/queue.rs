@@ -14,8 +14,8 @@ impl Step<'_> {
     pub(super) fn dequeued(&mut self, by: u64) {
         let loaded = self.here();
         let next = match loaded.process.nodes.get(&self.task.node).map(|n| &n.kind) {
-            Some(NodeKind::Queue { next, .. }) if self.task.status == TaskStatus::Waiting => {
-                next.clone()
+            Some(NodeKind::Queue(queue)) if self.task.status == TaskStatus::Waiting => {
+                queue.next.clone()
             }
             _ => {
                 // It left meanwhile (its time limit, a `task goto`): nothing to do.
