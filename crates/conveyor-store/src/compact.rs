@@ -217,7 +217,7 @@ pub(crate) fn sync_dir(dir: &Path) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::test_support::{new_process, task};
+    use crate::test_support::new_process;
 
     /// A store that held `n` tasks of which all but every tenth were deleted.
     fn fill_and_delete(data: &Path, kind: StoreKind, n: u64) {
@@ -226,48 +226,7 @@ mod tests {
             ..StoreOptions::default()
         };
         let store = crate::open(data, options).unwrap();
-        let process = store.create_process(new_process(Some("p"))).unwrap().id;
-        let body = "x".repeat(2_000);
-        for chunk in 0..n / 100 {
-            let mut batch = Batch::default();
-            for i in 0..100 {
-                let id = store.next_task_id().unwrap();
-                let mut record = task(id, process, "wait");
-                record.data.insert("body".into(), body.clone().into());
-                record.reference = Some(format!("r{}", chunk * 100 + i));
-                batch.push(Op::InsertRef {
-                    process,
-                    reference: format!("r{}", chunk * 100 + i),
-                    task: id,
-                });
-                batch.push(Op::PutTask(Box::new(record)));
-                batch.push(Op::IndexTask { process, task: id });
-                batch.push(Op::SetTimer(TimerKey {
-                    due: 1_000 + id as i64,
-                    task: id,
-                }));
-            }
-            store.commit(&batch).unwrap();
-        }
-        let mut batch = Batch::default();
-        for id in 1..=n {
-            if id % 10 != 0 {
-                let reference = store.task(id).unwrap().and_then(|t| t.reference);
-                batch.push(Op::ClearTimer(TimerKey {
-                    due: 1_000 + id as i64,
-                    task: id,
-                }));
-                batch.push(Op::DeleteTask {
-                    task: id,
-                    process,
-                    reference,
-                });
-            }
-            if batch.ops.len() >= 1_000 {
-                store.commit(&std::mem::take(&mut batch)).unwrap();
-            }
-        }
-        store.commit(&batch).unwrap();
+        crate::test_support::fill_and_remove(store.as_ref(), n, true);
         store.checkpoint().unwrap();
     }
 

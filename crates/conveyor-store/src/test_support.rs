@@ -106,3 +106,55 @@ pub fn reopen_sled(path: &std::path::Path) -> SledStore {
         }
     }
 }
+
+/// Fills a fresh store with `n` tasks of 2 KB (each with a ref, and a timer when
+/// `timers`), then removes nine in ten of them: what the tests of giving space back
+/// start from. Returns the process.
+pub(crate) fn fill_and_remove(store: &dyn Store, n: u64, timers: bool) -> u64 {
+    let process = store.create_process(new_process(Some("p"))).unwrap().id;
+    let body = "x".repeat(2_000);
+    let timer = |id: u64| TimerKey {
+        due: 1_000 + id as i64,
+        task: id,
+    };
+    for chunk in 0..n / 100 {
+        let mut batch = Batch::default();
+        for i in 0..100 {
+            let id = store.next_task_id().unwrap();
+            let reference = format!("r{}", chunk * 100 + i);
+            let mut record = task(id, process, "wait");
+            record.data.insert("body".into(), body.clone().into());
+            record.reference = Some(reference.clone());
+            batch.push(Op::InsertRef {
+                process,
+                reference,
+                task: id,
+            });
+            batch.push(Op::PutTask(Box::new(record)));
+            batch.push(Op::IndexTask { process, task: id });
+            if timers {
+                batch.push(Op::SetTimer(timer(id)));
+            }
+        }
+        store.commit(&batch).unwrap();
+    }
+    let mut batch = Batch::default();
+    for id in 1..=n {
+        if id % 10 != 0 {
+            let reference = store.task(id).unwrap().and_then(|t| t.reference);
+            if timers {
+                batch.push(Op::ClearTimer(timer(id)));
+            }
+            batch.push(Op::DeleteTask {
+                task: id,
+                process,
+                reference,
+            });
+        }
+        if batch.ops.len() >= 1_000 {
+            store.commit(&std::mem::take(&mut batch)).unwrap();
+        }
+    }
+    store.commit(&batch).unwrap();
+    process
+}

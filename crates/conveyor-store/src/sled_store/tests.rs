@@ -1,7 +1,7 @@
 use std::sync::Arc;
 
 use super::*;
-use crate::test_support::{check_timer_order, new_process, task};
+use crate::test_support::{check_timer_order, fill_and_remove, new_process, task};
 
 #[test]
 fn process_ids_count_up_and_aliases_are_unique() {
@@ -319,43 +319,6 @@ fn ids_taken_beside_commits_on_other_threads_all_finish_and_never_repeat() {
 
 /// Fills a sled store with `n` tasks of 2 KB (each with a ref and a timer) in the
 /// running store `store`, then removes all but every tenth. Returns the process id.
-fn fill_and_remove(store: &SledStore, n: u64) -> u64 {
-    let process = store.create_process(new_process(Some("p"))).unwrap().id;
-    let body = "x".repeat(2_000);
-    for chunk in 0..n / 100 {
-        let mut batch = Batch::default();
-        for i in 0..100 {
-            let id = store.next_task_id().unwrap();
-            let mut record = task(id, process, "wait");
-            record.data.insert("body".into(), body.clone().into());
-            record.reference = Some(format!("r{}", chunk * 100 + i));
-            batch.push(Op::InsertRef {
-                process,
-                reference: format!("r{}", chunk * 100 + i),
-                task: id,
-            });
-            batch.push(Op::PutTask(Box::new(record)));
-            batch.push(Op::IndexTask { process, task: id });
-        }
-        store.commit(&batch).unwrap();
-    }
-    let mut batch = Batch::default();
-    for id in 1..=n {
-        if id % 10 != 0 {
-            batch.push(Op::DeleteTask {
-                task: id,
-                process,
-                reference: Some(format!("r{}", id - 1)),
-            });
-        }
-        if batch.ops.len() >= 500 {
-            store.commit(&std::mem::take(&mut batch)).unwrap();
-        }
-    }
-    store.commit(&batch).unwrap();
-    process
-}
-
 fn reclaiming(floor_bytes: u64, ratio: u64) -> StoreOptions {
     StoreOptions {
         reclaim: ReclaimPolicy {
@@ -392,7 +355,7 @@ fn a_running_sled_store_gives_the_space_of_removed_tasks_back() {
             reads
         })
     };
-    let process = fill_and_remove(&store, 20_000);
+    let process = fill_and_remove(store.as_ref(), 20_000, false);
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
     while store.reclaimed().rewrites == 0 || store.maintenance_running() {
         assert!(
@@ -441,7 +404,7 @@ fn a_running_sled_store_gives_the_space_of_removed_tasks_back() {
 fn a_sled_store_is_not_rewritten_when_it_is_not_worth_it() {
     let dir = tempfile::tempdir().unwrap();
     let store = SledStore::open_with(dir.path(), reclaiming(1 << 40, 4)).unwrap();
-    fill_and_remove(&store, 2_000);
+    fill_and_remove(&store, 2_000, false);
     assert_eq!(store.reclaim_now().unwrap(), None);
     let dir = tempfile::tempdir().unwrap();
     let store = SledStore::open_with(dir.path(), reclaiming(0, 4)).unwrap();
@@ -459,7 +422,7 @@ fn a_sled_store_is_not_rewritten_when_it_is_not_worth_it() {
     let mut options = reclaiming(1 << 20, 2);
     options.reclaim.max_live_bytes = 64 * 1024;
     let store = SledStore::open_with(dir.path(), options).unwrap();
-    fill_and_remove(&store, 20_000);
+    fill_and_remove(&store, 20_000, false);
     assert_eq!(store.reclaim_now().unwrap(), None);
     assert_eq!(store.reclaimed(), SpaceGivenBack::default());
 }
@@ -472,7 +435,7 @@ fn a_sled_store_closed_during_a_rewrite_keeps_everything() {
     let options = reclaiming(1 << 20, 2);
     let process = {
         let store = SledStore::open_with(dir.path(), options).unwrap();
-        fill_and_remove(&store, 10_000)
+        fill_and_remove(&store, 10_000, false)
         // Dropped at once, likely while the thread measures or copies.
     };
     let store = crate::test_support::reopen_sled(dir.path());
