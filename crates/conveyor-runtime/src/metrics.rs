@@ -124,48 +124,56 @@ impl Metrics {
     /// Renders everything; `nodes` are (process, node, tasks now).
     pub(crate) fn render(&self, nodes: &[(u64, String, i64)]) -> String {
         let mut out = String::new();
-        let _ = writeln!(
-            out,
-            "# HELP conveyor_tasks_created_total Tasks created since the engine started."
+        header(
+            &mut out,
+            "conveyor_tasks_created_total",
+            "counter",
+            "Tasks created since the engine started.",
         );
-        let _ = writeln!(out, "# TYPE conveyor_tasks_created_total counter");
         let _ = writeln!(
             out,
             "conveyor_tasks_created_total {}",
             self.tasks_created.load(Ordering::Relaxed)
         );
-        let _ = writeln!(
-            out,
-            "# HELP conveyor_tasks_removed_total Finished tasks removed since the engine started (their keep was over)."
+        header(
+            &mut out,
+            "conveyor_tasks_removed_total",
+            "counter",
+            "Finished tasks removed since the engine started (their keep was over).",
         );
-        let _ = writeln!(out, "# TYPE conveyor_tasks_removed_total counter");
         let _ = writeln!(
             out,
             "conveyor_tasks_removed_total {}",
             self.tasks_removed.load(Ordering::Relaxed)
         );
-        let _ = writeln!(
-            out,
-            "# HELP conveyor_node_transitions_total Moves of tasks from one node to another."
+        header(
+            &mut out,
+            "conveyor_node_transitions_total",
+            "counter",
+            "Moves of tasks from one node to another.",
         );
-        let _ = writeln!(out, "# TYPE conveyor_node_transitions_total counter");
         let _ = writeln!(
             out,
             "conveyor_node_transitions_total {}",
             self.transitions.load(Ordering::Relaxed)
         );
-        let _ = writeln!(
-            out,
-            "# HELP conveyor_steps_total Steps run (a step moves one task until it waits or ends)."
+        header(
+            &mut out,
+            "conveyor_steps_total",
+            "counter",
+            "Steps run (a step moves one task until it waits or ends).",
         );
-        let _ = writeln!(out, "# TYPE conveyor_steps_total counter");
         let _ = writeln!(
             out,
             "conveyor_steps_total {}",
             self.steps.load(Ordering::Relaxed)
         );
-        let _ = writeln!(out, "# HELP conveyor_tasks_in_node Tasks in each node now.");
-        let _ = writeln!(out, "# TYPE conveyor_tasks_in_node gauge");
+        header(
+            &mut out,
+            "conveyor_tasks_in_node",
+            "gauge",
+            "Tasks in each node now.",
+        );
         for (process, node, now) in nodes {
             let _ = writeln!(
                 out,
@@ -173,31 +181,31 @@ impl Metrics {
                 escape(node)
             );
         }
-        let _ = writeln!(
-            out,
-            "# HELP conveyor_api_calls_total HTTP requests made by api_call nodes, by status."
+        header(
+            &mut out,
+            "conveyor_api_calls_total",
+            "counter",
+            "HTTP requests made by api_call nodes, by status.",
         );
-        let _ = writeln!(out, "# TYPE conveyor_api_calls_total counter");
         if let Ok(map) = self.api_calls.lock() {
             for (status, n) in map.iter() {
                 let _ = writeln!(out, "conveyor_api_calls_total{{status=\"{status}\"}} {n}");
             }
         }
-        let _ = writeln!(
-            out,
-            "# HELP conveyor_timer_lag_seconds How late timers fired."
+        header(
+            &mut out,
+            "conveyor_timer_lag_seconds",
+            "histogram",
+            "How late timers fired.",
         );
-        let _ = writeln!(out, "# TYPE conveyor_timer_lag_seconds histogram");
         if let Ok(h) = self.timer_lag.lock() {
             h.write(&mut out, "conveyor_timer_lag_seconds", "");
         }
-        let _ = writeln!(
-            out,
-            "# HELP conveyor_http_request_duration_seconds Requests served by the HTTP API."
-        );
-        let _ = writeln!(
-            out,
-            "# TYPE conveyor_http_request_duration_seconds histogram"
+        header(
+            &mut out,
+            "conveyor_http_request_duration_seconds",
+            "histogram",
+            "Requests served by the HTTP API.",
         );
         if let Ok(map) = self.http.lock() {
             for ((route, status), h) in map.iter() {
@@ -210,6 +218,12 @@ impl Metrics {
         }
         out
     }
+}
+
+/// The `# HELP` and `# TYPE` lines that open a metric.
+pub(crate) fn header(out: &mut String, name: &str, kind: &str, help: &str) {
+    let _ = writeln!(out, "# HELP {name} {help}");
+    let _ = writeln!(out, "# TYPE {name} {kind}");
 }
 
 fn escape(text: &str) -> String {

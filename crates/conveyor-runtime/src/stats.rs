@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use conveyor_store::TaskStatus;
 
-use crate::{Result, Runtime};
+use crate::{Result, Runtime, metrics};
 
 /// How long `/metrics` reuses the figures.
 const METRICS_EVERY: Duration = Duration::from_secs(60);
@@ -103,41 +103,46 @@ impl Runtime {
         let stats = self.cached_stats()?;
         let now = self.now();
         let mut out = String::new();
-        let _ = writeln!(
-            out,
-            "# HELP conveyor_store_bytes Bytes the store takes on disk."
+        metrics::header(
+            &mut out,
+            "conveyor_store_bytes",
+            "gauge",
+            "Bytes the store takes on disk.",
         );
-        let _ = writeln!(out, "# TYPE conveyor_store_bytes gauge");
         let _ = writeln!(out, "conveyor_store_bytes {}", stats.bytes_on_disk);
         if let Some(given) = self.store.space_given_back() {
-            let _ = writeln!(
-                out,
-                "# HELP conveyor_store_rewrites_total Rewrites of the store that gave the space of removed tasks back (sled)."
+            metrics::header(
+                &mut out,
+                "conveyor_store_rewrites_total",
+                "counter",
+                "Rewrites of the store that gave the space of removed tasks back (sled).",
             );
-            let _ = writeln!(out, "# TYPE conveyor_store_rewrites_total counter");
             let _ = writeln!(out, "conveyor_store_rewrites_total {}", given.rewrites);
-            let _ = writeln!(
-                out,
-                "# HELP conveyor_store_bytes_given_back_total Bytes those rewrites gave back to the file system."
+            metrics::header(
+                &mut out,
+                "conveyor_store_bytes_given_back_total",
+                "counter",
+                "Bytes those rewrites gave back to the file system.",
             );
-            let _ = writeln!(out, "# TYPE conveyor_store_bytes_given_back_total counter");
             let _ = writeln!(out, "conveyor_store_bytes_given_back_total {}", given.bytes);
-            let _ = writeln!(
-                out,
-                "# HELP conveyor_store_rewrite_pause_seconds_max The longest time commits waited for a rewrite."
+            metrics::header(
+                &mut out,
+                "conveyor_store_rewrite_pause_seconds_max",
+                "gauge",
+                "The longest time commits waited for a rewrite.",
             );
-            let _ = writeln!(out, "# TYPE conveyor_store_rewrite_pause_seconds_max gauge");
             let _ = writeln!(
                 out,
                 "conveyor_store_rewrite_pause_seconds_max {:.3}",
                 given.longest_pause.as_secs_f64()
             );
         }
-        let _ = writeln!(
-            out,
-            "# HELP conveyor_process_tasks Tasks kept in the store, live (ready or waiting) or finished."
+        metrics::header(
+            &mut out,
+            "conveyor_process_tasks",
+            "gauge",
+            "Tasks kept in the store, live (ready or waiting) or finished.",
         );
-        let _ = writeln!(out, "# TYPE conveyor_process_tasks gauge");
         for p in &stats.processes {
             let _ = writeln!(
                 out,
@@ -150,11 +155,12 @@ impl Runtime {
                 p.process, p.finished
             );
         }
-        let _ = writeln!(
-            out,
-            "# HELP conveyor_process_history_events History events kept in the store."
+        metrics::header(
+            &mut out,
+            "conveyor_process_history_events",
+            "gauge",
+            "History events kept in the store.",
         );
-        let _ = writeln!(out, "# TYPE conveyor_process_history_events gauge");
         for p in &stats.processes {
             let _ = writeln!(
                 out,
@@ -162,11 +168,12 @@ impl Runtime {
                 p.process, p.history_events
             );
         }
-        let _ = writeln!(
-            out,
-            "# HELP conveyor_process_oldest_task_age_seconds Age of the oldest task kept."
+        metrics::header(
+            &mut out,
+            "conveyor_process_oldest_task_age_seconds",
+            "gauge",
+            "Age of the oldest task kept.",
         );
-        let _ = writeln!(out, "# TYPE conveyor_process_oldest_task_age_seconds gauge");
         for p in &stats.processes {
             if let Some(created) = p.oldest_created {
                 let _ = writeln!(
