@@ -79,7 +79,7 @@ fn unmappable_nodes_are_listed_and_refused_unless_allow_partial() {
           {"id": "s", "obj_type": 1, "condition": {"logics": [{"type": "go", "to_node_id": "q"}]}},
           {"id": "q", "obj_type": 0, "title": "Query", "condition": {"logics": [{"type": "db_call", "err_node_id": "f"}, {"type": "go", "to_node_id": "e"}]}},
           {"id": "e", "obj_type": 2, "title": "End", "condition": {"logics": []}},
-          {"id": "f", "obj_type": 2, "title": "Failed", "extra": "{\"icon\":\"error\"}", "condition": {"logics": []}}
+          {"id": "f", "obj_type": 2, "title": "Failed", "extra": "{\"icon\":\"error\"}", "options": "{\"save_task\":true}", "condition": {"logics": []}}
         ]}}"#,
     )
     .unwrap();
@@ -314,6 +314,23 @@ fn a_cloned_process_exports_from_the_store_and_comes_back_the_same() {
     assert!(stderr.contains("no process @nope"), "{stderr}");
 }
 
+/// The task is gone: its final node does not keep it.
+fn assert_removed(d: &DataDir, process: &str, reference: &str) {
+    let (code, stdout, stderr) = d.run(&["task", "show", process, reference]);
+    assert_eq!(code, 1, "{reference} was kept: {stdout}");
+    assert!(stderr.contains("no task"), "{stderr}");
+}
+
+/// How many tasks entered `node` (its `total` counter).
+fn entered(d: &DataDir, process: &str, node: &str) -> u64 {
+    let shown = d.json(&["process", "show", process]);
+    shown["nodes"]
+        .as_array()
+        .and_then(|nodes| nodes.iter().find(|n| n["id"] == node))
+        .and_then(|n| n["total"].as_u64())
+        .unwrap_or_else(|| panic!("no node `{node}`: {shown}"))
+}
+
 /// What the Stripe stand-in saw: each request's method, path, Authorization and body.
 type Seen = std::sync::Arc<std::sync::Mutex<Vec<(String, String, String, String)>>>;
 
@@ -477,14 +494,14 @@ fn the_stripe_checkout_sample_runs_against_a_local_stripe() {
         "{requests:?}"
     );
 
-    // Another customer comes back: the sample replies `customer_not_found`.
-    let gone = d.json(&["task", "show", "@checkout", "gone"]);
-    assert_eq!(gone["node"], "final", "{gone}");
-    assert_eq!(gone["status"], "failed", "{gone}");
-
+    // Another customer comes back: the sample replies `customer_not_found` and ends in
+    // a final node without `save_task`, so (as in Corezoid) the task is not kept; the
+    // node's counter says it got there.
+    assert_removed(&d, "@checkout", "gone");
     // A price the sample does not sell: `price_not_found`, and Stripe is not called.
-    let no_price = d.json(&["task", "show", "@checkout", "no-price"]);
-    assert_eq!(no_price["node"], "final_4", "{no_price}");
+    assert_removed(&d, "@checkout", "no-price");
+    assert_eq!(entered(&d, "@checkout", "final"), 1);
+    assert_eq!(entered(&d, "@checkout", "final_4"), 1);
 
     // Stripe unavailable: the Sum node counts the retry in its holder, and the task
     // waits 30 s before it calls again.
@@ -523,7 +540,13 @@ fn the_stubbed_rpc_sample_calls_a_local_stand_in_process_and_hears_its_failure()
     let main = out.join("stubbed_api_rpc.yaml");
     let text = std::fs::read_to_string(&main).unwrap();
     assert!(text.contains("process: '123456'"), "{text}");
-    std::fs::write(&main, text.replace("'123456'", "'@objects'")).unwrap();
+    assert_eq!(text.matches("keep: 0").count(), 1, "{text}");
+    std::fs::write(
+        &main,
+        text.replace("'123456'", "'@objects'")
+            .replace("keep: 0", "keep: 1d"),
+    )
+    .unwrap();
     let stand_in = d.path().join("objects.yaml");
     std::fs::write(
         &stand_in,
@@ -571,7 +594,9 @@ nodes:
     assert_eq!(known["data"]["name"], "object 42", "{known}");
     assert_eq!(known["data"]["found"], true, "{known}");
     // The called task fails: the caller is told at once and takes its error route
-    // (Corezoid would leave it waiting).
+    // (Corezoid would leave it waiting). That final node does not say `save_task`, so
+    // the task would be gone at once: the test keeps it to look at (as a user ticks
+    // "Save the task" in Corezoid).
     let unknown = d.json(&["task", "show", "@rpc", "unknown"]);
     assert_eq!(unknown["node"], "error", "{unknown}");
     assert_eq!(
@@ -628,7 +653,7 @@ fn a_sum_read_by_node_id_sees_every_addition_at_run_time() {
             {"type": "set_param", "extra": {"hits": "{{node[5f00aa].S1}}", "amount": "{{node[5f00aa].amount}}", "held": "{{node[5f00ab].count}}"},
              "extra_type": {"hits": "number", "amount": "number", "held": "number"}, "err_node_id": "5f00ee"},
             {"type": "go", "to_node_id": "5f00cc"}]}},
-          {"id": "5f00cc", "obj_type": 2, "title": "End", "condition": {"logics": []}},
+          {"id": "5f00cc", "obj_type": 2, "title": "End", "options": "{\"save_task\":true}", "condition": {"logics": []}},
           {"id": "5f00ee", "obj_type": 2, "title": "Failed", "extra": "{\"icon\":\"error\"}", "condition": {"logics": []}}
         ]}}"#,
     )
@@ -691,8 +716,8 @@ fn an_api_call_in_corezoid_format_wraps_its_params_and_takes_res_data() {
             {"type": "api", "format": "corezoid", "method": "POST", "url": format!("http://{address}/corezoid"),
              "extra": {"amount": "{{amount}}"}, "extra_type": {"amount": "string"}, "err_node_id": "f"},
             {"type": "go", "to_node_id": "e"}]}},
-          {"id": "e", "obj_type": 2, "title": "End", "condition": {"logics": []}},
-          {"id": "f", "obj_type": 2, "title": "Failed", "extra": "{\"icon\":\"error\"}", "condition": {"logics": []}}
+          {"id": "e", "obj_type": 2, "title": "End", "options": "{\"save_task\":true}", "condition": {"logics": []}},
+          {"id": "f", "obj_type": 2, "title": "Failed", "extra": "{\"icon\":\"error\"}", "options": "{\"save_task\":true}", "condition": {"logics": []}}
         ]}})
         .to_string(),
     )
@@ -754,8 +779,8 @@ fn get_from_queue_takes_the_oldest_or_newest_queued_task_and_sends_it_on() {
           {"id": format!("{id}g"), "obj_type": 0, "title": "Take", "condition": {"logics": [
             {"type": "api_get_task", "conv_id": 70, "node_id": queue, "order_by": order, "err_node_id": format!("{id}e")},
             {"type": "go", "to_node_id": format!("{id}d")}]}},
-          {"id": format!("{id}d"), "obj_type": 2, "title": "Got", "condition": {"logics": []}},
-          {"id": format!("{id}e"), "obj_type": 2, "title": "Empty", "extra": "{\"icon\":\"error\"}", "condition": {"logics": []}}
+          {"id": format!("{id}d"), "obj_type": 2, "title": "Got", "options": "{\"save_task\":true}", "condition": {"logics": []}},
+          {"id": format!("{id}e"), "obj_type": 2, "title": "Empty", "extra": "{\"icon\":\"error\"}", "options": "{\"save_task\":true}", "condition": {"logics": []}}
         ]}})
     };
     let export = serde_json::json!([
@@ -764,7 +789,7 @@ fn get_from_queue_takes_the_oldest_or_newest_queued_task_and_sends_it_on() {
           {"id": "65f0000000000000000000q1", "obj_type": 0, "title": "Waiting orders", "condition": {"logics": [
             {"type": "api_queue", "data": {}, "data_type": {}},
             {"type": "go", "to_node_id": "65f0000000000000000000d1"}]}},
-          {"id": "65f0000000000000000000d1", "obj_type": 2, "title": "Shipped", "condition": {"logics": []}}
+          {"id": "65f0000000000000000000d1", "obj_type": 2, "title": "Shipped", "options": "{\"save_task\":true}", "condition": {"logics": []}}
         ]}},
         worker(71, "Worker", "ASC", "65f0000000000000000000q1"),
         worker(72, "Lifo", "DESC", "65f0000000000000000000q1"),
@@ -871,8 +896,8 @@ fn a_count_semaphor_sends_one_alert_each_time_the_node_crosses_its_threshold() {
           {"id": "x", "obj_type": 3, "title": "Too many", "condition": {"logics": [
             {"type": "go_if_const", "to_node_id": "on", "conditions": [{"param": "start", "const": "true", "fun": "eq", "cast": "string"}]},
             {"type": "go", "to_node_id": "off"}]}},
-          {"id": "on", "obj_type": 2, "title": "Alert on", "condition": {"logics": []}},
-          {"id": "off", "obj_type": 2, "title": "Alert off", "condition": {"logics": []}},
+          {"id": "on", "obj_type": 2, "title": "Alert on", "options": "{\"save_task\":true}", "condition": {"logics": []}},
+          {"id": "off", "obj_type": 2, "title": "Alert off", "options": "{\"save_task\":true}", "condition": {"logics": []}},
           {"id": "e", "obj_type": 2, "title": "End", "condition": {"logics": []}}
         ]}}"#,
     )
@@ -939,4 +964,48 @@ fn a_count_semaphor_sends_one_alert_each_time_the_node_crosses_its_threshold() {
             "hold"
         );
     }
+}
+
+#[test]
+fn a_final_node_keeps_its_tasks_only_with_save_task() {
+    let d = DataDir::new();
+    let out = d.path().join("archive");
+    d.ok(&[
+        "process",
+        "import",
+        &sample("11_own_save_task.json"),
+        "--out",
+        &out.to_string_lossy(),
+        "--clone",
+    ]);
+    for (reference, end) in [("a", "saved"), ("b", "other"), ("c", "unticked")] {
+        d.ok(&[
+            "task",
+            "add",
+            "@own_archive_or_not",
+            "--ref",
+            reference,
+            &format!("end={end}"),
+        ]);
+    }
+    d.ok(&["run", "--until-idle"]);
+    // "Save the tasks in an archive": kept, and shown where it ended.
+    let a = d.json(&["task", "show", "@own_archive_or_not", "a"]);
+    assert_eq!(a["node"], "archived", "{a}");
+    assert_eq!(a["status"], "done", "{a}");
+    let kept = a["wake_at"].as_i64().unwrap_or_default() - a["changed"].as_i64().unwrap_or(0);
+    assert_eq!(kept, 31 * 86_400_000, "kept for 31 days: {a}");
+    // Not ticked (or no options at all): gone at once, ref free again.
+    assert_removed(&d, "@own_archive_or_not", "b");
+    assert_removed(&d, "@own_archive_or_not", "c");
+    assert_eq!(entered(&d, "@own_archive_or_not", "not_archived"), 1);
+    assert_eq!(entered(&d, "@own_archive_or_not", "unticked"), 1);
+    d.ok(&[
+        "task",
+        "add",
+        "@own_archive_or_not",
+        "--ref",
+        "b",
+        "end=saved",
+    ]);
 }

@@ -57,9 +57,14 @@ pub fn export_value(definition: &Value, obj_id: Option<u64>) -> Result<Value, Ex
             .unwrap_or(name)
             .to_string()
     };
+    let settings_keep = definition.get("settings").and_then(|s| s.get("keep"));
     let mut scheme_nodes = Vec::new();
     for (name, node) in nodes {
-        scheme_nodes.push(node_object(name, node, &id_of));
+        let mut object = node_object(name, node, &id_of);
+        if text(node, "type") == "final" {
+            object["options"] = final_options(node.get("keep").or(settings_keep));
+        }
+        scheme_nodes.push(object);
     }
     let title = text(definition, "title");
     let name = text(definition, "process");
@@ -423,6 +428,25 @@ fn node_object(name: &str, node: &Value, id_of: &dyn Fn(&str) -> String) -> Valu
         "extra": serde_json::to_string(&extra).unwrap_or_default(),
         "options": null,
     })
+}
+
+/// A final node's `options`: `save_task` unless its tasks are removed at once (`keep:
+/// 0`, its own or the process's), with the `keep` as written beside it (Corezoid keeps
+/// a saved task until the end of the month; the importer reads the `keep` back).
+fn final_options(keep: Option<&Value>) -> Value {
+    let removed_at_once = match keep {
+        Some(Value::Number(n)) => n.as_f64() == Some(0.0),
+        Some(Value::String(s)) => crate::map::seconds_of(s.trim()) == Some(0),
+        _ => false,
+    };
+    let options = match keep {
+        _ if removed_at_once => json!({ "save_task": false }),
+        Some(keep @ (Value::String(_) | Value::Number(_))) => {
+            json!({ "save_task": true, "keep": keep })
+        }
+        _ => json!({ "save_task": true }),
+    };
+    Value::String(options.to_string())
 }
 
 /// `process:` of a node: a number stays a number, `@alias` stays text.

@@ -17,6 +17,9 @@ use crate::{Export, Import, ImportError, Imported, Unmapped};
 
 /// Corezoid's smallest static timer (a shorter one is refused by its deploy check).
 const MIN_TIMER_SECS: i64 = 30;
+/// How long a task in a final node with `save_task` is kept: Corezoid keeps it until the
+/// end of the month, at most 31 days.
+const SAVED_TASK_KEEP: &str = "31d";
 
 pub(crate) fn import(export: &Export) -> Result<Import, ImportError> {
     let mut out = Import::default();
@@ -164,6 +167,9 @@ struct CzNode<'a> {
     logics: Vec<&'a Value>,
     semaphors: Vec<&'a Value>,
     extra: Value,
+    /// `options` (a JSON string in exports, an object in API ops): a final node's
+    /// `save_task`.
+    options: Value,
 }
 
 impl<'a> CzNode<'a> {
@@ -183,11 +189,13 @@ impl<'a> CzNode<'a> {
         let mut semaphors = list("semaphors");
         semaphors.extend(list("semaphores"));
         // `extra` is a JSON string in exports and an object in API ops.
-        let extra = match value.get("extra") {
+        let embedded = |key: &str| match value.get(key) {
             Some(Value::String(s)) => serde_json::from_str(s).unwrap_or(Value::Null),
             Some(other) => other.clone(),
             None => Value::Null,
         };
+        let extra = embedded("extra");
+        let options = embedded("options");
         Some(CzNode {
             id,
             obj_type: value.get("obj_type").and_then(Value::as_i64).unwrap_or(0),
@@ -196,6 +204,7 @@ impl<'a> CzNode<'a> {
             logics: list("logics"),
             semaphors,
             extra,
+            options,
         })
     }
 
@@ -473,6 +482,7 @@ impl Mapper<'_> {
                 if icon == "error" {
                     out.insert("status".into(), json!("error"));
                 }
+                out.insert("keep".into(), final_keep(&node.options));
             }
             _ => {
                 // Where the task goes after the action (or straight away): the routes and
@@ -740,6 +750,24 @@ impl Mapper<'_> {
             mapped.insert("on_error".into(), Value::String(graph.target(&err)));
         }
         out.extend(mapped);
+    }
+}
+
+/// How long a task that reached a final node is kept. Corezoid keeps it only when the
+/// node says `save_task` ("Save the tasks in an archive", until the end of the month);
+/// otherwise it is gone at once. The month becomes `31d` (at least as long as Corezoid
+/// keeps it), unless the options carry the `keep` a Conveyor export wrote beside
+/// `save_task`.
+fn final_keep(options: &Value) -> Value {
+    let saved = match options.get("save_task") {
+        Some(Value::Bool(b)) => *b,
+        Some(Value::String(s)) => s == "true",
+        _ => false,
+    };
+    match options.get("keep") {
+        Some(keep @ (Value::String(_) | Value::Number(_))) if saved => keep.clone(),
+        _ if saved => json!(SAVED_TASK_KEEP),
+        _ => json!(0),
     }
 }
 

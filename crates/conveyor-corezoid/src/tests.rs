@@ -30,6 +30,7 @@ fn every_sample_imports_and_passes_the_check() {
         "03_user-status-driver-process.conv.json",
         "06_stubbed-api-rpc.conv.json",
         "10_own_queue_and_new_logics.json",
+        "11_own_save_task.json",
     ] {
         let import = import_path(&sample(name)).unwrap_or_else(|e| panic!("{name}: {e}"));
         // Every logic of the samples maps: no `--allow-partial` needed (the Stripe
@@ -669,4 +670,59 @@ fn an_unpacked_zip_export_reads_its_tree_aliases_and_env_vars() {
     for p in &imported.processes {
         checked(&p.yaml, &p.name);
     }
+}
+
+#[test]
+fn save_task_maps_to_the_final_nodes_keep_and_goes_back_with_it() {
+    let imported = import_path(&sample("11_own_save_task.json")).unwrap();
+    assert!(imported.unmapped.is_empty(), "{:?}", imported.unmapped);
+    let back: Value = serde_yaml::from_str(&imported.processes[0].yaml).unwrap();
+    let nodes = &back["nodes"];
+    // Ticked: kept until the end of the month (at most 31 days); not ticked, or no
+    // options at all: not kept.
+    assert_eq!(nodes["archived"]["keep"], "31d", "{back}");
+    assert_eq!(nodes["not_archived"]["keep"], 0, "{back}");
+    assert_eq!(nodes["unticked"]["keep"], 0, "{back}");
+    checked(&imported.processes[0].yaml, "archive");
+
+    // Every keep a definition can say goes out as `save_task` (with the keep beside it)
+    // and comes back from the logics alone.
+    let yaml = "process: keeps\nsettings: { keep: 0 }\nnodes:\n  start: { type: start, next: pick }\n  pick: { type: condition, branches: [ { when: [ { param: a, fn: eq, value: \"1\" } ], next: gone }, { when: [ { param: a, fn: eq, value: \"2\" } ], next: ever } , { when: [ { param: a, fn: eq, value: \"3\" } ], next: week } ], else: inherits }\n  gone: { type: final, keep: 0s }\n  ever: { type: final, keep: forever }\n  week: { type: final, status: error, keep: 7d }\n  inherits: { type: final }\n";
+    checked(yaml, "keeps");
+    let export = logics_only(yaml);
+    let options: Vec<Value> = export.processes[0]["scheme"]["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|n| n["obj_type"] == 2)
+        .map(|n| serde_json::from_str(n["options"].as_str().unwrap()).unwrap())
+        .collect();
+    assert_eq!(
+        options,
+        [
+            json!({"save_task": false}),
+            json!({"save_task": true, "keep": "forever"}),
+            json!({"save_task": true, "keep": "7d"}),
+            // No keep of its own: the process's `settings.keep: 0`.
+            json!({"save_task": false}),
+        ]
+    );
+    let imported = import(&export).unwrap();
+    let back: Value = serde_yaml::from_str(&imported.processes[0].yaml).unwrap();
+    assert_eq!(back["nodes"]["gone"]["keep"], 0, "{back}");
+    assert_eq!(back["nodes"]["ever"]["keep"], "forever", "{back}");
+    assert_eq!(back["nodes"]["week"]["keep"], "7d", "{back}");
+    assert_eq!(back["nodes"]["inherits"]["keep"], 0, "{back}");
+    checked(&imported.processes[0].yaml, "keeps");
+    // The defaults (no keep anywhere) keep the task: `save_task`, read back as 31d.
+    let export = logics_only(
+        "process: plain\nnodes:\n  start: { type: start, next: done }\n  done: { type: final }\n",
+    );
+    let done = &export.processes[0]["scheme"]["nodes"][1];
+    assert_eq!(done["options"], "{\"save_task\":true}", "{done}");
+    // Options written as an object (API ops) are read too.
+    let mut export = export;
+    export.processes[0]["scheme"]["nodes"][1]["options"] = json!({"save_task": false});
+    let back: Value = serde_yaml::from_str(&import(&export).unwrap().processes[0].yaml).unwrap();
+    assert_eq!(back["nodes"]["done"]["keep"], 0, "{back}");
 }
