@@ -1009,3 +1009,215 @@ fn a_final_node_keeps_its_tasks_only_with_save_task() {
         "end=saved",
     ]);
 }
+
+/// What a stand-in saw: path and query, content type, body.
+type Requests = std::sync::Arc<std::sync::Mutex<Vec<(String, String, String)>>>;
+
+/// A stand-in that records every request and answers `/reply/CODE` with that status and
+/// no body, anything else with `{"seen": PATH}`.
+fn recording_stand_in() -> (String, Requests) {
+    use axum::http::{HeaderMap, StatusCode, Uri};
+    let seen = Requests::default();
+    let log = seen.clone();
+    let router = axum::Router::new().fallback(move |uri: Uri, headers: HeaderMap, body: String| {
+        let log = log.clone();
+        async move {
+            let content_type = headers
+                .get("content-type")
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("")
+                .to_string();
+            log.lock()
+                .unwrap()
+                .push((uri.to_string(), content_type, body));
+            match uri.path().strip_prefix("/reply/") {
+                Some(code) => (
+                    StatusCode::from_u16(code.parse().unwrap_or(500))
+                        .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
+                    String::new(),
+                ),
+                None => (
+                    StatusCode::OK,
+                    serde_json::json!({"seen": uri.path()}).to_string(),
+                ),
+            }
+        }
+    });
+    let address = crate::support::http_server(router);
+    (format!("http://{address}"), seen)
+}
+
+#[test]
+fn api_options_sign_with_send_sys_send_xml_and_check_replies_as_imported() {
+    use sha1::Digest as _;
+    const SECRET: &str = "S3CRET-sys-4242";
+    let d = DataDir::new();
+    let (base, seen) = recording_stand_in();
+    let out = d.path().join("api");
+    d.ok(&[
+        "process",
+        "import",
+        &sample("12_own_api_options.json"),
+        "--out",
+        &out.to_string_lossy(),
+    ]);
+    let file = out.join("own_api_options.yaml");
+    let text = std::fs::read_to_string(&file).unwrap();
+    assert!(!text.contains("corezoid-secret-never-copied"), "{text}");
+    std::fs::write(&file, text.replace("http://stand-in.invalid", &base)).unwrap();
+    d.ok(&[
+        "process",
+        "clone",
+        &file.to_string_lossy(),
+        "--alias",
+        "api",
+        "--set",
+        &format!("sys_secret={SECRET}"),
+    ]);
+    let order = r##"{"@id": "o-7", "note": "<b>Tea & 'cake'</b>", "item": [{"@sku": "x1", "#value": 2}, {"@sku": "x2", "#value": 1}]}"##;
+    d.ok(&[
+        "task",
+        "add",
+        "@api",
+        "--ref",
+        "ok",
+        "amount:=5",
+        &format!("order:={order}"),
+        "status=202",
+    ]);
+    d.ok(&[
+        "task",
+        "add",
+        "@api",
+        "--ref",
+        "empty",
+        "amount:=6",
+        r#"order:={"@id": "o-8"}"#,
+        "status=200",
+    ]);
+    d.ok(&[
+        "task",
+        "add",
+        "@api",
+        "--ref",
+        "hostile",
+        "amount:=7",
+        r#"order:={"bad name><x": "1"}"#,
+        "status=202",
+    ]);
+    let run = d
+        .command(&["run", "--until-idle"])
+        .env("CONVEYOR_LOG", "trace")
+        .output()
+        .unwrap();
+    assert!(run.status.success());
+    let logs = format!(
+        "{}{}",
+        String::from_utf8_lossy(&run.stdout),
+        String::from_utf8_lossy(&run.stderr)
+    );
+    let requests = seen.lock().unwrap().clone();
+
+    // send_sys: the URL carries conv_id, conv_time and the signature over the body as
+    // sent, and the body a `sys` object naming the task.
+    let ok = d.json(&["task", "show", "@api", "ok"]);
+    assert_eq!(ok["node"], "done", "{ok}");
+    let signed: Vec<_> = requests
+        .iter()
+        .filter(|r| r.0.starts_with("/signed?"))
+        .collect();
+    assert_eq!(signed.len(), 3, "{requests:?}");
+    let request = signed
+        .iter()
+        .find(|r| r.2.contains("\"amount\":5"))
+        .expect("the call of task `ok`");
+    let query: std::collections::HashMap<String, String> =
+        reqwest::Url::parse(&format!("http://x{}", request.0))
+            .unwrap()
+            .query_pairs()
+            .into_owned()
+            .collect();
+    let process = d.json(&["process", "show", "@api"]);
+    assert_eq!(query["conv_id"], process["id"].to_string(), "{query:?}");
+    let mut hasher = sha1::Sha1::new();
+    hasher.update(format!(
+        "{}{SECRET}{}{SECRET}",
+        query["conv_time"], request.2
+    ));
+    assert_eq!(query["conv_signature"], hex::encode(hasher.finalize()));
+    let body: serde_json::Value = serde_json::from_str(&request.2).unwrap();
+    assert_eq!(body["sys"]["ref"], "ok", "{body}");
+    assert_eq!(body["sys"]["obj_id"], ok["id"], "{body}");
+    assert_eq!(body["sys"]["node_id"], "signed_call", "{body}");
+    assert_eq!(request.1, "application/json");
+    // debug_info: the exchange's figures.
+    let debug = &ok["data"]["__conveyor_api_debug__"];
+    assert_eq!(debug["http_res_code"], 200, "{ok}");
+    assert_eq!(debug["http_req_body_size"], request.2.len() as u64, "{ok}");
+    assert_eq!(
+        debug["http_res_body_size"],
+        r#"{"seen":"/signed"}"#.len() as u64
+    );
+    assert!(debug["http_exec_time"].as_u64().is_some(), "{ok}");
+
+    // The task's JSON as XML, escaped, with the content type the logic said.
+    let xml: Vec<_> = requests.iter().filter(|r| r.0 == "/xml").collect();
+    assert_eq!(
+        xml.len(),
+        2,
+        "the hostile task never sent one: {requests:?}"
+    );
+    let sent = xml
+        .iter()
+        .find(|r| r.2.contains("o-7"))
+        .expect("the XML of task `ok`");
+    assert_eq!(sent.1, "application/soap+xml");
+    assert_eq!(
+        sent.2,
+        "<?xml version=\"1.0\" encoding=\"UTF-8\"?><order id=\"o-7\"><note>&lt;b&gt;Tea &amp; 'cake'&lt;/b&gt;</note><item sku=\"x1\">2</item><item sku=\"x2\">1</item></order>"
+    );
+    // A name that is no XML name is refused, by name, on the error route.
+    let hostile = d.json(&["task", "show", "@api", "hostile"]);
+    assert_eq!(hostile["node"], "failed", "{hostile}");
+    assert_eq!(
+        hostile["data"]["__conveyor_api_return_type_tag__"], "api_wrong_convert_param",
+        "{hostile}"
+    );
+    assert!(
+        hostile["data"]["__conveyor_api_return_description__"]
+            .as_str()
+            .unwrap_or("")
+            .contains("`bad name><x` is not an XML name"),
+        "{hostile}"
+    );
+
+    // rfc_format: an empty 202 is fine (task `ok` is done); an empty 200 is not.
+    let empty = d.json(&["task", "show", "@api", "empty"]);
+    assert_eq!(empty["node"], "failed", "{empty}");
+    assert_eq!(
+        empty["data"]["__conveyor_api_return_type_tag__"], "api_no_valid_json",
+        "{empty}"
+    );
+    assert_eq!(empty["data"]["__conveyor_api_return_http_code__"], 200);
+
+    // The secret is nowhere unless asked for with --reveal: not in the tasks, their
+    // history, the process as shown, or the engine's logs at trace level.
+    for reference in ["ok", "empty", "hostile"] {
+        for args in [
+            vec!["task", "show", "@api", reference],
+            vec!["--json", "task", "show", "@api", reference],
+            vec!["task", "history", "@api", reference],
+        ] {
+            let shown = d.ok(&args);
+            assert!(!shown.contains(SECRET), "{args:?}: {shown}");
+        }
+    }
+    assert!(!d.ok(&["process", "show", "@api"]).contains(SECRET));
+    assert!(!logs.contains(SECRET), "the secret in the logs");
+    assert!(
+        requests
+            .iter()
+            .all(|r| !r.0.contains(SECRET) && !r.2.contains(SECRET)),
+        "the secret was sent: {requests:?}"
+    );
+}

@@ -535,12 +535,22 @@ fn api_logic(node: &Value) -> Map<String, Value> {
     }
     logic.insert("extra".into(), extra);
     logic.insert("extra_type".into(), extra_type);
-    let content_type = if format == "form" {
-        "application/x-www-form-urlencoded"
-    } else {
-        "application/json"
+    let content_type = match format.as_str() {
+        "form" => "application/x-www-form-urlencoded".to_string(),
+        "xml" => node
+            .get("headers")
+            .and_then(Value::as_object)
+            .and_then(|h| {
+                h.iter()
+                    .find(|(k, _)| k.eq_ignore_ascii_case("content-type"))
+                    .and_then(|(_, v)| v.as_str())
+                    .filter(|v| v.contains("xml"))
+                    .map(str::to_string)
+            })
+            .unwrap_or_else(|| "application/xml".to_string()),
+        _ => "application/json".to_string(),
     };
-    logic.insert("content_type".into(), json!(content_type));
+    logic.insert("content_type".into(), Value::String(content_type));
     logic.insert(
         "extra_headers".into(),
         node.get("headers").cloned().unwrap_or(json!({})),
@@ -569,7 +579,27 @@ fn api_logic(node: &Value) -> Map<String, Value> {
     }
     let threads = node.get("concurrency").and_then(Value::as_u64).unwrap_or(0);
     logic.insert("max_threads".into(), json!(threads));
-    logic.insert("send_sys".into(), json!(false));
+    match node.get("send_sys") {
+        Some(Value::Bool(true)) => {
+            logic.insert("send_sys".into(), json!(true));
+            // Not signed: said with an empty `sys_secret` (Conveyor's own key).
+            logic.insert("sys_secret".into(), json!(""));
+        }
+        Some(Value::Object(sys)) => {
+            logic.insert("send_sys".into(), json!(true));
+            // The template that reads the secret (never the secret itself).
+            logic.insert(
+                "sys_secret".into(),
+                json!(text(&Value::Object(sys.clone()), "secret")),
+            );
+        }
+        _ => {
+            logic.insert("send_sys".into(), json!(false));
+        }
+    }
+    let flag = |key: &str| node.get(key).and_then(Value::as_bool) == Some(true);
+    logic.insert("rfc_format".into(), json!(flag("require_body")));
+    logic.insert("debug_info".into(), json!(flag("debug")));
     logic
 }
 

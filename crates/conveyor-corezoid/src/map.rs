@@ -85,6 +85,7 @@ pub(crate) fn import(export: &Export) -> Result<Import, ImportError> {
             notes: Vec::new(),
             nodes: Map::new(),
             sum_holder: holder.clone(),
+            signs: false,
         };
         let definition = match crate::export::carried_definition(process) {
             // Exported by Conveyor and not edited since: the definition it carries.
@@ -232,7 +233,13 @@ struct Mapper<'a> {
     nodes: Map<String, Value>,
     /// The process holding this process's sums, when it has Sum nodes.
     sum_holder: Option<String>,
+    /// Whether an `api` node signs with `send_sys` (the process gets a `sys_secret`).
+    signs: bool,
 }
+
+/// The param a `send_sys` signature's secret is read from (Corezoid's `api_secret_outer`,
+/// which is never written into the file).
+const SYS_SECRET: &str = "sys_secret";
 
 /// Where the nodes of one process are and what they are called.
 struct Graph {
@@ -353,6 +360,15 @@ impl Mapper<'_> {
         let env_vars = rewrite_env_vars(&mut nodes_out);
         let mut params = self.params(process).unwrap_or_else(|| json!({}));
         if let Value::Object(params) = &mut params {
+            if self.signs {
+                params.entry(SYS_SECRET).or_insert_with(|| {
+                    json!({
+                        "description": "The secret Corezoid signed send_sys calls with (api_secret_outer): give it with `process clone --set sys_secret=…`",
+                        "secret": true,
+                        "input": [],
+                    })
+                });
+            }
             for (param, name) in env_vars {
                 params.entry(param).or_insert_with(|| {
                     json!({
@@ -682,6 +698,40 @@ impl Mapper<'_> {
         Value::Object(out)
     }
 
+    /// API Call (`api`): the request (see `api`), and what the mapper keeps of it: the
+    /// `send_sys` secret's param, a note that the export's secret is not carried. A
+    /// client certificate (`cert_pem`) cannot be sent: the node is listed.
+    fn api(&mut self, node: &CzNode, logic: &Value) -> Result<Value, String> {
+        if !text(logic, "cert_pem").trim().is_empty() {
+            return Err(
+                "`api` with a client certificate (`cert_pem`), which Conveyor cannot send".into(),
+            );
+        }
+        let mut out = api(logic)?;
+        if logic.get("send_sys").and_then(Value::as_bool) == Some(true) {
+            // A Conveyor export says which param (none: not signed); Corezoid's signs
+            // with the process's secret.
+            let send_sys = match logic.get("sys_secret").and_then(Value::as_str) {
+                Some("") => json!(true),
+                Some(secret) => json!({ "secret": secret }),
+                None => {
+                    self.signs = true;
+                    if !text(logic, "api_secret_outer").is_empty() {
+                        self.notes.push(format!(
+                            "process `{}`: node {} signs with send_sys: its secret (api_secret_outer) is not written into the file; give it with `process clone --set {SYS_SECRET}=…`",
+                            self.process_name, node.id
+                        ));
+                    }
+                    json!({ "secret": format!("{{{{{SYS_SECRET}}}}}") })
+                }
+            };
+            if let Value::Object(map) = &mut out {
+                map.insert("send_sys".into(), send_sys);
+            }
+        }
+        Ok(out)
+    }
+
     fn unmapped(&mut self, node: &CzNode, what: &str) {
         self.unmapped.push(Unmapped {
             process: self.process_name.clone(),
@@ -702,7 +752,7 @@ impl Mapper<'_> {
     ) {
         let mapped = match kind(logic) {
             "set_param" => Ok(set_param(logic)),
-            "api" => api(logic),
+            "api" => self.api(node, logic),
             "api_copy" => Ok(api_copy(logic)),
             "api_rpc" => Ok(api_rpc(logic)),
             "api_rpc_reply" => Ok(api_rpc_reply(logic)),
@@ -833,6 +883,35 @@ fn typed_map(
     (set, cast)
 }
 
+/// `extra`/`data` with its `*_type` as values to send: a literal typed `number`,
+/// `boolean`, `object` or `array` is written as that JSON value (Corezoid keeps it as
+/// text beside its type); a template stays as written (a whole-value template keeps
+/// the type of what it reads).
+fn typed_values(values: Option<&Value>, types: Option<&Value>) -> Map<String, Value> {
+    let (mut set, cast) = typed_map(values, types);
+    for (key, ty) in cast {
+        let Some(Value::String(text)) = set.get(&key) else {
+            continue;
+        };
+        if text.contains("{{") || text.contains("$.") {
+            continue;
+        }
+        let parsed = serde_json::from_str::<Value>(text.trim()).ok().filter(|v| {
+            matches!(
+                (ty.as_str(), v),
+                (Some("number"), Value::Number(_))
+                    | (Some("boolean"), Value::Bool(_))
+                    | (Some("object"), Value::Object(_))
+                    | (Some("array"), Value::Array(_))
+            )
+        });
+        if let Some(value) = parsed {
+            set.insert(key, value);
+        }
+    }
+    set
+}
+
 fn set_param(logic: &Value) -> Value {
     let (set, cast) = typed_map(logic.get("extra"), logic.get("extra_type"));
     let mut out = Map::new();
@@ -860,7 +939,7 @@ fn api(logic: &Value) -> Result<Value, String> {
     out.insert("type".into(), json!("api_call"));
     out.insert("method".into(), Value::String(method.clone()));
     out.insert("url".into(), Value::String(text(logic, "url")));
-    let (extra, _) = typed_map(logic.get("extra"), logic.get("extra_type"));
+    let extra = typed_values(logic.get("extra"), logic.get("extra_type"));
     if raw {
         // The body as written (`raw_body`, a template), sent as it is.
         out.insert("body".into(), Value::String(text(logic, "raw_body")));
@@ -879,16 +958,36 @@ fn api(logic: &Value) -> Result<Value, String> {
         };
         out.insert(key.into(), Value::Object(extra));
     }
-    if !raw
-        && text(logic, "content_type").contains("x-www-form-urlencoded")
-        && out.contains_key("body")
-    {
-        out.insert("format".into(), json!("form"));
+    let content_type = text(logic, "content_type");
+    let mut headers = match logic.get("extra_headers") {
+        Some(Value::Object(headers)) => headers.clone(),
+        _ => Map::new(),
+    };
+    if !raw && !corezoid && out.contains_key("body") {
+        if content_type.contains("x-www-form-urlencoded") {
+            out.insert("format".into(), json!("form"));
+        } else if content_type.contains("xml") {
+            // Corezoid writes the task's JSON as XML (`@attr`, `#value`).
+            out.insert("format".into(), json!("xml"));
+            let typed = headers
+                .keys()
+                .any(|k| k.eq_ignore_ascii_case("content-type"));
+            if content_type.trim() != "application/xml" && !typed {
+                headers.insert(
+                    "Content-Type".into(),
+                    Value::String(content_type.trim().to_string()),
+                );
+            }
+        }
     }
-    if let Some(Value::Object(headers)) = logic.get("extra_headers")
-        && !headers.is_empty()
-    {
-        out.insert("headers".into(), Value::Object(headers.clone()));
+    if !headers.is_empty() {
+        out.insert("headers".into(), Value::Object(headers));
+    }
+    if logic.get("rfc_format").and_then(Value::as_bool) == Some(true) {
+        out.insert("require_body".into(), json!(true));
+    }
+    if logic.get("debug_info").and_then(Value::as_bool) == Some(true) {
+        out.insert("debug".into(), json!(true));
     }
     if logic.get("customize_response").and_then(Value::as_bool) == Some(true)
         && let Some(Value::Object(response)) = logic.get("response")
@@ -927,7 +1026,7 @@ fn conv_id(logic: &Value) -> Value {
 }
 
 fn api_copy(logic: &Value) -> Value {
-    let (data, _) = typed_map(logic.get("data"), logic.get("data_type"));
+    let data = typed_values(logic.get("data"), logic.get("data_type"));
     let modify = text(logic, "mode") == "modify";
     let mut out = Map::new();
     out.insert(
@@ -946,7 +1045,7 @@ fn api_copy(logic: &Value) -> Value {
 }
 
 fn api_rpc(logic: &Value) -> Value {
-    let (data, _) = typed_map(logic.get("extra"), logic.get("extra_type"));
+    let data = typed_values(logic.get("extra"), logic.get("extra_type"));
     let mut out = Map::new();
     out.insert("type".into(), json!("call_process"));
     out.insert("process".into(), conv_id(logic));

@@ -31,6 +31,7 @@ fn every_sample_imports_and_passes_the_check() {
         "06_stubbed-api-rpc.conv.json",
         "10_own_queue_and_new_logics.json",
         "11_own_save_task.json",
+        "12_own_api_options.json",
     ] {
         let import = import_path(&sample(name)).unwrap_or_else(|e| panic!("{name}: {e}"));
         // Every logic of the samples maps: no `--allow-partial` needed (the Stripe
@@ -725,4 +726,87 @@ fn save_task_maps_to_the_final_nodes_keep_and_goes_back_with_it() {
     export.processes[0]["scheme"]["nodes"][1]["options"] = json!({"save_task": false});
     let back: Value = serde_yaml::from_str(&import(&export).unwrap().processes[0].yaml).unwrap();
     assert_eq!(back["nodes"]["done"]["keep"], 0, "{back}");
+}
+
+#[test]
+fn api_options_map_send_sys_xml_rfc_format_and_debug_info_and_a_client_certificate_is_listed() {
+    let imported = import_path(&sample("12_own_api_options.json")).unwrap();
+    assert!(imported.unmapped.is_empty(), "{:?}", imported.unmapped);
+    let yaml = &imported.processes[0].yaml;
+    // The secret in the export is never written into the file.
+    assert!(!yaml.contains("corezoid-secret-never-copied"), "{yaml}");
+    assert!(
+        imported
+            .notes
+            .iter()
+            .any(|n| n.contains("send_sys") && n.contains("--set sys_secret")),
+        "{:?}",
+        imported.notes
+    );
+    let back: Value = serde_yaml::from_str(yaml).unwrap();
+    let nodes = &back["nodes"];
+    assert_eq!(
+        nodes["signed_call"]["send_sys"],
+        json!({"secret": "{{sys_secret}}"}),
+        "{back}"
+    );
+    assert_eq!(nodes["signed_call"]["debug"], true, "{back}");
+    assert_eq!(back["params"]["sys_secret"]["secret"], true, "{back}");
+    assert_eq!(back["params"]["sys_secret"]["input"], json!([]), "{back}");
+    assert_eq!(nodes["xml_order"]["format"], "xml", "{back}");
+    assert_eq!(
+        nodes["xml_order"]["headers"]["Content-Type"],
+        "application/soap+xml"
+    );
+    assert_eq!(nodes["xml_order"]["body"], json!({"order": "{{order}}"}));
+    assert_eq!(nodes["strict_reply"]["require_body"], true, "{back}");
+    assert!(nodes["xml_order"].get("require_body").is_none(), "{back}");
+    checked(yaml, "api options");
+
+    // Each goes out and comes back from the logics alone.
+    let yaml = "process: opts\nparams:\n  key: { secret: true, input: [] }\nnodes:\n  start: { type: start, next: a }\n  a: { type: api_call, method: PUT, url: \"http://127.0.0.1:1/a\", body: { x: \"{{x}}\" }, send_sys: { secret: \"{{key}}\" }, debug: true, next: b }\n  b: { type: api_call, method: PATCH, url: \"http://127.0.0.1:1/b\", format: xml, body: { r: { \"@id\": \"1\" } }, send_sys: true, require_body: true, next: done }\n  done: { type: final }\n";
+    checked(yaml, "opts");
+    let export = logics_only(yaml);
+    let logic = &export.processes[0]["scheme"]["nodes"][1]["condition"]["logics"][0];
+    assert_eq!(logic["send_sys"], true, "{logic}");
+    assert_eq!(logic["sys_secret"], "{{key}}", "{logic}");
+    assert_eq!(logic["debug_info"], true, "{logic}");
+    let logic = &export.processes[0]["scheme"]["nodes"][2]["condition"]["logics"][0];
+    assert_eq!(logic["content_type"], "application/xml", "{logic}");
+    assert_eq!(logic["rfc_format"], true, "{logic}");
+    let imported = import(&export).unwrap();
+    assert!(imported.unmapped.is_empty(), "{:?}", imported.unmapped);
+    let back: Value = serde_yaml::from_str(&imported.processes[0].yaml).unwrap();
+    let original: Value = serde_yaml::from_str(yaml).unwrap();
+    for (node, keys) in [
+        ("a", &["method", "body", "send_sys", "debug"][..]),
+        (
+            "b",
+            &["method", "format", "body", "send_sys", "require_body"][..],
+        ),
+    ] {
+        for key in keys {
+            assert_eq!(
+                back["nodes"][node][key], original["nodes"][node][key],
+                "{node}.{key}: {back}"
+            );
+        }
+    }
+
+    // A client certificate cannot be sent: listed, not dropped.
+    let mut export = Export::default();
+    let mut fixture: Value =
+        serde_json::from_str(&std::fs::read_to_string(sample("12_own_api_options.json")).unwrap())
+            .unwrap();
+    fixture[0]["scheme"]["nodes"][1]["condition"]["logics"][0]["cert_pem"] =
+        json!("-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n");
+    crate::read::collect(&fixture, std::path::Path::new("c.json"), &mut export, 0).unwrap();
+    let imported = import(&export).unwrap();
+    let listed: Vec<String> = imported.unmapped.iter().map(ToString::to_string).collect();
+    assert_eq!(
+        listed,
+        [
+            "process `own_api_options`, node 9202000000000000000000a2 \"Signed call\": `api` with a client certificate (`cert_pem`), which Conveyor cannot send"
+        ]
+    );
 }

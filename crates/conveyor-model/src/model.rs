@@ -730,6 +730,19 @@ pub enum BodyFormat {
     /// and the reply must be `{"request_proc":"ok","ops":[{"proc":"ok","res_data":{…}}]}`,
     /// whose `res_data` is what the task gets.
     Corezoid,
+    /// The body (a mapping) written as XML (Corezoid's api call with an XML content
+    /// type): keys are elements, `@name` keys attributes, `#value` the text; a key that is
+    /// not an XML name is an error of the node, values are escaped.
+    Xml,
+}
+
+/// `send_sys` of an `api_call` (Corezoid's): the URL gets `conv_id`, `conv_time` and,
+/// with a secret, `conv_signature` = hex(sha1(conv_time + secret + body + secret));
+/// a JSON body gets `sys: {ref, obj_id, conv_id, node_id}`.
+#[derive(Debug, Clone)]
+pub struct SendSys {
+    /// The secret the signature is made with, read from a secret param.
+    pub secret: Option<Template>,
 }
 
 /// A `code` node: a JavaScript function body over `data`, the task's data.
@@ -772,6 +785,14 @@ pub struct ApiCall {
     pub concurrency: Option<u32>,
     /// Largest reply body accepted (default 128 KB, Corezoid's).
     pub max_response_bytes: u64,
+    /// Corezoid's `send_sys`: the task's process, time and a signature sent along.
+    pub send_sys: Option<SendSys>,
+    /// An empty reply to 200 or 201 is an error (Corezoid's `rfc_format`); 202 may be
+    /// empty. Without it, an empty reply is an empty object.
+    pub require_body: bool,
+    /// Write `__conveyor_api_debug__` (time, sizes, status) into the task (Corezoid's
+    /// `debug_info`).
+    pub debug: bool,
     pub next: String,
     pub on_error: Option<String>,
 }

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use conveyor_model::{
     ApiCall, Branch, Cast, Check, Code, CompareOp, CopyTask, DurationSpec, FinalStatus, NodeKind,
-    RenderValue, SetValue, Wait,
+    RenderValue, SendSys, SetValue, Wait,
 };
 use conveyor_store::{
     Batch, Caller, EventKind, HistoryEvent, InboxMessage, Op, TaskRecord, TaskStatus, TimerKey,
