@@ -1221,3 +1221,53 @@ fn api_options_sign_with_send_sys_send_xml_and_check_replies_as_imported() {
         "the secret was sent: {requests:?}"
     );
 }
+
+#[test]
+fn an_absolute_time_semaphor_on_a_waiting_node_fires_at_that_time() {
+    let d = DataDir::new();
+    d.ok(&[
+        "process",
+        "import",
+        &sample("13_own_dynamic_timer.json"),
+        "--clone",
+    ]);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let process = "@own_approval_deadline";
+    d.ok(&[
+        "task",
+        "add",
+        process,
+        "--ref",
+        "late",
+        &format!("deadline:={}", now - 10),
+    ]);
+    let deadline = now + 3600;
+    d.ok(&[
+        "task",
+        "add",
+        process,
+        "--ref",
+        "on-time",
+        &format!("deadline:={deadline}"),
+    ]);
+    d.ok(&["run", "--until-idle"]);
+    // The deadline is an absolute unix time: one already past sends the task on at once.
+    let late = d.json(&["task", "show", process, "late"]);
+    assert_eq!(late["node"], "too_late", "{late}");
+    // The other waits for its approval until exactly that time (not that long from now).
+    let waiting = d.json(&["task", "show", process, "on-time"]);
+    assert_eq!(waiting["node"], "wait_for_approval", "{waiting}");
+    assert_eq!(waiting["status"], "waiting", "{waiting}");
+    assert_eq!(
+        waiting["wake_at"].as_i64(),
+        Some(deadline as i64 * 1000),
+        "{waiting}"
+    );
+    d.ok(&["task", "modify", process, "on-time", "approved=yes"]);
+    d.ok(&["run", "--until-idle"]);
+    let approved = d.json(&["task", "show", process, "on-time"]);
+    assert_eq!(approved["node"], "approved", "{approved}");
+}

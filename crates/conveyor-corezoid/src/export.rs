@@ -379,19 +379,37 @@ fn node_object(name: &str, node: &Value, id_of: &dyn Fn(&str) -> String) -> Valu
         }
         _ => {}
     }
-    if let Some(limit) = node.get("timeout").and_then(Value::as_str)
-        && let Some((after, target)) = limit.split_once("->")
-    {
-        let value = match crate::map::seconds_of(after.trim()) {
-            Some(secs) => json!(secs),
-            None => Value::String(after.trim().to_string()),
-        };
-        semaphors.push(json!({
-            "type": "time",
-            "value": value,
-            "dimension": "sec",
-            "to_node_id": id_of(target.trim()),
-        }));
+    // `timeout: D -> node`, `{ after: D, to: node }` or `{ until: T, to: node }`: a `time`
+    // semaphor. Corezoid reads a template value as an absolute time; a duration read
+    // from the task is marked (`conveyor_relative`) so the importer reads it back as one.
+    let limit = match node.get("timeout") {
+        Some(Value::String(limit)) => limit
+            .split_once("->")
+            .or_else(|| limit.split_once('→'))
+            .map(|(after, to)| (after.trim().to_string(), to.trim().to_string(), false)),
+        Some(limit @ Value::Object(_)) => match limit.get("until") {
+            Some(until) => Some((scalar_text(until), text(limit, "to"), true)),
+            None => Some((text(limit, "after"), text(limit, "to"), false)),
+        },
+        _ => None,
+    };
+    if let Some((value, target, absolute)) = limit {
+        let mut semaphor = Map::new();
+        semaphor.insert("type".into(), json!("time"));
+        match crate::map::seconds_of(&value) {
+            Some(secs) if !absolute => {
+                semaphor.insert("value".into(), json!(secs));
+            }
+            _ => {
+                if !absolute {
+                    semaphor.insert("conveyor_relative".into(), json!(true));
+                }
+                semaphor.insert("value".into(), Value::String(value));
+            }
+        }
+        semaphor.insert("dimension".into(), json!("sec"));
+        semaphor.insert("to_node_id".into(), Value::String(id_of(&target)));
+        semaphors.push(Value::Object(semaphor));
     }
     // `alert: N -> node` or `{ at_least: N, to: node }`: a `count` semaphor.
     let alert = match node.get("alert") {

@@ -396,10 +396,14 @@ impl Mapper<'_> {
                 }
             }
             for key in ["timeout", "alert"] {
-                if let Some(Value::String(limit)) = node.get(key)
-                    && let Some((_, to)) = limit.split_once("->")
-                {
-                    out.push(to.trim().to_string());
+                match node.get(key) {
+                    Some(Value::String(limit)) => {
+                        if let Some((_, to)) = limit.split_once("->") {
+                            out.push(to.trim().to_string());
+                        }
+                    }
+                    Some(limit @ Value::Object(_)) => out.push(text(limit, "to")),
+                    _ => {}
                 }
             }
             if let Some(Value::Array(branches)) = node.get("branches") {
@@ -580,12 +584,24 @@ impl Mapper<'_> {
         for semaphor in &node.semaphors {
             match kind(semaphor) {
                 "time" if has_action || out.get("type") == Some(&json!("condition")) => {
+                    let to = graph.target(&text(semaphor, "to_node_id"));
+                    let value = text(semaphor, "value");
                     match timer_seconds(semaphor) {
                         Some(secs) => {
-                            let to = graph.target(&text(semaphor, "to_node_id"));
                             out.insert("timeout".into(), Value::String(format!("{secs}s -> {to}")));
                         }
-                        None => self.unmapped(node, "a `time` semaphor with an absolute (dynamic) time on a node with logic"),
+                        // A duration read from the task, as a Conveyor export writes it.
+                        None if semaphor.get("conveyor_relative") == Some(&Value::Bool(true)) => {
+                            out.insert("timeout".into(), json!({ "after": value, "to": to }));
+                        }
+                        // A template or `$.unixtime(…)`: an absolute unix time.
+                        None if value.contains("{{") || value.contains("$.") => {
+                            out.insert("timeout".into(), json!({ "until": value, "to": to }));
+                        }
+                        None => self.unmapped(
+                            node,
+                            &format!("a `time` semaphor whose value `{value}` is neither a number nor a template"),
+                        ),
                     }
                 }
                 "time" => {}

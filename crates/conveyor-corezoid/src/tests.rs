@@ -32,6 +32,7 @@ fn every_sample_imports_and_passes_the_check() {
         "10_own_queue_and_new_logics.json",
         "11_own_save_task.json",
         "12_own_api_options.json",
+        "13_own_dynamic_timer.json",
     ] {
         let import = import_path(&sample(name)).unwrap_or_else(|e| panic!("{name}: {e}"));
         // Every logic of the samples maps: no `--allow-partial` needed (the Stripe
@@ -809,4 +810,44 @@ fn api_options_map_send_sys_xml_rfc_format_and_debug_info_and_a_client_certifica
             "process `own_api_options`, node 9202000000000000000000a2 \"Signed call\": `api` with a client certificate (`cert_pem`), which Conveyor cannot send"
         ]
     );
+}
+
+#[test]
+fn an_absolute_time_semaphor_on_a_node_with_logic_is_a_time_limit_until_that_time() {
+    let imported = import_path(&sample("13_own_dynamic_timer.json")).unwrap();
+    assert!(imported.unmapped.is_empty(), "{:?}", imported.unmapped);
+    let back: Value = serde_yaml::from_str(&imported.processes[0].yaml).unwrap();
+    assert_eq!(
+        back["nodes"]["wait_for_approval"]["timeout"],
+        json!({"until": "{{deadline}}", "to": "too_late"}),
+        "{back}"
+    );
+    checked(&imported.processes[0].yaml, "deadline");
+    // Out and back from the logics alone: an absolute time stays absolute, a duration
+    // read from the task stays a duration, a fixed one stays fixed.
+    let yaml = "process: limits\nnodes:\n  start: { type: start, next: a }\n  a: { type: wait_callback, timeout: { until: \"{{at}}\", to: late }, next: b }\n  b: { type: wait_callback, timeout: { after: \"{{secs}}\", to: late }, next: c }\n  c: { type: wait_callback, timeout: 90s -> late, next: done }\n  done: { type: final }\n  late: { type: final, status: error }\n";
+    checked(yaml, "limits");
+    let export = logics_only(yaml);
+    let semaphor = &export.processes[0]["scheme"]["nodes"][1]["condition"]["semaphors"][0];
+    assert_eq!(semaphor["value"], "{{at}}", "{semaphor}");
+    assert!(semaphor.get("conveyor_relative").is_none(), "{semaphor}");
+    let imported = import(&export).unwrap();
+    assert!(imported.unmapped.is_empty(), "{:?}", imported.unmapped);
+    let back: Value = serde_yaml::from_str(&imported.processes[0].yaml).unwrap();
+    assert_eq!(
+        back["nodes"]["a"]["timeout"],
+        json!({"until": "{{at}}", "to": "late"})
+    );
+    assert_eq!(
+        back["nodes"]["b"]["timeout"],
+        json!({"after": "{{secs}}", "to": "late"})
+    );
+    assert_eq!(back["nodes"]["c"]["timeout"], "90s -> late");
+    checked(&imported.processes[0].yaml, "limits");
+    // Neither a number nor a template: listed.
+    let mut export = export;
+    export.processes[0]["scheme"]["nodes"][1]["condition"]["semaphors"][0]["value"] = json!("soon");
+    let imported = import(&export).unwrap();
+    assert_eq!(imported.unmapped.len(), 1, "{:?}", imported.unmapped);
+    assert!(imported.unmapped[0].what.contains("`soon`"));
 }

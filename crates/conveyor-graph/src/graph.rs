@@ -1,7 +1,7 @@
 //! The drawing's view of a process: nodes with their visual class, and edges with their
 //! style, taken from `Node::edges()`. Shared by every output format.
 
-use conveyor_model::{DurationSpec, FinalStatus, Node, NodeKind, Process};
+use conveyor_model::{DurationSpec, FinalStatus, LimitAt, Node, NodeKind, Process};
 use serde::Serialize;
 
 /// How a node is drawn: its kind, with finals split by status.
@@ -259,12 +259,14 @@ impl<'a> Graph<'a> {
 /// says only `timeout (template)` there.
 fn timeout_label(node: &Node) -> Option<String> {
     let limit = node.time_limit.as_ref()?;
-    let DurationSpec::Template(template) = &limit.after else {
-        return None;
+    let (template, word) = match &limit.when {
+        LimitAt::After(DurationSpec::Template(template)) => (template, "timeout"),
+        LimitAt::Until(template) => (template, "timeout until"),
+        LimitAt::After(DurationSpec::Fixed(_)) => return None,
     };
     let keys = template.task_keys();
     match keys.as_slice() {
-        [key] if template.is_whole_value() => Some(format!("timeout {{{{{key}}}}}")),
+        [key] if template.is_whole_value() => Some(format!("{word} {{{{{key}}}}}")),
         _ => None,
     }
 }
