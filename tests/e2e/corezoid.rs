@@ -1271,3 +1271,33 @@ fn an_absolute_time_semaphor_on_a_waiting_node_fires_at_that_time() {
     let approved = d.json(&["task", "show", process, "on-time"]);
     assert_eq!(approved["node"], "approved", "{approved}");
 }
+
+#[test]
+fn a_count_of_another_processs_node_is_read_through_its_new_alias_and_name() {
+    let d = DataDir::new();
+    d.ok(&[
+        "process",
+        "import",
+        &sample("14_own_cross_process_count.json"),
+        "--clone",
+    ]);
+    for reference in ["l1", "l2"] {
+        d.ok(&["task", "add", "@own_inbox", "--ref", reference]);
+    }
+    d.ok(&["run", "--until-idle"]);
+    d.ok(&["task", "add", "@own_inbox_watcher", "--ref", "w"]);
+    d.ok(&["run", "--until-idle"]);
+    let w = d.json(&["task", "show", "@own_inbox_watcher", "w"]);
+    assert_eq!(w["node"], "counted", "{w}");
+    // `{{conv[9204].node[<id>].count}}` became `conv[@own_inbox].node[waiting_letters]`.
+    assert_eq!(w["data"]["waiting"], 2, "{w}");
+    assert_eq!(w["data"]["mine"], 0, "{w}");
+    // One letter is read: the count follows.
+    d.ok(&["task", "modify", "@own_inbox", "l1", "read=yes"]);
+    d.ok(&["run", "--until-idle"]);
+    d.ok(&["task", "add", "@own_inbox_watcher", "--ref", "w2"]);
+    d.ok(&["run", "--until-idle"]);
+    let w2 = d.json(&["task", "show", "@own_inbox_watcher", "w2"]);
+    assert_eq!(w2["data"]["waiting"], 1, "{w2}");
+    assert_eq!(w2["data"]["mine"], 1, "{w2}");
+}

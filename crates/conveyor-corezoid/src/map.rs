@@ -72,15 +72,21 @@ pub(crate) fn import(export: &Export) -> Result<Import, ImportError> {
     // Every node's name by its Corezoid id, over all processes: a Get from Queue names
     // the queue node of another process by id.
     let mut all_names: HashMap<String, String> = HashMap::new();
-    for process in &export.processes {
-        let (names, _) = node_names(&cz_nodes(process));
-        all_names.extend(names);
+    // And by process: `{{conv[ID].node[NODE].count}}` names a node of process ID.
+    let mut names_by_process: HashMap<i64, HashMap<String, String>> = HashMap::new();
+    for (process, (id, _)) in export.processes.iter().zip(&named) {
+        let names = process_node_names(process);
+        all_names.extend(names.clone());
+        if let Some(id) = id {
+            names_by_process.insert(*id, names);
+        }
     }
     for ((process, (id, alias)), holder) in export.processes.iter().zip(named).zip(holders) {
         let mut mapper = Mapper {
             process_name: alias.clone(),
             aliases: &aliases,
             all_names: &all_names,
+            names_by_process: &names_by_process,
             unmapped: Vec::new(),
             notes: Vec::new(),
             nodes: Map::new(),
@@ -147,6 +153,28 @@ fn node_names(nodes: &[CzNode]) -> (HashMap<String, String>, Names) {
         names.insert(node.id.clone(), name);
     }
     (names, taken)
+}
+
+/// The Conveyor name of each node of a process object, by Corezoid node id: from
+/// titles, or, for a definition a Conveyor export carries, the names it has (its
+/// scheme's nodes are its nodes, in order).
+fn process_node_names(process: &Value) -> HashMap<String, String> {
+    let Some(definition) = crate::export::carried_definition(process) else {
+        return node_names(&cz_nodes(process)).0;
+    };
+    let ids = process
+        .get("scheme")
+        .and_then(|s| s.get("nodes"))
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .map(|n| text(n, "id"));
+    let names = definition
+        .get("nodes")
+        .and_then(Value::as_object)
+        .into_iter()
+        .flat_map(|nodes| nodes.keys().cloned());
+    ids.zip(names).collect()
 }
 
 /// The nodes of a process object, as read.
@@ -228,6 +256,8 @@ struct Mapper<'a> {
     aliases: &'a BTreeMap<i64, String>,
     /// Node names of every process of the import, by Corezoid node id.
     all_names: &'a HashMap<String, String>,
+    /// The same, by Corezoid process id.
+    names_by_process: &'a HashMap<i64, HashMap<String, String>>,
     unmapped: Vec<Unmapped>,
     notes: Vec<String>,
     nodes: Map<String, Value>,
@@ -352,9 +382,12 @@ impl Mapper<'_> {
         let sums = sum_names(&nodes);
         rewrite_node_refs(
             &mut nodes_out,
-            &graph.names,
-            &sums,
-            self.sum_holder.as_deref(),
+            &NodeRefs {
+                names: &graph.names,
+                others: self.names_by_process,
+                sums: &sums,
+                holder: self.sum_holder.as_deref(),
+            },
         );
         rewrite_refs(&mut nodes_out, self.aliases);
         let env_vars = rewrite_env_vars(&mut nodes_out);
@@ -1207,23 +1240,30 @@ fn sum_names(nodes: &[CzNode]) -> HashMap<String, HashMap<String, String>> {
     out
 }
 
-/// `{{node[ID]…}}` reads of this process's nodes, by their Corezoid ids: `node[ID].count`
-/// names the node as imported (`node[check_status].count`), and a Sum node's total,
-/// `node[ID].SumID`, becomes a read of the holder task that keeps its sums
-/// (`conv[@<alias>_sums].ref[ID].<name>`, see `api_sum`). Reads of another process's
-/// nodes (`conv[…].node[…]`) and of ids not in the process stay as written.
-fn rewrite_node_refs(
-    nodes: &mut Map<String, Value>,
-    names: &HashMap<String, String>,
-    sums: &HashMap<String, HashMap<String, String>>,
-    holder: Option<&str>,
-) {
-    fn rewrite(
-        s: &str,
-        names: &HashMap<String, String>,
-        sums: &HashMap<String, HashMap<String, String>>,
-        holder: Option<&str>,
-    ) -> String {
+/// What `{{node[ID]…}}` reads are rewritten with.
+struct NodeRefs<'a> {
+    /// This process's node names, by Corezoid id.
+    names: &'a HashMap<String, String>,
+    /// Every process's of the import, by Corezoid process id.
+    others: &'a HashMap<i64, HashMap<String, String>>,
+    sums: &'a HashMap<String, HashMap<String, String>>,
+    holder: Option<&'a str>,
+}
+
+/// `{{node[ID]…}}` reads of nodes by their Corezoid ids: `node[ID].count` names the node
+/// as imported (`node[check_status].count`), and so does `conv[PID].node[ID].count` when
+/// process PID is in the import (its `conv[PID]` becomes its alias afterwards, with the
+/// other references); a Sum node's total, `node[ID].SumID`, becomes a read of the holder
+/// task that keeps its sums (`conv[@<alias>_sums].ref[ID].<name>`, see `api_sum`). Ids
+/// not in the import stay as written.
+fn rewrite_node_refs(nodes: &mut Map<String, Value>, refs: &NodeRefs<'_>) {
+    /// The process id of a `conv[PID].` that `out` ends with.
+    fn conv_before(out: &str) -> Option<i64> {
+        let head = out.strip_suffix("].")?;
+        let at = head.rfind("conv[")?;
+        head[at + 5..].trim().parse().ok()
+    }
+    fn rewrite(s: &str, refs: &NodeRefs<'_>) -> String {
         let mut out = String::new();
         let mut rest = s;
         while let Some(at) = rest.find("node[") {
@@ -1238,14 +1278,18 @@ fn rewrite_node_refs(
                     .unwrap_or(tail.len());
                 Some((id, &tail[..len], end + 2 + len))
             });
-            // `conv[…].node[…]` reads another process: left alone.
-            let of_other = before.ends_with('.');
+            // `conv[…].node[…]` reads another process's node.
+            let of_other = out.ends_with('.');
             let replacement = match parsed {
-                Some((id, "count", _)) if !of_other => {
-                    names.get(id).map(|name| format!("node[{name}].count"))
+                Some((id, "count", _)) if of_other => conv_before(&out)
+                    .and_then(|pid| refs.others.get(&pid))
+                    .and_then(|names| names.get(id))
+                    .map(|name| format!("node[{name}].count")),
+                Some((id, "count", _)) => {
+                    refs.names.get(id).map(|name| format!("node[{name}].count"))
                 }
                 Some((id, field, _)) if !of_other && !field.is_empty() => {
-                    match (sums.get(id).and_then(|s| s.get(field)), holder) {
+                    match (refs.sums.get(id).and_then(|s| s.get(field)), refs.holder) {
                         (Some(key), Some(holder)) => {
                             Some(format!("conv[@{holder}].ref[{id}].{key}"))
                         }
@@ -1268,21 +1312,16 @@ fn rewrite_node_refs(
         out.push_str(rest);
         out
     }
-    fn walk(
-        value: &mut Value,
-        names: &HashMap<String, String>,
-        sums: &HashMap<String, HashMap<String, String>>,
-        holder: Option<&str>,
-    ) {
+    fn walk(value: &mut Value, refs: &NodeRefs<'_>) {
         match value {
-            Value::String(s) if s.contains("node[") => *s = rewrite(s, names, sums, holder),
-            Value::Array(items) => items.iter_mut().for_each(|v| walk(v, names, sums, holder)),
-            Value::Object(map) => map.values_mut().for_each(|v| walk(v, names, sums, holder)),
+            Value::String(s) if s.contains("node[") => *s = rewrite(s, refs),
+            Value::Array(items) => items.iter_mut().for_each(|v| walk(v, refs)),
+            Value::Object(map) => map.values_mut().for_each(|v| walk(v, refs)),
             _ => {}
         }
     }
     for node in nodes.values_mut() {
-        walk(node, names, sums, holder);
+        walk(node, refs);
     }
 }
 

@@ -33,6 +33,7 @@ fn every_sample_imports_and_passes_the_check() {
         "11_own_save_task.json",
         "12_own_api_options.json",
         "13_own_dynamic_timer.json",
+        "14_own_cross_process_count.json",
     ] {
         let import = import_path(&sample(name)).unwrap_or_else(|e| panic!("{name}: {e}"));
         // Every logic of the samples maps: no `--allow-partial` needed (the Stripe
@@ -850,4 +851,48 @@ fn an_absolute_time_semaphor_on_a_node_with_logic_is_a_time_limit_until_that_tim
     let imported = import(&export).unwrap();
     assert_eq!(imported.unmapped.len(), 1, "{:?}", imported.unmapped);
     assert!(imported.unmapped[0].what.contains("`soon`"));
+}
+
+#[test]
+fn a_count_of_another_imported_process_names_its_alias_and_node() {
+    let imported = import_path(&sample("14_own_cross_process_count.json")).unwrap();
+    assert!(imported.unmapped.is_empty(), "{:?}", imported.unmapped);
+    let watcher: Value = serde_yaml::from_str(&imported.processes[1].yaml).unwrap();
+    let set = &watcher["nodes"]["count_the_inbox"]["set"];
+    assert_eq!(
+        set["waiting"], "{{conv[@own_inbox].node[waiting_letters].count}}",
+        "{watcher}"
+    );
+    assert_eq!(set["mine"], "{{node[counted].count}}", "{watcher}");
+    for p in &imported.processes {
+        checked(&p.yaml, &p.name);
+    }
+    // A process exported by Conveyor (its definition carried) is named by its own node
+    // names, not by its titles.
+    let inbox = "process: inbox\nnodes:\n  start: { type: start, next: letters }\n  letters: { type: wait_callback, title: \"Waiting letters\", next: done }\n  done: { type: final }\n";
+    let definition: Value = serde_yaml::from_str(inbox).unwrap();
+    let object = crate::export_value(&definition, Some(9204)).unwrap();
+    let letters_id = object["scheme"]["nodes"][1]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let mut watcher_object: Value = serde_json::from_str(
+        &std::fs::read_to_string(sample("14_own_cross_process_count.json")).unwrap(),
+    )
+    .unwrap();
+    let watcher_object = watcher_object[1].take();
+    let text = watcher_object
+        .to_string()
+        .replace("9204000000000000000000a2", &letters_id);
+    let export = Export {
+        processes: vec![object, serde_json::from_str(&text).unwrap()],
+        ..Export::default()
+    };
+    let imported = import(&export).unwrap();
+    let watcher: Value = serde_yaml::from_str(&imported.processes[1].yaml).unwrap();
+    assert_eq!(
+        watcher["nodes"]["count_the_inbox"]["set"]["waiting"],
+        "{{conv[@inbox].node[letters].count}}",
+        "{watcher}"
+    );
 }
