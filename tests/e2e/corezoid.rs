@@ -1301,3 +1301,86 @@ fn a_count_of_another_processs_node_is_read_through_its_new_alias_and_name() {
     assert_eq!(w2["data"]["waiting"], 1, "{w2}");
     assert_eq!(w2["data"]["mine"], 1, "{w2}");
 }
+
+#[test]
+fn condition_functions_casts_and_put_patch_delete_run_as_imported() {
+    let d = DataDir::new();
+    let (base, seen) = recording_stand_in();
+    let out = d.path().join("routes");
+    d.ok(&[
+        "process",
+        "import",
+        &sample("15_own_conditions_and_methods.json"),
+        "--out",
+        &out.to_string_lossy(),
+    ]);
+    let file = out.join("own_routes_and_methods.yaml");
+    let text = std::fs::read_to_string(&file).unwrap();
+    std::fs::write(&file, text.replace("http://stand-in.invalid", &base)).unwrap();
+    d.ok(&[
+        "process",
+        "clone",
+        &file.to_string_lossy(),
+        "--alias",
+        "routes",
+    ]);
+    let good = [
+        "n:=5",
+        "code=A-12",
+        "flag:=true",
+        r#"tags:=["a","b"]"#,
+        r#"obj:={"k":1}"#,
+    ];
+    // Each case changes one value of a task that passes every check.
+    let cases: [(&str, Option<(usize, &str)>, &str); 8] = [
+        ("all", None, "pause"),
+        ("big", Some((0, "n:=12")), "not_less"),
+        ("seven", Some((0, "n:=7")), "not_less_or_equal"),
+        ("three", Some((0, "n:=3")), "not_more_or_equal"),
+        ("code", Some((1, "code=B-1")), "no_match"),
+        ("flag", Some((2, "flag:=false")), "not_true"),
+        ("tags", Some((3, r#"tags:=["b","a"]"#)), "other_tags"),
+        ("obj", Some((4, r#"obj:={"k":2}"#)), "other_object"),
+    ];
+    for (reference, change, _) in &cases {
+        let mut data: Vec<&str> = good.to_vec();
+        if let Some((at, value)) = change {
+            data[*at] = value;
+        }
+        let mut args = vec!["task", "add", "@routes", "--ref", reference];
+        args.extend(data);
+        d.ok(&args);
+    }
+    // A string "5" is cast to a number, as Corezoid casts it.
+    d.ok(&[
+        "task",
+        "add",
+        "@routes",
+        "--ref",
+        "text",
+        "n=5",
+        "code=A-7",
+        "flag=true",
+        r#"tags:=["a","b"]"#,
+        r#"obj:={"k":1}"#,
+    ]);
+    d.ok(&["run", "--until-idle"]);
+    for (reference, _, node) in cases.iter().chain([&("text", None, "pause")]) {
+        let task = d.json(&["task", "show", "@routes", reference]);
+        assert_eq!(task["node"], *node, "{reference}: {task}");
+    }
+    // The task that passed every check called PUT, PATCH and DELETE, then waits in
+    // the delay read from `semaphores`.
+    let requests = seen.lock().unwrap().clone();
+    let for_all: Vec<_> = requests
+        .iter()
+        .filter(|r| r.0.starts_with("/items/A-12"))
+        .collect();
+    assert_eq!(for_all.len(), 3, "{requests:?}");
+    assert_eq!(for_all[0].2, r#"{"n":5}"#);
+    assert_eq!(for_all[1].2, r#"{"flag":true}"#);
+    assert_eq!(for_all[2].0, "/items/A-12?why=done");
+    let all = d.json(&["task", "show", "@routes", "all"]);
+    let wake = all["wake_at"].as_i64().unwrap_or(0) - all["changed"].as_i64().unwrap_or(0);
+    assert_eq!(wake, 30_000, "{all}");
+}

@@ -34,6 +34,7 @@ fn every_sample_imports_and_passes_the_check() {
         "12_own_api_options.json",
         "13_own_dynamic_timer.json",
         "14_own_cross_process_count.json",
+        "15_own_conditions_and_methods.json",
     ] {
         let import = import_path(&sample(name)).unwrap_or_else(|e| panic!("{name}: {e}"));
         // Every logic of the samples maps: no `--allow-partial` needed (the Stripe
@@ -895,4 +896,38 @@ fn a_count_of_another_imported_process_names_its_alias_and_node() {
         "{{conv[@inbox].node[letters].count}}",
         "{watcher}"
     );
+}
+
+#[test]
+fn condition_functions_casts_the_semaphores_spelling_format_json_and_other_methods_map() {
+    let imported = import_path(&sample("15_own_conditions_and_methods.json")).unwrap();
+    assert!(imported.unmapped.is_empty(), "{:?}", imported.unmapped);
+    let process = checked(&imported.processes[0].yaml, "routes");
+    let back: Value = serde_yaml::from_str(&imported.processes[0].yaml).unwrap();
+    let nodes = &back["nodes"];
+    for (node, function, cast) in [
+        ("less", "less", "number"),
+        ("less_or_equal", "less_or_eq", "number"),
+        ("more_or_equal", "more_or_eq", "number"),
+        ("regexp", "regexp", "string"),
+        ("boolean", "eq", "boolean"),
+        ("array", "eq", "array"),
+        ("object", "eq", "object"),
+    ] {
+        let check = &nodes[node]["branches"][0]["when"][0];
+        assert_eq!(check["fn"], function, "{node}: {back}");
+        assert_eq!(check["cast"], cast, "{node}: {back}");
+    }
+    // `format: json` is the default body; PUT and PATCH send `extra` as the body
+    // (typed), DELETE as the query.
+    assert_eq!(nodes["put_item"]["method"], "PUT");
+    assert_eq!(nodes["put_item"]["body"], json!({"n": "{{n}}"}));
+    assert!(nodes["put_item"].get("format").is_none(), "{back}");
+    assert_eq!(nodes["patch_item"]["method"], "PATCH");
+    assert_eq!(nodes["delete_item"]["method"], "DELETE");
+    assert_eq!(nodes["delete_item"]["query"], json!({"why": "done"}));
+    // `semaphores` (the list API's spelling) is read like `semaphors`.
+    assert_eq!(nodes["pause"]["type"], "delay", "{back}");
+    assert_eq!(nodes["pause"]["for"], "30s", "{back}");
+    assert_eq!(process.nodes.len(), 21);
 }
