@@ -1302,6 +1302,10 @@ fn a_count_of_another_processs_node_is_read_through_its_new_alias_and_name() {
     assert_eq!(w2["data"]["mine"], 1, "{w2}");
 }
 
+/// A task of the routes fixture: its ref, the one value changed (which, and to what),
+/// and the node it must end in.
+type Case<'a> = (&'a str, Option<(usize, &'a str)>, &'a str);
+
 #[test]
 fn condition_functions_casts_and_put_patch_delete_run_as_imported() {
     let d = DataDir::new();
@@ -1332,7 +1336,7 @@ fn condition_functions_casts_and_put_patch_delete_run_as_imported() {
         r#"obj:={"k":1}"#,
     ];
     // Each case changes one value of a task that passes every check.
-    let cases: [(&str, Option<(usize, &str)>, &str); 8] = [
+    let cases: [Case; 8] = [
         ("all", None, "pause"),
         ("big", Some((0, "n:=12")), "not_less"),
         ("seven", Some((0, "n:=7")), "not_less_or_equal"),

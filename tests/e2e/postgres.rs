@@ -813,3 +813,96 @@ fn postgres_a_rate_limit_holds_across_engines() {
     seen.sort_unstable();
     assert_eq!(seen, (0..10).collect::<Vec<i64>>());
 }
+
+const LIMITED_CALLS: &str = r#"
+process: limited_calls
+params:
+  api: { required: true }
+nodes:
+  start: { type: start, next: call }
+  call:
+    type: api_call
+    url: "{{api}}/slow"
+    concurrency: 2
+    next: done
+    on_error: failed
+  done: { type: final }
+  failed: { type: final, status: error }
+"#;
+
+/// Calls in flight now, and the most seen at once.
+#[derive(Default)]
+struct InFlight {
+    now: std::sync::atomic::AtomicUsize,
+    peak: std::sync::atomic::AtomicUsize,
+    calls: std::sync::atomic::AtomicUsize,
+}
+
+async fn slow(State(flight): State<Arc<InFlight>>) -> axum::Json<Value> {
+    use std::sync::atomic::Ordering::SeqCst;
+    let now = flight.now.fetch_add(1, SeqCst) + 1;
+    flight.peak.fetch_max(now, SeqCst);
+    flight.calls.fetch_add(1, SeqCst);
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    flight.now.fetch_sub(1, SeqCst);
+    axum::Json(json!({"ok": true}))
+}
+
+/// An `api_call` node's `concurrency` holds for all engines together: two engines, a
+/// limit of 2, and never more than 2 calls at the server at once (each engine alone
+/// would allow 2, so 4 could be in flight if the limit were per engine).
+#[test]
+fn postgres_an_api_call_concurrency_limit_holds_across_engines() {
+    let Some(url) = database("call_limit") else {
+        return;
+    };
+    let flight = Arc::new(InFlight::default());
+    let api = http_server(
+        axum::Router::new()
+            .route("/slow", get(slow))
+            .with_state(Arc::clone(&flight)),
+    );
+    let (a, b) = (engine(&url), engine(&url));
+    let file = a.data.path().join("limited_calls.yaml");
+    std::fs::write(&file, LIMITED_CALLS).expect("write");
+    cli_ok(
+        &a.data,
+        &url,
+        &[
+            "process",
+            "clone",
+            file.to_str().expect("utf-8"),
+            "--alias",
+            "limited_calls",
+        ],
+    );
+    let tasks = 16;
+    for n in 0..tasks {
+        let through = if n % 2 == 0 { &a } else { &b };
+        cli_ok(
+            &through.data,
+            &url,
+            &[
+                "task",
+                "add",
+                "@limited_calls",
+                &format!("api=http://{api}"),
+            ],
+        );
+    }
+    wait_finished(&url, tasks, 60);
+    let store = store(&url);
+    let counted = counters(&store, 1);
+    assert_eq!(
+        counted.get("done").map(|c| c.0),
+        Some(tasks as i64),
+        "{counted:?}"
+    );
+    use std::sync::atomic::Ordering::SeqCst;
+    assert_eq!(flight.calls.load(SeqCst), tasks);
+    let peak = flight.peak.load(SeqCst);
+    assert!(
+        peak <= 2,
+        "{peak} calls were in flight at once; the limit is 2"
+    );
+}

@@ -138,7 +138,12 @@ impl Runtime {
                 Some(None) => false,
             };
             if must_look {
-                match self.fire_due(now, &mut cursor) {
+                let looked = if shared {
+                    self.due_elsewhere(now, &mut poll)
+                } else {
+                    self.fire_due(now, &mut cursor)
+                };
+                match looked {
                     Ok(next) => next_due = Some(next),
                     // A shared store's server may be away for a moment (restarting):
                     // the engine goes on and looks again shortly.
@@ -267,6 +272,22 @@ impl Runtime {
             .due_timers(i64::MAX, *cursor, 1)?
             .first()
             .map(|t| t.due))
+    }
+
+    /// On a shared store, due timers are claimed with the rest of the work
+    /// (`claim_work`), never scheduled from the timer index: every engine would set its
+    /// steps on the same tasks, and all but one would lose each claim. This only tells
+    /// the loop to look for work when a timer is due, and when the next one falls due.
+    fn due_elsewhere(&self, now: i64, poll: &mut Poll) -> Result<Option<i64>> {
+        match self.store.due_timers(i64::MAX, None, 1)?.first() {
+            Some(first) if first.due <= now => {
+                poll.heard();
+                // Due timers may be held by other engines' steps: look again shortly.
+                Ok(Some(now + POLL_GAP.as_millis() as i64))
+            }
+            Some(first) => Ok(Some(first.due)),
+            None => Ok(None),
+        }
     }
 
     /// Books a finished step; says what it left of its task's timer.

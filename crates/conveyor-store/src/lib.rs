@@ -238,8 +238,11 @@ pub type Result<T> = std::result::Result<T, StoreError>;
 /// - **Sharing.** A store that several engines share ([`Store::shared`]: [`PgStore`])
 ///   hands each task to one engine at a time ([`Store::claim`], [`Store::claim_work`]);
 ///   a commit that changes a task whose claim another engine took over fails whole
-///   with [`StoreError::Fenced`]. A store of one engine claims everything for it (the
-///   defaults).
+///   with [`StoreError::Fenced`]. Limits that hold for all engines together are kept
+///   in the store too: rate-limit windows ([`Store::admit`]) and the places of an
+///   `api_call` node's concurrency ([`Store::call_slot`]), which a dead engine's hold
+///   gives back by itself. A store of one engine claims everything for it and leaves
+///   limits to its engine (the defaults).
 /// - **Space.** Removed tasks and trimmed histories give their space back to the file
 ///   system while the store is in use, without a read ever failing or seeing less than
 ///   before: the log store by compacting its segments, [`SledStore`] by rewriting itself
@@ -381,7 +384,36 @@ pub trait Store: Send + Sync + 'static {
     }
     /// Calls `listener` with what other engines announce (see [`Change`]).
     fn watch(&self, _listener: Listener) {}
+    /// Takes one of the `limit` places of the `api_call` node `node` of `process` for a
+    /// call that lasts at most `hold`, for every engine of a shared store together:
+    /// `None` while all of them are taken. The place is free again when given back
+    /// ([`Store::give_back_call_slot`]) or, if its engine died during the call, once
+    /// `hold` has passed. A store of one engine has no other engine to share a limit
+    /// with: it gives a place at once (the engine's own semaphore is the limit).
+    fn call_slot(
+        &self,
+        _process: u64,
+        _node: &str,
+        _limit: u32,
+        _hold: std::time::Duration,
+    ) -> SlotFuture {
+        Box::pin(std::future::ready(Ok(Some(CallSlot::default()))))
+    }
+    /// Gives a place taken with [`Store::call_slot`] back (without waiting for it).
+    fn give_back_call_slot(&self, _process: u64, _node: &str, _slot: CallSlot) {}
 }
+
+/// A place among the calls of one `api_call` node in flight ([`Store::call_slot`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct CallSlot {
+    pub slot: u32,
+    /// Tells this call's place from a later call's in the same place.
+    pub token: i64,
+}
+
+/// What [`Store::call_slot`] returns.
+pub type SlotFuture =
+    std::pin::Pin<Box<dyn std::future::Future<Output = Result<Option<CallSlot>>> + Send + 'static>>;
 
 /// What [`Store::claim_async`] returns.
 pub type ClaimFuture =

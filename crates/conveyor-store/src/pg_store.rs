@@ -1317,7 +1317,14 @@ impl Store for PgStore {
         if plan.is_empty() && !self.inner.claims.has_releases() {
             return Ok(());
         }
-        self.run(|inner| inner.commit_plan(plan))
+        let started = std::time::Instant::now();
+        let committed = self.run(|inner| inner.commit_plan(plan));
+        tracing::debug!(
+            batches = batches.len(),
+            micros = started.elapsed().as_micros() as u64,
+            "group committed"
+        );
+        committed
     }
 
     fn flush(&self) -> Result<()> {
@@ -1448,6 +1455,38 @@ impl Store for PgStore {
         self.inner.claims.release(task);
     }
 
+    fn call_slot(&self, process: u64, node: &str, limit: u32, hold: Duration) -> SlotFuture {
+        let inner = Arc::clone(&self.inner);
+        let node = node.to_string();
+        let (done, answer) = tokio::sync::oneshot::channel();
+        self.handle.spawn(async move {
+            let _ = done.send(take_call_slot(&inner, process, &node, limit, hold).await);
+        });
+        Box::pin(async move {
+            answer
+                .await
+                .map_err(|_| StoreError::Io("the PostgreSQL store was stopped".into()))?
+        })
+    }
+
+    fn give_back_call_slot(&self, process: u64, node: &str, slot: CallSlot) {
+        let inner = Arc::clone(&self.inner);
+        let node = node.to_string();
+        self.handle.spawn(async move {
+            let given = inner
+                .query(
+                    "DELETE FROM call_slots
+                     WHERE process = $1 AND node = $2 AND slot = $3 AND token = $4",
+                    &[&(process as i64), &node, &(slot.slot as i32), &slot.token],
+                )
+                .await;
+            if let Err(e) = given {
+                // Not lost: the place is free again once its hold has passed.
+                tracing::warn!(error = %e, "could not give an api_call place back");
+            }
+        });
+    }
+
     fn watch(&self, listener: Listener) {
         if let Ok(mut slot) = self.inner.listener.lock() {
             *slot = Some(listener);
@@ -1457,6 +1496,45 @@ impl Store for PgStore {
                 .spawn(listen::listen(Arc::downgrade(&self.inner)));
         }
     }
+}
+
+/// One of the `limit` places of an `api_call` node, or `None` while all are taken (or
+/// the free one looked at was taken by another engine at the same moment: the caller
+/// asks again). Each asker starts looking at a place of its own, so that engines
+/// asking at once seldom want the same one.
+async fn take_call_slot(
+    inner: &Inner,
+    process: u64,
+    node: &str,
+    limit: u32,
+    hold: Duration,
+) -> Result<Option<CallSlot>> {
+    static START: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let limit = limit.clamp(1, i32::MAX as u32) as i32;
+    let start = (START.fetch_add(1, Ordering::Relaxed) % limit as u32) as i32;
+    let hold_ms = i64::try_from(hold.as_millis()).unwrap_or(i64::MAX);
+    let rows = inner
+        .query(
+            "INSERT INTO call_slots AS c (process, node, slot, token, until)
+             SELECT $1, $2, s, nextval('call_slot_tokens'),
+                    now() + $4::bigint * interval '1 millisecond'
+             FROM generate_series(0, $3::int - 1) s
+             WHERE NOT EXISTS (
+                 SELECT 1 FROM call_slots x
+                 WHERE x.process = $1 AND x.node = $2 AND x.slot = s AND x.until >= now())
+             ORDER BY (s + $5::int) % $3::int
+             LIMIT 1
+             ON CONFLICT (process, node, slot) DO UPDATE
+                 SET token = EXCLUDED.token, until = EXCLUDED.until
+                 WHERE c.until < now()
+             RETURNING slot, token",
+            &[&(process as i64), &node, &limit, &hold_ms, &start],
+        )
+        .await?;
+    Ok(rows.first().map(|row| CallSlot {
+        slot: row.get::<_, i32>(0) as u32,
+        token: row.get(1),
+    }))
 }
 
 /// Moves a sequence up so that its next value is at least `next` (never down).

@@ -572,6 +572,20 @@ impl Store for SealedStore {
         self.inner.space_given_back()
     }
 
+    fn call_slot(
+        &self,
+        process: u64,
+        node: &str,
+        limit: u32,
+        hold: std::time::Duration,
+    ) -> crate::SlotFuture {
+        self.inner.call_slot(process, node, limit, hold)
+    }
+
+    fn give_back_call_slot(&self, process: u64, node: &str, slot: crate::CallSlot) {
+        self.inner.give_back_call_slot(process, node, slot)
+    }
+
     fn admit(
         &self,
         process: u64,

@@ -39,8 +39,27 @@ impl Step<'_> {
             }
             None => None,
         };
+        // On a store shared by several engines the limit holds for all of them together.
+        let place = match api.concurrency {
+            Some(limit) if self.rt.store.shared() => Some(
+                shared_place(
+                    self.rt.store.as_ref(),
+                    self.task.process,
+                    &self.task.node,
+                    limit,
+                    request.timeout + PLACE_MARGIN,
+                )
+                .await?,
+            ),
+            _ => None,
+        };
         let (result, measured) = http::send(&self.rt.http, request, &api.success_codes).await;
         let millis = measured.millis;
+        if let Some(place) = place {
+            self.rt
+                .store
+                .give_back_call_slot(self.task.process, &self.task.node, place);
+        }
         if api.debug {
             // Corezoid's `debug_info`: what the exchange took, on either route.
             let status = match &result {
@@ -303,6 +322,29 @@ impl Step<'_> {
             sys,
             require_body: api.require_body,
         })
+    }
+}
+
+/// How long past its request's timeout a call's place stays taken when its engine dies
+/// during the call (a live engine gives it back as soon as the call returns).
+const PLACE_MARGIN: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// One of the `limit` places of a node's calls in flight on every engine of a shared
+/// store: waits, looking again every few milliseconds, while all are taken.
+async fn shared_place(
+    store: &dyn conveyor_store::Store,
+    process: u64,
+    node: &str,
+    limit: u32,
+    hold: std::time::Duration,
+) -> Result<conveyor_store::CallSlot> {
+    let mut pause = std::time::Duration::from_millis(2);
+    loop {
+        if let Some(place) = store.call_slot(process, node, limit, hold).await? {
+            return Ok(place);
+        }
+        tokio::time::sleep(pause).await;
+        pause = (pause * 2).min(std::time::Duration::from_millis(25));
     }
 }
 

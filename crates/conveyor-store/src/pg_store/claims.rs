@@ -53,13 +53,30 @@ const CLAIM: &str = "INSERT INTO claims (task, engine, token, until)
     RETURNING task, token";
 
 /// Work nobody holds: ready tasks, tasks with messages, tasks with a due timer.
-const CLAIM_WORK: &str = "WITH candidates AS (
-        SELECT w.task FROM (
-            SELECT task FROM ready
-            UNION SELECT task FROM inbox
-            UNION SELECT task FROM timers WHERE due <= $3
-        ) w
+///
+/// Each source's rows are locked `FOR UPDATE SKIP LOCKED` while the claims are made:
+/// engines looking at the same time take different tasks instead of all picking the
+/// lowest ids, where all but one would wait for the first engine's claims and then get
+/// nothing (two engines were slower than one that way: every other search came back
+/// empty after waiting).
+const CLAIM_WORK: &str = "WITH r AS (
+        SELECT w.task FROM ready w
         WHERE NOT EXISTS (SELECT 1 FROM claims c WHERE c.task = w.task AND c.until >= now())
+        ORDER BY w.task LIMIT $4
+        FOR UPDATE OF w SKIP LOCKED
+    ), m AS (
+        SELECT w.task FROM inbox w
+        WHERE NOT EXISTS (SELECT 1 FROM claims c WHERE c.task = w.task AND c.until >= now())
+        LIMIT $4
+        FOR UPDATE OF w SKIP LOCKED
+    ), t AS (
+        SELECT w.task FROM timers w
+        WHERE w.due <= $3
+            AND NOT EXISTS (SELECT 1 FROM claims c WHERE c.task = w.task AND c.until >= now())
+        ORDER BY w.due, w.task LIMIT $4
+        FOR UPDATE OF w SKIP LOCKED
+    ), candidates AS (
+        SELECT task FROM r UNION SELECT task FROM m UNION SELECT task FROM t
         LIMIT $4
     )
     INSERT INTO claims (task, engine, token, until)
@@ -226,6 +243,7 @@ impl Claims {
                 &[&inner.engine, &self.lease_ms(), &now, &(limit as i64)],
             )
             .await?;
+        tracing::debug!(limit, got = rows.len(), "work claimed");
         let mut tasks = self.keep(&rows, Purpose::Work);
         tasks.sort_unstable();
         Ok(tasks)
@@ -349,12 +367,20 @@ pub(super) async fn claim_batches(
         }
         let Some(inner) = inner.upgrade() else { return };
         let tasks: Vec<u64> = batch.iter().flat_map(|r| r.tasks.iter().copied()).collect();
+        let started = std::time::Instant::now();
+        let asked = tasks.len();
         let claimed = async {
             let claimed = inner.claims.claim(&inner, tasks).await?;
             inner.prefetch(&claimed).await?;
             Ok::<_, StoreError>(claimed)
         }
         .await;
+        tracing::debug!(
+            asked,
+            got = claimed.as_ref().map_or(0, Vec::len),
+            micros = started.elapsed().as_micros() as u64,
+            "steps' claims"
+        );
         match claimed {
             Ok(claimed) => {
                 let claimed: std::collections::HashSet<u64> = claimed.into_iter().collect();

@@ -10,7 +10,7 @@
 
 /// The migrations; version `n` is `MIGRATIONS[n - 1]`. Append only: a released
 /// migration is never changed.
-pub(super) const MIGRATIONS: &[&str] = &[V1, V2];
+pub(super) const MIGRATIONS: &[&str] = &[V1, V2, V3];
 
 /// The version this conveyor writes.
 pub(super) fn latest() -> u32 {
@@ -116,4 +116,20 @@ CREATE TABLE rate_windows (
 -- Each engine takes its counter slot from here when it opens the store: up to 32
 -- engines never share one (before, a slot was drawn at random and two could collide).
 CREATE SEQUENCE counter_slots START 0 MINVALUE 0;
+"#;
+
+/// Version 3: `api_call` concurrency limits held by all engines together.
+const V3: &str = r#"
+-- The calls of an api_call node with a `concurrency` limit that are in flight, on any
+-- engine: one row per place taken. A place is free again when its call gives it back,
+-- or when `until` passes (its engine died during the call).
+CREATE TABLE call_slots (
+    process bigint NOT NULL,
+    node text COLLATE "C" NOT NULL,
+    slot integer NOT NULL,
+    token bigint NOT NULL,
+    until timestamptz NOT NULL,
+    PRIMARY KEY (process, node, slot)
+);
+CREATE SEQUENCE call_slot_tokens;
 "#;

@@ -362,3 +362,57 @@ fn a_write_to_a_task_another_engine_holds_is_refused() {
         ),
     );
 }
+
+/// The places of an `api_call` limit are shared by engines: never more taken than the
+/// limit, a given-back place is free again, and a place whose engine never gave it back
+/// is free once its hold has passed.
+#[test]
+fn api_call_places_are_shared_by_engines_and_free_again_after_their_hold() {
+    let Some((url, _server)) = database("api_call_places_are_shared") else {
+        return;
+    };
+    let (a, b) = (engine(&url, 10_000), engine(&url, 10_000));
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap_or_else(|e| panic!("runtime: {e}"));
+    let block = |store: &PgStore, hold_ms: u64| {
+        runtime
+            .block_on(store.call_slot(7, "call", 2, Duration::from_millis(hold_ms)))
+            .unwrap_or_else(|e| panic!("call_slot: {e}"))
+    };
+    let first = block(&a, 60_000).expect("a place is free");
+    // b's place will be "left behind" by a dead engine: a short hold.
+    let second = block(&b, 300).expect("a second place is free");
+    assert_ne!(first.slot, second.slot);
+    assert_eq!(block(&a, 60_000), None, "both places are taken");
+    assert_eq!(block(&b, 60_000), None, "both places are taken, for b too");
+    // Given back: free again for the other engine.
+    a.give_back_call_slot(7, "call", first);
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    let third = loop {
+        if let Some(place) = block(&b, 60_000) {
+            break place;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the place given back never came free"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert_eq!(third.slot, first.slot);
+    assert_ne!(third.token, first.token);
+    // A stale give-back (the old token) does not free the place taken since.
+    a.give_back_call_slot(7, "call", first);
+    std::thread::sleep(Duration::from_millis(100));
+    // Still full until b's short hold on `second` runs out; then that place is free.
+    assert_eq!(block(&a, 60_000), None, "a stale give-back freed a place");
+    std::thread::sleep(Duration::from_millis(400));
+    let fourth = block(&a, 60_000).expect("the held-too-long place is free again");
+    assert_eq!(fourth.slot, second.slot);
+    // Another node's limit is its own.
+    let other = runtime
+        .block_on(a.call_slot(7, "other", 1, Duration::from_secs(60)))
+        .unwrap_or_else(|e| panic!("call_slot: {e}"));
+    assert!(other.is_some());
+}
