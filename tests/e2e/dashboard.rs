@@ -282,11 +282,7 @@ fn the_dashboard_shows_live_counters_and_escalations() {
         "token",
         &format!("code={code}"),
     ]);
-    let info: Value = serde_json::from_str(
-        &std::fs::read_to_string(server.data.path().join("server.json")).expect("server.json"),
-    )
-    .expect("json");
-    let token = info["token"].as_str().expect("token");
+    let token = &server.data.admin_token();
 
     // Log in with the admin token through the login form (a POST; a token in a URL
     // logs nobody in), then open the list and the process.
@@ -440,11 +436,7 @@ fn the_dashboard_walks_the_bitrix_oauth_page_end_to_end() {
     let sandbox = tokio.block_on(crate::bitrix::sandbox());
     let url = sandbox.url().to_string();
     let server = Server::start(DataDir::new());
-    let info: Value = serde_json::from_str(
-        &std::fs::read_to_string(server.data.path().join("server.json")).expect("server.json"),
-    )
-    .expect("json");
-    let token = info["token"].as_str().expect("token");
+    let token = &server.data.admin_token();
     driver.go(&format!("{}/", server.base));
     driver.keys("#login input[name=\"token\"]", token);
     driver.keys("#login input[name=\"token\"]", "\u{E007}");
@@ -643,16 +635,10 @@ fn fingerprint(secret: &str) -> String {
 #[test]
 fn dashboard_changes_need_the_csrf_token_and_keys_stay_in_their_processes() {
     let data = DataDir::new();
-    let file = data.path().join("p.yaml");
-    std::fs::write(
-        &file,
-        "process: p\nparams:\n  n: { type: number }\nnodes:\n  start: { type: start, next: wait }\n  wait: { type: wait_callback, next: done }\n  done: { type: final }\n",
-    )
-    .expect("write");
-    let file = file.to_str().expect("utf-8");
-    data.ok(&["process", "clone", file, "--alias", "mine"]);
-    data.ok(&["process", "clone", file, "--alias", "other"]);
-    let key = data.json(&["api-key", "create", "k", "--process", "@mine"]);
+    let p = "process: p\nparams:\n  n: { type: number }\nnodes:\n  start: { type: start, next: wait }\n  wait: { type: wait_callback, next: done }\n  done: { type: final }\n";
+    data.clone_yaml("mine", p, &[]);
+    data.clone_yaml("other", p, &[]);
+    let key = data.api_key("k", &["@mine"]);
     let server = Server::start(data);
     // No cookie store (reqwest keeps none unless asked): the session cookie is sent by
     // hand. `http()` installs the TLS provider reqwest needs before a client is built.
@@ -671,7 +657,7 @@ fn dashboard_changes_need_the_csrf_token_and_keys_stay_in_their_processes() {
             .expect("a cookie");
         cookie.split(';').next().expect("name=value").to_string()
     };
-    let cookie = login(json!({"login": key["login"].to_string(), "secret": key["secret"]}));
+    let cookie = login(json!({"login": key.0.to_string(), "secret": key.1}));
     let csrf = client
         .get(format!("{}/ui/api/session", server.base))
         .header("cookie", &cookie)
@@ -823,10 +809,9 @@ fn any_process_that_declares_an_authorize_link_gets_the_token_panel() {
     let data = DataDir::new();
     // The code arrives in `grant` (not `code`), the token is kept in `session_key` (not
     // `access_token`): only the declaration says so.
-    let file = data.path().join("acme_oauth.yaml");
-    std::fs::write(
-        &file,
-        format!(
+    data.clone_yaml(
+        "acme",
+        &format!(
             r#"process: acme_oauth
 title: Acme sign-in
 params:
@@ -855,27 +840,13 @@ nodes:
   hold: {{ type: wait_callback, next: take }}
 "#
         ),
-    )
-    .expect("write the process");
-    std::fs::write(
-        data.path().join("plain.yaml"),
-        "process: plain\nnodes:\n  start: { type: start, next: wait }\n  wait: { type: wait_callback, next: end }\n  end: { type: final }\n",
-    )
-    .expect("write the plain process");
-    data.ok(&[
-        "process",
-        "clone",
-        file.to_str().expect("path"),
-        "--alias",
-        "acme",
-    ]);
-    data.ok(&[
-        "process",
-        "clone",
-        data.path().join("plain.yaml").to_str().expect("path"),
-        "--alias",
+        &[],
+    );
+    data.clone_yaml(
         "plain",
-    ]);
+        "process: plain\nnodes:\n  start: { type: start, next: wait }\n  wait: { type: wait_callback, next: end }\n  end: { type: final }\n",
+        &[],
+    );
     data.ok(&[
         "task",
         "add",
@@ -886,11 +857,7 @@ nodes:
     ]);
     data.ok(&["task", "add", "@plain", "--ref", "other"]);
     let server = Server::start(data);
-    let info: Value = serde_json::from_str(
-        &std::fs::read_to_string(server.data.path().join("server.json")).expect("server.json"),
-    )
-    .expect("json");
-    let token = info["token"].as_str().expect("token");
+    let token = &server.data.admin_token();
     driver.go(&format!("{}/", server.base));
     driver.keys("#login input[name=\"token\"]", token);
     driver.keys("#login input[name=\"token\"]", "\u{E007}");
@@ -994,11 +961,7 @@ nodes:
 
 /// Logs `driver` in to `server` with the admin token, on the processes page.
 fn log_in(driver: &Driver, server: &Server) {
-    let info: Value = serde_json::from_str(
-        &std::fs::read_to_string(server.data.path().join("server.json")).expect("server.json"),
-    )
-    .expect("json");
-    let token = info["token"].as_str().expect("token");
+    let token = &server.data.admin_token();
     driver.go(&format!("{}/", server.base));
     driver.keys("#login input[name=\"token\"]", token);
     driver.keys("#login input[name=\"token\"]", "\u{E007}");
@@ -1026,10 +989,9 @@ fn the_dashboard_lists_templates_builds_the_add_form_and_asks_before_each_action
         return;
     };
     let data = DataDir::new();
-    let file = data.path().join("actions.yaml");
     // An API call to a closed port and no `on_error`: the task fails there.
-    std::fs::write(
-        &file,
+    data.clone_yaml(
+        "actions",
         r#"process: actions
 params:
   base: { required: true, pattern: '^http://', description: Where the call goes }
@@ -1043,15 +1005,8 @@ nodes:
     next: done
   done: { type: final }
 "#,
-    )
-    .expect("write");
-    data.ok(&[
-        "process",
-        "clone",
-        file.to_str().expect("path"),
-        "--alias",
-        "actions",
-    ]);
+        &[],
+    );
     let shipped = data.json(&["process", "templates"]);
     let server = Server::start(data);
     log_in(&driver, &server);
@@ -1390,11 +1345,7 @@ fn the_dashboard_is_usable_with_the_keyboard_alone() {
         return;
     };
     let server = Server::start(DataDir::new());
-    let info: Value = serde_json::from_str(
-        &std::fs::read_to_string(server.data.path().join("server.json")).expect("server.json"),
-    )
-    .expect("json");
-    let token = info["token"].as_str().expect("token");
+    let token = &server.data.admin_token();
     let active = |driver: &Driver| driver.script("return document.activeElement.id;");
     let wait = |driver: &Driver, what: &str, script: &str| {
         assert!(

@@ -906,3 +906,135 @@ fn postgres_an_api_call_concurrency_limit_holds_across_engines() {
         "{peak} calls were in flight at once; the limit is 2"
     );
 }
+
+const ORDERS: &str = r#"
+process: orders
+nodes:
+  start: { type: start, next: waiting }
+  waiting: { type: queue, next: taken }
+  taken: { type: final }
+"#;
+
+const PACKER: &str = r#"
+process: packer
+nodes:
+  start: { type: start, next: take }
+  take:
+    type: get_task
+    process: "@orders"
+    node: waiting
+    next: packed
+    on_error: nothing
+  packed: { type: final }
+  nothing: { type: final, status: error }
+"#;
+
+/// Two engines take tasks from one queue at once: every queued task is taken exactly
+/// once (by one packer), none twice and none left behind.
+#[test]
+fn postgres_a_queued_task_is_taken_once_with_two_engines() {
+    let Some(url) = database("queue_two_engines") else {
+        return;
+    };
+    let (a, b) = (engine(&url), engine(&url));
+    for (name, yaml) in [("orders", ORDERS), ("packer", PACKER)] {
+        let file = a.data.path().join(format!("{name}.yaml"));
+        std::fs::write(&file, yaml).expect("write");
+        cli_ok(
+            &a.data,
+            &url,
+            &[
+                "process",
+                "clone",
+                file.to_str().expect("utf-8"),
+                "--alias",
+                name,
+            ],
+        );
+    }
+    let orders = 24;
+    for n in 0..orders {
+        cli_ok(
+            &a.data,
+            &url,
+            &["task", "add", "@orders", &format!("n:={n}")],
+        );
+    }
+    let store = store(&url);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while counters(&store, 1).get("waiting").map_or(0, |c| c.0) < orders as i64 {
+        assert!(Instant::now() < deadline, "orders did not reach the queue");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // As many packers as orders, added through both engines at once.
+    let adders: Vec<_> = [&a, &b]
+        .into_iter()
+        .map(|engine| {
+            let (dir, url) = (engine.data.path().to_path_buf(), url.clone());
+            std::thread::spawn(move || {
+                for _ in 0..orders / 2 {
+                    let out = crate::support::conveyor()
+                        .args([
+                            "--data",
+                            dir.to_str().expect("utf-8"),
+                            "task",
+                            "add",
+                            "@packer",
+                        ])
+                        .envs(env(&url))
+                        .output()
+                        .expect("conveyor runs");
+                    assert!(
+                        out.status.success(),
+                        "{}",
+                        String::from_utf8_lossy(&out.stderr)
+                    );
+                }
+            })
+        })
+        .collect();
+    for adder in adders {
+        adder.join().expect("adder");
+    }
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let packers = counters(&store, 2);
+        let done =
+            packers.get("packed").map_or(0, |c| c.0) + packers.get("nothing").map_or(0, |c| c.0);
+        if done >= orders as i64 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "packers did not finish: {packers:?}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while counters(&store, 1).get("taken").map_or(0, |c| c.0) < orders as i64 {
+        assert!(
+            Instant::now() < deadline,
+            "taken orders: {:?}",
+            counters(&store, 1)
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let packed = store.tasks(2, Some("packed"), 1000).expect("tasks");
+    let mut ids: Vec<u64> = packed
+        .iter()
+        .map(|t| t.data["__queue_task_id__"].as_u64().expect("taken id"))
+        .collect();
+    ids.sort_unstable();
+    let before = ids.len();
+    ids.dedup();
+    assert_eq!(ids.len(), before, "a queued task was taken twice: {ids:?}");
+    assert_eq!(before, orders, "every packer took one order");
+    for order in store.tasks(1, Some("taken"), 1000).expect("tasks") {
+        let late = store
+            .history(order.id)
+            .expect("history")
+            .iter()
+            .any(|e| matches!(&e.kind, EventKind::Error { tag, .. } if tag == "late_dequeue"));
+        assert!(!late, "order {} was taken twice", order.id);
+    }
+}

@@ -127,6 +127,48 @@ impl DataDir {
             .unwrap_or_else(|e| panic!("{args:?}: not JSON ({e}): {stdout}"))
     }
 
+    /// Writes `yaml` into the data directory as `ALIAS.yaml` and clones it with
+    /// `--alias ALIAS` and a `--set` for each of `sets`; the new process's id.
+    pub fn clone_yaml(&self, alias: &str, yaml: &str, sets: &[&str]) -> u64 {
+        let file = self.path().join(format!("{alias}.yaml"));
+        std::fs::write(&file, yaml).expect("write the process");
+        let mut args = vec![
+            "process",
+            "clone",
+            file.to_str().expect("a UTF-8 path"),
+            "--alias",
+            alias,
+        ];
+        for set in sets {
+            args.extend(["--set", set]);
+        }
+        self.json(&args)["id"].as_u64().expect("a process id")
+    }
+
+    /// `api-key create NAME`, limited to `processes` (`--process`, none: every process);
+    /// its login and secret.
+    pub fn api_key(&self, name: &str, processes: &[&str]) -> (u64, String) {
+        let mut args = vec!["api-key", "create", name];
+        for process in processes {
+            args.extend(["--process", process]);
+        }
+        let key = self.json(&args);
+        (
+            key["login"].as_u64().expect("a login"),
+            key["secret"].as_str().expect("a secret").to_string(),
+        )
+    }
+
+    /// The admin token of the server running on this data directory (its
+    /// `server.json`).
+    pub fn admin_token(&self) -> String {
+        let info: serde_json::Value = serde_json::from_str(
+            &std::fs::read_to_string(self.path().join("server.json")).expect("server.json"),
+        )
+        .expect("server.json is JSON");
+        info["token"].as_str().expect("a token").to_string()
+    }
+
     pub fn command(&self, args: &[&str]) -> Command {
         let mut command = conveyor();
         command.arg("--data").arg(self.path()).args(args);

@@ -29,10 +29,16 @@ nodes:
   done: { type: final }
 "#;
 
-const OTHER: &str = r#"
+const OTHER: &str = r#"# The other process: comments stay through `conv modify`.
 process: other
+title: Other   # replaced with its line
+description: |
+  Two lines
+  of description.
+
+# Before the nodes.
 nodes:
-  start: { type: start, next: hold }
+  start: { type: start, next: hold }  # where it starts
   hold: { type: wait_callback, next: done }
   done: { type: final }
 "#;
@@ -55,42 +61,28 @@ struct Api {
 impl Api {
     fn start() -> Api {
         let data = DataDir::new();
-        let mut ids = Vec::new();
-        for (name, text, extra) in [
-            ("steps", STEPS, Some("api_secret=SETTING-SECRET-9")),
-            ("other", OTHER, None),
-        ] {
-            let file = data.path().join(format!("{name}.yaml"));
-            std::fs::write(&file, text).expect("write");
-            let mut args = vec![
-                "process",
-                "clone",
-                file.to_str().expect("utf-8"),
-                "--alias",
-                name,
-            ];
-            if let Some(set) = extra {
-                args.extend(["--set", set]);
-            }
-            ids.push(data.json(&args)["id"].as_u64().expect("process id"));
-        }
-        let key = |args: &[&str]| {
-            let key = data.json(args);
-            (
-                key["login"].as_u64().expect("login"),
-                key["secret"].as_str().expect("secret").to_string(),
-            )
-        };
-        let all = key(&["api-key", "create", "all"]);
-        let limited = key(&["api-key", "create", "limited", "--process", "@steps"]);
+        let steps = data.clone_yaml("steps", STEPS, &["api_secret=SETTING-SECRET-9"]);
+        let other = data.clone_yaml("other", OTHER, &[]);
         Api {
+            all: data.api_key("all", &[]),
+            limited: data.api_key("limited", &["@steps"]),
             server: Server::start(data),
-            all,
-            limited,
-            steps: ids[0],
-            other: ids[1],
+            steps,
+            other,
             counter: std::cell::Cell::new(0),
         }
+    }
+
+    /// A request of these ops signed with `key`: its status and answer, which never
+    /// holds a test secret.
+    fn request(&self, key: &(u64, String), ops: Vec<Value>) -> (u16, Value) {
+        let body = json!({ "ops": ops }).to_string();
+        let (status, reply) = call(&self.server.base, key.0, &key.1, now_secs(), &body);
+        let text = reply.to_string();
+        for secret in SECRETS {
+            assert!(!text.contains(secret), "a secret in an answer: {text}");
+        }
+        (status, reply)
     }
 
     /// One op signed with `key`; its answer (the request must be answered 200).
@@ -98,13 +90,8 @@ impl Api {
         let n = self.counter.get() + 1;
         self.counter.set(n);
         op["id"] = json!(format!("op-{n}"));
-        let body = json!({ "ops": [op] }).to_string();
-        let (status, reply) = call(&self.server.base, key.0, &key.1, now_secs(), &body);
-        assert_eq!(status, 200, "{body} → {reply}");
-        let text = reply.to_string();
-        for secret in SECRETS {
-            assert!(!text.contains(secret), "a secret in an answer: {text}");
-        }
+        let (status, reply) = self.request(key, vec![op.clone()]);
+        assert_eq!(status, 200, "{op} → {reply}");
         let answer = reply["ops"][0].clone();
         assert_eq!(answer["id"], json!(format!("op-{n}")), "{answer}");
         answer
@@ -275,6 +262,35 @@ fn task_ops_show_the_creator_refuse_with_key_and_value_and_step_as_the_swagger_s
         "a task under a timeout waits for its timer: {shown}"
     );
 
+    // The swagger's debug fields: what the new node offers, its logics and the old
+    // node's, by Conveyor's node names, and the moves so far.
+    assert_eq!(stepped["branches"], json!(["logic", "timer"]), "{stepped}");
+    assert_eq!(
+        stepped["logic"],
+        json!([{"type": "api_callback"}, {"type": "go", "to_node_id": "done"}]),
+        "{stepped}"
+    );
+    assert_eq!(
+        stepped["prev_logic"],
+        json!([{"type": "api_callback"}, {"type": "go", "to_node_id": "review"}]),
+        "{stepped}"
+    );
+    assert_eq!(stepped["prev_semaphor"], json!([]), "{stepped}");
+    let moves: Vec<(Value, Value)> = stepped["history"]
+        .as_array()
+        .expect("history")
+        .iter()
+        .map(|m| (m["prev_node_id"].clone(), m["node_id"].clone()))
+        .collect();
+    assert_eq!(
+        moves,
+        vec![
+            (Value::Null, json!("start")),
+            (json!("start"), json!("wait"))
+        ],
+        "{stepped}"
+    );
+
     // step_prev: back where it came from.
     let stepped = api.ok(
         &api.all,
@@ -346,11 +362,13 @@ fn task_ops_show_the_creator_refuse_with_key_and_value_and_step_as_the_swagger_s
         (Some("created"), Some(api.all.0)),
         "{history}"
     );
-    let moves: Vec<(&str, &str)> = list
+    // Each step is recorded as the step it was, not as a plain goto.
+    let moves: Vec<(&str, &str, &str)> = list
         .iter()
         .filter(|e| e["event"] == "recovered")
         .map(|e| {
             (
+                e["action"].as_str().unwrap_or(""),
                 e["to"].as_str().unwrap_or(""),
                 e["source"].as_str().unwrap_or(""),
             )
@@ -360,13 +378,30 @@ fn task_ops_show_the_creator_refuse_with_key_and_value_and_step_as_the_swagger_s
     assert_eq!(
         moves,
         vec![
-            ("review", by.as_str()),
-            ("wait", by.as_str()),
-            ("review", by.as_str()),
-            ("late", by.as_str())
+            ("step_next", "review", by.as_str()),
+            ("step_prev", "wait", by.as_str()),
+            ("step_goto", "review", by.as_str()),
+            ("step_next", "late", by.as_str())
         ],
         "{history}"
     );
+    assert!(
+        list.iter()
+            .any(|e| e["event"] == "entered" && e["node_id"] == "wait" && e["via"] == "step_prev"),
+        "{history}"
+    );
+    // `conveyor task history` says so too.
+    let printed = api.server.data.ok(&["task", "history", "@steps", "t1"]);
+    for line in [
+        format!("{by} stepped the task on to `review` (step_next)"),
+        format!("{by} stepped the task back to `wait` (step_prev)"),
+        format!("{by} stepped the task to `review` (step_goto)"),
+    ] {
+        assert!(printed.contains(&line), "{line}: {printed}");
+    }
+    for secret in SECRETS {
+        assert!(!printed.contains(secret), "{printed}");
+    }
     assert!(
         list.iter().any(|e| e["event"] == "entered"
             && e["node_id"] == "late"
@@ -397,6 +432,107 @@ fn task_ops_show_the_creator_refuse_with_key_and_value_and_step_as_the_swagger_s
         (Some(2), Some(1)),
         "{waiting}"
     );
+    // `sort` and `filters` (by ref, the swagger's only filter).
+    let in_wait = |op: Value| -> Vec<String> {
+        api.ok(&api.all, op)["list"]
+            .as_array()
+            .expect("list")
+            .iter()
+            .map(|t| t["obj_id"].as_str().expect("id").to_string())
+            .collect()
+    };
+    let (first, second) = (
+        limited_task["obj_id"].as_str().expect("id").to_string(),
+        by_cli["id"].to_string(),
+    );
+    let list = |extra: Value| {
+        let mut op =
+            json!({"type": "list", "obj": "node", "conv_id": steps, "obj_id": "wait", "limit": 10});
+        for (k, v) in extra.as_object().expect("fields") {
+            op[k] = v.clone();
+        }
+        op
+    };
+    assert_eq!(
+        in_wait(list(json!({"sort": "ASC"}))),
+        vec![first.clone(), second.clone()]
+    );
+    assert_eq!(
+        in_wait(list(json!({"sort": "DESC"}))),
+        vec![second.clone(), first.clone()]
+    );
+    assert_eq!(
+        in_wait(list(json!({"sort": "DESC", "offset": 1}))),
+        vec![first.clone()]
+    );
+    let by_ref = |r: &str| json!({"filters": [{"name": "ref", "value": r, "fun": "eq"}]});
+    assert_eq!(in_wait(list(by_ref("cli"))), vec![second.clone()]);
+    assert_eq!(in_wait(list(by_ref("nope"))), Vec::<String>::new());
+    // t1 exists, but is not in this node.
+    assert_eq!(in_wait(list(by_ref("t1"))), Vec::<String>::new());
+    assert_eq!(
+        in_wait(list(
+            json!({"filters": [{"name": "ref", "value": "cli"}, {"name": "ref", "value": "x"}]})
+        )),
+        Vec::<String>::new()
+    );
+    // A filter or sort outside the swagger's values is a malformed request: 400, the
+    // field named, and no op of the request runs.
+    let many: Vec<Value> = (0..11)
+        .map(|i| json!({"name": "ref", "value": i.to_string()}))
+        .collect();
+    for (bad, key) in [
+        (
+            json!({"filters": [{"name": "status", "value": "x", "fun": "eq"}]}),
+            "filters[0].name",
+        ),
+        (
+            json!({"filters": [{"name": "ref", "value": "x", "fun": "like"}]}),
+            "filters[0].fun",
+        ),
+        (
+            json!({"filters": [{"name": "ref", "value": ""}]}),
+            "filters[0].value",
+        ),
+        (
+            json!({"filters": [{"name": "ref", "value": {"$ne": 1}}]}),
+            "filters[0].value",
+        ),
+        (
+            json!({"filters": [{"name": "ref", "value": "x".repeat(2000)}]}),
+            "filters[0].value",
+        ),
+        (
+            json!({"filters": [{"name": "ref", "value": "x", "extra": 1}]}),
+            "filters[0].extra",
+        ),
+        (json!({"filters": ["ref=x"]}), "filters[0]"),
+        (json!({"filters": "ref=x"}), "filters"),
+        (json!({"filters": many}), "filters"),
+        (json!({"sort": "UP"}), "sort"),
+        (json!({"sort": 1}), "sort"),
+    ] {
+        let create = json!({"type": "create", "obj": "task", "conv_id": steps, "ref": "never-run", "data": {}});
+        let (status, reply) = api.request(&api.all, vec![create, list(bad.clone())]);
+        assert_eq!(status, 400, "{bad} → {reply}");
+        assert_eq!(reply["request_proc"], "error", "{reply}");
+        let op = &reply["ops"][0];
+        assert_eq!(op["key"], key, "{bad} → {reply}");
+        let description = op["description"].as_str().expect("description");
+        assert!(description.starts_with("op 2: "), "{description}");
+        assert!(
+            description.contains(key.split('.').next().expect("field")),
+            "{description}"
+        );
+    }
+    let refused = api.error(
+        &api.all,
+        json!({"type": "show", "obj": "task", "conv_id": steps, "ref": "never-run"}),
+    );
+    assert_eq!(
+        refused["key"], "ref",
+        "nothing of a refused request ran: {refused}"
+    );
     let refused = api.error(
         &api.all,
         json!({"type": "list", "obj": "node", "conv_id": steps, "obj_id": "nowhere"}),
@@ -412,7 +548,7 @@ fn task_ops_show_the_creator_refuse_with_key_and_value_and_step_as_the_swagger_s
 
 #[test]
 fn management_ops_read_create_and_change_processes_only_with_the_rights_for_it() {
-    let api = Api::start();
+    let mut api = Api::start();
     let (steps, other) = (api.steps, api.other);
     api.ok(
         &api.all,
@@ -621,6 +757,45 @@ fn management_ops_read_create_and_change_processes_only_with_the_rights_for_it()
         "{refused}"
     );
     assert_eq!(ids(&api.ok(&api.all, convs)).len(), 4);
+
+    // conv modify edits the stored YAML in place: its comments and layout stay.
+    let changed = api.ok(&api.all, json!({"title": "Other: renamed \"here\"", "description": "one line", "type": "modify", "obj": "conv", "obj_id": other}));
+    assert_eq!(changed["version"], 2, "{changed}");
+    let refused = api.error(
+        &api.all,
+        json!({"title": "x".repeat(256), "type": "modify", "obj": "conv", "obj_id": other}),
+    );
+    assert!(
+        refused["description"]
+            .as_str()
+            .expect("text")
+            .contains("the limit is 255"),
+        "{refused}"
+    );
+    let refused = api.error(
+        &api.all,
+        json!({"description": 5, "type": "modify", "obj": "conv", "obj_id": other}),
+    );
+    assert_eq!(refused["key"], "description", "{refused}");
+    api.server.stop();
+    let stored = crate::support::open_store(api.server.data.path())
+        .process(other)
+        .expect("read")
+        .expect("the process")
+        .definition;
+    assert_eq!(
+        stored,
+        OTHER
+            .replace(
+                "title: Other   # replaced with its line\n",
+                "title: \"Other: renamed \\\"here\\\"\"\n"
+            )
+            .replace(
+                "description: |\n  Two lines\n  of description.\n",
+                "description: \"one line\"\n"
+            ),
+        "{stored}"
+    );
 }
 
 /// Corezoid's swagger example of an `obj_scheme get` answer (tests/corezoid, MIT).
@@ -630,4 +805,244 @@ fn scheme_sample() -> Value {
     )
     .expect("sample");
     serde_json::from_str(&text).expect("JSON")
+}
+
+#[test]
+fn processes_and_nodes_are_shown_and_retitled_and_what_conveyor_lacks_refuses_the_request() {
+    let mut api = Api::start();
+    let (steps, other) = (api.steps, api.other);
+
+    // conv show: the process's own fields.
+    let shown = api.ok(
+        &api.limited,
+        json!({"obj": "conv", "type": "show", "obj_id": steps}),
+    );
+    assert_eq!(
+        (
+            shown["title"].as_str(),
+            shown["size"].as_u64(),
+            shown["version"].as_u64(),
+            shown["alias"].as_str()
+        ),
+        (Some("Steps"), Some(5), Some(1), Some("steps")),
+        "{shown}"
+    );
+    assert!(
+        shown["create_time"]
+            .as_i64()
+            .is_some_and(|t| t > 1_700_000_000),
+        "{shown}"
+    );
+
+    // node show: its fields, its logics and semaphors by node names, its count.
+    let review = api.ok(
+        &api.limited,
+        json!({"type": "show", "obj": "node", "obj_id": "review", "conv_id": steps, "company_id": "i1"}),
+    );
+    assert_eq!(
+        (
+            review["title"].as_str(),
+            review["obj_type"].as_i64(),
+            review["kind"].as_str(),
+            review["count"].as_i64()
+        ),
+        (Some("review"), Some(0), Some("wait_callback"), Some(0)),
+        "{review}"
+    );
+    assert_eq!(
+        review["logics"],
+        json!([{"type": "api_callback"}, {"type": "go", "to_node_id": "done"}]),
+        "{review}"
+    );
+    assert_eq!(
+        review["semaphors"],
+        json!([{"type": "time", "value": 3600, "dimension": "sec", "to_node_id": "late"}]),
+        "{review}"
+    );
+
+    // A key limited to @steps reads nothing of @other and changes no node.
+    for op in [
+        json!({"obj": "conv", "type": "show", "obj_id": other}),
+        json!({"type": "show", "obj": "node", "obj_id": "hold", "conv_id": other}),
+        json!({"type": "check", "obj": "obj_scheme", "obj_id": other, "obj_type": "conv"}),
+    ] {
+        let refused = api.error(&api.limited, op.clone());
+        assert_eq!(
+            refused["description"],
+            format!("this API key may not use process {other}"),
+            "{op}"
+        );
+    }
+    let modify = json!({"type": "modify", "obj": "node", "obj_id": "review", "conv_id": steps, "title": "Second look", "description": "a person looks again", "obj_type": 0, "logics": review["logics"], "semaphors": review["semaphors"], "position": [520, 204], "extra": {"modeForm": "expand"}, "version": 1662369848});
+    for op in [
+        modify.clone(),
+        json!({"type": "validate", "obj": "obj_scheme", "scheme": scheme_sample()}),
+    ] {
+        let refused = api.error(&api.limited, op.clone());
+        assert!(
+            refused["description"]
+                .as_str()
+                .expect("text")
+                .contains("needs the admin token"),
+            "{op} → {refused}"
+        );
+    }
+
+    // node modify: the title and description, the logics sent back as they are.
+    let changed = api.ok(&api.all, modify.clone());
+    assert_eq!(
+        (
+            changed["obj_id"].as_str(),
+            changed["conv_id"].as_u64(),
+            changed["version"].as_u64()
+        ),
+        (Some("review"), Some(steps), Some(2)),
+        "{changed}"
+    );
+    let review = api.ok(
+        &api.all,
+        json!({"type": "show", "obj": "node", "obj_id": "review", "conv_id": steps}),
+    );
+    assert_eq!(
+        (review["title"].as_str(), review["description"].as_str()),
+        (Some("Second look"), Some("a person looks again")),
+        "{review}"
+    );
+    // Changing its logics, semaphors or type is not a `node modify` here; nothing changes.
+    for (field, value) in [
+        ("logics", json!([{"type": "go", "to_node_id": "late"}])),
+        ("semaphors", json!([])),
+        ("obj_type", json!(2)),
+    ] {
+        let mut op = modify.clone();
+        op["title"] = json!("Changed anyway");
+        op[field] = value;
+        let refused = api.error(&api.all, op);
+        let description = refused["description"].as_str().expect("text");
+        assert!(
+            description.starts_with("not supported by Conveyor: changing a node's")
+                && description.contains(field),
+            "{refused}"
+        );
+    }
+    for (op, says) in [
+        (
+            json!({"type": "modify", "obj": "node", "obj_id": "nowhere", "conv_id": steps, "title": "x"}),
+            "no node `nowhere`",
+        ),
+        (
+            json!({"type": "modify", "obj": "node", "obj_id": "review", "conv_id": steps, "title": "x".repeat(300)}),
+            "the limit is 255",
+        ),
+        (
+            json!({"type": "modify", "obj": "node", "obj_id": "review", "conv_id": steps, "logics": "go"}),
+            "is a list",
+        ),
+    ] {
+        let refused = api.error(&api.all, op.clone());
+        assert!(
+            refused["description"]
+                .as_str()
+                .expect("text")
+                .contains(says),
+            "{op} → {refused}"
+        );
+    }
+    let shown = api.ok(
+        &api.all,
+        json!({"obj": "conv", "type": "show", "obj_id": steps}),
+    );
+    assert_eq!(shown["version"], 2, "only the one change: {shown}");
+
+    // obj_scheme check: nothing is ever undeployed; validate: an upload tried, nothing made.
+    api.ok(
+        &api.limited,
+        json!({"type": "check", "obj": "obj_scheme", "obj_id": steps, "obj_type": "conv"}),
+    );
+    api.ok(
+        &api.all,
+        json!({"type": "validate", "obj": "obj_scheme", "scheme": scheme_sample()}),
+    );
+    let refused = api.error(
+        &api.all,
+        json!({"type": "validate", "obj": "obj_scheme", "scheme": [{"obj_type": 1, "title": "x"}]}),
+    );
+    assert!(
+        refused["description"].as_str().expect("text").len() > 10,
+        "{refused}"
+    );
+    let refused = api.error(
+        &api.all,
+        json!({"type": "create", "obj": "obj_scheme", "async": "no", "scheme": scheme_sample()}),
+    );
+    assert_eq!(refused["key"], "async", "{refused}");
+    let convs = json!({"obj": "convs", "type": "list"});
+    assert_eq!(
+        api.ok(&api.all, convs.clone())["list"]
+            .as_array()
+            .map(Vec::len),
+        Some(2),
+        "validate made nothing"
+    );
+    // An upload `with_alias: false` makes processes without aliases.
+    let uploaded = api.ok(&api.all, json!({"type": "create", "obj": "obj_scheme", "async": false, "with_alias": false, "scheme": scheme_sample()}));
+    assert_eq!(uploaded["scheme"][0]["alias"], Value::Null, "{uploaded}");
+
+    // What Corezoid does and Conveyor does not refuses the whole request, with why.
+    let unsupported = [
+        json!({"type": "link", "obj": "conv", "obj_id": steps, "obj_to": "user", "obj_to_id": 31913, "privs": []}),
+        json!({"type": "favorite", "obj": "conv", "obj_id": steps, "favorite": true}),
+        json!({"type": "delete", "obj": "conv", "obj_id": steps}),
+        json!({"type": "restore", "obj": "conv", "obj_id": steps}),
+        json!({"type": "destroy", "obj": "conv", "obj_id": steps}),
+        json!({"type": "create", "obj": "node", "conv_id": steps, "title": "Name", "obj_type": 0}),
+        json!({"type": "delete", "obj": "node", "conv_id": steps, "obj_id": "review"}),
+        json!({"type": "reset", "obj": "node", "conv_id": steps, "obj_id": "late"}),
+        json!({"type": "compare", "obj": "obj_scheme", "obj_id": steps}),
+        json!({"type": "merge", "obj": "obj_scheme", "obj_id": steps}),
+        json!({"type": "get", "obj": "obj_scheme", "obj_id": 1, "obj_type": "folder"}),
+        json!({"type": "check", "obj": "obj_scheme", "obj_id": 1, "obj_type": "folder"}),
+        json!({"type": "create", "obj": "obj_scheme", "async": true, "scheme": scheme_sample()}),
+        json!({"type": "create", "obj": "obj_scheme", "rewrite_alias": true, "scheme": scheme_sample()}),
+    ];
+    for op in unsupported {
+        for key in [&api.all, &api.limited] {
+            let create = json!({"type": "create", "obj": "task", "conv_id": steps, "ref": "never-run", "data": {}});
+            let (status, reply) = api.request(key, vec![create, op.clone()]);
+            assert_eq!(status, 400, "{op} → {reply}");
+            assert_eq!(reply["request_proc"], "error", "{reply}");
+            let description = reply["ops"][0]["description"].as_str().expect("text");
+            assert!(
+                description.starts_with("op 2: not supported by Conveyor: "),
+                "{op} → {description}"
+            );
+        }
+    }
+    let refused = api.error(
+        &api.all,
+        json!({"type": "show", "obj": "task", "conv_id": steps, "ref": "never-run"}),
+    );
+    assert_eq!(refused["key"], "ref", "nothing of a refused request ran");
+    assert_eq!(
+        api.ok(&api.all, convs)["list"].as_array().map(Vec::len),
+        Some(3),
+        "no process deleted, none uploaded"
+    );
+
+    // The node's new title and description went into its line; the rest of the text
+    // is as it was.
+    api.server.stop();
+    let stored = crate::support::open_store(api.server.data.path())
+        .process(steps)
+        .expect("read")
+        .expect("the process")
+        .definition;
+    assert_eq!(
+        stored,
+        STEPS.replace(
+            "  review: { type: wait_callback,",
+            "  review: { description: \"a person looks again\", title: \"Second look\", type: wait_callback,"
+        ),
+        "{stored}"
+    );
 }

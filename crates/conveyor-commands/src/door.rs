@@ -69,8 +69,7 @@ pub enum TaskOp {
     NodeTasks {
         process: String,
         node: String,
-        limit: usize,
-        offset: usize,
+        query: manage::NodeQuery,
     },
     /// `conv list`: a process's nodes with their counts.
     ProcessNodes {
@@ -94,10 +93,35 @@ pub enum TaskOp {
         title: Option<String>,
         description: Option<String>,
     },
-    /// `obj_scheme upload`: a Corezoid scheme into a process (`into`) or as new ones.
+    /// `obj_scheme upload`: a Corezoid scheme into a process (`into`) or as new ones,
+    /// with the aliases the importer gives them unless `with_alias` is false.
     SchemeUpload {
         into: Option<String>,
         scheme: Value,
+        with_alias: bool,
+    },
+    /// `obj_scheme validate`: whether a scheme would upload, nothing made.
+    SchemeValidate {
+        scheme: Value,
+    },
+    /// `obj_scheme check`: whether a process has changes not deployed (never, here).
+    SchemeCheck {
+        process: String,
+    },
+    /// `conv show`: a process's own fields.
+    ProcessInfo {
+        process: String,
+    },
+    /// `node show`: a node's fields, logics and count.
+    NodeShow {
+        process: String,
+        node: String,
+    },
+    /// `node modify`: a node's title or description.
+    NodeModify {
+        process: String,
+        node: String,
+        change: manage::NodeChange,
     },
 }
 
@@ -114,9 +138,15 @@ impl TaskOp {
             | TaskOp::NodeTasks { process, .. }
             | TaskOp::ProcessNodes { process }
             | TaskOp::Scheme { process }
-            | TaskOp::ProcessModify { process, .. } => Some(process),
+            | TaskOp::ProcessModify { process, .. }
+            | TaskOp::SchemeCheck { process }
+            | TaskOp::ProcessInfo { process }
+            | TaskOp::NodeShow { process, .. }
+            | TaskOp::NodeModify { process, .. } => Some(process),
             TaskOp::SchemeUpload { into, .. } => into.as_deref(),
-            TaskOp::Processes | TaskOp::ProcessCreate { .. } => None,
+            TaskOp::Processes | TaskOp::ProcessCreate { .. } | TaskOp::SchemeValidate { .. } => {
+                None
+            }
         }
     }
 }
@@ -152,6 +182,18 @@ pub enum OpAnswer {
     /// A definition changed (`conv modify`, `obj_scheme upload` into a process).
     Changed {
         id: u64,
+        version: u32,
+    },
+    /// A check passed (`obj_scheme check`, `obj_scheme validate`).
+    Checked,
+    /// `conv show`.
+    ProcessInfo(Box<manage::ProcessInfo>),
+    /// `node show`.
+    Node(Box<manage::NodeInfo>),
+    /// `node modify`: the node of process `id`, now at `version`.
+    NodeChanged {
+        id: u64,
+        node: String,
         version: u32,
     },
 }
@@ -305,9 +347,8 @@ async fn apply(runtime: &Runtime, caller: &Caller, op: TaskOp) -> Result<OpAnswe
         TaskOp::NodeTasks {
             process,
             node,
-            limit,
-            offset,
-        } => manage::node_tasks(runtime, caller, &process, &node, limit, offset)
+            query,
+        } => manage::node_tasks(runtime, caller, &process, &node, &query)
             .map(|n| OpAnswer::NodeTasks(Box::new(n))),
         TaskOp::ProcessNodes { process } => manage::process_nodes(runtime, caller, &process)
             .map(|d| OpAnswer::ProcessNodes(Box::new(d))),
@@ -342,11 +383,31 @@ async fn apply(runtime: &Runtime, caller: &Caller, op: TaskOp) -> Result<OpAnswe
         TaskOp::SchemeUpload {
             into: Some(into),
             scheme,
+            ..
         } => manage::replace(runtime, caller, &into, &scheme)
             .map(|(id, version)| OpAnswer::Changed { id, version }),
-        TaskOp::SchemeUpload { into: None, scheme } => {
-            manage::upload(runtime, caller, &scheme).map(OpAnswer::Made)
+        TaskOp::SchemeUpload {
+            into: None,
+            scheme,
+            with_alias,
+        } => manage::upload(runtime, caller, &scheme, with_alias).map(OpAnswer::Made),
+        TaskOp::SchemeValidate { scheme } => {
+            manage::validate(caller, &scheme).map(|()| OpAnswer::Checked)
         }
+        TaskOp::SchemeCheck { process } => {
+            scoped(runtime, caller, &process).map(|_| OpAnswer::Checked)
+        }
+        TaskOp::ProcessInfo { process } => manage::process_info(runtime, caller, &process)
+            .map(|p| OpAnswer::ProcessInfo(Box::new(p))),
+        TaskOp::NodeShow { process, node } => {
+            manage::node_show(runtime, caller, &process, &node).map(|n| OpAnswer::Node(Box::new(n)))
+        }
+        TaskOp::NodeModify {
+            process,
+            node,
+            change,
+        } => manage::node_modify(runtime, caller, &process, &node, &change)
+            .map(|(id, node, version)| OpAnswer::NodeChanged { id, node, version }),
     }
 }
 

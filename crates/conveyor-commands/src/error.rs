@@ -25,6 +25,9 @@ pub enum CommandError {
     /// something that belongs to no process or to all of them.
     #[error("{what} needs the admin token: this session may use only its key's processes")]
     NotAllowed { what: &'static str },
+    /// Something Corezoid does that Conveyor does not (the task API's ops), and why.
+    #[error("not supported by Conveyor: {0}")]
+    NotSupported(String),
     /// An API key asked the task API for a process outside its list.
     #[error("this API key may not use process {process}")]
     OutOfScope { process: u64 },

@@ -494,7 +494,7 @@ fn recover(
     resolve(runtime, caller, process)?;
     let to = match &recovery {
         Recovery::Retry => None,
-        Recovery::Goto(node) => Some(node.clone()),
+        Recovery::Goto(node) | Recovery::Step(_, node) => Some(node.clone()),
     };
     let outcome = runtime.recover_task(
         process,

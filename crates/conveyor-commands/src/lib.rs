@@ -16,8 +16,9 @@
 //!   in, for `bitrix authorize` and the dashboard's *Get the code* alike.
 //! - `door.rs` — the HTTP doors' requests: the task API's ops and a direct URL's,
 //!   through the runtime's grouped intake.
-//! - `manage.rs` — the task API's process management ops (`conv`, `obj_scheme`,
-//!   `node`, `task_history`) and its steps (`step_next`, `step_prev`, `step_goto`).
+//! - `manage/` — the task API's process management ops (`conv`, `obj_scheme`,
+//!   `task_history`) and its steps (`step_next`, `step_prev`, `step_goto`) in `mod.rs`;
+//!   its `node` ops (`list`, `show`, `modify`) and the nodes' logics in `nodes.rs`.
 //! - `error.rs` — [`CommandError`].
 //! - `place.rs` — [`Place`]: where the store is (the data dir's own, or PostgreSQL), and
 //!   opening it: a runtime for the commands and the engine, a throwaway one for the demo,
@@ -29,6 +30,8 @@
 //! - `templates.rs` — the process templates shipped in `processes/`, embedded.
 //! - `token.rs` — an OAuth token task in words (fingerprint, refreshes, escalation), and
 //!   the code out of a pasted redirect address.
+//! - `yaml_edit.rs` — a title or description set in a stored definition's text, its
+//!   comments and layout kept (the task API's `conv modify`, `node modify`).
 
 mod answer;
 mod authorize;
@@ -43,6 +46,7 @@ mod rotate;
 mod store_admin;
 pub mod templates;
 mod token;
+mod yaml_edit;
 
 pub use answer::{
     Answer, AuthorizeInfo, NodeSummary, ParamInfo, ProcessDetail, ProcessSummary, Reason,

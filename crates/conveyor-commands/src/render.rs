@@ -373,6 +373,9 @@ pub fn event_line(event: &HistoryEvent) -> String {
         EventKind::Finished { status } => format!("finished: {status}"),
         EventKind::Recovered { action, to, source } => match action.as_str() {
             "retry" => format!("{source} retried `{to}`"),
+            "step_next" => format!("{source} stepped the task on to `{to}` (step_next)"),
+            "step_prev" => format!("{source} stepped the task back to `{to}` (step_prev)"),
+            "step_goto" => format!("{source} stepped the task to `{to}` (step_goto)"),
             _ => format!("{source} sent the task to `{to}`"),
         },
         EventKind::Copied { process, task } => format!("created task {task} in process {process}"),

@@ -11,6 +11,25 @@
 
 use serde_json::{Map, Value, json};
 
+// One module per node kind (in `export/`): how a node of that kind is written as
+// Corezoid logics. A new kind is one module and one line in `KINDS`.
+mod api_call;
+mod call_process;
+mod code;
+mod condition;
+mod copy_task;
+mod delay;
+mod escalation;
+mod final_node;
+mod get_task;
+mod modify_task;
+mod queue;
+mod reply;
+mod set_param;
+mod start;
+mod sum;
+mod wait_callback;
+
 /// Why a definition could not be exported.
 #[derive(Debug, thiserror::Error)]
 pub enum ExportError {
@@ -140,245 +159,89 @@ fn params(definition: &Value) -> Value {
     Value::Array(list)
 }
 
+/// One node as its kind's module of `export/` builds it: its logics, semaphors,
+/// `obj_type` and `extra`.
+pub(crate) struct NodeOut<'a> {
+    /// The node as written (YAML read as JSON).
+    pub node: &'a Value,
+    id_of: &'a dyn Fn(&str) -> String,
+    /// The node's `on_error`, as a Corezoid id.
+    err: Option<String>,
+    pub obj_type: u8,
+    pub logics: Vec<Value>,
+    pub semaphors: Vec<Value>,
+    pub extra: Value,
+}
+
+impl NodeOut<'_> {
+    /// The Corezoid id of the node named `name`.
+    pub fn id_of(&self, name: &str) -> String {
+        (self.id_of)(name)
+    }
+
+    /// A `go` logic to the node named in the field `key`, if the node names one.
+    pub fn go(&mut self, key: &str) {
+        if let Some(to) = self.node.get(key).and_then(Value::as_str) {
+            let to = self.id_of(to);
+            self.logics.push(json!({ "type": "go", "to_node_id": to }));
+        }
+    }
+
+    /// An action logic, with the node's `on_error` as its `err_node_id`.
+    pub fn action(&mut self, mut logic: Map<String, Value>) {
+        if let Some(err) = &self.err {
+            logic.insert("err_node_id".into(), Value::String(err.clone()));
+        }
+        self.logics.push(Value::Object(logic));
+    }
+}
+
+/// How a node kind is exported.
+type KindExport = fn(&mut NodeOut<'_>);
+
+/// Every node kind with a Corezoid form, by its `type:` name (a kind not listed is
+/// exported as a node with no logics).
+const KINDS: [(&str, KindExport); 16] = [
+    ("start", start::export),
+    ("final", final_node::export),
+    ("condition", condition::export),
+    ("set_param", set_param::export),
+    ("delay", delay::export),
+    ("api_call", api_call::export),
+    ("escalation", escalation::export),
+    ("copy_task", copy_task::export),
+    ("modify_task", modify_task::export),
+    ("sum", sum::export),
+    ("call_process", call_process::export),
+    ("reply", reply::export),
+    ("wait_callback", wait_callback::export),
+    ("code", code::export),
+    ("queue", queue::export),
+    ("get_task", get_task::export),
+];
+
 /// One node: its Corezoid object (`id`, `obj_type`, `condition.logics`/`semaphors`).
 fn node_object(name: &str, node: &Value, id_of: &dyn Fn(&str) -> String) -> Value {
     let kind = text(node, "type");
-    let go = |key: &str| -> Option<Value> {
-        node.get(key)
-            .and_then(Value::as_str)
-            .map(|to| json!({ "type": "go", "to_node_id": id_of(to) }))
+    let mut out = NodeOut {
+        node,
+        id_of,
+        err: node.get("on_error").and_then(Value::as_str).map(id_of),
+        obj_type: 0,
+        logics: Vec::new(),
+        semaphors: Vec::new(),
+        extra: json!({}),
     };
-    let err = node.get("on_error").and_then(Value::as_str).map(id_of);
-    let mut logics: Vec<Value> = Vec::new();
-    let mut semaphors: Vec<Value> = Vec::new();
-    let mut obj_type = 0;
-    let mut extra = json!({});
-    let action = |mut logic: Map<String, Value>, logics: &mut Vec<Value>| {
-        if let Some(err) = &err {
-            logic.insert("err_node_id".into(), Value::String(err.clone()));
-        }
-        logics.push(Value::Object(logic));
-    };
-    match kind.as_str() {
-        "start" => {
-            obj_type = 1;
-            logics.extend(go("next"));
-        }
-        "final" => {
-            obj_type = 2;
-            if text(node, "status") == "error" {
-                extra = json!({ "icon": "error" });
-            }
-        }
-        "condition" => {
-            for branch in node
-                .get("branches")
-                .and_then(Value::as_array)
-                .into_iter()
-                .flatten()
-            {
-                let conditions: Vec<Value> = branch
-                    .get("when")
-                    .and_then(Value::as_array)
-                    .into_iter()
-                    .flatten()
-                    .map(|check| {
-                        let function = match text(check, "fn") {
-                            f if f.is_empty() => text(check, "fun"),
-                            f => f,
-                        };
-                        let cast = match text(check, "cast") {
-                            c if c.is_empty() => "string".to_string(),
-                            c => c,
-                        };
-                        json!({
-                            "param": text(check, "param"),
-                            "const": check.get("value").cloned().unwrap_or(json!("")),
-                            "fun": function,
-                            "cast": cast,
-                        })
-                    })
-                    .collect();
-                logics.push(json!({
-                    "type": "go_if_const",
-                    "to_node_id": id_of(&text(branch, "next")),
-                    "conditions": conditions,
-                }));
-            }
-            logics.extend(go("else"));
-        }
-        "set_param" => {
-            let (values, types) = typed(node.get("set"), node.get("cast"));
-            let mut logic = Map::new();
-            logic.insert("type".into(), json!("set_param"));
-            logic.insert("extra".into(), values);
-            logic.insert("extra_type".into(), types);
-            action(logic, &mut logics);
-            logics.extend(go("next"));
-        }
-        "delay"
-            if node
-                .get("for")
-                .and_then(Value::as_str)
-                .is_some_and(is_template) =>
-        {
-            // A duration read from the task: the UI's `delay` logic, whose value is
-            // relative (a `time` semaphor's template is an absolute time); it also
-            // carries the delay's `on_error`, which a semaphor has no place for.
-            let mut logic = Map::new();
-            logic.insert("type".into(), json!("delay"));
-            logic.insert("value".into(), Value::String(text(node, "for")));
-            logic.insert("dimension".into(), json!("sec"));
-            logic.insert(
-                "to_node_id".into(),
-                Value::String(id_of(&text(node, "next"))),
-            );
-            action(logic, &mut logics);
-        }
-        "delay" => {
-            let value = match node.get("for").or_else(|| node.get("until")) {
-                Some(Value::String(s)) => match crate::map::seconds_of(s) {
-                    Some(secs) => json!(secs),
-                    None => Value::String(s.clone()),
-                },
-                Some(other) => other.clone(),
-                None => json!(0),
-            };
-            semaphors.push(json!({
-                "type": "time",
-                "value": value,
-                "dimension": "sec",
-                "to_node_id": id_of(&text(node, "next")),
-            }));
-        }
-        "api_call" => {
-            action(api_logic(node), &mut logics);
-            logics.extend(go("next"));
-        }
-        "escalation" => {
-            // Held until a person modifies the task: a callback wait, in Corezoid terms.
-            obj_type = 3;
-            if node.get("next").is_some() {
-                logics.push(json!({ "type": "api_callback" }));
-                logics.extend(go("next"));
-            }
-        }
-        "copy_task" | "modify_task" => {
-            let modify = kind == "modify_task";
-            let mut logic = Map::new();
-            logic.insert("type".into(), json!("api_copy"));
-            logic.insert(
-                "mode".into(),
-                json!(if modify { "modify" } else { "create" }),
-            );
-            logic.insert("conv_id".into(), process_ref(node));
-            logic.insert("ref".into(), Value::String(text(node, "ref")));
-            match node.get("data") {
-                Some(data) => {
-                    let (values, types) = typed(Some(data), None);
-                    logic.insert("data".into(), values);
-                    logic.insert("data_type".into(), types);
-                    logic.insert("group".into(), json!(""));
-                }
-                None => {
-                    logic.insert("data".into(), json!({}));
-                    logic.insert("group".into(), json!("all"));
-                }
-            }
-            action(logic, &mut logics);
-            logics.extend(go("next"));
-        }
-        "sum" => {
-            let items: Vec<Value> = node
-                .get("add")
-                .and_then(Value::as_object)
-                .into_iter()
-                .flatten()
-                .map(|(key, value)| json!({ "id": key, "name": key, "value": scalar_text(value) }))
-                .collect();
-            action(
-                json!({ "type": "api_sum", "extra": items })
-                    .as_object()
-                    .cloned()
-                    .unwrap_or_default(),
-                &mut logics,
-            );
-            logics.extend(go("next"));
-        }
-        "call_process" => {
-            let mut logic = Map::new();
-            logic.insert("type".into(), json!("api_rpc"));
-            logic.insert("conv_id".into(), process_ref(node));
-            match node.get("data") {
-                Some(data) => {
-                    let (values, types) = typed(Some(data), None);
-                    logic.insert("extra".into(), values);
-                    logic.insert("extra_type".into(), types);
-                    logic.insert("group".into(), json!(""));
-                }
-                None => {
-                    logic.insert("extra".into(), json!({}));
-                    logic.insert("group".into(), json!("all"));
-                }
-            }
-            action(logic, &mut logics);
-            logics.extend(go("next"));
-        }
-        "reply" => {
-            let mut logic = Map::new();
-            logic.insert("type".into(), json!("api_rpc_reply"));
-            logic.insert("mode".into(), json!("key_value"));
-            logic.insert(
-                "res_data".into(),
-                node.get("data").cloned().unwrap_or(json!({})),
-            );
-            logic.insert(
-                "throw_exception".into(),
-                json!(node.get("error").and_then(Value::as_bool) == Some(true)),
-            );
-            action(logic, &mut logics);
-            logics.extend(go("next"));
-        }
-        "wait_callback" => {
-            logics.push(json!({ "type": "api_callback" }));
-            logics.extend(go("next"));
-        }
-        "queue" => {
-            action(
-                json!({ "type": "api_queue" })
-                    .as_object()
-                    .cloned()
-                    .unwrap_or_default(),
-                &mut logics,
-            );
-            logics.extend(go("next"));
-        }
-        "get_task" => {
-            // The queue node is another process's: named as written (the importer maps
-            // a name it does not know as it is).
-            let order = if text(node, "order") == "newest" {
-                "DESC"
-            } else {
-                "ASC"
-            };
-            let mut logic = Map::new();
-            logic.insert("type".into(), json!("api_get_task"));
-            logic.insert("conv_id".into(), process_ref(node));
-            logic.insert("node_id".into(), Value::String(text(node, "node")));
-            logic.insert("order_by".into(), json!(order));
-            action(logic, &mut logics);
-            logics.extend(go("next"));
-        }
-        "code" => {
-            let mut logic = Map::new();
-            logic.insert("type".into(), json!("api_code"));
-            logic.insert("lang".into(), json!("js"));
-            logic.insert("src".into(), Value::String(text(node, "src")));
-            action(logic, &mut logics);
-            logics.extend(go("next"));
-        }
-        _ => {}
+    if let Some((_, export)) = KINDS.iter().find(|(k, _)| *k == kind) {
+        export(&mut out);
     }
+    let NodeOut {
+        obj_type,
+        logics,
+        mut semaphors,
+        extra,
+        ..
+    } = out;
     // `timeout: D -> node`, `{ after: D, to: node }` or `{ until: T, to: node }`: a `time`
     // semaphor. Corezoid reads a template value as an absolute time; a duration read
     // from the task is marked (`conveyor_relative`) so the importer reads it back as one.

@@ -19,7 +19,9 @@
 //!   semaphors, params), and the list of what could not be mapped.
 //! - `names.rs` — node names and aliases from titles, unique and valid.
 //! - `export.rs` — the other way: one Conveyor process into a Corezoid export, which
-//!   carries the Conveyor definition for a lossless round trip.
+//!   carries the Conveyor definition for a lossless round trip; `export/` — one module
+//!   per node kind, how a node of that kind is written as Corezoid logics (listed in
+//!   `export.rs`'s `KINDS`).
 
 mod export;
 mod map;

@@ -2,10 +2,10 @@
 
 use std::fmt::Write;
 
-use conveyor_model::Process;
+use conveyor_model::{Process, Shape};
 
 use crate::Counts;
-use crate::graph::{EdgeKind, Graph, NodeClass, count_text};
+use crate::graph::{EdgeKind, Graph, count_text};
 
 /// Renders the process as a Graphviz `digraph` (`dot -Tsvg` draws it).
 ///
@@ -27,8 +27,8 @@ pub fn dot(process: &Process, counts: Option<&Counts>) -> String {
     out.push_str("  node [fontname=\"Helvetica\", fontsize=10, style=\"filled\", penwidth=1.3];\n");
     out.push_str("  edge [fontname=\"Helvetica\", fontsize=9, arrowsize=0.7];\n");
     for node in &graph.nodes {
-        let palette = node.class.palette();
-        let mut label = format!("{}\n{}", node.id, node.class.kind_text());
+        let palette = node.look.palette;
+        let mut label = format!("{}\n{}", node.id, node.look.label);
         if let Some(title) = &node.node.title {
             label.push('\n');
             label.push_str(title);
@@ -38,20 +38,7 @@ pub fn dot(process: &Process, counts: Option<&Counts>) -> String {
             label.push('\n');
             label.push_str(&count_text(now, total));
         }
-        let (shape, extra) = match node.class {
-            NodeClass::Start => ("oval", ""),
-            NodeClass::FinalSuccess | NodeClass::FinalError => ("box", ", peripheries=2"),
-            NodeClass::Condition => ("diamond", ""),
-            NodeClass::Delay | NodeClass::WaitCallback | NodeClass::Queue => {
-                ("box", ", style=\"filled,rounded\"")
-            }
-            NodeClass::Escalation => ("box", ", penwidth=2.5"),
-            NodeClass::CallProcess => ("box", ", peripheries=2"),
-            NodeClass::CopyTask => ("box3d", ""),
-            NodeClass::ModifyTask | NodeClass::Sum | NodeClass::GetTask => ("component", ""),
-            NodeClass::Reply => ("cds", ""),
-            NodeClass::ApiCall | NodeClass::SetParam | NodeClass::Code => ("box", ""),
-        };
+        let (shape, extra) = dot_shape(node.look.shape);
         let _ = writeln!(
             out,
             "  {} [label={}, shape={shape}, fillcolor=\"{}\", color=\"{}\", tooltip={}{extra}];",
@@ -59,7 +46,7 @@ pub fn dot(process: &Process, counts: Option<&Counts>) -> String {
             quote(&label),
             palette.fill,
             palette.stroke,
-            quote(&format!("{} ({})", node.id, node.class.kind_text())),
+            quote(&format!("{} ({})", node.id, node.look.label)),
         );
     }
     for edge in &graph.edges {
@@ -79,6 +66,21 @@ pub fn dot(process: &Process, counts: Option<&Counts>) -> String {
     }
     out.push_str("}\n");
     out
+}
+
+/// DOT's shape for a [`Shape`], and the attributes it needs besides.
+fn dot_shape(shape: Shape) -> (&'static str, &'static str) {
+    match shape {
+        Shape::Pill => ("oval", ""),
+        Shape::Framed | Shape::Subprocess => ("box", ", peripheries=2"),
+        Shape::Hexagon => ("diamond", ""),
+        Shape::Wait => ("box", ", style=\"filled,rounded\""),
+        Shape::Alarm => ("box", ", penwidth=2.5"),
+        Shape::Stack => ("box3d", ""),
+        Shape::Square => ("component", ""),
+        Shape::Rounded => ("cds", ""),
+        Shape::Box => ("box", ""),
+    }
 }
 
 /// A DOT quoted string: `"` and `\` escaped, line breaks as `\n` (centred lines).

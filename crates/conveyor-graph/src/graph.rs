@@ -1,126 +1,9 @@
-//! The drawing's view of a process: nodes with their visual class, and edges with their
-//! style, taken from `Node::edges()`. Shared by every output format.
+//! The drawing's view of a process: nodes with their look (each kind's own, from
+//! `Kind::look`), and edges with their style, taken from `Node::edges()`. Shared by every
+//! output format.
 
-use conveyor_model::{DurationSpec, FinalStatus, LimitAt, Node, NodeKind, Process};
+use conveyor_model::{DurationSpec, LimitAt, Look, Node, Process};
 use serde::Serialize;
-
-/// How a node is drawn: its kind, with finals split by status.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum NodeClass {
-    Start,
-    FinalSuccess,
-    FinalError,
-    Condition,
-    Delay,
-    WaitCallback,
-    Code,
-    ApiCall,
-    Escalation,
-    SetParam,
-    CopyTask,
-    ModifyTask,
-    Sum,
-    CallProcess,
-    Reply,
-    Queue,
-    GetTask,
-}
-
-impl NodeClass {
-    pub fn of(kind: &NodeKind) -> NodeClass {
-        match kind {
-            NodeKind::Start { .. } => NodeClass::Start,
-            NodeKind::Final {
-                status: FinalStatus::Success,
-                ..
-            } => NodeClass::FinalSuccess,
-            NodeKind::Final {
-                status: FinalStatus::Error,
-                ..
-            } => NodeClass::FinalError,
-            NodeKind::Condition { .. } => NodeClass::Condition,
-            NodeKind::Delay { .. } => NodeClass::Delay,
-            NodeKind::WaitCallback { .. } => NodeClass::WaitCallback,
-            NodeKind::ApiCall(_) => NodeClass::ApiCall,
-            NodeKind::Escalation { .. } => NodeClass::Escalation,
-            NodeKind::SetParam { .. } => NodeClass::SetParam,
-            NodeKind::CopyTask { .. } => NodeClass::CopyTask,
-            NodeKind::ModifyTask { .. } => NodeClass::ModifyTask,
-            NodeKind::Sum { .. } => NodeClass::Sum,
-            NodeKind::CallProcess { .. } => NodeClass::CallProcess,
-            NodeKind::Reply { .. } => NodeClass::Reply,
-            NodeKind::Code(_) => NodeClass::Code,
-            NodeKind::Queue { .. } => NodeClass::Queue,
-            NodeKind::GetTask { .. } => NodeClass::GetTask,
-        }
-    }
-
-    /// The class name used in SVG `class` attributes, DOT and Mermaid.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            NodeClass::Start => "start",
-            NodeClass::FinalSuccess => "final_success",
-            NodeClass::FinalError => "final_error",
-            NodeClass::Condition => "condition",
-            NodeClass::Delay => "delay",
-            NodeClass::WaitCallback => "wait_callback",
-            NodeClass::ApiCall => "api_call",
-            NodeClass::Escalation => "escalation",
-            NodeClass::SetParam => "set_param",
-            NodeClass::CopyTask => "copy_task",
-            NodeClass::ModifyTask => "modify_task",
-            NodeClass::Sum => "sum",
-            NodeClass::CallProcess => "call_process",
-            NodeClass::Reply => "reply",
-            NodeClass::Code => "code",
-            NodeClass::Queue => "queue",
-            NodeClass::GetTask => "get_task",
-        }
-    }
-
-    /// The kind as shown on the node: the `type:` name, finals with their status.
-    pub fn kind_text(self) -> &'static str {
-        match self {
-            NodeClass::FinalSuccess => "final · success",
-            NodeClass::FinalError => "final · error",
-            other => other.as_str(),
-        }
-    }
-
-    /// Fill, border and text colour of the kind.
-    pub fn palette(self) -> Palette {
-        let (fill, stroke, ink) = match self {
-            NodeClass::Start => ("#d1fae5", "#059669", "#065f46"),
-            NodeClass::FinalSuccess => ("#bbf7d0", "#15803d", "#14532d"),
-            NodeClass::FinalError => ("#fecaca", "#b91c1c", "#7f1d1d"),
-            NodeClass::Condition => ("#e0e7ff", "#4f46e5", "#312e81"),
-            NodeClass::Delay | NodeClass::WaitCallback | NodeClass::Queue => {
-                ("#f3e8ff", "#7e22ce", "#581c87")
-            }
-            NodeClass::ApiCall => ("#dbeafe", "#1d4ed8", "#1e3a8a"),
-            NodeClass::Escalation => ("#fde68a", "#dc2626", "#7c2d12"),
-            NodeClass::SetParam => ("#f1f5f9", "#475569", "#1e293b"),
-            NodeClass::CopyTask => ("#ccfbf1", "#0f766e", "#134e4a"),
-            NodeClass::ModifyTask | NodeClass::Sum | NodeClass::GetTask => {
-                ("#cffafe", "#0e7490", "#164e63")
-            }
-            NodeClass::CallProcess => ("#e0f2fe", "#0369a1", "#0c4a6e"),
-            NodeClass::Reply => ("#fce7f3", "#be185d", "#831843"),
-            NodeClass::Code => ("#fef9c3", "#a16207", "#713f12"),
-        };
-        Palette { fill, stroke, ink }
-    }
-}
-
-/// Colours of one node kind.
-#[derive(Debug, Clone, Copy)]
-pub struct Palette {
-    pub fill: &'static str,
-    pub stroke: &'static str,
-    /// Text colour for the kind line.
-    pub ink: &'static str,
-}
 
 /// How an edge is drawn.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
@@ -193,7 +76,7 @@ impl EdgeKind {
 pub struct GraphNode<'a> {
     pub id: &'a str,
     pub node: &'a Node,
-    pub class: NodeClass,
+    pub look: Look,
 }
 
 /// An edge as drawn, between node indexes.
@@ -221,7 +104,7 @@ impl<'a> Graph<'a> {
             .map(|(id, node)| GraphNode {
                 id: id.as_str(),
                 node,
-                class: NodeClass::of(&node.kind),
+                look: node.kind.as_kind().look(),
             })
             .collect();
         let mut edges = Vec::new();

@@ -18,10 +18,10 @@
 //! points: straight where two points share an x or a y (with rounded corners), otherwise a
 //! cubic curve with vertical tangents.
 
-use conveyor_model::Process;
+use conveyor_model::{Look, Process, Shape};
 use serde::Serialize;
 
-use crate::graph::{EdgeKind, Graph, NodeClass};
+use crate::graph::{EdgeKind, Graph};
 use crate::text::{Font, num, shorten, text_width, wrap};
 
 /// Sizes of the node text, shared with the SVG writer.
@@ -147,8 +147,11 @@ pub struct NodeBox {
     pub id: String,
     /// The `type:` name (`api_call`, `final`, …).
     pub kind: &'static str,
-    /// How it is drawn (finals split by status).
-    pub class: NodeClass,
+    /// Its look's class: the kind, finals split by status (`final_success`).
+    pub class: &'static str,
+    /// How it is drawn (the kind's [`Look`]).
+    #[serde(skip)]
+    pub look: Look,
     pub title: Option<String>,
     /// Layer, 0 for start.
     pub layer: usize,
@@ -330,8 +333,8 @@ impl<'g, 'a> Builder<'g, 'a> {
     /// Node sizes from their text; edge label widths.
     fn measure(&mut self) {
         for node in &self.graph.nodes {
-            let class = node.class;
-            let kind = class.kind_text().to_string();
+            let look = node.look;
+            let kind = look.label.to_string();
             let id = shorten(node.id, MAX_TEXT, ID_SIZE, Font::Mono);
             let title = match &node.node.title {
                 Some(title) => wrap(title, MAX_TEXT, TITLE_SIZE, Font::Sans, 2),
@@ -340,7 +343,7 @@ impl<'g, 'a> Builder<'g, 'a> {
             let mut text_w = text_width(&kind, KIND_SIZE, Font::Sans)
                 .max(text_width(&id, ID_SIZE, Font::Mono))
                 // Waiting kinds and escalations show an icon before the kind.
-                + if has_icon(class) { 16.0 } else { 0.0 };
+                + if look.icon.is_some() { 16.0 } else { 0.0 };
             for line in &title {
                 text_w = text_w.max(text_width(line, TITLE_SIZE, Font::Sans));
             }
@@ -354,20 +357,19 @@ impl<'g, 'a> Builder<'g, 'a> {
                 + TITLE_LINE * title.len() as f64
                 + if self.counters { COUNT_LINE } else { 0.0 }
                 + PAD_BOTTOM;
-            match class {
-                NodeClass::Condition => width += 2.0 * HEX,
-                NodeClass::Delay | NodeClass::WaitCallback | NodeClass::Queue => width += 12.0,
-                NodeClass::Start => width += 16.0,
-                NodeClass::CopyTask => {
+            match look.shape {
+                Shape::Hexagon => width += 2.0 * HEX,
+                Shape::Wait => width += 12.0,
+                Shape::Pill | Shape::Subprocess => width += 16.0,
+                Shape::Stack => {
                     width += STACK;
                     height += STACK;
                 }
-                NodeClass::FinalSuccess | NodeClass::FinalError => {
+                Shape::Framed => {
                     width += 6.0;
                     height += 4.0;
                 }
-                NodeClass::CallProcess => width += 16.0,
-                _ => {}
+                Shape::Alarm | Shape::Square | Shape::Rounded | Shape::Box => {}
             }
             self.sizes.push((width.ceil(), height.ceil()));
             self.texts.push((kind, id, title));
@@ -792,8 +794,8 @@ impl<'g, 'a> Builder<'g, 'a> {
         let mut end_port = vec![Point { x: 0.0, y: 0.0 }; edge_count];
         for v in 0..n {
             let rect = rects[v];
-            let class = self.graph.nodes[v].class;
-            let inset = if class == NodeClass::Condition {
+            let shape = self.graph.nodes[v].look.shape;
+            let inset = if shape == Shape::Hexagon {
                 HEX + 6.0
             } else {
                 10.0
@@ -816,7 +818,7 @@ impl<'g, 'a> Builder<'g, 'a> {
             let count = right_out[v].len() + right_in[v].len();
             let ys = spread(count, rect.center_y(), rect.height - 16.0);
             for (k, y) in ys.into_iter().enumerate() {
-                let x = border_right(class, rect, y);
+                let x = border_right(shape, rect, y);
                 if let Some(&(_, e)) = right_out[v].get(k) {
                     start_port[e] = Point { x, y };
                 } else if let Some(&(_, e)) = right_in[v].get(k - right_out[v].len()) {
@@ -885,7 +887,7 @@ impl<'g, 'a> Builder<'g, 'a> {
                 }
                 Route::Loop => {
                     let rect = rects[edge.from];
-                    let class = self.graph.nodes[edge.from].class;
+                    let shape = self.graph.nodes[edge.from].look.shape;
                     let k = loops[edge.from].iter().position(|&l| l == e).unwrap_or(0);
                     let reach = LOOP_OUT + 8.0 * k as f64;
                     let y0 = rect.center_y() - 9.0 - 3.0 * k as f64;
@@ -893,13 +895,13 @@ impl<'g, 'a> Builder<'g, 'a> {
                     let out_x = rect.x - reach;
                     let points = vec![
                         Point {
-                            x: border_left(class, rect, y0),
+                            x: border_left(shape, rect, y0),
                             y: y0,
                         },
                         Point { x: out_x, y: y0 },
                         Point { x: out_x, y: y1 },
                         Point {
-                            x: border_left(class, rect, y1),
+                            x: border_left(shape, rect, y1),
                             y: y1,
                         },
                     ];
@@ -960,7 +962,8 @@ impl<'g, 'a> Builder<'g, 'a> {
                 NodeBox {
                     id: node.id.to_string(),
                     kind: node.node.kind.name(),
-                    class: node.class,
+                    class: node.look.class,
+                    look: node.look,
                     title: node.node.title.clone(),
                     layer: self.layer[i],
                     x: rect.x,
@@ -992,14 +995,6 @@ fn gap(a: &Item, b: &Item) -> f64 {
         (false, false) => LINE_GAP,
         _ => EDGE_GAP,
     }
-}
-
-/// Whether the kind line of a node has an icon before it.
-pub(crate) fn has_icon(class: NodeClass) -> bool {
-    matches!(
-        class,
-        NodeClass::Delay | NodeClass::WaitCallback | NodeClass::Escalation
-    )
 }
 
 /// Sets `pos[item]` to the item's index in its rank.
@@ -1050,28 +1045,28 @@ fn spread(count: usize, center: f64, length: f64) -> Vec<f64> {
 }
 
 /// The x of a node's right border at height `y` (shapes with slanted or round sides).
-pub(crate) fn border_right(class: NodeClass, rect: Rect, y: f64) -> f64 {
+pub(crate) fn border_right(shape: Shape, rect: Rect, y: f64) -> f64 {
     let dy = (y - rect.center_y()).abs();
     let half = rect.height / 2.0;
-    match class {
-        NodeClass::Condition => rect.right() - HEX * (dy / half).min(1.0),
-        NodeClass::Delay | NodeClass::WaitCallback | NodeClass::Start => {
-            let r = round_radius(class, rect);
+    match shape {
+        Shape::Hexagon => rect.right() - HEX * (dy / half).min(1.0),
+        Shape::Wait | Shape::Pill => {
+            let r = round_radius(shape, rect);
             rect.right() - r + round_offset(r, dy - (half - r))
         }
-        NodeClass::CopyTask => rect.right() - STACK,
+        Shape::Stack => rect.right() - STACK,
         _ => rect.right(),
     }
 }
 
 /// The x of a node's left border at height `y`.
-pub(crate) fn border_left(class: NodeClass, rect: Rect, y: f64) -> f64 {
+pub(crate) fn border_left(shape: Shape, rect: Rect, y: f64) -> f64 {
     let dy = (y - rect.center_y()).abs();
     let half = rect.height / 2.0;
-    match class {
-        NodeClass::Condition => rect.x + HEX * (dy / half).min(1.0),
-        NodeClass::Start => {
-            let r = round_radius(class, rect);
+    match shape {
+        Shape::Hexagon => rect.x + HEX * (dy / half).min(1.0),
+        Shape::Pill => {
+            let r = round_radius(shape, rect);
             rect.x + r - round_offset(r, dy - (half - r))
         }
         _ => rect.x,
@@ -1079,9 +1074,9 @@ pub(crate) fn border_left(class: NodeClass, rect: Rect, y: f64) -> f64 {
 }
 
 /// Radius of the round ends of start (both) and waiting nodes (right).
-pub(crate) fn round_radius(class: NodeClass, rect: Rect) -> f64 {
-    match class {
-        NodeClass::Start => rect.height / 2.0,
+pub(crate) fn round_radius(shape: Shape, rect: Rect) -> f64 {
+    match shape {
+        Shape::Pill => rect.height / 2.0,
         _ => (rect.height / 2.0).min(22.0),
     }
 }

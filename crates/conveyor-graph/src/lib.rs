@@ -15,12 +15,14 @@
 //!
 //! # Layout
 //!
-//! - `graph.rs` — a process as nodes with a visual class and styled edges, shared by
-//!   every format;
+//! - `graph.rs` — a process as nodes with their look (each kind's [`Look`]: class, label,
+//!   [`Shape`], icon, colours) and styled edges, shared by every format; the formats draw
+//!   shapes, never match over node kinds;
 //! - `layout.rs` — the layered (Sugiyama-style) layout, top to bottom;
 //! - `dot.rs`, `mermaid.rs`, `svg.rs` — one output format each;
 //! - `text.rs` — XML escaping, text width estimates, wrapping and shortening;
-//! - `tests.rs` — every shipped process in every format, a generated 100-node process.
+//! - `tests.rs` — every shipped process and `every_kind.yaml` (each node kind once) in
+//!   every format, a generated 100-node process.
 
 mod dot;
 mod graph;
@@ -35,8 +37,9 @@ mod tests;
 use std::collections::HashMap;
 
 pub use conveyor_model::Process;
+pub use conveyor_model::{Icon, Look, Palette, Shape};
 pub use dot::dot;
-pub use graph::{EdgeKind, NodeClass};
+pub use graph::EdgeKind;
 pub use layout::{EdgeRoute, Layout, NodeBox, Point, Rect, layout};
 pub use mermaid::mermaid;
 pub use svg::svg;

@@ -2,10 +2,10 @@
 
 use std::fmt::Write;
 
-use conveyor_model::Process;
+use conveyor_model::{Look, Process, Shape};
 
 use crate::Counts;
-use crate::graph::{EdgeKind, Graph, NodeClass, count_text};
+use crate::graph::{EdgeKind, Graph, count_text};
 
 /// Renders the process as a Mermaid `flowchart TD`.
 ///
@@ -19,7 +19,7 @@ pub fn mermaid(process: &Process, counts: Option<&Counts>) -> String {
         let mut label = format!(
             "<b>{}</b><br/><i>{}</i>",
             escape(node.id),
-            escape(node.class.kind_text())
+            escape(node.look.label)
         );
         if let Some(title) = &node.node.title {
             let _ = write!(label, "<br/>{}", escape(title));
@@ -28,18 +28,7 @@ pub fn mermaid(process: &Process, counts: Option<&Counts>) -> String {
             let (now, total) = counts.get(node.id).copied().unwrap_or((0, 0));
             let _ = write!(label, "<br/><b>{}</b>", escape(&count_text(now, total)));
         }
-        let (open, close) = match node.class {
-            NodeClass::Start => ("([", "])"),
-            NodeClass::FinalSuccess | NodeClass::FinalError => ("(((", ")))"),
-            NodeClass::Condition => ("{", "}"),
-            NodeClass::Delay | NodeClass::WaitCallback | NodeClass::Queue => (">", "]"),
-            NodeClass::Escalation => ("{{", "}}"),
-            NodeClass::CallProcess => ("[[", "]]"),
-            NodeClass::CopyTask => ("[/", "/]"),
-            NodeClass::ModifyTask | NodeClass::Sum | NodeClass::GetTask => ("[\\", "\\]"),
-            NodeClass::Reply => ("(", ")"),
-            NodeClass::ApiCall | NodeClass::SetParam | NodeClass::Code => ("[", "]"),
-        };
+        let (open, close) = brackets(node.look.shape);
         let _ = writeln!(out, "    n{i}{open}\"{label}\"{close}");
     }
     for edge in &graph.edges {
@@ -56,15 +45,15 @@ pub fn mermaid(process: &Process, counts: Option<&Counts>) -> String {
         );
     }
     // Colours per kind of node, then per kind of edge (by the edge's index).
-    let mut classes: Vec<NodeClass> = Vec::new();
+    let mut classes: Vec<Look> = Vec::new();
     for node in &graph.nodes {
-        if !classes.contains(&node.class) {
-            classes.push(node.class);
+        if !classes.iter().any(|c| c.class == node.look.class) {
+            classes.push(node.look);
         }
     }
     for class in &classes {
-        let p = class.palette();
-        let width = if *class == NodeClass::Escalation {
+        let p = class.palette;
+        let width = if class.shape == Shape::Alarm {
             "3px"
         } else {
             "1.5px"
@@ -72,9 +61,7 @@ pub fn mermaid(process: &Process, counts: Option<&Counts>) -> String {
         let _ = writeln!(
             out,
             "    classDef {} fill:{},stroke:{},stroke-width:{width},color:#0f172a",
-            class.as_str(),
-            p.fill,
-            p.stroke
+            class.class, p.fill, p.stroke
         );
     }
     for class in &classes {
@@ -82,10 +69,10 @@ pub fn mermaid(process: &Process, counts: Option<&Counts>) -> String {
             .nodes
             .iter()
             .enumerate()
-            .filter(|(_, n)| n.class == *class)
+            .filter(|(_, n)| n.look.class == class.class)
             .map(|(i, _)| format!("n{i}"))
             .collect();
-        let _ = writeln!(out, "    class {} {}", ids.join(","), class.as_str());
+        let _ = writeln!(out, "    class {} {}", ids.join(","), class.class);
     }
     for (i, edge) in graph.edges.iter().enumerate() {
         let dash = match edge.kind {
@@ -100,6 +87,22 @@ pub fn mermaid(process: &Process, counts: Option<&Counts>) -> String {
         );
     }
     out
+}
+
+/// Mermaid's brackets for a [`Shape`].
+fn brackets(shape: Shape) -> (&'static str, &'static str) {
+    match shape {
+        Shape::Pill => ("([", "])"),
+        Shape::Framed => ("(((", ")))"),
+        Shape::Hexagon => ("{", "}"),
+        Shape::Wait => (">", "]"),
+        Shape::Alarm => ("{{", "}}"),
+        Shape::Subprocess => ("[[", "]]"),
+        Shape::Stack => ("[/", "/]"),
+        Shape::Square => ("[\\", "\\]"),
+        Shape::Rounded => ("(", ")"),
+        Shape::Box => ("[", "]"),
+    }
 }
 
 /// Escapes text inside a quoted Mermaid label with its entity codes: quotes, markup and

@@ -7,12 +7,12 @@
 
 use std::fmt::Write;
 
-use conveyor_model::Process;
+use conveyor_model::{Icon, Process, Shape};
 
 use crate::Counts;
-use crate::graph::{EdgeKind, NodeClass, count_text};
+use crate::graph::{EdgeKind, count_text};
 use crate::layout::metrics::*;
-use crate::layout::{Layout, NodeBox, has_icon, layout, round_radius};
+use crate::layout::{Layout, NodeBox, layout, round_radius};
 use crate::text::{Font, num, text_width, xml_escape};
 
 /// Height of the title bar above the graph.
@@ -177,17 +177,16 @@ fn write_node(
     description: Option<&str>,
     counts: Option<&Counts>,
 ) {
-    let class = node.class;
-    let palette = class.palette();
+    let look = node.look;
+    let palette = look.palette;
     let id = xml_escape(&node.id);
     let _ = write!(
         out,
         r#"<g class="node {}" data-node="{id}" data-kind="{}">"#,
-        class.as_str(),
-        node.kind
+        look.class, node.kind
     );
     // Tooltip: id, kind, full title and description, counts.
-    let mut tooltip = format!("{} ({})", node.id, class.kind_text());
+    let mut tooltip = format!("{} ({})", node.id, look.label);
     if let Some(title) = &node.title {
         tooltip.push_str(": ");
         tooltip.push_str(title);
@@ -214,11 +213,11 @@ fn write_node(
     // Kind, with an icon for waiting kinds and escalations.
     let kind_w = text_width(&node.kind_text, KIND_SIZE, Font::Sans);
     let mut kind_x = cx;
-    if has_icon(class) {
+    if let Some(icon) = look.icon {
         let start = cx - (kind_w + 16.0) / 2.0;
         let icon_x = start + 6.0;
         let icon_y = y + KIND_LINE / 2.0;
-        write_icon(out, class, icon_x, icon_y, palette.ink);
+        write_icon(out, icon, icon_x, icon_y, palette.ink);
         kind_x = start + 16.0 + kind_w / 2.0;
     }
     let _ = write!(
@@ -268,7 +267,7 @@ fn write_node(
 
 /// Draws the node's shape; returns the text area as (centre x, top, height).
 fn write_shape(out: &mut String, node: &NodeBox) -> (f64, f64, f64) {
-    let p = node.class.palette();
+    let p = node.look.palette;
     let (x, y, w, h) = (node.x, node.y, node.width, node.height);
     let style = |width: f64| {
         format!(
@@ -290,12 +289,12 @@ fn write_shape(out: &mut String, node: &NodeBox) -> (f64, f64, f64) {
             style(width)
         );
     };
-    match node.class {
-        NodeClass::Start => {
+    match node.look.shape {
+        Shape::Pill => {
             rect(out, x, y, w, h, h / 2.0, 1.6);
             (x + w / 2.0, y, h)
         }
-        NodeClass::FinalSuccess | NodeClass::FinalError => {
+        Shape::Framed => {
             // A double border: the end of the line.
             rect(out, x, y, w, h, 9.0, 1.6);
             let _ = write!(
@@ -309,7 +308,7 @@ fn write_shape(out: &mut String, node: &NodeBox) -> (f64, f64, f64) {
             );
             (x + w / 2.0, y, h)
         }
-        NodeClass::Condition => {
+        Shape::Hexagon => {
             // A diamond stretched to hold its text: pointed left and right.
             let cy = y + h / 2.0;
             let points = [
@@ -332,9 +331,9 @@ fn write_shape(out: &mut String, node: &NodeBox) -> (f64, f64, f64) {
             );
             (x + w / 2.0, y, h)
         }
-        NodeClass::Delay | NodeClass::WaitCallback | NodeClass::Queue => {
+        Shape::Wait => {
             // The flowchart "delay" shape: flat left, round right.
-            let r = round_radius(node.class, node.rect());
+            let r = round_radius(Shape::Wait, node.rect());
             let _ = write!(
                 out,
                 r#"<path class="shape" d="M{x0},{y0} H{a} A{r},{r} 0 0 1 {x1},{b} V{c} A{r},{r} 0 0 1 {a},{y1} H{x0} Z" {s}/>"#,
@@ -350,17 +349,17 @@ fn write_shape(out: &mut String, node: &NodeBox) -> (f64, f64, f64) {
             );
             (x + (w - 8.0) / 2.0, y, h)
         }
-        NodeClass::Escalation => {
+        Shape::Alarm => {
             rect(out, x, y, w, h, 6.0, 2.6);
             (x + w / 2.0, y, h)
         }
-        NodeClass::CopyTask => {
+        Shape::Stack => {
             // Two sheets: a copy goes out.
             rect(out, x + STACK, y + STACK, w - STACK, h - STACK, 5.0, 1.2);
             rect(out, x, y, w - STACK, h - STACK, 5.0, 1.4);
             (x + (w - STACK) / 2.0, y, h - STACK)
         }
-        NodeClass::CallProcess => {
+        Shape::Subprocess => {
             // The flowchart "predefined process" shape: bars inside both sides.
             rect(out, x, y, w, h, 3.0, 1.4);
             for bar in [x + 7.0, x + w - 7.0] {
@@ -375,15 +374,15 @@ fn write_shape(out: &mut String, node: &NodeBox) -> (f64, f64, f64) {
             }
             (x + w / 2.0, y, h)
         }
-        NodeClass::ModifyTask | NodeClass::Sum | NodeClass::GetTask => {
+        Shape::Square => {
             rect(out, x, y, w, h, 2.0, 1.4);
             (x + w / 2.0, y, h)
         }
-        NodeClass::Reply => {
+        Shape::Rounded => {
             rect(out, x, y, w, h, 14.0, 1.4);
             (x + w / 2.0, y, h)
         }
-        NodeClass::ApiCall | NodeClass::SetParam | NodeClass::Code => {
+        Shape::Box => {
             rect(out, x, y, w, h, 6.0, 1.4);
             (x + w / 2.0, y, h)
         }
@@ -391,9 +390,9 @@ fn write_shape(out: &mut String, node: &NodeBox) -> (f64, f64, f64) {
 }
 
 /// A clock for waiting kinds; a warning triangle for escalations.
-fn write_icon(out: &mut String, class: NodeClass, x: f64, y: f64, ink: &str) {
-    if class == NodeClass::Escalation {
-        let _ = write!(
+fn write_icon(out: &mut String, icon: Icon, x: f64, y: f64, ink: &str) {
+    match icon {
+        Icon::Warning => write!(
             out,
             r##"<path class="icon" d="M{},{} L{},{} L{},{} Z" fill="#dc2626"/><text x="{}" y="{}" text-anchor="middle" font-size="8" font-weight="bold" fill="#ffffff">!</text>"##,
             num(x),
@@ -404,9 +403,8 @@ fn write_icon(out: &mut String, class: NodeClass, x: f64, y: f64, ink: &str) {
             num(y + 5.0),
             num(x),
             num(y + 4.0)
-        );
-    } else {
-        let _ = write!(
+        ),
+        Icon::Clock => write!(
             out,
             r#"<g class="icon" fill="none" stroke="{ink}" stroke-width="1.2"><circle cx="{}" cy="{}" r="5"/><path d="M{},{} V{} H{}"/></g>"#,
             num(x),
@@ -415,6 +413,7 @@ fn write_icon(out: &mut String, class: NodeClass, x: f64, y: f64, ink: &str) {
             num(y - 3.0),
             num(y),
             num(x + 2.5)
-        );
+        ),
     }
+    .unwrap_or_default();
 }

@@ -1,5 +1,6 @@
-//! Renders every shipped process in every format and checks the output; lays out a
-//! generated 100-node process; checks escaping and odd shapes of graphs.
+//! Renders every shipped process, and a process with every node kind, in every format
+//! and checks the output; lays out a generated 100-node process; checks escaping and
+//! odd shapes of graphs.
 
 use std::collections::HashMap;
 use std::fmt::Write;
@@ -49,11 +50,47 @@ fn parse(file: &str, source: &str) -> Process {
         .unwrap_or_else(|| panic!("{file} does not check: {errors:#?}"))
 }
 
+/// Every node kind once (both finals), so that every kind's look is drawn.
+const EVERY_KIND: &str = include_str!("every_kind.yaml");
+
+/// The shipped processes and the one with every kind.
 fn shipped() -> Vec<(&'static str, Process)> {
     SHIPPED
         .iter()
+        .chain([&("every_kind.yaml", EVERY_KIND)])
         .map(|(file, source)| (*file, parse(file, source)))
         .collect()
+}
+
+/// Each node is drawn as its kind says (its look's class, its `type:` name), and the
+/// fixture keeps up with the kinds there are.
+#[test]
+fn every_kind_is_drawn_with_its_look() {
+    let process = parse("every_kind.yaml", EVERY_KIND);
+    let kinds: Vec<&str> = process.nodes.values().map(|n| n.kind.name()).collect();
+    for name in conveyor_model::NODE_KINDS {
+        assert!(kinds.contains(name), "every_kind.yaml has no `{name}` node");
+    }
+    let doc = svg(&process, None);
+    let elements = check_svg(&process, &doc);
+    let dot_text = dot(&process, None);
+    let mermaid_text = mermaid(&process, None);
+    let mut shapes = std::collections::HashSet::new();
+    for (id, node) in &process.nodes {
+        let look = node.kind.as_kind().look();
+        shapes.insert(look.shape);
+        let group = elements
+            .iter()
+            .find(|e| e.attr("data-node") == Some(id.as_str()))
+            .unwrap_or_else(|| panic!("no group for {id}"));
+        let class = format!("node {}", look.class);
+        assert_eq!(group.attr("class"), Some(class.as_str()));
+        assert_eq!(group.attr("data-kind"), Some(node.kind.name()));
+        let label = format!("\"{id}\" [label=\"{id}\\n{}", look.label);
+        assert!(dot_text.contains(&label), "{label}\n{dot_text}");
+        assert!(mermaid_text.contains(&format!("classDef {} ", look.class)));
+    }
+    assert_eq!(shapes.len(), 10, "every shape is drawn: {shapes:?}");
 }
 
 // ---------------------------------------------------------------------------------------

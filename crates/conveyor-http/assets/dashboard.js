@@ -211,7 +211,10 @@ function describe(h) {
     case "waiting": return h.until ? `(${h.reason}) until ${time(h.until)}` : `(${h.reason})`;
     case "finished": return h.status;
     case "copied": return `task ${h.task} in process ${h.process}`;
-    case "recovered": return h.action === "retry" ? `${h.source} retried ${h.to}` : `${h.source} sent it to ${h.to}`;
+    case "recovered":
+      if (h.action === "retry") return `${h.source} retried ${h.to}`;
+      if (String(h.action).startsWith("step_")) return `${h.source} stepped it to ${h.to} (${h.action})`;
+      return `${h.source} sent it to ${h.to}`;
     default: return "";
   }
 }

@@ -88,6 +88,32 @@ pub(crate) async fn handle(
         Ok(parsed) => parsed,
         Err(description) => return format_error(&description),
     };
+    // An op outside the swagger's fixed values (a `node list` filter) makes the request
+    // malformed: 400, and none of its ops runs.
+    if let Some((i, mut refusal)) = ops
+        .iter()
+        .enumerate()
+        .find_map(|(i, op)| task_ops::malformed(op).map(|r| (i, r)))
+    {
+        let description = format!(
+            "op {}: {}",
+            i + 1,
+            refusal["description"].as_str().unwrap_or_default()
+        );
+        refusal["description"] = json!(description);
+        if let (Some(id), Value::Object(map)) = (ops[i].get("id"), &mut refusal) {
+            map.insert("id".into(), id.clone());
+        }
+        return (
+            StatusCode::BAD_REQUEST,
+            axum::Json(json!({
+                "request_proc": "error",
+                "description": description,
+                "ops": [refusal],
+            })),
+        )
+            .into_response();
+    }
     // A signature can be accepted until its time is `max_clock_skew_secs` behind ours.
     let expires = request_time.saturating_add(limits.max_clock_skew_secs);
     let signatures = state.clone();
@@ -361,9 +387,31 @@ nodes:
             ["create", "modify", "show", "delete"]
                 .map(Value::from)
                 .to_vec(),
-            ["", "launch", "CREATE"].map(Value::from).to_vec(),
+            [
+                "",
+                "launch",
+                "CREATE",
+                "list",
+                "step_next",
+                "step_goto",
+                "check",
+                "validate",
+                "reset",
+                "link",
+            ]
+            .map(Value::from)
+            .to_vec(),
         );
-        let obj = one_of(vec![json!("task")], vec![json!("conv"), json!("")]);
+        let obj = one_of(
+            vec![json!("task")],
+            vec![
+                json!("conv"),
+                json!(""),
+                json!("node"),
+                json!("obj_scheme"),
+                json!("task_history"),
+            ],
+        );
         let conv = one_of(
             vec![json!(process), json!(process.to_string()), json!("@p")],
             vec![
@@ -387,7 +435,31 @@ nodes:
         );
         let obj_id = one_of(
             vec![json!("1"), json!(1), json!("2")],
-            vec![json!("0"), json!("-1"), json!("abc")],
+            vec![
+                json!("0"),
+                json!("-1"),
+                json!("abc"),
+                json!("wait"),
+                json!(process),
+            ],
+        );
+        // The fields of the process and node ops.
+        let title = one_of(
+            vec![json!("A title"), json!("")],
+            vec![json!("x".repeat(300)), json!(5), json!("a\u{0}b")],
+        );
+        let filters = one_of(
+            vec![json!([{"name": "ref", "value": "r1", "fun": "eq"}])],
+            vec![
+                json!([{"name": "status", "value": "x"}]),
+                json!("ref=r1"),
+                json!([{"name": "ref", "value": {"a": 1}}]),
+                json!([]),
+            ],
+        );
+        let sort = one_of(
+            vec![json!("ASC"), json!("DESC")],
+            vec![json!("up"), json!(1)],
         );
         let text = || {
             one_of(
@@ -427,24 +499,32 @@ nodes:
             prop::option::weighted(0.8, reference),
             prop::option::weighted(0.2, obj_id),
             prop::option::weighted(0.9, data),
+            prop::option::weighted(0.2, title),
+            prop::option::weighted(0.2, filters),
+            prop::option::weighted(0.2, sort),
         )
-            .prop_map(|(kind, obj, conv, alias, reference, obj_id, data)| {
-                let mut op = Map::new();
-                for (k, v) in [
-                    ("type", kind),
-                    ("obj", obj),
-                    ("conv_id", conv),
-                    ("obj_alias", alias),
-                    ("ref", reference),
-                    ("obj_id", obj_id),
-                    ("data", data),
-                ] {
-                    if let Some(v) = v {
-                        op.insert(k.into(), v);
+            .prop_map(
+                |(kind, obj, conv, alias, reference, obj_id, data, title, filters, sort)| {
+                    let mut op = Map::new();
+                    for (k, v) in [
+                        ("type", kind),
+                        ("obj", obj),
+                        ("conv_id", conv),
+                        ("obj_alias", alias),
+                        ("ref", reference),
+                        ("obj_id", obj_id),
+                        ("data", data),
+                        ("title", title),
+                        ("filters", filters),
+                        ("sort", sort),
+                    ] {
+                        if let Some(v) = v {
+                            op.insert(k.into(), v);
+                        }
                     }
-                }
-                Value::Object(op)
-            })
+                    Value::Object(op)
+                },
+            )
     }
 
     /// An answer is `proc: ok`, or `proc: error` with a description.

@@ -10,9 +10,14 @@
 //! | `node` | `list` | the tasks in a node |
 //! | `conv` | `list` | a process's nodes with their counts |
 //! | `convs` | `list` | the processes the key may use |
+//! | `conv` | `show` | a process's own fields |
 //! | `conv` | `create`, `modify` | a new process (from a title or a scheme); a new title |
-//! | `obj_scheme` | `get` | a process as a Corezoid export |
-//! | `obj_scheme` | `create` / `upload` | a Corezoid scheme through the importer |
+//! | `node` | `show`, `modify` | a node's fields and logics; its title or description |
+//! | `obj_scheme` | `get`, `check` | a process as a Corezoid export; nothing undeployed |
+//! | `obj_scheme` | `create` / `upload`, `validate` | a Corezoid scheme through the importer |
+//!
+//! Ops Corezoid has and Conveyor does not (`conv delete`, `node reset`, …) refuse the
+//! whole request (400) with `not supported by Conveyor:` and the reason.
 //!
 //! A refusal carries the swagger's `key` and `value` when it is about one input: the
 //! field the door refused, or the param the command layer refused (by the error's
@@ -74,12 +79,16 @@ fn as_text(value: &Value) -> Value {
     }
 }
 
-const OPS: &str = "task: create, modify, show, delete, step_next, step_prev, step_goto; task_history: list; node: list; conv: list, create, modify; convs: list; obj_scheme: get, create";
+const OPS: &str = "task: create, modify, show, delete, step_next, step_prev, step_goto; task_history: list; node: list, show, modify; conv: list, show, create, modify; convs: list; obj_scheme: get, check, create (upload), validate";
 
 /// Reads one op into a [`TaskOp`]; a malformed op is answered at once. `inputs` learns
 /// where its process and task were named. Whether its key may do it is the command
 /// layer's check.
 pub(crate) fn prepare(op: Value, inputs: &mut OpInputs) -> Result<TaskOp, Value> {
+    // The door refuses the whole request for these first; an op never runs without it.
+    if let Some(refusal) = malformed(&op) {
+        return Err(refusal);
+    }
     let op = read(op, inputs)?;
     inputs.process_name = op.process().map(str::to_string);
     if let TaskOp::Create {
@@ -127,26 +136,69 @@ fn read(op: Value, inputs: &mut OpInputs) -> Result<TaskOp, Value> {
             title: text(&op, "title")?,
             description: text(&op, "description")?,
         }),
-        ("obj_scheme", "get") => {
-            if let Some(kind) = op.get("obj_type")
-                && kind != "conv"
-            {
-                return Err(refused(
-                    "obj_type",
-                    kind,
-                    "only a process (`obj_type: conv`) has a scheme here",
-                ));
-            }
-            Ok(TaskOp::Scheme {
-                process: process(&op, "obj_id", inputs)?,
+        ("conv", "show") => Ok(TaskOp::ProcessInfo {
+            process: process(&op, "obj_id", inputs)?,
+        }),
+        ("node", "show") => Ok(TaskOp::NodeShow {
+            process: process(&op, "conv_id", inputs)?,
+            node: node_id(&op)?,
+        }),
+        ("node", "modify") => {
+            let obj_type = match op.get("obj_type") {
+                None | Some(Value::Null) => None,
+                Some(Value::Number(n)) if n.as_i64().is_some() => n.as_i64(),
+                Some(other) => {
+                    return Err(refused("obj_type", other, "`obj_type` is 0, 1, 2 or 3"));
+                }
+            };
+            let list = |key: &str| match op.get(key) {
+                None | Some(Value::Null) => Ok(None),
+                Some(list @ Value::Array(_)) => Ok(Some(list.clone())),
+                Some(other) => Err(refused(key, other, format!("`{key}` is a list"))),
+            };
+            Ok(TaskOp::NodeModify {
+                process: process(&op, "conv_id", inputs)?,
+                node: node_id(&op)?,
+                change: manage::NodeChange {
+                    title: text(&op, "title")?,
+                    description: text(&op, "description")?,
+                    logics: list("logics")?,
+                    semaphors: list("semaphors")?,
+                    obj_type,
+                },
             })
         }
-        ("obj_scheme", "create" | "upload") => {
+        ("obj_scheme", "get") => Ok(TaskOp::Scheme {
+            process: process(&op, "obj_id", inputs)?,
+        }),
+        ("obj_scheme", "check") => Ok(TaskOp::SchemeCheck {
+            process: process(&op, "obj_id", inputs)?,
+        }),
+        ("obj_scheme", "create" | "upload" | "validate") => {
             let Some(scheme) = op.get("scheme") else {
                 return Err(op_error(
                     "`scheme` is required: a Corezoid export (an array of processes, or one process object)",
                 ));
             };
+            for flag in [
+                "async",
+                "with_alias",
+                "rewrite_alias",
+                "skip_root",
+                "apply_mode",
+            ] {
+                match op.get(flag) {
+                    None | Some(Value::Null | Value::Bool(_)) => {}
+                    Some(other) => {
+                        return Err(refused(flag, other, format!("`{flag}` is true or false")));
+                    }
+                }
+            }
+            if kind == "validate" {
+                return Ok(TaskOp::SchemeValidate {
+                    scheme: scheme.clone(),
+                });
+            }
             let into = match op.get("obj_id") {
                 None | Some(Value::Null) => None,
                 Some(_) => Some(process(&op, "obj_id", inputs)?),
@@ -154,6 +206,7 @@ fn read(op: Value, inputs: &mut OpInputs) -> Result<TaskOp, Value> {
             Ok(TaskOp::SchemeUpload {
                 into,
                 scheme: scheme.clone(),
+                with_alias: op.get("with_alias") != Some(&Value::Bool(false)),
             })
         }
         (_, "") => Err(op_error(format!("`type` is required ({OPS})"))),
@@ -239,7 +292,8 @@ fn branch(op: &Map<String, Value>) -> Result<bool, Value> {
     }
 }
 
-/// `node list`: `conv_id`, the node in `obj_id`, `limit` (10) and `offset` (0).
+/// `node list`: `conv_id`, the node in `obj_id`, `limit` (10), `offset` (0), `sort`
+/// and `filters` (checked by [`malformed`] before any op of the request runs).
 fn node_list(op: &Map<String, Value>, inputs: &mut OpInputs) -> Result<TaskOp, Value> {
     let process = process(op, "conv_id", inputs)?;
     let node = match op.get("obj_id") {
@@ -274,12 +328,190 @@ fn node_list(op: &Map<String, Value>, inputs: &mut OpInputs) -> Result<TaskOp, V
             format!("`limit` is from 1 to {}", manage::MAX_NODE_LIST),
         ));
     }
+    let (descending, refs) = node_order(op)?;
     Ok(TaskOp::NodeTasks {
         process,
         node,
-        limit,
-        offset: count("offset", 0)?,
+        query: manage::NodeQuery {
+            limit,
+            offset: count("offset", 0)?,
+            descending,
+            refs,
+        },
     })
+}
+
+/// The node an op names in `obj_id` (its name, or the Corezoid id it was imported with).
+fn node_id(op: &Map<String, Value>) -> Result<String, Value> {
+    match op.get("obj_id") {
+        Some(Value::String(node)) if !node.is_empty() && node.len() <= 255 => Ok(node.clone()),
+        Some(other) => Err(refused("obj_id", other, "`obj_id` names a node")),
+        None => Err(op_error("`obj_id` is required: the node")),
+    }
+}
+
+/// Why Conveyor does not do an op Corezoid's API has (`obj`, `type`, and the fields
+/// that choose what it does); `None` for an op it does, or does not know.
+fn not_supported(op: &Map<String, Value>) -> Option<String> {
+    let field = |key: &str| op.get(key).and_then(Value::as_str).unwrap_or_default();
+    let kind = field("type");
+    let why = match (field("obj"), kind) {
+        ("conv", "link") => "sharing a process (`conv link`): Conveyor has no users or groups to share it with; an API key made with `conveyor api-key create NAME --process P` reaches only its processes".to_string(),
+        ("conv", "favorite") => "favorites (`conv favorite`): Conveyor has no users to keep them for".to_string(),
+        ("conv", "delete" | "restore" | "destroy") => format!(
+            "`conv {kind}`: Conveyor does not delete processes (there is no trash to move one to or restore it from); a process stays with its tasks and history, and an API key made with `--process` reaches only the processes it names"
+        ),
+        ("node", "create" | "delete") => format!(
+            "`node {kind}`: a process's nodes are its definition, changed whole and checked before it replaces the old one (`conveyor process update`, or `obj_scheme create` with `obj_id`)"
+        ),
+        ("node", "reset") => "`node reset`: a node's counters count the tasks that entered it and are in it; the engine keeps them, and they are not set by hand".to_string(),
+        ("obj_scheme", "compare" | "merge") => format!(
+            "`obj_scheme {kind}`: Conveyor keeps no versions of a definition to compare or merge (`process update` replaces it, `obj_scheme get` gives the one in use)"
+        ),
+        ("obj_scheme", "get" | "check") if !matches!(field("obj_type"), "" | "conv") => format!(
+            "`obj_type: {}`: Conveyor has no folders, dashboards, projects or stages; a scheme is a process's (`obj_type: conv`)",
+            field("obj_type")
+        ),
+        ("obj_scheme", "create" | "upload" | "validate")
+            if op.get("async") == Some(&Value::Bool(true)) =>
+        {
+            "`async: true`: an upload runs at once here and its answer lists the processes made (there is no upload to poll later); send `async: false` or leave it out".to_string()
+        }
+        ("obj_scheme", "create" | "upload" | "validate")
+            if op.get("rewrite_alias") == Some(&Value::Bool(true)) =>
+        {
+            "`rewrite_alias: true`: an alias in use stays with its process and is not moved to an uploaded one; upload with `with_alias: false` for processes without aliases".to_string()
+        }
+        _ => return None,
+    };
+    Some(why)
+}
+
+/// The most `filters` one `node list` takes, and the longest ref one may name (bytes).
+const MAX_FILTERS: usize = 10;
+const MAX_FILTER_VALUE: usize = 1024;
+
+/// An op the request cannot be run with, answered 400 before any of its ops runs: one
+/// Corezoid has and Conveyor does not ([`not_supported`]: the client expects an effect
+/// it cannot have, so nothing of the request is done), or one whose fields break the
+/// swagger's request schema where it fixes their values (`node list`'s `sort` and
+/// `filters` are enums). The refusal says why, and names the field.
+pub(crate) fn malformed(op: &Value) -> Option<Value> {
+    let Value::Object(op) = op else {
+        return None;
+    };
+    if let Some(why) = not_supported(op) {
+        return Some(op_error(format!("not supported by Conveyor: {why}")));
+    }
+    if op.get("obj").and_then(Value::as_str) != Some("node")
+        || op.get("type").and_then(Value::as_str) != Some("list")
+    {
+        return None;
+    }
+    node_order(op).err()
+}
+
+/// `sort` (`ASC`, the default, or `DESC`) and the refs of `filters` (`[{"name": "ref",
+/// "fun": "eq", "value": "…"}]`, the swagger's only filter).
+fn node_order(op: &Map<String, Value>) -> Result<(bool, Vec<String>), Value> {
+    let descending = match op.get("sort") {
+        None | Some(Value::Null) => false,
+        Some(Value::String(s)) if s.eq_ignore_ascii_case("asc") => false,
+        Some(Value::String(s)) if s.eq_ignore_ascii_case("desc") => true,
+        Some(other) => return Err(refused("sort", other, "`sort` is `ASC` or `DESC`")),
+    };
+    let filters = match op.get("filters") {
+        None | Some(Value::Null) => return Ok((descending, Vec::new())),
+        Some(Value::Array(filters)) => filters,
+        Some(other) => {
+            return Err(refused(
+                "filters",
+                other,
+                "`filters` is a list of `{\"name\": \"ref\", \"fun\": \"eq\", \"value\": …}`",
+            ));
+        }
+    };
+    if filters.len() > MAX_FILTERS {
+        return Err(refused(
+            "filters",
+            &json!(filters.len()),
+            format!("{} filters; the limit is {MAX_FILTERS}", filters.len()),
+        ));
+    }
+    let refs = filters
+        .iter()
+        .enumerate()
+        .map(|(i, filter)| filter_ref(i, filter))
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok((descending, refs))
+}
+
+/// The ref filter `i` of a `node list` names, or why it is not one.
+fn filter_ref(i: usize, filter: &Value) -> Result<String, Value> {
+    let at = format!("filters[{i}]");
+    let Value::Object(filter) = filter else {
+        return Err(refused(
+            &at,
+            filter,
+            format!("`{at}` is an object `{{\"name\": \"ref\", \"fun\": \"eq\", \"value\": …}}`"),
+        ));
+    };
+    if let Some(key) = filter
+        .keys()
+        .find(|k| !matches!(k.as_str(), "name" | "fun" | "value"))
+    {
+        return Err(refused(
+            &format!("{at}.{key}"),
+            &filter[key],
+            format!("`{at}` has `name`, `fun` and `value` only, not `{key}`"),
+        ));
+    }
+    match filter.get("name") {
+        Some(Value::String(name)) if name == "ref" => {}
+        Some(other) => {
+            return Err(refused(
+                &format!("{at}.name"),
+                other,
+                format!("`{at}.name`: tasks in a node are filtered by `ref` only"),
+            ));
+        }
+        None => {
+            return Err(op_error(format!(
+                "`{at}.name` is required (`ref`, the only filter)"
+            )));
+        }
+    }
+    match filter.get("fun") {
+        None | Some(Value::Null) => {}
+        Some(Value::String(fun)) if fun == "eq" => {}
+        Some(other) => {
+            return Err(refused(
+                &format!("{at}.fun"),
+                other,
+                format!("`{at}.fun`: a ref is compared with `eq` only"),
+            ));
+        }
+    }
+    let value = match filter.get("value") {
+        Some(Value::String(v)) => v.clone(),
+        Some(Value::Number(n)) => n.to_string(),
+        Some(other) => {
+            return Err(refused(
+                &format!("{at}.value"),
+                other,
+                format!("`{at}.value` is the ref (a string)"),
+            ));
+        }
+        None => return Err(op_error(format!("`{at}.value` is required (the ref)"))),
+    };
+    if value.is_empty() || value.len() > MAX_FILTER_VALUE {
+        return Err(refused(
+            &format!("{at}.value"),
+            &json!(value.chars().take(64).collect::<String>()),
+            format!("`{at}.value` is a ref of 1 to {MAX_FILTER_VALUE} bytes"),
+        ));
+    }
+    Ok(value)
 }
 
 /// The process `field` names (a number, or a string id or alias).
@@ -431,6 +663,11 @@ pub(crate) fn answer(answer: OpAnswer, obj: &str) -> Value {
             "node_id": s.to,
             "node_name": s.to_title.as_deref().unwrap_or(&s.to),
             "data": s.data,
+            "prev_logic": s.debug.prev_logic,
+            "prev_semaphor": s.debug.prev_semaphor,
+            "branches": s.debug.branches,
+            "logic": s.debug.logic,
+            "history": s.debug.history,
         }),
         OpAnswer::History(h) => history(&h),
         OpAnswer::NodeTasks(n) => json!({
@@ -452,6 +689,42 @@ pub(crate) fn answer(answer: OpAnswer, obj: &str) -> Value {
             "proc": "ok",
             "obj": obj,
             "obj_id": id,
+            "version": version,
+        }),
+        OpAnswer::Checked => json!({"proc": "ok", "obj": obj}),
+        OpAnswer::ProcessInfo(info) => json!({
+            "proc": "ok",
+            "obj": "conv",
+            "obj_id": info.detail.summary.id,
+            "title": info.detail.summary.title,
+            "description": info.detail.description.clone().unwrap_or_default(),
+            "alias": info.detail.summary.alias,
+            "status": "active",
+            "conv_type": "process",
+            "version": info.detail.summary.version,
+            "size": info.detail.nodes.len(),
+            "tasks": info.detail.summary.tasks,
+            "create_time": info.created.div_euclid(1000),
+            "change_time": info.changed.div_euclid(1000),
+        }),
+        OpAnswer::Node(node) => json!({
+            "proc": "ok",
+            "obj": "node",
+            "obj_id": node.scheme.name,
+            "title": node.scheme.title,
+            "description": node.scheme.description,
+            "obj_type": node.scheme.obj_type,
+            "kind": node.kind,
+            "logics": node.scheme.logics,
+            "semaphors": node.scheme.semaphors,
+            "count": node.total,
+            "now": node.now,
+        }),
+        OpAnswer::NodeChanged { id, node, version } => json!({
+            "proc": "ok",
+            "obj": "node",
+            "conv_id": id,
+            "obj_id": node,
             "version": version,
         }),
     }

@@ -8,9 +8,14 @@
 //!
 //! # Layout
 //!
-//! - `model.rs` — the process model: what a checked process file means;
-//! - `load.rs` — from YAML text to a [`Process`]; `load/` — one module per node kind
-//!   (its fields and how it is read), listed in one table;
+//! - `model.rs` — the process model: what a checked process file means (the process,
+//!   its params and settings, a node and its edges);
+//! - `kind.rs` — [`Kind`], what a node kind says about itself, and the one list of kinds
+//!   that [`NodeKind`] and the loader's table are made from; `kind/` — one module per
+//!   kind: its struct, how it is read from YAML, and its [`Kind`] impl (edges, templates,
+//!   keys it writes);
+//! - `load.rs` — from YAML text to a [`Process`] (sections, params, the fields every
+//!   node shares; a node's own fields are its kind's to read);
 //! - `validate.rs` — checks of the process as a whole (one start, targets exist, …);
 //! - `diagnostic.rs` — problems with where they are; `positions.rs` — where each key is;
 //! - `duration.rs` — durations as written in process files;
@@ -20,6 +25,7 @@ mod diagnostic;
 mod duration;
 #[cfg(test)]
 mod fuzz_tests;
+mod kind;
 mod load;
 mod model;
 mod positions;
@@ -28,6 +34,7 @@ mod validate;
 
 pub use diagnostic::{Diagnostic, Severity};
 pub use duration::{DurationSpec, MAX_DURATION, format_duration, parse_duration};
+pub use kind::*;
 pub use load::compile_regex;
 pub use model::*;
 

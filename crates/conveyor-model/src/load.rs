@@ -6,8 +6,7 @@
 
 use std::time::Duration;
 
-use conveyor_template::body::{BodyTemplate, Escape};
-use conveyor_template::{Path, Template, ValueTemplate};
+use conveyor_template::{Template, ValueTemplate};
 use indexmap::IndexMap;
 use regex::{Regex, RegexBuilder};
 use serde::Deserialize;
@@ -16,6 +15,7 @@ use serde_json::Value;
 
 use crate::diagnostic::{Diagnostic, Severity, did_you_mean};
 use crate::duration::{DurationSpec, parse_duration};
+use crate::kind::{NODE_KINDS, load_kind};
 use crate::model::*;
 use crate::positions::Positions;
 
@@ -33,59 +33,6 @@ const TOP_KEYS: [&str; 9] = [
     "authorize",
     "nodes",
 ];
-
-// One module per node kind (in `load/`): its fields as written and how they are read.
-// A new kind is one module and one line in `KINDS`.
-mod api_call;
-mod call_process;
-mod code;
-mod condition;
-mod copy_task;
-mod delay;
-mod escalation;
-mod final_node;
-mod get_task;
-mod modify_task;
-mod queue;
-mod reply;
-mod set_param;
-mod start;
-mod sum;
-mod wait_callback;
-
-/// How a node kind's fields are read (everything but `type`, `title`, `description`,
-/// `timeout` and `keep_timeout`, which every kind shares).
-type KindLoader = fn(&mut Loader<'_>, &str, serde_yaml::Value) -> Option<NodeKind>;
-
-/// Every node kind: its name in `type:` and its loader, in the order the docs list them.
-const KINDS: [(&str, KindLoader); 16] = [
-    ("start", start::load),
-    ("final", final_node::load),
-    ("condition", condition::load),
-    ("set_param", set_param::load),
-    ("delay", delay::load),
-    ("api_call", api_call::load),
-    ("escalation", escalation::load),
-    ("copy_task", copy_task::load),
-    ("modify_task", modify_task::load),
-    ("sum", sum::load),
-    ("call_process", call_process::load),
-    ("reply", reply::load),
-    ("wait_callback", wait_callback::load),
-    ("code", code::load),
-    ("queue", queue::load),
-    ("get_task", get_task::load),
-];
-
-pub(crate) const NODE_KINDS: [&str; KINDS.len()] = {
-    let mut names = [""; KINDS.len()];
-    let mut i = 0;
-    while i < KINDS.len() {
-        names[i] = KINDS[i].0;
-        i += 1;
-    }
-    names
-};
 
 pub(crate) struct Loader<'a> {
     pub file: &'a str,
@@ -128,7 +75,7 @@ impl Loader<'_> {
     }
 
     /// Reads `value` as `T`, reporting a failure with the path of the field at fault.
-    fn read<T: DeserializeOwned>(
+    pub(crate) fn read<T: DeserializeOwned>(
         &mut self,
         node: Option<&str>,
         base: &str,
@@ -155,7 +102,12 @@ impl Loader<'_> {
         }
     }
 
-    fn template(&mut self, node: Option<&str>, field: &str, text: &str) -> Option<Template> {
+    pub(crate) fn template(
+        &mut self,
+        node: Option<&str>,
+        field: &str,
+        text: &str,
+    ) -> Option<Template> {
         match Template::parse(text) {
             Ok(t) => Some(t),
             Err(e) => {
@@ -169,7 +121,7 @@ impl Loader<'_> {
         }
     }
 
-    fn value_template(
+    pub(crate) fn value_template(
         &mut self,
         node: Option<&str>,
         field: &str,
@@ -188,7 +140,12 @@ impl Loader<'_> {
         }
     }
 
-    fn duration(&mut self, node: Option<&str>, field: &str, value: &Value) -> Option<DurationSpec> {
+    pub(crate) fn duration(
+        &mut self,
+        node: Option<&str>,
+        field: &str,
+        value: &Value,
+    ) -> Option<DurationSpec> {
         match duration_spec(value) {
             Ok(d) => Some(d),
             Err(message) => {
@@ -198,7 +155,12 @@ impl Loader<'_> {
         }
     }
 
-    fn regex(&mut self, node: Option<&str>, field: &str, pattern: &str) -> Option<Regex> {
+    pub(crate) fn regex(
+        &mut self,
+        node: Option<&str>,
+        field: &str,
+        pattern: &str,
+    ) -> Option<Regex> {
         match compile_regex(pattern) {
             Ok(r) => Some(r),
             Err(message) => {
@@ -231,7 +193,7 @@ pub fn compile_regex(pattern: &str) -> Result<Regex, String> {
         })
 }
 
-fn duration_spec(value: &Value) -> Result<DurationSpec, String> {
+pub(crate) fn duration_spec(value: &Value) -> Result<DurationSpec, String> {
     match value {
         Value::Number(n) => n
             .as_u64()
@@ -252,7 +214,7 @@ fn duration_spec(value: &Value) -> Result<DurationSpec, String> {
 }
 
 /// `a` + `b` as a field path (`branches[0]` + `next` → `branches[0].next`).
-fn join_field(a: &str, b: &str) -> String {
+pub(crate) fn join_field(a: &str, b: &str) -> String {
     match (a.is_empty() || a == ".", b.is_empty() || b == ".") {
         (true, _) => b.trim_start_matches('.').to_string(),
         (false, true) => a.to_string(),
@@ -262,7 +224,7 @@ fn join_field(a: &str, b: &str) -> String {
 }
 
 /// `branches[0].next` → `["branches", "0", "next"]`.
-fn yaml_path(field: &str) -> Vec<String> {
+pub(crate) fn yaml_path(field: &str) -> Vec<String> {
     field
         .replace('[', ".")
         .replace(']', "")
@@ -272,7 +234,7 @@ fn yaml_path(field: &str) -> Vec<String> {
         .collect()
 }
 
-fn clean_serde_message(message: &str) -> String {
+pub(crate) fn clean_serde_message(message: &str) -> String {
     // serde_yaml appends positions of its own; ours are more precise.
     let message = match message.find(" at line ") {
         Some(i) => &message[..i],
@@ -290,7 +252,7 @@ pub(crate) fn shorten(text: &str) -> String {
 }
 
 /// A scalar as template text: numbers and booleans as written.
-fn scalar_text(value: &Value) -> Option<String> {
+pub(crate) fn scalar_text(value: &Value) -> Option<String> {
     match value {
         Value::String(s) => Some(s.clone()),
         Value::Number(n) => Some(n.to_string()),
@@ -300,7 +262,7 @@ fn scalar_text(value: &Value) -> Option<String> {
     }
 }
 
-fn valid_id(id: &str) -> bool {
+pub(crate) fn valid_id(id: &str) -> bool {
     !id.is_empty()
         && id.len() <= 64
         && id
@@ -768,7 +730,7 @@ fn load_authorize(
     })
 }
 
-fn yaml_text(value: &serde_yaml::Value) -> String {
+pub(crate) fn yaml_text(value: &serde_yaml::Value) -> String {
     serde_yaml::to_string(value)
         .map(|s| s.trim().to_string())
         .unwrap_or_default()
@@ -930,7 +892,7 @@ fn load_waits(loader: &mut Loader<'_>, raw: &RawSettings, settings: &mut Setting
 }
 
 /// `keep:` (settings or a final node): `forever`, `0`, or a fixed duration.
-fn load_keep(
+pub(crate) fn load_keep(
     loader: &mut Loader<'_>,
     node: Option<&str>,
     field: &str,
@@ -1026,7 +988,7 @@ fn load_node(loader: &mut Loader<'_>, id: &str, spec: serde_yaml::Value) -> Opti
         }
     };
     if !NODE_KINDS.contains(&kind_name.as_str()) {
-        let hint = did_you_mean(&kind_name, NODE_KINDS)
+        let hint = did_you_mean(&kind_name, NODE_KINDS.iter().copied())
             .map(|s| format!(" (did you mean `{s}`?)"))
             .unwrap_or_default();
         loader.error(
@@ -1229,29 +1191,18 @@ fn load_alert(loader: &mut Loader<'_>, id: &str, value: serde_yaml::Value) -> Op
     Some(CountAlert { at_least, target })
 }
 
-/// Reads the fields of a node of kind `kind` (known: `load_node` checked the name).
-fn load_kind(
-    loader: &mut Loader<'_>,
-    id: &str,
-    kind: &str,
-    rest: serde_yaml::Value,
-) -> Option<NodeKind> {
-    let (_, load) = KINDS.iter().find(|(name, _)| *name == kind)?;
-    load(loader, id, rest)
-}
-
-fn cast_named(name: &str) -> Option<Cast> {
+pub(crate) fn cast_named(name: &str) -> Option<Cast> {
     Cast::ALL.iter().find(|(n, _)| *n == name).map(|(_, c)| *c)
 }
 
-fn unknown_cast(name: &str) -> String {
+pub(crate) fn unknown_cast(name: &str) -> String {
     format!(
         "unknown cast `{name}` (one of {})",
         Cast::ALL.map(|(n, _)| n).join(", ")
     )
 }
 
-fn process_template(
+pub(crate) fn process_template(
     loader: &mut Loader<'_>,
     id: &str,
     field: &str,
@@ -1284,14 +1235,14 @@ fn process_template(
     }
 }
 
-fn load_copy(
+pub(crate) fn load_copy(
     loader: &mut Loader<'_>,
     id: &str,
     base: &str,
     process: Value,
     reference: Option<String>,
     data: Option<Value>,
-) -> Option<CopyTask> {
+) -> Option<TaskCopy> {
     let node = Some(id);
     let process = process_template(loader, id, &join_field(base, "process"), &process);
     let reference = match reference {
@@ -1302,7 +1253,7 @@ fn load_copy(
         Some(d) => Some(loader.value_template(node, &join_field(base, "data"), &d)?),
         None => None,
     };
-    Some(CopyTask {
+    Some(TaskCopy {
         process: process?,
         reference,
         data,

@@ -5,12 +5,13 @@
 
 use std::time::Duration;
 
-use conveyor_template::{Path, Template, ValueTemplate};
+use conveyor_template::{Template, ValueTemplate};
 use indexmap::IndexMap;
 use regex::Regex;
 use serde_json::Value;
 
 use crate::DurationSpec;
+use crate::kind::NodeKind;
 
 /// A checked process definition.
 #[derive(Debug, Clone)]
@@ -40,20 +41,17 @@ impl Process {
         self.secrets.iter().any(|s| s == key) || self.params.get(key).is_some_and(|p| p.secret)
     }
 
-    /// Whether the process writes `key` itself: a key its `set_param` nodes set or its
-    /// API calls' `response:` maps. A modify from outside may not change such a key
+    /// Whether the process writes `key` itself: a key one of its nodes writes as the
+    /// file names it (a `set_param`'s keys, an API call's `response:` map, the keys a
+    /// script visibly assigns). A modify from outside may not change such a key
     /// unless it is a param declared for that door.
     pub fn writes(&self, key: &str) -> bool {
-        self.nodes.values().any(|node| match &node.kind {
-            NodeKind::SetParam { set, render, .. } => {
-                set.contains_key(key) || render.contains_key(key)
-            }
-            NodeKind::ApiCall(api) => api
-                .response
-                .as_ref()
-                .is_some_and(|mapping| mapping.contains_key(key)),
-            NodeKind::Code(code) => code.writes.iter().any(|k| k == key),
-            _ => false,
+        self.nodes.values().any(|node| {
+            let mut writes = false;
+            node.kind
+                .as_kind()
+                .visit_written_keys(&mut |written| writes |= written == key);
+            writes
         })
     }
 
@@ -372,220 +370,27 @@ impl std::fmt::Display for LimitAt {
     }
 }
 
-/// What a node does.
-#[derive(Debug, Clone)]
-pub enum NodeKind {
-    Start {
-        next: String,
-    },
-    Final {
-        status: FinalStatus,
-        /// How long a task that reached this node is kept (wins over `settings.keep`).
-        keep: Option<Keep>,
-    },
-    Condition {
-        branches: Vec<Branch>,
-        otherwise: String,
-        on_error: Option<String>,
-    },
-    SetParam {
-        set: IndexMap<String, SetValue>,
-        /// Keys set from handlebars templates (`render`), after `set`'s.
-        render: IndexMap<String, RenderValue>,
-        next: String,
-        on_error: Option<String>,
-    },
-    Delay {
-        wait: Wait,
-        next: String,
-        on_error: Option<String>,
-    },
-    ApiCall(Box<ApiCall>),
-    Escalation {
-        /// Tasks copied out when a task arrives (e.g. to a notification process).
-        copy: Vec<CopyTask>,
-        /// Where `task modify` sends a task held here; without it the task stays.
-        next: Option<String>,
-        on_error: Option<String>,
-    },
-    CopyTask {
-        copy: CopyTask,
-        next: String,
-        on_error: Option<String>,
-    },
-    ModifyTask {
-        process: Template,
-        reference: Template,
-        data: ValueTemplate,
-        next: String,
-        on_error: Option<String>,
-    },
-    /// Adds numbers to keys of a holder task, atomically (Corezoid's Sum, `api_sum`).
-    Sum {
-        /// The holder task's process and ref; the holder is created on first use.
-        process: Template,
-        reference: Template,
-        /// A mapping of keys to numbers (templates) added to the holder's keys.
-        add: ValueTemplate,
-        next: String,
-        on_error: Option<String>,
-    },
-    CallProcess {
-        process: Template,
-        /// What is sent; the whole task when absent.
-        data: Option<ValueTemplate>,
-        next: String,
-        on_error: Option<String>,
-    },
-    Reply {
-        data: ValueTemplate,
-        /// An error reply routes the caller to its `on_error`.
-        error: bool,
-        next: String,
-        on_error: Option<String>,
-    },
-    WaitCallback {
-        next: String,
-        /// Where a task goes when its time limit cannot be worked out.
-        on_error: Option<String>,
-    },
-    /// JavaScript over the task's `data` (Corezoid's `api_code`).
-    Code(Box<Code>),
-    /// Tasks wait here until a `get_task` node takes them (Corezoid's Queue, `api_queue`);
-    /// a taken task goes on to `next`.
-    Queue {
-        next: String,
-        on_error: Option<String>,
-    },
-    /// Takes the oldest (or newest) task waiting in a `queue` node of a process, sends it
-    /// on, and copies its id and data into this task (Corezoid's Get from Queue,
-    /// `api_get_task`).
-    GetTask {
-        /// A template that renders to a process id or `@alias`.
-        process: Template,
-        /// The `queue` node of that process.
-        queue: String,
-        /// Take the newest task instead of the oldest.
-        newest: bool,
-        next: String,
-        on_error: Option<String>,
-    },
-}
-
-impl NodeKind {
-    /// The Corezoid-style name of the kind, as written in `type:`.
-    pub fn name(&self) -> &'static str {
-        match self {
-            NodeKind::Start { .. } => "start",
-            NodeKind::Final { .. } => "final",
-            NodeKind::Condition { .. } => "condition",
-            NodeKind::SetParam { .. } => "set_param",
-            NodeKind::Delay { .. } => "delay",
-            NodeKind::ApiCall(_) => "api_call",
-            NodeKind::Escalation { .. } => "escalation",
-            NodeKind::CopyTask { .. } => "copy_task",
-            NodeKind::ModifyTask { .. } => "modify_task",
-            NodeKind::Sum { .. } => "sum",
-            NodeKind::CallProcess { .. } => "call_process",
-            NodeKind::Reply { .. } => "reply",
-            NodeKind::WaitCallback { .. } => "wait_callback",
-            NodeKind::Code(_) => "code",
-            NodeKind::Queue { .. } => "queue",
-            NodeKind::GetTask { .. } => "get_task",
-        }
-    }
-
-    /// Whether a task stays in this node until time passes or something outside moves it.
-    pub fn waits(&self) -> bool {
-        matches!(
-            self,
-            NodeKind::Delay { .. }
-                | NodeKind::WaitCallback { .. }
-                | NodeKind::CallProcess { .. }
-                | NodeKind::Escalation { .. }
-                | NodeKind::Queue { .. }
-        )
-    }
-
-    pub fn on_error(&self) -> Option<&str> {
-        match self {
-            NodeKind::Condition { on_error, .. }
-            | NodeKind::SetParam { on_error, .. }
-            | NodeKind::Delay { on_error, .. }
-            | NodeKind::Escalation { on_error, .. }
-            | NodeKind::CopyTask { on_error, .. }
-            | NodeKind::ModifyTask { on_error, .. }
-            | NodeKind::Sum { on_error, .. }
-            | NodeKind::CallProcess { on_error, .. }
-            | NodeKind::Reply { on_error, .. }
-            | NodeKind::WaitCallback { on_error, .. }
-            | NodeKind::Queue { on_error, .. }
-            | NodeKind::GetTask { on_error, .. } => on_error.as_deref(),
-            NodeKind::ApiCall(api) => api.on_error.as_deref(),
-            NodeKind::Code(code) => code.on_error.as_deref(),
-            NodeKind::Start { .. } | NodeKind::Final { .. } => None,
-        }
-    }
-}
-
 impl Node {
-    /// Every edge out of this node, in the order they are written.
+    /// Every edge out of this node, in the order they are written: the kind's own, then
+    /// `on_error`, the time limit and the alert.
     pub fn edges(&self) -> Vec<Edge<'_>> {
-        fn edge(label: String, field: String, target: &str) -> Edge<'_> {
-            Edge {
-                label,
-                field,
-                target,
-            }
-        }
         let mut edges = Vec::new();
-        match &self.kind {
-            NodeKind::Start { next }
-            | NodeKind::SetParam { next, .. }
-            | NodeKind::Delay { next, .. }
-            | NodeKind::CopyTask { next, .. }
-            | NodeKind::ModifyTask { next, .. }
-            | NodeKind::Sum { next, .. }
-            | NodeKind::CallProcess { next, .. }
-            | NodeKind::Reply { next, .. }
-            | NodeKind::WaitCallback { next, .. }
-            | NodeKind::Queue { next, .. }
-            | NodeKind::GetTask { next, .. }
-            | NodeKind::Escalation {
-                next: Some(next), ..
-            } => edges.push(edge("next".into(), "next".into(), next)),
-            NodeKind::ApiCall(api) => edges.push(edge("next".into(), "next".into(), &api.next)),
-            NodeKind::Code(code) => edges.push(edge("next".into(), "next".into(), &code.next)),
-            NodeKind::Escalation { next: None, .. } | NodeKind::Final { .. } => {}
-            NodeKind::Condition {
-                branches,
-                otherwise,
-                ..
-            } => {
-                for (i, branch) in branches.iter().enumerate() {
-                    let label = branch
-                        .label
-                        .clone()
-                        .unwrap_or_else(|| format!("branch {}", i + 1));
-                    edges.push(edge(label, format!("branches[{i}].next"), &branch.next));
-                }
-                edges.push(edge("else".into(), "else".into(), otherwise));
-            }
-        }
-        if let Some(on_error) = self.kind.on_error() {
-            edges.push(edge("on_error".into(), "on_error".into(), on_error));
+        let kind = self.kind.as_kind();
+        kind.edges(&mut edges);
+        if let Some(on_error) = kind.on_error() {
+            edges.push(Edge::new("on_error", "on_error", on_error));
         }
         if let Some(limit) = &self.time_limit {
-            edges.push(edge(
+            edges.push(Edge::new(
                 format!("timeout {}", limit.when),
-                "timeout".into(),
+                "timeout",
                 &limit.target,
             ));
         }
         if let Some(alert) = &self.alert {
-            edges.push(edge(
+            edges.push(Edge::new(
                 format!("alert at {} tasks", alert.at_least),
-                "alert".into(),
+                "alert",
                 &alert.target,
             ));
         }
@@ -603,54 +408,14 @@ pub struct Edge<'a> {
     pub target: &'a str,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum FinalStatus {
-    Success,
-    Error,
-}
-
-/// One branch of a condition: all checks must hold.
-#[derive(Debug, Clone)]
-pub struct Branch {
-    pub label: Option<String>,
-    pub when: Vec<Check>,
-    pub next: String,
-}
-
-/// `param` `op` `value`, compared as `cast`.
-#[derive(Debug, Clone)]
-pub struct Check {
-    /// The task key (a path) whose value is tested.
-    pub param: Path,
-    pub op: CompareOp,
-    /// The value compared with (a template).
-    pub value: Template,
-    /// For `regexp` with a literal pattern: compiled once when the file is loaded.
-    pub regex: Option<Regex>,
-    pub cast: Cast,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum CompareOp {
-    Eq,
-    NotEq,
-    More,
-    Less,
-    MoreOrEq,
-    LessOrEq,
-    Regexp,
-}
-
-impl CompareOp {
-    pub const ALL: [(&'static str, CompareOp); 7] = [
-        ("eq", CompareOp::Eq),
-        ("not_eq", CompareOp::NotEq),
-        ("more", CompareOp::More),
-        ("less", CompareOp::Less),
-        ("more_or_eq", CompareOp::MoreOrEq),
-        ("less_or_eq", CompareOp::LessOrEq),
-        ("regexp", CompareOp::Regexp),
-    ];
+impl<'a> Edge<'a> {
+    pub fn new(label: impl Into<String>, field: impl Into<String>, target: &'a str) -> Edge<'a> {
+        Edge {
+            label: label.into(),
+            field: field.into(),
+            target,
+        }
+    }
 }
 
 /// How a value is read before it is compared or stored (Corezoid's casts).
@@ -673,34 +438,9 @@ impl Cast {
     ];
 }
 
-/// A `set_param` value and the type it is stored as (`None`: as rendered).
+/// Creates a task in another process (a `copy_task` node, an escalation's copies).
 #[derive(Debug, Clone)]
-pub struct SetValue {
-    pub value: ValueTemplate,
-    pub cast: Option<Cast>,
-}
-
-/// A `set_param` `render` value: a handlebars template (a message body) rendered over
-/// the task's data, with `with`'s values (Corezoid templates, rendered first) added.
-#[derive(Debug, Clone)]
-pub struct RenderValue {
-    pub template: conveyor_template::body::BodyTemplate,
-    pub with: IndexMap<String, ValueTemplate>,
-    pub cast: Option<Cast>,
-}
-
-/// What a delay waits for.
-#[derive(Debug, Clone)]
-pub enum Wait {
-    /// `for: 25m` (relative).
-    For(DurationSpec),
-    /// `until: "{{expires}}"` (absolute unix time, seconds).
-    Until(Template),
-}
-
-/// Creates a task in another process.
-#[derive(Debug, Clone)]
-pub struct CopyTask {
+pub struct TaskCopy {
     /// A template that renders to a process id or `@alias`.
     pub process: Template,
     pub reference: Option<Template>,
@@ -708,121 +448,15 @@ pub struct CopyTask {
     pub data: Option<ValueTemplate>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum HttpMethod {
-    Get,
-    Post,
-    Put,
-    Patch,
-    Delete,
-    Head,
-}
-
-impl HttpMethod {
-    pub const ALL: [(&'static str, HttpMethod); 6] = [
-        ("GET", HttpMethod::Get),
-        ("POST", HttpMethod::Post),
-        ("PUT", HttpMethod::Put),
-        ("PATCH", HttpMethod::Patch),
-        ("DELETE", HttpMethod::Delete),
-        ("HEAD", HttpMethod::Head),
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        HttpMethod::ALL
-            .iter()
-            .find(|(_, m)| *m == self)
-            .map(|(name, _)| *name)
-            .unwrap_or("GET")
+impl TaskCopy {
+    /// The templates it renders against the task: process, ref and data.
+    pub(crate) fn visit_templates<'a>(&'a self, visit: &mut dyn FnMut(&'a Template)) {
+        visit(&self.process);
+        if let Some(r) = &self.reference {
+            visit(r);
+        }
+        if let Some(d) = &self.data {
+            d.visit_templates(visit);
+        }
     }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum BodyFormat {
-    Json,
-    Form,
-    /// The body rendered to text and sent as it is (Corezoid's `format: raw`); the
-    /// `Content-Type` is whatever `headers` say.
-    Raw,
-    /// Corezoid's own format (`format: corezoid`): the body is sent as the `data` of one
-    /// op, `{"ops":[{"type":"data","ref","obj_id","conv_id","node_id","data","extra"}]}`,
-    /// and the reply must be `{"request_proc":"ok","ops":[{"proc":"ok","res_data":{…}}]}`,
-    /// whose `res_data` is what the task gets.
-    Corezoid,
-    /// The body (a mapping) written as XML (Corezoid's api call with an XML content
-    /// type): keys are elements, `@name` keys attributes, `#value` the text; a key that is
-    /// not an XML name is an error of the node, values are escaped.
-    Xml,
-}
-
-/// `send_sys` of an `api_call` (Corezoid's): the URL gets `conv_id`, `conv_time` and,
-/// with a secret, `conv_signature` = hex(sha1(conv_time + secret + body + secret));
-/// a JSON body gets `sys: {ref, obj_id, conv_id, node_id}`.
-#[derive(Debug, Clone)]
-pub struct SendSys {
-    /// The secret the signature is made with, read from a secret param.
-    pub secret: Option<Template>,
-}
-
-/// A `code` node: a JavaScript function body over `data`, the task's data.
-#[derive(Debug, Clone)]
-pub struct Code {
-    /// The script as written; it runs as the body of `function (data) { …; return data }`.
-    pub source: std::sync::Arc<str>,
-    /// Keys the script visibly assigns (`data.key = …`, `data["key"] = …`): known to the
-    /// undeclared-key warning and to `Process::writes`. A script can write others.
-    pub writes: Vec<String>,
-    /// Wall-clock time one run may take (`max_time`, default 100 ms, at most 5 s).
-    pub max_time: Duration,
-    /// Bytes the JavaScript heap may hold while it runs (`max_memory_mb`, default 32).
-    pub max_memory: usize,
-    pub next: String,
-    pub on_error: Option<String>,
-}
-
-/// An HTTP request node.
-#[derive(Debug, Clone)]
-pub struct ApiCall {
-    pub method: HttpMethod,
-    pub url: Template,
-    pub query: IndexMap<String, ValueTemplate>,
-    pub headers: IndexMap<String, Template>,
-    pub body: Option<ValueTemplate>,
-    pub format: BodyFormat,
-    /// Limit on one HTTP exchange (default 60 s).
-    pub request_timeout: Duration,
-    /// Keys written into the task from the reply, rendered against
-    /// `{body, status, headers}`; when absent a JSON object reply is merged whole.
-    pub response: Option<IndexMap<String, ValueTemplate>>,
-    /// Statuses that count as success (default 200, 201, 202).
-    pub success_codes: Vec<u16>,
-    pub retry: Option<Retry>,
-    /// A header carrying a key that stays the same across retries of one call.
-    pub idempotency_key: Option<Template>,
-    pub idempotency_header: String,
-    /// Most requests of this node in flight at once.
-    pub concurrency: Option<u32>,
-    /// Largest reply body accepted (default 128 KB, Corezoid's).
-    pub max_response_bytes: u64,
-    /// Corezoid's `send_sys`: the task's process, time and a signature sent along.
-    pub send_sys: Option<SendSys>,
-    /// An empty reply to 200 or 201 is an error (Corezoid's `rfc_format`); 202 may be
-    /// empty. Without it, an empty reply is an empty object.
-    pub require_body: bool,
-    /// Write `__conveyor_api_debug__` (time, sizes, status) into the task (Corezoid's
-    /// `debug_info`).
-    pub debug: bool,
-    pub next: String,
-    pub on_error: Option<String>,
-}
-
-/// Retries of transient failures (timeouts, connection errors, 5xx, 429).
-#[derive(Debug, Clone, PartialEq)]
-pub struct Retry {
-    /// Attempts in all, the first included.
-    pub attempts: u32,
-    /// Wait before the second attempt; doubled each time after.
-    pub backoff: Duration,
-    /// Longest wait between attempts.
-    pub max: Duration,
 }

@@ -9,6 +9,7 @@ use petgraph::graph::{DiGraph, NodeIndex};
 use petgraph::visit::{Bfs, EdgeRef};
 
 use crate::diagnostic::{Severity, did_you_mean};
+use crate::kind::NodeKind;
 use crate::load::{Loaded, Loader};
 use crate::model::*;
 
@@ -152,22 +153,11 @@ fn param_warnings(loader: &mut Loader<'_>, process: &Process) {
         known.extend(["folded", "folded_count"]);
     }
     for node in process.nodes.values() {
-        match &node.kind {
-            NodeKind::SetParam { set, render, .. } => {
-                known.extend(set.keys().map(String::as_str));
-                known.extend(render.keys().map(String::as_str));
-            }
-            NodeKind::ApiCall(api) => {
-                if let Some(response) = &api.response {
-                    known.extend(response.keys().map(String::as_str));
-                }
-            }
-            NodeKind::Code(code) => known.extend(code.writes.iter().map(String::as_str)),
-            NodeKind::GetTask { .. } => {
-                known.extend(["__queue_task_id__", "__queue_task_data__"]);
-            }
-            _ => {}
-        }
+        let kind = node.kind.as_kind();
+        kind.visit_written_keys(&mut |key| {
+            known.insert(key);
+        });
+        known.extend(kind.fixed_keys());
     }
     for node in process.nodes.values() {
         if after_reply.contains(node.id.as_str()) {
@@ -195,8 +185,8 @@ fn param_warnings(loader: &mut Loader<'_>, process: &Process) {
     }
 }
 
-/// Every template of a node that renders against the task (not the reply mappings of
-/// `api_call`, which read the HTTP reply).
+/// Every template of a node that renders against the task: its time limit's, and those
+/// its kind names.
 fn visit_task_templates<'a>(node: &'a Node, visit: &mut dyn FnMut(&'a Template)) {
     if let Some(TimeLimit {
         when: LimitAt::After(crate::DurationSpec::Template(t)) | LimitAt::Until(t),
@@ -205,79 +195,7 @@ fn visit_task_templates<'a>(node: &'a Node, visit: &mut dyn FnMut(&'a Template))
     {
         visit(t);
     }
-    let copy = |c: &'a CopyTask, visit: &mut dyn FnMut(&'a Template)| {
-        visit(&c.process);
-        if let Some(r) = &c.reference {
-            visit(r);
-        }
-        if let Some(d) = &c.data {
-            d.visit_templates(visit);
-        }
-    };
-    match &node.kind {
-        NodeKind::Start { .. }
-        | NodeKind::Final { .. }
-        | NodeKind::WaitCallback { .. }
-        | NodeKind::Queue { .. }
-        | NodeKind::Code(_) => {}
-        NodeKind::GetTask { process, .. } => visit(process),
-        NodeKind::Condition { branches, .. } => {
-            for check in branches.iter().flat_map(|b| &b.when) {
-                visit(&check.value);
-            }
-        }
-        NodeKind::SetParam { set, render, .. } => {
-            set.values().for_each(|v| v.value.visit_templates(visit));
-            render
-                .values()
-                .flat_map(|r| r.with.values())
-                .for_each(|t| t.visit_templates(visit));
-        }
-        NodeKind::Delay { wait, .. } => match wait {
-            Wait::For(crate::DurationSpec::Template(t)) | Wait::Until(t) => visit(t),
-            Wait::For(_) => {}
-        },
-        NodeKind::ApiCall(api) => {
-            visit(&api.url);
-            api.query.values().for_each(|v| v.visit_templates(visit));
-            api.headers.values().for_each(&mut *visit);
-            if let Some(body) = &api.body {
-                body.visit_templates(visit);
-            }
-            if let Some(key) = &api.idempotency_key {
-                visit(key);
-            }
-        }
-        NodeKind::Escalation { copy: copies, .. } => copies.iter().for_each(|c| copy(c, visit)),
-        NodeKind::CopyTask { copy: c, .. } => copy(c, visit),
-        NodeKind::ModifyTask {
-            process,
-            reference,
-            data,
-            ..
-        } => {
-            visit(process);
-            visit(reference);
-            data.visit_templates(visit);
-        }
-        NodeKind::Sum {
-            process,
-            reference,
-            add,
-            ..
-        } => {
-            visit(process);
-            visit(reference);
-            add.visit_templates(visit);
-        }
-        NodeKind::CallProcess { process, data, .. } => {
-            visit(process);
-            if let Some(d) = data {
-                d.visit_templates(visit);
-            }
-        }
-        NodeKind::Reply { data, .. } => data.visit_templates(visit),
-    }
+    node.kind.as_kind().visit_task_templates(visit);
 }
 
 /// The nodes a task can reach after a `call_process` has merged a reply into it.
@@ -286,10 +204,7 @@ fn reached_after_replies(process: &Process) -> HashSet<&str> {
     let mut queue: Vec<&str> = process
         .nodes
         .values()
-        .filter_map(|node| match &node.kind {
-            NodeKind::CallProcess { next, .. } => Some(next.as_str()),
-            _ => None,
-        })
+        .filter_map(|node| node.kind.as_kind().after_reply())
         .collect();
     while let Some(id) = queue.pop() {
         if !reached.insert(id) {

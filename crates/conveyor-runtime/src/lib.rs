@@ -68,7 +68,7 @@ pub use intake::{Ack, Pending};
 pub use mask::{MASK, declared_secret_keys, mask_data};
 pub use metrics::Metrics;
 pub use ops::{ModifyOutcome, TaskBy, TaskKey, random_token};
-pub use recover::Recovery;
+pub use recover::{Recovery, StepKind};
 pub use stats::{ProcessStats, StoreStats};
 
 use conveyor_model::{Diagnostic, Process};

@@ -17,6 +17,27 @@ pub enum Recovery {
     Retry,
     /// Go to this node.
     Goto(String),
+    /// A step of the task API (`step_next`, `step_prev`, `step_goto`) to this node: a
+    /// goto recorded in the history as the step it was.
+    Step(StepKind, String),
+}
+
+/// Which step of the task API moved a task; its name is the history's `action`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StepKind {
+    Next,
+    Prev,
+    Goto,
+}
+
+impl StepKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StepKind::Next => "step_next",
+            StepKind::Prev => "step_prev",
+            StepKind::Goto => "step_goto",
+        }
+    }
 }
 
 impl Runtime {
@@ -46,13 +67,25 @@ impl Runtime {
         batch.push(Op::Inbox {
             task: task.id,
             seq: self.store.next_task_id()?,
-            message: InboxMessage::Recover {
-                to: match recovery {
-                    Recovery::Retry => None,
-                    Recovery::Goto(node) => Some(node),
+            message: match recovery {
+                Recovery::Retry => InboxMessage::Recover {
+                    to: None,
+                    data,
+                    source: source.to_string(),
+                    action: None,
                 },
-                data,
-                source: source.to_string(),
+                Recovery::Goto(node) => InboxMessage::Recover {
+                    to: Some(node),
+                    data,
+                    source: source.to_string(),
+                    action: None,
+                },
+                Recovery::Step(kind, node) => InboxMessage::Recover {
+                    to: Some(node),
+                    data,
+                    source: source.to_string(),
+                    action: Some(kind.as_str().to_string()),
+                },
             },
         });
         batch.push(Op::SetReady(task.id));
@@ -93,7 +126,7 @@ pub(crate) fn refusal(
                 Some(_) => None,
             }
         }
-        Recovery::Goto(target) => {
+        Recovery::Goto(target) | Recovery::Step(_, target) => {
             if !process.nodes.contains_key(target) {
                 let nodes: Vec<&str> = process.nodes.keys().map(String::as_str).collect();
                 return Some(format!(

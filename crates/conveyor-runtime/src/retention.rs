@@ -20,25 +20,18 @@ use crate::{Result, Runtime};
 /// `keep`, else `settings.keep`, else the default for its status.
 pub(crate) fn keep_for(process: &Process, node: &str, status: TaskStatus) -> Keep {
     if let Some(n) = process.nodes.get(node)
-        && let NodeKind::Final {
-            keep: Some(keep), ..
-        } = &n.kind
+        && let NodeKind::Final(end) = &n.kind
+        && let Some(keep) = end.keep
     {
-        return *keep;
+        return keep;
     }
     if let Some(keep) = process.settings.keep {
         return keep;
     }
     let failed = status == TaskStatus::Failed
-        || process.nodes.get(node).is_some_and(|n| {
-            matches!(
-                n.kind,
-                NodeKind::Final {
-                    status: FinalStatus::Error,
-                    ..
-                }
-            )
-        });
+        || process.nodes.get(node).is_some_and(
+            |n| matches!(&n.kind, NodeKind::Final(end) if end.status == FinalStatus::Error),
+        );
     if failed {
         Keep::DEFAULT_FAILED
     } else {

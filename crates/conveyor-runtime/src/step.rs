@@ -4,8 +4,9 @@
 use std::sync::Arc;
 
 use conveyor_model::{
-    ApiCall, Branch, Cast, Check, Code, CompareOp, CopyTask, DurationSpec, FinalStatus, LimitAt,
-    NodeKind, RenderValue, SendSys, SetValue, Wait,
+    ApiCall, CallProcess, Cast, Check, Code, CompareOp, Condition, CopyTask, Delay, DurationSpec,
+    Escalation, Final, FinalStatus, GetTask, LimitAt, ModifyTask, NodeKind, Reply, SendSys,
+    SetParam, Start, Sum, TaskCopy, Wait,
 };
 use conveyor_store::{
     Batch, Caller, EventKind, HistoryEvent, InboxMessage, Op, TaskRecord, TaskStatus, TimerKey,
@@ -55,6 +56,9 @@ pub(crate) struct Step<'r> {
     events: Vec<HistoryEvent>,
     /// Tasks to put in the queue once the batch is committed.
     schedule: Vec<u64>,
+    /// Other tasks this step claimed in a shared store (a `get_task` taking a queued
+    /// task), given back once the batch is committed (or failed).
+    claimed: Vec<u64>,
     /// Moves since the task last waited (loop protection).
     moves: u32,
     /// Secret values read from other processes during this step.
@@ -108,6 +112,7 @@ pub(crate) async fn run(rt: &Runtime, id: u64) -> Result<Outcome> {
         counts: IndexMap::new(),
         events: Vec::new(),
         schedule: Vec::new(),
+        claimed: Vec::new(),
         moves: 0,
         revealed: Vec::new(),
         called_out: false,
@@ -437,7 +442,14 @@ impl Step<'_> {
 
     /// `task retry` / `task goto` (`recover.rs`), checked again against the task as it is
     /// now: a refusal is recorded and changes nothing.
-    fn recover(&mut self, to: Option<String>, data: Map<String, Value>, source: String) {
+    /// `action` names a goto that is a step of the task API (`step_next`, …).
+    fn recover(
+        &mut self,
+        to: Option<String>,
+        data: Map<String, Value>,
+        source: String,
+        action: Option<String>,
+    ) {
         let recovery = match to {
             None => crate::Recovery::Retry,
             Some(node) => crate::Recovery::Goto(node),
@@ -475,13 +487,14 @@ impl Step<'_> {
                     source,
                 });
             }
-            crate::Recovery::Goto(node) => {
+            crate::Recovery::Goto(node) | crate::Recovery::Step(_, node) => {
+                let action = action.unwrap_or_else(|| "goto".into());
                 self.event(EventKind::Recovered {
-                    action: "goto".into(),
+                    action: action.clone(),
                     to: node.clone(),
                     source,
                 });
-                self.goto(&node, "goto");
+                self.goto(&node, &action);
             }
         }
     }
@@ -517,15 +530,15 @@ impl Step<'_> {
                         entered: self.task.entered,
                     });
                     match &node.kind {
-                        NodeKind::WaitCallback { next, .. } => {
-                            self.goto(next, "callback");
+                        NodeKind::WaitCallback(wait) => {
+                            self.goto(&wait.next, "callback");
                             self.resume = resume;
                         }
-                        NodeKind::Escalation {
-                            next: Some(next), ..
-                        } => {
-                            self.goto(next, "modify");
-                            self.resume = resume;
+                        NodeKind::Escalation(escalation) => {
+                            if let Some(next) = &escalation.next {
+                                self.goto(next, "modify");
+                                self.resume = resume;
+                            }
                         }
                         _ => {}
                     }
@@ -535,7 +548,12 @@ impl Step<'_> {
             InboxMessage::Fold { data } => {
                 crate::fold::append(&mut self.task.data, data);
             }
-            InboxMessage::Recover { to, data, source } => self.recover(to, data, source),
+            InboxMessage::Recover {
+                to,
+                data,
+                source,
+                action,
+            } => self.recover(to, data, source, action),
             InboxMessage::Dequeue { by } => self.dequeued(by),
             InboxMessage::Reply {
                 data,
@@ -564,7 +582,7 @@ impl Step<'_> {
                     });
                 }
                 if let (true, Some(node)) = (waiting, node)
-                    && let NodeKind::CallProcess { next, .. } = &node.kind
+                    && let NodeKind::CallProcess(call) = &node.kind
                 {
                     if let Some(reason) = failure {
                         self.task.status = TaskStatus::Ready;
@@ -585,7 +603,7 @@ impl Step<'_> {
                             None,
                         );
                     } else {
-                        self.goto(next, "reply");
+                        self.goto(&call.next, "reply");
                     }
                 }
             }
@@ -607,8 +625,8 @@ impl Step<'_> {
         };
         match wake.kind {
             WakeKind::Delay => {
-                if let NodeKind::Delay { next, .. } = &node.kind {
-                    self.goto(next, "delay");
+                if let NodeKind::Delay(delay) = &node.kind {
+                    self.goto(&delay.next, "delay");
                 }
             }
             WakeKind::Release => {
@@ -681,50 +699,22 @@ impl Step<'_> {
             self.resume = None;
         }
         match &node.kind {
-            NodeKind::Start { next } => self.start(next)?,
-            NodeKind::Final { status, .. } => self.final_node(status)?,
-            NodeKind::Condition {
-                branches,
-                otherwise,
-                ..
-            } => self.condition(branches, otherwise)?,
-            NodeKind::SetParam {
-                set, render, next, ..
-            } => self.set_param(set, render, next)?,
-            NodeKind::Delay { wait, next, .. } => self.delay(wait, next)?,
-            NodeKind::ApiCall(api) => self.api_call(api).await?,
-            NodeKind::Escalation { copy, .. } => self.escalation(copy)?,
-            NodeKind::CopyTask { copy, next, .. } => self.copy_task(copy, next)?,
-            NodeKind::ModifyTask {
-                process,
-                reference,
-                data,
-                next,
-                ..
-            } => self.modify_task(process, reference, data, next)?,
-            NodeKind::Sum {
-                process,
-                reference,
-                add,
-                next,
-                ..
-            } => self.sum(process, reference, add, next)?,
-            NodeKind::CallProcess { process, data, .. } => {
-                self.call_process(process, data.as_ref())?
-            }
-            NodeKind::Reply {
-                data, error, next, ..
-            } => self.reply(data, *error, next)?,
-            NodeKind::WaitCallback { .. } => self.wait_callback()?,
-            NodeKind::Code(code) => self.code(code)?,
-            NodeKind::Queue { .. } => self.queue()?,
-            NodeKind::GetTask {
-                process,
-                queue,
-                newest,
-                next,
-                ..
-            } => self.get_task(process, queue, *newest, next)?,
+            NodeKind::Start(kind) => self.start(kind)?,
+            NodeKind::Final(kind) => self.final_node(kind)?,
+            NodeKind::Condition(kind) => self.condition(kind)?,
+            NodeKind::SetParam(kind) => self.set_param(kind)?,
+            NodeKind::Delay(kind) => self.delay(kind)?,
+            NodeKind::ApiCall(kind) => self.api_call(kind).await?,
+            NodeKind::Escalation(kind) => self.escalation(kind)?,
+            NodeKind::CopyTask(kind) => self.copy_task(kind)?,
+            NodeKind::ModifyTask(kind) => self.modify_task(kind)?,
+            NodeKind::Sum(kind) => self.sum(kind)?,
+            NodeKind::CallProcess(kind) => self.call_process(kind)?,
+            NodeKind::Reply(kind) => self.reply(kind)?,
+            NodeKind::WaitCallback(_) => self.wait_callback()?,
+            NodeKind::Code(kind) => self.code(kind)?,
+            NodeKind::Queue(_) => self.queue()?,
+            NodeKind::GetTask(kind) => self.get_task(kind)?,
         }
         Ok(())
     }
@@ -779,7 +769,9 @@ impl Step<'_> {
             Op::ClearReady(self.task.id)
         });
         batch.push(Op::PutTask(Box::new(self.task.clone())));
-        self.rt.commit_step(batch).await?;
+        let committed = self.rt.commit_step(batch).await;
+        self.give_back_claims();
+        committed?;
         self.release_claim();
         self.rt.check_alerts(&self.loaded, &moved).await?;
         self.send_answer();
@@ -820,7 +812,9 @@ impl Step<'_> {
             }));
         }
         crate::retention::removal(&self.task, &mut batch);
-        self.rt.commit_step(batch).await?;
+        let committed = self.rt.commit_step(batch).await;
+        self.give_back_claims();
+        committed?;
         self.release_claim();
         self.rt.check_alerts(&self.loaded, &moved).await?;
         self.send_answer();

@@ -217,8 +217,9 @@ pub enum EventKind {
         keep_first: u64,
         keep_last: u64,
     },
-    /// Someone moved a task by hand (`task retry`, `task goto`, the dashboard): `action`
-    /// says what (`retry`, `goto`), `to` the node it runs next.
+    /// Someone moved a task by hand (`task retry`, `task goto`, the dashboard, the task
+    /// API's steps): `action` says what (`retry`, `goto`, `step_next`, `step_prev`,
+    /// `step_goto`), `to` the node it runs next.
     Recovered {
         action: String,
         to: String,
@@ -266,5 +267,10 @@ pub enum InboxMessage {
         to: Option<String>,
         data: serde_json::Map<String, Value>,
         source: String,
+        /// What the move is called in the history when it is not a plain `retry` or
+        /// `goto`: the task API's `step_next`, `step_prev`, `step_goto`. Absent in
+        /// messages written before it existed.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        action: Option<String>,
     },
 }

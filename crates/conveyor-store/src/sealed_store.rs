@@ -232,10 +232,13 @@ impl SealedStore {
             },
             InboxMessage::Fold { .. } => InboxMessage::Fold { data: new },
             InboxMessage::Dequeue { by } => InboxMessage::Dequeue { by: *by },
-            InboxMessage::Recover { to, source, .. } => InboxMessage::Recover {
+            InboxMessage::Recover {
+                to, source, action, ..
+            } => InboxMessage::Recover {
                 to: to.clone(),
                 data: new,
                 source: source.clone(),
+                action: action.clone(),
             },
         }
     }

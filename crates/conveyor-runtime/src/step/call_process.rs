@@ -4,15 +4,11 @@ use super::*;
 
 impl Step<'_> {
     /// Runs a task through this node (see `Step::advance`).
-    pub(super) fn call_process(
-        &mut self,
-        process: &Template,
-        data: Option<&ValueTemplate>,
-    ) -> Result<()> {
-        let copy = CopyTask {
-            process: process.clone(),
+    pub(super) fn call_process(&mut self, node: &CallProcess) -> Result<()> {
+        let copy = TaskCopy {
+            process: node.process.clone(),
             reference: None,
-            data: data.cloned(),
+            data: node.data.clone(),
         };
         let caller = Caller {
             task: self.task.id,

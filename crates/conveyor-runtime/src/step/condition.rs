@@ -4,7 +4,12 @@ use super::*;
 
 impl Step<'_> {
     /// Runs a task through this node (see `Step::advance`).
-    pub(super) fn condition(&mut self, branches: &[Branch], otherwise: &str) -> Result<()> {
+    pub(super) fn condition(&mut self, node: &Condition) -> Result<()> {
+        let Condition {
+            branches,
+            otherwise,
+            ..
+        } = node;
         let mut target = None;
         'branches: for (i, branch) in branches.iter().enumerate() {
             for check in &branch.when {

@@ -4,9 +4,9 @@ use super::*;
 
 impl Step<'_> {
     /// Runs a task through this node (see `Step::advance`).
-    pub(super) fn copy_task(&mut self, copy: &CopyTask, next: &str) -> Result<()> {
-        match self.copy(copy, None) {
-            Ok(_) => self.goto(next, "next"),
+    pub(super) fn copy_task(&mut self, node: &CopyTask) -> Result<()> {
+        match self.copy(&node.copy, None) {
+            Ok(_) => self.goto(&node.next, "next"),
             Err((tag, message)) => self.fail("copy_task", "software", tag, message, None),
         }
         Ok(())
@@ -16,7 +16,7 @@ impl Step<'_> {
     /// Returns the target process id.
     pub(super) fn copy(
         &mut self,
-        copy: &CopyTask,
+        copy: &TaskCopy,
         caller: Option<Caller>,
     ) -> std::result::Result<u64, (&'static str, String)> {
         let target = self

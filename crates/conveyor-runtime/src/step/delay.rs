@@ -4,7 +4,8 @@ use super::*;
 
 impl Step<'_> {
     /// Runs a task through this node (see `Step::advance`).
-    pub(super) fn delay(&mut self, wait: &Wait, next: &str) -> Result<()> {
+    pub(super) fn delay(&mut self, node: &Delay) -> Result<()> {
+        let Delay { wait, next, .. } = node;
         let due = match wait {
             Wait::For(spec) => self.duration(spec).map(|d| self.now + d),
             Wait::Until(t) => self.unix_time(t),

@@ -13,13 +13,15 @@ type Taken = std::result::Result<(u64, Map<String, Value>), (&'static str, Strin
 
 impl Step<'_> {
     /// Runs a task through this node (see `Step::advance`).
-    pub(super) fn get_task(
-        &mut self,
-        process: &Template,
-        queue: &str,
-        newest: bool,
-        next: &str,
-    ) -> Result<()> {
+    pub(super) fn get_task(&mut self, node: &GetTask) -> Result<()> {
+        let GetTask {
+            process,
+            queue,
+            newest,
+            next,
+            ..
+        } = node;
+        let newest = *newest;
         match self.take_from_queue(process, queue, newest) {
             Ok((id, data)) => {
                 self.task
@@ -71,19 +73,12 @@ impl Step<'_> {
         if newest {
             waiting.reverse();
         }
-        let mut taken = self
-            .rt
-            .taken
-            .lock()
-            .map_err(|_| ("get_task_fatal_error", "the claims lock is poisoned".into()))?;
-        let Some(task) = waiting.into_iter().find(|t| !taken.contains(&t.id)) else {
+        let Some(task) = self.take_one(waiting, queue)? else {
             return Err((
                 "not_found_task",
                 format!("no task waits in queue node `{queue}` of process {target}"),
             ));
         };
-        taken.insert(task.id);
-        drop(taken);
         let seq = match self.rt.store.next_task_id() {
             Ok(seq) => seq,
             Err(e) => {
@@ -103,5 +98,75 @@ impl Step<'_> {
         // Its secret keys stay secret here: masked, as a whole-task `conv[…]` read is.
         let data = crate::mask::mask_data(&loaded.process, &task.secret_keys, &task.data);
         Ok((task.id, data))
+    }
+
+    /// The first of `waiting` no other step has taken. This engine's steps are kept
+    /// apart by `Runtime::taken`; on a shared store the task is also claimed from
+    /// every other engine (held until this step's batch, which sends it on, is
+    /// committed), and read again under the claim: it may have left the queue since
+    /// the scan.
+    fn take_one(
+        &mut self,
+        waiting: Vec<TaskRecord>,
+        queue: &str,
+    ) -> std::result::Result<Option<TaskRecord>, (&'static str, String)> {
+        let fatal = |e: conveyor_store::StoreError| ("get_task_fatal_error", e.to_string());
+        let shared = self.rt.store.shared();
+        for candidate in waiting {
+            {
+                let mut taken =
+                    self.rt.taken.lock().map_err(|_| {
+                        ("get_task_fatal_error", "the claims lock is poisoned".into())
+                    })?;
+                if !taken.insert(candidate.id) {
+                    continue;
+                }
+            }
+            if !shared {
+                return Ok(Some(candidate));
+            }
+            let claimed = match self.rt.store.claim(&[candidate.id]) {
+                Ok(claimed) => claimed.contains(&candidate.id),
+                Err(e) => {
+                    self.untake(candidate.id);
+                    return Err(fatal(e));
+                }
+            };
+            if !claimed {
+                // Another engine holds it (its own step, or another engine's get_task).
+                self.untake(candidate.id);
+                continue;
+            }
+            self.claimed.push(candidate.id);
+            // Taken by a step of another engine whose message the task has not read yet?
+            let pending = match self.rt.store.inbox(candidate.id) {
+                Ok(messages) => messages
+                    .iter()
+                    .any(|(_, m)| matches!(m, InboxMessage::Dequeue { .. })),
+                Err(e) => {
+                    self.untake(candidate.id);
+                    return Err(fatal(e));
+                }
+            };
+            match self.rt.store.task(candidate.id) {
+                Ok(Some(now))
+                    if !pending && now.node == queue && now.status == TaskStatus::Waiting =>
+                {
+                    return Ok(Some(now));
+                }
+                Ok(_) => self.untake(candidate.id),
+                Err(e) => {
+                    self.untake(candidate.id);
+                    return Err(fatal(e));
+                }
+            }
+        }
+        Ok(None)
+    }
+
+    fn untake(&self, task: u64) {
+        if let Ok(mut taken) = self.rt.taken.lock() {
+            taken.remove(&task);
+        }
     }
 }

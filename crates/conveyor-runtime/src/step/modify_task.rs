@@ -4,13 +4,14 @@ use super::*;
 
 impl Step<'_> {
     /// Runs a task through this node (see `Step::advance`).
-    pub(super) fn modify_task(
-        &mut self,
-        process: &Template,
-        reference: &Template,
-        data: &ValueTemplate,
-        next: &str,
-    ) -> Result<()> {
+    pub(super) fn modify_task(&mut self, node: &ModifyTask) -> Result<()> {
+        let ModifyTask {
+            process,
+            reference,
+            data,
+            next,
+            ..
+        } = node;
         match self.modify_other(process, reference, data) {
             Ok(()) => self.goto(next, "next"),
             Err((tag, message)) => self.fail("modify_task", "software", tag, message, None),

@@ -14,8 +14,8 @@ impl Step<'_> {
     pub(super) fn dequeued(&mut self, by: u64) {
         let loaded = self.here();
         let next = match loaded.process.nodes.get(&self.task.node).map(|n| &n.kind) {
-            Some(NodeKind::Queue { next, .. }) if self.task.status == TaskStatus::Waiting => {
-                next.clone()
+            Some(NodeKind::Queue(queue)) if self.task.status == TaskStatus::Waiting => {
+                queue.next.clone()
             }
             _ => {
                 // It left meanwhile (its time limit, a `task goto`): nothing to do.
@@ -33,6 +33,14 @@ impl Step<'_> {
             source: format!("get_task of task {by}"),
         });
         self.goto(&next, "get_task");
+    }
+
+    /// The claims on other tasks this step took (see `get_task`) are over: its batch is
+    /// committed, or failed and wrote nothing.
+    pub(super) fn give_back_claims(&mut self) {
+        for task in std::mem::take(&mut self.claimed) {
+            self.rt.store.release(task);
+        }
     }
 
     /// Once this step is committed, a claim on this task (`Runtime::taken`) is over:

@@ -4,7 +4,11 @@ use super::*;
 
 impl Step<'_> {
     /// Runs a task through this node (see `Step::advance`).
-    pub(super) fn reply(&mut self, data: &ValueTemplate, error: bool, next: &str) -> Result<()> {
+    pub(super) fn reply(&mut self, node: &Reply) -> Result<()> {
+        let Reply {
+            data, error, next, ..
+        } = node;
+        let error = *error;
         let rendered = match self.render_value(data) {
             Ok(Value::Object(map)) => map,
             Ok(_) => Map::new(),

@@ -4,12 +4,10 @@ use super::*;
 
 impl Step<'_> {
     /// Runs a task through this node (see `Step::advance`).
-    pub(super) fn set_param(
-        &mut self,
-        set: &IndexMap<String, SetValue>,
-        render: &IndexMap<String, RenderValue>,
-        next: &str,
-    ) -> Result<()> {
+    pub(super) fn set_param(&mut self, node: &SetParam) -> Result<()> {
+        let SetParam {
+            set, render, next, ..
+        } = node;
         let mut values = Vec::with_capacity(set.len());
         let mut tainted = Vec::new();
         for (key, value) in set {

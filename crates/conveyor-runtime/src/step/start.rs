@@ -4,8 +4,8 @@ use super::*;
 
 impl Step<'_> {
     /// Runs a task through this node (see `Step::advance`).
-    pub(super) fn start(&mut self, next: &str) -> Result<()> {
-        self.goto(next, "next");
+    pub(super) fn start(&mut self, node: &Start) -> Result<()> {
+        self.goto(&node.next, "next");
         Ok(())
     }
 }

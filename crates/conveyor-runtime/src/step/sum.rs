@@ -12,13 +12,14 @@ use super::*;
 
 impl Step<'_> {
     /// Runs a task through this node (see `Step::advance`).
-    pub(super) fn sum(
-        &mut self,
-        process: &Template,
-        reference: &Template,
-        add: &ValueTemplate,
-        next: &str,
-    ) -> Result<()> {
+    pub(super) fn sum(&mut self, node: &Sum) -> Result<()> {
+        let Sum {
+            process,
+            reference,
+            add,
+            next,
+            ..
+        } = node;
         match self.send_sums(process, reference, add) {
             Ok(()) => self.goto(next, "next"),
             Err((tag, message)) => self.fail("sum", "software", tag, message, None),
@@ -63,7 +64,7 @@ impl Step<'_> {
         if let Some(task) = holder {
             return self.send_add(task.id, numbers);
         }
-        let copy = CopyTask {
+        let copy = TaskCopy {
             process: Template::literal(&target),
             reference: Some(Template::literal(&reference)),
             data: Some(ValueTemplate::Object(

@@ -1,6 +1,153 @@
 //! `api_call`: an HTTP request, its response mapping, retries and limits.
 
-use super::*;
+use super::prelude::*;
+
+/// An HTTP request node.
+#[derive(Debug, Clone)]
+pub struct ApiCall {
+    pub method: HttpMethod,
+    pub url: Template,
+    pub query: IndexMap<String, ValueTemplate>,
+    pub headers: IndexMap<String, Template>,
+    pub body: Option<ValueTemplate>,
+    pub format: BodyFormat,
+    /// Limit on one HTTP exchange (default 60 s).
+    pub request_timeout: Duration,
+    /// Keys written into the task from the reply, rendered against
+    /// `{body, status, headers}`; when absent a JSON object reply is merged whole.
+    pub response: Option<IndexMap<String, ValueTemplate>>,
+    /// Statuses that count as success (default 200, 201, 202).
+    pub success_codes: Vec<u16>,
+    pub retry: Option<Retry>,
+    /// A header carrying a key that stays the same across retries of one call.
+    pub idempotency_key: Option<Template>,
+    pub idempotency_header: String,
+    /// Most requests of this node in flight at once.
+    pub concurrency: Option<u32>,
+    /// Largest reply body accepted (default 128 KB, Corezoid's).
+    pub max_response_bytes: u64,
+    /// Corezoid's `send_sys`: the task's process, time and a signature sent along.
+    pub send_sys: Option<SendSys>,
+    /// An empty reply to 200 or 201 is an error (Corezoid's `rfc_format`); 202 may be
+    /// empty. Without it, an empty reply is an empty object.
+    pub require_body: bool,
+    /// Write `__conveyor_api_debug__` (time, sizes, status) into the task (Corezoid's
+    /// `debug_info`).
+    pub debug: bool,
+    pub next: String,
+    pub on_error: Option<String>,
+}
+
+/// `send_sys` of an `api_call` (Corezoid's): the URL gets `conv_id`, `conv_time` and,
+/// with a secret, `conv_signature` = hex(sha1(conv_time + secret + body + secret));
+/// a JSON body gets `sys: {ref, obj_id, conv_id, node_id}`.
+#[derive(Debug, Clone)]
+pub struct SendSys {
+    /// The secret the signature is made with, read from a secret param.
+    pub secret: Option<Template>,
+}
+
+impl Kind for ApiCall {
+    fn on_error(&self) -> Option<&str> {
+        self.on_error.as_deref()
+    }
+
+    fn edges<'a>(&'a self, edges: &mut Vec<Edge<'a>>) {
+        next_edge(&self.next, edges);
+    }
+
+    /// Not the `response:` mapping: it reads the reply.
+    fn visit_task_templates<'a>(&'a self, visit: &mut dyn FnMut(&'a Template)) {
+        visit(&self.url);
+        self.query.values().for_each(|v| v.visit_templates(visit));
+        self.headers.values().for_each(&mut *visit);
+        if let Some(body) = &self.body {
+            body.visit_templates(visit);
+        }
+        if let Some(key) = &self.idempotency_key {
+            visit(key);
+        }
+        if let Some(SendSys {
+            secret: Some(secret),
+        }) = &self.send_sys
+        {
+            visit(secret);
+        }
+    }
+
+    fn visit_written_keys<'a>(&'a self, visit: &mut dyn FnMut(&'a str)) {
+        if let Some(response) = &self.response {
+            response.keys().for_each(|k| visit(k));
+        }
+    }
+
+    fn look(&self) -> Look {
+        Look::named(
+            "api_call",
+            Shape::Box,
+            None,
+            Palette::of("#dbeafe", "#1d4ed8", "#1e3a8a"),
+        )
+    }
+}
+
+/// Retries of transient failures (timeouts, connection errors, 5xx, 429).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Retry {
+    /// Attempts in all, the first included.
+    pub attempts: u32,
+    /// Wait before the second attempt; doubled each time after.
+    pub backoff: Duration,
+    /// Longest wait between attempts.
+    pub max: Duration,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HttpMethod {
+    Get,
+    Post,
+    Put,
+    Patch,
+    Delete,
+    Head,
+}
+
+impl HttpMethod {
+    pub const ALL: [(&'static str, HttpMethod); 6] = [
+        ("GET", HttpMethod::Get),
+        ("POST", HttpMethod::Post),
+        ("PUT", HttpMethod::Put),
+        ("PATCH", HttpMethod::Patch),
+        ("DELETE", HttpMethod::Delete),
+        ("HEAD", HttpMethod::Head),
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        HttpMethod::ALL
+            .iter()
+            .find(|(_, m)| *m == self)
+            .map(|(name, _)| *name)
+            .unwrap_or("GET")
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BodyFormat {
+    Json,
+    Form,
+    /// The body rendered to text and sent as it is (Corezoid's `format: raw`); the
+    /// `Content-Type` is whatever `headers` say.
+    Raw,
+    /// Corezoid's own format (`format: corezoid`): the body is sent as the `data` of one
+    /// op, `{"ops":[{"type":"data","ref","obj_id","conv_id","node_id","data","extra"}]}`,
+    /// and the reply must be `{"request_proc":"ok","ops":[{"proc":"ok","res_data":{…}}]}`,
+    /// whose `res_data` is what the task gets.
+    Corezoid,
+    /// The body (a mapping) written as XML (Corezoid's api call with an XML content
+    /// type): keys are elements, `@name` keys attributes, `#value` the text; a key that is
+    /// not an XML name is an error of the node, values are escaped.
+    Xml,
+}
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -36,8 +183,8 @@ struct RawApiCall {
     on_error: Option<String>,
 }
 
-pub(super) fn load(loader: &mut Loader<'_>, id: &str, rest: serde_yaml::Value) -> Option<NodeKind> {
-    load_api_call(loader, id, rest).map(|api| NodeKind::ApiCall(Box::new(api)))
+pub(super) fn load(loader: &mut Loader<'_>, id: &str, rest: serde_yaml::Value) -> Option<ApiCall> {
+    load_api_call(loader, id, rest)
 }
 
 fn load_api_call(loader: &mut Loader<'_>, id: &str, rest: serde_yaml::Value) -> Option<ApiCall> {

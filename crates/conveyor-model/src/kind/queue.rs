@@ -1,6 +1,34 @@
 //! `queue`: tasks wait until a `get_task` node takes them.
 
-use super::*;
+use super::prelude::*;
+
+/// Tasks wait here until a `get_task` node takes them (Corezoid's Queue, `api_queue`);
+/// a taken task goes on to `next`.
+#[derive(Debug, Clone)]
+pub struct Queue {
+    pub next: String,
+    pub on_error: Option<String>,
+}
+
+impl Kind for Queue {
+    fn waits(&self) -> bool {
+        true
+    }
+
+    fn on_error(&self) -> Option<&str> {
+        self.on_error.as_deref()
+    }
+
+    fn edges<'a>(&'a self, edges: &mut Vec<Edge<'a>>) {
+        next_edge(&self.next, edges);
+    }
+
+    fn visit_task_templates<'a>(&'a self, _visit: &mut dyn FnMut(&'a Template)) {}
+
+    fn look(&self) -> Look {
+        Look::named("queue", Shape::Wait, None, Palette::WAITING)
+    }
+}
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -9,9 +37,9 @@ struct RawQueue {
     on_error: Option<String>,
 }
 
-pub(super) fn load(loader: &mut Loader<'_>, id: &str, rest: serde_yaml::Value) -> Option<NodeKind> {
+pub(super) fn load(loader: &mut Loader<'_>, id: &str, rest: serde_yaml::Value) -> Option<Queue> {
     let raw: RawQueue = loader.read(Some(id), "", rest)?;
-    Some(NodeKind::Queue {
+    Some(Queue {
         next: raw.next,
         on_error: raw.on_error,
     })

@@ -1,6 +1,66 @@
 //! `set_param`: keys set from templates (`set`) or handlebars bodies (`render`), with casts.
 
-use super::*;
+use super::prelude::*;
+
+/// A `set_param` value and the type it is stored as (`None`: as rendered).
+#[derive(Debug, Clone)]
+pub struct SetValue {
+    pub value: ValueTemplate,
+    pub cast: Option<Cast>,
+}
+
+/// A `set_param` `render` value: a handlebars template (a message body) rendered over
+/// the task's data, with `with`'s values (Corezoid templates, rendered first) added.
+#[derive(Debug, Clone)]
+pub struct RenderValue {
+    pub template: conveyor_template::body::BodyTemplate,
+    pub with: IndexMap<String, ValueTemplate>,
+    pub cast: Option<Cast>,
+}
+
+/// Keys set from templates (`set`) and handlebars bodies (`render`, after `set`'s).
+#[derive(Debug, Clone)]
+pub struct SetParam {
+    pub set: IndexMap<String, SetValue>,
+    /// Keys set from handlebars templates (`render`), after `set`'s.
+    pub render: IndexMap<String, RenderValue>,
+    pub next: String,
+    pub on_error: Option<String>,
+}
+
+impl Kind for SetParam {
+    fn on_error(&self) -> Option<&str> {
+        self.on_error.as_deref()
+    }
+
+    fn edges<'a>(&'a self, edges: &mut Vec<Edge<'a>>) {
+        next_edge(&self.next, edges);
+    }
+
+    fn visit_task_templates<'a>(&'a self, visit: &mut dyn FnMut(&'a Template)) {
+        self.set
+            .values()
+            .for_each(|v| v.value.visit_templates(visit));
+        self.render
+            .values()
+            .flat_map(|r| r.with.values())
+            .for_each(|t| t.visit_templates(visit));
+    }
+
+    fn visit_written_keys<'a>(&'a self, visit: &mut dyn FnMut(&'a str)) {
+        self.set.keys().for_each(|k| visit(k));
+        self.render.keys().for_each(|k| visit(k));
+    }
+
+    fn look(&self) -> Look {
+        Look::named(
+            "set_param",
+            Shape::Box,
+            None,
+            Palette::of("#f1f5f9", "#475569", "#1e293b"),
+        )
+    }
+}
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -24,7 +84,7 @@ struct RawSetParam {
     on_error: Option<String>,
 }
 
-pub(super) fn load(loader: &mut Loader<'_>, id: &str, rest: serde_yaml::Value) -> Option<NodeKind> {
+pub(super) fn load(loader: &mut Loader<'_>, id: &str, rest: serde_yaml::Value) -> Option<SetParam> {
     let node = Some(id);
     let raw: RawSetParam = loader.read(node, "", rest)?;
     let mut ok = true;
@@ -131,7 +191,7 @@ pub(super) fn load(loader: &mut Loader<'_>, id: &str, rest: serde_yaml::Value) -
             ok = false;
         }
     }
-    ok.then_some(NodeKind::SetParam {
+    ok.then_some(SetParam {
         set,
         render,
         next: raw.next,

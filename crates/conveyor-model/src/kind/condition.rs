@@ -1,6 +1,95 @@
 //! `condition`: branches of checks over the task's data, and `else`.
 
-use super::*;
+use super::prelude::*;
+
+/// Branches of checks over the task's data: the first branch whose checks all hold
+/// sends the task on, else `otherwise`.
+#[derive(Debug, Clone)]
+pub struct Condition {
+    pub branches: Vec<Branch>,
+    pub otherwise: String,
+    pub on_error: Option<String>,
+}
+
+impl Kind for Condition {
+    fn on_error(&self) -> Option<&str> {
+        self.on_error.as_deref()
+    }
+
+    fn edges<'a>(&'a self, edges: &mut Vec<Edge<'a>>) {
+        for (i, branch) in self.branches.iter().enumerate() {
+            let label = branch
+                .label
+                .clone()
+                .unwrap_or_else(|| format!("branch {}", i + 1));
+            edges.push(Edge::new(
+                label,
+                format!("branches[{i}].next"),
+                &branch.next,
+            ));
+        }
+        edges.push(Edge::new("else", "else", &self.otherwise));
+    }
+
+    fn visit_task_templates<'a>(&'a self, visit: &mut dyn FnMut(&'a Template)) {
+        for check in self.branches.iter().flat_map(|b| &b.when) {
+            visit(&check.value);
+        }
+    }
+
+    fn look(&self) -> Look {
+        Look::named(
+            "condition",
+            Shape::Hexagon,
+            None,
+            Palette::of("#e0e7ff", "#4f46e5", "#312e81"),
+        )
+    }
+}
+
+/// One branch of a condition: all checks must hold.
+#[derive(Debug, Clone)]
+pub struct Branch {
+    pub label: Option<String>,
+    pub when: Vec<Check>,
+    pub next: String,
+}
+
+/// `param` `op` `value`, compared as `cast`.
+#[derive(Debug, Clone)]
+pub struct Check {
+    /// The task key (a path) whose value is tested.
+    pub param: Path,
+    pub op: CompareOp,
+    /// The value compared with (a template).
+    pub value: Template,
+    /// For `regexp` with a literal pattern: compiled once when the file is loaded.
+    pub regex: Option<Regex>,
+    pub cast: Cast,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CompareOp {
+    Eq,
+    NotEq,
+    More,
+    Less,
+    MoreOrEq,
+    LessOrEq,
+    Regexp,
+}
+
+impl CompareOp {
+    pub const ALL: [(&'static str, CompareOp); 7] = [
+        ("eq", CompareOp::Eq),
+        ("not_eq", CompareOp::NotEq),
+        ("more", CompareOp::More),
+        ("less", CompareOp::Less),
+        ("more_or_eq", CompareOp::MoreOrEq),
+        ("less_or_eq", CompareOp::LessOrEq),
+        ("regexp", CompareOp::Regexp),
+    ];
+}
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -30,7 +119,11 @@ struct RawCheck {
     cast: Option<String>,
 }
 
-pub(super) fn load(loader: &mut Loader<'_>, id: &str, rest: serde_yaml::Value) -> Option<NodeKind> {
+pub(super) fn load(
+    loader: &mut Loader<'_>,
+    id: &str,
+    rest: serde_yaml::Value,
+) -> Option<Condition> {
     let node = Some(id);
     let raw: RawCondition = loader.read(node, "", rest)?;
     let mut ok = true;
@@ -73,7 +166,7 @@ pub(super) fn load(loader: &mut Loader<'_>, id: &str, rest: serde_yaml::Value) -
             next: branch.next,
         });
     }
-    ok.then_some(NodeKind::Condition {
+    ok.then_some(Condition {
         branches,
         otherwise: raw.otherwise?,
         on_error: raw.on_error,

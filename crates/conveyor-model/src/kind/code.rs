@@ -1,7 +1,23 @@
 //! `code`: JavaScript over the task's `data` (Corezoid's `api_code`). The model keeps the
 //! source; the runtime compiles and runs it in its sandbox.
 
-use super::*;
+use super::prelude::*;
+
+/// A `code` node: a JavaScript function body over `data`, the task's data.
+#[derive(Debug, Clone)]
+pub struct Code {
+    /// The script as written; it runs as the body of `function (data) { …; return data }`.
+    pub source: std::sync::Arc<str>,
+    /// Keys the script visibly assigns (`data.key = …`, `data["key"] = …`): known to the
+    /// undeclared-key warning and to `Process::writes`. A script can write others.
+    pub writes: Vec<String>,
+    /// Wall-clock time one run may take (`max_time`, default 100 ms, at most 5 s).
+    pub max_time: Duration,
+    /// Bytes the JavaScript heap may hold while it runs (`max_memory_mb`, default 32).
+    pub max_memory: usize,
+    pub next: String,
+    pub on_error: Option<String>,
+}
 
 /// Scripts longer than this are refused (Corezoid's editor has a similar bound).
 const MAX_SOURCE_BYTES: usize = 64 * 1024;
@@ -10,6 +26,32 @@ const MAX_TIME: Duration = Duration::from_secs(5);
 const DEFAULT_TIME: Duration = Duration::from_millis(100);
 const DEFAULT_MEMORY_MB: u32 = 32;
 const MAX_MEMORY_MB: u32 = 1024;
+
+impl Kind for Code {
+    fn on_error(&self) -> Option<&str> {
+        self.on_error.as_deref()
+    }
+
+    fn edges<'a>(&'a self, edges: &mut Vec<Edge<'a>>) {
+        next_edge(&self.next, edges);
+    }
+
+    /// None: the script reads `data` itself, which the file cannot follow.
+    fn visit_task_templates<'a>(&'a self, _visit: &mut dyn FnMut(&'a Template)) {}
+
+    fn visit_written_keys<'a>(&'a self, visit: &mut dyn FnMut(&'a str)) {
+        self.writes.iter().for_each(|k| visit(k));
+    }
+
+    fn look(&self) -> Look {
+        Look::named(
+            "code",
+            Shape::Box,
+            None,
+            Palette::of("#fef9c3", "#a16207", "#713f12"),
+        )
+    }
+}
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -24,7 +66,7 @@ struct RawCode {
     on_error: Option<String>,
 }
 
-pub(super) fn load(loader: &mut Loader<'_>, id: &str, rest: serde_yaml::Value) -> Option<NodeKind> {
+pub(super) fn load(loader: &mut Loader<'_>, id: &str, rest: serde_yaml::Value) -> Option<Code> {
     let node = Some(id);
     let raw: RawCode = loader.read(node, "", rest)?;
     let mut ok = true;
@@ -84,15 +126,13 @@ pub(super) fn load(loader: &mut Loader<'_>, id: &str, rest: serde_yaml::Value) -
         ok = false;
     }
     let writes = assigned_keys(&raw.src);
-    (ok && max_time.is_some()).then(|| {
-        NodeKind::Code(Box::new(Code {
-            source: raw.src.into(),
-            writes,
-            max_time: max_time.unwrap_or(DEFAULT_TIME),
-            max_memory: memory_mb as usize * 1024 * 1024,
-            next: raw.next,
-            on_error: raw.on_error,
-        }))
+    (ok && max_time.is_some()).then(|| Code {
+        source: raw.src.into(),
+        writes,
+        max_time: max_time.unwrap_or(DEFAULT_TIME),
+        max_memory: memory_mb as usize * 1024 * 1024,
+        next: raw.next,
+        on_error: raw.on_error,
     })
 }
 

@@ -8,14 +8,21 @@
 //! `obj_scheme upload`) is a `process clone` or `process update` request, which only a
 //! caller that may use every process may make — the same rule as the CLI's and the
 //! dashboard's. A step is a `task goto` to the node the step names, recorded in the
-//! task's history like one.
+//! task's history as the step it was (`action: step_next`, `step_prev`, `step_goto`).
 
 use conveyor_model::NodeKind;
-use conveyor_runtime::{Recovery, Runtime, RuntimeError, TaskBy, mask_data};
+use conveyor_runtime::{Recovery, Runtime, RuntimeError, StepKind, TaskBy, mask_data};
 use conveyor_store::{EventKind, HistoryEvent};
 use serde_json::{Map, Value, json};
 
-use crate::answer::{Answer, ProcessDetail, ProcessSummary, TaskView};
+mod nodes;
+
+pub use nodes::{
+    MAX_DESC_SCAN, MAX_NODE_LIST, NodeChange, NodeInfo, NodeQuery, NodeScheme, NodeTasks,
+    node_modify, node_schemes, node_show, node_tasks,
+};
+
+use crate::answer::{Answer, ProcessDetail, ProcessSummary};
 use crate::door::TaskName;
 use crate::request::Request;
 use crate::{Caller, CommandError};
@@ -44,7 +51,25 @@ pub struct Stepped {
     pub to_title: Option<String>,
     /// The task's data with the step's merged in, secrets masked.
     pub data: Map<String, Value>,
+    /// The swagger's debug fields: what the target node offers a next step (`logic`,
+    /// `timer`), its logics, the logics and semaphors of the node the task left (nodes
+    /// named by Conveyor's names), and the task's last moves.
+    pub debug: StepDebug,
 }
+
+/// What Corezoid's debug mode shows with a step, as far as Conveyor knows it.
+#[derive(Debug, Clone, Default)]
+pub struct StepDebug {
+    pub branches: Vec<&'static str>,
+    pub logic: Value,
+    pub prev_logic: Value,
+    pub prev_semaphor: Value,
+    /// The task's moves (created, entered), oldest first, at most [`STEP_HISTORY`].
+    pub history: Vec<Value>,
+}
+
+/// The most moves a step's answer lists (`task_history` has them all).
+pub const STEP_HISTORY: usize = 50;
 
 /// A process made or changed from a scheme.
 #[derive(Debug, Clone)]
@@ -103,18 +128,6 @@ impl HistoryItem {
     }
 }
 
-/// The tasks in one node (`node list`).
-#[derive(Debug, Clone)]
-pub struct NodeTasks {
-    pub node: String,
-    /// Tasks in the node now (the node's counter).
-    pub count: i64,
-    pub tasks: Vec<TaskView>,
-}
-
-/// The most tasks one `node list` answers.
-pub const MAX_NODE_LIST: usize = 1000;
-
 /// Moves a task as a step asks, through `task goto`.
 pub fn step(
     runtime: &Runtime,
@@ -127,11 +140,19 @@ pub fn step(
     let loaded = crate::door::scoped(runtime, caller, process)?;
     let id = loaded.record.id.to_string();
     let (loaded, record) = runtime.find_task_by(&id, task.by())?;
+    let kind = match step {
+        Step::Next { .. } => StepKind::Next,
+        Step::Prev => StepKind::Prev,
+        Step::Goto(_) => StepKind::Goto,
+    };
     let to = target(&loaded.process, &record, step)?;
+    // Read before the move: a step answered with half its fields would be worse than a
+    // refused one.
+    let schemes = node_schemes(&loaded)?;
     runtime.recover_task(
         &id,
         TaskBy::Id(record.id),
-        Recovery::Goto(to.clone()),
+        Recovery::Step(kind, to.clone()),
         data.clone(),
         &caller.source,
     )?;
@@ -148,9 +169,59 @@ pub fn step(
             .unwrap_or_else(|| loaded.process.name.clone()),
         from_title: title(&record.node),
         to_title: title(&to),
+        debug: step_debug(runtime, &schemes, &record, &to)?,
         from: record.node,
         to,
         data: mask_data(&loaded.process, &record.secret_keys, &merged),
+    })
+}
+
+/// The debug fields of a step that moves `record` to `to`.
+fn step_debug(
+    runtime: &Runtime,
+    schemes: &[NodeScheme],
+    record: &conveyor_store::TaskRecord,
+    to: &str,
+) -> Result<StepDebug, CommandError> {
+    let of = |name: &str| schemes.iter().find(|n| n.name == name);
+    let empty = || Value::Array(Vec::new());
+    let target = of(to);
+    let offers = |field: fn(&NodeScheme) -> &Value| {
+        target.is_some_and(|n| field(n).as_array().is_some_and(|a| !a.is_empty()))
+    };
+    let mut branches = Vec::new();
+    if offers(|n| &n.logics) {
+        branches.push("logic");
+    }
+    if offers(|n| &n.semaphors) {
+        branches.push("timer");
+    }
+    let events = runtime.store().history(record.id)?;
+    let mut history: Vec<Value> = events
+        .iter()
+        .filter_map(|event| {
+            let prev = match &event.kind {
+                EventKind::Created => Value::Null,
+                EventKind::Entered { from, .. } => json!(from),
+                _ => return None,
+            };
+            Some(json!({
+                "time": event.at,
+                "prev_conv_id": record.process,
+                "conv_id": record.process,
+                "prev_node_id": prev,
+                "node_id": event.node,
+            }))
+        })
+        .collect();
+    let skip = history.len().saturating_sub(STEP_HISTORY);
+    history.drain(..skip);
+    Ok(StepDebug {
+        branches,
+        logic: target.map_or_else(empty, |n| n.logics.clone()),
+        prev_logic: of(&record.node).map_or_else(empty, |n| n.logics.clone()),
+        prev_semaphor: of(&record.node).map_or_else(empty, |n| n.semaphors.clone()),
+        history,
     })
 }
 
@@ -248,43 +319,6 @@ pub fn history(
     })
 }
 
-/// The tasks in `node` (`task list --node`), after skipping `offset`.
-pub fn node_tasks(
-    runtime: &Runtime,
-    caller: &Caller,
-    process: &str,
-    node: &str,
-    limit: usize,
-    offset: usize,
-) -> Result<NodeTasks, CommandError> {
-    let loaded = crate::door::scoped(runtime, caller, process)?;
-    let id = loaded.record.id.to_string();
-    let limit = limit.min(MAX_NODE_LIST);
-    let answer = crate::run(
-        runtime,
-        caller,
-        Request::TaskList {
-            process: id,
-            node: Some(node.to_string()),
-            limit: limit.saturating_add(offset),
-        },
-    )?;
-    let Answer::Tasks { tasks } = answer else {
-        return Err(unexpected("task list"));
-    };
-    let count = runtime
-        .store()
-        .counters(loaded.record.id)?
-        .into_iter()
-        .find(|(n, _)| n == node)
-        .map_or(0, |(_, c)| c.now);
-    Ok(NodeTasks {
-        node: node.to_string(),
-        count,
-        tasks: tasks.into_iter().skip(offset).take(limit).collect(),
-    })
-}
-
 /// A process with its nodes and their counters (`conv list`).
 pub fn process_nodes(
     runtime: &Runtime,
@@ -339,12 +373,16 @@ pub fn create(
 ) -> Result<Vec<Made>, CommandError> {
     caller.must_be_admin("creating a process")?;
     if let Some(scheme) = scheme {
-        return upload(runtime, caller, scheme);
+        return upload(runtime, caller, scheme, true);
     }
     if title.trim().is_empty() {
         return Err(CommandError::Usage(
             "`title` is required to create a process".into(),
         ));
+    }
+    bounded("title", title, MAX_TITLE)?;
+    if let Some(description) = description {
+        bounded("description", description, MAX_DESCRIPTION)?;
     }
     let name = conveyor_corezoid::slug(title, "process");
     let mut definition = Map::new();
@@ -365,7 +403,33 @@ pub fn create(
     Ok(vec![made])
 }
 
-/// `conv modify`: a new title and/or description, written into the definition.
+/// The longest `title` and `description` of a process or a node (the swagger's bounds,
+/// in characters).
+pub const MAX_TITLE: usize = 255;
+pub const MAX_DESCRIPTION: usize = 2000;
+
+/// A title or description within its bound, or why not (named by `field`).
+pub fn bounded(field: &str, text: &str, max: usize) -> Result<(), CommandError> {
+    let chars = text.chars().count();
+    if chars > max {
+        return Err(CommandError::Usage(format!(
+            "`{field}` is {chars} characters; the limit is {max}"
+        )));
+    }
+    if text
+        .chars()
+        .any(|c| c.is_control() && c != '\n' && c != '\t')
+    {
+        return Err(CommandError::Usage(format!(
+            "`{field}` holds a control character"
+        )));
+    }
+    Ok(())
+}
+
+/// `conv modify`: a new title and/or description, written into the definition. The
+/// stored YAML is edited in place, so its comments and layout stay (see
+/// `yaml_edit.rs`).
 pub fn modify(
     runtime: &Runtime,
     caller: &Caller,
@@ -380,20 +444,33 @@ pub fn modify(
             "nothing to modify: give `title` or `description`".into(),
         ));
     }
-    let mut definition: Value = serde_yaml::from_str(&loaded.record.definition)
+    if let Some(title) = title {
+        bounded("title", title, MAX_TITLE)?;
+        if title.trim().is_empty() {
+            return Err(CommandError::Usage("`title` is empty".into()));
+        }
+    }
+    if let Some(description) = description {
+        bounded("description", description, MAX_DESCRIPTION)?;
+    }
+    let stored = &loaded.record.definition;
+    let mut definition: Value = serde_yaml::from_str(stored)
         .map_err(|e| CommandError::Scheme(format!("the stored definition: {e}")))?;
     let Some(map) = definition.as_object_mut() else {
         return Err(CommandError::Scheme(
             "the stored definition is not a mapping".into(),
         ));
     };
-    if let Some(title) = title {
-        map.insert("title".into(), json!(title));
+    let mut text = Some(stored.clone());
+    for (key, value) in [("title", title), ("description", description)] {
+        if let Some(value) = value {
+            map.insert(key.into(), json!(value));
+            text = text.and_then(|t| crate::yaml_edit::set_top_level(&t, key, value));
+        }
     }
-    if let Some(description) = description {
-        map.insert("description".into(), json!(description));
-    }
-    let yaml = to_yaml(&definition)?;
+    // The edited text is used only when it reads back as exactly the changed
+    // definition; otherwise (a layout the edit does not know) it is written anew.
+    let yaml = kept_or_rewritten(text, &definition)?;
     update(
         runtime,
         caller,
@@ -404,11 +481,13 @@ pub fn modify(
 }
 
 /// `obj_scheme upload`: the processes of a Corezoid scheme, through the importer, as
-/// new processes (with the aliases the importer gives them).
+/// new processes (with the aliases the importer gives them, unless `with_alias` is
+/// false).
 pub fn upload(
     runtime: &Runtime,
     caller: &Caller,
     scheme: &Value,
+    with_alias: bool,
 ) -> Result<Vec<Made>, CommandError> {
     caller.must_be_admin("uploading a scheme")?;
     imported(scheme)?
@@ -420,11 +499,53 @@ pub fn upload(
                 caller,
                 &format!("{}.yaml", p.name),
                 &p.yaml,
-                Some(p.alias.clone()),
+                with_alias.then(|| p.alias.clone()),
                 p.corezoid_id,
             )
         })
         .collect()
+}
+
+/// `obj_scheme validate`: the scheme read, mapped and checked as an upload would, and
+/// nothing made.
+pub fn validate(caller: &Caller, scheme: &Value) -> Result<(), CommandError> {
+    caller.must_be_admin("uploading a scheme")?;
+    imported(scheme).map(|_| ())
+}
+
+/// `conv show`: a process's own fields, with when it was made and last changed.
+#[derive(Debug, Clone)]
+pub struct ProcessInfo {
+    pub detail: ProcessDetail,
+    /// Milliseconds since the epoch.
+    pub created: i64,
+    pub changed: i64,
+}
+
+pub fn process_info(
+    runtime: &Runtime,
+    caller: &Caller,
+    process: &str,
+) -> Result<ProcessInfo, CommandError> {
+    let loaded = crate::door::scoped(runtime, caller, process)?;
+    Ok(ProcessInfo {
+        detail: process_nodes(runtime, caller, process)?,
+        created: loaded.record.created,
+        changed: loaded.record.updated.max(loaded.record.created),
+    })
+}
+
+/// The edited text when it reads back as exactly `definition`; else `definition`
+/// written anew (its comments lost).
+fn kept_or_rewritten(text: Option<String>, definition: &Value) -> Result<String, CommandError> {
+    match text {
+        Some(edited)
+            if serde_yaml::from_str::<Value>(&edited).ok().as_ref() == Some(definition) =>
+        {
+            Ok(edited)
+        }
+        _ => to_yaml(definition),
+    }
 }
 
 /// `obj_scheme upload` with `obj_id`: the one process of a Corezoid scheme replaces the

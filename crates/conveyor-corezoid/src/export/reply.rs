@@ -1,0 +1,20 @@
+//! `reply`: an `api_rpc_reply` logic; an error reply is `throw_exception`.
+
+use super::*;
+
+pub(super) fn export(out: &mut NodeOut<'_>) {
+    let node = out.node;
+    let mut logic = Map::new();
+    logic.insert("type".into(), json!("api_rpc_reply"));
+    logic.insert("mode".into(), json!("key_value"));
+    logic.insert(
+        "res_data".into(),
+        node.get("data").cloned().unwrap_or(json!({})),
+    );
+    logic.insert(
+        "throw_exception".into(),
+        json!(node.get("error").and_then(Value::as_bool) == Some(true)),
+    );
+    out.action(logic);
+    out.go("next");
+}
