@@ -717,6 +717,17 @@ impl Mapper<'_> {
                 self.process_name, node.id
             ));
         }
+        let capacity = match logic.get("capacity") {
+            Some(Value::Number(n)) => n.as_u64().filter(|n| *n > 0),
+            Some(Value::String(s)) => s.trim().parse::<u64>().ok().filter(|n| *n > 0),
+            _ => None,
+        };
+        if let Some(capacity) = capacity {
+            self.notes.push(format!(
+                "process `{}`: queue node {}: its capacity ({capacity} tasks) is not enforced (an `alert: {capacity} -> NODE` on the node can signal it)",
+                self.process_name, node.id
+            ));
+        }
         json!({ "type": "queue" })
     }
 

@@ -931,3 +931,34 @@ fn condition_functions_casts_the_semaphores_spelling_format_json_and_other_metho
     assert_eq!(nodes["pause"]["for"], "30s", "{back}");
     assert_eq!(process.nodes.len(), 21);
 }
+
+#[test]
+fn a_queues_data_and_capacity_are_named_in_notes() {
+    let export = json!({"obj_type": 1, "obj_id": 8, "title": "Q", "scheme": {"nodes": [
+        {"id": "s", "obj_type": 1, "condition": {"logics": [{"type": "go", "to_node_id": "q"}]}},
+        {"id": "q", "obj_type": 0, "title": "Queue", "condition": {"logics": [
+            {"type": "api_queue", "data": {"source": "web"}, "data_type": {"source": "string"}, "capacity": 100},
+            {"type": "go", "to_node_id": "e"}]}},
+        {"id": "e", "obj_type": 2, "title": "End", "condition": {"logics": []}}
+    ]}});
+    let mut e = Export::default();
+    crate::read::collect(&export, std::path::Path::new("q.json"), &mut e, 0).unwrap();
+    let imported = import(&e).unwrap();
+    assert!(
+        imported
+            .notes
+            .iter()
+            .any(|n| n.contains("node q") && n.contains("`data`")),
+        "{:?}",
+        imported.notes
+    );
+    assert!(
+        imported
+            .notes
+            .iter()
+            .any(|n| n.contains("node q") && n.contains("capacity (100 tasks)")),
+        "{:?}",
+        imported.notes
+    );
+    checked(&imported.processes[0].yaml, "q");
+}
