@@ -1038,3 +1038,64 @@ fn postgres_a_queued_task_is_taken_once_with_two_engines() {
         assert!(!late, "order {} was taken twice", order.id);
     }
 }
+
+const CROWD: &str = r#"
+process: crowd
+nodes:
+  start: { type: start, next: hold }
+  hold: { type: delay, for: 1h, next: done, alert: 5 -> alarm }
+  done: { type: final }
+  alarm: { type: final }
+"#;
+
+/// Tasks pile up in a node with `alert: 5` through two engines started at once on 400
+/// ready tasks: one alert task, and the alert's state says "over" (an odd count of
+/// flips), whichever engines crossed.
+#[test]
+fn postgres_an_alert_is_sent_once_when_two_engines_cross_at_once() {
+    let Some(url) = database("alert_two_engines") else {
+        return;
+    };
+    let admin = DataDir::new();
+    let file = admin.path().join("crowd.yaml");
+    std::fs::write(&file, CROWD).expect("write");
+    cli_ok(
+        &admin,
+        &url,
+        &[
+            "process",
+            "clone",
+            file.to_str().expect("utf-8"),
+            "--alias",
+            "crowd",
+        ],
+    );
+    let tasks = 400;
+    {
+        let store: Arc<dyn Store> = Arc::new(store(&url));
+        let runtime = Runtime::new(store, Arc::new(SystemClock), Settings::default());
+        for _ in 0..tasks {
+            runtime
+                .add_task("@crowd", None, Map::new())
+                .expect("task added");
+        }
+    }
+    let engines = [engine(&url), engine(&url)];
+    let store = store(&url);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while counters(&store, 1).get("hold").map_or(0, |c| c.0) < tasks {
+        assert!(Instant::now() < deadline, "{:?}", counters(&store, 1));
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // Alerts are decided right after the steps: give a late one time to show.
+    std::thread::sleep(Duration::from_millis(500));
+    let counted = counters(&store, 1);
+    assert_eq!(
+        counted.get("alarm").map(|c| c.1),
+        Some(1),
+        "one alert task: {counted:?}"
+    );
+    let flips = counted.get("hold#alerted").map_or(0, |c| c.1);
+    assert_eq!(flips % 2, 1, "the node is over its threshold: {counted:?}");
+    drop(engines);
+}

@@ -8,8 +8,10 @@
 //! kept in the store, as a counter of its own (`NODE#alerted`, whose `total` is odd while
 //! the node is over): it flips in the same batch that creates the alert task, so a
 //! restart neither repeats nor loses an alert. Its `now` stays 0, so it adds nothing to
-//! the process's task counts. (Engines sharing a PostgreSQL store each decide under their
-//! own lock: two of them crossing at once may both send the alert.)
+//! the process's task counts. Engines sharing a PostgreSQL store decide one at a time:
+//! each holds, besides its own lock, a claim on a number that is no task's (one per
+//! process, [`decision_claim`]) while it reads, decides and commits, so two engines
+//! crossing at once never both flip the state (which would undo the flip).
 
 use conveyor_store::{Batch, Op};
 use serde_json::{Map, Value};
@@ -32,6 +34,21 @@ impl Runtime {
         let mut batch = Batch::default();
         // Read, decide and commit under the lock: two steps never send one edge twice.
         let _deciding = self.alerting.lock().await;
+        let _elsewhere = match self.store.shared() {
+            true => match DecisionClaim::take(self.store.as_ref(), process).await? {
+                Some(claim) => Some(claim),
+                None => {
+                    // Another engine held it all along: its decision saw the count this
+                    // step committed, or the next step moving tasks here decides again.
+                    tracing::warn!(
+                        process,
+                        "could not take the alert decision of process; skipped"
+                    );
+                    return Ok(());
+                }
+            },
+            false => None,
+        };
         for name in nodes {
             let Some(alert) = loaded
                 .process
@@ -79,6 +96,43 @@ impl Runtime {
             self.schedule(task);
         }
         Ok(())
+    }
+}
+
+/// The number claimed, on a shared store, while an engine decides the alerts of
+/// `process`: no task has it (task ids count up from 1; this counts down from the top).
+pub(crate) fn decision_claim(process: u64) -> u64 {
+    u64::MAX - process
+}
+
+/// A held [`decision_claim`], given back when dropped.
+struct DecisionClaim<'s> {
+    store: &'s dyn conveyor_store::Store,
+    id: u64,
+}
+
+impl<'s> DecisionClaim<'s> {
+    /// Waits (up to a few seconds) while another engine decides.
+    async fn take(store: &'s dyn conveyor_store::Store, process: u64) -> Result<Option<Self>> {
+        let id = decision_claim(process);
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        let mut pause = std::time::Duration::from_millis(2);
+        loop {
+            if store.claim_async(vec![id]).await?.contains(&id) {
+                return Ok(Some(DecisionClaim { store, id }));
+            }
+            if std::time::Instant::now() >= deadline {
+                return Ok(None);
+            }
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(std::time::Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for DecisionClaim<'_> {
+    fn drop(&mut self) {
+        self.store.release(self.id);
     }
 }
 
