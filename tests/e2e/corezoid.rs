@@ -79,7 +79,7 @@ fn unmappable_nodes_are_listed_and_refused_unless_allow_partial() {
           {"id": "s", "obj_type": 1, "condition": {"logics": [{"type": "go", "to_node_id": "q"}]}},
           {"id": "q", "obj_type": 0, "title": "Query", "condition": {"logics": [{"type": "db_call", "err_node_id": "f"}, {"type": "go", "to_node_id": "e"}]}},
           {"id": "e", "obj_type": 2, "title": "End", "condition": {"logics": []}},
-          {"id": "f", "obj_type": 2, "title": "Failed", "extra": "{\"icon\":\"error\"}", "condition": {"logics": []}}
+          {"id": "f", "obj_type": 2, "title": "Failed", "extra": "{\"icon\":\"error\"}", "options": "{\"save_task\":true}", "condition": {"logics": []}}
         ]}}"#,
     )
     .unwrap();
@@ -314,6 +314,23 @@ fn a_cloned_process_exports_from_the_store_and_comes_back_the_same() {
     assert!(stderr.contains("no process @nope"), "{stderr}");
 }
 
+/// The task is gone: its final node does not keep it.
+fn assert_removed(d: &DataDir, process: &str, reference: &str) {
+    let (code, stdout, stderr) = d.run(&["task", "show", process, reference]);
+    assert_eq!(code, 1, "{reference} was kept: {stdout}");
+    assert!(stderr.contains("no task"), "{stderr}");
+}
+
+/// How many tasks entered `node` (its `total` counter).
+fn entered(d: &DataDir, process: &str, node: &str) -> u64 {
+    let shown = d.json(&["process", "show", process]);
+    shown["nodes"]
+        .as_array()
+        .and_then(|nodes| nodes.iter().find(|n| n["id"] == node))
+        .and_then(|n| n["total"].as_u64())
+        .unwrap_or_else(|| panic!("no node `{node}`: {shown}"))
+}
+
 /// What the Stripe stand-in saw: each request's method, path, Authorization and body.
 type Seen = std::sync::Arc<std::sync::Mutex<Vec<(String, String, String, String)>>>;
 
@@ -477,14 +494,14 @@ fn the_stripe_checkout_sample_runs_against_a_local_stripe() {
         "{requests:?}"
     );
 
-    // Another customer comes back: the sample replies `customer_not_found`.
-    let gone = d.json(&["task", "show", "@checkout", "gone"]);
-    assert_eq!(gone["node"], "final", "{gone}");
-    assert_eq!(gone["status"], "failed", "{gone}");
-
+    // Another customer comes back: the sample replies `customer_not_found` and ends in
+    // a final node without `save_task`, so (as in Corezoid) the task is not kept; the
+    // node's counter says it got there.
+    assert_removed(&d, "@checkout", "gone");
     // A price the sample does not sell: `price_not_found`, and Stripe is not called.
-    let no_price = d.json(&["task", "show", "@checkout", "no-price"]);
-    assert_eq!(no_price["node"], "final_4", "{no_price}");
+    assert_removed(&d, "@checkout", "no-price");
+    assert_eq!(entered(&d, "@checkout", "final"), 1);
+    assert_eq!(entered(&d, "@checkout", "final_4"), 1);
 
     // Stripe unavailable: the Sum node counts the retry in its holder, and the task
     // waits 30 s before it calls again.
@@ -523,7 +540,13 @@ fn the_stubbed_rpc_sample_calls_a_local_stand_in_process_and_hears_its_failure()
     let main = out.join("stubbed_api_rpc.yaml");
     let text = std::fs::read_to_string(&main).unwrap();
     assert!(text.contains("process: '123456'"), "{text}");
-    std::fs::write(&main, text.replace("'123456'", "'@objects'")).unwrap();
+    assert_eq!(text.matches("keep: 0").count(), 1, "{text}");
+    std::fs::write(
+        &main,
+        text.replace("'123456'", "'@objects'")
+            .replace("keep: 0", "keep: 1d"),
+    )
+    .unwrap();
     let stand_in = d.path().join("objects.yaml");
     std::fs::write(
         &stand_in,
@@ -571,7 +594,9 @@ nodes:
     assert_eq!(known["data"]["name"], "object 42", "{known}");
     assert_eq!(known["data"]["found"], true, "{known}");
     // The called task fails: the caller is told at once and takes its error route
-    // (Corezoid would leave it waiting).
+    // (Corezoid would leave it waiting). That final node does not say `save_task`, so
+    // the task would be gone at once: the test keeps it to look at (as a user ticks
+    // "Save the task" in Corezoid).
     let unknown = d.json(&["task", "show", "@rpc", "unknown"]);
     assert_eq!(unknown["node"], "error", "{unknown}");
     assert_eq!(
@@ -628,7 +653,7 @@ fn a_sum_read_by_node_id_sees_every_addition_at_run_time() {
             {"type": "set_param", "extra": {"hits": "{{node[5f00aa].S1}}", "amount": "{{node[5f00aa].amount}}", "held": "{{node[5f00ab].count}}"},
              "extra_type": {"hits": "number", "amount": "number", "held": "number"}, "err_node_id": "5f00ee"},
             {"type": "go", "to_node_id": "5f00cc"}]}},
-          {"id": "5f00cc", "obj_type": 2, "title": "End", "condition": {"logics": []}},
+          {"id": "5f00cc", "obj_type": 2, "title": "End", "options": "{\"save_task\":true}", "condition": {"logics": []}},
           {"id": "5f00ee", "obj_type": 2, "title": "Failed", "extra": "{\"icon\":\"error\"}", "condition": {"logics": []}}
         ]}}"#,
     )
@@ -691,8 +716,8 @@ fn an_api_call_in_corezoid_format_wraps_its_params_and_takes_res_data() {
             {"type": "api", "format": "corezoid", "method": "POST", "url": format!("http://{address}/corezoid"),
              "extra": {"amount": "{{amount}}"}, "extra_type": {"amount": "string"}, "err_node_id": "f"},
             {"type": "go", "to_node_id": "e"}]}},
-          {"id": "e", "obj_type": 2, "title": "End", "condition": {"logics": []}},
-          {"id": "f", "obj_type": 2, "title": "Failed", "extra": "{\"icon\":\"error\"}", "condition": {"logics": []}}
+          {"id": "e", "obj_type": 2, "title": "End", "options": "{\"save_task\":true}", "condition": {"logics": []}},
+          {"id": "f", "obj_type": 2, "title": "Failed", "extra": "{\"icon\":\"error\"}", "options": "{\"save_task\":true}", "condition": {"logics": []}}
         ]}})
         .to_string(),
     )
@@ -754,8 +779,8 @@ fn get_from_queue_takes_the_oldest_or_newest_queued_task_and_sends_it_on() {
           {"id": format!("{id}g"), "obj_type": 0, "title": "Take", "condition": {"logics": [
             {"type": "api_get_task", "conv_id": 70, "node_id": queue, "order_by": order, "err_node_id": format!("{id}e")},
             {"type": "go", "to_node_id": format!("{id}d")}]}},
-          {"id": format!("{id}d"), "obj_type": 2, "title": "Got", "condition": {"logics": []}},
-          {"id": format!("{id}e"), "obj_type": 2, "title": "Empty", "extra": "{\"icon\":\"error\"}", "condition": {"logics": []}}
+          {"id": format!("{id}d"), "obj_type": 2, "title": "Got", "options": "{\"save_task\":true}", "condition": {"logics": []}},
+          {"id": format!("{id}e"), "obj_type": 2, "title": "Empty", "extra": "{\"icon\":\"error\"}", "options": "{\"save_task\":true}", "condition": {"logics": []}}
         ]}})
     };
     let export = serde_json::json!([
@@ -764,7 +789,7 @@ fn get_from_queue_takes_the_oldest_or_newest_queued_task_and_sends_it_on() {
           {"id": "65f0000000000000000000q1", "obj_type": 0, "title": "Waiting orders", "condition": {"logics": [
             {"type": "api_queue", "data": {}, "data_type": {}},
             {"type": "go", "to_node_id": "65f0000000000000000000d1"}]}},
-          {"id": "65f0000000000000000000d1", "obj_type": 2, "title": "Shipped", "condition": {"logics": []}}
+          {"id": "65f0000000000000000000d1", "obj_type": 2, "title": "Shipped", "options": "{\"save_task\":true}", "condition": {"logics": []}}
         ]}},
         worker(71, "Worker", "ASC", "65f0000000000000000000q1"),
         worker(72, "Lifo", "DESC", "65f0000000000000000000q1"),
@@ -871,8 +896,8 @@ fn a_count_semaphor_sends_one_alert_each_time_the_node_crosses_its_threshold() {
           {"id": "x", "obj_type": 3, "title": "Too many", "condition": {"logics": [
             {"type": "go_if_const", "to_node_id": "on", "conditions": [{"param": "start", "const": "true", "fun": "eq", "cast": "string"}]},
             {"type": "go", "to_node_id": "off"}]}},
-          {"id": "on", "obj_type": 2, "title": "Alert on", "condition": {"logics": []}},
-          {"id": "off", "obj_type": 2, "title": "Alert off", "condition": {"logics": []}},
+          {"id": "on", "obj_type": 2, "title": "Alert on", "options": "{\"save_task\":true}", "condition": {"logics": []}},
+          {"id": "off", "obj_type": 2, "title": "Alert off", "options": "{\"save_task\":true}", "condition": {"logics": []}},
           {"id": "e", "obj_type": 2, "title": "End", "condition": {"logics": []}}
         ]}}"#,
     )
@@ -939,4 +964,427 @@ fn a_count_semaphor_sends_one_alert_each_time_the_node_crosses_its_threshold() {
             "hold"
         );
     }
+}
+
+#[test]
+fn a_final_node_keeps_its_tasks_only_with_save_task() {
+    let d = DataDir::new();
+    let out = d.path().join("archive");
+    d.ok(&[
+        "process",
+        "import",
+        &sample("11_own_save_task.json"),
+        "--out",
+        &out.to_string_lossy(),
+        "--clone",
+    ]);
+    for (reference, end) in [("a", "saved"), ("b", "other"), ("c", "unticked")] {
+        d.ok(&[
+            "task",
+            "add",
+            "@own_archive_or_not",
+            "--ref",
+            reference,
+            &format!("end={end}"),
+        ]);
+    }
+    d.ok(&["run", "--until-idle"]);
+    // "Save the tasks in an archive": kept, and shown where it ended.
+    let a = d.json(&["task", "show", "@own_archive_or_not", "a"]);
+    assert_eq!(a["node"], "archived", "{a}");
+    assert_eq!(a["status"], "done", "{a}");
+    let kept = a["wake_at"].as_i64().unwrap_or_default() - a["changed"].as_i64().unwrap_or(0);
+    assert_eq!(kept, 31 * 86_400_000, "kept for 31 days: {a}");
+    // Not ticked (or no options at all): gone at once, ref free again.
+    assert_removed(&d, "@own_archive_or_not", "b");
+    assert_removed(&d, "@own_archive_or_not", "c");
+    assert_eq!(entered(&d, "@own_archive_or_not", "not_archived"), 1);
+    assert_eq!(entered(&d, "@own_archive_or_not", "unticked"), 1);
+    d.ok(&[
+        "task",
+        "add",
+        "@own_archive_or_not",
+        "--ref",
+        "b",
+        "end=saved",
+    ]);
+}
+
+/// What a stand-in saw: path and query, content type, body.
+type Requests = std::sync::Arc<std::sync::Mutex<Vec<(String, String, String)>>>;
+
+/// A stand-in that records every request and answers `/reply/CODE` with that status and
+/// no body, anything else with `{"seen": PATH}`.
+fn recording_stand_in() -> (String, Requests) {
+    use axum::http::{HeaderMap, StatusCode, Uri};
+    let seen = Requests::default();
+    let log = seen.clone();
+    let router = axum::Router::new().fallback(move |uri: Uri, headers: HeaderMap, body: String| {
+        let log = log.clone();
+        async move {
+            let content_type = headers
+                .get("content-type")
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("")
+                .to_string();
+            log.lock()
+                .unwrap()
+                .push((uri.to_string(), content_type, body));
+            match uri.path().strip_prefix("/reply/") {
+                Some(code) => (
+                    StatusCode::from_u16(code.parse().unwrap_or(500))
+                        .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
+                    String::new(),
+                ),
+                None => (
+                    StatusCode::OK,
+                    serde_json::json!({"seen": uri.path()}).to_string(),
+                ),
+            }
+        }
+    });
+    let address = crate::support::http_server(router);
+    (format!("http://{address}"), seen)
+}
+
+#[test]
+fn api_options_sign_with_send_sys_send_xml_and_check_replies_as_imported() {
+    use sha1::Digest as _;
+    const SECRET: &str = "S3CRET-sys-4242";
+    let d = DataDir::new();
+    let (base, seen) = recording_stand_in();
+    let out = d.path().join("api");
+    d.ok(&[
+        "process",
+        "import",
+        &sample("12_own_api_options.json"),
+        "--out",
+        &out.to_string_lossy(),
+    ]);
+    let file = out.join("own_api_options.yaml");
+    let text = std::fs::read_to_string(&file).unwrap();
+    assert!(!text.contains("corezoid-secret-never-copied"), "{text}");
+    std::fs::write(&file, text.replace("http://stand-in.invalid", &base)).unwrap();
+    d.ok(&[
+        "process",
+        "clone",
+        &file.to_string_lossy(),
+        "--alias",
+        "api",
+        "--set",
+        &format!("sys_secret={SECRET}"),
+    ]);
+    let order = r##"{"@id": "o-7", "note": "<b>Tea & 'cake'</b>", "item": [{"@sku": "x1", "#value": 2}, {"@sku": "x2", "#value": 1}]}"##;
+    d.ok(&[
+        "task",
+        "add",
+        "@api",
+        "--ref",
+        "ok",
+        "amount:=5",
+        &format!("order:={order}"),
+        "status=202",
+    ]);
+    d.ok(&[
+        "task",
+        "add",
+        "@api",
+        "--ref",
+        "empty",
+        "amount:=6",
+        r#"order:={"@id": "o-8"}"#,
+        "status=200",
+    ]);
+    d.ok(&[
+        "task",
+        "add",
+        "@api",
+        "--ref",
+        "hostile",
+        "amount:=7",
+        r#"order:={"bad name><x": "1"}"#,
+        "status=202",
+    ]);
+    let run = d
+        .command(&["run", "--until-idle"])
+        .env("CONVEYOR_LOG", "trace")
+        .output()
+        .unwrap();
+    assert!(run.status.success());
+    let logs = format!(
+        "{}{}",
+        String::from_utf8_lossy(&run.stdout),
+        String::from_utf8_lossy(&run.stderr)
+    );
+    let requests = seen.lock().unwrap().clone();
+
+    // send_sys: the URL carries conv_id, conv_time and the signature over the body as
+    // sent, and the body a `sys` object naming the task.
+    let ok = d.json(&["task", "show", "@api", "ok"]);
+    assert_eq!(ok["node"], "done", "{ok}");
+    let signed: Vec<_> = requests
+        .iter()
+        .filter(|r| r.0.starts_with("/signed?"))
+        .collect();
+    assert_eq!(signed.len(), 3, "{requests:?}");
+    let request = signed
+        .iter()
+        .find(|r| r.2.contains("\"amount\":5"))
+        .expect("the call of task `ok`");
+    let query: std::collections::HashMap<String, String> =
+        reqwest::Url::parse(&format!("http://x{}", request.0))
+            .unwrap()
+            .query_pairs()
+            .into_owned()
+            .collect();
+    let process = d.json(&["process", "show", "@api"]);
+    assert_eq!(query["conv_id"], process["id"].to_string(), "{query:?}");
+    let mut hasher = sha1::Sha1::new();
+    hasher.update(format!(
+        "{}{SECRET}{}{SECRET}",
+        query["conv_time"], request.2
+    ));
+    assert_eq!(query["conv_signature"], hex::encode(hasher.finalize()));
+    let body: serde_json::Value = serde_json::from_str(&request.2).unwrap();
+    assert_eq!(body["sys"]["ref"], "ok", "{body}");
+    assert_eq!(body["sys"]["obj_id"], ok["id"], "{body}");
+    assert_eq!(body["sys"]["node_id"], "signed_call", "{body}");
+    assert_eq!(request.1, "application/json");
+    // debug_info: the exchange's figures.
+    let debug = &ok["data"]["__conveyor_api_debug__"];
+    assert_eq!(debug["http_res_code"], 200, "{ok}");
+    assert_eq!(debug["http_req_body_size"], request.2.len() as u64, "{ok}");
+    assert_eq!(
+        debug["http_res_body_size"],
+        r#"{"seen":"/signed"}"#.len() as u64
+    );
+    assert!(debug["http_exec_time"].as_u64().is_some(), "{ok}");
+
+    // The task's JSON as XML, escaped, with the content type the logic said.
+    let xml: Vec<_> = requests.iter().filter(|r| r.0 == "/xml").collect();
+    assert_eq!(
+        xml.len(),
+        2,
+        "the hostile task never sent one: {requests:?}"
+    );
+    let sent = xml
+        .iter()
+        .find(|r| r.2.contains("o-7"))
+        .expect("the XML of task `ok`");
+    assert_eq!(sent.1, "application/soap+xml");
+    assert_eq!(
+        sent.2,
+        "<?xml version=\"1.0\" encoding=\"UTF-8\"?><order id=\"o-7\"><note>&lt;b&gt;Tea &amp; 'cake'&lt;/b&gt;</note><item sku=\"x1\">2</item><item sku=\"x2\">1</item></order>"
+    );
+    // A name that is no XML name is refused, by name, on the error route.
+    let hostile = d.json(&["task", "show", "@api", "hostile"]);
+    assert_eq!(hostile["node"], "failed", "{hostile}");
+    assert_eq!(
+        hostile["data"]["__conveyor_api_return_type_tag__"], "api_wrong_convert_param",
+        "{hostile}"
+    );
+    assert!(
+        hostile["data"]["__conveyor_api_return_description__"]
+            .as_str()
+            .unwrap_or("")
+            .contains("`bad name><x` is not an XML name"),
+        "{hostile}"
+    );
+
+    // rfc_format: an empty 202 is fine (task `ok` is done); an empty 200 is not.
+    let empty = d.json(&["task", "show", "@api", "empty"]);
+    assert_eq!(empty["node"], "failed", "{empty}");
+    assert_eq!(
+        empty["data"]["__conveyor_api_return_type_tag__"], "api_no_valid_json",
+        "{empty}"
+    );
+    assert_eq!(empty["data"]["__conveyor_api_return_http_code__"], 200);
+
+    // The secret is nowhere unless asked for with --reveal: not in the tasks, their
+    // history, the process as shown, or the engine's logs at trace level.
+    for reference in ["ok", "empty", "hostile"] {
+        for args in [
+            vec!["task", "show", "@api", reference],
+            vec!["--json", "task", "show", "@api", reference],
+            vec!["task", "history", "@api", reference],
+        ] {
+            let shown = d.ok(&args);
+            assert!(!shown.contains(SECRET), "{args:?}: {shown}");
+        }
+    }
+    assert!(!d.ok(&["process", "show", "@api"]).contains(SECRET));
+    assert!(!logs.contains(SECRET), "the secret in the logs");
+    assert!(
+        requests
+            .iter()
+            .all(|r| !r.0.contains(SECRET) && !r.2.contains(SECRET)),
+        "the secret was sent: {requests:?}"
+    );
+}
+
+#[test]
+fn an_absolute_time_semaphor_on_a_waiting_node_fires_at_that_time() {
+    let d = DataDir::new();
+    d.ok(&[
+        "process",
+        "import",
+        &sample("13_own_dynamic_timer.json"),
+        "--clone",
+    ]);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let process = "@own_approval_deadline";
+    d.ok(&[
+        "task",
+        "add",
+        process,
+        "--ref",
+        "late",
+        &format!("deadline:={}", now - 10),
+    ]);
+    let deadline = now + 3600;
+    d.ok(&[
+        "task",
+        "add",
+        process,
+        "--ref",
+        "on-time",
+        &format!("deadline:={deadline}"),
+    ]);
+    d.ok(&["run", "--until-idle"]);
+    // The deadline is an absolute unix time: one already past sends the task on at once.
+    let late = d.json(&["task", "show", process, "late"]);
+    assert_eq!(late["node"], "too_late", "{late}");
+    // The other waits for its approval until exactly that time (not that long from now).
+    let waiting = d.json(&["task", "show", process, "on-time"]);
+    assert_eq!(waiting["node"], "wait_for_approval", "{waiting}");
+    assert_eq!(waiting["status"], "waiting", "{waiting}");
+    assert_eq!(
+        waiting["wake_at"].as_i64(),
+        Some(deadline as i64 * 1000),
+        "{waiting}"
+    );
+    d.ok(&["task", "modify", process, "on-time", "approved=yes"]);
+    d.ok(&["run", "--until-idle"]);
+    let approved = d.json(&["task", "show", process, "on-time"]);
+    assert_eq!(approved["node"], "approved", "{approved}");
+}
+
+#[test]
+fn a_count_of_another_processs_node_is_read_through_its_new_alias_and_name() {
+    let d = DataDir::new();
+    d.ok(&[
+        "process",
+        "import",
+        &sample("14_own_cross_process_count.json"),
+        "--clone",
+    ]);
+    for reference in ["l1", "l2"] {
+        d.ok(&["task", "add", "@own_inbox", "--ref", reference]);
+    }
+    d.ok(&["run", "--until-idle"]);
+    d.ok(&["task", "add", "@own_inbox_watcher", "--ref", "w"]);
+    d.ok(&["run", "--until-idle"]);
+    let w = d.json(&["task", "show", "@own_inbox_watcher", "w"]);
+    assert_eq!(w["node"], "counted", "{w}");
+    // `{{conv[9204].node[<id>].count}}` became `conv[@own_inbox].node[waiting_letters]`.
+    assert_eq!(w["data"]["waiting"], 2, "{w}");
+    assert_eq!(w["data"]["mine"], 0, "{w}");
+    // One letter is read: the count follows.
+    d.ok(&["task", "modify", "@own_inbox", "l1", "read=yes"]);
+    d.ok(&["run", "--until-idle"]);
+    d.ok(&["task", "add", "@own_inbox_watcher", "--ref", "w2"]);
+    d.ok(&["run", "--until-idle"]);
+    let w2 = d.json(&["task", "show", "@own_inbox_watcher", "w2"]);
+    assert_eq!(w2["data"]["waiting"], 1, "{w2}");
+    assert_eq!(w2["data"]["mine"], 1, "{w2}");
+}
+
+/// A task of the routes fixture: its ref, the one value changed (which, and to what),
+/// and the node it must end in.
+type Case<'a> = (&'a str, Option<(usize, &'a str)>, &'a str);
+
+#[test]
+fn condition_functions_casts_and_put_patch_delete_run_as_imported() {
+    let d = DataDir::new();
+    let (base, seen) = recording_stand_in();
+    let out = d.path().join("routes");
+    d.ok(&[
+        "process",
+        "import",
+        &sample("15_own_conditions_and_methods.json"),
+        "--out",
+        &out.to_string_lossy(),
+    ]);
+    let file = out.join("own_routes_and_methods.yaml");
+    let text = std::fs::read_to_string(&file).unwrap();
+    std::fs::write(&file, text.replace("http://stand-in.invalid", &base)).unwrap();
+    d.ok(&[
+        "process",
+        "clone",
+        &file.to_string_lossy(),
+        "--alias",
+        "routes",
+    ]);
+    let good = [
+        "n:=5",
+        "code=A-12",
+        "flag:=true",
+        r#"tags:=["a","b"]"#,
+        r#"obj:={"k":1}"#,
+    ];
+    // Each case changes one value of a task that passes every check.
+    let cases: [Case; 8] = [
+        ("all", None, "pause"),
+        ("big", Some((0, "n:=12")), "not_less"),
+        ("seven", Some((0, "n:=7")), "not_less_or_equal"),
+        ("three", Some((0, "n:=3")), "not_more_or_equal"),
+        ("code", Some((1, "code=B-1")), "no_match"),
+        ("flag", Some((2, "flag:=false")), "not_true"),
+        ("tags", Some((3, r#"tags:=["b","a"]"#)), "other_tags"),
+        ("obj", Some((4, r#"obj:={"k":2}"#)), "other_object"),
+    ];
+    for (reference, change, _) in &cases {
+        let mut data: Vec<&str> = good.to_vec();
+        if let Some((at, value)) = change {
+            data[*at] = value;
+        }
+        let mut args = vec!["task", "add", "@routes", "--ref", reference];
+        args.extend(data);
+        d.ok(&args);
+    }
+    // A string "5" is cast to a number, as Corezoid casts it.
+    d.ok(&[
+        "task",
+        "add",
+        "@routes",
+        "--ref",
+        "text",
+        "n=5",
+        "code=A-7",
+        "flag=true",
+        r#"tags:=["a","b"]"#,
+        r#"obj:={"k":1}"#,
+    ]);
+    d.ok(&["run", "--until-idle"]);
+    for (reference, _, node) in cases.iter().chain([&("text", None, "pause")]) {
+        let task = d.json(&["task", "show", "@routes", reference]);
+        assert_eq!(task["node"], *node, "{reference}: {task}");
+    }
+    // The task that passed every check called PUT, PATCH and DELETE, then waits in
+    // the delay read from `semaphores`.
+    let requests = seen.lock().unwrap().clone();
+    let for_all: Vec<_> = requests
+        .iter()
+        .filter(|r| r.0.starts_with("/items/A-12"))
+        .collect();
+    assert_eq!(for_all.len(), 3, "{requests:?}");
+    assert_eq!(for_all[0].2, r#"{"n":5}"#);
+    assert_eq!(for_all[1].2, r#"{"flag":true}"#);
+    assert_eq!(for_all[2].0, "/items/A-12?why=done");
+    let all = d.json(&["task", "show", "@routes", "all"]);
+    let wake = all["wake_at"].as_i64().unwrap_or(0) - all["changed"].as_i64().unwrap_or(0);
+    assert_eq!(wake, 30_000, "{all}");
 }

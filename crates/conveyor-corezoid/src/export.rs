@@ -76,9 +76,14 @@ pub fn export_value(definition: &Value, obj_id: Option<u64>) -> Result<Value, Ex
             .unwrap_or(name)
             .to_string()
     };
+    let settings_keep = definition.get("settings").and_then(|s| s.get("keep"));
     let mut scheme_nodes = Vec::new();
     for (name, node) in nodes {
-        scheme_nodes.push(node_object(name, node, &id_of));
+        let mut object = node_object(name, node, &id_of);
+        if text(node, "type") == "final" {
+            object["options"] = final_options(node.get("keep").or(settings_keep));
+        }
+        scheme_nodes.push(object);
     }
     let title = text(definition, "title");
     let name = text(definition, "process");
@@ -237,19 +242,37 @@ fn node_object(name: &str, node: &Value, id_of: &dyn Fn(&str) -> String) -> Valu
         extra,
         ..
     } = out;
-    if let Some(limit) = node.get("timeout").and_then(Value::as_str)
-        && let Some((after, target)) = limit.split_once("->")
-    {
-        let value = match crate::map::seconds_of(after.trim()) {
-            Some(secs) => json!(secs),
-            None => Value::String(after.trim().to_string()),
-        };
-        semaphors.push(json!({
-            "type": "time",
-            "value": value,
-            "dimension": "sec",
-            "to_node_id": id_of(target.trim()),
-        }));
+    // `timeout: D -> node`, `{ after: D, to: node }` or `{ until: T, to: node }`: a `time`
+    // semaphor. Corezoid reads a template value as an absolute time; a duration read
+    // from the task is marked (`conveyor_relative`) so the importer reads it back as one.
+    let limit = match node.get("timeout") {
+        Some(Value::String(limit)) => limit
+            .split_once("->")
+            .or_else(|| limit.split_once('→'))
+            .map(|(after, to)| (after.trim().to_string(), to.trim().to_string(), false)),
+        Some(limit @ Value::Object(_)) => match limit.get("until") {
+            Some(until) => Some((scalar_text(until), text(limit, "to"), true)),
+            None => Some((text(limit, "after"), text(limit, "to"), false)),
+        },
+        _ => None,
+    };
+    if let Some((value, target, absolute)) = limit {
+        let mut semaphor = Map::new();
+        semaphor.insert("type".into(), json!("time"));
+        match crate::map::seconds_of(&value) {
+            Some(secs) if !absolute => {
+                semaphor.insert("value".into(), json!(secs));
+            }
+            _ => {
+                if !absolute {
+                    semaphor.insert("conveyor_relative".into(), json!(true));
+                }
+                semaphor.insert("value".into(), Value::String(value));
+            }
+        }
+        semaphor.insert("dimension".into(), json!("sec"));
+        semaphor.insert("to_node_id".into(), Value::String(id_of(&target)));
+        semaphors.push(Value::Object(semaphor));
     }
     // `alert: N -> node` or `{ at_least: N, to: node }`: a `count` semaphor.
     let alert = match node.get("alert") {
@@ -286,6 +309,25 @@ fn node_object(name: &str, node: &Value, id_of: &dyn Fn(&str) -> String) -> Valu
         "extra": serde_json::to_string(&extra).unwrap_or_default(),
         "options": null,
     })
+}
+
+/// A final node's `options`: `save_task` unless its tasks are removed at once (`keep:
+/// 0`, its own or the process's), with the `keep` as written beside it (Corezoid keeps
+/// a saved task until the end of the month; the importer reads the `keep` back).
+fn final_options(keep: Option<&Value>) -> Value {
+    let removed_at_once = match keep {
+        Some(Value::Number(n)) => n.as_f64() == Some(0.0),
+        Some(Value::String(s)) => crate::map::seconds_of(s.trim()) == Some(0),
+        _ => false,
+    };
+    let options = match keep {
+        _ if removed_at_once => json!({ "save_task": false }),
+        Some(keep @ (Value::String(_) | Value::Number(_))) => {
+            json!({ "save_task": true, "keep": keep })
+        }
+        _ => json!({ "save_task": true }),
+    };
+    Value::String(options.to_string())
 }
 
 /// `process:` of a node: a number stays a number, `@alias` stays text.
@@ -374,12 +416,22 @@ fn api_logic(node: &Value) -> Map<String, Value> {
     }
     logic.insert("extra".into(), extra);
     logic.insert("extra_type".into(), extra_type);
-    let content_type = if format == "form" {
-        "application/x-www-form-urlencoded"
-    } else {
-        "application/json"
+    let content_type = match format.as_str() {
+        "form" => "application/x-www-form-urlencoded".to_string(),
+        "xml" => node
+            .get("headers")
+            .and_then(Value::as_object)
+            .and_then(|h| {
+                h.iter()
+                    .find(|(k, _)| k.eq_ignore_ascii_case("content-type"))
+                    .and_then(|(_, v)| v.as_str())
+                    .filter(|v| v.contains("xml"))
+                    .map(str::to_string)
+            })
+            .unwrap_or_else(|| "application/xml".to_string()),
+        _ => "application/json".to_string(),
     };
-    logic.insert("content_type".into(), json!(content_type));
+    logic.insert("content_type".into(), Value::String(content_type));
     logic.insert(
         "extra_headers".into(),
         node.get("headers").cloned().unwrap_or(json!({})),
@@ -408,7 +460,27 @@ fn api_logic(node: &Value) -> Map<String, Value> {
     }
     let threads = node.get("concurrency").and_then(Value::as_u64).unwrap_or(0);
     logic.insert("max_threads".into(), json!(threads));
-    logic.insert("send_sys".into(), json!(false));
+    match node.get("send_sys") {
+        Some(Value::Bool(true)) => {
+            logic.insert("send_sys".into(), json!(true));
+            // Not signed: said with an empty `sys_secret` (Conveyor's own key).
+            logic.insert("sys_secret".into(), json!(""));
+        }
+        Some(Value::Object(sys)) => {
+            logic.insert("send_sys".into(), json!(true));
+            // The template that reads the secret (never the secret itself).
+            logic.insert(
+                "sys_secret".into(),
+                json!(text(&Value::Object(sys.clone()), "secret")),
+            );
+        }
+        _ => {
+            logic.insert("send_sys".into(), json!(false));
+        }
+    }
+    let flag = |key: &str| node.get(key).and_then(Value::as_bool) == Some(true);
+    logic.insert("rfc_format".into(), json!(flag("require_body")));
+    logic.insert("debug_info".into(), json!(flag("debug")));
     logic
 }
 

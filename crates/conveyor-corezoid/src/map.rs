@@ -17,6 +17,9 @@ use crate::{Export, Import, ImportError, Imported, Unmapped};
 
 /// Corezoid's smallest static timer (a shorter one is refused by its deploy check).
 const MIN_TIMER_SECS: i64 = 30;
+/// How long a task in a final node with `save_task` is kept: Corezoid keeps it until the
+/// end of the month, at most 31 days.
+const SAVED_TASK_KEEP: &str = "31d";
 
 pub(crate) fn import(export: &Export) -> Result<Import, ImportError> {
     let mut out = Import::default();
@@ -69,19 +72,26 @@ pub(crate) fn import(export: &Export) -> Result<Import, ImportError> {
     // Every node's name by its Corezoid id, over all processes: a Get from Queue names
     // the queue node of another process by id.
     let mut all_names: HashMap<String, String> = HashMap::new();
-    for process in &export.processes {
-        let (names, _) = node_names(&cz_nodes(process));
-        all_names.extend(names);
+    // And by process: `{{conv[ID].node[NODE].count}}` names a node of process ID.
+    let mut names_by_process: HashMap<i64, HashMap<String, String>> = HashMap::new();
+    for (process, (id, _)) in export.processes.iter().zip(&named) {
+        let names = process_node_names(process);
+        all_names.extend(names.clone());
+        if let Some(id) = id {
+            names_by_process.insert(*id, names);
+        }
     }
     for ((process, (id, alias)), holder) in export.processes.iter().zip(named).zip(holders) {
         let mut mapper = Mapper {
             process_name: alias.clone(),
             aliases: &aliases,
             all_names: &all_names,
+            names_by_process: &names_by_process,
             unmapped: Vec::new(),
             notes: Vec::new(),
             nodes: Map::new(),
             sum_holder: holder.clone(),
+            signs: false,
         };
         let definition = match crate::export::carried_definition(process) {
             // Exported by Conveyor and not edited since: the definition it carries.
@@ -145,6 +155,28 @@ fn node_names(nodes: &[CzNode]) -> (HashMap<String, String>, Names) {
     (names, taken)
 }
 
+/// The Conveyor name of each node of a process object, by Corezoid node id: from
+/// titles, or, for a definition a Conveyor export carries, the names it has (its
+/// scheme's nodes are its nodes, in order).
+fn process_node_names(process: &Value) -> HashMap<String, String> {
+    let Some(definition) = crate::export::carried_definition(process) else {
+        return node_names(&cz_nodes(process)).0;
+    };
+    let ids = process
+        .get("scheme")
+        .and_then(|s| s.get("nodes"))
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .map(|n| text(n, "id"));
+    let names = definition
+        .get("nodes")
+        .and_then(Value::as_object)
+        .into_iter()
+        .flat_map(|nodes| nodes.keys().cloned());
+    ids.zip(names).collect()
+}
+
 /// The nodes of a process object, as read.
 fn cz_nodes(process: &Value) -> Vec<CzNode<'_>> {
     process
@@ -164,6 +196,9 @@ struct CzNode<'a> {
     logics: Vec<&'a Value>,
     semaphors: Vec<&'a Value>,
     extra: Value,
+    /// `options` (a JSON string in exports, an object in API ops): a final node's
+    /// `save_task`.
+    options: Value,
 }
 
 impl<'a> CzNode<'a> {
@@ -183,11 +218,13 @@ impl<'a> CzNode<'a> {
         let mut semaphors = list("semaphors");
         semaphors.extend(list("semaphores"));
         // `extra` is a JSON string in exports and an object in API ops.
-        let extra = match value.get("extra") {
+        let embedded = |key: &str| match value.get(key) {
             Some(Value::String(s)) => serde_json::from_str(s).unwrap_or(Value::Null),
             Some(other) => other.clone(),
             None => Value::Null,
         };
+        let extra = embedded("extra");
+        let options = embedded("options");
         Some(CzNode {
             id,
             obj_type: value.get("obj_type").and_then(Value::as_i64).unwrap_or(0),
@@ -196,6 +233,7 @@ impl<'a> CzNode<'a> {
             logics: list("logics"),
             semaphors,
             extra,
+            options,
         })
     }
 
@@ -218,12 +256,20 @@ struct Mapper<'a> {
     aliases: &'a BTreeMap<i64, String>,
     /// Node names of every process of the import, by Corezoid node id.
     all_names: &'a HashMap<String, String>,
+    /// The same, by Corezoid process id.
+    names_by_process: &'a HashMap<i64, HashMap<String, String>>,
     unmapped: Vec<Unmapped>,
     notes: Vec<String>,
     nodes: Map<String, Value>,
     /// The process holding this process's sums, when it has Sum nodes.
     sum_holder: Option<String>,
+    /// Whether an `api` node signs with `send_sys` (the process gets a `sys_secret`).
+    signs: bool,
 }
+
+/// The param a `send_sys` signature's secret is read from (Corezoid's `api_secret_outer`,
+/// which is never written into the file).
+const SYS_SECRET: &str = "sys_secret";
 
 /// Where the nodes of one process are and what they are called.
 struct Graph {
@@ -336,14 +382,26 @@ impl Mapper<'_> {
         let sums = sum_names(&nodes);
         rewrite_node_refs(
             &mut nodes_out,
-            &graph.names,
-            &sums,
-            self.sum_holder.as_deref(),
+            &NodeRefs {
+                names: &graph.names,
+                others: self.names_by_process,
+                sums: &sums,
+                holder: self.sum_holder.as_deref(),
+            },
         );
         rewrite_refs(&mut nodes_out, self.aliases);
         let env_vars = rewrite_env_vars(&mut nodes_out);
         let mut params = self.params(process).unwrap_or_else(|| json!({}));
         if let Value::Object(params) = &mut params {
+            if self.signs {
+                params.entry(SYS_SECRET).or_insert_with(|| {
+                    json!({
+                        "description": "The secret Corezoid signed send_sys calls with (api_secret_outer): give it with `process clone --set sys_secret=…`",
+                        "secret": true,
+                        "input": [],
+                    })
+                });
+            }
             for (param, name) in env_vars {
                 params.entry(param).or_insert_with(|| {
                     json!({
@@ -371,10 +429,14 @@ impl Mapper<'_> {
                 }
             }
             for key in ["timeout", "alert"] {
-                if let Some(Value::String(limit)) = node.get(key)
-                    && let Some((_, to)) = limit.split_once("->")
-                {
-                    out.push(to.trim().to_string());
+                match node.get(key) {
+                    Some(Value::String(limit)) => {
+                        if let Some((_, to)) = limit.split_once("->") {
+                            out.push(to.trim().to_string());
+                        }
+                    }
+                    Some(limit @ Value::Object(_)) => out.push(text(limit, "to")),
+                    _ => {}
                 }
             }
             if let Some(Value::Array(branches)) = node.get("branches") {
@@ -473,6 +535,7 @@ impl Mapper<'_> {
                 if icon == "error" {
                     out.insert("status".into(), json!("error"));
                 }
+                out.insert("keep".into(), final_keep(&node.options));
             }
             _ => {
                 // Where the task goes after the action (or straight away): the routes and
@@ -554,12 +617,24 @@ impl Mapper<'_> {
         for semaphor in &node.semaphors {
             match kind(semaphor) {
                 "time" if has_action || out.get("type") == Some(&json!("condition")) => {
+                    let to = graph.target(&text(semaphor, "to_node_id"));
+                    let value = text(semaphor, "value");
                     match timer_seconds(semaphor) {
                         Some(secs) => {
-                            let to = graph.target(&text(semaphor, "to_node_id"));
                             out.insert("timeout".into(), Value::String(format!("{secs}s -> {to}")));
                         }
-                        None => self.unmapped(node, "a `time` semaphor with an absolute (dynamic) time on a node with logic"),
+                        // A duration read from the task, as a Conveyor export writes it.
+                        None if semaphor.get("conveyor_relative") == Some(&Value::Bool(true)) => {
+                            out.insert("timeout".into(), json!({ "after": value, "to": to }));
+                        }
+                        // A template or `$.unixtime(…)`: an absolute unix time.
+                        None if value.contains("{{") || value.contains("$.") => {
+                            out.insert("timeout".into(), json!({ "until": value, "to": to }));
+                        }
+                        None => self.unmapped(
+                            node,
+                            &format!("a `time` semaphor whose value `{value}` is neither a number nor a template"),
+                        ),
                     }
                 }
                 "time" => {}
@@ -642,6 +717,17 @@ impl Mapper<'_> {
                 self.process_name, node.id
             ));
         }
+        let capacity = match logic.get("capacity") {
+            Some(Value::Number(n)) => n.as_u64().filter(|n| *n > 0),
+            Some(Value::String(s)) => s.trim().parse::<u64>().ok().filter(|n| *n > 0),
+            _ => None,
+        };
+        if let Some(capacity) = capacity {
+            self.notes.push(format!(
+                "process `{}`: queue node {}: its capacity ({capacity} tasks) is not enforced (an `alert: {capacity} -> NODE` on the node can signal it)",
+                self.process_name, node.id
+            ));
+        }
         json!({ "type": "queue" })
     }
 
@@ -672,6 +758,40 @@ impl Mapper<'_> {
         Value::Object(out)
     }
 
+    /// API Call (`api`): the request (see `api`), and what the mapper keeps of it: the
+    /// `send_sys` secret's param, a note that the export's secret is not carried. A
+    /// client certificate (`cert_pem`) cannot be sent: the node is listed.
+    fn api(&mut self, node: &CzNode, logic: &Value) -> Result<Value, String> {
+        if !text(logic, "cert_pem").trim().is_empty() {
+            return Err(
+                "`api` with a client certificate (`cert_pem`), which Conveyor cannot send".into(),
+            );
+        }
+        let mut out = api(logic)?;
+        if logic.get("send_sys").and_then(Value::as_bool) == Some(true) {
+            // A Conveyor export says which param (none: not signed); Corezoid's signs
+            // with the process's secret.
+            let send_sys = match logic.get("sys_secret").and_then(Value::as_str) {
+                Some("") => json!(true),
+                Some(secret) => json!({ "secret": secret }),
+                None => {
+                    self.signs = true;
+                    if !text(logic, "api_secret_outer").is_empty() {
+                        self.notes.push(format!(
+                            "process `{}`: node {} signs with send_sys: its secret (api_secret_outer) is not written into the file; give it with `process clone --set {SYS_SECRET}=…`",
+                            self.process_name, node.id
+                        ));
+                    }
+                    json!({ "secret": format!("{{{{{SYS_SECRET}}}}}") })
+                }
+            };
+            if let Value::Object(map) = &mut out {
+                map.insert("send_sys".into(), send_sys);
+            }
+        }
+        Ok(out)
+    }
+
     fn unmapped(&mut self, node: &CzNode, what: &str) {
         self.unmapped.push(Unmapped {
             process: self.process_name.clone(),
@@ -692,7 +812,7 @@ impl Mapper<'_> {
     ) {
         let mapped = match kind(logic) {
             "set_param" => Ok(set_param(logic)),
-            "api" => api(logic),
+            "api" => self.api(node, logic),
             "api_copy" => Ok(api_copy(logic)),
             "api_rpc" => Ok(api_rpc(logic)),
             "api_rpc_reply" => Ok(api_rpc_reply(logic)),
@@ -740,6 +860,24 @@ impl Mapper<'_> {
             mapped.insert("on_error".into(), Value::String(graph.target(&err)));
         }
         out.extend(mapped);
+    }
+}
+
+/// How long a task that reached a final node is kept. Corezoid keeps it only when the
+/// node says `save_task` ("Save the tasks in an archive", until the end of the month);
+/// otherwise it is gone at once. The month becomes `31d` (at least as long as Corezoid
+/// keeps it), unless the options carry the `keep` a Conveyor export wrote beside
+/// `save_task`.
+fn final_keep(options: &Value) -> Value {
+    let saved = match options.get("save_task") {
+        Some(Value::Bool(b)) => *b,
+        Some(Value::String(s)) => s == "true",
+        _ => false,
+    };
+    match options.get("keep") {
+        Some(keep @ (Value::String(_) | Value::Number(_))) if saved => keep.clone(),
+        _ if saved => json!(SAVED_TASK_KEEP),
+        _ => json!(0),
     }
 }
 
@@ -805,6 +943,35 @@ fn typed_map(
     (set, cast)
 }
 
+/// `extra`/`data` with its `*_type` as values to send: a literal typed `number`,
+/// `boolean`, `object` or `array` is written as that JSON value (Corezoid keeps it as
+/// text beside its type); a template stays as written (a whole-value template keeps
+/// the type of what it reads).
+fn typed_values(values: Option<&Value>, types: Option<&Value>) -> Map<String, Value> {
+    let (mut set, cast) = typed_map(values, types);
+    for (key, ty) in cast {
+        let Some(Value::String(text)) = set.get(&key) else {
+            continue;
+        };
+        if text.contains("{{") || text.contains("$.") {
+            continue;
+        }
+        let parsed = serde_json::from_str::<Value>(text.trim()).ok().filter(|v| {
+            matches!(
+                (ty.as_str(), v),
+                (Some("number"), Value::Number(_))
+                    | (Some("boolean"), Value::Bool(_))
+                    | (Some("object"), Value::Object(_))
+                    | (Some("array"), Value::Array(_))
+            )
+        });
+        if let Some(value) = parsed {
+            set.insert(key, value);
+        }
+    }
+    set
+}
+
 fn set_param(logic: &Value) -> Value {
     let (set, cast) = typed_map(logic.get("extra"), logic.get("extra_type"));
     let mut out = Map::new();
@@ -832,7 +999,7 @@ fn api(logic: &Value) -> Result<Value, String> {
     out.insert("type".into(), json!("api_call"));
     out.insert("method".into(), Value::String(method.clone()));
     out.insert("url".into(), Value::String(text(logic, "url")));
-    let (extra, _) = typed_map(logic.get("extra"), logic.get("extra_type"));
+    let extra = typed_values(logic.get("extra"), logic.get("extra_type"));
     if raw {
         // The body as written (`raw_body`, a template), sent as it is.
         out.insert("body".into(), Value::String(text(logic, "raw_body")));
@@ -851,16 +1018,36 @@ fn api(logic: &Value) -> Result<Value, String> {
         };
         out.insert(key.into(), Value::Object(extra));
     }
-    if !raw
-        && text(logic, "content_type").contains("x-www-form-urlencoded")
-        && out.contains_key("body")
-    {
-        out.insert("format".into(), json!("form"));
+    let content_type = text(logic, "content_type");
+    let mut headers = match logic.get("extra_headers") {
+        Some(Value::Object(headers)) => headers.clone(),
+        _ => Map::new(),
+    };
+    if !raw && !corezoid && out.contains_key("body") {
+        if content_type.contains("x-www-form-urlencoded") {
+            out.insert("format".into(), json!("form"));
+        } else if content_type.contains("xml") {
+            // Corezoid writes the task's JSON as XML (`@attr`, `#value`).
+            out.insert("format".into(), json!("xml"));
+            let typed = headers
+                .keys()
+                .any(|k| k.eq_ignore_ascii_case("content-type"));
+            if content_type.trim() != "application/xml" && !typed {
+                headers.insert(
+                    "Content-Type".into(),
+                    Value::String(content_type.trim().to_string()),
+                );
+            }
+        }
     }
-    if let Some(Value::Object(headers)) = logic.get("extra_headers")
-        && !headers.is_empty()
-    {
-        out.insert("headers".into(), Value::Object(headers.clone()));
+    if !headers.is_empty() {
+        out.insert("headers".into(), Value::Object(headers));
+    }
+    if logic.get("rfc_format").and_then(Value::as_bool) == Some(true) {
+        out.insert("require_body".into(), json!(true));
+    }
+    if logic.get("debug_info").and_then(Value::as_bool) == Some(true) {
+        out.insert("debug".into(), json!(true));
     }
     if logic.get("customize_response").and_then(Value::as_bool) == Some(true)
         && let Some(Value::Object(response)) = logic.get("response")
@@ -899,7 +1086,7 @@ fn conv_id(logic: &Value) -> Value {
 }
 
 fn api_copy(logic: &Value) -> Value {
-    let (data, _) = typed_map(logic.get("data"), logic.get("data_type"));
+    let data = typed_values(logic.get("data"), logic.get("data_type"));
     let modify = text(logic, "mode") == "modify";
     let mut out = Map::new();
     out.insert(
@@ -918,7 +1105,7 @@ fn api_copy(logic: &Value) -> Value {
 }
 
 fn api_rpc(logic: &Value) -> Value {
-    let (data, _) = typed_map(logic.get("extra"), logic.get("extra_type"));
+    let data = typed_values(logic.get("extra"), logic.get("extra_type"));
     let mut out = Map::new();
     out.insert("type".into(), json!("call_process"));
     out.insert("process".into(), conv_id(logic));
@@ -1064,23 +1251,30 @@ fn sum_names(nodes: &[CzNode]) -> HashMap<String, HashMap<String, String>> {
     out
 }
 
-/// `{{node[ID]…}}` reads of this process's nodes, by their Corezoid ids: `node[ID].count`
-/// names the node as imported (`node[check_status].count`), and a Sum node's total,
-/// `node[ID].SumID`, becomes a read of the holder task that keeps its sums
-/// (`conv[@<alias>_sums].ref[ID].<name>`, see `api_sum`). Reads of another process's
-/// nodes (`conv[…].node[…]`) and of ids not in the process stay as written.
-fn rewrite_node_refs(
-    nodes: &mut Map<String, Value>,
-    names: &HashMap<String, String>,
-    sums: &HashMap<String, HashMap<String, String>>,
-    holder: Option<&str>,
-) {
-    fn rewrite(
-        s: &str,
-        names: &HashMap<String, String>,
-        sums: &HashMap<String, HashMap<String, String>>,
-        holder: Option<&str>,
-    ) -> String {
+/// What `{{node[ID]…}}` reads are rewritten with.
+struct NodeRefs<'a> {
+    /// This process's node names, by Corezoid id.
+    names: &'a HashMap<String, String>,
+    /// Every process's of the import, by Corezoid process id.
+    others: &'a HashMap<i64, HashMap<String, String>>,
+    sums: &'a HashMap<String, HashMap<String, String>>,
+    holder: Option<&'a str>,
+}
+
+/// `{{node[ID]…}}` reads of nodes by their Corezoid ids: `node[ID].count` names the node
+/// as imported (`node[check_status].count`), and so does `conv[PID].node[ID].count` when
+/// process PID is in the import (its `conv[PID]` becomes its alias afterwards, with the
+/// other references); a Sum node's total, `node[ID].SumID`, becomes a read of the holder
+/// task that keeps its sums (`conv[@<alias>_sums].ref[ID].<name>`, see `api_sum`). Ids
+/// not in the import stay as written.
+fn rewrite_node_refs(nodes: &mut Map<String, Value>, refs: &NodeRefs<'_>) {
+    /// The process id of a `conv[PID].` that `out` ends with.
+    fn conv_before(out: &str) -> Option<i64> {
+        let head = out.strip_suffix("].")?;
+        let at = head.rfind("conv[")?;
+        head[at + 5..].trim().parse().ok()
+    }
+    fn rewrite(s: &str, refs: &NodeRefs<'_>) -> String {
         let mut out = String::new();
         let mut rest = s;
         while let Some(at) = rest.find("node[") {
@@ -1095,14 +1289,18 @@ fn rewrite_node_refs(
                     .unwrap_or(tail.len());
                 Some((id, &tail[..len], end + 2 + len))
             });
-            // `conv[…].node[…]` reads another process: left alone.
-            let of_other = before.ends_with('.');
+            // `conv[…].node[…]` reads another process's node.
+            let of_other = out.ends_with('.');
             let replacement = match parsed {
-                Some((id, "count", _)) if !of_other => {
-                    names.get(id).map(|name| format!("node[{name}].count"))
+                Some((id, "count", _)) if of_other => conv_before(&out)
+                    .and_then(|pid| refs.others.get(&pid))
+                    .and_then(|names| names.get(id))
+                    .map(|name| format!("node[{name}].count")),
+                Some((id, "count", _)) => {
+                    refs.names.get(id).map(|name| format!("node[{name}].count"))
                 }
                 Some((id, field, _)) if !of_other && !field.is_empty() => {
-                    match (sums.get(id).and_then(|s| s.get(field)), holder) {
+                    match (refs.sums.get(id).and_then(|s| s.get(field)), refs.holder) {
                         (Some(key), Some(holder)) => {
                             Some(format!("conv[@{holder}].ref[{id}].{key}"))
                         }
@@ -1125,21 +1323,16 @@ fn rewrite_node_refs(
         out.push_str(rest);
         out
     }
-    fn walk(
-        value: &mut Value,
-        names: &HashMap<String, String>,
-        sums: &HashMap<String, HashMap<String, String>>,
-        holder: Option<&str>,
-    ) {
+    fn walk(value: &mut Value, refs: &NodeRefs<'_>) {
         match value {
-            Value::String(s) if s.contains("node[") => *s = rewrite(s, names, sums, holder),
-            Value::Array(items) => items.iter_mut().for_each(|v| walk(v, names, sums, holder)),
-            Value::Object(map) => map.values_mut().for_each(|v| walk(v, names, sums, holder)),
+            Value::String(s) if s.contains("node[") => *s = rewrite(s, refs),
+            Value::Array(items) => items.iter_mut().for_each(|v| walk(v, refs)),
+            Value::Object(map) => map.values_mut().for_each(|v| walk(v, refs)),
             _ => {}
         }
     }
     for node in nodes.values_mut() {
-        walk(node, names, sums, holder);
+        walk(node, refs);
     }
 }
 

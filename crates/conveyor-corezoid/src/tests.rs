@@ -30,6 +30,11 @@ fn every_sample_imports_and_passes_the_check() {
         "03_user-status-driver-process.conv.json",
         "06_stubbed-api-rpc.conv.json",
         "10_own_queue_and_new_logics.json",
+        "11_own_save_task.json",
+        "12_own_api_options.json",
+        "13_own_dynamic_timer.json",
+        "14_own_cross_process_count.json",
+        "15_own_conditions_and_methods.json",
     ] {
         let import = import_path(&sample(name)).unwrap_or_else(|e| panic!("{name}: {e}"));
         // Every logic of the samples maps: no `--allow-partial` needed (the Stripe
@@ -669,4 +674,291 @@ fn an_unpacked_zip_export_reads_its_tree_aliases_and_env_vars() {
     for p in &imported.processes {
         checked(&p.yaml, &p.name);
     }
+}
+
+#[test]
+fn save_task_maps_to_the_final_nodes_keep_and_goes_back_with_it() {
+    let imported = import_path(&sample("11_own_save_task.json")).unwrap();
+    assert!(imported.unmapped.is_empty(), "{:?}", imported.unmapped);
+    let back: Value = serde_yaml::from_str(&imported.processes[0].yaml).unwrap();
+    let nodes = &back["nodes"];
+    // Ticked: kept until the end of the month (at most 31 days); not ticked, or no
+    // options at all: not kept.
+    assert_eq!(nodes["archived"]["keep"], "31d", "{back}");
+    assert_eq!(nodes["not_archived"]["keep"], 0, "{back}");
+    assert_eq!(nodes["unticked"]["keep"], 0, "{back}");
+    checked(&imported.processes[0].yaml, "archive");
+
+    // Every keep a definition can say goes out as `save_task` (with the keep beside it)
+    // and comes back from the logics alone.
+    let yaml = "process: keeps\nsettings: { keep: 0 }\nnodes:\n  start: { type: start, next: pick }\n  pick: { type: condition, branches: [ { when: [ { param: a, fn: eq, value: \"1\" } ], next: gone }, { when: [ { param: a, fn: eq, value: \"2\" } ], next: ever } , { when: [ { param: a, fn: eq, value: \"3\" } ], next: week } ], else: inherits }\n  gone: { type: final, keep: 0s }\n  ever: { type: final, keep: forever }\n  week: { type: final, status: error, keep: 7d }\n  inherits: { type: final }\n";
+    checked(yaml, "keeps");
+    let export = logics_only(yaml);
+    let options: Vec<Value> = export.processes[0]["scheme"]["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|n| n["obj_type"] == 2)
+        .map(|n| serde_json::from_str(n["options"].as_str().unwrap()).unwrap())
+        .collect();
+    assert_eq!(
+        options,
+        [
+            json!({"save_task": false}),
+            json!({"save_task": true, "keep": "forever"}),
+            json!({"save_task": true, "keep": "7d"}),
+            // No keep of its own: the process's `settings.keep: 0`.
+            json!({"save_task": false}),
+        ]
+    );
+    let imported = import(&export).unwrap();
+    let back: Value = serde_yaml::from_str(&imported.processes[0].yaml).unwrap();
+    assert_eq!(back["nodes"]["gone"]["keep"], 0, "{back}");
+    assert_eq!(back["nodes"]["ever"]["keep"], "forever", "{back}");
+    assert_eq!(back["nodes"]["week"]["keep"], "7d", "{back}");
+    assert_eq!(back["nodes"]["inherits"]["keep"], 0, "{back}");
+    checked(&imported.processes[0].yaml, "keeps");
+    // The defaults (no keep anywhere) keep the task: `save_task`, read back as 31d.
+    let export = logics_only(
+        "process: plain\nnodes:\n  start: { type: start, next: done }\n  done: { type: final }\n",
+    );
+    let done = &export.processes[0]["scheme"]["nodes"][1];
+    assert_eq!(done["options"], "{\"save_task\":true}", "{done}");
+    // Options written as an object (API ops) are read too.
+    let mut export = export;
+    export.processes[0]["scheme"]["nodes"][1]["options"] = json!({"save_task": false});
+    let back: Value = serde_yaml::from_str(&import(&export).unwrap().processes[0].yaml).unwrap();
+    assert_eq!(back["nodes"]["done"]["keep"], 0, "{back}");
+}
+
+#[test]
+fn api_options_map_send_sys_xml_rfc_format_and_debug_info_and_a_client_certificate_is_listed() {
+    let imported = import_path(&sample("12_own_api_options.json")).unwrap();
+    assert!(imported.unmapped.is_empty(), "{:?}", imported.unmapped);
+    let yaml = &imported.processes[0].yaml;
+    // The secret in the export is never written into the file.
+    assert!(!yaml.contains("corezoid-secret-never-copied"), "{yaml}");
+    assert!(
+        imported
+            .notes
+            .iter()
+            .any(|n| n.contains("send_sys") && n.contains("--set sys_secret")),
+        "{:?}",
+        imported.notes
+    );
+    let back: Value = serde_yaml::from_str(yaml).unwrap();
+    let nodes = &back["nodes"];
+    assert_eq!(
+        nodes["signed_call"]["send_sys"],
+        json!({"secret": "{{sys_secret}}"}),
+        "{back}"
+    );
+    assert_eq!(nodes["signed_call"]["debug"], true, "{back}");
+    assert_eq!(back["params"]["sys_secret"]["secret"], true, "{back}");
+    assert_eq!(back["params"]["sys_secret"]["input"], json!([]), "{back}");
+    assert_eq!(nodes["xml_order"]["format"], "xml", "{back}");
+    assert_eq!(
+        nodes["xml_order"]["headers"]["Content-Type"],
+        "application/soap+xml"
+    );
+    assert_eq!(nodes["xml_order"]["body"], json!({"order": "{{order}}"}));
+    assert_eq!(nodes["strict_reply"]["require_body"], true, "{back}");
+    assert!(nodes["xml_order"].get("require_body").is_none(), "{back}");
+    checked(yaml, "api options");
+
+    // Each goes out and comes back from the logics alone.
+    let yaml = "process: opts\nparams:\n  key: { secret: true, input: [] }\nnodes:\n  start: { type: start, next: a }\n  a: { type: api_call, method: PUT, url: \"http://127.0.0.1:1/a\", body: { x: \"{{x}}\" }, send_sys: { secret: \"{{key}}\" }, debug: true, next: b }\n  b: { type: api_call, method: PATCH, url: \"http://127.0.0.1:1/b\", format: xml, body: { r: { \"@id\": \"1\" } }, send_sys: true, require_body: true, next: done }\n  done: { type: final }\n";
+    checked(yaml, "opts");
+    let export = logics_only(yaml);
+    let logic = &export.processes[0]["scheme"]["nodes"][1]["condition"]["logics"][0];
+    assert_eq!(logic["send_sys"], true, "{logic}");
+    assert_eq!(logic["sys_secret"], "{{key}}", "{logic}");
+    assert_eq!(logic["debug_info"], true, "{logic}");
+    let logic = &export.processes[0]["scheme"]["nodes"][2]["condition"]["logics"][0];
+    assert_eq!(logic["content_type"], "application/xml", "{logic}");
+    assert_eq!(logic["rfc_format"], true, "{logic}");
+    let imported = import(&export).unwrap();
+    assert!(imported.unmapped.is_empty(), "{:?}", imported.unmapped);
+    let back: Value = serde_yaml::from_str(&imported.processes[0].yaml).unwrap();
+    let original: Value = serde_yaml::from_str(yaml).unwrap();
+    for (node, keys) in [
+        ("a", &["method", "body", "send_sys", "debug"][..]),
+        (
+            "b",
+            &["method", "format", "body", "send_sys", "require_body"][..],
+        ),
+    ] {
+        for key in keys {
+            assert_eq!(
+                back["nodes"][node][key], original["nodes"][node][key],
+                "{node}.{key}: {back}"
+            );
+        }
+    }
+
+    // A client certificate cannot be sent: listed, not dropped.
+    let mut export = Export::default();
+    let mut fixture: Value =
+        serde_json::from_str(&std::fs::read_to_string(sample("12_own_api_options.json")).unwrap())
+            .unwrap();
+    fixture[0]["scheme"]["nodes"][1]["condition"]["logics"][0]["cert_pem"] =
+        json!("-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n");
+    crate::read::collect(&fixture, std::path::Path::new("c.json"), &mut export, 0).unwrap();
+    let imported = import(&export).unwrap();
+    let listed: Vec<String> = imported.unmapped.iter().map(ToString::to_string).collect();
+    assert_eq!(
+        listed,
+        [
+            "process `own_api_options`, node 9202000000000000000000a2 \"Signed call\": `api` with a client certificate (`cert_pem`), which Conveyor cannot send"
+        ]
+    );
+}
+
+#[test]
+fn an_absolute_time_semaphor_on_a_node_with_logic_is_a_time_limit_until_that_time() {
+    let imported = import_path(&sample("13_own_dynamic_timer.json")).unwrap();
+    assert!(imported.unmapped.is_empty(), "{:?}", imported.unmapped);
+    let back: Value = serde_yaml::from_str(&imported.processes[0].yaml).unwrap();
+    assert_eq!(
+        back["nodes"]["wait_for_approval"]["timeout"],
+        json!({"until": "{{deadline}}", "to": "too_late"}),
+        "{back}"
+    );
+    checked(&imported.processes[0].yaml, "deadline");
+    // Out and back from the logics alone: an absolute time stays absolute, a duration
+    // read from the task stays a duration, a fixed one stays fixed.
+    let yaml = "process: limits\nnodes:\n  start: { type: start, next: a }\n  a: { type: wait_callback, timeout: { until: \"{{at}}\", to: late }, next: b }\n  b: { type: wait_callback, timeout: { after: \"{{secs}}\", to: late }, next: c }\n  c: { type: wait_callback, timeout: 90s -> late, next: done }\n  done: { type: final }\n  late: { type: final, status: error }\n";
+    checked(yaml, "limits");
+    let export = logics_only(yaml);
+    let semaphor = &export.processes[0]["scheme"]["nodes"][1]["condition"]["semaphors"][0];
+    assert_eq!(semaphor["value"], "{{at}}", "{semaphor}");
+    assert!(semaphor.get("conveyor_relative").is_none(), "{semaphor}");
+    let imported = import(&export).unwrap();
+    assert!(imported.unmapped.is_empty(), "{:?}", imported.unmapped);
+    let back: Value = serde_yaml::from_str(&imported.processes[0].yaml).unwrap();
+    assert_eq!(
+        back["nodes"]["a"]["timeout"],
+        json!({"until": "{{at}}", "to": "late"})
+    );
+    assert_eq!(
+        back["nodes"]["b"]["timeout"],
+        json!({"after": "{{secs}}", "to": "late"})
+    );
+    assert_eq!(back["nodes"]["c"]["timeout"], "90s -> late");
+    checked(&imported.processes[0].yaml, "limits");
+    // Neither a number nor a template: listed.
+    let mut export = export;
+    export.processes[0]["scheme"]["nodes"][1]["condition"]["semaphors"][0]["value"] = json!("soon");
+    let imported = import(&export).unwrap();
+    assert_eq!(imported.unmapped.len(), 1, "{:?}", imported.unmapped);
+    assert!(imported.unmapped[0].what.contains("`soon`"));
+}
+
+#[test]
+fn a_count_of_another_imported_process_names_its_alias_and_node() {
+    let imported = import_path(&sample("14_own_cross_process_count.json")).unwrap();
+    assert!(imported.unmapped.is_empty(), "{:?}", imported.unmapped);
+    let watcher: Value = serde_yaml::from_str(&imported.processes[1].yaml).unwrap();
+    let set = &watcher["nodes"]["count_the_inbox"]["set"];
+    assert_eq!(
+        set["waiting"], "{{conv[@own_inbox].node[waiting_letters].count}}",
+        "{watcher}"
+    );
+    assert_eq!(set["mine"], "{{node[counted].count}}", "{watcher}");
+    for p in &imported.processes {
+        checked(&p.yaml, &p.name);
+    }
+    // A process exported by Conveyor (its definition carried) is named by its own node
+    // names, not by its titles.
+    let inbox = "process: inbox\nnodes:\n  start: { type: start, next: letters }\n  letters: { type: wait_callback, title: \"Waiting letters\", next: done }\n  done: { type: final }\n";
+    let definition: Value = serde_yaml::from_str(inbox).unwrap();
+    let object = crate::export_value(&definition, Some(9204)).unwrap();
+    let letters_id = object["scheme"]["nodes"][1]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let mut watcher_object: Value = serde_json::from_str(
+        &std::fs::read_to_string(sample("14_own_cross_process_count.json")).unwrap(),
+    )
+    .unwrap();
+    let watcher_object = watcher_object[1].take();
+    let text = watcher_object
+        .to_string()
+        .replace("9204000000000000000000a2", &letters_id);
+    let export = Export {
+        processes: vec![object, serde_json::from_str(&text).unwrap()],
+        ..Export::default()
+    };
+    let imported = import(&export).unwrap();
+    let watcher: Value = serde_yaml::from_str(&imported.processes[1].yaml).unwrap();
+    assert_eq!(
+        watcher["nodes"]["count_the_inbox"]["set"]["waiting"],
+        "{{conv[@inbox].node[letters].count}}",
+        "{watcher}"
+    );
+}
+
+#[test]
+fn condition_functions_casts_the_semaphores_spelling_format_json_and_other_methods_map() {
+    let imported = import_path(&sample("15_own_conditions_and_methods.json")).unwrap();
+    assert!(imported.unmapped.is_empty(), "{:?}", imported.unmapped);
+    let process = checked(&imported.processes[0].yaml, "routes");
+    let back: Value = serde_yaml::from_str(&imported.processes[0].yaml).unwrap();
+    let nodes = &back["nodes"];
+    for (node, function, cast) in [
+        ("less", "less", "number"),
+        ("less_or_equal", "less_or_eq", "number"),
+        ("more_or_equal", "more_or_eq", "number"),
+        ("regexp", "regexp", "string"),
+        ("boolean", "eq", "boolean"),
+        ("array", "eq", "array"),
+        ("object", "eq", "object"),
+    ] {
+        let check = &nodes[node]["branches"][0]["when"][0];
+        assert_eq!(check["fn"], function, "{node}: {back}");
+        assert_eq!(check["cast"], cast, "{node}: {back}");
+    }
+    // `format: json` is the default body; PUT and PATCH send `extra` as the body
+    // (typed), DELETE as the query.
+    assert_eq!(nodes["put_item"]["method"], "PUT");
+    assert_eq!(nodes["put_item"]["body"], json!({"n": "{{n}}"}));
+    assert!(nodes["put_item"].get("format").is_none(), "{back}");
+    assert_eq!(nodes["patch_item"]["method"], "PATCH");
+    assert_eq!(nodes["delete_item"]["method"], "DELETE");
+    assert_eq!(nodes["delete_item"]["query"], json!({"why": "done"}));
+    // `semaphores` (the list API's spelling) is read like `semaphors`.
+    assert_eq!(nodes["pause"]["type"], "delay", "{back}");
+    assert_eq!(nodes["pause"]["for"], "30s", "{back}");
+    assert_eq!(process.nodes.len(), 21);
+}
+
+#[test]
+fn a_queues_data_and_capacity_are_named_in_notes() {
+    let export = json!({"obj_type": 1, "obj_id": 8, "title": "Q", "scheme": {"nodes": [
+        {"id": "s", "obj_type": 1, "condition": {"logics": [{"type": "go", "to_node_id": "q"}]}},
+        {"id": "q", "obj_type": 0, "title": "Queue", "condition": {"logics": [
+            {"type": "api_queue", "data": {"source": "web"}, "data_type": {"source": "string"}, "capacity": 100},
+            {"type": "go", "to_node_id": "e"}]}},
+        {"id": "e", "obj_type": 2, "title": "End", "condition": {"logics": []}}
+    ]}});
+    let mut e = Export::default();
+    crate::read::collect(&export, std::path::Path::new("q.json"), &mut e, 0).unwrap();
+    let imported = import(&e).unwrap();
+    assert!(
+        imported
+            .notes
+            .iter()
+            .any(|n| n.contains("node q") && n.contains("`data`")),
+        "{:?}",
+        imported.notes
+    );
+    assert!(
+        imported
+            .notes
+            .iter()
+            .any(|n| n.contains("node q") && n.contains("capacity (100 tasks)")),
+        "{:?}",
+        imported.notes
+    );
+    checked(&imported.processes[0].yaml, "q");
 }

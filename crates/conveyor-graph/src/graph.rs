@@ -2,7 +2,7 @@
 //! `Kind::look`), and edges with their style, taken from `Node::edges()`. Shared by every
 //! output format.
 
-use conveyor_model::{DurationSpec, Look, Node, Process};
+use conveyor_model::{DurationSpec, LimitAt, Look, Node, Process};
 use serde::Serialize;
 
 /// How an edge is drawn.
@@ -142,12 +142,14 @@ impl<'a> Graph<'a> {
 /// says only `timeout (template)` there.
 fn timeout_label(node: &Node) -> Option<String> {
     let limit = node.time_limit.as_ref()?;
-    let DurationSpec::Template(template) = &limit.after else {
-        return None;
+    let (template, word) = match &limit.when {
+        LimitAt::After(DurationSpec::Template(template)) => (template, "timeout"),
+        LimitAt::Until(template) => (template, "timeout until"),
+        LimitAt::After(DurationSpec::Fixed(_)) => return None,
     };
     let keys = template.task_keys();
     match keys.as_slice() {
-        [key] if template.is_whole_value() => Some(format!("timeout {{{{{key}}}}}")),
+        [key] if template.is_whole_value() => Some(format!("{word} {{{{{key}}}}}")),
         _ => None,
     }
 }

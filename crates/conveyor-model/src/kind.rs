@@ -30,7 +30,7 @@ mod start;
 mod sum;
 mod wait_callback;
 
-pub use api_call::{BodyFormat, HttpMethod, Retry};
+pub use api_call::{BodyFormat, HttpMethod, Retry, SendSys};
 pub use condition::{Branch, Check, CompareOp};
 pub use delay::Wait;
 pub use final_node::FinalStatus;

@@ -1064,7 +1064,8 @@ fn take_string(
     }
 }
 
-/// `timeout: 30s -> node` (also `→`), or `timeout: { after: 30s, to: node }`.
+/// `timeout: 30s -> node` (also `→`), `timeout: { after: 30s, to: node }`, or
+/// `timeout: { until: "{{unix_time}}", to: node }` (an absolute time).
 fn load_time_limit(
     loader: &mut Loader<'_>,
     id: &str,
@@ -1073,10 +1074,37 @@ fn load_time_limit(
     #[derive(Deserialize)]
     #[serde(deny_unknown_fields)]
     struct RawLimit {
-        after: Value,
+        after: Option<Value>,
+        until: Option<String>,
         to: String,
     }
     let node = Some(id);
+    if let serde_yaml::Value::Mapping(map) = &value
+        && map.contains_key("until")
+    {
+        let raw: RawLimit = loader.read(node, "timeout", value)?;
+        if raw.after.is_some() {
+            loader.error(
+                node,
+                Some("timeout"),
+                "a time limit has `after` (a duration) or `until` (a unix time), not both".into(),
+            );
+            return None;
+        }
+        let until = loader.template(node, "timeout.until", raw.until.as_deref().unwrap_or(""))?;
+        if raw.to.trim().is_empty() {
+            loader.error(
+                node,
+                Some("timeout"),
+                "the time limit names no node to go to".into(),
+            );
+            return None;
+        }
+        return Some(TimeLimit {
+            when: LimitAt::Until(until),
+            target: raw.to,
+        });
+    }
     let (after, target) = match value {
         serde_yaml::Value::String(text) => {
             let Some((after, target)) = text.split_once("->").or_else(|| text.split_once('→'))
@@ -1097,7 +1125,15 @@ fn load_time_limit(
         }
         other => {
             let raw: RawLimit = loader.read(node, "timeout", other)?;
-            (raw.after, raw.to)
+            let Some(after) = raw.after else {
+                loader.error(
+                    node,
+                    Some("timeout"),
+                    "a time limit needs `after` (a duration) or `until` (a unix time)".into(),
+                );
+                return None;
+            };
+            (after, raw.to)
         }
     };
     let after = loader.duration(node, "timeout", &after)?;
@@ -1109,7 +1145,10 @@ fn load_time_limit(
         );
         return None;
     }
-    Some(TimeLimit { after, target })
+    Some(TimeLimit {
+        when: LimitAt::After(after),
+        target,
+    })
 }
 
 /// `alert: 30 -> node` (also `→`), or `alert: { at_least: 30, to: node }`.

@@ -347,8 +347,27 @@ pub struct CountAlert {
 
 #[derive(Debug, Clone)]
 pub struct TimeLimit {
-    pub after: DurationSpec,
+    pub when: LimitAt,
     pub target: String,
+}
+
+/// When a node's time limit is over.
+#[derive(Debug, Clone)]
+pub enum LimitAt {
+    /// This long after the task entered the node.
+    After(DurationSpec),
+    /// At this absolute unix time (seconds), read from the task (Corezoid's dynamic
+    /// `time` semaphor).
+    Until(Template),
+}
+
+impl std::fmt::Display for LimitAt {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            LimitAt::After(spec) => write!(f, "{spec}"),
+            LimitAt::Until(_) => f.write_str("until (template)"),
+        }
+    }
 }
 
 impl Node {
@@ -363,7 +382,7 @@ impl Node {
         }
         if let Some(limit) = &self.time_limit {
             edges.push(Edge::new(
-                format!("timeout {}", limit.after),
+                format!("timeout {}", limit.when),
                 "timeout",
                 &limit.target,
             ));

@@ -189,7 +189,7 @@ fn param_warnings(loader: &mut Loader<'_>, process: &Process) {
 /// its kind names.
 fn visit_task_templates<'a>(node: &'a Node, visit: &mut dyn FnMut(&'a Template)) {
     if let Some(TimeLimit {
-        after: crate::DurationSpec::Template(t),
+        when: LimitAt::After(crate::DurationSpec::Template(t)) | LimitAt::Until(t),
         ..
     }) = &node.time_limit
     {

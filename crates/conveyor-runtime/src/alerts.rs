@@ -13,7 +13,7 @@
 //! process, [`decision_claim`]) while it reads, decides and commits, so two engines
 //! crossing at once never both flip the state (which would undo the flip).
 
-use conveyor_store::{Batch, EventKind, HistoryEvent, Op, TaskRecord, TaskStatus};
+use conveyor_store::{Batch, Op};
 use serde_json::{Map, Value};
 
 use crate::{LoadedProcess, Result, Runtime};
@@ -156,45 +156,9 @@ impl Runtime {
         data: Map<String, Value>,
         batch: &mut Batch,
     ) -> Result<u64> {
-        let now = self.now();
-        let task = TaskRecord {
-            id: self.store.next_task_id()?,
-            process,
-            reference: None,
-            node: node.to_string(),
-            prev_node: None,
-            status: TaskStatus::Ready,
-            data,
-            created: now,
-            changed: now,
-            entered: now,
-            wake: None,
-            attempt: 0,
-            history_len: 1,
-            caller: None,
-            moves: 0,
-            secret_keys: Vec::new(),
-            created_by: None,
-        };
-        batch.push(Op::Count {
-            process,
-            node: node.to_string(),
-            now: 1,
-            total: 1,
-        });
-        batch.push(Op::History {
-            task: task.id,
-            seq: 0,
-            events: vec![HistoryEvent {
-                at: now,
-                node: node.to_string(),
-                kind: EventKind::Created,
-            }],
-        });
-        batch.push(Op::IndexTask {
-            process,
-            task: task.id,
-        });
+        let id = self.store.next_task_id()?;
+        let task = crate::ops::born(id, process, None, node, data, None, self.now());
+        crate::ops::push_birth(&task, batch);
         batch.push(Op::SetReady(task.id));
         let id = task.id;
         batch.push(Op::PutTask(Box::new(task)));

@@ -15,6 +15,27 @@ pub(crate) struct Request {
     pub body: Option<(BodyFormat, Value)>,
     pub timeout: Duration,
     pub max_bytes: u64,
+    /// Corezoid's `send_sys`: what is added to the URL once the body is encoded.
+    pub sys: Option<Sys>,
+    /// An empty reply to 200 or 201 is an error (`rfc_format`).
+    pub require_body: bool,
+}
+
+/// What `send_sys` adds to the URL: `conv_id`, `conv_time` and, with a secret,
+/// `conv_signature` = hex(sha1(conv_time + secret + body + secret)) over the body bytes
+/// as sent (Corezoid's API signature). The secret is used for the hash only.
+pub(crate) struct Sys {
+    pub conv_id: u64,
+    pub time: i64,
+    pub secret: Option<String>,
+}
+
+/// What one exchange measured (for `debug`): real time, and bytes each way.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct Measured {
+    pub millis: u64,
+    pub sent: u64,
+    pub received: u64,
 }
 
 /// A reply with a success status.
@@ -63,7 +84,7 @@ pub(crate) async fn send(
     client: &reqwest::Client,
     request: Request,
     success_codes: &[u16],
-) -> (Result<Reply, Failure>, u64) {
+) -> (Result<Reply, Failure>, Measured) {
     let started = Instant::now();
     let timeout = request.timeout;
     let mut progress = Progress::default();
@@ -83,7 +104,12 @@ pub(crate) async fn send(
             body: None,
         }),
     };
-    (result, started.elapsed().as_millis() as u64)
+    let measured = Measured {
+        millis: started.elapsed().as_millis() as u64,
+        sent: progress.sent,
+        received: progress.received,
+    };
+    (result, measured)
 }
 
 /// How far an exchange got: said when it runs out of time.
@@ -92,6 +118,7 @@ struct Progress {
     status: Option<u16>,
     length: Option<u64>,
     received: u64,
+    sent: u64,
 }
 
 impl Progress {
@@ -130,24 +157,43 @@ async fn exchange(
         HttpMethod::Delete => reqwest::Method::DELETE,
         HttpMethod::Head => reqwest::Method::HEAD,
     };
-    let mut builder = client.request(method, request.url.clone());
+    let (body, content_type) = match &request.body {
+        Some(body) => {
+            let (bytes, content_type) = encode_body(body)?;
+            (Some(bytes), content_type)
+        }
+        None => (None, None),
+    };
+    let mut url = request.url.clone();
+    if let Some(sys) = &request.sys {
+        let time = sys.time.to_string();
+        let mut pairs = url.query_pairs_mut();
+        pairs.append_pair("conv_id", &sys.conv_id.to_string());
+        pairs.append_pair("conv_time", &time);
+        if let Some(secret) = &sys.secret {
+            use sha1::Digest as _;
+            let mut hasher = sha1::Sha1::new();
+            hasher.update(time.as_bytes());
+            hasher.update(secret.as_bytes());
+            hasher.update(body.as_deref().unwrap_or_default());
+            hasher.update(secret.as_bytes());
+            pairs.append_pair("conv_signature", &hex::encode(hasher.finalize()));
+        }
+    }
+    let mut builder = client.request(method, url);
     for (name, value) in &request.headers {
         builder = builder.header(name.as_str(), value.as_str());
     }
-    match &request.body {
-        Some((BodyFormat::Json | BodyFormat::Corezoid, body)) => builder = builder.json(body),
-        Some((BodyFormat::Form, Value::Object(map))) => {
-            let fields: Vec<(String, String)> =
-                map.iter().map(|(k, v)| (k.clone(), text_of(v))).collect();
-            builder = builder.form(&fields);
+    if let Some(bytes) = body {
+        let typed = request
+            .headers
+            .iter()
+            .any(|(name, _)| name.eq_ignore_ascii_case("content-type"));
+        if let Some(content_type) = content_type.filter(|_| !typed) {
+            builder = builder.header(reqwest::header::CONTENT_TYPE, content_type);
         }
-        Some((BodyFormat::Raw, body)) => builder = builder.body(text_of(body)),
-        Some((BodyFormat::Form, other)) => {
-            return Err(Failure::bind(format!(
-                "a form body must be an object, got {other}"
-            )));
-        }
-        None => {}
+        progress.sent = bytes.len() as u64;
+        builder = builder.body(bytes);
     }
     let mut response = builder
         .send()
@@ -180,7 +226,20 @@ async fn exchange(
         bytes.extend_from_slice(&chunk);
         progress.received = bytes.len() as u64;
     }
-    let parsed: Result<Value, serde_json::Error> = if bytes.iter().all(u8::is_ascii_whitespace) {
+    let empty = bytes.iter().all(u8::is_ascii_whitespace);
+    if empty && request.require_body && (status == 200 || status == 201) {
+        return Err(Failure {
+            type_error: "software",
+            tag: "api_no_valid_json",
+            description: format!(
+                "the reply to HTTP {status} is empty (rfc_format: a 200 or 201 reply has a body)"
+            ),
+            http_code: Some(status),
+            transient: false,
+            body: None,
+        });
+    }
+    let parsed: Result<Value, serde_json::Error> = if empty {
         Ok(Value::Object(Map::new()))
     } else {
         serde_json::from_slice(&bytes)
@@ -223,6 +282,58 @@ async fn exchange(
             transient: false,
             body: None,
         }),
+    }
+}
+
+/// Why a body could not be encoded: the request is not sent.
+enum BodyError {
+    /// Not of the shape its format needs (`api_bind_error`).
+    Bind(String),
+    /// Not writable as XML (`api_wrong_convert_param`).
+    Xml(crate::xml::XmlError),
+}
+
+impl From<BodyError> for Failure {
+    fn from(error: BodyError) -> Failure {
+        match error {
+            BodyError::Bind(description) => Failure::bind(description),
+            BodyError::Xml(e) => Failure {
+                type_error: "software",
+                tag: "api_wrong_convert_param",
+                description: format!("the body cannot be written as XML: {e}"),
+                http_code: None,
+                transient: false,
+                body: None,
+            },
+        }
+    }
+}
+
+/// The bytes of a body as sent, and the content type its format implies (a `Content-Type`
+/// in `headers` wins; a raw body has none of its own).
+fn encode_body(
+    (format, body): &(BodyFormat, Value),
+) -> Result<(Vec<u8>, Option<&'static str>), BodyError> {
+    match (format, body) {
+        (BodyFormat::Json | BodyFormat::Corezoid, body) => serde_json::to_vec(body)
+            .map(|bytes| (bytes, Some("application/json")))
+            .map_err(|e| BodyError::Bind(format!("the body is not JSON: {e}"))),
+        (BodyFormat::Form, Value::Object(map)) => {
+            // The form encoding of a query string (what browsers and reqwest send).
+            let mut url = reqwest::Url::parse("http://form.invalid/")
+                .map_err(|e| BodyError::Bind(e.to_string()))?;
+            url.query_pairs_mut()
+                .extend_pairs(map.iter().map(|(k, v)| (k.clone(), text_of(v))));
+            let text = url.query().unwrap_or_default().to_string();
+            Ok((text.into_bytes(), Some("application/x-www-form-urlencoded")))
+        }
+        (BodyFormat::Form, other) => Err(BodyError::Bind(format!(
+            "a form body must be an object, got {other}"
+        ))),
+        (BodyFormat::Raw, body) => Ok((text_of(body).into_bytes(), None)),
+        (BodyFormat::Xml, body) => crate::xml::to_xml(body)
+            .map(|text| (text.into_bytes(), Some("application/xml")))
+            .map_err(BodyError::Xml),
     }
 }
 

@@ -28,7 +28,8 @@
 //! - `input.rs` — what the outside may set, checked at every door;
 //! - `env.rs` — a running task's template environment (`conv[…]` reads);
 //! - `refcache.rs` — the bounded, never stale cache of tasks read by ref;
-//! - `http.rs` — the `api_call` node's HTTP exchange and its errors;
+//! - `http.rs` — the `api_call` node's HTTP exchange and its errors (and `send_sys`'s
+//!   signature); `xml.rs` — JSON into an XML request body;
 //! - `code.rs` — the `code` node's JavaScript (QuickJS, sandboxed);
 //! - `mask.rs` — secrets and their masking; `fold.rs` — process rate limits;
 //! - `retention.rs` — keeping and removing finished tasks, trimming history;
@@ -53,6 +54,7 @@ mod refcache;
 mod retention;
 mod stats;
 mod step;
+mod xml;
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex, RwLock};

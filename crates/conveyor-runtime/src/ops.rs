@@ -255,25 +255,15 @@ impl Runtime {
                 crate::fold::Admit::Summary { release_at: at } => release_at = Some(at),
             }
         }
-        let mut task = TaskRecord {
-            id: task_id,
-            process: id,
-            reference: reference.map(str::to_string),
-            node: process.start.clone(),
-            prev_node: None,
-            status: TaskStatus::Ready,
+        let mut task = born(
+            task_id,
+            id,
+            reference.map(str::to_string),
+            &process.start,
             data,
-            created: now,
-            changed: now,
-            entered: now,
-            wake: None,
-            attempt: 0,
-            history_len: 1,
             caller,
-            moves: 0,
-            secret_keys: Vec::new(),
-            created_by: None,
-        };
+            now,
+        );
         if let Some(r) = reference {
             batch.push(Op::InsertRef {
                 process: id,
@@ -281,25 +271,7 @@ impl Runtime {
                 task: task.id,
             });
         }
-        batch.push(Op::Count {
-            process: id,
-            node: process.start.clone(),
-            now: 1,
-            total: 1,
-        });
-        batch.push(Op::History {
-            task: task.id,
-            seq: 0,
-            events: vec![HistoryEvent {
-                at: now,
-                node: process.start.clone(),
-                kind: EventKind::Created,
-            }],
-        });
-        batch.push(Op::IndexTask {
-            process: id,
-            task: task.id,
-        });
+        push_birth(&task, batch);
         match release_at {
             Some(at) => {
                 crate::fold::make_summary(&mut task, at, batch);
@@ -648,4 +620,60 @@ pub(crate) fn check_params(process: &Process, data: &mut Map<String, Value>) -> 
         }
     }
     Ok(())
+}
+
+/// A task as it is born in `node` at `now`: ready, with its first history event to come
+/// (`push_birth`). Every way a task is made (`new_task`, an alert) builds it here.
+pub(crate) fn born(
+    id: u64,
+    process: u64,
+    reference: Option<String>,
+    node: &str,
+    data: Map<String, Value>,
+    caller: Option<Caller>,
+    now: i64,
+) -> TaskRecord {
+    TaskRecord {
+        id,
+        process,
+        reference,
+        node: node.to_string(),
+        prev_node: None,
+        status: TaskStatus::Ready,
+        data,
+        created: now,
+        changed: now,
+        entered: now,
+        wake: None,
+        attempt: 0,
+        history_len: 1,
+        caller,
+        moves: 0,
+        secret_keys: Vec::new(),
+        created_by: None,
+    }
+}
+
+/// The ops a born task needs besides its record: its node's counters, its `created`
+/// event, its place in the process's index.
+pub(crate) fn push_birth(task: &TaskRecord, batch: &mut Batch) {
+    batch.push(Op::Count {
+        process: task.process,
+        node: task.node.clone(),
+        now: 1,
+        total: 1,
+    });
+    batch.push(Op::History {
+        task: task.id,
+        seq: 0,
+        events: vec![HistoryEvent {
+            at: task.created,
+            node: task.node.clone(),
+            kind: EventKind::Created,
+        }],
+    });
+    batch.push(Op::IndexTask {
+        process: task.process,
+        task: task.id,
+    });
 }

@@ -5,8 +5,8 @@ use std::sync::Arc;
 
 use conveyor_model::{
     ApiCall, CallProcess, Cast, Check, Code, CompareOp, Condition, CopyTask, Delay, DurationSpec,
-    Escalation, Final, FinalStatus, GetTask, ModifyTask, NodeKind, Reply, SetParam, Start, Sum,
-    TaskCopy, Wait,
+    Escalation, Final, FinalStatus, GetTask, LimitAt, ModifyTask, NodeKind, Reply, SendSys,
+    SetParam, Start, Sum, TaskCopy, Wait,
 };
 use conveyor_store::{
     Batch, Caller, EventKind, HistoryEvent, InboxMessage, Op, TaskRecord, TaskStatus, TimerKey,
@@ -254,9 +254,14 @@ impl Step<'_> {
         if let Some(node) = loaded.process.nodes.get(&self.task.node)
             && let Some(limit) = &node.time_limit
         {
-            match self.duration(&limit.after) {
-                Ok(after) => {
-                    let at = self.task.entered.saturating_add(after);
+            let at = match &limit.when {
+                LimitAt::After(spec) => self
+                    .duration(spec)
+                    .map(|after| self.task.entered.saturating_add(after)),
+                LimitAt::Until(template) => self.unix_time(template),
+            };
+            match at {
+                Ok(at) => {
                     if wake.is_none_or(|w| at < w.at) {
                         wake = Some(Wake {
                             at,
@@ -290,6 +295,22 @@ impl Step<'_> {
             until: wake.map(|w| w.at),
             reason: reason.to_string(),
         });
+    }
+
+    /// An absolute unix time (seconds, as Corezoid's dynamic timers give it) read from
+    /// the task, in milliseconds.
+    fn unix_time(&mut self, template: &Template) -> std::result::Result<i64, String> {
+        self.render(template).and_then(|v| {
+            let seconds = match &v {
+                Value::Number(n) => n.as_f64(),
+                Value::String(s) => s.trim().parse::<f64>().ok(),
+                _ => None,
+            };
+            seconds
+                .filter(|s| s.is_finite())
+                .map(|s| (s * 1000.0) as i64)
+                .ok_or_else(|| format!("`{}` is not a unix time", http::text_of(&v)))
+        })
     }
 
     /// A duration in milliseconds, rendering it when it is a template. A rendered one

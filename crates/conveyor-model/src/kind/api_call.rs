@@ -26,8 +26,25 @@ pub struct ApiCall {
     pub concurrency: Option<u32>,
     /// Largest reply body accepted (default 128 KB, Corezoid's).
     pub max_response_bytes: u64,
+    /// Corezoid's `send_sys`: the task's process, time and a signature sent along.
+    pub send_sys: Option<SendSys>,
+    /// An empty reply to 200 or 201 is an error (Corezoid's `rfc_format`); 202 may be
+    /// empty. Without it, an empty reply is an empty object.
+    pub require_body: bool,
+    /// Write `__conveyor_api_debug__` (time, sizes, status) into the task (Corezoid's
+    /// `debug_info`).
+    pub debug: bool,
     pub next: String,
     pub on_error: Option<String>,
+}
+
+/// `send_sys` of an `api_call` (Corezoid's): the URL gets `conv_id`, `conv_time` and,
+/// with a secret, `conv_signature` = hex(sha1(conv_time + secret + body + secret));
+/// a JSON body gets `sys: {ref, obj_id, conv_id, node_id}`.
+#[derive(Debug, Clone)]
+pub struct SendSys {
+    /// The secret the signature is made with, read from a secret param.
+    pub secret: Option<Template>,
 }
 
 impl Kind for ApiCall {
@@ -49,6 +66,12 @@ impl Kind for ApiCall {
         }
         if let Some(key) = &self.idempotency_key {
             visit(key);
+        }
+        if let Some(SendSys {
+            secret: Some(secret),
+        }) = &self.send_sys
+        {
+            visit(secret);
         }
     }
 
@@ -120,6 +143,10 @@ pub enum BodyFormat {
     /// and the reply must be `{"request_proc":"ok","ops":[{"proc":"ok","res_data":{…}}]}`,
     /// whose `res_data` is what the task gets.
     Corezoid,
+    /// The body (a mapping) written as XML (Corezoid's api call with an XML content
+    /// type): keys are elements, `@name` keys attributes, `#value` the text; a key that is
+    /// not an XML name is an error of the node, values are escaped.
+    Xml,
 }
 
 #[derive(Deserialize)]
@@ -149,6 +176,9 @@ struct RawApiCall {
     idempotency_header: Option<String>,
     concurrency: Option<u32>,
     max_response_bytes: Option<u64>,
+    send_sys: Option<Value>,
+    require_body: Option<bool>,
+    debug: Option<bool>,
     next: String,
     on_error: Option<String>,
 }
@@ -216,11 +246,12 @@ fn load_api_call(loader: &mut Loader<'_>, id: &str, rest: serde_yaml::Value) -> 
         Some("form") => Some(BodyFormat::Form),
         Some("raw") => Some(BodyFormat::Raw),
         Some("corezoid") => Some(BodyFormat::Corezoid),
+        Some("xml") => Some(BodyFormat::Xml),
         Some(other) => {
             loader.error(
                 node,
                 Some("format"),
-                format!("unknown body format `{other}` (json, form, raw or corezoid)"),
+                format!("unknown body format `{other}` (json, form, raw, corezoid or xml)"),
             );
             None
         }
@@ -233,6 +264,15 @@ fn load_api_call(loader: &mut Loader<'_>, id: &str, rest: serde_yaml::Value) -> 
                     node,
                     Some("body"),
                     "a form body is a mapping of field names to values".into(),
+                );
+                ok = false;
+            }
+            if format == Some(BodyFormat::Xml) && !body.is_object() {
+                loader.error(
+                    node,
+                    Some("body"),
+                    "an xml body is a mapping of elements (`@name` for attributes, `#value` for text)"
+                        .into(),
                 );
                 ok = false;
             }
@@ -341,6 +381,16 @@ fn load_api_call(loader: &mut Loader<'_>, id: &str, rest: serde_yaml::Value) -> 
         );
         ok = false;
     }
+    let send_sys = match &raw.send_sys {
+        None | Some(Value::Bool(false)) => None,
+        Some(value) => match load_send_sys(loader, id, value) {
+            Some(send_sys) => Some(send_sys),
+            None => {
+                ok = false;
+                None
+            }
+        },
+    };
     if !ok {
         return None;
     }
@@ -361,9 +411,45 @@ fn load_api_call(loader: &mut Loader<'_>, id: &str, rest: serde_yaml::Value) -> 
             .unwrap_or_else(|| "Idempotency-Key".into()),
         concurrency: raw.concurrency,
         max_response_bytes: raw.max_response_bytes.unwrap_or(128 * 1024),
+        send_sys,
+        require_body: raw.require_body.unwrap_or(false),
+        debug: raw.debug.unwrap_or(false),
         next: raw.next,
         on_error: raw.on_error,
     })
+}
+
+/// `send_sys: true` (no signature) or `send_sys: { secret: "{{param}}" }`. The secret is
+/// read from the task or its settings, never written in the file: a literal is refused.
+fn load_send_sys(loader: &mut Loader<'_>, id: &str, value: &Value) -> Option<SendSys> {
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct RawSendSys {
+        secret: Option<String>,
+    }
+    let node = Some(id);
+    if value == &Value::Bool(true) {
+        return Some(SendSys { secret: None });
+    }
+    let yaml = serde_yaml::to_value(value).ok()?;
+    let raw: RawSendSys = loader.read(node, "send_sys", yaml)?;
+    let secret = match &raw.secret {
+        None => None,
+        Some(text) => {
+            let template = loader.template(node, "send_sys.secret", text)?;
+            if template.as_literal().is_some() {
+                loader.error(
+                    node,
+                    Some("send_sys.secret"),
+                    "the secret would be in the file: read it from a secret param, e.g. `{{sys_secret}}`"
+                        .into(),
+                );
+                return None;
+            }
+            Some(template)
+        }
+    };
+    Some(SendSys { secret })
 }
 
 fn fixed(loader: &mut Loader<'_>, id: &str, field: &str, value: &Value) -> Option<Duration> {
@@ -377,5 +463,44 @@ fn fixed(loader: &mut Loader<'_>, id: &str, field: &str, value: &Value) -> Optio
             );
             None
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    fn errors(node: &str) -> Vec<String> {
+        let yaml = format!(
+            "process: p\nparams:\n  key: {{ secret: true, input: [] }}\nnodes:\n  start: {{ type: start, next: call }}\n  call: {{ type: api_call, url: \"http://127.0.0.1:1/\", next: done, {node} }}\n  done: {{ type: final }}\n"
+        );
+        crate::check("t", &yaml)
+            .errors()
+            .map(|d| d.to_string())
+            .collect()
+    }
+
+    #[test]
+    fn send_sys_xml_require_body_and_debug_load_and_bad_ones_are_named() {
+        let good = errors(
+            "method: POST, format: xml, body: { a: { \"@b\": c } }, send_sys: { secret: \"{{key}}\" }, require_body: true, debug: true",
+        );
+        assert!(good.is_empty(), "{good:?}");
+        assert!(errors("send_sys: true").is_empty());
+        let literal = errors("send_sys: { secret: hunter2 }");
+        assert!(
+            literal
+                .iter()
+                .any(|e| e.contains("send_sys.secret") && e.contains("would be in the file")),
+            "{literal:?}"
+        );
+        let unknown = errors("send_sys: { key: \"{{key}}\" }");
+        assert!(
+            unknown.iter().any(|e| e.contains("send_sys")),
+            "{unknown:?}"
+        );
+        let list = errors("method: POST, format: xml, body: [1, 2]");
+        assert!(
+            list.iter().any(|e| e.contains("an xml body is a mapping")),
+            "{list:?}"
+        );
     }
 }

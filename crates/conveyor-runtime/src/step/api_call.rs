@@ -53,11 +53,28 @@ impl Step<'_> {
             ),
             _ => None,
         };
-        let (result, millis) = http::send(&self.rt.http, request, &api.success_codes).await;
+        let (result, measured) = http::send(&self.rt.http, request, &api.success_codes).await;
+        let millis = measured.millis;
         if let Some(place) = place {
             self.rt
                 .store
                 .give_back_call_slot(self.task.process, &self.task.node, place);
+        }
+        if api.debug {
+            // Corezoid's `debug_info`: what the exchange took, on either route.
+            let status = match &result {
+                Ok(reply) => Some(reply.status),
+                Err(f) => f.http_code,
+            };
+            self.task.data.insert(
+                "__conveyor_api_debug__".into(),
+                serde_json::json!({
+                    "http_exec_time": measured.millis,
+                    "http_req_body_size": measured.sent,
+                    "http_res_code": status,
+                    "http_res_body_size": measured.received,
+                }),
+            );
         }
         drop(permit);
         self.rt.metrics.api_call(match &result {
@@ -284,9 +301,16 @@ impl Step<'_> {
             )),
             None => None,
         };
-        let body = match api.format {
+        let mut body = match api.format {
             BodyFormat::Corezoid => Some((BodyFormat::Corezoid, self.corezoid_ops(body))),
             _ => body,
+        };
+        let sys = match &api.send_sys {
+            Some(send_sys) => {
+                self.sys_body(api, &mut body);
+                Some(self.sys(send_sys)?)
+            }
+            None => None,
         };
         Ok(http::Request {
             method: api.method,
@@ -295,6 +319,8 @@ impl Step<'_> {
             body,
             timeout: api.request_timeout,
             max_bytes: api.max_response_bytes,
+            sys,
+            require_body: api.require_body,
         })
     }
 }
@@ -323,6 +349,61 @@ async fn shared_place(
 }
 
 impl Step<'_> {
+    /// `send_sys`: a JSON body (of a method that sends one) carries `sys`, which task,
+    /// process and node sent it.
+    fn sys_body(&self, api: &ApiCall, body: &mut Option<(BodyFormat, Value)>) {
+        use conveyor_model::HttpMethod;
+        if api.format != BodyFormat::Json
+            || matches!(
+                api.method,
+                HttpMethod::Get | HttpMethod::Head | HttpMethod::Delete
+            )
+        {
+            return;
+        }
+        let sys = serde_json::json!({
+            "ref": self.task.reference,
+            "obj_id": self.task.id,
+            "conv_id": self.task.process,
+            "node_id": self.task.node,
+        });
+        match body {
+            Some((_, Value::Object(map))) => {
+                map.insert("sys".into(), sys);
+            }
+            Some(_) => {}
+            None => {
+                let mut map = Map::new();
+                map.insert("sys".into(), sys);
+                *body = Some((BodyFormat::Json, Value::Object(map)));
+            }
+        }
+    }
+
+    /// `send_sys`'s URL params, with the secret rendered for the signature only.
+    fn sys(&mut self, send_sys: &SendSys) -> std::result::Result<http::Sys, String> {
+        let secret = match &send_sys.secret {
+            Some(template) => {
+                let secret = self
+                    .render_text(template)
+                    .map_err(|m| format!("send_sys secret: {m}"))?;
+                if secret.is_empty() {
+                    return Err(
+                        "send_sys: the secret is empty (give its param, e.g. `process clone --set sys_secret=…`)"
+                            .into(),
+                    );
+                }
+                Some(secret)
+            }
+            None => None,
+        };
+        Ok(http::Sys {
+            conv_id: self.task.process,
+            time: self.now.div_euclid(1000),
+            secret,
+        })
+    }
+
     /// The request of Corezoid's own format: the params as the `data` of one op that
     /// says which task, process and node sends it.
     fn corezoid_ops(&self, params: Option<(BodyFormat, Value)>) -> Value {

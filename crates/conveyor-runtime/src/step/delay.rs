@@ -8,16 +8,7 @@ impl Step<'_> {
         let Delay { wait, next, .. } = node;
         let due = match wait {
             Wait::For(spec) => self.duration(spec).map(|d| self.now + d),
-            Wait::Until(t) => self.render(t).and_then(|v| {
-                let seconds = match &v {
-                    Value::Number(n) => n.as_f64(),
-                    Value::String(s) => s.trim().parse::<f64>().ok(),
-                    _ => None,
-                };
-                seconds
-                    .map(|s| (s * 1000.0) as i64)
-                    .ok_or_else(|| format!("`{}` is not a unix time", http::text_of(&v)))
-            }),
+            Wait::Until(t) => self.unix_time(t),
         };
         let max = self.loaded.process.settings.max_wait.as_millis() as i64;
         let due = due.and_then(|due| {

@@ -1,0 +1,227 @@
+//! JSON into an XML request body (`api_call` with `format: xml`, Corezoid's API call
+//! with an XML content type).
+//!
+//! The body is a mapping. Each key is an element; a key starting with `@` is an
+//! attribute of its parent, and `#value` its text; a list repeats its element. A body
+//! with one element is that element; a body with several is wrapped in `<root>`.
+//! The data comes from tasks, so nothing is trusted: a key that is not an XML name is
+//! refused (naming it), text and attribute values are escaped, characters XML 1.0
+//! cannot carry are refused, and nesting is bounded.
+
+use serde_json::{Map, Value};
+
+/// Deeper bodies are refused (a hostile task cannot make the writer recurse for ever).
+const MAX_DEPTH: usize = 64;
+
+/// Why a body cannot be written as XML.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub(crate) enum XmlError {
+    #[error("the body is not a mapping of elements")]
+    NotAMapping,
+    #[error(
+        "`{0}` is not an XML name (a letter or `_` first, then letters, digits, `-`, `.`, `_`, `:`)"
+    )]
+    BadName(String),
+    #[error("`{0}` holds a character XML 1.0 cannot carry (U+{1:04X})")]
+    BadChar(String, u32),
+    #[error("`{0}`: an attribute or `#value` holds a mapping or a list, not text")]
+    NotText(String),
+    #[error("nested deeper than {MAX_DEPTH} levels")]
+    TooDeep,
+}
+
+/// The XML document of `body`.
+pub(crate) fn to_xml(body: &Value) -> Result<String, XmlError> {
+    let Value::Object(map) = body else {
+        return Err(XmlError::NotAMapping);
+    };
+    let mut out = String::from("<?xml version=\"1.0\" encoding=\"UTF-8\"?>");
+    let elements: Vec<(&String, &Value)> = map
+        .iter()
+        .filter(|(k, _)| !k.starts_with('@') && k.as_str() != "#value")
+        .collect();
+    match elements.as_slice() {
+        [(name, value)] if elements.len() == map.len() && !value.is_array() => {
+            element(&mut out, name, value, 0)?;
+        }
+        _ => element(&mut out, "root", body, 0)?,
+    }
+    Ok(out)
+}
+
+fn element(out: &mut String, name: &str, value: &Value, depth: usize) -> Result<(), XmlError> {
+    if depth > MAX_DEPTH {
+        return Err(XmlError::TooDeep);
+    }
+    check_name(name)?;
+    match value {
+        Value::Array(items) => {
+            for item in items {
+                // A list inside a list has no name of its own: it repeats this one.
+                element(out, name, item, depth + 1)?;
+            }
+            Ok(())
+        }
+        Value::Object(map) => {
+            out.push('<');
+            out.push_str(name);
+            attributes(out, map)?;
+            let text = map.get("#value");
+            let children: Vec<(&String, &Value)> = map
+                .iter()
+                .filter(|(k, _)| !k.starts_with('@') && k.as_str() != "#value")
+                .collect();
+            if text.is_none() && children.is_empty() {
+                out.push_str("/>");
+                return Ok(());
+            }
+            out.push('>');
+            if let Some(text) = text {
+                escaped(out, "#value", &scalar(name, text)?, false)?;
+            }
+            for (child, value) in children {
+                element(out, child, value, depth + 1)?;
+            }
+            close(out, name);
+            Ok(())
+        }
+        Value::Null => {
+            out.push('<');
+            out.push_str(name);
+            out.push_str("/>");
+            Ok(())
+        }
+        scalar_value => {
+            out.push('<');
+            out.push_str(name);
+            out.push('>');
+            escaped(out, name, &scalar(name, scalar_value)?, false)?;
+            close(out, name);
+            Ok(())
+        }
+    }
+}
+
+fn attributes(out: &mut String, map: &Map<String, Value>) -> Result<(), XmlError> {
+    for (key, value) in map {
+        let Some(name) = key.strip_prefix('@') else {
+            continue;
+        };
+        check_name(name)?;
+        out.push(' ');
+        out.push_str(name);
+        out.push_str("=\"");
+        escaped(out, key, &scalar(key, value)?, true)?;
+        out.push('"');
+    }
+    Ok(())
+}
+
+fn close(out: &mut String, name: &str) {
+    out.push_str("</");
+    out.push_str(name);
+    out.push('>');
+}
+
+/// The text of a scalar (strings as they are, numbers and booleans as JSON writes them).
+fn scalar(name: &str, value: &Value) -> Result<String, XmlError> {
+    match value {
+        Value::String(s) => Ok(s.clone()),
+        Value::Null => Ok(String::new()),
+        Value::Bool(_) | Value::Number(_) => Ok(value.to_string()),
+        Value::Array(_) | Value::Object(_) => Err(XmlError::NotText(name.to_string())),
+    }
+}
+
+fn escaped(out: &mut String, name: &str, text: &str, attribute: bool) -> Result<(), XmlError> {
+    for c in text.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' if attribute => out.push_str("&quot;"),
+            '\'' if attribute => out.push_str("&apos;"),
+            // Kept in attributes as they are written, not folded into spaces.
+            '\t' | '\n' | '\r' if attribute => out.push_str(&format!("&#{};", c as u32)),
+            '\t' | '\n' | '\r' => out.push(c),
+            c if allowed(c) => out.push(c),
+            c => return Err(XmlError::BadChar(name.to_string(), c as u32)),
+        }
+    }
+    Ok(())
+}
+
+/// XML 1.0's `Char` (tab, newline and return are handled by the caller).
+fn allowed(c: char) -> bool {
+    matches!(c as u32, 0x20..=0xD7FF | 0xE000..=0xFFFD | 0x10000..=0x10FFFF)
+}
+
+/// XML's `Name`, restricted to what needs no escaping: a letter or `_` first, then
+/// letters, digits, `-`, `.`, `_` or `:` (a namespace prefix, `soap:Envelope`).
+fn check_name(name: &str) -> Result<(), XmlError> {
+    let mut chars = name.chars();
+    let good_first = chars.next().is_some_and(|c| c.is_alphabetic() || c == '_');
+    let good_rest = chars.all(|c| c.is_alphanumeric() || matches!(c, '-' | '.' | '_' | ':'));
+    if good_first && good_rest && !name.ends_with(':') {
+        Ok(())
+    } else {
+        Err(XmlError::BadName(name.to_string()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn elements_attributes_text_and_lists() {
+        let body = json!({"order": {
+            "@id": "7", "@note": "a \"quoted\" <tag> & 'more'",
+            "item": [{"@sku": "x1", "#value": "Tea & cake"}, {"@sku": "x2", "#value": 2}],
+            "paid": true, "comment": null, "total": 10.5
+        }});
+        assert_eq!(
+            to_xml(&body).unwrap(),
+            "<?xml version=\"1.0\" encoding=\"UTF-8\"?><order id=\"7\" note=\"a &quot;quoted&quot; &lt;tag&gt; &amp; &apos;more&apos;\"><item sku=\"x1\">Tea &amp; cake</item><item sku=\"x2\">2</item><paid>true</paid><comment/><total>10.5</total></order>"
+        );
+        // Several elements at the top: wrapped in <root>.
+        assert_eq!(
+            to_xml(&json!({"a": 1, "b": "<x>"})).unwrap(),
+            "<?xml version=\"1.0\" encoding=\"UTF-8\"?><root><a>1</a><b>&lt;x&gt;</b></root>"
+        );
+        assert_eq!(
+            to_xml(&json!({"soap:Envelope": {"@xmlns:soap": "http://www.w3.org/2003/05/soap-envelope"}})).unwrap(),
+            "<?xml version=\"1.0\" encoding=\"UTF-8\"?><soap:Envelope xmlns:soap=\"http://www.w3.org/2003/05/soap-envelope\"/>"
+        );
+    }
+
+    #[test]
+    fn hostile_names_and_characters_are_refused_by_name() {
+        for bad in ["1abc", "a b", "x><script", "", "-a", "a/", "p:"] {
+            assert_eq!(
+                to_xml(&json!({ bad: 1 })),
+                Err(XmlError::BadName(bad.to_string())),
+                "{bad}"
+            );
+        }
+        assert_eq!(
+            to_xml(&json!({"a": {"@on load": "x"}})),
+            Err(XmlError::BadName("on load".into()))
+        );
+        assert_eq!(
+            to_xml(&json!({"a": "bell\u{7}"})),
+            Err(XmlError::BadChar("a".into(), 7))
+        );
+        assert_eq!(
+            to_xml(&json!({"a": {"@b": [1]}})),
+            Err(XmlError::NotText("@b".into()))
+        );
+        assert_eq!(to_xml(&json!("text")), Err(XmlError::NotAMapping));
+        let mut deep = json!(1);
+        for _ in 0..100 {
+            deep = json!({ "d": deep });
+        }
+        assert_eq!(to_xml(&deep), Err(XmlError::TooDeep));
+    }
+}
