@@ -1388,3 +1388,53 @@ fn condition_functions_casts_and_put_patch_delete_run_as_imported() {
     let wake = all["wake_at"].as_i64().unwrap_or(0) - all["changed"].as_i64().unwrap_or(0);
     assert_eq!(wake, 30_000, "{all}");
 }
+
+#[test]
+fn a_queues_data_goes_to_the_taker_and_its_capacity_holds() {
+    let d = DataDir::new();
+    d.ok(&[
+        "process",
+        "import",
+        &sample("16_own_queue_data_and_capacity.json"),
+        "--clone",
+    ]);
+    let queue = "@own_bounded_queue";
+    for n in 1..=3 {
+        d.ok(&[
+            "task",
+            "add",
+            queue,
+            "--ref",
+            &format!("o{n}"),
+            &format!("n:={n}"),
+        ]);
+        d.ok(&["run", "--until-idle"]);
+    }
+    // Two wait; the third finds the queue at its capacity of 2.
+    for reference in ["o1", "o2"] {
+        let waiting = d.json(&["task", "show", queue, reference]);
+        assert_eq!(waiting["node"], "orders", "{waiting}");
+    }
+    let full = d.json(&["task", "show", queue, "o3"]);
+    assert_eq!(full["node"], "queue_full", "{full}");
+    assert_eq!(
+        full["data"]["__conveyor_queue_return_type_tag__"], "queue_capacity_exceeded",
+        "{full}"
+    );
+    // A taker gets the oldest, with the queue's own data rendered over it (typed).
+    d.ok(&["task", "add", "@own_queue_taker", "--ref", "t1"]);
+    d.ok(&["run", "--until-idle"]);
+    let taker = d.json(&["task", "show", "@own_queue_taker", "t1"]);
+    assert_eq!(taker["node"], "took_one", "{taker}");
+    let got = &taker["data"]["__queue_task_data__"];
+    assert_eq!(got["n"], 1, "{taker}");
+    assert_eq!(got["label"], "order 1", "{taker}");
+    assert_eq!(got["priority"], 2, "{taker}");
+    let taken = d.json(&["task", "show", queue, "o1"]);
+    assert_eq!(taken["node"], "taken", "{taken}");
+    // Room again: a new order waits.
+    d.ok(&["task", "add", queue, "--ref", "o4", "n:=4"]);
+    d.ok(&["run", "--until-idle"]);
+    let fourth = d.json(&["task", "show", queue, "o4"]);
+    assert_eq!(fourth["node"], "orders", "{fourth}");
+}

@@ -704,18 +704,14 @@ impl Mapper<'_> {
         out
     }
 
-    /// Queue (`api_queue`): a `queue` node. Its `data` (extra keys for the taker) and its
-    /// `capacity` have no place here: a note says so.
-    fn api_queue(&mut self, node: &CzNode, logic: &Value) -> Value {
-        let has_data = logic
-            .get("data")
-            .and_then(Value::as_object)
-            .is_some_and(|d| !d.is_empty());
-        if has_data {
-            self.notes.push(format!(
-                "process `{}`: queue node {}: its `data` is not added to what a get_task takes (the taker gets the task's own data)",
-                self.process_name, node.id
-            ));
+    /// Queue (`api_queue`): a `queue` node, with its `data` (extra keys for the taker,
+    /// typed by `data_type`) and its `capacity`.
+    fn api_queue(&mut self, _node: &CzNode, logic: &Value) -> Value {
+        let mut out = Map::new();
+        out.insert("type".into(), json!("queue"));
+        let data = typed_values(logic.get("data"), logic.get("data_type"));
+        if !data.is_empty() {
+            out.insert("data".into(), Value::Object(data));
         }
         let capacity = match logic.get("capacity") {
             Some(Value::Number(n)) => n.as_u64().filter(|n| *n > 0),
@@ -723,12 +719,9 @@ impl Mapper<'_> {
             _ => None,
         };
         if let Some(capacity) = capacity {
-            self.notes.push(format!(
-                "process `{}`: queue node {}: its capacity ({capacity} tasks) is not enforced (an `alert: {capacity} -> NODE` on the node can signal it)",
-                self.process_name, node.id
-            ));
+            out.insert("capacity".into(), Value::from(capacity));
         }
-        json!({ "type": "queue" })
+        Value::Object(out)
     }
 
     /// Get from Queue (`api_get_task`): a `get_task` node; the queue node's Corezoid id

@@ -35,6 +35,7 @@ fn every_sample_imports_and_passes_the_check() {
         "13_own_dynamic_timer.json",
         "14_own_cross_process_count.json",
         "15_own_conditions_and_methods.json",
+        "16_own_queue_data_and_capacity.json",
     ] {
         let import = import_path(&sample(name)).unwrap_or_else(|e| panic!("{name}: {e}"));
         // Every logic of the samples maps: no `--allow-partial` needed (the Stripe
@@ -933,11 +934,11 @@ fn condition_functions_casts_the_semaphores_spelling_format_json_and_other_metho
 }
 
 #[test]
-fn a_queues_data_and_capacity_are_named_in_notes() {
+fn a_queues_data_and_capacity_are_carried() {
     let export = json!({"obj_type": 1, "obj_id": 8, "title": "Q", "scheme": {"nodes": [
         {"id": "s", "obj_type": 1, "condition": {"logics": [{"type": "go", "to_node_id": "q"}]}},
         {"id": "q", "obj_type": 0, "title": "Queue", "condition": {"logics": [
-            {"type": "api_queue", "data": {"source": "web"}, "data_type": {"source": "string"}, "capacity": 100},
+            {"type": "api_queue", "data": {"source": "web", "weight": "3"}, "data_type": {"source": "string", "weight": "number"}, "capacity": "100"},
             {"type": "go", "to_node_id": "e"}]}},
         {"id": "e", "obj_type": 2, "title": "End", "condition": {"logics": []}}
     ]}});
@@ -945,20 +946,20 @@ fn a_queues_data_and_capacity_are_named_in_notes() {
     crate::read::collect(&export, std::path::Path::new("q.json"), &mut e, 0).unwrap();
     let imported = import(&e).unwrap();
     assert!(
-        imported
-            .notes
-            .iter()
-            .any(|n| n.contains("node q") && n.contains("`data`")),
-        "{:?}",
+        !imported.notes.iter().any(|n| n.contains("node q")),
+        "nothing of the queue is left out: {:?}",
         imported.notes
     );
-    assert!(
-        imported
-            .notes
-            .iter()
-            .any(|n| n.contains("node q") && n.contains("capacity (100 tasks)")),
-        "{:?}",
-        imported.notes
+    let process = checked(&imported.processes[0].yaml, "q.json");
+    let queue = match &process.nodes["queue"].kind {
+        conveyor_model::NodeKind::Queue(q) => q.clone(),
+        other => panic!("not a queue: {other:?}"),
+    };
+    assert_eq!(queue.capacity, Some(100));
+    let yaml: serde_json::Value = serde_yaml::from_str(&imported.processes[0].yaml).unwrap();
+    assert_eq!(
+        yaml["nodes"]["queue"]["data"],
+        json!({"source": "web", "weight": 3}),
+        "{yaml}"
     );
-    checked(&imported.processes[0].yaml, "q");
 }

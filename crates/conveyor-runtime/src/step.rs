@@ -713,7 +713,7 @@ impl Step<'_> {
             NodeKind::Reply(kind) => self.reply(kind)?,
             NodeKind::WaitCallback(_) => self.wait_callback()?,
             NodeKind::Code(kind) => self.code(kind)?,
-            NodeKind::Queue(_) => self.queue()?,
+            NodeKind::Queue(queue) => self.queue(queue)?,
             NodeKind::GetTask(kind) => self.get_task(kind)?,
         }
         Ok(())

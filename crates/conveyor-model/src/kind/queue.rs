@@ -8,6 +8,12 @@ use super::prelude::*;
 pub struct Queue {
     pub next: String,
     pub on_error: Option<String>,
+    /// Keys added to what a `get_task` takes (`__queue_task_data__`), rendered over the
+    /// queued task's data when it is taken.
+    pub data: Option<ValueTemplate>,
+    /// At most this many tasks wait here; one more goes to `on_error`
+    /// (`queue_capacity_exceeded`).
+    pub capacity: Option<u64>,
 }
 
 impl Kind for Queue {
@@ -23,7 +29,11 @@ impl Kind for Queue {
         next_edge(&self.next, edges);
     }
 
-    fn visit_task_templates<'a>(&'a self, _visit: &mut dyn FnMut(&'a Template)) {}
+    fn visit_task_templates<'a>(&'a self, visit: &mut dyn FnMut(&'a Template)) {
+        if let Some(data) = &self.data {
+            data.visit_templates(visit);
+        }
+    }
 
     fn look(&self) -> Look {
         Look::named("queue", Shape::Wait, None, Palette::WAITING)
@@ -35,13 +45,37 @@ impl Kind for Queue {
 struct RawQueue {
     next: String,
     on_error: Option<String>,
+    data: Option<Value>,
+    capacity: Option<u64>,
 }
 
 pub(super) fn load(loader: &mut Loader<'_>, id: &str, rest: serde_yaml::Value) -> Option<Queue> {
     let raw: RawQueue = loader.read(Some(id), "", rest)?;
+    let data = match raw.data {
+        Some(data @ Value::Object(_)) => Some(loader.value_template(Some(id), "data", &data)?),
+        Some(_) => {
+            loader.error(
+                Some(id),
+                Some("data"),
+                "a queue's `data` is a mapping of keys to values (templates)".into(),
+            );
+            return None;
+        }
+        None => None,
+    };
+    if raw.capacity == Some(0) {
+        loader.error(
+            Some(id),
+            Some("capacity"),
+            "a queue's `capacity` is at least 1 (leave it out for no limit)".into(),
+        );
+        return None;
+    }
     Some(Queue {
         next: raw.next,
         on_error: raw.on_error,
+        data,
+        capacity: raw.capacity,
     })
 }
 

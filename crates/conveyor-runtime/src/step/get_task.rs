@@ -42,8 +42,8 @@ impl Step<'_> {
             .render_text(process)
             .map_err(|m| ("get_task_wrong_convert_param", m))?;
         let loaded = self.resolve_other(&target, "get_task_wrong_convert_param")?;
-        match loaded.process.nodes.get(queue).map(|n| &n.kind) {
-            Some(NodeKind::Queue { .. }) => {}
+        let extra = match loaded.process.nodes.get(queue).map(|n| &n.kind) {
+            Some(NodeKind::Queue(q)) => q.data.clone(),
             Some(other) => {
                 return Err((
                     "queue_wrong_logic",
@@ -59,7 +59,7 @@ impl Step<'_> {
                     format!("process {target} has no node `{queue}`"),
                 ));
             }
-        }
+        };
         let mut waiting: Vec<TaskRecord> = self
             .rt
             .store
@@ -79,6 +79,14 @@ impl Step<'_> {
                 format!("no task waits in queue node `{queue}` of process {target}"),
             ));
         };
+        // The queue's own `data`, before anything is sent: a failure leaves it queued.
+        let data = match self.taken_data(&loaded, &task, extra.as_ref()) {
+            Ok(data) => data,
+            Err(message) => {
+                self.untake(task.id);
+                return Err(("get_task_wrong_convert_param", message));
+            }
+        };
         let seq = match self.rt.store.next_task_id() {
             Ok(seq) => seq,
             Err(e) => {
@@ -95,9 +103,40 @@ impl Step<'_> {
         });
         self.batch.push(Op::SetReady(task.id));
         self.schedule.push(task.id);
-        // Its secret keys stay secret here: masked, as a whole-task `conv[…]` read is.
-        let data = crate::mask::mask_data(&loaded.process, &task.secret_keys, &task.data);
         Ok((task.id, data))
+    }
+
+    /// What the taker gets of `task`: its data and the queue's `data` rendered over it,
+    /// with its secret keys masked (as a whole-task `conv[…]` read is) and any secret
+    /// value the queue's `data` copied elsewhere cut out.
+    fn taken_data(
+        &mut self,
+        loaded: &LoadedProcess,
+        task: &TaskRecord,
+        extra: Option<&ValueTemplate>,
+    ) -> std::result::Result<Map<String, Value>, String> {
+        let mut data = task.data.clone();
+        if let Some(extra) = extra {
+            let env = self.env();
+            let rendered = extra.render(&Value::Object(task.data.clone()), &env);
+            let revealed = env.revealed.take();
+            drop(env);
+            self.revealed.extend(revealed);
+            match rendered {
+                Ok(Value::Object(map)) => data.extend(map),
+                Ok(other) => return Err(format!("the queue's data is not an object: {other}")),
+                Err(e) => return Err(format!("the queue's data: {e}")),
+            }
+        }
+        let mut secrets = Vec::new();
+        crate::mask::secret_values(&loaded.process, &task.secret_keys, &task.data, &mut secrets);
+        let data = crate::mask::mask_data(&loaded.process, &task.secret_keys, &data);
+        Ok(
+            match crate::mask::mask_value(&Value::Object(data), &secrets) {
+                Value::Object(map) => map,
+                _ => Map::new(),
+            },
+        )
     }
 
     /// The first of `waiting` no other step has taken. This engine's steps are kept

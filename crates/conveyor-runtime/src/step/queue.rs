@@ -5,7 +5,31 @@ use super::*;
 impl Step<'_> {
     /// Runs a task through this node (see `Step::advance`): it waits, with no end but
     /// the node's time limit.
-    pub(super) fn queue(&mut self) -> Result<()> {
+    /// A queue at its `capacity` sends the task to its error route instead.
+    pub(super) fn queue(&mut self, queue: &conveyor_model::Queue) -> Result<()> {
+        if let Some(capacity) = queue.capacity {
+            // What was committed: this task's own move in is not counted yet.
+            let waiting = self
+                .rt
+                .store
+                .counters(self.task.process)?
+                .into_iter()
+                .find(|(node, _)| *node == self.task.node)
+                .map_or(0, |(_, c)| c.now.max(0) as u64);
+            if waiting >= capacity {
+                self.fail(
+                    "queue",
+                    "software",
+                    "queue_capacity_exceeded",
+                    format!(
+                        "queue `{}` holds {waiting} tasks, its capacity",
+                        self.task.node
+                    ),
+                    None,
+                );
+                return Ok(());
+            }
+        }
         self.wait(None, "queue");
         Ok(())
     }
