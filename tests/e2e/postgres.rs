@@ -66,6 +66,23 @@ fn cli_ok(dir: &DataDir, url: &str, args: &[&str]) -> String {
     stdout
 }
 
+/// Writes `yaml` into `dir` and clones it on the database with the alias `name`.
+fn clone_process(dir: &DataDir, url: &str, name: &str, yaml: &str) {
+    let file = dir.path().join(format!("{name}.yaml"));
+    std::fs::write(&file, yaml).expect("write");
+    cli_ok(
+        dir,
+        url,
+        &[
+            "process",
+            "clone",
+            file.to_str().expect("utf-8"),
+            "--alias",
+            name,
+        ],
+    );
+}
+
 fn store(url: &str) -> PgStore {
     PgStore::open(url, PgOptions::default()).unwrap_or_else(|e| panic!("open {url}: {e}"))
 }
@@ -863,19 +880,7 @@ fn postgres_an_api_call_concurrency_limit_holds_across_engines() {
             .with_state(Arc::clone(&flight)),
     );
     let (a, b) = (engine(&url), engine(&url));
-    let file = a.data.path().join("limited_calls.yaml");
-    std::fs::write(&file, LIMITED_CALLS).expect("write");
-    cli_ok(
-        &a.data,
-        &url,
-        &[
-            "process",
-            "clone",
-            file.to_str().expect("utf-8"),
-            "--alias",
-            "limited_calls",
-        ],
-    );
+    clone_process(&a.data, &url, "limited_calls", LIMITED_CALLS);
     let tasks = 16;
     for n in 0..tasks {
         let through = if n % 2 == 0 { &a } else { &b };
@@ -938,19 +943,7 @@ fn postgres_a_queued_task_is_taken_once_with_two_engines() {
     };
     let (a, b) = (engine(&url), engine(&url));
     for (name, yaml) in [("orders", ORDERS), ("packer", PACKER)] {
-        let file = a.data.path().join(format!("{name}.yaml"));
-        std::fs::write(&file, yaml).expect("write");
-        cli_ok(
-            &a.data,
-            &url,
-            &[
-                "process",
-                "clone",
-                file.to_str().expect("utf-8"),
-                "--alias",
-                name,
-            ],
-        );
+        clone_process(&a.data, &url, name, yaml);
     }
     let orders = 24;
     for n in 0..orders {
@@ -1057,19 +1050,7 @@ fn postgres_an_alert_is_sent_once_when_two_engines_cross_at_once() {
         return;
     };
     let admin = DataDir::new();
-    let file = admin.path().join("crowd.yaml");
-    std::fs::write(&file, CROWD).expect("write");
-    cli_ok(
-        &admin,
-        &url,
-        &[
-            "process",
-            "clone",
-            file.to_str().expect("utf-8"),
-            "--alias",
-            "crowd",
-        ],
-    );
+    clone_process(&admin, &url, "crowd", CROWD);
     let tasks = 400;
     {
         let store: Arc<dyn Store> = Arc::new(store(&url));
