@@ -19,6 +19,8 @@ use tokio::sync::oneshot;
 const MAX_GROUP: usize = 1024;
 /// How long a group under load waits for more steps to join it.
 const GATHER: std::time::Duration = std::time::Duration::from_micros(300);
+/// A step arriving within this long of the last group's end is part of a stream.
+const STREAM: std::time::Duration = std::time::Duration::from_millis(2);
 
 pub(crate) struct Request {
     pub batch: Batch,
@@ -113,26 +115,22 @@ fn run(
     receiver: mpsc::Receiver<Request>,
     stats: Arc<CommitStats>,
 ) {
+    // When the last group ended: commits arriving in a stream are gathered.
+    let mut last_end: Option<std::time::Instant> = None;
     while let Ok(first) = receiver.recv() {
         let mut group = vec![first];
-        while group.len() < MAX_GROUP {
-            match receiver.try_recv() {
-                Ok(request) => group.push(request),
-                Err(_) => break,
-            }
-        }
-        // Under load (more than one step waiting), wait a moment for the steps still
-        // running to join this group: every transaction costs the store a write of its own
-        // (a write of sled's log, or a frame appended to the log store).
-        if group.len() > 1 {
-            let deadline = std::time::Instant::now() + GATHER;
-            while group.len() < MAX_GROUP {
-                let left = deadline.saturating_duration_since(std::time::Instant::now());
-                match receiver.recv_timeout(left) {
-                    Ok(request) => group.push(request),
-                    Err(_) => break,
-                }
-            }
+        drain(&receiver, &mut group);
+        // Under load (more than one step waiting, or steps arriving one by one in a
+        // stream, such as API calls answering one after another), wait a moment for the
+        // steps still running to join this group: every transaction costs the store a
+        // write of its own (a write of sled's log, or a frame appended to the log store),
+        // and every group costs a wake of this thread and of the steps' workers. The wait
+        // is a sleep, not a wait on the channel, so the steps that join do not each wake
+        // this thread. A lone step after a quiet spell is committed at once.
+        let streaming = last_end.is_some_and(|end| end.elapsed() < STREAM);
+        if group.len() > 1 || streaming {
+            std::thread::sleep(GATHER);
+            drain(&receiver, &mut group);
         }
         let durable = flush || group.iter().any(|r| r.durable);
         let (batches, senders): (Vec<Batch>, Vec<_>) =
@@ -141,6 +139,7 @@ fn run(
         let results = apply(store.as_ref(), &batches);
         let flushed = if durable { store.flush() } else { Ok(()) };
         stats.end();
+        last_end = Some(std::time::Instant::now());
         stats.groups.fetch_add(1, Ordering::Relaxed);
         stats
             .steps
@@ -151,6 +150,16 @@ fn run(
                 _ => result,
             };
             let _ = done.send(result);
+        }
+    }
+}
+
+/// Adds what is waiting to the group, up to [`MAX_GROUP`].
+fn drain(receiver: &mpsc::Receiver<Request>, group: &mut Vec<Request>) {
+    while group.len() < MAX_GROUP {
+        match receiver.try_recv() {
+            Ok(request) => group.push(request),
+            Err(_) => break,
         }
     }
 }

@@ -80,6 +80,33 @@ pub(crate) fn text_of(value: &Value) -> String {
     }
 }
 
+/// Fixed URLs of API calls, parsed once: parsing one (with its host's IDNA mapping)
+/// costs more than the rest of building a request. Bounded: past [`Urls::MOST`]
+/// different ones (processes come and go), it starts again empty.
+#[derive(Default)]
+pub(crate) struct Urls(std::sync::Mutex<std::collections::HashMap<String, reqwest::Url>>);
+
+impl Urls {
+    const MOST: usize = 4096;
+
+    /// `text` parsed, from the cache when it was parsed before.
+    pub(crate) fn parse(&self, text: &str) -> Result<reqwest::Url, String> {
+        if let Ok(cache) = self.0.lock()
+            && let Some(url) = cache.get(text)
+        {
+            return Ok(url.clone());
+        }
+        let url = reqwest::Url::parse(text).map_err(|e| e.to_string())?;
+        if let Ok(mut cache) = self.0.lock() {
+            if cache.len() >= Self::MOST {
+                cache.clear();
+            }
+            cache.insert(text.to_string(), url.clone());
+        }
+        Ok(url)
+    }
+}
+
 pub(crate) async fn send(
     client: &reqwest::Client,
     request: Request,
@@ -604,7 +631,28 @@ fn tls_text(error: &rustls::Error) -> String {
 mod tests {
     use proptest::prelude::*;
 
-    use super::{describe_error, html_text, plain};
+    use super::{Urls, describe_error, html_text, plain};
+
+    #[test]
+    fn a_fixed_url_is_parsed_once_and_a_bad_one_is_never_kept() {
+        let urls = Urls::default();
+        let first = urls.parse("http://127.0.0.1:8080/work?a=1");
+        assert_eq!(
+            first.as_ref().map(|u| u.as_str()),
+            Ok("http://127.0.0.1:8080/work?a=1")
+        );
+        // The second comes from the cache, and is the same URL.
+        assert_eq!(urls.parse("http://127.0.0.1:8080/work?a=1"), first);
+        assert_eq!(urls.0.lock().map(|c| c.len()).unwrap_or(0), 1);
+        assert!(urls.parse("http//no scheme").is_err());
+        assert_eq!(urls.0.lock().map(|c| c.len()).unwrap_or(0), 1);
+        // Bounded: past the most it keeps, it starts again.
+        for n in 0..Urls::MOST {
+            assert!(urls.parse(&format!("http://127.0.0.1/{n}")).is_ok());
+        }
+        let kept = urls.0.lock().map(|c| c.len()).unwrap_or(0);
+        assert!(kept <= Urls::MOST, "{kept}");
+    }
 
     #[test]
     fn an_html_error_page_is_told_by_its_words() {

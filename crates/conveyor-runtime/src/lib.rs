@@ -228,6 +228,8 @@ pub struct Runtime {
     http: reqwest::Client,
     /// Per-node concurrency limits of API calls: (process, node) → semaphore.
     limits: Mutex<HashMap<(u64, String), Arc<tokio::sync::Semaphore>>>,
+    /// API calls' fixed URLs (no placeholder), parsed once (`http::Urls`).
+    urls: http::Urls,
     metrics: Metrics,
     /// Woken when the engine has nothing ready and nothing running.
     idle: tokio::sync::Notify,
@@ -280,6 +282,7 @@ impl Runtime {
             work: tokio::sync::Notify::new(),
             http,
             limits: Mutex::new(HashMap::new()),
+            urls: http::Urls::default(),
             metrics: Metrics::default(),
             idle: tokio::sync::Notify::new(),
             work_elsewhere: std::sync::atomic::AtomicBool::new(false),

@@ -256,7 +256,11 @@ fn corrupt(what: &str, reason: impl std::fmt::Display) -> StoreError {
 }
 
 fn encode_json<T: serde::Serialize>(value: &T) -> Result<Vec<u8>> {
-    serde_json::to_vec(value).map_err(|e| StoreError::Io(e.to_string()))
+    // A task or a step's history is a few hundred bytes: `to_vec`'s 128 would grow
+    // two or three times on every commit.
+    let mut bytes = Vec::with_capacity(512);
+    serde_json::to_writer(&mut bytes, value).map_err(|e| StoreError::Io(e.to_string()))?;
+    Ok(bytes)
 }
 
 fn decode_json<T: serde::de::DeserializeOwned>(what: &str, bytes: &[u8]) -> Result<T> {
@@ -881,7 +885,14 @@ fn flush_in_background(writer: &Mutex<Writer>, stop: &AtomicBool) {
 
 /// A payload under construction, with room for the frame header.
 fn frame() -> Enc {
-    let mut enc = Enc::new();
+    frame_with_room(0)
+}
+
+/// A frame with room for `room` bytes of payload besides its header.
+fn frame_with_room(room: usize) -> Enc {
+    let mut enc = Enc {
+        buf: Vec::with_capacity(8 + room),
+    };
     enc.buf.extend_from_slice(&[0u8; 8]);
     enc
 }
@@ -1625,7 +1636,10 @@ impl Store for LogStore {
             });
         }
         let mut w = self.writer();
-        let mut enc = frame();
+        // The values, and a few dozen bytes of ids and keys for each op.
+        let room = values.iter().flatten().map(Vec::len).sum::<usize>()
+            + 64 * batches.iter().map(|b| b.ops.len()).sum::<usize>();
+        let mut enc = frame_with_room(room);
         let at;
         {
             let state = self.state();

@@ -258,8 +258,19 @@ impl Step<'_> {
         &mut self,
         api: &ApiCall,
     ) -> std::result::Result<http::Request, String> {
-        let url_text = self.render_text(&api.url)?;
-        let mut url = reqwest::Url::parse(url_text.trim()).map_err(|e| {
+        // A fixed URL (most are) is parsed once for all tasks.
+        let (url_text, parsed) = match api.url.as_literal() {
+            Some(text) => (
+                std::borrow::Cow::Borrowed(text),
+                self.rt.urls.parse(text.trim()),
+            ),
+            None => {
+                let text = self.render_text(&api.url)?;
+                let parsed = reqwest::Url::parse(text.trim()).map_err(|e| e.to_string());
+                (std::borrow::Cow::Owned(text), parsed)
+            }
+        };
+        let mut url = parsed.map_err(|e| {
             format!(
                 "`{}` is not a URL: {e}",
                 mask::mask_text(&url_text, &self.revealed)
