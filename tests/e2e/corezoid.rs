@@ -1438,3 +1438,65 @@ fn a_queues_data_goes_to_the_taker_and_its_capacity_holds() {
     let fourth = d.json(&["task", "show", queue, "o4"]);
     assert_eq!(fourth["node"], "orders", "{fourth}");
 }
+
+/// A queued task's secret keys stay masked in what a taker gets, after the queue's own
+/// `data` is rendered over it; a secret value the queue's `data` copies into another
+/// key is cut out too. Nothing the taker keeps, shows or records holds the secret.
+#[test]
+fn a_queued_tasks_secrets_stay_masked_after_the_queues_data_is_merged() {
+    const QUEUE: &str = r#"
+process: vault_queue
+secrets: [token]
+nodes:
+  start: { type: start, next: waiting }
+  waiting:
+    type: queue
+    next: gone
+    data: { copied: "{{token}}", label: "for {{name}}" }
+  gone: { type: final }
+"#;
+    const TAKER: &str = r#"
+process: vault_taker
+nodes:
+  start: { type: start, next: take }
+  take: { type: get_task, process: "@vault_queue", node: waiting, next: took, on_error: none }
+  took: { type: final }
+  none: { type: final, status: error }
+"#;
+    let secret = "tok-5f1c9a7e2b6d4c3a";
+    let d = DataDir::new();
+    d.clone_yaml("vault_queue", QUEUE, &[]);
+    d.clone_yaml("vault_taker", TAKER, &[]);
+    d.ok(&[
+        "task",
+        "add",
+        "@vault_queue",
+        "--ref",
+        "q1",
+        &format!("token={secret}"),
+        "name=ada",
+    ]);
+    d.ok(&["run", "--until-idle"]);
+    d.ok(&["task", "add", "@vault_taker", "--ref", "t1"]);
+    d.ok(&["run", "--until-idle"]);
+    let taker = d.json(&["task", "show", "@vault_taker", "t1"]);
+    assert_eq!(taker["node"], "took", "{taker}");
+    let got = &taker["data"]["__queue_task_data__"];
+    // The queue's data was merged: its plain key is there, rendered.
+    assert_eq!(got["label"], "for ada", "{taker}");
+    assert_eq!(got["name"], "ada", "{taker}");
+    // The secret key is masked, and its value copied elsewhere is cut out.
+    assert_eq!(got["token"], "***", "{taker}");
+    assert_eq!(got["copied"], "***", "{taker}");
+    let history = d.ok(&["task", "history", "@vault_taker", "t1"]);
+    let shown = d.ok(&["task", "show", "@vault_taker", "t1"]);
+    let listed = d.ok(&["--json", "task", "list", "@vault_taker"]);
+    for (what, text) in [
+        ("show --json", taker.to_string()),
+        ("history", history),
+        ("show", shown),
+        ("list", listed),
+    ] {
+        assert!(!text.contains(secret), "{what} holds the secret: {text}");
+    }
+}

@@ -119,4 +119,33 @@ mod tests {
             "{order:?}"
         );
     }
+
+    #[test]
+    fn a_queues_capacity_of_0_and_data_that_is_not_a_mapping_are_refused_by_name() {
+        let good = errors(&queue("capacity: 2, data: { label: \"{{n}}\" }", ""));
+        assert!(
+            good.iter()
+                .all(|e| e.contains("take") && e.contains("reach")),
+            "{good:?}"
+        );
+        let zero = errors(&queue("capacity: 0", ""));
+        assert!(
+            zero.iter()
+                .any(|e| e.contains("wait") && e.contains("capacity") && e.contains("at least 1")),
+            "{zero:?}"
+        );
+        for data in ["data: [1, 2]", "data: just text", "data: 3"] {
+            let bad = errors(&queue(data, ""));
+            assert!(
+                bad.iter()
+                    .any(|e| e.contains("wait") && e.contains("`data` is a mapping")),
+                "{data}: {bad:?}"
+            );
+        }
+        let negative = errors(&queue("capacity: -1", ""));
+        assert!(
+            negative.iter().any(|e| e.contains("capacity")),
+            "{negative:?}"
+        );
+    }
 }
