@@ -639,6 +639,7 @@ fn dashboard_changes_need_the_csrf_token_and_keys_stay_in_their_processes() {
     data.clone_yaml("mine", p, &[]);
     data.clone_yaml("other", p, &[]);
     let key = data.api_key("k", &["@mine"]);
+    let unlimited = data.api_key("all", &[]);
     let server = Server::start(data);
     // No cookie store (reqwest keeps none unless asked): the session cookie is sent by
     // hand. `http()` installs the TLS provider reqwest needs before a client is built.
@@ -781,6 +782,23 @@ fn dashboard_changes_need_the_csrf_token_and_keys_stay_in_their_processes() {
     // Logging out needs the token too.
     let (status, _) = post("/ui/logout", None, json!({}));
     assert_eq!(status, 403);
+    // Only the admin token's session is the admin's: a key made without `--process`
+    // uses every process, and is still a key.
+    let admin_of = |cookie: &str| {
+        client
+            .get(format!("{}/ui/api/session", server.base))
+            .header("cookie", cookie)
+            .send()
+            .expect("session")
+            .json::<Value>()
+            .expect("json")["admin"]
+            .clone()
+    };
+    let all = login(json!({"login": unlimited.0.to_string(), "secret": unlimited.1}));
+    assert_eq!(admin_of(&all), json!(false));
+    assert_eq!(admin_of(&cookie), json!(false));
+    let admin = login(json!({"token": server.data.admin_token()}));
+    assert_eq!(admin_of(&admin), json!(true));
 }
 
 /// A process that is not Bitrix's declares its own authorize link (`authorize:`): its

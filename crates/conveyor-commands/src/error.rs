@@ -25,6 +25,10 @@ pub enum CommandError {
     /// something that belongs to no process or to all of them.
     #[error("{what} needs the admin token: this session may use only its key's processes")]
     NotAllowed { what: &'static str },
+    /// An API key (any, even one that may use every process) asked for what only the
+    /// admin token may do.
+    #[error("{what} needs the admin token: an API key may not")]
+    AdminOnly { what: &'static str },
     /// Something Corezoid does that Conveyor does not (the task API's ops), and why.
     #[error("not supported by Conveyor: {0}")]
     NotSupported(String),

@@ -28,11 +28,16 @@ pub struct Caller {
     pub login: Option<u64>,
 }
 
-/// The processes a caller may use.
+/// What a caller may do: which processes it may use, and whether it may do what only
+/// the admin may (change processes, API keys, secrets in clear, direct URLs, store
+/// statistics).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Scope {
-    /// The admin token, the CLI on the data dir.
-    All,
+    /// The admin token, the CLI on the data dir: everything.
+    Admin,
+    /// An API key that lists no processes: the tasks of every process, and nothing that
+    /// only the admin may do. A key is never the admin, whatever its list.
+    AllProcesses,
     /// An API key's session: these processes only (others do not exist for it).
     Processes(Vec<u64>),
 }
@@ -41,7 +46,7 @@ impl Caller {
     /// The CLI, or a client of the server with the admin token.
     pub fn cli() -> Caller {
         Caller {
-            scope: Scope::All,
+            scope: Scope::Admin,
             source: Cow::Borrowed("cli"),
             login: None,
         }
@@ -51,11 +56,7 @@ impl Caller {
     /// lists none), its changes recorded as `api key LOGIN`.
     pub fn api_key(key: &conveyor_store::ApiKey) -> Caller {
         Caller {
-            scope: if key.processes.is_empty() {
-                Scope::All
-            } else {
-                Scope::Processes(key.processes.clone())
-            },
+            scope: Scope::of_key(key),
             source: Cow::Owned(format!("api key {}", key.login)),
             login: Some(key.login),
         }
@@ -63,15 +64,39 @@ impl Caller {
 
     pub fn may_use(&self, process: u64) -> bool {
         match &self.scope {
-            Scope::All => true,
+            Scope::Admin | Scope::AllProcesses => true,
             Scope::Processes(list) => list.contains(&process),
         }
     }
 
+    /// What only the admin may do: secrets in clear, API keys, direct URLs (whose
+    /// rotation breaks every published link), store statistics. No API key may, not
+    /// even one that may use every process: a key must not widen itself.
     pub(crate) fn must_be_admin(&self, what: &'static str) -> Result<(), CommandError> {
         match self.scope {
-            Scope::All => Ok(()),
+            Scope::Admin => Ok(()),
+            Scope::AllProcesses | Scope::Processes(_) => Err(CommandError::AdminOnly { what }),
+        }
+    }
+
+    /// Changing a definition (cloning, importing, editing a process): the admin, or a key
+    /// that may use every process (Corezoid's `conv create`); never a key limited to some
+    /// processes, whose process could be made to send its secrets anywhere.
+    pub(crate) fn must_use_every_process(&self, what: &'static str) -> Result<(), CommandError> {
+        match self.scope {
+            Scope::Admin | Scope::AllProcesses => Ok(()),
             Scope::Processes(_) => Err(CommandError::NotAllowed { what }),
+        }
+    }
+}
+
+impl Scope {
+    /// What an API key may do: its processes, or every process when it lists none.
+    pub fn of_key(key: &conveyor_store::ApiKey) -> Scope {
+        if key.processes.is_empty() {
+            Scope::AllProcesses
+        } else {
+            Scope::Processes(key.processes.clone())
         }
     }
 }
@@ -132,7 +157,7 @@ fn answer(runtime: &Runtime, caller: &Caller, request: Request) -> Result<Answer
             alias,
             settings,
         } => {
-            caller.must_be_admin("cloning a process")?;
+            caller.must_use_every_process("cloning a process")?;
             let record = runtime.clone_process(&source, &definition, alias.as_deref(), settings)?;
             let loaded = runtime.loaded(record.id)?;
             Answer::Cloned {
@@ -154,7 +179,7 @@ fn answer(runtime: &Runtime, caller: &Caller, request: Request) -> Result<Answer
             file,
             definition,
         } => {
-            caller.must_be_admin("updating a process")?;
+            caller.must_use_every_process("updating a process")?;
             let record = runtime.update_process(&process, &file, &definition)?;
             Answer::Updated {
                 id: record.id,
@@ -667,4 +692,127 @@ pub fn api_key(
     login: u64,
 ) -> Result<Option<conveyor_store::ApiKey>, CommandError> {
     Ok(runtime.store().api_key(login)?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use conveyor_runtime::{Settings, SystemClock};
+
+    const PROCESS: &str = "process: kept\nsecrets: [token]\nnodes:\n  start: { type: start, next: end }\n  end: { type: final }\n";
+
+    fn runtime(dir: &std::path::Path) -> Arc<Runtime> {
+        let store = conveyor_store::open(dir, Default::default()).unwrap_or_else(|e| panic!("{e}"));
+        Runtime::new(store, Arc::new(SystemClock), Settings::default())
+    }
+
+    fn key(runtime: &Runtime, processes: &[String]) -> Caller {
+        let made = runtime
+            .create_api_key("k", processes)
+            .unwrap_or_else(|e| panic!("{e}"));
+        let key = api_key(runtime, made.login)
+            .ok()
+            .flatten()
+            .unwrap_or_else(|| panic!("key {} not stored", made.login));
+        Caller::api_key(&key)
+    }
+
+    fn clone_request(alias: &str) -> Request {
+        Request::ProcessClone {
+            source: "kept.yaml".into(),
+            definition: PROCESS.into(),
+            alias: Some(alias.into()),
+            settings: Map::new(),
+        }
+    }
+
+    /// A key made without `--process` uses every process's tasks and may change
+    /// definitions (Corezoid's `conv create`), but never what only the admin may: it
+    /// must not mint keys, see secrets in clear, rotate a published URL or read the
+    /// store's statistics.
+    #[test]
+    fn a_key_that_may_use_every_process_is_still_not_the_admin() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let runtime = runtime(dir.path());
+        run(&runtime, &Caller::cli(), clone_request("kept")).unwrap_or_else(|e| panic!("{e}"));
+        let mut data = Map::new();
+        data.insert("token".into(), Value::from("s3cr3t-value"));
+        let task = runtime
+            .add_task("@kept", Some("t"), data)
+            .unwrap_or_else(|e| panic!("{e}"));
+        let unlimited = key(&runtime, &[]);
+        assert_eq!(unlimited.scope, Scope::AllProcesses);
+        let admin_only = [
+            Request::ApiKeyCreate {
+                name: "more".into(),
+                processes: vec![],
+            },
+            Request::ApiKeyList,
+            Request::ApiKeyRotate { login: 1 },
+            Request::StoreStats,
+            Request::ProcessUrl {
+                process: "@kept".into(),
+                rotate: true,
+                base: "http://127.0.0.1:1".into(),
+            },
+            Request::TaskShow {
+                process: "@kept".into(),
+                task: task.id.to_string(),
+                reveal: true,
+            },
+        ];
+        for request in admin_only {
+            let what = format!("{request:?}");
+            match run(&runtime, &unlimited, request) {
+                Err(e @ CommandError::AdminOnly { .. }) => {
+                    assert!(e.to_string().contains("needs the admin token"), "{e}")
+                }
+                other => panic!("{what}: {other:?}"),
+            }
+        }
+        // Nothing was minted, and the URL was not rotated by the refused request.
+        assert_eq!(runtime.store().api_keys().map(|k| k.len()).ok(), Some(1));
+        // What it may do: its tasks, masked, and a definition.
+        let shown = run(
+            &runtime,
+            &unlimited,
+            Request::TaskShow {
+                process: "@kept".into(),
+                task: task.id.to_string(),
+                reveal: false,
+            },
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        let text = format!("{shown:?}");
+        assert!(!text.contains("s3cr3t-value"), "{text}");
+        run(&runtime, &unlimited, clone_request("by_key")).unwrap_or_else(|e| panic!("{e}"));
+        // The admin may do what the key may not.
+        run(&runtime, &Caller::cli(), Request::ApiKeyList).unwrap_or_else(|e| panic!("{e}"));
+        run(
+            &runtime,
+            &Caller::cli(),
+            Request::TaskShow {
+                process: "@kept".into(),
+                task: task.id.to_string(),
+                reveal: true,
+            },
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+    }
+
+    #[test]
+    fn a_key_limited_to_some_processes_may_not_change_definitions() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let runtime = runtime(dir.path());
+        run(&runtime, &Caller::cli(), clone_request("kept")).unwrap_or_else(|e| panic!("{e}"));
+        let limited = key(&runtime, &["@kept".to_string()]);
+        match run(&runtime, &limited, clone_request("other")) {
+            Err(CommandError::NotAllowed { what }) => assert_eq!(what, "cloning a process"),
+            other => panic!("{other:?}"),
+        }
+        match run(&runtime, &limited, Request::StoreStats) {
+            Err(CommandError::AdminOnly { what }) => assert_eq!(what, "store stats"),
+            other => panic!("{other:?}"),
+        }
+    }
 }

@@ -45,20 +45,18 @@ pub(crate) struct Session {
     used: Instant,
 }
 
-/// What a session may see: every process, or these; and its CSRF token.
+/// What a session may do (the admin's, or its API key's scope as the key is now); and
+/// its CSRF token.
 struct Viewer {
-    processes: Option<Vec<u64>>,
+    scope: Scope,
     csrf: String,
 }
 
 impl Viewer {
-    /// The session as a caller of the command layer, which limits it to its processes.
+    /// The session as a caller of the command layer, which limits it to its scope.
     fn caller(&self) -> Caller {
         Caller {
-            scope: match &self.processes {
-                None => Scope::All,
-                Some(list) => Scope::Processes(list.clone()),
-            },
+            scope: self.scope.clone(),
             source: "dashboard".into(),
             login: None,
         }
@@ -260,18 +258,15 @@ fn viewer(state: &AppState, headers: &HeaderMap) -> Result<Viewer, Box<Response>
     let (key, csrf) = key;
     let Some(login) = key else {
         return Ok(Viewer {
-            processes: None,
+            scope: Scope::Admin,
             csrf,
         });
     };
-    // The key as it is now: deleted keys end their sessions, limits apply at once.
+    // The key as it is now: deleted keys end their sessions, limits apply at once. A
+    // key that lists no processes uses them all, and is still not the admin.
     match conveyor_commands::api_key(&state.runtime, login) {
-        Ok(Some(key)) if key.processes.is_empty() => Ok(Viewer {
-            processes: None,
-            csrf,
-        }),
         Ok(Some(key)) => Ok(Viewer {
-            processes: Some(key.processes),
+            scope: Scope::of_key(&key),
             csrf,
         }),
         _ => {
@@ -319,7 +314,9 @@ fn answer(result: Result<Result<Value, CommandError>, tokio::task::JoinError>) -
             let status = match &e {
                 e if e.is_not_found() => StatusCode::NOT_FOUND,
                 CommandError::Usage(_) => StatusCode::BAD_REQUEST,
-                CommandError::NotAllowed { .. } => StatusCode::FORBIDDEN,
+                CommandError::NotAllowed { .. } | CommandError::AdminOnly { .. } => {
+                    StatusCode::FORBIDDEN
+                }
                 CommandError::Runtime(conveyor_runtime::RuntimeError::Store(_)) => {
                     StatusCode::INTERNAL_SERVER_ERROR
                 }
@@ -354,7 +351,7 @@ fn to_json(value: impl serde::Serialize) -> Value {
 /// `GET /ui/api/session`: who is logged in, and the CSRF token changes must carry.
 pub(crate) async fn session(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Response {
     let viewer = guard!(state, headers);
-    axum::Json(json!({"admin": viewer.processes.is_none(), "csrf": viewer.csrf})).into_response()
+    axum::Json(json!({"admin": viewer.scope == Scope::Admin, "csrf": viewer.csrf})).into_response()
 }
 
 /// `GET /ui/api/processes`

@@ -371,7 +371,7 @@ pub fn create(
     description: Option<&str>,
     scheme: Option<&Value>,
 ) -> Result<Vec<Made>, CommandError> {
-    caller.must_be_admin("creating a process")?;
+    caller.must_use_every_process("creating a process")?;
     if let Some(scheme) = scheme {
         return upload(runtime, caller, scheme, true);
     }
@@ -437,7 +437,7 @@ pub fn modify(
     title: Option<&str>,
     description: Option<&str>,
 ) -> Result<(u64, u32), CommandError> {
-    caller.must_be_admin("changing a process")?;
+    caller.must_use_every_process("changing a process")?;
     let loaded = crate::door::scoped(runtime, caller, process)?;
     if title.is_none() && description.is_none() {
         return Err(CommandError::Usage(
@@ -489,7 +489,7 @@ pub fn upload(
     scheme: &Value,
     with_alias: bool,
 ) -> Result<Vec<Made>, CommandError> {
-    caller.must_be_admin("uploading a scheme")?;
+    caller.must_use_every_process("uploading a scheme")?;
     imported(scheme)?
         .processes
         .iter()
@@ -509,7 +509,7 @@ pub fn upload(
 /// `obj_scheme validate`: the scheme read, mapped and checked as an upload would, and
 /// nothing made.
 pub fn validate(caller: &Caller, scheme: &Value) -> Result<(), CommandError> {
-    caller.must_be_admin("uploading a scheme")?;
+    caller.must_use_every_process("uploading a scheme")?;
     imported(scheme).map(|_| ())
 }
 
@@ -556,7 +556,7 @@ pub fn replace(
     into: &str,
     scheme: &Value,
 ) -> Result<(u64, u32), CommandError> {
-    caller.must_be_admin("uploading a scheme")?;
+    caller.must_use_every_process("uploading a scheme")?;
     let loaded = crate::door::scoped(runtime, caller, into)?;
     let import = imported(scheme)?;
     let [p] = import.processes.as_slice() else {

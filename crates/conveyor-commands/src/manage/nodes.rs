@@ -297,7 +297,7 @@ pub fn node_modify(
     node: &str,
     change: &NodeChange,
 ) -> Result<(u64, String, u32), CommandError> {
-    caller.must_be_admin("changing a process")?;
+    caller.must_use_every_process("changing a process")?;
     let loaded = crate::door::scoped(runtime, caller, process)?;
     let name = node_name(&loaded, node)?;
     if let Some(title) = &change.title {
