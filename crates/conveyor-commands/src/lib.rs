@@ -9,7 +9,7 @@
 //! # Layout
 //! - `request.rs` — [`Request`] (what to do), [`Reply`] (what the CLI prints), [`GraphFormat`].
 //! - `execute.rs` — [`run`] / [`execute`]: a request for a [`Caller`] (whose [`Scope`]
-//!   limits it to some processes), and the views shared by the CLI and the dashboard
+//!   says which processes it may use, and whether it is the admin), and the views shared by the CLI and the dashboard
 //!   (process summaries and details, params, templates).
 //! - `answer.rs` — [`Answer`] and the views it carries.
 //! - `authorize.rs` — [`authorize_url`]: a process's declared authorize address filled
