@@ -13,6 +13,7 @@ mod corezoid;
 mod crash;
 mod dashboard;
 mod docs;
+mod doors;
 mod engine;
 mod faults;
 mod http_api;

@@ -4,6 +4,7 @@
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
 
 use conveyor_store::TimerKey;
 use tokio::task::JoinSet;
@@ -130,6 +131,12 @@ impl Runtime {
         let mut next_due: Option<Option<i64>> = None;
         let mut running = JoinSet::new();
         loop {
+            // Timers set outside the steps since the last turn (tasks stepped at a door).
+            if let Some(at) = self.timer_hint.take()
+                && let Some(known) = next_due
+            {
+                next_due = Some(Some(known.map_or(at, |k| k.min(at))));
+            }
             // Timers that are due become work.
             let now = self.now();
             let must_look = match next_due {
@@ -206,6 +213,10 @@ impl Runtime {
                 poll.looked_since_idle = false;
             }
             let next_timer = next_due.flatten();
+            if !self.timer_hint.sleeping_until(next_timer) {
+                // A timer came from outside while this turn decided when to wake.
+                continue;
+            }
             let clock = Arc::clone(&self.clock);
             let timer = async move {
                 match next_timer {
@@ -243,6 +254,7 @@ impl Runtime {
                 _ = timer => {}
                 _ = tokio::time::sleep(POLL_EVERY), if shared => {}
             }
+            self.timer_hint.awake();
         }
         // Graceful: let the steps in flight finish; what is not started stays ready.
         while let Some(joined) = running.join_next().await {
@@ -413,5 +425,63 @@ impl Runtime {
             .entry((process, node.to_string()))
             .or_insert_with(|| Arc::new(tokio::sync::Semaphore::new(permits as usize)))
             .clone()
+    }
+}
+
+/// Timers set outside the engine's steps (a task's first step at its door,
+/// `step::run_born`), told to the engine's loop without waking it for each one: a
+/// door wakes the loop only when its timer is due before the loop would wake anyway.
+///
+/// The door records its timer, then reads when the loop will wake; the loop publishes
+/// when it will wake, then looks for recorded timers before it sleeps. All of it is
+/// sequentially consistent, so at least one side sees the other: the loop takes the
+/// timer before sleeping, or the door wakes it.
+#[derive(Debug)]
+pub(crate) struct TimerHint {
+    /// The earliest timer recorded and not yet taken (`i64::MAX`: none).
+    earliest: AtomicI64,
+    /// When the loop wakes on its own: `i64::MIN` while it is awake (it takes what was
+    /// recorded at the top of its next turn), `i64::MAX` when it waits for no timer.
+    loop_wakes: AtomicI64,
+}
+
+impl Default for TimerHint {
+    fn default() -> Self {
+        TimerHint {
+            earliest: AtomicI64::new(i64::MAX),
+            loop_wakes: AtomicI64::new(i64::MIN),
+        }
+    }
+}
+
+impl TimerHint {
+    /// Records a timer due at `at` (already committed); says whether the loop must be
+    /// woken to see it in time.
+    pub(crate) fn set(&self, at: i64) -> bool {
+        self.earliest.fetch_min(at, Ordering::SeqCst);
+        at < self.loop_wakes.load(Ordering::SeqCst)
+    }
+
+    /// The earliest timer recorded since the last take.
+    fn take(&self) -> Option<i64> {
+        let at = self.earliest.swap(i64::MAX, Ordering::SeqCst);
+        (at != i64::MAX).then_some(at)
+    }
+
+    /// The loop is about to sleep until `next` (`None`: no timer). Says `false` when a
+    /// timer earlier than that was recorded meanwhile: the loop takes another turn.
+    fn sleeping_until(&self, next: Option<i64>) -> bool {
+        let wakes = next.unwrap_or(i64::MAX);
+        self.loop_wakes.store(wakes, Ordering::SeqCst);
+        if self.earliest.load(Ordering::SeqCst) < wakes {
+            self.awake();
+            return false;
+        }
+        true
+    }
+
+    /// The loop woke: what is recorded now is taken at its next turn.
+    fn awake(&self) {
+        self.loop_wakes.store(i64::MIN, Ordering::SeqCst);
     }
 }

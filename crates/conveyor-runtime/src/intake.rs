@@ -49,15 +49,26 @@ impl Runtime {
         wait: bool,
     ) -> Result<(TaskRecord, Option<AnswerWait>)> {
         let (task, batch) = self.add_batch(process, reference, data, door)?;
-        // Registered before the commit: the engine cannot answer before anyone listens.
+        // Registered before the commit (and before a first step at the door, which may
+        // answer): the engine cannot answer before anyone listens.
         let answer = wait.then(|| self.expect_answer(task.id));
-        let committed = self
-            .commit_grouped(batch, ack == Ack::Durable)
-            .await
-            .map_err(|e| match e {
-                RuntimeError::Store(e) => duplicate_ref(e),
-                other => other,
-            });
+        let committed = match self.steps_at_the_door(&task) {
+            Some(loaded) => {
+                crate::step::run_born(self, loaded, task.clone(), batch, ack == Ack::Durable)
+                    .await
+                    .map(|born| self.after_born(task.id, born))
+            }
+            None => self
+                .commit_grouped(batch, ack == Ack::Durable)
+                .await
+                .map(|()| {
+                    self.schedule(task.id);
+                }),
+        }
+        .map_err(|e| match e {
+            RuntimeError::Store(e) => duplicate_ref(e),
+            other => other,
+        });
         if let Err(e) = committed {
             if let Some(answer) = answer {
                 self.drop_answer(answer);
@@ -65,8 +76,30 @@ impl Runtime {
             return Err(e);
         }
         self.metrics.task_created(1);
-        self.schedule(task.id);
         Ok((task, answer))
+    }
+
+    /// The process of a task just built at a door, when its first step may run there
+    /// (`step::run_born`): a plain birth, not a create a rate limit folded into a
+    /// summary task.
+    fn steps_at_the_door(&self, task: &TaskRecord) -> Option<std::sync::Arc<crate::LoadedProcess>> {
+        let loaded = self.loaded(task.process).ok()?;
+        let plain = loaded.process.settings.rate_limit.is_none()
+            && task.history_len == 1
+            && task.status == conveyor_store::TaskStatus::Ready
+            && task.node == loaded.process.start;
+        plain.then_some(loaded)
+    }
+
+    /// What the engine must hear of a task stepped at its door: the rest of its work,
+    /// or its timer.
+    fn after_born(&self, task: u64, born: crate::step::Born) {
+        self.metrics.step();
+        if born.ready {
+            self.schedule(task);
+        } else if let Some(wake) = born.wake {
+            self.timer_set_outside(wake.at);
+        }
     }
 
     /// `modify_task_by` through the committer's groups.

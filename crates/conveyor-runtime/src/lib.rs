@@ -19,7 +19,8 @@
 //! - `step.rs` — one step of one task; `step/` — one module per node kind, each what
 //!   `advance` dispatches to;
 //! - `committer.rs` — group commit of steps' batches (and the doors' creates);
-//! - `intake.rs` — the HTTP doors' creates and modifies, joining the committer's groups;
+//! - `intake.rs` — the HTTP doors' creates and modifies, joining the committer's groups
+//!   (a direct URL's create takes its first step there: `step::run_born`);
 //! - `answers.rs` — sync replies: doors that wait for a task's `reply` or end;
 //! - `alerts.rs` — a node's `alert` (Corezoid's `count` semaphor): alert tasks when its
 //!   count crosses the threshold;
@@ -253,6 +254,8 @@ pub struct Runtime {
     taken: Mutex<std::collections::HashSet<u64>>,
     /// Held while an `alert` is decided and its task committed (`alerts.rs`).
     alerting: tokio::sync::Mutex<()>,
+    /// Timers set outside the engine's steps, for its loop (`engine::TimerHint`).
+    timer_hint: engine::TimerHint,
 }
 
 impl Runtime {
@@ -289,6 +292,7 @@ impl Runtime {
             answers: answers::Answers::default(),
             taken: Mutex::new(std::collections::HashSet::new()),
             alerting: tokio::sync::Mutex::new(()),
+            timer_hint: engine::TimerHint::default(),
         });
         if runtime.store.shared() {
             let weak = Arc::downgrade(&runtime);
@@ -590,5 +594,13 @@ impl Runtime {
         }
         drop(queue);
         self.work.notify_one();
+    }
+
+    /// Tells the engine of a timer set outside its steps (a task stepped at its door),
+    /// waking it only when the timer is due before it would wake anyway.
+    pub(crate) fn timer_set_outside(&self, at: i64) {
+        if self.timer_hint.set(at) {
+            self.work.notify_one();
+        }
     }
 }

@@ -81,6 +81,11 @@ pub(crate) struct Step<'r> {
     /// What the first `reply` node of this step answered (node, data, error), for a door
     /// waiting for the task (`answers.rs`).
     answer: Option<(String, Map<String, Value>, bool)>,
+    /// The task is not in the store yet: this is its first step, run at the door that
+    /// creates it ([`run_born`]).
+    born: bool,
+    /// The commit is acknowledged only once on disk (a door's create).
+    durable: bool,
 }
 
 /// Where a woken task was and since when.
@@ -102,28 +107,8 @@ pub(crate) async fn run(rt: &Runtime, id: u64) -> Result<Outcome> {
         return Ok(Outcome { wake: None });
     };
     let loaded = rt.loaded(task.process)?;
-    let now = rt.now();
-    let mut step = Step {
-        rt,
-        loaded,
-        task,
-        now,
-        batch: Batch::default(),
-        counts: IndexMap::new(),
-        events: Vec::new(),
-        schedule: Vec::new(),
-        claimed: Vec::new(),
-        moves: 0,
-        revealed: Vec::new(),
-        called_out: false,
-        created: 0,
-        loop_tripped: false,
-        renders: std::cell::Cell::new(0),
-        resume: None,
-        remove: false,
-        failure: None,
-        answer: None,
-    };
+    let mut step = Step::new(rt, loaded, task, Batch::default());
+    let now = step.now;
     for (seq, message) in rt.store.inbox(id)? {
         step.batch.push(Op::ClearInbox { task: id, seq });
         step.receive(message);
@@ -141,6 +126,123 @@ pub(crate) async fn run(rt: &Runtime, id: u64) -> Result<Outcome> {
     Ok(Outcome {
         wake: step.task.wake,
     })
+}
+
+/// What a born task's first step left (see [`run_born`]).
+pub(crate) struct Born {
+    /// It still needs the engine (it stopped before a node a door does not run).
+    pub ready: bool,
+    /// Its timer, if the step set one (a delay, a wait, how long it is kept).
+    pub wake: Option<Wake>,
+}
+
+/// Runs the first step of a task a door has just built, before anything of it is
+/// written: `create` (the ops [`Runtime::new_task`] made) and the step are committed as
+/// one batch, so a task that runs straight through costs one commit and no trip through
+/// the engine's queue. Only nodes that decide from the task alone run here
+/// ([`runs_at_the_door`]); at any other node the task is left ready for the engine, as
+/// a plain create would be. Nothing is visible to anyone before the commit, so no claim
+/// is needed and a failed commit (a ref taken meanwhile) leaves nothing behind.
+pub(crate) async fn run_born(
+    rt: &Runtime,
+    loaded: Arc<LoadedProcess>,
+    mut task: TaskRecord,
+    create: Batch,
+    durable: bool,
+) -> Result<Born> {
+    let id = task.id;
+    let mut rest = Batch::default();
+    let mut birth = Vec::new();
+    let mut counts = Vec::new();
+    // The birth's own ops are folded into the step's: one record of the task, one
+    // history record, one change per counter, and no ready mark set only to be cleared.
+    for op in create.ops {
+        match op {
+            Op::PutTask(put) if put.id == id => {}
+            Op::SetReady(ready) if ready == id => {}
+            Op::History {
+                task: of,
+                seq: 0,
+                events,
+            } if of == id => birth = events,
+            Op::Count {
+                process,
+                node,
+                now,
+                total,
+            } if process == task.process => counts.push((node, now, total)),
+            other => rest.push(other),
+        }
+    }
+    task.history_len = 0;
+    let mut step = Step::new(rt, loaded, task, rest);
+    step.born = true;
+    step.durable = durable;
+    step.events = birth;
+    for (node, now, total) in counts {
+        let entry = step.counts.entry(node).or_default();
+        entry.0 += now;
+        entry.1 += total;
+    }
+    while step.task.status == TaskStatus::Ready && step.runs_at_the_door() {
+        step.advance().await?;
+    }
+    step.answer_caller_if_failed()?;
+    step.commit().await?;
+    Ok(Born {
+        ready: step.task.status == TaskStatus::Ready,
+        wake: step.task.wake,
+    })
+}
+
+impl<'r> Step<'r> {
+    fn new(rt: &'r Runtime, loaded: Arc<LoadedProcess>, task: TaskRecord, batch: Batch) -> Self {
+        Step {
+            rt,
+            loaded,
+            task,
+            now: rt.now(),
+            batch,
+            counts: IndexMap::new(),
+            events: Vec::new(),
+            schedule: Vec::new(),
+            claimed: Vec::new(),
+            moves: 0,
+            revealed: Vec::new(),
+            called_out: false,
+            created: 0,
+            loop_tripped: false,
+            renders: std::cell::Cell::new(0),
+            resume: None,
+            remove: false,
+            failure: None,
+            answer: None,
+            born: false,
+            durable: false,
+        }
+    }
+
+    /// Whether the node the task is in runs at a door ([`run_born`]): one that decides
+    /// from the task alone and writes only the task, its counters and its timer. Calls
+    /// out, code, and nodes that touch other tasks or claim them wait for the engine.
+    fn runs_at_the_door(&self) -> bool {
+        matches!(
+            self.loaded
+                .process
+                .nodes
+                .get(&self.task.node)
+                .map(|n| &n.kind),
+            Some(
+                NodeKind::Start(_)
+                    | NodeKind::SetParam(_)
+                    | NodeKind::Condition(_)
+                    | NodeKind::Final(_)
+                    | NodeKind::Reply(_)
+                    | NodeKind::Delay(_)
+                    | NodeKind::WaitCallback(_)
+            )
+        )
+    }
 }
 
 impl Step<'_> {
@@ -763,13 +865,13 @@ impl Step<'_> {
             self.revealed = secrets;
         }
         self.task.changed = self.now;
-        batch.push(if self.task.status == TaskStatus::Ready {
-            Op::SetReady(self.task.id)
-        } else {
-            Op::ClearReady(self.task.id)
-        });
+        if self.task.status == TaskStatus::Ready {
+            batch.push(Op::SetReady(self.task.id));
+        } else if !self.born {
+            batch.push(Op::ClearReady(self.task.id));
+        }
         batch.push(Op::PutTask(Box::new(self.task.clone())));
-        let committed = self.rt.commit_step(batch).await;
+        let committed = self.rt.commit_grouped(batch, self.durable).await;
         self.give_back_claims();
         committed?;
         self.release_claim();
@@ -812,7 +914,7 @@ impl Step<'_> {
             }));
         }
         crate::retention::removal(&self.task, &mut batch);
-        let committed = self.rt.commit_step(batch).await;
+        let committed = self.rt.commit_grouped(batch, self.durable).await;
         self.give_back_claims();
         committed?;
         self.release_claim();
