@@ -842,3 +842,58 @@ async fn the_cache_of_tasks_read_by_ref_stays_within_its_bound_and_is_never_stal
     }
     assert!(e.runtime.ref_cache_size().0 <= 20);
 }
+
+/// `max_tasks` counts what a process holds now: tasks that left (removed at once by
+/// `keep: 0`) make room again, however many were created before; a full process
+/// refuses the next create with the limit named, and admits again once one leaves.
+#[tokio::test]
+async fn max_tasks_refuses_a_full_process_and_admits_again_once_tasks_leave() {
+    let e = Engine::new();
+    e.clone_process(
+        r#"
+process: passing
+settings: { max_tasks: 3 }
+nodes:
+  start: { type: start, next: done }
+  done: { type: final, keep: 0 }
+"#,
+        Some("passing"),
+    );
+    for n in 0..20 {
+        e.add("@passing", None, json!({"n": n}));
+        e.idle().await;
+    }
+    let held = e.clone_process(
+        r#"
+process: holding
+settings: { max_tasks: 3 }
+nodes:
+  start: { type: start, next: wait }
+  wait: { type: wait_callback, next: done }
+  done: { type: final, keep: 0 }
+"#,
+        Some("holding"),
+    );
+    for n in 0..3 {
+        e.add("@holding", Some(&format!("t{n}")), json!({}));
+    }
+    e.idle().await;
+    let refused = e
+        .runtime
+        .add_task("@holding", None, Map::new())
+        .expect_err("a fourth task does not fit");
+    assert!(
+        refused
+            .to_string()
+            .contains("its limit (settings.max_tasks = 3)"),
+        "{refused}"
+    );
+    // One leaves: there is room for one again, and only one.
+    e.runtime
+        .modify_task("@holding", &TaskKey("t0".into()), Map::new(), "test")
+        .expect("modify");
+    e.idle().await;
+    assert_eq!(e.count(held, "wait"), (2, 3));
+    e.add("@holding", Some("t3"), json!({}));
+    assert!(e.runtime.add_task("@holding", None, Map::new()).is_err());
+}

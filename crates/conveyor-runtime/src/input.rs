@@ -194,11 +194,23 @@ fn check_value(process: &Process, key: &str, value: &Value) -> std::result::Resu
     Ok(())
 }
 
-/// The size in bytes of `data` as JSON.
-pub(crate) fn json_size(data: &Map<String, Value>) -> usize {
-    serde_json::to_vec(data)
-        .map(|v| v.len())
-        .unwrap_or(usize::MAX)
+/// The size in bytes of `value` as JSON, counted as it is written out (nothing is kept).
+pub(crate) fn json_size<T: serde::Serialize + ?Sized>(value: &T) -> usize {
+    struct Count(usize);
+    impl std::io::Write for Count {
+        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+            self.0 += bytes.len();
+            Ok(bytes.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut count = Count(0);
+    match serde_json::to_writer(&mut count, value) {
+        Ok(()) => count.0,
+        Err(_) => usize::MAX,
+    }
 }
 
 impl Runtime {

@@ -256,6 +256,8 @@ pub struct Runtime {
     alerting: tokio::sync::Mutex<()>,
     /// Timers set outside the engine's steps, for its loop (`engine::TimerHint`).
     timer_hint: engine::TimerHint,
+    /// Processes' held tasks, for `max_tasks` (`ops::Held`).
+    held: Mutex<FastMap<u64, ops::Held>>,
 }
 
 impl Runtime {
@@ -293,6 +295,7 @@ impl Runtime {
             taken: Mutex::new(std::collections::HashSet::new()),
             alerting: tokio::sync::Mutex::new(()),
             timer_hint: engine::TimerHint::default(),
+            held: Mutex::new(FastMap::default()),
         });
         if runtime.store.shared() {
             let weak = Arc::downgrade(&runtime);

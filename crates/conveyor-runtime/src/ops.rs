@@ -22,6 +22,18 @@ const FREE_RESERVE: usize = 16 * 1024;
 /// owner's next good modify still fits after a stranger's junk.
 const DECLARED_RESERVE: usize = 4 * 1024;
 
+/// How long a process's count of held tasks is trusted before the store is read again
+/// (`Runtime::admit_held`).
+const HELD_FRESH: std::time::Duration = std::time::Duration::from_millis(250);
+
+/// A process's held tasks as last read from the store, and the tasks admitted since.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Held {
+    counted: u64,
+    admitted: u64,
+    read_at: std::time::Instant,
+}
+
 /// How a command names a task: by ref, or by id when no task has that ref.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TaskKey(pub String);
@@ -208,18 +220,7 @@ impl Runtime {
             data.insert(key.clone(), value.clone());
         }
         check_params(process, &mut data)?;
-        let held: i64 = self
-            .store
-            .counters(id)?
-            .iter()
-            .map(|(_, c)| c.now.max(0))
-            .sum();
-        if held as u64 >= process.settings.max_tasks {
-            return Err(RuntimeError::Refused(format!(
-                "process {id} holds {held} tasks, its limit (settings.max_tasks = {})",
-                process.settings.max_tasks
-            )));
-        }
+        self.admit_held(id, process.settings.max_tasks)?;
         if let Some(r) = reference {
             if r.is_empty() || r.chars().count() > 255 {
                 return Err(RuntimeError::Refused("a ref is 1 to 255 characters".into()));
@@ -231,7 +232,7 @@ impl Runtime {
                 });
             }
         }
-        let size = serde_json::to_vec(&data).map(|v| v.len()).unwrap_or(0);
+        let size = crate::input::json_size(&data);
         if size > MAX_TASK_BYTES {
             return Err(RuntimeError::Refused(format!(
                 "the task's data is {size} bytes; the limit is {MAX_TASK_BYTES}"
@@ -281,6 +282,47 @@ impl Runtime {
         }
         batch.push(Op::PutTask(Box::new(task.clone())));
         Ok(task)
+    }
+
+    /// Checks a process's `max_tasks` before a task is born in it, without reading the
+    /// store each time: the count read last, plus every task this engine admitted
+    /// since, can only be too high (tasks that left are not subtracted), so below the
+    /// limit it admits at once. At the limit, or once the count is older than
+    /// [`HELD_FRESH`] (other engines of a shared store create too), the store's counters
+    /// are read and decide, so nothing is refused that the store would admit.
+    fn admit_held(&self, id: u64, max: u64) -> Result<()> {
+        let now = std::time::Instant::now();
+        if let Ok(mut held) = self.held.lock()
+            && let Some(known) = held.get_mut(&id)
+            && now.duration_since(known.read_at) < HELD_FRESH
+            && known.counted.saturating_add(known.admitted) < max
+        {
+            known.admitted += 1;
+            return Ok(());
+        }
+        let counted: u64 = self
+            .store
+            .counters(id)?
+            .iter()
+            .map(|(_, c)| c.now.max(0) as u64)
+            .sum();
+        let admitted = u64::from(counted < max);
+        if let Ok(mut held) = self.held.lock() {
+            held.insert(
+                id,
+                Held {
+                    counted,
+                    admitted,
+                    read_at: now,
+                },
+            );
+        }
+        if counted >= max {
+            return Err(RuntimeError::Refused(format!(
+                "process {id} holds {counted} tasks, its limit (settings.max_tasks = {max})"
+            )));
+        }
+        Ok(())
     }
 
     /// Finds a task of a process by ref, or by id when no task has that ref.

@@ -106,12 +106,9 @@ impl Step<'_> {
         // A set that would make the task larger than the limit fails instead.
         let added: usize = values
             .iter()
-            .map(|(k, v)| k.len() + serde_json::to_vec(v).map(|b| b.len()).unwrap_or(0))
-            .sum();
-        let size = serde_json::to_vec(&self.task.data)
-            .map(|b| b.len())
-            .unwrap_or(0)
-            + added;
+            .map(|(k, v)| k.len().saturating_add(crate::input::json_size(v)))
+            .fold(0usize, usize::saturating_add);
+        let size = crate::input::json_size(&self.task.data).saturating_add(added);
         if size > crate::ops::MAX_TASK_BYTES {
             self.fail(
                 "set_param",
