@@ -1080,3 +1080,61 @@ fn postgres_an_alert_is_sent_once_when_two_engines_cross_at_once() {
     assert_eq!(flips % 2, 1, "the node is over its threshold: {counted:?}");
     drop(engines);
 }
+
+/// A direct URL's create takes its first step at the door on a shared store too: the
+/// create and the step are one transaction, and a second engine sees the task finished
+/// and runs nothing for it.
+#[test]
+fn postgres_a_direct_url_create_steps_at_the_door_in_one_transaction() {
+    let Some(url) = database("door_step") else {
+        return;
+    };
+    let threads = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let first: Arc<dyn Store> = Arc::new(store(&url));
+    let runtime = Runtime::new(first.clone(), Arc::new(SystemClock), Settings::default());
+    let process = runtime
+        .clone_process(
+            "pure.yaml",
+            "process: pure\nnodes:\n  start: { type: start, next: set }\n  set: { type: set_param, set: { b: \"$.math({{a}} + 1)\" }, next: end }\n  end: { type: final }\n",
+            Some("pure"),
+            Map::new(),
+        )
+        .expect("clone")
+        .id;
+    let mut ids = Vec::new();
+    for a in 0..20 {
+        let mut data = Map::new();
+        data.insert("a".into(), json!(a));
+        let (done, _) = threads
+            .block_on(runtime.direct_url_grouped(process, Some(&format!("r{a}")), data, false))
+            .expect("direct URL");
+        ids.push((a, done.task));
+    }
+    // Read back through a store of its own, as another engine would.
+    let other = store(&url);
+    for (a, id) in &ids {
+        let task = other.task(*id).expect("read").expect("stored");
+        assert_eq!(
+            (task.node.as_str(), task.status, &task.data["b"]),
+            ("end", TaskStatus::Done, &json!(a + 1)),
+            "task {id}"
+        );
+        assert_eq!(
+            other.history(*id).expect("history").len() as u64,
+            task.history_len
+        );
+    }
+    assert!(other.ready().expect("ready").is_empty());
+    assert_eq!(counters(&other, process)["end"], (20, 20));
+    assert_eq!(counters(&other, process)["start"], (0, 20));
+    // A second engine finds nothing to do.
+    let second = Runtime::new(Arc::new(other), Arc::new(SystemClock), Settings::default());
+    let stats = threads
+        .block_on(second.run(conveyor_runtime::RunMode::UntilIdle))
+        .expect("second engine runs");
+    assert_eq!(stats.steps, 0);
+}

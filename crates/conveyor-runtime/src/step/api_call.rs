@@ -158,12 +158,8 @@ impl Step<'_> {
                     None => {
                         // Refuse a reply that would make the task too large before it is
                         // merged (the task keeps its data as it was).
-                        let size = serde_json::to_vec(&self.task.data)
-                            .map(|v| v.len())
-                            .unwrap_or(0)
-                            + serde_json::to_vec(&reply.body)
-                                .map(|v| v.len())
-                                .unwrap_or(0);
+                        let size = crate::input::json_size(&self.task.data)
+                            .saturating_add(crate::input::json_size(&reply.body));
                         if size > crate::ops::MAX_TASK_BYTES {
                             self.fail(
                                 "api",
@@ -201,9 +197,7 @@ impl Step<'_> {
                         }
                     }
                 }
-                let size = serde_json::to_vec(&self.task.data)
-                    .map(|v| v.len())
-                    .unwrap_or(0);
+                let size = crate::input::json_size(&self.task.data);
                 if size > crate::ops::MAX_TASK_BYTES {
                     self.fail(
                         "api",

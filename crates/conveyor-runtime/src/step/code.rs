@@ -25,7 +25,7 @@ impl Step<'_> {
                 return Ok(());
             }
         };
-        let size = serde_json::to_vec(&output).map(|b| b.len()).unwrap_or(0);
+        let size = crate::input::json_size(&output);
         if size > crate::ops::MAX_TASK_BYTES {
             self.fail(
                 "code",
