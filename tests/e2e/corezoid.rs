@@ -121,6 +121,46 @@ fn a_file_that_is_not_an_export_gets_a_clear_error() {
     assert!(stderr.contains("not a Corezoid export"), "{stderr}");
 }
 
+/// An unpacked export is bounded as a whole, not only file by file: five files just
+/// under the per-file limit (sparse: they take no disk) are refused before any is read,
+/// with the folder and the limit named.
+#[test]
+fn a_folder_export_larger_than_its_limit_is_refused_before_it_is_read() {
+    let d = DataDir::new();
+    let folder = d.path().join("huge");
+    std::fs::create_dir_all(folder.join("inner")).unwrap();
+    for n in 0..5 {
+        let at = if n % 2 == 0 {
+            folder.clone()
+        } else {
+            folder.join("inner")
+        };
+        let file = std::fs::File::create(at.join(format!("p{n}.conv.json"))).unwrap();
+        file.set_len(60 * 1024 * 1024).unwrap();
+    }
+    let started = std::time::Instant::now();
+    let (code, stdout, stderr) = d.run(&[
+        "process",
+        "import",
+        &folder.to_string_lossy(),
+        "--out",
+        &d.path().join("out").to_string_lossy(),
+    ]);
+    assert_eq!(code, 1, "{stdout}{stderr}");
+    assert!(
+        stderr.contains("the export's files come to more than the most bytes")
+            && stderr.contains("huge"),
+        "{stderr}"
+    );
+    // Refused from the sizes alone: reading and parsing 300 MB would take seconds.
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+    assert!(!d.path().join("out").exists());
+}
+
 /// Every `.yaml` a command wrote into `dir`, read as JSON values by file stem.
 fn yaml_files(dir: &std::path::Path) -> Vec<(String, serde_json::Value)> {
     let mut out: Vec<(String, serde_json::Value)> = std::fs::read_dir(dir)

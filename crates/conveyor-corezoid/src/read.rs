@@ -14,6 +14,10 @@ use crate::Export;
 const MAX_FILE_BYTES: u64 = 64 * 1024 * 1024;
 /// Folders nested deeper than this are refused (a hostile tree cannot recurse for ever).
 const MAX_DEPTH: usize = 32;
+/// A folder's files together may be at most this large, and this many: each file is
+/// bounded by [`MAX_FILE_BYTES`], but a folder of many such files would not be.
+const MAX_FOLDER_BYTES: u64 = 256 * 1024 * 1024;
+const MAX_FOLDER_FILES: usize = 10_000;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ReadError {
@@ -35,13 +39,50 @@ pub enum ReadError {
     NotExport { path: PathBuf },
     #[error("{path}: folders nested deeper than {MAX_DEPTH}")]
     TooDeep { path: PathBuf },
+    #[error(
+        "{path}: the export's files come to more than {limit}; a folder may hold at most {MAX_FOLDER_BYTES} bytes in {MAX_FOLDER_FILES} files"
+    )]
+    FolderTooLarge { path: PathBuf, limit: &'static str },
+}
+
+/// What is left of a folder's allowance ([`MAX_FOLDER_BYTES`], [`MAX_FOLDER_FILES`]),
+/// charged from each file's size before it is read.
+struct Budget {
+    bytes: u64,
+    files: usize,
+}
+
+impl Budget {
+    fn new() -> Budget {
+        Budget {
+            bytes: MAX_FOLDER_BYTES,
+            files: MAX_FOLDER_FILES,
+        }
+    }
+
+    /// Charges one file of `size` bytes; refuses the folder `root` once it is spent.
+    fn charge(&mut self, root: &Path, size: u64) -> Result<(), ReadError> {
+        let too_large = |limit| ReadError::FolderTooLarge {
+            path: root.into(),
+            limit,
+        };
+        self.files = self
+            .files
+            .checked_sub(1)
+            .ok_or_else(|| too_large("the most files"))?;
+        self.bytes = self
+            .bytes
+            .checked_sub(size)
+            .ok_or_else(|| too_large("the most bytes"))?;
+        Ok(())
+    }
 }
 
 /// Reads an export from a file or an unpacked zip folder.
 pub fn read_path(path: &Path) -> Result<Export, ReadError> {
     let mut export = Export::default();
     if path.is_dir() {
-        read_dir(path, &mut export, 0)?;
+        read_dir(path, &mut export)?;
         if export.processes.is_empty() {
             return Err(ReadError::NotExport { path: path.into() });
         }
@@ -142,34 +183,16 @@ fn alias(value: &Value, export: &mut Export) {
     }
 }
 
-fn read_dir(dir: &Path, export: &mut Export, depth: usize) -> Result<(), ReadError> {
-    if depth > MAX_DEPTH {
-        return Err(ReadError::TooDeep { path: dir.into() });
-    }
-    let io = |source| ReadError::Io {
-        path: dir.into(),
-        source,
-    };
-    let mut entries: Vec<PathBuf> = std::fs::read_dir(dir)
-        .map_err(io)?
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .collect();
-    entries.sort();
-    for path in entries {
+/// Reads an unpacked export: every file [`export_files`] lists, in its order.
+fn read_dir(root: &Path, export: &mut Export) -> Result<(), ReadError> {
+    let mut files = Vec::new();
+    export_files(root, root, 0, &mut Budget::new(), &mut files)?;
+    for path in files {
         let name = path
             .file_name()
             .and_then(|n| n.to_str())
-            .unwrap_or_default()
-            .to_string();
-        // Symlinks are not followed: an export is a plain tree.
-        let Ok(meta) = std::fs::symlink_metadata(&path) else {
-            continue;
-        };
-        if meta.is_dir() {
-            read_dir(&path, export, depth + 1)?;
-        } else if !meta.is_file() {
-            continue;
-        } else if name == "_ALIASES_.json" {
+            .unwrap_or_default();
+        if name == "_ALIASES_.json" {
             if let Value::Array(items) = read_json(&path)? {
                 for item in &items {
                     alias(item, export);
@@ -187,9 +210,54 @@ fn read_dir(dir: &Path, export: &mut Export, depth: usize) -> Result<(), ReadErr
                     }
                 }
             }
-        } else if name.ends_with(".conv.json") {
+        } else {
             let value = read_json(&path)?;
-            collect(&value, &path, export, depth + 1)?;
+            collect(&value, &path, export, 1)?;
+        }
+    }
+    Ok(())
+}
+
+/// The export's files under `dir` (`*.conv.json`, `_ALIASES_.json`, `_ENV_VARS_.json`),
+/// sorted by name within each folder, each charged to `budget` from its size before
+/// anything is read: a folder over its allowance is refused whole.
+fn export_files(
+    root: &Path,
+    dir: &Path,
+    depth: usize,
+    budget: &mut Budget,
+    files: &mut Vec<PathBuf>,
+) -> Result<(), ReadError> {
+    if depth > MAX_DEPTH {
+        return Err(ReadError::TooDeep { path: dir.into() });
+    }
+    let io = |source| ReadError::Io {
+        path: dir.into(),
+        source,
+    };
+    let mut entries: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map_err(io)?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .collect();
+    entries.sort();
+    for path in entries {
+        // Symlinks are not followed: an export is a plain tree.
+        let Ok(meta) = std::fs::symlink_metadata(&path) else {
+            continue;
+        };
+        if meta.is_dir() {
+            export_files(root, &path, depth + 1, budget, files)?;
+            continue;
+        }
+        let name = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or_default();
+        let wanted =
+            name == "_ALIASES_.json" || name == "_ENV_VARS_.json" || name.ends_with(".conv.json");
+        if meta.is_file() && wanted {
+            budget.charge(root, meta.len())?;
+            files.push(path);
         }
     }
     Ok(())
