@@ -6,7 +6,7 @@
 
 use std::time::Duration;
 
-use conveyor_runtime::RunMode;
+use conveyor_runtime::{Ack, RunMode};
 use conveyor_store::{EventKind, TaskStatus};
 use serde_json::{Map, Value, json};
 
@@ -85,6 +85,18 @@ async fn a_direct_url_create_runs_a_pure_process_before_it_is_answered() {
         .expect("engine runs");
     assert_eq!(e.count(p, "big"), (1, 1));
     assert_eq!(stats.steps, 0);
+
+    // Through the grouped `add`, the task comes back as the door's step left it.
+    let added = e
+        .runtime
+        .add_task_grouped("@pure", None, data(json!({"a": 2})), Ack::Durable)
+        .await
+        .expect("add");
+    assert_eq!(
+        (added.node.as_str(), added.status, &added.data["b"]),
+        ("small", TaskStatus::Failed, &json!(4))
+    );
+    assert_eq!(store.task(added.id).unwrap().as_ref(), Some(&added));
 }
 
 #[tokio::test]

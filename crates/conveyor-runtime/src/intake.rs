@@ -26,7 +26,8 @@ pub enum Ack {
 }
 
 impl Runtime {
-    /// `add_task` through the committer's groups.
+    /// `add_task` through the committer's groups; the task comes back as its first
+    /// step at the door left it (see `step::run_born`).
     pub async fn add_task_grouped(
         &self,
         process: &str,
@@ -53,30 +54,33 @@ impl Runtime {
         // answer): the engine cannot answer before anyone listens.
         let answer = wait.then(|| self.expect_answer(task.id));
         let committed = match self.steps_at_the_door(&task) {
-            Some(loaded) => {
-                crate::step::run_born(self, loaded, task.clone(), batch, ack == Ack::Durable)
-                    .await
-                    .map(|born| self.after_born(task.id, born))
-            }
+            Some(loaded) => crate::step::run_born(self, loaded, task, batch, ack == Ack::Durable)
+                .await
+                .map(|born| self.after_born(born)),
             None => self
                 .commit_grouped(batch, ack == Ack::Durable)
                 .await
                 .map(|()| {
                     self.schedule(task.id);
+                    task
                 }),
         }
         .map_err(|e| match e {
             RuntimeError::Store(e) => duplicate_ref(e),
             other => other,
         });
-        if let Err(e) = committed {
-            if let Some(answer) = answer {
-                self.drop_answer(answer);
+        match committed {
+            Ok(task) => {
+                self.metrics.task_created(1);
+                Ok((task, answer))
             }
-            return Err(e);
+            Err(e) => {
+                if let Some(answer) = answer {
+                    self.drop_answer(answer);
+                }
+                Err(e)
+            }
         }
-        self.metrics.task_created(1);
-        Ok((task, answer))
     }
 
     /// The process of a task just built at a door, when its first step may run there
@@ -91,15 +95,16 @@ impl Runtime {
         plain.then_some(loaded)
     }
 
-    /// What the engine must hear of a task stepped at its door: the rest of its work,
-    /// or its timer.
-    fn after_born(&self, task: u64, born: crate::step::Born) {
+    /// Tells the engine what is left of a task stepped at its door (the rest of its
+    /// work, or its timer); gives the task back as the step left it.
+    fn after_born(&self, born: crate::step::Born) -> TaskRecord {
         self.metrics.step();
         if born.ready {
-            self.schedule(task);
-        } else if let Some(wake) = born.wake {
+            self.schedule(born.task.id);
+        } else if let Some(wake) = born.task.wake {
             self.timer_set_outside(wake.at);
         }
+        born.task
     }
 
     /// `modify_task_by` through the committer's groups.

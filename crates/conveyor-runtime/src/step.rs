@@ -130,10 +130,10 @@ pub(crate) async fn run(rt: &Runtime, id: u64) -> Result<Outcome> {
 
 /// What a born task's first step left (see [`run_born`]).
 pub(crate) struct Born {
+    /// The task as the step left it (as committed, unless it was removed).
+    pub task: TaskRecord,
     /// It still needs the engine (it stopped before a node a door does not run).
     pub ready: bool,
-    /// Its timer, if the step set one (a delay, a wait, how long it is kept).
-    pub wake: Option<Wake>,
 }
 
 /// Runs the first step of a task a door has just built, before anything of it is
@@ -191,7 +191,7 @@ pub(crate) async fn run_born(
     step.commit().await?;
     Ok(Born {
         ready: step.task.status == TaskStatus::Ready,
-        wake: step.task.wake,
+        task: step.task,
     })
 }
 
