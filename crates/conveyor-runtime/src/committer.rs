@@ -306,6 +306,200 @@ mod tests {
         assert_eq!(node(ids[1]).as_deref(), Some("second"));
     }
 
+    /// A real store that writes down, in order, each group it applies and each flush
+    /// (a flush takes 50 ms, so an answer sent before it ends would be seen early).
+    struct Recording {
+        inner: Arc<dyn Store>,
+        said: std::sync::Mutex<Vec<&'static str>>,
+    }
+
+    impl Recording {
+        fn said(&self) -> Vec<&'static str> {
+            self.said.lock().map(|s| s.clone()).unwrap_or_default()
+        }
+
+        fn note(&self, what: &'static str) {
+            if let Ok(mut said) = self.said.lock() {
+                said.push(what);
+            }
+        }
+    }
+
+    impl Store for Recording {
+        fn commit_group(&self, batches: &[Batch]) -> conveyor_store::Result<()> {
+            self.note("group");
+            self.inner.commit_group(batches)
+        }
+        fn flush(&self) -> conveyor_store::Result<()> {
+            std::thread::sleep(std::time::Duration::from_millis(50));
+            let flushed = self.inner.flush();
+            self.note("flush");
+            flushed
+        }
+        fn create_process(
+            &self,
+            new: conveyor_store::NewProcess,
+        ) -> conveyor_store::Result<conveyor_store::ProcessRecord> {
+            self.inner.create_process(new)
+        }
+        fn update_process(
+            &self,
+            id: u64,
+            definition: String,
+        ) -> conveyor_store::Result<conveyor_store::ProcessRecord> {
+            self.inner.update_process(id, definition)
+        }
+        fn set_url_hash(
+            &self,
+            id: u64,
+            hash: String,
+        ) -> conveyor_store::Result<conveyor_store::ProcessRecord> {
+            self.inner.set_url_hash(id, hash)
+        }
+        fn process(
+            &self,
+            id: u64,
+        ) -> conveyor_store::Result<Option<conveyor_store::ProcessRecord>> {
+            self.inner.process(id)
+        }
+        fn process_by_alias(
+            &self,
+            alias: &str,
+        ) -> conveyor_store::Result<Option<conveyor_store::ProcessRecord>> {
+            self.inner.process_by_alias(alias)
+        }
+        fn alias(&self, alias: &str) -> conveyor_store::Result<Option<u64>> {
+            self.inner.alias(alias)
+        }
+        fn processes(&self) -> conveyor_store::Result<Vec<conveyor_store::ProcessRecord>> {
+            self.inner.processes()
+        }
+        fn set_settings(
+            &self,
+            id: u64,
+            settings: serde_json::Map<String, serde_json::Value>,
+        ) -> conveyor_store::Result<conveyor_store::ProcessRecord> {
+            self.inner.set_settings(id, settings)
+        }
+        fn next_task_id(&self) -> conveyor_store::Result<u64> {
+            self.inner.next_task_id()
+        }
+        fn task(&self, id: u64) -> conveyor_store::Result<Option<conveyor_store::TaskRecord>> {
+            self.inner.task(id)
+        }
+        fn task_by_ref(
+            &self,
+            process: u64,
+            reference: &str,
+        ) -> conveyor_store::Result<Option<conveyor_store::TaskRecord>> {
+            self.inner.task_by_ref(process, reference)
+        }
+        fn tasks(
+            &self,
+            process: u64,
+            node: Option<&str>,
+            limit: usize,
+        ) -> conveyor_store::Result<Vec<conveyor_store::TaskRecord>> {
+            self.inner.tasks(process, node, limit)
+        }
+        fn history(&self, task: u64) -> conveyor_store::Result<Vec<conveyor_store::HistoryEvent>> {
+            self.inner.history(task)
+        }
+        fn inbox(
+            &self,
+            task: u64,
+        ) -> conveyor_store::Result<Vec<(u64, conveyor_store::InboxMessage)>> {
+            self.inner.inbox(task)
+        }
+        fn inbox_tasks(&self) -> conveyor_store::Result<Vec<u64>> {
+            self.inner.inbox_tasks()
+        }
+        fn counters(
+            &self,
+            process: u64,
+        ) -> conveyor_store::Result<Vec<(String, conveyor_store::NodeCounter)>> {
+            self.inner.counters(process)
+        }
+        fn ready(&self) -> conveyor_store::Result<Vec<u64>> {
+            self.inner.ready()
+        }
+        fn due_timers(
+            &self,
+            now: i64,
+            after: Option<conveyor_store::TimerKey>,
+            limit: usize,
+        ) -> conveyor_store::Result<Vec<conveyor_store::TimerKey>> {
+            self.inner.due_timers(now, after, limit)
+        }
+        fn next_timer(&self) -> conveyor_store::Result<Option<conveyor_store::TimerKey>> {
+            self.inner.next_timer()
+        }
+        fn create_api_key(
+            &self,
+            name: &str,
+            secret: &str,
+            processes: Vec<u64>,
+            created: i64,
+        ) -> conveyor_store::Result<conveyor_store::ApiKey> {
+            self.inner.create_api_key(name, secret, processes, created)
+        }
+        fn api_key(&self, login: u64) -> conveyor_store::Result<Option<conveyor_store::ApiKey>> {
+            self.inner.api_key(login)
+        }
+        fn api_keys(&self) -> conveyor_store::Result<Vec<conveyor_store::ApiKey>> {
+            self.inner.api_keys()
+        }
+        fn set_api_key_secret(
+            &self,
+            login: u64,
+            secret: &str,
+        ) -> conveyor_store::Result<Option<conveyor_store::ApiKey>> {
+            self.inner.set_api_key_secret(login, secret)
+        }
+        fn delete_api_key(&self, login: u64) -> conveyor_store::Result<bool> {
+            self.inner.delete_api_key(login)
+        }
+        fn size_on_disk(&self) -> conveyor_store::Result<u64> {
+            self.inner.size_on_disk()
+        }
+        fn next_ids(&self) -> conveyor_store::Result<conveyor_store::NextIds> {
+            self.inner.next_ids()
+        }
+        fn restore(&self, item: conveyor_store::Restore) -> conveyor_store::Result<()> {
+            self.inner.restore(item)
+        }
+    }
+
+    /// What a door's `durable` means: its answer is sent only once the group that holds
+    /// it is flushed; a step's plain commit is answered without a flush.
+    #[test]
+    fn a_durable_request_is_answered_after_its_flush_and_a_plain_one_without_one() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let inner: Arc<dyn Store> =
+            conveyor_store::open(dir.path(), Default::default()).unwrap_or_else(|e| panic!("{e}"));
+        let store = Arc::new(Recording {
+            inner,
+            said: std::sync::Mutex::default(),
+        });
+        let committer = Committer::start(store.clone(), false);
+        let sender = committer.sender().unwrap_or_else(|| panic!("no sender"));
+        let send = |durable: bool| {
+            let (done, answer) = oneshot::channel();
+            sender
+                .send(Request {
+                    batch: Batch::default(),
+                    durable,
+                    done,
+                })
+                .unwrap_or_else(|e| panic!("{e}"));
+            assert!(answer.blocking_recv().is_ok_and(|r| r.is_ok()));
+            store.said()
+        };
+        assert_eq!(send(false), ["group"]);
+        assert_eq!(send(true), ["group", "group", "flush"]);
+        assert_eq!(send(false), ["group", "group", "flush", "group"]);
+    }
+
     #[test]
     fn an_idle_committer_is_never_in_the_store() {
         let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
