@@ -262,3 +262,38 @@ async fn a_door_step_ends_where_an_engine_step_ends() {
         assert_eq!(kinds(door.id), kinds(added.id), "a = {a}");
     }
 }
+
+/// A stranger's create cannot make the door spin: a process whose nodes loop without
+/// waiting (the time limit that lets the cycle be cloned never comes, as the loop takes
+/// no time) is stopped at the door by loop protection (`max_steps`), the create is
+/// answered, and the task is failed with the reason, as the engine would have left it.
+#[tokio::test]
+async fn a_looping_process_is_stopped_at_the_door_by_loop_protection() {
+    let e = Engine::new();
+    let p = e.clone_process(
+        r#"
+process: spin
+settings: { max_steps: 20 }
+nodes:
+  start: { type: start, next: a }
+  a: { type: set_param, set: { k: 1 }, next: b }
+  b: { type: set_param, set: { m: 1 }, timeout: 1h -> done, next: a }
+  done: { type: final }
+"#,
+        Some("spin"),
+    );
+    let id = direct(&e, p, None, json!({})).await;
+    let store = e.runtime.store();
+    let task = store.task(id).unwrap().expect("stored");
+    assert_eq!(task.status, TaskStatus::Failed);
+    let history = store.history(id).unwrap();
+    assert!(history.len() <= 2 * 20 + 4, "{} events", history.len());
+    assert!(
+        history.iter().any(|h| matches!(
+            &h.kind,
+            EventKind::Error { tag, .. } if tag == "loop_protection"
+        )),
+        "{history:?}"
+    );
+    assert!(store.ready().unwrap().is_empty());
+}

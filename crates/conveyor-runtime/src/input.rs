@@ -164,9 +164,7 @@ fn check_value(process: &Process, key: &str, value: &Value) -> std::result::Resu
     let length = match value {
         Value::String(s) => s.chars().count(),
         Value::Null | Value::Bool(_) | Value::Number(_) => 0,
-        other => serde_json::to_vec(other)
-            .map(|v| v.len())
-            .unwrap_or(usize::MAX),
+        other => json_size(other),
     };
     if length > param.max_length {
         return Err(refuse(format!(

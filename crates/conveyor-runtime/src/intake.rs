@@ -49,21 +49,22 @@ impl Runtime {
         ack: Ack,
         wait: bool,
     ) -> Result<(TaskRecord, Option<AnswerWait>)> {
-        let (task, batch) = self.add_batch(process, reference, data, door)?;
+        let loaded = self.resolve(process)?;
+        let (task, batch) = self.add_batch_to(&loaded, reference, data, door)?;
         // Registered before the commit (and before a first step at the door, which may
         // answer): the engine cannot answer before anyone listens.
         let answer = wait.then(|| self.expect_answer(task.id));
-        let committed = match self.steps_at_the_door(&task) {
-            Some(loaded) => crate::step::run_born(self, loaded, task, batch, ack == Ack::Durable)
+        let committed = if steps_at_the_door(&loaded, &task) {
+            crate::step::run_born(self, loaded, task, batch, ack == Ack::Durable)
                 .await
-                .map(|born| self.after_born(born)),
-            None => self
-                .commit_grouped(batch, ack == Ack::Durable)
+                .map(|born| self.after_born(born))
+        } else {
+            self.commit_grouped(batch, ack == Ack::Durable)
                 .await
                 .map(|()| {
                     self.schedule(task.id);
                     task
-                }),
+                })
         }
         .map_err(|e| match e {
             RuntimeError::Store(e) => duplicate_ref(e),
@@ -81,18 +82,6 @@ impl Runtime {
                 Err(e)
             }
         }
-    }
-
-    /// The process of a task just built at a door, when its first step may run there
-    /// (`step::run_born`): a plain birth, not a create a rate limit folded into a
-    /// summary task.
-    fn steps_at_the_door(&self, task: &TaskRecord) -> Option<std::sync::Arc<crate::LoadedProcess>> {
-        let loaded = self.loaded(task.process).ok()?;
-        let plain = loaded.process.settings.rate_limit.is_none()
-            && task.history_len == 1
-            && task.status == conveyor_store::TaskStatus::Ready
-            && task.node == loaded.process.start;
-        plain.then_some(loaded)
     }
 
     /// Tells the engine what is left of a task stepped at its door (the rest of its
@@ -297,4 +286,14 @@ impl Pending {
         runtime.schedule(self.task);
         Ok(())
     }
+}
+
+/// Whether the first step of a task just built at a door may run there
+/// (`step::run_born`): a plain birth, not a create a rate limit folded into a summary
+/// task.
+fn steps_at_the_door(loaded: &crate::LoadedProcess, task: &TaskRecord) -> bool {
+    loaded.process.settings.rate_limit.is_none()
+        && task.history_len == 1
+        && task.status == conveyor_store::TaskStatus::Ready
+        && task.node == loaded.process.start
 }

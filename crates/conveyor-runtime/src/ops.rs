@@ -192,13 +192,24 @@ impl Runtime {
         &self,
         process: &str,
         reference: Option<&str>,
-        mut data: Map<String, Value>,
+        data: Map<String, Value>,
         door: Door,
     ) -> Result<(TaskRecord, Batch)> {
         let loaded = self.resolve(process)?;
-        crate::input::check_input(&loaded, &mut data, door, None)?;
+        self.add_batch_to(&loaded, reference, data, door)
+    }
+
+    /// [`Runtime::add_batch`] for a process already resolved.
+    pub(crate) fn add_batch_to(
+        &self,
+        loaded: &LoadedProcess,
+        reference: Option<&str>,
+        mut data: Map<String, Value>,
+        door: Door,
+    ) -> Result<(TaskRecord, Batch)> {
+        crate::input::check_input(loaded, &mut data, door, None)?;
         let mut batch = Batch::default();
-        let task = self.new_task(&loaded, reference, data, None, self.now(), &mut batch)?;
+        let task = self.new_task(loaded, reference, data, None, self.now(), &mut batch)?;
         Ok((task, batch))
     }
 
