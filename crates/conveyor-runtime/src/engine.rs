@@ -1,10 +1,17 @@
 //! The engine loop: takes tasks from the queue, runs their steps concurrently, fires
 //! timers when they fall due, and stops gracefully.
+//!
+//! Steps run in *runners*: tokio tasks the loop starts, each of which runs one step at
+//! a time and, once a step is booked, takes the next task from the queue itself. A
+//! runner ends when the queue is empty. So a busy engine starts no task and wakes no
+//! loop per step: the loop wakes for timers, new work, stops and runners that ended.
+//! What a step leaves the loop to know (a timer it set, that it failed) reaches it
+//! through [`TimerHint`] and [`Booked`].
 
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 
 use conveyor_store::TimerKey;
 use tokio::task::JoinSet;
@@ -79,12 +86,16 @@ impl Poll {
     }
 }
 
-/// What a finished step left of its task's timer.
-enum Timer {
-    None,
-    At(i64),
-    /// The step failed: it may or may not have set one.
-    Unknown,
+/// What the runners tell the loop, and the loop them, while a run goes on.
+#[derive(Default)]
+struct Booked {
+    steps: AtomicU64,
+    failed_steps: AtomicU64,
+    /// A step failed, so whether it set a timer is not known: the loop reads the
+    /// timer index again.
+    timers_unknown: AtomicBool,
+    /// The run is stopping: runners finish their step and take no other task.
+    stopping: AtomicBool,
 }
 
 /// What a run did.
@@ -129,8 +140,13 @@ impl Runtime {
         // looked up again. Steps report the timers they set, so the store's timer index
         // is read only when a timer is due or something from outside may have set one.
         let mut next_due: Option<Option<i64>> = None;
+        let booked = Arc::new(Booked::default());
         let mut running = JoinSet::new();
         loop {
+            // A step failed: the timers it may have set are read from the store.
+            if booked.timers_unknown.swap(false, Ordering::SeqCst) {
+                next_due = None;
+            }
             // Timers set outside the steps since the last turn (tasks stepped at a door).
             if let Some(at) = self.timer_hint.take()
                 && let Some(known) = next_due
@@ -177,21 +193,13 @@ impl Runtime {
                     }
                 }
             }
-            // Start as much work as allowed. On a shared store a step first claims its
-            // task; one held by another engine is left to it.
+            // Start as much work as allowed: a runner per task, up to the limit; each
+            // goes on with the next task in the queue once its step is booked.
             while running.len() < self.settings.max_in_flight {
                 let Some(id) = self.take() else { break };
                 let runtime = Arc::clone(self);
-                running.spawn(async move {
-                    if shared {
-                        match runtime.store.claim_async(vec![id]).await {
-                            Ok(claimed) if claimed.contains(&id) => {}
-                            Ok(_) => return (id, Ok(None)),
-                            Err(e) => return (id, Err(e.into())),
-                        }
-                    }
-                    (id, step::run(&runtime, id).await.map(Some))
-                });
+                let booked = Arc::clone(&booked);
+                running.spawn(async move { runtime.runner(id, shared, &booked).await });
             }
             if running.is_empty() && self.queue_is_empty() {
                 // A shared store may hold work this engine has not heard of yet.
@@ -232,15 +240,13 @@ impl Runtime {
             };
             tokio::select! {
                 _ = stop => break,
-                Some(joined) = running.join_next(), if !running.is_empty() => {
-                    match self.finished(joined, &mut stats) {
-                        Timer::None => {}
-                        Timer::At(at) => {
-                            if let Some(known) = next_due {
-                                next_due = Some(Some(known.map_or(at, |k| k.min(at))));
-                            }
-                        }
-                        Timer::Unknown => next_due = None,
+                Some(ended) = running.join_next(), if !running.is_empty() => {
+                    if let Err(e) = ended {
+                        // The step it was running panicked: count it, and read the
+                        // timers again, since it may have set one.
+                        tracing::error!(error = %e, "a step panicked or was cancelled");
+                        stats.failed_steps += 1;
+                        next_due = None;
                     }
                 }
                 // New work from outside (a task added, a message; another engine's,
@@ -257,11 +263,46 @@ impl Runtime {
             self.timer_hint.awake();
         }
         // Graceful: let the steps in flight finish; what is not started stays ready.
-        while let Some(joined) = running.join_next().await {
-            self.finished(joined, &mut stats);
+        booked.stopping.store(true, Ordering::SeqCst);
+        while let Some(ended) = running.join_next().await {
+            if let Err(e) = ended {
+                tracing::error!(error = %e, "a step panicked or was cancelled");
+                stats.failed_steps += 1;
+            }
         }
         self.store.checkpoint()?;
+        stats.steps += booked.steps.load(Ordering::SeqCst);
+        stats.failed_steps += booked.failed_steps.load(Ordering::SeqCst);
         Ok(stats)
+    }
+
+    /// Runs the step of `id`, books it, and goes on with the next task in the queue
+    /// until it is empty or the run stops.
+    async fn runner(&self, mut id: u64, shared: bool, booked: &Booked) {
+        loop {
+            let result = self.claim_and_step(id, shared).await;
+            self.finished(id, result, booked);
+            if booked.stopping.load(Ordering::SeqCst) {
+                return;
+            }
+            match self.take() {
+                Some(next) => id = next,
+                None => return,
+            }
+        }
+    }
+
+    /// One step of `id`. On a shared store the step first claims its task; one held
+    /// by another engine is left to it (`Ok(None)`).
+    async fn claim_and_step(&self, id: u64, shared: bool) -> Result<Option<step::Outcome>> {
+        if shared {
+            match self.store.claim_async(vec![id]).await {
+                Ok(claimed) if claimed.contains(&id) => {}
+                Ok(_) => return Ok(None),
+                Err(e) => return Err(e.into()),
+            }
+        }
+        step::run(self, id).await.map(Some)
     }
 
     /// Schedules the timers due at `now` after `cursor` (moving it on); returns when
@@ -302,20 +343,9 @@ impl Runtime {
         }
     }
 
-    /// Books a finished step; says what it left of its task's timer.
-    fn finished(
-        &self,
-        joined: std::result::Result<(u64, Result<Option<step::Outcome>>), tokio::task::JoinError>,
-        stats: &mut RunStats,
-    ) -> Timer {
-        let (id, result) = match joined {
-            Ok(pair) => pair,
-            Err(e) => {
-                tracing::error!(error = %e, "a step panicked or was cancelled");
-                stats.failed_steps += 1;
-                return Timer::Unknown;
-            }
-        };
+    /// Books a finished step; tells the loop of the timer it left ([`TimerHint`]), or
+    /// that it cannot tell ([`Booked::timers_unknown`]).
+    fn finished(&self, id: u64, result: Result<Option<step::Outcome>>, booked: &Booked) {
         let result = match result {
             // Another engine held the task: its step was that engine's to run. If work
             // came for it meanwhile (this engine may even have claimed it since, once
@@ -324,13 +354,13 @@ impl Runtime {
                 if self.release(id) {
                     self.schedule(id);
                 }
-                return Timer::None;
+                return;
             }
             Ok(Some(outcome)) => Ok(outcome),
             Err(e) => Err(e),
         };
         self.store.release(id);
-        stats.steps += 1;
+        booked.steps.fetch_add(1, Ordering::Relaxed);
         self.metrics.step();
         let again = self.release(id);
         match result {
@@ -339,9 +369,8 @@ impl Runtime {
                 if again || outcome.wake.is_some_and(|w| w.at <= self.now()) {
                     self.schedule(id);
                 }
-                match outcome.wake {
-                    Some(wake) => Timer::At(wake.at),
-                    None => Timer::None,
+                if let Some(wake) = outcome.wake {
+                    self.timer_set_outside(wake.at);
                 }
             }
             Err(crate::RuntimeError::Store(conveyor_store::StoreError::DuplicateRef {
@@ -351,7 +380,6 @@ impl Runtime {
                 // commits. Nothing was written: run the step again; this time the ref is
                 // seen taken and the copy fails the Corezoid way (`not_unical_ref`).
                 self.schedule(id);
-                Timer::None
             }
             Err(crate::RuntimeError::Store(conveyor_store::StoreError::Fenced { .. })) => {
                 // This engine's claim ran out and another engine took the task over:
@@ -362,13 +390,13 @@ impl Runtime {
                 if again {
                     self.schedule(id);
                 }
-                Timer::None
             }
             Err(e) => {
-                stats.failed_steps += 1;
+                booked.failed_steps.fetch_add(1, Ordering::Relaxed);
                 // The task stays ready in the store; it is tried again on the next start.
                 tracing::error!(task = id, error = %e, "step failed");
-                Timer::Unknown
+                booked.timers_unknown.store(true, Ordering::SeqCst);
+                self.work.notify_one();
             }
         }
     }
@@ -428,9 +456,10 @@ impl Runtime {
     }
 }
 
-/// Timers set outside the engine's steps (a task's first step at its door,
-/// `step::run_born`), told to the engine's loop without waking it for each one: a
-/// door wakes the loop only when its timer is due before the loop would wake anyway.
+/// Timers set where the engine's loop does not see them (a task's first step at its
+/// door, `step::run_born`, and the steps its runners run), told to the loop without
+/// waking it for each one: a step wakes the loop only when its timer is due before the
+/// loop would wake anyway.
 ///
 /// The door records its timer, then reads when the loop will wake; the loop publishes
 /// when it will wake, then looks for recorded timers before it sleeps. All of it is

@@ -599,7 +599,7 @@ impl Runtime {
         self.work.notify_one();
     }
 
-    /// Tells the engine of a timer set outside its steps (a task stepped at its door),
+    /// Tells the engine's loop of a timer a step set (at a door, or in a runner),
     /// waking it only when the timer is due before it would wake anyway.
     pub(crate) fn timer_set_outside(&self, at: i64) {
         if self.timer_hint.set(at) {
