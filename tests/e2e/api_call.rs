@@ -126,6 +126,24 @@ async fn a_json_object_reply_is_merged_and_a_mapping_picks_keys() {
         task.data.get("extra").is_none(),
         "a mapping writes only its keys"
     );
+
+    // The reply's headers are copied out only for a mapping that reads them.
+    let e = Engine::new();
+    e.clone_process(
+        &process(
+            "/token",
+            "    response:\n      kind: \"{{headers.content-type}}\"\n      all: \"{{headers}}\"",
+        ),
+        Some("api"),
+    );
+    let task = run_one(&e, &api).await;
+    assert_eq!(task.node, "done", "{:?}", task.data);
+    assert_eq!(task.data["kind"], "application/json");
+    assert_eq!(
+        task.data["all"]["content-type"], "application/json",
+        "{:?}",
+        task.data
+    );
 }
 
 #[tokio::test]

@@ -211,9 +211,13 @@ fn one_run(
     let threads_before = sys::thread_cpu();
     let cpu_before = sys::cpu_seconds("self").unwrap_or(0.0);
     let server_cpu_before = server.cpu_seconds();
+    let commits_before = runtime.commit_stats();
     let started = Instant::now();
     let stats = threads.block_on(runtime.run(RunMode::UntilIdle))?;
     let secs = started.elapsed().as_secs_f64();
+    let commits_after = runtime.commit_stats();
+    let group_size = (commits_after.1 - commits_before.1) as f64
+        / (commits_after.0 - commits_before.0).max(1) as f64;
     let cpu = sys::cpu_seconds("self").unwrap_or(0.0) - cpu_before;
     let split = sys::cpu_split(&threads_before, &sys::thread_cpu(), cpu);
     let per_call = |seconds: f64| seconds / tasks as f64 * 1e6;
@@ -281,6 +285,11 @@ fn one_run(
             per_call(split.other),
         ),
         Figure::ratio("engine_cpu_cores", "engine CPU (cores busy)", cpu / secs),
+        Figure::ratio(
+            "steps_per_commit",
+            "steps per store commit (a lone step commits itself)",
+            group_size,
+        ),
         Figure::micros(
             "server_cpu_us_per_call",
             "server CPU per call (child)",

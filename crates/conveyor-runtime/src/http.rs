@@ -19,6 +19,9 @@ pub(crate) struct Request {
     pub sys: Option<Sys>,
     /// An empty reply to 200 or 201 is an error (`rfc_format`).
     pub require_body: bool,
+    /// Copy the reply's headers into [`Reply::headers`] (the response mapping reads
+    /// them); otherwise they are left empty.
+    pub want_headers: bool,
 }
 
 /// What `send_sys` adds to the URL: `conv_id`, `conv_time` and, with a secret,
@@ -41,6 +44,7 @@ pub(crate) struct Measured {
 /// A reply with a success status.
 pub(crate) struct Reply {
     pub status: u16,
+    /// Empty unless [`Request::want_headers`].
     pub headers: Map<String, Value>,
     pub body: Value,
 }
@@ -230,11 +234,13 @@ async fn exchange(
     progress.status = Some(status);
     progress.length = response.content_length();
     let mut headers = Map::new();
-    for (name, value) in response.headers() {
-        headers.insert(
-            name.as_str().to_string(),
-            Value::String(String::from_utf8_lossy(value.as_bytes()).into_owned()),
-        );
+    if request.want_headers {
+        for (name, value) in response.headers() {
+            headers.insert(
+                name.as_str().to_string(),
+                Value::String(String::from_utf8_lossy(value.as_bytes()).into_owned()),
+            );
+        }
     }
     if let Some(length) = response.content_length()
         && length > request.max_bytes

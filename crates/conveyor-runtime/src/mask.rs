@@ -76,6 +76,15 @@ pub(crate) fn mask_value(value: &Value, secrets: &[String]) -> Value {
     }
 }
 
+/// [`mask_value`] of a value the caller gives up: with no secrets to cut (the usual
+/// case) it is given back as it is, not copied.
+pub(crate) fn mask_owned(value: Value, secrets: &[String]) -> Value {
+    if secrets.is_empty() {
+        return value;
+    }
+    mask_value(&value, secrets)
+}
+
 /// Whether `value` holds any of `secrets` in a text.
 pub(crate) fn contains_secret(value: &Value, secrets: &[String]) -> bool {
     match value {

@@ -38,6 +38,30 @@ pub struct ApiCall {
     pub on_error: Option<String>,
 }
 
+impl ApiCall {
+    /// Whether the `response:` mapping reads the reply's headers (a path that starts
+    /// with `headers`, or with no key): only then are they copied out of the HTTP
+    /// response.
+    pub fn response_reads_headers(&self) -> bool {
+        let Some(mapping) = &self.response else {
+            return false;
+        };
+        let mut reads = false;
+        for template in mapping.values() {
+            template.visit_templates(&mut |t| {
+                t.visit_exprs(&mut |expr| {
+                    if let conveyor_template::Expr::Task(path) = expr
+                        && path.head().is_none_or(|head| head == "headers")
+                    {
+                        reads = true;
+                    }
+                })
+            });
+        }
+        reads
+    }
+}
+
 /// `send_sys` of an `api_call` (Corezoid's): the URL gets `conv_id`, `conv_time` and,
 /// with a secret, `conv_signature` = hex(sha1(conv_time + secret + body + secret));
 /// a JSON body gets `sys: {ref, obj_id, conv_id, node_id}`.

@@ -135,7 +135,7 @@ impl Step<'_> {
                                     ) {
                                         v
                                     } else {
-                                        mask::mask_value(&v, &secrets)
+                                        mask::mask_owned(v, &secrets)
                                     };
                                     values.push((key.clone(), v))
                                 }
@@ -183,7 +183,7 @@ impl Step<'_> {
                                     ) {
                                         value
                                     } else {
-                                        mask::mask_value(&value, &secrets)
+                                        mask::mask_owned(value, &secrets)
                                     };
                                     self.task.data.insert(key, value);
                                 }
@@ -191,7 +191,7 @@ impl Step<'_> {
                             array => {
                                 self.task.data.insert(
                                     "__conveyor_api_array__".into(),
-                                    mask::mask_value(&array, &secrets),
+                                    mask::mask_owned(array, &secrets),
                                 );
                             }
                         }
@@ -326,6 +326,7 @@ impl Step<'_> {
             max_bytes: api.max_response_bytes,
             sys,
             require_body: api.require_body,
+            want_headers: api.response_reads_headers(),
         })
     }
 }
