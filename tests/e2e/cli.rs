@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-use crate::support::{DataDir, http_server};
+use crate::support::{DataDir, http_server, run};
 
 /// A task waits in a one-hour delay; a code param with a pattern, a secret token.
 const DELAY: &str = r#"
@@ -659,6 +659,21 @@ fn bad_command_lines_exit_2_naming_the_argument() {
         assert_eq!(code, 2, "{args:?}: {stdout}{stderr}");
         assert!(stderr.contains("error:"), "{args:?}: {stderr}");
     }
+
+    // A data directory that is a file is named as the argument it came from, and the
+    // file is left as it was.
+    let file = d.path().join("not-a-dir");
+    std::fs::write(&file, "keep me").unwrap();
+    let (code, _, stderr) = run(&["--data", file.to_str().unwrap(), "process", "list"]);
+    assert_eq!(code, 2, "{stderr}");
+    assert_eq!(
+        stderr.trim(),
+        format!(
+            "error: --data (or CONVEYOR_DATA): {} is not a directory; give the directory that holds (or is to hold) the store",
+            file.display()
+        )
+    );
+    assert_eq!(std::fs::read_to_string(&file).unwrap(), "keep me");
 }
 
 #[test]

@@ -695,17 +695,19 @@ fn writes_are_visible_when_they_return(subject: &Subject) {
         store.create_process(new_process(None)),
     );
     // Readers on other threads see every commit as soon as it returned, whole.
-    let done = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    use std::sync::atomic::{AtomicU64, Ordering::SeqCst};
+    let done = Arc::new(AtomicU64::new(0));
+    let checked = Arc::new(AtomicU64::new(0));
     let reader = {
         let store = Arc::clone(&store);
         let done = Arc::clone(&done);
+        let checked = Arc::clone(&checked);
         let name = subject.name;
         std::thread::spawn(move || {
-            let mut checks = 0u64;
             loop {
-                let before = done.load(std::sync::atomic::Ordering::SeqCst);
+                let before = done.load(SeqCst);
                 if before == u64::MAX {
-                    return checks;
+                    return;
                 }
                 if before > 0 {
                     let found = store.task(before).ok().flatten();
@@ -715,20 +717,30 @@ fn writes_are_visible_when_they_return(subject: &Subject) {
                     );
                     let by_ref = store.task_by_ref(1, &format!("r{before}")).ok().flatten();
                     assert!(by_ref.is_some(), "[{name}] ref of task {before} not read");
-                    checks += 1;
+                    checked.fetch_add(1, SeqCst);
                 }
             }
         })
     };
     for n in 0..200 {
         let id = add_task(subject, store.as_ref(), n);
-        done.store(id, std::sync::atomic::Ordering::SeqCst);
+        done.store(id, SeqCst);
     }
-    done.store(u64::MAX, std::sync::atomic::Ordering::SeqCst);
-    let checks = reader
+    // On a busy machine the writes may all land before the reader first runs: it gets
+    // its turn (up to 10 s) before it is told to stop, so it has read at least once.
+    let waited = std::time::Instant::now();
+    while checked.load(SeqCst) == 0 && waited.elapsed() < std::time::Duration::from_secs(10) {
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
+    done.store(u64::MAX, SeqCst);
+    reader
         .join()
         .unwrap_or_else(|_| panic!("[{}] the reader failed", subject.name));
-    assert!(checks > 0);
+    assert!(
+        checked.load(SeqCst) > 0,
+        "[{}] the reader never read",
+        subject.name
+    );
     check_whole(subject, store.as_ref());
     // Processes and API keys too.
     let key = ok(

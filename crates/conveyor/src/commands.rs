@@ -461,7 +461,23 @@ fn task_request(command: TaskCommand) -> anyhow::Result<Request> {
 
 pub fn data_dir(global: &Global) -> anyhow::Result<PathBuf> {
     match &global.data {
-        Some(dir) => Ok(dir.clone()),
+        Some(dir) => {
+            // Named here, not found later by the store as a bare OS error.
+            if dir.as_os_str().is_empty() {
+                return Err(UsageError(
+                    "--data (or CONVEYOR_DATA): the data directory is empty".into(),
+                )
+                .into());
+            }
+            if dir.exists() && !dir.is_dir() {
+                return Err(UsageError(format!(
+                    "--data (or CONVEYOR_DATA): {} is not a directory; give the directory that holds (or is to hold) the store",
+                    dir.display()
+                ))
+                .into());
+            }
+            Ok(dir.clone())
+        }
         None => dirs::data_dir().map(|d| d.join("conveyor")).context(
             "no data directory known for this platform: pass --data DIR or set CONVEYOR_DATA",
         ),
