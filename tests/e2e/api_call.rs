@@ -77,6 +77,33 @@ fn server() -> (String, Arc<AtomicU32>, Arc<Mutex<Vec<String>>>) {
         )
         .route("/html", get(|| async { "<html>not json</html>" }))
         .route(
+            "/soap",
+            get(|| async {
+                (
+                    [("content-type", "application/soap+xml; charset=utf-8")],
+                    r#"<?xml version="1.0"?><soap:Envelope xmlns:soap="http://www.w3.org/2003/05/soap-envelope"><soap:Body><balance currency="UAH">12.50</balance><op>a</op><op>b &amp; c</op></soap:Body></soap:Envelope>"#,
+                )
+            }),
+        )
+        .route(
+            "/xml-root",
+            get(|| async {
+                (
+                    [("content-type", "text/xml")],
+                    "<root><token>AT</token><expires_in>3600</expires_in></root>",
+                )
+            }),
+        )
+        .route(
+            "/xml-bomb",
+            get(|| async {
+                (
+                    [("content-type", "application/xml")],
+                    r#"<!DOCTYPE b [<!ENTITY a "aaaaaaaaaa"><!ENTITY b "&a;&a;&a;&a;&a;&a;&a;&a;">]><b>&b;</b>"#,
+                )
+            }),
+        )
+        .route(
             "/big",
             get(|| async { axum::Json(json!({"blob": "x".repeat(200_000)})) }),
         )
@@ -240,6 +267,64 @@ async fn transient_failures_are_retried_with_backoff_and_the_same_idempotency_ke
     assert_eq!(
         attempts,
         vec![(1, Some(503)), (2, Some(503)), (3, Some(200))]
+    );
+}
+
+/// Corezoid reads XML replies into JSON and merges them: `@name` for attributes,
+/// `#value` for the text beside them, repeated elements as lists, `<root>` unwrapped.
+#[tokio::test]
+async fn an_xml_reply_is_read_into_json_and_merged_or_mapped() {
+    let (api, _, _) = server();
+    let e = Engine::new();
+    e.clone_process(&process("/soap", ""), Some("api"));
+    let task = run_one(&e, &api).await;
+    assert_eq!(task.node, "done", "{:?}", task.data);
+    assert_eq!(
+        task.data["soap:Envelope"]["soap:Body"],
+        json!({"balance": {"@currency": "UAH", "#value": "12.50"}, "op": ["a", "b & c"]})
+    );
+
+    let e = Engine::new();
+    e.clone_process(&process("/xml-root", ""), Some("api"));
+    let task = run_one(&e, &api).await;
+    assert_eq!(
+        (
+            task.data["token"].as_str(),
+            task.data["expires_in"].as_str()
+        ),
+        (Some("AT"), Some("3600")),
+        "{:?}",
+        task.data
+    );
+
+    let e = Engine::new();
+    e.clone_process(
+        &process(
+            "/soap",
+            "    response:\n      balance: \"{{body.soap:Envelope.soap:Body.balance.#value}}\"",
+        ),
+        Some("api"),
+    );
+    let task = run_one(&e, &api).await;
+    assert_eq!(task.node, "done", "{:?}", task.data);
+    assert_eq!(task.data["balance"], "12.50");
+
+    // Entities a DTD declares are never expanded: the reply is refused, with why.
+    let e = Engine::new();
+    e.clone_process(&process("/xml-bomb", ""), Some("api"));
+    let task = run_one(&e, &api).await;
+    assert_eq!(task.node, "failed");
+    assert_eq!(
+        task.data["__conveyor_api_return_type_tag__"],
+        "api_no_valid_json"
+    );
+    let description = task.data["__conveyor_api_return_description__"]
+        .as_str()
+        .unwrap_or_default();
+    assert!(
+        description
+            .starts_with("the reply is XML that cannot be read (it is not well-formed XML: "),
+        "{description}"
     );
 }
 

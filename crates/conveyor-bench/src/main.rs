@@ -218,6 +218,10 @@ struct ApiArgs {
     /// The api_call node's concurrency limit.
     #[arg(long, default_value_t = 100)]
     concurrency: u32,
+    /// Engine runs, each followed by a bare-client run; the median round's figures are
+    /// shown, and every round's engine ÷ bare client ratio.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=50))]
+    rounds: u32,
 }
 
 #[derive(Args)]
@@ -372,6 +376,7 @@ fn api_scenario(args: &ApiArgs, sizes: &Sizes, durability: bool) -> anyhow::Resu
         args.delay_ms,
         args.concurrency,
         durability,
+        args.rounds,
     )
 }
 

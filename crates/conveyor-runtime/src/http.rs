@@ -233,6 +233,11 @@ async fn exchange(
     let status = response.status().as_u16();
     progress.status = Some(status);
     progress.length = response.content_length();
+    let xml = response
+        .headers()
+        .get(reqwest::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(is_xml);
     let mut headers = Map::new();
     if request.want_headers {
         for (name, value) in response.headers() {
@@ -272,10 +277,13 @@ async fn exchange(
             body: None,
         });
     }
-    let parsed: Result<Value, serde_json::Error> = if empty {
+    // An XML reply (by its Content-Type) is read into JSON, as Corezoid does.
+    let parsed: Result<Value, String> = if empty {
         Ok(Value::Object(Map::new()))
+    } else if xml {
+        crate::xml::from_xml(&bytes).map_err(|e| e.to_string())
     } else {
-        serde_json::from_slice(&bytes)
+        serde_json::from_slice(&bytes).map_err(|e| e.to_string())
     };
     if !success_codes.contains(&status) {
         return Err(Failure {
@@ -304,6 +312,17 @@ async fn exchange(
             transient: false,
             body: None,
         }),
+        Err(why) if xml => Err(Failure {
+            type_error: "software",
+            tag: "api_no_valid_json",
+            description: format!(
+                "the reply is XML that cannot be read ({why}): {}",
+                shorten(&String::from_utf8_lossy(&bytes))
+            ),
+            http_code: Some(status),
+            transient: false,
+            body: None,
+        }),
         Err(_) => Err(Failure {
             type_error: "software",
             tag: "api_no_valid_json",
@@ -316,6 +335,18 @@ async fn exchange(
             body: None,
         }),
     }
+}
+
+/// Whether a `Content-Type` names XML: `application/xml`, `text/xml`, or any
+/// `…+xml` (`application/soap+xml`), parameters aside.
+fn is_xml(content_type: &str) -> bool {
+    let essence = content_type
+        .split(';')
+        .next()
+        .unwrap_or_default()
+        .trim()
+        .to_ascii_lowercase();
+    essence == "application/xml" || essence == "text/xml" || essence.ends_with("+xml")
 }
 
 /// Why a body could not be encoded: the request is not sent.

@@ -1,5 +1,6 @@
 //! JSON into an XML request body (`api_call` with `format: xml`, Corezoid's API call
-//! with an XML content type).
+//! with an XML content type), and an XML reply back into JSON (Corezoid converts XML
+//! replies and merges them like JSON ones).
 //!
 //! The body is a mapping. Each key is an element; a key starting with `@` is an
 //! attribute of its parent, and `#value` its text; a list repeats its element. A body
@@ -7,6 +8,11 @@
 //! The data comes from tasks, so nothing is trusted: a key that is not an XML name is
 //! refused (naming it), text and attribute values are escaped, characters XML 1.0
 //! cannot carry are refused, and nesting is bounded.
+//!
+//! A reply is read by the same convention backwards ([`from_xml`]). It comes from
+//! outside, so it is bounded too: its size (the node's `max_response_bytes`, before it
+//! is read), its nesting, and its entities (only XML's own and character references;
+//! a DTD's entities are never expanded, so a "billion laughs" reply is an error).
 
 use serde_json::{Map, Value};
 
@@ -169,10 +175,254 @@ fn check_name(name: &str) -> Result<(), XmlError> {
     }
 }
 
+/// Why an XML reply could not be read.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub(crate) enum XmlReadError {
+    #[error("it is not well-formed XML: {0}")]
+    Malformed(String),
+    #[error("it has no root element")]
+    NoRoot,
+    #[error("it has a second root element `{0}`")]
+    SecondRoot(String),
+    #[error("it is nested deeper than {MAX_DEPTH} levels")]
+    TooDeep,
+}
+
+/// An element being read: its name, its attributes and children so far, its text.
+struct Open {
+    name: String,
+    map: Map<String, Value>,
+    text: String,
+}
+
+/// The JSON of an XML reply: `{root_name: …}`, or the children of a `<root>` element
+/// (what [`to_xml`] wraps). An element with neither attributes nor children is its
+/// text; otherwise a mapping, with `@name` for each attribute, its children by name
+/// (repeated ones as a list) and its text, if any besides white space, as `#value`.
+/// Every value is a string, as XML has no other.
+pub(crate) fn from_xml(bytes: &[u8]) -> Result<Value, XmlReadError> {
+    use quick_xml::events::Event;
+    let mut reader = quick_xml::Reader::from_reader(bytes);
+    let mut stack: Vec<Open> = Vec::new();
+    let mut root: Option<(String, Value)> = None;
+    loop {
+        let event = reader
+            .read_event()
+            .map_err(|e| XmlReadError::Malformed(e.to_string()))?;
+        match event {
+            Event::Start(start) => {
+                let open = opened(&start, &stack, &root)?;
+                stack.push(open);
+            }
+            Event::Empty(start) => {
+                let open = opened(&start, &stack, &root)?;
+                closed(open, &mut stack, &mut root);
+            }
+            Event::End(_) => {
+                // The parser has checked that the end tag names the open element.
+                let open = stack.pop().ok_or_else(|| {
+                    XmlReadError::Malformed("an end tag with no element open".into())
+                })?;
+                closed(open, &mut stack, &mut root);
+            }
+            Event::Text(text) => {
+                let text = text
+                    .unescape()
+                    .map_err(|e| XmlReadError::Malformed(e.to_string()))?;
+                match stack.last_mut() {
+                    Some(open) => open.text.push_str(&text),
+                    None if text.trim().is_empty() => {}
+                    None => {
+                        return Err(XmlReadError::Malformed(
+                            "text outside the root element".into(),
+                        ));
+                    }
+                }
+            }
+            Event::CData(data) => {
+                let text = std::str::from_utf8(&data)
+                    .map_err(|e| XmlReadError::Malformed(e.to_string()))?;
+                match stack.last_mut() {
+                    Some(open) => open.text.push_str(text),
+                    None => {
+                        return Err(XmlReadError::Malformed(
+                            "CDATA outside the root element".into(),
+                        ));
+                    }
+                }
+            }
+            Event::Eof => break,
+            // The declaration, comments, processing instructions and a DOCTYPE (whose
+            // entities are never expanded: a reference to one is an error above).
+            Event::Comment(_) | Event::Decl(_) | Event::PI(_) | Event::DocType(_) => {}
+        }
+    }
+    if let Some(open) = stack.last() {
+        return Err(XmlReadError::Malformed(format!(
+            "`{}` is not closed",
+            open.name
+        )));
+    }
+    match root {
+        None => Err(XmlReadError::NoRoot),
+        Some((name, Value::Object(map))) if name == "root" => Ok(Value::Object(map)),
+        Some((name, value)) => {
+            let mut map = Map::new();
+            map.insert(name, value);
+            Ok(Value::Object(map))
+        }
+    }
+}
+
+/// An element just opened: its name and attributes, once its place is checked.
+fn opened(
+    start: &quick_xml::events::BytesStart<'_>,
+    stack: &[Open],
+    root: &Option<(String, Value)>,
+) -> Result<Open, XmlReadError> {
+    let utf8 = |bytes: &[u8]| {
+        std::str::from_utf8(bytes)
+            .map(str::to_string)
+            .map_err(|e| XmlReadError::Malformed(e.to_string()))
+    };
+    let name = utf8(start.name().as_ref())?;
+    if stack.is_empty() && root.is_some() {
+        return Err(XmlReadError::SecondRoot(name));
+    }
+    if stack.len() >= MAX_DEPTH {
+        return Err(XmlReadError::TooDeep);
+    }
+    let mut map = Map::new();
+    for attribute in start.attributes() {
+        let attribute = attribute.map_err(|e| XmlReadError::Malformed(e.to_string()))?;
+        let value = attribute
+            .unescape_value()
+            .map_err(|e| XmlReadError::Malformed(e.to_string()))?;
+        map.insert(
+            format!("@{}", utf8(attribute.key.as_ref())?),
+            Value::String(value.into_owned()),
+        );
+    }
+    Ok(Open {
+        name,
+        map,
+        text: String::new(),
+    })
+}
+
+/// An element just closed: its value goes into its parent (or is the root).
+fn closed(open: Open, stack: &mut [Open], root: &mut Option<(String, Value)>) {
+    let Open {
+        name,
+        mut map,
+        text,
+    } = open;
+    let value = if map.is_empty() {
+        Value::String(text)
+    } else {
+        let text = text.trim();
+        if !text.is_empty() {
+            map.insert("#value".into(), Value::String(text.to_string()));
+        }
+        Value::Object(map)
+    };
+    match stack.last_mut() {
+        Some(parent) => match parent.map.get_mut(&name) {
+            // Elements are strings or mappings: a list is only ever a repeated element.
+            Some(Value::Array(items)) => items.push(value),
+            Some(first) => {
+                let first = std::mem::take(first);
+                parent.map.insert(name, Value::Array(vec![first, value]));
+            }
+            None => {
+                parent.map.insert(name, value);
+            }
+        },
+        None => *root = Some((name, value)),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn a_reply_is_read_by_the_convention_the_body_is_written_with() {
+        let reply = br#"<?xml version="1.0" encoding="UTF-8"?>
+<!-- a comment -->
+<soap:Envelope xmlns:soap="http://www.w3.org/2003/05/soap-envelope">
+  <soap:Body>
+    <order id="7" note="a &quot;quoted&quot; &lt;tag&gt;">
+      <item sku="x1">Tea &amp; cake</item>
+      <item sku="x2">2</item>
+      <paid>true</paid>
+      <comment/>
+      <total>10.5</total>
+      <raw><![CDATA[<not> & parsed]]></raw>
+      <mixed kind="m">  text &#233;t&#xE9;  </mixed>
+    </order>
+  </soap:Body>
+</soap:Envelope>"#;
+        assert_eq!(
+            from_xml(reply).unwrap(),
+            json!({"soap:Envelope": {
+                "@xmlns:soap": "http://www.w3.org/2003/05/soap-envelope",
+                "soap:Body": {"order": {
+                    "@id": "7", "@note": "a \"quoted\" <tag>",
+                    "item": [{"@sku": "x1", "#value": "Tea & cake"}, {"@sku": "x2", "#value": "2"}],
+                    "paid": "true", "comment": "", "total": "10.5",
+                    "raw": "<not> & parsed",
+                    "mixed": {"@kind": "m", "#value": "text été"}
+                }}
+            }})
+        );
+        // What the writer wraps in <root> comes back as its keys.
+        let written = to_xml(&json!({"a": "1", "b": "<x>"})).unwrap();
+        assert_eq!(
+            from_xml(written.as_bytes()).unwrap(),
+            json!({"a": "1", "b": "<x>"})
+        );
+    }
+
+    #[test]
+    fn hostile_or_broken_replies_are_refused_with_a_reason() {
+        // A DTD's entities are never expanded: the "billion laughs" is an error.
+        let laughs = br#"<?xml version="1.0"?>
+<!DOCTYPE lolz [<!ENTITY lol "lol"><!ENTITY lol2 "&lol;&lol;&lol;&lol;">]>
+<lolz>&lol2;</lolz>"#;
+        assert!(
+            matches!(from_xml(laughs), Err(XmlReadError::Malformed(_))),
+            "{:?}",
+            from_xml(laughs)
+        );
+        let external = br#"<!DOCTYPE x [<!ENTITY e SYSTEM "file:///etc/passwd">]><x>&e;</x>"#;
+        assert!(matches!(
+            from_xml(external),
+            Err(XmlReadError::Malformed(_))
+        ));
+        let deep = "<d>".repeat(100) + &"</d>".repeat(100);
+        assert_eq!(from_xml(deep.as_bytes()), Err(XmlReadError::TooDeep));
+        assert_eq!(
+            from_xml(b"<a>1</a><b>2</b>"),
+            Err(XmlReadError::SecondRoot("b".into()))
+        );
+        assert_eq!(from_xml(b"  <!-- nothing -->  "), Err(XmlReadError::NoRoot));
+        for broken in [
+            &b"<a><b></a>"[..],
+            b"<a>",
+            b"<a x=1/>",
+            b"hello",
+            b"<a>\xff</a>",
+        ] {
+            assert!(
+                matches!(from_xml(broken), Err(XmlReadError::Malformed(_))),
+                "{:?}: {:?}",
+                String::from_utf8_lossy(broken),
+                from_xml(broken)
+            );
+        }
+    }
 
     #[test]
     fn elements_attributes_text_and_lists() {
