@@ -330,7 +330,7 @@ fn one_run(
         Figure::ratio("engine_cpu_cores", "engine CPU (cores busy)", cpu / secs),
         Figure::ratio(
             "steps_per_commit",
-            "steps per store commit (a lone step commits itself)",
+            "steps per store commit (group commit)",
             group_size,
         ),
         Figure::micros(
