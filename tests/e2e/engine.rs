@@ -246,6 +246,71 @@ nodes:
     assert_eq!(task.data["result"], 42);
 }
 
+/// An error reply (Corezoid's `throw_exception`) sends the caller to its error route
+/// with the reply's `reason` (Corezoid's `exception_reason`), rendered against the
+/// called task and with its secrets cut out.
+#[tokio::test]
+async fn an_error_reply_tells_the_caller_its_reason() {
+    let e = Engine::new();
+    e.clone_process(
+        r#"
+process: lookup
+params:
+  token: { secret: true }
+nodes:
+  start: { type: start, next: answer }
+  answer:
+    type: reply
+    data: { found: false }
+    error: true
+    reason: "no customer {{id}} (asked with {{token}})"
+    next: done
+  done: { type: final }
+"#,
+        Some("lookup"),
+    );
+    e.clone_process(
+        r#"
+process: shop
+nodes:
+  start: { type: start, next: ask }
+  ask: { type: call_process, process: "@lookup", data: { id: "{{id}}", token: "{{token}}" }, next: done, on_error: failed }
+  done: { type: final }
+  failed: { type: final, status: error }
+"#,
+        Some("shop"),
+    );
+    e.add("@shop", Some("s"), json!({"id": 7, "token": "tok-s3cret"}));
+    e.idle().await;
+    let task = e.task("@shop", "s");
+    assert_eq!(task.node, "failed", "{:?}", task.data);
+    assert_eq!(
+        task.data["found"], false,
+        "the reply's keys are merged first"
+    );
+    assert_eq!(
+        task.data["__conveyor_rpc_return_type_tag__"],
+        "rpc_error_reply"
+    );
+    assert_eq!(
+        task.data["__conveyor_rpc_return_description__"],
+        "the called process replied with an error: no customer 7 (asked with ***)"
+    );
+
+    // `reason` belongs to an error reply.
+    let checked = conveyor_model::check(
+        "x.yaml",
+        "process: x\nnodes:\n  start: { type: start, next: r }\n  r: { type: reply, reason: why, next: d }\n  d: { type: final }\n",
+    );
+    let said: Vec<String> = checked.diagnostics.iter().map(|d| d.to_string()).collect();
+    assert!(
+        said.iter()
+            .any(|d| d
+                .contains("`reason` says why an error reply is one: give it with `error: true`")),
+        "{said:?}"
+    );
+}
+
 #[tokio::test]
 async fn a_called_task_that_fails_answers_its_caller_with_the_reason() {
     let e = Engine::new();

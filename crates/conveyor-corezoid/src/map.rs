@@ -1125,6 +1125,10 @@ fn api_rpc_reply(logic: &Value) -> Value {
     out.insert("data".into(), Value::Object(data));
     if logic.get("throw_exception").and_then(Value::as_bool) == Some(true) {
         out.insert("error".into(), Value::Bool(true));
+        let reason = text(logic, "exception_reason");
+        if !reason.is_empty() {
+            out.insert("reason".into(), Value::String(reason));
+        }
     }
     Value::Object(out)
 }

@@ -196,6 +196,14 @@ fn an_export_of_our_own_covers_every_mappable_logic_and_the_old_shapes() {
     let other = &import.processes[1];
     checked(&other.yaml, "other");
     assert!(other.yaml.contains("error: true"), "{}", other.yaml);
+    // `exception_reason` is the error reply's `reason`.
+    assert!(
+        ["reason: no\n", "reason: 'no'", "reason: \"no\""]
+            .iter()
+            .any(|line| other.yaml.contains(line)),
+        "{}",
+        other.yaml
+    );
 }
 
 #[test]

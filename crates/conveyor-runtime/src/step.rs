@@ -661,6 +661,7 @@ impl Step<'_> {
                 data,
                 error,
                 failure,
+                reason,
             } => {
                 let keys = data.keys().cloned().collect();
                 let waiting = self.task.status == TaskStatus::Waiting
@@ -697,13 +698,13 @@ impl Step<'_> {
                         );
                     } else if error {
                         self.task.status = TaskStatus::Ready;
-                        self.fail(
-                            "rpc",
-                            "software",
-                            "rpc_error_reply",
-                            "the called process replied with an error".into(),
-                            None,
-                        );
+                        let description = match reason {
+                            Some(reason) => {
+                                format!("the called process replied with an error: {reason}")
+                            }
+                            None => "the called process replied with an error".into(),
+                        };
+                        self.fail("rpc", "software", "rpc_error_reply", description, None);
                     } else {
                         self.goto(&call.next, "reply");
                     }

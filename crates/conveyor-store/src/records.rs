@@ -245,6 +245,10 @@ pub enum InboxMessage {
         /// route): why. The caller goes to its `on_error` with this reason.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         failure: Option<String>,
+        /// An error reply's reason (`reply` with `error: true` and `reason`; Corezoid's
+        /// `exception_reason`), told in the caller's error description.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        reason: Option<String>,
     },
     /// Numbers to add to keys of this task (a `sum` node). The owner adds them when it
     /// runs, one message after another, so parallel sums never lose an update.

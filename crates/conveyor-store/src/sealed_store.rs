@@ -225,10 +225,16 @@ impl SealedStore {
                 data: new,
                 source: source.clone(),
             },
-            InboxMessage::Reply { error, failure, .. } => InboxMessage::Reply {
+            InboxMessage::Reply {
+                error,
+                failure,
+                reason,
+                ..
+            } => InboxMessage::Reply {
                 data: new,
                 error: *error,
                 failure: failure.clone(),
+                reason: reason.clone(),
             },
             InboxMessage::Fold { .. } => InboxMessage::Fold { data: new },
             InboxMessage::Dequeue { by } => InboxMessage::Dequeue { by: *by },

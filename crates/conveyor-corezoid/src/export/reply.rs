@@ -1,4 +1,5 @@
-//! `reply`: an `api_rpc_reply` logic; an error reply is `throw_exception`.
+//! `reply`: an `api_rpc_reply` logic; an error reply is `throw_exception`, its
+//! `reason` the `exception_reason`.
 
 use super::*;
 
@@ -15,6 +16,9 @@ pub(super) fn export(out: &mut NodeOut<'_>) {
         "throw_exception".into(),
         json!(node.get("error").and_then(Value::as_bool) == Some(true)),
     );
+    if let Some(reason) = node.get("reason").and_then(Value::as_str) {
+        logic.insert("exception_reason".into(), json!(reason));
+    }
     out.action(logic);
     out.go("next");
 }

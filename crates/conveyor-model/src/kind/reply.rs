@@ -8,6 +8,9 @@ pub struct Reply {
     pub data: ValueTemplate,
     /// An error reply routes the caller to its `on_error`.
     pub error: bool,
+    /// Why, for an error reply: told in the caller's error description (Corezoid's
+    /// `exception_reason`).
+    pub reason: Option<Template>,
     pub next: String,
     pub on_error: Option<String>,
 }
@@ -23,6 +26,9 @@ impl Kind for Reply {
 
     fn visit_task_templates<'a>(&'a self, visit: &mut dyn FnMut(&'a Template)) {
         self.data.visit_templates(visit);
+        if let Some(reason) = &self.reason {
+            visit(reason);
+        }
     }
 
     fn look(&self) -> Look {
@@ -42,6 +48,7 @@ struct RawReply {
     data: Value,
     #[serde(default)]
     error: bool,
+    reason: Option<String>,
     next: String,
     on_error: Option<String>,
 }
@@ -62,9 +69,22 @@ pub(super) fn load(loader: &mut Loader<'_>, id: &str, rest: serde_yaml::Value) -
         );
         return None;
     }
+    let reason = match raw.reason {
+        Some(_) if !raw.error => {
+            loader.error(
+                node,
+                Some("reason"),
+                "`reason` says why an error reply is one: give it with `error: true`".into(),
+            );
+            return None;
+        }
+        Some(text) => Some(loader.template(node, "reason", &text)?),
+        None => None,
+    };
     Some(Reply {
         data: loader.value_template(node, "data", &data)?,
         error: raw.error,
+        reason,
         next: raw.next,
         on_error: raw.on_error,
     })

@@ -6,7 +6,11 @@ impl Step<'_> {
     /// Runs a task through this node (see `Step::advance`).
     pub(super) fn reply(&mut self, node: &Reply) -> Result<()> {
         let Reply {
-            data, error, next, ..
+            data,
+            error,
+            reason,
+            next,
+            ..
         } = node;
         let error = *error;
         let rendered = match self.render_value(data) {
@@ -14,6 +18,31 @@ impl Step<'_> {
             Ok(_) => Map::new(),
             Err(message) => {
                 self.fail("reply", "software", "reply_error", message, None);
+                return Ok(());
+            }
+        };
+        let reason = match reason.as_ref().map(|r| self.render_text(r)) {
+            None => None,
+            Some(Ok(text)) => {
+                // It goes into another task's data and history: this task's secrets
+                // are cut out of it.
+                let mut secrets = self.revealed.clone();
+                crate::mask::secret_values(
+                    &self.loaded.process,
+                    &self.task.secret_keys,
+                    &self.task.data,
+                    &mut secrets,
+                );
+                Some(crate::mask::mask_text(&text, &secrets))
+            }
+            Some(Err(message)) => {
+                self.fail(
+                    "reply",
+                    "software",
+                    "reply_error",
+                    format!("reason: {message}"),
+                    None,
+                );
                 return Ok(());
             }
         };
@@ -37,7 +66,7 @@ impl Step<'_> {
                     .collect();
             self.answer = Some((self.task.node.clone(), said, error));
         }
-        self.answer_caller(rendered, error, None)?;
+        self.answer_caller(rendered, error, None, reason)?;
         self.goto(next, "next");
         Ok(())
     }
@@ -50,6 +79,7 @@ impl Step<'_> {
         data: Map<String, Value>,
         error: bool,
         failure: Option<String>,
+        reason: Option<String>,
     ) -> Result<()> {
         if let Some(caller) = self.task.caller.take() {
             self.batch.push(Op::Inbox {
@@ -59,6 +89,7 @@ impl Step<'_> {
                     data,
                     error,
                     failure,
+                    reason,
                 },
             });
             self.batch.push(Op::SetReady(caller.task));
@@ -78,6 +109,6 @@ impl Step<'_> {
             Some(reason) => reason,
             None => format!("it ended in the error final node `{}`", self.task.node),
         };
-        self.answer_caller(Map::new(), true, Some(reason))
+        self.answer_caller(Map::new(), true, Some(reason), None)
     }
 }
