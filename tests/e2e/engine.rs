@@ -297,6 +297,23 @@ nodes:
         "the called process replied with an error: no customer 7 (asked with ***)"
     );
 
+    // A task nobody called replies to nobody: its reason is not even rendered (one
+    // that could not be would otherwise fail it).
+    e.clone_process(
+        r#"
+process: alone
+nodes:
+  start: { type: start, next: answer }
+  answer: { type: reply, error: true, reason: "{{conv[@nowhere].ref[r].why}}", next: done }
+  done: { type: final }
+"#,
+        Some("alone"),
+    );
+    e.add("@alone", Some("a"), json!({}));
+    e.idle().await;
+    let task = e.task("@alone", "a");
+    assert_eq!(task.node, "done", "{:?}", task.data);
+
     // `reason` belongs to an error reply.
     let checked = conveyor_model::check(
         "x.yaml",

@@ -280,7 +280,9 @@ impl Runtime {
     /// until it is empty or the run stops.
     async fn runner(&self, mut id: u64, shared: bool, booked: &Booked) {
         loop {
+            let unbooked = Unbooked { rt: self, id };
             let result = self.claim_and_step(id, shared).await;
+            std::mem::forget(unbooked);
             self.finished(id, result, booked);
             if booked.stopping.load(Ordering::SeqCst) {
                 return;
@@ -453,6 +455,24 @@ impl Runtime {
             .entry((process, node.to_string()))
             .or_insert_with(|| Arc::new(tokio::sync::Semaphore::new(permits as usize)))
             .clone()
+    }
+}
+
+/// A task whose step is running in a runner. Should the step panic, the runner's
+/// future is dropped with this in it: the task is let go (not left "running" for good,
+/// so work for it later runs, and its claim on a shared store is given back). The loop
+/// counts the panic. A step that comes back forgets this and is booked as usual.
+struct Unbooked<'r> {
+    rt: &'r Runtime,
+    id: u64,
+}
+
+impl Drop for Unbooked<'_> {
+    fn drop(&mut self) {
+        self.rt.store.release(self.id);
+        if self.rt.release(self.id) {
+            self.rt.schedule(self.id);
+        }
     }
 }
 

@@ -18,6 +18,8 @@ use serde_json::{Map, Value};
 
 /// Deeper bodies are refused (a hostile task cannot make the writer recurse for ever).
 const MAX_DEPTH: usize = 64;
+/// Most attributes of one element of a reply.
+const MAX_ATTRIBUTES: usize = 256;
 
 /// Why a body cannot be written as XML.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -186,6 +188,8 @@ pub(crate) enum XmlReadError {
     SecondRoot(String),
     #[error("it is nested deeper than {MAX_DEPTH} levels")]
     TooDeep,
+    #[error("`{0}` has more than {MAX_ATTRIBUTES} attributes")]
+    TooManyAttributes(String),
 }
 
 /// An element being read: its name, its attributes and children so far, its text.
@@ -197,9 +201,10 @@ struct Open {
 
 /// The JSON of an XML reply: `{root_name: …}`, or the children of a `<root>` element
 /// (what [`to_xml`] wraps). An element with neither attributes nor children is its
-/// text; otherwise a mapping, with `@name` for each attribute, its children by name
-/// (repeated ones as a list) and its text, if any besides white space, as `#value`.
-/// Every value is a string, as XML has no other.
+/// text, exactly; otherwise a mapping, with `@name` for each attribute, its children by
+/// name (repeated ones as a list) and its text, trimmed (what lies between children is
+/// mostly indentation), if any is left, as `#value`. Every value is a string, as XML
+/// has no other. The reply must be UTF-8 (or ASCII): no other encoding is decoded.
 pub(crate) fn from_xml(bytes: &[u8]) -> Result<Value, XmlReadError> {
     use quick_xml::events::Event;
     let mut reader = quick_xml::Reader::from_reader(bytes);
@@ -265,7 +270,15 @@ pub(crate) fn from_xml(bytes: &[u8]) -> Result<Value, XmlReadError> {
     }
     match root {
         None => Err(XmlReadError::NoRoot),
+        // What the writer wraps: `<root>` stands for the mapping itself.
         Some((name, Value::Object(map))) if name == "root" => Ok(Value::Object(map)),
+        Some((name, Value::String(text))) if name == "root" => {
+            let mut map = Map::new();
+            if !text.trim().is_empty() {
+                map.insert("#value".into(), Value::String(text));
+            }
+            Ok(Value::Object(map))
+        }
         Some((name, value)) => {
             let mut map = Map::new();
             map.insert(name, value);
@@ -293,15 +306,24 @@ fn opened(
         return Err(XmlReadError::TooDeep);
     }
     let mut map = Map::new();
-    for attribute in start.attributes() {
+    // The parser's own duplicate check compares each attribute with every earlier one
+    // (quadratic in a hostile reply's thousands of attributes): the map finds them.
+    for attribute in start.attributes().with_checks(false) {
         let attribute = attribute.map_err(|e| XmlReadError::Malformed(e.to_string()))?;
+        if map.len() >= MAX_ATTRIBUTES {
+            return Err(XmlReadError::TooManyAttributes(name));
+        }
         let value = attribute
             .unescape_value()
             .map_err(|e| XmlReadError::Malformed(e.to_string()))?;
-        map.insert(
-            format!("@{}", utf8(attribute.key.as_ref())?),
-            Value::String(value.into_owned()),
-        );
+        let key = format!("@{}", utf8(attribute.key.as_ref())?);
+        if map.contains_key(&key) {
+            return Err(XmlReadError::Malformed(format!(
+                "`{name}` has the attribute `{}` twice",
+                &key[1..]
+            )));
+        }
+        map.insert(key, Value::String(value.into_owned()));
     }
     Ok(Open {
         name,
@@ -408,6 +430,22 @@ mod tests {
             Err(XmlReadError::SecondRoot("b".into()))
         );
         assert_eq!(from_xml(b"  <!-- nothing -->  "), Err(XmlReadError::NoRoot));
+        // Thousands of attributes are refused once past the limit, never compared
+        // pairwise (the parser's own duplicate check is off; the map finds duplicates).
+        let many: String = (0..5000).map(|i| format!(" a{i}=\"\"")).collect();
+        assert_eq!(
+            from_xml(format!("<x{many}/>").as_bytes()),
+            Err(XmlReadError::TooManyAttributes("x".into()))
+        );
+        assert!(matches!(
+            from_xml(br#"<x a="1" a="2"/>"#),
+            Err(XmlReadError::Malformed(m)) if m.contains("`x` has the attribute `a` twice")
+        ));
+        // An empty <root> is the empty mapping, as the writer writes `{}`.
+        assert_eq!(
+            from_xml(to_xml(&json!({})).unwrap().as_bytes()).unwrap(),
+            json!({})
+        );
         for broken in [
             &b"<a><b></a>"[..],
             b"<a>",

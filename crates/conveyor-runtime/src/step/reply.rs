@@ -21,7 +21,9 @@ impl Step<'_> {
                 return Ok(());
             }
         };
-        let reason = match reason.as_ref().map(|r| self.render_text(r)) {
+        // Only a caller reads it: a task nobody called does not fail on its reason.
+        let reason = reason.as_ref().filter(|_| self.task.caller.is_some());
+        let reason = match reason.map(|r| self.render_text(r)) {
             None => None,
             Some(Ok(text)) => {
                 // It goes into another task's data and history: this task's secrets
