@@ -194,6 +194,68 @@ nodes:
     engine.await.expect("joined").expect("engine ran");
 }
 
+/// Timers the engine's own steps set reach its running loop, which no longer reads its
+/// timer index when a step schedules work: a delay a step enters, and the window of a
+/// rate-limited process into which a step's `copy_task` folded a task (the summary is
+/// scheduled by the copy, and its own step tells the loop). Fails when a step's timer
+/// is not told to the loop (checked by dropping the hint in `finished`).
+#[tokio::test]
+async fn timers_set_by_the_engines_steps_fire_in_a_running_engine() {
+    let e = Engine::new();
+    let limited = e.clone_process(
+        r#"
+process: limited
+settings: { rate_limit: { max: 1, per: 1h } }
+nodes:
+  start: { type: start, next: done }
+  done: { type: final, keep: 30d }
+"#,
+        Some("limited"),
+    );
+    e.clone_process(
+        r#"
+process: source
+nodes:
+  start: { type: start, next: wait }
+  wait: { type: delay, for: 1m, next: send }
+  send: { type: copy_task, process: "@limited", data: { n: "{{n}}" }, next: done }
+  done: { type: final, keep: 30d }
+"#,
+        Some("source"),
+    );
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let runtime = e.runtime.clone();
+    let engine = tokio::spawn(async move {
+        runtime
+            .run(RunMode::UntilShutdown(Box::pin(async move {
+                let _ = stopped.await;
+            })))
+            .await
+    });
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let a = e.add("@source", None, json!({"n": 1}));
+    let b = e.add("@source", None, json!({"n": 2}));
+    let store = e.runtime.store();
+    let node_of = |id: u64| store.task(id).unwrap().map(|t| t.node);
+    // Both step into their delay: only those steps know its timer.
+    wait_for(|| node_of(a).as_deref() == Some("wait") && node_of(b).as_deref() == Some("wait"))
+        .await;
+    e.clock.advance(Duration::from_secs(60));
+    wait_for(|| node_of(a).as_deref() == Some("done") && node_of(b).as_deref() == Some("done"))
+        .await;
+    // One copy ran; the other was folded into a summary waiting for the window's end.
+    wait_for(|| e.count(limited, "done") == (1, 1)).await;
+    assert_eq!(
+        e.count(limited, "start").0,
+        1,
+        "the summary waits at the start"
+    );
+    e.clock.advance(Duration::from_secs(60 * 60));
+    wait_for(|| e.count(limited, "done") == (2, 2)).await;
+    let _ = stop.send(());
+    engine.await.expect("joined").expect("engine ran");
+}
+
 /// Waits (real time, bounded) for the running engine to get somewhere.
 async fn wait_for(mut done: impl FnMut() -> bool) {
     for _ in 0..500 {

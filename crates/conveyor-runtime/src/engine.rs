@@ -127,10 +127,10 @@ impl Runtime {
         let shared = self.store.shared();
         if !shared {
             for id in self.store.ready()? {
-                self.schedule(id);
+                self.schedule_from_engine(id);
             }
             for id in self.store.inbox_tasks()? {
-                self.schedule(id);
+                self.schedule_from_engine(id);
             }
         }
         let mut poll = Poll::default();
@@ -184,7 +184,7 @@ impl Runtime {
                     Ok(claimed) => {
                         poll.done(claimed.len() >= room.max(1));
                         for id in claimed {
-                            self.schedule(id);
+                            self.schedule_from_engine(id);
                         }
                     }
                     Err(e) => {
@@ -252,8 +252,13 @@ impl Runtime {
                 // New work from outside (a task added, a message; another engine's,
                 // on a shared store): it may come with a timer the loop has not seen.
                 _ = self.work.notified() => {
-                    next_due = None;
+                    // Work from outside may come with a timer the loop has not seen;
+                    // the engine's own steps tell theirs (`TimerHint`).
+                    if self.work_outside.swap(false, Ordering::SeqCst) {
+                        next_due = None;
+                    }
                     if self.work_elsewhere.swap(false, std::sync::atomic::Ordering::Relaxed) {
+                        next_due = None;
                         poll.heard();
                     }
                 }
@@ -313,7 +318,7 @@ impl Runtime {
         loop {
             let due = self.store.due_timers(now, *cursor, 1024)?;
             for timer in &due {
-                self.schedule(timer.task);
+                self.schedule_from_engine(timer.task);
             }
             if let Some(last) = due.last() {
                 *cursor = Some(*last);
@@ -354,7 +359,7 @@ impl Runtime {
             // the other's lease ran out), it is tried again.
             Ok(None) => {
                 if self.release(id) {
-                    self.schedule(id);
+                    self.schedule_from_engine(id);
                 }
                 return;
             }
@@ -369,7 +374,7 @@ impl Runtime {
             Ok(outcome) => {
                 // A timer already due (it fell due while the step ran) is fired now.
                 if again || outcome.wake.is_some_and(|w| w.at <= self.now()) {
-                    self.schedule(id);
+                    self.schedule_from_engine(id);
                 }
                 if let Some(wake) = outcome.wake {
                     self.timer_set_outside(wake.at);
@@ -381,7 +386,7 @@ impl Runtime {
                 // Another step took the ref this step's copy wanted, in the same group of
                 // commits. Nothing was written: run the step again; this time the ref is
                 // seen taken and the copy fails the Corezoid way (`not_unical_ref`).
-                self.schedule(id);
+                self.schedule_from_engine(id);
             }
             Err(crate::RuntimeError::Store(conveyor_store::StoreError::Fenced { .. })) => {
                 // This engine's claim ran out and another engine took the task over:
@@ -390,7 +395,7 @@ impl Runtime {
                 // claims it afresh, or leaves it to whoever holds it now.
                 tracing::info!(task = id, "task taken over by another engine");
                 if again {
-                    self.schedule(id);
+                    self.schedule_from_engine(id);
                 }
             }
             Err(e) => {
@@ -471,7 +476,7 @@ impl Drop for Unbooked<'_> {
     fn drop(&mut self) {
         self.rt.store.release(self.id);
         if self.rt.release(self.id) {
-            self.rt.schedule(self.id);
+            self.rt.schedule_from_engine(self.id);
         }
     }
 }

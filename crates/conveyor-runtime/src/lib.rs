@@ -247,6 +247,9 @@ pub struct Runtime {
     stats_cache: stats::StatsCache,
     /// Another engine of a shared store announced work (see [`Runtime::on_change`]).
     work_elsewhere: std::sync::atomic::AtomicBool,
+    /// Work came from outside the engine's steps (a door, a command), which may have
+    /// set timers no step told the loop of: the loop reads its timer index again.
+    work_outside: std::sync::atomic::AtomicBool,
     /// Doors waiting for tasks' answers (sync replies, `answers.rs`).
     answers: answers::Answers,
     /// Tasks a `get_task` node took from a `queue` node that have not moved on yet (their
@@ -291,6 +294,7 @@ impl Runtime {
             metrics: Metrics::default(),
             idle: tokio::sync::Notify::new(),
             work_elsewhere: std::sync::atomic::AtomicBool::new(false),
+            work_outside: std::sync::atomic::AtomicBool::new(false),
             answers: answers::Answers::default(),
             taken: Mutex::new(std::collections::HashSet::new()),
             alerting: tokio::sync::Mutex::new(()),
@@ -585,8 +589,19 @@ impl Runtime {
         Ok(id)
     }
 
-    /// Puts a task in the queue of work.
+    /// Puts a task in the queue of work (from outside the engine's steps: the loop also
+    /// reads its timer index again, in case whatever made the work set a timer).
     pub fn schedule(&self, task: u64) {
+        self.work_outside
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+        self.schedule_from_engine(task);
+    }
+
+    /// Puts a task in the queue of work from the engine itself (its loop and steps,
+    /// whose timers reach the loop through `engine::TimerHint`). A step schedules every
+    /// other task it creates or sends a message to, so a timer such a task has (a
+    /// rate-limited process's summary) is told by that task's own step.
+    pub(crate) fn schedule_from_engine(&self, task: u64) {
         let Ok(mut queue) = self.queue.lock() else {
             return;
         };

@@ -882,7 +882,7 @@ impl Step<'_> {
             .metrics
             .task_created(std::mem::take(&mut self.created));
         for task in std::mem::take(&mut self.schedule) {
-            self.rt.schedule(task);
+            self.rt.schedule_from_engine(task);
         }
         self.called_out = false;
         Ok(())
@@ -926,7 +926,7 @@ impl Step<'_> {
             .metrics
             .task_created(std::mem::take(&mut self.created));
         for task in std::mem::take(&mut self.schedule) {
-            self.rt.schedule(task);
+            self.rt.schedule_from_engine(task);
         }
         self.called_out = false;
         Ok(())
