@@ -249,15 +249,14 @@ impl Runtime {
                         next_due = None;
                     }
                 }
-                // New work from outside (a task added, a message; another engine's,
-                // on a shared store): it may come with a timer the loop has not seen.
+                // New work: a task a door or a step scheduled, a timer a step told
+                // (`TimerHint`), or another engine's news on a shared store. Work from
+                // outside the steps may come with a timer the loop has not seen.
                 _ = self.work.notified() => {
-                    // Work from outside may come with a timer the loop has not seen;
-                    // the engine's own steps tell theirs (`TimerHint`).
                     if self.work_outside.swap(false, Ordering::SeqCst) {
                         next_due = None;
                     }
-                    if self.work_elsewhere.swap(false, std::sync::atomic::Ordering::Relaxed) {
+                    if self.work_elsewhere.swap(false, Ordering::Relaxed) {
                         next_due = None;
                         poll.heard();
                     }
