@@ -158,15 +158,7 @@ nodes:
 "#,
         Some("delays"),
     );
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let runtime = e.runtime.clone();
-    let engine = tokio::spawn(async move {
-        runtime
-            .run(RunMode::UntilShutdown(Box::pin(async move {
-                let _ = stopped.await;
-            })))
-            .await
-    });
+    let engine = e.start();
     // The engine runs and waits for no timer; the first create's timer must wake it.
     tokio::time::sleep(Duration::from_millis(50)).await;
     let slow = direct(&e, p, None, json!({"fast": "no"})).await;
@@ -190,8 +182,7 @@ nodes:
     // Both are kept a day after they finished, then removed.
     e.clock.set(T0 + 60 * 60 * 1000 + 86_400_000);
     wait_for(|| node_of(slow).is_none() && node_of(fast).is_none()).await;
-    let _ = stop.send(());
-    engine.await.expect("joined").expect("engine ran");
+    engine.stop().await;
 }
 
 /// Timers the engine's own steps set reach its running loop, which no longer reads its
@@ -223,15 +214,7 @@ nodes:
 "#,
         Some("source"),
     );
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let runtime = e.runtime.clone();
-    let engine = tokio::spawn(async move {
-        runtime
-            .run(RunMode::UntilShutdown(Box::pin(async move {
-                let _ = stopped.await;
-            })))
-            .await
-    });
+    let engine = e.start();
     tokio::time::sleep(Duration::from_millis(50)).await;
     let a = e.add("@source", None, json!({"n": 1}));
     let b = e.add("@source", None, json!({"n": 2}));
@@ -252,8 +235,7 @@ nodes:
     );
     e.clock.advance(Duration::from_secs(60 * 60));
     wait_for(|| e.count(limited, "done") == (2, 2)).await;
-    let _ = stop.send(());
-    engine.await.expect("joined").expect("engine ran");
+    engine.stop().await;
 }
 
 /// Waits (real time, bounded) for the running engine to get somewhere.

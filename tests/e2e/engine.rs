@@ -16,6 +16,20 @@ pub struct Engine {
 
 pub const T0: i64 = 1_764_345_600_000;
 
+/// An engine running in the background ([`Engine::start`]).
+pub struct Running {
+    stop: tokio::sync::oneshot::Sender<()>,
+    engine: tokio::task::JoinHandle<conveyor_runtime::Result<conveyor_runtime::RunStats>>,
+}
+
+impl Running {
+    /// Stops it gracefully and checks that it ran without an error.
+    pub async fn stop(self) {
+        let _ = self.stop.send(());
+        self.engine.await.expect("joined").expect("engine ran");
+    }
+}
+
 impl Engine {
     pub fn new() -> Engine {
         Engine::with_settings(Settings::default())
@@ -97,6 +111,21 @@ impl Engine {
             .add_task(process, reference, map)
             .unwrap_or_else(|e| panic!("add: {e}"))
             .id
+    }
+
+    /// Runs the engine in the background, as `conveyor serve` does, until
+    /// [`Running::stop`].
+    pub fn start(&self) -> Running {
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let runtime = self.runtime.clone();
+        let engine = tokio::spawn(async move {
+            runtime
+                .run(RunMode::UntilShutdown(Box::pin(async move {
+                    let _ = stopped.await;
+                })))
+                .await
+        });
+        Running { stop, engine }
     }
 
     pub async fn idle(&self) {

@@ -22,6 +22,26 @@ const GATHER: std::time::Duration = std::time::Duration::from_micros(300);
 /// A step arriving within this long of the last group's end is part of a stream.
 const STREAM: std::time::Duration = std::time::Duration::from_millis(2);
 
+/// What the committer needs of a store: to apply groups and batches, and to flush.
+/// Every [`Store`] is one; a test can stand in with only these.
+pub(crate) trait Sink: Send + Sync + 'static {
+    fn commit_group(&self, batches: &[Batch]) -> Result<(), StoreError>;
+    fn commit(&self, batch: &Batch) -> Result<(), StoreError>;
+    fn flush(&self) -> Result<(), StoreError>;
+}
+
+impl<S: Store + ?Sized> Sink for S {
+    fn commit_group(&self, batches: &[Batch]) -> Result<(), StoreError> {
+        Store::commit_group(self, batches)
+    }
+    fn commit(&self, batch: &Batch) -> Result<(), StoreError> {
+        Store::commit(self, batch)
+    }
+    fn flush(&self) -> Result<(), StoreError> {
+        Store::flush(self)
+    }
+}
+
 pub(crate) struct Request {
     pub batch: Batch,
     /// Acknowledge only once the group is flushed to disk.
@@ -75,7 +95,7 @@ impl CommitStats {
 }
 
 impl Committer {
-    pub fn start(store: Arc<dyn Store>, flush: bool) -> Committer {
+    pub fn start<S: Sink + ?Sized>(store: Arc<S>, flush: bool) -> Committer {
         let (sender, receiver) = mpsc::channel::<Request>();
         let stats = Arc::new(CommitStats::default());
         let thread_stats = stats.clone();
@@ -109,8 +129,8 @@ impl Drop for Committer {
     }
 }
 
-fn run(
-    store: Arc<dyn Store>,
+fn run<S: Sink + ?Sized>(
+    store: Arc<S>,
     flush: bool,
     receiver: mpsc::Receiver<Request>,
     stats: Arc<CommitStats>,
@@ -169,7 +189,7 @@ fn drain(receiver: &mpsc::Receiver<Request>, group: &mut Vec<Request>) {
 /// was taken, say), each batch is applied on its own so only the faulty one fails.
 /// When tasks of the group were taken over by another engine (a shared store), only
 /// the steps of those tasks fail and the others are applied again as one group.
-fn apply(store: &dyn Store, batches: &[Batch]) -> Vec<Result<(), StoreError>> {
+fn apply<S: Sink + ?Sized>(store: &S, batches: &[Batch]) -> Vec<Result<(), StoreError>> {
     match store.commit_group(batches) {
         Ok(()) => batches.iter().map(|_| Ok(())).collect(),
         Err(StoreError::Fenced { tasks }) if batches.len() > 1 => {
@@ -182,8 +202,8 @@ fn apply(store: &dyn Store, batches: &[Batch]) -> Vec<Result<(), StoreError>> {
 
 /// The group without the batches that change the tasks taken over (`lost`): those fail
 /// with [`StoreError::Fenced`], the rest is applied again (copies: this is the rare path).
-fn apply_without_fenced(
-    store: &dyn Store,
+fn apply_without_fenced<S: Sink + ?Sized>(
+    store: &S,
     batches: &[Batch],
     lost: &[u64],
 ) -> Vec<Result<(), StoreError>> {
@@ -271,8 +291,7 @@ mod tests {
             batch
         };
         for id in ids {
-            a.commit(&step(id, "first"))
-                .unwrap_or_else(|e| panic!("{e}"));
+            Store::commit(&a, &step(id, "first")).unwrap_or_else(|e| panic!("{e}"));
         }
         assert_eq!(a.claim(&ids).unwrap_or_default(), ids.to_vec());
         // A's claim of the first task runs out; B takes it over.
@@ -325,148 +344,19 @@ mod tests {
         }
     }
 
-    impl Store for Recording {
-        fn commit_group(&self, batches: &[Batch]) -> conveyor_store::Result<()> {
+    impl Sink for Recording {
+        fn commit_group(&self, batches: &[Batch]) -> Result<(), StoreError> {
             self.note("group");
-            self.inner.commit_group(batches)
+            Store::commit_group(self.inner.as_ref(), batches)
         }
-        fn flush(&self) -> conveyor_store::Result<()> {
+        fn commit(&self, batch: &Batch) -> Result<(), StoreError> {
+            Store::commit(self.inner.as_ref(), batch)
+        }
+        fn flush(&self) -> Result<(), StoreError> {
             std::thread::sleep(std::time::Duration::from_millis(50));
-            let flushed = self.inner.flush();
+            let flushed = Store::flush(self.inner.as_ref());
             self.note("flush");
             flushed
-        }
-        fn create_process(
-            &self,
-            new: conveyor_store::NewProcess,
-        ) -> conveyor_store::Result<conveyor_store::ProcessRecord> {
-            self.inner.create_process(new)
-        }
-        fn update_process(
-            &self,
-            id: u64,
-            definition: String,
-        ) -> conveyor_store::Result<conveyor_store::ProcessRecord> {
-            self.inner.update_process(id, definition)
-        }
-        fn set_url_hash(
-            &self,
-            id: u64,
-            hash: String,
-        ) -> conveyor_store::Result<conveyor_store::ProcessRecord> {
-            self.inner.set_url_hash(id, hash)
-        }
-        fn process(
-            &self,
-            id: u64,
-        ) -> conveyor_store::Result<Option<conveyor_store::ProcessRecord>> {
-            self.inner.process(id)
-        }
-        fn process_by_alias(
-            &self,
-            alias: &str,
-        ) -> conveyor_store::Result<Option<conveyor_store::ProcessRecord>> {
-            self.inner.process_by_alias(alias)
-        }
-        fn alias(&self, alias: &str) -> conveyor_store::Result<Option<u64>> {
-            self.inner.alias(alias)
-        }
-        fn processes(&self) -> conveyor_store::Result<Vec<conveyor_store::ProcessRecord>> {
-            self.inner.processes()
-        }
-        fn set_settings(
-            &self,
-            id: u64,
-            settings: serde_json::Map<String, serde_json::Value>,
-        ) -> conveyor_store::Result<conveyor_store::ProcessRecord> {
-            self.inner.set_settings(id, settings)
-        }
-        fn next_task_id(&self) -> conveyor_store::Result<u64> {
-            self.inner.next_task_id()
-        }
-        fn task(&self, id: u64) -> conveyor_store::Result<Option<conveyor_store::TaskRecord>> {
-            self.inner.task(id)
-        }
-        fn task_by_ref(
-            &self,
-            process: u64,
-            reference: &str,
-        ) -> conveyor_store::Result<Option<conveyor_store::TaskRecord>> {
-            self.inner.task_by_ref(process, reference)
-        }
-        fn tasks(
-            &self,
-            process: u64,
-            node: Option<&str>,
-            limit: usize,
-        ) -> conveyor_store::Result<Vec<conveyor_store::TaskRecord>> {
-            self.inner.tasks(process, node, limit)
-        }
-        fn history(&self, task: u64) -> conveyor_store::Result<Vec<conveyor_store::HistoryEvent>> {
-            self.inner.history(task)
-        }
-        fn inbox(
-            &self,
-            task: u64,
-        ) -> conveyor_store::Result<Vec<(u64, conveyor_store::InboxMessage)>> {
-            self.inner.inbox(task)
-        }
-        fn inbox_tasks(&self) -> conveyor_store::Result<Vec<u64>> {
-            self.inner.inbox_tasks()
-        }
-        fn counters(
-            &self,
-            process: u64,
-        ) -> conveyor_store::Result<Vec<(String, conveyor_store::NodeCounter)>> {
-            self.inner.counters(process)
-        }
-        fn ready(&self) -> conveyor_store::Result<Vec<u64>> {
-            self.inner.ready()
-        }
-        fn due_timers(
-            &self,
-            now: i64,
-            after: Option<conveyor_store::TimerKey>,
-            limit: usize,
-        ) -> conveyor_store::Result<Vec<conveyor_store::TimerKey>> {
-            self.inner.due_timers(now, after, limit)
-        }
-        fn next_timer(&self) -> conveyor_store::Result<Option<conveyor_store::TimerKey>> {
-            self.inner.next_timer()
-        }
-        fn create_api_key(
-            &self,
-            name: &str,
-            secret: &str,
-            processes: Vec<u64>,
-            created: i64,
-        ) -> conveyor_store::Result<conveyor_store::ApiKey> {
-            self.inner.create_api_key(name, secret, processes, created)
-        }
-        fn api_key(&self, login: u64) -> conveyor_store::Result<Option<conveyor_store::ApiKey>> {
-            self.inner.api_key(login)
-        }
-        fn api_keys(&self) -> conveyor_store::Result<Vec<conveyor_store::ApiKey>> {
-            self.inner.api_keys()
-        }
-        fn set_api_key_secret(
-            &self,
-            login: u64,
-            secret: &str,
-        ) -> conveyor_store::Result<Option<conveyor_store::ApiKey>> {
-            self.inner.set_api_key_secret(login, secret)
-        }
-        fn delete_api_key(&self, login: u64) -> conveyor_store::Result<bool> {
-            self.inner.delete_api_key(login)
-        }
-        fn size_on_disk(&self) -> conveyor_store::Result<u64> {
-            self.inner.size_on_disk()
-        }
-        fn next_ids(&self) -> conveyor_store::Result<conveyor_store::NextIds> {
-            self.inner.next_ids()
-        }
-        fn restore(&self, item: conveyor_store::Restore) -> conveyor_store::Result<()> {
-            self.inner.restore(item)
         }
     }
 

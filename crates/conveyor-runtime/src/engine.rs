@@ -376,7 +376,7 @@ impl Runtime {
                     self.schedule_from_engine(id);
                 }
                 if let Some(wake) = outcome.wake {
-                    self.timer_set_outside(wake.at);
+                    self.hint_timer(wake.at);
                 }
             }
             Err(crate::RuntimeError::Store(conveyor_store::StoreError::DuplicateRef {

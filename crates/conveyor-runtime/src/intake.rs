@@ -89,9 +89,10 @@ impl Runtime {
     fn after_born(&self, born: crate::step::Born) -> TaskRecord {
         self.metrics.step();
         if born.ready {
-            self.schedule(born.task.id);
+            // Its step told the loop of any timer: no need to read the index again.
+            self.schedule_from_engine(born.task.id);
         } else if let Some(wake) = born.task.wake {
-            self.timer_set_outside(wake.at);
+            self.hint_timer(wake.at);
         }
         born.task
     }

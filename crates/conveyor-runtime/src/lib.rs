@@ -247,8 +247,8 @@ pub struct Runtime {
     stats_cache: stats::StatsCache,
     /// Another engine of a shared store announced work (see [`Runtime::on_change`]).
     work_elsewhere: std::sync::atomic::AtomicBool,
-    /// Work came from outside the engine's steps (a door, a command), which may have
-    /// set timers no step told the loop of: the loop reads its timer index again.
+    /// Work came that no step decided (a plain create, a modify, a command), which may
+    /// have set timers no step told the loop of: the loop reads its timer index again.
     work_outside: std::sync::atomic::AtomicBool,
     /// Doors waiting for tasks' answers (sync replies, `answers.rs`).
     answers: answers::Answers,
@@ -589,16 +589,17 @@ impl Runtime {
         Ok(id)
     }
 
-    /// Puts a task in the queue of work (from outside the engine's steps: the loop also
-    /// reads its timer index again, in case whatever made the work set a timer).
+    /// Puts a task in the queue of work that no step decided (the loop also reads its
+    /// timer index again, in case whatever made the work set a timer).
     pub fn schedule(&self, task: u64) {
         self.work_outside
             .store(true, std::sync::atomic::Ordering::SeqCst);
         self.schedule_from_engine(task);
     }
 
-    /// Puts a task in the queue of work from the engine itself (its loop and steps,
-    /// whose timers reach the loop through `engine::TimerHint`). A step schedules every
+    /// Puts a task in the queue of work from the engine itself (its loop, its steps and
+    /// the first steps doors run, whose timers reach the loop through
+    /// `engine::TimerHint`). A step schedules every
     /// other task it creates or sends a message to, so a timer such a task has (a
     /// rate-limited process's summary) is told by that task's own step.
     pub(crate) fn schedule_from_engine(&self, task: u64) {
@@ -616,7 +617,7 @@ impl Runtime {
 
     /// Tells the engine's loop of a timer a step set (at a door, or in a runner),
     /// waking it only when the timer is due before it would wake anyway.
-    pub(crate) fn timer_set_outside(&self, at: i64) {
+    pub(crate) fn hint_timer(&self, at: i64) {
         if self.timer_hint.set(at) {
             self.work.notify_one();
         }

@@ -281,6 +281,19 @@ impl Step<'_> {
         env
     }
 
+    /// Every secret value this step knows of: those it read from other processes, and
+    /// the values of the task's secret keys.
+    fn known_secrets(&self) -> Vec<String> {
+        let mut secrets = self.revealed.clone();
+        mask::secret_values(
+            &self.loaded.process,
+            &self.task.secret_keys,
+            &self.task.data,
+            &mut secrets,
+        );
+        secrets
+    }
+
     /// Renders a template against the task; remembers secrets it read elsewhere.
     fn render(&mut self, template: &Template) -> std::result::Result<Value, String> {
         let data = Value::Object(std::mem::take(&mut self.task.data));

@@ -23,13 +23,7 @@ impl Step<'_> {
                 return Ok(());
             }
         };
-        let mut secrets = self.revealed.clone();
-        mask::secret_values(
-            &self.loaded.process,
-            &self.task.secret_keys,
-            &self.task.data,
-            &mut secrets,
-        );
+        let secrets = self.known_secrets();
         let shown_url = mask::mask_text(request.url.as_str(), &secrets);
         let method = request.method.as_str().to_string();
         let permit = match api.concurrency {

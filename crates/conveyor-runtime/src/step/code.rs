@@ -40,13 +40,7 @@ impl Step<'_> {
             return Ok(());
         }
         // A key the script filled from a secret value is secret too.
-        let mut secrets = self.revealed.clone();
-        mask::secret_values(
-            &self.loaded.process,
-            &self.task.secret_keys,
-            &self.task.data,
-            &mut secrets,
-        );
+        let secrets = self.known_secrets();
         if !secrets.is_empty() {
             let tainted: Vec<String> = output
                 .iter()

@@ -28,14 +28,7 @@ impl Step<'_> {
             Some(Ok(text)) => {
                 // It goes into another task's data and history: this task's secrets
                 // are cut out of it.
-                let mut secrets = self.revealed.clone();
-                crate::mask::secret_values(
-                    &self.loaded.process,
-                    &self.task.secret_keys,
-                    &self.task.data,
-                    &mut secrets,
-                );
-                Some(crate::mask::mask_text(&text, &secrets))
+                Some(crate::mask::mask_text(&text, &self.known_secrets()))
             }
             Some(Err(message)) => {
                 self.fail(
