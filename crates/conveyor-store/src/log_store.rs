@@ -19,7 +19,9 @@
 //! index, timers in due order, the ready set, counters, inboxes, the head of each task's
 //! history chain) and the processes and API keys. Task records, history and inbox
 //! messages stay on disk and are read with `pread` when asked for, so memory grows by
-//! about 200 bytes per task, not by the task's size.
+//! about 200 bytes per task, not by the task's size. The one exception is bounded: the
+//! records of ready tasks written lately are kept decoded until their next read (the
+//! engine's next step of the task), up to 16,384 of them and 32 MiB (`recent.rs`).
 //!
 //! **Snapshots** (`snapshot`, replaced atomically) hold the indexes as of a position in
 //! the log, so an open reads the snapshot and replays only what came after it. One is
@@ -39,6 +41,7 @@
 //! with what the engine saw when it wrote.
 
 mod codec;
+mod recent;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fs::{File, OpenOptions};
@@ -185,6 +188,14 @@ struct State {
     files: BTreeMap<u32, Arc<File>>,
 }
 
+/// What a commit changes of [`recent::Recent`], in the order of its ops.
+enum Kept {
+    /// A record to keep, and the size of its encoding.
+    Record(TaskRecord, usize),
+    /// The task's kept record, if any, is out of date or the task is gone.
+    Gone(u64),
+}
+
 /// The active segment and what has been written.
 struct Writer {
     segment: u32,
@@ -213,6 +224,9 @@ pub struct LogStore {
     flusher: Option<Flusher>,
     /// Writes snapshots to disk, in the order they were taken.
     snapshots: Option<SnapshotWriter>,
+    /// Task records written lately, for the next step's read (`recent.rs`). Changed
+    /// only under the writer's lock.
+    recent: Mutex<recent::Recent>,
     /// Held (locked) while the store is open.
     _lock: File,
 }
@@ -506,6 +520,7 @@ impl LogStore {
             writer,
             next_task,
             flusher,
+            recent: Mutex::default(),
             _lock: lock,
         })
     }
@@ -516,6 +531,10 @@ impl LogStore {
 
     fn state_mut(&self) -> RwLockWriteGuard<'_, State> {
         self.state.write().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn recent(&self) -> MutexGuard<'_, recent::Recent> {
+        self.recent.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     fn writer(&self) -> MutexGuard<'_, Writer> {
@@ -1461,6 +1480,9 @@ impl Store for LogStore {
     }
 
     fn task(&self, id: u64) -> Result<Option<TaskRecord>> {
+        if let Some(task) = self.recent().take(id) {
+            return Ok(Some(task));
+        }
         let bytes = {
             let state = self.state();
             match state.tasks.get(&id) {
@@ -1623,11 +1645,25 @@ impl Store for LogStore {
     }
 
     fn commit_group(&self, batches: &[Batch]) -> Result<()> {
-        // JSON outside the lock.
+        // JSON outside the lock; so are the copies of the records the engine reads
+        // next (ready tasks), kept once the frame is written.
         let mut values: Vec<Option<Vec<u8>>> = Vec::new();
+        let mut kept: Vec<Kept> = Vec::new();
         for op in batches.iter().flat_map(|b| &b.ops) {
             values.push(match op {
-                Op::PutTask(task) => Some(encode_json(task)?),
+                Op::PutTask(task) => {
+                    let json = encode_json(task)?;
+                    kept.push(if task.status == TaskStatus::Ready {
+                        Kept::Record(TaskRecord::clone(task), json.len())
+                    } else {
+                        Kept::Gone(task.id)
+                    });
+                    Some(json)
+                }
+                Op::DeleteTask { task, .. } => {
+                    kept.push(Kept::Gone(*task));
+                    None
+                }
                 Op::History { events, .. } | Op::ReplaceHistory { events, .. } => {
                     Some(encode_json(events)?)
                 }
@@ -1770,6 +1806,15 @@ impl Store for LogStore {
             return Ok(());
         }
         self.append_at(&mut w, enc, Some(at))?;
+        {
+            let mut recent = self.recent();
+            for change in kept {
+                match change {
+                    Kept::Record(task, bytes) => recent.keep(task, bytes),
+                    Kept::Gone(id) => recent.forget(id),
+                }
+            }
+        }
         // Committed. A compaction that fails (a full disk) leaves the log as it was, with
         // at most some values copied twice; it is tried again after 64 MiB more log.
         let _ = self.maybe_compact(&mut w);

@@ -768,3 +768,66 @@ fn damage_in_a_segment_before_the_last_is_refused_and_repair_drops_the_later_one
     let store = LogStore::open_with_limits(dir.path(), small).unwrap();
     assert!(store.task(1).unwrap().is_some());
 }
+
+/// The records kept for the next read (`recent.rs`) are the last ones committed: a read
+/// after each commit sees that commit's record, whether it was kept (a ready task),
+/// replaced in one group, left on disk (a finished task) or deleted; and a commit that
+/// fails leaves the one before it.
+#[test]
+fn a_read_after_a_commit_sees_that_commit_whether_its_record_was_kept_or_not() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = LogStore::open(dir.path()).unwrap();
+    assert_eq!(store.create_process(new_process(Some("p"))).unwrap().id, 1);
+    let put = |node: &str, status: TaskStatus| {
+        let mut record = task(5, 1, node);
+        record.status = status;
+        let mut batch = Batch::default();
+        batch.push(Op::PutTask(Box::new(record)));
+        batch
+    };
+    let node = |store: &LogStore| store.task(5).unwrap().map(|t| (t.node, t.status));
+    store.commit(&put("a", TaskStatus::Ready)).unwrap();
+    assert_eq!(store.recent().records_kept(), 1);
+    assert_eq!(node(&store), Some(("a".into(), TaskStatus::Ready)));
+    assert_eq!(store.recent().records_kept(), 0, "a read takes it");
+    // A second read goes to the log.
+    assert_eq!(node(&store), Some(("a".into(), TaskStatus::Ready)));
+    // Two writes in one group: the later one is kept.
+    store
+        .commit_group(&[put("b", TaskStatus::Ready), put("c", TaskStatus::Ready)])
+        .unwrap();
+    assert_eq!(node(&store), Some(("c".into(), TaskStatus::Ready)));
+    // A finished task is not kept, and what was kept of it before is dropped.
+    store.commit(&put("d", TaskStatus::Ready)).unwrap();
+    store.commit(&put("end", TaskStatus::Done)).unwrap();
+    assert_eq!(store.recent().records_kept(), 0);
+    assert_eq!(node(&store), Some(("end".into(), TaskStatus::Done)));
+    // A commit that fails keeps nothing of itself.
+    store.commit(&put("e", TaskStatus::Ready)).unwrap();
+    let mut taken = Batch::default();
+    taken.push(Op::InsertRef {
+        process: 1,
+        reference: "r".into(),
+        task: 6,
+    });
+    store.commit(&taken).unwrap();
+    let mut failing = put("f", TaskStatus::Ready);
+    failing.push(Op::InsertRef {
+        process: 1,
+        reference: "r".into(),
+        task: 5,
+    });
+    assert!(store.commit(&failing).is_err());
+    assert_eq!(node(&store), Some(("e".into(), TaskStatus::Ready)));
+    // A deleted task is gone, kept or not.
+    store.commit(&put("g", TaskStatus::Ready)).unwrap();
+    let mut delete = Batch::default();
+    delete.push(Op::DeleteTask {
+        task: 5,
+        process: 1,
+        reference: None,
+    });
+    store.commit(&delete).unwrap();
+    assert_eq!(node(&store), None);
+    assert_eq!(store.recent().records_kept(), 0);
+}
