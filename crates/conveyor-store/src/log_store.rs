@@ -191,7 +191,7 @@ struct State {
 /// What a commit changes of [`recent::Recent`], in the order of its ops.
 enum Kept {
     /// A record to keep, and the size of its encoding.
-    Record(TaskRecord, usize),
+    Record(Box<TaskRecord>, usize),
     /// The task's kept record, if any, is out of date or the task is gone.
     Gone(u64),
 }
@@ -535,6 +535,19 @@ impl LogStore {
 
     fn recent(&self) -> MutexGuard<'_, recent::Recent> {
         self.recent.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Task `id` as the log holds it (a listing reads this way, leaving the records kept
+    /// in `recent` for the steps that read them next).
+    fn task_on_disk(&self, id: u64) -> Result<Option<TaskRecord>> {
+        let bytes = {
+            let state = self.state();
+            match state.tasks.get(&id) {
+                Some(entry) => read_at(&state, entry.loc)?,
+                None => return Ok(None),
+            }
+        };
+        decode_json("a task", &bytes).map(Some)
     }
 
     fn writer(&self) -> MutexGuard<'_, Writer> {
@@ -1480,17 +1493,10 @@ impl Store for LogStore {
     }
 
     fn task(&self, id: u64) -> Result<Option<TaskRecord>> {
-        if let Some(task) = self.recent().take(id) {
-            return Ok(Some(task));
+        match self.recent().take(id) {
+            Some(task) => Ok(Some(task)),
+            None => self.task_on_disk(id),
         }
-        let bytes = {
-            let state = self.state();
-            match state.tasks.get(&id) {
-                Some(entry) => read_at(&state, entry.loc)?,
-                None => return Ok(None),
-            }
-        };
-        decode_json("a task", &bytes).map(Some)
     }
 
     fn task_by_ref(&self, process: u64, reference: &str) -> Result<Option<TaskRecord>> {
@@ -1519,7 +1525,7 @@ impl Store for LogStore {
             if out.len() >= limit {
                 break;
             }
-            if let Some(task) = self.task(id)?
+            if let Some(task) = self.task_on_disk(id)?
                 && node.is_none_or(|n| n == task.node)
             {
                 out.push(task);
@@ -1654,7 +1660,7 @@ impl Store for LogStore {
                 Op::PutTask(task) => {
                     let json = encode_json(task)?;
                     kept.push(if task.status == TaskStatus::Ready {
-                        Kept::Record(TaskRecord::clone(task), json.len())
+                        Kept::Record(task.clone(), json.len())
                     } else {
                         Kept::Gone(task.id)
                     });
@@ -1810,7 +1816,7 @@ impl Store for LogStore {
             let mut recent = self.recent();
             for change in kept {
                 match change {
-                    Kept::Record(task, bytes) => recent.keep(task, bytes),
+                    Kept::Record(task, bytes) => recent.keep(*task, bytes),
                     Kept::Gone(id) => recent.forget(id),
                 }
             }
