@@ -1008,3 +1008,92 @@ nodes:
     e.add("@holding", Some("t3"), json!({}));
     assert!(e.runtime.add_task("@holding", None, Map::new()).is_err());
 }
+
+const ORDERS: &str = r#"
+process: orders
+nodes:
+  start: { type: start, next: waiting }
+  waiting: { type: queue, next: shipped }
+  shipped: { type: final, keep: 30d }
+"#;
+
+fn taker(name: &str, order: &str) -> String {
+    format!(
+        r#"
+process: {name}
+nodes:
+  start: {{ type: start, next: take }}
+  take: {{ type: get_task, process: "@orders", node: waiting, order: {order}, next: got, on_error: empty }}
+  got: {{ type: final, keep: 30d }}
+  empty: {{ type: final, status: error, keep: 30d }}
+"#
+    )
+}
+
+/// One engine (one `Runtime`, as `conveyor serve` keeps) takes from a queue many times:
+/// the queue is listed at its first take, and after that the tasks that come to wait
+/// in it are known from this engine's own steps; a task that left the queue another
+/// way (deleted here) is passed over; an empty queue is told as such.
+#[tokio::test]
+async fn a_queue_is_taken_from_in_order_as_tasks_come_and_leave() {
+    for kind in [
+        conveyor_store::StoreKind::Log,
+        conveyor_store::StoreKind::Sled,
+    ] {
+        let e = Engine::with_store(kind);
+        e.clone_process(ORDERS, Some("orders"));
+        e.clone_process(&taker("oldest", "oldest"), Some("oldest"));
+        e.clone_process(&taker("newest", "newest"), Some("newest"));
+        let take = |taker: &'static str, reference: String| {
+            let e = &e;
+            async move {
+                e.add(taker, Some(&reference), json!({}));
+                e.idle().await;
+                let task = e.task(taker, &reference);
+                if task.node == "got" {
+                    let id = task.data["__queue_task_id__"].as_u64().expect("an id");
+                    let taken = e
+                        .runtime
+                        .store()
+                        .task(id)
+                        .expect("read")
+                        .expect("the taken task");
+                    assert_eq!(taken.node, "shipped", "the taken task goes on");
+                    taken.reference
+                } else {
+                    assert_eq!(task.node, "empty", "{kind:?}: {task:?}");
+                    None
+                }
+            }
+        };
+        let order = |n: u32| {
+            e.clock.advance(Duration::from_secs(1));
+            e.add("@orders", Some(&format!("o{n}")), json!({ "n": n }))
+        };
+        order(1);
+        e.idle().await;
+        // The first take lists the queue.
+        assert_eq!(take("@oldest", "t1".into()).await.as_deref(), Some("o1"));
+        // These come after that listing: the engine's own steps put them on its list.
+        for n in 2..=5 {
+            order(n);
+            e.idle().await;
+        }
+        e.runtime
+            .delete_task("@orders", &TaskKey("o3".into()))
+            .expect("o3 deleted");
+        assert_eq!(take("@oldest", "t2".into()).await.as_deref(), Some("o2"));
+        assert_eq!(take("@newest", "t3".into()).await.as_deref(), Some("o5"));
+        assert_eq!(
+            take("@oldest", "t4".into()).await.as_deref(),
+            Some("o4"),
+            "{kind:?}: o3 left the queue and is passed over"
+        );
+        assert_eq!(take("@oldest", "t5".into()).await, None, "{kind:?}");
+        // A queue found empty takes what comes next.
+        order(6);
+        e.idle().await;
+        assert_eq!(take("@newest", "t6".into()).await.as_deref(), Some("o6"));
+        assert_eq!(e.task("@orders", "o6").status, TaskStatus::Done);
+    }
+}

@@ -11,6 +11,7 @@ mod compare;
 mod intake;
 mod postgres;
 mod pure;
+mod queue;
 mod refs;
 mod report;
 mod restart;
@@ -99,6 +100,7 @@ impl Scenario {
                 | Scenario::Refs(_)
                 | Scenario::Retention { .. }
                 | Scenario::Code { .. }
+                | Scenario::Queue { .. }
         )
     }
 }
@@ -168,6 +170,13 @@ enum Scenario {
     /// N tasks through a `code` node running a 10-line JavaScript, against a set_param
     /// in its place: the script's CPU per task.
     Code {
+        /// Number of tasks [default: 100,000; --quick 10,000].
+        #[arg(long)]
+        tasks: Option<u64>,
+    },
+    /// N tasks wait in a `queue` node, then N `get_task` nodes take them: takes per
+    /// second.
+    Queue {
         /// Number of tasks [default: 100,000; --quick 10,000].
         #[arg(long)]
         tasks: Option<u64>,
@@ -318,6 +327,7 @@ fn main() -> ExitCode {
         Scenario::Refs(args) => refs_scenario(&args, &sizes, durability).map(print),
         Scenario::Code { tasks } => code::run(sizes.pick(tasks, 100_000, 10_000)).map(print),
         Scenario::Intake { tasks } => intake::run(sizes.pick(tasks, 100_000, 5_000)).map(print),
+        Scenario::Queue { tasks } => queue::run(sizes.pick(tasks, 100_000, 10_000)).map(print),
         Scenario::Retention {
             tasks,
             refreshes,
@@ -426,7 +436,7 @@ fn all(quick: bool, json: bool, durability: bool, store: StoreChoice) -> ExitCod
     .filter_map(|(on, flag)| on.then_some(flag))
     .collect();
     flags.extend(["--store", store.flag()]);
-    let scenarios: [(&str, &[&str]); 7] = [
+    let scenarios: [(&str, &[&str]); 8] = [
         ("template", &["template"]),
         ("pure", &["pure"]),
         ("api", &["api"]),
@@ -434,6 +444,7 @@ fn all(quick: bool, json: bool, durability: bool, store: StoreChoice) -> ExitCod
         ("refs", &["refs"]),
         ("intake", &["intake"]),
         ("code", &["code"]),
+        ("queue", &["queue"]),
     ];
     let mut failed = Vec::new();
     for (name, args) in scenarios {

@@ -25,6 +25,7 @@
 //! - `alerts.rs` — a node's `alert` (Corezoid's `count` semaphor): alert tasks when its
 //!   count crosses the threshold;
 //! - `ops.rs` — the commands: clone and update processes, add, find, modify tasks;
+//! - `queues.rs` — the tasks waiting in each `queue` node, for `get_task`;
 //! - `recover.rs` — `task retry` and `task goto`;
 //! - `input.rs` — what the outside may set, checked at every door;
 //! - `env.rs` — a running task's template environment (`conv[…]` reads);
@@ -50,6 +51,7 @@ mod intake;
 mod mask;
 mod metrics;
 mod ops;
+mod queues;
 mod recover;
 mod refcache;
 mod retention;
@@ -255,6 +257,8 @@ pub struct Runtime {
     /// Tasks a `get_task` node took from a `queue` node that have not moved on yet (their
     /// own step moves them): no second `get_task` takes them meanwhile.
     taken: Mutex<std::collections::HashSet<u64>>,
+    /// The tasks waiting in each `queue` node, for `get_task` (`queues.rs`).
+    queues: queues::Queues,
     /// Held while an `alert` is decided and its task committed (`alerts.rs`).
     alerting: tokio::sync::Mutex<()>,
     /// Timers set outside the engine's steps, for its loop (`engine::TimerHint`).
@@ -297,6 +301,7 @@ impl Runtime {
             work_outside: std::sync::atomic::AtomicBool::new(false),
             answers: answers::Answers::default(),
             taken: Mutex::new(std::collections::HashSet::new()),
+            queues: queues::Queues::default(),
             alerting: tokio::sync::Mutex::new(()),
             timer_hint: engine::TimerHint::default(),
             held: Mutex::new(FastMap::default()),

@@ -889,6 +889,7 @@ impl Step<'_> {
         self.give_back_claims();
         committed?;
         self.release_claim();
+        self.note_queued();
         self.rt.check_alerts(&self.loaded, &moved).await?;
         self.send_answer();
         self.rt

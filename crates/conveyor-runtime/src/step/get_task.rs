@@ -4,8 +4,8 @@
 
 use super::*;
 
-/// At most this many tasks of the queue's process are looked at for the oldest or
-/// newest waiting one (the store lists a process's tasks in id order).
+/// At most this many tasks of the queue's process are listed, looking for those waiting
+/// in the queue (the store lists a process's tasks in id order).
 const SCAN_LIMIT: usize = 100_000;
 
 /// The taken task's id and data, or a failure's tag and description.
@@ -60,20 +60,13 @@ impl Step<'_> {
                 ));
             }
         };
-        let mut waiting: Vec<TaskRecord> = self
-            .rt
-            .store
-            .tasks(loaded.record.id, Some(queue), SCAN_LIMIT)
-            .map_err(|e| ("get_task_fatal_error", e.to_string()))?
-            .into_iter()
-            .filter(|t| t.status == TaskStatus::Waiting && t.id != self.task.id)
-            .collect();
-        // Oldest first: by when they entered the queue, then by id.
-        waiting.sort_by_key(|t| (t.entered, t.id));
-        if newest {
-            waiting.reverse();
-        }
-        let Some(task) = self.take_one(waiting, queue)? else {
+        let process = loaded.record.id;
+        let taken = if self.rt.store.shared() {
+            self.take_listing(process, queue, newest)?
+        } else {
+            self.take_listed(process, queue, newest)?
+        };
+        let Some(task) = taken else {
             return Err((
                 "not_found_task",
                 format!("no task waits in queue node `{queue}` of process {target}"),
@@ -84,15 +77,19 @@ impl Step<'_> {
             Ok(data) => data,
             Err(message) => {
                 self.untake(task.id);
+                self.rt
+                    .queues
+                    .put_back(process, queue, (task.entered, task.id));
                 return Err(("get_task_wrong_convert_param", message));
             }
         };
         let seq = match self.rt.store.next_task_id() {
             Ok(seq) => seq,
             Err(e) => {
-                if let Ok(mut taken) = self.rt.taken.lock() {
-                    taken.remove(&task.id);
-                }
+                self.untake(task.id);
+                self.rt
+                    .queues
+                    .put_back(process, queue, (task.entered, task.id));
                 return Err(("get_task_fatal_error", e.to_string()));
             }
         };
@@ -137,6 +134,105 @@ impl Step<'_> {
                 _ => Map::new(),
             },
         )
+    }
+
+    /// The oldest (or newest) task waiting in `queue` that no other step has taken, from
+    /// this engine's list of the queue (`queues.rs`): each candidate is read back, and
+    /// one that left the queue is dropped from the list.
+    fn take_listed(
+        &mut self,
+        process: u64,
+        queue: &str,
+        newest: bool,
+    ) -> std::result::Result<Option<TaskRecord>, (&'static str, String)> {
+        let fatal = |e: conveyor_store::StoreError| ("get_task_fatal_error", e.to_string());
+        let queues = &self.rt.queues;
+        if queues.needs_listing(process, queue) {
+            // One take lists it; those that come meanwhile wait for its list (the
+            // listing reads the store only, so it needs no other worker to finish).
+            let lock = queues.listing_lock(process, queue);
+            let _listing = lock.lock().unwrap_or_else(|e| e.into_inner());
+            if queues.needs_listing(process, queue) {
+                let found = self
+                    .rt
+                    .store
+                    .tasks(process, Some(queue), SCAN_LIMIT)
+                    .map_err(fatal)?;
+                queues.listed(
+                    process,
+                    queue,
+                    found
+                        .iter()
+                        .filter(|t| t.status == TaskStatus::Waiting)
+                        .map(|t| (t.entered, t.id)),
+                );
+            }
+        }
+        // Candidates that stay in the queue (this task itself, or taken by another step
+        // that has not moved them on): back on the list once this take is decided.
+        let mut passed = Vec::new();
+        let taken = loop {
+            let Some(candidate) = queues.next(process, queue, newest) else {
+                break Ok(None);
+            };
+            let id = candidate.1;
+            let free = id != self.task.id
+                && self
+                    .rt
+                    .taken
+                    .lock()
+                    .map_err(|_| ("get_task_fatal_error", "the claims lock is poisoned".into()))?
+                    .insert(id);
+            if !free {
+                passed.push(candidate);
+                continue;
+            }
+            match self.rt.store.task(id) {
+                Ok(Some(task))
+                    if task.process == process
+                        && task.node == queue
+                        && task.status == TaskStatus::Waiting =>
+                {
+                    break Ok(Some(task));
+                }
+                // It left the queue: off the list.
+                Ok(_) => self.untake(id),
+                Err(e) => {
+                    self.untake(id);
+                    passed.push(candidate);
+                    break Err(fatal(e));
+                }
+            }
+        };
+        for candidate in passed {
+            queues.put_back(process, queue, candidate);
+        }
+        taken
+    }
+
+    /// The oldest (or newest) task waiting in `queue` that no other step or engine has
+    /// taken, from a listing of the queue (a store shared by several engines, whose
+    /// steps this engine does not see).
+    fn take_listing(
+        &mut self,
+        process: u64,
+        queue: &str,
+        newest: bool,
+    ) -> std::result::Result<Option<TaskRecord>, (&'static str, String)> {
+        let mut waiting: Vec<TaskRecord> = self
+            .rt
+            .store
+            .tasks(process, Some(queue), SCAN_LIMIT)
+            .map_err(|e| ("get_task_fatal_error", e.to_string()))?
+            .into_iter()
+            .filter(|t| t.status == TaskStatus::Waiting && t.id != self.task.id)
+            .collect();
+        // Oldest first: by when they entered the queue, then by id.
+        waiting.sort_by_key(|t| (t.entered, t.id));
+        if newest {
+            waiting.reverse();
+        }
+        self.take_one(waiting, queue)
     }
 
     /// The first of `waiting` no other step has taken. This engine's steps are kept

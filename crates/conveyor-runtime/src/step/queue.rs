@@ -67,6 +67,27 @@ impl Step<'_> {
         }
     }
 
+    /// Once this step is committed: a task that waits in a queue is on this engine's
+    /// list of it (`queues.rs`), for the `get_task` nodes that take from it.
+    pub(super) fn note_queued(&self) {
+        let in_queue = matches!(
+            self.loaded
+                .process
+                .nodes
+                .get(&self.task.node)
+                .map(|n| &n.kind),
+            Some(NodeKind::Queue(_))
+        );
+        if in_queue && self.task.status == TaskStatus::Waiting && !self.rt.store.shared() {
+            self.rt.queues.arrived(
+                self.task.process,
+                &self.task.node,
+                self.task.entered,
+                self.task.id,
+            );
+        }
+    }
+
     /// Once this step is committed, a claim on this task (`Runtime::taken`) is over:
     /// the store says where it is now.
     pub(super) fn release_claim(&self) {
