@@ -1136,6 +1136,16 @@ nodes:
             .ok(&["task", "history", "@actions", &id.to_string()])
     };
 
+    // The page the send opened has watched the task fail: its actions are drawn again
+    // with Retry, without a reload (the page was drawn while the task still ran).
+    assert!(
+        driver.until(
+            Duration::from_secs(10),
+            "return !!document.getElementById('retry');"
+        ),
+        "no Retry on the open page of a task that failed: {}",
+        driver.script("return document.getElementById('actions').innerHTML;")
+    );
     // Retry: asked first; Cancel does nothing; Yes runs the node again (it fails again).
     driver.go(&page);
     assert!(driver.until(

@@ -173,9 +173,19 @@ async function taskPage(processId, taskId) {
     <div><h2>History</h2><ul class="timeline" id="task-history">${timeline(t.history)}</ul></div></div>`;
   taskActions(t);
   if (t.token && p.authorize) wireToken(p, t);
+  // The actions as drawn: drawn again when the task moves or its status changes (a task
+  // that fails while watched gets its Retry), unless one is being used right now.
+  let shown = t;
   every(2000, async () => {
     const again = await api(`/ui/api/tasks/${encodeURIComponent(processId)}/${encodeURIComponent(taskId)}`).catch(() => null);
     if (!again) return;
+    const actions = document.getElementById("actions");
+    const dialog = document.getElementById("confirm");
+    const busy = (actions && actions.contains(document.activeElement)) || (dialog && !dialog.hidden);
+    if ((again.status !== shown.status || again.node !== shown.node) && actions && !busy) {
+      taskActions(again);
+      shown = again;
+    }
     const box = document.getElementById("token-state");
     if (box && again.token) setHtml(box, tokenWords(again));
     const status = document.getElementById("task-status");

@@ -86,6 +86,55 @@ pub(crate) struct Step<'r> {
     born: bool,
     /// The commit is acknowledged only once on disk (a door's create).
     durable: bool,
+    /// Where the task waited when the step began, and since when: a task that leaves
+    /// a queue node goes off the engine's list of it (`queues.rs`).
+    began: (String, i64),
+    /// Tasks this step took from queues (`get_task`), not committed yet: given back if
+    /// the step ends without its commit.
+    took: Taken<'r>,
+    /// A `get_task` took this task (its message was read in this step): once this step
+    /// is committed, the taker's hold on it is over (`release_claim`).
+    dequeued: bool,
+}
+
+/// A task a `get_task` took: the queue and the list entry it had there.
+struct Took {
+    process: u64,
+    queue: String,
+    entered: i64,
+    task: u64,
+}
+
+/// The tasks a step took from queues and has not committed yet.
+struct Taken<'r> {
+    rt: &'r Runtime,
+    tasks: Vec<Took>,
+}
+
+impl Taken<'_> {
+    fn push(&mut self, took: Took) {
+        self.tasks.push(took);
+    }
+
+    /// The step's commit is done: the takes hold.
+    fn clear(&mut self) {
+        self.tasks.clear();
+    }
+}
+
+impl Drop for Taken<'_> {
+    /// A step that ends without committing (its commit failed, it erred, it panicked)
+    /// gives back the tasks it took from queues: they stay queued for another take.
+    fn drop(&mut self) {
+        for took in std::mem::take(&mut self.tasks) {
+            if let Ok(mut taken) = self.rt.taken.lock() {
+                taken.remove(&took.task);
+            }
+            self.rt
+                .queues
+                .put_back(took.process, &took.queue, (took.entered, took.task));
+        }
+    }
 }
 
 /// Where a woken task was and since when.
@@ -198,6 +247,12 @@ pub(crate) async fn run_born(
 impl<'r> Step<'r> {
     fn new(rt: &'r Runtime, loaded: Arc<LoadedProcess>, task: TaskRecord, batch: Batch) -> Self {
         Step {
+            began: (task.node.clone(), task.entered),
+            took: Taken {
+                rt,
+                tasks: Vec::new(),
+            },
+            dequeued: false,
             rt,
             loaded,
             task,
@@ -888,6 +943,7 @@ impl Step<'_> {
         let committed = self.rt.commit_grouped(batch, self.durable).await;
         self.give_back_claims();
         committed?;
+        self.took.clear();
         self.release_claim();
         self.note_queued();
         self.rt.check_alerts(&self.loaded, &moved).await?;
@@ -932,7 +988,9 @@ impl Step<'_> {
         let committed = self.rt.commit_grouped(batch, self.durable).await;
         self.give_back_claims();
         committed?;
+        self.took.clear();
         self.release_claim();
+        self.note_queued();
         self.rt.check_alerts(&self.loaded, &moved).await?;
         self.send_answer();
         self.rt.metrics.task_removed();

@@ -20,8 +20,9 @@
 //! history chain) and the processes and API keys. Task records, history and inbox
 //! messages stay on disk and are read with `pread` when asked for, so memory grows by
 //! about 200 bytes per task, not by the task's size. The one exception is bounded: the
-//! records of ready tasks written lately are kept decoded until their next read (the
-//! engine's next step of the task), up to 16,384 of them and 32 MiB (`recent.rs`).
+//! records of ready tasks written lately (those under 4 KiB of JSON) are kept decoded
+//! until their next read (the engine's next step of the task), up to 16,384 of them and
+//! about 32 MiB of memory (`recent.rs`).
 //!
 //! **Snapshots** (`snapshot`, replaced atomically) hold the indexes as of a position in
 //! the log, so an open reads the snapshot and replays only what came after it. One is
@@ -190,7 +191,7 @@ struct State {
 
 /// What a commit changes of [`recent::Recent`], in the order of its ops.
 enum Kept {
-    /// A record to keep, and the size of its encoding.
+    /// A record to keep, and what it costs in memory (`recent::cost`).
     Record(Box<TaskRecord>, usize),
     /// The task's kept record, if any, is out of date or the task is gone.
     Gone(u64),
@@ -1659,10 +1660,11 @@ impl Store for LogStore {
             values.push(match op {
                 Op::PutTask(task) => {
                     let json = encode_json(task)?;
-                    kept.push(if task.status == TaskStatus::Ready {
-                        Kept::Record(task.clone(), json.len())
-                    } else {
-                        Kept::Gone(task.id)
+                    kept.push(match recent::cost(task, json.len()) {
+                        Some(cost) if task.status == TaskStatus::Ready => {
+                            Kept::Record(task.clone(), cost)
+                        }
+                        _ => Kept::Gone(task.id),
                     });
                     Some(json)
                 }
@@ -1811,13 +1813,23 @@ impl Store for LogStore {
         if enc.buf.len() == 8 {
             return Ok(());
         }
+        // What is kept of these tasks goes before the frame is applied, so that no read
+        // meets a kept record older than the indexes; the new ones are kept after it.
+        {
+            let mut recent = self.recent();
+            for change in &kept {
+                match change {
+                    Kept::Record(task, _) => recent.forget(task.id),
+                    Kept::Gone(id) => recent.forget(*id),
+                }
+            }
+        }
         self.append_at(&mut w, enc, Some(at))?;
         {
             let mut recent = self.recent();
             for change in kept {
-                match change {
-                    Kept::Record(task, bytes) => recent.keep(*task, bytes),
-                    Kept::Gone(id) => recent.forget(id),
+                if let Kept::Record(task, cost) = change {
+                    recent.keep(*task, cost);
                 }
             }
         }

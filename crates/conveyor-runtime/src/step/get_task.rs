@@ -100,6 +100,12 @@ impl Step<'_> {
         });
         self.batch.push(Op::SetReady(task.id));
         self.schedule.push(task.id);
+        self.took.push(Took {
+            process,
+            queue: queue.to_string(),
+            entered: task.entered,
+            task: task.id,
+        });
         Ok((task.id, data))
     }
 
@@ -138,51 +144,89 @@ impl Step<'_> {
 
     /// The oldest (or newest) task waiting in `queue` that no other step has taken, from
     /// this engine's list of the queue (`queues.rs`): each candidate is read back, and
-    /// one that left the queue is dropped from the list.
+    /// one that left the queue is dropped from the list. A list with no candidate left
+    /// is made again from the store, at most once a second.
     fn take_listed(
         &mut self,
         process: u64,
         queue: &str,
         newest: bool,
     ) -> std::result::Result<Option<TaskRecord>, (&'static str, String)> {
-        let fatal = |e: conveyor_store::StoreError| ("get_task_fatal_error", e.to_string());
-        let queues = &self.rt.queues;
-        if queues.needs_listing(process, queue) {
-            // One take lists it; those that come meanwhile wait for its list (the
-            // listing reads the store only, so it needs no other worker to finish).
-            let lock = queues.listing_lock(process, queue);
-            let _listing = lock.lock().unwrap_or_else(|e| e.into_inner());
-            if queues.needs_listing(process, queue) {
-                let found = self
-                    .rt
-                    .store
-                    .tasks(process, Some(queue), SCAN_LIMIT)
-                    .map_err(fatal)?;
-                queues.listed(
-                    process,
-                    queue,
-                    found
-                        .iter()
-                        .filter(|t| t.status == TaskStatus::Waiting)
-                        .map(|t| (t.entered, t.id)),
-                );
+        let mut listed = false;
+        if self.rt.queues.needs_listing(process, queue) {
+            self.list_queue(process, queue)?;
+            listed = true;
+        }
+        loop {
+            match self.next_listed(process, queue, newest)? {
+                Some(task) => return Ok(Some(task)),
+                None if !listed && self.rt.queues.may_relist(process, queue) => {
+                    self.list_queue(process, queue)?;
+                    listed = true;
+                }
+                None => return Ok(None),
             }
         }
-        // Candidates that stay in the queue (this task itself, or taken by another step
-        // that has not moved them on): back on the list once this take is decided.
+    }
+
+    /// Lists the queue from the store into this engine's list. One take lists it at a
+    /// time; one that waited for another's listing uses that one. The wait and the
+    /// listing (which reads every task of the process) let the tokio worker go to other
+    /// tasks meanwhile (`block_in_place`, where the runtime has more than one thread).
+    fn list_queue(
+        &self,
+        process: u64,
+        queue: &str,
+    ) -> std::result::Result<(), (&'static str, String)> {
+        let queues = &self.rt.queues;
+        let (lock, seen) = queues.listing_lock(process, queue);
+        blocking(|| {
+            let _listing = lock.lock().unwrap_or_else(|e| e.into_inner());
+            if queues.listed_since(process, queue, seen) {
+                return Ok(());
+            }
+            let found = self
+                .rt
+                .store
+                .tasks(process, Some(queue), SCAN_LIMIT)
+                .map_err(|e| ("get_task_fatal_error", e.to_string()))?;
+            let complete = found.len() < SCAN_LIMIT;
+            queues.listed(
+                process,
+                queue,
+                found
+                    .iter()
+                    .filter(|t| t.status == TaskStatus::Waiting)
+                    .map(|t| (t.entered, t.id)),
+                complete,
+            );
+            Ok(())
+        })
+    }
+
+    /// The first candidate on the list that is free and still waits in the queue; the
+    /// ones passed over that stay in it (this task itself, or one another step took and
+    /// has not moved on yet) go back on the list.
+    fn next_listed(
+        &mut self,
+        process: u64,
+        queue: &str,
+        newest: bool,
+    ) -> std::result::Result<Option<TaskRecord>, (&'static str, String)> {
+        let queues = &self.rt.queues;
         let mut passed = Vec::new();
         let taken = loop {
             let Some(candidate) = queues.next(process, queue, newest) else {
                 break Ok(None);
             };
             let id = candidate.1;
-            let free = id != self.task.id
-                && self
-                    .rt
-                    .taken
-                    .lock()
-                    .map_err(|_| ("get_task_fatal_error", "the claims lock is poisoned".into()))?
-                    .insert(id);
+            let free = match self.rt.taken.lock() {
+                Ok(mut taken) => id != self.task.id && taken.insert(id),
+                Err(_) => {
+                    passed.push(candidate);
+                    break Err(("get_task_fatal_error", "the claims lock is poisoned".into()));
+                }
+            };
             if !free {
                 passed.push(candidate);
                 continue;
@@ -200,7 +244,7 @@ impl Step<'_> {
                 Err(e) => {
                     self.untake(id);
                     passed.push(candidate);
-                    break Err(fatal(e));
+                    break Err(("get_task_fatal_error", e.to_string()));
                 }
             }
         };
@@ -303,5 +347,17 @@ impl Step<'_> {
         if let Ok(mut taken) = self.rt.taken.lock() {
             taken.remove(&task);
         }
+    }
+}
+
+/// Runs `f`, which blocks (waits for a lock, reads the store at length), letting the
+/// tokio worker's other tasks move to another worker meanwhile where the runtime has
+/// more than one (`block_in_place` is refused on a single-threaded runtime).
+fn blocking<T>(f: impl FnOnce() -> T) -> T {
+    match tokio::runtime::Handle::try_current() {
+        Ok(handle) if handle.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
+            tokio::task::block_in_place(f)
+        }
+        _ => f(),
     }
 }

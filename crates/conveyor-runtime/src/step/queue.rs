@@ -36,6 +36,7 @@ impl Step<'_> {
 
     /// A `get_task` node took this task: it goes on, if it still waits in a queue.
     pub(super) fn dequeued(&mut self, by: u64) {
+        self.dequeued = true;
         let loaded = self.here();
         let next = match loaded.process.nodes.get(&self.task.node).map(|n| &n.kind) {
             Some(NodeKind::Queue(queue)) if self.task.status == TaskStatus::Waiting => {
@@ -67,18 +68,28 @@ impl Step<'_> {
         }
     }
 
-    /// Once this step is committed: a task that waits in a queue is on this engine's
-    /// list of it (`queues.rs`), for the `get_task` nodes that take from it.
-    pub(super) fn note_queued(&self) {
-        let in_queue = matches!(
-            self.loaded
-                .process
-                .nodes
-                .get(&self.task.node)
-                .map(|n| &n.kind),
-            Some(NodeKind::Queue(_))
-        );
-        if in_queue && self.task.status == TaskStatus::Waiting && !self.rt.store.shared() {
+    /// Once this step is committed: this engine's lists of queues (`queues.rs`) follow
+    /// the task: off the list of the queue it left (its time limit, `task goto`, a take),
+    /// on the list of the queue it now waits in.
+    pub(super) fn note_queued(&mut self) {
+        if self.rt.store.shared() {
+            return;
+        }
+        let is_queue = |node: &str| {
+            matches!(
+                self.loaded.process.nodes.get(node).map(|n| &n.kind),
+                Some(NodeKind::Queue(_))
+            )
+        };
+        let (was, since) = &self.began;
+        let waits = self.task.status == TaskStatus::Waiting && !self.remove;
+        let stays = waits && *was == self.task.node && *since == self.task.entered;
+        if is_queue(was) && !stays {
+            self.rt
+                .queues
+                .left(self.task.process, was, *since, self.task.id);
+        }
+        if waits && is_queue(&self.task.node) && !stays {
             self.rt.queues.arrived(
                 self.task.process,
                 &self.task.node,
@@ -86,11 +97,18 @@ impl Step<'_> {
                 self.task.id,
             );
         }
+        // What the next commit of this step (an API call's) compares with.
+        self.began = (self.task.node.clone(), self.task.entered);
     }
 
-    /// Once this step is committed, a claim on this task (`Runtime::taken`) is over:
-    /// the store says where it is now.
+    /// Once this step, which read a `get_task`'s message, is committed, the taker's
+    /// hold on this task (`Runtime::taken`) is over: the store says where it is now. A
+    /// step that read no such message leaves a hold alone: the taker's message is still
+    /// on its way, and the task must not be taken twice meanwhile.
     pub(super) fn release_claim(&self) {
+        if !self.dequeued {
+            return;
+        }
         if let Ok(mut taken) = self.rt.taken.lock() {
             taken.remove(&self.task.id);
         }

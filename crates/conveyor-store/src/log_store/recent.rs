@@ -6,22 +6,67 @@
 //! saves a `pread` and a JSON decode, which cost more than the copy made here.
 //!
 //! A record is kept until it is read, replaced, deleted, or pushed out by newer ones:
-//! at most [`MAX_RECORDS`] records and [`MAX_BYTES`] of their encoded size, so memory
-//! stays bounded whatever the size of the tasks. Reading one *takes* it: a second read
-//! goes to the log, as every read did before.
+//! at most [`MAX_RECORDS`] records and [`MAX_BYTES`] of memory as [`cost`] estimates
+//! it, and only records of under [`MAX_RECORD_JSON`] bytes of JSON, so memory stays
+//! bounded whatever the tasks hold. Reading one *takes* it (any read: a ref looked up,
+//! the task API): a second read goes to the log, as every read did before.
 //!
-//! The store changes it only under its writer's lock, after a frame is applied, so a
-//! record here is never older than the log's: a reader gets either the record the last
-//! acknowledged commit wrote or, as before, the one on disk.
+//! A commit (under the store's writer lock) drops what is kept of every task it writes
+//! *before* its frame reaches the indexes, and keeps the new records after; so a record
+//! here is never older than what the indexes point to, and a reader gets either the
+//! record the last applied commit wrote or, as before, the one on disk.
 
 use std::collections::{BTreeMap, HashMap};
+
+use serde_json::Value;
 
 use crate::TaskRecord;
 
 /// Most records kept.
 pub(super) const MAX_RECORDS: usize = 16_384;
-/// Most bytes (of their JSON encoding) kept.
+/// Most memory they may take, as [`cost`] estimates it.
 pub(super) const MAX_BYTES: usize = 32 * 1024 * 1024;
+/// Larger records are not kept: a decoded record takes many times its JSON's size.
+pub(super) const MAX_RECORD_JSON: usize = 4 * 1024;
+
+/// What keeping `task` (`json` bytes encoded) costs in memory, estimated from its
+/// decoded values (each JSON value decodes into a [`Value`] plus what it owns); `None`
+/// when it is too large to keep.
+pub(super) fn cost(task: &TaskRecord, json: usize) -> Option<usize> {
+    if json > MAX_RECORD_JSON {
+        return None;
+    }
+    let strings = [&task.reference, &task.prev_node]
+        .into_iter()
+        .flatten()
+        .map(String::len)
+        .sum::<usize>()
+        + task.node.len()
+        + task.secret_keys.iter().map(|k| k.len() + 24).sum::<usize>();
+    let data = task
+        .data
+        .iter()
+        .map(|(k, v)| k.len() + ENTRY + value_cost(v))
+        .sum::<usize>();
+    Some(std::mem::size_of::<TaskRecord>() + strings + data + 64)
+}
+
+/// A map entry's own room besides its key's text and its value (the key's `String`,
+/// the hash index, the entry's hash).
+const ENTRY: usize = 24 + 16 + 8;
+
+fn value_cost(value: &Value) -> usize {
+    std::mem::size_of::<Value>()
+        + match value {
+            Value::String(s) => s.len(),
+            Value::Array(items) => items.iter().map(value_cost).sum(),
+            Value::Object(map) => map
+                .iter()
+                .map(|(k, v)| k.len() + ENTRY + value_cost(v))
+                .sum(),
+            _ => 0,
+        }
+}
 
 #[derive(Default)]
 pub(super) struct Recent {
@@ -34,7 +79,7 @@ pub(super) struct Recent {
 }
 
 impl Recent {
-    /// Keeps `record` (`bytes`: its encoded size) in place of any older one of its task.
+    /// Keeps `record` (`bytes`: its [`cost`]) in place of any older one of its task.
     pub(super) fn keep(&mut self, record: TaskRecord, bytes: usize) {
         self.forget(record.id);
         if bytes > MAX_BYTES {
@@ -119,6 +164,26 @@ mod tests {
         assert!(recent.take(5).is_none());
         assert!(recent.take(4).is_some());
         assert_eq!(recent.bytes, 0);
+    }
+
+    #[test]
+    fn a_record_costs_at_least_its_decoded_values_and_a_large_one_is_not_kept() {
+        let mut small = record(1, "n");
+        small.data.insert("k".into(), Value::from(1));
+        let json = |t: &TaskRecord| serde_json::to_vec(t).map(|v| v.len()).unwrap_or(0);
+        let base = cost(&small, json(&small)).unwrap_or(0);
+        // A thousand numbers: 2 bytes each as JSON, a whole `Value` each decoded.
+        let mut many = small.clone();
+        many.data.insert("list".into(), Value::from(vec![0; 1000]));
+        let big = cost(&many, json(&many)).unwrap_or(0);
+        assert!(
+            big >= base + 1000 * std::mem::size_of::<Value>(),
+            "{base} {big}"
+        );
+        let mut huge = small.clone();
+        huge.data
+            .insert("text".into(), Value::from("x".repeat(MAX_RECORD_JSON)));
+        assert_eq!(cost(&huge, json(&huge)), None);
     }
 
     #[test]
