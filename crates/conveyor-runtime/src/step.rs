@@ -1066,3 +1066,48 @@ fn mask_event(kind: &mut EventKind, secrets: &[String]) {
         _ => {}
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A step that took a task from a queue and ends without its commit gives it back:
+    /// no longer held, and on the queue's list again for the next take.
+    #[test]
+    fn a_take_not_committed_is_given_back_to_the_queue() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let store =
+            conveyor_store::open(dir.path(), Default::default()).unwrap_or_else(|e| panic!("{e}"));
+        let rt = Runtime::new(
+            store,
+            std::sync::Arc::new(crate::ManualClock::new(0)),
+            crate::Settings::default(),
+        );
+        rt.queues.listed(1, "q", std::iter::empty(), true);
+        let took = |task: u64| Took {
+            process: 1,
+            queue: "q".into(),
+            entered: 5,
+            task,
+        };
+        if let Ok(mut taken) = rt.taken.lock() {
+            taken.extend([7, 8]);
+        }
+        // Committed: the take holds.
+        let mut committed = Taken {
+            rt: &rt,
+            tasks: vec![took(8)],
+        };
+        committed.clear();
+        drop(committed);
+        // Not committed: given back.
+        drop(Taken {
+            rt: &rt,
+            tasks: vec![took(7)],
+        });
+        let held = rt.taken.lock().map(|t| t.clone()).unwrap_or_default();
+        assert_eq!(held, std::collections::HashSet::from([8]));
+        assert_eq!(rt.queues.next(1, "q", false), Some((5, 7)));
+        assert_eq!(rt.queues.next(1, "q", false), None);
+    }
+}

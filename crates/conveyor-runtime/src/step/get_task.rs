@@ -191,12 +191,15 @@ impl Step<'_> {
                 .tasks(process, Some(queue), SCAN_LIMIT)
                 .map_err(|e| ("get_task_fatal_error", e.to_string()))?;
             let complete = found.len() < SCAN_LIMIT;
+            // Tasks taken and not moved on yet are left out: they leave the queue, or
+            // come back to the list if their take is not committed (`Taken`).
+            let held = self.rt.taken.lock().map(|t| t.clone()).unwrap_or_default();
             queues.listed(
                 process,
                 queue,
                 found
                     .iter()
-                    .filter(|t| t.status == TaskStatus::Waiting)
+                    .filter(|t| t.status == TaskStatus::Waiting && !held.contains(&t.id))
                     .map(|t| (t.entered, t.id)),
                 complete,
             );
