@@ -674,6 +674,22 @@ fn bad_command_lines_exit_2_naming_the_argument() {
         )
     );
     assert_eq!(std::fs::read_to_string(&file).unwrap(), "keep me");
+
+    // A link to a directory that is not there is named as such, and nothing is made.
+    let link = d.path().join("dangling");
+    let gone = d.path().join("gone");
+    std::os::unix::fs::symlink(&gone, &link).unwrap();
+    let (code, _, stderr) = run(&["--data", link.to_str().unwrap(), "process", "list"]);
+    assert_eq!(code, 2, "{stderr}");
+    assert_eq!(
+        stderr.trim(),
+        format!(
+            "error: --data (or CONVEYOR_DATA): {} is a symbolic link to {}, which does not exist; create it or give another directory",
+            link.display(),
+            gone.display()
+        )
+    );
+    assert!(!gone.exists());
 }
 
 #[test]

@@ -469,6 +469,16 @@ pub fn data_dir(global: &Global) -> anyhow::Result<PathBuf> {
                 )
                 .into());
             }
+            if !dir.exists()
+                && let Ok(target) = std::fs::read_link(dir)
+            {
+                return Err(UsageError(format!(
+                    "--data (or CONVEYOR_DATA): {} is a symbolic link to {}, which does not exist; create it or give another directory",
+                    dir.display(),
+                    target.display()
+                ))
+                .into());
+            }
             if dir.exists() && !dir.is_dir() {
                 return Err(UsageError(format!(
                     "--data (or CONVEYOR_DATA): {} is not a directory; give the directory that holds (or is to hold) the store",
