@@ -1095,5 +1095,35 @@ async fn a_queue_is_taken_from_in_order_as_tasks_come_and_leave() {
         e.idle().await;
         assert_eq!(take("@newest", "t6".into()).await.as_deref(), Some("o6"));
         assert_eq!(e.task("@orders", "o6").status, TaskStatus::Done);
+        // Orders through a door (the task API, a direct URL): the door runs `start` and
+        // leaves the task ready at the queue; the engine's step makes it wait there, and
+        // that is when it goes on the list, oldest first as ever.
+        // (o8 comes the plain way between them: a take finds the list not empty, so
+        // it is not listed again, and only the list can say o7 is the oldest.)
+        for n in 7..=9 {
+            if n == 8 {
+                order(n);
+            } else {
+                e.clock.advance(Duration::from_secs(1));
+                e.runtime
+                    .add_task_grouped(
+                        "@orders",
+                        Some(&format!("o{n}")),
+                        Map::new(),
+                        conveyor_runtime::Ack::Applied,
+                    )
+                    .await
+                    .expect("a door's create");
+            }
+            e.idle().await;
+        }
+        for (taker, want) in [("t7", "o7"), ("t8", "o8"), ("t9", "o9")] {
+            assert_eq!(
+                take("@oldest", taker.into()).await.as_deref(),
+                Some(want),
+                "{kind:?}"
+            );
+        }
+        assert_eq!(take("@oldest", "t10".into()).await, None, "{kind:?}");
     }
 }

@@ -160,7 +160,11 @@ async function processPage(id, selected) {
   every(1000, () => refresh().catch(() => {}));
 }
 
+// Pages routed to so far: a task page's refresh draws only while its page is shown.
+let pages = 0;
+
 async function taskPage(processId, taskId) {
+  const page = pages;
   stop();
   const t = await api(`/ui/api/tasks/${encodeURIComponent(processId)}/${encodeURIComponent(taskId)}`);
   const p = await api(`/ui/api/processes/${encodeURIComponent(processId)}`);
@@ -178,10 +182,15 @@ async function taskPage(processId, taskId) {
   let shown = t;
   every(2000, async () => {
     const again = await api(`/ui/api/tasks/${encodeURIComponent(processId)}/${encodeURIComponent(taskId)}`).catch(() => null);
-    if (!again) return;
+    // An answer that comes after the page was left is for a page no longer shown.
+    if (!again || page !== pages) return;
     const actions = document.getElementById("actions");
     const dialog = document.getElementById("confirm");
-    const busy = (actions && actions.contains(document.activeElement)) || (dialog && !dialog.hidden);
+    const typed = document.getElementById("modify-json");
+    const node = document.getElementById("goto-node");
+    const busy = (actions && actions.contains(document.activeElement)) || (dialog && !dialog.hidden)
+      || (actions && actions.querySelector("details[open]"))
+      || (typed && typed.value !== "{}") || (node && node.value !== shown.node);
     if ((again.status !== shown.status || again.node !== shown.node) && actions && !busy) {
       taskActions(again);
       shown = again;
@@ -230,6 +239,7 @@ function describe(h) {
 }
 
 async function route() {
+  pages++;
   const parts = location.hash.replace(/^#\/?/, "").split("/").map(decodeURIComponent);
   try {
     if (parts[0] === "p" && parts[1]) await processPage(parts[1], parts[2]);

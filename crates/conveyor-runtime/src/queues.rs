@@ -39,8 +39,9 @@ struct Waiting {
     /// Listings done so far: a take that waited for another's listing uses it.
     listings: u64,
     /// Held by the take that lists the queue: the takes that come meanwhile wait for
-    /// its list rather than each listing the queue again.
-    listing: Arc<Mutex<()>>,
+    /// its list (asynchronously: their workers go on) rather than each listing the
+    /// queue again.
+    listing: Arc<tokio::sync::Mutex<()>>,
 }
 
 /// Every queue node's waiting tasks: (process, node) → its tasks.
@@ -105,7 +106,11 @@ impl Queues {
 
     /// The lock a take holds while it lists the queue, and how many listings were done
     /// when it asked (see [`Waiting::listing`]).
-    pub(crate) fn listing_lock(&self, process: u64, node: &str) -> (Arc<Mutex<()>>, u64) {
+    pub(crate) fn listing_lock(
+        &self,
+        process: u64,
+        node: &str,
+    ) -> (Arc<tokio::sync::Mutex<()>>, u64) {
         let mut queues = self.lock();
         let waiting = queues.entry((process, node.to_string())).or_default();
         (Arc::clone(&waiting.listing), waiting.listings)

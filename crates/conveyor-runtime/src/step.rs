@@ -86,9 +86,10 @@ pub(crate) struct Step<'r> {
     born: bool,
     /// The commit is acknowledged only once on disk (a door's create).
     durable: bool,
-    /// Where the task waited when the step began, and since when: a task that leaves
-    /// a queue node goes off the engine's list of it (`queues.rs`).
-    began: (String, i64),
+    /// Where the task waited when the step began, and since when (`None`: it did not
+    /// wait, e.g. a door left it ready at a queue it had not entered yet): a task that
+    /// leaves a queue node goes off the engine's list of it (`queues.rs`).
+    began: Option<(String, i64)>,
     /// Tasks this step took from queues (`get_task`), not committed yet: given back if
     /// the step ends without its commit.
     took: Taken<'r>,
@@ -116,9 +117,21 @@ impl Taken<'_> {
         self.tasks.push(took);
     }
 
-    /// The step's commit is done: the takes hold.
+    /// The step's commit is done: the takes hold. On a store shared by several
+    /// engines, so does this engine's hold on the taken tasks end: the store's claims and
+    /// the check for a taker's message keep a second take off, and the taken task's step
+    /// may run on another engine, which could never end this engine's hold.
     fn clear(&mut self) {
-        self.tasks.clear();
+        let shared = self.rt.store.shared();
+        for took in self.tasks.drain(..) {
+            if shared {
+                self.rt
+                    .taken
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .remove(&took.task);
+            }
+        }
     }
 }
 
@@ -127,9 +140,11 @@ impl Drop for Taken<'_> {
     /// gives back the tasks it took from queues: they stay queued for another take.
     fn drop(&mut self) {
         for took in std::mem::take(&mut self.tasks) {
-            if let Ok(mut taken) = self.rt.taken.lock() {
-                taken.remove(&took.task);
-            }
+            self.rt
+                .taken
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .remove(&took.task);
             self.rt
                 .queues
                 .put_back(took.process, &took.queue, (took.entered, took.task));
@@ -247,7 +262,7 @@ pub(crate) async fn run_born(
 impl<'r> Step<'r> {
     fn new(rt: &'r Runtime, loaded: Arc<LoadedProcess>, task: TaskRecord, batch: Batch) -> Self {
         Step {
-            began: (task.node.clone(), task.entered),
+            began: (task.status == TaskStatus::Waiting).then(|| (task.node.clone(), task.entered)),
             took: Taken {
                 rt,
                 tasks: Vec::new(),
@@ -885,7 +900,7 @@ impl Step<'_> {
             NodeKind::WaitCallback(_) => self.wait_callback()?,
             NodeKind::Code(kind) => self.code(kind)?,
             NodeKind::Queue(queue) => self.queue(queue)?,
-            NodeKind::GetTask(kind) => self.get_task(kind)?,
+            NodeKind::GetTask(kind) => self.get_task(kind).await?,
         }
         Ok(())
     }
@@ -943,9 +958,9 @@ impl Step<'_> {
         let committed = self.rt.commit_grouped(batch, self.durable).await;
         self.give_back_claims();
         committed?;
-        self.took.clear();
-        self.release_claim();
+        self.took_committed();
         self.note_queued();
+        self.release_claim();
         self.rt.check_alerts(&self.loaded, &moved).await?;
         self.send_answer();
         self.rt
@@ -988,9 +1003,9 @@ impl Step<'_> {
         let committed = self.rt.commit_grouped(batch, self.durable).await;
         self.give_back_claims();
         committed?;
-        self.took.clear();
-        self.release_claim();
+        self.took_committed();
         self.note_queued();
+        self.release_claim();
         self.rt.check_alerts(&self.loaded, &moved).await?;
         self.send_answer();
         self.rt.metrics.task_removed();

@@ -1826,11 +1826,17 @@ impl Store for LogStore {
         }
         self.append_at(&mut w, enc, Some(at))?;
         {
-            let mut recent = self.recent();
+            // The group's last word on each task counts (a record, or its deletion).
+            let mut last: HashMap<u64, Option<(Box<TaskRecord>, usize)>> = HashMap::new();
             for change in kept {
-                if let Kept::Record(task, cost) = change {
-                    recent.keep(*task, cost);
-                }
+                match change {
+                    Kept::Record(task, cost) => last.insert(task.id, Some((task, cost))),
+                    Kept::Gone(id) => last.insert(id, None),
+                };
+            }
+            let mut recent = self.recent();
+            for (task, cost) in last.into_values().flatten() {
+                recent.keep(*task, cost);
             }
         }
         // Committed. A compaction that fails (a full disk) leaves the log as it was, with

@@ -13,7 +13,7 @@ type Taken = std::result::Result<(u64, Map<String, Value>), (&'static str, Strin
 
 impl Step<'_> {
     /// Runs a task through this node (see `Step::advance`).
-    pub(super) fn get_task(&mut self, node: &GetTask) -> Result<()> {
+    pub(super) async fn get_task(&mut self, node: &GetTask) -> Result<()> {
         let GetTask {
             process,
             queue,
@@ -22,7 +22,7 @@ impl Step<'_> {
             ..
         } = node;
         let newest = *newest;
-        match self.take_from_queue(process, queue, newest) {
+        match self.take_from_queue(process, queue, newest).await {
             Ok((id, data)) => {
                 self.task
                     .data
@@ -37,7 +37,7 @@ impl Step<'_> {
         Ok(())
     }
 
-    fn take_from_queue(&mut self, process: &Template, queue: &str, newest: bool) -> Taken {
+    async fn take_from_queue(&mut self, process: &Template, queue: &str, newest: bool) -> Taken {
         let target = self
             .render_text(process)
             .map_err(|m| ("get_task_wrong_convert_param", m))?;
@@ -64,7 +64,7 @@ impl Step<'_> {
         let taken = if self.rt.store.shared() {
             self.take_listing(process, queue, newest)?
         } else {
-            self.take_listed(process, queue, newest)?
+            self.take_listed(process, queue, newest).await?
         };
         let Some(task) = taken else {
             return Err((
@@ -146,7 +146,7 @@ impl Step<'_> {
     /// this engine's list of the queue (`queues.rs`): each candidate is read back, and
     /// one that left the queue is dropped from the list. A list with no candidate left
     /// is made again from the store, at most once a second.
-    fn take_listed(
+    async fn take_listed(
         &mut self,
         process: u64,
         queue: &str,
@@ -154,57 +154,19 @@ impl Step<'_> {
     ) -> std::result::Result<Option<TaskRecord>, (&'static str, String)> {
         let mut listed = false;
         if self.rt.queues.needs_listing(process, queue) {
-            self.list_queue(process, queue)?;
+            list_queue(self.rt, process, queue).await?;
             listed = true;
         }
         loop {
             match self.next_listed(process, queue, newest)? {
                 Some(task) => return Ok(Some(task)),
                 None if !listed && self.rt.queues.may_relist(process, queue) => {
-                    self.list_queue(process, queue)?;
+                    list_queue(self.rt, process, queue).await?;
                     listed = true;
                 }
                 None => return Ok(None),
             }
         }
-    }
-
-    /// Lists the queue from the store into this engine's list. One take lists it at a
-    /// time; one that waited for another's listing uses that one. The wait and the
-    /// listing (which reads every task of the process) let the tokio worker go to other
-    /// tasks meanwhile (`block_in_place`, where the runtime has more than one thread).
-    fn list_queue(
-        &self,
-        process: u64,
-        queue: &str,
-    ) -> std::result::Result<(), (&'static str, String)> {
-        let queues = &self.rt.queues;
-        let (lock, seen) = queues.listing_lock(process, queue);
-        blocking(|| {
-            let _listing = lock.lock().unwrap_or_else(|e| e.into_inner());
-            if queues.listed_since(process, queue, seen) {
-                return Ok(());
-            }
-            let found = self
-                .rt
-                .store
-                .tasks(process, Some(queue), SCAN_LIMIT)
-                .map_err(|e| ("get_task_fatal_error", e.to_string()))?;
-            let complete = found.len() < SCAN_LIMIT;
-            // Tasks taken and not moved on yet are left out: they leave the queue, or
-            // come back to the list if their take is not committed (`Taken`).
-            let held = self.rt.taken.lock().map(|t| t.clone()).unwrap_or_default();
-            queues.listed(
-                process,
-                queue,
-                found
-                    .iter()
-                    .filter(|t| t.status == TaskStatus::Waiting && !held.contains(&t.id))
-                    .map(|t| (t.entered, t.id)),
-                complete,
-            );
-            Ok(())
-        })
     }
 
     /// The first candidate on the list that is free and still waits in the queue; the
@@ -353,7 +315,46 @@ impl Step<'_> {
     }
 }
 
-/// Runs `f`, which blocks (waits for a lock, reads the store at length), letting the
+/// Lists the queue from the store into this engine's list. One take lists it at a
+/// time; those that come meanwhile wait for it without holding their worker, and
+/// use its list. The listing itself (it reads every task of the process) lets the
+/// tokio worker's other tasks go to another worker (`block_in_place`, where the
+/// runtime has more than one thread).
+async fn list_queue(
+    rt: &Runtime,
+    process: u64,
+    queue: &str,
+) -> std::result::Result<(), (&'static str, String)> {
+    let queues = &rt.queues;
+    let (lock, seen) = queues.listing_lock(process, queue);
+    let _listing = lock.lock().await;
+    if queues.listed_since(process, queue, seen) {
+        return Ok(());
+    }
+    blocking(|| {
+        let found = rt
+            .store
+            .tasks(process, Some(queue), SCAN_LIMIT)
+            .map_err(|e| ("get_task_fatal_error", e.to_string()))?;
+        let complete = found.len() < SCAN_LIMIT;
+        // Tasks taken and not moved on yet are left out: they leave the queue, or
+        // come back to the list if their take is not committed (`Taken`) or came
+        // too late (`note_queued`).
+        let held = rt.taken.lock().map(|t| t.clone()).unwrap_or_default();
+        queues.listed(
+            process,
+            queue,
+            found
+                .iter()
+                .filter(|t| t.status == TaskStatus::Waiting && !held.contains(&t.id))
+                .map(|t| (t.entered, t.id)),
+            complete,
+        );
+        Ok(())
+    })
+}
+
+/// Runs `f`, which blocks (reads the store at length), letting the
 /// tokio worker's other tasks move to another worker meanwhile where the runtime has
 /// more than one (`block_in_place` is refused on a single-threaded runtime).
 fn blocking<T>(f: impl FnOnce() -> T) -> T {

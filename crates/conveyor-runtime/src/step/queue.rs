@@ -68,9 +68,16 @@ impl Step<'_> {
         }
     }
 
+    /// The step's commit is done: the tasks it took stay taken.
+    pub(super) fn took_committed(&mut self) {
+        self.took.clear();
+    }
+
     /// Once this step is committed: this engine's lists of queues (`queues.rs`) follow
     /// the task: off the list of the queue it left (its time limit, `task goto`, a take),
-    /// on the list of the queue it now waits in.
+    /// on the list of the queue it now waits in. A task that read a taker's message is
+    /// put on the list again if it still waits (the take came too late), as a listing
+    /// made while it was held left it out.
     pub(super) fn note_queued(&mut self) {
         if self.rt.store.shared() {
             return;
@@ -81,10 +88,17 @@ impl Step<'_> {
                 Some(NodeKind::Queue(_))
             )
         };
-        let (was, since) = &self.began;
         let waits = self.task.status == TaskStatus::Waiting && !self.remove;
-        let stays = waits && *was == self.task.node && *since == self.task.entered;
-        if is_queue(was) && !stays {
+        let stays = waits
+            && !self.dequeued
+            && self
+                .began
+                .as_ref()
+                .is_some_and(|(was, since)| *was == self.task.node && *since == self.task.entered);
+        if let Some((was, since)) = &self.began
+            && is_queue(was)
+            && !stays
+        {
             self.rt
                 .queues
                 .left(self.task.process, was, *since, self.task.id);
@@ -98,15 +112,15 @@ impl Step<'_> {
             );
         }
         // What the next commit of this step (an API call's) compares with.
-        self.began = (self.task.node.clone(), self.task.entered);
+        self.began = waits.then(|| (self.task.node.clone(), self.task.entered));
     }
 
     /// Once this step, which read a `get_task`'s message, is committed, the taker's
     /// hold on this task (`Runtime::taken`) is over: the store says where it is now. A
     /// step that read no such message leaves a hold alone: the taker's message is still
     /// on its way, and the task must not be taken twice meanwhile.
-    pub(super) fn release_claim(&self) {
-        if !self.dequeued {
+    pub(super) fn release_claim(&mut self) {
+        if !std::mem::take(&mut self.dequeued) && !self.rt.store.shared() {
             return;
         }
         if let Ok(mut taken) = self.rt.taken.lock() {
