@@ -121,17 +121,13 @@ impl Taken<'_> {
     /// engines, so does this engine's hold on the taken tasks end: the store's claims and
     /// the check for a taker's message keep a second take off, and the taken task's step
     /// may run on another engine, which could never end this engine's hold.
-    fn clear(&mut self) {
-        let shared = self.rt.store.shared();
-        for took in self.tasks.drain(..) {
-            if shared {
-                self.rt
-                    .taken
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .remove(&took.task);
+    fn committed(&mut self) {
+        if self.rt.store.shared() {
+            for took in &self.tasks {
+                unhold(self.rt, took.task);
             }
         }
+        self.tasks.clear();
     }
 }
 
@@ -140,16 +136,25 @@ impl Drop for Taken<'_> {
     /// gives back the tasks it took from queues: they stay queued for another take.
     fn drop(&mut self) {
         for took in std::mem::take(&mut self.tasks) {
-            self.rt
-                .taken
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .remove(&took.task);
-            self.rt
-                .queues
-                .put_back(took.process, &took.queue, (took.entered, took.task));
+            give_back(self.rt, &took);
         }
     }
+}
+
+/// Ends this engine's hold on a taken task (`Runtime::taken`).
+fn unhold(rt: &Runtime, task: u64) {
+    rt.taken
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .remove(&task);
+}
+
+/// A take that will not be committed: the task is free again, and back on the queue's
+/// list in its place.
+fn give_back(rt: &Runtime, took: &Took) {
+    unhold(rt, took.task);
+    rt.queues
+        .put_back(took.process, &took.queue, (took.entered, took.task));
 }
 
 /// Where a woken task was and since when.
@@ -958,7 +963,7 @@ impl Step<'_> {
         let committed = self.rt.commit_grouped(batch, self.durable).await;
         self.give_back_claims();
         committed?;
-        self.took_committed();
+        self.took.committed();
         self.note_queued();
         self.release_claim();
         self.rt.check_alerts(&self.loaded, &moved).await?;
@@ -1003,7 +1008,7 @@ impl Step<'_> {
         let committed = self.rt.commit_grouped(batch, self.durable).await;
         self.give_back_claims();
         committed?;
-        self.took_committed();
+        self.took.committed();
         self.note_queued();
         self.release_claim();
         self.rt.check_alerts(&self.loaded, &moved).await?;
@@ -1113,7 +1118,7 @@ mod tests {
             rt: &rt,
             tasks: vec![took(8)],
         };
-        committed.clear();
+        committed.committed();
         drop(committed);
         // Not committed: given back.
         drop(Taken {

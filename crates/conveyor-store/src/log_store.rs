@@ -1826,17 +1826,13 @@ impl Store for LogStore {
         }
         self.append_at(&mut w, enc, Some(at))?;
         {
-            // The group's last word on each task counts (a record, or its deletion).
-            let mut last: HashMap<u64, Option<(Box<TaskRecord>, usize)>> = HashMap::new();
+            // In the group's order, so its last word on each task counts.
+            let mut recent = self.recent();
             for change in kept {
                 match change {
-                    Kept::Record(task, cost) => last.insert(task.id, Some((task, cost))),
-                    Kept::Gone(id) => last.insert(id, None),
-                };
-            }
-            let mut recent = self.recent();
-            for (task, cost) in last.into_values().flatten() {
-                recent.keep(*task, cost);
+                    Kept::Record(task, cost) => recent.keep(*task, cost),
+                    Kept::Gone(id) => recent.forget(id),
+                }
             }
         }
         // Committed. A compaction that fails (a full disk) leaves the log as it was, with

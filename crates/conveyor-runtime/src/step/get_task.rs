@@ -72,24 +72,24 @@ impl Step<'_> {
                 format!("no task waits in queue node `{queue}` of process {target}"),
             ));
         };
+        let took = Took {
+            process,
+            queue: queue.to_string(),
+            entered: task.entered,
+            task: task.id,
+        };
         // The queue's own `data`, before anything is sent: a failure leaves it queued.
         let data = match self.taken_data(&loaded, &task, extra.as_ref()) {
             Ok(data) => data,
             Err(message) => {
-                self.untake(task.id);
-                self.rt
-                    .queues
-                    .put_back(process, queue, (task.entered, task.id));
+                give_back(self.rt, &took);
                 return Err(("get_task_wrong_convert_param", message));
             }
         };
         let seq = match self.rt.store.next_task_id() {
             Ok(seq) => seq,
             Err(e) => {
-                self.untake(task.id);
-                self.rt
-                    .queues
-                    .put_back(process, queue, (task.entered, task.id));
+                give_back(self.rt, &took);
                 return Err(("get_task_fatal_error", e.to_string()));
             }
         };
@@ -100,12 +100,7 @@ impl Step<'_> {
         });
         self.batch.push(Op::SetReady(task.id));
         self.schedule.push(task.id);
-        self.took.push(Took {
-            process,
-            queue: queue.to_string(),
-            entered: task.entered,
-            task: task.id,
-        });
+        self.took.push(took);
         Ok((task.id, data))
     }
 
@@ -309,9 +304,7 @@ impl Step<'_> {
     }
 
     fn untake(&self, task: u64) {
-        if let Ok(mut taken) = self.rt.taken.lock() {
-            taken.remove(&task);
-        }
+        unhold(self.rt, task);
     }
 }
 

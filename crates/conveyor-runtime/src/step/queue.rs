@@ -68,18 +68,15 @@ impl Step<'_> {
         }
     }
 
-    /// The step's commit is done: the tasks it took stay taken.
-    pub(super) fn took_committed(&mut self) {
-        self.took.clear();
-    }
-
     /// Once this step is committed: this engine's lists of queues (`queues.rs`) follow
     /// the task: off the list of the queue it left (its time limit, `task goto`, a take),
     /// on the list of the queue it now waits in. A task that read a taker's message is
     /// put on the list again if it still waits (the take came too late), as a listing
     /// made while it was held left it out.
     pub(super) fn note_queued(&mut self) {
-        if self.rt.store.shared() {
+        let waits = self.task.status == TaskStatus::Waiting && !self.remove;
+        // Most steps neither began nor end waiting: nothing to look up.
+        if self.rt.store.shared() || (!waits && self.began.is_none()) {
             return;
         }
         let is_queue = |node: &str| {
@@ -88,7 +85,6 @@ impl Step<'_> {
                 Some(NodeKind::Queue(_))
             )
         };
-        let waits = self.task.status == TaskStatus::Waiting && !self.remove;
         let stays = waits
             && !self.dequeued
             && self
