@@ -255,12 +255,15 @@ fn one_run(
     let cpu_before = sys::cpu_seconds("self").unwrap_or(0.0);
     let server_cpu_before = server.cpu_seconds();
     let commits_before = runtime.commit_stats();
+    let in_place_before = runtime.commits_in_place();
     let started = Instant::now();
     let stats = threads.block_on(runtime.run(RunMode::UntilIdle))?;
     let secs = started.elapsed().as_secs_f64();
     let commits_after = runtime.commit_stats();
     let group_size = (commits_after.1 - commits_before.1) as f64
         / (commits_after.0 - commits_before.0).max(1) as f64;
+    let in_place = (runtime.commits_in_place() - in_place_before) as f64
+        / (commits_after.1 - commits_before.1).max(1) as f64;
     let cpu = sys::cpu_seconds("self").unwrap_or(0.0) - cpu_before;
     let split = sys::cpu_split(&threads_before, &sys::thread_cpu(), cpu);
     let per_call = |seconds: f64| seconds / tasks as f64 * 1e6;
@@ -332,6 +335,11 @@ fn one_run(
             "steps_per_commit",
             "steps per store commit (group commit)",
             group_size,
+        ),
+        Figure::ratio(
+            "steps_committed_in_place",
+            "share of steps committed on their own thread (the store was idle)",
+            in_place,
         ),
         Figure::micros(
             "server_cpu_us_per_call",

@@ -53,6 +53,8 @@ pub(crate) struct Committer {
     sender: Option<mpsc::Sender<Request>>,
     thread: Option<JoinHandle<()>>,
     stats: Arc<CommitStats>,
+    /// Every group is flushed (`flush_each_step`): no step commits in place.
+    flush: bool,
 }
 
 /// How many transactions the committer applied, and how many steps they held; and
@@ -61,6 +63,8 @@ pub(crate) struct Committer {
 pub(crate) struct CommitStats {
     pub(crate) groups: AtomicU64,
     pub(crate) steps: AtomicU64,
+    /// Of the groups, those of one step applied on its own thread (`commit_here`).
+    pub(crate) in_place: AtomicU64,
     /// Milliseconds since `epoch` when the group in the store began (0: none is).
     busy_since: AtomicU64,
     epoch: std::sync::OnceLock<std::time::Instant>,
@@ -107,7 +111,27 @@ impl Committer {
             sender: Some(sender),
             thread,
             stats,
+            flush,
         }
+    }
+
+    /// Applies a step's `batch` on the caller's thread, when the store can without
+    /// waiting ([`Store::commit_quick`]) and no flush is owed for it; `None` otherwise
+    /// (then it goes to this committer's thread).
+    ///
+    /// Why: when the store is idle, handing a batch to the thread costs more than
+    /// applying it (a wake of the thread, its wait for others to join, and a wake of the
+    /// step's worker with the answer: two context switches or more, against one write
+    /// to the page cache). Under load the store is busy and batches still form groups.
+    pub fn commit_here(&self, store: &dyn Store, batch: &Batch) -> Option<Result<(), StoreError>> {
+        if self.flush {
+            return None;
+        }
+        let result = store.commit_quick(batch)?;
+        self.stats.groups.fetch_add(1, Ordering::Relaxed);
+        self.stats.steps.fetch_add(1, Ordering::Relaxed);
+        self.stats.in_place.fetch_add(1, Ordering::Relaxed);
+        Some(result)
     }
 
     pub fn stats(&self) -> &CommitStats {
@@ -388,6 +412,47 @@ mod tests {
         assert_eq!(send(false), ["group"]);
         assert_eq!(send(true), ["group", "group", "flush"]);
         assert_eq!(send(false), ["group", "group", "flush", "group"]);
+    }
+
+    /// A step's batch is applied where it ran when the store can do that without
+    /// waiting (the log store, idle) and no flush is owed; with `flush_each_step`, or on
+    /// a store that never commits in place (sled), it goes to the committer's thread.
+    #[test]
+    fn a_step_commits_in_place_only_without_a_flush_owed_and_on_a_store_that_can() {
+        use conveyor_store::{Op, StoreKind, StoreOptions};
+        let open = |kind| {
+            let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+            let options = StoreOptions {
+                kind,
+                ..StoreOptions::default()
+            };
+            let store: Arc<dyn Store> =
+                conveyor_store::open(dir.path(), options).unwrap_or_else(|e| panic!("{e}"));
+            (dir, store)
+        };
+        let batch = |id: u64| {
+            let mut batch = Batch::default();
+            batch.push(Op::PutTask(Box::new(conveyor_store::conformance::task(
+                id, "here",
+            ))));
+            batch
+        };
+        let (_dir, log) = open(StoreKind::Log);
+        let committer = Committer::start(log.clone(), false);
+        let applied = committer.commit_here(log.as_ref(), &batch(1));
+        assert!(matches!(applied, Some(Ok(()))), "{applied:?}");
+        assert_eq!(
+            log.task(1).ok().flatten().map(|t| t.node).as_deref(),
+            Some("here")
+        );
+        assert_eq!(committer.stats().in_place.load(Ordering::Relaxed), 1);
+        let flushing = Committer::start(log.clone(), true);
+        assert!(flushing.commit_here(log.as_ref(), &batch(2)).is_none());
+        assert!(log.task(2).ok().flatten().is_none());
+        let (_dir, sled) = open(StoreKind::Sled);
+        let committer = Committer::start(sled.clone(), false);
+        assert!(committer.commit_here(sled.as_ref(), &batch(3)).is_none());
+        assert_eq!(committer.stats().in_place.load(Ordering::Relaxed), 0);
     }
 
     #[test]

@@ -474,6 +474,13 @@ impl Runtime {
         self.commit_grouped(batch, false).await
     }
 
+    /// Of [`Runtime::commit_stats`]'s transactions, those of one step applied on the
+    /// step's own thread (the store was idle: `Store::commit_quick`).
+    pub fn commits_in_place(&self) -> u64 {
+        let stats = self.committer.stats();
+        stats.in_place.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
     /// How long the store has been applying the committer's current group, if it is
     /// applying one: past a few seconds, the store is stuck (see `/healthz`).
     pub fn commit_in_store_for(&self) -> Option<std::time::Duration> {
@@ -484,6 +491,11 @@ impl Runtime {
     /// that group is flushed to disk (one flush for everyone in it).
     pub(crate) async fn commit_grouped(&self, batch: Batch, durable: bool) -> Result<()> {
         let batch_refs = ref_changes(&batch);
+        if !durable && let Some(result) = self.committer.commit_here(self.store.as_ref(), &batch) {
+            result?;
+            self.note_commit(&batch_refs);
+            return Ok(());
+        }
         let (done, wait) = tokio::sync::oneshot::channel();
         let Some(sender) = self.committer.sender() else {
             self.store.commit(&batch)?;

@@ -235,6 +235,7 @@ pub fn run_all(subject: &Subject, child_test: &str) {
         ),
         ("a_group_is_all_or_nothing", a_group_is_all_or_nothing),
         ("a_ref_names_one_task", a_ref_names_one_task),
+        ("a_quick_commit_is_a_commit", a_quick_commit_is_a_commit),
         ("timers_come_in_due_order", timers_come_in_due_order),
         (
             "writes_are_visible_when_they_return",
@@ -580,6 +581,55 @@ fn a_group_is_all_or_nothing(subject: &Subject) {
     let store = open(subject, dir.path());
     let (ids, _) = check_whole(subject, store.as_ref());
     assert_eq!(ids, BTreeSet::from([first, 100, 106]));
+}
+
+/// [`Store::commit_quick`]: either the batch is applied as `commit` applies it (whole,
+/// with its ref checked), or nothing is written; a store that never commits in place
+/// (`None` each time) keeps this trivially.
+fn a_quick_commit_is_a_commit(subject: &Subject) {
+    let dir = tempdir();
+    let store = open(subject, dir.path());
+    ok(
+        subject,
+        "create_process",
+        store.create_process(new_process(Some("p"))),
+    );
+    let first = add_task(subject, store.as_ref(), 1);
+    let mut expected = BTreeSet::from([first]);
+    for (i, n) in (2..40).enumerate() {
+        let id = 200 + 2 * i as u64;
+        match store.commit_quick(&new_task_batch(id, id + 1, n)) {
+            Some(result) => {
+                ok(subject, "commit_quick", result);
+                expected.insert(id);
+            }
+            None => {
+                let (ids, _) = check_whole(subject, store.as_ref());
+                assert_eq!(ids, expected, "[{}] `None` wrote something", subject.name);
+            }
+        }
+    }
+    // A batch claiming a taken ref: refused whole, in place or not.
+    let mut taken = new_task_batch(300, 301, 99);
+    taken.push(Op::InsertRef {
+        process: 1,
+        reference: format!("r{first}"),
+        task: 300,
+    });
+    if let Some(result) = store.commit_quick(&taken) {
+        assert!(
+            matches!(result, Err(StoreError::DuplicateRef { .. })),
+            "[{}] {result:?}",
+            subject.name
+        );
+    }
+    let (ids, _) = check_whole(subject, store.as_ref());
+    assert_eq!(ids, expected, "[{}] after the quick commits", subject.name);
+    ok(subject, "flush", store.flush());
+    drop(store);
+    let store = open(subject, dir.path());
+    let (ids, _) = check_whole(subject, store.as_ref());
+    assert_eq!(ids, expected, "[{}] after a reopen", subject.name);
 }
 
 fn a_ref_names_one_task(subject: &Subject) {

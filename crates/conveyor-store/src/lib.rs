@@ -315,6 +315,24 @@ pub trait Store: Send + Sync + 'static {
     /// Applies several batches as one atomic transaction (group commit): all of them or
     /// none. Changes to one counter add up.
     fn commit_group(&self, batches: &[Batch]) -> Result<()>;
+    /// Applies `batch` now, on the caller's thread, if that cannot wait: what lets the
+    /// engine commit a step where it ran instead of handing it to its committer thread.
+    ///
+    /// # Contract
+    /// - `Some(result)`: the batch was applied exactly as [`Store::commit`] would have
+    ///   applied it (or refused, with the error `commit` would give, and nothing written).
+    /// - `None`: nothing was written; the caller commits it the usual way.
+    /// - It never waits long: not on a commit another thread is applying, not on the
+    ///   disk beyond a write to the page cache (no flush, no segment to seal), not on
+    ///   maintenance (a snapshot or compaction due is left to the next
+    ///   [`Store::commit_group`]). A commit that would answers `None`.
+    /// - Like `commit`, it is not durable until a [`Store::flush`].
+    ///
+    /// The default answers `None`: sled may wait on its own threads, and a shared store
+    /// on the network.
+    fn commit_quick(&self, _batch: &Batch) -> Option<Result<()>> {
+        None
+    }
     /// Makes everything committed so far durable on disk.
     fn flush(&self) -> Result<()>;
     /// Makes everything durable and, where the store has one, writes what lets the next

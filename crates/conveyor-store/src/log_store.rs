@@ -278,6 +278,40 @@ fn encode_json<T: serde::Serialize>(value: &T) -> Result<Vec<u8>> {
     Ok(bytes)
 }
 
+/// The JSON of a group's values (tasks, history, inbox messages), in the order of its ops
+/// (`None` for an op without one).
+type Values = Vec<Option<Vec<u8>>>;
+
+/// A group's [`Values`], and what the commit changes of the kept records.
+fn encode_values(batches: &[Batch]) -> Result<(Values, Vec<Kept>)> {
+    let mut values: Vec<Option<Vec<u8>>> = Vec::new();
+    let mut kept: Vec<Kept> = Vec::new();
+    for op in batches.iter().flat_map(|b| &b.ops) {
+        values.push(match op {
+            Op::PutTask(task) => {
+                let json = encode_json(task)?;
+                kept.push(match recent::cost(task, json.len()) {
+                    Some(cost) if task.status == TaskStatus::Ready => {
+                        Kept::Record(task.clone(), cost)
+                    }
+                    _ => Kept::Gone(task.id),
+                });
+                Some(json)
+            }
+            Op::DeleteTask { task, .. } => {
+                kept.push(Kept::Gone(*task));
+                None
+            }
+            Op::History { events, .. } | Op::ReplaceHistory { events, .. } => {
+                Some(encode_json(events)?)
+            }
+            Op::Inbox { message, .. } => Some(encode_json(message)?),
+            _ => None,
+        });
+    }
+    Ok((values, kept))
+}
+
 fn decode_json<T: serde::de::DeserializeOwned>(what: &str, bytes: &[u8]) -> Result<T> {
     serde_json::from_slice(bytes).map_err(|e| corrupt(what, e))
 }
@@ -700,11 +734,189 @@ impl LogStore {
     }
 
     /// When the log is mostly dead, compacts its oldest segment (the writer is locked).
-    fn maybe_compact(&self, w: &mut Writer) -> Result<()> {
-        let live = self.state().live;
-        if w.sealed < self.limits.compact_min.max(w.compact_retry_at)
-            || w.sealed + w.len <= COMPACT_RATIO * live
+    /// The frame of a group (`values` from [`encode_values`]) and where it will be
+    /// written; `None` when the group changes nothing. Refuses a ref taken already or
+    /// claimed twice in the group. Called with the writer locked.
+    fn group_frame(
+        &self,
+        w: &Writer,
+        batches: &[Batch],
+        values: Values,
+    ) -> Result<Option<(Enc, (u32, u64))>> {
+        // The values, and a few dozen bytes of ids and keys for each op.
+        let room = values.iter().flatten().map(Vec::len).sum::<usize>()
+            + 64 * batches.iter().map(|b| b.ops.len()).sum::<usize>();
+        let mut enc = frame_with_room(room);
+        let at;
         {
+            let state = self.state();
+            // A ref may be taken already, or claimed twice within this group.
+            let mut claimed: HashMap<(u64, &str), u64> = HashMap::new();
+            // History heads as this frame moves them.
+            let mut heads: HashMap<u64, Loc> = HashMap::new();
+            let (segment, frame_at) = self.next_frame_at(w);
+            let payload_offset = frame_at + 8;
+            at = (segment, frame_at);
+            for (op, value) in batches.iter().flat_map(|b| &b.ops).zip(values) {
+                match op {
+                    Op::PutTask(task) => {
+                        enc.u8(PUT_TASK);
+                        enc.u64(task.id);
+                        enc.u64(task.process);
+                        enc.bytes(&value.unwrap_or_default());
+                    }
+                    Op::IndexTask { .. } => {} // the task's entry says its process
+                    Op::InsertRef {
+                        process,
+                        reference,
+                        task,
+                    } => {
+                        let taken_here = claimed
+                            .insert((*process, reference.as_str()), *task)
+                            .is_some_and(|t| t != *task);
+                        let taken_before = state
+                            .refs
+                            .get(process)
+                            .and_then(|refs| refs.get(reference.as_str()))
+                            .is_some_and(|t| t != task);
+                        if taken_here || taken_before {
+                            return Err(StoreError::DuplicateRef {
+                                process: *process,
+                                reference: reference.clone(),
+                            });
+                        }
+                        enc.u8(INSERT_REF);
+                        enc.u64(*process);
+                        enc.str(reference);
+                        enc.u64(*task);
+                    }
+                    Op::SetTimer(t) | Op::ClearTimer(t) => {
+                        let set = matches!(op, Op::SetTimer(_));
+                        enc.u8(if set { SET_TIMER } else { CLEAR_TIMER });
+                        enc.i64(t.due);
+                        enc.u64(t.task);
+                    }
+                    Op::SetReady(task) => {
+                        enc.u8(SET_READY);
+                        enc.u64(*task);
+                    }
+                    Op::ClearReady(task) => {
+                        enc.u8(CLEAR_READY);
+                        enc.u64(*task);
+                    }
+                    Op::Count {
+                        process,
+                        node,
+                        now,
+                        total,
+                    } => {
+                        enc.u8(COUNT);
+                        enc.u64(*process);
+                        enc.str(node);
+                        enc.i64(*now);
+                        enc.u64(*total);
+                    }
+                    Op::History { task, .. } | Op::ReplaceHistory { task, .. } => {
+                        // A replaced history starts a new chain (`HISTORY_RESET`, as
+                        // compaction writes it).
+                        let reset = matches!(op, Op::ReplaceHistory { .. });
+                        let prev = match heads.get(task) {
+                            _ if reset => Loc::default(),
+                            Some(loc) => *loc,
+                            None => state.history.get(task).map(|c| c.head).unwrap_or_default(),
+                        };
+                        let json = value.unwrap_or_default();
+                        enc.u8(if reset { HISTORY_RESET } else { HISTORY });
+                        enc.u64(*task);
+                        enc.u32((LOC_BYTES + json.len()) as u32);
+                        let start = enc.buf.len() - 8;
+                        prev.encode(&mut enc);
+                        enc.buf.extend_from_slice(&json);
+                        heads.insert(
+                            *task,
+                            Loc {
+                                segment,
+                                len: (LOC_BYTES + json.len()) as u32,
+                                offset: payload_offset + start as u64,
+                            },
+                        );
+                    }
+                    Op::Inbox { task, seq, .. } => {
+                        enc.u8(INBOX);
+                        enc.u64(*task);
+                        enc.u64(*seq);
+                        enc.bytes(&value.unwrap_or_default());
+                    }
+                    Op::ClearInbox { task, seq } => {
+                        enc.u8(CLEAR_INBOX);
+                        enc.u64(*task);
+                        enc.u64(*seq);
+                    }
+                    Op::DeleteTask {
+                        task,
+                        process,
+                        reference,
+                    } => {
+                        // A history record after this in the group starts a new chain.
+                        heads.insert(*task, Loc::default());
+                        enc.u8(DELETE_TASK);
+                        enc.u64(*task);
+                        enc.u64(*process);
+                        match reference {
+                            Some(r) => {
+                                enc.u8(1);
+                                enc.str(r);
+                            }
+                            None => enc.u8(0),
+                        }
+                    }
+                }
+            }
+        }
+        if enc.buf.len() == 8 {
+            return Ok(None);
+        }
+        Ok(Some((enc, at)))
+    }
+
+    /// Writes and applies a group's frame (from [`LogStore::group_frame`]) and keeps
+    /// the records `kept` says to.
+    fn write_group(&self, w: &mut Writer, enc: Enc, at: (u32, u64), kept: Vec<Kept>) -> Result<()> {
+        // What is kept of these tasks goes before the frame is applied, so that no read
+        // meets a kept record older than the indexes; the new ones are kept after it.
+        {
+            let mut recent = self.recent();
+            for change in &kept {
+                match change {
+                    Kept::Record(task, _) => recent.forget(task.id),
+                    Kept::Gone(id) => recent.forget(*id),
+                }
+            }
+        }
+        self.append_at(w, enc, Some(at))?;
+        {
+            // In the group's order, so its last word on each task counts.
+            let mut recent = self.recent();
+            for change in kept {
+                match change {
+                    Kept::Record(task, cost) => recent.keep(*task, cost),
+                    Kept::Gone(id) => recent.forget(id),
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Whether a compaction is due: the sealed segments hold enough, and the log is
+    /// more than [`COMPACT_RATIO`] times the live values.
+    fn compaction_due(&self, w: &Writer) -> bool {
+        let live = self.state().live;
+        w.sealed >= self.limits.compact_min.max(w.compact_retry_at)
+            && w.sealed + w.len > COMPACT_RATIO * live
+    }
+
+    fn maybe_compact(&self, w: &mut Writer) -> Result<()> {
+        if !self.compaction_due(w) {
             return Ok(());
         }
         let result = self.compact_oldest(w);
@@ -1654,191 +1866,42 @@ impl Store for LogStore {
     fn commit_group(&self, batches: &[Batch]) -> Result<()> {
         // JSON outside the lock; so are the copies of the records the engine reads
         // next (ready tasks), kept once the frame is written.
-        let mut values: Vec<Option<Vec<u8>>> = Vec::new();
-        let mut kept: Vec<Kept> = Vec::new();
-        for op in batches.iter().flat_map(|b| &b.ops) {
-            values.push(match op {
-                Op::PutTask(task) => {
-                    let json = encode_json(task)?;
-                    kept.push(match recent::cost(task, json.len()) {
-                        Some(cost) if task.status == TaskStatus::Ready => {
-                            Kept::Record(task.clone(), cost)
-                        }
-                        _ => Kept::Gone(task.id),
-                    });
-                    Some(json)
-                }
-                Op::DeleteTask { task, .. } => {
-                    kept.push(Kept::Gone(*task));
-                    None
-                }
-                Op::History { events, .. } | Op::ReplaceHistory { events, .. } => {
-                    Some(encode_json(events)?)
-                }
-                Op::Inbox { message, .. } => Some(encode_json(message)?),
-                _ => None,
-            });
-        }
+        let (values, kept) = encode_values(batches)?;
         let mut w = self.writer();
-        // The values, and a few dozen bytes of ids and keys for each op.
-        let room = values.iter().flatten().map(Vec::len).sum::<usize>()
-            + 64 * batches.iter().map(|b| b.ops.len()).sum::<usize>();
-        let mut enc = frame_with_room(room);
-        let at;
-        {
-            let state = self.state();
-            // A ref may be taken already, or claimed twice within this group.
-            let mut claimed: HashMap<(u64, &str), u64> = HashMap::new();
-            // History heads as this frame moves them.
-            let mut heads: HashMap<u64, Loc> = HashMap::new();
-            let (segment, frame_at) = self.next_frame_at(&w);
-            let payload_offset = frame_at + 8;
-            at = (segment, frame_at);
-            for (op, value) in batches.iter().flat_map(|b| &b.ops).zip(values) {
-                match op {
-                    Op::PutTask(task) => {
-                        enc.u8(PUT_TASK);
-                        enc.u64(task.id);
-                        enc.u64(task.process);
-                        enc.bytes(&value.unwrap_or_default());
-                    }
-                    Op::IndexTask { .. } => {} // the task's entry says its process
-                    Op::InsertRef {
-                        process,
-                        reference,
-                        task,
-                    } => {
-                        let taken_here = claimed
-                            .insert((*process, reference.as_str()), *task)
-                            .is_some_and(|t| t != *task);
-                        let taken_before = state
-                            .refs
-                            .get(process)
-                            .and_then(|refs| refs.get(reference.as_str()))
-                            .is_some_and(|t| t != task);
-                        if taken_here || taken_before {
-                            return Err(StoreError::DuplicateRef {
-                                process: *process,
-                                reference: reference.clone(),
-                            });
-                        }
-                        enc.u8(INSERT_REF);
-                        enc.u64(*process);
-                        enc.str(reference);
-                        enc.u64(*task);
-                    }
-                    Op::SetTimer(t) | Op::ClearTimer(t) => {
-                        let set = matches!(op, Op::SetTimer(_));
-                        enc.u8(if set { SET_TIMER } else { CLEAR_TIMER });
-                        enc.i64(t.due);
-                        enc.u64(t.task);
-                    }
-                    Op::SetReady(task) => {
-                        enc.u8(SET_READY);
-                        enc.u64(*task);
-                    }
-                    Op::ClearReady(task) => {
-                        enc.u8(CLEAR_READY);
-                        enc.u64(*task);
-                    }
-                    Op::Count {
-                        process,
-                        node,
-                        now,
-                        total,
-                    } => {
-                        enc.u8(COUNT);
-                        enc.u64(*process);
-                        enc.str(node);
-                        enc.i64(*now);
-                        enc.u64(*total);
-                    }
-                    Op::History { task, .. } | Op::ReplaceHistory { task, .. } => {
-                        // A replaced history starts a new chain (`HISTORY_RESET`, as
-                        // compaction writes it).
-                        let reset = matches!(op, Op::ReplaceHistory { .. });
-                        let prev = match heads.get(task) {
-                            _ if reset => Loc::default(),
-                            Some(loc) => *loc,
-                            None => state.history.get(task).map(|c| c.head).unwrap_or_default(),
-                        };
-                        let json = value.unwrap_or_default();
-                        enc.u8(if reset { HISTORY_RESET } else { HISTORY });
-                        enc.u64(*task);
-                        enc.u32((LOC_BYTES + json.len()) as u32);
-                        let start = enc.buf.len() - 8;
-                        prev.encode(&mut enc);
-                        enc.buf.extend_from_slice(&json);
-                        heads.insert(
-                            *task,
-                            Loc {
-                                segment,
-                                len: (LOC_BYTES + json.len()) as u32,
-                                offset: payload_offset + start as u64,
-                            },
-                        );
-                    }
-                    Op::Inbox { task, seq, .. } => {
-                        enc.u8(INBOX);
-                        enc.u64(*task);
-                        enc.u64(*seq);
-                        enc.bytes(&value.unwrap_or_default());
-                    }
-                    Op::ClearInbox { task, seq } => {
-                        enc.u8(CLEAR_INBOX);
-                        enc.u64(*task);
-                        enc.u64(*seq);
-                    }
-                    Op::DeleteTask {
-                        task,
-                        process,
-                        reference,
-                    } => {
-                        // A history record after this in the group starts a new chain.
-                        heads.insert(*task, Loc::default());
-                        enc.u8(DELETE_TASK);
-                        enc.u64(*task);
-                        enc.u64(*process);
-                        match reference {
-                            Some(r) => {
-                                enc.u8(1);
-                                enc.str(r);
-                            }
-                            None => enc.u8(0),
-                        }
-                    }
-                }
-            }
-        }
-        if enc.buf.len() == 8 {
+        let Some((enc, at)) = self.group_frame(&w, batches, values)? else {
             return Ok(());
-        }
-        // What is kept of these tasks goes before the frame is applied, so that no read
-        // meets a kept record older than the indexes; the new ones are kept after it.
-        {
-            let mut recent = self.recent();
-            for change in &kept {
-                match change {
-                    Kept::Record(task, _) => recent.forget(task.id),
-                    Kept::Gone(id) => recent.forget(*id),
-                }
-            }
-        }
-        self.append_at(&mut w, enc, Some(at))?;
-        {
-            // In the group's order, so its last word on each task counts.
-            let mut recent = self.recent();
-            for change in kept {
-                match change {
-                    Kept::Record(task, cost) => recent.keep(*task, cost),
-                    Kept::Gone(id) => recent.forget(id),
-                }
-            }
-        }
+        };
+        self.write_group(&mut w, enc, at, kept)?;
         // Committed. A compaction that fails (a full disk) leaves the log as it was, with
         // at most some values copied twice; it is tried again after 64 MiB more log.
         let _ = self.maybe_compact(&mut w);
         Ok(())
+    }
+
+    fn commit_quick(&self, batch: &Batch) -> Option<Result<()>> {
+        // The writer's lock only if it is free, and only a commit that leaves no
+        // maintenance behind it: no segment to roll (an fsync), no snapshot or
+        // compaction due. Those go through `commit_group` on the committer's thread.
+        let mut w = match self.writer.try_lock() {
+            Ok(w) => w,
+            Err(std::sync::TryLockError::Poisoned(p)) => p.into_inner(),
+            Err(std::sync::TryLockError::WouldBlock) => return None,
+        };
+        if w.broken.is_some() || self.next_frame_at(&w).0 != w.segment || self.compaction_due(&w) {
+            return None;
+        }
+        let batches = std::slice::from_ref(batch);
+        let frame = encode_values(batches)
+            .and_then(|(values, kept)| Ok((self.group_frame(&w, batches, values)?, kept)));
+        let (enc, at, kept) = match frame {
+            Ok((Some((enc, at)), kept)) => (enc, at, kept),
+            Ok((None, _)) => return Some(Ok(())),
+            Err(e) => return Some(Err(e)),
+        };
+        if w.since_snapshot + enc.buf.len() as u64 >= self.limits.snapshot_after {
+            return None; // nothing was written: the committer writes it, then snapshots
+        }
+        Some(self.write_group(&mut w, enc, at, kept))
     }
 
     fn checkpoint(&self) -> Result<()> {

@@ -561,6 +561,17 @@ impl Store for SealedStore {
         }
     }
 
+    fn commit_quick(&self, batch: &Batch) -> Option<Result<()>> {
+        match self.seal_batches(std::slice::from_ref(batch)) {
+            Ok(Some(sealed)) => match sealed.as_slice() {
+                [one] => self.inner.commit_quick(one),
+                _ => None,
+            },
+            Ok(None) => self.inner.commit_quick(batch),
+            Err(e) => Some(Err(e)),
+        }
+    }
+
     fn flush(&self) -> Result<()> {
         self.inner.flush()
     }

@@ -415,6 +415,97 @@ fn ordinary_commits_roll_segments_write_snapshots_and_compact_by_themselves() {
     check_loop(&LogStore::open_with_limits(dir.path(), small).unwrap());
 }
 
+/// `commit_quick` writes in place until a segment must roll or a snapshot or compaction
+/// is due, and then answers `None` with nothing written; the commit the engine then
+/// makes (`commit_group`, on its committer) does that work. It never waits for a
+/// commit another thread holds the writer for.
+#[test]
+fn quick_commits_leave_rolls_snapshots_and_compaction_to_the_committer() {
+    let dir = tempfile::tempdir().unwrap();
+    let small = Limits {
+        segment_bytes: 16 << 10,
+        snapshot_after: 64 << 10,
+        snapshot_on_close_after: 4 << 10,
+        compact_min: 32 << 10,
+    };
+    let log = LogStore::dir_in(dir.path());
+    let store = LogStore::open_with_limits(dir.path(), small).unwrap();
+    fill(&store);
+    let (mut quick, mut handed_on) = (0, 0);
+    for round in 0..300u64 {
+        for id in 100..110u64 {
+            let mut batch = Batch::default();
+            let mut record = task(id, 9, "loop");
+            record.data.insert("round".into(), serde_json::json!(round));
+            record
+                .data
+                .insert("pad".into(), serde_json::json!("p".repeat(200)));
+            batch.push(Op::PutTask(Box::new(record)));
+            batch.push(Op::History {
+                task: id,
+                seq: round,
+                events: vec![entered("loop", "loop")],
+            });
+            let (segment, since_snapshot) = {
+                let w = store.writer();
+                (w.segment, w.since_snapshot)
+            };
+            match store.commit_quick(&batch) {
+                Some(result) => {
+                    result.unwrap();
+                    quick += 1;
+                    let w = store.writer();
+                    assert_eq!(w.segment, segment, "a quick commit rolled the log");
+                    assert!(
+                        w.since_snapshot > since_snapshot,
+                        "a quick commit took a snapshot"
+                    );
+                }
+                None => {
+                    let w = store.writer();
+                    assert_eq!(
+                        (w.segment, w.since_snapshot),
+                        (segment, since_snapshot),
+                        "`None` wrote something"
+                    );
+                    drop(w);
+                    handed_on += 1;
+                    store.commit_group(std::slice::from_ref(&batch)).unwrap();
+                }
+            }
+        }
+    }
+    assert!(quick > 2_500, "{quick} of 3000 commits were quick");
+    assert!(handed_on > 0, "no commit was left to the committer");
+    store.snapshot_now().unwrap();
+    assert!(
+        !log.join(segment_name(1)).exists(),
+        "no compaction deleted the first segment"
+    );
+    // With the writer held by another commit, a quick commit does not wait.
+    let held = store.writer();
+    let batch = {
+        let mut batch = Batch::default();
+        batch.push(Op::PutTask(Box::new(task(100, 9, "elsewhere"))));
+        batch
+    };
+    let answer = std::thread::scope(|s| s.spawn(|| store.commit_quick(&batch)).join());
+    assert!(matches!(answer, Ok(None)), "{answer:?}");
+    drop(held);
+    let check_loop = |store: &LogStore| {
+        for id in 100..110u64 {
+            let record = store.task(id).unwrap().unwrap();
+            assert_eq!(record.node, "loop");
+            assert_eq!(record.data.get("round"), Some(&serde_json::json!(299)));
+            assert_eq!(store.history(id).unwrap().len(), 300, "task {id}'s history");
+        }
+        check(store);
+    };
+    check_loop(&store);
+    drop(store);
+    check_loop(&LogStore::open_with_limits(dir.path(), small).unwrap());
+}
+
 /// How long commits wait while compaction runs, with a store much larger than a segment
 /// (run by hand: `cargo test --release -p conveyor-store -- --ignored --nocapture`).
 #[test]
