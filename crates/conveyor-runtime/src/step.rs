@@ -122,12 +122,15 @@ impl Taken<'_> {
     /// the check for a taker's message keep a second take off, and the taken task's step
     /// may run on another engine, which could never end this engine's hold.
     fn committed(&mut self) {
-        if self.rt.store.shared() {
-            for took in &self.tasks {
+        let shared = self.rt.store.shared();
+        for took in std::mem::take(&mut self.tasks) {
+            if shared {
                 unhold(self.rt, took.task);
             }
+            // Its steps may start again: the one that reads this take's message first
+            // (a time limit that came meanwhile was kept for after: `Runtime::unhold`).
+            self.rt.unhold(took.task);
         }
-        self.tasks.clear();
     }
 }
 
@@ -149,10 +152,12 @@ fn unhold(rt: &Runtime, task: u64) {
         .remove(&task);
 }
 
-/// A take that will not be committed: the task is free again, and back on the queue's
-/// list in its place.
+/// A take that will not be committed: the task is free again, its steps may start
+/// (work that came for it meanwhile is queued), and it is back on the queue's list in
+/// its place.
 fn give_back(rt: &Runtime, took: &Took) {
     unhold(rt, took.task);
+    rt.unhold(took.task);
     rt.queues
         .put_back(took.process, &took.queue, (took.entered, took.task));
 }

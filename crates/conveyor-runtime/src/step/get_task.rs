@@ -191,6 +191,10 @@ impl Step<'_> {
                 passed.push(candidate);
                 continue;
             }
+            if !self.hold_its_steps(id) {
+                passed.push(candidate);
+                continue;
+            }
             match self.rt.store.task(id) {
                 Ok(Some(task))
                     if task.process == process
@@ -261,6 +265,9 @@ impl Step<'_> {
                     continue;
                 }
             }
+            if !self.hold_its_steps(candidate.id) {
+                continue;
+            }
             if !shared {
                 return Ok(Some(candidate));
             }
@@ -303,8 +310,24 @@ impl Step<'_> {
         Ok(None)
     }
 
+    /// Keeps this engine from starting a step of `task`, which this step is taking,
+    /// until the take is committed or given back (`Taken`). `false`, with the take
+    /// undone, when a step of it runs now (its time limit, a `task goto`): it may be
+    /// leaving the queue, and a take of it would reach it too late. Without this, both
+    /// steps committed: the taker had the task's data and the task had gone elsewhere,
+    /// with a `late_dequeue` in its history.
+    fn hold_its_steps(&self, task: u64) -> bool {
+        if self.rt.hold(task) {
+            return true;
+        }
+        unhold(self.rt, task);
+        false
+    }
+
+    /// Undoes a take that held the task (`hold_its_steps`), before it became a `Took`.
     fn untake(&self, task: u64) {
         unhold(self.rt, task);
+        self.rt.unhold(task);
     }
 }
 
@@ -356,5 +379,106 @@ fn blocking<T>(f: impl FnOnce() -> T) -> T {
             tokio::task::block_in_place(f)
         }
         _ => f(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const ORDERS: &str = r#"
+process: orders
+nodes:
+  start: { type: start, next: waiting }
+  waiting: { type: queue, next: shipped }
+  shipped: { type: final }
+"#;
+
+    const TAKER: &str = r#"
+process: taker
+nodes:
+  start: { type: start, next: take }
+  take: { type: get_task, process: "@orders", node: waiting, next: got, on_error: empty }
+  got: { type: final }
+  empty: { type: final, status: error }
+"#;
+
+    /// A task whose own step is running (its time limit, a `task goto`: held here as
+    /// such a step holds it) is passed over by a take, and taken once that step is
+    /// over; a taken task's steps are held until the take is committed, and free after.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_task_whose_own_step_runs_is_not_taken_from_its_queue() {
+        for kind in [
+            conveyor_store::StoreKind::Log,
+            conveyor_store::StoreKind::Sled,
+        ] {
+            let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+            let options = conveyor_store::StoreOptions {
+                kind,
+                ..Default::default()
+            };
+            let store = conveyor_store::open(dir.path(), options).unwrap_or_else(|e| panic!("{e}"));
+            let rt = Runtime::new(
+                store,
+                Arc::new(crate::ManualClock::new(1_000)),
+                crate::Settings::default(),
+            );
+            for (yaml, alias) in [(ORDERS, "orders"), (TAKER, "taker")] {
+                rt.clone_process("p.yaml", yaml, Some(alias), Map::new())
+                    .unwrap_or_else(|e| panic!("{e}"));
+            }
+            let add = |process: &str, reference: &str| {
+                rt.add_task(process, Some(reference), Map::new())
+                    .unwrap_or_else(|e| panic!("{e}"))
+                    .id
+            };
+            let step = |id: u64| {
+                let rt = &rt;
+                async move {
+                    super::super::run(rt, id)
+                        .await
+                        .unwrap_or_else(|e| panic!("{e}"));
+                }
+            };
+            let (o1, o2) = (add("@orders", "o1"), add("@orders", "o2"));
+            step(o1).await;
+            step(o2).await;
+            // o1, the oldest, is in a step of its own.
+            assert!(rt.hold(o1));
+            let t1 = add("@taker", "t1");
+            step(t1).await;
+            let got = |t: u64| {
+                let task = rt
+                    .store
+                    .task(t)
+                    .ok()
+                    .flatten()
+                    .unwrap_or_else(|| panic!("{t}"));
+                assert_eq!(task.node, "got", "{kind:?}: {task:?}");
+                task.data.get("__queue_task_id__").and_then(Value::as_u64)
+            };
+            assert_eq!(got(t1), Some(o2), "{kind:?}: o1 was passed over");
+            // The take is committed: o2's steps are free, and the one that reads the
+            // take's message moves it on.
+            assert!(!rt.is_running(o2), "{kind:?}");
+            step(o2).await;
+            let node = |id: u64| rt.store.task(id).ok().flatten().map(|t| t.node);
+            assert_eq!(node(o2).as_deref(), Some("shipped"));
+            assert_eq!(node(o1).as_deref(), Some("waiting"));
+            assert!(
+                rt.store
+                    .history(o1)
+                    .unwrap_or_default()
+                    .iter()
+                    .all(|e| !matches!(e.kind, EventKind::Error { .. })),
+                "{kind:?}: nothing reached o1"
+            );
+            // Its step is over: the next take gets it.
+            rt.unhold(o1);
+            let t2 = add("@taker", "t2");
+            step(t2).await;
+            assert_eq!(got(t2), Some(o1), "{kind:?}");
+            assert!(!rt.is_running(o1), "{kind:?}");
+        }
     }
 }
