@@ -333,6 +333,11 @@ pub trait Store: Send + Sync + 'static {
     fn commit_quick(&self, _batch: &Batch) -> Option<Result<()>> {
         None
     }
+    /// Whether [`Store::commit_quick`] ever answers `Some`: a wrapper asks before it
+    /// does work of its own for a quick commit (the sealed store's sealing).
+    fn commits_in_place(&self) -> bool {
+        false
+    }
     /// Makes everything committed so far durable on disk.
     fn flush(&self) -> Result<()>;
     /// Makes everything durable and, where the store has one, writes what lets the next

@@ -733,7 +733,6 @@ impl LogStore {
             .unwrap_or_else(|_| Err(StoreError::Io("the snapshot writer stopped".into())))
     }
 
-    /// When the log is mostly dead, compacts its oldest segment (the writer is locked).
     /// The frame of a group (`values` from [`encode_values`]) and where it will be
     /// written; `None` when the group changes nothing. Refuses a ref taken already or
     /// claimed twice in the group. Called with the writer locked.
@@ -915,6 +914,7 @@ impl LogStore {
             && w.sealed + w.len > COMPACT_RATIO * live
     }
 
+    /// When the log is mostly dead, compacts its oldest segment (the writer is locked).
     fn maybe_compact(&self, w: &mut Writer) -> Result<()> {
         if !self.compaction_due(w) {
             return Ok(());
@@ -1876,6 +1876,10 @@ impl Store for LogStore {
         // at most some values copied twice; it is tried again after 64 MiB more log.
         let _ = self.maybe_compact(&mut w);
         Ok(())
+    }
+
+    fn commits_in_place(&self) -> bool {
+        true
     }
 
     fn commit_quick(&self, batch: &Batch) -> Option<Result<()>> {

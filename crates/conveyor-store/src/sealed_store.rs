@@ -561,7 +561,16 @@ impl Store for SealedStore {
         }
     }
 
+    fn commits_in_place(&self) -> bool {
+        self.inner.commits_in_place()
+    }
+
     fn commit_quick(&self, batch: &Batch) -> Option<Result<()>> {
+        // Sealing reads the tasks messages go to (a round trip on PostgreSQL): only for
+        // a store that may take it.
+        if !self.inner.commits_in_place() {
+            return None;
+        }
         match self.seal_batches(std::slice::from_ref(batch)) {
             Ok(Some(sealed)) => match sealed.as_slice() {
                 [one] => self.inner.commit_quick(one),
