@@ -7,6 +7,19 @@ use super::*;
 /// At most this many tasks of the queue's process are listed, looking for those waiting
 /// in the queue (the store lists a process's tasks in id order).
 const SCAN_LIMIT: usize = 100_000;
+/// How long a take waits for the step of the task next in line (it is coming into the
+/// queue, or leaving it) before it passes over that task. Such steps are short: a queued
+/// task's own steps move no data over the network.
+const BUSY_WAIT: std::time::Duration = std::time::Duration::from_millis(500);
+
+/// What a look down the queue's list found.
+enum Next {
+    Task(Box<TaskRecord>),
+    /// No candidate is free.
+    Empty,
+    /// The next in line is in a step of its own.
+    Busy,
+}
 
 /// The taken task's id and data, or a failure's tag and description.
 type Taken = std::result::Result<(u64, Map<String, Value>), (&'static str, String)>;
@@ -152,32 +165,43 @@ impl Step<'_> {
             list_queue(self.rt, process, queue).await?;
             listed = true;
         }
+        // Until when the next in line is waited for while its own step runs: in order,
+        // and never "empty" because the one task waiting was just coming in.
+        let mut wait_until: Option<std::time::Instant> = None;
         loop {
-            match self.next_listed(process, queue, newest)? {
-                Some(task) => return Ok(Some(task)),
-                None if !listed && self.rt.queues.may_relist(process, queue) => {
+            let waiting = wait_until.is_none_or(|until| std::time::Instant::now() < until);
+            match self.next_listed(process, queue, newest, waiting)? {
+                Next::Task(task) => return Ok(Some(*task)),
+                Next::Busy => {
+                    wait_until.get_or_insert_with(|| std::time::Instant::now() + BUSY_WAIT);
+                    tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+                }
+                Next::Empty if !listed && self.rt.queues.may_relist(process, queue) => {
                     list_queue(self.rt, process, queue).await?;
                     listed = true;
                 }
-                None => return Ok(None),
+                Next::Empty => return Ok(None),
             }
         }
     }
 
     /// The first candidate on the list that is free and still waits in the queue; the
-    /// ones passed over that stay in it (this task itself, or one another step took and
-    /// has not moved on yet) go back on the list.
+    /// ones passed over that stay in it (this task itself, one another step took and
+    /// has not moved on yet, one a `task goto` is about to move) go back on the list.
+    /// A candidate in a step of its own stops the look (`Busy`) while `wait_for_busy`,
+    /// and is passed over after.
     fn next_listed(
         &mut self,
         process: u64,
         queue: &str,
         newest: bool,
-    ) -> std::result::Result<Option<TaskRecord>, (&'static str, String)> {
+        wait_for_busy: bool,
+    ) -> std::result::Result<Next, (&'static str, String)> {
         let queues = &self.rt.queues;
         let mut passed = Vec::new();
         let taken = loop {
             let Some(candidate) = queues.next(process, queue, newest) else {
-                break Ok(None);
+                break Ok(Next::Empty);
             };
             let id = candidate.1;
             let free = match self.rt.taken.lock() {
@@ -193,6 +217,9 @@ impl Step<'_> {
             }
             if !self.hold_its_steps(id) {
                 passed.push(candidate);
+                if wait_for_busy {
+                    break Ok(Next::Busy);
+                }
                 continue;
             }
             match self.rt.store.task(id) {
@@ -201,7 +228,18 @@ impl Step<'_> {
                         && task.node == queue
                         && task.status == TaskStatus::Waiting =>
                 {
-                    break Ok(Some(task));
+                    match self.rt.store.inbox(id) {
+                        Ok(messages) if moving(&messages) => {
+                            self.untake(id);
+                            passed.push(candidate);
+                        }
+                        Ok(_) => break Ok(Next::Task(Box::new(task))),
+                        Err(e) => {
+                            self.untake(id);
+                            passed.push(candidate);
+                            break Err(("get_task_fatal_error", e.to_string()));
+                        }
+                    }
                 }
                 // It left the queue: off the list.
                 Ok(_) => self.untake(id),
@@ -286,9 +324,7 @@ impl Step<'_> {
             self.claimed.push(candidate.id);
             // Taken by a step of another engine whose message the task has not read yet?
             let pending = match self.rt.store.inbox(candidate.id) {
-                Ok(messages) => messages
-                    .iter()
-                    .any(|(_, m)| matches!(m, InboxMessage::Dequeue { .. })),
+                Ok(messages) => moving(&messages),
                 Err(e) => {
                     self.untake(candidate.id);
                     return Err(fatal(e));
@@ -329,6 +365,18 @@ impl Step<'_> {
         unhold(self.rt, task);
         self.rt.unhold(task);
     }
+}
+
+/// Whether a task's unread messages will move it out of its queue: a taker's (another
+/// step took it) or a `task goto`/`retry` (its step reads that first, and a take would
+/// reach it too late: `late_dequeue`).
+fn moving(messages: &[(u64, InboxMessage)]) -> bool {
+    messages.iter().any(|(_, m)| {
+        matches!(
+            m,
+            InboxMessage::Dequeue { .. } | InboxMessage::Recover { .. }
+        )
+    })
 }
 
 /// Lists the queue from the store into this engine's list. One take lists it at a
@@ -403,9 +451,20 @@ nodes:
   empty: { type: final, status: error }
 "#;
 
+    const NEWEST: &str = r#"
+process: newest
+nodes:
+  start: { type: start, next: take }
+  take: { type: get_task, process: "@orders", node: waiting, order: newest, next: got, on_error: empty }
+  got: { type: final }
+  empty: { type: final, status: error }
+"#;
+
     /// A task whose own step is running (its time limit, a `task goto`: held here as
-    /// such a step holds it) is passed over by a take, and taken once that step is
-    /// over; a taken task's steps are held until the take is committed, and free after.
+    /// such a step holds it) is waited for a moment and then passed over by a take, and
+    /// taken once that step is over; a taken task's steps are held until the take is
+    /// committed, and free after. A step that ends soon is waited for: the take stays in
+    /// order. A task a `task goto` is about to move is passed over.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_task_whose_own_step_runs_is_not_taken_from_its_queue() {
         for kind in [
@@ -423,7 +482,7 @@ nodes:
                 Arc::new(crate::ManualClock::new(1_000)),
                 crate::Settings::default(),
             );
-            for (yaml, alias) in [(ORDERS, "orders"), (TAKER, "taker")] {
+            for (yaml, alias) in [(ORDERS, "orders"), (TAKER, "taker"), (NEWEST, "newest")] {
                 rt.clone_process("p.yaml", yaml, Some(alias), Map::new())
                     .unwrap_or_else(|e| panic!("{e}"));
             }
@@ -443,10 +502,15 @@ nodes:
             let (o1, o2) = (add("@orders", "o1"), add("@orders", "o2"));
             step(o1).await;
             step(o2).await;
-            // o1, the oldest, is in a step of its own.
+            // o1, the oldest, is in a step of its own that does not end.
             assert!(rt.hold(o1));
             let t1 = add("@taker", "t1");
+            let started = std::time::Instant::now();
             step(t1).await;
+            assert!(
+                started.elapsed() >= BUSY_WAIT,
+                "{kind:?}: o1 was waited for"
+            );
             let got = |t: u64| {
                 let task = rt
                     .store
@@ -479,6 +543,41 @@ nodes:
             step(t2).await;
             assert_eq!(got(t2), Some(o1), "{kind:?}");
             assert!(!rt.is_running(o1), "{kind:?}");
+            // o4, the newest, is still in the step that brought it into the queue; it
+            // ends in a moment: a take of the newest waits for it rather than take o3.
+            let (o3, o4) = (add("@orders", "o3"), add("@orders", "o4"));
+            step(o3).await;
+            step(o4).await;
+            assert!(rt.hold(o4));
+            let releases = {
+                let rt = Arc::clone(&rt);
+                tokio::spawn(async move {
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    rt.unhold(o4);
+                })
+            };
+            let t3 = add("@newest", "t3");
+            step(t3).await;
+            assert!(releases.await.is_ok());
+            assert_eq!(got(t3), Some(o4), "{kind:?}: the newest, waited for");
+            // A `task goto` sent to o3 and not read yet: o3 is passed over.
+            let seq = rt.store.next_task_id().unwrap_or_else(|e| panic!("{e}"));
+            let mut batch = conveyor_store::Batch::default();
+            batch.push(Op::Inbox {
+                task: o3,
+                seq,
+                message: InboxMessage::Recover {
+                    to: Some("shipped".into()),
+                    data: Map::new(),
+                    source: "test".into(),
+                    action: None,
+                },
+            });
+            rt.store.commit(&batch).unwrap_or_else(|e| panic!("{e}"));
+            let t4 = add("@taker", "t4");
+            step(t4).await;
+            let t4 = rt.store.task(t4).ok().flatten().map(|t| t.node);
+            assert_eq!(t4.as_deref(), Some("empty"), "{kind:?}");
         }
     }
 }
