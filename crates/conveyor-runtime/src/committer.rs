@@ -438,7 +438,11 @@ mod tests {
             batch
         };
         let (_dir, log) = open(StoreKind::Log);
+        // A store's first commit marks its format (a file written and synced): never in
+        // place.
         let committer = Committer::start(log.clone(), false);
+        assert!(committer.commit_here(log.as_ref(), &batch(9)).is_none());
+        log.commit(&batch(9)).unwrap_or_else(|e| panic!("{e}"));
         // The store's background flusher holds its writer a moment every 500 ms: a
         // quick commit that meets it answers `None`, so try a few times.
         let applied = (0..20).find_map(|_| {

@@ -16,7 +16,9 @@
 //! - `sled_store.rs`, `log_store.rs`, `pg_store.rs`: the implementations (`pg_store/`:
 //!   its schema migrations, how a group is folded into statements, claims and leases,
 //!   LISTEN/NOTIFY; `sled_store/reclaim.rs`: a running sled store giving the space of
-//!   removed tasks back).
+//!   removed tasks back; `log_store/`: its binary encodings, `codec.rs` for frames and
+//!   `binary.rs` for task records and history events, and `recent.rs`, the records
+//!   kept for the next read).
 //! - `sealed_store.rs`, `seal.rs`, `keys.rs`: secrets sealed at rest over any store.
 //! - `migrate.rs`: moving a data dir between kinds of store, comparing two stores;
 //!   `compact.rs`: rewriting a store into a new one of the same kind.

@@ -19,8 +19,10 @@
 //! index, timers in due order, the ready set, counters, inboxes, the head of each task's
 //! history chain) and the processes and API keys. Task records, history and inbox
 //! messages stay on disk and are read with `pread` when asked for, so memory grows by
-//! about 200 bytes per task, not by the task's size. The one exception is bounded: the
-//! records of ready tasks written lately (those under 4 KiB of JSON) are kept decoded
+//! about 200 bytes per task, not by the task's size. Task records and history events
+//! are written in bytes (`binary.rs`, format 3); JSON ones of older logs read as before.
+//! The one exception is bounded: the
+//! records of ready tasks written lately (those under 4 KiB as written) are kept decoded
 //! until their next read (the engine's next step of the task), up to 16,384 of them and
 //! about 32 MiB of memory (`recent.rs`).
 //!
@@ -41,6 +43,7 @@
 //! reaches the indexes through the one function `apply`, so a replay cannot disagree
 //! with what the engine saw when it wrote.
 
+mod binary;
 mod codec;
 mod recent;
 
@@ -56,10 +59,13 @@ use codec::{Dec, Enc};
 use crate::*;
 
 /// The on-disk format of the log this code writes and understands.
-/// 2: adds the entry `NEXT_IDS` (written by a migration); a log of version 1 is read as
-/// it is. A new store is marked 1 (so an older conveyor still opens it) until it holds
-/// a `NEXT_IDS` entry, when it is marked 2.
-pub const LOG_FORMAT_VERSION: u32 = 2;
+/// 2: adds the entry `NEXT_IDS` (written by a migration).
+/// 3: task records and history events are written in bytes (`binary.rs`), not JSON.
+/// Logs of versions 1 and 2 are read as they are. A new store is marked 1 (so an older
+/// conveyor still opens it) until a commit first writes to it, when it is marked 3.
+pub const LOG_FORMAT_VERSION: u32 = 3;
+/// The version from which task records and history events may be binary.
+const BINARY_FORMAT: u32 = 3;
 /// What a new store is marked with.
 const NEW_STORE_FORMAT: u32 = 1;
 
@@ -214,6 +220,8 @@ struct Writer {
     dirty: bool,
     /// A failed write that could not be undone: every later write fails with this.
     broken: Option<String>,
+    /// The format version the store's `FORMAT` file says.
+    format: u32,
 }
 
 pub struct LogStore {
@@ -289,21 +297,21 @@ fn encode_values(batches: &[Batch]) -> Result<(Values, Vec<Kept>)> {
     for op in batches.iter().flat_map(|b| &b.ops) {
         values.push(match op {
             Op::PutTask(task) => {
-                let json = encode_json(task)?;
-                kept.push(match recent::cost(task, json.len()) {
+                let bytes = binary::encode_task(task);
+                kept.push(match recent::cost(task, bytes.len()) {
                     Some(cost) if task.status == TaskStatus::Ready => {
                         Kept::Record(task.clone(), cost)
                     }
                     _ => Kept::Gone(task.id),
                 });
-                Some(json)
+                Some(bytes)
             }
             Op::DeleteTask { task, .. } => {
                 kept.push(Kept::Gone(*task));
                 None
             }
             Op::History { events, .. } | Op::ReplaceHistory { events, .. } => {
-                Some(encode_json(events)?)
+                Some(binary::encode_events(events))
             }
             Op::Inbox { message, .. } => Some(encode_json(message)?),
             _ => None,
@@ -314,6 +322,25 @@ fn encode_values(batches: &[Batch]) -> Result<(Values, Vec<Kept>)> {
 
 fn decode_json<T: serde::de::DeserializeOwned>(what: &str, bytes: &[u8]) -> Result<T> {
     serde_json::from_slice(bytes).map_err(|e| corrupt(what, e))
+}
+
+/// A task record as written: in bytes (format 3) or in JSON (before).
+fn decode_task(bytes: &[u8]) -> Result<TaskRecord> {
+    match bytes.first() {
+        Some(&binary::TASK) => binary::decode_task(bytes),
+        _ => decode_json("a task", bytes),
+    }
+}
+
+/// Appends the events of one history record, in bytes (format 3) or in JSON (before).
+fn decode_events(bytes: &[u8], out: &mut Vec<HistoryEvent>) -> Result<()> {
+    match bytes.first() {
+        Some(&binary::EVENTS) => binary::decode_events(bytes, out),
+        _ => {
+            out.extend(decode_json::<Vec<HistoryEvent>>("history events", bytes)?);
+            Ok(())
+        }
+    }
 }
 
 /// The error of an open that found damage it must not cut off: a bad frame followed by
@@ -404,7 +431,7 @@ impl LogStore {
             Err(std::fs::TryLockError::Error(e)) => return Err(io(e)),
         }
         let format_path = dir.join("FORMAT");
-        match std::fs::read(&format_path) {
+        let format = match std::fs::read(&format_path) {
             Ok(bytes) => {
                 let found = <[u8; 4]>::try_from(bytes.as_slice())
                     .map(u32::from_le_bytes)
@@ -416,12 +443,14 @@ impl LogStore {
                         supported: LOG_FORMAT_VERSION,
                     });
                 }
+                found
             }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 write_format(&dir, NEW_STORE_FORMAT)?;
+                NEW_STORE_FORMAT
             }
             Err(e) => return Err(io(e)),
-        }
+        };
 
         // The snapshot, then every frame after it.
         let (mut state, segment, offset, first_segment) = match std::fs::read(dir.join("snapshot"))
@@ -519,6 +548,7 @@ impl LogStore {
             compact_retry_at: 0,
             dirty: false,
             broken: None,
+            format,
         }));
         let next_task = AtomicU64::new(state.next_task.max(1));
         let stop = Arc::new(AtomicBool::new(false));
@@ -582,7 +612,7 @@ impl LogStore {
                 None => return Ok(None),
             }
         };
-        decode_json("a task", &bytes).map(Some)
+        decode_task(&bytes).map(Some)
     }
 
     fn writer(&self) -> MutexGuard<'_, Writer> {
@@ -914,6 +944,17 @@ impl LogStore {
             && w.sealed + w.len > COMPACT_RATIO * live
     }
 
+    /// Marks the store's `FORMAT` as at least `version` before a frame that needs it is
+    /// written, so an older conveyor refuses the store rather than misread it. Once: the
+    /// writer remembers it.
+    fn mark_format(&self, w: &mut Writer, version: u32) -> Result<()> {
+        if w.format < version {
+            write_format(&self.dir, version)?;
+            w.format = version;
+        }
+        Ok(())
+    }
+
     /// When the log is mostly dead, compacts its oldest segment (the writer is locked).
     fn maybe_compact(&self, w: &mut Writer) -> Result<()> {
         if !self.compaction_due(w) {
@@ -939,6 +980,8 @@ impl LogStore {
         if oldest >= w.segment {
             return Ok(()); // nothing sealed
         }
+        // The histories it merges are written in bytes.
+        self.mark_format(w, BINARY_FORMAT)?;
         let (tasks, chains, messages) = {
             let state = self.state();
             let tasks: Vec<(u64, TaskEntry)> = state
@@ -974,7 +1017,7 @@ impl LogStore {
             }
         }
         for id in chains {
-            let events = self.history_json(id)?;
+            let events = binary::encode_events(&self.history_events(id)?);
             let mut value = vec![0u8; LOC_BYTES];
             value.extend_from_slice(&events);
             enc.u8(HISTORY_RESET);
@@ -1021,11 +1064,12 @@ impl LogStore {
         read_at(&state, loc)
     }
 
-    /// A task's history events as one JSON array, oldest first.
-    fn history_json(&self, task: u64) -> Result<Vec<u8>> {
+    /// A task's history events, oldest first: its records' events, record after record
+    /// (each binary or JSON, as it was written).
+    fn history_events(&self, task: u64) -> Result<Vec<HistoryEvent>> {
         let state = self.state();
         let Some(chain) = state.history.get(&task) else {
-            return Ok(b"[]".to_vec());
+            return Ok(Vec::new());
         };
         let mut records = Vec::new();
         let mut loc = chain.head;
@@ -1039,24 +1083,11 @@ impl LogStore {
             loc = prev;
         }
         drop(state);
-        // Each record is a JSON array: join their insides.
-        let mut out = vec![b'['];
+        let mut events = Vec::new();
         for value in records.iter().rev() {
-            let json = &value[LOC_BYTES..];
-            let inner = json
-                .strip_prefix(b"[")
-                .and_then(|j| j.strip_suffix(b"]"))
-                .ok_or_else(|| corrupt("a history record", "not a JSON array"))?;
-            if inner.is_empty() {
-                continue;
-            }
-            if out.len() > 1 {
-                out.push(b',');
-            }
-            out.extend_from_slice(inner);
+            decode_events(&value[LOC_BYTES..], &mut events)?;
         }
-        out.push(b']');
-        Ok(out)
+        Ok(events)
     }
 }
 
@@ -1748,7 +1779,7 @@ impl Store for LogStore {
     }
 
     fn history(&self, task: u64) -> Result<Vec<HistoryEvent>> {
-        decode_json("history events", &self.history_json(task)?)
+        self.history_events(task)
     }
 
     fn inbox(&self, task: u64) -> Result<Vec<(u64, InboxMessage)>> {
@@ -1871,6 +1902,7 @@ impl Store for LogStore {
         let Some((enc, at)) = self.group_frame(&w, batches, values)? else {
             return Ok(());
         };
+        self.mark_format(&mut w, BINARY_FORMAT)?;
         self.write_group(&mut w, enc, at, kept)?;
         // Committed. A compaction that fails (a full disk) leaves the log as it was, with
         // at most some values copied twice; it is tried again after 64 MiB more log.
@@ -1891,7 +1923,11 @@ impl Store for LogStore {
             Err(std::sync::TryLockError::Poisoned(p)) => p.into_inner(),
             Err(std::sync::TryLockError::WouldBlock) => return None,
         };
-        if w.broken.is_some() || self.next_frame_at(&w).0 != w.segment || self.compaction_due(&w) {
+        if w.broken.is_some()
+            || w.format < BINARY_FORMAT
+            || self.next_frame_at(&w).0 != w.segment
+            || self.compaction_due(&w)
+        {
             return None;
         }
         let batches = std::slice::from_ref(batch);
@@ -1964,7 +2000,7 @@ impl Store for LogStore {
             }
             Restore::NextIds(ids) => {
                 // An older conveyor would not know the entry: it must refuse the store.
-                write_format(&self.dir, 2)?;
+                self.mark_format(&mut w, 2)?;
                 enc.u8(NEXT_IDS);
                 enc.u64(ids.task);
                 enc.u64(ids.process);

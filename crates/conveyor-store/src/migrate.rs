@@ -636,10 +636,11 @@ mod tests {
         assert_eq!(back.kept, data.join("store.old-sled"));
         assert_eq!(kind_of(data, StoreOptions::default()), StoreKind::Log);
         assert_eq!(snapshot_of(data), before);
-        // The migrated log holds an entry older conveyors do not know: marked format 2
-        // (a log store made as usual stays 1, which they open).
+        // The migrated log holds what older conveyors do not know (the `NEXT_IDS` entry
+        // of format 2, binary records of format 3): marked 3. A log store nothing was
+        // committed to stays 1, which they open.
         let format = |d: &Path| std::fs::read(LogStore::dir_in(d).join("FORMAT")).unwrap();
-        assert_eq!(format(data), 2u32.to_le_bytes());
+        assert_eq!(format(data), 3u32.to_le_bytes());
         let fresh = tempfile::tempdir().unwrap();
         drop(LogStore::open(fresh.path()).unwrap());
         assert_eq!(format(fresh.path()), 1u32.to_le_bytes());

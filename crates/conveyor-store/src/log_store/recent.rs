@@ -3,11 +3,11 @@
 //! The usual reader of a task record is the engine's next step of that task, soon after
 //! the commit that wrote it (a door's create, then the step that calls out; a step
 //! that leaves the task ready, then the next). Handing it the record the commit held
-//! saves a `pread` and a JSON decode, which cost more than the copy made here.
+//! saves a `pread` and a decode, which cost more than the copy made here.
 //!
 //! A record is kept until it is read, replaced, deleted, or pushed out by newer ones:
 //! at most [`MAX_RECORDS`] records and [`MAX_BYTES`] of memory as [`cost`] estimates
-//! it, and only records of under [`MAX_RECORD_JSON`] bytes of JSON, so memory stays
+//! it, and only records of under [`MAX_RECORD_BYTES`] bytes as written, so memory stays
 //! bounded whatever the tasks hold. Reading one *takes* it (any read: a ref looked up,
 //! the task API): a second read goes to the log, as every read did before.
 //!
@@ -26,14 +26,14 @@ use crate::TaskRecord;
 pub(super) const MAX_RECORDS: usize = 16_384;
 /// Most memory they may take, as [`cost`] estimates it.
 pub(super) const MAX_BYTES: usize = 32 * 1024 * 1024;
-/// Larger records are not kept: a decoded record takes many times its JSON's size.
-pub(super) const MAX_RECORD_JSON: usize = 4 * 1024;
+/// Larger records are not kept: a decoded record takes many times its written size.
+pub(super) const MAX_RECORD_BYTES: usize = 4 * 1024;
 
-/// What keeping `task` (`json` bytes encoded) costs in memory, estimated from its
+/// What keeping `task` (`json` bytes as written) costs in memory, estimated from its
 /// decoded values (each JSON value decodes into a [`Value`] plus what it owns); `None`
 /// when it is too large to keep.
 pub(super) fn cost(task: &TaskRecord, json: usize) -> Option<usize> {
-    if json > MAX_RECORD_JSON {
+    if json > MAX_RECORD_BYTES {
         return None;
     }
     let strings = [&task.reference, &task.prev_node]
@@ -182,7 +182,7 @@ mod tests {
         );
         let mut huge = small.clone();
         huge.data
-            .insert("text".into(), Value::from("x".repeat(MAX_RECORD_JSON)));
+            .insert("text".into(), Value::from("x".repeat(MAX_RECORD_BYTES)));
         assert_eq!(cost(&huge, json(&huge)), None);
     }
 

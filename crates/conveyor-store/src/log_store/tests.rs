@@ -837,13 +837,14 @@ fn damage_in_a_segment_before_the_last_is_refused_and_repair_drops_the_later_one
     assert!(segments >= 3);
     drop(store);
     let _ = std::fs::remove_file(LogStore::dir_in(dir.path()).join("snapshot"));
-    // The end of segment 2 zeroed: nothing whole after it in that segment, but the
+    // The end of segment 2 damaged (its last bytes flipped: zeroing them could leave a
+    // binary record as it was): nothing whole after it in that segment, but the
     // segments after it hold acknowledged commits.
     let second = LogStore::dir_in(dir.path()).join(segment_name(2));
     let mut bytes = std::fs::read(&second).unwrap();
     let n = bytes.len();
     for b in &mut bytes[n - 10..] {
-        *b = 0;
+        *b ^= 0xFF;
     }
     std::fs::write(&second, &bytes).unwrap();
     let text = LogStore::open_with_limits(dir.path(), small)
@@ -921,4 +922,77 @@ fn a_read_after_a_commit_sees_that_commit_whether_its_record_was_kept_or_not() {
     store.commit(&delete).unwrap();
     assert_eq!(node(&store), None);
     assert_eq!(store.recent().records_kept(), 0);
+}
+
+/// A log written before format 3 holds JSON task records and history records: they read
+/// as before, a history goes on in bytes after them and reads whole, and the store is
+/// marked 3 once a commit writes to it (a store nothing was committed to stays 1).
+#[test]
+fn json_records_of_an_older_log_read_alongside_binary_ones() {
+    let dir = tempfile::tempdir().unwrap();
+    let format = || std::fs::read(LogStore::dir_in(dir.path()).join("FORMAT")).unwrap();
+    let store = LogStore::open(dir.path()).unwrap();
+    assert_eq!(format(), 1u32.to_le_bytes());
+    // What format 2 wrote for a task and its first history record.
+    let mut old = task(7, 1, "start");
+    old.data
+        .insert("note".into(), serde_json::json!("é \"quoted\""));
+    {
+        let mut w = store.writer();
+        let mut enc = frame();
+        enc.u8(PUT_TASK);
+        enc.u64(old.id);
+        enc.u64(old.process);
+        enc.bytes(&encode_json(&old).unwrap());
+        let json = encode_json(&vec![entered("start", "")]).unwrap();
+        enc.u8(HISTORY);
+        enc.u64(old.id);
+        enc.u32((LOC_BYTES + json.len()) as u32);
+        Loc::default().encode(&mut enc);
+        enc.buf.extend_from_slice(&json);
+        store.append(&mut w, enc).unwrap();
+    }
+    assert_eq!(
+        format(),
+        1u32.to_le_bytes(),
+        "a hand-written frame marks nothing"
+    );
+    assert_eq!(store.task(7).unwrap(), Some(old.clone()));
+    assert_eq!(store.history(7).unwrap(), vec![entered("start", "")]);
+    // The engine's next step: in bytes.
+    let mut moved = old.clone();
+    moved.node = "next".into();
+    moved.prev_node = Some("start".into());
+    let mut batch = Batch::default();
+    batch.push(Op::PutTask(Box::new(moved.clone())));
+    batch.push(Op::History {
+        task: 7,
+        seq: 1,
+        events: vec![entered("next", "start")],
+    });
+    store.commit(&batch).unwrap();
+    assert_eq!(format(), 3u32.to_le_bytes());
+    let first_byte = {
+        let state = store.state();
+        let loc = state.tasks.get(&7).unwrap().loc;
+        read_at(&state, loc).unwrap()[0]
+    };
+    assert_eq!(first_byte, binary::TASK);
+    let whole = vec![entered("start", ""), entered("next", "start")];
+    let check = |store: &LogStore| {
+        assert_eq!(store.task_on_disk(7).unwrap(), Some(moved.clone()));
+        assert_eq!(store.history(7).unwrap(), whole);
+    };
+    check(&store);
+    drop(store);
+    let store = LogStore::open(dir.path()).unwrap();
+    check(&store);
+    // Replaced in bytes, as compaction merges it.
+    let mut batch = Batch::default();
+    batch.push(Op::ReplaceHistory {
+        task: 7,
+        events: whole.clone(),
+    });
+    store.commit(&batch).unwrap();
+    check(&store);
 }
