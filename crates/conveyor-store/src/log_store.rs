@@ -116,7 +116,8 @@ const SET_READY: u8 = 5;
 const CLEAR_READY: u8 = 6;
 const COUNT: u8 = 7;
 /// A history record: its value is the location of the task's previous record (16
-/// bytes; none when its length is 0) followed by the events (JSON).
+/// bytes; none when its length is 0) followed by the events (in bytes since format 3,
+/// `binary.rs`; JSON before).
 const HISTORY: u8 = 8;
 const INBOX: u8 = 9;
 const CLEAR_INBOX: u8 = 10;
@@ -286,8 +287,8 @@ fn encode_json<T: serde::Serialize>(value: &T) -> Result<Vec<u8>> {
     Ok(bytes)
 }
 
-/// The JSON of a group's values (tasks, history, inbox messages), in the order of its ops
-/// (`None` for an op without one).
+/// A group's values as written (tasks and history in bytes, inbox messages in JSON), in
+/// the order of its ops (`None` for an op without one).
 type Values = Vec<Option<Vec<u8>>>;
 
 /// A group's [`Values`], and what the commit changes of the kept records.
@@ -854,18 +855,18 @@ impl LogStore {
                             Some(loc) => *loc,
                             None => state.history.get(task).map(|c| c.head).unwrap_or_default(),
                         };
-                        let json = value.unwrap_or_default();
+                        let events = value.unwrap_or_default();
                         enc.u8(if reset { HISTORY_RESET } else { HISTORY });
                         enc.u64(*task);
-                        enc.u32((LOC_BYTES + json.len()) as u32);
+                        enc.u32((LOC_BYTES + events.len()) as u32);
                         let start = enc.buf.len() - 8;
                         prev.encode(&mut enc);
-                        enc.buf.extend_from_slice(&json);
+                        enc.buf.extend_from_slice(&events);
                         heads.insert(
                             *task,
                             Loc {
                                 segment,
-                                len: (LOC_BYTES + json.len()) as u32,
+                                len: (LOC_BYTES + events.len()) as u32,
                                 offset: payload_offset + start as u64,
                             },
                         );

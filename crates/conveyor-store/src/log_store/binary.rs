@@ -38,9 +38,14 @@ const STRING: u8 = 6;
 const ARRAY: u8 = 7;
 const OBJECT: u8 = 8;
 
-/// Deepest nesting a value read back may have: serde_json refuses more than 128 levels
-/// when it parses, so no value the engine holds is deeper.
+/// Deepest nesting (arrays and objects) a value read back may have. serde_json refuses
+/// more than 128 levels when it parses, and a value built deeper (by a script) could not
+/// be read back from JSON either; 256 leaves room and keeps the decoder's recursion
+/// within a thread's stack (2 MiB, in a debug build too).
 const MAX_DEPTH: usize = 256;
+/// Most entries reserved ahead for one array or object: counts are checked against the
+/// bytes left, and this keeps nested counts from multiplying that.
+const MAX_RESERVE: usize = 1024;
 
 fn bad(what: &str, reason: impl Into<String>) -> StoreError {
     StoreError::Corrupt {
@@ -143,13 +148,13 @@ pub(super) fn decode_task(bytes: &[u8]) -> Result<TaskRecord> {
             3 => TaskStatus::Failed,
             other => return Err(bad(WHAT, format!("unknown status {other}"))),
         },
-        data: read_object(&mut dec, 0)?,
+        data: read_object(&mut dec, 1)?,
         created: dec.i64()?,
         changed: dec.i64()?,
         entered: dec.i64()?,
-        wake: match dec.u8()? {
-            0 => None,
-            _ => Some(Wake {
+        wake: match present(&mut dec)? {
+            false => None,
+            true => Some(Wake {
                 at: dec.i64()?,
                 kind: match dec.u8()? {
                     0 => WakeKind::Delay,
@@ -163,18 +168,18 @@ pub(super) fn decode_task(bytes: &[u8]) -> Result<TaskRecord> {
         },
         attempt: dec.u32()?,
         history_len: dec.u64()?,
-        caller: match dec.u8()? {
-            0 => None,
-            _ => Some(Caller {
+        caller: match present(&mut dec)? {
+            false => None,
+            true => Some(Caller {
                 task: dec.u64()?,
                 process: dec.u64()?,
             }),
         },
         moves: dec.u64()?,
         secret_keys: read_strs(&mut dec)?,
-        created_by: match dec.u8()? {
-            0 => None,
-            _ => Some(dec.u64()?),
+        created_by: match present(&mut dec)? {
+            false => None,
+            true => Some(dec.u64()?),
         },
     };
     if !dec.is_empty() {
@@ -310,9 +315,9 @@ fn read_event_kind(dec: &mut Dec<'_>) -> Result<EventKind> {
             method: s(dec)?,
             url: s(dec)?,
             attempt: dec.u32()?,
-            status: match dec.u8()? {
-                0 => None,
-                _ => Some(
+            status: match present(dec)? {
+                false => None,
+                true => Some(
                     u16::try_from(dec.u32()?)
                         .map_err(|_| bad("history events", "an HTTP status over 65535"))?,
                 ),
@@ -329,9 +334,9 @@ fn read_event_kind(dec: &mut Dec<'_>) -> Result<EventKind> {
             source: s(dec)?,
         },
         5 => EventKind::Waiting {
-            until: match dec.u8()? {
-                0 => None,
-                _ => Some(dec.i64()?),
+            until: match present(dec)? {
+                false => None,
+                true => Some(dec.i64()?),
             },
             reason: s(dec)?,
         },
@@ -365,10 +370,22 @@ fn opt_str(enc: &mut Enc, value: Option<&str>) {
 }
 
 fn read_opt_str(dec: &mut Dec<'_>) -> Result<Option<String>> {
-    Ok(match dec.u8()? {
-        0 => None,
-        _ => Some(dec.str()?.to_string()),
+    Ok(match present(dec)? {
+        false => None,
+        true => Some(dec.str()?.to_string()),
     })
+}
+
+/// The byte before an optional field: 0 absent, 1 present (any other is damage).
+fn present(dec: &mut Dec<'_>) -> Result<bool> {
+    match dec.u8()? {
+        0 => Ok(false),
+        1 => Ok(true),
+        other => Err(bad(
+            "a record in the log",
+            format!("a presence flag of {other}"),
+        )),
+    }
 }
 
 fn strs(enc: &mut Enc, values: &[String]) {
@@ -448,9 +465,12 @@ fn read_value(dec: &mut Dec<'_>, depth: usize) -> Result<Value> {
             .ok_or_else(|| bad(WHAT, "a number that is not finite"))?,
         STRING => Value::String(dec.str()?.to_string()),
         ARRAY => {
+            if depth + 1 > MAX_DEPTH {
+                return Err(bad(WHAT, "nested too deep"));
+            }
             let count = dec.u32()? as usize;
             // Each item takes at least its tag byte.
-            let mut items = Vec::with_capacity(count.min(dec.left()));
+            let mut items = Vec::with_capacity(count.min(dec.left()).min(MAX_RESERVE));
             for _ in 0..count {
                 items.push(read_value(dec, depth + 1)?);
             }
@@ -461,14 +481,17 @@ fn read_value(dec: &mut Dec<'_>, depth: usize) -> Result<Value> {
     })
 }
 
-/// What [`object`] wrote: a count, then each key and its value.
+/// What [`object`] wrote: a count, then each key and its value (`depth`: this object's).
 fn read_object(dec: &mut Dec<'_>, depth: usize) -> Result<Map<String, Value>> {
+    if depth > MAX_DEPTH {
+        return Err(bad("a value in a task", "nested too deep"));
+    }
     let count = dec.u32()? as usize;
     // Each entry takes at least its key's length and a tag.
-    let mut map = Map::with_capacity(count.min(dec.left() / 5));
+    let mut map = Map::with_capacity(count.min(dec.left() / 5).min(MAX_RESERVE));
     for _ in 0..count {
         let key = dec.str()?.to_string();
-        map.insert(key, read_value(dec, depth + 1)?);
+        map.insert(key, read_value(dec, depth)?);
     }
     Ok(map)
 }
@@ -559,8 +582,7 @@ mod tests {
         assert_eq!(back[events.len()..], events[..2]);
     }
 
-    #[test]
-    fn a_task_with_every_field_set_reads_back_as_it_was_written() {
+    fn every_field_set() -> TaskRecord {
         let mut task = crate::test_support::task(u64::MAX, 9, "n");
         task.reference = Some("ref".into());
         task.prev_node = Some("p".into());
@@ -568,7 +590,8 @@ mod tests {
         task.data = match json!({
             "n": 1, "neg": -2, "big": u64::MAX, "f": 1.5, "tiny": 1e-300,
             "s": "x\"y\\z\u{1}é", "t": true, "f0": false, "null": null,
-            "a": [1, [2, {"b": []}], {}], "o": {"z": 1, "a": 2}
+            "a": [1, [2, {"b": []}], {}], "o": {"z": 1, "a": 2},
+            "one": 1.0, "minus_zero": -0.0, "min": i64::MIN, "empty": ""
         }) {
             Value::Object(map) => map,
             _ => unreachable!(),
@@ -586,6 +609,12 @@ mod tests {
         task.moves = 5;
         task.secret_keys = vec!["k".into()];
         task.created_by = Some(100_001);
+        task
+    }
+
+    #[test]
+    fn a_task_with_every_field_set_reads_back_as_it_was_written() {
+        let task = every_field_set();
         let back = decode_task(&encode_task(&task)).unwrap();
         assert_eq!(back, task);
         // Key order is the task's, as with JSON.
@@ -599,10 +628,14 @@ mod tests {
     /// record, never a panic.
     #[test]
     fn a_damaged_record_is_an_error_never_a_panic() {
-        let task = crate::test_support::task(3, 1, "n");
-        let bytes = encode_task(&task);
+        let bytes = encode_task(&every_field_set());
         for end in 0..bytes.len() {
             assert!(decode_task(&bytes[..end]).is_err(), "prefix of {end} bytes");
+        }
+        for at in 0..bytes.len() {
+            let mut changed = bytes.clone();
+            changed[at] ^= 0xFF;
+            let _ = decode_task(&changed);
         }
         let events = encode_events(&every_event());
         for end in 0..events.len() {
@@ -625,6 +658,23 @@ mod tests {
         }
         nested.push(NULL);
         assert!(read_value(&mut Dec::new(&nested), 0).is_err());
+    }
+
+    /// A task whose data is nested deeper than JSON's 128 levels (a script can build one)
+    /// reads back.
+    #[test]
+    fn data_nested_200_deep_reads_back() {
+        let mut deep = json!("bottom");
+        for n in 0..200 {
+            deep = if n % 2 == 0 {
+                json!([deep])
+            } else {
+                json!({ "k": deep })
+            };
+        }
+        let mut task = crate::test_support::task(1, 1, "n");
+        task.data.insert("deep".into(), deep);
+        assert_eq!(decode_task(&encode_task(&task)).unwrap(), task);
     }
 
     fn any_value() -> impl Strategy<Value = Value> {

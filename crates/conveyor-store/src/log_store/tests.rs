@@ -987,6 +987,15 @@ fn json_records_of_an_older_log_read_alongside_binary_ones() {
     drop(store);
     let store = LogStore::open(dir.path()).unwrap();
     check(&store);
+    // Compaction merges the chain, JSON and binary records, into one in bytes.
+    store.compact_now().unwrap();
+    check(&store);
+    let head = store.state().history.get(&7).unwrap().head;
+    let merged = read_at(&store.state(), head).unwrap();
+    assert_eq!(merged[LOC_BYTES], binary::EVENTS);
+    drop(store);
+    let store = LogStore::open(dir.path()).unwrap();
+    check(&store);
     // Replaced in bytes, as compaction merges it.
     let mut batch = Batch::default();
     batch.push(Op::ReplaceHistory {
