@@ -1009,6 +1009,43 @@ nodes:
     assert!(e.runtime.add_task("@holding", None, Map::new()).is_err());
 }
 
+/// Many tasks come to a queue with a `capacity` at once, their steps running side by
+/// side: exactly its capacity wait, and every other goes to the error route. (Each step
+/// counts the tasks waiting and enters under the queue's lock, held until its commit;
+/// before, two steps could both count a last free place.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_queue_admits_exactly_its_capacity_when_tasks_come_at_once() {
+    for kind in [
+        conveyor_store::StoreKind::Log,
+        conveyor_store::StoreKind::Sled,
+    ] {
+        let e = Engine::with_store(kind);
+        let limited = e.clone_process(
+            r#"
+process: limited
+nodes:
+  start: { type: start, next: waiting }
+  waiting: { type: queue, capacity: 3, next: done, on_error: full }
+  done: { type: final }
+  full: { type: final, status: error }
+"#,
+            Some("limited"),
+        );
+        for round in 0..3 {
+            for n in 0..40 {
+                e.add("@limited", None, json!({ "n": n, "round": round }));
+            }
+            e.idle().await;
+            assert_eq!(e.count(limited, "waiting").0, 3, "{kind:?}, round {round}");
+            assert_eq!(
+                e.count(limited, "full").0,
+                37 + 40 * round,
+                "{kind:?}, round {round}"
+            );
+        }
+    }
+}
+
 const ORDERS: &str = r#"
 process: orders
 nodes:

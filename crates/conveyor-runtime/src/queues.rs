@@ -48,9 +48,27 @@ struct Waiting {
 #[derive(Default)]
 pub(crate) struct Queues {
     queues: Mutex<HashMap<(u64, String), Waiting>>,
+    /// Per queue node with a `capacity`: held by a step from its count of the tasks
+    /// waiting there until its commit (`Step::queue`). One per such node a step has
+    /// entered, so bounded by the processes' nodes.
+    capacity: Mutex<HashMap<(u64, String), AsyncLock>>,
 }
 
+/// A lock held across awaits (a step's commit).
+type AsyncLock = Arc<tokio::sync::Mutex<()>>;
+
 impl Queues {
+    /// The lock of queue `node` of `process` for steps entering it (its `capacity`).
+    pub(crate) fn capacity_lock(&self, process: u64, node: &str) -> AsyncLock {
+        let mut locks = self.capacity.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(lock) = locks.get(&(process, node.to_string())) {
+            return Arc::clone(lock);
+        }
+        let lock = Arc::new(tokio::sync::Mutex::new(()));
+        locks.insert((process, node.to_string()), Arc::clone(&lock));
+        lock
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<(u64, String), Waiting>> {
         self.queues.lock().unwrap_or_else(|e| e.into_inner())
     }

@@ -96,6 +96,10 @@ pub(crate) struct Step<'r> {
     /// A `get_task` took this task (its message was read in this step): once this step
     /// is committed, the taker's hold on it is over (`release_claim`).
     dequeued: bool,
+    /// The lock of a `queue` node with a `capacity` this task is entering, held from
+    /// the count of who waits there until this step's commit is over (the step ends
+    /// there), so that two steps never both take its last place (`queues.rs`).
+    entering: Option<tokio::sync::OwnedMutexGuard<()>>,
 }
 
 /// A task a `get_task` took: the queue and the list entry it had there.
@@ -278,6 +282,7 @@ impl<'r> Step<'r> {
                 tasks: Vec::new(),
             },
             dequeued: false,
+            entering: None,
             rt,
             loaded,
             task,
@@ -909,7 +914,7 @@ impl Step<'_> {
             NodeKind::Reply(kind) => self.reply(kind)?,
             NodeKind::WaitCallback(_) => self.wait_callback()?,
             NodeKind::Code(kind) => self.code(kind)?,
-            NodeKind::Queue(queue) => self.queue(queue)?,
+            NodeKind::Queue(queue) => self.queue(queue).await?,
             NodeKind::GetTask(kind) => self.get_task(kind).await?,
         }
         Ok(())

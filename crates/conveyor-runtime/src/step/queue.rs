@@ -6,8 +6,15 @@ impl Step<'_> {
     /// Runs a task through this node (see `Step::advance`): it waits, with no end but
     /// the node's time limit.
     /// A queue at its `capacity` sends the task to its error route instead.
-    pub(super) fn queue(&mut self, queue: &conveyor_model::Queue) -> Result<()> {
+    pub(super) async fn queue(&mut self, queue: &conveyor_model::Queue) -> Result<()> {
         if let Some(capacity) = queue.capacity {
+            // One step at a time counts and enters (on this engine): the lock is held
+            // until this step's commit is over, so the next one counts this task.
+            let lock = self
+                .rt
+                .queues
+                .capacity_lock(self.task.process, &self.task.node);
+            self.entering = Some(lock.lock_owned().await);
             // What was committed: this task's own move in is not counted yet.
             let waiting = self
                 .rt
@@ -17,6 +24,9 @@ impl Step<'_> {
                 .find(|(node, _)| *node == self.task.node)
                 .map_or(0, |(_, c)| c.now.max(0) as u64);
             if waiting >= capacity {
+                // It does not enter: the lock goes now, not with the step (its error
+                // route may lead anywhere, another full queue included).
+                self.entering = None;
                 self.fail(
                     "queue",
                     "software",

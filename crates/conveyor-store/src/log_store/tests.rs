@@ -351,15 +351,36 @@ fn open_picks_the_implementation_a_data_directory_already_has() {
     assert_eq!(kind_of(fresh.path(), sled), StoreKind::Log);
 }
 
+/// Limits small enough that a few hundred commits roll, snapshot and compact.
+const SMALL: Limits = Limits {
+    segment_bytes: 16 << 10,
+    snapshot_after: 64 << 10,
+    snapshot_on_close_after: 4 << 10,
+    compact_min: 32 << 10,
+};
+
+/// Task `id`'s move in `round` of a loop: its record (with 200 bytes of padding) and a
+/// history record.
+fn looping(id: u64, round: u64) -> Batch {
+    let mut batch = Batch::default();
+    let mut record = task(id, 9, "loop");
+    record.data.insert("round".into(), serde_json::json!(round));
+    record
+        .data
+        .insert("pad".into(), serde_json::json!("p".repeat(200)));
+    batch.push(Op::PutTask(Box::new(record)));
+    batch.push(Op::History {
+        task: id,
+        seq: round,
+        events: vec![entered("loop", "loop")],
+    });
+    batch
+}
+
 #[test]
 fn ordinary_commits_roll_segments_write_snapshots_and_compact_by_themselves() {
     let dir = tempfile::tempdir().unwrap();
-    let small = Limits {
-        segment_bytes: 16 << 10,
-        snapshot_after: 64 << 10,
-        snapshot_on_close_after: 4 << 10,
-        compact_min: 32 << 10,
-    };
+    let small = SMALL;
     let log = LogStore::dir_in(dir.path());
     let store = LogStore::open_with_limits(dir.path(), small).unwrap();
     fill(&store);
@@ -367,22 +388,7 @@ fn ordinary_commits_roll_segments_write_snapshots_and_compact_by_themselves() {
     // by ~1 MB while the live data stays a few KB.
     let mut compacted = false;
     for round in 0..300u64 {
-        let mut batches = Vec::new();
-        for id in 100..110u64 {
-            let mut batch = Batch::default();
-            let mut record = task(id, 9, "loop");
-            record.data.insert("round".into(), serde_json::json!(round));
-            record
-                .data
-                .insert("pad".into(), serde_json::json!("p".repeat(200)));
-            batch.push(Op::PutTask(Box::new(record)));
-            batch.push(Op::History {
-                task: id,
-                seq: round,
-                events: vec![entered("loop", "loop")],
-            });
-            batches.push(batch);
-        }
+        let batches: Vec<Batch> = (100..110u64).map(|id| looping(id, round)).collect();
         store.commit_group(&batches).unwrap();
         compacted |= !log.join(segment_name(1)).exists();
     }
@@ -422,30 +428,14 @@ fn ordinary_commits_roll_segments_write_snapshots_and_compact_by_themselves() {
 #[test]
 fn quick_commits_leave_rolls_snapshots_and_compaction_to_the_committer() {
     let dir = tempfile::tempdir().unwrap();
-    let small = Limits {
-        segment_bytes: 16 << 10,
-        snapshot_after: 64 << 10,
-        snapshot_on_close_after: 4 << 10,
-        compact_min: 32 << 10,
-    };
+    let small = SMALL;
     let log = LogStore::dir_in(dir.path());
     let store = LogStore::open_with_limits(dir.path(), small).unwrap();
     fill(&store);
     let (mut quick, mut handed_on) = (0, 0);
     for round in 0..300u64 {
         for id in 100..110u64 {
-            let mut batch = Batch::default();
-            let mut record = task(id, 9, "loop");
-            record.data.insert("round".into(), serde_json::json!(round));
-            record
-                .data
-                .insert("pad".into(), serde_json::json!("p".repeat(200)));
-            batch.push(Op::PutTask(Box::new(record)));
-            batch.push(Op::History {
-                task: id,
-                seq: round,
-                events: vec![entered("loop", "loop")],
-            });
+            let batch = looping(id, round);
             let (segment, since_snapshot) = {
                 let w = store.writer();
                 (w.segment, w.since_snapshot)
