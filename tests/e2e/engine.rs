@@ -1046,6 +1046,38 @@ nodes:
     }
 }
 
+/// A task whose time limit in a queue with a capacity cannot be worked out goes to the
+/// node's error route at once; a route that leads back into the same queue (after
+/// fixing the limit) finds it free: the step that left it did not keep it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_task_that_cannot_stay_in_a_queue_with_a_capacity_lets_it_go() {
+    let e = Engine::new();
+    let p = e.clone_process(
+        r#"
+process: retrying
+nodes:
+  start: { type: start, next: waiting }
+  waiting:
+    type: queue
+    capacity: 2
+    timeout: { until: "{{deadline}}", to: late }
+    next: done
+    on_error: fix
+  fix: { type: set_param, set: { deadline: "4102444800" }, next: waiting }
+  late: { type: final, status: error }
+  done: { type: final }
+"#,
+        Some("retrying"),
+    );
+    for n in 0..2 {
+        e.add("@retrying", None, json!({ "n": n, "deadline": "soon" }));
+    }
+    tokio::time::timeout(Duration::from_secs(20), e.idle())
+        .await
+        .expect("the engine went idle: no step waits for a queue it holds itself");
+    assert_eq!(e.count(p, "waiting").0, 2);
+}
+
 const ORDERS: &str = r#"
 process: orders
 nodes:

@@ -971,6 +971,8 @@ impl Step<'_> {
         }
         batch.push(Op::PutTask(Box::new(self.task.clone())));
         let committed = self.rt.commit_grouped(batch, self.durable).await;
+        // A queue node this task entered is counted now (or the commit failed).
+        self.entering = None;
         self.give_back_claims();
         committed?;
         self.took.committed();
@@ -1016,6 +1018,8 @@ impl Step<'_> {
         }
         crate::retention::removal(&self.task, &mut batch);
         let committed = self.rt.commit_grouped(batch, self.durable).await;
+        // A queue node this task entered is counted now (or the commit failed).
+        self.entering = None;
         self.give_back_claims();
         committed?;
         self.took.committed();

@@ -41,6 +41,12 @@ impl Step<'_> {
             }
         }
         self.wait(None, "queue");
+        if self.task.status != TaskStatus::Waiting {
+            // It did not stay (its time limit could not be worked out: its error route
+            // runs now): the node is not held for the rest of the step, which may come
+            // back to it.
+            self.entering = None;
+        }
         Ok(())
     }
 
