@@ -143,26 +143,34 @@ impl Driver {
         }
     }
 
+    /// Does `action` to the element `css` selects. A page that redrew the element between
+    /// finding it and acting on it (its refresh) answers WebDriver's `stale element
+    /// reference`: the element is found again, as a person's second look would.
+    fn on_element(&self, css: &str, what: &str, action: &str, body: Value) {
+        let mut reply = Value::Null;
+        for _ in 0..5 {
+            let id = self.element(css);
+            reply = self.command(
+                reqwest::Method::POST,
+                &format!("/element/{id}/{action}"),
+                body.clone(),
+            );
+            if reply["error"] != "stale element reference" {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        assert!(reply.is_null(), "{what} {css}: {reply}");
+    }
+
     /// Clicks as a person does (a real pointer event, so popups may open).
     fn click(&self, css: &str) {
-        let id = self.element(css);
-        let reply = self.command(
-            reqwest::Method::POST,
-            &format!("/element/{id}/click"),
-            json!({}),
-        );
-        assert!(reply.is_null(), "click {css}: {reply}");
+        self.on_element(css, "click", "click", json!({}));
     }
 
     /// Types `text` into the element as keystrokes (`\u{E007}` is Enter, `\u{E004}` Tab).
     fn keys(&self, css: &str, text: &str) {
-        let id = self.element(css);
-        let reply = self.command(
-            reqwest::Method::POST,
-            &format!("/element/{id}/value"),
-            json!({"text": text}),
-        );
-        assert!(reply.is_null(), "type into {css}: {reply}");
+        self.on_element(css, "type into", "value", json!({ "text": text }));
     }
 
     /// Presses a key (`\u{E007}` is Enter) on whatever has the focus.
