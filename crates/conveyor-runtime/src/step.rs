@@ -927,16 +927,7 @@ impl Step<'_> {
         }
         let mut batch = std::mem::take(&mut self.batch);
         let moved = self.moved_nodes();
-        for (node, (now, total)) in std::mem::take(&mut self.counts) {
-            if now != 0 || total != 0 {
-                batch.push(Op::Count {
-                    process: self.task.process,
-                    node,
-                    now,
-                    total,
-                });
-            }
-        }
+        self.push_counts(&mut batch);
         let events = std::mem::take(&mut self.events);
         if !events.is_empty() {
             let mut secrets = std::mem::take(&mut self.revealed);
@@ -970,24 +961,7 @@ impl Step<'_> {
             batch.push(Op::ClearReady(self.task.id));
         }
         batch.push(Op::PutTask(Box::new(self.task.clone())));
-        let committed = self.rt.commit_grouped(batch, self.durable).await;
-        // A queue node this task entered is counted now (or the commit failed).
-        self.entering = None;
-        self.give_back_claims();
-        committed?;
-        self.took.committed();
-        self.note_queued();
-        self.release_claim();
-        self.rt.check_alerts(&self.loaded, &moved).await?;
-        self.send_answer();
-        self.rt
-            .metrics
-            .task_created(std::mem::take(&mut self.created));
-        for task in std::mem::take(&mut self.schedule) {
-            self.rt.schedule_from_engine(task);
-        }
-        self.called_out = false;
-        Ok(())
+        self.write(batch, &moved).await
     }
 }
 
@@ -999,6 +973,22 @@ impl Step<'_> {
         let mut batch = std::mem::take(&mut self.batch);
         self.counts.entry(self.task.node.clone()).or_default().0 -= 1;
         let moved = self.moved_nodes();
+        self.push_counts(&mut batch);
+        self.events.clear();
+        if let Some(wake) = self.task.wake.take() {
+            batch.push(Op::ClearTimer(TimerKey {
+                due: wake.at,
+                task: self.task.id,
+            }));
+        }
+        crate::retention::removal(&self.task, &mut batch);
+        self.write(batch, &moved).await?;
+        self.rt.metrics.task_removed();
+        Ok(())
+    }
+
+    /// The step's counter moves, as ops of its batch.
+    fn push_counts(&mut self, batch: &mut Batch) {
         for (node, (now, total)) in std::mem::take(&mut self.counts) {
             if now != 0 || total != 0 {
                 batch.push(Op::Count {
@@ -1009,14 +999,12 @@ impl Step<'_> {
                 });
             }
         }
-        self.events.clear();
-        if let Some(wake) = self.task.wake.take() {
-            batch.push(Op::ClearTimer(TimerKey {
-                due: wake.at,
-                task: self.task.id,
-            }));
-        }
-        crate::retention::removal(&self.task, &mut batch);
+    }
+
+    /// Commits the step's batch and, once it is committed, does what waited on that:
+    /// takes and claims are settled, alerts checked, the door answered, new tasks
+    /// scheduled. `moved` are the alerting nodes the batch moves counters of.
+    async fn write(&mut self, batch: Batch, moved: &[String]) -> Result<()> {
         let committed = self.rt.commit_grouped(batch, self.durable).await;
         // A queue node this task entered is counted now (or the commit failed).
         self.entering = None;
@@ -1025,9 +1013,8 @@ impl Step<'_> {
         self.took.committed();
         self.note_queued();
         self.release_claim();
-        self.rt.check_alerts(&self.loaded, &moved).await?;
+        self.rt.check_alerts(&self.loaded, moved).await?;
         self.send_answer();
-        self.rt.metrics.task_removed();
         self.rt
             .metrics
             .task_created(std::mem::take(&mut self.created));

@@ -892,13 +892,7 @@ impl LogStore {
                         enc.u8(DELETE_TASK);
                         enc.u64(*task);
                         enc.u64(*process);
-                        match reference {
-                            Some(r) => {
-                                enc.u8(1);
-                                enc.str(r);
-                            }
-                            None => enc.u8(0),
-                        }
+                        enc.opt_str(reference.as_deref());
                     }
                 }
             }
@@ -1403,10 +1397,7 @@ fn apply(state: &mut State, segment: u32, offset: u64, payload: &[u8]) -> Result
             DELETE_TASK => {
                 let task = dec.u64()?;
                 let process = dec.u64()?;
-                let reference = match dec.u8()? {
-                    0 => None,
-                    _ => Some(dec.str()?),
-                };
+                let reference = dec.opt_str()?;
                 if let Some(old) = state.tasks.remove(&task) {
                     state.live = state.live.saturating_sub(old.loc.len as u64);
                 }

@@ -91,20 +91,27 @@ pub(crate) fn check_api_keys_after_reopen(store: &dyn Store, (a, b): (u64, u64))
     assert!(c.login > b, "login {} reused", c.login);
 }
 
-/// Opens a sled store just closed in this process. sled's background threads let go of
-/// its files a moment after the last handle is dropped, so an immediate reopen can find
-/// it locked: wait up to 2 s, as [`SledStore::checkpoint`] does.
-pub fn reopen_sled(path: &std::path::Path) -> SledStore {
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
+/// Runs `open` until it answers anything but [`StoreError::Locked`], for up to 5 s.
+///
+/// A store just dropped in this process can still be locked a moment: sled's background
+/// threads let go of its files a little later, and a child process another test forks
+/// while a lock file is open shares that lock until it execs.
+pub(crate) fn retry_locked<T>(mut open: impl FnMut() -> Result<T>) -> Result<T> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
     loop {
-        match SledStore::open(path) {
-            Ok(store) => return store,
+        match open() {
             Err(StoreError::Locked { .. }) if std::time::Instant::now() < deadline => {
                 std::thread::sleep(std::time::Duration::from_millis(20));
             }
-            Err(e) => panic!("reopening the sled store in {}: {e}", path.display()),
+            other => return other,
         }
     }
+}
+
+/// Opens a sled store just closed in this process (see [`retry_locked`]).
+pub fn reopen_sled(path: &std::path::Path) -> SledStore {
+    retry_locked(|| SledStore::open(path))
+        .unwrap_or_else(|e| panic!("reopening the sled store in {}: {e}", path.display()))
 }
 
 /// Fills a fresh store with `n` tasks of 2 KB (each with a ref, and a timer when

@@ -80,9 +80,9 @@ pub(super) fn encode_task(task: &TaskRecord) -> Vec<u8> {
     enc.u8(TASK);
     enc.u64(*id);
     enc.u64(*process);
-    opt_str(&mut enc, reference.as_deref());
+    enc.opt_str(reference.as_deref());
     enc.str(node);
-    opt_str(&mut enc, prev_node.as_deref());
+    enc.opt_str(prev_node.as_deref());
     enc.u8(match status {
         TaskStatus::Ready => 0,
         TaskStatus::Waiting => 1,
@@ -138,9 +138,9 @@ pub(super) fn decode_task(bytes: &[u8]) -> Result<TaskRecord> {
     let task = TaskRecord {
         id: dec.u64()?,
         process: dec.u64()?,
-        reference: read_opt_str(&mut dec)?,
+        reference: dec.opt_str()?.map(str::to_string),
         node: dec.str()?.to_string(),
-        prev_node: read_opt_str(&mut dec)?,
+        prev_node: dec.opt_str()?.map(str::to_string),
         status: match dec.u8()? {
             0 => TaskStatus::Ready,
             1 => TaskStatus::Waiting,
@@ -152,7 +152,7 @@ pub(super) fn decode_task(bytes: &[u8]) -> Result<TaskRecord> {
         created: dec.i64()?,
         changed: dec.i64()?,
         entered: dec.i64()?,
-        wake: match present(&mut dec)? {
+        wake: match dec.flag()? {
             false => None,
             true => Some(Wake {
                 at: dec.i64()?,
@@ -168,7 +168,7 @@ pub(super) fn decode_task(bytes: &[u8]) -> Result<TaskRecord> {
         },
         attempt: dec.u32()?,
         history_len: dec.u64()?,
-        caller: match present(&mut dec)? {
+        caller: match dec.flag()? {
             false => None,
             true => Some(Caller {
                 task: dec.u64()?,
@@ -177,7 +177,7 @@ pub(super) fn decode_task(bytes: &[u8]) -> Result<TaskRecord> {
         },
         moves: dec.u64()?,
         secret_keys: read_strs(&mut dec)?,
-        created_by: match present(&mut dec)? {
+        created_by: match dec.flag()? {
             false => None,
             true => Some(dec.u64()?),
         },
@@ -315,7 +315,7 @@ fn read_event_kind(dec: &mut Dec<'_>) -> Result<EventKind> {
             method: s(dec)?,
             url: s(dec)?,
             attempt: dec.u32()?,
-            status: match present(dec)? {
+            status: match dec.flag()? {
                 false => None,
                 true => Some(
                     u16::try_from(dec.u32()?)
@@ -334,7 +334,7 @@ fn read_event_kind(dec: &mut Dec<'_>) -> Result<EventKind> {
             source: s(dec)?,
         },
         5 => EventKind::Waiting {
-            until: match present(dec)? {
+            until: match dec.flag()? {
                 false => None,
                 true => Some(dec.i64()?),
             },
@@ -357,35 +357,6 @@ fn read_event_kind(dec: &mut Dec<'_>) -> Result<EventKind> {
         },
         other => return Err(bad("history events", format!("unknown event {other}"))),
     })
-}
-
-fn opt_str(enc: &mut Enc, value: Option<&str>) {
-    match value {
-        None => enc.u8(0),
-        Some(s) => {
-            enc.u8(1);
-            enc.str(s);
-        }
-    }
-}
-
-fn read_opt_str(dec: &mut Dec<'_>) -> Result<Option<String>> {
-    Ok(match present(dec)? {
-        false => None,
-        true => Some(dec.str()?.to_string()),
-    })
-}
-
-/// The byte before an optional field: 0 absent, 1 present (any other is damage).
-fn present(dec: &mut Dec<'_>) -> Result<bool> {
-    match dec.u8()? {
-        0 => Ok(false),
-        1 => Ok(true),
-        other => Err(bad(
-            "a record in the log",
-            format!("a presence flag of {other}"),
-        )),
-    }
 }
 
 fn strs(enc: &mut Enc, values: &[String]) {

@@ -37,6 +37,17 @@ impl Enc {
     pub fn str(&mut self, v: &str) {
         self.bytes(v.as_bytes());
     }
+
+    /// A presence flag (`0` or `1`), then the text if there is one.
+    pub fn opt_str(&mut self, v: Option<&str>) {
+        match v {
+            None => self.u8(0),
+            Some(s) => {
+                self.u8(1);
+                self.str(s);
+            }
+        }
+    }
 }
 
 /// Reads what [`Enc`] wrote; every read checks the length left, so a torn or corrupt
@@ -116,6 +127,26 @@ impl<'a> Dec<'a> {
         std::str::from_utf8(bytes).map_err(|e| StoreError::Corrupt {
             what: "a text in the store's log".into(),
             reason: e.to_string(),
+        })
+    }
+
+    /// A presence flag: only `0` and `1` are flags, anything else is damage.
+    pub fn flag(&mut self) -> Result<bool, StoreError> {
+        match self.u8()? {
+            0 => Ok(false),
+            1 => Ok(true),
+            other => Err(StoreError::Corrupt {
+                what: "a record in the log".into(),
+                reason: format!("a presence flag of {other}"),
+            }),
+        }
+    }
+
+    /// What [`Enc::opt_str`] wrote.
+    pub fn opt_str(&mut self) -> Result<Option<&'a str>, StoreError> {
+        Ok(match self.flag()? {
+            false => None,
+            true => Some(self.str()?),
         })
     }
 }

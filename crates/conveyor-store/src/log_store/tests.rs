@@ -1,5 +1,16 @@
 use super::*;
-use crate::test_support::{check_timer_order, new_process, task};
+use crate::test_support::{check_timer_order, new_process, retry_locked, task};
+
+/// Opens the log store in `dir`, waiting out a lock a moment ago's holder still has
+/// (see [`retry_locked`]).
+fn open(dir: &Path) -> Result<LogStore> {
+    retry_locked(|| LogStore::open(dir))
+}
+
+/// [`open`] with limits.
+fn open_with_limits(dir: &Path, limits: Limits) -> Result<LogStore> {
+    retry_locked(|| LogStore::open_with_limits(dir, limits))
+}
 
 fn entered(node: &str, from: &str) -> HistoryEvent {
     HistoryEvent {
@@ -143,16 +154,16 @@ fn check(store: &LogStore) {
 #[test]
 fn everything_comes_back_after_a_reopen_from_the_log_alone() {
     let dir = tempfile::tempdir().unwrap();
-    fill(&LogStore::open(dir.path()).unwrap());
+    fill(&open(dir.path()).unwrap());
     // Little was written: closing wrote no snapshot, the open replays the log.
     assert!(!LogStore::dir_in(dir.path()).join("snapshot").exists());
-    check(&LogStore::open(dir.path()).unwrap());
+    check(&open(dir.path()).unwrap());
 }
 
 #[test]
 fn everything_comes_back_after_a_reopen_from_a_snapshot() {
     let dir = tempfile::tempdir().unwrap();
-    let store = LogStore::open(dir.path()).unwrap();
+    let store = open(dir.path()).unwrap();
     fill(&store);
     store.snapshot_now().unwrap();
     // Written after the snapshot: replayed on top of it.
@@ -160,7 +171,7 @@ fn everything_comes_back_after_a_reopen_from_a_snapshot() {
     batch.push(Op::SetReady(1));
     store.commit(&batch).unwrap();
     drop(store);
-    let store = LogStore::open(dir.path()).unwrap();
+    let store = open(dir.path()).unwrap();
     assert_eq!(store.ready().unwrap(), vec![1, 2]);
     let mut batch = Batch::default();
     batch.push(Op::ClearReady(1));
@@ -171,7 +182,7 @@ fn everything_comes_back_after_a_reopen_from_a_snapshot() {
 #[test]
 fn a_batch_is_all_or_nothing_and_a_ref_is_claimed_once() {
     let dir = tempfile::tempdir().unwrap();
-    let store = LogStore::open(dir.path()).unwrap();
+    let store = open(dir.path()).unwrap();
     fill(&store);
     let mut second = Batch::default();
     second.push(Op::PutTask(Box::new(task(9, 1, "start"))));
@@ -211,13 +222,13 @@ fn a_batch_is_all_or_nothing_and_a_ref_is_claimed_once() {
     store.commit(&delete).unwrap();
     assert!(store.task_by_ref(1, "twice").unwrap().is_none());
     drop(store);
-    check(&LogStore::open(dir.path()).unwrap());
+    check(&open(dir.path()).unwrap());
 }
 
 #[test]
 fn a_frame_torn_by_a_crash_is_cut_off_and_the_rest_kept() {
     let dir = tempfile::tempdir().unwrap();
-    fill(&LogStore::open(dir.path()).unwrap());
+    fill(&open(dir.path()).unwrap());
     let segment = LogStore::dir_in(dir.path()).join(segment_name(1));
     let whole = std::fs::metadata(&segment).unwrap().len();
     // A crash in the middle of a frame: its header promises more than is there…
@@ -230,7 +241,7 @@ fn a_frame_torn_by_a_crash_is_cut_off_and_the_rest_kept() {
     // …then zeros, as a file system may leave after a crash.
     std::io::Write::write_all(&mut &file, &[0u8; 64]).unwrap();
     drop(file);
-    let store = LogStore::open(dir.path()).unwrap();
+    let store = open(dir.path()).unwrap();
     assert_eq!(std::fs::metadata(&segment).unwrap().len(), whole);
     check(&store);
     // And a frame whose bytes changed is refused by its checksum.
@@ -240,7 +251,7 @@ fn a_frame_torn_by_a_crash_is_cut_off_and_the_rest_kept() {
     let last = bytes.len() - 1;
     bytes[last] ^= 0xff;
     std::fs::write(&segment, &bytes).unwrap();
-    let store = LogStore::open(dir.path()).unwrap();
+    let store = open(dir.path()).unwrap();
     assert!(std::fs::metadata(&segment).unwrap().len() < whole);
     assert!(store.task(1).unwrap().is_some());
 }
@@ -248,7 +259,7 @@ fn a_frame_torn_by_a_crash_is_cut_off_and_the_rest_kept() {
 #[test]
 fn compaction_keeps_what_is_live_merges_history_and_deletes_old_segments() {
     let dir = tempfile::tempdir().unwrap();
-    let store = LogStore::open(dir.path()).unwrap();
+    let store = open(dir.path()).unwrap();
     fill(&store);
     // Much dead data: task 2 rewritten many times.
     let mut big = task(2, 1, "start");
@@ -273,7 +284,7 @@ fn compaction_keeps_what_is_live_merges_history_and_deletes_old_segments() {
     assert_eq!(chain.bytes, chain.head.len as u64);
     check_after_compaction(&store);
     drop(store);
-    let store = LogStore::open(dir.path()).unwrap();
+    let store = open(dir.path()).unwrap();
     check_after_compaction(&store);
     // History written after the merge goes on the merged record.
     let mut batch = Batch::default();
@@ -298,25 +309,25 @@ fn check_after_compaction(store: &LogStore) {
 #[test]
 fn a_second_opener_is_told_the_store_is_locked() {
     let dir = tempfile::tempdir().unwrap();
-    let store = LogStore::open(dir.path()).unwrap();
+    let store = open(dir.path()).unwrap();
     assert!(matches!(
         LogStore::open(dir.path()),
         Err(StoreError::Locked { .. })
     ));
     drop(store);
-    assert!(LogStore::open(dir.path()).is_ok());
+    assert!(open(dir.path()).is_ok());
 }
 
 #[test]
 fn a_newer_format_is_refused() {
     let dir = tempfile::tempdir().unwrap();
-    drop(LogStore::open(dir.path()).unwrap());
+    drop(open(dir.path()).unwrap());
     std::fs::write(
         LogStore::dir_in(dir.path()).join("FORMAT"),
         (LOG_FORMAT_VERSION + 1).to_le_bytes(),
     )
     .unwrap();
-    let err = LogStore::open(dir.path()).err().unwrap();
+    let err = open(dir.path()).err().unwrap();
     assert!(
         matches!(err, StoreError::NewerFormat { found, .. } if found == LOG_FORMAT_VERSION + 1)
     );
@@ -325,7 +336,7 @@ fn a_newer_format_is_refused() {
 #[test]
 fn timers_come_out_in_due_order() {
     let dir = tempfile::tempdir().unwrap();
-    check_timer_order(&LogStore::open(dir.path()).unwrap());
+    check_timer_order(&open(dir.path()).unwrap());
 }
 
 #[test]
@@ -382,7 +393,7 @@ fn ordinary_commits_roll_segments_write_snapshots_and_compact_by_themselves() {
     let dir = tempfile::tempdir().unwrap();
     let small = SMALL;
     let log = LogStore::dir_in(dir.path());
-    let store = LogStore::open_with_limits(dir.path(), small).unwrap();
+    let store = open_with_limits(dir.path(), small).unwrap();
     fill(&store);
     // Ten tasks rewritten over and over, each move with a history record: the log grows
     // by ~1 MB while the live data stays a few KB.
@@ -418,7 +429,7 @@ fn ordinary_commits_roll_segments_write_snapshots_and_compact_by_themselves() {
     check_loop(&store);
     drop(store);
     // Reopened from the last snapshot and the log after it.
-    check_loop(&LogStore::open_with_limits(dir.path(), small).unwrap());
+    check_loop(&open_with_limits(dir.path(), small).unwrap());
 }
 
 /// `commit_quick` writes in place until a segment must roll or a snapshot or compaction
@@ -430,7 +441,7 @@ fn quick_commits_leave_rolls_snapshots_and_compaction_to_the_committer() {
     let dir = tempfile::tempdir().unwrap();
     let small = SMALL;
     let log = LogStore::dir_in(dir.path());
-    let store = LogStore::open_with_limits(dir.path(), small).unwrap();
+    let store = open_with_limits(dir.path(), small).unwrap();
     fill(&store);
     let (mut quick, mut handed_on) = (0, 0);
     for round in 0..300u64 {
@@ -493,7 +504,7 @@ fn quick_commits_leave_rolls_snapshots_and_compaction_to_the_committer() {
     };
     check_loop(&store);
     drop(store);
-    check_loop(&LogStore::open_with_limits(dir.path(), small).unwrap());
+    check_loop(&open_with_limits(dir.path(), small).unwrap());
 }
 
 /// How long commits wait while compaction runs, with a store much larger than a segment
@@ -502,7 +513,7 @@ fn quick_commits_leave_rolls_snapshots_and_compaction_to_the_committer() {
 #[ignore]
 fn compaction_stalls_are_bounded_by_a_segment() {
     let dir = tempfile::tempdir().unwrap();
-    let store = LogStore::open(dir.path()).unwrap();
+    let store = open(dir.path()).unwrap();
     let tasks = 300_000u64;
     let mut worst = std::time::Duration::ZERO;
     let mut slow = 0;
@@ -550,7 +561,7 @@ fn compaction_stalls_are_bounded_by_a_segment() {
 #[test]
 fn a_task_deleted_and_written_again_in_one_group_starts_a_new_history() {
     let dir = tempfile::tempdir().unwrap();
-    let store = LogStore::open(dir.path()).unwrap();
+    let store = open(dir.path()).unwrap();
     fill(&store);
     let mut delete = Batch::default();
     delete.push(Op::DeleteTask {
@@ -571,7 +582,7 @@ fn a_task_deleted_and_written_again_in_one_group_starts_a_new_history() {
     store.compact_now().unwrap();
     assert_eq!(store.history(2).unwrap(), vec![entered("start", "nowhere")]);
     drop(store);
-    let store = LogStore::open(dir.path()).unwrap();
+    let store = open(dir.path()).unwrap();
     assert_eq!(store.history(2).unwrap(), vec![entered("start", "nowhere")]);
 }
 
@@ -582,18 +593,18 @@ fn a_missing_segment_or_a_snapshot_past_the_log_is_refused_at_open() {
         ..LIMITS
     };
     let dir = tempfile::tempdir().unwrap();
-    fill(&LogStore::open_with_limits(dir.path(), small).unwrap());
+    fill(&open_with_limits(dir.path(), small).unwrap());
     let log = LogStore::dir_in(dir.path());
     let segments = list_segments(&log).unwrap();
     assert!(segments.len() >= 3, "{segments:?}");
     let middle = log.join(segment_name(segments[1]));
     let kept = std::fs::read(&middle).unwrap();
     std::fs::remove_file(&middle).unwrap();
-    let err = LogStore::open_with_limits(dir.path(), small).err().unwrap();
+    let err = open_with_limits(dir.path(), small).err().unwrap();
     assert!(err.to_string().contains("is missing"), "{err}");
     std::fs::write(&middle, kept).unwrap();
     // A snapshot, then its segment cut short behind its back.
-    let store = LogStore::open_with_limits(dir.path(), small).unwrap();
+    let store = open_with_limits(dir.path(), small).unwrap();
     store.snapshot_now().unwrap();
     let last = log.join(segment_name(store.writer().segment));
     drop(store);
@@ -603,7 +614,7 @@ fn a_missing_segment_or_a_snapshot_past_the_log_is_refused_at_open() {
         .unwrap()
         .set_len(0)
         .unwrap();
-    let err = LogStore::open_with_limits(dir.path(), small).err().unwrap();
+    let err = open_with_limits(dir.path(), small).err().unwrap();
     assert!(
         err.to_string().contains("the snapshot points to byte"),
         "{err}"
@@ -614,15 +625,15 @@ fn a_missing_segment_or_a_snapshot_past_the_log_is_refused_at_open() {
 fn api_keys_are_rotated_and_deleted_across_a_reopen_from_the_log_and_from_a_snapshot() {
     use crate::test_support::{check_api_keys_after_reopen, rotate_and_delete_api_keys};
     let dir = tempfile::tempdir().unwrap();
-    let logins = rotate_and_delete_api_keys(&LogStore::open(dir.path()).unwrap());
-    check_api_keys_after_reopen(&LogStore::open(dir.path()).unwrap(), logins);
+    let logins = rotate_and_delete_api_keys(&open(dir.path()).unwrap());
+    check_api_keys_after_reopen(&open(dir.path()).unwrap(), logins);
 
     let dir = tempfile::tempdir().unwrap();
-    let store = LogStore::open(dir.path()).unwrap();
+    let store = open(dir.path()).unwrap();
     let logins = rotate_and_delete_api_keys(&store);
     store.snapshot_now().unwrap();
     drop(store);
-    check_api_keys_after_reopen(&LogStore::open(dir.path()).unwrap(), logins);
+    check_api_keys_after_reopen(&open(dir.path()).unwrap(), logins);
 }
 
 fn modify(x: i64) -> InboxMessage {
@@ -635,7 +646,7 @@ fn modify(x: i64) -> InboxMessage {
 #[test]
 fn inbox_seqs_handed_out_since_the_last_snapshot_are_not_handed_out_again_after_a_crash() {
     let dir = tempfile::tempdir().unwrap();
-    let store = LogStore::open(dir.path()).unwrap();
+    let store = open(dir.path()).unwrap();
     let id = store.next_task_id().unwrap();
     let mut batch = Batch::default();
     batch.push(Op::PutTask(Box::new(task(id, 1, "wait"))));
@@ -657,7 +668,7 @@ fn inbox_seqs_handed_out_since_the_last_snapshot_are_not_handed_out_again_after_
     // its start.
     drop(store);
     let _ = std::fs::remove_file(LogStore::dir_in(dir.path()).join("snapshot"));
-    let store = LogStore::open(dir.path()).unwrap();
+    let store = open(dir.path()).unwrap();
     let next = store.next_task_id().unwrap();
     assert!(
         next > *seqs.iter().max().unwrap(),
@@ -675,7 +686,7 @@ fn a_frame_lands_where_the_history_links_in_it_say_and_is_refused_anywhere_else(
         snapshot_on_close_after: 1 << 30,
         compact_min: 1 << 30,
     };
-    let store = LogStore::open_with_limits(dir.path(), small).unwrap();
+    let store = open_with_limits(dir.path(), small).unwrap();
     // Every commit links a history record to the one before; many of them roll.
     for round in 0..200u64 {
         let mut batches = Vec::new();
@@ -721,13 +732,13 @@ fn a_frame_lands_where_the_history_links_in_it_say_and_is_refused_anywhere_else(
     }
     assert!(store.ready().unwrap().is_empty());
     drop(store);
-    check_history(&LogStore::open_with_limits(dir.path(), small).unwrap());
+    check_history(&open_with_limits(dir.path(), small).unwrap());
 }
 
 /// A store whose only segment holds `fill`'s frames; returns the segment's path and the
 /// offsets of its frames.
 fn filled_segment(dir: &Path) -> (PathBuf, Vec<u64>) {
-    fill(&LogStore::open(dir).unwrap());
+    fill(&open(dir).unwrap());
     let _ = std::fs::remove_file(LogStore::dir_in(dir).join("snapshot"));
     let segment = LogStore::dir_in(dir).join(segment_name(1));
     let bytes = std::fs::read(&segment).unwrap();
@@ -751,9 +762,7 @@ fn a_bad_frame_followed_by_whole_ones_is_corruption_refused_at_open_and_repaired
     let mut bytes = std::fs::read(&segment).unwrap();
     bytes[victim as usize + 12] ^= 0x55;
     std::fs::write(&segment, &bytes).unwrap();
-    let err = LogStore::open(dir.path())
-        .err()
-        .expect("a corrupt log opened");
+    let err = open(dir.path()).err().expect("a corrupt log opened");
     let text = err.to_string();
     assert!(text.contains(&segment.display().to_string()), "{text}");
     assert!(text.contains(&format!("byte {victim}")), "{text}");
@@ -779,7 +788,7 @@ fn a_bad_frame_followed_by_whole_ones_is_corruption_refused_at_open_and_repaired
     assert_eq!(std::fs::metadata(&segment).unwrap().len(), len);
     LogStore::repair(dir.path()).unwrap();
     assert_eq!(std::fs::metadata(&segment).unwrap().len(), victim);
-    let store = LogStore::open(dir.path()).unwrap();
+    let store = open(dir.path()).unwrap();
     assert_eq!(store.process(1).unwrap().unwrap().id, 1);
     drop(store);
     let report = LogStore::inspect(dir.path()).unwrap();
@@ -799,7 +808,7 @@ fn a_bad_frame_with_nothing_whole_after_it_is_a_torn_tail_cut_at_open() {
     assert!(report.problems[0].what.contains("torn by a crash"));
     assert_eq!(report.cuts[0].frames, 0);
     assert_eq!(report.cuts[0].bytes, 20);
-    let store = LogStore::open(dir.path()).unwrap();
+    let store = open(dir.path()).unwrap();
     assert_eq!(std::fs::metadata(&segment).unwrap().len(), last);
     assert_eq!(store.task_by_ref(1, "token").unwrap().unwrap().node, "b");
 }
@@ -813,7 +822,7 @@ fn damage_in_a_segment_before_the_last_is_refused_and_repair_drops_the_later_one
         snapshot_on_close_after: 1 << 30,
         compact_min: 1 << 30,
     };
-    let store = LogStore::open_with_limits(dir.path(), small).unwrap();
+    let store = open_with_limits(dir.path(), small).unwrap();
     for id in 1..=20u64 {
         let mut batch = Batch::default();
         let mut record = task(id, 1, "n");
@@ -837,7 +846,7 @@ fn damage_in_a_segment_before_the_last_is_refused_and_repair_drops_the_later_one
         *b ^= 0xFF;
     }
     std::fs::write(&second, &bytes).unwrap();
-    let text = LogStore::open_with_limits(dir.path(), small)
+    let text = open_with_limits(dir.path(), small)
         .err()
         .expect("opened")
         .to_string();
@@ -847,7 +856,7 @@ fn damage_in_a_segment_before_the_last_is_refused_and_repair_drops_the_later_one
     assert_eq!(report.cuts.len(), 1 + (segments as usize - 2));
     assert!(report.cuts[1..].iter().all(|c| c.remove));
     LogStore::repair(dir.path()).unwrap();
-    let store = LogStore::open_with_limits(dir.path(), small).unwrap();
+    let store = open_with_limits(dir.path(), small).unwrap();
     assert!(store.task(1).unwrap().is_some());
 }
 
@@ -858,7 +867,7 @@ fn damage_in_a_segment_before_the_last_is_refused_and_repair_drops_the_later_one
 #[test]
 fn a_read_after_a_commit_sees_that_commit_whether_its_record_was_kept_or_not() {
     let dir = tempfile::tempdir().unwrap();
-    let store = LogStore::open(dir.path()).unwrap();
+    let store = open(dir.path()).unwrap();
     assert_eq!(store.create_process(new_process(Some("p"))).unwrap().id, 1);
     let put = |node: &str, status: TaskStatus| {
         let mut record = task(5, 1, node);
@@ -921,7 +930,7 @@ fn a_read_after_a_commit_sees_that_commit_whether_its_record_was_kept_or_not() {
 fn json_records_of_an_older_log_read_alongside_binary_ones() {
     let dir = tempfile::tempdir().unwrap();
     let format = || std::fs::read(LogStore::dir_in(dir.path()).join("FORMAT")).unwrap();
-    let store = LogStore::open(dir.path()).unwrap();
+    let store = open(dir.path()).unwrap();
     assert_eq!(format(), 1u32.to_le_bytes());
     // What format 2 wrote for a task and its first history record.
     let mut old = task(7, 1, "start");
@@ -975,7 +984,7 @@ fn json_records_of_an_older_log_read_alongside_binary_ones() {
     };
     check(&store);
     drop(store);
-    let store = LogStore::open(dir.path()).unwrap();
+    let store = open(dir.path()).unwrap();
     check(&store);
     // Compaction merges the chain, JSON and binary records, into one in bytes.
     store.compact_now().unwrap();
@@ -984,7 +993,7 @@ fn json_records_of_an_older_log_read_alongside_binary_ones() {
     let merged = read_at(&store.state(), head).unwrap();
     assert_eq!(merged[LOC_BYTES], binary::EVENTS);
     drop(store);
-    let store = LogStore::open(dir.path()).unwrap();
+    let store = open(dir.path()).unwrap();
     check(&store);
     // Replaced in bytes, as compaction merges it.
     let mut batch = Batch::default();

@@ -31,21 +31,13 @@ fn policy() -> Arc<dyn SealPolicy> {
 
 /// The store in `dir`, sealed with `key`. A store dropped a moment ago may still be
 /// locked (another test's child process, forked while its lock file was open, holds it
-/// until it execs): tried again for up to 5 s, as the conformance suite's `open` does.
+/// until it execs): tried again for up to 5 s.
 fn sealed(dir: &Path, kind: StoreKind, key: u8) -> SealedStore {
     let options = StoreOptions {
         kind,
         ..StoreOptions::default()
     };
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
-    let inner = loop {
-        match open(dir, options) {
-            Err(StoreError::Locked { .. }) if std::time::Instant::now() < deadline => {
-                std::thread::sleep(std::time::Duration::from_millis(20));
-            }
-            other => break other.unwrap(),
-        }
-    };
+    let inner = crate::test_support::retry_locked(|| open(dir, options)).unwrap();
     SealedStore::new(inner, Keyring::new(Sealer::new(&[key; 32])), policy())
 }
 
