@@ -539,7 +539,7 @@ pub(crate) fn load(loader: &mut Loader<'_>, source: &str) -> Option<Loaded> {
     });
 
     let mut ids = Vec::new();
-    let mut nodes = IndexMap::new();
+    let mut nodes = NodeMap::default();
     match nodes_value {
         None => {
             loader.error(None, None, "missing `nodes:`".into());

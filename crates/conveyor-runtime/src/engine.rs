@@ -455,8 +455,13 @@ impl Runtime {
             Ok(l) => l,
             Err(poisoned) => poisoned.into_inner(),
         };
-        limits
-            .entry((process, node.to_string()))
+        let nodes = limits.entry(process).or_default();
+        // Found by `&str` once there: no key allocated per call.
+        if let Some(limit) = nodes.get(node) {
+            return limit.clone();
+        }
+        nodes
+            .entry(node.to_string())
             .or_insert_with(|| Arc::new(tokio::sync::Semaphore::new(permits as usize)))
             .clone()
     }

@@ -88,7 +88,7 @@ pub(crate) fn text_of(value: &Value) -> String {
 /// costs more than the rest of building a request. Bounded: past [`Urls::MOST`]
 /// different ones (processes come and go), it starts again empty.
 #[derive(Default)]
-pub(crate) struct Urls(std::sync::Mutex<std::collections::HashMap<String, reqwest::Url>>);
+pub(crate) struct Urls(std::sync::Mutex<crate::FastMap<String, reqwest::Url>>);
 
 impl Urls {
     const MOST: usize = 4096;

@@ -145,6 +145,8 @@ pub(crate) struct RefTask {
 /// foldhash: its keys are ours or already checked, and SipHash showed in the profile of
 /// `conv[…]` reads.
 pub(crate) type FastMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
+/// A set that hashes as [`FastMap`] does.
+pub(crate) type FastSet<T> = HashSet<T, foldhash::fast::RandomState>;
 
 /// A change a commit makes to a task that has a ref.
 pub(crate) enum RefChange {
@@ -190,10 +192,10 @@ pub(crate) fn ref_changes(batch: &Batch) -> Vec<RefChange> {
 #[derive(Default)]
 struct Queue {
     waiting: VecDeque<u64>,
-    queued: HashSet<u64>,
-    running: HashSet<u64>,
+    queued: FastSet<u64>,
+    running: FastSet<u64>,
     /// Tasks that got new work while running: queued again when they finish.
-    again: HashSet<u64>,
+    again: FastSet<u64>,
 }
 
 /// Engine settings.
@@ -229,8 +231,8 @@ pub struct Runtime {
     queue: Mutex<Queue>,
     work: tokio::sync::Notify,
     http: reqwest::Client,
-    /// Per-node concurrency limits of API calls: (process, node) → semaphore.
-    limits: Mutex<HashMap<(u64, String), Arc<tokio::sync::Semaphore>>>,
+    /// Per-node concurrency limits of API calls: process → node → semaphore.
+    limits: Mutex<FastMap<u64, FastMap<String, Arc<tokio::sync::Semaphore>>>>,
     /// API calls' fixed URLs (no placeholder), parsed once (`http::Urls`).
     urls: http::Urls,
     metrics: Metrics,
@@ -256,7 +258,7 @@ pub struct Runtime {
     answers: answers::Answers,
     /// Tasks a `get_task` node took from a `queue` node that have not moved on yet (their
     /// own step moves them): no second `get_task` takes them meanwhile.
-    taken: Mutex<std::collections::HashSet<u64>>,
+    taken: Mutex<FastSet<u64>>,
     /// The tasks waiting in each `queue` node, for `get_task` (`queues.rs`).
     queues: queues::Queues,
     /// Held while an `alert` is decided and its task committed (`alerts.rs`).
@@ -293,14 +295,14 @@ impl Runtime {
             queue: Mutex::new(Queue::default()),
             work: tokio::sync::Notify::new(),
             http,
-            limits: Mutex::new(HashMap::new()),
+            limits: Mutex::new(FastMap::default()),
             urls: http::Urls::default(),
             metrics: Metrics::default(),
             idle: tokio::sync::Notify::new(),
             work_elsewhere: std::sync::atomic::AtomicBool::new(false),
             work_outside: std::sync::atomic::AtomicBool::new(false),
             answers: answers::Answers::default(),
-            taken: Mutex::new(std::collections::HashSet::new()),
+            taken: Mutex::new(FastSet::default()),
             queues: queues::Queues::default(),
             alerting: tokio::sync::Mutex::new(()),
             timer_hint: engine::TimerHint::default(),

@@ -13,7 +13,6 @@ use conveyor_store::{
     Wake, WakeKind,
 };
 use conveyor_template::{ProcessId, Template, ValueTemplate};
-use indexmap::IndexMap;
 use serde_json::{Map, Value};
 
 use crate::env::{Root, StoreEnv};
@@ -52,7 +51,7 @@ pub(crate) struct Step<'r> {
     now: i64,
     batch: Batch,
     /// Counter changes of this task's process, by node.
-    counts: IndexMap<String, (i64, u64)>,
+    counts: Counts,
     events: Vec<HistoryEvent>,
     /// Tasks to put in the queue once the batch is committed.
     schedule: Vec<u64>,
@@ -100,6 +99,26 @@ pub(crate) struct Step<'r> {
     /// the count of who waits there until this step's commit is over (the step ends
     /// there), so that two steps never both take its last place (`queues.rs`).
     entering: Option<tokio::sync::OwnedMutexGuard<()>>,
+}
+
+/// A step's counter changes by node, in the order the nodes were first met. A step
+/// meets a handful of nodes, so a list searched in order costs less than hashing each
+/// name (and allocates a name once, not at every lookup).
+#[derive(Default)]
+struct Counts(Vec<(String, i64, u64)>);
+
+impl Counts {
+    /// Adds `now` to the node's count of tasks in it and `total` to its count of tasks
+    /// that ever entered.
+    fn add(&mut self, node: &str, now: i64, total: u64) {
+        match self.0.iter_mut().find(|(name, ..)| name == node) {
+            Some((_, n, t)) => {
+                *n += now;
+                *t += total;
+            }
+            None => self.0.push((node.to_string(), now, total)),
+        }
+    }
 }
 
 /// A task a `get_task` took: the queue and the list entry it had there.
@@ -258,9 +277,7 @@ pub(crate) async fn run_born(
     step.durable = durable;
     step.events = birth;
     for (node, now, total) in counts {
-        let entry = step.counts.entry(node).or_default();
-        entry.0 += now;
-        entry.1 += total;
+        step.counts.add(&node, now, total);
     }
     while step.task.status == TaskStatus::Ready && step.runs_at_the_door() {
         step.advance().await?;
@@ -288,7 +305,7 @@ impl<'r> Step<'r> {
             task,
             now: rt.now(),
             batch,
-            counts: IndexMap::new(),
+            counts: Counts::default(),
             events: Vec::new(),
             schedule: Vec::new(),
             claimed: Vec::new(),
@@ -414,11 +431,8 @@ impl Step<'_> {
     fn goto(&mut self, target: &str, via: &str) {
         let from = std::mem::replace(&mut self.task.node, target.to_string());
         self.clear_wake();
-        let entry = self.counts.entry(from.clone()).or_default();
-        entry.0 -= 1;
-        let entry = self.counts.entry(target.to_string()).or_default();
-        entry.0 += 1;
-        entry.1 += 1;
+        self.counts.add(&from, -1, 0);
+        self.counts.add(target, 1, 1);
         self.task.prev_node = Some(from.clone());
         self.task.entered = self.now;
         self.rt.metrics.transitions(1);
@@ -971,7 +985,7 @@ impl Step<'_> {
     /// the removal, as one batch; its own history events go with it.
     async fn commit_removal(&mut self) -> Result<()> {
         let mut batch = std::mem::take(&mut self.batch);
-        self.counts.entry(self.task.node.clone()).or_default().0 -= 1;
+        self.counts.add(&self.task.node, -1, 0);
         let moved = self.moved_nodes();
         self.push_counts(&mut batch);
         self.events.clear();
@@ -989,7 +1003,7 @@ impl Step<'_> {
 
     /// The step's counter moves, as ops of its batch.
     fn push_counts(&mut self, batch: &mut Batch) {
-        for (node, (now, total)) in std::mem::take(&mut self.counts) {
+        for (node, now, total) in std::mem::take(&mut self.counts).0 {
             if now != 0 || total != 0 {
                 batch.push(Op::Count {
                     process: self.task.process,
@@ -1030,17 +1044,18 @@ impl Step<'_> {
     /// Nodes this step moved tasks in or out of, that have an `alert`.
     fn moved_nodes(&self) -> Vec<String> {
         self.counts
+            .0
             .iter()
-            .filter(|(node, (now, _))| {
+            .filter(|(node, now, _)| {
                 *now != 0
                     && self
                         .loaded
                         .process
                         .nodes
-                        .get(*node)
+                        .get(node)
                         .is_some_and(|n| n.alert.is_some())
             })
-            .map(|(node, _)| node.clone())
+            .map(|(node, ..)| node.clone())
             .collect()
     }
 
@@ -1126,8 +1141,12 @@ mod tests {
             rt: &rt,
             tasks: vec![took(7)],
         });
-        let held = rt.taken.lock().map(|t| t.clone()).unwrap_or_default();
-        assert_eq!(held, std::collections::HashSet::from([8]));
+        let held: Vec<u64> = rt
+            .taken
+            .lock()
+            .map(|t| t.iter().copied().collect())
+            .unwrap_or_default();
+        assert_eq!(held, vec![8]);
         assert_eq!(rt.queues.next(1, "q", false), Some((5, 7)));
         assert_eq!(rt.queues.next(1, "q", false), None);
     }

@@ -174,6 +174,10 @@ struct HistoryChain {
     bytes: u64,
 }
 
+/// Maps keyed by what the store hands out (task ids), not by what a caller chose, hash
+/// with foldhash: SipHash showed in the profile of every commit.
+pub(crate) type FastMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
+
 /// Every index, as of the end of the last frame applied.
 #[derive(Default)]
 struct State {
@@ -181,11 +185,11 @@ struct State {
     aliases: HashMap<String, u64>,
     api_keys: BTreeMap<u64, ApiKey>,
     tasks: BTreeMap<u64, TaskEntry>,
-    history: HashMap<u64, HistoryChain>,
+    history: FastMap<u64, HistoryChain>,
     refs: HashMap<u64, HashMap<String, u64>>,
     timers: BTreeSet<TimerKey>,
     ready: BTreeSet<u64>,
-    counters: BTreeMap<(u64, String), NodeCounter>,
+    counters: BTreeMap<u64, BTreeMap<String, NodeCounter>>,
     inbox: BTreeMap<(u64, u64), Loc>,
     next_task: u64,
     next_process: u64,
@@ -783,7 +787,7 @@ impl LogStore {
             // A ref may be taken already, or claimed twice within this group.
             let mut claimed: HashMap<(u64, &str), u64> = HashMap::new();
             // History heads as this frame moves them.
-            let mut heads: HashMap<u64, Loc> = HashMap::new();
+            let mut heads: FastMap<u64, Loc> = FastMap::default();
             let (segment, frame_at) = self.next_frame_at(w);
             let payload_offset = frame_at + 8;
             at = (segment, frame_at);
@@ -1342,10 +1346,13 @@ fn apply(state: &mut State, segment: u32, offset: u64, payload: &[u8]) -> Result
                 let node = dec.str()?;
                 let now = dec.i64()?;
                 let total = dec.u64()?;
-                let counter = state
-                    .counters
-                    .entry((process, node.to_string()))
-                    .or_default();
+                // A node's counter is there after its first frame: found by `&str`,
+                // with no key allocated.
+                let nodes = state.counters.entry(process).or_default();
+                let counter = match nodes.get_mut(node) {
+                    Some(counter) => counter,
+                    None => nodes.entry(node.to_string()).or_default(),
+                };
                 counter.now += now;
                 counter.total += total;
             }
@@ -1483,7 +1490,7 @@ fn write_snapshot(
             + state.refs.values().map(|r| r.len() * 48).sum::<usize>()
             + state.timers.len() * 16
             + state.ready.len() * 8
-            + state.counters.len() * 48
+            + state.counters.values().map(|c| c.len() * 48).sum::<usize>()
             + state.inbox.len() * 32,
     );
     enc.buf.extend_from_slice(SNAPSHOT_MAGIC);
@@ -1534,8 +1541,12 @@ fn write_snapshot(
     for task in &state.ready {
         enc.u64(*task);
     }
-    enc.u64(state.counters.len() as u64);
-    for ((process, node), counter) in &state.counters {
+    enc.u64(state.counters.values().map(|c| c.len() as u64).sum());
+    for (process, node, counter) in state
+        .counters
+        .iter()
+        .flat_map(|(p, nodes)| nodes.iter().map(move |(n, c)| (p, n, c)))
+    {
         enc.u64(*process);
         enc.str(node);
         enc.i64(counter.now);
@@ -1643,7 +1654,9 @@ fn read_snapshot(bytes: &[u8]) -> Result<(State, u32, u64, u32)> {
         let total = dec.u64()?;
         state
             .counters
-            .insert((process, node), NodeCounter { now, total });
+            .entry(process)
+            .or_default()
+            .insert(node, NodeCounter { now, total });
     }
     for _ in 0..dec.u64()? {
         let task = dec.u64()?;
@@ -1799,10 +1812,9 @@ impl Store for LogStore {
         Ok(self
             .state()
             .counters
-            .range((process, String::new())..)
-            .take_while(|((p, _), _)| *p == process)
-            .map(|((_, node), counter)| (node.clone(), *counter))
-            .collect())
+            .get(&process)
+            .map(|nodes| nodes.iter().map(|(n, c)| (n.clone(), *c)).collect())
+            .unwrap_or_default())
     }
 
     fn ready(&self) -> Result<Vec<u64>> {

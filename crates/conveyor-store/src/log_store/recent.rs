@@ -16,7 +16,7 @@
 //! here is never older than what the indexes point to, and a reader gets either the
 //! record the last applied commit wrote or, as before, the one on disk.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 
 use serde_json::Value;
 
@@ -71,7 +71,7 @@ fn value_cost(value: &Value) -> usize {
 #[derive(Default)]
 pub(super) struct Recent {
     /// Task id → when it was kept, its encoded size, the record.
-    records: HashMap<u64, (u64, usize, TaskRecord)>,
+    records: super::FastMap<u64, (u64, usize, TaskRecord)>,
     /// When kept → task id: the oldest is pushed out first.
     order: BTreeMap<u64, u64>,
     next: u64,
