@@ -10,21 +10,22 @@ use serde_json::Value;
 use crate::mask;
 use crate::{LoadedProcess, Runtime};
 
-/// The `root.*` values of the task being rendered.
+/// The `root.*` values of the task being rendered, borrowed from it (a step renders
+/// several templates; copying its names for each showed in the profile).
 #[derive(Debug, Clone)]
-pub(crate) struct Root {
+pub(crate) struct Root<'a> {
     pub task_id: u64,
-    pub reference: Option<String>,
+    pub reference: Option<&'a str>,
     pub process: u64,
-    pub node: String,
-    pub prev_node: Option<String>,
+    pub node: &'a str,
+    pub prev_node: Option<&'a str>,
     pub created: i64,
     pub changed: i64,
 }
 
 pub(crate) struct StoreEnv<'a> {
     pub runtime: &'a Runtime,
-    pub root: Root,
+    pub root: Root<'a>,
     pub now: i64,
     /// Secret values read from other processes' tasks: masked in history like our own.
     pub revealed: RefCell<Vec<String>>,
@@ -34,7 +35,7 @@ pub(crate) struct StoreEnv<'a> {
 }
 
 impl<'a> StoreEnv<'a> {
-    pub fn new(runtime: &'a Runtime, root: Root, now: i64) -> StoreEnv<'a> {
+    pub fn new(runtime: &'a Runtime, root: Root<'a>, now: i64) -> StoreEnv<'a> {
         let seed = (now as u64) ^ root.task_id.rotate_left(32) ^ 0x9E37_79B9_7F4A_7C15;
         StoreEnv {
             runtime,
@@ -77,15 +78,13 @@ impl Env for StoreEnv<'_> {
             RootField::TaskId => Value::from(r.task_id),
             RootField::Ref => r
                 .reference
-                .clone()
-                .map(Value::String)
+                .map(|s| Value::String(s.to_string()))
                 .unwrap_or(Value::Null),
             RootField::ConvId => Value::from(r.process),
-            RootField::NodeId => Value::String(r.node.clone()),
+            RootField::NodeId => Value::String(r.node.to_string()),
             RootField::PrevNodeId => r
                 .prev_node
-                .clone()
-                .map(Value::String)
+                .map(|s| Value::String(s.to_string()))
                 .unwrap_or(Value::Null),
             RootField::CreateTime => Value::from(r.created.div_euclid(1000)),
             RootField::ChangeTime => Value::from(r.changed.div_euclid(1000)),

@@ -340,13 +340,13 @@ async fn exchange(
 /// Whether a `Content-Type` names XML: `application/xml`, `text/xml`, or any
 /// `…+xml` (`application/soap+xml`), parameters aside.
 fn is_xml(content_type: &str) -> bool {
-    let essence = content_type
-        .split(';')
-        .next()
-        .unwrap_or_default()
-        .trim()
-        .to_ascii_lowercase();
-    essence == "application/xml" || essence == "text/xml" || essence.ends_with("+xml")
+    let essence = content_type.split(';').next().unwrap_or_default().trim();
+    let ends_xml = essence.len() >= 4
+        && essence.is_char_boundary(essence.len() - 4)
+        && essence[essence.len() - 4..].eq_ignore_ascii_case("+xml");
+    essence.eq_ignore_ascii_case("application/xml")
+        || essence.eq_ignore_ascii_case("text/xml")
+        || ends_xml
 }
 
 /// Why a body could not be encoded: the request is not sent.
@@ -668,7 +668,7 @@ fn tls_text(error: &rustls::Error) -> String {
 mod tests {
     use proptest::prelude::*;
 
-    use super::{Urls, describe_error, html_text, plain};
+    use super::{Urls, describe_error, html_text, is_xml, plain};
 
     #[test]
     fn a_fixed_url_is_parsed_once_and_a_bad_one_is_never_kept() {
@@ -731,6 +731,28 @@ mod tests {
             describe_error(400, Some(&body), b""),
             "HTTP 400: invalid_grant (The code has expired)"
         );
+    }
+
+    #[test]
+    fn xml_replies_are_told_by_their_media_type_in_any_case() {
+        for xml in [
+            "application/xml",
+            "Text/XML; charset=utf-8",
+            " application/atom+XML ",
+            "application/soap+xml;q=1",
+        ] {
+            assert!(is_xml(xml), "{xml}");
+        }
+        for not in [
+            "application/json",
+            "text/plain; x=+xml",
+            "xml",
+            "+xm",
+            "é+xm",
+            "ab\u{e9}l",
+        ] {
+            assert!(!is_xml(not), "{not}");
+        }
     }
 
     #[test]

@@ -60,7 +60,8 @@ pub struct Metrics {
     tasks_removed: AtomicU64,
     transitions: AtomicU64,
     steps: AtomicU64,
-    api_calls: Mutex<BTreeMap<String, u64>>,
+    /// By status (`None`: no answer), counted without a text key per call.
+    api_calls: Mutex<BTreeMap<Option<u16>, u64>>,
     timer_lag: Mutex<Histogram>,
     http: Mutex<BTreeMap<(String, u16), Histogram>>,
 }
@@ -89,11 +90,8 @@ impl Metrics {
 
     /// An `api_call` answered with `status` (`"none"` when nothing came back).
     pub(crate) fn api_call(&self, status: Option<u16>) {
-        let key = status
-            .map(|s| s.to_string())
-            .unwrap_or_else(|| "none".into());
         if let Ok(mut map) = self.api_calls.lock() {
-            *map.entry(key).or_default() += 1;
+            *map.entry(status).or_default() += 1;
         }
     }
 
@@ -189,6 +187,7 @@ impl Metrics {
         );
         if let Ok(map) = self.api_calls.lock() {
             for (status, n) in map.iter() {
+                let status = status.map_or("none".to_string(), |s| s.to_string());
                 let _ = writeln!(out, "conveyor_api_calls_total{{status=\"{status}\"}} {n}");
             }
         }

@@ -369,10 +369,10 @@ impl Step<'_> {
             self.rt,
             Root {
                 task_id: self.task.id,
-                reference: self.task.reference.clone(),
+                reference: self.task.reference.as_deref(),
                 process: self.task.process,
-                node: self.task.node.clone(),
-                prev_node: self.task.prev_node.clone(),
+                node: &self.task.node,
+                prev_node: self.task.prev_node.as_deref(),
                 created: self.task.created,
                 changed: self.task.changed,
             },
@@ -429,7 +429,11 @@ impl Step<'_> {
 
     /// Moves the task to `target`; a timer of the node it leaves is dropped.
     fn goto(&mut self, target: &str, via: &str) {
-        let from = std::mem::replace(&mut self.task.node, target.to_string());
+        // The old node becomes the previous one, whose buffer takes the new node's name.
+        let mut next = self.task.prev_node.take().unwrap_or_default();
+        next.clear();
+        next.push_str(target);
+        let from = std::mem::replace(&mut self.task.node, next);
         self.clear_wake();
         self.counts.add(&from, -1, 0);
         self.counts.add(target, 1, 1);
@@ -940,6 +944,8 @@ impl Step<'_> {
             return self.commit_removal().await;
         }
         let mut batch = std::mem::take(&mut self.batch);
+        // Its counters, a history record, the ready mark and the task: room for all.
+        batch.ops.reserve(self.counts.0.len() + 4);
         let moved = self.moved_nodes();
         self.push_counts(&mut batch);
         let events = std::mem::take(&mut self.events);

@@ -297,8 +297,9 @@ type Values = Vec<Option<Vec<u8>>>;
 
 /// A group's [`Values`], and what the commit changes of the kept records.
 fn encode_values(batches: &[Batch]) -> Result<(Values, Vec<Kept>)> {
-    let mut values: Vec<Option<Vec<u8>>> = Vec::new();
-    let mut kept: Vec<Kept> = Vec::new();
+    let ops = batches.iter().map(|b| b.ops.len()).sum();
+    let mut values: Vec<Option<Vec<u8>>> = Vec::with_capacity(ops);
+    let mut kept: Vec<Kept> = Vec::with_capacity(batches.len());
     for op in batches.iter().flat_map(|b| &b.ops) {
         values.push(match op {
             Op::PutTask(task) => {

@@ -117,7 +117,7 @@ impl Step<'_> {
                         reply_data.insert("headers".into(), Value::Object(reply.headers));
                         let reply_data = Value::Object(reply_data);
                         let env = self.env();
-                        let mut values = Vec::new();
+                        let mut values = Vec::with_capacity(mapping.len());
                         for (key, template) in mapping {
                             match template.render(&reply_data, &env) {
                                 Ok(v) => {
