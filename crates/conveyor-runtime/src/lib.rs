@@ -141,9 +141,11 @@ pub(crate) struct RefTask {
     pub secret_keys: Vec<String>,
 }
 
-/// The engine's hot in-memory maps (ref cache, loaded processes, aliases) hash with
-/// foldhash: its keys are ours or already checked, and SipHash showed in the profile of
-/// `conv[…]` reads.
+/// The engine's hot in-memory maps keyed by what the engine hands out or a process file
+/// names (task and process ids, node names, aliases, fixed URLs) hash with foldhash:
+/// SipHash showed in the profiles of steps and `conv[…]` reads. A map keyed by what a
+/// caller chooses (a task's ref) keeps SipHash: foldhash resists only simple collision
+/// attacks.
 pub(crate) type FastMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
 /// A set that hashes as [`FastMap`] does.
 pub(crate) type FastSet<T> = HashSet<T, foldhash::fast::RandomState>;

@@ -43,7 +43,10 @@ struct Entry {
 struct ProcessRefs {
     /// Moves on with every commit that writes or deletes one of this process's ref'd tasks.
     generation: u64,
-    entries: FastMap<String, Entry>,
+    /// By ref: a text any caller that creates a task chooses, so hashed with SipHash,
+    /// not [`FastMap`]'s foldhash (which does not claim to resist a caller who picks
+    /// colliding keys).
+    entries: std::collections::HashMap<String, Entry>,
 }
 
 /// See the module documentation.

@@ -111,12 +111,27 @@ impl Counts {
     /// Adds `now` to the node's count of tasks in it and `total` to its count of tasks
     /// that ever entered.
     fn add(&mut self, node: &str, now: i64, total: u64) {
+        if !self.add_to(node, now, total) {
+            self.0.push((node.to_string(), now, total));
+        }
+    }
+
+    /// [`Counts::add`] with a name the caller owns (not copied).
+    fn add_owned(&mut self, node: String, now: i64, total: u64) {
+        if !self.add_to(&node, now, total) {
+            self.0.push((node, now, total));
+        }
+    }
+
+    /// Adds to the node's entry if it has one.
+    fn add_to(&mut self, node: &str, now: i64, total: u64) -> bool {
         match self.0.iter_mut().find(|(name, ..)| name == node) {
             Some((_, n, t)) => {
                 *n += now;
                 *t += total;
+                true
             }
-            None => self.0.push((node.to_string(), now, total)),
+            None => false,
         }
     }
 }
@@ -277,7 +292,7 @@ pub(crate) async fn run_born(
     step.durable = durable;
     step.events = birth;
     for (node, now, total) in counts {
-        step.counts.add(&node, now, total);
+        step.counts.add_owned(node, now, total);
     }
     while step.task.status == TaskStatus::Ready && step.runs_at_the_door() {
         step.advance().await?;

@@ -76,15 +76,7 @@ fn a_second_opener_is_told_the_store_is_locked() {
     drop(_store);
     // sled's background threads let go of the files a moment after the last handle is
     // dropped (`SledStore::checkpoint` waits for the same): a reopen waits for them.
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
-    let store = loop {
-        match SledStore::open(dir.path()) {
-            Err(StoreError::Locked { .. }) if std::time::Instant::now() < deadline => {
-                std::thread::sleep(std::time::Duration::from_millis(20));
-            }
-            other => break other.unwrap(),
-        }
-    };
+    let store = crate::test_support::reopen_sled(dir.path());
     assert!(store.processes().unwrap().is_empty());
 }
 
