@@ -339,6 +339,15 @@ fn decode_task(bytes: &[u8]) -> Result<TaskRecord> {
 }
 
 /// Appends the events of one history record, in bytes (format 3) or in JSON (before).
+/// The events of history `records` (oldest first, as written).
+fn decode_records(records: &[Vec<u8>]) -> Result<Vec<HistoryEvent>> {
+    let mut events = Vec::new();
+    for record in records {
+        decode_events(record, &mut events)?;
+    }
+    Ok(events)
+}
+
 fn decode_events(bytes: &[u8], out: &mut Vec<HistoryEvent>) -> Result<()> {
     match bytes.first() {
         Some(&binary::EVENTS) => binary::decode_events(bytes, out),
@@ -1017,7 +1026,22 @@ impl LogStore {
             }
         }
         for id in chains {
-            let events = binary::encode_events(&self.history_events(id)?);
+            let records = self.history_records(id)?;
+            let Ok(events) = decode_records(&records) else {
+                // A record that does not decode (only a bug writes one: frames are
+                // checksummed) is not ours to drop: the chain is copied as it is, so
+                // the segment is still reclaimed and nothing is lost.
+                tracing::warn!(
+                    task = id,
+                    "a history record of this task does not decode; compaction copies its records unmerged"
+                );
+                if enc.buf.len() > 8 {
+                    self.append(w, std::mem::replace(&mut enc, frame()))?;
+                }
+                self.copy_chain(w, id, &records)?;
+                continue;
+            };
+            let events = binary::encode_events(&events);
             let mut value = vec![0u8; LOC_BYTES];
             value.extend_from_slice(&events);
             enc.u8(HISTORY_RESET);
@@ -1067,6 +1091,12 @@ impl LogStore {
     /// A task's history events, oldest first: its records' events, record after record
     /// (each binary or JSON, as it was written).
     fn history_events(&self, task: u64) -> Result<Vec<HistoryEvent>> {
+        decode_records(&self.history_records(task)?)
+    }
+
+    /// A task's history records as written, oldest first, each without the location of
+    /// the one before it.
+    fn history_records(&self, task: u64) -> Result<Vec<Vec<u8>>> {
         let state = self.state();
         let Some(chain) = state.history.get(&task) else {
             return Ok(Vec::new());
@@ -1074,20 +1104,41 @@ impl LogStore {
         let mut records = Vec::new();
         let mut loc = chain.head;
         while loc.len > 0 {
-            let value = read_at(&state, loc)?;
+            let mut value = read_at(&state, loc)?;
             if value.len() < LOC_BYTES {
                 return Err(corrupt("a history record", "too short"));
             }
             let prev = Loc::decode(&mut Dec::new(&value[..LOC_BYTES]))?;
+            value.drain(..LOC_BYTES);
             records.push(value);
             loc = prev;
         }
-        drop(state);
-        let mut events = Vec::new();
-        for value in records.iter().rev() {
-            decode_events(&value[LOC_BYTES..], &mut events)?;
+        records.reverse();
+        Ok(records)
+    }
+
+    /// Writes task `id`'s history `records` (oldest first, as written) again as a new
+    /// chain, in one frame of their own (the writer is locked).
+    fn copy_chain(&self, w: &mut Writer, id: u64, records: &[Vec<u8>]) -> Result<()> {
+        // Each record names the one before it, so the frame's place is fixed first.
+        let (segment, frame_at) = self.next_frame_at(w);
+        let payload_offset = frame_at + 8;
+        let mut enc = frame();
+        let mut prev = Loc::default();
+        for (i, record) in records.iter().enumerate() {
+            enc.u8(if i == 0 { HISTORY_RESET } else { HISTORY });
+            enc.u64(id);
+            enc.u32((LOC_BYTES + record.len()) as u32);
+            let start = enc.buf.len() - 8;
+            prev.encode(&mut enc);
+            enc.buf.extend_from_slice(record);
+            prev = Loc {
+                segment,
+                len: (LOC_BYTES + record.len()) as u32,
+                offset: payload_offset + start as u64,
+            };
         }
-        Ok(events)
+        self.append_at(w, enc, Some((segment, frame_at)))
     }
 }
 

@@ -1004,3 +1004,79 @@ fn json_records_of_an_older_log_read_alongside_binary_ones() {
     store.commit(&batch).unwrap();
     check(&store);
 }
+
+#[test]
+fn compaction_copies_a_history_chain_it_cannot_decode_as_it_is() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path()).unwrap();
+    fill(&store);
+    let add = |store: &LogStore, seq: u64, event: HistoryEvent| {
+        let mut batch = Batch::default();
+        batch.push(Op::History {
+            task: 1,
+            seq,
+            events: vec![event],
+        });
+        store.commit(&batch).unwrap();
+    };
+    // Task 1 gets a record no decoder reads (only a bug could write one: frames are
+    // checksummed) between two good ones.
+    add(&store, 10, entered("x", "c"));
+    {
+        let mut w = store.writer();
+        let head = store.state().history[&1].head;
+        let junk = [binary::EVENTS, 0xFF, 0xFF, 0xFF];
+        let mut enc = frame();
+        enc.u8(HISTORY);
+        enc.u64(1);
+        enc.u32((LOC_BYTES + junk.len()) as u32);
+        head.encode(&mut enc);
+        enc.buf.extend_from_slice(&junk);
+        store.append(&mut w, enc).unwrap();
+    }
+    add(&store, 11, entered("y", "x"));
+    let records = store.history_records(1).unwrap();
+    assert!(records.len() >= 4, "{} records", records.len());
+    assert!(matches!(store.history(1), Err(StoreError::Corrupt { .. })));
+    let other = store.history(2).unwrap();
+    assert!(!other.is_empty());
+    // Before, this compaction failed (and so every one after it).
+    store.compact_now().unwrap();
+    let log = LogStore::dir_in(dir.path());
+    assert!(
+        !log.join(segment_name(1)).exists(),
+        "the segment is reclaimed"
+    );
+    let check = |store: &LogStore| {
+        assert_eq!(
+            store.history_records(1).unwrap(),
+            records,
+            "copied as it was"
+        );
+        assert!(matches!(store.history(1), Err(StoreError::Corrupt { .. })));
+        assert_eq!(
+            store.history(2).unwrap(),
+            other,
+            "the others merged as ever"
+        );
+        let chain = store.state().history[&1];
+        assert_eq!(
+            chain.bytes,
+            records
+                .iter()
+                .map(|r| (LOC_BYTES + r.len()) as u64)
+                .sum::<u64>()
+        );
+    };
+    check(&store);
+    drop(store);
+    let store = open(dir.path()).unwrap();
+    check(&store);
+    // The copy is a chain like any other: compacted again, and history goes on it.
+    store.compact_now().unwrap();
+    check(&store);
+    add(&store, 12, entered("z", "y"));
+    let mut grown = records.clone();
+    grown.push(binary::encode_events(&[entered("z", "y")]));
+    assert_eq!(store.history_records(1).unwrap(), grown);
+}
