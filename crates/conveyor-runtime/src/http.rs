@@ -84,6 +84,14 @@ pub(crate) fn text_of(value: &Value) -> String {
     }
 }
 
+/// [`text_of`] a value that is not needed after (a string is moved, not copied).
+pub(crate) fn into_text(value: Value) -> String {
+    match value {
+        Value::String(s) => s,
+        other => text_of(&other),
+    }
+}
+
 /// Fixed URLs of API calls, parsed once: parsing one (with its host's IDNA mapping)
 /// costs more than the rest of building a request. Bounded: past [`Urls::MOST`]
 /// different ones (processes come and go), it starts again empty.

@@ -75,7 +75,7 @@ pub use recover::{Recovery, StepKind};
 pub use stats::{ProcessStats, StoreStats};
 
 use conveyor_model::{Diagnostic, Process};
-use conveyor_store::{Batch, ProcessRecord};
+use conveyor_store::{Batch, Op, ProcessRecord, TaskRecord};
 
 /// Errors of runtime operations, each meant to be shown to a person as is.
 #[derive(Debug, thiserror::Error)]
@@ -494,20 +494,65 @@ impl Runtime {
     /// Commits `batch` in the committer's next group; with `durable`, resolves only once
     /// that group is flushed to disk (one flush for everyone in it).
     pub(crate) async fn commit_grouped(&self, batch: Batch, durable: bool) -> Result<()> {
+        self.commit_giving_back(batch, durable, None).await.0
+    }
+
+    /// [`Runtime::commit_grouped`], giving back the task record of op `put` (an
+    /// [`Op::PutTask`]) whatever the outcome: moved out of the batch when it was
+    /// committed on this thread (most steps' batches), copied before the batch leaves
+    /// for the committer. A step puts its task into its batch this way rather than
+    /// copying it for every commit.
+    pub(crate) async fn commit_giving_back(
+        &self,
+        mut batch: Batch,
+        durable: bool,
+        put: Option<usize>,
+    ) -> (Result<()>, Option<Box<TaskRecord>>) {
+        let take = |batch: &mut Batch| match put.filter(|&i| i < batch.ops.len()) {
+            Some(i) => match batch.ops.swap_remove(i) {
+                Op::PutTask(task) => Some(task),
+                _ => None,
+            },
+            None => None,
+        };
         let batch_refs = ref_changes(&batch);
         if !durable && let Some(result) = self.committer.commit_here(self.store.as_ref(), &batch) {
-            result?;
-            self.note_commit(&batch_refs);
-            return Ok(());
-        }
-        let (done, wait) = tokio::sync::oneshot::channel();
-        let Some(sender) = self.committer.sender() else {
-            self.store.commit(&batch)?;
-            if durable {
-                self.store.flush()?;
+            if result.is_ok() {
+                self.note_commit(&batch_refs);
             }
-            return Ok(());
+            return (result.map_err(Into::into), take(&mut batch));
+        }
+        let Some(sender) = self.committer.sender() else {
+            let result = self.store.commit(&batch).and_then(|()| match durable {
+                true => self.store.flush(),
+                false => Ok(()),
+            });
+            if result.is_ok() {
+                self.note_commit(&batch_refs);
+            }
+            return (result.map_err(Into::into), take(&mut batch));
         };
+        let back = put.and_then(|i| match batch.ops.get(i) {
+            Some(Op::PutTask(task)) => Some(task.clone()),
+            _ => None,
+        });
+        (
+            self.send_to_committer(sender, batch, durable, &batch_refs)
+                .await,
+            back,
+        )
+    }
+
+    /// The rest of [`Runtime::commit_giving_back`]: the committer applies `batch` with
+    /// its next group.
+    async fn send_to_committer(
+        &self,
+        sender: std::sync::mpsc::Sender<committer::Request>,
+        batch: Batch,
+        durable: bool,
+        batch_refs: &[RefChange],
+    ) -> Result<()> {
+        let (done, wait) = tokio::sync::oneshot::channel();
         let request = committer::Request {
             batch,
             durable,
@@ -519,12 +564,12 @@ impl Runtime {
             if durable {
                 self.store.flush()?;
             }
-            self.note_commit(&batch_refs);
+            self.note_commit(batch_refs);
             return Ok(());
         }
         match wait.await {
             Ok(Ok(())) => {
-                self.note_commit(&batch_refs);
+                self.note_commit(batch_refs);
                 Ok(())
             }
             Ok(Err(e)) => Err(e.into()),

@@ -101,6 +101,30 @@ pub(crate) struct Step<'r> {
     entering: Option<tokio::sync::OwnedMutexGuard<()>>,
 }
 
+/// What stands in for a step's task while the task itself is in the batch being
+/// committed (`Step::commit`): its ids, nothing that allocates.
+fn vacant(task: &TaskRecord) -> TaskRecord {
+    TaskRecord {
+        id: task.id,
+        process: task.process,
+        reference: None,
+        node: String::new(),
+        prev_node: None,
+        status: task.status,
+        data: Map::new(),
+        created: task.created,
+        changed: task.changed,
+        entered: task.entered,
+        wake: task.wake,
+        attempt: 0,
+        history_len: task.history_len,
+        caller: None,
+        moves: task.moves,
+        secret_keys: Vec::new(),
+        created_by: None,
+    }
+}
+
 /// A step's counter changes by node, in the order the nodes were first met. A step
 /// meets a handful of nodes, so a list searched in order costs less than hashing each
 /// name (and allocates a name once, not at every lookup).
@@ -439,7 +463,7 @@ impl Step<'_> {
     }
 
     fn render_text(&mut self, template: &Template) -> std::result::Result<String, String> {
-        self.render(template).map(|v| http::text_of(&v))
+        self.render(template).map(http::into_text)
     }
 
     /// Moves the task to `target`; a timer of the node it leaves is dropped.
@@ -995,8 +1019,12 @@ impl Step<'_> {
         } else if !self.born {
             batch.push(Op::ClearReady(self.task.id));
         }
-        batch.push(Op::PutTask(Box::new(self.task.clone())));
-        self.write(batch, &moved).await
+        // The task goes into the batch, not a copy of it, and comes back after the commit.
+        let put = batch.ops.len();
+        let stand_in = vacant(&self.task);
+        let task = std::mem::replace(&mut self.task, stand_in);
+        batch.push(Op::PutTask(Box::new(task)));
+        self.write(batch, &moved, Some(put)).await
     }
 }
 
@@ -1017,7 +1045,7 @@ impl Step<'_> {
             }));
         }
         crate::retention::removal(&self.task, &mut batch);
-        self.write(batch, &moved).await?;
+        self.write(batch, &moved, None).await?;
         self.rt.metrics.task_removed();
         Ok(())
     }
@@ -1038,9 +1066,13 @@ impl Step<'_> {
 
     /// Commits the step's batch and, once it is committed, does what waited on that:
     /// takes and claims are settled, alerts checked, the door answered, new tasks
-    /// scheduled. `moved` are the alerting nodes the batch moves counters of.
-    async fn write(&mut self, batch: Batch, moved: &[String]) -> Result<()> {
-        let committed = self.rt.commit_grouped(batch, self.durable).await;
+    /// scheduled. `moved` are the alerting nodes the batch moves counters of; `put`,
+    /// the op that holds the step's task, which comes back (whatever the outcome).
+    async fn write(&mut self, batch: Batch, moved: &[String], put: Option<usize>) -> Result<()> {
+        let (committed, task) = self.rt.commit_giving_back(batch, self.durable, put).await;
+        if let Some(task) = task {
+            self.task = *task;
+        }
         // A queue node this task entered is counted now (or the commit failed).
         self.entering = None;
         self.give_back_claims();
@@ -1170,5 +1202,74 @@ mod tests {
         assert_eq!(held, vec![8]);
         assert_eq!(rt.queues.next(1, "q", false), Some((5, 7)));
         assert_eq!(rt.queues.next(1, "q", false), None);
+    }
+
+    /// A step's task goes into its batch and comes back after the commit, whichever way
+    /// the batch was committed: on the step's thread (the log store, idle), through the
+    /// committer (sled; or durable), or failing.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_committed_task_comes_back_whichever_way_it_was_committed() {
+        for (kind, durable, in_place) in [
+            (conveyor_store::StoreKind::Log, false, true),
+            (conveyor_store::StoreKind::Log, true, false),
+            (conveyor_store::StoreKind::Sled, false, false),
+        ] {
+            let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+            let options = conveyor_store::StoreOptions {
+                kind,
+                ..Default::default()
+            };
+            let store = conveyor_store::open(dir.path(), options).unwrap_or_else(|e| panic!("{e}"));
+            let rt = Runtime::new(
+                store,
+                Arc::new(crate::ManualClock::new(1_000)),
+                crate::Settings::default(),
+            );
+            let yaml =
+                "process: p\nnodes:\n  start: { type: start, next: end }\n  end: { type: final }\n";
+            rt.clone_process("p.yaml", yaml, Some("p"), Map::new())
+                .unwrap_or_else(|e| panic!("{e}"));
+            let created = rt
+                .add_task("@p", Some("r"), Map::new())
+                .unwrap_or_else(|e| panic!("{e}"));
+            let mut task = rt
+                .store
+                .task(created.id)
+                .unwrap_or_else(|e| panic!("{e}"))
+                .unwrap_or_else(|| panic!("task {} is not stored", created.id));
+            task.data.insert("k".into(), serde_json::json!("v"));
+            task.node = "end".into();
+            let before = rt.commits_in_place();
+            let mut batch = Batch::default();
+            batch.push(Op::ClearReady(task.id));
+            batch.push(Op::PutTask(Box::new(task.clone())));
+            let (result, back) = rt.commit_giving_back(batch, durable, Some(1)).await;
+            result.unwrap_or_else(|e| panic!("[{kind:?}] {e}"));
+            assert_eq!(
+                back.as_deref(),
+                Some(&task),
+                "[{kind:?}, durable {durable}]"
+            );
+            assert_eq!(rt.commits_in_place() > before, in_place, "[{kind:?}]");
+            let stored = rt.store.task(task.id).unwrap_or_else(|e| panic!("{e}"));
+            assert_eq!(stored.as_ref(), Some(&task), "[{kind:?}]");
+            // A failed commit (the ref is another task's) gives the task back too.
+            let mut other = task.clone();
+            other.id += 100;
+            let mut batch = Batch::default();
+            batch.push(Op::InsertRef {
+                process: task.process,
+                reference: "r".into(),
+                task: other.id,
+            });
+            batch.push(Op::PutTask(Box::new(other.clone())));
+            let (result, back) = rt.commit_giving_back(batch, durable, Some(1)).await;
+            assert!(result.is_err(), "[{kind:?}] a taken ref was given twice");
+            assert_eq!(
+                back.as_deref(),
+                Some(&other),
+                "[{kind:?}, durable {durable}]"
+            );
+        }
     }
 }

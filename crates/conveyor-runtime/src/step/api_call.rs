@@ -276,7 +276,7 @@ impl Step<'_> {
                 let v = self
                     .render_value(value)
                     .map_err(|m| format!("query `{key}`: {m}"))?;
-                pairs.push((key.clone(), http::text_of(&v)));
+                pairs.push((key.as_str(), http::into_text(v)));
             }
             url.query_pairs_mut().extend_pairs(pairs);
         }
