@@ -35,7 +35,8 @@
 //! **Compaction**: superseded task records, deleted tasks and read messages leave dead
 //! bytes behind. When the sealed segments hold 64 MiB or more and the log is more than
 //! twice the live data, the live values of the oldest segment are copied to the head (a
-//! task's history merged into one record) and a snapshot is taken; the segment is
+//! task's history merged into one record, or copied record by record when one of them
+//! does not decode) and a snapshot is taken; the segment is
 //! deleted once that snapshot is on disk. One segment at a time bounds how long a
 //! compaction holds the writer's lock, whatever the size of the store.
 //!
