@@ -1028,10 +1028,15 @@ impl LogStore {
         }
         for id in chains {
             let records = self.history_records(id)?;
-            let Ok(events) = decode_records(&records) else {
-                // A record that does not decode (only a bug writes one: frames are
-                // checksummed) is not ours to drop: the chain is copied as it is, so
-                // the segment is still reclaimed and nothing is lost.
+            let merged = match binary::merge_events(&records) {
+                Some(merged) => Ok(merged),
+                None => decode_records(&records).map(|events| binary::encode_events(&events)),
+            };
+            let Ok(events) = merged else {
+                // A chain in bytes is merged as bytes; one with an older log's JSON is
+                // decoded. A record of it that does not decode (only a bug writes one:
+                // frames are checksummed) is not ours to drop: the chain is copied as it
+                // is, so the segment is still reclaimed and nothing is lost.
                 tracing::warn!(
                     task = id,
                     "a history record of this task does not decode; compaction copies its records unmerged"
@@ -1042,7 +1047,6 @@ impl LogStore {
                 self.copy_chain(w, id, &records)?;
                 continue;
             };
-            let events = binary::encode_events(&events);
             let mut value = vec![0u8; LOC_BYTES];
             value.extend_from_slice(&events);
             enc.u8(HISTORY_RESET);

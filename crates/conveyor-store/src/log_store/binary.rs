@@ -188,6 +188,35 @@ pub(super) fn decode_task(bytes: &[u8]) -> Result<TaskRecord> {
     Ok(task)
 }
 
+/// History records written in bytes, merged into one without decoding them: their events
+/// one after the other under one count (what [`encode_events`] of all their events
+/// writes). `None` when one of them is not in bytes (an older log's JSON), is too short
+/// to be one, or the count would overflow: the caller decodes those.
+///
+/// Compaction merges every chain of the segment it reclaims under the writer's lock;
+/// decoding and encoding each event again held the lock for ~0.5 s on a log of 200,000
+/// tasks (`conveyor-bench intake`'s task API p99).
+pub(super) fn merge_events(records: &[Vec<u8>]) -> Option<Vec<u8>> {
+    const HEAD: usize = 5; // the tag and the count
+    let mut count: u32 = 0;
+    let mut len = HEAD;
+    for record in records {
+        let head: [u8; HEAD] = record.get(..HEAD)?.try_into().ok()?;
+        if head[0] != EVENTS {
+            return None;
+        }
+        count = count.checked_add(u32::from_le_bytes([head[1], head[2], head[3], head[4]]))?;
+        len += record.len() - HEAD;
+    }
+    let mut out = Vec::with_capacity(len);
+    out.push(EVENTS);
+    out.extend_from_slice(&count.to_le_bytes());
+    for record in records {
+        out.extend_from_slice(&record[HEAD..]);
+    }
+    Some(out)
+}
+
 pub(super) fn encode_events(events: &[HistoryEvent]) -> Vec<u8> {
     let mut enc = Enc {
         buf: Vec::with_capacity(64 + 96 * events.len()),
@@ -551,6 +580,26 @@ mod tests {
         decode_events(&encode_events(&events[..2]), &mut back).unwrap();
         assert_eq!(back.len(), events.len() + 2);
         assert_eq!(back[events.len()..], events[..2]);
+    }
+
+    #[test]
+    fn records_in_bytes_merge_as_their_events_encoded_together() {
+        let events = every_event();
+        let (a, rest) = events.split_at(1);
+        let (b, c) = rest.split_at(4);
+        let records = vec![
+            encode_events(a),
+            encode_events(b),
+            encode_events(&[]),
+            encode_events(c),
+        ];
+        assert_eq!(merge_events(&records), Some(encode_events(&events)));
+        assert_eq!(merge_events(&records[..1]), Some(records[0].clone()));
+        // Not merged as bytes: an older log's JSON, a record too short to be one.
+        let json = serde_json::to_vec(&events[..1]).unwrap();
+        assert_eq!(merge_events(&[records[0].clone(), json]), None);
+        assert_eq!(merge_events(&[vec![EVENTS, 1, 0]]), None);
+        assert_eq!(merge_events(&[]), Some(encode_events(&[])));
     }
 
     fn every_field_set() -> TaskRecord {
