@@ -339,7 +339,6 @@ fn decode_task(bytes: &[u8]) -> Result<TaskRecord> {
     }
 }
 
-/// Appends the events of one history record, in bytes (format 3) or in JSON (before).
 /// The events of history `records` (oldest first, as written).
 fn decode_records(records: &[Vec<u8>]) -> Result<Vec<HistoryEvent>> {
     let mut events = Vec::new();
@@ -349,6 +348,7 @@ fn decode_records(records: &[Vec<u8>]) -> Result<Vec<HistoryEvent>> {
     Ok(events)
 }
 
+/// Appends the events of one history record, in bytes (format 3) or in JSON (before).
 fn decode_events(bytes: &[u8], out: &mut Vec<HistoryEvent>) -> Result<()> {
     match bytes.first() {
         Some(&binary::EVENTS) => binary::decode_events(bytes, out),
@@ -1028,15 +1028,16 @@ impl LogStore {
         }
         for id in chains {
             let records = self.history_records(id)?;
-            let merged = match binary::merge_events(&records) {
-                Some(merged) => Ok(merged),
-                None => decode_records(&records).map(|events| binary::encode_events(&events)),
-            };
+            // Every record is decoded first, so that only a chain that reads is merged
+            // (a record's header alone says nothing of what follows it); one in bytes
+            // is then merged as bytes, one with an older log's JSON encoded again.
+            let merged = decode_records(&records).map(|events| {
+                binary::merge_events(&records).unwrap_or_else(|| binary::encode_events(&events))
+            });
             let Ok(events) = merged else {
-                // A chain in bytes is merged as bytes; one with an older log's JSON is
-                // decoded. A record of it that does not decode (only a bug writes one:
-                // frames are checksummed) is not ours to drop: the chain is copied as it
-                // is, so the segment is still reclaimed and nothing is lost.
+                // A record that does not decode (only a bug writes one: frames are
+                // checksummed) is not ours to drop: the chain is copied as it is, so
+                // the segment is still reclaimed and nothing is lost.
                 tracing::warn!(
                     task = id,
                     "a history record of this task does not decode; compaction copies its records unmerged"
@@ -1125,6 +1126,9 @@ impl LogStore {
     /// Writes task `id`'s history `records` (oldest first, as written) again as a new
     /// chain, in one frame of their own (the writer is locked).
     fn copy_chain(&self, w: &mut Writer, id: u64, records: &[Vec<u8>]) -> Result<()> {
+        if records.is_empty() {
+            return Ok(()); // an empty frame would read as damage at the next open
+        }
         // Each record names the one before it, so the frame's place is fixed first.
         let (segment, frame_at) = self.next_frame_at(w);
         let payload_offset = frame_at + 8;

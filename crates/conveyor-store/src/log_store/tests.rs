@@ -1020,12 +1020,13 @@ fn compaction_copies_a_history_chain_it_cannot_decode_as_it_is() {
         store.commit(&batch).unwrap();
     };
     // Task 1 gets a record no decoder reads (only a bug could write one: frames are
-    // checksummed) between two good ones.
+    // checksummed) between two good ones: its header is whole (one event), what follows
+    // is not an event.
     add(&store, 10, entered("x", "c"));
     {
         let mut w = store.writer();
         let head = store.state().history[&1].head;
-        let junk = [binary::EVENTS, 0xFF, 0xFF, 0xFF];
+        let junk = [binary::EVENTS, 1, 0, 0, 0, 0xFF];
         let mut enc = frame();
         enc.u8(HISTORY);
         enc.u64(1);
