@@ -1208,6 +1208,23 @@ mod tests {
         assert_eq!(rt.queues.next(1, "q", false), None);
     }
 
+    /// A runtime over a fresh store of `kind` in a temporary directory (removed when the
+    /// returned guard is dropped), its clock at 1 s.
+    pub(super) fn runtime_on(kind: conveyor_store::StoreKind) -> (tempfile::TempDir, Arc<Runtime>) {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let options = conveyor_store::StoreOptions {
+            kind,
+            ..Default::default()
+        };
+        let store = conveyor_store::open(dir.path(), options).unwrap_or_else(|e| panic!("{e}"));
+        let rt = Runtime::new(
+            store,
+            Arc::new(crate::ManualClock::new(1_000)),
+            crate::Settings::default(),
+        );
+        (dir, rt)
+    }
+
     /// A step's task goes into its batch and comes back after the commit, whichever way
     /// the batch was committed: on the step's thread (the log store, idle), through the
     /// committer (sled; or durable), or failing.
@@ -1218,17 +1235,7 @@ mod tests {
             (conveyor_store::StoreKind::Log, true, false),
             (conveyor_store::StoreKind::Sled, false, false),
         ] {
-            let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
-            let options = conveyor_store::StoreOptions {
-                kind,
-                ..Default::default()
-            };
-            let store = conveyor_store::open(dir.path(), options).unwrap_or_else(|e| panic!("{e}"));
-            let rt = Runtime::new(
-                store,
-                Arc::new(crate::ManualClock::new(1_000)),
-                crate::Settings::default(),
-            );
+            let (_dir, rt) = runtime_on(kind);
             let yaml =
                 "process: p\nnodes:\n  start: { type: start, next: end }\n  end: { type: final }\n";
             rt.clone_process("p.yaml", yaml, Some("p"), Map::new())

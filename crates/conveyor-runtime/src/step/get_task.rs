@@ -471,17 +471,7 @@ nodes:
             conveyor_store::StoreKind::Log,
             conveyor_store::StoreKind::Sled,
         ] {
-            let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
-            let options = conveyor_store::StoreOptions {
-                kind,
-                ..Default::default()
-            };
-            let store = conveyor_store::open(dir.path(), options).unwrap_or_else(|e| panic!("{e}"));
-            let rt = Runtime::new(
-                store,
-                Arc::new(crate::ManualClock::new(1_000)),
-                crate::Settings::default(),
-            );
+            let (_dir, rt) = super::super::tests::runtime_on(kind);
             for (yaml, alias) in [(ORDERS, "orders"), (TAKER, "taker"), (NEWEST, "newest")] {
                 rt.clone_process("p.yaml", yaml, Some(alias), Map::new())
                     .unwrap_or_else(|e| panic!("{e}"));
