@@ -32,13 +32,15 @@
 //! more than 4 MiB written since the last. Taking one (encoding the indexes) holds the
 //! writer's lock; writing it is the job of a thread of its own.
 //!
-//! **Compaction**: superseded task records, deleted tasks and read messages leave dead
-//! bytes behind. When the sealed segments hold 64 MiB or more and the log is more than
-//! twice the live data, the live values of the oldest segment are copied to the head (a
-//! task's history merged into one record, or copied record by record when one of them
-//! does not decode) and a snapshot is taken; the segment is
-//! deleted once that snapshot is on disk. One segment at a time bounds how long a
-//! compaction holds the writer's lock, whatever the size of the store.
+//! **Compaction** (`compaction.rs`, on a thread of its own): superseded task records,
+//! deleted tasks and read messages leave dead bytes behind. When the sealed segments
+//! hold 64 MiB or more and the log is more than twice the live data, the live values of
+//! the oldest segment are copied to the head (a task's history merged into one record,
+//! or copied record by record when one of them does not decode) and a snapshot is
+//! taken; the segment is deleted once that snapshot is on disk. The values are read
+//! without the writer's lock and copied a frame of at most about 4 MiB at a time, each
+//! only if no commit replaced it meanwhile: commits, in place ones included, go on
+//! while a segment is compacted.
 //!
 //! Every write goes through `append`, and every frame — written now or replayed at open —
 //! reaches the indexes through the one function `apply`, so a replay cannot disagree
@@ -46,6 +48,7 @@
 
 mod binary;
 mod codec;
+mod compaction;
 mod recent;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -230,20 +233,44 @@ struct Writer {
     format: u32,
 }
 
+/// The store: what its background threads share ([`Core`], which it derefs to) and the
+/// threads themselves, stopped when it is dropped.
 pub struct LogStore {
+    core: Arc<Core>,
+    flusher: Option<Flusher>,
+    /// Compacts the log in the background (`compaction.rs`).
+    compactor: Option<std::thread::JoinHandle<()>>,
+    /// Writes snapshots to disk, in the order they were taken.
+    snapshot_writer: Option<std::thread::JoinHandle<()>>,
+}
+
+/// The store's state, shared by the threads that commit, flush and compact. (`pub` for
+/// `Deref`, but not reachable from outside the crate: this module is private.)
+pub struct Core {
     dir: PathBuf,
     limits: Limits,
     state: RwLock<State>,
     writer: Arc<Mutex<Writer>>,
     next_task: AtomicU64,
-    flusher: Option<Flusher>,
-    /// Writes snapshots to disk, in the order they were taken.
-    snapshots: Option<SnapshotWriter>,
+    /// The snapshot writer's queue; taken (closed) when the store closes.
+    snapshots: Mutex<Option<std::sync::mpsc::Sender<SnapshotJob>>>,
     /// Task records written lately, for the next step's read (`recent.rs`). Changed
     /// only under the writer's lock.
     recent: Mutex<recent::Recent>,
+    /// One compaction at a time (the background one, or a test's `compact_now`).
+    compacting: Mutex<()>,
+    /// Set when the store closes: a compaction stops between its frames.
+    closing: AtomicBool,
     /// Held (locked) while the store is open.
     _lock: File,
+}
+
+impl std::ops::Deref for LogStore {
+    type Target = Core;
+
+    fn deref(&self) -> &Core {
+        &self.core
+    }
 }
 
 struct Flusher {
@@ -261,13 +288,6 @@ struct SnapshotJob {
     first_segment: u32,
     /// Told the outcome, for those who wait for it.
     done: Option<std::sync::mpsc::Sender<Result<()>>>,
-}
-
-/// The thread that writes snapshots, so that a commit that triggers one waits for its
-/// encoding (tens of ms with a million tasks) but not for its write and `fsync`.
-struct SnapshotWriter {
-    jobs: std::sync::mpsc::Sender<SnapshotJob>,
-    thread: std::thread::JoinHandle<()>,
 }
 
 fn io(e: std::io::Error) -> StoreError {
@@ -577,8 +597,10 @@ impl LogStore {
                 .ok()
                 .map(|thread| Flusher { stop, thread })
         };
-        let snapshots = {
-            let (jobs, queue) = std::sync::mpsc::channel::<SnapshotJob>();
+        // The thread that writes snapshots, so that a commit that triggers one waits for
+        // its encoding (tens of ms with a million tasks) but not for its write and fsync.
+        let (jobs, queue) = std::sync::mpsc::channel::<SnapshotJob>();
+        let snapshot_writer = {
             let dir = dir.clone();
             std::thread::Builder::new()
                 .name("conveyor-snapshot".into())
@@ -591,21 +613,37 @@ impl LogStore {
                     }
                 })
                 .ok()
-                .map(|thread| SnapshotWriter { jobs, thread })
         };
-        Ok(LogStore {
+        let core = Arc::new(Core {
             dir,
             limits,
-            snapshots,
+            // Without its thread, `snapshot` writes them itself.
+            snapshots: Mutex::new(snapshot_writer.is_some().then_some(jobs)),
             state: RwLock::new(state),
             writer,
             next_task,
-            flusher,
             recent: Mutex::default(),
+            compacting: Mutex::new(()),
+            closing: AtomicBool::new(false),
             _lock: lock,
+        });
+        let compactor = {
+            let core = Arc::clone(&core);
+            std::thread::Builder::new()
+                .name("conveyor-compact".into())
+                .spawn(move || core.compact_in_background())
+                .ok()
+        };
+        Ok(LogStore {
+            core,
+            flusher,
+            compactor,
+            snapshot_writer,
         })
     }
+}
 
+impl Core {
     fn state(&self) -> RwLockReadGuard<'_, State> {
         self.state.read().unwrap_or_else(|p| p.into_inner())
     }
@@ -760,8 +798,8 @@ impl LogStore {
             first_segment: w.first_segment,
             done: wait.then_some(done),
         };
-        let job = match &self.snapshots {
-            Some(writer) => match writer.jobs.send(job) {
+        let job = match &*self.snapshots.lock().unwrap_or_else(|p| p.into_inner()) {
+            Some(jobs) => match jobs.send(job) {
                 Ok(()) => None,
                 Err(unsent) => Some(unsent.0),
             },
@@ -946,14 +984,6 @@ impl LogStore {
         Ok(())
     }
 
-    /// Whether a compaction is due: the sealed segments hold enough, and the log is
-    /// more than [`COMPACT_RATIO`] times the live values.
-    fn compaction_due(&self, w: &Writer) -> bool {
-        let live = self.state().live;
-        w.sealed >= self.limits.compact_min.max(w.compact_retry_at)
-            && w.sealed + w.len > COMPACT_RATIO * live
-    }
-
     /// Marks the store's `FORMAT` as at least `version` before a frame that needs it is
     /// written, so an older conveyor refuses the store rather than misread it. Once: the
     /// writer remembers it.
@@ -963,135 +993,6 @@ impl LogStore {
             w.format = version;
         }
         Ok(())
-    }
-
-    /// When the log is mostly dead, compacts its oldest segment (the writer is locked).
-    fn maybe_compact(&self, w: &mut Writer) -> Result<()> {
-        if !self.compaction_due(w) {
-            return Ok(());
-        }
-        let result = self.compact_oldest(w);
-        w.compact_retry_at = match result {
-            Ok(()) => 0,
-            Err(_) => w.sealed + self.limits.compact_min,
-        };
-        result
-    }
-
-    /// Copies the live values of the oldest segment to the head (each task's history
-    /// that reaches into it merged into one record) and takes a snapshot; the snapshot
-    /// writer deletes the segment once that snapshot is on disk (the writer is locked).
-    ///
-    /// One segment at a time: the writer's lock is held for at most a segment's worth of
-    /// copying, however large the store. The oldest segment is the one whose values
-    /// have had the longest time to be superseded.
-    fn compact_oldest(&self, w: &mut Writer) -> Result<()> {
-        let oldest = w.first_segment;
-        if oldest >= w.segment {
-            return Ok(()); // nothing sealed
-        }
-        // The histories it merges are written in bytes.
-        self.mark_format(w, BINARY_FORMAT)?;
-        let (tasks, chains, messages) = {
-            let state = self.state();
-            let tasks: Vec<(u64, TaskEntry)> = state
-                .tasks
-                .iter()
-                .filter(|(_, t)| t.loc.segment <= oldest)
-                .map(|(id, t)| (*id, *t))
-                .collect();
-            let chains: Vec<u64> = state
-                .history
-                .iter()
-                .filter(|(_, c)| c.oldest <= oldest)
-                .map(|(id, _)| *id)
-                .collect();
-            let messages: Vec<((u64, u64), Loc)> = state
-                .inbox
-                .iter()
-                .filter(|(_, loc)| loc.segment <= oldest)
-                .map(|(k, loc)| (*k, *loc))
-                .collect();
-            (tasks, chains, messages)
-        };
-        let mut enc = frame();
-        let flush_at = 4 << 20;
-        for (id, entry) in tasks {
-            let bytes = self.read(entry.loc)?;
-            enc.u8(PUT_TASK);
-            enc.u64(id);
-            enc.u64(entry.process);
-            enc.bytes(&bytes);
-            if enc.buf.len() >= flush_at {
-                self.append(w, std::mem::replace(&mut enc, frame()))?;
-            }
-        }
-        for id in chains {
-            let records = self.history_records(id)?;
-            // Every record is decoded first, so that only a chain that reads is merged
-            // (a record's header alone says nothing of what follows it); one in bytes
-            // is then merged as bytes, one with an older log's JSON encoded again.
-            let merged = decode_records(&records).map(|events| {
-                binary::merge_events(&records).unwrap_or_else(|| binary::encode_events(&events))
-            });
-            let Ok(events) = merged else {
-                // A record that does not decode (only a bug writes one: frames are
-                // checksummed) is not ours to drop: the chain is copied as it is, so
-                // the segment is still reclaimed and nothing is lost.
-                tracing::warn!(
-                    task = id,
-                    "a history record of this task does not decode; compaction copies its records unmerged"
-                );
-                if enc.buf.len() > 8 {
-                    self.append(w, std::mem::replace(&mut enc, frame()))?;
-                }
-                self.copy_chain(w, id, &records)?;
-                continue;
-            };
-            let mut value = vec![0u8; LOC_BYTES];
-            value.extend_from_slice(&events);
-            enc.u8(HISTORY_RESET);
-            enc.u64(id);
-            enc.bytes(&value);
-            if enc.buf.len() >= flush_at {
-                self.append(w, std::mem::replace(&mut enc, frame()))?;
-            }
-        }
-        for ((task, seq), loc) in messages {
-            let bytes = self.read(loc)?;
-            enc.u8(INBOX);
-            enc.u64(task);
-            enc.u64(seq);
-            enc.bytes(&bytes);
-            if enc.buf.len() >= flush_at {
-                self.append(w, std::mem::replace(&mut enc, frame()))?;
-            }
-        }
-        if enc.buf.len() > 8 {
-            self.append(w, enc)?;
-        }
-        // Nothing points into the segment now (readers look values up and read them
-        // under the indexes' lock, and every move above was applied under it).
-        let size = {
-            let mut state = self.state_mut();
-            let size = state
-                .files
-                .get(&oldest)
-                .and_then(|f| f.metadata().ok())
-                .map_or(0, |m| m.len());
-            state.files.remove(&oldest);
-            size
-        };
-        w.sealed = w.sealed.saturating_sub(size);
-        w.first_segment = oldest + 1;
-        self.snapshot(w, false)
-    }
-
-    /// The bytes of a value (holding the indexes' read lock, so no compaction deletes
-    /// the segment meanwhile).
-    fn read(&self, loc: Loc) -> Result<Vec<u8>> {
-        let state = self.state();
-        read_at(&state, loc)
     }
 
     /// A task's history events, oldest first: its records' events, record after record
@@ -1153,6 +1054,12 @@ impl LogStore {
 
 impl Drop for LogStore {
     fn drop(&mut self) {
+        // The compactor first: it stops between two frames, and takes snapshots.
+        self.core.closing.store(true, Ordering::SeqCst);
+        if let Some(compactor) = self.compactor.take() {
+            compactor.thread().unpark();
+            let _ = compactor.join();
+        }
         if let Some(flusher) = self.flusher.take() {
             flusher.stop.store(true, Ordering::SeqCst);
             flusher.thread.thread().unpark();
@@ -1162,9 +1069,15 @@ impl Drop for LogStore {
         // replays the log instead.
         let _ = self.checkpoint();
         // Closing its queue ends the snapshot writer once it wrote what it holds.
-        if let Some(writer) = self.snapshots.take() {
-            drop(writer.jobs);
-            let _ = writer.thread.join();
+        drop(
+            self.core
+                .snapshots
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .take(),
+        );
+        if let Some(thread) = self.snapshot_writer.take() {
+            let _ = thread.join();
         }
     }
 }
@@ -1968,11 +1881,7 @@ impl Store for LogStore {
             return Ok(());
         };
         self.mark_format(&mut w, BINARY_FORMAT)?;
-        self.write_group(&mut w, enc, at, kept)?;
-        // Committed. A compaction that fails (a full disk) leaves the log as it was, with
-        // at most some values copied twice; it is tried again after 64 MiB more log.
-        let _ = self.maybe_compact(&mut w);
-        Ok(())
+        self.write_group(&mut w, enc, at, kept)
     }
 
     fn commits_in_place(&self) -> bool {
@@ -1981,18 +1890,15 @@ impl Store for LogStore {
 
     fn commit_quick(&self, batch: &Batch) -> Option<Result<()>> {
         // The writer's lock only if it is free, and only a commit that leaves no
-        // maintenance behind it: no segment to roll (an fsync), no snapshot or
-        // compaction due. Those go through `commit_group` on the committer's thread.
+        // maintenance behind it: no segment to roll (an fsync), no snapshot due. Those
+        // go through `commit_group` on the committer's thread. (Compaction has a thread
+        // of its own.)
         let mut w = match self.writer.try_lock() {
             Ok(w) => w,
             Err(std::sync::TryLockError::Poisoned(p)) => p.into_inner(),
             Err(std::sync::TryLockError::WouldBlock) => return None,
         };
-        if w.broken.is_some()
-            || w.format < BINARY_FORMAT
-            || self.next_frame_at(&w).0 != w.segment
-            || self.compaction_due(&w)
-        {
+        if w.broken.is_some() || w.format < BINARY_FORMAT || self.next_frame_at(&w).0 != w.segment {
             return None;
         }
         let batches = std::slice::from_ref(batch);
@@ -2376,7 +2282,7 @@ fn inspect_locked(dir: &Path) -> Result<LogReport> {
     Ok(report)
 }
 
-impl LogStore {
+impl Core {
     /// Writes a snapshot now (tests).
     #[cfg(test)]
     fn snapshot_now(&self) -> Result<()> {
@@ -2388,13 +2294,21 @@ impl LogStore {
     /// until they are deleted (tests).
     #[cfg(test)]
     fn compact_now(&self) -> Result<()> {
-        let mut w = self.writer();
-        self.roll(&mut w)?;
-        let head = w.segment;
-        while w.first_segment < head {
-            self.compact_oldest(&mut w)?;
+        let head = {
+            let mut w = self.writer();
+            self.roll(&mut w)?;
+            w.segment
+        };
+        loop {
+            let first = self.writer().first_segment;
+            if first >= head {
+                break;
+            }
+            if !self.compact_oldest()? {
+                return Err(StoreError::Io("the store is closing".into()));
+            }
         }
-        self.snapshot(&mut w, true)
+        self.snapshot(&mut self.writer(), true)
     }
 
     fn put_process(&self, w: &mut Writer, record: &ProcessRecord) -> Result<()> {

@@ -403,9 +403,9 @@ fn ordinary_commits_roll_segments_write_snapshots_and_compact_by_themselves() {
         store.commit_group(&batches).unwrap();
         compacted |= !log.join(segment_name(1)).exists();
     }
-    // Segments are deleted by the snapshot writer once a snapshot without them is on
-    // disk: wait for the snapshots taken so far.
-    store.snapshot_now().unwrap();
+    // The compactor looks every 500 ms; segments are deleted by the snapshot writer once
+    // a snapshot without them is on disk.
+    wait_for_compaction(&store);
     compacted |= !log.join(segment_name(1)).exists();
     assert!(compacted, "no compaction deleted the first segment");
     assert!(log.join("snapshot").exists(), "no snapshot was written");
@@ -432,18 +432,43 @@ fn ordinary_commits_roll_segments_write_snapshots_and_compact_by_themselves() {
     check_loop(&open_with_limits(dir.path(), small).unwrap());
 }
 
-/// `commit_quick` writes in place until a segment must roll or a snapshot or compaction
-/// is due, and then answers `None` with nothing written; the commit the engine then
-/// makes (`commit_group`, on its committer) does that work. It never waits for a
-/// commit another thread holds the writer for.
+/// Waits until no compaction is due or running, then for the snapshots taken so far
+/// (after which the segments compacted are deleted).
+fn wait_for_compaction(store: &LogStore) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        {
+            let _none_running = store.compacting.lock().unwrap();
+            if !store.compaction_due(&store.writer()) {
+                break;
+            }
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "compaction never caught up"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    store.snapshot_now().unwrap();
+}
+
+/// `commit_quick` writes in place until a segment must roll or a snapshot is due, and
+/// then answers `None` with nothing written; the commit the engine then makes
+/// (`commit_group`, on its committer) does that work. A compaction due does not stop
+/// it (the compactor's thread does that work). It never waits for a commit another
+/// thread holds the writer for.
 #[test]
-fn quick_commits_leave_rolls_snapshots_and_compaction_to_the_committer() {
+fn quick_commits_leave_rolls_and_snapshots_to_the_committer() {
     let dir = tempfile::tempdir().unwrap();
     let small = SMALL;
     let log = LogStore::dir_in(dir.path());
     let store = open_with_limits(dir.path(), small).unwrap();
     fill(&store);
+    // The compactor waits meanwhile: its frames would roll the log and take snapshots
+    // between this test's looks at the writer.
+    let compactor_waits = store.compacting.lock().unwrap();
     let (mut quick, mut handed_on) = (0, 0);
+    let mut due_and_quick = false;
     for round in 0..300u64 {
         for id in 100..110u64 {
             let batch = looping(id, round);
@@ -451,10 +476,12 @@ fn quick_commits_leave_rolls_snapshots_and_compaction_to_the_committer() {
                 let w = store.writer();
                 (w.segment, w.since_snapshot)
             };
+            let due = store.compaction_due(&store.writer());
             match store.commit_quick(&batch) {
                 Some(result) => {
                     result.unwrap();
                     quick += 1;
+                    due_and_quick |= due;
                     let w = store.writer();
                     assert_eq!(w.segment, segment, "a quick commit rolled the log");
                     assert!(
@@ -478,7 +505,9 @@ fn quick_commits_leave_rolls_snapshots_and_compaction_to_the_committer() {
     }
     assert!(quick > 2_500, "{quick} of 3000 commits were quick");
     assert!(handed_on > 0, "no commit was left to the committer");
-    store.snapshot_now().unwrap();
+    assert!(due_and_quick, "no quick commit while a compaction was due");
+    drop(compactor_waits);
+    wait_for_compaction(&store);
     assert!(
         !log.join(segment_name(1)).exists(),
         "no compaction deleted the first segment"
@@ -1003,6 +1032,109 @@ fn json_records_of_an_older_log_read_alongside_binary_ones() {
     });
     store.commit(&batch).unwrap();
     check(&store);
+}
+
+/// The compactor reads without the writer's lock, so commits change what it read before
+/// it copies: a task moved on, a chain grown, a task deleted, a history replaced, a
+/// message read. It copies only what is still current, reads a grown chain again, and
+/// then deletes the segment; nothing of the newer state is lost, before or after a reopen.
+#[test]
+fn a_compaction_copies_only_what_no_commit_replaced_while_it_read() {
+    let dir = tempfile::tempdir().unwrap();
+    // Never due by itself: this test runs the phases one by one.
+    let limits = Limits {
+        compact_min: u64::MAX / 4,
+        ..LIMITS
+    };
+    let store = open_with_limits(dir.path(), limits).unwrap();
+    fill(&store);
+    let message = |n: u64| InboxMessage::Modify {
+        data: serde_json::json!({ "n": n }).as_object().cloned().unwrap(),
+        source: "test".into(),
+    };
+    for id in 10..15u64 {
+        let mut batch = looping(id, 0);
+        batch.push(Op::Inbox {
+            task: id,
+            seq: 100 + id,
+            message: message(id),
+        });
+        store.commit_group(&[batch]).unwrap();
+    }
+    store.roll(&mut store.writer()).unwrap();
+    let plan = store.plan().unwrap().unwrap();
+    assert_eq!(plan.segment, 1);
+    let segment = compaction::read_whole(&plan).unwrap();
+    let mut slow = Vec::new();
+    let moves = compaction::read_moves(&plan, &segment, &mut slow).unwrap();
+    assert!(slow.is_empty(), "{slow:?}");
+
+    // Meanwhile, commits.
+    let one = |op: Op| {
+        let mut batch = Batch::default();
+        batch.push(op);
+        store.commit_group(&[batch]).unwrap();
+    };
+    let mut moved = task(10, 9, "loop");
+    moved.data.insert("round".into(), serde_json::json!(1));
+    one(Op::PutTask(Box::new(moved)));
+    one(Op::History {
+        task: 11,
+        seq: 1,
+        events: vec![entered("later", "loop")],
+    });
+    one(Op::DeleteTask {
+        task: 12,
+        process: 9,
+        reference: None,
+    });
+    one(Op::ReplaceHistory {
+        task: 13,
+        events: vec![entered("replaced", "loop")],
+    });
+    one(Op::ClearInbox { task: 14, seq: 114 });
+
+    let copied = store.copy(plan.segment, moves, &mut slow).unwrap();
+    assert!(copied.is_some_and(|bytes| bytes > 0), "{copied:?}");
+    assert_eq!(slow, vec![11], "the grown chain is left to be read again");
+    store.finish(plan.segment, slow).unwrap();
+    store.snapshot_now().unwrap();
+    assert!(!LogStore::dir_in(dir.path()).join(segment_name(1)).exists());
+
+    let check_all = |store: &LogStore| {
+        // What `fill` left (its `check` would also count this test's messages).
+        assert_eq!(store.task(1).unwrap().unwrap().node, "b");
+        assert_eq!(store.history(1).unwrap().len(), 3);
+        assert!(store.task(3).unwrap().is_none());
+        assert_eq!(store.inbox(2).unwrap().len(), 1);
+        assert_eq!(store.inbox_tasks().unwrap(), vec![2, 10, 11, 13]);
+        let round = |id: u64| store.task(id).unwrap().map(|t| t.data["round"].clone());
+        assert_eq!(round(10), Some(serde_json::json!(1)), "task 10 moved on");
+        assert_eq!(round(11), Some(serde_json::json!(0)));
+        assert_eq!(store.history(10).unwrap().len(), 1);
+        let nodes = |id: u64| -> Vec<String> {
+            store
+                .history(id)
+                .unwrap()
+                .into_iter()
+                .map(|e| e.node)
+                .collect()
+        };
+        assert_eq!(nodes(11), ["loop", "later"], "task 11's grown history");
+        assert!(store.task(12).unwrap().is_none(), "task 12 was deleted");
+        assert!(store.history(12).unwrap().is_empty());
+        assert!(store.inbox(12).unwrap().is_empty());
+        assert_eq!(nodes(13), ["replaced"], "task 13's replaced history");
+        assert!(
+            store.inbox(14).unwrap().is_empty(),
+            "task 14's message was read"
+        );
+        assert_eq!(store.inbox(10).unwrap().len(), 1);
+        assert_eq!(store.inbox(13).unwrap().len(), 1);
+    };
+    check_all(&store);
+    drop(store);
+    check_all(&open_with_limits(dir.path(), limits).unwrap());
 }
 
 #[test]
