@@ -296,7 +296,7 @@ pub fn run(
                 ),
                 Figure::count(
                     "store_rewrites",
-                    "store rewrites so far (sled)",
+                    "store rewrites so far (sled: the store; log: segments compacted)",
                     store.space_given_back().map_or(0, |g| g.rewrites),
                 ),
                 Figure::millis(

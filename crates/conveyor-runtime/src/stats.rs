@@ -115,7 +115,7 @@ impl Runtime {
                 &mut out,
                 "conveyor_store_rewrites_total",
                 "counter",
-                "Rewrites of the store that gave the space of removed tasks back (sled).",
+                "Rewrites of the store that gave the space of removed tasks back (sled: the store; log store: a segment compacted).",
             );
             let _ = writeln!(out, "conveyor_store_rewrites_total {}", given.rewrites);
             metrics::header(

@@ -17,7 +17,7 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::migrate::open_kind;
+use crate::migrate::{open_kind, open_source};
 use crate::*;
 
 /// What [`compact`] did.
@@ -80,7 +80,7 @@ pub fn compact(data: &Path, options: StoreOptions) -> Result<CompactReport> {
     };
     let options = StoreOptions { kind, ..options };
     // Opened first: its lock keeps a second compaction out before anything is removed.
-    let source = open_kind(kind, data, options)?;
+    let source = open_source(kind, data, options)?;
     let staging = staging(data);
     if staging.exists() {
         std::fs::remove_dir_all(&staging).map_err(|e| {

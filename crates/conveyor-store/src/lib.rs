@@ -130,11 +130,13 @@ pub fn checkpoint(data: &Path, options: StoreOptions) -> Result<()> {
 /// What [`Store::space_given_back`] reports.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct SpaceGivenBack {
-    /// Rewrites of the store (a sled store copying its live data into new files).
+    /// Rewrites of the store (a sled store copying its live data into new files; a log
+    /// store's segment compacted).
     pub rewrites: u64,
     /// Bytes the files shrank by, in all.
     pub bytes: u64,
-    /// The longest time commits waited for a rewrite.
+    /// The longest time commits waited for a rewrite (for the log store: the longest
+    /// time a compaction held the writer at once).
     pub longest_pause: std::time::Duration,
 }
 
@@ -326,8 +328,9 @@ pub trait Store: Send + Sync + 'static {
     /// - `None`: nothing was written; the caller commits it the usual way.
     /// - It never waits long: not on a commit another thread is applying, not on the
     ///   disk beyond a write to the page cache (no flush, no segment to seal), not on
-    ///   maintenance (a snapshot or compaction due is left to the next
-    ///   [`Store::commit_group`]). A commit that would answers `None`.
+    ///   maintenance (a snapshot due is left to the next [`Store::commit_group`]). A
+    ///   commit that would answers `None`. (The log store compacts on a thread of its
+    ///   own, so a compaction due does not make it answer `None`.)
     /// - Like `commit`, it is not durable until a [`Store::flush`].
     ///
     /// The default answers `None`: sled may wait on its own threads, and a shared store
@@ -349,14 +352,16 @@ pub trait Store: Send + Sync + 'static {
     }
     /// Bytes the store takes on disk.
     fn size_on_disk(&self) -> Result<u64>;
-    /// Whether the store is giving space back in the background right now (a sled store
-    /// rewriting itself), so that a measure of [`Store::size_on_disk`] waits for it.
+    /// Whether the store is giving space back in the background right now or is about to
+    /// (a sled store rewriting itself; the log store compacting, or with a compaction
+    /// due), so that a measure of [`Store::size_on_disk`] waits for it.
     fn maintenance_running(&self) -> bool {
         false
     }
-    /// What the store's own background work gave back since it was opened (`None`: a
-    /// store that does none it could report, such as the log store, whose compaction
-    /// is part of its commits).
+    /// What the store's own background work gave back since it was opened: sled's
+    /// rewrites, the log store's compactions (one a segment; the longest pause is the
+    /// longest time a compaction held the writer). `None`: a store that does none it
+    /// could report (PostgreSQL, whose autovacuum is its own).
     fn space_given_back(&self) -> Option<SpaceGivenBack> {
         None
     }

@@ -242,6 +242,17 @@ pub struct LogStore {
     compactor: Option<std::thread::JoinHandle<()>>,
     /// Writes snapshots to disk, in the order they were taken.
     snapshot_writer: Option<std::thread::JoinHandle<()>>,
+    role: Role,
+}
+
+/// What a store is opened for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Role {
+    /// An engine's (or a command's) store: compacted in the background, a snapshot
+    /// written when it closes.
+    Engine,
+    /// The source of `store compact` or `store migrate` (`LogStore::open_as_source`).
+    Source,
 }
 
 /// The store's state, shared by the threads that commit, flush and compact. (`pub` for
@@ -259,6 +270,8 @@ pub struct Core {
     recent: Mutex<recent::Recent>,
     /// One compaction at a time (the background one, or a test's `compact_now`).
     compacting: Mutex<()>,
+    /// What compaction gave back since the store was opened.
+    given_back: Mutex<SpaceGivenBack>,
     /// Set when the store closes: a compaction stops between its frames.
     closing: AtomicBool,
     /// Held (locked) while the store is open.
@@ -360,10 +373,10 @@ fn decode_task(bytes: &[u8]) -> Result<TaskRecord> {
 }
 
 /// The events of history `records` (oldest first, as written).
-fn decode_records(records: &[Vec<u8>]) -> Result<Vec<HistoryEvent>> {
+fn decode_records<R: AsRef<[u8]>>(records: &[R]) -> Result<Vec<HistoryEvent>> {
     let mut events = Vec::new();
     for record in records {
-        decode_events(record, &mut events)?;
+        decode_events(record.as_ref(), &mut events)?;
     }
     Ok(events)
 }
@@ -422,10 +435,23 @@ impl LogStore {
 
     /// Opens (or creates) the log store in the data directory `path`.
     pub fn open(path: &Path) -> Result<LogStore> {
-        LogStore::open_with_limits(path, LIMITS)
+        LogStore::open_with(path, LIMITS, Role::Engine)
     }
 
+    /// Opens the store in `path` to be copied by `store compact` or `store migrate`,
+    /// which move its directory aside while it is open: it compacts nothing and writes
+    /// no snapshot when it closes, since either would land in whatever directory is at
+    /// its path by then (the new store).
+    pub(crate) fn open_as_source(path: &Path) -> Result<LogStore> {
+        LogStore::open_with(path, LIMITS, Role::Source)
+    }
+
+    #[cfg(test)]
     fn open_with_limits(path: &Path, limits: Limits) -> Result<LogStore> {
+        LogStore::open_with(path, limits, Role::Engine)
+    }
+
+    fn open_with(path: &Path, limits: Limits, role: Role) -> Result<LogStore> {
         let dir = LogStore::dir_in(path);
         let shown = path.display().to_string();
         let read_only = |e: &std::io::Error| e.raw_os_error() == Some(30);
@@ -624,21 +650,29 @@ impl LogStore {
             next_task,
             recent: Mutex::default(),
             compacting: Mutex::new(()),
+            given_back: Mutex::default(),
             closing: AtomicBool::new(false),
             _lock: lock,
         });
-        let compactor = {
-            let core = Arc::clone(&core);
-            std::thread::Builder::new()
-                .name("conveyor-compact".into())
-                .spawn(move || core.compact_in_background())
-                .ok()
+        let compactor = match role {
+            Role::Engine => {
+                let core = Arc::clone(&core);
+                let spawned = std::thread::Builder::new()
+                    .name("conveyor-compact".into())
+                    .spawn(move || core.compact_in_background());
+                if let Err(e) = &spawned {
+                    tracing::warn!(error = %e, "no thread for compaction: the store's log is not compacted until it is opened again");
+                }
+                spawned.ok()
+            }
+            Role::Source => None,
         };
         Ok(LogStore {
             core,
             flusher,
             compactor,
             snapshot_writer,
+            role,
         })
     }
 }
@@ -782,6 +816,21 @@ impl Core {
     /// never replaced by an earlier; a compaction waits for its own before it deletes
     /// the segments the earlier ones point into.
     fn snapshot(&self, w: &mut Writer, wait: bool) -> Result<()> {
+        match self.queue_snapshot(w)? {
+            Some(outcome) if wait => outcome
+                .recv()
+                .unwrap_or_else(|_| Err(StoreError::Io("the snapshot writer stopped".into()))),
+            _ => Ok(()),
+        }
+    }
+
+    /// Takes a snapshot (the writer is locked) and queues it for the snapshot writer;
+    /// what the writer will say once it is on disk (`None`: written here already, with
+    /// no writer thread).
+    fn queue_snapshot(
+        &self,
+        w: &mut Writer,
+    ) -> Result<Option<std::sync::mpsc::Receiver<Result<()>>>> {
         if let Some(reason) = &w.broken {
             return Err(StoreError::Io(reason.clone()));
         }
@@ -796,7 +845,7 @@ impl Core {
             bytes,
             segment: Arc::clone(&w.file),
             first_segment: w.first_segment,
-            done: wait.then_some(done),
+            done: Some(done),
         };
         let job = match &*self.snapshots.lock().unwrap_or_else(|p| p.into_inner()) {
             Some(jobs) => match jobs.send(job) {
@@ -807,14 +856,9 @@ impl Core {
         };
         if let Some(job) = job {
             // No writer thread (it could not be started): write it here.
-            return write_snapshot_file(&self.dir, &job);
+            return write_snapshot_file(&self.dir, &job).map(|()| None);
         }
-        if !wait {
-            return Ok(());
-        }
-        outcome
-            .recv()
-            .unwrap_or_else(|_| Err(StoreError::Io("the snapshot writer stopped".into())))
+        Ok(Some(outcome))
     }
 
     /// The frame of a group (`values` from [`encode_values`]) and where it will be
@@ -1067,7 +1111,9 @@ impl Drop for LogStore {
         }
         // A failure here (or a broken store, which refuses) loses nothing: the next open
         // replays the log instead.
-        let _ = self.checkpoint();
+        if self.role == Role::Engine {
+            let _ = self.checkpoint();
+        }
         // Closing its queue ends the snapshot writer once it wrote what it holds.
         drop(
             self.core
@@ -1987,9 +2033,26 @@ impl Store for LogStore {
     fn size_on_disk(&self) -> Result<u64> {
         let mut total = 0;
         for entry in std::fs::read_dir(&self.dir).map_err(io)? {
-            total += entry.map_err(io)?.metadata().map_err(io)?.len();
+            match entry.and_then(|e| e.metadata()) {
+                Ok(meta) => total += meta.len(),
+                // A segment the snapshot writer deleted since the listing.
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(io(e)),
+            }
         }
         Ok(total)
+    }
+
+    fn maintenance_running(&self) -> bool {
+        let running = matches!(
+            self.compacting.try_lock(),
+            Err(std::sync::TryLockError::WouldBlock)
+        );
+        running || self.compaction_due(&self.writer())
+    }
+
+    fn space_given_back(&self) -> Option<SpaceGivenBack> {
+        Some(*self.given_back.lock().unwrap_or_else(|p| p.into_inner()))
     }
 }
 
@@ -2304,9 +2367,9 @@ impl Core {
             if first >= head {
                 break;
             }
-            if !self.compact_oldest()? {
-                return Err(StoreError::Io("the store is closing".into()));
-            }
+            // `false`: the background compactor took that segment first, or nothing is
+            // sealed any more; the loop looks again.
+            self.compact_oldest()?;
         }
         self.snapshot(&mut self.writer(), true)
     }

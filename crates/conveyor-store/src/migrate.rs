@@ -65,6 +65,19 @@ pub(crate) fn open_kind(
     })
 }
 
+/// Opens the store of `kind` in `data` to be copied (a log store as
+/// [`LogStore::open_as_source`]: its directory is moved aside while it is open).
+pub(crate) fn open_source(
+    kind: StoreKind,
+    data: &Path,
+    options: StoreOptions,
+) -> Result<Box<dyn Store>> {
+    Ok(match kind {
+        StoreKind::Log => Box::new(LogStore::open_as_source(data)?),
+        StoreKind::Sled => Box::new(SledStore::open_with(data, options)?),
+    })
+}
+
 /// Where the old store of `kind` is kept after a migration.
 pub fn kept_dir(data: &Path, kind: StoreKind) -> PathBuf {
     data.join(format!("store.old-{}", kind.name()))
@@ -128,7 +141,7 @@ pub fn migrate(data: &Path, to: StoreKind, options: StoreOptions) -> Result<Migr
             ))
         })?;
     }
-    let source = open_kind(from, data, options)?;
+    let source = open_source(from, data, options)?;
     {
         let target = open_kind(to, &staging, options)?;
         copy(source.as_ref(), target.as_ref())?;

@@ -188,30 +188,47 @@ pub(super) fn decode_task(bytes: &[u8]) -> Result<TaskRecord> {
     Ok(task)
 }
 
-/// History records written in bytes, merged into one without encoding their events
-/// again: the events one after the other under one count. For records that decode, that
-/// is what [`encode_events`] of all their events writes; the caller checks that they do
-/// (only the header of each is looked at here). `None` when one of them is not in bytes
-/// (an older log's JSON), is too short to be one, or the count would overflow.
-pub(super) fn merge_events(records: &[Vec<u8>]) -> Option<Vec<u8>> {
-    const HEAD: usize = 5; // the tag and the count
+/// The tag and the count at the start of a history record in bytes.
+const EVENTS_HEAD: usize = 5;
+
+/// The count of events and the length of `records` merged by [`merge_events_into`];
+/// `None` when one of them is not in bytes (an older log's JSON), is too short to be
+/// one, or the count would overflow.
+fn merged_head<R: AsRef<[u8]>>(records: &[R]) -> Option<(u32, usize)> {
     let mut count: u32 = 0;
-    let mut len = HEAD;
+    let mut len = EVENTS_HEAD;
     for record in records {
-        let head: [u8; HEAD] = record.get(..HEAD)?.try_into().ok()?;
+        let head = record.as_ref().get(..EVENTS_HEAD)?;
         if head[0] != EVENTS {
             return None;
         }
         count = count.checked_add(u32::from_le_bytes([head[1], head[2], head[3], head[4]]))?;
-        len += record.len() - HEAD;
+        len += record.as_ref().len() - EVENTS_HEAD;
     }
-    let mut out = Vec::with_capacity(len);
+    Some((count, len))
+}
+
+/// Whether [`merge_events_into`] merges `records`.
+pub(super) fn mergeable<R: AsRef<[u8]>>(records: &[R]) -> bool {
+    merged_head(records).is_some()
+}
+
+/// History records written in bytes, merged into one without encoding their events
+/// again and appended to `out`: the events one after the other under one count. For
+/// records that decode, that is what [`encode_events`] of all their events writes; the
+/// caller checks that they do (only the header of each is looked at here). `false`, with
+/// nothing appended, when they cannot be merged (see [`mergeable`]).
+pub(super) fn merge_events_into<R: AsRef<[u8]>>(records: &[R], out: &mut Vec<u8>) -> bool {
+    let Some((count, len)) = merged_head(records) else {
+        return false;
+    };
+    out.reserve(len);
     out.push(EVENTS);
     out.extend_from_slice(&count.to_le_bytes());
     for record in records {
-        out.extend_from_slice(&record[HEAD..]);
+        out.extend_from_slice(&record.as_ref()[EVENTS_HEAD..]);
     }
-    Some(out)
+    true
 }
 
 pub(super) fn encode_events(events: &[HistoryEvent]) -> Vec<u8> {
@@ -577,6 +594,11 @@ mod tests {
         decode_events(&encode_events(&events[..2]), &mut back).unwrap();
         assert_eq!(back.len(), events.len() + 2);
         assert_eq!(back[events.len()..], events[..2]);
+    }
+
+    fn merge_events(records: &[Vec<u8>]) -> Option<Vec<u8>> {
+        let mut out = Vec::new();
+        merge_events_into(records, &mut out).then_some(out)
     }
 
     #[test]

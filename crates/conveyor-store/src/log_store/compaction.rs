@@ -1,10 +1,11 @@
 //! Compaction, on a thread of its own: the live values of the oldest segment are copied
 //! to the head, so that the segment can be deleted.
 //!
-//! Commits go on meanwhile. Only the writing of each copied frame holds the writer's
-//! lock, and steps keep committing in place (`commit_quick`) while a compaction is due.
-//! Compacting a segment of the intake benchmark's log (64 MiB, half of it live) took
-//! 359 ms under the writer's lock when the committer did it; every create waited.
+//! Commits go on meanwhile: the writer's lock is held only for short spells (the plan,
+//! each copied frame of about 1 MiB, the retirement's check and snapshot), and steps
+//! keep committing in place (`commit_quick`) while a compaction is due. Compacting a
+//! segment of the intake benchmark's log (64 MiB, half of it live) took 359 ms under
+//! the writer's lock when the committer did it; every create waited.
 //!
 //! A compaction of the oldest segment goes in four phases:
 //!
@@ -14,24 +15,30 @@
 //! 2. **Read** (no lock): the segment is read whole, once, and each chain is followed
 //!    through the segments and merged into one record. Nothing written can change
 //!    under it: the log only appends, and no segment but this one is deleted.
-//! 3. **Copy** (the writer's lock, one frame of at most about 4 MiB at a time): a value
+//! 3. **Copy** (the writer's lock, one frame of at most about 1 MiB at a time): a value
 //!    is copied only if the index still points where the plan found it; one that a
 //!    commit replaced meanwhile is dead already. A chain that grew meanwhile, or that
-//!    does not decode, is copied at the end, read again under the lock.
+//!    does not decode, is copied at the end, read again under the lock (about 1 MiB of
+//!    them per hold).
 //! 4. **Retire** (the writer's lock): once a scan finds nothing pointing into the
 //!    segment, it leaves the indexes and a snapshot is taken; the snapshot writer
-//!    deletes its file once that snapshot is on disk.
+//!    deletes its file once that snapshot is on disk. The compactor waits for that
+//!    (without the lock) before the next segment, so snapshots do not pile up.
+//!
+//! The store closing stops a compaction between two phases or frames: what was copied
+//! by then is valid (each copy is the current value), and the segment stays.
 
 use std::borrow::Cow;
+use std::time::{Duration, Instant};
 
 use super::*;
 
 /// How often the compactor looks whether a compaction is due.
-const CHECK_EVERY: std::time::Duration = std::time::Duration::from_millis(500);
+const CHECK_EVERY: Duration = Duration::from_millis(500);
 
 /// A compaction's frames are cut at about this size: the writer's lock is held while
 /// each is written and applied.
-const FRAME_BYTES: usize = 4 << 20;
+const FRAME_BYTES: usize = 1 << 20;
 
 /// What points into the segment being compacted, as the plan found it.
 pub(super) struct Plan {
@@ -53,8 +60,12 @@ pub(super) enum Move<'a> {
         entry: TaskEntry,
         bytes: Cow<'a, [u8]>,
     },
-    /// A chain merged into one record (its value, with an empty location in front).
-    Chain { id: u64, head: Loc, value: Vec<u8> },
+    /// A chain, to be merged into one record.
+    Chain {
+        id: u64,
+        head: Loc,
+        events: Events<'a>,
+    },
     Message {
         key: (u64, u64),
         loc: Loc,
@@ -62,25 +73,43 @@ pub(super) enum Move<'a> {
     },
 }
 
+/// A chain's events as they are merged.
+pub(super) enum Events<'a> {
+    /// Records in bytes, oldest first: merged as bytes straight into the frame.
+    Records(Vec<Cow<'a, [u8]>>),
+    /// The events of a chain with an older log's JSON records, encoded in bytes.
+    Encoded(Vec<u8>),
+}
+
 impl Core {
     /// The compactor's loop: compacts while a compaction is due, until the store closes.
     pub(super) fn compact_in_background(&self) {
-        while !self.closing.load(Ordering::SeqCst) {
+        while !self.closing() {
             std::thread::park_timeout(CHECK_EVERY);
-            while !self.closing.load(Ordering::SeqCst) && self.compaction_due(&self.writer()) {
+            while !self.closing() && self.compaction_due(&self.writer()) {
                 let result = self.compact_oldest();
                 let mut w = self.writer();
-                w.compact_retry_at = match result {
-                    Ok(_) => 0,
+                match result {
+                    Ok(true) => w.compact_retry_at = 0,
+                    // Closing, or nothing sealed although the accounting says
+                    // otherwise: not again before more of the log is sealed.
+                    Ok(false) => {
+                        w.compact_retry_at = w.sealed + self.limits.compact_min;
+                        break;
+                    }
                     Err(e) => {
                         // A full disk, say: the log is as it was, with at most some
                         // values copied twice. Tried again after 64 MiB more log.
                         tracing::warn!(error = %e, "compacting the store's log failed; it is tried again later");
-                        w.sealed + self.limits.compact_min
+                        w.compact_retry_at = w.sealed + self.limits.compact_min;
                     }
-                };
+                }
             }
         }
+    }
+
+    fn closing(&self) -> bool {
+        self.closing.load(Ordering::SeqCst)
     }
 
     /// Whether a compaction is due: the sealed segments hold enough, and the log is
@@ -97,22 +126,45 @@ impl Core {
     pub(super) fn compact_oldest(&self) -> Result<bool> {
         let _one = self.compacting.lock().unwrap_or_else(|p| p.into_inner());
         let started = std::time::Instant::now();
+        let mut longest = Duration::ZERO;
         let Some(plan) = self.plan()? else {
             return Ok(false);
         };
+        if self.closing() {
+            return Ok(false);
+        }
         let segment = read_whole(&plan)?;
         let mut slow = Vec::new();
         let moves = read_moves(&plan, &segment, &mut slow)?;
-        let Some(copied) = self.copy(plan.segment, moves, &mut slow)? else {
+        let read_ms = started.elapsed().as_millis() as u64;
+        let Some(copied) = self.copy(plan.segment, moves, &mut slow, &mut longest)? else {
             return Ok(false);
         };
-        self.finish(plan.segment, slow)?;
+        let Some(copied_slow) = self.copy_slow(plan.segment, slow, &mut longest)? else {
+            return Ok(false);
+        };
+        let (size, snapshot) = self.retire(plan.segment, &mut longest)?;
+        let copied = copied + copied_slow;
+        {
+            let mut given = self.given_back.lock().unwrap_or_else(|p| p.into_inner());
+            given.rewrites += 1;
+            given.bytes += size.saturating_sub(copied);
+            given.longest_pause = given.longest_pause.max(longest);
+        }
         tracing::debug!(
             segment = plan.segment,
             copied,
+            read_ms,
+            longest_hold_ms = longest.as_millis() as u64,
             ms = started.elapsed().as_millis() as u64,
             "compacted a segment of the store's log"
         );
+        // The segment goes once this snapshot is on disk; waiting for it (without the
+        // lock) keeps compactions from queueing snapshots faster than they are written.
+        // If it fails, the segment stays until a later snapshot.
+        if let Some(outcome) = snapshot {
+            let _ = outcome.recv();
+        }
         Ok(true)
     }
 
@@ -151,21 +203,23 @@ impl Core {
     }
 
     /// Phase 3: writes the moves still current, a frame at a time, each under the
-    /// writer's lock; chains that changed since the plan join `slow`. The bytes copied,
-    /// or `None` if the store began to close.
+    /// writer's lock (the longest hold goes to `longest`); chains that changed since
+    /// the plan join `slow`. The bytes copied, or `None` if the store began to close.
     pub(super) fn copy(
         &self,
         segment: u32,
         moves: Vec<Move<'_>>,
         slow: &mut Vec<u64>,
+        longest: &mut Duration,
     ) -> Result<Option<u64>> {
         let mut copied = 0u64;
         let mut moves = moves.into_iter().peekable();
         while moves.peek().is_some() {
-            if self.closing.load(Ordering::SeqCst) {
+            if self.closing() {
                 return Ok(None);
             }
             let mut w = self.writer();
+            let held = Instant::now();
             let mut enc = frame_with_room(FRAME_BYTES + (64 << 10));
             {
                 let state = self.state();
@@ -179,31 +233,51 @@ impl Core {
                 copied += enc.buf.len() as u64;
                 self.append(&mut w, enc)?;
             }
+            *longest = (*longest).max(held.elapsed());
         }
         Ok(Some(copied))
     }
 
-    /// Phases 3 and 4 end: the chains left to `slow` copied, then the segment retired
-    /// (the writer's lock, throughout).
-    pub(super) fn finish(&self, segment: u32, slow: Vec<u64>) -> Result<()> {
-        let mut w = self.writer();
-        for id in slow {
-            self.copy_chain_now(&mut w, id, segment)?;
+    /// Phase 3's end: the chains left to `slow` (grown since they were read, or not
+    /// decoding), each read again and copied under the writer's lock, about 1 MiB of
+    /// them per hold. The bytes copied, or `None` if the store began to close.
+    pub(super) fn copy_slow(
+        &self,
+        segment: u32,
+        slow: Vec<u64>,
+        longest: &mut Duration,
+    ) -> Result<Option<u64>> {
+        let mut copied = 0u64;
+        let mut ids = slow.into_iter().peekable();
+        while ids.peek().is_some() {
+            if self.closing() {
+                return Ok(None);
+            }
+            let mut w = self.writer();
+            let held = Instant::now();
+            let mut written = 0;
+            while written < FRAME_BYTES as u64
+                && let Some(id) = ids.next()
+            {
+                written += self.copy_chain_now(&mut w, id, segment)?;
+            }
+            copied += written;
+            *longest = (*longest).max(held.elapsed());
         }
-        self.retire(&mut w, segment)
+        Ok(Some(copied))
     }
 
     /// Copies task `id`'s history chain, read under the writer's lock, if it still
     /// reaches into `segment`: merged into one record, or record by record when one of
-    /// them does not decode.
-    fn copy_chain_now(&self, w: &mut Writer, id: u64, segment: u32) -> Result<()> {
+    /// them does not decode. The bytes written.
+    fn copy_chain_now(&self, w: &mut Writer, id: u64, segment: u32) -> Result<u64> {
         let reaches = self
             .state()
             .history
             .get(&id)
             .is_some_and(|c| c.oldest <= segment);
         if !reaches {
-            return Ok(());
+            return Ok(0);
         }
         let records = self.history_records(id)?;
         match merge(&records) {
@@ -212,7 +286,8 @@ impl Core {
                 enc.u8(HISTORY_RESET);
                 enc.u64(id);
                 enc.bytes(&value);
-                self.append(w, enc)
+                let bytes = enc.buf.len() as u64;
+                self.append(w, enc).map(|()| bytes)
             }
             None => {
                 // A record that does not decode (only a bug writes one: frames are
@@ -222,23 +297,32 @@ impl Core {
                     task = id,
                     "a history record of this task does not decode; compaction copies its records unmerged"
                 );
-                self.copy_chain(w, id, &records)
+                let bytes = records.iter().map(|r| r.len() + 64).sum::<usize>() as u64;
+                self.copy_chain(w, id, &records).map(|()| bytes)
             }
         }
     }
 
     /// Phase 4: once nothing points into `segment`, takes it out of the indexes and
-    /// takes a snapshot, after which the snapshot writer deletes it.
-    fn retire(&self, w: &mut Writer, segment: u32) -> Result<()> {
+    /// takes a snapshot, after which the snapshot writer deletes it (the writer's lock).
+    /// The segment's size, and what the snapshot writer will say of the snapshot.
+    pub(super) fn retire(
+        &self,
+        segment: u32,
+        longest: &mut Duration,
+    ) -> Result<(u64, Option<std::sync::mpsc::Receiver<Result<()>>>)> {
+        let mut w = self.writer();
+        let held = Instant::now();
+        // A scan under the read lock: the writer's lock keeps every change out.
+        if let Some(what) = points_into(&self.state(), segment) {
+            // Not expected (every change since the plan was looked at); the segment
+            // stays, and the next compaction plans again.
+            return Err(StoreError::Io(format!(
+                "internal error: after compacting segment {segment}, {what} still points into it; the segment is kept"
+            )));
+        }
         let size = {
             let mut state = self.state_mut();
-            if let Some(what) = points_into(&state, segment) {
-                // Not expected (every change since the plan was looked at); the
-                // segment stays, and the next compaction plans again.
-                return Err(StoreError::Io(format!(
-                    "internal error: after compacting segment {segment}, {what} still points into it; the segment is kept"
-                )));
-            }
             let size = state
                 .files
                 .get(&segment)
@@ -249,7 +333,9 @@ impl Core {
         };
         w.sealed = w.sealed.saturating_sub(size);
         w.first_segment = segment + 1;
-        self.snapshot(w, false)
+        let snapshot = self.queue_snapshot(&mut w)?;
+        *longest = (*longest).max(held.elapsed());
+        Ok((size, snapshot))
     }
 }
 
@@ -318,14 +404,21 @@ pub(super) fn read_moves<'a>(
     }
     for (id, head) in &plan.chains {
         let records = chain_records(plan, segment, *head)?;
-        match merge(&records) {
-            Some(value) => moves.push(Move::Chain {
-                id: *id,
-                head: *head,
-                value,
-            }),
-            None => slow.push(*id),
-        }
+        // Every record is decoded first, so that only a chain that reads is merged (a
+        // record's header alone says nothing of what follows it).
+        let Ok(decoded) = decode_records(&records) else {
+            slow.push(*id); // copied as it is, under the lock
+            continue;
+        };
+        let events = match binary::mergeable(&records) {
+            true => Events::Records(records),
+            false => Events::Encoded(binary::encode_events(&decoded)),
+        };
+        moves.push(Move::Chain {
+            id: *id,
+            head: *head,
+            events,
+        });
     }
     for (key, loc) in &plan.messages {
         let bytes = value_at(plan, segment, *loc)?;
@@ -340,7 +433,7 @@ pub(super) fn read_moves<'a>(
 
 /// The records of the chain ending at `head`, oldest first, each without the location
 /// of the one before it.
-fn chain_records(plan: &Plan, segment: &[u8], head: Loc) -> Result<Vec<Vec<u8>>> {
+fn chain_records<'a>(plan: &Plan, segment: &'a [u8], head: Loc) -> Result<Vec<Cow<'a, [u8]>>> {
     let mut records = Vec::new();
     let mut loc = head;
     while loc.len > 0 {
@@ -349,7 +442,13 @@ fn chain_records(plan: &Plan, segment: &[u8], head: Loc) -> Result<Vec<Vec<u8>>>
             return Err(corrupt("a history record", "too short"));
         }
         let prev = Loc::decode(&mut Dec::new(&value[..LOC_BYTES]))?;
-        records.push(value[LOC_BYTES..].to_vec());
+        records.push(match value {
+            Cow::Borrowed(value) => Cow::Borrowed(&value[LOC_BYTES..]),
+            Cow::Owned(mut value) => {
+                value.drain(..LOC_BYTES);
+                Cow::Owned(value)
+            }
+        });
         loc = prev;
     }
     records.reverse();
@@ -364,11 +463,30 @@ fn chain_records(plan: &Plan, segment: &[u8], head: Loc) -> Result<Vec<Vec<u8>>>
 /// as bytes, one with an older log's JSON encoded again.
 fn merge(records: &[Vec<u8>]) -> Option<Vec<u8>> {
     let events = decode_records(records).ok()?;
-    let merged = binary::merge_events(records).unwrap_or_else(|| binary::encode_events(&events));
-    let mut value = Vec::with_capacity(LOC_BYTES + merged.len());
-    value.extend_from_slice(&[0u8; LOC_BYTES]);
-    value.extend_from_slice(&merged);
+    let mut value = vec![0u8; LOC_BYTES];
+    if !binary::merge_events_into(records, &mut value) {
+        value.extend_from_slice(&binary::encode_events(&events));
+    }
     Some(value)
+}
+
+/// Adds a `HISTORY_RESET` entry for task `id` to `enc`: its value an empty location,
+/// then the chain's events merged.
+fn encode_chain(enc: &mut Enc, id: u64, events: &Events<'_>) {
+    enc.u8(HISTORY_RESET);
+    enc.u64(id);
+    let len_at = enc.buf.len();
+    enc.u32(0); // the value's length, once written
+    enc.buf.extend_from_slice(&[0u8; LOC_BYTES]);
+    match events {
+        // `read_moves` checked that they merge.
+        Events::Records(records) => {
+            binary::merge_events_into(records, &mut enc.buf);
+        }
+        Events::Encoded(bytes) => enc.buf.extend_from_slice(bytes),
+    }
+    let len = (enc.buf.len() - len_at - 4) as u32;
+    enc.buf[len_at..len_at + 4].copy_from_slice(&len.to_le_bytes());
 }
 
 /// Adds a move's entry to `enc` if the indexes still point where the plan found it;
@@ -383,12 +501,8 @@ fn encode_if_current(state: &State, segment: u32, m: Move<'_>, enc: &mut Enc, sl
                 enc.bytes(&bytes);
             }
         }
-        Move::Chain { id, head, value } => match state.history.get(&id) {
-            Some(chain) if chain.head == head => {
-                enc.u8(HISTORY_RESET);
-                enc.u64(id);
-                enc.bytes(&value);
-            }
+        Move::Chain { id, head, events } => match state.history.get(&id) {
+            Some(chain) if chain.head == head => encode_chain(enc, id, &events),
             Some(chain) if chain.oldest <= segment => slow.push(id),
             _ => {} // replaced or deleted since: nothing of it is in the segment
         },

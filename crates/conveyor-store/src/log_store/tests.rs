@@ -432,17 +432,11 @@ fn ordinary_commits_roll_segments_write_snapshots_and_compact_by_themselves() {
     check_loop(&open_with_limits(dir.path(), small).unwrap());
 }
 
-/// Waits until no compaction is due or running, then for the snapshots taken so far
-/// (after which the segments compacted are deleted).
+/// Waits until no compaction is due or running (`Store::maintenance_running`), then
+/// for the snapshots taken so far (after which the segments compacted are deleted).
 fn wait_for_compaction(store: &LogStore) {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
-    loop {
-        {
-            let _none_running = store.compacting.lock().unwrap();
-            if !store.compaction_due(&store.writer()) {
-                break;
-            }
-        }
+    while store.maintenance_running() {
         assert!(
             std::time::Instant::now() < deadline,
             "compaction never caught up"
@@ -1094,10 +1088,21 @@ fn a_compaction_copies_only_what_no_commit_replaced_while_it_read() {
     });
     one(Op::ClearInbox { task: 14, seq: 114 });
 
-    let copied = store.copy(plan.segment, moves, &mut slow).unwrap();
-    assert!(copied.is_some_and(|bytes| bytes > 0), "{copied:?}");
+    let mut longest = std::time::Duration::ZERO;
+    let copied = store.copy(plan.segment, moves, &mut slow, &mut longest);
+    assert!(copied.unwrap().is_some_and(|bytes| bytes > 0));
     assert_eq!(slow, vec![11], "the grown chain is left to be read again");
-    store.finish(plan.segment, slow).unwrap();
+    // A crash here (the copies written, the segment not retired): the log as it is now,
+    // copied aside and opened below.
+    let crashed = tempfile::tempdir().unwrap();
+    copy_dir(
+        &LogStore::dir_in(dir.path()),
+        &LogStore::dir_in(crashed.path()),
+    );
+    let copied = store.copy_slow(plan.segment, slow, &mut longest).unwrap();
+    assert!(copied.is_some_and(|bytes| bytes > 0));
+    let (size, _) = store.retire(plan.segment, &mut longest).unwrap();
+    assert!(size > 0);
     store.snapshot_now().unwrap();
     assert!(!LogStore::dir_in(dir.path()).join(segment_name(1)).exists());
 
@@ -1108,7 +1113,11 @@ fn a_compaction_copies_only_what_no_commit_replaced_while_it_read() {
         assert!(store.task(3).unwrap().is_none());
         assert_eq!(store.inbox(2).unwrap().len(), 1);
         assert_eq!(store.inbox_tasks().unwrap(), vec![2, 10, 11, 13]);
-        let round = |id: u64| store.task(id).unwrap().map(|t| t.data["round"].clone());
+        // Read from the log, not from the records kept for the next step.
+        let round = |id: u64| {
+            let task = store.task_on_disk(id).unwrap();
+            task.map(|t| t.data["round"].clone())
+        };
         assert_eq!(round(10), Some(serde_json::json!(1)), "task 10 moved on");
         assert_eq!(round(11), Some(serde_json::json!(0)));
         assert_eq!(store.history(10).unwrap().len(), 1);
@@ -1135,6 +1144,68 @@ fn a_compaction_copies_only_what_no_commit_replaced_while_it_read() {
     check_all(&store);
     drop(store);
     check_all(&open_with_limits(dir.path(), limits).unwrap());
+    // The crash: the copies are replayed after the commits they follow.
+    let store = open_with_limits(crashed.path(), limits).unwrap();
+    assert!(
+        LogStore::dir_in(crashed.path())
+            .join(segment_name(1))
+            .exists()
+    );
+    check_all(&store);
+}
+
+/// Copies the files of directory `from` into a new directory `to`.
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        std::fs::copy(entry.path(), to.join(entry.file_name())).unwrap();
+    }
+}
+
+/// The store `store compact` and `store migrate` copy from is moved aside while open:
+/// opened as a source, it compacts nothing, even when a compaction is due, and writes no
+/// snapshot when it closes (either would land in the new store at its old path).
+#[test]
+fn a_store_opened_to_be_copied_neither_compacts_nor_writes_a_snapshot() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = LogStore::dir_in(dir.path());
+    {
+        // Filled with compaction and snapshots held off.
+        let never = Limits {
+            compact_min: u64::MAX / 4,
+            snapshot_after: u64::MAX / 4,
+            snapshot_on_close_after: u64::MAX / 4,
+            ..SMALL
+        };
+        let store = open_with_limits(dir.path(), never).unwrap();
+        fill(&store);
+        for round in 0..300u64 {
+            let batches: Vec<Batch> = (100..110u64).map(|id| looping(id, round)).collect();
+            store.commit_group(&batches).unwrap();
+        }
+    }
+    assert!(!log.join("snapshot").exists());
+    let source = retry_locked(|| LogStore::open_with(dir.path(), SMALL, Role::Source)).unwrap();
+    assert!(
+        source.compaction_due(&source.writer()),
+        "no compaction is due"
+    );
+    // Three times as long as the compactor waits between its looks.
+    std::thread::sleep(std::time::Duration::from_millis(1_500));
+    assert!(
+        log.join(segment_name(1)).exists(),
+        "the source was compacted"
+    );
+    drop(source);
+    assert!(
+        !log.join("snapshot").exists(),
+        "the source wrote a snapshot"
+    );
+    // Opened as an engine's store, the same log is compacted.
+    let store = open_with_limits(dir.path(), SMALL).unwrap();
+    wait_for_compaction(&store);
+    assert!(!log.join(segment_name(1)).exists());
 }
 
 #[test]
