@@ -174,7 +174,8 @@ fn verify(place: &Place, key: &conveyor_store::KeySource) -> Result<StoreAnswer,
     }
     let mut counts = None;
     if problems.is_empty() {
-        let store = waiting(|| conveyor_store::open(dir, place.options))?;
+        // Read only: a verify changes nothing (no compaction meanwhile).
+        let store = waiting(|| conveyor_store::open_to_read(dir, place.options))?;
         match conveyor_store::SealedStore::open(
             dir,
             store,
@@ -247,7 +248,7 @@ fn compact_postgres(pg: &Postgres) -> Result<StoreAnswer, CommandError> {
 /// left as it was: engines started with `--store URL` use the database from then on.
 fn migrate_to_postgres(place: &Place, pg: &Postgres) -> Result<StoreAnswer, CommandError> {
     let dir = &place.dir;
-    let source = waiting(|| conveyor_store::open(dir, place.options))?;
+    let source = waiting(|| conveyor_store::open_to_read(dir, place.options))?;
     let target = PgStore::open(&pg.url, pg.options.clone())?;
     let place_name = target.place().to_string();
     if !target.processes()?.is_empty() || !target.api_keys()?.is_empty() {

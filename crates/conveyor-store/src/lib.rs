@@ -117,6 +117,17 @@ pub fn open(data: &Path, options: StoreOptions) -> Result<Arc<dyn Store>> {
     })
 }
 
+/// [`open`], to read only (`store verify`, or a copy of the store to elsewhere): a log
+/// store is opened with [`LogStore::open_to_read`], so it compacts nothing and refuses
+/// writes; a sled store as [`open`] opens it.
+pub fn open_to_read(data: &Path, options: StoreOptions) -> Result<Arc<dyn Store>> {
+    compact::finish_interrupted(data)?;
+    Ok(match kind_of(data, options) {
+        StoreKind::Log => Arc::new(LogStore::open_to_read(data)?),
+        StoreKind::Sled => Arc::new(SledStore::open_with(data, options)?),
+    })
+}
+
 /// After an engine stopped cleanly and closed the store: prepares it for a quick next
 /// open. A sled store is opened and closed once ([`SledStore::checkpoint`]); a log store
 /// already wrote its snapshot when it closed.

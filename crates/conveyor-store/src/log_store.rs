@@ -38,7 +38,7 @@
 //! the oldest segment are copied to the head (a task's history merged into one record,
 //! or copied record by record when one of them does not decode) and a snapshot is
 //! taken; the segment is deleted once that snapshot is on disk. The values are read
-//! without the writer's lock and copied a frame of at most about 4 MiB at a time, each
+//! without the writer's lock and copied a frame of about 1 MiB at a time, each
 //! only if no commit replaced it meanwhile: commits, in place ones included, go on
 //! while a segment is compacted.
 //!
@@ -242,7 +242,6 @@ pub struct LogStore {
     compactor: Option<std::thread::JoinHandle<()>>,
     /// Writes snapshots to disk, in the order they were taken.
     snapshot_writer: Option<std::thread::JoinHandle<()>>,
-    role: Role,
 }
 
 /// What a store is opened for.
@@ -251,8 +250,9 @@ enum Role {
     /// An engine's (or a command's) store: compacted in the background, a snapshot
     /// written when it closes.
     Engine,
-    /// The source of `store compact` or `store migrate` (`LogStore::open_as_source`).
-    Source,
+    /// Read only (`LogStore::open_to_read`): no compactor, no snapshot, and a write is
+    /// refused.
+    Reader,
 }
 
 /// The store's state, shared by the threads that commit, flush and compact. (`pub` for
@@ -274,6 +274,7 @@ pub struct Core {
     given_back: Mutex<SpaceGivenBack>,
     /// Set when the store closes: a compaction stops between its frames.
     closing: AtomicBool,
+    role: Role,
     /// Held (locked) while the store is open.
     _lock: File,
 }
@@ -438,12 +439,13 @@ impl LogStore {
         LogStore::open_with(path, LIMITS, Role::Engine)
     }
 
-    /// Opens the store in `path` to be copied by `store compact` or `store migrate`,
-    /// which move its directory aside while it is open: it compacts nothing and writes
-    /// no snapshot when it closes, since either would land in whatever directory is at
-    /// its path by then (the new store).
-    pub(crate) fn open_as_source(path: &Path) -> Result<LogStore> {
-        LogStore::open_with(path, LIMITS, Role::Source)
+    /// Opens the store in `path` to be read only: by `store verify`, which must not
+    /// change it, and by `store compact` and `store migrate`, which move its directory
+    /// aside while it is open (a compaction or a snapshot would land in whatever
+    /// directory is at its path by then: the new store). It compacts nothing, writes no
+    /// snapshot when it closes, and refuses every write.
+    pub fn open_to_read(path: &Path) -> Result<LogStore> {
+        LogStore::open_with(path, LIMITS, Role::Reader)
     }
 
     #[cfg(test)]
@@ -652,6 +654,7 @@ impl LogStore {
             compacting: Mutex::new(()),
             given_back: Mutex::default(),
             closing: AtomicBool::new(false),
+            role,
             _lock: lock,
         });
         let compactor = match role {
@@ -665,14 +668,13 @@ impl LogStore {
                 }
                 spawned.ok()
             }
-            Role::Source => None,
+            Role::Reader => None,
         };
         Ok(LogStore {
             core,
             flusher,
             compactor,
             snapshot_writer,
-            role,
         })
     }
 }
@@ -733,6 +735,7 @@ impl Core {
         if let Some(reason) = &w.broken {
             return Err(StoreError::Io(reason.clone()));
         }
+        self.writable()?;
         let place = self.next_frame_at(w);
         let misplaced = |expected: (u32, u64), actual: (u32, u64)| {
             StoreError::Io(format!(
@@ -787,6 +790,17 @@ impl Core {
         Ok(())
     }
 
+    /// Refuses a write to a store opened to be read ([`LogStore::open_to_read`]).
+    fn writable(&self) -> Result<()> {
+        match self.role {
+            Role::Engine => Ok(()),
+            Role::Reader => Err(StoreError::Io(
+                "internal error: a write to a store opened to be read only; nothing was written"
+                    .into(),
+            )),
+        }
+    }
+
     /// Seals the active segment and begins the next.
     fn roll(&self, w: &mut Writer) -> Result<()> {
         w.file.sync_data().map_err(io)?;
@@ -834,6 +848,7 @@ impl Core {
         if let Some(reason) = &w.broken {
             return Err(StoreError::Io(reason.clone()));
         }
+        self.writable()?;
         let bytes = {
             let state = self.state();
             let next_task = self.next_task.load(Ordering::SeqCst).max(state.next_task);
@@ -1032,6 +1047,7 @@ impl Core {
     /// written, so an older conveyor refuses the store rather than misread it. Once: the
     /// writer remembers it.
     fn mark_format(&self, w: &mut Writer, version: u32) -> Result<()> {
+        self.writable()?;
         if w.format < version {
             write_format(&self.dir, version)?;
             w.format = version;
@@ -1111,7 +1127,7 @@ impl Drop for LogStore {
         }
         // A failure here (or a broken store, which refuses) loses nothing: the next open
         // replays the log instead.
-        if self.role == Role::Engine {
+        if self.core.role == Role::Engine {
             let _ = self.checkpoint();
         }
         // Closing its queue ends the snapshot writer once it wrote what it holds.
@@ -2044,11 +2060,20 @@ impl Store for LogStore {
     }
 
     fn maintenance_running(&self) -> bool {
-        let running = matches!(
-            self.compacting.try_lock(),
-            Err(std::sync::TryLockError::WouldBlock)
-        );
-        running || self.compaction_due(&self.writer())
+        use std::sync::TryLockError;
+        // No compactor (a store opened to be read, or its thread gone): none will run.
+        if self.compactor.as_ref().is_none_or(|t| t.is_finished()) {
+            return false;
+        }
+        if matches!(self.compacting.try_lock(), Err(TryLockError::WouldBlock)) {
+            return true;
+        }
+        // Not waiting for the writer: whoever polls this should not slow commits down.
+        match self.writer.try_lock() {
+            Ok(w) => self.compaction_due(&w),
+            Err(TryLockError::Poisoned(p)) => self.compaction_due(&p.into_inner()),
+            Err(TryLockError::WouldBlock) => true, // ask again
+        }
     }
 
     fn space_given_back(&self) -> Option<SpaceGivenBack> {

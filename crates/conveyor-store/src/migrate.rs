@@ -66,14 +66,14 @@ pub(crate) fn open_kind(
 }
 
 /// Opens the store of `kind` in `data` to be copied (a log store as
-/// [`LogStore::open_as_source`]: its directory is moved aside while it is open).
+/// [`LogStore::open_to_read`]: its directory is moved aside while it is open).
 pub(crate) fn open_source(
     kind: StoreKind,
     data: &Path,
     options: StoreOptions,
 ) -> Result<Box<dyn Store>> {
     Ok(match kind {
-        StoreKind::Log => Box::new(LogStore::open_as_source(data)?),
+        StoreKind::Log => Box::new(LogStore::open_to_read(data)?),
         StoreKind::Sled => Box::new(SledStore::open_with(data, options)?),
     })
 }

@@ -13,8 +13,9 @@
 //!    records, history chains that reach into it, inbox messages), and the open
 //!    segment files.
 //! 2. **Read** (no lock): the segment is read whole, once, and each chain is followed
-//!    through the segments and merged into one record. Nothing written can change
-//!    under it: the log only appends, and no segment but this one is deleted.
+//!    through the segments and decoded (only a chain that reads is merged, in phase 3,
+//!    as bytes straight into the frame). Nothing written can change under it: the log
+//!    only appends, and no segment but this one is deleted.
 //! 3. **Copy** (the writer's lock, one frame of at most about 1 MiB at a time): a value
 //!    is copied only if the index still points where the plan found it; one that a
 //!    commit replaced meanwhile is dead already. A chain that grew meanwhile, or that
@@ -126,10 +127,10 @@ impl Core {
     pub(super) fn compact_oldest(&self) -> Result<bool> {
         let _one = self.compacting.lock().unwrap_or_else(|p| p.into_inner());
         let started = std::time::Instant::now();
-        let mut longest = Duration::ZERO;
         let Some(plan) = self.plan()? else {
             return Ok(false);
         };
+        let mut longest = started.elapsed(); // the plan's hold, at most
         if self.closing() {
             return Ok(false);
         }
@@ -143,6 +144,9 @@ impl Core {
         let Some(copied_slow) = self.copy_slow(plan.segment, slow, &mut longest)? else {
             return Ok(false);
         };
+        if self.closing() {
+            return Ok(false);
+        }
         let (size, snapshot) = self.retire(plan.segment, &mut longest)?;
         let copied = copied + copied_slow;
         {
@@ -386,8 +390,8 @@ fn value_at<'a>(plan: &Plan, segment: &'a [u8], loc: Loc) -> Result<Cow<'a, [u8]
     Ok(Cow::Owned(buf))
 }
 
-/// Phase 2: the values of the plan, and each chain merged. A chain that does not
-/// decode goes to `slow`, to be copied as it is under the lock.
+/// Phase 2: the values of the plan, and each chain's records, checked to decode. A
+/// chain that does not goes to `slow`, to be copied as it is under the lock.
 pub(super) fn read_moves<'a>(
     plan: &Plan,
     segment: &'a [u8],
@@ -479,9 +483,9 @@ fn encode_chain(enc: &mut Enc, id: u64, events: &Events<'_>) {
     enc.u32(0); // the value's length, once written
     enc.buf.extend_from_slice(&[0u8; LOC_BYTES]);
     match events {
-        // `read_moves` checked that they merge.
         Events::Records(records) => {
-            binary::merge_events_into(records, &mut enc.buf);
+            let merged = binary::merge_events_into(records, &mut enc.buf);
+            debug_assert!(merged, "`read_moves` checked that they merge");
         }
         Events::Encoded(bytes) => enc.buf.extend_from_slice(bytes),
     }

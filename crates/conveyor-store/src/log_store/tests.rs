@@ -1101,6 +1101,12 @@ fn a_compaction_copies_only_what_no_commit_replaced_while_it_read() {
     );
     let copied = store.copy_slow(plan.segment, slow, &mut longest).unwrap();
     assert!(copied.is_some_and(|bytes| bytes > 0));
+    // And a crash after the chains left for the lock were copied too.
+    let crashed_later = tempfile::tempdir().unwrap();
+    copy_dir(
+        &LogStore::dir_in(dir.path()),
+        &LogStore::dir_in(crashed_later.path()),
+    );
     let (size, _) = store.retire(plan.segment, &mut longest).unwrap();
     assert!(size > 0);
     store.snapshot_now().unwrap();
@@ -1144,14 +1150,12 @@ fn a_compaction_copies_only_what_no_commit_replaced_while_it_read() {
     check_all(&store);
     drop(store);
     check_all(&open_with_limits(dir.path(), limits).unwrap());
-    // The crash: the copies are replayed after the commits they follow.
-    let store = open_with_limits(crashed.path(), limits).unwrap();
-    assert!(
-        LogStore::dir_in(crashed.path())
-            .join(segment_name(1))
-            .exists()
-    );
-    check_all(&store);
+    // The crashes: the copies are replayed after the commits they follow.
+    for crashed in [crashed.path(), crashed_later.path()] {
+        let store = open_with_limits(crashed, limits).unwrap();
+        assert!(LogStore::dir_in(crashed).join(segment_name(1)).exists());
+        check_all(&store);
+    }
 }
 
 /// Copies the files of directory `from` into a new directory `to`.
@@ -1164,8 +1168,9 @@ fn copy_dir(from: &Path, to: &Path) {
 }
 
 /// The store `store compact` and `store migrate` copy from is moved aside while open:
-/// opened as a source, it compacts nothing, even when a compaction is due, and writes no
-/// snapshot when it closes (either would land in the new store at its old path).
+/// opened to be read, it compacts nothing, even when a compaction is due, writes no
+/// snapshot when it closes (either would land in the new store at its old path), and
+/// refuses writes.
 #[test]
 fn a_store_opened_to_be_copied_neither_compacts_nor_writes_a_snapshot() {
     let dir = tempfile::tempdir().unwrap();
@@ -1186,11 +1191,17 @@ fn a_store_opened_to_be_copied_neither_compacts_nor_writes_a_snapshot() {
         }
     }
     assert!(!log.join("snapshot").exists());
-    let source = retry_locked(|| LogStore::open_with(dir.path(), SMALL, Role::Source)).unwrap();
+    let source = retry_locked(|| LogStore::open_with(dir.path(), SMALL, Role::Reader)).unwrap();
     assert!(
         source.compaction_due(&source.writer()),
         "no compaction is due"
     );
+    assert!(!source.maintenance_running(), "nothing will compact it");
+    // It refuses writes.
+    let refused = source.commit_group(&[looping(100, 300)]);
+    assert!(matches!(refused, Err(StoreError::Io(_))), "{refused:?}");
+    let quick = source.commit_quick(&looping(100, 300));
+    assert!(!matches!(quick, Some(Ok(()))), "{quick:?}");
     // Three times as long as the compactor waits between its looks.
     std::thread::sleep(std::time::Duration::from_millis(1_500));
     assert!(
