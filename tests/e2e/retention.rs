@@ -414,7 +414,9 @@ fn sled_files_size(data: &std::path::Path) -> u64 {
 
 /// A sled store gives the space of removed tasks back while `conveyor serve` runs (a
 /// small floor and no interval between looks, so that a test-sized store qualifies):
-/// the files shrink, the engine says so in its log, and the engine goes on.
+/// the files shrink, the engine says so in its log, and the engine goes on. (The tasks
+/// wait a second first: a task that ran straight through to a `keep: 0` end at the door
+/// would be created and removed in one commit, leaving nothing to give back.)
 #[test]
 fn a_running_engine_on_sled_gives_the_space_of_removed_tasks_back() {
     use crate::http_api::{Server, call, now_secs};
@@ -422,7 +424,7 @@ fn a_running_engine_on_sled_gives_the_space_of_removed_tasks_back() {
     let file = data.path().join("p.yaml");
     std::fs::write(
         &file,
-        "process: short\nnodes:\n  start: { type: start, next: done }\n  done: { type: final, keep: 0 }\n",
+        "process: short\nnodes:\n  start: { type: start, next: wait }\n  wait: { type: delay, for: 1s, next: done }\n  done: { type: final, keep: 0 }\n",
     )
     .expect("write");
     let path = file.to_str().expect("utf-8");

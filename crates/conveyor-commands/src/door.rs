@@ -7,9 +7,7 @@
 
 use std::sync::Arc;
 
-use conveyor_runtime::{
-    Ack, AnswerWait, LoadedProcess, Pending, Runtime, RuntimeError, TaskBy, mask_data,
-};
+use conveyor_runtime::{Ack, AnswerWait, LoadedProcess, Runtime, RuntimeError, TaskBy, mask_data};
 use serde_json::{Map, Value};
 
 use crate::answer::{ProcessDetail, ProcessSummary, TaskView};
@@ -198,11 +196,12 @@ pub enum OpAnswer {
     },
 }
 
-/// The ops of one request, answered in order, each with its own outcome. Creates are
-/// handed to the committer as they come, so the creates of a request (and of the
-/// requests arriving meanwhile) join one group; an op that reads or changes an existing
-/// task first waits for the creates before it, so it sees them. One shared flush at the
-/// end: the answer means on disk. `Err` only when that flush fails.
+/// The ops of one request, answered in order, each with its own outcome. A run of
+/// creates goes at once: each runs its first steps at the door and joins the committer's
+/// group (the creates of a request, and of the requests arriving meanwhile, share
+/// groups); an op that reads or changes an existing task waits for the creates before
+/// it, so it sees them. One shared flush at the end: the answer means on disk. `Err`
+/// only when that flush fails.
 ///
 /// With `wait` (Corezoid's Sync API: the body's `timeout`), each create is answered with
 /// what its task answered (`OpAnswer::Created::reply`), waiting up to `wait` in all.
@@ -213,41 +212,43 @@ pub async fn run_ops(
     wait: Option<std::time::Duration>,
 ) -> Result<Vec<Result<OpAnswer, CommandError>>, CommandError> {
     let mut answers = Vec::with_capacity(ops.len());
-    let mut pending: Vec<(usize, Pending)> = Vec::new();
     let mut waits: Vec<(usize, AnswerWait)> = Vec::new();
+    let mut creates: Vec<Create> = Vec::new();
     for op in ops {
-        if let TaskOp::Create {
-            process,
-            reference,
-            data,
-        } = op
-        {
-            let submitted = scoped(runtime, caller, &process).and_then(|loaded| {
-                Ok(runtime.submit_create(
-                    &loaded.record.id.to_string(),
-                    reference.as_deref(),
-                    data,
+        match op {
+            TaskOp::Create {
+                process,
+                reference,
+                data,
+            } => creates.push(Create {
+                process,
+                reference,
+                data,
+            }),
+            op => {
+                let run = std::mem::take(&mut creates);
+                create_all(
+                    runtime,
+                    caller,
+                    run,
                     wait.is_some(),
-                    caller.login,
-                )?)
-            });
-            answers.push(submitted.map(|(task, mut done)| {
-                if let Some(answer) = done.take_answer() {
-                    waits.push((answers.len(), answer));
-                }
-                pending.push((answers.len(), done));
-                OpAnswer::Created {
-                    id: task.id,
-                    reference: task.reference,
-                    reply: None,
-                }
-            }));
-            continue;
+                    &mut answers,
+                    &mut waits,
+                )
+                .await;
+                answers.push(apply(runtime, caller, op).await);
+            }
         }
-        settle(runtime, &mut pending, &mut answers).await;
-        answers.push(apply(runtime, caller, op).await);
     }
-    settle(runtime, &mut pending, &mut answers).await;
+    create_all(
+        runtime,
+        caller,
+        creates,
+        wait.is_some(),
+        &mut answers,
+        &mut waits,
+    )
+    .await;
     runtime.sync().await?;
     if let Some(timeout) = wait {
         // One deadline for the whole request: the tasks run meanwhile all along.
@@ -265,17 +266,53 @@ pub async fn run_ops(
     Ok(answers)
 }
 
-/// Waits for the creates handed to the committer; one refused there (its ref was taken
-/// meanwhile) gets its error as its answer.
-async fn settle(
+/// A create op of a request.
+struct Create {
+    process: String,
+    reference: Option<String>,
+    data: Map<String, Value>,
+}
+
+/// A run of creates, all at once, their outcomes appended to `answers` in order.
+/// `join_all` polls them in the request's order, and a create's door steps do not wait,
+/// so they reach the committer in that order too: of two creates with one ref, the
+/// first wins, as it would one by one.
+async fn create_all(
     runtime: &Runtime,
-    pending: &mut Vec<(usize, Pending)>,
-    answers: &mut [Result<OpAnswer, CommandError>],
+    caller: &Caller,
+    creates: Vec<Create>,
+    wait: bool,
+    answers: &mut Vec<Result<OpAnswer, CommandError>>,
+    waits: &mut Vec<(usize, AnswerWait)>,
 ) {
-    for (index, done) in pending.drain(..) {
-        if let Err(e) = done.done(runtime).await {
-            answers[index] = Err(e.into());
-        }
+    if creates.is_empty() {
+        return;
+    }
+    let runs = creates.into_iter().map(|create| async move {
+        let loaded = scoped(runtime, caller, &create.process)?;
+        let created = runtime
+            .create_grouped(
+                &loaded.record.id.to_string(),
+                create.reference.as_deref(),
+                create.data,
+                wait,
+                caller.login,
+            )
+            .await?;
+        Ok::<_, CommandError>(created)
+    });
+    for outcome in futures_util::future::join_all(runs).await {
+        let index = answers.len();
+        answers.push(outcome.map(|(task, answer)| {
+            if let Some(answer) = answer {
+                waits.push((index, answer));
+            }
+            OpAnswer::Created {
+                id: task.id,
+                reference: task.reference,
+                reply: None,
+            }
+        }));
     }
 }
 

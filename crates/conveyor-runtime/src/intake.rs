@@ -25,6 +25,16 @@ pub enum Ack {
     Durable,
 }
 
+/// How a task arrives at a door (`Runtime::add_grouped`).
+struct Arrival {
+    door: Door,
+    ack: Ack,
+    /// Register a wait for the task's answer (a Sync API or direct URL caller waits).
+    wait: bool,
+    /// The login of the API key that created it (`TaskRecord::created_by`).
+    by: Option<u64>,
+}
+
 impl Runtime {
     /// `add_task` through the committer's groups; the task comes back as its first
     /// step at the door left it (see `step::run_born`).
@@ -35,7 +45,13 @@ impl Runtime {
         data: Map<String, Value>,
         ack: Ack,
     ) -> Result<TaskRecord> {
-        self.add_grouped(process, reference, data, Door::Create, ack, false)
+        let how = Arrival {
+            door: Door::Create,
+            ack,
+            wait: false,
+            by: None,
+        };
+        self.add_grouped(process, reference, data, how)
             .await
             .map(|(task, _)| task)
     }
@@ -45,12 +61,28 @@ impl Runtime {
         process: &str,
         reference: Option<&str>,
         data: Map<String, Value>,
-        door: Door,
-        ack: Ack,
-        wait: bool,
+        how: Arrival,
     ) -> Result<(TaskRecord, Option<AnswerWait>)> {
+        let Arrival {
+            door,
+            ack,
+            wait,
+            by,
+        } = how;
         let loaded = self.resolve(process)?;
-        let (task, batch) = self.add_batch_to(&loaded, reference, data, door)?;
+        let (mut task, mut batch) = self.add_batch_to(&loaded, reference, data, door)?;
+        // Who created it (the task API's `user_id`): set on the new task only, never on
+        // a summary task a rate-limited create was folded into.
+        if by.is_some() && task.history_len == 1 {
+            task.created_by = by;
+            for op in &mut batch.ops {
+                if let conveyor_store::Op::PutTask(put) = op
+                    && put.id == task.id
+                {
+                    put.created_by = by;
+                }
+            }
+        }
         // Registered before the commit (and before a first step at the door, which may
         // answer): the engine cannot answer before anyone listens.
         let answer = wait.then(|| self.expect_answer(task.id));
@@ -172,9 +204,12 @@ impl Runtime {
                 &process.to_string(),
                 reference,
                 data,
-                Door::Url,
-                Ack::Durable,
-                wait,
+                Arrival {
+                    door: Door::Url,
+                    ack: Ack::Durable,
+                    wait,
+                    by: None,
+                },
             )
             .await?;
         let done = DirectOutcome {
@@ -191,101 +226,27 @@ impl Runtime {
         self.commit_grouped(Batch::default(), true).await
     }
 
-    /// Checks and submits a create to the committer at once, without waiting: many ops of
-    /// one request join the same group. Await [`Pending::done`] for the outcome.
-    /// With `wait`, a wait for the task's answer (sync reply) is registered before the
-    /// create reaches the committer: take it with [`Pending::take_answer`]. `by` is the
-    /// login of the API key asking, kept on the task (`TaskRecord::created_by`).
-    pub fn submit_create(
+    /// A create from the task API: checked, its first steps run at the door (as a
+    /// direct URL's are: `step::run_born`), and joined to the committer's group; it
+    /// resolves once applied (readable; [`Runtime::sync`] before answering). With
+    /// `wait`, a wait for the task's answer (Sync API) is registered before the create
+    /// reaches the committer. `by` is the login of the API key asking, kept on the task
+    /// (`TaskRecord::created_by`).
+    pub async fn create_grouped(
         &self,
         process: &str,
         reference: Option<&str>,
         data: Map<String, Value>,
         wait: bool,
         by: Option<u64>,
-    ) -> Result<(TaskRecord, Pending)> {
-        let (task, mut batch) = self.add_batch(process, reference, data, Door::Create)?;
-        // Who created it (the task API's `user_id`): set on the new task only, never on
-        // a summary task a rate-limited create was folded into.
-        if by.is_some() {
-            for op in &mut batch.ops {
-                if let conveyor_store::Op::PutTask(put) = op
-                    && put.id == task.id
-                    && put.history_len == 1
-                {
-                    put.created_by = by;
-                }
-            }
-        }
-        let answer = wait.then(|| self.expect_answer(task.id));
-        let refs = crate::ref_changes(&batch);
-        let wait = match self.committer.sender() {
-            Some(sender) => {
-                let (done, wait) = tokio::sync::oneshot::channel();
-                let request = crate::committer::Request {
-                    batch,
-                    durable: false,
-                    done,
-                };
-                match sender.send(request) {
-                    Ok(()) => Ok(Some(wait)),
-                    Err(error) => self.store.commit(&error.0.batch).map(|()| None),
-                }
-            }
-            None => self.store.commit(&batch).map(|()| None),
-        };
-        let wait = match wait {
-            Ok(wait) => wait,
-            Err(e) => {
-                if let Some(answer) = answer {
-                    self.drop_answer(answer);
-                }
-                return Err(duplicate_ref(e));
-            }
-        };
-        let pending = Pending {
+    ) -> Result<(TaskRecord, Option<AnswerWait>)> {
+        let how = Arrival {
+            door: Door::Create,
+            ack: Ack::Applied,
             wait,
-            refs,
-            task: task.id,
-            answer,
+            by,
         };
-        Ok((task, pending))
-    }
-}
-
-/// A create handed to the committer and not yet acknowledged.
-pub struct Pending {
-    wait:
-        Option<tokio::sync::oneshot::Receiver<std::result::Result<(), conveyor_store::StoreError>>>,
-    refs: Vec<crate::RefChange>,
-    task: u64,
-    answer: Option<AnswerWait>,
-}
-
-impl Pending {
-    /// The wait for the task's answer registered by [`Runtime::submit_create`], if any.
-    pub fn take_answer(&mut self) -> Option<AnswerWait> {
-        self.answer.take()
-    }
-
-    /// Resolves once the create is applied (readable), or with why it was not (a ref
-    /// taken meanwhile: `ref '…' already exists`).
-    pub async fn done(self, runtime: &Runtime) -> Result<()> {
-        if let Some(wait) = self.wait {
-            match wait.await {
-                Ok(Ok(())) => {}
-                Ok(Err(e)) => return Err(duplicate_ref(e)),
-                Err(_) => {
-                    return Err(RuntimeError::Store(conveyor_store::StoreError::Io(
-                        "the committer stopped".into(),
-                    )));
-                }
-            }
-        }
-        runtime.note_commit(&self.refs);
-        runtime.metrics.task_created(1);
-        runtime.schedule(self.task);
-        Ok(())
+        self.add_grouped(process, reference, data, how).await
     }
 }
 

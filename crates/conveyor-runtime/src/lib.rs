@@ -67,7 +67,7 @@ pub use clock::{Clock, ManualClock, SystemClock};
 pub use conveyor_store::{Store, StoreError};
 pub use engine::{RunMode, RunStats};
 pub use input::DirectOutcome;
-pub use intake::{Ack, Pending};
+pub use intake::Ack;
 pub use mask::{MASK, declared_secret_keys, mask_data};
 pub use metrics::Metrics;
 pub use ops::{ModifyOutcome, TaskBy, TaskKey, random_token};
