@@ -5,6 +5,7 @@
 //! (`intake.rs` of conveyor-runtime): a create joins the committer's group instead of
 //! committing and flushing on its own, so many strangers' creates share one write.
 
+use std::collections::HashSet;
 use std::sync::Arc;
 
 use conveyor_runtime::{Ack, AnswerWait, LoadedProcess, Runtime, RuntimeError, TaskBy, mask_data};
@@ -273,10 +274,14 @@ struct Create {
     data: Map<String, Value>,
 }
 
-/// A run of creates, all at once, their outcomes appended to `answers` in order.
+/// A run of creates, at once, their outcomes appended to `answers` in order.
+///
 /// `join_all` polls them in the request's order, and a create's door steps do not wait,
-/// so they reach the committer in that order too: of two creates with one ref, the
-/// first wins, as it would one by one.
+/// so they are committed in that order, except that one may be written in place
+/// (`Store::commit_quick`) while an earlier one waits for the committer. So a create
+/// that names a ref an earlier create of the run names too starts a new run, after the
+/// earlier ones are applied: of two creates with one ref, the first wins, as it would
+/// one by one.
 async fn create_all(
     runtime: &Runtime,
     caller: &Caller,
@@ -285,11 +290,44 @@ async fn create_all(
     answers: &mut Vec<Result<OpAnswer, CommandError>>,
     waits: &mut Vec<(usize, AnswerWait)>,
 ) {
-    if creates.is_empty() {
+    let mut run = Vec::new();
+    let mut refs: HashSet<(u64, String)> = HashSet::new();
+    for create in creates {
+        let loaded = scoped(runtime, caller, &create.process);
+        if let (Ok(loaded), Some(reference)) = (&loaded, &create.reference)
+            && !refs.insert((loaded.record.id, reference.clone()))
+        {
+            create_run(
+                runtime,
+                caller,
+                std::mem::take(&mut run),
+                wait,
+                answers,
+                waits,
+            )
+            .await;
+            refs.clear();
+            refs.insert((loaded.record.id, reference.clone()));
+        }
+        run.push((loaded, create));
+    }
+    create_run(runtime, caller, run, wait, answers, waits).await;
+}
+
+/// Creates that name no ref twice, all at once (see [`create_all`]).
+async fn create_run(
+    runtime: &Runtime,
+    caller: &Caller,
+    run: Vec<(Result<Arc<LoadedProcess>, CommandError>, Create)>,
+    wait: bool,
+    answers: &mut Vec<Result<OpAnswer, CommandError>>,
+    waits: &mut Vec<(usize, AnswerWait)>,
+) {
+    if run.is_empty() {
         return;
     }
-    let runs = creates.into_iter().map(|create| async move {
-        let loaded = scoped(runtime, caller, &create.process)?;
+    let runs = run.into_iter().map(|(loaded, create)| async move {
+        let loaded = loaded?;
         let created = runtime
             .create_grouped(
                 &loaded.record.id.to_string(),
@@ -336,7 +374,7 @@ pub(crate) fn scoped(
 async fn apply(runtime: &Runtime, caller: &Caller, op: TaskOp) -> Result<OpAnswer, CommandError> {
     match op {
         TaskOp::Create { .. } => Err(CommandError::Usage(
-            "a create is submitted, not applied".into(),
+            "a create goes through `create_all`, not `apply`".into(),
         )),
         TaskOp::Modify {
             process,

@@ -4,9 +4,10 @@
 //! (`input.rs`); the answer still goes out only once the change is on disk, but a flush
 //! is shared by everyone whose change is in that group.
 //!
-//! A request of many ops is answered in order: each op's change is *applied* before the
-//! next op runs (so a later op sees an earlier one's ref), and one [`Runtime::sync`] at
-//! the end makes them all durable before the answer.
+//! A request of many ops is answered in order: an op that reads or changes a task runs
+//! once the changes before it are *applied* (so it sees an earlier op's task), a run of
+//! creates goes at once (each taking its first steps at the door), and one
+//! [`Runtime::sync`] at the end makes them all durable before the answer.
 
 use conveyor_model::Door;
 use serde_json::{Map, Value};
@@ -74,13 +75,19 @@ impl Runtime {
         // Who created it (the task API's `user_id`): set on the new task only, never on
         // a summary task a rate-limited create was folded into.
         if by.is_some() && task.history_len == 1 {
-            task.created_by = by;
+            let mut put_new = false;
             for op in &mut batch.ops {
                 if let conveyor_store::Op::PutTask(put) = op
                     && put.id == task.id
                 {
                     put.created_by = by;
+                    put_new = true;
                 }
+            }
+            // The record the door step writes (a create folded into a waiting summary
+            // writes none, and is not the creator's).
+            if put_new {
+                task.created_by = by;
             }
         }
         // Registered before the commit (and before a first step at the door, which may
@@ -227,8 +234,8 @@ impl Runtime {
     }
 
     /// A create from the task API: checked, its first steps run at the door (as a
-    /// direct URL's are: `step::run_born`), and joined to the committer's group; it
-    /// resolves once applied (readable; [`Runtime::sync`] before answering). With
+    /// direct URL's are: `step::run_born`), and committed with them (in the committer's
+    /// group, or in place when the store is idle); it resolves once applied (readable; [`Runtime::sync`] before answering). With
     /// `wait`, a wait for the task's answer (Sync API) is registered before the create
     /// reaches the committer. `by` is the login of the API key asking, kept on the task
     /// (`TaskRecord::created_by`).

@@ -20,7 +20,8 @@
 //!   `advance` dispatches to;
 //! - `committer.rs` — group commit of steps' batches (and the doors' creates);
 //! - `intake.rs` — the HTTP doors' creates and modifies, joining the committer's groups
-//!   (a direct URL's create takes its first step there: `step::run_born`);
+//!   (a direct URL's or the task API's create takes its first step there:
+//!   `step::run_born`);
 //! - `answers.rs` — sync replies: doors that wait for a task's `reply` or end;
 //! - `alerts.rs` — a node's `alert` (Corezoid's `count` semaphor): alert tasks when its
 //!   count crosses the threshold;
