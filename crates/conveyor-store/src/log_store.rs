@@ -1209,8 +1209,12 @@ fn frame_with_room(room: usize) -> Enc {
 }
 
 fn read_at(state: &State, loc: Loc) -> Result<Vec<u8>> {
-    let file = state
-        .files
+    read_in(&state.files, loc)
+}
+
+/// The bytes at `loc`, read from its segment among `files`.
+fn read_in(files: &BTreeMap<u32, Arc<File>>, loc: Loc) -> Result<Vec<u8>> {
+    let file = files
         .get(&loc.segment)
         .ok_or_else(|| corrupt("a stored value", format!("segment {} is gone", loc.segment)))?;
     let mut buf = vec![0u8; loc.len as usize];

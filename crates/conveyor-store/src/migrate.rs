@@ -72,10 +72,10 @@ pub(crate) fn open_source(
     data: &Path,
     options: StoreOptions,
 ) -> Result<Box<dyn Store>> {
-    Ok(match kind {
-        StoreKind::Log => Box::new(LogStore::open_to_read(data)?),
-        StoreKind::Sled => Box::new(SledStore::open_with(data, options)?),
-    })
+    match kind {
+        StoreKind::Log => Ok(Box::new(LogStore::open_to_read(data)?)),
+        StoreKind::Sled => open_kind(kind, data, options),
+    }
 }
 
 /// Where the old store of `kind` is kept after a migration.

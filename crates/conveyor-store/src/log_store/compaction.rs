@@ -216,14 +216,11 @@ impl Core {
         slow: &mut Vec<u64>,
         longest: &mut Duration,
     ) -> Result<Option<u64>> {
-        let mut copied = 0u64;
         let mut moves = moves.into_iter().peekable();
-        while moves.peek().is_some() {
-            if self.closing() {
+        self.in_holds(longest, |w| {
+            if moves.peek().is_none() {
                 return Ok(None);
             }
-            let mut w = self.writer();
-            let held = Instant::now();
             let mut enc = frame_with_room(FRAME_BYTES + (64 << 10));
             {
                 let state = self.state();
@@ -233,13 +230,12 @@ impl Core {
                     encode_if_current(&state, segment, m, &mut enc, slow);
                 }
             }
-            if enc.buf.len() > 8 {
-                copied += enc.buf.len() as u64;
-                self.append(&mut w, enc)?;
+            if enc.buf.len() == 8 {
+                return Ok(Some(0)); // none of them current
             }
-            *longest = (*longest).max(held.elapsed());
-        }
-        Ok(Some(copied))
+            let bytes = enc.buf.len() as u64;
+            self.append(w, enc).map(|()| Some(bytes))
+        })
     }
 
     /// Phase 3's end: the chains left to `slow` (grown since they were read, or not
@@ -251,24 +247,42 @@ impl Core {
         slow: Vec<u64>,
         longest: &mut Duration,
     ) -> Result<Option<u64>> {
-        let mut copied = 0u64;
         let mut ids = slow.into_iter().peekable();
-        while ids.peek().is_some() {
+        self.in_holds(longest, |w| {
+            if ids.peek().is_none() {
+                return Ok(None);
+            }
+            let mut written = 0;
+            while written < FRAME_BYTES as u64
+                && let Some(id) = ids.next()
+            {
+                written += self.copy_chain_now(w, id, segment)?;
+            }
+            Ok(Some(written))
+        })
+    }
+
+    /// Runs `hold` under the writer's lock, a hold at a time, until it says there is
+    /// nothing left (`None`); the longest hold goes to `longest`. The bytes the holds
+    /// wrote, or `None` if the store began to close.
+    fn in_holds(
+        &self,
+        longest: &mut Duration,
+        mut hold: impl FnMut(&mut Writer) -> Result<Option<u64>>,
+    ) -> Result<Option<u64>> {
+        let mut written = 0u64;
+        loop {
             if self.closing() {
                 return Ok(None);
             }
             let mut w = self.writer();
             let held = Instant::now();
-            let mut written = 0;
-            while written < FRAME_BYTES as u64
-                && let Some(id) = ids.next()
-            {
-                written += self.copy_chain_now(&mut w, id, segment)?;
-            }
-            copied += written;
+            let Some(bytes) = hold(&mut w)? else {
+                return Ok(Some(written));
+            };
+            written += bytes;
             *longest = (*longest).max(held.elapsed());
         }
-        Ok(Some(copied))
     }
 
     /// Copies task `id`'s history chain, read under the writer's lock, if it still
@@ -380,14 +394,7 @@ fn value_at<'a>(plan: &Plan, segment: &'a [u8], loc: Loc) -> Result<Cow<'a, [u8]
             .map(Cow::Borrowed)
             .ok_or_else(|| corrupt("a stored value", "it ends past its segment"));
     }
-    let file = plan
-        .files
-        .get(&loc.segment)
-        .ok_or_else(|| corrupt("a stored value", format!("segment {} is gone", loc.segment)))?;
-    let mut buf = vec![0u8; loc.len as usize];
-    file.read_exact_at(&mut buf, loc.offset)
-        .map_err(|e| corrupt("a stored value", e))?;
-    Ok(Cow::Owned(buf))
+    read_in(&plan.files, loc).map(Cow::Owned)
 }
 
 /// Phase 2: the values of the plan, and each chain's records, checked to decode. A
