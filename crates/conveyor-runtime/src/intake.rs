@@ -235,9 +235,9 @@ impl Runtime {
 
     /// A create from the task API: checked, its first steps run at the door (as a
     /// direct URL's are: `step::run_born`), and committed with them (in the committer's
-    /// group, or in place when the store is idle); it resolves once applied (readable; [`Runtime::sync`] before answering). With
-    /// `wait`, a wait for the task's answer (Sync API) is registered before the create
-    /// reaches the committer. `by` is the login of the API key asking, kept on the task
+    /// group, or in place when the store is idle); it resolves once applied (readable;
+    /// [`Runtime::sync`] before answering). With `wait`, a wait for the task's answer
+    /// (Sync API) is registered before the create reaches the committer. `by` is the login of the API key asking, kept on the task
     /// (`TaskRecord::created_by`).
     pub async fn create_grouped(
         &self,

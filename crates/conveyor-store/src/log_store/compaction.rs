@@ -216,6 +216,9 @@ impl Core {
         slow: &mut Vec<u64>,
         longest: &mut Duration,
     ) -> Result<Option<u64>> {
+        if moves.is_empty() {
+            return Ok(Some(0)); // not even a look under the lock
+        }
         let mut moves = moves.into_iter().peekable();
         self.in_holds(longest, |w| {
             if moves.peek().is_none() {
@@ -247,6 +250,9 @@ impl Core {
         slow: Vec<u64>,
         longest: &mut Duration,
     ) -> Result<Option<u64>> {
+        if slow.is_empty() {
+            return Ok(Some(0)); // the usual case: not even a look under the lock
+        }
         let mut ids = slow.into_iter().peekable();
         self.in_holds(longest, |w| {
             if ids.peek().is_none() {
