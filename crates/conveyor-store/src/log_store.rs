@@ -51,6 +51,7 @@ mod codec;
 mod compaction;
 mod recent;
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fs::{File, OpenOptions};
 use std::os::unix::fs::FileExt;
@@ -1068,25 +1069,13 @@ impl Core {
         let Some(chain) = state.history.get(&task) else {
             return Ok(Vec::new());
         };
-        let mut records = Vec::new();
-        let mut loc = chain.head;
-        while loc.len > 0 {
-            let mut value = read_at(&state, loc)?;
-            if value.len() < LOC_BYTES {
-                return Err(corrupt("a history record", "too short"));
-            }
-            let prev = Loc::decode(&mut Dec::new(&value[..LOC_BYTES]))?;
-            value.drain(..LOC_BYTES);
-            records.push(value);
-            loc = prev;
-        }
-        records.reverse();
-        Ok(records)
+        let records = walk_chain(chain.head, |loc| read_at(&state, loc).map(Cow::Owned))?;
+        Ok(records.into_iter().map(Cow::into_owned).collect())
     }
 
     /// Writes task `id`'s history `records` (oldest first, as written) again as a new
     /// chain, in one frame of their own (the writer is locked).
-    fn copy_chain(&self, w: &mut Writer, id: u64, records: &[Vec<u8>]) -> Result<()> {
+    fn copy_chain<R: AsRef<[u8]>>(&self, w: &mut Writer, id: u64, records: &[R]) -> Result<()> {
         if records.is_empty() {
             return Ok(()); // an empty frame would read as damage at the next open
         }
@@ -1095,7 +1084,7 @@ impl Core {
         let payload_offset = frame_at + 8;
         let mut enc = frame();
         let mut prev = Loc::default();
-        for (i, record) in records.iter().enumerate() {
+        for (i, record) in records.iter().map(AsRef::as_ref).enumerate() {
             enc.u8(if i == 0 { HISTORY_RESET } else { HISTORY });
             enc.u64(id);
             enc.u32((LOC_BYTES + record.len()) as u32);
@@ -1206,6 +1195,33 @@ fn frame_with_room(room: usize) -> Enc {
     };
     enc.buf.extend_from_slice(&[0u8; 8]);
     enc
+}
+
+/// The records of the history chain ending at `head`, oldest first, each without the
+/// location of the one before it; `read` gives the bytes at a location.
+fn walk_chain<'a>(
+    head: Loc,
+    mut read: impl FnMut(Loc) -> Result<Cow<'a, [u8]>>,
+) -> Result<Vec<Cow<'a, [u8]>>> {
+    let mut records = Vec::new();
+    let mut loc = head;
+    while loc.len > 0 {
+        let value = read(loc)?;
+        if value.len() < LOC_BYTES {
+            return Err(corrupt("a history record", "too short"));
+        }
+        let prev = Loc::decode(&mut Dec::new(&value[..LOC_BYTES]))?;
+        records.push(match value {
+            Cow::Borrowed(value) => Cow::Borrowed(&value[LOC_BYTES..]),
+            Cow::Owned(mut value) => {
+                value.drain(..LOC_BYTES);
+                Cow::Owned(value)
+            }
+        });
+        loc = prev;
+    }
+    records.reverse();
+    Ok(records)
 }
 
 fn read_at(state: &State, loc: Loc) -> Result<Vec<u8>> {

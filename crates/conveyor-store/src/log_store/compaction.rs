@@ -304,16 +304,14 @@ impl Core {
             return Ok(0);
         }
         let records = self.history_records(id)?;
-        match merge(&records) {
-            Some(value) => {
+        match events_of(records.into_iter().map(Cow::Owned).collect()) {
+            Ok(events) => {
                 let mut enc = frame();
-                enc.u8(HISTORY_RESET);
-                enc.u64(id);
-                enc.bytes(&value);
+                encode_chain(&mut enc, id, &events);
                 let bytes = enc.buf.len() as u64;
                 self.append(w, enc).map(|()| bytes)
             }
-            None => {
+            Err(records) => {
                 // A record that does not decode (only a bug writes one: frames are
                 // checksummed) is not ours to drop: the chain is copied as it is, so
                 // the segment is still reclaimed and nothing is lost.
@@ -420,16 +418,10 @@ pub(super) fn read_moves<'a>(
         });
     }
     for (id, head) in &plan.chains {
-        let records = chain_records(plan, segment, *head)?;
-        // Every record is decoded first, so that only a chain that reads is merged (a
-        // record's header alone says nothing of what follows it).
-        let Ok(decoded) = decode_records(&records) else {
+        let records = walk_chain(*head, |loc| value_at(plan, segment, loc))?;
+        let Ok(events) = events_of(records) else {
             slow.push(*id); // copied as it is, under the lock
             continue;
-        };
-        let events = match binary::mergeable(&records) {
-            true => Events::Records(records),
-            false => Events::Encoded(binary::encode_events(&decoded)),
         };
         moves.push(Move::Chain {
             id: *id,
@@ -448,43 +440,20 @@ pub(super) fn read_moves<'a>(
     Ok(moves)
 }
 
-/// The records of the chain ending at `head`, oldest first, each without the location
-/// of the one before it.
-fn chain_records<'a>(plan: &Plan, segment: &'a [u8], head: Loc) -> Result<Vec<Cow<'a, [u8]>>> {
-    let mut records = Vec::new();
-    let mut loc = head;
-    while loc.len > 0 {
-        let value = value_at(plan, segment, loc)?;
-        if value.len() < LOC_BYTES {
-            return Err(corrupt("a history record", "too short"));
-        }
-        let prev = Loc::decode(&mut Dec::new(&value[..LOC_BYTES]))?;
-        records.push(match value {
-            Cow::Borrowed(value) => Cow::Borrowed(&value[LOC_BYTES..]),
-            Cow::Owned(mut value) => {
-                value.drain(..LOC_BYTES);
-                Cow::Owned(value)
-            }
-        });
-        loc = prev;
-    }
-    records.reverse();
-    Ok(records)
-}
-
-/// A chain's records merged into one record's value (an empty location, then the
-/// events), or `None` if one of them does not decode.
+/// A chain's records as they will be merged, or the records back if one of them does
+/// not decode.
 ///
-/// Every record is decoded first, so that only a chain that reads is merged (a
-/// record's header alone says nothing of what follows it); one in bytes is then merged
-/// as bytes, one with an older log's JSON encoded again.
-fn merge(records: &[Vec<u8>]) -> Option<Vec<u8>> {
-    let events = decode_records(records).ok()?;
-    let mut value = vec![0u8; LOC_BYTES];
-    if !binary::merge_events_into(records, &mut value) {
-        value.extend_from_slice(&binary::encode_events(&events));
-    }
-    Some(value)
+/// Every record is decoded first, so that only a chain that reads is merged (a record's
+/// header alone says nothing of what follows it); records in bytes are merged as bytes,
+/// an older log's JSON encoded again.
+fn events_of(records: Vec<Cow<'_, [u8]>>) -> std::result::Result<Events<'_>, Vec<Cow<'_, [u8]>>> {
+    let Ok(decoded) = decode_records(&records) else {
+        return Err(records);
+    };
+    Ok(match binary::mergeable(&records) {
+        true => Events::Records(records),
+        false => Events::Encoded(binary::encode_events(&decoded)),
+    })
 }
 
 /// Adds a `HISTORY_RESET` entry for task `id` to `enc`: its value an empty location,
