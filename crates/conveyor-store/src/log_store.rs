@@ -232,7 +232,17 @@ struct Writer {
     broken: Option<String>,
     /// The format version the store's `FORMAT` file says.
     format: u32,
+    /// The buffer of the last frame written, emptied, for the next commit's frame: a
+    /// commit a step makes is a few hundred bytes, and a fresh buffer for each costs
+    /// more than its encoding. Not kept past [`SPARE_BYTES`].
+    spare: Vec<u8>,
+    /// The history heads a frame moves, as [`LogStore::group_frame`] builds it: kept
+    /// (emptied) from one frame to the next for the same reason.
+    heads: FastMap<u64, Loc>,
 }
+
+/// The largest frame buffer a writer keeps for the next frame.
+const SPARE_BYTES: usize = 256 << 10;
 
 /// The store: what its background threads share ([`Core`], which it derefs to) and the
 /// threads themselves, stopped when it is dropped.
@@ -614,6 +624,8 @@ impl LogStore {
             dirty: false,
             broken: None,
             format,
+            spare: Vec::new(),
+            heads: FastMap::default(),
         }));
         let next_task = AtomicU64::new(state.next_task.max(1));
         let stop = Arc::new(AtomicBool::new(false));
@@ -782,6 +794,10 @@ impl Core {
             ));
             return Err(e);
         }
+        if enc.buf.capacity() <= SPARE_BYTES {
+            enc.buf.clear();
+            w.spare = enc.buf;
+        }
         // The frame is written and applied: what follows only saves work at the next
         // open, and its failure (a full disk, say) must not fail this commit.
         if w.since_snapshot >= self.limits.snapshot_after && self.snapshot(w, false).is_err() {
@@ -882,21 +898,26 @@ impl Core {
     /// claimed twice in the group. Called with the writer locked.
     fn group_frame(
         &self,
-        w: &Writer,
+        w: &mut Writer,
         batches: &[Batch],
         values: Values,
     ) -> Result<Option<(Enc, (u32, u64))>> {
         // The values, and a few dozen bytes of ids and keys for each op.
         let room = values.iter().flatten().map(Vec::len).sum::<usize>()
             + 64 * batches.iter().map(|b| b.ops.len()).sum::<usize>();
-        let mut enc = frame_with_room(room);
+        let mut enc = Enc {
+            buf: std::mem::take(&mut w.spare),
+        };
+        enc.buf.reserve(8 + room);
+        enc.buf.extend_from_slice(&[0u8; 8]);
+        // History heads as this frame moves them.
+        let mut heads = std::mem::take(&mut w.heads);
+        heads.clear();
         let at;
         {
             let state = self.state();
             // A ref may be taken already, or claimed twice within this group.
             let mut claimed: HashMap<(u64, &str), u64> = HashMap::new();
-            // History heads as this frame moves them.
-            let mut heads: FastMap<u64, Loc> = FastMap::default();
             let (segment, frame_at) = self.next_frame_at(w);
             let payload_offset = frame_at + 8;
             at = (segment, frame_at);
@@ -1009,6 +1030,9 @@ impl Core {
                     }
                 }
             }
+        }
+        if heads.capacity() <= 1024 {
+            w.heads = heads;
         }
         if enc.buf.len() == 8 {
             return Ok(None);
@@ -1959,7 +1983,7 @@ impl Store for LogStore {
         // next (ready tasks), kept once the frame is written.
         let (values, kept) = encode_values(batches)?;
         let mut w = self.writer();
-        let Some((enc, at)) = self.group_frame(&w, batches, values)? else {
+        let Some((enc, at)) = self.group_frame(&mut w, batches, values)? else {
             return Ok(());
         };
         self.mark_format(&mut w, BINARY_FORMAT)?;
@@ -1985,7 +2009,7 @@ impl Store for LogStore {
         }
         let batches = std::slice::from_ref(batch);
         let frame = encode_values(batches)
-            .and_then(|(values, kept)| Ok((self.group_frame(&w, batches, values)?, kept)));
+            .and_then(|(values, kept)| Ok((self.group_frame(&mut w, batches, values)?, kept)));
         let (enc, at, kept) = match frame {
             Ok((Some((enc, at)), kept)) => (enc, at, kept),
             Ok((None, _)) => return Some(Ok(())),

@@ -16,14 +16,16 @@
 //! here is never older than what the indexes point to, and a reader gets either the
 //! record the last applied commit wrote or, as before, the one on disk.
 
-use std::collections::BTreeMap;
+use std::collections::VecDeque;
 
 use serde_json::Value;
 
 use crate::TaskRecord;
 
-/// Most records kept.
-pub(super) const MAX_RECORDS: usize = 16_384;
+/// Most records kept: enough for a backlog of tasks queued behind a node's limit
+/// (`concurrency`), whose steps read them seconds after the commits that wrote them.
+/// Memory is bounded by [`MAX_BYTES`] whatever the count.
+pub(super) const MAX_RECORDS: usize = 65_536;
 /// Most memory they may take, as [`cost`] estimates it.
 pub(super) const MAX_BYTES: usize = 32 * 1024 * 1024;
 /// Larger records are not kept: a decoded record takes many times its written size.
@@ -70,10 +72,13 @@ fn value_cost(value: &Value) -> usize {
 
 #[derive(Default)]
 pub(super) struct Recent {
-    /// Task id → when it was kept, its encoded size, the record.
+    /// Task id → when it was kept, its cost, the record.
     records: super::FastMap<u64, (u64, usize, TaskRecord)>,
-    /// When kept → task id: the oldest is pushed out first.
-    order: BTreeMap<u64, u64>,
+    /// (when kept, task id), oldest first: the oldest is pushed out first. A record
+    /// taken leaves its entry here, stale (its task's record, if any, was kept at
+    /// another time); stale entries are skipped, and swept when they outnumber the
+    /// live ones, so the queue stays within twice the records kept.
+    order: VecDeque<(u64, u64)>,
     next: u64,
     bytes: usize,
 }
@@ -87,16 +92,23 @@ impl Recent {
         }
         let at = self.next;
         self.next += 1;
-        self.order.insert(at, record.id);
+        self.order.push_back((at, record.id));
         self.bytes += bytes;
         self.records.insert(record.id, (at, bytes, record));
         while self.records.len() > MAX_RECORDS || self.bytes > MAX_BYTES {
-            let Some((_, oldest)) = self.order.pop_first() else {
+            let Some((at, oldest)) = self.order.pop_front() else {
                 break;
             };
-            if let Some((_, bytes, _)) = self.records.remove(&oldest) {
+            if self.records.get(&oldest).is_some_and(|r| r.0 == at)
+                && let Some((_, bytes, _)) = self.records.remove(&oldest)
+            {
                 self.bytes -= bytes;
             }
+        }
+        if self.order.len() > 2 * self.records.len() + 64 {
+            let records = &self.records;
+            self.order
+                .retain(|(at, id)| records.get(id).is_some_and(|r| r.0 == *at));
         }
     }
 
@@ -113,8 +125,7 @@ impl Recent {
 
     /// The record kept of task `id`, if any; it is no longer kept.
     pub(super) fn take(&mut self, id: u64) -> Option<TaskRecord> {
-        let (at, bytes, record) = self.records.remove(&id)?;
-        self.order.remove(&at);
+        let (_, bytes, record) = self.records.remove(&id)?;
         self.bytes -= bytes;
         Some(record)
     }
@@ -138,7 +149,39 @@ mod tests {
         assert_eq!(recent.take(1).map(|t| t.node), Some("b".to_string()));
         assert!(recent.take(1).is_none());
         assert_eq!(recent.bytes, 0);
-        assert!(recent.order.is_empty());
+        assert!(recent.records.is_empty());
+    }
+
+    #[test]
+    fn records_taken_leave_the_order_bounded_and_the_oldest_kept_still_goes_first() {
+        let mut recent = Recent::default();
+        // Kept and taken at once, many times over: what the order remembers of them is
+        // swept, not piled up.
+        for id in 0..(8 * MAX_RECORDS as u64) {
+            recent.keep(record(id, "n"), 1);
+            if id % 4 != 0 {
+                assert!(recent.take(id).is_some());
+            }
+        }
+        assert!(recent.order.len() <= 2 * recent.records.len() + 64);
+        // Every fourth id was left; the newest of those are kept, up to the limit (a
+        // record kept and then taken pushed one out too, on its way through).
+        let kept = recent.records.len();
+        assert!((MAX_RECORDS - 1..=MAX_RECORDS).contains(&kept), "{kept}");
+        let last = 8 * MAX_RECORDS as u64 - 4;
+        assert!(recent.take(0).is_none(), "the oldest went first");
+        for id in (last - 4 * (MAX_RECORDS as u64 / 2)..=last).step_by(4) {
+            assert!(recent.take(id).is_some(), "{id}");
+        }
+        // A record kept again moves to the back: the other goes first.
+        let mut recent = Recent::default();
+        recent.keep(record(1, "a"), MAX_BYTES / 2);
+        recent.keep(record(2, "a"), 1);
+        recent.keep(record(1, "b"), MAX_BYTES / 2);
+        recent.keep(record(3, "a"), MAX_BYTES / 2);
+        assert!(recent.take(2).is_none(), "the oldest went first");
+        assert_eq!(recent.take(1).map(|t| t.node), Some("b".to_string()));
+        assert!(recent.take(3).is_some());
     }
 
     #[test]
