@@ -408,7 +408,7 @@ async fn a_503_and_a_timeout_are_retried_and_a_new_code_recovers_an_escalated_ta
         .expect("history")
         .iter()
         .filter_map(|h| match &h.kind {
-            EventKind::ApiRequest { outcome, .. } => Some(outcome.clone()),
+            EventKind::ApiRequest { outcome, .. } => Some(outcome.to_string()),
             _ => None,
         })
         .collect();

@@ -130,6 +130,19 @@ pub(crate) fn mask_text(text: &str, secrets: &[String]) -> String {
     out
 }
 
+/// [`mask_text`] in place: `text` is left as it is (not copied) when there is no
+/// secret to look for, as in most steps.
+pub(crate) fn mask_in_place(text: &mut String, secrets: &[String]) {
+    if any_secret(secrets) {
+        *text = mask_text(text, secrets);
+    }
+}
+
+/// Whether [`mask_text`] has any secret to look for (shorter ones are never cut).
+pub(crate) fn any_secret(secrets: &[String]) -> bool {
+    secrets.iter().any(|s| s.len() >= 3)
+}
+
 fn url_encode(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     for b in text.bytes() {

@@ -467,7 +467,7 @@ impl Step<'_> {
     }
 
     /// Moves the task to `target`; a timer of the node it leaves is dropped.
-    fn goto(&mut self, target: &str, via: &str) {
+    fn goto(&mut self, target: &str, via: impl Into<std::borrow::Cow<'static, str>>) {
         // The old node becomes the previous one, whose buffer takes the new node's name.
         let mut next = self.task.prev_node.take().unwrap_or_default();
         next.clear();
@@ -484,7 +484,7 @@ impl Step<'_> {
         self.task.status = TaskStatus::Ready;
         self.event(EventKind::Entered {
             from,
-            via: via.to_string(),
+            via: via.into(),
         });
     }
 
@@ -675,7 +675,7 @@ impl Step<'_> {
         self.clear_wake();
         self.task.status = status;
         self.event(EventKind::Finished {
-            status: status.as_str().to_string(),
+            status: status.as_str().into(),
         });
         // How long it is kept (`retention.rs`).
         match crate::retention::keep_for(&self.loaded.process, &self.task.node, status) {
@@ -751,7 +751,7 @@ impl Step<'_> {
                     to: node.clone(),
                     source,
                 });
-                self.goto(&node, &action);
+                self.goto(&node, action);
             }
         }
     }
@@ -1150,12 +1150,12 @@ impl Step<'_> {
 fn mask_event(kind: &mut EventKind, secrets: &[String]) {
     match kind {
         EventKind::ApiRequest { url, outcome, .. } => {
-            *url = mask::mask_text(url, secrets);
-            *outcome = mask::mask_text(outcome, secrets);
+            mask::mask_in_place(url, secrets);
+            if mask::any_secret(secrets) {
+                *outcome = mask::mask_text(outcome, secrets).into();
+            }
         }
-        EventKind::Error { description, .. } => {
-            *description = mask::mask_text(description, secrets)
-        }
+        EventKind::Error { description, .. } => mask::mask_in_place(description, secrets),
         _ => {}
     }
 }

@@ -1,6 +1,8 @@
 //! The records the store keeps. They are serialized as JSON: readable with any tool, and
 //! new optional fields can be added without a migration.
 
+use std::borrow::Cow;
+
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
@@ -189,16 +191,21 @@ pub struct HistoryEvent {
 pub enum EventKind {
     /// The task was created in this node (the start).
     Created,
-    /// The task entered the node.
-    Entered { from: String, via: String },
+    /// The task entered the node. `via` (and the other words an event takes from a
+    /// short list: a method, `ok`, a status) is borrowed when it is a constant, so a
+    /// step's events allocate only what is its own.
+    Entered {
+        from: String,
+        via: Cow<'static, str>,
+    },
     /// An HTTP request of an API call and what came of it.
     ApiRequest {
-        method: String,
+        method: Cow<'static, str>,
         url: String,
         attempt: u32,
         status: Option<u16>,
         millis: u64,
-        outcome: String,
+        outcome: Cow<'static, str>,
     },
     /// The node failed; the task went to its error route (or stopped, without one).
     Error { tag: String, description: String },
@@ -207,7 +214,7 @@ pub enum EventKind {
     /// The task waits here, until a time (ms) or until something moves it.
     Waiting { until: Option<i64>, reason: String },
     /// The task reached a final node.
-    Finished { status: String },
+    Finished { status: Cow<'static, str> },
     /// A task was created in another process (copy_task, escalation copy, call_process).
     Copied { process: u64, task: u64 },
     /// Events between the first `keep_first` and the last `keep_last` were dropped

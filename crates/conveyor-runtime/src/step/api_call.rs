@@ -25,7 +25,7 @@ impl Step<'_> {
         };
         let secrets = self.known_secrets();
         let shown_url = mask::mask_text(request.url.as_str(), &secrets);
-        let method = request.method.as_str().to_string();
+        let method = request.method.as_str();
         let permit = match api.concurrency {
             Some(limit) => {
                 let semaphore = self.rt.limit(self.task.process, &self.task.node, limit);
@@ -81,14 +81,14 @@ impl Step<'_> {
         self.task.attempt += 1;
         let attempt = self.task.attempt;
         let (status, outcome) = match &result {
-            Ok(reply) => (Some(reply.status), "ok".to_string()),
+            Ok(reply) => (Some(reply.status), "ok".into()),
             Err(f) => (
                 f.http_code,
-                format!("{}: {}", f.tag, mask::mask_text(&f.description, &secrets)),
+                format!("{}: {}", f.tag, mask::mask_text(&f.description, &secrets)).into(),
             ),
         };
         self.event(EventKind::ApiRequest {
-            method,
+            method: method.into(),
             url: shown_url,
             attempt,
             status,
@@ -280,7 +280,8 @@ impl Step<'_> {
             }
             url.query_pairs_mut().extend_pairs(pairs);
         }
-        let mut headers = Vec::with_capacity(api.headers.len() + 1);
+        let mut headers =
+            Vec::with_capacity(api.headers.len() + usize::from(api.idempotency_key.is_some()));
         for (name, template) in &api.headers {
             let value = self
                 .render_text(template)

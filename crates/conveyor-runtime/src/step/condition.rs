@@ -30,7 +30,7 @@ impl Step<'_> {
             break;
         }
         let (target, via) = target.unwrap_or_else(|| (otherwise.to_string(), "else".into()));
-        self.goto(&target, &via);
+        self.goto(&target, via);
         Ok(())
     }
 

@@ -352,10 +352,10 @@ fn read_event_kind(dec: &mut Dec<'_>) -> Result<EventKind> {
         0 => EventKind::Created,
         1 => EventKind::Entered {
             from: s(dec)?,
-            via: s(dec)?,
+            via: s(dec)?.into(),
         },
         2 => EventKind::ApiRequest {
-            method: s(dec)?,
+            method: s(dec)?.into(),
             url: s(dec)?,
             attempt: dec.u32()?,
             status: match dec.flag()? {
@@ -366,7 +366,7 @@ fn read_event_kind(dec: &mut Dec<'_>) -> Result<EventKind> {
                 ),
             },
             millis: dec.u64()?,
-            outcome: s(dec)?,
+            outcome: s(dec)?.into(),
         },
         3 => EventKind::Error {
             tag: s(dec)?,
@@ -383,7 +383,9 @@ fn read_event_kind(dec: &mut Dec<'_>) -> Result<EventKind> {
             },
             reason: s(dec)?,
         },
-        6 => EventKind::Finished { status: s(dec)? },
+        6 => EventKind::Finished {
+            status: s(dec)?.into(),
+        },
         7 => EventKind::Copied {
             process: dec.u64()?,
             task: dec.u64()?,
