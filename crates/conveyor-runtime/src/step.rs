@@ -1151,8 +1151,9 @@ fn mask_event(kind: &mut EventKind, secrets: &[String]) {
     match kind {
         EventKind::ApiRequest { url, outcome, .. } => {
             mask::mask_in_place(url, secrets);
-            if mask::any_secret(secrets) {
-                *outcome = mask::mask_text(outcome, secrets).into();
+            // A borrowed outcome is a constant (`ok`), which holds no secret.
+            if let std::borrow::Cow::Owned(text) = outcome {
+                mask::mask_in_place(text, secrets);
             }
         }
         EventKind::Error { description, .. } => mask::mask_in_place(description, secrets),

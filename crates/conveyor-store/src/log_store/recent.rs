@@ -24,8 +24,10 @@ use crate::TaskRecord;
 
 /// Most records kept: enough for a backlog of tasks queued behind a node's limit
 /// (`concurrency`), whose steps read them seconds after the commits that wrote them.
-/// Memory is bounded by [`MAX_BYTES`] whatever the count.
-pub(super) const MAX_RECORDS: usize = 65_536;
+/// 7/8 of 65,536, so the map's table never grows past 65,536 slots (a slot holds a
+/// whole decoded record's fixed part, ~300 bytes, whether used or not: ~19 MiB at
+/// most, besides what [`MAX_BYTES`] bounds).
+pub(super) const MAX_RECORDS: usize = 57_344;
 /// Most memory they may take, as [`cost`] estimates it.
 pub(super) const MAX_BYTES: usize = 32 * 1024 * 1024;
 /// Larger records are not kept: a decoded record takes many times its written size.
@@ -76,8 +78,9 @@ pub(super) struct Recent {
     records: super::FastMap<u64, (u64, usize, TaskRecord)>,
     /// (when kept, task id), oldest first: the oldest is pushed out first. A record
     /// taken leaves its entry here, stale (its task's record, if any, was kept at
-    /// another time); stale entries are skipped, and swept when they outnumber the
-    /// live ones, so the queue stays within twice the records kept.
+    /// another time); stale entries are skipped, and swept by a `keep` that finds
+    /// more than twice as many entries as records (plus 64), so the queue never
+    /// holds more than 2 × [`MAX_RECORDS`] + 64 entries (~1.8 MiB).
     order: VecDeque<(u64, u64)>,
     next: u64,
     bytes: usize,
@@ -90,21 +93,23 @@ impl Recent {
         if bytes > MAX_BYTES {
             return;
         }
+        // Room first, so the map never holds more than MAX_RECORDS (nor grows its
+        // table for one more).
+        while self.records.len() >= MAX_RECORDS || self.bytes + bytes > MAX_BYTES {
+            let Some((when, oldest)) = self.order.pop_front() else {
+                break;
+            };
+            if self.records.get(&oldest).is_some_and(|r| r.0 == when)
+                && let Some((_, freed, _)) = self.records.remove(&oldest)
+            {
+                self.bytes -= freed;
+            }
+        }
         let at = self.next;
         self.next += 1;
         self.order.push_back((at, record.id));
         self.bytes += bytes;
         self.records.insert(record.id, (at, bytes, record));
-        while self.records.len() > MAX_RECORDS || self.bytes > MAX_BYTES {
-            let Some((at, oldest)) = self.order.pop_front() else {
-                break;
-            };
-            if self.records.get(&oldest).is_some_and(|r| r.0 == at)
-                && let Some((_, bytes, _)) = self.records.remove(&oldest)
-            {
-                self.bytes -= bytes;
-            }
-        }
         if self.order.len() > 2 * self.records.len() + 64 {
             let records = &self.records;
             self.order
