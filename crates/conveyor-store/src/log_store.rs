@@ -23,7 +23,7 @@
 //! are written in bytes (`binary.rs`, format 3); JSON ones of older logs read as before.
 //! The one exception is bounded: the
 //! records of ready tasks written lately (those under 4 KiB as written) are kept decoded
-//! until their next read (the engine's next step of the task), up to 16,384 of them and
+//! until their next read (the engine's next step of the task), up to 28,672 of them and
 //! about 32 MiB of memory (`recent.rs`).
 //!
 //! **Snapshots** (`snapshot`, replaced atomically) hold the indexes as of a position in

@@ -24,10 +24,12 @@ use crate::TaskRecord;
 
 /// Most records kept: enough for a backlog of tasks queued behind a node's limit
 /// (`concurrency`), whose steps read them seconds after the commits that wrote them.
-/// 7/8 of 65,536, so the map's table never grows past 65,536 slots (a slot holds a
-/// whole decoded record's fixed part, ~300 bytes, whether used or not: ~19 MiB at
-/// most, besides what [`MAX_BYTES`] bounds).
-pub(super) const MAX_RECORDS: usize = 57_344;
+/// Half of the 57,344 a table of 65,536 slots holds: records are taken all the time,
+/// and a table more than half full that runs out of never-used slots doubles instead
+/// of rehashing in place, so this keeps the table at 65,536 slots for good. (A slot
+/// holds a decoded record's fixed part, a few hundred bytes: [`cost`] counts it for
+/// the records kept, and the empty slots come on top of [`MAX_BYTES`].)
+pub(super) const MAX_RECORDS: usize = 28_672;
 /// Most memory they may take, as [`cost`] estimates it.
 pub(super) const MAX_BYTES: usize = 32 * 1024 * 1024;
 /// Larger records are not kept: a decoded record takes many times its written size.
