@@ -114,7 +114,7 @@ pub(crate) fn collect(value: &Value, out: &mut Vec<String>) {
 /// `text` with every occurrence of a secret replaced by `***`. Longer secrets first, so
 /// that a secret containing another is cut whole.
 pub(crate) fn mask_text(text: &str, secrets: &[String]) -> String {
-    let mut sorted: Vec<&String> = secrets.iter().filter(|s| s.len() >= 3).collect();
+    let mut sorted: Vec<&String> = secrets.iter().filter(|s| maskable(s)).collect();
     sorted.sort_by_key(|s| std::cmp::Reverse(s.len()));
     let mut out = text.to_string();
     for secret in sorted {
@@ -138,9 +138,14 @@ pub(crate) fn mask_in_place(text: &mut String, secrets: &[String]) {
     }
 }
 
-/// Whether [`mask_text`] has any secret to look for (shorter ones are never cut).
+/// Whether [`mask_text`] has any secret to look for.
 pub(crate) fn any_secret(secrets: &[String]) -> bool {
-    secrets.iter().any(|s| s.len() >= 3)
+    secrets.iter().any(|s| maskable(s))
+}
+
+/// Secrets shorter than 3 bytes are never cut: they would cut ordinary text apart.
+fn maskable(secret: &str) -> bool {
+    secret.len() >= 3
 }
 
 fn url_encode(text: &str) -> String {

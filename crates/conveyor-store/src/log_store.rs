@@ -905,11 +905,7 @@ impl Core {
         // The values, and a few dozen bytes of ids and keys for each op.
         let room = values.iter().flatten().map(Vec::len).sum::<usize>()
             + 64 * batches.iter().map(|b| b.ops.len()).sum::<usize>();
-        let mut enc = Enc {
-            buf: std::mem::take(&mut w.spare),
-        };
-        enc.buf.reserve(8 + room);
-        enc.buf.extend_from_slice(&[0u8; 8]);
+        let mut enc = frame_in(std::mem::take(&mut w.spare), room);
         // History heads as this frame moves them.
         let mut heads = std::mem::take(&mut w.heads);
         heads.clear();
@@ -1214,11 +1210,14 @@ fn frame() -> Enc {
 
 /// A frame with room for `room` bytes of payload besides its header.
 fn frame_with_room(room: usize) -> Enc {
-    let mut enc = Enc {
-        buf: Vec::with_capacity(8 + room),
-    };
-    enc.buf.extend_from_slice(&[0u8; 8]);
-    enc
+    frame_in(Vec::new(), room)
+}
+
+/// [`frame_with_room`] in `buf`, an emptied buffer kept from an earlier frame.
+fn frame_in(mut buf: Vec<u8>, room: usize) -> Enc {
+    buf.reserve(8 + room);
+    buf.extend_from_slice(&[0u8; 8]);
+    Enc { buf }
 }
 
 /// The records of the history chain ending at `head`, oldest first, each without the
