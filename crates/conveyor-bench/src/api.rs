@@ -316,9 +316,9 @@ fn one_run(
             per_call(split.committer),
         ),
         Figure::micros(
-            "cpu_sled_us_per_call",
-            "  of which: sled's I/O threads",
-            per_call(split.sled),
+            "cpu_store_us_per_call",
+            "  of which: the store's threads (sled's I/O, log flusher)",
+            per_call(split.store),
         ),
         Figure::micros(
             "cpu_main_us_per_call",

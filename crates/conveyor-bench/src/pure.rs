@@ -236,9 +236,9 @@ fn one_run(
             per_task(split.committer),
         ),
         Figure::micros(
-            "cpu_sled_us_per_task",
-            "  of which: sled's I/O threads",
-            per_task(split.sled),
+            "cpu_store_us_per_task",
+            "  of which: the store's threads (sled's I/O, log flusher)",
+            per_task(split.store),
         ),
         Figure::micros(
             "cpu_main_us_per_task",

@@ -208,8 +208,10 @@ pub struct CpuSplit {
     pub workers: f64,
     /// The engine's committer thread: applying batches to the store.
     pub committer: f64,
-    /// sled's own threads (log writes, flushes) that were alive at both readings.
-    pub sled: f64,
+    /// The store's own threads that were alive at both readings: sled's (log writes,
+    /// flushes); the log store's flusher (which writes a tail no commit wrote),
+    /// compactor and snapshot writer.
+    pub store: f64,
     /// The main thread, which drives the engine loop (`block_on(run)`).
     pub main: f64,
     /// The rest of the process total: threads that came and went (sled's pool).
@@ -231,11 +233,20 @@ pub fn cpu_split(
             split.workers += used;
         } else if comm.starts_with("conveyor-commit") {
             split.committer += used;
-        } else if comm.starts_with("sled") {
-            split.sled += used;
+        } else if [
+            "sled",
+            "conveyor-flush",
+            "conveyor-compac",
+            "conveyor-snapsh",
+        ]
+        .iter()
+        .any(|name| comm.starts_with(name))
+        {
+            // (A thread's name is cut to 15 bytes.)
+            split.store += used;
         }
     }
-    split.other = (total - split.workers - split.committer - split.sled - split.main).max(0.0);
+    split.other = (total - split.workers - split.committer - split.store - split.main).max(0.0);
     split
 }
 

@@ -443,8 +443,9 @@ mod tests {
         let committer = Committer::start(log.clone(), false);
         assert!(committer.commit_here(log.as_ref(), &batch(9)).is_none());
         log.commit(&batch(9)).unwrap_or_else(|e| panic!("{e}"));
-        // The store's background flusher holds its writer a moment every 500 ms: a
-        // quick commit that meets it answers `None`, so try a few times.
+        // The store's background flusher holds its writer a moment now and then (every
+        // 500 ms, every 10 ms while steps stream): a quick commit that meets it answers
+        // `None`, so try a few times.
         let applied = (0..20).find_map(|_| {
             let applied = committer.commit_here(log.as_ref(), &batch(1));
             if applied.is_none() {

@@ -28,7 +28,8 @@ pub struct Subject {
     pub name: &'static str,
     /// Opens (or creates) the store of the data dir given.
     pub open: fn(&Path) -> Result<Arc<dyn Store>>,
-    /// Whether a commit survives the process being killed as soon as it returns (else
+    /// Whether a commit (`Store::commit`; not `commit_quick`, which may wait in memory a
+    /// moment longer) survives the process being killed as soon as it returns (else
     /// only once `flush` returned).
     pub commit_survives_kill: bool,
     /// Removes what lets an open skip replaying the store's log (a snapshot), as a crash

@@ -230,7 +230,8 @@ pub type Result<T> = std::result::Result<T, StoreError>;
 ///   survives a crash of the process and a power loss (as far as the platform's sync
 ///   promises: `docs/reliability.md`). Before that, a write survives the process being
 ///   killed only where the implementation says so ([`LogStore`]: at once, the kernel has
-///   the frame; [`SledStore`]: not until sled's own flush, ≤ 500 ms). A store reopened
+///   the frame, except a [`Store::commit_quick`] that came in a stream: normally within
+///   about 12 ms; [`SledStore`]: not until sled's own flush, ≤ 500 ms). A store reopened
 ///   after a crash holds a prefix of the commits in the order they returned: never a
 ///   later commit without an earlier one.
 /// - **Unique numbers, across crashes.** [`Store::next_task_id`] never returns a number
@@ -340,9 +341,13 @@ pub trait Store: Send + Sync + 'static {
     /// - It never waits long: not on a commit another thread is applying, not on the
     ///   disk beyond a write to the page cache (no flush, no segment to seal), not on
     ///   maintenance (a snapshot due is left to the next [`Store::commit_group`]). A
-    ///   commit that would answers `None`. (The log store compacts on a thread of its
+    ///   commit that would wait answers `None`. (The log store compacts on a thread of its
     ///   own, so a compaction due does not make it answer `None`.)
-    /// - Like `commit`, it is not durable until a [`Store::flush`].
+    /// - Like `commit`, it is not durable until a [`Store::flush`]. It may reach the
+    ///   kernel later than `commit` would (the log store holds it in memory a few
+    ///   milliseconds, its tail): reads see it at once, a later write or `flush` writes
+    ///   it first, and a store reopened after a crash holds it only with every commit
+    ///   before it, and never a later commit without it.
     ///
     /// The default answers `None`: sled may wait on its own threads, and a shared store
     /// on the network.

@@ -15,6 +15,15 @@
 //! dying; [`Store::flush`] (and a background flush every 500 ms) makes it survive power
 //! loss too.
 //!
+//! The one write that waits: the commits of engine steps made in place
+//! ([`Store::commit_quick`]) while they come in a stream join the **tail**, frames
+//! applied to the indexes (and read from memory) but not yet written: the first such
+//! commit 2 ms after the tail began writes it, or the flusher does within about 12 ms
+//! when no commit comes, so that one `pwrite` writes the frames of many steps. A process
+//! that dies loses the tail and those steps run again, as a step under way does; the
+//! log on file is always whole up to its last frame. Every other write, a flush, a roll
+//! and a snapshot write the tail first (`LogStore::lingers`).
+//!
 //! What is in memory: every index (task id → where its record is, the `(process, ref)`
 //! index, timers in due order, the ready set, counters, inboxes, the head of each task's
 //! history chain) and the processes and API keys. Task records, history and inbox
@@ -110,6 +119,19 @@ const LIMITS: Limits = Limits {
 const COMPACT_RATIO: u64 = 2;
 /// How often the background flusher makes what was written durable.
 const FLUSH_EVERY: std::time::Duration = std::time::Duration::from_millis(500);
+/// A step's commit waits in the tail (frames applied, not yet written) for the commits
+/// after it, so that one `pwrite` writes them all: the first commit this long after the
+/// tail began writes it (on its own thread, whose caches are warm).
+const LINGER: std::time::Duration = std::time::Duration::from_millis(2);
+/// When no commit came to write the tail (the stream stopped), the flusher writes it
+/// within this long: it wakes this often while commits stream. (Waking a thread for
+/// each tail costs more than the `pwrite`s it saves.)
+const BACKSTOP: std::time::Duration = std::time::Duration::from_millis(10);
+/// A step's commit within this long of the one before it is part of a stream: only then
+/// does it wait in the tail (a lone commit is written at once).
+const STREAM: std::time::Duration = std::time::Duration::from_millis(2);
+/// A tail this large is written at once.
+const TAIL_BYTES: usize = 256 << 10;
 const SNAPSHOT_MAGIC: &[u8; 16] = b"conveyor-snap-1\n";
 
 // Entry tags.
@@ -203,6 +225,31 @@ struct State {
     live: u64,
     /// Open segment files, for reads.
     files: BTreeMap<u32, Arc<File>>,
+    /// Frames applied but not yet written: reads of a value in them are served from here.
+    tail: Tail,
+}
+
+/// Frames applied to the indexes but not yet written to the active segment: the commits
+/// of steps that came in a stream, waiting for the ones after them so that one `pwrite`
+/// writes them all ([`LogStore::write_tail`]). They start at byte
+/// `at` of segment `segment` and end where the writer's `len` says.
+#[derive(Default)]
+struct Tail {
+    segment: u32,
+    at: u64,
+    bytes: Vec<u8>,
+}
+
+impl Tail {
+    /// The bytes at `loc`, if they are in the tail (a value lies inside one frame, and a
+    /// frame is in the tail whole or not at all).
+    fn get(&self, loc: Loc) -> Option<&[u8]> {
+        if self.bytes.is_empty() || loc.segment != self.segment || loc.offset < self.at {
+            return None;
+        }
+        let start = usize::try_from(loc.offset - self.at).ok()?;
+        self.bytes.get(start..start.checked_add(loc.len as usize)?)
+    }
 }
 
 /// What a commit changes of [`recent::Recent`], in the order of its ops.
@@ -239,6 +286,14 @@ struct Writer {
     /// The history heads a frame moves, as [`LogStore::group_frame`] builds it: kept
     /// (emptied) from one frame to the next for the same reason.
     heads: FastMap<u64, Loc>,
+    /// When the tail's first frame joined it (`None`: the tail is empty).
+    tail_since: Option<std::time::Instant>,
+    /// When the last step's commit came ([`LogStore::lingers`]).
+    last_quick: Option<std::time::Instant>,
+    /// The last try to write the tail failed (a full disk, say): no commit joins it
+    /// until a write of it succeeds, so every commit meanwhile tries it first and fails
+    /// with nothing written, as a frame written at once does.
+    tail_failed: bool,
 }
 
 /// The largest frame buffer a writer keeps for the next frame.
@@ -285,6 +340,18 @@ pub struct Core {
     given_back: Mutex<SpaceGivenBack>,
     /// Set when the store closes: a compaction stops between its frames.
     closing: AtomicBool,
+    /// The flusher, which writes a tail that waits; none, and no commit waits in a tail.
+    flusher: std::sync::OnceLock<std::thread::Thread>,
+    /// Set when the flusher's thread ends (the store closing, or a panic): no commit
+    /// waits in a tail from then on.
+    flusher_gone: AtomicBool,
+    /// Tests: every write of the tail fails as on a full disk (after its bytes reached
+    /// the file, as a write cut short leaves them).
+    #[cfg(test)]
+    fail_tail_writes: AtomicBool,
+    /// The flusher wakes every [`BACKSTOP`] (a stream of commits is on), not every
+    /// [`FLUSH_EVERY`]. Changed under the writer's lock.
+    flusher_fast: AtomicBool,
     role: Role,
     /// Held (locked) while the store is open.
     _lock: File,
@@ -626,18 +693,11 @@ impl LogStore {
             format,
             spare: Vec::new(),
             heads: FastMap::default(),
+            tail_since: None,
+            last_quick: None,
+            tail_failed: false,
         }));
         let next_task = AtomicU64::new(state.next_task.max(1));
-        let stop = Arc::new(AtomicBool::new(false));
-        let flusher = {
-            let writer = Arc::clone(&writer);
-            let stopped = Arc::clone(&stop);
-            std::thread::Builder::new()
-                .name("conveyor-flush".into())
-                .spawn(move || flush_in_background(&writer, &stopped))
-                .ok()
-                .map(|thread| Flusher { stop, thread })
-        };
         // The thread that writes snapshots, so that a commit that triggers one waits for
         // its encoding (tens of ms with a million tasks) but not for its write and fsync.
         let (jobs, queue) = std::sync::mpsc::channel::<SnapshotJob>();
@@ -667,9 +727,37 @@ impl LogStore {
             compacting: Mutex::new(()),
             given_back: Mutex::default(),
             closing: AtomicBool::new(false),
+            flusher: std::sync::OnceLock::new(),
+            flusher_gone: AtomicBool::new(false),
+            #[cfg(test)]
+            fail_tail_writes: AtomicBool::new(false),
+            flusher_fast: AtomicBool::new(false),
             role,
             _lock: lock,
         });
+        let stop = Arc::new(AtomicBool::new(false));
+        let flusher = {
+            let core = Arc::clone(&core);
+            let stopped = Arc::clone(&stop);
+            std::thread::Builder::new()
+                .name("conveyor-flush".into())
+                .spawn(move || {
+                    // Told however the thread ends, a panic included.
+                    struct Gone<'a>(&'a AtomicBool);
+                    impl Drop for Gone<'_> {
+                        fn drop(&mut self) {
+                            self.0.store(true, Ordering::SeqCst);
+                        }
+                    }
+                    let _gone = Gone(&core.flusher_gone);
+                    flush_in_background(&core, &stopped)
+                })
+                .ok()
+                .map(|thread| Flusher { stop, thread })
+        };
+        if let Some(flusher) = &flusher {
+            let _ = core.flusher.set(flusher.thread.thread().clone());
+        }
         let compactor = match role {
             Role::Engine => {
                 let core = Arc::clone(&core);
@@ -744,7 +832,19 @@ impl Core {
     /// [`LogStore::append`], for a frame whose payload names places inside itself
     /// computed for `expected` (from [`LogStore::next_frame_at`]): refused, with nothing
     /// written, if the frame would land anywhere else.
-    fn append_at(&self, w: &mut Writer, mut enc: Enc, expected: Option<(u32, u64)>) -> Result<()> {
+    fn append_at(&self, w: &mut Writer, enc: Enc, expected: Option<(u32, u64)>) -> Result<()> {
+        self.append_with(w, enc, expected, false)
+    }
+
+    /// [`LogStore::append_at`]; with `linger` (a step's commit in place), the frame may
+    /// join the tail instead of being written now ([`LogStore::lingers`]).
+    fn append_with(
+        &self,
+        w: &mut Writer,
+        mut enc: Enc,
+        expected: Option<(u32, u64)>,
+        linger: bool,
+    ) -> Result<()> {
         if let Some(reason) = &w.broken {
             return Err(StoreError::Io(reason.clone()));
         }
@@ -771,23 +871,48 @@ impl Core {
         let crc = crc32fast::hash(&enc.buf[8..]);
         enc.buf[..4].copy_from_slice(&(payload_len as u32).to_le_bytes());
         enc.buf[4..8].copy_from_slice(&crc.to_le_bytes());
-        if let Err(e) = w.file.write_all_at(&enc.buf, w.len) {
-            // Take back what part of the frame reached the file, so the log stays whole.
-            if let Err(undo) = w.file.set_len(w.len) {
-                w.broken = Some(format!(
-                    "a write to the store's log failed ({e}) and could not be undone ({undo}); reopen the store"
-                ));
+        let now = linger.then(std::time::Instant::now);
+        // A frame as large as a tail is written at once: waiting would only copy it.
+        let lingers = enc.buf.len() < TAIL_BYTES && now.is_some_and(|now| self.lingers(w, now));
+        if !lingers {
+            // Frames are written in order: the tail's go first.
+            self.write_tail(w)?;
+            if let Err(e) = w.file.write_all_at(&enc.buf, w.len) {
+                // Take back what part of the frame reached the file, so the log stays whole.
+                if let Err(undo) = w.file.set_len(w.len) {
+                    w.broken = Some(format!(
+                        "a write to the store's log failed ({e}) and could not be undone ({undo}); reopen the store"
+                    ));
+                }
+                return Err(io(e));
             }
-            return Err(io(e));
         }
+        let frame_at = w.len;
         let payload_offset = w.len + 8;
         w.len += enc.buf.len() as u64;
         w.since_snapshot += enc.buf.len() as u64;
         w.dirty = true;
-        let applied = {
+        let (applied, tail_bytes) = {
             let mut state = self.state_mut();
-            apply(&mut state, w.segment, payload_offset, &enc.buf[8..])
+            if lingers {
+                if state.tail.bytes.is_empty() {
+                    state.tail.segment = w.segment;
+                    state.tail.at = frame_at;
+                }
+                state.tail.bytes.extend_from_slice(&enc.buf);
+            }
+            let applied = apply(&mut state, w.segment, payload_offset, &enc.buf[8..]);
+            (applied, state.tail.bytes.len())
         };
+        if lingers && w.tail_since.is_none() {
+            w.tail_since = now;
+            if !self.flusher_fast.swap(true, Ordering::Relaxed) {
+                // The flusher sleeps for long between flushes: it now has a tail to write.
+                if let Some(flusher) = self.flusher.get() {
+                    flusher.unpark();
+                }
+            }
+        }
         if let Err(e) = applied {
             w.broken = Some(format!(
                 "the store's indexes are out of step with its log: {e}"
@@ -798,11 +923,87 @@ impl Core {
             enc.buf.clear();
             w.spare = enc.buf;
         }
+        // The tail is written by the first commit [`LINGER`] after it began (the flusher
+        // writes it only when no commit comes).
+        let due = |since: std::time::Instant| now.is_some_and(|now| now - since >= LINGER);
+        if lingers && (tail_bytes >= TAIL_BYTES || w.tail_since.is_some_and(due)) {
+            // This commit is applied and in the tail, as the ones before it that were
+            // answered `Ok`: a failure is kept (`tail_failed`, or `broken`) and is the
+            // next write's error, as it is when the flusher's write fails.
+            let _ = self.write_tail(w);
+        }
         // The frame is written and applied: what follows only saves work at the next
         // open, and its failure (a full disk, say) must not fail this commit.
         if w.since_snapshot >= self.limits.snapshot_after && self.snapshot(w, false).is_err() {
             // Try again after some more log, not on every commit.
             w.since_snapshot = self.limits.snapshot_after / 2;
+        }
+        Ok(())
+    }
+
+    /// Whether a step's commit made `now` joins the tail rather than being written at
+    /// once: when commits stream (the last one came within [`STREAM`]), and a flusher
+    /// runs to write a tail that waits.
+    ///
+    /// Why: a `pwrite` of its own costs a step a few microseconds in the kernel, about a
+    /// tenth of an `api_call` step's CPU; written together, the frames of the steps that
+    /// finish one after another cost one. The price: should the process die, the steps
+    /// of the last [`LINGER`] were not handed to the kernel, and run again when the
+    /// engine starts (their tasks are ready as of their last written step) — as a step
+    /// under way when the process died does. Nothing acknowledged as durable waits
+    /// here: a flush, and every frame written at once, write the tail first.
+    fn lingers(&self, w: &mut Writer, now: std::time::Instant) -> bool {
+        let streaming = w.last_quick.is_some_and(|last| now - last < STREAM);
+        w.last_quick = Some(now);
+        streaming
+            && !w.tail_failed
+            && self.flusher.get().is_some()
+            && !self.flusher_gone.load(Ordering::SeqCst)
+    }
+
+    /// Writes the tail with one `pwrite`. Called with the writer locked, before the log
+    /// on file must be whole: a frame written at once, a roll, a snapshot, a flush.
+    fn write_tail(&self, w: &mut Writer) -> Result<()> {
+        if w.tail_since.is_none() {
+            return Ok(());
+        }
+        if let Some(reason) = &w.broken {
+            // After a failed fsync the kernel may have dropped pages: nothing more goes
+            // to the file behind them.
+            return Err(StoreError::Io(reason.clone()));
+        }
+        let (written, at) = {
+            let state = self.state();
+            debug_assert_eq!(state.tail.segment, w.segment);
+            let written = w.file.write_all_at(&state.tail.bytes, state.tail.at);
+            #[cfg(test)]
+            let written = match self.fail_tail_writes.load(Ordering::SeqCst) {
+                true => Err(std::io::Error::from_raw_os_error(28)),
+                false => written,
+            };
+            (written, state.tail.at)
+        };
+        if let Err(e) = written {
+            // Take back what part of it reached the file, so the log stays whole. The
+            // tail stays, applied and read from memory, for the next write to try again
+            // (a full disk may have room by then); till then no commit joins it.
+            if let Err(undo) = w.file.set_len(at) {
+                w.broken = Some(format!(
+                    "a write to the store's log failed ({e}) and could not be undone ({undo}); restart Conveyor"
+                ));
+            }
+            w.tail_failed = true;
+            return Err(io(e));
+        }
+        w.tail_since = None;
+        w.tail_failed = false;
+        // For the flusher's next fsync, which may have run since these frames were
+        // applied (and found them not yet written).
+        w.dirty = true;
+        let mut state = self.state_mut();
+        state.tail.bytes.clear();
+        if state.tail.bytes.capacity() > 2 * TAIL_BYTES {
+            state.tail.bytes = Vec::new();
         }
         Ok(())
     }
@@ -820,6 +1021,7 @@ impl Core {
 
     /// Seals the active segment and begins the next.
     fn roll(&self, w: &mut Writer) -> Result<()> {
+        self.write_tail(w)?;
         w.file.sync_data().map_err(io)?;
         let next = w.segment + 1;
         let file = OpenOptions::new()
@@ -866,6 +1068,8 @@ impl Core {
             return Err(StoreError::Io(reason.clone()));
         }
         self.writable()?;
+        // The snapshot is of the log up to `w.len`, and its writer syncs the segment first.
+        self.write_tail(w)?;
         let bytes = {
             let state = self.state();
             let next_task = self.next_task.load(Ordering::SeqCst).max(state.next_task);
@@ -1038,7 +1242,14 @@ impl Core {
 
     /// Writes and applies a group's frame (from [`LogStore::group_frame`]) and keeps
     /// the records `kept` says to.
-    fn write_group(&self, w: &mut Writer, enc: Enc, at: (u32, u64), kept: Vec<Kept>) -> Result<()> {
+    fn write_group(
+        &self,
+        w: &mut Writer,
+        enc: Enc,
+        at: (u32, u64),
+        kept: Vec<Kept>,
+        linger: bool,
+    ) -> Result<()> {
         // What is kept of these tasks goes before the frame is applied, so that no read
         // meets a kept record older than the indexes; the new ones are kept after it.
         {
@@ -1050,7 +1261,7 @@ impl Core {
                 }
             }
         }
-        self.append_at(w, enc, Some(at))?;
+        self.append_with(w, enc, Some(at), linger)?;
         {
             // In the group's order, so its last word on each task counts.
             let mut recent = self.recent();
@@ -1179,14 +1390,36 @@ fn write_snapshot_file(dir: &Path, job: &SnapshotJob) -> Result<()> {
     Ok(())
 }
 
-fn flush_in_background(writer: &Mutex<Writer>, stop: &AtomicBool) {
+/// Writes a tail no commit came to write, waking every [`BACKSTOP`] while commits
+/// stream, and makes what was written durable every [`FLUSH_EVERY`].
+fn flush_in_background(core: &Core, stop: &AtomicBool) {
+    let mut synced = std::time::Instant::now();
     while !stop.load(Ordering::SeqCst) {
-        std::thread::park_timeout(FLUSH_EVERY);
+        let fast = core.flusher_fast.load(Ordering::Relaxed);
+        std::thread::park_timeout(if fast { BACKSTOP } else { FLUSH_EVERY });
         let file = {
-            let mut w = writer.lock().unwrap_or_else(|p| p.into_inner());
-            if !w.dirty {
+            let mut w = core.writer();
+            let sync_due = synced.elapsed() >= FLUSH_EVERY;
+            if let Some(since) = w.tail_since.filter(|_| w.broken.is_none()) {
+                // A younger tail is the next commit's to write, if one comes soon (but
+                // not past a sync, which must cover it).
+                if since.elapsed() >= LINGER || sync_due || stop.load(Ordering::SeqCst) {
+                    let failed_before = w.tail_failed;
+                    if let Err(e) = core.write_tail(&mut w)
+                        && !failed_before
+                    {
+                        // Kept by the writer: the next commit fails with it. Said once.
+                        tracing::error!(error = %e, "writing the store's log failed; retrying");
+                    }
+                }
+            } else if fast {
+                // The stream has paused: sleep long again until the next tail.
+                core.flusher_fast.store(false, Ordering::Relaxed);
+            }
+            if !w.dirty || !sync_due {
                 continue;
             }
+            synced = std::time::Instant::now();
             w.dirty = false;
             Arc::clone(&w.file)
         };
@@ -1195,7 +1428,7 @@ fn flush_in_background(writer: &Mutex<Writer>, stop: &AtomicBool) {
             // The kernel may have dropped the pages it could not write: what was
             // acknowledged may not be on disk, and a later fsync would not say so.
             // Refuse further writes; reopening replays what the disk really holds.
-            let mut w = writer.lock().unwrap_or_else(|p| p.into_inner());
+            let mut w = core.writer();
             w.broken = Some(format!(
                 "writing the store's log to disk failed ({e}); restart Conveyor"
             ));
@@ -1247,8 +1480,12 @@ fn walk_chain<'a>(
     Ok(records)
 }
 
+/// The bytes at `loc`: from the tail if they wait there, else read from the file.
 fn read_at(state: &State, loc: Loc) -> Result<Vec<u8>> {
-    read_in(&state.files, loc)
+    match state.tail.get(loc) {
+        Some(bytes) => Ok(bytes.to_vec()),
+        None => read_in(&state.files, loc),
+    }
 }
 
 /// The bytes at `loc`, read from its segment among `files`.
@@ -1986,7 +2223,7 @@ impl Store for LogStore {
             return Ok(());
         };
         self.mark_format(&mut w, BINARY_FORMAT)?;
-        self.write_group(&mut w, enc, at, kept)
+        self.write_group(&mut w, enc, at, kept, false)
     }
 
     fn commits_in_place(&self) -> bool {
@@ -2017,7 +2254,7 @@ impl Store for LogStore {
         if w.since_snapshot + enc.buf.len() as u64 >= self.limits.snapshot_after {
             return None; // nothing was written: the committer writes it, then snapshots
         }
-        Some(self.write_group(&mut w, enc, at, kept))
+        Some(self.write_group(&mut w, enc, at, kept, true))
     }
 
     fn checkpoint(&self) -> Result<()> {
@@ -2025,6 +2262,7 @@ impl Store for LogStore {
         if let Some(reason) = &w.broken {
             return Err(StoreError::Io(reason.clone()));
         }
+        self.write_tail(&mut w)?;
         if w.since_snapshot > self.limits.snapshot_on_close_after {
             self.snapshot(&mut w, true)
         } else {
@@ -2039,6 +2277,7 @@ impl Store for LogStore {
             if let Some(reason) = &w.broken {
                 return Err(StoreError::Io(reason.clone()));
             }
+            self.write_tail(&mut w)?;
             w.dirty = false;
             Arc::clone(&w.file)
         };

@@ -181,6 +181,8 @@ impl Core {
         }
         // The histories it merges are written in bytes.
         self.mark_format(&mut w, BINARY_FORMAT)?;
+        // The chains it reads without the lock may end in the tail: on file first.
+        self.write_tail(&mut w)?;
         let state = self.state();
         Ok(Some(Plan {
             segment: oldest,

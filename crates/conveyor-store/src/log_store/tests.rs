@@ -1295,3 +1295,221 @@ fn compaction_copies_a_history_chain_it_cannot_decode_as_it_is() {
     grown.push(binary::encode_events(&[entered("z", "y")]));
     assert_eq!(store.history_records(1).unwrap(), grown);
 }
+
+/// Commits round after round of tasks 100 to 104, back to back, from `*round` on, in
+/// place where the store can, until one waits in the tail; returns the writer, held so that nothing writes the tail
+/// meanwhile. (A stall on a loaded machine can end a stream: hence the rounds.)
+fn stream_until_one_waits<'a>(store: &'a LogStore, round: &mut u64) -> MutexGuard<'a, Writer> {
+    let first = *round;
+    loop {
+        for id in 100..105u64 {
+            let batch = looping(id, *round);
+            match store.commit_quick(&batch) {
+                Some(done) => done.unwrap(),
+                // A roll or a snapshot due: the committer's way, as the engine does.
+                None => store.commit_group(std::slice::from_ref(&batch)).unwrap(),
+            }
+        }
+        *round += 1;
+        let w = store.writer();
+        if file_len(store, &w) < w.len {
+            return w;
+        }
+        drop(w);
+        assert!(*round < first + 50, "no commit ever waited in the tail");
+    }
+}
+
+/// How long the active segment's file is: `w.len` less the tail.
+fn file_len(store: &LogStore, w: &Writer) -> u64 {
+    let path = store.dir.join(segment_name(w.segment));
+    std::fs::metadata(path).unwrap().len()
+}
+
+/// Tasks 100 to 104 after `rounds` rounds of [`looping`].
+fn check_rounds(store: &LogStore, rounds: u64) {
+    for id in 100..105u64 {
+        let record = store.task(id).unwrap().unwrap();
+        assert_eq!(
+            record.data.get("round"),
+            Some(&serde_json::json!(rounds - 1))
+        );
+        let on_disk = store.task_on_disk(id).unwrap().unwrap();
+        assert_eq!(
+            on_disk.data.get("round"),
+            Some(&serde_json::json!(rounds - 1))
+        );
+        assert_eq!(store.history(id).unwrap().len() as u64, rounds, "task {id}");
+    }
+}
+
+/// The commits of steps that come in a stream wait in the tail: applied, read as any
+/// other, and written together — by the first commit written at once, by a flush, or by
+/// the flusher when the stream stops. The log on file is whole up to its last frame all
+/// along: a process that dies with a tail loses the steps in it, and what is left opens
+/// as the state before them.
+#[test]
+fn commits_in_a_stream_wait_in_the_tail_and_are_written_together() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path()).unwrap();
+    fill(&store);
+    let mut round = 0;
+
+    let held = stream_until_one_waits(&store, &mut round);
+    // Applied: reads see every step, the ones in the tail too (history and on-disk
+    // records are read from the log, not from the records kept for the next step).
+    check_rounds(&store, round);
+    // A copy of the files now is what a process that died now would leave.
+    let crashed = tempfile::tempdir().unwrap();
+    copy_dir(&store.dir, &LogStore::dir_in(crashed.path()));
+    drop(held);
+    {
+        let copy = open(crashed.path()).unwrap();
+        check(&copy);
+        let mut behind = 0;
+        for id in 100..105u64 {
+            let seen = match copy.task(id).unwrap() {
+                Some(record) => record.data["round"].as_u64().unwrap() + 1,
+                None => 0,
+            };
+            assert_eq!(copy.history(id).unwrap().len() as u64, seen, "task {id}");
+            behind += round - seen;
+        }
+        assert!(behind > 0, "the copy holds the tail");
+    }
+
+    // A frame written at once writes the tail first, then itself (with the writer held
+    // throughout, so that nothing else writes the tail).
+    let mut held = stream_until_one_waits(&store, &mut round);
+    let process = store.process(1).unwrap().unwrap();
+    store.put_process(&mut held, &process).unwrap();
+    assert_eq!(file_len(&store, &held), held.len);
+    assert!(held.tail_since.is_none());
+    drop(held);
+
+    // Whoever writes a tail leaves the log to be synced: the flusher's last fsync may
+    // have come after the tail's frames were applied, but before they were written.
+    let mut held = stream_until_one_waits(&store, &mut round);
+    held.dirty = false;
+    store.write_tail(&mut held).unwrap();
+    assert!(held.dirty, "a tail written and no fsync owed for it");
+    drop(held);
+
+    // A flush writes it.
+    drop(stream_until_one_waits(&store, &mut round));
+    store.flush().unwrap();
+    {
+        let w = store.writer();
+        assert_eq!(file_len(&store, &w), w.len);
+    }
+
+    // With no commit after it, the flusher writes it, then sleeps long again.
+    drop(stream_until_one_waits(&store, &mut round));
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let written = {
+            let w = store.writer();
+            file_len(&store, &w) == w.len && w.tail_since.is_none()
+        };
+        if written && !store.flusher_fast.load(Ordering::Relaxed) {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the flusher never wrote the tail, or never slowed down"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    check_rounds(&store, round);
+
+    // A tail left when the store closes is written too.
+    drop(stream_until_one_waits(&store, &mut round));
+    drop(store);
+    let store = open(dir.path()).unwrap();
+    check(&store);
+    check_rounds(&store, round);
+}
+
+/// A compaction that plans while commits wait in the tail: the history chains it reads
+/// without the writer's lock end there, so the plan writes the tail first.
+#[test]
+fn a_compaction_planned_while_commits_wait_in_the_tail_reads_their_chains() {
+    let dir = tempfile::tempdir().unwrap();
+    // Compacted only when this test says.
+    let never = Limits {
+        compact_min: u64::MAX / 4,
+        ..SMALL
+    };
+    let store = open_with_limits(dir.path(), never).unwrap();
+    fill(&store);
+    let mut round = 0;
+    while store.writer().segment < 4 {
+        let batches: Vec<Batch> = (100..105u64).map(|id| looping(id, round)).collect();
+        store.commit_group(&batches).unwrap();
+        round += 1;
+    }
+    drop(stream_until_one_waits(&store, &mut round));
+    assert!(store.compact_oldest().unwrap(), "nothing was compacted");
+    check_rounds(&store, round);
+    drop(store);
+    let store = open_with_limits(dir.path(), never).unwrap();
+    check(&store);
+    check_rounds(&store, round);
+}
+
+/// A tail that cannot be written (a full disk) stays, applied and read from memory, and
+/// no commit joins it: every commit meanwhile tries to write it first and fails with
+/// nothing written, as a frame written at once does; once a write of it succeeds, work
+/// goes on, and a reopen finds everything.
+#[test]
+fn a_tail_that_cannot_be_written_stays_and_commits_fail_whole_until_it_is() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path()).unwrap();
+    fill(&store);
+    let mut round = 0;
+    let mut held = stream_until_one_waits(&store, &mut round);
+    let len = held.len;
+    store.fail_tail_writes.store(true, Ordering::SeqCst);
+    let failed = store.write_tail(&mut held);
+    assert!(matches!(failed, Err(StoreError::DiskFull)), "{failed:?}");
+    assert!(held.tail_failed);
+    assert!(held.broken.is_none(), "{:?}", held.broken);
+    assert!(
+        file_len(&store, &held) < len,
+        "what reached the file was not taken back"
+    );
+    drop(held);
+    check_rounds(&store, round);
+
+    let batch = looping(100, round);
+    let quick = store.commit_quick(&batch);
+    assert!(
+        matches!(quick, Some(Err(StoreError::DiskFull))),
+        "{quick:?}"
+    );
+    let group = store.commit_group(std::slice::from_ref(&batch));
+    assert!(matches!(group, Err(StoreError::DiskFull)), "{group:?}");
+    assert_eq!(
+        store.writer().len,
+        len,
+        "a commit that failed wrote something"
+    );
+    check_rounds(&store, round);
+
+    // Space returns.
+    store.fail_tail_writes.store(false, Ordering::SeqCst);
+    store.commit_group(&[batch]).unwrap();
+    {
+        let w = store.writer();
+        assert_eq!(file_len(&store, &w), w.len);
+        assert!(!w.tail_failed);
+    }
+    let batches: Vec<Batch> = (101..105u64).map(|id| looping(id, round)).collect();
+    store.commit_group(&batches).unwrap();
+    round += 1;
+    check_rounds(&store, round);
+    drop(store);
+    let store = open(dir.path()).unwrap();
+    check(&store);
+    check_rounds(&store, round);
+}
