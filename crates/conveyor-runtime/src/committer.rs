@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc;
 use std::thread::JoinHandle;
 
-use conveyor_store::{Batch, Store, StoreError};
+use conveyor_store::{Batch, Linger, Store, StoreError};
 use tokio::sync::oneshot;
 
 /// Most steps in one transaction.
@@ -123,11 +123,16 @@ impl Committer {
     /// applying it (a wake of the thread, its wait for others to join, and a wake of the
     /// step's worker with the answer: two context switches or more, against one write
     /// to the page cache). Under load the store is busy and batches still form groups.
-    pub fn commit_here(&self, store: &dyn Store, batch: &Batch) -> Option<Result<(), StoreError>> {
+    pub fn commit_here(
+        &self,
+        store: &dyn Store,
+        batch: &Batch,
+        linger: Linger,
+    ) -> Option<Result<(), StoreError>> {
         if self.flush || !store.commits_in_place() {
             return None;
         }
-        let result = store.commit_quick(batch)?;
+        let result = store.commit_quick(batch, linger)?;
         self.stats.groups.fetch_add(1, Ordering::Relaxed);
         self.stats.steps.fetch_add(1, Ordering::Relaxed);
         self.stats.in_place.fetch_add(1, Ordering::Relaxed);
@@ -441,13 +446,17 @@ mod tests {
         // A store's first commit marks its format (a file written and synced): never in
         // place.
         let committer = Committer::start(log.clone(), false);
-        assert!(committer.commit_here(log.as_ref(), &batch(9)).is_none());
+        assert!(
+            committer
+                .commit_here(log.as_ref(), &batch(9), Linger::May)
+                .is_none()
+        );
         log.commit(&batch(9)).unwrap_or_else(|e| panic!("{e}"));
         // The store's background flusher holds its writer a moment now and then (every
         // 500 ms, every 10 ms while steps stream): a quick commit that meets it answers
         // `None`, so try a few times.
         let applied = (0..20).find_map(|_| {
-            let applied = committer.commit_here(log.as_ref(), &batch(1));
+            let applied = committer.commit_here(log.as_ref(), &batch(1), Linger::May);
             if applied.is_none() {
                 std::thread::sleep(std::time::Duration::from_millis(5));
             }
@@ -460,11 +469,19 @@ mod tests {
         );
         assert_eq!(committer.stats().in_place.load(Ordering::Relaxed), 1);
         let flushing = Committer::start(log.clone(), true);
-        assert!(flushing.commit_here(log.as_ref(), &batch(2)).is_none());
+        assert!(
+            flushing
+                .commit_here(log.as_ref(), &batch(2), Linger::May)
+                .is_none()
+        );
         assert!(log.task(2).ok().flatten().is_none());
         let (_dir, sled) = open(StoreKind::Sled);
         let committer = Committer::start(sled.clone(), false);
-        assert!(committer.commit_here(sled.as_ref(), &batch(3)).is_none());
+        assert!(
+            committer
+                .commit_here(sled.as_ref(), &batch(3), Linger::May)
+                .is_none()
+        );
         assert_eq!(committer.stats().in_place.load(Ordering::Relaxed), 0);
     }
 

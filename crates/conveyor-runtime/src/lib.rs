@@ -76,7 +76,7 @@ pub use recover::{Recovery, StepKind};
 pub use stats::{ProcessStats, StoreStats};
 
 use conveyor_model::{Diagnostic, Process};
-use conveyor_store::{Batch, Op, ProcessRecord, TaskRecord};
+use conveyor_store::{Batch, Linger, Op, ProcessRecord, TaskRecord};
 
 /// Errors of runtime operations, each meant to be shown to a person as is.
 #[derive(Debug, thiserror::Error)]
@@ -152,6 +152,7 @@ pub(crate) type FastMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
 pub(crate) type FastSet<T> = HashSet<T, foldhash::fast::RandomState>;
 
 /// A change a commit makes to a task that has a ref.
+#[derive(Clone)]
 pub(crate) enum RefChange {
     Put {
         process: u64,
@@ -189,6 +190,65 @@ pub(crate) fn ref_changes(batch: &Batch) -> Vec<RefChange> {
             _ => None,
         })
         .collect()
+}
+
+/// A commit sent to the committer, while its caller waits for the answer.
+///
+/// Why: a caller can stop waiting — a door's future is dropped when its HTTP client goes
+/// away — while the committer still applies the batch. What the caller would have done
+/// after it must not be lost with it: a task created ready and never handed to the
+/// engine would sit until the next start, and a ref cache not told of a write would
+/// serve the value before it. So dropped while waiting, it leaves a task behind that
+/// waits for the committer's answer and then does that work ([`ToWake`], the ref cache).
+struct Waiting<'a> {
+    rt: &'a Runtime,
+    /// `None` once answered.
+    wait: Option<tokio::sync::oneshot::Receiver<std::result::Result<(), StoreError>>>,
+    refs: &'a [RefChange],
+    wake: ToWake,
+}
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        let Some(wait) = self.wait.take() else {
+            return;
+        };
+        let (Some(rt), Ok(handle)) = (self.rt.me.upgrade(), tokio::runtime::Handle::try_current())
+        else {
+            return;
+        };
+        let refs = self.refs.to_vec();
+        let wake = std::mem::take(&mut self.wake);
+        handle.spawn(async move {
+            if let Ok(Ok(())) = wait.await {
+                rt.after_abandoned_commit(&refs, wake);
+            }
+        });
+    }
+}
+
+/// The tasks a batch leaves for the engine (made ready, or sent a message) and its
+/// earliest timer: what the engine is told of after the commit.
+#[derive(Default)]
+struct ToWake {
+    tasks: Vec<u64>,
+    timer: Option<i64>,
+}
+
+impl ToWake {
+    fn of(batch: &Batch) -> ToWake {
+        let mut wake = ToWake::default();
+        for op in &batch.ops {
+            match op {
+                Op::SetReady(task) | Op::Inbox { task, .. } => wake.tasks.push(*task),
+                Op::SetTimer(timer) => {
+                    wake.timer = Some(wake.timer.map_or(timer.due, |at| at.min(timer.due)));
+                }
+                _ => {}
+            }
+        }
+        wake
+    }
 }
 
 /// Work waiting for the engine, and what is being worked on.
@@ -270,6 +330,9 @@ pub struct Runtime {
     timer_hint: engine::TimerHint,
     /// Processes' held tasks, for `max_tasks` (`ops::Held`).
     held: Mutex<FastMap<u64, ops::Held>>,
+    /// Itself, for the work a caller that stopped waiting for the committer leaves
+    /// (`Waiting`), which outlives the caller.
+    me: std::sync::Weak<Runtime>,
 }
 
 impl Runtime {
@@ -282,7 +345,7 @@ impl Runtime {
             .build()
             .unwrap_or_default();
         let committer = committer::Committer::start(store.clone(), settings.flush_each_step);
-        let runtime = Arc::new(Runtime {
+        let runtime = Arc::new_cyclic(|me| Runtime {
             refs: RwLock::new(refcache::RefCache::new(
                 settings.ref_cache_entries,
                 settings.ref_cache_bytes,
@@ -310,6 +373,7 @@ impl Runtime {
             alerting: tokio::sync::Mutex::new(()),
             timer_hint: engine::TimerHint::default(),
             held: Mutex::new(FastMap::default()),
+            me: me.clone(),
         });
         if runtime.store.shared() {
             let weak = Arc::downgrade(&runtime);
@@ -476,7 +540,9 @@ impl Runtime {
     /// Commits a step's batch with others waiting (group commit); resolves once it is
     /// applied (and flushed, with `flush_each_step`).
     pub(crate) async fn commit_step(&self, batch: Batch) -> Result<()> {
-        self.commit_grouped(batch, false).await
+        self.commit_giving_back(batch, false, None, Linger::May)
+            .await
+            .0
     }
 
     /// Of [`Runtime::commit_stats`]'s transactions, those of one step applied on the
@@ -492,10 +558,13 @@ impl Runtime {
         self.committer.stats().in_store_for()
     }
 
-    /// Commits `batch` in the committer's next group; with `durable`, resolves only once
-    /// that group is flushed to disk (one flush for everyone in it).
+    /// A door's commit: in the committer's next group (or in place, written at once:
+    /// [`Linger::No`]); with `durable`, resolves only once that group is flushed to disk
+    /// (one flush for everyone in it).
     pub(crate) async fn commit_grouped(&self, batch: Batch, durable: bool) -> Result<()> {
-        self.commit_giving_back(batch, durable, None).await.0
+        self.commit_giving_back(batch, durable, None, Linger::No)
+            .await
+            .0
     }
 
     /// [`Runtime::commit_grouped`], giving back the task record of op `put` (an
@@ -508,6 +577,7 @@ impl Runtime {
         mut batch: Batch,
         durable: bool,
         put: Option<usize>,
+        linger: Linger,
     ) -> (Result<()>, Option<Box<TaskRecord>>) {
         let take = |batch: &mut Batch| match put.filter(|&i| i < batch.ops.len()) {
             Some(i) => match batch.ops.swap_remove(i) {
@@ -517,7 +587,11 @@ impl Runtime {
             None => None,
         };
         let batch_refs = ref_changes(&batch);
-        if !durable && let Some(result) = self.committer.commit_here(self.store.as_ref(), &batch) {
+        if !durable
+            && let Some(result) = self
+                .committer
+                .commit_here(self.store.as_ref(), &batch, linger)
+        {
             if result.is_ok() {
                 self.note_commit(&batch_refs);
             }
@@ -554,6 +628,7 @@ impl Runtime {
         batch_refs: &[RefChange],
     ) -> Result<()> {
         let (done, wait) = tokio::sync::oneshot::channel();
+        let wake = ToWake::of(&batch);
         let request = committer::Request {
             batch,
             durable,
@@ -568,15 +643,39 @@ impl Runtime {
             self.note_commit(batch_refs);
             return Ok(());
         }
-        match wait.await {
-            Ok(Ok(())) => {
+        let mut waiting = Waiting {
+            rt: self,
+            wait: Some(wait),
+            refs: batch_refs,
+            wake,
+        };
+        let answered = match &mut waiting.wait {
+            Some(wait) => wait.await.ok(),
+            None => None,
+        };
+        // Answered: nothing is left for `Waiting`'s drop.
+        waiting.wait = None;
+        match answered {
+            Some(Ok(())) => {
                 self.note_commit(batch_refs);
                 Ok(())
             }
-            Ok(Err(e)) => Err(e.into()),
-            Err(_) => Err(RuntimeError::Store(StoreError::Io(
+            Some(Err(e)) => Err(e.into()),
+            None => Err(RuntimeError::Store(StoreError::Io(
                 "the committer stopped".into(),
             ))),
+        }
+    }
+
+    /// What a caller that stopped waiting for its commit would have done once it was
+    /// applied, done when it is (see [`Waiting`]).
+    fn after_abandoned_commit(&self, refs: &[RefChange], wake: ToWake) {
+        self.note_commit(refs);
+        for task in wake.tasks {
+            self.schedule(task);
+        }
+        if let Some(at) = wake.timer {
+            self.hint_timer(at);
         }
     }
 

@@ -9,8 +9,8 @@ use conveyor_model::{
     SetParam, Start, Sum, TaskCopy, Wait,
 };
 use conveyor_store::{
-    Batch, Caller, EventKind, HistoryEvent, InboxMessage, Op, TaskRecord, TaskStatus, TimerKey,
-    Wake, WakeKind,
+    Batch, Caller, EventKind, HistoryEvent, InboxMessage, Linger, Op, TaskRecord, TaskStatus,
+    TimerKey, Wake, WakeKind,
 };
 use conveyor_template::{ProcessId, Template, ValueTemplate};
 use serde_json::{Map, Value};
@@ -1069,7 +1069,12 @@ impl Step<'_> {
     /// scheduled. `moved` are the alerting nodes the batch moves counters of; `put`,
     /// the op that holds the step's task, which comes back (whatever the outcome).
     async fn write(&mut self, batch: Batch, moved: &[String], put: Option<usize>) -> Result<()> {
-        let (committed, task) = self.rt.commit_giving_back(batch, self.durable, put).await;
+        // A door's step is the door's create: answered after a flush, and refused whole.
+        let linger = if self.born { Linger::No } else { Linger::May };
+        let (committed, task) = self
+            .rt
+            .commit_giving_back(batch, self.durable, put, linger)
+            .await;
         debug_assert!(
             put.is_none() || task.is_some(),
             "a step's task did not come back"
@@ -1258,7 +1263,9 @@ mod tests {
                 let mut batch = Batch::default();
                 batch.push(Op::ClearReady(task.id));
                 batch.push(Op::PutTask(Box::new(task.clone())));
-                let (result, back) = rt.commit_giving_back(batch, durable, Some(1)).await;
+                let (result, back) = rt
+                    .commit_giving_back(batch, durable, Some(1), Linger::May)
+                    .await;
                 result.unwrap_or_else(|e| panic!("[{kind:?}] {e}"));
                 assert_eq!(
                     back.as_deref(),
@@ -1287,12 +1294,64 @@ mod tests {
                 task: other.id,
             });
             batch.push(Op::PutTask(Box::new(other.clone())));
-            let (result, back) = rt.commit_giving_back(batch, durable, Some(1)).await;
+            let (result, back) = rt
+                .commit_giving_back(batch, durable, Some(1), Linger::May)
+                .await;
             assert!(result.is_err(), "[{kind:?}] a taken ref was given twice");
             assert_eq!(
                 back.as_deref(),
                 Some(&other),
                 "[{kind:?}, durable {durable}]"
+            );
+        }
+    }
+
+    /// A direct URL's create whose caller stops waiting before the committer answers
+    /// (its HTTP client went away, and the server dropped the request's future) is
+    /// still handed to the engine once it is applied: the task, ready at a node a door
+    /// does not run, is queued, not left for the next start to find.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_create_whose_caller_stopped_waiting_still_reaches_the_engine() {
+        for kind in [
+            conveyor_store::StoreKind::Log,
+            conveyor_store::StoreKind::Sled,
+        ] {
+            let (_dir, rt) = runtime_on(kind);
+            let yaml = "process: p\nnodes:\n  start: { type: start, next: call }\n  call: { type: api_call, url: \"http://127.0.0.1:9/x\", next: end, on_error: end }\n  end: { type: final }\n";
+            let process = rt
+                .clone_process("p.yaml", yaml, Some("p"), Map::new())
+                .unwrap_or_else(|e| panic!("{e}"))
+                .id;
+            // Polled once (the batch goes to the committer, which applies and flushes
+            // it on its thread), then dropped.
+            let mut create = Box::pin(rt.direct_url_grouped(process, Some("r"), Map::new(), false));
+            let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+            let polled = create.as_mut().poll(&mut cx);
+            assert!(
+                polled.is_pending(),
+                "{kind:?}: the create was answered at once"
+            );
+            drop(create);
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+            let queued = loop {
+                let task = rt
+                    .store
+                    .task_by_ref(process, "r")
+                    .unwrap_or_else(|e| panic!("{e}"));
+                let queued = task.as_ref().is_some_and(|task| {
+                    rt.queue
+                        .lock()
+                        .is_ok_and(|queue| queue.queued.contains(&task.id))
+                });
+                if queued || std::time::Instant::now() > deadline {
+                    break task.map(|task| (task.node, queued));
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+            };
+            assert_eq!(
+                queued,
+                Some(("call".to_string(), true)),
+                "{kind:?}: the task as stored, and whether the engine was told of it"
             );
         }
     }

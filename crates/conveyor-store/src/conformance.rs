@@ -599,7 +599,7 @@ fn a_quick_commit_is_a_commit(subject: &Subject) {
     let mut expected = BTreeSet::from([first]);
     for (i, n) in (2..40).enumerate() {
         let id = 200 + 2 * i as u64;
-        match store.commit_quick(&new_task_batch(id, id + 1, n)) {
+        match store.commit_quick(&new_task_batch(id, id + 1, n), Linger::May) {
             Some(result) => {
                 ok(subject, "commit_quick", result);
                 expected.insert(id);
@@ -617,7 +617,7 @@ fn a_quick_commit_is_a_commit(subject: &Subject) {
         reference: format!("r{first}"),
         task: 300,
     });
-    if let Some(result) = store.commit_quick(&taken) {
+    if let Some(result) = store.commit_quick(&taken, Linger::May) {
         assert!(
             matches!(result, Err(StoreError::DuplicateRef { .. })),
             "[{}] {result:?}",

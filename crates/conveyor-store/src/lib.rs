@@ -61,6 +61,19 @@ pub use keys::{
 pub use seal::{Keyring, Place, SealError, Sealer, key_id, parse_key, sealed_with};
 pub use sealed_store::{ResealReport, SealPolicy, SealedStore};
 
+/// Whether a [`Store::commit_quick`] may wait in memory a moment, to be written with the
+/// commits after it (the log store's tail).
+///
+/// An engine step's may: a write that fails later fails the next commit, and a crash
+/// runs the step again. A door's create or modify may not: its caller is told the
+/// outcome of the flush that follows, and a refusal (a full disk) must leave nothing
+/// behind to be written later.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Linger {
+    May,
+    No,
+}
+
 /// Which implementation a *new* store gets (an existing one keeps its own).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum StoreKind {
@@ -343,15 +356,16 @@ pub trait Store: Send + Sync + 'static {
     ///   maintenance (a snapshot due is left to the next [`Store::commit_group`]). A
     ///   commit that would wait answers `None`. (The log store compacts on a thread of its
     ///   own, so a compaction due does not make it answer `None`.)
-    /// - Like `commit`, it is not durable until a [`Store::flush`]. It may reach the
-    ///   kernel later than `commit` would (the log store holds it in memory a few
-    ///   milliseconds, its tail): reads see it at once, a later write or `flush` writes
-    ///   it first, and a store reopened after a crash holds it only with every commit
-    ///   before it, and never a later commit without it.
+    /// - Like `commit`, it is not durable until a [`Store::flush`]. With
+    ///   [`Linger::May`] it may reach the kernel later than `commit` would (the log
+    ///   store holds it in memory a few milliseconds, its tail): reads see it at once, a
+    ///   later write or `flush` writes it first, and a store reopened after a crash
+    ///   holds it only with every commit before it, and never a later commit without
+    ///   it. With [`Linger::No`] it is written as `commit` writes.
     ///
     /// The default answers `None`: sled may wait on its own threads, and a shared store
     /// on the network.
-    fn commit_quick(&self, _batch: &Batch) -> Option<Result<()>> {
+    fn commit_quick(&self, _batch: &Batch, _linger: Linger) -> Option<Result<()>> {
         None
     }
     /// Whether [`Store::commit_quick`] ever answers `Some`: a wrapper asks before it

@@ -16,7 +16,8 @@
 //! loss too.
 //!
 //! The one write that waits: the commits of engine steps made in place
-//! ([`Store::commit_quick`]) while they come in a stream join the **tail**, frames
+//! ([`Store::commit_quick`] with [`Linger::May`], and neither creating a task nor
+//! sending a message) while they come in a stream join the **tail**, frames
 //! applied to the indexes (and read from memory) but not yet written: the first such
 //! commit 2 ms after the tail began writes it, or the flusher does within about 12 ms
 //! when no commit comes, so that one `pwrite` writes the frames of many steps. A process
@@ -30,10 +31,10 @@
 //! messages stay on disk and are read with `pread` when asked for, so memory grows by
 //! about 200 bytes per task, not by the task's size. Task records and history events
 //! are written in bytes (`binary.rs`, format 3); JSON ones of older logs read as before.
-//! The one exception is bounded: the
+//! Two exceptions, both bounded: the
 //! records of ready tasks written lately (those under 4 KiB as written) are kept decoded
 //! until their next read (the engine's next step of the task), up to 28,672 of them and
-//! about 32 MiB of memory (`recent.rs`).
+//! about 32 MiB of memory (`recent.rs`); and the tail (below), at most about 512 KiB.
 //!
 //! **Snapshots** (`snapshot`, replaced atomically) hold the indexes as of a position in
 //! the log, so an open reads the snapshot and replays only what came after it. One is
@@ -345,10 +346,10 @@ pub struct Core {
     /// Set when the flusher's thread ends (the store closing, or a panic): no commit
     /// waits in a tail from then on.
     flusher_gone: AtomicBool,
-    /// Tests: every write of the tail fails as on a full disk (after its bytes reached
+    /// Tests: every write to the log fails as on a full disk (after its bytes reached
     /// the file, as a write cut short leaves them).
     #[cfg(test)]
-    fail_tail_writes: AtomicBool,
+    fail_writes: AtomicBool,
     /// The flusher wakes every [`BACKSTOP`] (a stream of commits is on), not every
     /// [`FLUSH_EVERY`]. Changed under the writer's lock.
     flusher_fast: AtomicBool,
@@ -730,34 +731,12 @@ impl LogStore {
             flusher: std::sync::OnceLock::new(),
             flusher_gone: AtomicBool::new(false),
             #[cfg(test)]
-            fail_tail_writes: AtomicBool::new(false),
+            fail_writes: AtomicBool::new(false),
             flusher_fast: AtomicBool::new(false),
             role,
             _lock: lock,
         });
-        let stop = Arc::new(AtomicBool::new(false));
-        let flusher = {
-            let core = Arc::clone(&core);
-            let stopped = Arc::clone(&stop);
-            std::thread::Builder::new()
-                .name("conveyor-flush".into())
-                .spawn(move || {
-                    // Told however the thread ends, a panic included.
-                    struct Gone<'a>(&'a AtomicBool);
-                    impl Drop for Gone<'_> {
-                        fn drop(&mut self) {
-                            self.0.store(true, Ordering::SeqCst);
-                        }
-                    }
-                    let _gone = Gone(&core.flusher_gone);
-                    flush_in_background(&core, &stopped)
-                })
-                .ok()
-                .map(|thread| Flusher { stop, thread })
-        };
-        if let Some(flusher) = &flusher {
-            let _ = core.flusher.set(flusher.thread.thread().clone());
-        }
+        let flusher = spawn_flusher(&core);
         let compactor = match role {
             Role::Engine => {
                 let core = Arc::clone(&core);
@@ -845,6 +824,62 @@ impl Core {
         expected: Option<(u32, u64)>,
         linger: bool,
     ) -> Result<()> {
+        self.make_way(w, expected)?;
+        let payload_len = enc.buf.len() - 8;
+        let crc = crc32fast::hash(&enc.buf[8..]);
+        enc.buf[..4].copy_from_slice(&(payload_len as u32).to_le_bytes());
+        enc.buf[4..8].copy_from_slice(&crc.to_le_bytes());
+        let now = linger.then(std::time::Instant::now);
+        // A frame as large as a tail is written at once: waiting would only copy it.
+        let lingers = enc.buf.len() < TAIL_BYTES && now.is_some_and(|now| self.lingers(w, now));
+        if !lingers {
+            // Frames are written in order: the tail's go first.
+            self.write_tail(w)?;
+            self.write_or_undo(w, &enc.buf, w.len)?;
+        }
+        let frame_at = w.len;
+        let payload_offset = w.len + 8;
+        w.len += enc.buf.len() as u64;
+        w.since_snapshot += enc.buf.len() as u64;
+        w.dirty = true;
+        let (applied, tail_bytes) = {
+            let mut state = self.state_mut();
+            if lingers {
+                if state.tail.bytes.is_empty() {
+                    state.tail.segment = w.segment;
+                    state.tail.at = frame_at;
+                }
+                state.tail.bytes.extend_from_slice(&enc.buf);
+            }
+            let applied = apply(&mut state, w.segment, payload_offset, &enc.buf[8..]);
+            (applied, state.tail.bytes.len())
+        };
+        if let Some(now) = now.filter(|_| lingers) {
+            self.joined_tail(w, now, tail_bytes);
+        }
+        if let Err(e) = applied {
+            w.broken = Some(format!(
+                "the store's indexes are out of step with its log: {e}"
+            ));
+            return Err(e);
+        }
+        if enc.buf.capacity() <= SPARE_BYTES {
+            enc.buf.clear();
+            w.spare = enc.buf;
+        }
+        // The frame is applied (and written, or in the tail): what follows only saves
+        // work at the next open, and its failure (a full disk, say) must not fail this
+        // commit.
+        if w.since_snapshot >= self.limits.snapshot_after && self.snapshot(w, false).is_err() {
+            // Try again after some more log, not on every commit.
+            w.since_snapshot = self.limits.snapshot_after / 2;
+        }
+        Ok(())
+    }
+
+    /// Checks that a frame may be written where the writer stands (`expected`, if the
+    /// frame names places inside itself) and rolls the log if it is time to.
+    fn make_way(&self, w: &mut Writer, expected: Option<(u32, u64)>) -> Result<()> {
         if let Some(reason) = &w.broken {
             return Err(StoreError::Io(reason.clone()));
         }
@@ -867,86 +902,63 @@ impl Core {
         if (w.segment, w.len) != place {
             return Err(misplaced(place, (w.segment, w.len)));
         }
-        let payload_len = enc.buf.len() - 8;
-        let crc = crc32fast::hash(&enc.buf[8..]);
-        enc.buf[..4].copy_from_slice(&(payload_len as u32).to_le_bytes());
-        enc.buf[4..8].copy_from_slice(&crc.to_le_bytes());
-        let now = linger.then(std::time::Instant::now);
-        // A frame as large as a tail is written at once: waiting would only copy it.
-        let lingers = enc.buf.len() < TAIL_BYTES && now.is_some_and(|now| self.lingers(w, now));
-        if !lingers {
-            // Frames are written in order: the tail's go first.
-            self.write_tail(w)?;
-            if let Err(e) = w.file.write_all_at(&enc.buf, w.len) {
-                // Take back what part of the frame reached the file, so the log stays whole.
-                if let Err(undo) = w.file.set_len(w.len) {
-                    w.broken = Some(format!(
-                        "a write to the store's log failed ({e}) and could not be undone ({undo}); reopen the store"
-                    ));
-                }
-                return Err(io(e));
-            }
-        }
-        let frame_at = w.len;
-        let payload_offset = w.len + 8;
-        w.len += enc.buf.len() as u64;
-        w.since_snapshot += enc.buf.len() as u64;
-        w.dirty = true;
-        let (applied, tail_bytes) = {
-            let mut state = self.state_mut();
-            if lingers {
-                if state.tail.bytes.is_empty() {
-                    state.tail.segment = w.segment;
-                    state.tail.at = frame_at;
-                }
-                state.tail.bytes.extend_from_slice(&enc.buf);
-            }
-            let applied = apply(&mut state, w.segment, payload_offset, &enc.buf[8..]);
-            (applied, state.tail.bytes.len())
+        Ok(())
+    }
+
+    /// Writes `bytes` at byte `at` of the active segment; on a failure, takes back what
+    /// part of them reached the file, so the log stays whole (and if that fails too, the
+    /// store is broken until it is opened again).
+    fn write_or_undo(&self, w: &mut Writer, bytes: &[u8], at: u64) -> Result<()> {
+        let written = w.file.write_all_at(bytes, at);
+        #[cfg(test)]
+        let written = match self.fail_writes.load(Ordering::SeqCst) {
+            true => Err(std::io::Error::from_raw_os_error(28)),
+            false => written,
         };
-        if lingers && w.tail_since.is_none() {
-            w.tail_since = now;
-            if !self.flusher_fast.swap(true, Ordering::Relaxed) {
-                // The flusher sleeps for long between flushes: it now has a tail to write.
-                if let Some(flusher) = self.flusher.get() {
-                    flusher.unpark();
-                }
-            }
-        }
-        if let Err(e) = applied {
+        let Err(e) = written else {
+            return Ok(());
+        };
+        if let Err(undo) = w.file.set_len(at) {
             w.broken = Some(format!(
-                "the store's indexes are out of step with its log: {e}"
+                "a write to the store's log failed ({e}) and could not be undone ({undo}); restart Conveyor"
             ));
-            return Err(e);
         }
-        if enc.buf.capacity() <= SPARE_BYTES {
-            enc.buf.clear();
-            w.spare = enc.buf;
-        }
-        // The tail is written by the first commit [`LINGER`] after it began (the flusher
-        // writes it only when no commit comes).
-        let due = |since: std::time::Instant| now.is_some_and(|now| now - since >= LINGER);
-        if lingers && (tail_bytes >= TAIL_BYTES || w.tail_since.is_some_and(due)) {
+        Err(io(e))
+    }
+
+    /// After a frame joined the tail (`now`; the tail now holds `tail_bytes`): the
+    /// flusher is told of a tail that begins, and a tail that is due is written — by
+    /// the first commit [`LINGER`] after it began, on its own thread, whose caches are
+    /// warm (the flusher writes it only when no commit comes).
+    fn joined_tail(&self, w: &mut Writer, now: std::time::Instant, tail_bytes: usize) {
+        let since = match w.tail_since {
+            Some(since) => since,
+            None => {
+                w.tail_since = Some(now);
+                if !self.flusher_fast.swap(true, Ordering::Relaxed) {
+                    // The flusher sleeps long between flushes: it now has a tail to
+                    // write should no commit come.
+                    if let Some(flusher) = self.flusher.get() {
+                        flusher.unpark();
+                    }
+                }
+                now
+            }
+        };
+        if tail_bytes >= TAIL_BYTES || now - since >= LINGER {
             // This commit is applied and in the tail, as the ones before it that were
             // answered `Ok`: a failure is kept (`tail_failed`, or `broken`) and is the
             // next write's error, as it is when the flusher's write fails.
             let _ = self.write_tail(w);
         }
-        // The frame is written and applied: what follows only saves work at the next
-        // open, and its failure (a full disk, say) must not fail this commit.
-        if w.since_snapshot >= self.limits.snapshot_after && self.snapshot(w, false).is_err() {
-            // Try again after some more log, not on every commit.
-            w.since_snapshot = self.limits.snapshot_after / 2;
-        }
-        Ok(())
     }
 
     /// Whether a step's commit made `now` joins the tail rather than being written at
     /// once: when commits stream (the last one came within [`STREAM`]), and a flusher
     /// runs to write a tail that waits.
     ///
-    /// Why: a `pwrite` of its own costs a step a few microseconds in the kernel, about a
-    /// tenth of an `api_call` step's CPU; written together, the frames of the steps that
+    /// Why: a `pwrite` of its own costs a step a few microseconds in the kernel, about
+    /// 7 % of an `api_call` step's CPU; written together, the frames of the steps that
     /// finish one after another cost one. The price: should the process die, the steps
     /// of the last [`LINGER`] were not handed to the kernel, and run again when the
     /// engine starts (their tasks are ready as of their last written step) — as a step
@@ -972,28 +984,23 @@ impl Core {
             // to the file behind them.
             return Err(StoreError::Io(reason.clone()));
         }
-        let (written, at) = {
+        let failed_before = w.tail_failed;
+        let written = {
             let state = self.state();
             debug_assert_eq!(state.tail.segment, w.segment);
-            let written = w.file.write_all_at(&state.tail.bytes, state.tail.at);
-            #[cfg(test)]
-            let written = match self.fail_tail_writes.load(Ordering::SeqCst) {
-                true => Err(std::io::Error::from_raw_os_error(28)),
-                false => written,
-            };
-            (written, state.tail.at)
+            self.write_or_undo(w, &state.tail.bytes, state.tail.at)
         };
         if let Err(e) = written {
-            // Take back what part of it reached the file, so the log stays whole. The
-            // tail stays, applied and read from memory, for the next write to try again
-            // (a full disk may have room by then); till then no commit joins it.
-            if let Err(undo) = w.file.set_len(at) {
-                w.broken = Some(format!(
-                    "a write to the store's log failed ({e}) and could not be undone ({undo}); restart Conveyor"
-                ));
-            }
+            // The tail stays, applied and read from memory, for the next write to try
+            // again (a full disk may have room by then); till then no commit joins it.
             w.tail_failed = true;
-            return Err(io(e));
+            if !failed_before {
+                tracing::error!(error = %e, "writing the store's log failed; engine steps wait in memory until it can be written");
+            }
+            return Err(e);
+        }
+        if failed_before {
+            tracing::info!("the store's log is written again");
         }
         w.tail_since = None;
         w.tail_failed = false;
@@ -1275,6 +1282,39 @@ impl Core {
         Ok(())
     }
 
+    /// [`Store::commit_quick`] with the writer locked (`w`).
+    fn commit_quick_locked(
+        &self,
+        w: &mut Writer,
+        batch: &Batch,
+        linger: Linger,
+    ) -> Option<Result<()>> {
+        if w.broken.is_some() || w.format < BINARY_FORMAT || self.next_frame_at(w).0 != w.segment {
+            return None;
+        }
+        let batches = std::slice::from_ref(batch);
+        let frame = encode_values(batches)
+            .and_then(|(values, kept)| Ok((self.group_frame(w, batches, values)?, kept)));
+        let (enc, at, kept) = match frame {
+            Ok((Some((enc, at)), kept)) => (enc, at, kept),
+            Ok((None, _)) => return Some(Ok(())),
+            Err(e) => return Some(Err(e)),
+        };
+        if w.since_snapshot + enc.buf.len() as u64 >= self.limits.snapshot_after {
+            return None; // nothing was written: the committer writes it, then snapshots
+        }
+        // A batch that brings a task or a message into being uses a number the counter
+        // of `next_task_id` handed out, which the log alone remembers: written at once,
+        // so that no crash hands it out again after a step (an API call's idempotency
+        // key, say) showed it outside.
+        let numbers = batch
+            .ops
+            .iter()
+            .any(|op| matches!(op, Op::IndexTask { .. } | Op::Inbox { .. }));
+        let linger = linger == Linger::May && !numbers;
+        Some(self.write_group(w, enc, at, kept, linger))
+    }
+
     /// Marks the store's `FORMAT` as at least `version` before a frame that needs it is
     /// written, so an older conveyor refuses the store rather than misread it. Once: the
     /// writer remembers it.
@@ -1345,8 +1385,9 @@ impl Drop for LogStore {
             flusher.thread.thread().unpark();
             let _ = flusher.thread.join();
         }
-        // A failure here (or a broken store, which refuses) loses nothing: the next open
-        // replays the log instead.
+        // A failure here (or a broken store, which refuses) loses nothing written: the
+        // next open replays the log instead. (A tail that could not be written is lost,
+        // and its steps run again.)
         if self.core.role == Role::Engine {
             let _ = self.checkpoint();
         }
@@ -1390,6 +1431,31 @@ fn write_snapshot_file(dir: &Path, job: &SnapshotJob) -> Result<()> {
     Ok(())
 }
 
+/// Starts the flusher's thread (`None`: it could not be started; then nothing is flushed
+/// in the background, and no commit waits in a tail).
+fn spawn_flusher(core: &Arc<Core>) -> Option<Flusher> {
+    let stop = Arc::new(AtomicBool::new(false));
+    let stopped = Arc::clone(&stop);
+    let thread_core = Arc::clone(core);
+    let thread = std::thread::Builder::new()
+        .name("conveyor-flush".into())
+        .spawn(move || {
+            let core = thread_core;
+            // Told however the thread ends, a panic included.
+            struct Gone<'a>(&'a AtomicBool);
+            impl Drop for Gone<'_> {
+                fn drop(&mut self) {
+                    self.0.store(true, Ordering::SeqCst);
+                }
+            }
+            let _gone = Gone(&core.flusher_gone);
+            flush_in_background(&core, &stopped)
+        })
+        .ok()?;
+    let _ = core.flusher.set(thread.thread().clone());
+    Some(Flusher { stop, thread })
+}
+
 /// Writes a tail no commit came to write, waking every [`BACKSTOP`] while commits
 /// stream, and makes what was written durable every [`FLUSH_EVERY`].
 fn flush_in_background(core: &Core, stop: &AtomicBool) {
@@ -1402,15 +1468,13 @@ fn flush_in_background(core: &Core, stop: &AtomicBool) {
             let sync_due = synced.elapsed() >= FLUSH_EVERY;
             if let Some(since) = w.tail_since.filter(|_| w.broken.is_none()) {
                 // A younger tail is the next commit's to write, if one comes soon (but
-                // not past a sync, which must cover it).
-                if since.elapsed() >= LINGER || sync_due || stop.load(Ordering::SeqCst) {
-                    let failed_before = w.tail_failed;
-                    if let Err(e) = core.write_tail(&mut w)
-                        && !failed_before
-                    {
-                        // Kept by the writer: the next commit fails with it. Said once.
-                        tracing::error!(error = %e, "writing the store's log failed; retrying");
-                    }
+                // not past a sync, which must cover it); one that could not be written
+                // is tried again at each sync, not at each wake.
+                let due = sync_due || (!w.tail_failed && since.elapsed() >= LINGER);
+                if due || stop.load(Ordering::SeqCst) {
+                    // A failure is kept by the writer (the next commit fails with it),
+                    // and `write_tail` logs it.
+                    let _ = core.write_tail(&mut w);
                 }
             } else if fast {
                 // The stream has paused: sleep long again until the next tail.
@@ -2230,7 +2294,7 @@ impl Store for LogStore {
         true
     }
 
-    fn commit_quick(&self, batch: &Batch) -> Option<Result<()>> {
+    fn commit_quick(&self, batch: &Batch, linger: Linger) -> Option<Result<()>> {
         // The writer's lock only if it is free, and only a commit that leaves no
         // maintenance behind it: no segment to roll (an fsync), no snapshot due. Those
         // go through `commit_group` on the committer's thread. (Compaction has a thread
@@ -2240,21 +2304,7 @@ impl Store for LogStore {
             Err(std::sync::TryLockError::Poisoned(p)) => p.into_inner(),
             Err(std::sync::TryLockError::WouldBlock) => return None,
         };
-        if w.broken.is_some() || w.format < BINARY_FORMAT || self.next_frame_at(&w).0 != w.segment {
-            return None;
-        }
-        let batches = std::slice::from_ref(batch);
-        let frame = encode_values(batches)
-            .and_then(|(values, kept)| Ok((self.group_frame(&mut w, batches, values)?, kept)));
-        let (enc, at, kept) = match frame {
-            Ok((Some((enc, at)), kept)) => (enc, at, kept),
-            Ok((None, _)) => return Some(Ok(())),
-            Err(e) => return Some(Err(e)),
-        };
-        if w.since_snapshot + enc.buf.len() as u64 >= self.limits.snapshot_after {
-            return None; // nothing was written: the committer writes it, then snapshots
-        }
-        Some(self.write_group(&mut w, enc, at, kept, true))
+        self.commit_quick_locked(&mut w, batch, linger)
     }
 
     fn checkpoint(&self) -> Result<()> {

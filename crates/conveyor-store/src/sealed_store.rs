@@ -18,8 +18,8 @@ use serde_json::{Map, Value};
 use crate::keys::{KeySource, open_keyring};
 use crate::seal::{Keyring, Place, SealError, escape, needs_escape, sealed_with};
 use crate::{
-    ApiKey, Batch, HistoryEvent, InboxMessage, NewProcess, NodeCounter, Op, ProcessRecord, Result,
-    Store, StoreError, TaskRecord, TimerKey,
+    ApiKey, Batch, HistoryEvent, InboxMessage, Linger, NewProcess, NodeCounter, Op, ProcessRecord,
+    Result, Store, StoreError, TaskRecord, TimerKey,
 };
 
 /// Which task keys are secret in processes with this definition.
@@ -565,7 +565,7 @@ impl Store for SealedStore {
         self.inner.commits_in_place()
     }
 
-    fn commit_quick(&self, batch: &Batch) -> Option<Result<()>> {
+    fn commit_quick(&self, batch: &Batch, linger: Linger) -> Option<Result<()>> {
         // Sealing reads the tasks messages go to (a round trip on PostgreSQL): only for
         // a store that may take it.
         if !self.inner.commits_in_place() {
@@ -573,10 +573,10 @@ impl Store for SealedStore {
         }
         match self.seal_batches(std::slice::from_ref(batch)) {
             Ok(Some(sealed)) => match sealed.as_slice() {
-                [one] => self.inner.commit_quick(one),
+                [one] => self.inner.commit_quick(one, linger),
                 _ => None,
             },
-            Ok(None) => self.inner.commit_quick(batch),
+            Ok(None) => self.inner.commit_quick(batch, linger),
             Err(e) => Some(Err(e)),
         }
     }

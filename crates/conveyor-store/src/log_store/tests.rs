@@ -471,7 +471,7 @@ fn quick_commits_leave_rolls_and_snapshots_to_the_committer() {
                 (w.segment, w.since_snapshot)
             };
             let due = store.compaction_due(&store.writer());
-            match store.commit_quick(&batch) {
+            match store.commit_quick(&batch, Linger::May) {
                 Some(result) => {
                     result.unwrap();
                     quick += 1;
@@ -513,7 +513,7 @@ fn quick_commits_leave_rolls_and_snapshots_to_the_committer() {
         batch.push(Op::PutTask(Box::new(task(100, 9, "elsewhere"))));
         batch
     };
-    let answer = std::thread::scope(|s| s.spawn(|| store.commit_quick(&batch)).join());
+    let answer = std::thread::scope(|s| s.spawn(|| store.commit_quick(&batch, Linger::May)).join());
     assert!(matches!(answer, Ok(None)), "{answer:?}");
     drop(held);
     let check_loop = |store: &LogStore| {
@@ -1200,7 +1200,7 @@ fn a_store_opened_to_be_copied_neither_compacts_nor_writes_a_snapshot() {
     // It refuses writes.
     let refused = source.commit_group(&[looping(100, 300)]);
     assert!(matches!(refused, Err(StoreError::Io(_))), "{refused:?}");
-    let quick = source.commit_quick(&looping(100, 300));
+    let quick = source.commit_quick(&looping(100, 300), Linger::May);
     assert!(!matches!(quick, Some(Ok(()))), "{quick:?}");
     // Three times as long as the compactor waits between its looks.
     std::thread::sleep(std::time::Duration::from_millis(1_500));
@@ -1304,7 +1304,7 @@ fn stream_until_one_waits<'a>(store: &'a LogStore, round: &mut u64) -> MutexGuar
     loop {
         for id in 100..105u64 {
             let batch = looping(id, *round);
-            match store.commit_quick(&batch) {
+            match store.commit_quick(&batch, Linger::May) {
                 Some(done) => done.unwrap(),
                 // A roll or a snapshot due: the committer's way, as the engine does.
                 None => store.commit_group(std::slice::from_ref(&batch)).unwrap(),
@@ -1469,7 +1469,7 @@ fn a_tail_that_cannot_be_written_stays_and_commits_fail_whole_until_it_is() {
     let mut round = 0;
     let mut held = stream_until_one_waits(&store, &mut round);
     let len = held.len;
-    store.fail_tail_writes.store(true, Ordering::SeqCst);
+    store.fail_writes.store(true, Ordering::SeqCst);
     let failed = store.write_tail(&mut held);
     assert!(matches!(failed, Err(StoreError::DiskFull)), "{failed:?}");
     assert!(held.tail_failed);
@@ -1481,8 +1481,13 @@ fn a_tail_that_cannot_be_written_stays_and_commits_fail_whole_until_it_is() {
     drop(held);
     check_rounds(&store, round);
 
+    // A step's commit, though it comes in a stream, is written at once, and fails.
     let batch = looping(100, round);
-    let quick = store.commit_quick(&batch);
+    let quick = {
+        let mut w = store.writer();
+        w.last_quick = Some(std::time::Instant::now());
+        store.commit_quick_locked(&mut w, &batch, Linger::May)
+    };
     assert!(
         matches!(quick, Some(Err(StoreError::DiskFull))),
         "{quick:?}"
@@ -1497,7 +1502,7 @@ fn a_tail_that_cannot_be_written_stays_and_commits_fail_whole_until_it_is() {
     check_rounds(&store, round);
 
     // Space returns.
-    store.fail_tail_writes.store(false, Ordering::SeqCst);
+    store.fail_writes.store(false, Ordering::SeqCst);
     store.commit_group(&[batch]).unwrap();
     {
         let w = store.writer();
@@ -1507,6 +1512,93 @@ fn a_tail_that_cannot_be_written_stays_and_commits_fail_whole_until_it_is() {
     let batches: Vec<Batch> = (101..105u64).map(|id| looping(id, round)).collect();
     store.commit_group(&batches).unwrap();
     round += 1;
+    check_rounds(&store, round);
+    drop(store);
+    let store = open(dir.path()).unwrap();
+    check(&store);
+    check_rounds(&store, round);
+}
+
+/// Who writes the tail: the first commit that joins it [`LINGER`] after it began, a
+/// commit that may not linger (a door's, or one that brings a task into being), and
+/// not the commit that finds it failed: that one is answered `Ok` (it is applied, in
+/// the tail, like the ones before it) and the failure is the next write's error.
+#[test]
+fn a_tail_is_written_by_the_commit_that_finds_it_due_or_that_may_not_wait() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path()).unwrap();
+    fill(&store);
+    let mut round = 0;
+    // With the writer held throughout each part, nothing else writes the tail.
+    let commit = |w: &mut Writer, id: u64, round: u64, linger: Linger| {
+        let done = store.commit_quick_locked(w, &looping(id, round), linger);
+        assert!(matches!(done, Some(Ok(()))), "{done:?}");
+    };
+
+    // Due: a commit that joins a tail begun LINGER ago writes it, itself included.
+    let mut held = stream_until_one_waits(&store, &mut round);
+    let now = std::time::Instant::now();
+    held.tail_since = Some(now - LINGER);
+    held.last_quick = Some(now);
+    commit(&mut held, 100, round, Linger::May);
+    assert_eq!(
+        file_len(&store, &held),
+        held.len,
+        "a due tail was not written"
+    );
+    assert!(held.tail_since.is_none());
+    for id in 101..105u64 {
+        commit(&mut held, id, round, Linger::May);
+    }
+    round += 1;
+    drop(held);
+
+    // A commit that may not linger writes the tail and itself, in a stream or not.
+    let mut held = stream_until_one_waits(&store, &mut round);
+    held.last_quick = Some(std::time::Instant::now());
+    for id in 100..105u64 {
+        commit(&mut held, id, round, Linger::No);
+    }
+    round += 1;
+    assert_eq!(file_len(&store, &held), held.len, "Linger::No waited");
+    // Nor does a commit that creates a task (its id must not be handed out again).
+    let id = store.next_task_id().unwrap();
+    let mut birth = Batch::default();
+    birth.push(Op::PutTask(Box::new(task(id, 9, "start"))));
+    birth.push(Op::IndexTask {
+        process: 9,
+        task: id,
+    });
+    held.last_quick = Some(std::time::Instant::now());
+    let done = store.commit_quick_locked(&mut held, &birth, Linger::May);
+    assert!(matches!(done, Some(Ok(()))), "{done:?}");
+    assert_eq!(
+        file_len(&store, &held),
+        held.len,
+        "a birth waited in the tail"
+    );
+    drop(held);
+
+    // A due tail that cannot be written: the commit that found it is answered `Ok`;
+    // the next one fails, with nothing written.
+    let mut held = stream_until_one_waits(&store, &mut round);
+    let now = std::time::Instant::now();
+    held.tail_since = Some(now - LINGER);
+    held.last_quick = Some(now);
+    store.fail_writes.store(true, Ordering::SeqCst);
+    commit(&mut held, 100, round, Linger::May);
+    assert!(held.tail_failed);
+    let len = held.len;
+    let next = store.commit_quick_locked(&mut held, &looping(101, round), Linger::May);
+    assert!(matches!(next, Some(Err(StoreError::DiskFull))), "{next:?}");
+    assert_eq!(held.len, len, "a commit that failed wrote something");
+    store.fail_writes.store(false, Ordering::SeqCst);
+    for id in 101..105u64 {
+        commit(&mut held, id, round, Linger::May);
+    }
+    round += 1;
+    drop(held);
+    store.flush().unwrap();
     check_rounds(&store, round);
     drop(store);
     let store = open(dir.path()).unwrap();

@@ -171,7 +171,7 @@ fn no_secret_on_disk(kind: StoreKind, quick: bool) {
         // moment: try a few times).
         fill_by(&store, LOOKALIKE, |store, batch| {
             let done = (0..20).find_map(|_| {
-                let done = store.commit_quick(batch);
+                let done = store.commit_quick(batch, Linger::May);
                 if done.is_none() {
                     std::thread::sleep(std::time::Duration::from_millis(5));
                 }
@@ -239,7 +239,7 @@ fn a_sealed_sled_store_answers_a_quick_commit_with_none_and_writes_nothing() {
     assert!(!store.commits_in_place());
     let mut batch = Batch::default();
     batch.push(Op::PutTask(Box::new(task(7, 1, "start"))));
-    assert!(store.commit_quick(&batch).is_none());
+    assert!(store.commit_quick(&batch, Linger::May).is_none());
     assert!(store.task(7).unwrap().is_none());
 }
 
