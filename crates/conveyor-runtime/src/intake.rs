@@ -123,16 +123,10 @@ impl Runtime {
         }
     }
 
-    /// Tells the engine what is left of a task stepped at its door (the rest of its
-    /// work, or its timer); gives the task back as the step left it.
+    /// Counts the step a task took at its door (which told the engine of what is left:
+    /// the rest of its work, or its timer); gives the task back as the step left it.
     fn after_born(&self, born: crate::step::Born) -> TaskRecord {
         self.metrics.step();
-        if born.ready {
-            // Its step told the loop of any timer: no need to read the index again.
-            self.schedule_from_engine(born.task.id);
-        } else if let Some(wake) = born.task.wake {
-            self.hint_timer(wake.at);
-        }
         born.task
     }
 

@@ -213,17 +213,27 @@ impl Drop for Waiting<'_> {
         let Some(wait) = self.wait.take() else {
             return;
         };
-        let (Some(rt), Ok(handle)) = (self.rt.me.upgrade(), tokio::runtime::Handle::try_current())
-        else {
-            return;
-        };
+        // The runtime is not kept alive for this: gone by the answer, nothing is left
+        // to tell.
+        let me = self.rt.me.clone();
         let refs = self.refs.to_vec();
         let wake = std::mem::take(&mut self.wake);
-        handle.spawn(async move {
-            if let Ok(Ok(())) = wait.await {
+        let after = move |answer| {
+            if let (Ok(Ok(())), Some(rt)) = (answer, me.upgrade()) {
                 rt.after_abandoned_commit(&refs, wake);
             }
-        });
+        };
+        match tokio::runtime::Handle::try_current() {
+            Ok(handle) => {
+                handle.spawn(async move { after(wait.await) });
+            }
+            // Dropped outside tokio (a runtime shutting down): a thread waits instead.
+            Err(_) => {
+                let _ = std::thread::Builder::new()
+                    .name("conveyor-abandoned".into())
+                    .spawn(move || after(wait.blocking_recv()));
+            }
+        }
     }
 }
 

@@ -268,8 +268,6 @@ pub(crate) async fn run(rt: &Runtime, id: u64) -> Result<Outcome> {
 pub(crate) struct Born {
     /// The task as the step left it (as committed, unless it was removed).
     pub task: TaskRecord,
-    /// It still needs the engine (it stopped before a node a door does not run).
-    pub ready: bool,
 }
 
 /// Runs the first step of a task a door has just built, before anything of it is
@@ -323,10 +321,7 @@ pub(crate) async fn run_born(
     }
     step.answer_caller_if_failed()?;
     step.commit().await?;
-    Ok(Born {
-        ready: step.task.status == TaskStatus::Ready,
-        task: step.task,
-    })
+    Ok(Born { task: step.task })
 }
 
 impl<'r> Step<'r> {
@@ -1089,7 +1084,9 @@ impl Step<'_> {
         self.took.committed();
         self.note_queued();
         self.release_claim();
-        self.rt.check_alerts(&self.loaded, moved).await?;
+        // Everything the engine must be told of goes before the one wait left (an
+        // alert's decision waits for a lock): a door's future dropped there (its client
+        // went away) must not leave a task ready that the engine never hears of.
         self.send_answer();
         self.rt
             .metrics
@@ -1097,7 +1094,24 @@ impl Step<'_> {
         for task in std::mem::take(&mut self.schedule) {
             self.rt.schedule_from_engine(task);
         }
+        if self.born {
+            // A task stepped at its door: the engine takes it from here.
+            if self.task.status == TaskStatus::Ready {
+                self.rt.schedule_from_engine(self.task.id);
+            } else if let Some(wake) = self.task.wake {
+                self.rt.hint_timer(wake.at);
+            }
+        }
         self.called_out = false;
+        // This step is committed: an alert that cannot be decided now fails nothing (the
+        // next step that moves tasks at its node decides again).
+        if let Err(e) = self.rt.check_alerts(&self.loaded, moved).await {
+            tracing::error!(
+                process = self.loaded.record.id,
+                error = %e,
+                "an alert could not be decided; the next move at its node decides again"
+            );
+        }
         Ok(())
     }
 }

@@ -965,7 +965,9 @@ impl Core {
     /// under way when the process died does. Nothing acknowledged as durable waits
     /// here: a flush, and every frame written at once, write the tail first.
     fn lingers(&self, w: &mut Writer, now: std::time::Instant) -> bool {
-        let streaming = w.last_quick.is_some_and(|last| now - last < STREAM);
+        let streaming = w
+            .last_quick
+            .is_some_and(|last| now.saturating_duration_since(last) < STREAM);
         w.last_quick = Some(now);
         streaming
             && !w.tail_failed
@@ -1480,10 +1482,14 @@ fn flush_in_background(core: &Core, stop: &AtomicBool) {
                 // The stream has paused: sleep long again until the next tail.
                 core.flusher_fast.store(false, Ordering::Relaxed);
             }
-            if !w.dirty || !sync_due {
+            if !sync_due {
                 continue;
             }
+            // (Also when nothing is owed: it paces a failed tail's retries.)
             synced = std::time::Instant::now();
+            if !w.dirty {
+                continue;
+            }
             w.dirty = false;
             Arc::clone(&w.file)
         };
