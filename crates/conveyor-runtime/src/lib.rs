@@ -195,11 +195,11 @@ pub(crate) fn ref_changes(batch: &Batch) -> Vec<RefChange> {
 /// A commit sent to the committer, while its caller waits for the answer.
 ///
 /// Why: a caller can stop waiting — a door's future is dropped when its HTTP client goes
-/// away — while the committer still applies the batch. What the caller would have done
-/// after it must not be lost with it: a task created ready and never handed to the
-/// engine would sit until the next start, and a ref cache not told of a write would
+/// away — while the committer still applies the batch. Part of what the caller would
+/// have done after it must not be lost with it: a task created ready and never handed to
+/// the engine would sit until the next start, and a ref cache not told of a write would
 /// serve the value before it. So dropped while waiting, it leaves a task behind that
-/// waits for the committer's answer and then does that work ([`ToWake`], the ref cache).
+/// waits for the committer's answer and then does that part ([`ToWake`], the ref cache).
 struct Waiting<'a> {
     rt: &'a Runtime,
     /// `None` once answered.

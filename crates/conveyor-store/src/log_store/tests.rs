@@ -1349,6 +1349,15 @@ fn check_rounds(store: &LogStore, rounds: u64) {
     }
 }
 
+/// Closes `store`, opens its directory again with `limits`, and checks what [`fill`]
+/// and `rounds` rounds of tasks 100 to 104 left.
+fn check_reopened(store: LogStore, dir: &Path, limits: Limits, rounds: u64) {
+    drop(store);
+    let store = open_with_limits(dir, limits).unwrap();
+    check(&store);
+    check_rounds(&store, rounds);
+}
+
 /// The commits of steps that come in a stream wait in the tail: applied, read as any
 /// other, and written together — by the first commit written at once, by a flush, or by
 /// the flusher when the stream stops. The log on file is whole up to its last frame all
@@ -1430,10 +1439,7 @@ fn commits_in_a_stream_wait_in_the_tail_and_are_written_together() {
 
     // A tail left when the store closes is written too.
     drop(stream_until_one_waits(&store, &mut round));
-    drop(store);
-    let store = open(dir.path()).unwrap();
-    check(&store);
-    check_rounds(&store, round);
+    check_reopened(store, dir.path(), LIMITS, round);
 }
 
 /// A compaction that plans while commits wait in the tail: the history chains it reads
@@ -1457,10 +1463,7 @@ fn a_compaction_planned_while_commits_wait_in_the_tail_reads_their_chains() {
     drop(stream_until_one_waits(&store, &mut round));
     assert!(store.compact_oldest().unwrap(), "nothing was compacted");
     check_rounds(&store, round);
-    drop(store);
-    let store = open_with_limits(dir.path(), never).unwrap();
-    check(&store);
-    check_rounds(&store, round);
+    check_reopened(store, dir.path(), never, round);
 }
 
 /// A tail that cannot be written (a full disk) stays, applied and read from memory, and
@@ -1519,10 +1522,7 @@ fn a_tail_that_cannot_be_written_stays_and_commits_fail_whole_until_it_is() {
     store.commit_group(&batches).unwrap();
     round += 1;
     check_rounds(&store, round);
-    drop(store);
-    let store = open(dir.path()).unwrap();
-    check(&store);
-    check_rounds(&store, round);
+    check_reopened(store, dir.path(), LIMITS, round);
 }
 
 /// Who writes the tail: the first commit that joins it [`LINGER`] after it began, and a
@@ -1606,8 +1606,5 @@ fn a_tail_is_written_by_the_commit_that_finds_it_due_or_that_may_not_wait() {
     drop(held);
     store.flush().unwrap();
     check_rounds(&store, round);
-    drop(store);
-    let store = open(dir.path()).unwrap();
-    check(&store);
-    check_rounds(&store, round);
+    check_reopened(store, dir.path(), LIMITS, round);
 }
