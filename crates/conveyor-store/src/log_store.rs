@@ -341,11 +341,12 @@ pub struct Core {
     given_back: Mutex<SpaceGivenBack>,
     /// Set when the store closes: a compaction stops between its frames.
     closing: AtomicBool,
-    /// The flusher, which writes a tail that waits; none, and no commit waits in a tail.
+    /// The flusher's thread, woken when a tail begins.
     flusher: std::sync::OnceLock<std::thread::Thread>,
-    /// Set when the flusher's thread ends (the store closing, or a panic): no commit
-    /// waits in a tail from then on.
-    flusher_gone: AtomicBool,
+    /// While the flusher's thread runs (from its start to its end, the store closing or
+    /// a panic): a commit waits in a tail only then, for the flusher writes a tail no
+    /// commit came to write.
+    flusher_runs: AtomicBool,
     /// Tests: every write to the log fails as on a full disk (after its bytes reached
     /// the file, as a write cut short leaves them).
     #[cfg(test)]
@@ -729,7 +730,7 @@ impl LogStore {
             given_back: Mutex::default(),
             closing: AtomicBool::new(false),
             flusher: std::sync::OnceLock::new(),
-            flusher_gone: AtomicBool::new(false),
+            flusher_runs: AtomicBool::new(false),
             #[cfg(test)]
             fail_writes: AtomicBool::new(false),
             flusher_fast: AtomicBool::new(false),
@@ -969,10 +970,7 @@ impl Core {
             .last_quick
             .is_some_and(|last| now.saturating_duration_since(last) < STREAM);
         w.last_quick = Some(now);
-        streaming
-            && !w.tail_failed
-            && self.flusher.get().is_some()
-            && !self.flusher_gone.load(Ordering::SeqCst)
+        streaming && !w.tail_failed && self.flusher_runs.load(Ordering::SeqCst)
     }
 
     /// Writes the tail with one `pwrite`. Called with the writer locked, before the log
@@ -1443,14 +1441,15 @@ fn spawn_flusher(core: &Arc<Core>) -> Option<Flusher> {
         .name("conveyor-flush".into())
         .spawn(move || {
             let core = thread_core;
-            // Told however the thread ends, a panic included.
-            struct Gone<'a>(&'a AtomicBool);
-            impl Drop for Gone<'_> {
+            // Cleared however the thread ends, a panic included.
+            struct Runs<'a>(&'a AtomicBool);
+            impl Drop for Runs<'_> {
                 fn drop(&mut self) {
-                    self.0.store(true, Ordering::SeqCst);
+                    self.0.store(false, Ordering::SeqCst);
                 }
             }
-            let _gone = Gone(&core.flusher_gone);
+            core.flusher_runs.store(true, Ordering::SeqCst);
+            let _runs = Runs(&core.flusher_runs);
             flush_in_background(&core, &stopped)
         })
         .ok()?;
@@ -1473,7 +1472,7 @@ fn flush_in_background(core: &Core, stop: &AtomicBool) {
                 // not past a sync, which must cover it); one that could not be written
                 // is tried again at each sync, not at each wake.
                 let due = sync_due || (!w.tail_failed && since.elapsed() >= LINGER);
-                if due || stop.load(Ordering::SeqCst) {
+                if due {
                     // A failure is kept by the writer (the next commit fails with it),
                     // and `write_tail` logs it.
                     let _ = core.write_tail(&mut w);
